@@ -1,0 +1,54 @@
+# Every target sets up what it needs from nothing: python3, make and the package registries.
+PYTHON ?= python3
+VENV := .venv
+PADDLE_VENV := .venv-paddle
+MODEL ?= PP-OCRv4_mobile_det
+SOURCE ?=
+DEFAULT_MODEL := models/PP-OCRv4_mobile_det/inference.onnx
+# PaddleOCR is only the reference for parity tests and benchmarks. It needs opencv-contrib-python,
+# which cannot share a venv with our opencv-python-headless (both ship the cv2 package).
+REFERENCE_PACKAGES := paddleocr==3.7.0
+PIP_QUIET := --quiet --disable-pip-version-check
+
+.PHONY: install paddle-env models export demo test bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install $(PIP_QUIET) -e '.[test]'
+	touch $@
+
+paddle-env: $(PADDLE_VENV)/.installed
+
+$(PADDLE_VENV)/.installed: pyproject.toml
+	rm -rf $(PADDLE_VENV)
+	$(PYTHON) -m venv $(PADDLE_VENV)
+	$(PADDLE_VENV)/bin/pip install $(PIP_QUIET) -e '.[export,test]'
+	$(PADDLE_VENV)/bin/pip uninstall $(PIP_QUIET) -y opencv-python-headless
+	$(PADDLE_VENV)/bin/pip install $(PIP_QUIET) $(REFERENCE_PACKAGES)
+	touch $@
+
+models: $(DEFAULT_MODEL)
+
+$(DEFAULT_MODEL): $(PADDLE_VENV)/.installed
+	$(PADDLE_VENV)/bin/python -m tools.export --model PP-OCRv4_mobile_det
+
+export: $(PADDLE_VENV)/.installed
+	$(PADDLE_VENV)/bin/python -m tools.export --model '$(MODEL)' $(if $(SOURCE),--source '$(SOURCE)')
+
+demo: $(VENV)/.installed $(DEFAULT_MODEL)
+	$(VENV)/bin/python -m tools.sample_image output/demo/sample.png
+	$(VENV)/bin/detect -i output/demo/sample.png --save-path output/demo
+	@echo "demo: boxes drawn in output/demo/sample_res.png, JSON in output/demo/sample_res.json"
+
+test: $(VENV)/.installed $(PADDLE_VENV)/.installed $(DEFAULT_MODEL)
+	DETECTOR_PADDLE_PYTHON=$(abspath $(PADDLE_VENV))/bin/python DETECTOR_REQUIRE_REFERENCE=1 \
+		$(VENV)/bin/python -m pytest -q -ra
+
+bench: $(PADDLE_VENV)/.installed $(DEFAULT_MODEL)
+	$(PADDLE_VENV)/bin/python -m tools.bench --model '$(MODEL)' $(if $(SOURCE),--source '$(SOURCE)')
+
+clean:
+	rm -rf $(VENV) $(PADDLE_VENV) output .pytest_cache

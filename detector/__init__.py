@@ -1,0 +1,33 @@
+"""PaddleOCR text detection (PP-OCR DB models) on onnxruntime, without Paddle at inference time."""
+
+from .api import TextDetection
+from .errors import (
+    DetectorError,
+    DeviceUnavailableError,
+    ExportError,
+    InputNotFoundError,
+    InvalidModelError,
+    InvalidParameterError,
+    ModelNotFoundError,
+    UnreadableImageError,
+    UnsupportedInputError,
+)
+from .result import DetectionResult
+from .settings import DetectionSettings
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "TextDetection",
+    "DetectionResult",
+    "DetectionSettings",
+    "DetectorError",
+    "DeviceUnavailableError",
+    "ExportError",
+    "InputNotFoundError",
+    "InvalidModelError",
+    "InvalidParameterError",
+    "ModelNotFoundError",
+    "UnreadableImageError",
+    "UnsupportedInputError",
+]

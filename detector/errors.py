@@ -1,0 +1,39 @@
+"""One exception family for everything the detector refuses; each message says what to do."""
+
+from __future__ import annotations
+
+
+class DetectorError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class InvalidParameterError(DetectorError, ValueError):
+    """A setting or argument is out of range or of the wrong kind."""
+
+
+class InputNotFoundError(DetectorError, FileNotFoundError):
+    """A path given as input does not exist (or a folder holds no images)."""
+
+
+class UnreadableImageError(DetectorError):
+    """A file or buffer exists but cannot be decoded as an image."""
+
+
+class UnsupportedInputError(DetectorError, TypeError):
+    """The input is of a type the detector does not accept."""
+
+
+class ModelNotFoundError(DetectorError, FileNotFoundError):
+    """No exported ONNX model where one was looked for."""
+
+
+class InvalidModelError(DetectorError):
+    """The ONNX file is not a DB text detector (wrong input rank, output shape, unreadable)."""
+
+
+class DeviceUnavailableError(DetectorError, RuntimeError):
+    """The requested device (a GPU) cannot be used by onnxruntime here."""
+
+
+class ExportError(DetectorError):
+    """Export of a Paddle model to ONNX failed or did not verify."""

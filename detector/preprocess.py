@@ -1,0 +1,94 @@
+"""Preprocess stage: resize to network-friendly sizes and normalize, as PaddleOCR's DetResizeForTest does."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Dict, List, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+from .errors import InvalidParameterError
+
+logger = logging.getLogger(__name__)
+
+# The network downsamples by 32: both sides must be multiples of it.
+SIZE_MULTIPLE = 32
+# Images whose sides add up to less than this are zero-padded to at least 32x32 first.
+MIN_SIDE_SUM = 64
+
+
+@dataclass(frozen=True)
+class ResizeInfo:
+    """How an original image maps onto the network input: what postprocess needs to rescale boxes."""
+
+    src_height: int
+    src_width: int
+    ratio_height: float
+    ratio_width: float
+
+
+def pad_small_image(image: np.ndarray) -> np.ndarray:
+    """Zero-pad an image with h + w < 64 to at least 32x32 (top-left aligned), as PaddleOCR does."""
+    height, width = image.shape[:2]
+    if height + width >= MIN_SIDE_SUM:
+        return image
+    padded = np.zeros((max(SIZE_MULTIPLE, height), max(SIZE_MULTIPLE, width), image.shape[2]), np.uint8)
+    padded[:height, :width] = image
+    return padded
+
+
+def target_size(height: int, width: int, limit_side_len: int, limit_type: str, max_side_limit: int) -> Tuple[int, int]:
+    """The (height, width) PaddleOCR resizes an image of this size to: both multiples of 32, >= 32."""
+    if limit_type == "max":
+        ratio = float(limit_side_len) / max(height, width) if max(height, width) > limit_side_len else 1.0
+    elif limit_type == "min":
+        ratio = float(limit_side_len) / min(height, width) if min(height, width) < limit_side_len else 1.0
+    else:
+        raise InvalidParameterError(f"limit_type must be 'max' or 'min', got {limit_type!r}")
+    resize_h, resize_w = int(height * ratio), int(width * ratio)
+    if max(resize_h, resize_w) > max_side_limit:
+        logger.warning(
+            "resized image %dx%d exceeds max_side_limit %d; shrinking to fit", resize_w, resize_h, max_side_limit
+        )
+        shrink = float(max_side_limit) / max(resize_h, resize_w)
+        resize_h, resize_w = int(resize_h * shrink), int(resize_w * shrink)
+    resize_h = max(int(round(resize_h / SIZE_MULTIPLE) * SIZE_MULTIPLE), SIZE_MULTIPLE)
+    resize_w = max(int(round(resize_w / SIZE_MULTIPLE) * SIZE_MULTIPLE), SIZE_MULTIPLE)
+    return resize_h, resize_w
+
+
+def resize_for_detection(
+    image: np.ndarray, limit_side_len: int, limit_type: str, max_side_limit: int
+) -> Tuple[np.ndarray, ResizeInfo]:
+    """Resize a BGR uint8 HxWx3 image for the network; returns it with the mapping back to the original."""
+    src_h, src_w = image.shape[:2]
+    padded = pad_small_image(image)
+    height, width = padded.shape[:2]
+    resize_h, resize_w = target_size(height, width, limit_side_len, limit_type, max_side_limit)
+    if (resize_h, resize_w) == (height, width):
+        return padded, ResizeInfo(src_h, src_w, 1.0, 1.0)
+    resized = cv2.resize(padded, (resize_w, resize_h))
+    return resized, ResizeInfo(src_h, src_w, resize_h / float(height), resize_w / float(width))
+
+
+def normalize_image(image: np.ndarray, mean: Sequence[float], std: Sequence[float], scale: float) -> np.ndarray:
+    """(pixel * scale - mean) / std per channel, in the image's own channel order (BGR); returns CHW float32."""
+    alpha = np.asarray([scale / s for s in std], dtype=np.float32)
+    beta = np.asarray([-m / s for m, s in zip(mean, std)], dtype=np.float32)
+    # One fused multiply-add in float32, the same arithmetic as PaddleOCR's per-channel version.
+    normalized = image.astype(np.float32) * alpha + beta
+    return np.ascontiguousarray(normalized.transpose(2, 0, 1))
+
+
+def group_by_shape(images: Sequence[np.ndarray]) -> List[List[int]]:
+    """Indices of images grouped by identical shape, in first-seen order.
+
+    Only same-shaped images share a session.run: padding them to a common size would change the
+    probability map near the padding, and results must not depend on batch_size.
+    """
+    groups: Dict[Tuple[int, ...], List[int]] = {}
+    for index, image in enumerate(images):
+        groups.setdefault(image.shape, []).append(index)
+    return list(groups.values())

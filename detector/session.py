@@ -1,0 +1,144 @@
+"""Session stage: find the exported model, pick a device, open an onnxruntime session, run it."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Optional, Tuple, Union
+
+import numpy as np
+import onnxruntime as ort
+
+from .errors import DeviceUnavailableError, InvalidModelError, InvalidParameterError, ModelNotFoundError
+
+MODEL_FILENAME = "inference.onnx"
+# A folder of exported models laid out as <folder>/<MODEL_NAME>/inference.onnx.
+MODELS_ENV_VAR = "DETECTOR_MODELS"
+# models/ of a source checkout (the package sits beside it).
+CHECKOUT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+CUDA_PROVIDER = "CUDAExecutionProvider"
+CPU_PROVIDER = "CPUExecutionProvider"
+_DEVICE_PATTERN = re.compile(r"^(cpu|gpu|cuda)(?::(\d+))?$")
+
+
+def resolve_model_path(model_name: str, model_dir: Optional[Union[str, os.PathLike]] = None) -> Path:
+    """The .onnx file to load: model_dir, then $DETECTOR_MODELS/<name>, then the checkout's models/<name>."""
+    if model_dir is not None:
+        path = Path(model_dir).expanduser()
+        if path.is_file():
+            return path
+        if (path / MODEL_FILENAME).is_file():
+            return path / MODEL_FILENAME
+        raise ModelNotFoundError(
+            f"model_dir {str(path)!r} is neither an .onnx file nor a folder holding {MODEL_FILENAME}; "
+            f"export one with `make export MODEL={model_name} SOURCE=<paddle model dir>`"
+        )
+    searched = []
+    env_dir = os.environ.get(MODELS_ENV_VAR)
+    if env_dir:
+        searched.append(Path(env_dir).expanduser() / model_name / MODEL_FILENAME)
+    searched.append(CHECKOUT_MODELS_DIR / model_name / MODEL_FILENAME)
+    for candidate in searched:
+        if candidate.is_file():
+            return candidate
+    raise ModelNotFoundError(
+        f"no exported model {model_name!r}: looked for {', '.join(str(p) for p in searched)}. "
+        f"Export it with `make export MODEL={model_name}` (add SOURCE=<paddle model dir> for models other "
+        f"than the default), set {MODELS_ENV_VAR} to a folder holding <MODEL_NAME>/{MODEL_FILENAME}, "
+        f"or pass model_dir=<path to .onnx>"
+    )
+
+
+@dataclass(frozen=True)
+class Device:
+    kind: str  # "cpu" or "gpu"
+    index: int = 0
+
+
+def parse_device(device: Optional[str]) -> Optional[Device]:
+    """'cpu' | 'gpu' | 'gpu:N' (also 'cuda[:N]') -> Device; None means "GPU if usable, else CPU"."""
+    if device is None:
+        return None
+    match = _DEVICE_PATTERN.match(str(device).strip().lower())
+    if not match:
+        raise InvalidParameterError(f"device must be 'cpu', 'gpu' or 'gpu:N', got {device!r}")
+    kind = "cpu" if match.group(1) == "cpu" else "gpu"
+    if kind == "cpu" and match.group(2) is not None:
+        raise InvalidParameterError(f"device 'cpu' takes no index, got {device!r}")
+    return Device(kind, int(match.group(2) or 0))
+
+
+def cuda_unavailable_reason() -> Optional[str]:
+    """Why onnxruntime's CUDA provider cannot load here, or None if it can.
+
+    Loading the provider library ourselves first keeps onnxruntime from printing its library-load
+    errors on machines without CUDA.
+    """
+    if CUDA_PROVIDER not in ort.get_available_providers():
+        return f"this onnxruntime build ({ort.__version__}) has no CUDA provider; install onnxruntime-gpu"
+    library = Path(ort.__file__).parent / "capi" / "libonnxruntime_providers_cuda.so"
+    if os.name == "posix" and library.is_file():
+        try:
+            ctypes.CDLL(str(library))
+        except OSError as exc:
+            return f"the CUDA provider cannot load ({exc}); onnxruntime {ort.__version__} needs a matching CUDA and cuDNN"
+    return None
+
+
+def load_session(model_path: Path, device: Optional[Device], threads: Optional[int] = None) -> Tuple[ort.InferenceSession, str]:
+    """Open the model on the device; returns the session and the device it really runs on ('cpu', 'gpu:N')."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    want_gpu = device is None or device.kind == "gpu"
+    if want_gpu:
+        reason = cuda_unavailable_reason()
+        if reason is None:
+            index = device.index if device else 0
+            session = _open(model_path, options, [(CUDA_PROVIDER, {"device_id": index}), CPU_PROVIDER])
+            if session.get_providers()[0] == CUDA_PROVIDER:
+                return session, f"gpu:{index}"
+            reason = f"onnxruntime could not create the CUDA provider on GPU {index}"
+        if device is not None:
+            raise DeviceUnavailableError(f"device {device.kind}:{device.index} is not usable: {reason}. Use device='cpu'")
+    return _open(model_path, options, [CPU_PROVIDER]), "cpu"
+
+
+def _open(model_path: Path, options: ort.SessionOptions, providers) -> ort.InferenceSession:
+    try:
+        return ort.InferenceSession(str(model_path), sess_options=options, providers=providers)
+    except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
+        raise InvalidModelError(f"onnxruntime cannot load {model_path}: {exc}") from None
+
+
+def check_detector_signature(session: ort.InferenceSession, model_path: Path) -> Tuple[str, str]:
+    """Input and output names, after checking the model takes NCHW images and returns (N,1,H,W) maps."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if len(inputs) != 1 or not outputs:
+        raise InvalidModelError(f"{model_path} has {len(inputs)} inputs; a DB text detector has one image input")
+    in_shape, out_shape = inputs[0].shape, outputs[0].shape
+    if len(in_shape) != 4 or (isinstance(in_shape[1], int) and in_shape[1] != 3):
+        raise InvalidModelError(
+            f"{model_path} takes input of shape {in_shape}; a DB text detector takes (N, 3, H, W) images"
+        )
+    if len(out_shape) != 4 or (isinstance(out_shape[1], int) and out_shape[1] != 1):
+        raise InvalidModelError(
+            f"{model_path} returns shape {out_shape}; a DB text detector returns a (N, 1, H, W) probability map"
+        )
+    return inputs[0].name, outputs[0].name
+
+
+def model_metadata(session: ort.InferenceSession) -> Dict[str, str]:
+    return dict(session.get_modelmeta().custom_metadata_map)
+
+
+def run_session(session: ort.InferenceSession, input_name: str, output_name: str, batch: np.ndarray) -> np.ndarray:
+    """Probability maps (N, H, W) for a NCHW float32 batch."""
+    (maps,) = session.run([output_name], {input_name: batch})
+    if maps.ndim != 4 or maps.shape[1] != 1:
+        raise InvalidModelError(f"the model returned shape {maps.shape}; expected (N, 1, H, W)")
+    return maps[:, 0]

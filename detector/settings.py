@@ -1,0 +1,182 @@
+"""The one home for detection settings: what a model's inference.yml means, and user overrides.
+
+The export step turns a model's ``inference.yml`` into a :class:`DetectionSettings` with
+:func:`settings_from_inference_config` and writes it into the ONNX metadata
+(:data:`METADATA_SETTINGS_KEY`). The runtime reads it back with :func:`settings_from_metadata` and
+lays user overrides on top with :meth:`DetectionSettings.with_overrides`. The fallbacks below are
+the ones PaddleX's text-detection predictor uses when a yml leaves a key out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional
+
+from .errors import InvalidParameterError
+
+# ONNX metadata_props keys written by tools/export and read by the runtime.
+METADATA_MODEL_NAME_KEY = "detector.model_name"
+METADATA_SETTINGS_KEY = "detector.settings"
+METADATA_SOURCE_KEY = "detector.source"  # JSON: {"files": {name: sha256}, "origin": str}
+METADATA_EXPORT_KEY = "detector.export"  # JSON: versions and verification figures
+METADATA_INFERENCE_YML_KEY = "detector.inference_yml"  # the original yml text, for the record
+
+# PaddleX resizes these models by their long side (limit_type "max", 960); all other DB models
+# by their short side (limit_type "min", 736).
+LONG_SIDE_MODELS = frozenset(
+    {
+        "PP-OCRv5_server_det",
+        "PP-OCRv5_mobile_det",
+        "PP-OCRv4_server_det",
+        "PP-OCRv4_mobile_det",
+        "PP-OCRv3_server_det",
+        "PP-OCRv3_mobile_det",
+    }
+)
+LIMIT_TYPES = ("max", "min")
+SCORE_MODES = ("fast", "slow")
+BOX_TYPES = ("quad", "poly")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class DetectionSettings:
+    """Everything that decides which boxes come out, for one model."""
+
+    limit_side_len: int = 960
+    limit_type: str = "max"
+    max_side_limit: int = 4000
+    mean: tuple = IMAGENET_MEAN
+    std: tuple = IMAGENET_STD
+    scale: float = 1.0 / 255.0
+    thresh: float = 0.3
+    box_thresh: float = 0.6
+    unclip_ratio: float = 2.0
+    max_candidates: int = 1000
+    use_dilation: bool = False
+    score_mode: str = "fast"
+    box_type: str = "quad"
+
+    def with_overrides(self, **overrides: Any) -> "DetectionSettings":
+        """A copy with every override that is not None applied, validated."""
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise InvalidParameterError(
+                f"unknown setting(s): {', '.join(sorted(unknown))}; "
+                f"known: {', '.join(f.name for f in dataclasses.fields(self))}"
+            )
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return validate_settings(dataclasses.replace(self, **given)) if given else self
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+
+def validate_settings(settings: DetectionSettings) -> DetectionSettings:
+    """Return ``settings`` with numbers coerced, or raise InvalidParameterError naming the field."""
+
+    def number(name: str, kind: type) -> Any:
+        value = getattr(settings, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InvalidParameterError(f"{name} must be a number, got {value!r}")
+        if kind is int and float(value) != int(value):
+            raise InvalidParameterError(f"{name} must be a whole number, got {value!r}")
+        return kind(value)
+
+    def choice(name: str, allowed: tuple) -> str:
+        value = getattr(settings, name)
+        if value not in allowed:
+            raise InvalidParameterError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+        return value
+
+    values = {
+        "limit_side_len": number("limit_side_len", int),
+        "max_side_limit": number("max_side_limit", int),
+        "thresh": number("thresh", float),
+        "box_thresh": number("box_thresh", float),
+        "unclip_ratio": number("unclip_ratio", float),
+        "max_candidates": number("max_candidates", int),
+        "scale": number("scale", float),
+        "limit_type": choice("limit_type", LIMIT_TYPES),
+        "score_mode": choice("score_mode", SCORE_MODES),
+        "box_type": choice("box_type", BOX_TYPES),
+    }
+    for name in ("thresh", "box_thresh"):
+        if not 0.0 < values[name] < 1.0:
+            raise InvalidParameterError(f"{name} must be between 0 and 1 (exclusive), got {values[name]}")
+    for name in ("limit_side_len", "max_side_limit", "max_candidates"):
+        if values[name] < 1:
+            raise InvalidParameterError(f"{name} must be at least 1, got {values[name]}")
+    if values["unclip_ratio"] <= 0:
+        raise InvalidParameterError(f"unclip_ratio must be greater than 0, got {values['unclip_ratio']}")
+    for name in ("mean", "std"):
+        seq = getattr(settings, name)
+        if len(seq) != 3:
+            raise InvalidParameterError(f"{name} must have 3 values (B, G, R), got {seq!r}")
+        values[name] = tuple(float(v) for v in seq)
+    if any(v == 0 for v in values["std"]):
+        raise InvalidParameterError(f"std must not contain 0, got {values['std']}")
+    values["use_dilation"] = bool(settings.use_dilation)
+    return dataclasses.replace(settings, **values)
+
+
+def _parse_scale(value: Any) -> float:
+    # PaddleOCR writes the scale as the string "1./255." in its yml files.
+    if isinstance(value, str):
+        parts = value.split("/")
+        try:
+            if len(parts) == 2:
+                return float(parts[0]) / float(parts[1])
+            return float(value)
+        except ValueError:
+            raise InvalidParameterError(f"cannot read NormalizeImage scale {value!r}") from None
+    return float(value)
+
+
+def settings_from_inference_config(config: Mapping[str, Any], model_name: Optional[str] = None) -> DetectionSettings:
+    """Translate a parsed PaddleOCR/PaddleX ``inference.yml`` into settings, as PaddleX reads it."""
+    name = model_name or (config.get("Global") or {}).get("model_name") or ""
+    ops = {}
+    for op in (config.get("PreProcess") or {}).get("transform_ops") or []:
+        if isinstance(op, Mapping):
+            for key, args in op.items():
+                ops[key] = args or {}
+    resize = ops.get("DetResizeForTest", {})
+    normalize = ops.get("NormalizeImage", {})
+    post = config.get("PostProcess") or {}
+    if post and post.get("name", "DBPostProcess") != "DBPostProcess":
+        raise InvalidParameterError(
+            f"PostProcess {post.get('name')!r} is not DBPostProcess: this is not a DB text detector"
+        )
+    long_side = name in LONG_SIDE_MODELS
+    settings = DetectionSettings(
+        limit_side_len=resize.get("limit_side_len", resize.get("resize_long", 960 if long_side else 736)),
+        limit_type=resize.get("limit_type", "max" if long_side else "min"),
+        mean=tuple(normalize.get("mean") or IMAGENET_MEAN),
+        std=tuple(normalize.get("std") or IMAGENET_STD),
+        scale=_parse_scale(normalize["scale"]) if normalize.get("scale") is not None else 1.0 / 255.0,
+        thresh=post.get("thresh", 0.3),
+        box_thresh=post.get("box_thresh", 0.6),
+        unclip_ratio=post.get("unclip_ratio", 2.0),
+        max_candidates=post.get("max_candidates", 1000),
+        use_dilation=post.get("use_dilation", False),
+        score_mode=post.get("score_mode", "fast"),
+        box_type=post.get("box_type", "quad"),
+    )
+    return validate_settings(settings)
+
+
+def settings_from_metadata(metadata: Mapping[str, str], model_name: Optional[str] = None) -> DetectionSettings:
+    """Settings stored in an ONNX file by tools/export; PaddleX's fallbacks for a file without them."""
+    raw = metadata.get(METADATA_SETTINGS_KEY)
+    if raw is None:
+        return settings_from_inference_config({}, model_name=model_name)
+    try:
+        stored = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InvalidParameterError(f"the model's {METADATA_SETTINGS_KEY} metadata is not JSON: {exc}") from None
+    known = {f.name for f in dataclasses.fields(DetectionSettings)}
+    return validate_settings(DetectionSettings(**{k: v for k, v in stored.items() if k in known}))

@@ -1,0 +1,61 @@
+"""Shared fixtures: paths of the checkout, the default model, and the Paddle reference environment."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL_NAME = "PP-OCRv4_mobile_det"
+DEFAULT_ONNX = REPO_ROOT / "models" / DEFAULT_MODEL_NAME / "inference.onnx"
+# Where tools/export keeps the fetched Paddle source of the default model.
+DEFAULT_SOURCE_DIR = REPO_ROOT / ".cache" / "sources" / DEFAULT_MODEL_NAME
+
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+
+def _missing(reason: str):
+    # `make test` sets DETECTOR_REQUIRE_REFERENCE=1: there a missing prerequisite is a failure, not a skip.
+    if os.environ.get("DETECTOR_REQUIRE_REFERENCE") == "1":
+        pytest.fail(reason + " (required by DETECTOR_REQUIRE_REFERENCE=1)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def default_onnx() -> Path:
+    if not DEFAULT_ONNX.is_file():
+        _missing(f"{DEFAULT_ONNX} is missing: run `make models`")
+    return DEFAULT_ONNX
+
+
+@pytest.fixture(scope="session")
+def default_source_dir() -> Path:
+    if not (DEFAULT_SOURCE_DIR / "inference.pdiparams").is_file():
+        _missing(f"{DEFAULT_SOURCE_DIR} is missing: run `make models`")
+    return DEFAULT_SOURCE_DIR
+
+
+@pytest.fixture(scope="session")
+def paddle_python() -> str:
+    """The python of the Paddle environment (.venv-paddle): export and PaddleOCR reference runs."""
+    python = os.environ.get("DETECTOR_PADDLE_PYTHON")
+    if not python or not Path(python).is_file():
+        _missing("DETECTOR_PADDLE_PYTHON does not name the Paddle environment's python: run `make test`")
+    return python
+
+
+def run_in_paddle_env(paddle_python: str, *args: str, timeout: float = 900, **kwargs) -> subprocess.CompletedProcess:
+    """Run `python -m <args>` in the Paddle environment from the repo root, capturing text output."""
+    return subprocess.run(
+        [paddle_python, "-m", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kwargs,
+    )
