@@ -1,0 +1,272 @@
+"""TextDetection end to end on the default model and rendered text images."""
+
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+from detector import (
+    DetectionResult,
+    DeviceUnavailableError,
+    InputNotFoundError,
+    InvalidModelError,
+    InvalidParameterError,
+    ModelNotFoundError,
+    TextDetection,
+    UnreadableImageError,
+    UnsupportedInputError,
+)
+from tests.conftest import REPO_ROOT
+from tests.rendered import box_iou, polygon_bounds, write_rendered_pages
+
+
+@pytest.fixture(scope="module")
+def model(default_onnx):
+    return TextDetection(model_dir=default_onnx.parent, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def pages(tmp_path_factory):
+    return write_rendered_pages(tmp_path_factory.mktemp("rendered"))
+
+
+def test_settings_come_from_the_model_metadata(model):
+    assert model.model_name == "PP-OCRv4_mobile_det"
+    s = model.settings
+    assert (s.limit_side_len, s.limit_type, s.max_side_limit) == (960, "max", 4000)
+    assert (s.thresh, s.box_thresh, s.unclip_ratio, s.max_candidates) == (0.3, 0.6, 1.5, 1000)
+    assert model.device == "cpu"
+
+
+@pytest.mark.parametrize("name", ["page", "receipt", "banner", "dense"])
+def test_every_rendered_line_is_found(model, pages, name):
+    path, truth = pages[name]
+    (result,) = model.predict(str(path))
+    polys = result["dt_polys"]
+    assert len(polys) == len(truth), f"{name}: found {len(polys)} boxes for {len(truth)} lines"
+    found = [polygon_bounds(p) for p in polys]
+    for line in truth:
+        best = max(box_iou(line, box) for box in found)
+        assert best > 0.5, f"{name}: line {line} matched no box well (best IoU {best:.2f}) in {found}"
+
+
+def test_result_shapes_and_types(model, pages):
+    path, truth = pages["page"]
+    (result,) = model.predict(path)
+    assert isinstance(result, DetectionResult)
+    assert set(result) == {"input_path", "page_index", "dt_polys", "dt_scores"}
+    assert result["input_path"] == str(path) and result["page_index"] is None
+    polys = result["dt_polys"]
+    assert polys.dtype == np.int16 and polys.ndim == 3 and polys.shape[1:] == (4, 2)
+    assert len(result["dt_scores"]) == len(polys)
+    assert all(isinstance(s, float) and 0.6 <= s <= 1.0 for s in result["dt_scores"])
+    height, width = result.input_img.shape[:2]
+    assert polys[:, :, 0].max() <= width and polys[:, :, 1].max() <= height and polys.min() >= 0
+
+
+def test_array_inputs_gray_and_bgra_match_the_file(model, pages):
+    import cv2
+
+    path, _ = pages["receipt"]
+    bgr = cv2.imread(str(path))
+    (from_file,) = model.predict(path)
+    (from_array,) = model.predict(bgr)
+    assert from_array["input_path"] is None
+    np.testing.assert_array_equal(from_array["dt_polys"], from_file["dt_polys"])
+    (gray,) = model.predict(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))
+    (bgra,) = model.predict(cv2.cvtColor(bgr, cv2.COLOR_BGR2BGRA))
+    assert len(gray["dt_polys"]) == len(from_file["dt_polys"])
+    np.testing.assert_array_equal(bgra["dt_polys"], from_file["dt_polys"])
+
+
+def test_folder_is_read_sorted_and_lists_mix(model, pages, tmp_path):
+    folder = next(iter(pages.values()))[0].parent
+    results = model.predict(folder)
+    assert [r["input_path"] for r in results] == sorted(str(p) for p, _ in pages.values())
+    mixed = model.predict([pages["banner"][0], np.full((64, 64, 3), 255, np.uint8)])
+    assert len(mixed) == 2 and len(mixed[1]["dt_polys"]) == 0
+
+
+def test_results_do_not_depend_on_batch_size(model, pages):
+    paths = [p for p, _ in pages.values()] + [pages["page"][0]]
+    one = model.predict(paths, batch_size=1)
+    many = model.predict(paths, batch_size=3)
+    for a, b in zip(one, many):
+        np.testing.assert_array_equal(a["dt_polys"], b["dt_polys"])
+        assert a["dt_scores"] == b["dt_scores"]
+
+
+def test_predict_iter_streams(model, pages):
+    stream = model.predict_iter([p for p, _ in pages.values()])
+    first = next(stream)
+    assert isinstance(first, DetectionResult)
+    assert len(list(stream)) == len(pages) - 1
+
+
+def test_per_call_overrides(model, pages):
+    path, _ = pages["page"]
+    (default,) = model.predict(path)
+    (wider,) = model.predict(path, unclip_ratio=3.0)
+    assert len(wider["dt_polys"]) == len(default["dt_polys"])
+    area = lambda r: sum(np.ptp(p[:, 0]) * np.ptp(p[:, 1]) for p in r["dt_polys"].astype(int))
+    assert area(wider) > area(default)
+    (strict,) = model.predict(path, box_thresh=0.99)
+    assert len(strict["dt_polys"]) == 0
+    (small,) = model.predict(path, limit_side_len=320)  # coarser map, still every line
+    assert len(small["dt_polys"]) == len(default["dt_polys"])
+    assert model.settings.unclip_ratio == 1.5  # overrides did not stick
+
+
+def test_constructor_overrides(default_onnx, pages):
+    model = TextDetection(model_dir=default_onnx, device="cpu", box_thresh=0.99, limit_type="min")
+    assert model.settings.box_thresh == 0.99 and model.settings.limit_type == "min"
+    assert len(model.predict(pages["page"][0])[0]["dt_polys"]) == 0
+
+
+def test_poly_box_type_returns_polygons(model, pages):
+    (result,) = model.predict(pages["banner"][0], box_type="poly")
+    assert len(result["dt_polys"]) == 1 and result["dt_polys"][0].shape[1] == 2
+
+
+def test_shared_instance_is_thread_safe(model, pages):
+    paths = [p for p, _ in pages.values()] * 2
+    expected = {str(p): model.predict(p)[0]["dt_polys"] for p in paths}
+    got, errors = [], []
+
+    def work(path):
+        try:
+            got.append((str(path), model.predict(path)[0]["dt_polys"]))
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(p,)) for p in paths]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(got) == len(paths)
+    for path, polys in got:
+        np.testing.assert_array_equal(polys, expected[path])
+
+
+def test_saved_outputs(model, pages, tmp_path):
+    import json
+
+    (result,) = model.predict(pages["receipt"][0])
+    json_path = result.save_to_json(tmp_path)
+    img_path = result.save_to_img(tmp_path)
+    assert json_path.name == "receipt_res.json" and img_path.name == "receipt_res.png"
+    data = json.loads(json_path.read_text())
+    assert data["dt_polys"] == result["dt_polys"].tolist() and data["input_path"] == result["input_path"]
+    import cv2
+
+    drawn = cv2.imread(str(img_path))
+    assert drawn.shape == result.input_img.shape
+    red = (drawn[:, :, 2] > 200) & (drawn[:, :, 1] < 60) & (drawn[:, :, 0] < 60)
+    assert red.sum() > 100
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temp files
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(thresh=0), dict(thresh=1.0), dict(box_thresh=-0.1), dict(unclip_ratio=0), dict(limit_type="middle"),
+     dict(limit_side_len=0), dict(score_mode="median"), dict(box_type="circle")],
+)
+def test_invalid_parameters_are_refused(model, kwargs):
+    with pytest.raises(InvalidParameterError):
+        model.predict(np.zeros((32, 32, 3), np.uint8), **kwargs)
+
+
+def test_invalid_batch_size_and_unknown_setting(model):
+    with pytest.raises(InvalidParameterError, match="batch_size"):
+        model.predict(np.zeros((32, 32, 3), np.uint8), batch_size=0)
+    with pytest.raises(InvalidParameterError, match="unknown setting"):
+        model.predict(np.zeros((32, 32, 3), np.uint8), treshold=0.5)
+
+
+def test_input_errors(model, tmp_path):
+    with pytest.raises(InputNotFoundError, match="does not exist"):
+        model.predict(tmp_path / "missing.png")
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image at all")
+    with pytest.raises(UnreadableImageError, match="bad.png"):
+        model.predict(bad)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputNotFoundError, match="holds no images"):
+        model.predict(empty)
+    with pytest.raises(UnsupportedInputError):
+        model.predict(12345)
+    with pytest.raises(UnsupportedInputError):
+        model.predict(np.zeros((4, 4, 7), np.uint8))
+
+
+def test_model_resolution(monkeypatch, default_onnx, tmp_path):
+    monkeypatch.setenv("DETECTOR_MODELS", str(default_onnx.parent.parent))
+    assert TextDetection(device="cpu").model_path == default_onnx
+    with pytest.raises(ModelNotFoundError, match="make export MODEL=PP-OCRv9_det"):
+        TextDetection(model_name="PP-OCRv9_det", device="cpu")
+    with pytest.raises(ModelNotFoundError, match="neither an .onnx file"):
+        TextDetection(model_dir=tmp_path, device="cpu")
+
+
+def test_invalid_models_are_refused(tmp_path):
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x00garbage")
+    with pytest.raises(InvalidModelError, match="cannot load"):
+        TextDetection(model_dir=junk, device="cpu")
+    import onnx
+    from onnx import TensorProto, helper
+
+    # a classifier-shaped graph: (N, 10) output is not a probability map
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["x"], ["y"])],
+        "not_a_detector",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])],
+    )
+    path = tmp_path / "classifier.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)], ir_version=8), path)
+    with pytest.raises(InvalidModelError, match=r"\(N, 1, H, W\)"):
+        TextDetection(model_dir=path, device="cpu")
+
+
+def test_device_syntax_and_unusable_gpu(default_onnx):
+    with pytest.raises(InvalidParameterError, match="device"):
+        TextDetection(model_dir=default_onnx, device="tpu")
+    from detector.session import cuda_unavailable_reason
+
+    if cuda_unavailable_reason() is not None:
+        with pytest.raises(DeviceUnavailableError, match="device='cpu'"):
+            TextDetection(model_dir=default_onnx, device="gpu:0")
+
+
+def test_automatic_device_is_quiet_without_a_gpu(default_onnx):
+    code = (
+        "from detector import TextDetection\n"
+        f"m = TextDetection(model_dir={str(default_onnx)!r})\n"
+        "print(m.device)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    from detector.session import cuda_unavailable_reason
+
+    if cuda_unavailable_reason() is not None:
+        assert proc.stdout.strip() == "cpu"
+        assert "libcu" not in proc.stderr and "Failed to load" not in proc.stderr, proc.stderr
+
+
+def test_predicting_never_imports_paddle(default_onnx, pages):
+    code = (
+        "import sys, numpy as np\n"
+        "import detector\n"
+        f"m = detector.TextDetection(model_dir={str(default_onnx)!r}, device='cpu')\n"
+        f"m.predict({str(pages['banner'][0])!r})\n"
+        "bad = sorted(n for n in sys.modules if n.split('.')[0] in ('paddle', 'paddleocr', 'paddlex', 'paddle2onnx', 'tools'))\n"
+        "print('LOADED', bad)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "LOADED []" in proc.stdout

@@ -1,0 +1,124 @@
+"""The `detect` command, run as users run it: a subprocess, checking exit codes, stdout, stderr, files."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+from tests.rendered import write_rendered_pages
+
+DETECT = [sys.executable, "-m", "detector.cli"]
+
+
+def detect(*args, env=None, timeout=180):
+    return subprocess.run([*DETECT, *map(str, args)], capture_output=True, text=True, cwd=REPO_ROOT,
+                          timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="module")
+def pages(tmp_path_factory):
+    return write_rendered_pages(tmp_path_factory.mktemp("cli_pages"))
+
+
+@pytest.fixture(scope="module")
+def model_path(default_onnx):
+    return default_onnx
+
+
+def test_detects_prints_and_saves(model_path, pages, tmp_path):
+    path, truth = pages["page"]
+    proc = detect("-i", path, "--model", model_path, "--save-path", tmp_path, "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    assert "'res'" in proc.stdout and "dt_polys" in proc.stdout
+    data = json.loads((tmp_path / "page_res.json").read_text())
+    assert len(data["dt_polys"]) == len(truth) and data["input_path"] == str(path)
+    assert (tmp_path / "page_res.png").stat().st_size > 1000
+    assert "Traceback" not in proc.stderr
+
+
+def test_json_output_and_underscore_aliases(model_path, pages):
+    path, truth = pages["receipt"]
+    proc = detect("-i", path, "--model_dir", model_path.parent, "--box_thresh", "0.6", "--unclip_ratio", "1.5",
+                  "--limit_side_len", "960", "--limit_type", "max", "--max_side_limit", "4000", "--batch_size", "2",
+                  "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert len(json.loads(proc.stdout)["res"]["dt_polys"]) == len(truth)
+
+
+def test_model_name_is_resolved_through_the_models_folder(model_path, pages):
+    env = dict(os.environ, DETECTOR_MODELS=str(model_path.parent.parent))
+    proc = detect("-i", pages["banner"][0], "--model_name", "PP-OCRv4_mobile_det", "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_folder_run_streams_all_and_summarizes(model_path, pages, tmp_path):
+    folder = pages["page"][0].parent
+    proc = detect("-i", folder, "--model", model_path, "--save-path", tmp_path, "--batch-size", "3")
+    assert proc.returncode == 0, proc.stderr
+    assert len(list(tmp_path.glob("*_res.json"))) == len(pages)
+    assert f"{len(pages)} succeeded, 0 failed" in proc.stderr
+
+
+def test_some_inputs_failing_gives_exit_1_and_keeps_the_rest(model_path, pages, tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG truncated")
+    out = tmp_path / "out"
+    proc = detect("-i", pages["banner"][0], "-i", bad, "-i", tmp_path / "missing.jpg", "--model", model_path,
+                  "--save-path", out)
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("detect: error:")]
+    assert len(errors) == 2 and any("broken.png" in e for e in errors) and any("missing.jpg" in e for e in errors)
+    assert (out / "banner_res.json").is_file()
+    assert "1 succeeded, 2 failed" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--thresh", "1.5"],
+        ["--box-thresh", "0"],
+        ["--unclip-ratio", "-1"],
+        ["--limit-type", "middle"],
+        ["--batch-size", "0"],
+        ["--device", "tpu"],
+        ["--limit-side-len", "abc"],
+        ["--no-such-option"],
+    ],
+)
+def test_invalid_option_values_are_usage_errors(model_path, pages, args):
+    proc = detect("-i", pages["banner"][0], "--model", model_path, *args)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stderr.strip()
+
+
+def test_missing_input_option_is_a_usage_error():
+    proc = detect()
+    assert proc.returncode == 2 and "-i" in proc.stderr
+
+
+def test_unknown_model_is_one_clear_line(pages, tmp_path):
+    env = dict(os.environ, DETECTOR_MODELS=str(tmp_path))
+    proc = detect("-i", pages["banner"][0], "--model", "PP-OCRv9_det", env=env)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "make export MODEL=PP-OCRv9_det" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_debug_shows_tracebacks(pages, tmp_path):
+    env = dict(os.environ, DETECTOR_MODELS=str(tmp_path))
+    proc = detect("-i", pages["banner"][0], "--model", "PP-OCRv9_det", "--debug", env=env)
+    assert proc.returncode == 2 and "Traceback" in proc.stderr
+
+
+def test_installed_entry_point_runs(model_path, pages):
+    script = Path(sys.executable).with_name("detect")
+    if not script.exists():
+        pytest.skip("detect script not installed in this environment")
+    proc = subprocess.run([str(script), "-i", str(pages["banner"][0]), "--model", str(model_path), "--json"],
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["res"]["input_path"].endswith("banner.png")
