@@ -1,0 +1,179 @@
+"""Benchmark: time per stage of our pipeline next to Paddle Inference and PaddleOCR, in one run.
+
+    python -m tools.bench [--model NAME] [--source PADDLE_MODEL_DIR] [--onnx PATH] [--repeat N]
+
+Needs the Paddle environment (.venv-paddle, `make bench`). Prints milliseconds (median of
+--repeat runs per image) and the ratios that matter: ORT session.run / Paddle predictor.run on the
+same tensor, our end-to-end / PaddleOCR's TextDetection end-to-end, and (pre + post) / session.run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Dict, List
+
+import cv2
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from detector.inputs import read_image_file  # noqa: E402
+from detector.postprocess import boxes_from_probability_map  # noqa: E402
+from detector.preprocess import normalize_image, resize_for_detection  # noqa: E402
+from detector.session import check_detector_signature, load_session, model_metadata, parse_device  # noqa: E402
+from detector.settings import settings_from_metadata  # noqa: E402
+from tools.sample_image import render_text_image  # noqa: E402
+
+# (name, width, height): a phone photo crop, a screen, an A4 scan at 150 dpi, a wide receipt strip.
+BENCH_SIZES = (("640x480", 640, 480), ("1280x960", 1280, 960), ("1240x1754", 1240, 1754), ("2000x400", 2000, 400))
+
+
+def interleaved_medians(candidates: Dict[str, Callable[[], object]], repeat: int) -> Dict[str, float]:
+    """Median ms of each candidate, running them in turn so drift in machine load hits all alike."""
+    times: Dict[str, List[float]] = {name: [] for name in candidates}
+    for _ in range(repeat):
+        for name, fn in candidates.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - start) * 1000)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def make_images(folder: Path) -> Dict[str, Path]:
+    paths = {}
+    for name, width, height in BENCH_SIZES:
+        font = max(14, height // 30)
+        count = max(1, (height - 80) // (font * 2))
+        lines = [f"{name} line {i}: the quick brown fox jumps over the lazy dog 0123456789" for i in range(count)]
+        image, _ = render_text_image(lines, width=width, height=height, font_size=font, line_gap=font)
+        paths[name] = folder / f"{name}.png"
+        cv2.imwrite(str(paths[name]), image)
+    return paths
+
+
+def paddle_predictor(source: Path, threads: int):
+    import paddle.inference as paddle_infer
+
+    model_file = source / "inference.json"
+    if not model_file.is_file():
+        model_file = source / "inference.pdmodel"
+    config = paddle_infer.Config(str(model_file), str(source / "inference.pdiparams"))
+    config.disable_gpu()
+    config.set_cpu_math_library_num_threads(threads)
+    config.enable_mkldnn()  # PaddleOCR's CPU default: its fastest setting is the fair anchor
+    config.disable_glog_info()
+    predictor = paddle_infer.create_predictor(config)
+    input_handle = predictor.get_input_handle(predictor.get_input_names()[0])
+    output_handle = predictor.get_output_handle(predictor.get_output_names()[0])
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        input_handle.reshape(batch.shape)
+        input_handle.copy_from_cpu(batch)
+        predictor.run()
+        return output_handle.copy_to_cpu()
+
+    return run
+
+
+def paddleocr_detector(source: Path, model_name: str, threads: int):
+    os.environ.setdefault("PADDLE_PDX_DISABLE_MODEL_SOURCE_CHECK", "True")
+    from paddleocr import TextDetection as PaddleTextDetection
+
+    return PaddleTextDetection(model_name=model_name, model_dir=str(source), device="cpu", cpu_threads=threads)
+
+
+def main(argv: List[str] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="PP-OCRv4_mobile_det")
+    parser.add_argument("--source", type=Path, help="Paddle inference model dir (default: .cache/sources/<model>)")
+    parser.add_argument("--onnx", type=Path, help="exported model (default: models/<model>/inference.onnx)")
+    parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args(argv)
+    source = args.source or REPO_ROOT / ".cache" / "sources" / args.model
+    onnx_path = args.onnx or REPO_ROOT / "models" / args.model / "inference.onnx"
+    for path, hint in ((source, "--source"), (onnx_path, "--onnx or `make export`")):
+        if not path.exists():
+            print(f"bench: error: {path} does not exist ({hint})", file=sys.stderr)
+            return 1
+
+    session, device = load_session(onnx_path, parse_device("cpu"), args.threads)
+    input_name, output_name = check_detector_signature(session, onnx_path)
+    settings = settings_from_metadata(model_metadata(session), args.model)
+    paddle_run = paddle_predictor(source, args.threads)
+    reference = paddleocr_detector(source, args.model, args.threads)
+
+    print(f"model {args.model}  onnx {onnx_path}  threads {args.threads}  repeat {args.repeat}  (median ms)")
+    header = ("image", "net in", "load", "pre", "ort.run", "post", "ours e2e", "pd.run", "pdocr e2e",
+              "run ratio", "e2e ratio", "pre+post")
+    print("{:>10} {:>9} {:>6} {:>6} {:>8} {:>6} {:>9} {:>8} {:>9} {:>9} {:>9} {:>8}".format(*header))
+    totals = {"ort": 0.0, "pd": 0.0, "ours": 0.0, "pdocr": 0.0, "prepost": 0.0}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, path in make_images(Path(tmp)).items():
+            image = read_image_file(path)
+            resized, info = resize_for_detection(image, settings.limit_side_len, settings.limit_type,
+                                                 settings.max_side_limit)
+            batch = normalize_image(resized, settings.mean, settings.std, settings.scale)[np.newaxis]
+            prob = session.run([output_name], {input_name: batch})[0][0, 0]
+
+            def preprocess():
+                r, _ = resize_for_detection(image, settings.limit_side_len, settings.limit_type,
+                                            settings.max_side_limit)
+                return normalize_image(r, settings.mean, settings.std, settings.scale)
+
+            def postprocess():
+                return boxes_from_probability_map(prob, info, settings.thresh, settings.box_thresh,
+                                                  settings.unclip_ratio, settings.max_candidates,
+                                                  settings.use_dilation, settings.score_mode, settings.box_type)
+
+            def ours_end_to_end():
+                loaded = read_image_file(path)
+                r, i = resize_for_detection(loaded, settings.limit_side_len, settings.limit_type,
+                                            settings.max_side_limit)
+                x = normalize_image(r, settings.mean, settings.std, settings.scale)[np.newaxis]
+                p = session.run([output_name], {input_name: x})[0][0, 0]
+                return boxes_from_probability_map(p, i, settings.thresh, settings.box_thresh, settings.unclip_ratio,
+                                                  settings.max_candidates, settings.use_dilation,
+                                                  settings.score_mode, settings.box_type)
+
+            for warm in (ours_end_to_end, lambda: paddle_run(batch), lambda: list(reference.predict(str(path)))):
+                warm()
+                warm()
+            t = interleaved_medians(
+                {
+                    "load": lambda: read_image_file(path),
+                    "pre": preprocess,
+                    "run": lambda: session.run([output_name], {input_name: batch}),
+                    "post": postprocess,
+                    "ours": ours_end_to_end,
+                    "pd": lambda: paddle_run(batch),
+                    "pdocr": lambda: list(reference.predict(str(path))),
+                },
+                args.repeat,
+            )
+            t_load, t_pre, t_run, t_post = t["load"], t["pre"], t["run"], t["post"]
+            t_ours, t_pd, t_pdocr = t["ours"], t["pd"], t["pdocr"]
+            shape = f"{batch.shape[3]}x{batch.shape[2]}"
+            print("{:>10} {:>9} {:6.1f} {:6.1f} {:8.1f} {:6.1f} {:9.1f} {:8.1f} {:9.1f} {:9.2f} {:9.2f} {:7.0f}%".format(
+                name, shape, t_load, t_pre, t_run, t_post, t_ours, t_pd, t_pdocr, t_run / t_pd, t_ours / t_pdocr,
+                100 * (t_pre + t_post) / t_run))
+            totals["ort"] += t_run
+            totals["pd"] += t_pd
+            totals["ours"] += t_ours
+            totals["pdocr"] += t_pdocr
+            totals["prepost"] += t_pre + t_post
+    print(f"overall: ort.run / paddle.run = {totals['ort'] / totals['pd']:.2f}; "
+          f"ours e2e / PaddleOCR e2e = {totals['ours'] / totals['pdocr']:.2f}; "
+          f"(pre + post) / ort.run = {100 * totals['prepost'] / totals['ort']:.0f}%")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
