@@ -7,6 +7,7 @@ whose run() is thread-safe, so one instance may serve many threads at once.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from itertools import islice
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any, Iterator, List, Optional, Union
 import numpy as np
 
 from .errors import InvalidParameterError
-from .inputs import InputLike, LoadedImage, iter_images
+from .inputs import DEFAULT_LOAD_OPTIONS, LoadedImage, LoadOptions, iter_images
 from .postprocess import boxes_from_probability_map
 from .preprocess import group_by_shape, normalize_image, resize_for_detection
 from .result import DetectionResult
@@ -62,7 +63,14 @@ class TextDetection:
         score_mode: Optional[str] = None,
         box_type: Optional[str] = None,
         cpu_threads: Optional[int] = None,
+        max_pixels: Optional[int] = None,
+        pdf_dpi: Optional[float] = None,
+        url_timeout: Optional[float] = None,
     ):
+        loading = {"max_pixels": max_pixels, "pdf_dpi": pdf_dpi, "url_timeout": url_timeout}
+        self.load_options: LoadOptions = dataclasses.replace(
+            DEFAULT_LOAD_OPTIONS, **{k: v for k, v in loading.items() if v is not None}
+        )
         requested_name = model_name or DEFAULT_MODEL_NAME
         self.model_path: Path = resolve_model_path(requested_name, model_dir)
         self._session, self.device = load_session(self.model_path, parse_device(device), cpu_threads)
@@ -85,24 +93,30 @@ class TextDetection:
     def __repr__(self) -> str:
         return f"TextDetection(model_name={self.model_name!r}, model_path='{self.model_path}', device={self.device!r})"
 
-    def predict_iter(self, input: InputLike, batch_size: int = 1, **overrides: Any) -> Iterator[DetectionResult]:
+    def predict_iter(
+        self, input: Any, batch_size: int = 1, recursive: bool = False, **overrides: Any
+    ) -> Iterator[DetectionResult]:
         """Yield one DetectionResult per image (or PDF page), in input order, as each batch finishes.
+
+        ``input``: a path, folder (``recursive=True`` to descend), glob pattern, http(s) URL, bytes,
+        numpy array (BGR, gray, BGRA; uint8 or uint16), PIL image, PDF, or a list of those.
 
         ``overrides``: any of limit_side_len, limit_type, max_side_limit, thresh, box_thresh,
         unclip_ratio, max_candidates, use_dilation, score_mode, box_type (None keeps the default).
         """
         settings = self.settings.with_overrides(**overrides)
         batch_size = validate_batch_size(batch_size)
-        images = iter_images(input)
+        options = dataclasses.replace(self.load_options, recursive=bool(recursive))
+        images = iter_images(input, options)
         while True:
             chunk = list(islice(images, batch_size))
             if not chunk:
                 return
             yield from self._detect(chunk, settings)
 
-    def predict(self, input: InputLike, batch_size: int = 1, **overrides: Any) -> List[DetectionResult]:
+    def predict(self, input: Any, batch_size: int = 1, recursive: bool = False, **overrides: Any) -> List[DetectionResult]:
         """All results as a list; see :meth:`predict_iter` to stream large folders."""
-        return list(self.predict_iter(input, batch_size=batch_size, **overrides))
+        return list(self.predict_iter(input, batch_size=batch_size, recursive=recursive, **overrides))
 
     def detect_loaded(self, loaded: List[LoadedImage], **overrides: Any) -> List[DetectionResult]:
         """Detect on images already loaded (one batch); used by the CLI to report bad files one by one."""

@@ -6,9 +6,9 @@ still processed and saved), 2 usage error (bad option value, model or device unu
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import traceback
-from itertools import islice
 from pathlib import Path
 from typing import List, Optional, Tuple
 
@@ -16,7 +16,7 @@ import click
 
 from .api import DEFAULT_MODEL_NAME, TextDetection
 from .errors import DetectorError, InvalidParameterError
-from .inputs import LoadedImage, expand_inputs, load_image
+from .inputs import DEFAULT_LOAD_OPTIONS, LoadedImage, Source, expand_inputs, load_source
 from .session import parse_device
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
@@ -37,13 +37,10 @@ def _model_arguments(model: Optional[str], model_dir: Optional[str]) -> Tuple[Op
     return model, model_dir
 
 
-def _describe(item) -> str:
-    return str(item) if isinstance(item, Path) else "<array>"
-
-
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
-@click.option("-i", "--input", "inputs", multiple=True, required=True, metavar="PATH",
-              help="Image file or folder of images; repeat for several.")
+@click.option("-i", "--input", "inputs", multiple=True, required=True, metavar="PATH|URL|GLOB",
+              help="Image, PDF, folder, glob pattern or http(s) URL; repeat for several.")
+@click.option("--recursive", "-r", is_flag=True, help="Descend into subfolders of folder inputs.")
 @click.option("--model", "--model_name", "--model-name", "model", default=None, metavar="NAME|PATH.onnx",
               help=f"Exported model name (default {DEFAULT_MODEL_NAME}) or path to an .onnx file.")
 @click.option("--model-dir", "--model_dir", "model_dir", default=None, metavar="DIR",
@@ -61,60 +58,73 @@ def _describe(item) -> str:
               type=click.FloatRange(0, 1, min_open=True, max_open=True))
 @click.option("--unclip-ratio", "--unclip_ratio", "unclip_ratio", default=None,
               type=click.FloatRange(0, min_open=True))
+@click.option("--max-pixels", "--max_pixels", "max_pixels", default=None, type=click.IntRange(min=1),
+              help=f"Refuse images larger than this many pixels [default: {DEFAULT_LOAD_OPTIONS.max_pixels}].")
+@click.option("--pdf-dpi", "--pdf_dpi", "pdf_dpi", default=None, type=click.FloatRange(0, min_open=True),
+              help=f"Resolution PDF pages are rendered at [default: {DEFAULT_LOAD_OPTIONS.pdf_dpi:g}].")
 @click.option("--json", "json_format", is_flag=True, help="Print results as JSON.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def detect(inputs, model, model_dir, device, save_path, batch_size, limit_side_len, limit_type, max_side_limit,
-           thresh, box_thresh, unclip_ratio, json_format, debug) -> None:
+def detect(inputs, recursive, model, model_dir, device, save_path, batch_size, limit_side_len, limit_type,
+           max_side_limit, thresh, box_thresh, unclip_ratio, max_pixels, pdf_dpi, json_format, debug) -> None:
     """Detect text lines in images with a PP-OCR detection model on onnxruntime."""
     model_name, model_dir = _model_arguments(model, model_dir)
     try:
         detector = TextDetection(
             model_name=model_name, model_dir=model_dir, device=device, limit_side_len=limit_side_len,
             limit_type=limit_type, max_side_limit=max_side_limit, thresh=thresh, box_thresh=box_thresh,
-            unclip_ratio=unclip_ratio,
+            unclip_ratio=unclip_ratio, max_pixels=max_pixels, pdf_dpi=pdf_dpi,
         )
     except DetectorError as exc:
         _fail_usage(exc, debug)
+    options = dataclasses.replace(detector.load_options, recursive=recursive)
 
-    failures = 0
-    items = []
+    tally = {"done": 0, "failed": 0}
+    sources: List[Source] = []
     for raw in inputs:
         try:
-            items.extend(expand_inputs(raw))
+            sources.extend(expand_inputs(raw, options))
         except DetectorError as exc:
-            failures += 1
+            tally["failed"] += 1
             _report(raw, exc, debug)
-    done = 0
-    show_progress = len(items) > 1
-    with click.progressbar(length=len(items), label="detecting", file=sys.stderr,
-                           hidden=not show_progress) as progress:
-        iterator = iter(items)
-        while True:
-            chunk = list(islice(iterator, batch_size))
-            if not chunk:
-                break
-            loaded: List[LoadedImage] = []
-            for item in chunk:
-                try:
-                    loaded.append(load_image(item))
-                except DetectorError as exc:
-                    failures += 1
-                    _report(_describe(item), exc, debug)
+
+    def flush(batch: List[LoadedImage]) -> None:
+        try:
+            results = detector.detect_loaded(batch)
+        except DetectorError as exc:
+            tally["failed"] += len(batch)
+            _report(", ".join(str(item.input_path or "<array>") for item in batch), exc, debug)
+            return
+        for result in results:
+            click.echo(result.to_str(json_format=json_format))
             try:
-                results = detector.detect_loaded(loaded) if loaded else []
-                for result in results:
-                    click.echo(result.to_str(json_format=json_format))
-                    if save_path:
-                        result.save_to_json(save_path)
-                        result.save_to_img(save_path)
-                    done += 1
+                if save_path:
+                    result.save_to_json(save_path)
+                    result.save_to_img(save_path)
+                tally["done"] += 1
+            except (DetectorError, OSError) as exc:
+                tally["failed"] += 1
+                _report(str(result["input_path"]), exc, debug)
+        batch.clear()
+
+    show_progress = len(sources) > 1
+    pending: List[LoadedImage] = []
+    with click.progressbar(length=len(sources), label="detecting", file=sys.stderr,
+                           hidden=not show_progress) as progress:
+        for source in sources:
+            try:
+                for image in load_source(source, options):
+                    pending.append(image)
+                    if len(pending) == batch_size:
+                        flush(pending)
             except DetectorError as exc:
-                failures += len(loaded)
-                _report(", ".join(str(item.input_path) for item in loaded), exc, debug)
-            progress.update(len(chunk))
-    if show_progress or failures:
-        click.echo(f"detect: {done} succeeded, {failures} failed", err=True)
-    sys.exit(EXIT_SOME_FAILED if failures else EXIT_OK)
+                tally["failed"] += 1
+                _report(source.describe(), exc, debug)
+            progress.update(1)
+        if pending:
+            flush(pending)
+    if show_progress or tally["failed"]:
+        click.echo(f"detect: {tally['done']} succeeded, {tally['failed']} failed", err=True)
+    sys.exit(EXIT_SOME_FAILED if tally["failed"] else EXIT_OK)
 
 
 def _report(what: str, exc: BaseException, debug: bool) -> None:
@@ -131,7 +141,17 @@ def _fail_usage(exc: BaseException, debug: bool) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    detect.main(args=argv, prog_name="detect")
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        detect.main(args=argv, prog_name="detect")
+    except KeyboardInterrupt:
+        click.echo("detect: interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # a bug, not a user error: still one line unless --debug
+        if debug:
+            raise
+        click.echo(f"detect: internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)", err=True)
+        sys.exit(EXIT_SOME_FAILED)
 
 
 if __name__ == "__main__":

@@ -37,3 +37,7 @@ class DeviceUnavailableError(DetectorError, RuntimeError):
 
 class ExportError(DetectorError):
     """Export of a Paddle model to ONNX failed or did not verify."""
+
+
+class ImageTooLargeError(UnreadableImageError):
+    """The image (or PDF page, or download) is above the configured size limit: refused before decoding."""

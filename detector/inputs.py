@@ -1,20 +1,67 @@
-"""Load stage: turn whatever the caller passes into BGR uint8 HxWx3 images, lazily, one at a time."""
+"""Load stage: turn whatever the caller passes into BGR uint8 HxWx3 images, lazily, one at a time.
+
+Accepted: file paths, folders (sorted; optionally recursive), glob patterns, http(s) URLs, raw bytes,
+numpy arrays, PIL images, PDF files (one image per page), and lists of those. Files are decoded with
+OpenCV's IMREAD_COLOR like PaddleOCR (EXIF orientation applied, alpha dropped, 16-bit scaled to
+8-bit, CMYK converted), after a header-only size check that refuses decompression bombs.
+"""
 
 from __future__ import annotations
 
+import glob
+import io
 import os
+import threading
+import urllib.error
+import urllib.request
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence, Union
+from typing import Any, Iterator, List, Optional, Sequence, Union
 
 import cv2
 import numpy as np
 
-from .errors import InputNotFoundError, UnreadableImageError, UnsupportedInputError
+from .errors import (
+    ImageTooLargeError,
+    InputNotFoundError,
+    InvalidParameterError,
+    UnreadableImageError,
+    UnsupportedInputError,
+)
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".pbm", ".pgm", ".ppm"})
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".pbm", ".pgm", ".ppm", ".pdf"}
+)
+PDF_MAGIC = b"%PDF"
+GLOB_CHARACTERS = frozenset("*?[")
+POINTS_PER_INCH = 72.0
+# pdfium is not thread-safe: every call into it goes through this lock.
+_PDFIUM_LOCK = threading.Lock()
 
-InputLike = Union[str, os.PathLike, np.ndarray, Sequence[Union[str, os.PathLike, np.ndarray]]]
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How inputs are read. The defaults are PaddleOCR's where it has one."""
+
+    # Pillow's decompression-bomb limit, which PaddleX also applies to PDF pages.
+    max_pixels: int = 178_956_970
+    # PaddleX renders PDF pages at zoom 2.0, i.e. 144 dpi.
+    pdf_dpi: float = 144.0
+    recursive: bool = False
+    url_timeout: float = 30.0
+    url_max_bytes: int = 64 * 1024 * 1024
+
+    def __post_init__(self):
+        if self.max_pixels < 1:
+            raise InvalidParameterError(f"max_pixels must be at least 1, got {self.max_pixels}")
+        if not self.pdf_dpi > 0:
+            raise InvalidParameterError(f"pdf_dpi must be greater than 0, got {self.pdf_dpi}")
+        if not self.url_timeout > 0 or self.url_max_bytes < 1:
+            raise InvalidParameterError("url_timeout and url_max_bytes must be positive")
+
+
+DEFAULT_LOAD_OPTIONS = LoadOptions()
 
 
 @dataclass
@@ -22,6 +69,21 @@ class LoadedImage:
     image: np.ndarray  # BGR uint8, HxWx3
     input_path: Optional[str]
     page_index: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class Source:
+    """One thing that yields images: a file, a URL, a buffer or an in-memory image."""
+
+    kind: str  # "file" | "url" | "bytes" | "array" | "pil"
+    value: Any
+    name: Optional[str] = None  # what input_path reports
+
+    def describe(self) -> str:
+        return self.name or f"<{self.kind}>"
+
+
+# ----------------------------------------------------------------------------- arrays and PIL
 
 
 def to_bgr_uint8(array: np.ndarray) -> np.ndarray:
@@ -49,58 +111,236 @@ def to_bgr_uint8(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
-def read_image_file(path: Path) -> np.ndarray:
-    """Decode an image file as BGR uint8, the way PaddleOCR reads it (cv2 IMREAD_COLOR)."""
+def pil_to_bgr(image: Any) -> np.ndarray:
+    """A PIL image (any mode) -> BGR uint8."""
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image)
+        return to_bgr_uint8((array >> 8).astype(np.uint8) if array.dtype != np.uint8 else array)
+    if mode == "L":
+        return to_bgr_uint8(np.asarray(image))
+    if mode == "RGBA":
+        image = image.convert("RGB")  # drop alpha, as OpenCV's IMREAD_COLOR does for files
+    elif mode != "RGB":
+        image = image.convert("RGB")
+    return np.ascontiguousarray(np.asarray(image)[:, :, ::-1])
+
+
+def _is_pil_image(value: Any) -> bool:
+    return type(value).__module__.startswith("PIL.") and hasattr(value, "mode") and hasattr(value, "convert")
+
+
+# ----------------------------------------------------------------------------- bytes and files
+
+
+def check_pixel_budget(width: int, height: int, max_pixels: int, what: str) -> None:
+    if width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"{what} is {width}x{height} = {width * height:,} pixels, above the limit of {max_pixels:,}; "
+            f"raise max_pixels (CLI: --max-pixels) if you trust this input"
+        )
+
+
+def image_header_size(data: bytes) -> Optional[tuple]:
+    """(width, height) read from the image header without decoding pixels; None if Pillow cannot tell."""
+    from PIL import Image
+
     try:
-        data = np.fromfile(str(path), dtype=np.uint8)
-    except OSError as exc:
-        raise UnreadableImageError(f"cannot read {path}: {exc.strerror or exc}") from None
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as header:
+                return header.size
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(f"image header declares a decompression bomb: {exc}") from None
+    except Exception:
+        return None  # not a format Pillow knows: OpenCV decides below
+
+
+def decode_image_bytes(data: bytes, what: str, options: LoadOptions) -> np.ndarray:
+    """Decode an encoded image as BGR uint8, the way PaddleOCR reads files (cv2 IMREAD_COLOR)."""
+    if not data:
+        raise UnreadableImageError(f"{what} is empty")
+    size = image_header_size(data)
+    if size is not None:
+        check_pixel_budget(size[0], size[1], options.max_pixels, what)
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     if image is None:
-        raise UnreadableImageError(f"{path} is not an image OpenCV can decode (corrupt, empty or unsupported format)")
+        raise UnreadableImageError(f"{what} is not an image OpenCV can decode (corrupt, truncated or unsupported format)")
     return image
 
 
-def list_folder_images(folder: Path) -> List[Path]:
-    """Image files directly in a folder, sorted by name."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+def read_file_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise InputNotFoundError(f"input {str(path)!r} does not exist") from None
+    except OSError as exc:
+        raise UnreadableImageError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
-def expand_inputs(inputs: InputLike) -> List[Union[Path, np.ndarray]]:
-    """Flatten the caller's input into a list of image file paths and arrays, checking paths exist."""
-    if isinstance(inputs, np.ndarray):
-        return [inputs]
-    if isinstance(inputs, (str, os.PathLike)):
-        path = Path(inputs).expanduser()
-        if path.is_dir():
-            files = list_folder_images(path)
-            if not files:
-                raise InputNotFoundError(
-                    f"folder {path} holds no images (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})"
+def read_image_file(path: Path, options: LoadOptions = DEFAULT_LOAD_OPTIONS) -> np.ndarray:
+    return decode_image_bytes(read_file_bytes(path), str(path), options)
+
+
+def render_pdf_pages(data: bytes, what: str, options: LoadOptions) -> Iterator[np.ndarray]:
+    """Each page of a PDF rendered at options.pdf_dpi as BGR uint8."""
+    try:
+        import pypdfium2 as pdfium
+    except ImportError:
+        raise UnsupportedInputError(f"{what} is a PDF: install pypdfium2 to read PDFs") from None
+    scale = options.pdf_dpi / POINTS_PER_INCH
+    with _PDFIUM_LOCK:
+        try:
+            document = pdfium.PdfDocument(data)
+        except Exception as exc:  # pdfium raises PdfiumError for damaged files
+            raise UnreadableImageError(f"{what} is not a readable PDF: {exc}") from None
+        page_count = len(document)
+    try:
+        if page_count == 0:
+            raise UnreadableImageError(f"{what} has no pages")
+        for index in range(page_count):
+            with _PDFIUM_LOCK:
+                page = document[index]
+                width_pt, height_pt = page.get_size()
+                check_pixel_budget(round(width_pt * scale), round(height_pt * scale), options.max_pixels,
+                                   f"{what} page {index}")
+                bitmap = page.render(scale=scale)
+                image = _pdfium_pixels_to_bgr(bitmap.to_numpy(), bitmap.mode)
+                bitmap.close()
+                page.close()
+            yield image
+    finally:
+        with _PDFIUM_LOCK:
+            document.close()
+
+
+def _pdfium_pixels_to_bgr(pixels: np.ndarray, mode: str) -> np.ndarray:
+    """pdfium bitmap pixels ("BGR", "BGRA", "BGRX", "RGB…" or "L") -> a BGR uint8 copy."""
+    if pixels.ndim == 2 or mode == "L":
+        return cv2.cvtColor(pixels.reshape(pixels.shape[0], pixels.shape[1]), cv2.COLOR_GRAY2BGR)
+    color = pixels[:, :, :3]
+    if mode.upper().startswith("RGB"):
+        color = color[:, :, ::-1]
+    return np.ascontiguousarray(color)
+
+
+# ----------------------------------------------------------------------------- URLs
+
+
+def is_url(value: str) -> bool:
+    return value.startswith(("http://", "https://"))
+
+
+def fetch_url(url: str, options: LoadOptions) -> tuple:
+    """(bytes, content type) of a URL, refusing non-images, oversize bodies and slow servers."""
+    request = urllib.request.Request(url, headers={"User-Agent": "detector (PaddleOCR text detection)"})
+    try:
+        with urllib.request.urlopen(request, timeout=options.url_timeout) as response:
+            content_type = (response.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+            if content_type and not (
+                content_type.startswith("image/") or content_type in ("application/pdf", "application/octet-stream")
+            ):
+                raise UnsupportedInputError(f"{url} serves {content_type!r}, not an image or PDF")
+            declared = response.headers.get("Content-Length")
+            if declared and declared.isdigit() and int(declared) > options.url_max_bytes:
+                raise ImageTooLargeError(
+                    f"{url} is {int(declared):,} bytes, above url_max_bytes {options.url_max_bytes:,}"
                 )
-            return list(files)
-        if not path.exists():
-            raise InputNotFoundError(f"input {str(path)!r} does not exist")
-        return [path]
+            body = response.read(options.url_max_bytes + 1)
+    except urllib.error.HTTPError as exc:
+        raise InputNotFoundError(f"{url} answered HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise InputNotFoundError(f"cannot fetch {url}: {reason} (timeout {options.url_timeout:g} s)") from None
+    if len(body) > options.url_max_bytes:
+        raise ImageTooLargeError(f"{url} sent more than url_max_bytes {options.url_max_bytes:,}")
+    return body, content_type
+
+
+# ----------------------------------------------------------------------------- expansion and loading
+
+
+def list_folder_images(folder: Path, recursive: bool = False) -> List[Path]:
+    """Image and PDF files in a folder (and its subfolders if recursive), sorted by path."""
+    candidates = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in candidates if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def _expand_path(text: str, options: LoadOptions) -> List[Source]:
+    if is_url(text):
+        return [Source("url", text, text)]
+    path = Path(text).expanduser()
+    if path.is_dir():
+        files = list_folder_images(path, options.recursive)
+        if not files:
+            raise InputNotFoundError(
+                f"folder {path} holds no images{' (searched recursively)' if options.recursive else ''}; "
+                f"looked for {', '.join(sorted(IMAGE_EXTENSIONS))}"
+            )
+        return [Source("file", f, str(f)) for f in files]
+    if path.exists():
+        return [Source("file", path, str(path))]
+    if GLOB_CHARACTERS & set(text):
+        matches = sorted(Path(m) for m in glob.glob(os.path.expanduser(text), recursive=True))
+        files = [m for m in matches if m.is_file() and m.suffix.lower() in IMAGE_EXTENSIONS]
+        if not files:
+            raise InputNotFoundError(f"pattern {text!r} matches no image files")
+        return [Source("file", f, str(f)) for f in files]
+    raise InputNotFoundError(f"input {text!r} does not exist")
+
+
+def expand_inputs(inputs: Any, options: LoadOptions = DEFAULT_LOAD_OPTIONS) -> List[Source]:
+    """Flatten the caller's input into sources, checking that paths exist (images are not read yet)."""
+    if isinstance(inputs, np.ndarray):
+        return [Source("array", inputs)]
+    if isinstance(inputs, (bytes, bytearray, memoryview)):
+        return [Source("bytes", bytes(inputs))]
+    if _is_pil_image(inputs):
+        return [Source("pil", inputs, getattr(inputs, "filename", None) or None)]
+    if isinstance(inputs, os.PathLike):
+        return _expand_path(os.fspath(inputs), options)
+    if isinstance(inputs, str):
+        return _expand_path(inputs, options)
     if isinstance(inputs, (list, tuple)):
-        expanded: List[Union[Path, np.ndarray]] = []
+        sources: List[Source] = []
         for item in inputs:
             if isinstance(item, (list, tuple)):
                 raise UnsupportedInputError("nested lists are not accepted as input")
-            expanded.extend(expand_inputs(item))
-        return expanded
+            sources.extend(expand_inputs(item, options))
+        return sources
     raise UnsupportedInputError(
-        f"unsupported input type {type(inputs).__name__}: pass a path, a folder, a numpy image, or a list of those"
+        f"unsupported input type {type(inputs).__name__}: pass a path, folder, glob pattern, URL, bytes, "
+        f"numpy array, PIL image, or a list of those"
     )
 
 
-def load_image(item: Union[Path, np.ndarray]) -> LoadedImage:
-    if isinstance(item, np.ndarray):
-        return LoadedImage(to_bgr_uint8(item), None)
-    return LoadedImage(read_image_file(item), str(item))
+def _load_encoded(data: bytes, name: Optional[str], what: str, options: LoadOptions,
+                  is_pdf: bool) -> Iterator[LoadedImage]:
+    if is_pdf or data[:4] == PDF_MAGIC:
+        for index, page in enumerate(render_pdf_pages(data, what, options)):
+            yield LoadedImage(page, name, index)
+    else:
+        yield LoadedImage(decode_image_bytes(data, what, options), name)
 
 
-def iter_images(inputs: InputLike) -> Iterator[LoadedImage]:
+def load_source(source: Source, options: LoadOptions = DEFAULT_LOAD_OPTIONS) -> Iterator[LoadedImage]:
+    """The images of one source: one for an image, one per page for a PDF."""
+    if source.kind == "array":
+        yield LoadedImage(to_bgr_uint8(source.value), None)
+    elif source.kind == "pil":
+        yield LoadedImage(pil_to_bgr(source.value), source.name)
+    elif source.kind == "bytes":
+        yield from _load_encoded(source.value, None, "<bytes>", options, False)
+    elif source.kind == "url":
+        body, content_type = fetch_url(source.value, options)
+        yield from _load_encoded(body, source.name, source.value, options, content_type == "application/pdf")
+    else:
+        path: Path = source.value
+        data = read_file_bytes(path)
+        yield from _load_encoded(data, source.name, str(path), options, path.suffix.lower() == ".pdf")
+
+
+def iter_images(inputs: Any, options: LoadOptions = DEFAULT_LOAD_OPTIONS) -> Iterator[LoadedImage]:
     """Yield images one by one, so folders of thousands stream instead of loading at once."""
-    for item in expand_inputs(inputs):
-        yield load_image(item)
+    for source in expand_inputs(inputs, options):
+        yield from load_source(source, options)

@@ -122,3 +122,32 @@ def test_installed_entry_point_runs(model_path, pages):
                           capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["res"]["input_path"].endswith("banner.png")
+
+
+def test_recursive_glob_and_pdf_inputs(model_path, pages, tmp_path):
+    import cv2
+    from PIL import Image
+
+    image = cv2.imread(str(pages["banner"][0]))
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "in" / "top.png"), image)
+    cv2.imwrite(str(tmp_path / "in" / "sub" / "deep.png"), image)
+    frame = Image.fromarray(image[:, :, ::-1])
+    frame.save(tmp_path / "in" / "sub" / "doc.pdf", save_all=True, append_images=[frame])
+    out = tmp_path / "out"
+    flat = detect("-i", tmp_path / "in", "--model", model_path, "--save-path", out / "flat")
+    assert flat.returncode == 0 and sorted(p.name for p in (out / "flat").glob("*.json")) == ["top_res.json"]
+    deep = detect("-i", tmp_path / "in", "--recursive", "--model", model_path, "--save-path", out / "deep",
+                  "--pdf-dpi", "72")
+    assert deep.returncode == 0, deep.stderr
+    assert sorted(p.name for p in (out / "deep").glob("*.json")) == [
+        "deep_res.json", "doc_0_res.json", "doc_1_res.json", "top_res.json"]
+    globbed = detect("-i", str(tmp_path / "in" / "**" / "*.png"), "--model", model_path, "--json")
+    assert globbed.returncode == 0 and globbed.stdout.count('"input_path"') == 2
+
+
+def test_too_large_inputs_fail_alone(model_path, pages):
+    proc = detect("-i", pages["banner"][0], "--model", model_path, "--max-pixels", "1000")
+    assert proc.returncode == 1 and "--max-pixels" in proc.stderr and "Traceback" not in proc.stderr
+    usage = detect("-i", pages["banner"][0], "--model", model_path, "--max-pixels", "0")
+    assert usage.returncode == 2

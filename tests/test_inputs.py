@@ -1,0 +1,313 @@
+"""Every input kind a service meets, and every refusal, through the API (files made by the tests)."""
+
+import http.server
+import io
+import threading
+import time
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from detector import (
+    ImageTooLargeError,
+    InputNotFoundError,
+    TextDetection,
+    UnreadableImageError,
+    UnsupportedInputError,
+)
+from detector.inputs import LoadOptions, iter_images
+from detector.result import write_atomically
+from tests.rendered import write_rendered_pages
+
+
+@pytest.fixture(scope="module")
+def model(default_onnx):
+    return TextDetection(model_dir=default_onnx, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def pages(tmp_path_factory):
+    return write_rendered_pages(tmp_path_factory.mktemp("inputs"))
+
+
+@pytest.fixture(scope="module")
+def banner(pages):
+    path, truth = pages["banner"]
+    return path, cv2.imread(str(path)), len(truth)
+
+
+def count(results):
+    return [len(r["dt_polys"]) for r in results]
+
+
+# ---------------------------------------------------------------- paths, folders, globs
+
+
+def test_glob_patterns_and_recursive_folders(model, banner, tmp_path):
+    path, image, lines = banner
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "deep").mkdir()
+    cv2.imwrite(str(tmp_path / "one.png"), image)
+    cv2.imwrite(str(tmp_path / "a" / "two.jpg"), image)
+    cv2.imwrite(str(tmp_path / "a" / "deep" / "three.png"), image)
+    (tmp_path / "notes.txt").write_text("not an image")
+    assert [r["input_path"] for r in model.predict(tmp_path)] == [str(tmp_path / "one.png")]
+    deep = model.predict(tmp_path, recursive=True)
+    assert [r["input_path"] for r in deep] == sorted(
+        str(p) for p in (tmp_path / "one.png", tmp_path / "a" / "two.jpg", tmp_path / "a" / "deep" / "three.png")
+    )
+    assert count(model.predict(str(tmp_path / "**" / "*.png"))) == [lines, lines]
+    with pytest.raises(InputNotFoundError, match="matches no image"):
+        model.predict(str(tmp_path / "*.gif"))
+
+
+# ---------------------------------------------------------------- in-memory kinds
+
+
+def test_bytes_pil_and_arrays_agree_with_the_file(model, banner):
+    path, image, lines = banner
+    expected = model.predict(path)[0]["dt_polys"]
+    rgb = Image.fromarray(image[:, :, ::-1])
+    for item in (path.read_bytes(), bytearray(path.read_bytes()), rgb, rgb.convert("RGBA"), image,
+                 cv2.cvtColor(image, cv2.COLOR_BGR2BGRA)):
+        (result,) = model.predict(item)
+        np.testing.assert_array_equal(result["dt_polys"], expected)
+    assert count(model.predict(rgb.convert("L"))) == [lines]
+    sixteen = image.astype(np.uint16) * 257
+    np.testing.assert_array_equal(model.predict(sixteen)[0]["dt_polys"], expected)
+    assert count(model.predict(Image.fromarray(sixteen[:, :, 0]))) == [lines]  # PIL mode I;16
+
+
+def test_unsupported_types(model):
+    for bad in (42, 3.5, None, {"path": "x"}, [["nested.png"]], np.zeros((5, 5, 2), np.uint8), np.zeros(0)):
+        with pytest.raises(UnsupportedInputError):
+            model.predict(bad)
+
+
+# ---------------------------------------------------------------- odd but valid images
+
+
+def test_odd_but_valid_images(model, banner, tmp_path):
+    path, image, lines = banner
+    odd = {
+        "one_pixel.png": np.full((1, 1, 3), 128, np.uint8),
+        "blank.png": np.full((600, 800, 3), 255, np.uint8),
+        "strip.png": np.full((60, 12000, 3), 255, np.uint8),
+        "gray.png": cv2.cvtColor(image, cv2.COLOR_BGR2GRAY),
+    }
+    cv2.putText(odd["strip.png"], "a very long strip of text " * 20, (10, 45), cv2.FONT_HERSHEY_SIMPLEX, 1.2, 0, 3)
+    for name, array in odd.items():
+        cv2.imwrite(str(tmp_path / name), array)
+    cv2.imwrite(str(tmp_path / "deep16.png"), image.astype(np.uint16) * 257)
+    rgba = np.dstack([image[:, :, ::-1], np.full(image.shape[:2], 255, np.uint8)])
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+    Image.fromarray(image[:, :, ::-1]).convert("CMYK").save(tmp_path / "cmyk.jpg", quality=95)
+    results = {r["input_path"].rsplit("/", 1)[-1]: r for r in model.predict(tmp_path)}
+    assert sorted(results) == sorted(list(odd) + ["deep16.png", "rgba.png", "cmyk.jpg"])
+    assert len(results["one_pixel.png"]["dt_polys"]) == 0 and len(results["blank.png"]["dt_polys"]) == 0
+    assert len(results["strip.png"]["dt_polys"]) >= 1
+    for name in ("gray.png", "deep16.png", "rgba.png", "cmyk.jpg"):
+        assert len(results[name]["dt_polys"]) == lines, name
+    strip = results["strip.png"]["dt_polys"]
+    assert strip[:, :, 0].max() <= 12000 and strip[:, :, 1].max() <= 60
+
+
+def test_exif_orientation_is_applied(model, banner, tmp_path):
+    path, image, lines = banner
+    upright = Image.fromarray(image[:, :, ::-1])
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # what a sideways camera writes
+    exif = stored.getexif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    stored.save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    (result,) = model.predict(tmp_path / "phone.jpg")
+    assert result.input_img.shape[:2] == image.shape[:2]  # displayed (upright) size
+    assert len(result["dt_polys"]) == lines
+    polys = result["dt_polys"].astype(int)
+    assert np.ptp(polys[0][:, 0]) > 3 * np.ptp(polys[0][:, 1])  # a horizontal line, not a vertical one
+
+
+# ---------------------------------------------------------------- PDF
+
+
+def make_pdf(path, images):
+    frames = [Image.fromarray(img[:, :, ::-1]) for img in images]
+    frames[0].save(path, save_all=True, append_images=frames[1:], resolution=72.0)
+
+
+def test_pdf_gives_one_result_per_page(model, pages, tmp_path):
+    images = [cv2.imread(str(pages[name][0])) for name in ("banner", "receipt", "page")]
+    pdf = tmp_path / "scan.pdf"
+    make_pdf(pdf, images)
+    results = model.predict(pdf)
+    assert [r["page_index"] for r in results] == [0, 1, 2]
+    assert all(r["input_path"] == str(pdf) for r in results)
+    assert count(results) == [len(pages[name][1]) for name in ("banner", "receipt", "page")]
+    # rendered at 144 dpi, a 72-dpi page image comes back twice as large
+    assert results[0].input_img.shape[:2] == (images[0].shape[0] * 2, images[0].shape[1] * 2)
+    low = TextDetection(model_dir=model.model_path, device="cpu", pdf_dpi=72).predict(pdf.read_bytes())
+    assert low[0].input_img.shape[:2] == images[0].shape[:2] and count(low) == count(results)
+    names = [r.save_to_json(tmp_path / "out").name for r in results]
+    assert names == ["scan_0_res.json", "scan_1_res.json", "scan_2_res.json"]
+
+
+def test_broken_pdf_is_unreadable(model, tmp_path):
+    bad = tmp_path / "bad.pdf"
+    bad.write_bytes(b"%PDF-1.4 this is not really a pdf")
+    with pytest.raises(UnreadableImageError, match="bad.pdf"):
+        model.predict(bad)
+
+
+# ---------------------------------------------------------------- refusals
+
+
+def test_corrupt_truncated_and_empty_files(model, banner, tmp_path):
+    path, _, _ = banner
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "truncated.png").write_bytes(path.read_bytes()[:200])
+    (tmp_path / "text.jpg").write_text("hello")
+    for name in ("empty.png", "truncated.png", "text.jpg"):
+        with pytest.raises(UnreadableImageError, match=name):
+            model.predict(tmp_path / name)
+    with pytest.raises(InputNotFoundError):
+        model.predict(tmp_path / "nope.png")
+
+
+def test_decompression_bombs_are_refused_before_decoding(model, banner, tmp_path):
+    path, image, _ = banner
+    small = TextDetection(model_dir=model.model_path, device="cpu", max_pixels=1000)
+    with pytest.raises(ImageTooLargeError, match="max-pixels"):
+        small.predict(path)
+    # a PNG whose header claims 100000 x 100000 pixels, with almost no data behind it
+    header = io.BytesIO()
+    Image.new("L", (1, 1)).save(header, "PNG")
+    data = bytearray(header.getvalue())
+    data[16:24] = (100000).to_bytes(4, "big") * 2  # IHDR width, height
+    data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")  # keep the chunk valid
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(bytes(data))
+    with pytest.raises(ImageTooLargeError):
+        model.predict(bomb)
+    pdf = tmp_path / "big.pdf"
+    make_pdf(pdf, [image])
+    with pytest.raises(ImageTooLargeError, match="page 0"):
+        small.predict(pdf)
+
+
+def test_load_options_are_validated():
+    with pytest.raises(Exception, match="max_pixels"):
+        LoadOptions(max_pixels=0)
+    with pytest.raises(Exception, match="pdf_dpi"):
+        LoadOptions(pdf_dpi=0)
+
+
+def test_folders_stream_instead_of_loading_everything(banner, tmp_path):
+    path, image, _ = banner
+    for i in range(5):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), image)
+    stream = iter_images(tmp_path)
+    first = next(stream)
+    (tmp_path / "4.png").write_bytes(b"garbage")  # still unread: the stream has not reached it
+    assert first.input_path.endswith("0.png")
+    with pytest.raises(UnreadableImageError):
+        list(stream)
+
+
+# ---------------------------------------------------------------- URLs
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    routes = {}
+
+    def do_GET(self):
+        status, content_type, body, delay = self.routes.get(self.path, (404, "text/plain", b"missing", 0))
+        if delay:
+            time.sleep(delay)
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def server(banner, tmp_path_factory):
+    path, image, _ = banner
+    pdf = tmp_path_factory.mktemp("pdf") / "doc.pdf"
+    make_pdf(pdf, [image, image])
+    _Handler.routes = {
+        "/banner.png": (200, "image/png", path.read_bytes(), 0),
+        "/doc.pdf": (200, "application/pdf", pdf.read_bytes(), 0),
+        "/page.html": (200, "text/html", b"<html></html>", 0),
+        "/broken.png": (200, "image/png", b"\x89PNG garbage", 0),
+        "/huge.png": (200, "image/png", b"0" * 5000, 0),
+        "/slow.png": (200, "image/png", path.read_bytes(), 3),
+    }
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_urls(model, server, banner):
+    _, _, lines = banner
+    (result,) = model.predict(f"{server}/banner.png")
+    assert result["input_path"] == f"{server}/banner.png" and len(result["dt_polys"]) == lines
+    assert [r["page_index"] for r in model.predict(f"{server}/doc.pdf")] == [0, 1]
+    with pytest.raises(InputNotFoundError, match="HTTP 404"):
+        model.predict(f"{server}/missing.png")
+    with pytest.raises(UnsupportedInputError, match="text/html"):
+        model.predict(f"{server}/page.html")
+    with pytest.raises(UnreadableImageError):
+        model.predict(f"{server}/broken.png")
+    capped = TextDetection(model_dir=model.model_path, device="cpu", url_timeout=1)
+    with pytest.raises(InputNotFoundError, match="timeout 1 s"):
+        capped.predict(f"{server}/slow.png")
+    capped.load_options = LoadOptions(url_max_bytes=1000)
+    with pytest.raises(ImageTooLargeError, match="url_max_bytes"):
+        capped.predict(f"{server}/huge.png")
+    with pytest.raises(InputNotFoundError, match="cannot fetch"):
+        model.predict("http://127.0.0.1:9/nothing-listens-here.png")
+
+
+# ---------------------------------------------------------------- reliability
+
+
+def test_eight_threads_share_one_instance(model, pages):
+    inputs = [p for p, _ in pages.values()] * 4
+    serial = [model.predict(p)[0] for p in inputs]
+    outcomes = [None] * len(inputs)
+
+    def worker(offset):
+        for index in range(offset, len(inputs), 8):
+            outcomes[index] = model.predict(inputs[index])[0]
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for got, want in zip(outcomes, serial):
+        np.testing.assert_array_equal(got["dt_polys"], want["dt_polys"])
+        assert got["dt_scores"] == want["dt_scores"]
+
+
+def test_interrupted_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    target = tmp_path / "out" / "x_res.json"
+    write_atomically(target, b'{"old": true}')
+
+    def crash(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("detector.result.os.replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        write_atomically(target, b'{"new": ' + b"1" * 100000)
+    assert target.read_bytes() == b'{"old": true}'
+    assert [p.name for p in target.parent.iterdir()] == ["x_res.json"]
