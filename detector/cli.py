@@ -15,6 +15,7 @@ from typing import List, Optional, Tuple
 import click
 
 from .api import DEFAULT_MODEL_NAME, TextDetection
+from .catalog import KNOWN_MODELS, exported_models
 from .errors import DetectorError, InvalidParameterError
 from .inputs import DEFAULT_LOAD_OPTIONS, LoadedImage, Source, expand_inputs, load_source
 from .session import parse_device
@@ -28,6 +29,19 @@ def _check_device(ctx: click.Context, param: click.Parameter, value: Optional[st
     except InvalidParameterError as exc:
         raise click.BadParameter(str(exc)) from None
     return value
+
+
+def _list_models(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    exported = exported_models()
+    names = list(KNOWN_MODELS) + sorted(set(exported) - set(KNOWN_MODELS))
+    width = max(len(name) for name in names)
+    for name in names:
+        where = str(exported[name]) if name in exported else "not exported (make export MODEL=%s)" % name
+        summary = KNOWN_MODELS[name].summary if name in KNOWN_MODELS else "exported locally"
+        click.echo(f"{name:<{width}}  {where}\n{'':<{width}}  {summary}")
+    ctx.exit(EXIT_OK)
 
 
 def _model_arguments(model: Optional[str], model_dir: Optional[str]) -> Tuple[Optional[str], Optional[str]]:
@@ -62,6 +76,8 @@ def _model_arguments(model: Optional[str], model_dir: Optional[str]) -> Tuple[Op
               help=f"Refuse images larger than this many pixels [default: {DEFAULT_LOAD_OPTIONS.max_pixels}].")
 @click.option("--pdf-dpi", "--pdf_dpi", "pdf_dpi", default=None, type=click.FloatRange(0, min_open=True),
               help=f"Resolution PDF pages are rendered at [default: {DEFAULT_LOAD_OPTIONS.pdf_dpi:g}].")
+@click.option("--list-models", is_flag=True, expose_value=False, is_eager=True, callback=_list_models,
+              help="List the known model names and which are exported here, then exit.")
 @click.option("--json", "json_format", is_flag=True, help="Print results as JSON.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def detect(inputs, recursive, model, model_dir, device, save_path, batch_size, limit_side_len, limit_type,

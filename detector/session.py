@@ -7,7 +7,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import onnxruntime as ort
@@ -24,6 +24,12 @@ CPU_PROVIDER = "CPUExecutionProvider"
 _DEVICE_PATTERN = re.compile(r"^(cpu|gpu|cuda)(?::(\d+))?$")
 
 
+def models_folders() -> List[Path]:
+    """Folders searched for <MODEL_NAME>/inference.onnx, in order: $DETECTOR_MODELS, then the checkout's models/."""
+    env_dir = os.environ.get(MODELS_ENV_VAR)
+    return ([Path(env_dir).expanduser()] if env_dir else []) + [CHECKOUT_MODELS_DIR]
+
+
 def resolve_model_path(model_name: str, model_dir: Optional[Union[str, os.PathLike]] = None) -> Path:
     """The .onnx file to load: model_dir, then $DETECTOR_MODELS/<name>, then the checkout's models/<name>."""
     if model_dir is not None:
@@ -36,11 +42,7 @@ def resolve_model_path(model_name: str, model_dir: Optional[Union[str, os.PathLi
             f"model_dir {str(path)!r} is neither an .onnx file nor a folder holding {MODEL_FILENAME}; "
             f"export one with `make export MODEL={model_name} SOURCE=<paddle model dir>`"
         )
-    searched = []
-    env_dir = os.environ.get(MODELS_ENV_VAR)
-    if env_dir:
-        searched.append(Path(env_dir).expanduser() / model_name / MODEL_FILENAME)
-    searched.append(CHECKOUT_MODELS_DIR / model_name / MODEL_FILENAME)
+    searched = [folder / model_name / MODEL_FILENAME for folder in models_folders()]
     for candidate in searched:
         if candidate.is_file():
             return candidate

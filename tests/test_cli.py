@@ -151,3 +151,18 @@ def test_too_large_inputs_fail_alone(model_path, pages):
     assert proc.returncode == 1 and "--max-pixels" in proc.stderr and "Traceback" not in proc.stderr
     usage = detect("-i", pages["banner"][0], "--model", model_path, "--max-pixels", "0")
     assert usage.returncode == 2
+
+
+def test_list_models_shows_known_names_and_what_is_exported(model_path, tmp_path):
+    import shutil
+
+    (tmp_path / "MyCustom_det").mkdir()
+    shutil.copy(model_path, tmp_path / "MyCustom_det" / "inference.onnx")
+    env = dict(os.environ, DETECTOR_MODELS=str(tmp_path))
+    proc = detect("--list-models", env=env)
+    assert proc.returncode == 0, proc.stderr
+    for name in ("PP-OCRv4_server_det", "PP-OCRv4_mobile_det", "PP-OCRv3_server_det", "PP-OCRv3_mobile_det",
+                 "PP-OCRv5_server_det", "PP-OCRv5_mobile_det", "MyCustom_det"):
+        assert name in proc.stdout
+    assert str(tmp_path / "MyCustom_det" / "inference.onnx") in proc.stdout
+    assert "not exported (make export MODEL=PP-OCRv4_server_det)" in proc.stdout

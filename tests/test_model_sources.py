@@ -1,0 +1,136 @@
+"""Official-model downloads and SOURCE= handling, against a local HTTP server serving tars the test builds."""
+
+import hashlib
+import http.server
+import io
+import tarfile
+import threading
+
+import pytest
+
+from detector.errors import ExportError
+from tools import model_sources
+
+MODEL = "PP-OCRv4_server_det"
+
+
+def build_tar(folder_name="PP-OCRv4_server_det_infer"):
+    files = {"inference.json": b'{"program": 1}', "inference.pdiparams": b"\x00" * 4096,
+             "inference.yml": b"Global:\n  model_name: PP-OCRv4_server_det\n"}
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(f"{folder_name}/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    routes = {}
+    hits = []
+
+    def do_GET(self):
+        self.hits.append(self.path)
+        body, declared = self.routes.get(self.path, (None, None))
+        if body is None:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-tar")
+        self.send_header("Content-Length", str(declared or len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server(monkeypatch, tmp_path):
+    archive = build_tar()
+    Handler.routes = {
+        f"/{MODEL}_infer.tar": (archive, None),
+        "/truncated.tar": (archive[:1000], len(archive)),
+        "/junk.tar": (b"this is not a tar" * 100, None),
+    }
+    Handler.hits = []
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    monkeypatch.setenv("DETECTOR_MODEL_BASE_URL", base)
+    monkeypatch.setattr(model_sources, "SOURCES_DIR", tmp_path / "sources")
+    monkeypatch.setattr(model_sources, "DOWNLOADS_DIR", tmp_path / "downloads")
+    yield base, archive
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_official_download_unpacks_once(server, capsys):
+    base, archive = server
+    folder = model_sources.obtain_source(MODEL, None)
+    assert sorted(p.name for p in folder.iterdir()) == [".complete", "inference.json", "inference.pdiparams",
+                                                        "inference.yml"]
+    assert "downloading PP-OCRv4_server_det_infer.tar" in capsys.readouterr().err  # progress on stderr
+    assert model_sources.obtain_source(MODEL, None) == folder
+    assert Handler.hits == [f"/{MODEL}_infer.tar"]  # the cache answered the second time
+
+
+def test_source_may_be_a_url_a_tar_or_a_folder(server, tmp_path):
+    base, archive = server
+    from_url = model_sources.obtain_source(MODEL, f"{base}/{MODEL}_infer.tar")
+    assert (from_url / "inference.json").is_file()
+    tar_path = tmp_path / "local.tar"
+    tar_path.write_bytes(build_tar("other_layout"))
+    from_tar = model_sources.obtain_source(MODEL, str(tar_path))
+    assert (from_tar / "inference.pdiparams").read_bytes() == b"\x00" * 4096
+    assert model_sources.obtain_source(MODEL, str(from_tar)) == from_tar
+
+
+def test_truncated_download_is_refused_and_not_kept(server):
+    base, _ = server
+    with pytest.raises(ExportError, match="truncated"):
+        model_sources.obtain_source(MODEL, f"{base}/truncated.tar")
+    assert not list(model_sources.DOWNLOADS_DIR.glob("*"))
+
+
+def test_wrong_checksum_is_refused(server, monkeypatch):
+    known = model_sources.KNOWN_MODELS[MODEL]
+    monkeypatch.setitem(model_sources.KNOWN_MODELS, MODEL, type(known)(known.name, known.summary, known.size_mb,
+                                                                       sha256="0" * 64))
+    with pytest.raises(ExportError, match="expected 0000"):
+        model_sources.obtain_source(MODEL, None)
+    assert not list(model_sources.DOWNLOADS_DIR.glob("*"))
+
+
+def test_matching_checksum_is_accepted(server, monkeypatch):
+    _, archive = server
+    known = model_sources.KNOWN_MODELS[MODEL]
+    digest = hashlib.sha256(archive).hexdigest()
+    monkeypatch.setitem(model_sources.KNOWN_MODELS, MODEL, type(known)(known.name, known.summary, known.size_mb,
+                                                                       sha256=digest))
+    assert (model_sources.obtain_source(MODEL, None) / "inference.json").is_file()
+
+
+def test_not_a_tar(server):
+    base, _ = server
+    with pytest.raises(ExportError, match="not a readable tar"):
+        model_sources.obtain_source(MODEL, f"{base}/junk.tar")
+
+
+def test_offline_message_says_what_to_download_and_how(monkeypatch, tmp_path):
+    monkeypatch.setenv("DETECTOR_MODEL_BASE_URL", "http://127.0.0.1:9")  # nothing listens on the discard port
+    monkeypatch.setattr(model_sources, "SOURCES_DIR", tmp_path / "sources")
+    monkeypatch.setattr(model_sources, "DOWNLOADS_DIR", tmp_path / "downloads")
+    with pytest.raises(ExportError) as info:
+        model_sources.obtain_source(MODEL, None)
+    message = str(info.value)
+    assert "cannot download http://127.0.0.1:9/PP-OCRv4_server_det_infer.tar" in message
+    assert f"make export MODEL={MODEL} SOURCE=/path/to/{MODEL}_infer.tar" in message
+
+
+def test_unknown_model_and_missing_source(tmp_path):
+    with pytest.raises(ExportError, match="Known models: PP-OCRv4_server_det"):
+        model_sources.obtain_source("MyCustom_det", None)
+    with pytest.raises(ExportError, match="does not exist"):
+        model_sources.obtain_source(MODEL, str(tmp_path / "nowhere"))

@@ -1,0 +1,171 @@
+"""Obtain a Paddle inference model folder to export: a local folder, a local .tar, or a URL.
+
+Downloads show progress on stderr, are checked (complete length; sha256 where known) before use,
+and are unpacked once into a cache (.cache/sources/<MODEL_NAME>/). Offline, the error says what to
+download and how to pass it with SOURCE=. Needs no Paddle: importable from the runtime venv.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sys
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Optional
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from detector.catalog import KNOWN_MODELS  # noqa: E402
+from detector.errors import ExportError  # noqa: E402
+
+CACHE_DIR = REPO_ROOT / ".cache"
+SOURCES_DIR = CACHE_DIR / "sources"
+DOWNLOADS_DIR = CACHE_DIR / "downloads"
+COMPLETE_MARKER = ".complete"  # written last into an unpacked source: holds the archive's sha256
+PARAMS_FILENAME = "inference.pdiparams"
+DOWNLOAD_TIMEOUT_S = 60
+CHUNK_BYTES = 1 << 20
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(CHUNK_BYTES), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def is_url(text: str) -> bool:
+    return text.startswith(("http://", "https://"))
+
+
+def _progress(label: str, done: int, total: Optional[int], started: float) -> None:
+    rate = done / max(time.monotonic() - started, 1e-6) / 1e6
+    if total:
+        width = 30
+        filled = int(width * done / total)
+        line = f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done / 1e6:6.1f}/{total / 1e6:.1f} MB {rate:5.1f} MB/s"
+    else:
+        line = f"\r{label} {done / 1e6:6.1f} MB {rate:5.1f} MB/s"
+    print(line, end="", file=sys.stderr, flush=True)
+
+
+def offline_hint(model_name: str, url: str) -> str:
+    return (
+        f"download {url} on a machine with internet access, copy it here and run "
+        f"`make export MODEL={model_name} SOURCE=/path/to/{url.rsplit('/', 1)[-1]}` "
+        f"(SOURCE may also be the unpacked folder, or a URL of a mirror)"
+    )
+
+
+def download(url: str, model_name: str, expected_sha256: Optional[str] = None,
+             timeout: float = DOWNLOAD_TIMEOUT_S) -> Path:
+    """Download url into .cache/downloads (once), verifying its length and sha256 where known."""
+    DOWNLOADS_DIR.mkdir(parents=True, exist_ok=True)
+    target = DOWNLOADS_DIR / url.rsplit("/", 1)[-1].split("?")[0]
+    if target.is_file() and (expected_sha256 is None or sha256_of(target) == expected_sha256):
+        print(f"export: using downloaded {target}", file=sys.stderr)
+        return target
+    partial = target.with_name(target.name + ".part")
+    label = f"export: downloading {target.name}"
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url), timeout=timeout) as response:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            done, started = 0, time.monotonic()
+            with open(partial, "wb") as handle:
+                while True:
+                    chunk = response.read(CHUNK_BYTES)
+                    if not chunk:
+                        break
+                    handle.write(chunk)
+                    done += len(chunk)
+                    _progress(label, done, total, started)
+        print(file=sys.stderr)
+    except urllib.error.HTTPError as exc:
+        partial.unlink(missing_ok=True)
+        raise ExportError(f"{url} answered HTTP {exc.code} {exc.reason}; {offline_hint(model_name, url)}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        partial.unlink(missing_ok=True)
+        reason = getattr(exc, "reason", exc)
+        raise ExportError(f"cannot download {url} ({reason}); {offline_hint(model_name, url)}") from None
+    if total is not None and done != total:
+        partial.unlink(missing_ok=True)
+        raise ExportError(f"download of {url} is truncated: got {done:,} of {total:,} bytes; run the export again")
+    if expected_sha256 is not None:
+        actual = sha256_of(partial)
+        if actual != expected_sha256:
+            partial.unlink(missing_ok=True)
+            raise ExportError(f"{url} has sha256 {actual}, expected {expected_sha256}: refusing a corrupt or altered file")
+    os.replace(partial, target)
+    return target
+
+
+def _find_model_folder(root: Path) -> Path:
+    """The folder (root or one below it) that holds inference.pdiparams."""
+    candidates = sorted(p.parent for p in root.rglob(PARAMS_FILENAME))
+    if not candidates:
+        raise ExportError(f"no {PARAMS_FILENAME} inside the archive; is it a Paddle inference model?")
+    return candidates[0]
+
+
+def unpack(archive: Path, model_name: str) -> Path:
+    """Unpack a model .tar(.gz) once into .cache/sources/<model_name>; returns the model folder."""
+    digest = sha256_of(archive)
+    dest = SOURCES_DIR / model_name
+    marker = dest / COMPLETE_MARKER
+    if marker.is_file() and marker.read_text().strip() == digest:
+        return dest
+    try:
+        with tarfile.open(archive) as tar:
+            SOURCES_DIR.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(dir=SOURCES_DIR, prefix=f".{model_name}."))
+            try:
+                if hasattr(tarfile, "data_filter"):
+                    tar.extractall(staging, filter="data")
+                else:  # Python without extraction filters: refuse unsafe member names ourselves
+                    for member in tar.getmembers():
+                        if member.name.startswith("/") or ".." in Path(member.name).parts:
+                            raise ExportError(f"{archive} holds an unsafe path {member.name!r}")
+                    tar.extractall(staging)
+                found = _find_model_folder(staging)
+                shutil.rmtree(dest, ignore_errors=True)
+                dest.mkdir(parents=True)
+                for item in found.iterdir():
+                    shutil.move(str(item), dest / item.name)
+                marker.write_text(digest + "\n")
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise ExportError(f"{archive} is not a readable tar archive ({exc}); download it again") from None
+    return dest
+
+
+def obtain_source(model_name: str, source: Optional[str]) -> Path:
+    """The Paddle model folder for model_name: source as given (folder, .tar, URL) or the official download."""
+    if source:
+        if is_url(source):
+            return unpack(download(source, model_name), model_name)
+        path = Path(source).expanduser()
+        if path.is_dir():
+            return path
+        if path.is_file():
+            return unpack(path, model_name)
+        raise ExportError(f"SOURCE {source!r} does not exist: give a model folder, a .tar, or a URL")
+    known = KNOWN_MODELS.get(model_name)
+    if known is None:
+        raise ExportError(
+            f"{model_name!r} is not a model with a known download; pass SOURCE=<folder|.tar|URL>. "
+            f"Known models: {', '.join(KNOWN_MODELS)}"
+        )
+    cached = SOURCES_DIR / model_name
+    if (cached / COMPLETE_MARKER).is_file():
+        return cached
+    return unpack(download(known.official_url(), model_name, known.sha256), model_name)
