@@ -118,6 +118,52 @@ def test_pir_model_exports_to_the_same_network(paddle_python, default_source_dir
     from_pir, from_legacy = ort_probabilities(output, batch), ort_probabilities(legacy_export[1], batch)
     np.testing.assert_allclose(from_pir, from_legacy, atol=1e-5, rtol=0)
     assert from_legacy.mean() > 0.01
+    # and the boxes users get are identical
+    from detector import TextDetection
+    from tests.rendered import write_rendered_pages
+
+    pages = [path for path, _ in write_rendered_pages(tmp_path / "pages").values()]
+    pir_results = TextDetection(model_dir=output, device="cpu").predict(pages)
+    legacy_results = TextDetection(model_dir=legacy_export[1], device="cpu").predict(pages)
+    assert sum(len(r["dt_polys"]) for r in legacy_results) >= 10
+    for pir, legacy in zip(pir_results, legacy_results):
+        np.testing.assert_array_equal(pir["dt_polys"], legacy["dt_polys"])
+
+
+ISNAN_PROGRAM = """
+import os, sys
+os.environ["FLAGS_enable_pir_api"] = "0"
+import paddle
+paddle.enable_static()
+main, startup = paddle.static.Program(), paddle.static.Program()
+with paddle.static.program_guard(main, startup):
+    x = paddle.static.data("x", [-1, 3, -1, -1], "float32")
+    y = paddle.nn.Conv2D(3, 1, 3, padding=1)(x)
+    y = paddle.where(paddle.isnan(y), paddle.zeros_like(y), y)  # the NaN guard PaddleX-trained models carry
+    y = paddle.nn.functional.sigmoid(y)
+exe = paddle.static.Executor(paddle.CPUPlace())
+exe.run(startup)
+paddle.static.save_inference_model(sys.argv[1] + "/inference", [x], [y], exe, program=main)
+print(" ".join(op.type for op in main.global_block().ops))
+"""
+
+
+@needs_paddle
+def test_isnan_v2_models_convert_with_the_pinned_versions(paddle_python, default_source_dir, tmp_path):
+    # Users of paddle2onnx 1.x report "operators not supported yet, including isnan_v2" on PaddleX-trained
+    # det models; the pinned paddle2onnx 2.0.1 maps it to ONNX IsNaN, and the verification proves it exact.
+    source = tmp_path / "isnan_model"
+    proc = subprocess.run([paddle_python, "-c", ISNAN_PROGRAM, str(source)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "isnan_v2" in proc.stdout.split()
+    shutil.copy(default_source_dir / "inference.yml", source / "inference.yml")
+    output = tmp_path / "isnan.onnx"
+    proc = export(paddle_python, source, output)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ops = {node.op_type for node in onnx.load(str(output)).graph.node}
+    assert "IsNaN" in ops and "Where" in ops
+    assert float(re.search(r"max \|diff\| overall ([0-9.e+-]+)", proc.stderr).group(1)) <= TOLERANCE
 
 
 @needs_paddle
