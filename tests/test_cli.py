@@ -166,3 +166,60 @@ def test_list_models_shows_known_names_and_what_is_exported(model_path, tmp_path
         assert name in proc.stdout
     assert str(tmp_path / "MyCustom_det" / "inference.onnx") in proc.stdout
     assert "not exported (make export MODEL=PP-OCRv4_server_det)" in proc.stdout
+
+
+def test_urls_through_the_cli(model_path, pages, tmp_path):
+    import http.server
+    import threading
+
+    body = pages["banner"][0].read_bytes()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path != "/banner.png":
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    try:
+        proc = detect("-i", f"{base}/banner.png", "-i", f"{base}/gone.png", "--model", model_path,
+                      "--save-path", tmp_path)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert proc.returncode == 1
+    assert (tmp_path / "banner_res.json").is_file()
+    assert f"detect: error: {base}/gone.png: {base}/gone.png answered HTTP 404" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_non_image_files_fail_alone_and_bad_models_are_usage_errors(model_path, pages, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("plain text")
+    proc = detect("-i", notes, "-i", pages["banner"][0], "--model", model_path)
+    assert proc.returncode == 1 and "notes.txt is not an image" in proc.stderr
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a model")
+    proc = detect("-i", pages["banner"][0], "--model", junk)
+    assert proc.returncode == 2 and "onnxruntime cannot load" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_unusable_gpu_is_a_usage_error(model_path, pages):
+    from detector.session import cuda_unavailable_reason
+
+    if cuda_unavailable_reason() is None:
+        pytest.skip("a usable GPU is present")
+    proc = detect("-i", pages["banner"][0], "--model", model_path, "--device", "gpu:0")
+    assert proc.returncode == 2
+    assert "device gpu:0 is not usable" in proc.stderr and "device='cpu'" in proc.stderr
+    assert proc.stderr.count("\n") == 1  # one line, no onnxruntime library-load spam

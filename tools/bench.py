@@ -27,8 +27,7 @@ sys.path.insert(0, str(REPO_ROOT))
 from detector.inputs import read_image_file  # noqa: E402
 from detector.postprocess import boxes_from_probability_map  # noqa: E402
 from detector.preprocess import normalize_image, resize_for_detection  # noqa: E402
-from detector.session import check_detector_signature, load_session, model_metadata, parse_device  # noqa: E402
-from detector.settings import settings_from_metadata  # noqa: E402
+from detector.api import TextDetection  # noqa: E402
 from tools.paddle_reference import paddle_predictor, quiet_offline_environment  # noqa: E402
 from tools.sample_image import render_text_image  # noqa: E402
 
@@ -36,15 +35,23 @@ from tools.sample_image import render_text_image  # noqa: E402
 BENCH_SIZES = (("640x480", 640, 480), ("1280x960", 1280, 960), ("1240x1754", 1240, 1754), ("2000x400", 2000, 400))
 
 
-def interleaved_medians(candidates: Dict[str, Callable[[], object]], repeat: int) -> Dict[str, float]:
-    """Median ms of each candidate, running them in turn so drift in machine load hits all alike."""
-    times: Dict[str, List[float]] = {name: [] for name in candidates}
-    for _ in range(repeat):
-        for name, fn in candidates.items():
+def blocked_medians(candidates: Dict[str, Callable[[], object]], repeat: int, warmup: int = 3) -> Dict[str, float]:
+    """Median ms of each candidate, timed in a block of its own after a few warm-up runs.
+
+    Blocks, not interleaving: Paddle's OpenMP threads and onnxruntime's pool both spin for a while
+    after each call, and alternating the engines would have each one pay for the other's spinning.
+    """
+    medians = {}
+    for name, fn in candidates.items():
+        for _ in range(warmup):
+            fn()
+        times = []
+        for _ in range(repeat):
             start = time.perf_counter()
             fn()
-            times[name].append((time.perf_counter() - start) * 1000)
-    return {name: statistics.median(values) for name, values in times.items()}
+            times.append((time.perf_counter() - start) * 1000)
+        medians[name] = statistics.median(times)
+    return medians
 
 
 def make_images(folder: Path) -> Dict[str, Path]:
@@ -66,6 +73,39 @@ def paddleocr_detector(source: Path, model_name: str, threads: int):
     return PaddleTextDetection(model_name=model_name, model_dir=str(source), device="cpu", cpu_threads=threads)
 
 
+def time_ours(path: Path, detector: TextDetection, repeat: int) -> Dict[str, float]:
+    """Our stages one by one on this image, and the whole TextDetection.predict."""
+    settings, session = detector.settings, detector._session
+    input_name, output_name = session.get_inputs()[0].name, session.get_outputs()[0].name
+    image = read_image_file(path)
+    resized, info = resize_for_detection(image, settings.limit_side_len, settings.limit_type, settings.max_side_limit)
+    batch = normalize_image(resized, settings.mean, settings.std, settings.scale)[np.newaxis]
+    prob = session.run([output_name], {input_name: batch})[0][0, 0]
+
+    def preprocess():
+        r, _ = resize_for_detection(image, settings.limit_side_len, settings.limit_type, settings.max_side_limit)
+        return normalize_image(r, settings.mean, settings.std, settings.scale)
+
+    def postprocess():
+        return boxes_from_probability_map(prob, info, settings.thresh, settings.box_thresh, settings.unclip_ratio,
+                                          settings.max_candidates, settings.use_dilation, settings.score_mode,
+                                          settings.box_type)
+
+    times = blocked_medians(
+        {
+            "load": lambda: read_image_file(path),
+            "pre": preprocess,
+            "run": lambda: session.run([output_name], {input_name: batch}),
+            "post": postprocess,
+            "ours": lambda: detector.predict(path),
+        },
+        repeat,
+    )
+    times["shape"] = f"{batch.shape[3]}x{batch.shape[2]}"
+    times["batch"] = batch
+    return times
+
+
 def main(argv: List[str] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="PP-OCRv4_mobile_det")
@@ -76,80 +116,43 @@ def main(argv: List[str] = None) -> int:
     args = parser.parse_args(argv)
     source = args.source or REPO_ROOT / ".cache" / "sources" / args.model
     onnx_path = args.onnx or REPO_ROOT / "models" / args.model / "inference.onnx"
-    for path, hint in ((source, "--source"), (onnx_path, "--onnx or `make export`")):
+    for path, hint in ((source, "--source"), (onnx_path, f"--onnx, or `make export MODEL={args.model}` first")):
         if not path.exists():
             print(f"bench: error: {path} does not exist ({hint})", file=sys.stderr)
             return 1
 
-    session, device = load_session(onnx_path, parse_device("cpu"), args.threads)
-    input_name, output_name = check_detector_signature(session, onnx_path)
-    settings = settings_from_metadata(model_metadata(session), args.model)
-    # oneDNN on: PaddleOCR's CPU default and Paddle's fastest setting, the fair anchor
-    paddle_run = paddle_predictor(source, args.threads, mkldnn=True)
-    reference = paddleocr_detector(source, args.model, args.threads)
-
     print(f"model {args.model}  onnx {onnx_path}  threads {args.threads}  repeat {args.repeat}  (median ms)")
+    with tempfile.TemporaryDirectory() as tmp:
+        images = make_images(Path(tmp))
+        # Phase 1, ours alone; phase 2, Paddle: neither engine's idle-spinning threads slow the other.
+        detector = TextDetection(model_dir=onnx_path, device="cpu", cpu_threads=args.threads)
+        ours = {name: time_ours(path, detector, args.repeat) for name, path in images.items()}
+        # oneDNN on: PaddleOCR's CPU default and Paddle's fastest setting, the fair anchor
+        paddle_run = paddle_predictor(source, args.threads, mkldnn=True)
+        reference = paddleocr_detector(source, args.model, args.threads)
+        theirs = {
+            name: blocked_medians(
+                {"pd": lambda: paddle_run(ours[name]["batch"]), "pdocr": lambda: list(reference.predict(str(path)))},
+                args.repeat,
+            )
+            for name, path in images.items()
+        }
+
     header = ("image", "net in", "load", "pre", "ort.run", "post", "ours e2e", "pd.run", "pdocr e2e",
               "run ratio", "e2e ratio", "pre+post")
     print("{:>10} {:>9} {:>6} {:>6} {:>8} {:>6} {:>9} {:>8} {:>9} {:>9} {:>9} {:>8}".format(*header))
-    totals = {"ort": 0.0, "pd": 0.0, "ours": 0.0, "pdocr": 0.0, "prepost": 0.0}
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, path in make_images(Path(tmp)).items():
-            image = read_image_file(path)
-            resized, info = resize_for_detection(image, settings.limit_side_len, settings.limit_type,
-                                                 settings.max_side_limit)
-            batch = normalize_image(resized, settings.mean, settings.std, settings.scale)[np.newaxis]
-            prob = session.run([output_name], {input_name: batch})[0][0, 0]
-
-            def preprocess():
-                r, _ = resize_for_detection(image, settings.limit_side_len, settings.limit_type,
-                                            settings.max_side_limit)
-                return normalize_image(r, settings.mean, settings.std, settings.scale)
-
-            def postprocess():
-                return boxes_from_probability_map(prob, info, settings.thresh, settings.box_thresh,
-                                                  settings.unclip_ratio, settings.max_candidates,
-                                                  settings.use_dilation, settings.score_mode, settings.box_type)
-
-            def ours_end_to_end():
-                loaded = read_image_file(path)
-                r, i = resize_for_detection(loaded, settings.limit_side_len, settings.limit_type,
-                                            settings.max_side_limit)
-                x = normalize_image(r, settings.mean, settings.std, settings.scale)[np.newaxis]
-                p = session.run([output_name], {input_name: x})[0][0, 0]
-                return boxes_from_probability_map(p, i, settings.thresh, settings.box_thresh, settings.unclip_ratio,
-                                                  settings.max_candidates, settings.use_dilation,
-                                                  settings.score_mode, settings.box_type)
-
-            for warm in (ours_end_to_end, lambda: paddle_run(batch), lambda: list(reference.predict(str(path)))):
-                warm()
-                warm()
-            t = interleaved_medians(
-                {
-                    "load": lambda: read_image_file(path),
-                    "pre": preprocess,
-                    "run": lambda: session.run([output_name], {input_name: batch}),
-                    "post": postprocess,
-                    "ours": ours_end_to_end,
-                    "pd": lambda: paddle_run(batch),
-                    "pdocr": lambda: list(reference.predict(str(path))),
-                },
-                args.repeat,
-            )
-            t_load, t_pre, t_run, t_post = t["load"], t["pre"], t["run"], t["post"]
-            t_ours, t_pd, t_pdocr = t["ours"], t["pd"], t["pdocr"]
-            shape = f"{batch.shape[3]}x{batch.shape[2]}"
-            print("{:>10} {:>9} {:6.1f} {:6.1f} {:8.1f} {:6.1f} {:9.1f} {:8.1f} {:9.1f} {:9.2f} {:9.2f} {:7.0f}%".format(
-                name, shape, t_load, t_pre, t_run, t_post, t_ours, t_pd, t_pdocr, t_run / t_pd, t_ours / t_pdocr,
-                100 * (t_pre + t_post) / t_run))
-            totals["ort"] += t_run
-            totals["pd"] += t_pd
-            totals["ours"] += t_ours
-            totals["pdocr"] += t_pdocr
-            totals["prepost"] += t_pre + t_post
-    print(f"overall: ort.run / paddle.run = {totals['ort'] / totals['pd']:.2f}; "
+    totals = dict.fromkeys(("run", "pd", "ours", "pdocr", "prepost"), 0.0)
+    for name in images:
+        t, p = ours[name], theirs[name]
+        print("{:>10} {:>9} {:6.1f} {:6.1f} {:8.1f} {:6.1f} {:9.1f} {:8.1f} {:9.1f} {:9.2f} {:9.2f} {:7.0f}%".format(
+            name, t["shape"], t["load"], t["pre"], t["run"], t["post"], t["ours"], p["pd"], p["pdocr"],
+            t["run"] / p["pd"], t["ours"] / p["pdocr"], 100 * (t["pre"] + t["post"]) / t["run"]))
+        for key, value in (("run", t["run"]), ("pd", p["pd"]), ("ours", t["ours"]), ("pdocr", p["pdocr"]),
+                           ("prepost", t["pre"] + t["post"])):
+            totals[key] += value
+    print(f"overall: ort.run / paddle.run = {totals['run'] / totals['pd']:.2f}; "
           f"ours e2e / PaddleOCR e2e = {totals['ours'] / totals['pdocr']:.2f}; "
-          f"(pre + post) / ort.run = {100 * totals['prepost'] / totals['ort']:.0f}%")
+          f"(pre + post) / ort.run = {100 * totals['prepost'] / totals['run']:.0f}%")
     return 0
 
 
