@@ -3,7 +3,7 @@
     python -m tools.bench [--model NAME] [--source PADDLE_MODEL_DIR] [--onnx PATH] [--repeat N]
 
 Needs the Paddle environment (.venv-paddle, `make bench`). Prints milliseconds (median of
---repeat runs per image) and the ratios that matter: ORT session.run / Paddle predictor.run on the
+--repeat runs per image, best of --rounds alternations) and the ratios that matter: ORT session.run / Paddle predictor.run on the
 same tensor, our end-to-end / PaddleOCR's TextDetection end-to-end, and (pre + post) / session.run.
 """
 
@@ -106,12 +106,21 @@ def time_ours(path: Path, detector: TextDetection, repeat: int) -> Dict[str, flo
     return times
 
 
+def keep_best(best: Dict[str, dict], name: str, times: dict) -> None:
+    """Merge one round's figures for an image into best, keeping each figure's lowest value."""
+    kept = best.setdefault(name, dict(times))
+    for key, value in times.items():
+        if isinstance(value, float):
+            kept[key] = min(kept[key], value)
+
+
 def main(argv: List[str] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="PP-OCRv4_mobile_det")
     parser.add_argument("--source", type=Path, help="Paddle inference model dir (default: .cache/sources/<model>)")
     parser.add_argument("--onnx", type=Path, help="exported model (default: models/<model>/inference.onnx)")
     parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3, help="alternations of ours and Paddle; best round kept")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
     source = args.source or REPO_ROOT / ".cache" / "sources" / args.model
@@ -126,17 +135,24 @@ def main(argv: List[str] = None) -> int:
         images = make_images(Path(tmp))
         # Phase 1, ours alone; phase 2, Paddle: neither engine's idle-spinning threads slow the other.
         detector = TextDetection(model_dir=onnx_path, device="cpu", cpu_threads=args.threads)
-        ours = {name: time_ours(path, detector, args.repeat) for name, path in images.items()}
-        # oneDNN on: PaddleOCR's CPU default and Paddle's fastest setting, the fair anchor
-        paddle_run = paddle_predictor(source, args.threads, mkldnn=True)
-        reference = paddleocr_detector(source, args.model, args.threads)
-        theirs = {
-            name: blocked_medians(
-                {"pd": lambda: paddle_run(ours[name]["batch"]), "pdocr": lambda: list(reference.predict(str(path)))},
-                args.repeat,
-            )
-            for name, path in images.items()
-        }
+        paddle_run = reference = None
+        ours: Dict[str, dict] = {}
+        theirs: Dict[str, dict] = {}
+        # Shared machines have slow spells: each round times ours, then Paddle, and each figure keeps
+        # its best round, so a spell that hits one phase does not decide the ratio.
+        for _ in range(args.rounds):
+            for name, path in images.items():
+                keep_best(ours, name, time_ours(path, detector, args.repeat))
+            if paddle_run is None:
+                # oneDNN on: PaddleOCR's CPU default and Paddle's fastest setting, the fair anchor
+                paddle_run = paddle_predictor(source, args.threads, mkldnn=True)
+                reference = paddleocr_detector(source, args.model, args.threads)
+            for name, path in images.items():
+                keep_best(theirs, name, blocked_medians(
+                    {"pd": lambda: paddle_run(ours[name]["batch"]),
+                     "pdocr": lambda: list(reference.predict(str(path)))},
+                    args.repeat,
+                ))
 
     header = ("image", "net in", "load", "pre", "ort.run", "post", "ours e2e", "pd.run", "pdocr e2e",
               "run ratio", "e2e ratio", "pre+post")
