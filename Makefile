@@ -10,7 +10,7 @@ DEFAULT_MODEL := models/PP-OCRv4_mobile_det/inference.onnx
 REFERENCE_PACKAGES := paddleocr==3.7.0
 PIP_QUIET := --quiet --disable-pip-version-check
 
-.PHONY: install paddle-env models export demo test bench clean
+.PHONY: install paddle-env models export demo test bench server-net clean
 
 install: $(VENV)/.installed
 
@@ -47,8 +47,17 @@ test: $(VENV)/.installed $(PADDLE_VENV)/.installed $(DEFAULT_MODEL)
 	DETECTOR_PADDLE_PYTHON=$(abspath $(PADDLE_VENV))/bin/python DETECTOR_REQUIRE_REFERENCE=1 \
 		$(VENV)/bin/python -m pytest -q -ra
 
+# With SOURCE, the model is exported (and verified) into .cache/bench first, leaving models/ alone.
+BENCH_ONNX = $(if $(SOURCE),.cache/bench/$(MODEL)/inference.onnx,models/$(MODEL)/inference.onnx)
+
 bench: $(PADDLE_VENV)/.installed $(DEFAULT_MODEL)
-	$(PADDLE_VENV)/bin/python -m tools.bench --model '$(MODEL)' $(if $(SOURCE),--source '$(SOURCE)')
+	$(if $(SOURCE),$(PADDLE_VENV)/bin/python -m tools.export --model '$(MODEL)' --source '$(SOURCE)' --output '$(BENCH_ONNX)')
+	$(PADDLE_VENV)/bin/python -m tools.bench --model '$(MODEL)' --onnx '$(BENCH_ONNX)' $(if $(SOURCE),--source '$(SOURCE)')
+
+# PP-OCRv4_server_det rebuilt with random weights (official weights are not reachable here): for proof and benchmarks.
+SERVER_NET := .cache/server_net/PP-OCRv4_server_det
+server-net: $(PADDLE_VENV)/.installed
+	$(PADDLE_VENV)/bin/python -m tools.ppocrv4_server_det --output $(SERVER_NET)
 
 clean:
 	rm -rf $(VENV) $(PADDLE_VENV) output .pytest_cache
