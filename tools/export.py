@@ -12,7 +12,6 @@ metadata_props, atomically. Needs the [export] extra (.venv-paddle).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import re
@@ -30,6 +29,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from detector.errors import DetectorError, ExportError  # noqa: E402
+from detector.result import write_atomically  # noqa: E402
 from detector.settings import (  # noqa: E402
     METADATA_EXPORT_KEY,
     METADATA_INFERENCE_YML_KEY,
@@ -39,6 +39,7 @@ from detector.settings import (  # noqa: E402
     settings_from_inference_config,
 )
 from tools import default_model  # noqa: E402
+from tools.model_sources import sha256_of  # noqa: E402
 from tools.verify_export import TOLERANCE, VERIFY_SHAPES, compare_with_paddle  # noqa: E402
 
 DEFAULT_OPSET = 14  # the lowest opset paddle2onnx 2.0.1 accepts for PP-OCRv4 (11 aborts asking for 14)
@@ -257,10 +258,6 @@ def check_dynamic_signature(model) -> None:
         raise ExportError(f"converted output is {[d.dim_param or d.dim_value for d in out_dims]}, expected (N, 1, H, W)")
 
 
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def set_metadata(model, entries: Dict[str, str]):
     """model with entries set in its metadata_props (replacing same-named keys); returns model."""
     kept = [(prop.key, prop.value) for prop in model.metadata_props if prop.key not in entries]
@@ -270,23 +267,12 @@ def set_metadata(model, entries: Dict[str, str]):
     return model
 
 
-def write_atomically(model, output: Path) -> None:
-    """Save to a temp file beside output, then rename over it: readers never see half a model."""
-    import onnx
-
-    temp_name = None
+def save_model(model, output: Path) -> None:
+    """Write the model atomically (temp file + rename): readers never see half a model."""
     try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp_name = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
-        os.close(handle)
-        onnx.save(model, temp_name)
-        os.chmod(temp_name, 0o644)
-        os.replace(temp_name, output)
+        write_atomically(output, model.SerializeToString())
     except OSError as exc:
         raise ExportError(f"cannot write {output} ({exc.strerror or exc}): choose another --output") from None
-    finally:
-        if temp_name and os.path.exists(temp_name):
-            os.unlink(temp_name)
 
 
 def export_model(model_name: str, source: Optional[str], output: Path, opset: int = DEFAULT_OPSET,
@@ -326,8 +312,8 @@ def export_model(model_name: str, source: Optional[str], output: Path, opset: in
     record = {"paddlepaddle": versions["paddlepaddle"], "paddle2onnx": versions["paddle2onnx"],
               "onnx": onnx.__version__, "opset": opset, "source_format": model.program_format,
               "verification": verification}
-    source_files = {path.name: file_sha256(path) for path in (model.program, model.params, model.config)}
-    write_atomically(set_metadata(converted, {
+    source_files = {path.name: sha256_of(path) for path in (model.program, model.params, model.config)}
+    save_model(set_metadata(converted, {
         METADATA_MODEL_NAME_KEY: name,
         METADATA_SETTINGS_KEY: settings.to_json(),
         METADATA_SOURCE_KEY: json.dumps({"files": source_files, "origin": model.origin}, sort_keys=True),
