@@ -83,6 +83,7 @@ def test_metadata_carries_name_settings_source_and_record(metadata, default_sour
     assert source["origin"] == str(default_source_dir)
     record = json.loads(metadata[METADATA_EXPORT_KEY])
     assert record["opset"] == 14 and record["source_format"] == "legacy"
+    assert record["rewrites"] == []  # the mobile DBHead holds no pattern of tools/graph_rewrites.py
     assert record["paddlepaddle"] and record["paddle2onnx"] and record["onnx"]
     verification = record["verification"]
     assert verification["max_abs_diff"] <= TOLERANCE

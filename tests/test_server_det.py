@@ -83,7 +83,9 @@ def test_export_matches_paddle_within_tolerance(server_det: ServerDetExport):
     assert (settings["thresh"], settings["box_thresh"], settings["unclip_ratio"]) == (0.3, 0.6, 1.5)
     assert settings["max_candidates"] == 1000
 
-    verification = json.loads(metadata[METADATA_EXPORT_KEY])["verification"]
+    record = json.loads(metadata[METADATA_EXPORT_KEY])
+    assert record["rewrites"] == ["pfhead_local_half_resolution"]  # the verified model is the rewritten one
+    verification = record["verification"]
     by_shape = {tuple(item["input"]): item for item in verification["shapes"]}
     for shape in REQUIRED_SHAPES:
         item = by_shape[tuple(shape)]

