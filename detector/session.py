@@ -106,7 +106,8 @@ def load_session(model_path: Path, device: Optional[Device], threads: Optional[i
                 return session, f"gpu:{index}"
             reason = f"onnxruntime could not create the CUDA provider on GPU {index}"
         if device is not None:
-            raise DeviceUnavailableError(f"device {device.kind}:{device.index} is not usable: {reason}. Use device='cpu'")
+            raise DeviceUnavailableError(f"device {device.kind}:{device.index} is not usable: {reason}. "
+                                         f"Run on the CPU instead: device='cpu' (API) or --device cpu (detect)")
     return _open(model_path, options, [CPU_PROVIDER]), "cpu"
 
 
