@@ -218,6 +218,22 @@ def test_unknown_failure_names_versions_when_not_the_proven_pair():
     assert "paddlepaddle 3.3.1 + paddle2onnx 2.1.0" in message and "paddle2onnx==2.0.1" in message
 
 
+@pytest.mark.parametrize("flags, rewrite", [((), True), (("--no-rewrites",), False)])
+def test_no_rewrites_flag_reaches_the_export(monkeypatch, tmp_path, flags, rewrite):
+    from tools import export as export_tool
+
+    calls = []
+
+    def fake_export(*args):
+        calls.append(args)
+        return {"opset": 14, "verification": {"max_abs_diff": 0.0}}
+
+    monkeypatch.setattr(export_tool, "export_model", fake_export)
+    assert export_tool.main(["--model", "PP-OCRv4_server_det", "--output", str(tmp_path / "m.onnx"), *flags]) == 0
+    (args,) = calls
+    assert args[-1] is rewrite
+
+
 def test_folder_without_a_program_is_refused(tmp_path):
     (tmp_path / "inference.pdiparams").write_bytes(b"\0")
     with pytest.raises(ExportError, match="has no inference.json or inference.pdmodel, inference.yml"):
