@@ -25,7 +25,7 @@ another order (maps differ by ~1e-7), 0.55× the multiply-adds of the 3×3 at fu
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -114,8 +114,9 @@ def is_plain_conv(node, kernel: int, pad: int, stride: int = 1) -> bool:
             and as_text(attribute(node, "auto_pad", b"NOTSET")) == "NOTSET")
 
 
-def channel_bias(graph: Graph, node, channels: int) -> Optional[np.ndarray]:
-    """The per-channel bias that an Add node adds (a constant of shape (C,), (1, C, 1, 1) or (C, 1, 1))."""
+def channel_bias(graph: Graph, node, channels: int) -> Optional[Tuple[np.ndarray, str]]:
+    """The per-channel constant an Add (or Mul) node applies, of shape (C,), (1, C, 1, 1) or (C, 1, 1),
+    and the name of the tensor it applies it to; None if neither operand is such a constant."""
     for index in (0, 1):
         value = graph.constant(node.input[index])
         if value is not None and value.size == channels and (value.ndim <= 1 or value.shape[-2:] == (1, 1)):
@@ -173,7 +174,7 @@ def match_pfhead_local(graph: Graph, concat) -> Optional[PFHeadLocalMatch]:
         return None
     channels = shrink_kernel.shape[0]
     shrink_bias = channel_bias(graph, shrink_add, 1)
-    if shrink_bias is None:
+    if shrink_bias is None or shrink_bias[1] != transposed.output[0]:
         return None
     # t = sigmoid(conv1x1(relu(bn(conv3x3(concat(s, u))))) + b)
     local = graph.only_consumer(concat.output[0], "Conv")
@@ -199,7 +200,7 @@ def match_pfhead_local(graph: Graph, concat) -> Optional[PFHeadLocalMatch]:
         return None
     final_bias = channel_bias(graph, final_add, 1)
     final_sigmoid = graph.only_consumer(final_add.output[0], "Sigmoid")
-    if final_bias is None or final_sigmoid is None:
+    if final_bias is None or final_bias[1] != final.output[0] or final_sigmoid is None:
         return None
     # y = k · (s + t)
     total = graph.only_consumer(final_sigmoid.output[0], "Add")
@@ -215,7 +216,7 @@ def match_pfhead_local(graph: Graph, concat) -> Optional[PFHeadLocalMatch]:
     scale = channel_bias(graph, scaled, 1)
     replaced = [shrink_sigmoid, shrink_add, transposed, resize, concat, local, norm, relu, final, final_add,
                 final_sigmoid, total, scaled]
-    if scale is None or not self_contained(graph, replaced, exit_name=scaled.output[0], shape_readers=shape_readers):
+    if scale is None or scale[1] != total.output[0] or not self_contained(graph, replaced, exit_name=scaled.output[0], shape_readers=shape_readers):
         return None
     bn_scale = gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + attribute(norm, "epsilon", 1e-5))
     return PFHeadLocalMatch(
