@@ -34,10 +34,11 @@ CHANNEL_BLOCK = 16  # onnxruntime's NCHWc block on AVX-512 (8 on AVX2): channel 
 
 
 class Graph:
-    """Lookups over an ONNX graph: producers, consumers, constant values; names for new tensors."""
+    """Lookups over an ONNX graph: producers, consumers, constant values; names for new tensors.
+
+    Expects bypass_identities to have run: an Identity node is taken as just another operator."""
 
     def __init__(self, model):
-        self.model = model
         self.graph = model.graph
         self.refresh()
         self._counter = 0
@@ -67,29 +68,22 @@ class Graph:
         if node.op_type == "Constant":
             value = attribute(node, "value")
             return None if value is None else numpy_helper.to_array(value)
-        if node.op_type == "Identity":
-            return self.constant(node.input[0])
         if node.op_type == "Reshape":
             data, shape = self.constant(node.input[0]), self.constant(node.input[1])
             return None if data is None or shape is None else data.reshape(shape)
         return None
 
     def source(self, name: str, op_type: str):
-        """The node of op_type that makes name, looking through Identity nodes; None if another op does."""
+        """The node of op_type that makes name; None if another op (or nothing) does."""
         node = self.producer.get(name)
-        while node is not None and node.op_type == "Identity":
-            node = self.producer.get(node.input[0])
         return node if node is not None and node.op_type == op_type else None
 
     def only_consumer(self, name: str, op_type: str):
-        """The single node reading name (through Identity nodes), if it is op_type and name is internal."""
-        while True:
-            readers = self.consumers.get(name, [])
-            if len(readers) != 1 or name in self.outputs:
-                return None
-            if readers[0].op_type != "Identity":
-                return readers[0] if readers[0].op_type == op_type else None
-            name = readers[0].output[0]
+        """The single node reading name, if it is op_type and name is not a graph output."""
+        readers = self.consumers.get(name, [])
+        if len(readers) != 1 or name in self.outputs or readers[0].op_type != op_type:
+            return None
+        return readers[0]
 
 
 def attribute(node, name: str, default=None):
