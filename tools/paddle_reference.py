@@ -13,9 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 import warnings
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
@@ -76,20 +74,6 @@ def paddle_predictor(
         return output_handle.copy_to_cpu()
 
     return run
-
-
-def time_paddle_predictor(
-    model_dir: Path, batch: np.ndarray, repeat: int = 10, threads: Optional[int] = None, mkldnn: bool = True
-) -> float:
-    """Median milliseconds of one Paddle Inference run on batch, after one warm-up run."""
-    run = paddle_predictor(model_dir, threads=threads, mkldnn=mkldnn)
-    run(batch)
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        run(batch)
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
 
 
 def detect_with_paddleocr(
