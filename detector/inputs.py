@@ -119,10 +119,8 @@ def pil_to_bgr(image: Any) -> np.ndarray:
         return to_bgr_uint8((array >> 8).astype(np.uint8) if array.dtype != np.uint8 else array)
     if mode == "L":
         return to_bgr_uint8(np.asarray(image))
-    if mode == "RGBA":
-        image = image.convert("RGB")  # drop alpha, as OpenCV's IMREAD_COLOR does for files
-    elif mode != "RGB":
-        image = image.convert("RGB")
+    if mode != "RGB":
+        image = image.convert("RGB")  # RGBA drops alpha, as OpenCV's IMREAD_COLOR does for files
     return np.ascontiguousarray(np.asarray(image)[:, :, ::-1])
 
 
