@@ -84,7 +84,8 @@ def test_export_matches_paddle_within_tolerance(server_det: ServerDetExport):
     assert settings["max_candidates"] == 1000
 
     record = json.loads(metadata[METADATA_EXPORT_KEY])
-    assert record["rewrites"] == ["pfhead_local_half_resolution"]  # the verified model is the rewritten one
+    # the verified model is the rewritten one
+    assert record["rewrites"] == ["pfhead_local_half_resolution", "large_kernel_conv_via_dft"]
     verification = record["verification"]
     by_shape = {tuple(item["input"]): item for item in verification["shapes"]}
     for shape in REQUIRED_SHAPES:

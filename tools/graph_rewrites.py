@@ -25,97 +25,17 @@ another order (maps differ by ~1e-7), 0.55× the multiply-adds of the 3×3 at fu
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional
 
 import numpy as np
 
+from tools.dft_convolution import DFT_CONV_REWRITE, rewrite_large_convs
+from tools.onnx_graph import (Graph, Subgraph, as_text, attribute, bypass_identities, channel_bias, is_plain_conv,
+                              self_contained)
+
 PFHEAD_LOCAL_REWRITE = "pfhead_local_half_resolution"
+MIN_OPSET = 11  # the rewrites feed shapes as inputs (Pad, Slice), which opset 11 allows
 CHANNEL_BLOCK = 16  # onnxruntime's NCHWc block on AVX-512 (8 on AVX2): channel counts padded to it
-
-
-class Graph:
-    """Lookups over an ONNX graph: producers, consumers, constant values; names for new tensors.
-
-    Expects bypass_identities to have run: an Identity node is taken as just another operator."""
-
-    def __init__(self, model):
-        self.graph = model.graph
-        self.refresh()
-        self._counter = 0
-
-    def refresh(self) -> None:
-        self.producer = {name: node for node in self.graph.node for name in node.output}
-        self.consumers: Dict[str, list] = {}
-        for node in self.graph.node:
-            for name in node.input:
-                self.consumers.setdefault(name, []).append(node)
-        self.initializers = {init.name: init for init in self.graph.initializer}
-        self.outputs = {output.name for output in self.graph.output}
-
-    def fresh(self, stem: str) -> str:
-        self._counter += 1
-        return f"{PFHEAD_LOCAL_REWRITE}/{stem}_{self._counter}"
-
-    def constant(self, name: str) -> Optional[np.ndarray]:
-        """The value of a tensor that does not depend on the input, or None."""
-        from onnx import numpy_helper
-
-        if name in self.initializers:
-            return numpy_helper.to_array(self.initializers[name])
-        node = self.producer.get(name)
-        if node is None:
-            return None
-        if node.op_type == "Constant":
-            value = attribute(node, "value")
-            return None if value is None else numpy_helper.to_array(value)
-        if node.op_type == "Reshape":
-            data, shape = self.constant(node.input[0]), self.constant(node.input[1])
-            return None if data is None or shape is None else data.reshape(shape)
-        return None
-
-    def source(self, name: str, op_type: str):
-        """The node of op_type that makes name; None if another op (or nothing) does."""
-        node = self.producer.get(name)
-        return node if node is not None and node.op_type == op_type else None
-
-    def only_consumer(self, name: str, op_type: str):
-        """The single node reading name, if it is op_type and name is not a graph output."""
-        readers = self.consumers.get(name, [])
-        if len(readers) != 1 or name in self.outputs or readers[0].op_type != op_type:
-            return None
-        return readers[0]
-
-
-def attribute(node, name: str, default=None):
-    from onnx import helper
-
-    for attr in node.attribute:
-        if attr.name == name:
-            return helper.get_attribute_value(attr)
-    return default
-
-
-def as_text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def is_plain_conv(node, kernel: int, pad: int, stride: int = 1) -> bool:
-    return (list(attribute(node, "kernel_shape", [])) == [kernel, kernel]
-            and list(attribute(node, "strides", [1, 1])) == [stride, stride]
-            and list(attribute(node, "pads", [0, 0, 0, 0])) == [pad] * 4
-            and list(attribute(node, "dilations", [1, 1])) == [1, 1]
-            and attribute(node, "group", 1) == 1
-            and as_text(attribute(node, "auto_pad", b"NOTSET")) == "NOTSET")
-
-
-def channel_bias(graph: Graph, node, channels: int) -> Optional[Tuple[np.ndarray, str]]:
-    """The per-channel constant an Add (or Mul) node applies, of shape (C,), (1, C, 1, 1) or (C, 1, 1),
-    and the name of the tensor it applies it to; None if neither operand is such a constant."""
-    for index in (0, 1):
-        value = graph.constant(node.input[index])
-        if value is not None and value.size == channels and (value.ndim <= 1 or value.shape[-2:] == (1, 1)):
-            return value.reshape(channels).astype(np.float64), node.input[1 - index]
-    return None
 
 
 @dataclass
@@ -228,18 +148,6 @@ def match_pfhead_local(graph: Graph, concat) -> Optional[PFHeadLocalMatch]:
     )
 
 
-def self_contained(graph: Graph, nodes: list, exit_name: str, shape_readers: list) -> bool:
-    """Whether nothing outside nodes reads what they make, but for exit_name and the given Shape readers."""
-    inside = {id(node) for node in nodes} | {id(node) for node in shape_readers}
-    for node in nodes:
-        for name in node.output:
-            if name == exit_name:
-                continue
-            if name in graph.outputs or any(id(reader) not in inside for reader in graph.consumers.get(name, [])):
-                return False
-    return True
-
-
 def half_row(phase: int, tap: int) -> int:
     """Half-resolution row offset (-1, 0, 1) of full-resolution row 2i + phase + tap (tap in -1, 0, 1)."""
     return (phase + tap) // 2
@@ -268,92 +176,47 @@ def phase_kernels(match: PFHeadLocalMatch, shrink_channels: int) -> List[np.ndar
 
 def rewrite_pfhead_local(graph: Graph, match: PFHeadLocalMatch) -> None:
     """Replace the matched tail by its half-resolution form (see the module docstring)."""
-    from onnx import helper, numpy_helper
-
     channels, middle = match.shrink_kernel.shape[0], match.local_kernel.shape[0]
     shrink_channels = CHANNEL_BLOCK  # phases 0..3 are real; the rest have zero weight downstream
-    nodes, inits = [], []
-
-    def const(stem: str, value: np.ndarray) -> str:
-        name = graph.fresh(stem)
-        inits.append(numpy_helper.from_array(np.asarray(value, np.float32), name))
-        return name
-
-    def ints(stem: str, values: List[int]) -> str:
-        name = graph.fresh(stem)
-        inits.append(numpy_helper.from_array(np.asarray(values, np.int64), name))
-        return name
-
-    def node(op: str, inputs: List[str], stem: str, **attrs) -> str:
-        out = graph.fresh(stem)
-        nodes.append(helper.make_node(op, inputs, [out], name=out, **attrs))
-        return out
-
+    new = Subgraph(graph, PFHEAD_LOCAL_REWRITE)
     f = match.features
     # The four shrink phases (a*2 + b takes tap (a, b)), padded with zero channels to a block.
     shrink_weight = np.zeros((shrink_channels, channels, 1, 1))
     shrink_weight[:4, :, 0, 0] = match.shrink_kernel[:, 0].reshape(channels, 4).T
     shrink_bias = np.zeros(shrink_channels)
     shrink_bias[:4] = match.shrink_bias
-    shrink = node("Sigmoid", [node("Conv", [f, const("shrink_w", shrink_weight), const("shrink_b", shrink_bias)],
-                                   "shrink_conv", kernel_shape=[1, 1])], "shrink")
-    stacked = node("Concat", [f, shrink], "features_and_shrink", axis=1)
+    shrink = new.node("Sigmoid", [new.node("Conv", [f, new.const("shrink_w", shrink_weight), new.const("shrink_b", shrink_bias)],
+                                           "shrink_conv", kernel_shape=[1, 1])], "shrink")
+    stacked = new.node("Concat", [f, shrink], "features_and_shrink", axis=1)
     # The 1×1 convolution to one channel, per phase, padded to a channel block so onnxruntime keeps
     # the phase features in its blocked layout instead of reordering 4 × M channels at half resolution.
     final_weight = np.zeros((CHANNEL_BLOCK, middle, 1, 1))
     final_weight[0] = match.final_kernel[0]
-    final_w, final_b = const("final_w", final_weight), const("final_b", np.full(CHANNEL_BLOCK, match.final_bias))
-    first_channel = [ints("start", [0]), ints("end", [1]), ints("axis", [1])]
+    final_w, final_b = new.const("final_w", final_weight), new.const("final_b", np.full(CHANNEL_BLOCK, match.final_bias))
+    first_channel = [new.ints("start", [0]), new.ints("end", [1]), new.ints("axis", [1])]
     logits = []
     for index, kernel in enumerate(phase_kernels(match, shrink_channels)):
         a, b = divmod(index, 2)
         pads = [1 - a, 1 - b, a, b]  # top, left, bottom, right: phase 0 reaches back a row, phase 1 ahead
-        hidden = node("Relu", [node("Conv", [stacked, const("local_w", kernel), const("local_b", match.local_bias)],
-                                    "local_conv", kernel_shape=[2, 2], pads=pads)], "local_relu")
-        padded = node("Conv", [hidden, final_w, final_b], "final_conv", kernel_shape=[1, 1])
-        logits.append(node("Slice", [padded, *first_channel], "final_logit"))
-    local_map = node("Sigmoid", [node("Concat", logits, "final_logits", axis=1)], "local_map")
-    shrink_map = node("Slice", [shrink, ints("starts", [0]), ints("ends", [4]), ints("axes", [1])], "shrink_map")
-    summed = node("Mul", [node("Add", [shrink_map, local_map], "sum"), const("scale", np.float32(match.scale))], "scaled")
+        hidden = new.node("Relu", [new.node("Conv", [stacked, new.const("local_w", kernel), new.const("local_b", match.local_bias)],
+                                            "local_conv", kernel_shape=[2, 2], pads=pads)], "local_relu")
+        padded = new.node("Conv", [hidden, final_w, final_b], "final_conv", kernel_shape=[1, 1])
+        logits.append(new.node("Slice", [padded, *first_channel], "final_logit"))
+    local_map = new.node("Sigmoid", [new.node("Concat", logits, "final_logits", axis=1)], "local_map")
+    shrink_map = new.node("Slice", [shrink, new.ints("starts", [0]), new.ints("ends", [4]), new.ints("axes", [1])], "shrink_map")
+    summed = new.node("Mul", [new.node("Add", [shrink_map, local_map], "sum"), new.const("scale", np.float32(match.scale))], "scaled")
     # DCR: channel a*2 + b becomes pixel (2i + a, 2j + b)
-    nodes.append(helper.make_node("DepthToSpace", [summed], [match.output], name=graph.fresh("interleave"),
-                                  blocksize=2, mode="DCR"))
-
-    position = min(list(graph.graph.node).index(node_) for node_ in match.replaced)
-    for old in match.replaced:
-        graph.graph.node.remove(old)
+    new.node("DepthToSpace", [summed], "interleave", output=match.output, blocksize=2, mode="DCR")
     for reader in match.shape_readers:
         reader.input[0] = match.output
-    for offset, new in enumerate(nodes):
-        graph.graph.node.insert(position + offset, new)
-    graph.graph.initializer.extend(inits)
-
-
-def bypass_identities(model) -> int:
-    """Remove Identity nodes (paddle2onnx writes hundreds) by wiring their readers to their input.
-
-    Identities that produce a graph output stay, so the model's output names do not change.
-    """
-    outputs = {output.name for output in model.graph.output}
-    removable = [node for node in model.graph.node if node.op_type == "Identity" and node.output[0] not in outputs]
-    alias = {node.output[0]: node.input[0] for node in removable}
-
-    def original(name: str) -> str:
-        while name in alias:
-            name = alias[name]
-        return name
-
-    for node in removable:
-        model.graph.node.remove(node)
-    for node in model.graph.node:
-        for index, name in enumerate(node.input):
-            if name in alias:
-                node.input[index] = original(name)
-    return len(removable)
+    new.replace(match.replaced)
 
 
 def rewrite_for_speed(model) -> List[str]:
-    """Apply every rewrite whose pattern the graph holds; returns the names of those applied."""
+    """Apply every rewrite whose pattern the graph holds; returns the names of those applied, once each."""
+    opset = max((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), default=0)
+    if opset < MIN_OPSET:
+        return []
     applied = []
     bypass_identities(model)
     graph = Graph(model)
@@ -361,7 +224,9 @@ def rewrite_for_speed(model) -> List[str]:
         match = match_pfhead_local(graph, concat)
         if match is not None:
             rewrite_pfhead_local(graph, match)
-            graph.refresh()
-            applied.append(PFHEAD_LOCAL_REWRITE)
+            if PFHEAD_LOCAL_REWRITE not in applied:
+                applied.append(PFHEAD_LOCAL_REWRITE)
+    if rewrite_large_convs(graph):
+        applied.append(DFT_CONV_REWRITE)
     return applied
 

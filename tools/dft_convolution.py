@@ -1,0 +1,222 @@
+"""Large-kernel convolutions computed through a 2-D discrete Fourier transform, as an exact graph rewrite.
+
+LKPAN (the neck of PP-OCRv4/v5_server_det) runs eight 9×9 convolutions; the one at 1/4 resolution
+alone is a fifth of the network's multiply-adds. A K×K convolution over one tile of
+T = TILE + K - 1 input pixels per side gives TILE × TILE outputs with no wrap-around, so
+(overlap-save) each tile can go through a T-point DFT, where the convolution is one complex
+product per frequency, summed over input channels: a matrix product per frequency. For K = 9 and
+TILE = 16 that is 1/16 of the direct multiply-adds plus the transforms, which are separable and cheap.
+
+In the graph, with x of shape (N, C, H, W) and tiles = ceil(H / TILE) × ceil(W / TILE):
+
+    Reshape                                                       → (N·C, 1, H, W)
+    Conv 1×T, stride TILE: the real DFT of each tile row          → (N·C·L, 2, H, tiles_w)    L = T//2 + 1
+    Conv T×1, stride TILE: the complex DFT of those columns       → (N, C, L·T·2, tiles)
+    Transpose, MatMul with the kernel's spectrum (per frequency)  → (N, L·T, 2·O, tiles)
+    MatMul, MatMul: the inverse DFT, only the TILE × TILE valid outputs of each tile
+    Transpose, Reshape, Slice                                     → (N, O, H, W)
+
+The kernel's spectrum is computed in the graph from the original weight (MatMul with a constant
+basis), so the file stays the size it was and onnxruntime folds it to a constant when the session
+is created. It is O·C·L·T·4 floats (82 MB for a 256→64 9×9 kernel): the memory this speed costs.
+Outputs match the direct convolution to about 1e-6 relative.
+"""
+
+from __future__ import annotations
+
+from typing import Dict
+
+import numpy as np
+
+from tools.onnx_graph import Graph, Subgraph, as_text, attribute
+
+DFT_CONV_REWRITE = "large_kernel_conv_via_dft"
+TILE = 16  # outputs per tile side: measured fastest of 8, 16, 24, 32 on a 256→64 9×9 at 176×240
+MIN_KERNEL = 9  # the LKPAN kernels; the 7×7 and 5×5 of IntraCL are small and cheap enough direct
+
+
+def transform_size(kernel: int, tile: int = TILE) -> int:
+    return tile + kernel - 1
+
+
+def row_dft_kernel(size: int) -> np.ndarray:
+    """(2L, 1, 1, T) Conv weight: channel 2l is the real part of frequency l of a T-pixel row, 2l + 1
+    the imaginary part (e^{-2πi l n / T})."""
+    n = np.arange(size)
+    kernel = np.zeros((2 * (size // 2 + 1), 1, 1, size))
+    for frequency in range(size // 2 + 1):
+        angle = 2 * np.pi * frequency * n / size
+        kernel[2 * frequency, 0, 0] = np.cos(angle)
+        kernel[2 * frequency + 1, 0, 0] = -np.sin(angle)
+    return kernel
+
+
+def column_dft_kernel(size: int) -> np.ndarray:
+    """(2T, 2, T, 1) Conv weight: the complex DFT down a column of complex values (input channels real,
+    imaginary); output channel 2k + part is part (0 real, 1 imaginary) of frequency k."""
+    n = np.arange(size)
+    kernel = np.zeros((2 * size, 2, size, 1))
+    for frequency in range(size):
+        cos, sin = np.cos(2 * np.pi * frequency * n / size), np.sin(2 * np.pi * frequency * n / size)
+        # (re + i·im)(cos - i·sin)
+        kernel[2 * frequency, 0, :, 0], kernel[2 * frequency, 1, :, 0] = cos, sin
+        kernel[2 * frequency + 1, 0, :, 0], kernel[2 * frequency + 1, 1, :, 0] = -sin, cos
+    return kernel
+
+
+def inverse_column_matrix(size: int, tile: int) -> np.ndarray:
+    """(2·TILE, 2T): from frequencies k (columns 2k + part) to rows a < TILE of the inverse DFT
+    (rows a: real part, rows TILE + a: imaginary part); unscaled."""
+    frequencies = np.arange(size)
+    matrix = np.zeros((2 * tile, 2 * size))
+    for row in range(tile):
+        cos, sin = np.cos(2 * np.pi * frequencies * row / size), np.sin(2 * np.pi * frequencies * row / size)
+        # (re + i·im)(cos + i·sin)
+        matrix[row, 0::2], matrix[row, 1::2] = cos, -sin
+        matrix[tile + row, 0::2], matrix[tile + row, 1::2] = sin, cos
+    return matrix
+
+
+def inverse_column_matrices(size: int, tile: int) -> np.ndarray:
+    """(2, 1, 2·TILE, 2T): inverse_column_matrix applied to products Q[q, p] (columns 2k + q), one matrix
+    per p: the complex product's real part is Q[0, 0] - Q[1, 1], its imaginary part Q[1, 0] + Q[0, 1]."""
+    inverse = inverse_column_matrix(size, tile)
+    matrices = np.zeros((2, 1, 2 * tile, 2 * size))
+    for p in (0, 1):
+        for q in (0, 1):
+            sign = -1.0 if p == q == 1 else 1.0
+            matrices[p, 0, :, q::2] = sign * inverse[:, (p ^ q)::2]
+    return matrices
+
+
+def inverse_row_matrix(size: int, tile: int) -> np.ndarray:
+    """(TILE, 2L): from the half spectrum of a real row (columns 2l + part) to its pixels b < TILE,
+    counting the mirrored frequencies (weight 2 but for l = 0 and T/2) and the 1/T² of both inverses."""
+    matrix = np.zeros((tile, 2 * (size // 2 + 1)))
+    for column in range(tile):
+        for frequency in range(size // 2 + 1):
+            weight = (1.0 if frequency in (0, size / 2) else 2.0) / size ** 2
+            angle = 2 * np.pi * frequency * column / size
+            matrix[column, 2 * frequency] = weight * np.cos(angle)
+            matrix[column, 2 * frequency + 1] = -weight * np.sin(angle)
+    return matrix
+
+
+def kernel_spectrum_basis(kernel: int, size: int) -> np.ndarray:
+    """(K·K, L·T·2): kernel.reshape(-1, K·K) @ basis is the conjugate DFT of the kernel on a T×T grid,
+    frequency (l, k) (column l, row k) at columns 2(l·T + k) (real part) and 2(l·T + k) + 1 (imaginary).
+    Conjugate, because Conv is a correlation: y[n] = Σ w[m] x[n + m]."""
+    half = size // 2 + 1
+    u, v = np.divmod(np.arange(kernel * kernel), kernel)                  # kernel row, column
+    l, k = np.divmod(np.arange(half * size), size)                        # column frequency, row frequency
+    angle = 2 * np.pi * (np.outer(u, k) + np.outer(v, l)) / size
+    return np.stack([np.cos(angle), np.sin(angle)], axis=2).reshape(kernel * kernel, 2 * half * size)
+
+
+def is_large_same_conv(graph: Graph, node) -> bool:
+    """A square, odd, ≥ MIN_KERNEL, stride-1 'same' convolution with a constant float32 weight."""
+    if node.op_type != "Conv" or len(node.input) < 2:
+        return False
+    kernel = list(attribute(node, "kernel_shape", []))
+    if len(kernel) != 2 or kernel[0] != kernel[1] or kernel[0] < MIN_KERNEL or kernel[0] % 2 == 0:
+        return False
+    weight = graph.constant(node.input[1])
+    if weight is None or weight.dtype != np.float32 or weight.ndim != 4 or list(weight.shape[2:]) != kernel:
+        return False
+    if len(node.input) == 3 and node.input[2] and graph.constant(node.input[2]) is None:
+        return False
+    return (list(attribute(node, "strides", [1, 1])) == [1, 1]
+            and list(attribute(node, "dilations", [1, 1])) == [1, 1]
+            and list(attribute(node, "pads", [0, 0, 0, 0])) == [kernel[0] // 2] * 4
+            and attribute(node, "group", 1) == 1
+            and as_text(attribute(node, "auto_pad", b"NOTSET")) == "NOTSET")
+
+
+def transform_constants(new: Subgraph, kernel: int, tile: int) -> Dict[str, str]:
+    """Names of new initializers holding the DFT matrices for one kernel size."""
+    size = transform_size(kernel, tile)
+    return {
+        "row_dft": new.const("row_dft", row_dft_kernel(size)),
+        "column_dft": new.const("column_dft", column_dft_kernel(size)),
+        "kernel_spectrum_basis": new.const("kernel_spectrum_basis", kernel_spectrum_basis(kernel, size)),
+        "inverse_column_dft": new.const("inverse_column_dft", inverse_column_matrices(size, tile)),
+        "inverse_row_dft": new.const("inverse_row_dft", np.tile(inverse_row_matrix(size, tile), (1, 2))),
+    }
+
+
+def rewrite_conv_via_dft(graph: Graph, conv, shared: Dict[int, Dict[str, str]], tile: int = TILE) -> None:
+    """Replace one convolution that is_large_same_conv accepts by its DFT form (module docstring).
+    shared maps a kernel size to the DFT matrices an earlier rewrite put in the graph, and gains this one's."""
+    weight = graph.constant(conv.input[1])
+    outputs, channels, kernel = weight.shape[0], weight.shape[1], weight.shape[2]
+    size = transform_size(kernel, tile)
+    half, pad = size // 2 + 1, kernel // 2
+    frequencies = half * size
+    new = Subgraph(graph, DFT_CONV_REWRITE)
+    if kernel not in shared:
+        shared[kernel] = transform_constants(new, kernel, tile)
+    transforms = shared[kernel]
+    x = conv.input[0]
+
+    # Whole tiles cover H × W. The transforms' own zero padding (the conv's K//2, plus TILE - 1 at the
+    # end so the last, partial tile is complete) makes each stride-TILE Conv produce exactly tiles outputs.
+    shape = new.node("Shape", [x], "shape")
+    batch = new.node("Slice", [shape, new.ints("start", [0]), new.ints("end", [1])], "batch")
+    height_width = new.node("Slice", [shape, new.ints("start", [2]), new.ints("end", [4])], "height_width")
+    tiles = new.node("Div", [new.node("Add", [height_width, new.ints("round_up", [tile - 1])], "round_up"),
+                             new.ints("tile", [tile])], "tiles")
+    covered = new.node("Mul", [tiles, new.ints("tile", [tile])], "covered")
+
+    # Forward transform: rows (real → L complex), then columns (complex → T complex), one tile at a time.
+    rows = new.node("Conv", [new.node("Reshape", [x, new.ints("shape", [-1, 1, 0, 0])], "planes"),
+                             transforms["row_dft"]],
+                    "row_dft", kernel_shape=[1, size], strides=[1, tile], pads=[0, pad, 0, pad + tile - 1])
+    spectra = new.node("Conv", [new.node("Reshape", [rows, new.ints("shape", [-1, 2, 0, 0])], "complex_rows"),
+                                transforms["column_dft"]],
+                       "column_dft", kernel_shape=[size, 1], strides=[tile, 1], pads=[pad, 0, pad + tile - 1, 0])
+    # (N, C, L, T, 2, tiles) → (N, 2, L·T, C, tiles): real and imaginary parts apart, frequency-major.
+    by_channel = new.node("Reshape", [spectra, new.node("Concat", [batch, new.ints("shape", [channels, half, size, 2, -1])],
+                                                        "by_channel_shape", axis=0)], "by_channel")
+    by_frequency = new.node("Reshape", [new.node("Transpose", [by_channel], "to_frequency_major", perm=[0, 4, 2, 3, 1, 5]),
+                                        new.ints("shape", [0, 2, frequencies, channels, -1])], "by_frequency")
+
+    # The kernel's conjugate spectrum W, computed from the weight (onnxruntime folds it to a constant),
+    # as (L·T, 2·O, C): rows Re W then Im W. One MatMul per frequency and part p of X gives
+    # Q[q, p] = part q of W times part p of X, all four products; the inverse DFT below sums them into
+    # Re Y = Q[0, 0] - Q[1, 1] and Im Y = Q[1, 0] + Q[0, 1].
+    spectrum = new.node("MatMul", [new.node("Reshape", [conv.input[1], new.ints("shape", [outputs * channels, kernel * kernel])],
+                                            "weight_rows"),
+                                   transforms["kernel_spectrum_basis"]], "kernel_spectrum")
+    spectrum = new.node("Reshape", [new.node("Transpose", [spectrum], "spectrum_by_frequency", perm=[1, 0]),
+                                    new.ints("shape", [frequencies, 2 * outputs, channels])], "spectrum")
+    products = new.node("MatMul", [spectrum, by_frequency], "products")               # (N, 2 p, L·T, 2·O (q, o), tiles)
+
+    # Inverse transform of the valid TILE × TILE corner: columns first (per p, over k and q), then rows
+    # (over p, l and the real/imaginary part, which also sums the two p).
+    columns = new.node("MatMul", [transforms["inverse_column_dft"],
+                                  new.node("Reshape", [products, new.ints("shape", [0, 2, half, 2 * size, -1])],
+                                           "by_row_frequency")],
+                       "inverse_column_dft")                                             # (N, 2, L, 2·TILE, O·tiles)
+    pixels = new.node("MatMul", [transforms["inverse_row_dft"],
+                                 new.node("Reshape", [columns, new.ints("shape", [0, 4 * half, -1])], "by_column_frequency")],
+                      "inverse_row_dft")                                                 # (N, TILE b, TILE a · O · tiles)
+    tiled_shape = new.node("Concat", [batch, new.ints("shape", [tile, tile, outputs]), tiles], "tiled_shape", axis=0)
+    tiled = new.node("Transpose", [new.node("Reshape", [pixels, tiled_shape], "tiled")], "to_image", perm=[0, 3, 4, 2, 5, 1])
+    image_shape = new.node("Concat", [batch, new.ints("shape", [outputs]), covered], "image_shape", axis=0)
+    image = new.node("Reshape", [tiled, image_shape], "image")
+    has_bias = len(conv.input) == 3 and bool(conv.input[2])
+    cropped = new.node("Slice", [image, new.ints("start", [0, 0]), height_width, new.ints("axes", [2, 3])], "crop",
+                       output=None if has_bias else conv.output[0])
+    if has_bias:
+        bias = new.node("Reshape", [conv.input[2], new.ints("shape", [1, outputs, 1, 1])], "bias")
+        new.node("Add", [cropped, bias], "add_bias", output=conv.output[0])
+    new.replace([conv])
+
+
+def rewrite_large_convs(graph: Graph) -> int:
+    """Rewrite every convolution is_large_same_conv accepts; returns how many."""
+    convs = [node for node in graph.graph.node if is_large_same_conv(graph, node)]
+    shared: Dict[int, Dict[str, str]] = {}
+    for conv in convs:
+        rewrite_conv_via_dft(graph, conv, shared)
+    return len(convs)

@@ -1,0 +1,169 @@
+"""An ONNX graph as the speed rewrites (tools/graph_rewrites.py) see it: lookups, matching helpers, and
+a builder that splices a new subgraph in place of the nodes it replaces."""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+
+class Graph:
+    """Lookups over an ONNX graph: producers, consumers, constant values; names for new tensors.
+
+    Expects bypass_identities to have run: an Identity node is taken as just another operator."""
+
+    def __init__(self, model):
+        self.graph = model.graph
+        self.refresh()
+        self._counter = 0
+
+    def refresh(self) -> None:
+        self.producer = {name: node for node in self.graph.node for name in node.output}
+        self.consumers: Dict[str, list] = {}
+        for node in self.graph.node:
+            for name in node.input:
+                self.consumers.setdefault(name, []).append(node)
+        self.initializers = {init.name: init for init in self.graph.initializer}
+        self.outputs = {output.name for output in self.graph.output}
+
+    def fresh(self, prefix: str, stem: str) -> str:
+        """A tensor/node name no other in the graph has: prefix/stem_N."""
+        self._counter += 1
+        return f"{prefix}/{stem}_{self._counter}"
+
+    def constant(self, name: str) -> Optional[np.ndarray]:
+        """The value of a tensor that does not depend on the input, or None."""
+        from onnx import numpy_helper
+
+        if name in self.initializers:
+            return numpy_helper.to_array(self.initializers[name])
+        node = self.producer.get(name)
+        if node is None:
+            return None
+        if node.op_type == "Constant":
+            value = attribute(node, "value")
+            return None if value is None else numpy_helper.to_array(value)
+        if node.op_type == "Reshape":
+            data, shape = self.constant(node.input[0]), self.constant(node.input[1])
+            return None if data is None or shape is None else data.reshape(shape)
+        return None
+
+    def source(self, name: str, op_type: str):
+        """The node of op_type that makes name; None if another op (or nothing) does."""
+        node = self.producer.get(name)
+        return node if node is not None and node.op_type == op_type else None
+
+    def only_consumer(self, name: str, op_type: str):
+        """The single node reading name, if it is op_type and name is not a graph output."""
+        readers = self.consumers.get(name, [])
+        if len(readers) != 1 or name in self.outputs or readers[0].op_type != op_type:
+            return None
+        return readers[0]
+
+
+def attribute(node, name: str, default=None):
+    from onnx import helper
+
+    for attr in node.attribute:
+        if attr.name == name:
+            return helper.get_attribute_value(attr)
+    return default
+
+
+def as_text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def is_plain_conv(node, kernel: int, pad: int, stride: int = 1) -> bool:
+    return (list(attribute(node, "kernel_shape", [])) == [kernel, kernel]
+            and list(attribute(node, "strides", [1, 1])) == [stride, stride]
+            and list(attribute(node, "pads", [0, 0, 0, 0])) == [pad] * 4
+            and list(attribute(node, "dilations", [1, 1])) == [1, 1]
+            and attribute(node, "group", 1) == 1
+            and as_text(attribute(node, "auto_pad", b"NOTSET")) == "NOTSET")
+
+
+def channel_bias(graph: Graph, node, channels: int) -> Optional[Tuple[np.ndarray, str]]:
+    """The per-channel constant an Add (or Mul) node applies, of shape (C,), (1, C, 1, 1) or (C, 1, 1),
+    and the name of the tensor it applies it to; None if neither operand is such a constant."""
+    for index in (0, 1):
+        value = graph.constant(node.input[index])
+        if value is not None and value.size == channels and (value.ndim <= 1 or value.shape[-2:] == (1, 1)):
+            return value.reshape(channels).astype(np.float64), node.input[1 - index]
+    return None
+
+
+def self_contained(graph: Graph, nodes: list, exit_name: str, shape_readers: list) -> bool:
+    """Whether nothing outside nodes reads what they make, but for exit_name and the given Shape readers."""
+    inside = {id(node) for node in nodes} | {id(node) for node in shape_readers}
+    for node in nodes:
+        for name in node.output:
+            if name == exit_name:
+                continue
+            if name in graph.outputs or any(id(reader) not in inside for reader in graph.consumers.get(name, [])):
+                return False
+    return True
+
+
+def bypass_identities(model) -> int:
+    """Remove Identity nodes (paddle2onnx writes hundreds) by wiring their readers to their input.
+
+    Identities that produce a graph output stay, so the model's output names do not change.
+    """
+    outputs = {output.name for output in model.graph.output}
+    removable = [node for node in model.graph.node if node.op_type == "Identity" and node.output[0] not in outputs]
+    alias = {node.output[0]: node.input[0] for node in removable}
+
+    def original(name: str) -> str:
+        while name in alias:
+            name = alias[name]
+        return name
+
+    for node in removable:
+        model.graph.node.remove(node)
+    for node in model.graph.node:
+        for index, name in enumerate(node.input):
+            if name in alias:
+                node.input[index] = original(name)
+    return len(removable)
+
+
+class Subgraph:
+    """Nodes and initializers a rewrite builds, named prefix/stem_N, spliced in where it replaces nodes."""
+
+    def __init__(self, graph: Graph, prefix: str):
+        self.graph, self.prefix = graph, prefix
+        self.nodes: list = []
+        self.initializers: list = []
+
+    def const(self, stem: str, value, dtype=np.float32) -> str:
+        from onnx import numpy_helper
+
+        name = self.graph.fresh(self.prefix, stem)
+        self.initializers.append(numpy_helper.from_array(np.asarray(value, dtype), name))
+        return name
+
+    def ints(self, stem: str, values) -> str:
+        return self.const(stem, values, np.int64)
+
+    def node(self, op: str, inputs: List[str], stem: str, output: Optional[str] = None, **attrs) -> str:
+        """Add a node; its single output is a fresh name unless output names an existing tensor."""
+        from onnx import helper
+
+        name = self.graph.fresh(self.prefix, stem)
+        out = output or name
+        self.nodes.append(helper.make_node(op, inputs, [out], name=name, **attrs))
+        return out
+
+    def replace(self, replaced: list) -> None:
+        """Put the built nodes where the first of replaced stood (the graph stays topologically sorted,
+        as the new nodes read only what the replaced ones read), then drop replaced."""
+        nodes = self.graph.graph.node
+        position = min(list(nodes).index(node) for node in replaced)
+        for old in replaced:
+            nodes.remove(old)
+        for offset, new in enumerate(self.nodes):
+            nodes.insert(position + offset, new)
+        self.graph.graph.initializer.extend(self.initializers)
+        self.graph.refresh()
