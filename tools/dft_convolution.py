@@ -1,6 +1,6 @@
 """Large-kernel convolutions computed through a 2-D discrete Fourier transform, as an exact graph rewrite.
 
-LKPAN (the neck of PP-OCRv4/v5_server_det) runs eight 9×9 convolutions; the one at 1/4 resolution
+LKPAN (the neck of PP-OCRv4_server_det) runs eight 9×9 convolutions; the one at 1/4 resolution
 alone is a fifth of the network's multiply-adds. A K×K convolution over one tile of
 T = TILE + K - 1 input pixels per side gives TILE × TILE outputs with no wrap-around, so
 (overlap-save) each tile can go through a T-point DFT, where the convolution is one complex
@@ -11,14 +11,15 @@ In the graph, with x of shape (N, C, H, W) and tiles = ceil(H / TILE) × ceil(W 
 
     Reshape                                                       → (N·C, 1, H, W)
     Conv 1×T, stride TILE: the real DFT of each tile row          → (N·C·L, 2, H, tiles_w)    L = T//2 + 1
-    Conv T×1, stride TILE: the complex DFT of those columns       → (N, C, L·T·2, tiles)
-    Transpose, MatMul with the kernel's spectrum (per frequency)  → (N, L·T, 2·O, tiles)
+    Conv T×1, stride TILE: the complex DFT of those columns       → (N·C·L, 2T, tiles_h, tiles_w)
+    Transpose: real and imaginary parts apart, frequency-major    → (N, 2, L·T, C, tiles)
+    MatMul with the kernel's spectrum, one product per frequency  → (N, 2, L·T, 2·O, tiles)
     MatMul, MatMul: the inverse DFT, only the TILE × TILE valid outputs of each tile
     Transpose, Reshape, Slice                                     → (N, O, H, W)
 
 The kernel's spectrum is computed in the graph from the original weight (MatMul with a constant
 basis), so the file stays the size it was and onnxruntime folds it to a constant when the session
-is created. It is O·C·L·T·4 floats (82 MB for a 256→64 9×9 kernel): the memory this speed costs.
+is created. It is O·C·L·T·2 floats (41 MB for a 256→64 9×9 kernel): the memory this speed costs.
 Outputs match the direct convolution to about 1e-6 relative.
 """
 
@@ -31,8 +32,12 @@ import numpy as np
 from tools.onnx_graph import Graph, Subgraph, as_text, attribute
 
 DFT_CONV_REWRITE = "large_kernel_conv_via_dft"
-TILE = 16  # outputs per tile side: measured fastest of 8, 16, 24, 32 on a 256→64 9×9 at 176×240
-MIN_KERNEL = 9  # the LKPAN kernels; the 7×7 and 5×5 of IntraCL are small and cheap enough direct
+# Outputs per tile side. On a 256→64 9×9 at 176×240 (2 cores): 8 → 166 ms, 16 → 107, 24 → 117, 32 → 127,
+# 40 → 105; 16 is as fast as any and keeps the spectrum (memory ∝ (TILE + K - 1)² / 2) small.
+TILE = 16
+# The LKPAN kernels. IntraCL's 7×7 and 5×5 (32→32 channels) gain nothing: 20.5 ms direct vs 21.9 ms,
+# and 20.0 vs 28.3 ms, at 176×240 on 2 cores. (A 256→64 7×7 would: 301 → 104 ms; none is in these models.)
+MIN_KERNEL = 9
 
 
 def transform_size(kernel: int, tile: int = TILE) -> int:
