@@ -173,40 +173,41 @@ def rewrite_conv_via_dft(graph: Graph, conv, shared: Dict[int, Dict[str, str]], 
     covered = new.node("Mul", [tiles, new.ints("tile", [tile])], "covered")
 
     # Forward transform: rows (real → L complex), then columns (complex → T complex), one tile at a time.
-    rows = new.node("Conv", [new.node("Reshape", [x, new.ints("shape", [-1, 1, 0, 0])], "planes"),
-                             transforms["row_dft"]],
-                    "row_dft", kernel_shape=[1, size], strides=[1, tile], pads=[0, pad, 0, pad + tile - 1])
-    spectra = new.node("Conv", [new.node("Reshape", [rows, new.ints("shape", [-1, 2, 0, 0])], "complex_rows"),
-                                transforms["column_dft"]],
-                       "column_dft", kernel_shape=[size, 1], strides=[tile, 1], pads=[pad, 0, pad + tile - 1, 0])
+    planes = new.node("Reshape", [x, new.ints("shape", [-1, 1, 0, 0])], "planes")
+    rows = new.node("Conv", [planes, transforms["row_dft"]], "row_dft",
+                    kernel_shape=[1, size], strides=[1, tile], pads=[0, pad, 0, pad + tile - 1])
+    complex_rows = new.node("Reshape", [rows, new.ints("shape", [-1, 2, 0, 0])], "complex_rows")
+    spectra = new.node("Conv", [complex_rows, transforms["column_dft"]], "column_dft",
+                       kernel_shape=[size, 1], strides=[tile, 1], pads=[pad, 0, pad + tile - 1, 0])
     # (N, C, L, T, 2, tiles) → (N, 2, L·T, C, tiles): real and imaginary parts apart, frequency-major.
-    by_channel = new.node("Reshape", [spectra, new.node("Concat", [batch, new.ints("shape", [channels, half, size, 2, -1])],
-                                                        "by_channel_shape", axis=0)], "by_channel")
-    by_frequency = new.node("Reshape", [new.node("Transpose", [by_channel], "to_frequency_major", perm=[0, 4, 2, 3, 1, 5]),
-                                        new.ints("shape", [0, 2, frequencies, channels, -1])], "by_frequency")
+    by_channel_shape = new.node("Concat", [batch, new.ints("shape", [channels, half, size, 2, -1])], "shape", axis=0)
+    by_channel = new.node("Reshape", [spectra, by_channel_shape], "by_channel")
+    frequency_major = new.node("Transpose", [by_channel], "to_frequency_major", perm=[0, 4, 2, 3, 1, 5])
+    by_frequency = new.node("Reshape", [frequency_major, new.ints("shape", [0, 2, frequencies, channels, -1])],
+                            "by_frequency")
 
     # The kernel's conjugate spectrum W, computed from the weight (onnxruntime folds it to a constant),
     # as (L·T, 2·O, C): rows Re W then Im W. One MatMul per frequency and part p of X gives
     # Q[q, p] = part q of W times part p of X, all four products; the inverse DFT below sums them into
     # Re Y = Q[0, 0] - Q[1, 1] and Im Y = Q[1, 0] + Q[0, 1].
-    spectrum = new.node("MatMul", [new.node("Reshape", [conv.input[1], new.ints("shape", [outputs * channels, kernel * kernel])],
-                                            "weight_rows"),
-                                   transforms["kernel_spectrum_basis"]], "kernel_spectrum")
-    spectrum = new.node("Reshape", [new.node("Transpose", [spectrum], "spectrum_by_frequency", perm=[1, 0]),
-                                    new.ints("shape", [frequencies, 2 * outputs, channels])], "spectrum")
-    products = new.node("MatMul", [spectrum, by_frequency], "products")               # (N, 2 p, L·T, 2·O (q, o), tiles)
+    weight_rows = new.node("Reshape", [conv.input[1], new.ints("shape", [outputs * channels, kernel * kernel])],
+                           "weight_rows")
+    spectrum = new.node("MatMul", [weight_rows, transforms["kernel_spectrum_basis"]], "kernel_spectrum")
+    spectrum = new.node("Transpose", [spectrum], "spectrum_by_frequency", perm=[1, 0])
+    spectrum = new.node("Reshape", [spectrum, new.ints("shape", [frequencies, 2 * outputs, channels])], "spectrum")
+    products = new.node("MatMul", [spectrum, by_frequency], "products")  # (N, 2 p, L·T, 2·O (q, o), tiles)
 
     # Inverse transform of the valid TILE × TILE corner: columns first (per p, over k and q), then rows
     # (over p, l and the real/imaginary part, which also sums the two p).
-    columns = new.node("MatMul", [transforms["inverse_column_dft"],
-                                  new.node("Reshape", [products, new.ints("shape", [0, 2, half, 2 * size, -1])],
-                                           "by_row_frequency")],
-                       "inverse_column_dft")                                             # (N, 2, L, 2·TILE, O·tiles)
-    pixels = new.node("MatMul", [transforms["inverse_row_dft"],
-                                 new.node("Reshape", [columns, new.ints("shape", [0, 4 * half, -1])], "by_column_frequency")],
-                      "inverse_row_dft")                                                 # (N, TILE b, TILE a · O · tiles)
+    by_row_frequency = new.node("Reshape", [products, new.ints("shape", [0, 2, half, 2 * size, -1])], "by_row_frequency")
+    columns = new.node("MatMul", [transforms["inverse_column_dft"], by_row_frequency],
+                       "inverse_column_dft")  # (N, 2, L, 2·TILE, O·tiles)
+    by_column_frequency = new.node("Reshape", [columns, new.ints("shape", [0, 4 * half, -1])], "by_column_frequency")
+    pixels = new.node("MatMul", [transforms["inverse_row_dft"], by_column_frequency],
+                      "inverse_row_dft")  # (N, TILE b, TILE a · O · tiles)
     tiled_shape = new.node("Concat", [batch, new.ints("shape", [tile, tile, outputs]), tiles], "tiled_shape", axis=0)
-    tiled = new.node("Transpose", [new.node("Reshape", [pixels, tiled_shape], "tiled")], "to_image", perm=[0, 3, 4, 2, 5, 1])
+    tiled = new.node("Reshape", [pixels, tiled_shape], "tiled")
+    tiled = new.node("Transpose", [tiled], "to_image", perm=[0, 3, 4, 2, 5, 1])
     image_shape = new.node("Concat", [batch, new.ints("shape", [outputs]), covered], "image_shape", axis=0)
     image = new.node("Reshape", [tiled, image_shape], "image")
     has_bias = len(conv.input) == 3 and bool(conv.input[2])
