@@ -124,3 +124,18 @@ def test_other_convolutions_are_left_as_they_are(variant):
     fast, applied = rewritten(model)
     assert applied == []
     assert [node.op_type for node in fast.graph.node] == ["Conv"]
+
+
+def test_onnxruntime_folds_the_kernel_spectrum_when_the_session_is_created(tmp_path):
+    """The spectrum is computed from the weight in the graph; onnxruntime must turn it into a constant
+    at session creation (else every run would recompute it)."""
+    fast, _ = rewritten(conv_model())
+    optimized = tmp_path / "optimized.onnx"
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(optimized)
+    ort.InferenceSession(fast.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    nodes = onnx.load(str(optimized)).graph.node
+    assert not [node.name for node in nodes if "kernel_spectrum" in node.name or "spectrum_by_frequency" in node.name]
+    assert [node.op_type for node in nodes].count("MatMul") == 3  # the product and the two inverse transforms
