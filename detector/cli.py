@@ -53,7 +53,7 @@ def _model_arguments(model: Optional[str], model_dir: Optional[str]) -> Tuple[Op
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.option("-i", "--input", "inputs", multiple=True, required=True, metavar="PATH|URL|GLOB",
-              help="Image, PDF, folder, glob pattern or http(s) URL; repeat for several.")
+              help="Image, PDF or TIFF (every page), folder, glob pattern or http(s) URL; repeat for several.")
 @click.option("--recursive", "-r", is_flag=True, help="Descend into subfolders of folder inputs.")
 @click.option("--model", "--model_name", "--model-name", "model", default=None, metavar="NAME|PATH.onnx",
               help=f"Exported model name (default {DEFAULT_MODEL_NAME}) or path to an .onnx file.")

@@ -1,9 +1,10 @@
 """Load stage: turn whatever the caller passes into BGR uint8 HxWx3 images, lazily, one at a time.
 
 Accepted: file paths, folders (sorted; optionally recursive), glob patterns, http(s) URLs, raw bytes,
-numpy arrays, PIL images, PDF files (one image per page), and lists of those. Files are decoded with
-OpenCV's IMREAD_COLOR like PaddleOCR (EXIF orientation applied, alpha dropped, 16-bit scaled to
-8-bit, CMYK converted), after a header-only size check that refuses decompression bombs.
+numpy arrays, PIL images, PDF files and TIFF files (one image per page), and lists of those. Files
+are decoded with OpenCV's IMREAD_COLOR like PaddleOCR (EXIF orientation applied, alpha dropped,
+16-bit scaled to 8-bit, CMYK converted), after a header-only size check that refuses decompression
+bombs; TIFF pages are read with Pillow, as PaddleX's TIFF reader does.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".pbm", ".pgm", ".ppm", ".pdf"}
 )
 PDF_MAGIC = b"%PDF"
+TIFF_MAGICS = (b"II*\x00", b"MM\x00*")  # little- and big-endian
 GLOB_CHARACTERS = frozenset("*?[")
 POINTS_PER_INCH = 72.0
 # pdfium is not thread-safe: every call into it goes through this lock.
@@ -212,6 +214,31 @@ def render_pdf_pages(data: bytes, what: str, options: LoadOptions) -> Iterator[n
             document.close()
 
 
+def decode_tiff_pages(data: bytes, what: str, options: LoadOptions) -> Iterator[np.ndarray]:
+    """Each page of a TIFF as BGR uint8 (PaddleX reads every page of a .tif, with Pillow)."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            document = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(f"{what} declares a decompression bomb: {exc}") from None
+    except Exception as exc:
+        raise UnreadableImageError(f"{what} is not a readable TIFF: {exc}") from None
+    with document:
+        for index in range(getattr(document, "n_frames", 1)):
+            try:
+                document.seek(index)
+                check_pixel_budget(document.size[0], document.size[1], options.max_pixels, f"{what} page {index}")
+                page = pil_to_bgr(document)
+            except ImageTooLargeError:
+                raise
+            except Exception as exc:  # a truncated or damaged page
+                raise UnreadableImageError(f"{what} page {index} cannot be decoded: {exc}") from None
+            yield page
+
+
 def _pdfium_pixels_to_bgr(pixels: np.ndarray, mode: str) -> np.ndarray:
     """pdfium bitmap pixels ("BGR", "BGRA", "BGRX", "RGB…" or "L") -> a BGR uint8 copy."""
     if pixels.ndim == 2 or mode == "L":
@@ -317,12 +344,15 @@ def _load_encoded(data: bytes, name: Optional[str], what: str, options: LoadOpti
     if is_pdf or data[:4] == PDF_MAGIC:
         for index, page in enumerate(render_pdf_pages(data, what, options)):
             yield LoadedImage(page, name, index)
+    elif data[:4] in TIFF_MAGICS:
+        for index, page in enumerate(decode_tiff_pages(data, what, options)):
+            yield LoadedImage(page, name, index)
     else:
         yield LoadedImage(decode_image_bytes(data, what, options), name)
 
 
 def load_source(source: Source, options: LoadOptions = DEFAULT_LOAD_OPTIONS) -> Iterator[LoadedImage]:
-    """The images of one source: one for an image, one per page for a PDF."""
+    """The images of one source: one for an image, one per page for a PDF or TIFF."""
     if source.kind == "array":
         yield LoadedImage(to_bgr_uint8(source.value), None)
     elif source.kind == "pil":

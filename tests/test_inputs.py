@@ -153,6 +153,54 @@ def test_pdf_gives_one_result_per_page(model, pages, tmp_path):
     assert names == ["scan_0_res.json", "scan_1_res.json", "scan_2_res.json"]
 
 
+# ---------------------------------------------------------------- TIFF (PaddleX reads every page)
+
+
+def test_multipage_tiff_gives_one_result_per_page(model, pages, tmp_path):
+    names = ("banner", "receipt", "page")
+    images = [cv2.imread(str(pages[name][0])) for name in names]
+    tiff = tmp_path / "fax.tiff"
+    frames = [Image.fromarray(img[:, :, ::-1]) for img in images]
+    frames[0].save(tiff, save_all=True, append_images=frames[1:], compression="tiff_lzw")
+    results = model.predict(tiff)
+    assert [r["page_index"] for r in results] == [0, 1, 2]
+    assert all(r["input_path"] == str(tiff) for r in results)
+    assert count(results) == [len(pages[name][1]) for name in names]
+    for result, image in zip(results, images):
+        np.testing.assert_array_equal(result.input_img, image)  # lossless: the very pixels
+    assert [r.save_to_json(tmp_path / "out").name for r in results] == [
+        "fax_0_res.json", "fax_1_res.json", "fax_2_res.json"]
+    # bytes are recognised by their header; one page is page 0, as PaddleX numbers a single-page .tif
+    single = io.BytesIO()
+    frames[0].save(single, format="TIFF")
+    assert [(r["page_index"], len(r["dt_polys"])) for r in model.predict(single.getvalue())] == [
+        (0, len(pages["banner"][1]))]
+
+
+def test_tiff_pages_in_other_modes(tmp_path):
+    gray16 = (np.arange(64 * 48, dtype=np.uint16).reshape(48, 64) * 21)
+    bilevel = Image.fromarray((np.indices((40, 30)).sum(axis=0) % 2 * 255).astype(np.uint8)).convert("1")
+    path = tmp_path / "modes.tif"
+    Image.fromarray(gray16).save(path, save_all=True, append_images=[bilevel])
+    first, second = list(iter_images(path))
+    np.testing.assert_array_equal(first.image[:, :, 0], (gray16 >> 8).astype(np.uint8))  # 16-bit scaled as OpenCV does
+    assert second.image.shape == (40, 30, 3) and set(np.unique(second.image)) == {0, 255}
+
+
+def test_broken_or_huge_tiff_is_refused(model, banner, tmp_path):
+    bad = tmp_path / "bad.tif"
+    bad.write_bytes(b"II*\x00" + b"\x00" * 60)
+    with pytest.raises(UnreadableImageError, match="bad.tif"):
+        model.predict(bad)
+    path, image, _ = banner
+    big = tmp_path / "big.tif"
+    small = Image.fromarray(image[:40, :40, ::-1])
+    small.save(big, save_all=True, append_images=[Image.fromarray(image[:, :, ::-1])])
+    limit = 40 * 40 + 1
+    with pytest.raises(ImageTooLargeError, match="page 1"):
+        list(iter_images(big, LoadOptions(max_pixels=limit)))
+
+
 def test_broken_pdf_is_unreadable(model, tmp_path):
     bad = tmp_path / "bad.pdf"
     bad.write_bytes(b"%PDF-1.4 this is not really a pdf")

@@ -42,7 +42,10 @@ def images(tmp_path_factory):
     exif = stored.getexif()
     exif[0x0112] = 6
     stored.save(sideways, exif=exif, quality=92)
-    return paths + [rotated, photo, tiny, sideways]
+    pages = folder / "pages.tiff"  # PaddleX reads every page of a TIFF
+    second = cv2.imread(str(paths[1]))
+    Image.fromarray(page[:, :, ::-1]).save(pages, save_all=True, append_images=[Image.fromarray(second[:, :, ::-1])])
+    return paths + [rotated, photo, tiny, sideways, pages]
 
 
 def paddleocr_results(paddle_python, source_dir, images, out, settings):
@@ -52,7 +55,7 @@ def paddleocr_results(paddle_python, source_dir, images, out, settings):
         args += [f"--{key.replace('_', '-')}", str(value)]
     proc = run_in_paddle_env(paddle_python, *args, *map(str, images))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return {item["input_path"]: item for item in json.loads(out.read_text())}
+    return {(item["input_path"], item["page_index"]): item for item in json.loads(out.read_text())}
 
 
 @pytest.mark.parametrize("name", list(SETTINGS))
@@ -60,10 +63,11 @@ def test_same_boxes_as_paddleocr(name, paddle_python, default_source_dir, defaul
     settings = SETTINGS[name]
     reference = paddleocr_results(paddle_python, default_source_dir, images, tmp_path / "ref.json", settings)
     ours = TextDetection(model_dir=default_onnx, device="cpu", **settings).predict([str(p) for p in images])
-    assert len(ours) == len(images) == len(reference)
+    assert {(r["input_path"], r["page_index"]) for r in ours} == set(reference)
+    assert len(ours) == len(reference) == len(images) + 1  # the TIFF has two pages
     compared = 0
     for result in ours:
-        ref = reference[result["input_path"]]
+        ref = reference[result["input_path"], result["page_index"]]
         ref_polys = np.asarray(ref["dt_polys"], dtype=np.int64).reshape(-1, 4, 2)
         got = result["dt_polys"].astype(np.int64)
         assert len(got) == len(ref_polys), f"{result['input_path']}: {len(got)} boxes, PaddleOCR {len(ref_polys)}"

@@ -4,7 +4,7 @@
         [--limit-side-len N --limit-type max|min --thresh F --box-thresh F --unclip-ratio F] IMAGE...
 
 runs PaddleOCR's own ``TextDetection`` (PaddleOCR 3.7.0, in .venv-paddle) on each image and writes a
-JSON list of {"input_path", "dt_polys", "dt_scores"}. :func:`paddle_predictor` is the raw Paddle
+JSON list of {"input_path", "page_index", "dt_polys", "dt_scores"}. :func:`paddle_predictor` is the raw Paddle
 Inference predictor (one tensor in, the probability map out) for export verification and benchmarks.
 """
 
@@ -91,6 +91,7 @@ def detect_with_paddleocr(
             results.append(
                 {
                     "input_path": str(image),
+                    "page_index": result.get("page_index"),
                     "dt_polys": np.asarray(result["dt_polys"]).tolist(),
                     "dt_scores": [float(score) for score in result["dt_scores"]],
                 }
