@@ -13,7 +13,7 @@ import pytest
 from onnx import helper, numpy_helper
 
 from tools.dft_convolution import (DFT_CONV_REWRITE, TILE, kernel_spectrum_basis, transform_size)
-from tools.graph_rewrites import rewrite_for_speed
+from tests.rewrite_checks import cpu_session, rewritten
 
 
 def conv_model(channels: int = 6, outputs: int = 5, kernel: int = 9, bias: bool = True, seed: int = 0,
@@ -48,18 +48,7 @@ def conv_model(channels: int = 6, outputs: int = 5, kernel: int = 9, bias: bool 
 
 
 def run(model: onnx.ModelProto, feed: dict) -> np.ndarray:
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    return session.run(None, feed)[0]
-
-
-def rewritten(model: onnx.ModelProto):
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    applied = rewrite_for_speed(copy)
-    onnx.checker.check_model(copy)
-    return copy, applied
+    return cpu_session(model).run(None, feed)[0]
 
 
 def conv_kernels(model: onnx.ModelProto) -> list:
@@ -116,7 +105,7 @@ def test_kernel_spectrum_basis_is_the_conjugate_dft():
     {"group": 2, "channels": 6, "outputs": 4},
     {"pads": [0, 0, 0, 0]},                          # 'valid', not 'same'
     {"weight_as_input": True},                       # the kernel is not a constant
-    {"opset": 10},                                   # shapes cannot be fed to Slice as inputs
+    {"opset": 10},                                   # below the rewrites' MIN_OPSET
     {"dtype": np.float64},                           # the DFT matrices are float32
 ])
 def test_other_convolutions_are_left_as_they_are(variant):
@@ -132,10 +121,9 @@ def test_onnxruntime_folds_the_kernel_spectrum_when_the_session_is_created(tmp_p
     fast, _ = rewritten(conv_model())
     optimized = tmp_path / "optimized.onnx"
     options = ort.SessionOptions()
-    options.log_severity_level = 3
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     options.optimized_model_filepath = str(optimized)
-    ort.InferenceSession(fast.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    cpu_session(fast, options)
     nodes = onnx.load(str(optimized)).graph.node
     assert not [node.name for node in nodes if "kernel_spectrum" in node.name or "spectrum_by_frequency" in node.name]
     assert [node.op_type for node in nodes].count("MatMul") == 3  # the product and the two inverse transforms

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from tools.graph_rewrites import PFHEAD_LOCAL_REWRITE, bypass_identities, rewrite_for_speed
+from tests.rewrite_checks import cpu_session, rewritten
+from tools.graph_rewrites import PFHEAD_LOCAL_REWRITE, bypass_identities
 
 CHANNELS, MIDDLE = 8, 6  # f's channels and the local conv's; small, and off any channel block
 
@@ -77,19 +77,9 @@ def pfhead_local_model(seed: int = 0, resize_mode: str = "nearest", local_kernel
 
 
 def run(model: onnx.ModelProto, x: np.ndarray, k: float = 0.5) -> list:
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = cpu_session(model)
     feed = {"x": x} if len(session.get_inputs()) == 1 else {"x": x, "k": np.array(k, np.float32)}
     return session.run(None, feed)
-
-
-def rewritten(model: onnx.ModelProto):
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    applied = rewrite_for_speed(copy)
-    onnx.checker.check_model(copy)
-    return copy, applied
 
 
 # Odd and even sizes, a batch of two: the rewrite must hold for any f, not just multiples of 32.

@@ -38,7 +38,7 @@ from tools.onnx_graph import (Graph, Subgraph, as_text, attribute, bypass_identi
                               self_contained)
 
 PFHEAD_LOCAL_REWRITE = "pfhead_local_half_resolution"
-MIN_OPSET = 11  # the rewrites feed shapes as inputs (Pad, Slice), which opset 11 allows
+MIN_OPSET = 11  # Slice with tensor inputs (opset 10) and DepthToSpace with a mode (opset 11)
 CHANNEL_BLOCK = 16  # onnxruntime's NCHWc block on AVX-512 (8 on AVX2): channel counts padded to it
 
 

@@ -1,0 +1,23 @@
+"""What the graph-rewrite tests share: applying the rewrites to a copy, and a quiet CPU session."""
+
+from __future__ import annotations
+
+import onnx
+import onnxruntime as ort
+
+from tools.graph_rewrites import rewrite_for_speed
+
+
+def rewritten(model: onnx.ModelProto):
+    """A checked copy of model with rewrite_for_speed applied, and the names of the rewrites applied."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    applied = rewrite_for_speed(copy)
+    onnx.checker.check_model(copy)
+    return copy, applied
+
+
+def cpu_session(model: onnx.ModelProto, options: ort.SessionOptions = None) -> ort.InferenceSession:
+    options = options or ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
