@@ -39,7 +39,7 @@ export: $(PADDLE_VENV)/.installed
 	$(PADDLE_VENV)/bin/python -m tools.export --model '$(MODEL)' $(if $(SOURCE),--source '$(SOURCE)')
 
 demo: $(VENV)/.installed $(DEFAULT_MODEL)
-	$(VENV)/bin/python -m tools.sample_image output/demo/sample.png
+	$(VENV)/bin/python -m tools.dev.sample_image output/demo/sample.png
 	$(VENV)/bin/detect -i output/demo/sample.png --save-path output/demo
 	@echo "demo: boxes drawn in output/demo/sample_res.png, JSON in output/demo/sample_res.json"
 
@@ -52,12 +52,12 @@ BENCH_ONNX = $(if $(SOURCE),.cache/bench/$(MODEL)/inference.onnx,models/$(MODEL)
 
 bench: $(PADDLE_VENV)/.installed $(DEFAULT_MODEL)
 	$(if $(SOURCE),$(PADDLE_VENV)/bin/python -m tools.export --model '$(MODEL)' --source '$(SOURCE)' --output '$(BENCH_ONNX)')
-	$(PADDLE_VENV)/bin/python -m tools.bench --model '$(MODEL)' --onnx '$(BENCH_ONNX)' $(if $(SOURCE),--source '$(SOURCE)')
+	$(PADDLE_VENV)/bin/python -m tools.dev.bench --model '$(MODEL)' --onnx '$(BENCH_ONNX)' $(if $(SOURCE),--source '$(SOURCE)')
 
 # PP-OCRv4_server_det rebuilt with random weights (official weights are not reachable here): for proof and benchmarks.
 SERVER_NET := .cache/server_net/PP-OCRv4_server_det
 server-net: $(PADDLE_VENV)/.installed
-	$(PADDLE_VENV)/bin/python -m tools.ppocrv4_server_det --output $(SERVER_NET)
+	$(PADDLE_VENV)/bin/python -m tools.dev.ppocrv4_server_det --output $(SERVER_NET)
 
 clean:
 	rm -rf $(VENV) $(PADDLE_VENV) output .pytest_cache

@@ -1,16 +1,19 @@
 """The `detect` command: PaddleOCR-style text detection from the shell.
 
-Exit codes: 0 every input succeeded, 1 some input failed (each failure one line on stderr, the rest
+`detect -i …` detects (the default action); subcommands (`detect eval`, `detect serve`,
+`detect batch`) are thin wrappers over library functions, each imported only when invoked so that
+optional extras stay optional. Exit codes: 0 every input succeeded, 1 some input failed (each failure one line on stderr, the rest
 still processed and saved), 2 usage error (bad option value, model or device unusable).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import sys
 import traceback
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import click
 
@@ -21,6 +24,31 @@ from .inputs import DEFAULT_LOAD_OPTIONS, LoadedImage, Source, expand_inputs, lo
 from .session import parse_device
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+DETECT_COMMAND = "predict"  # the default action: `detect -i x.png` is `detect predict -i x.png`
+# Subcommands: name -> "module:attribute" of a click command, imported only when that name is invoked.
+SUBCOMMANDS: Dict[str, str] = {}
+
+
+class DetectGroup(click.Group):
+    """A click group whose default action is detection: arguments that do not start with a
+    subcommand name go to the `predict` command, so `detect -i …` keeps working unchanged."""
+
+    def list_commands(self, ctx: click.Context) -> List[str]:
+        return [DETECT_COMMAND, *sorted(SUBCOMMANDS)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> Optional[click.Command]:
+        if cmd_name == DETECT_COMMAND:
+            return detect
+        target = SUBCOMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module_name, attribute = target.split(":")
+        return getattr(importlib.import_module(module_name), attribute)
+
+    def parse_args(self, ctx: click.Context, args: List[str]) -> List[str]:
+        if not args or args[0] not in self.list_commands(ctx):
+            args = [DETECT_COMMAND, *args]
+        return super().parse_args(ctx, args)
 
 
 def _check_device(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[str]:
@@ -51,7 +79,17 @@ def _model_arguments(model: Optional[str], model_dir: Optional[str]) -> Tuple[Op
     return model, model_dir
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "show_default": True}
+
+
+@click.group(cls=DetectGroup, context_settings=CONTEXT_SETTINGS)
+def cli() -> None:
+    """Detect text lines in images with a PP-OCR detection model on onnxruntime."""
+
+
+@cli.command(DETECT_COMMAND, context_settings=CONTEXT_SETTINGS,
+             epilog="Subcommands: " + ", ".join(f"detect {name} --help" for name in sorted(SUBCOMMANDS))
+             if SUBCOMMANDS else None)
 @click.option("-i", "--input", "inputs", multiple=True, required=True, metavar="PATH|URL|GLOB",
               help="Image, PDF or TIFF (every page), folder, glob pattern or http(s) URL; repeat for several.")
 @click.option("--recursive", "-r", is_flag=True, help="Descend into subfolders of folder inputs.")
@@ -159,7 +197,7 @@ def _fail_usage(exc: BaseException, debug: bool) -> None:
 def main(argv: Optional[List[str]] = None) -> None:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
-        detect.main(args=argv, prog_name="detect")
+        cli.main(args=argv, prog_name="detect")
     except KeyboardInterrupt:
         click.echo("detect: interrupted", err=True)
         sys.exit(130)

@@ -8,7 +8,7 @@ from typing import Dict, List, Tuple
 import cv2
 import numpy as np
 
-from tools.sample_image import render_text_image
+from tools.dev.sample_image import render_text_image
 
 # Several sizes and aspect ratios, so the resize rules (shrink, keep, round to 32) all take part.
 RENDERED_PAGES: Dict[str, dict] = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import onnx
 import onnxruntime as ort
 
-from tools.graph_rewrites import rewrite_for_speed
+from tools.export.rewrites import rewrite_for_speed
 
 
 def rewritten(model: onnx.ModelProto):

@@ -12,7 +12,7 @@ import onnxruntime as ort
 import pytest
 from onnx import helper, numpy_helper
 
-from tools.dft_convolution import (DFT_CONV_REWRITE, TILE, kernel_spectrum_basis, transform_size)
+from tools.export.rewrites.dft_convolution import (DFT_CONV_REWRITE, TILE, kernel_spectrum_basis, transform_size)
 from tests.rewrite_checks import cpu_session, rewritten
 
 

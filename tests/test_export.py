@@ -25,9 +25,9 @@ from detector.settings import (
     settings_from_metadata,
 )
 from tests.conftest import DEFAULT_MODEL_NAME, run_in_paddle_env
-from tools import default_model
-from tools.export import conversion_failure, find_model_files
-from tools.verify_export import verification_batch
+from tools.export import default_model
+from tools.export.paddle import conversion_failure, find_model_files
+from tools.export.verify import verification_batch
 
 needs_paddle = pytest.mark.reference
 TOLERANCE = 1e-4
@@ -83,7 +83,7 @@ def test_metadata_carries_name_settings_source_and_record(metadata, default_sour
     assert source["origin"] == str(default_source_dir)
     record = json.loads(metadata[METADATA_EXPORT_KEY])
     assert record["opset"] == 14 and record["source_format"] == "legacy"
-    assert record["rewrites"] == []  # the mobile DBHead holds no pattern of tools/graph_rewrites.py
+    assert record["rewrites"] == []  # the mobile DBHead holds no pattern of tools/export/rewrites/
     assert record["paddlepaddle"] and record["paddle2onnx"] and record["onnx"]
     verification = record["verification"]
     assert verification["max_abs_diff"] <= TOLERANCE
@@ -107,7 +107,7 @@ def test_batch_height_and_width_are_dynamic(legacy_export):
 @needs_paddle
 def test_pir_model_exports_to_the_same_network(paddle_python, default_source_dir, legacy_export, tmp_path):
     pir_dir = tmp_path / "pir"
-    proc = run_in_paddle_env(paddle_python, "tools.legacy_to_pir", str(default_source_dir), str(pir_dir))
+    proc = run_in_paddle_env(paddle_python, "tools.export.legacy_to_pir", str(default_source_dir), str(pir_dir))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(p.name for p in pir_dir.iterdir()) == ["inference.json", "inference.pdiparams", "inference.yml"]
     output = tmp_path / "pir.onnx"
@@ -220,7 +220,7 @@ def test_unknown_failure_names_versions_when_not_the_proven_pair():
 
 @pytest.mark.parametrize("flags, rewrite", [((), True), (("--no-rewrites",), False)])
 def test_no_rewrites_flag_reaches_the_export(monkeypatch, tmp_path, flags, rewrite):
-    from tools import export as export_tool
+    from tools.export import pipeline as export_tool
 
     calls = []
 

@@ -13,7 +13,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from tests.rewrite_checks import cpu_session, rewritten
-from tools.graph_rewrites import PFHEAD_LOCAL_REWRITE, bypass_identities
+from tools.export.rewrites import PFHEAD_LOCAL_REWRITE, bypass_identities
 
 CHANNELS, MIDDLE = 8, 6  # f's channels and the local conv's; small, and off any channel block
 

@@ -49,7 +49,7 @@ def images(tmp_path_factory):
 
 
 def paddleocr_results(paddle_python, source_dir, images, out, settings):
-    args = ["tools.paddle_reference", "--model-dir", str(source_dir), "--model-name", DEFAULT_MODEL_NAME,
+    args = ["tools.dev.paddle_reference", "--model-dir", str(source_dir), "--model-name", DEFAULT_MODEL_NAME,
             "--out", str(out)]
     for key, value in settings.items():
         args += [f"--{key.replace('_', '-')}", str(value)]

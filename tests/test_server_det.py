@@ -1,6 +1,6 @@
 """PP-OCRv4_server_det end to end, on a faithful rebuild of the network with random weights.
 
-The official weights are not downloadable here, so tools.ppocrv4_server_det builds the same
+The official weights are not downloadable here, so tools.dev.ppocrv4_server_det builds the same
 architecture (PPHGNet_small det + LKPAN intracl + PFHeadLocal) and saves it in PaddleX's PIR layout.
 One module-scoped export serves every test: save (~10 s) → tools.export (~1 min, mostly Paddle's
 reference runs) → the runtime on the ONNX file. Asserts are on shapes, sizes and tolerances, never on
@@ -43,7 +43,7 @@ def explain(process: CompletedProcess) -> str:
 def server_det(paddle_python: str, tmp_path_factory) -> ServerDetExport:
     root = tmp_path_factory.mktemp("server_det")
     source, onnx_path = root / "paddle", root / "onnx" / "inference.onnx"
-    save = run_in_paddle_env(paddle_python, "tools.ppocrv4_server_det", "--output", str(source), "--seed", "0")
+    save = run_in_paddle_env(paddle_python, "tools.dev.ppocrv4_server_det", "--output", str(source), "--seed", "0")
     assert save.returncode == 0, explain(save)
     export = run_in_paddle_env(
         paddle_python, "tools.export", "--model", MODEL_NAME, "--source", str(source), "--output", str(onnx_path)

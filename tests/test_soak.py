@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from detector import TextDetection
-from tools.sample_image import render_text_image
+from tools.dev.sample_image import render_text_image
 
 PREDICTIONS = 500
 # Allowed growth after warm-up: allocator noise, not a leak (a leaked 320x320 image per call is 150 MB).

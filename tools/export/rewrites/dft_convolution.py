@@ -29,7 +29,7 @@ from typing import Dict
 
 import numpy as np
 
-from tools.onnx_graph import Graph, Subgraph, as_text, attribute
+from tools.export.rewrites.onnx_graph import Graph, Subgraph, as_text, attribute
 
 DFT_CONV_REWRITE = "large_kernel_conv_via_dft"
 # Outputs per tile side. On a 256→64 9×9 at 176×240 (2 cores): 8 → 166 ms, 16 → 107, 24 → 117, 32 → 127,

@@ -33,12 +33,10 @@ from typing import List, Optional
 
 import numpy as np
 
-from tools.dft_convolution import DFT_CONV_REWRITE, rewrite_large_convs
-from tools.onnx_graph import (Graph, Subgraph, as_text, attribute, bypass_identities, channel_bias, is_plain_conv,
+from tools.export.rewrites.onnx_graph import (Graph, Subgraph, as_text, attribute, channel_bias, is_plain_conv,
                               self_contained)
 
 PFHEAD_LOCAL_REWRITE = "pfhead_local_half_resolution"
-MIN_OPSET = 11  # Slice with tensor inputs (opset 10) and DepthToSpace with a mode (opset 11)
 CHANNEL_BLOCK = 16  # onnxruntime's NCHWc block on AVX-512 (8 on AVX2): channel counts padded to it
 
 
@@ -216,21 +214,12 @@ def rewrite_pfhead_local(graph: Graph, match: PFHeadLocalMatch) -> None:
     new.replace(match.replaced)
 
 
-def rewrite_for_speed(model) -> List[str]:
-    """Apply every rewrite whose pattern the graph holds; returns the names of those applied, once each."""
-    opset = max((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), default=0)
-    if opset < MIN_OPSET:
-        return []
-    applied = []
-    bypass_identities(model)
-    graph = Graph(model)
+def rewrite_pfhead_locals(graph: Graph) -> int:
+    """Rewrite every PFHeadLocal tail in the graph; returns how many were rewritten."""
+    count = 0
     for concat in [node for node in graph.graph.node if node.op_type == "Concat"]:
         match = match_pfhead_local(graph, concat)
         if match is not None:
             rewrite_pfhead_local(graph, match)
-            if PFHEAD_LOCAL_REWRITE not in applied:
-                applied.append(PFHEAD_LOCAL_REWRITE)
-    if rewrite_large_convs(graph):
-        applied.append(DFT_CONV_REWRITE)
-    return applied
-
+            count += 1
+    return count

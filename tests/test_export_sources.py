@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from detector.errors import ExportError
-from tools import model_sources
+from tools.export import sources as model_sources
 
 MODEL = "PP-OCRv4_server_det"
 

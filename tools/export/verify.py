@@ -13,7 +13,7 @@ from typing import Callable, Dict, Sequence
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
@@ -62,7 +62,7 @@ def compare_with_paddle(onnx_bytes: bytes, paddle_dir: Path, settings: Detection
     """Paddle Inference vs onnxruntime (CPU) on the same batches; per-shape max |diff| and the overall one."""
     import onnxruntime as ort
 
-    from tools.paddle_reference import paddle_predictor
+    from tools.export.paddle import paddle_predictor
 
     options = ort.SessionOptions()
     options.log_severity_level = 3

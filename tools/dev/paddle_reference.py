@@ -1,11 +1,11 @@
 """Run Paddle itself on a Paddle inference model: the reference our ONNX pipeline is measured against.
 
-    python -m tools.paddle_reference --model-dir DIR --model-name NAME --out OUT.json
+    python -m tools.dev.paddle_reference --model-dir DIR --model-name NAME --out OUT.json
         [--limit-side-len N --limit-type max|min --thresh F --box-thresh F --unclip-ratio F] IMAGE...
 
 runs PaddleOCR's own ``TextDetection`` (PaddleOCR 3.7.0, in .venv-paddle) on each image and writes a
-JSON list of {"input_path", "page_index", "dt_polys", "dt_scores"}. :func:`paddle_predictor` is the raw Paddle
-Inference predictor (one tensor in, the probability map out) for export verification and benchmarks.
+JSON list of {"input_path", "page_index", "dt_polys", "dt_scores"}. The raw Paddle Inference predictor
+(one tensor in, the probability map out) lives in tools/export/paddle.py.
 """
 
 from __future__ import annotations
@@ -20,61 +20,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-# PaddleX probes model hosts on import unless told not to; glog chatter is noise on stderr.
-REFERENCE_ENVIRONMENT = {
-    "PADDLE_PDX_DISABLE_MODEL_SOURCE_CHECK": "True",
-    "GLOG_minloglevel": "2",
-    "GLOG_v": "0",
-}
-
-
-def quiet_offline_environment() -> None:
-    for key, value in REFERENCE_ENVIRONMENT.items():
-        os.environ.setdefault(key, value)
-    # Paddle warns on import that it cannot find ccache: about building extensions, irrelevant here.
-    warnings.filterwarnings("ignore", message="No ccache found")
-
-
-def paddle_model_file(model_dir: Path) -> Path:
-    """The program file of a Paddle inference folder: PIR inference.json, else legacy inference.pdmodel."""
-    for name in ("inference.json", "inference.pdmodel"):
-        if (Path(model_dir) / name).is_file():
-            return Path(model_dir) / name
-    raise FileNotFoundError(f"{model_dir} holds neither inference.json nor inference.pdmodel")
-
-
-def paddle_predictor(
-    model_dir: Path, threads: Optional[int] = None, mkldnn: bool = False, ir_optim: bool = True
-) -> Callable[[np.ndarray], np.ndarray]:
-    """A function NCHW float32 -> the model's first output, on Paddle Inference (CPU).
-
-    mkldnn=False keeps Paddle's plain CPU kernels; PaddleOCR enables oneDNN on CPU for speed, which
-    moves probabilities by ~1e-5 — fine for boxes, too loose to check a conversion with.
-    """
-    quiet_offline_environment()
-    import paddle.inference as paddle_infer
-
-    config = paddle_infer.Config(str(paddle_model_file(model_dir)), str(Path(model_dir) / "inference.pdiparams"))
-    config.disable_gpu()
-    config.disable_glog_info()
-    config.set_cpu_math_library_num_threads(threads or os.cpu_count() or 1)
-    if mkldnn:
-        config.enable_mkldnn()
-    else:
-        config.disable_mkldnn()
-    config.switch_ir_optim(ir_optim)
-    predictor = paddle_infer.create_predictor(config)
-    input_handle = predictor.get_input_handle(predictor.get_input_names()[0])
-    output_handle = predictor.get_output_handle(predictor.get_output_names()[0])
-
-    def run(batch: np.ndarray) -> np.ndarray:
-        input_handle.reshape(list(batch.shape))
-        input_handle.copy_from_cpu(np.ascontiguousarray(batch, dtype=np.float32))
-        predictor.run()
-        return output_handle.copy_to_cpu()
-
-    return run
-
+from tools.export.paddle import paddle_predictor, quiet_offline_environment  # noqa: F401 (re-exported for bench)
 
 def detect_with_paddleocr(
     model_dir: Path, model_name: str, images: Sequence[str], **settings: object

@@ -1,6 +1,6 @@
 """Benchmark: time per stage of our pipeline next to Paddle Inference and PaddleOCR, in one run.
 
-    python -m tools.bench [--model NAME] [--source PADDLE_MODEL_DIR] [--onnx PATH] [--repeat N]
+    python -m tools.dev.bench [--model NAME] [--source PADDLE_MODEL_DIR] [--onnx PATH] [--repeat N]
 
 Needs the Paddle environment (.venv-paddle, `make bench`). Prints milliseconds (median of
 --repeat runs per image, best of --rounds alternations) and the ratios that matter: ORT session.run / Paddle predictor.run on the
@@ -21,15 +21,15 @@ from typing import Callable, Dict, List
 import cv2
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT))
 
 from detector.inputs import read_image_file  # noqa: E402
 from detector.postprocess import boxes_from_probability_map  # noqa: E402
 from detector.preprocess import normalize_image, resize_for_detection  # noqa: E402
 from detector.api import TextDetection  # noqa: E402
-from tools.paddle_reference import paddle_predictor, quiet_offline_environment  # noqa: E402
-from tools.sample_image import render_text_image  # noqa: E402
+from tools.export.paddle import paddle_predictor, quiet_offline_environment  # noqa: E402
+from tools.dev.sample_image import render_text_image  # noqa: E402
 
 # (name, width, height): a phone photo crop, a screen, an A4 scan at 150 dpi, a wide receipt strip.
 BENCH_SIZES = (("640x480", 640, 480), ("1280x960", 1280, 960), ("1240x1754", 1240, 1754), ("2000x400", 2000, 400))

@@ -1,6 +1,6 @@
 """PP-OCRv4_server_det rebuilt in paddle.nn and saved as a PaddleX-layout inference model.
 
-    python -m tools.ppocrv4_server_det --output DIR [--seed N] [--verify]
+    python -m tools.dev.ppocrv4_server_det --output DIR [--seed N] [--verify]
 
 The official weights cannot be fetched here, so this builds the same network (PPHGNet_small with
 det=True → LKPAN(256, large, intracl) → PFHeadLocal(k=50, large)) with seeded random weights and
@@ -29,15 +29,15 @@ import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 import paddle.nn as nn  # noqa: E402
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from detector.settings import IMAGENET_MEAN as IMAGENET_MEAN_BGR  # noqa: E402
 from detector.settings import IMAGENET_STD as IMAGENET_STD_BGR  # noqa: E402
-from tools.default_model import paddlex_det_inference_yml  # noqa: E402
-from tools.paddle_reference import paddle_predictor  # noqa: E402
-from tools.ppocrv4_server_det_net import PPOCRv4ServerDet  # noqa: E402
+from tools.export.default_model import paddlex_det_inference_yml  # noqa: E402
+from tools.export.paddle import paddle_predictor  # noqa: E402
+from tools.dev.ppocrv4_server_det_net import PPOCRv4ServerDet  # noqa: E402
 
 MODEL_NAME = "PP-OCRv4_server_det"
 # (N, C, H, W) the saved program is checked at against the dygraph network: tall, square, wide.

@@ -1,6 +1,6 @@
 """Rewrite a legacy Paddle inference model (inference.pdmodel) as a PIR one (inference.json), same weights.
 
-    python -m tools.legacy_to_pir SRC_DIR DST_DIR
+    python -m tools.export.legacy_to_pir SRC_DIR DST_DIR
 
 PaddleX's Paddle 3 models ship in the PIR layout; this gives the export's PIR path a model with real
 weights to prove itself on. Paddle 3.0's ``paddle.jit.load`` reads only PIR programs while PIR is on,
@@ -53,7 +53,7 @@ def convert_legacy_to_pir(src_dir: Path, dst_dir: Path) -> Path:
 def main(argv=None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2:
-        print("usage: python -m tools.legacy_to_pir SRC_DIR DST_DIR", file=sys.stderr)
+        print("usage: python -m tools.export.legacy_to_pir SRC_DIR DST_DIR", file=sys.stderr)
         return 2
     try:
         print(convert_legacy_to_pir(Path(args[0]), Path(args[1])))

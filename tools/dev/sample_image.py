@@ -1,6 +1,6 @@
 """Render text images with known line boxes: the demo's sample and the tests' fixtures.
 
-Run as ``python -m tools.sample_image OUT.png`` to write the demo image.
+Run as ``python -m tools.dev.sample_image OUT.png`` to write the demo image.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def render_text_image(
 
 def main(argv: Sequence[str]) -> int:
     if len(argv) != 1:
-        print("usage: python -m tools.sample_image OUT.png", file=sys.stderr)
+        print("usage: python -m tools.dev.sample_image OUT.png", file=sys.stderr)
         return 2
     image, _ = render_text_image(SAMPLE_LINES)
     out = Path(argv[0])

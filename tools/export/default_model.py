@@ -18,12 +18,12 @@ import zipfile
 from pathlib import Path
 from typing import Dict, Optional
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from detector.errors import ExportError  # noqa: E402
-from tools.model_sources import sha256_of  # noqa: E402
+from tools.export.sources import sha256_of  # noqa: E402
 
 MODEL_NAME = "PP-OCRv4_mobile_det"
 SOURCE_DIR = REPO_ROOT / ".cache" / "sources" / MODEL_NAME

