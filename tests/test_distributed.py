@@ -5,10 +5,10 @@ Rows must equal TextDetection.predict for the same files; a broken file is one r
 
 from __future__ import annotations
 
-import io
 import subprocess
 import sys
 
+import cv2
 import pytest
 from PIL import Image
 
@@ -35,10 +35,8 @@ def local_ray():
 def folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("batch_in")
     pages = write_rendered_pages(folder)
-    first, second = (Image.open(pages[name][0]).convert("RGB") for name in ("receipt", "banner"))
-    buffer = io.BytesIO()
-    first.save(buffer, format="TIFF", save_all=True, append_images=[second])
-    (folder / "two_pages.tiff").write_bytes(buffer.getvalue())
+    first, second = (Image.fromarray(cv2.imread(str(pages[name][0]))[:, :, ::-1]) for name in ("receipt", "banner"))
+    first.save(folder / "two_pages.tiff", save_all=True, append_images=[second], compression="tiff_lzw")
     (folder / BROKEN).write_bytes(b"\x89PNG\r\n\x1a\n but the rest is missing")
     (folder / "notes.txt").write_text("not an image: not listed")
     return folder

@@ -6,6 +6,7 @@ FastAPI and uvicorn are imported inside the command, so listing `detect --help` 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from typing import Optional
 
@@ -67,6 +68,9 @@ def serve(model: Optional[str], model_dir: Optional[str], device: Optional[str],
     except DetectorError as exc:
         _fail_usage(exc, debug)
     log_level = "debug" if debug else "info"
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal with the handler it found:
+    # this one makes a requested stop exit 0, as service managers expect.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     if workers == 1:
         uvicorn.run(create_app(config, detector), host=host, port=port, log_level=log_level,
                     timeout_graceful_shutdown=config.timeout_s)
