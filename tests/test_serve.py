@@ -320,3 +320,14 @@ def test_import_detector_loads_no_service_or_cluster_framework():
             "print(sorted({'fastapi', 'uvicorn', 'ray', 'pyarrow'} & set(sys.modules)))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
+
+
+def test_two_workers_each_load_the_model_and_stop_on_sigterm(default_onnx, tmp_path, library, pages):
+    data = png_bytes(pages["receipt"][0])
+    with running_server(default_onnx, tmp_path, "--workers", "2") as server:
+        for _ in range(3):
+            status, _, body = server.post_raw("/detect", data, "image/png")
+            assert_success(status, body)
+            assert detected_pages(body) == expected_pages(library, data)
+        assert server.stop() == 0
+    assert server.log.read_text().count("Application startup complete") == 2

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import dataclasses
 import json
 import logging
@@ -20,7 +21,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, AsyncIterator, Dict, List, Optional
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -230,12 +231,16 @@ def create_app(config: ServeConfig, detector: Optional[TextDetection] = None) ->
     load_options = dataclasses.replace(detector.load_options, url_max_bytes=config.max_body_bytes)
     page_html = PAGE_FILE.read_text(encoding="utf-8")
 
-    app = FastAPI(title="detector", version=__version__, docs_url=None, redoc_url=None,
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        gate.shutdown()  # requests still queued at shutdown are dropped; running ones finish
+
+    app = FastAPI(title="detector", version=__version__, docs_url=None, redoc_url=None, lifespan=lifespan,
                   description="PP-OCR text detection on onnxruntime. Every answer is an envelope: "
                               "logId, errorCode (0 or the HTTP status), errorMsg, result.")
     app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes,
                        envelope=lambda status, message: envelope(new_log_id(), status, message))
-    app.router.on_shutdown.append(gate.shutdown)
 
     def log_id_of(request: Request) -> str:
         return getattr(request.state, "log_id", None) or new_log_id()

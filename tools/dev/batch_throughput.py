@@ -44,8 +44,8 @@ def main(argv=None) -> None:
         print(f"{args.images} rendered 1000x384 PNG pages, {os.cpu_count()} CPUs, one CPU per actor")
         print("| actors | seconds | images/s |")
         print("|---|---|---|")
-        for actors in args.actors:
-            summary = distributed.run_batch([str(folder)], str(Path(work) / f"out_{actors}"), spec=spec,
+        for run, actors in enumerate(args.actors):
+            summary = distributed.run_batch([str(folder)], str(Path(work) / f"out_{run}"), spec=spec,
                                             concurrency=actors)
             assert summary.errors == 0 and summary.rows == args.images
             print(f"| {actors} | {summary.seconds:.1f} | {summary.images_per_second:.2f} |", flush=True)
