@@ -308,20 +308,6 @@ def test_serve_command_errors_are_one_line(tmp_path):
     assert proc.returncode == 2 and proc.stderr.startswith("detect: error:") and "Traceback" not in proc.stderr
 
 
-def test_import_detector_loads_no_service_or_cluster_framework():
-    code = ("import sys, detector, detector.cli; heavy = {'fastapi', 'uvicorn', 'starlette', 'ray', 'pyarrow'}; "
-            "print(sorted(heavy & set(sys.modules)))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
-    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
-    # the subcommands' own modules stay light too: their help needs no framework
-    code = ("import sys; from click.testing import CliRunner; from detector.cli import cli; "
-            "outs = [CliRunner().invoke(cli, [name, '--help']).output for name in ('serve', 'batch')]; "
-            "assert '--max-concurrency' in outs[0] and '--ray-address' in outs[1], outs; "
-            "print(sorted({'fastapi', 'uvicorn', 'ray', 'pyarrow'} & set(sys.modules)))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
-    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
-
-
 def test_two_workers_each_load_the_model_and_stop_on_sigterm(default_onnx, tmp_path, library, pages):
     data = png_bytes(pages["receipt"][0])
     with running_server(default_onnx, tmp_path, "--workers", "2") as server:

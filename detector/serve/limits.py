@@ -40,8 +40,8 @@ class BodyTooLarge(Exception):
     """The request body is above the configured limit."""
 
     def __init__(self, limit_bytes: int, declared: int = 0):
-        size = f"{declared:,} bytes" if declared else "more"
-        super().__init__(f"the request body is {size}, above the limit of {limit_bytes:,} bytes "
+        size = f"{declared:,} bytes, " if declared else ""
+        super().__init__(f"the request body is {size}above the limit of {limit_bytes:,} bytes "
                          f"(server option --max-body-mb)")
 
 
