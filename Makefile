@@ -17,7 +17,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install $(PIP_QUIET) -e '.[test]'
+	$(VENV)/bin/pip install $(PIP_QUIET) -e '.[test,serve,ray]'
 	touch $@
 
 paddle-env: $(PADDLE_VENV)/.installed

@@ -93,6 +93,11 @@ class TextDetection:
     def __repr__(self) -> str:
         return f"TextDetection(model_name={self.model_name!r}, model_path='{self.model_path}', device={self.device!r})"
 
+    @property
+    def providers(self) -> List[str]:
+        """The onnxruntime execution providers of the session, the one in use first."""
+        return list(self._session.get_providers())
+
     def predict_iter(
         self, input: Any, batch_size: int = 1, recursive: bool = False, **overrides: Any
     ) -> Iterator[DetectionResult]:

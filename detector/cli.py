@@ -26,7 +26,10 @@ from .session import parse_device
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 DETECT_COMMAND = "predict"  # the default action: `detect -i x.png` is `detect predict -i x.png`
 # Subcommands: name -> "module:attribute" of a click command, imported only when that name is invoked.
-SUBCOMMANDS: Dict[str, str] = {}
+SUBCOMMANDS: Dict[str, str] = {
+    "serve": "detector.serve.command:serve",
+    "batch": "detector.batch_command:batch",
+}
 
 
 class DetectGroup(click.Group):

@@ -358,7 +358,7 @@ def load_source(source: Source, options: LoadOptions = DEFAULT_LOAD_OPTIONS) -> 
     elif source.kind == "pil":
         yield LoadedImage(pil_to_bgr(source.value), source.name)
     elif source.kind == "bytes":
-        yield from _load_encoded(source.value, None, "<bytes>", options, False)
+        yield from _load_encoded(source.value, source.name, source.name or "<bytes>", options, False)
     elif source.kind == "url":
         body, content_type = fetch_url(source.value, options)
         yield from _load_encoded(body, source.name, source.value, options, content_type == "application/pdf")

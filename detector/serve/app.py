@@ -1,0 +1,356 @@
+"""The HTTP service: one TextDetection per worker process behind FastAPI.
+
+Routes: ``POST /detect`` (multipart ``file``, a raw image/PDF body, or JSON ``{"image": base64}`` /
+``{"url": …}``), ``GET /health``, ``GET /models``, ``GET /`` (the page) and ``/openapi.json``.
+Every answer is an envelope modelled on PaddleX serving's: ``logId``, ``errorCode`` (0, or the HTTP
+status), ``errorMsg`` and, on success, ``result``. Images are loaded and detected by the library
+itself (``detector.inputs.load_source`` + ``TextDetection.detect_loaded``), so the service returns
+exactly what ``TextDetection.predict`` returns for the same bytes and settings.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, AsyncIterator, Dict, List, Optional
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import __version__
+from ..api import TextDetection
+from ..catalog import KNOWN_MODELS, exported_models
+from ..errors import (
+    DetectorError,
+    ImageTooLargeError,
+    InputNotFoundError,
+    InvalidParameterError,
+    UnreadableImageError,
+    UnsupportedInputError,
+)
+from ..inputs import LoadOptions, Source, load_source
+from ..result import to_jsonable
+from .config import CONFIG_ENV_VAR, ServeConfig
+from .limits import BodySizeLimit, BodyTooLarge, InferenceGate, InferenceTimeout, Overloaded
+
+# Settings a request may override, and their types (the library validates the values).
+REQUEST_SETTINGS = {"thresh": float, "box_thresh": float, "unclip_ratio": float, "limit_side_len": int,
+                    "limit_type": str}
+RAW_BODY_TYPES = ("application/octet-stream", "application/pdf")
+PAGE_FILE = Path(__file__).resolve().parent / "static" / "index.html"
+logger = logging.getLogger("detector.serve")
+
+
+class RequestError(Exception):
+    """A request the service refuses: its HTTP status and a message that says what to send instead."""
+
+    def __init__(self, status: int, message: str, headers: Optional[Dict[str, str]] = None):
+        super().__init__(message)
+        self.status = status
+        self.headers = headers or {}
+
+
+def new_log_id() -> str:
+    return str(uuid.uuid4())
+
+
+def envelope(log_id: str, status: int, message: str, result: Any = None) -> Dict[str, Any]:
+    """PaddleX serving's response shape: errorCode 0 and errorMsg "Success" with a result, else the status."""
+    body: Dict[str, Any] = {"logId": log_id, "errorCode": 0 if status < 400 else status, "errorMsg": message}
+    if result is not None:
+        body["result"] = result
+    return body
+
+
+def status_of(exc: DetectorError) -> int:
+    """The HTTP status for a library error about the request's input or settings."""
+    if isinstance(exc, ImageTooLargeError):
+        return 413
+    if isinstance(exc, (InvalidParameterError, UnreadableImageError, UnsupportedInputError, InputNotFoundError)):
+        return 422
+    return 500
+
+
+def load_detector(config: ServeConfig) -> TextDetection:
+    return TextDetection(model_name=config.model_name, model_dir=config.model_dir, device=config.device,
+                         cpu_threads=config.cpu_threads, max_pixels=config.max_pixels)
+
+
+def detect_pages(detector: TextDetection, source: Source, options: LoadOptions, overrides: Dict[str, Any],
+                 cancelled: threading.Event) -> List[Dict[str, Any]]:
+    """One entry per image (one per PDF/TIFF page), detected exactly as TextDetection.predict does."""
+    pages = []
+    for loaded in load_source(source, options):
+        if cancelled.is_set():
+            break
+        start = time.perf_counter()
+        (result,) = detector.detect_loaded([loaded], **overrides)
+        height, width = loaded.image.shape[:2]
+        pages.append({
+            "page_index": loaded.page_index,
+            "width": width,
+            "height": height,
+            "dt_polys": to_jsonable(result["dt_polys"]),
+            "dt_scores": to_jsonable(result["dt_scores"]),
+            "time_ms": round((time.perf_counter() - start) * 1000, 2),
+        })
+    return pages
+
+
+# ----------------------------------------------------------------------------- reading requests
+
+
+async def read_detect_request(request: Request, config: ServeConfig) -> tuple:
+    """(Source, settings from the body, logId or None) from one of the three input forms."""
+    content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if content_type == "multipart/form-data":
+        return await _read_multipart(request), {}, None
+    if content_type == "application/json":
+        return _read_json(await request.body(), config)
+    if content_type.startswith("image/") or content_type in RAW_BODY_TYPES:
+        data = await request.body()
+        if not data:
+            raise RequestError(400, "the request body is empty: send the image's bytes")
+        return Source("bytes", data, "<request body>"), {}, None
+    raise RequestError(
+        415, f"unsupported Content-Type {content_type or '(none)'!r}: send multipart/form-data with a 'file' field, "
+             f"a raw body as image/* or application/octet-stream, or application/json with {{\"image\": <base64>}}")
+
+
+async def _read_multipart(request: Request) -> Source:
+    try:
+        form = await request.form(max_files=1, max_fields=8)
+    except StarletteHTTPException as exc:  # malformed multipart, too many parts
+        raise RequestError(400, f"cannot read the multipart body: {exc.detail}") from None
+    try:
+        extra = sorted(set(form.keys()) - {"file"})
+        if extra:
+            raise RequestError(400, f"multipart field(s) {', '.join(extra)} not accepted: send the image as 'file' "
+                                    f"and settings in the query string")
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise RequestError(400, "the multipart body has no file field named 'file'")
+        data = await upload.read()
+        name = upload.filename or "<uploaded file>"
+    finally:
+        await form.close()
+    if not data:
+        raise RequestError(400, f"the uploaded file {name!r} is empty")
+    return Source("bytes", data, name)
+
+
+def _read_json(raw: bytes, config: ServeConfig) -> tuple:
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RequestError(400, f"the body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise RequestError(400, 'the JSON body must be an object such as {"image": "<base64>"}')
+    log_id = body.get("logId") if isinstance(body.get("logId"), str) else None
+    unknown = sorted(set(body) - {"image", "url", "logId", *REQUEST_SETTINGS})
+    if unknown:
+        raise RequestError(400, f"unknown JSON key(s) {', '.join(unknown)}; accepted: image, url, logId, "
+                                f"{', '.join(REQUEST_SETTINGS)}")
+    settings = {key: body[key] for key in REQUEST_SETTINGS if body.get(key) is not None}
+    if ("image" in body) == ("url" in body):
+        raise RequestError(400, 'the JSON body needs exactly one of "image" (base64) or "url"')
+    if "url" in body:
+        url = body["url"]
+        if not config.allow_urls:
+            raise RequestError(403, "URL inputs are disabled on this server: send the image itself, or start the "
+                                    "server with --allow-urls (it then fetches whatever URL a client names)")
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise RequestError(400, '"url" must be an http(s) URL string')
+        return Source("url", url, url), settings, log_id
+    return Source("bytes", decode_base64_image(body["image"]), "<base64 image>"), settings, log_id
+
+
+def decode_base64_image(value: Any) -> bytes:
+    """Base64 (standard alphabet, or a data: URL) -> bytes; a 400 that says what is wrong otherwise."""
+    if not isinstance(value, str):
+        raise RequestError(400, '"image" must be a base64 string')
+    if value.startswith("data:") and "," in value:
+        value = value.split(",", 1)[1]  # data:image/png;base64,<payload>
+    try:
+        data = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise RequestError(400, f'"image" is not valid base64: {exc}') from None
+    if not data:
+        raise RequestError(400, '"image" is empty')
+    return data
+
+
+def merge_settings(query: Dict[str, Any], body: Dict[str, Any]) -> Dict[str, Any]:
+    clash = sorted(key for key in set(query) & set(body) if query[key] != body[key])
+    if clash:
+        raise RequestError(400, f"{', '.join(clash)} given differently in the query and the JSON body")
+    return {**query, **body}
+
+
+# ----------------------------------------------------------------------------- the application
+
+DETECT_REQUEST_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
+                                               "properties": {"file": {"type": "string", "format": "binary"}}}},
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            "application/json": {"schema": {
+                "type": "object",
+                "properties": {
+                    "image": {"type": "string", "format": "byte", "description": "the image or PDF, base64"},
+                    "url": {"type": "string", "description": "only on servers started with --allow-urls"},
+                    "logId": {"type": "string"},
+                    **{key: {"type": {float: "number", int: "integer", str: "string"}[kind]}
+                       for key, kind in REQUEST_SETTINGS.items()},
+                },
+            }},
+        },
+    }
+}
+
+
+def create_app(config: ServeConfig, detector: Optional[TextDetection] = None) -> FastAPI:
+    """The FastAPI application; loads the model unless one is given (one per worker process)."""
+    detector = detector or load_detector(config)
+    gate = InferenceGate(config.max_concurrency, config.max_queue)
+    load_options = dataclasses.replace(detector.load_options, url_max_bytes=config.max_body_bytes)
+    page_html = PAGE_FILE.read_text(encoding="utf-8")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        gate.shutdown()  # requests still queued at shutdown are dropped; running ones finish
+
+    app = FastAPI(title="detector", version=__version__, docs_url=None, redoc_url=None, lifespan=lifespan,
+                  description="PP-OCR text detection on onnxruntime. Every answer is an envelope: "
+                              "logId, errorCode (0 or the HTTP status), errorMsg, result.")
+    app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes,
+                       envelope=lambda status, message: envelope(new_log_id(), status, message))
+
+    def log_id_of(request: Request) -> str:
+        return getattr(request.state, "log_id", None) or new_log_id()
+
+    def refuse(request: Request, status: int, message: str, headers: Optional[Dict[str, str]] = None) -> JSONResponse:
+        log_id = log_id_of(request)
+        logger.info("%s %s -> %d (%s): %s", request.method, request.url.path, status, log_id, message)
+        return JSONResponse(envelope(log_id, status, message), status_code=status, headers=headers)
+
+    @app.exception_handler(RequestError)
+    async def _request_error(request: Request, exc: RequestError) -> JSONResponse:
+        return refuse(request, exc.status, str(exc), exc.headers)
+
+    @app.exception_handler(DetectorError)
+    async def _detector_error(request: Request, exc: DetectorError) -> JSONResponse:
+        return refuse(request, status_of(exc), str(exc))
+
+    @app.exception_handler(BodyTooLarge)
+    async def _too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
+        return refuse(request, 413, str(exc))
+
+    @app.exception_handler(Overloaded)
+    async def _overloaded(request: Request, exc: Overloaded) -> JSONResponse:
+        return refuse(request, 503, str(exc), {"Retry-After": str(exc.retry_after_s)})
+
+    @app.exception_handler(InferenceTimeout)
+    async def _timeout(request: Request, exc: InferenceTimeout) -> JSONResponse:
+        return refuse(request, 503, str(exc), {"Retry-After": str(gate.retry_after_s())})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return refuse(request, exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+                             for error in exc.errors())
+        return refuse(request, 422, f"invalid request: {problems}")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log_id = log_id_of(request)
+        logger.exception("unexpected error (logId %s)", log_id)
+        return JSONResponse(envelope(log_id, 500, f"internal error: {type(exc).__name__} (logId {log_id} in the "
+                                                   f"server log)"), status_code=500)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> HTMLResponse:
+        return HTMLResponse(page_html)
+
+    @app.get("/health", summary="Model loaded, device and provider in use, inference queue")
+    async def health() -> JSONResponse:
+        result = {
+            "status": "ok",
+            "model_name": detector.model_name,
+            "device": detector.device,
+            "provider": detector.providers[0],
+            "settings": {key: getattr(detector.settings, key) for key in REQUEST_SETTINGS},
+            "inference": gate.snapshot(),
+            "limits": {"max_body_bytes": config.max_body_bytes, "max_pixels": load_options.max_pixels,
+                       "timeout_s": config.timeout_s, "allow_urls": config.allow_urls},
+        }
+        return JSONResponse(envelope(new_log_id(), 200, "Healthy", result))
+
+    @app.get("/models", summary="Known and exported models; which one this server runs")
+    async def models() -> JSONResponse:
+        exported = exported_models()
+        names = list(KNOWN_MODELS) + sorted(set(exported) - set(KNOWN_MODELS))
+        listed = [{"name": name, "exported": name in exported, "loaded": name == detector.model_name,
+                   "summary": KNOWN_MODELS[name].summary if name in KNOWN_MODELS else "exported locally"}
+                  for name in names]
+        if detector.model_name not in names:
+            listed.insert(0, {"name": detector.model_name, "exported": True, "loaded": True,
+                              "summary": f"loaded from {detector.model_path.name}"})
+        return JSONResponse(envelope(new_log_id(), 200, "Success", {"loaded": detector.model_name,
+                                                                    "models": listed}))
+
+    @app.post("/detect", openapi_extra=DETECT_REQUEST_BODY,
+              summary="Detect text lines in an image, or in every page of a PDF or TIFF")
+    async def detect(
+        request: Request,
+        thresh: Optional[float] = Query(None, description="binarization threshold of the probability map"),
+        box_thresh: Optional[float] = Query(None, description="minimum mean score of a box"),
+        unclip_ratio: Optional[float] = Query(None, description="how far boxes are expanded"),
+        limit_side_len: Optional[int] = Query(None, description="resize limit of the side chosen by limit_type"),
+        limit_type: Optional[str] = Query(None, description="max or min"),
+    ) -> JSONResponse:
+        start = time.perf_counter()
+        request.state.log_id = new_log_id()
+        query = {key: value for key, value in (("thresh", thresh), ("box_thresh", box_thresh),
+                                               ("unclip_ratio", unclip_ratio), ("limit_side_len", limit_side_len),
+                                               ("limit_type", limit_type)) if value is not None}
+        source, body_settings, log_id = await read_detect_request(request, config)
+        if log_id:
+            request.state.log_id = log_id
+        overrides = merge_settings(query, body_settings)
+        settings = detector.settings.with_overrides(**overrides)  # refuse bad values before queueing
+        pages = await gate.run(lambda cancelled: detect_pages(detector, source, load_options, overrides, cancelled),
+                               config.timeout_s)
+        result = {
+            "model_name": detector.model_name,
+            "settings": {key: getattr(settings, key) for key in REQUEST_SETTINGS},
+            "time_ms": round((time.perf_counter() - start) * 1000, 2),
+            "pages": pages,
+        }
+        return JSONResponse(envelope(request.state.log_id, 200, "Success", result))
+
+    return app
+
+
+def app_from_environment() -> FastAPI:
+    """uvicorn's factory for worker processes (--workers N): the config comes in CONFIG_ENV_VAR."""
+    return create_app(ServeConfig.from_json(os.environ.get(CONFIG_ENV_VAR) or "{}"))

@@ -1,0 +1,40 @@
+"""ServeConfig: everything `detect serve` is started with, and the one home of the service's defaults.
+
+Kept apart from app.py so the command can show these defaults without importing FastAPI.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Optional
+
+# The environment variable that carries the ServeConfig (JSON) to uvicorn's worker processes.
+CONFIG_ENV_VAR = "DETECTOR_SERVE_CONFIG"
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    model_name: Optional[str] = None
+    model_dir: Optional[str] = None
+    device: Optional[str] = None
+    cpu_threads: Optional[int] = None  # onnxruntime threads per inference; None: every core
+    max_concurrency: int = 1  # inferences at once per worker; onnxruntime already uses every core for one
+    max_queue: int = 8  # requests that may wait for a slot per worker; more get 503
+    max_body_mb: float = 20.0
+    max_pixels: Optional[int] = None  # None: the library's default (Pillow's bomb limit)
+    timeout_s: float = 60.0  # per request, waiting for a slot included
+    allow_urls: bool = False  # {"url": …} makes the server fetch: off by default (SSRF)
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_body_mb * MIB)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "ServeConfig":
+        return cls(**json.loads(text))

@@ -1,0 +1,184 @@
+"""The service's limits: a bounded queue of inferences on a fixed thread pool, and a request-body cap.
+
+Both are plain asyncio / ASGI, so they hold whatever web framework sits on top. Inference is
+CPU-bound and one TextDetection is thread-safe, so requests share one model and run on
+``max_concurrency`` threads; at most ``max_queue`` more wait, and the rest are refused at once
+(503) instead of piling up in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Dict
+
+# A refused body is still read (and thrown away) up to this many bytes, so that clients which send
+# the whole body before reading the answer get the 413 instead of a broken pipe (nginx's lingering close).
+DRAIN_LIMIT_BYTES = 64 * 1024 * 1024
+# Weight of the newest inference in the running mean that Retry-After is estimated from.
+RETRY_ESTIMATE_WEIGHT = 0.2
+
+
+class Overloaded(Exception):
+    """Every inference slot and queue place is taken."""
+
+    def __init__(self, capacity: int, retry_after_s: int):
+        super().__init__(f"the server is busy: {capacity} inferences are running or queued "
+                         f"(server options --max-concurrency, --max-queue); retry in {retry_after_s} s")
+        self.retry_after_s = retry_after_s
+
+
+class InferenceTimeout(Exception):
+    """An inference (waiting included) took longer than the request timeout."""
+
+
+class BodyTooLarge(Exception):
+    """The request body is above the configured limit."""
+
+    def __init__(self, limit_bytes: int, declared: int = 0):
+        size = f"{declared:,} bytes, " if declared else ""
+        super().__init__(f"the request body is {size}above the limit of {limit_bytes:,} bytes "
+                         f"(server option --max-body-mb)")
+
+
+class InferenceGate:
+    """Run callables on ``max_concurrency`` threads with at most ``max_queue`` waiting; refuse the rest.
+
+    A timed-out call stops waiting for its result at once; the callable gets a ``threading.Event``
+    that is set then, so long work (many PDF pages) can stop early. Its thread stays counted until
+    it really ends, so the number of running inferences never exceeds ``max_concurrency``.
+    """
+
+    def __init__(self, max_concurrency: int, max_queue: int):
+        if max_concurrency < 1 or max_queue < 0:
+            raise ValueError("max_concurrency must be >= 1 and max_queue >= 0")
+        self.max_concurrency = max_concurrency
+        self.max_queue = max_queue
+        self._pool = ThreadPoolExecutor(max_concurrency, thread_name_prefix="detect")
+        self._lock = threading.Lock()
+        self._admitted = 0  # running + waiting
+        self._running = 0
+        self._mean_s = 0.0
+
+    @property
+    def capacity(self) -> int:
+        return self.max_concurrency + self.max_queue
+
+    def snapshot(self) -> Dict[str, int]:
+        with self._lock:
+            return {"running": self._running, "waiting": self._admitted - self._running,
+                    "max_concurrency": self.max_concurrency, "max_queue": self.max_queue}
+
+    def retry_after_s(self) -> int:
+        """Seconds until a place is likely free: the queue ahead, at the recent mean inference time."""
+        with self._lock:
+            mean = self._mean_s
+        return max(1, math.ceil(mean * self.capacity / self.max_concurrency))
+
+    async def run(self, work: Callable[[threading.Event], Any], timeout_s: float) -> Any:
+        with self._lock:
+            full = self._admitted >= self.capacity
+            if not full:
+                self._admitted += 1
+        if full:
+            raise Overloaded(self.capacity, self.retry_after_s())
+        cancelled = threading.Event()
+
+        def tracked() -> Any:
+            if cancelled.is_set():  # timed out while waiting: never start
+                return None
+            with self._lock:
+                self._running += 1
+            start = time.perf_counter()
+            try:
+                return work(cancelled)
+            finally:
+                elapsed = time.perf_counter() - start
+                with self._lock:
+                    self._running -= 1
+                    self._mean_s += RETRY_ESTIMATE_WEIGHT * (elapsed - self._mean_s)
+
+        try:
+            future = self._pool.submit(tracked)
+        except RuntimeError:  # the pool is shut down: the server is stopping
+            self._release()
+            raise Overloaded(self.capacity, self.retry_after_s()) from None
+        future.add_done_callback(lambda _: self._release())
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), timeout_s)
+        except asyncio.TimeoutError:
+            cancelled.set()
+            raise InferenceTimeout(f"the inference did not finish within {timeout_s:g} s "
+                                   f"(server option --timeout)") from None
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    def _release(self) -> None:
+        with self._lock:
+            self._admitted -= 1
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class BodySizeLimit:
+    """ASGI middleware: refuse bodies above ``max_bytes`` with 413, by Content-Length or while reading.
+
+    ``envelope(status, message)`` makes the JSON body of the refusal.
+    """
+
+    def __init__(self, app: Any, max_bytes: int, envelope: Callable[[int, str], Dict[str, Any]]):
+        self.app = app
+        self.max_bytes = max_bytes
+        self.envelope = envelope
+
+    async def __call__(self, scope: Dict[str, Any], receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None:
+            if not declared.strip().isdigit():
+                await self._refuse(send, 400, f"invalid Content-Length header {declared.decode('latin-1')!r}")
+                return
+            if int(declared) > self.max_bytes:
+                await drain(receive, 0)
+                await self._refuse(send, 413, str(BodyTooLarge(self.max_bytes, int(declared))))
+                return
+        received = 0
+
+        async def limited_receive() -> Dict[str, Any]:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    if message.get("more_body"):
+                        await drain(receive, received)
+                    raise BodyTooLarge(self.max_bytes)
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+    async def _refuse(self, send: Callable, status: int, message: str) -> None:
+        body = json.dumps(self.envelope(status, message)).encode("utf-8")
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+
+async def drain(receive: Callable, received: int) -> None:
+    """Read and discard the rest of a request body, up to DRAIN_LIMIT_BYTES in all."""
+    while received <= DRAIN_LIMIT_BYTES:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        received += len(message.get("body", b""))
+        if not message.get("more_body"):
+            return

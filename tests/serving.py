@@ -1,0 +1,113 @@
+"""A real `detect serve` on a loopback port (a subprocess) and a small stdlib HTTP client for the tests."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Dict, Iterator, Optional, Tuple
+
+from tests.conftest import REPO_ROOT
+
+HOST = "127.0.0.1"
+START_TIMEOUT_S = 90
+STOP_TIMEOUT_S = 30
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    def __init__(self, process: subprocess.Popen, port: int, log: Path):
+        self.process, self.port, self.log = process, port, log
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def request(self, method: str, path: str, body: Any = None, headers: Optional[Dict[str, str]] = None,
+                timeout: float = 120) -> Tuple[int, Dict[str, str], Any]:
+        """(status, headers, parsed JSON or text) of one request on a fresh connection."""
+        connection = http.client.HTTPConnection(HOST, self.port, timeout=timeout)
+        try:
+            connection.request(method, path, body=body, headers=headers or {})
+            response = connection.getresponse()
+            raw = response.read()
+            answer_headers = {key.lower(): value for key, value in response.getheaders()}
+        finally:
+            connection.close()
+        if answer_headers.get("content-type", "").startswith("application/json"):
+            return response.status, answer_headers, json.loads(raw)
+        return response.status, answer_headers, raw.decode("utf-8", "replace")
+
+    def post_raw(self, path: str, data: bytes, content_type: str = "application/octet-stream", **kwargs):
+        return self.request("POST", path, data, {"Content-Type": content_type}, **kwargs)
+
+    def post_json(self, path: str, payload: Any, **kwargs):
+        return self.request("POST", path, json.dumps(payload).encode(), {"Content-Type": "application/json"},
+                            **kwargs)
+
+    def post_multipart(self, path: str, fields: Dict[str, Tuple[Optional[str], bytes]], **kwargs):
+        """fields: name -> (filename or None for a plain field, content)."""
+        boundary = uuid.uuid4().hex
+        parts = []
+        for name, (filename, content) in fields.items():
+            disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+            head = f"--{boundary}\r\nContent-Disposition: {disposition}\r\n"
+            if filename:
+                head += "Content-Type: application/octet-stream\r\n"
+            parts.append(head.encode() + b"\r\n" + content + b"\r\n")
+        body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+        return self.request("POST", path, body, {"Content-Type": f"multipart/form-data; boundary={boundary}"},
+                            **kwargs)
+
+    def stop(self) -> int:
+        """SIGTERM, as a service manager stops it; the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=STOP_TIMEOUT_S)
+
+
+@contextmanager
+def running_server(model_path: Path, log_dir: Path, *options: str) -> Iterator[Server]:
+    port = free_port()
+    log = log_dir / f"serve-{port}.log"
+    command = [sys.executable, "-m", "detector.cli", "serve", "--model", str(model_path), "--device", "cpu",
+               "--host", HOST, "--port", str(port), *options]
+    with open(log, "wb") as handle:
+        process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=handle, stderr=subprocess.STDOUT,
+                                   env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    server = Server(process, port, log)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"detect serve exited with {process.returncode}:\n{log.read_text()}")
+            try:
+                if server.request("GET", "/health", timeout=5)[0] == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"detect serve did not answer within {START_TIMEOUT_S} s:\n{log.read_text()}")
+            time.sleep(0.2)
+        yield server
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

@@ -1,0 +1,319 @@
+"""`detect serve` as clients meet it: a real server on a loopback port, real HTTP requests.
+
+The library's results are the contract: every successful answer is compared with
+TextDetection.predict on the same bytes and settings.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from detector import TextDetection
+from detector.result import to_jsonable
+from tests.conftest import REPO_ROOT
+from tests.rendered import write_rendered_pages
+from tests.serving import running_server
+from tools.dev.sample_image import render_text_image
+
+pytest.importorskip("fastapi", reason="the [serve] extra is not installed (make test installs it)")
+pytest.importorskip("uvicorn", reason="the [serve] extra is not installed (make test installs it)")
+
+
+@pytest.fixture(scope="module")
+def pages(tmp_path_factory):
+    return write_rendered_pages(tmp_path_factory.mktemp("serve_pages"))
+
+
+@pytest.fixture(scope="module")
+def library(default_onnx):
+    return TextDetection(model_dir=default_onnx, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def server(default_onnx, tmp_path_factory):
+    with running_server(default_onnx, tmp_path_factory.mktemp("serve_logs"), "--max-concurrency", "2",
+                        "--max-queue", "16", "--max-body-mb", "1", "--max-pixels", "4000000") as running:
+        yield running
+
+
+def expected_pages(library, data: bytes, **overrides):
+    """What the library returns for these bytes, in the service's page shape."""
+    return [{"page_index": result["page_index"], "width": result.input_img.shape[1],
+             "height": result.input_img.shape[0], "dt_polys": to_jsonable(result["dt_polys"]),
+             "dt_scores": to_jsonable(result["dt_scores"])} for result in library.predict(data, **overrides)]
+
+
+def detected_pages(body):
+    return [{key: page[key] for key in ("page_index", "width", "height", "dt_polys", "dt_scores")}
+            for page in body["result"]["pages"]]
+
+
+def assert_success(status, body):
+    assert status == 200, body
+    assert body["errorCode"] == 0 and body["errorMsg"] == "Success" and body["logId"]
+    assert body["result"]["model_name"] == "PP-OCRv4_mobile_det"
+    assert body["result"]["time_ms"] > 0 and all(page["time_ms"] > 0 for page in body["result"]["pages"])
+
+
+def assert_refused(answer, status, *words):
+    code, headers, body = answer
+    assert code == status, body
+    assert headers["content-type"].startswith("application/json")
+    assert body["errorCode"] == status and body["logId"] and "result" not in body
+    assert all(word in body["errorMsg"] for word in words), body["errorMsg"]
+    assert "Traceback" not in body["errorMsg"]
+
+
+def png_bytes(path) -> bytes:
+    return path.read_bytes()
+
+
+# ----------------------------------------------------------------------------- input forms
+
+
+def test_raw_body_equals_the_library(server, library, pages):
+    data = png_bytes(pages["page"][0])
+    status, _, body = server.post_raw("/detect", data, "image/png")
+    assert_success(status, body)
+    assert detected_pages(body) == expected_pages(library, data)
+    assert len(body["result"]["pages"][0]["dt_polys"]) == len(pages["page"][1])
+
+
+def test_multipart_upload_equals_the_library(server, library, pages):
+    data = png_bytes(pages["receipt"][0])
+    status, _, body = server.post_multipart("/detect", {"file": ("receipt.png", data)})
+    assert_success(status, body)
+    assert detected_pages(body) == expected_pages(library, data)
+
+
+def test_json_base64_with_settings_equals_the_library(server, library, pages):
+    data = png_bytes(pages["dense"][0])
+    settings = dict(thresh=0.35, box_thresh=0.5, unclip_ratio=2.0, limit_side_len=640, limit_type="min")
+    status, _, body = server.post_json("/detect", {"image": base64.b64encode(data).decode(), "logId": "abc-1",
+                                                   **settings})
+    assert_success(status, body)
+    assert body["logId"] == "abc-1"
+    assert body["result"]["settings"] == settings
+    assert detected_pages(body) == expected_pages(library, data, **settings)
+    assert detected_pages(body) != expected_pages(library, data)  # the settings really reached the model
+
+
+def test_query_settings_and_data_url(server, library, pages):
+    data = png_bytes(pages["banner"][0])
+    data_url = "data:image/png;base64," + base64.b64encode(data).decode()
+    status, _, body = server.post_json("/detect?box_thresh=0.7&unclip_ratio=1.2", {"image": data_url})
+    assert_success(status, body)
+    assert detected_pages(body) == expected_pages(library, data, box_thresh=0.7, unclip_ratio=1.2)
+
+
+def test_pdf_and_tiff_give_one_entry_per_page(server, library, pages, tmp_path):
+    for fmt in ("PDF", "TIFF"):
+        # fresh images for each save: Pillow leaves the PDF writer's settings on them
+        first, second = (Image.fromarray(cv2.imread(str(pages[name][0]))[:, :, ::-1]) for name in ("page", "receipt"))
+        path = tmp_path / f"two_pages.{fmt.lower()}"  # Pillow's TIFF writer wants a real file
+        first.save(path, save_all=True, append_images=[second], **({"compression": "tiff_lzw"} if fmt == "TIFF" else {}))
+        data = path.read_bytes()
+        status, _, body = server.post_raw("/detect", data, "application/pdf" if fmt == "PDF" else "image/tiff")
+        assert_success(status, body)
+        assert [page["page_index"] for page in body["result"]["pages"]] == [0, 1]
+        assert detected_pages(body) == expected_pages(library, data)
+
+
+def test_concurrent_requests_equal_the_library(server, library, pages):
+    inputs = [png_bytes(path) for path, _ in pages.values()] * 3
+    with ThreadPoolExecutor(len(inputs)) as pool:
+        answers = list(pool.map(lambda data: server.post_raw("/detect", data, "image/png"), inputs))
+    for data, (status, _, body) in zip(inputs, answers):
+        assert_success(status, body)
+        assert detected_pages(body) == expected_pages(library, data)
+
+
+def test_health_models_openapi_and_page(server):
+    status, _, body = server.request("GET", "/health")
+    assert status == 200 and body["errorMsg"] == "Healthy"
+    health = body["result"]
+    assert health["model_name"] == "PP-OCRv4_mobile_det" and health["device"] == "cpu"
+    assert health["provider"] == "CPUExecutionProvider"
+    assert health["inference"] == {"running": 0, "waiting": 0, "max_concurrency": 2, "max_queue": 16}
+    assert health["limits"]["max_body_bytes"] == 1024 * 1024 and health["limits"]["allow_urls"] is False
+
+    status, _, body = server.request("GET", "/models")
+    assert status == 200 and body["result"]["loaded"] == "PP-OCRv4_mobile_det"
+    assert [m["name"] for m in body["result"]["models"] if m["loaded"]] == ["PP-OCRv4_mobile_det"]
+
+    status, _, schema = server.request("GET", "/openapi.json")
+    assert status == 200 and {"/detect", "/health", "/models"} <= set(schema["paths"])
+    assert {"multipart/form-data", "application/json", "image/*"} <= set(
+        schema["paths"]["/detect"]["post"]["requestBody"]["content"])
+
+    status, headers, html = server.request("GET", "/")
+    assert status == 200 and headers["content-type"].startswith("text/html") and 'id="box_thresh"' in html
+    assert "http://" not in html and "https://" not in html  # no CDN: the page works offline
+
+
+# ----------------------------------------------------------------------------- bad requests
+
+
+def test_every_bad_request_gets_a_4xx_envelope(server, pages):
+    image = png_bytes(pages["receipt"][0])
+    b64 = base64.b64encode(image).decode()
+    assert_refused(server.request("POST", "/detect", image, {}), 415, "Content-Type")
+    assert_refused(server.post_raw("/detect", image, "text/plain"), 415, "text/plain")
+    assert_refused(server.post_raw("/detect", b"", "image/png"), 400, "empty")
+    assert_refused(server.post_raw("/detect", b"{not json", "application/json"), 400, "not valid JSON")
+    assert_refused(server.post_json("/detect", [b64]), 400, "object")
+    assert_refused(server.post_json("/detect", {}), 400, "exactly one")
+    assert_refused(server.post_json("/detect", {"image": b64, "url": "http://x/a.png"}), 400, "exactly one")
+    assert_refused(server.post_json("/detect", {"image": "not base64!"}), 400, "base64")
+    assert_refused(server.post_json("/detect", {"image": 12}), 400, "base64 string")
+    assert_refused(server.post_json("/detect", {"image": b64, "colour": 1}), 400, "colour")
+    assert_refused(server.post_json("/detect", {"url": "http://127.0.0.1:9/a.png"}), 403, "--allow-urls")
+    assert_refused(server.post_multipart("/detect", {"image": ("a.png", image)}), 400, "'file'")
+    assert_refused(server.post_multipart("/detect", {"file": ("a.png", image), "thresh": (None, b"0.3")}), 400,
+                   "thresh")
+    assert_refused(server.post_multipart("/detect", {"file": ("a.png", b"")}), 400, "empty")
+    assert_refused(server.post_raw("/detect", b"GIF89a but not really", "image/gif"), 422, "not an image")
+    assert_refused(server.post_multipart("/detect", {"file": ("notes.png", b"plain text")}), 422, "notes.png")
+    assert_refused(server.post_raw("/detect?thresh=2", image, "image/png"), 422, "thresh")
+    assert_refused(server.post_raw("/detect?thresh=abc", image, "image/png"), 422, "thresh")
+    assert_refused(server.post_raw("/detect?limit_type=diagonal", image, "image/png"), 422, "limit_type")
+    assert_refused(server.post_raw("/detect?limit_side_len=0", image, "image/png"), 422, "limit_side_len")
+    assert_refused(server.post_json("/detect", {"image": b64, "box_thresh": "high"}), 422, "box_thresh")
+    assert_refused(server.post_json("/detect?box_thresh=0.5", {"image": b64, "box_thresh": 0.6}), 400, "box_thresh")
+    assert_refused(server.request("GET", "/detect"), 405)
+    assert_refused(server.request("GET", "/no-such-page"), 404)
+    # the server is still healthy and idle after all of that
+    assert server.request("GET", "/health")[2]["result"]["inference"]["running"] == 0
+
+
+def test_body_size_and_pixel_limits(server):
+    too_big = b"\x89PNG" + bytes(1024 * 1024 + 100)
+    assert_refused(server.post_raw("/detect", too_big, "image/png"), 413, "--max-body-mb")
+    # without Content-Length (chunked), the limit holds while the body is read
+    chunks = (too_big[i:i + 65536] for i in range(0, len(too_big), 65536))
+    assert_refused(server.request("POST", "/detect", chunks, {"Content-Type": "image/png"}), 413, "limit")
+    # 2100 x 2000 = 4.2 megapixels, above --max-pixels 4000000, while the PNG itself is small
+    ok, png = cv2.imencode(".png", np.full((2000, 2100, 3), 255, np.uint8))
+    assert_refused(server.post_raw("/detect", png.tobytes(), "image/png"), 413, "4,200,000 pixels")
+
+
+# ----------------------------------------------------------------------------- overload, URLs, timeout, shutdown
+
+
+@pytest.fixture(scope="module")
+def large_page():
+    image, _ = render_text_image([f"row {i}: a long line of text to find and box" for i in range(30)],
+                                 width=2000, font_size=40, line_gap=24)
+    return cv2.imencode(".png", image)[1].tobytes()
+
+
+@pytest.fixture(scope="module")
+def single_slot_server(default_onnx, tmp_path_factory):
+    with running_server(default_onnx, tmp_path_factory.mktemp("serve_logs"), "--max-concurrency", "1",
+                        "--max-queue", "0", "--allow-urls") as running:
+        yield running
+
+
+def test_overload_answers_503_with_retry_after_and_serves_the_rest(single_slot_server, library, large_page):
+    clients = 6
+    barrier = threading.Barrier(clients)
+
+    def send(_):
+        barrier.wait()
+        return single_slot_server.post_raw("/detect?limit_side_len=1600", large_page, "image/png")
+
+    with ThreadPoolExecutor(clients) as pool:
+        answers = list(pool.map(send, range(clients)))
+    refused = [answer for answer in answers if answer[0] == 503]
+    served = [answer for answer in answers if answer[0] != 503]
+    assert refused and served
+    for status, headers, body in refused:
+        assert int(headers["retry-after"]) >= 1 and "busy" in body["errorMsg"] and body["errorCode"] == 503
+    expected = expected_pages(library, large_page, limit_side_len=1600)
+    for status, _, body in served:
+        assert_success(status, body)
+        assert detected_pages(body) == expected
+    assert single_slot_server.request("GET", "/health")[2]["result"]["inference"]["waiting"] == 0
+
+
+class _ImageHandler(http.server.BaseHTTPRequestHandler):
+    payload = b""
+
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        self.send_response(200)
+        self.send_header("Content-Type", "image/png")
+        self.send_header("Content-Length", str(len(self.payload)))
+        self.end_headers()
+        self.wfile.write(self.payload)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_url_input_when_allowed(single_slot_server, library, pages):
+    data = png_bytes(pages["receipt"][0])
+    handler = type("Handler", (_ImageHandler,), {"payload": data})
+    image_server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=image_server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{image_server.server_address[1]}/receipt.png"
+        status, _, body = single_slot_server.post_json("/detect", {"url": url})
+        assert_success(status, body)
+        assert detected_pages(body) == expected_pages(library, data)
+        assert_refused(single_slot_server.post_json("/detect", {"url": "ftp://example/a.png"}), 400, "http(s)")
+        closed = f"http://127.0.0.1:{image_server.server_address[1]}/gone.png"
+        image_server.shutdown()
+        image_server.server_close()
+        assert_refused(single_slot_server.post_json("/detect", {"url": closed}), 422, "cannot fetch")
+    finally:
+        image_server.shutdown()
+        image_server.server_close()
+
+
+def test_request_timeout_is_a_503_and_the_server_recovers(default_onnx, tmp_path, large_page):
+    # 1 ms is far below any inference of a 2000-pixel page (decoding alone takes longer)
+    with running_server(default_onnx, tmp_path, "--timeout", "0.001") as server:
+        status, headers, body = server.post_raw("/detect", large_page, "image/png")
+        assert status == 503 and "--timeout" in body["errorMsg"] and int(headers["retry-after"]) >= 1
+        assert server.request("GET", "/health")[0] == 200
+
+
+def test_sigterm_finishes_the_request_in_flight_and_exits_0(default_onnx, tmp_path, library, large_page):
+    with running_server(default_onnx, tmp_path) as server:
+        with ThreadPoolExecutor(1) as pool:
+            in_flight = pool.submit(server.post_raw, "/detect", large_page, "image/png")
+            while not in_flight.done() and server.request("GET", "/health")[2]["result"]["inference"]["running"] == 0:
+                pass
+            assert server.stop() == 0
+            status, _, body = in_flight.result()
+        assert_success(status, body)
+        assert detected_pages(body) == expected_pages(library, large_page)
+        assert "Traceback" not in server.log.read_text()
+
+
+def test_serve_command_errors_are_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "detector.cli", "serve", "--model", str(tmp_path / "none.onnx")],
+                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
+    assert proc.returncode == 2 and proc.stderr.startswith("detect: error:") and "Traceback" not in proc.stderr
+
+
+def test_two_workers_each_load_the_model_and_stop_on_sigterm(default_onnx, tmp_path, library, pages):
+    data = png_bytes(pages["receipt"][0])
+    with running_server(default_onnx, tmp_path, "--workers", "2") as server:
+        for _ in range(3):
+            status, _, body = server.post_raw("/detect", data, "image/png")
+            assert_success(status, body)
+            assert detected_pages(body) == expected_pages(library, data)
+        assert server.stop() == 0
+    assert server.log.read_text().count("Application startup complete") == 2
