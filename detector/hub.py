@@ -12,11 +12,8 @@ Lookup order for ``TextDetection(model_name=…, model_dir=…)`` (README, "Mode
 
 from __future__ import annotations
 
-import http.client
 import os
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import List, Optional, Union
 
@@ -134,6 +131,10 @@ def download_release(model_name: str, folder: Path) -> Path:
 
 def _fetch(url: str, label: str, model_name: str) -> bytes:
     """The whole body of url, with a progress bar on stderr; its length checked against Content-Length."""
+    import http.client  # here, not at the top: `import detector` stays light
+    import urllib.error
+    import urllib.request
+
     import click
 
     request = urllib.request.Request(url, headers={"User-Agent": "detector"})

@@ -233,3 +233,29 @@ def test_messages_for_pip_installs_never_name_make_or_site_packages(downloads):
         assert "make" not in message and "site-packages" not in message and str(REPO_ROOT / "models") not in message
         assert "model_dir=" in message and V6_SMALL in message  # what works: a folder, or a name that downloads
     assert "no official ONNX release" in str(no_release.value)
+
+
+def test_detect_cli_on_an_official_folder_and_on_a_bare_unknown_file(official_folder, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.rendered import write_rendered_pages
+
+    page = str(next(iter(write_rendered_pages(tmp_path / "pages").values()))[0])
+    detect = [sys.executable, "-m", "detector"]
+    folder = official_folder(V6_SMALL)
+    proc = subprocess.run([*detect, "-i", page, "--model-dir", str(folder), "--json"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json_boxes(proc.stdout) > 0
+    bare = tmp_path / "bare.onnx"
+    shutil.copy(folder / "inference.onnx", bare)
+    proc = subprocess.run([*detect, "-i", page, "--model", str(bare)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert "no inference.yml beside it" in proc.stderr
+
+
+def json_boxes(stdout: str) -> int:
+    import json
+
+    return len(json.loads(stdout)["res"]["dt_polys"])
