@@ -221,7 +221,11 @@ def settings_for_model_file(
     yml = Path(model_path).parent / INFERENCE_YML
     if yml.is_file():
         config, _ = read_inference_yml(yml)
-        name = (config.get("Global") or {}).get("model_name") or model_name or ""
+        declared = (config.get("Global") or {}).get("model_name")
+        if declared and model_name and declared != model_name:  # PaddleX refuses this mismatch too
+            raise InvalidModelError(f"model_name is {model_name!r} but {yml} names the model {declared!r}: "
+                                    f"pass model_name={declared!r}, or leave it out")
+        name = declared or model_name or ""
         try:
             return name, settings_from_inference_config(config, name), str(yml)
         except InvalidParameterError as exc:

@@ -73,6 +73,25 @@ def test_official_folder_takes_name_and_settings_from_its_yml(name, official_fol
         assert (model.settings.limit_type, model.settings.limit_side_len) == ("max", 960)
 
 
+def test_model_name_contradicting_the_yml_is_refused(official_folder):
+    # PaddleX raises "Model name mismatch" here; taking either side silently would pick wrong settings
+    with pytest.raises(InvalidModelError, match=f"names the model '{V6_TINY}'"):
+        TextDetection(model_name=V6_SMALL, model_dir=official_folder(V6_TINY), device="cpu")
+
+
+def test_list_models_shows_v6_and_what_works_from_here(monkeypatch):
+    from click.testing import CliRunner
+
+    from detector.cli import cli
+
+    monkeypatch.delenv("DETECTOR_NO_DOWNLOAD")
+    monkeypatch.setattr("detector.hub.IN_CHECKOUT", False)
+    output = CliRunner().invoke(cli, ["--list-models"]).output
+    for name in ("PP-OCRv6_medium_det", V6_SMALL, V6_TINY):
+        assert f"{name}" in output
+    assert "downloads on first use" in output and "make export" not in output
+
+
 def test_known_name_without_yml_uses_the_catalog(tmp_path):
     onnx_file = tmp_path / "det.onnx"
     shutil.copy(wheel_source(V5_MOBILE) / "inference.onnx", onnx_file)
