@@ -2,9 +2,11 @@
 
 The export step turns a model's ``inference.yml`` into a :class:`DetectionSettings` with
 :func:`settings_from_inference_config` and writes it into the ONNX metadata
-(:data:`METADATA_SETTINGS_KEY`). The runtime reads it back with :func:`settings_from_metadata` and
-lays user overrides on top with :meth:`DetectionSettings.with_overrides`. The fallbacks below are
-the ones PaddleX's text-detection predictor uses when a yml leaves a key out.
+(:data:`METADATA_SETTINGS_KEY`). The runtime reads it back with :func:`settings_from_metadata`, or,
+for a file without it, reads the yml beside the file (or the catalog's record of a known model's
+yml) through the same function (:func:`settings_for_model_file`), and lays user overrides on top with
+:meth:`DetectionSettings.with_overrides`. The fallbacks below are the ones PaddleX's text-detection
+predictor uses when a yml leaves a key out.
 """
 
 from __future__ import annotations
