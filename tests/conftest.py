@@ -19,6 +19,17 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_network_downloads(tmp_path_factory):
+    """Tests never download models from the real hub, nor read the user's model cache: downloads off
+    (a test that needs them turns them on against its own loopback server) and an empty cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DETECTOR_NO_DOWNLOAD", "1")
+        patch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # the discard port: nothing answers
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+        yield
+
+
 def _missing(reason: str):
     # `make test` sets DETECTOR_REQUIRE_REFERENCE=1: there a missing prerequisite is a failure, not a skip.
     if os.environ.get("DETECTOR_REQUIRE_REFERENCE") == "1":

@@ -2,26 +2,30 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Dict, Mapping, Optional, Tuple
 
 from tools.export import progress
-from detector.errors import ExportError
+from detector.errors import DetectorError, ExportError
 from detector.result import write_atomically
+from detector.settings import (
+    METADATA_EXPORT_KEY,
+    METADATA_INFERENCE_YML_KEY,
+    METADATA_MODEL_NAME_KEY,
+    METADATA_SETTINGS_KEY,
+    METADATA_SOURCE_KEY,
+    DetectionSettings,
+    read_inference_yml,
+)
 
 
 def read_inference_config(path: Path) -> Tuple[dict, str]:
-    """The parsed inference.yml and its text."""
-    import yaml
-
-    text = path.read_text(encoding="utf-8")
+    """The parsed inference.yml and its text (the runtime's reader; its errors become ExportErrors)."""
     try:
-        config = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ExportError(f"{path} is not valid YAML: {exc}") from None
-    if not isinstance(config, dict):
-        raise ExportError(f"{path} is not an inference config (expected a mapping with Global/PreProcess/PostProcess)")
-    return config, text
+        return read_inference_yml(path)
+    except DetectorError as exc:
+        raise ExportError(str(exc)) from None
 
 
 def model_name_from_config(config: dict, requested: str, config_path: Path) -> str:
@@ -52,21 +56,21 @@ def remove_dead_code(model) -> int:
         removed += len(dead_nodes) + len(dead_inits)
 
 
-def check_dynamic_signature(model) -> None:
-    """One NCHW input with N, H, W dynamic and C = 3; one output of rank 4 with one channel."""
+def check_dynamic_signature(model, what: str = "converted") -> None:
+    """One NCHW input with N, H, W dynamic and C = 3; one output of rank 4 with one channel: a DB detector."""
     graph = model.graph
     if len(graph.input) != 1 or len(graph.output) != 1:
-        raise ExportError(f"converted model has {len(graph.input)} inputs and {len(graph.output)} outputs, "
+        raise ExportError(f"{what} model has {len(graph.input)} inputs and {len(graph.output)} outputs, "
                           f"a DB detector has one of each")
     in_dims = graph.input[0].type.tensor_type.shape.dim
     out_dims = graph.output[0].type.tensor_type.shape.dim
     fixed = [axis for axis, index in (("N", 0), ("H", 2), ("W", 3))
              if len(in_dims) == 4 and in_dims[index].HasField("dim_value")]
     if len(in_dims) != 4 or in_dims[1].dim_value != 3 or fixed:
-        raise ExportError(f"converted input is {[d.dim_param or d.dim_value for d in in_dims]}, expected "
+        raise ExportError(f"{what} input is {[d.dim_param or d.dim_value for d in in_dims]}, expected "
                           f"(N, 3, H, W) with N, H, W dynamic (fixed: {', '.join(fixed) or 'none'})")
     if len(out_dims) != 4 or out_dims[1].dim_value not in (0, 1):
-        raise ExportError(f"converted output is {[d.dim_param or d.dim_value for d in out_dims]}, expected (N, 1, H, W)")
+        raise ExportError(f"{what} output is {[d.dim_param or d.dim_value for d in out_dims]}, expected (N, 1, H, W)")
 
 
 def set_metadata(model, entries: Dict[str, str]):
@@ -84,3 +88,17 @@ def save_model(model, output: Path) -> None:
         write_atomically(output, model.SerializeToString())
     except OSError as exc:
         raise ExportError(f"cannot write {output} ({exc.strerror or exc}): choose another --output") from None
+
+
+def save_exported_model(model, output: Path, name: str, settings: DetectionSettings, source_files: Mapping[str, str],
+                        origin: str, record: Mapping[str, object], config_text: Optional[str]) -> None:
+    """Write the detector.* metadata every source kind records (see models/README.md), then the file."""
+    entries = {
+        METADATA_MODEL_NAME_KEY: name,
+        METADATA_SETTINGS_KEY: settings.to_json(),
+        METADATA_SOURCE_KEY: json.dumps({"files": dict(source_files), "origin": origin}, sort_keys=True),
+        METADATA_EXPORT_KEY: json.dumps(record, sort_keys=True),
+    }
+    if config_text is not None:
+        entries[METADATA_INFERENCE_YML_KEY] = config_text
+    save_model(set_metadata(model, entries), output)

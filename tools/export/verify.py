@@ -1,8 +1,9 @@
-"""Check an exported ONNX detector against Paddle Inference on the same input tensors.
+"""Check an exported ONNX detector against its source on the same input tensors.
 
 The inputs are seeded pages of random words, normalized by the runtime's own normalize_image, so the
-probability maps are far from all-0 or all-1 and any conversion error shows. Needs Paddle only in
-compare_with_paddle; the input makers work anywhere (tests use them to compare two ONNX files).
+probability maps are far from all-0 or all-1 and any conversion error shows. compare_outputs does the
+comparison for any reference; compare_with_paddle (Paddle Inference, needs Paddle) and
+compare_with_onnx (the source ONNX file on onnxruntime, needs nothing more) give it one.
 """
 
 from __future__ import annotations
@@ -57,40 +58,67 @@ def verification_batch(shape: Sequence[int], settings: DetectionSettings) -> np.
                                      settings.mean, settings.std, settings.scale) for index in range(count)])
 
 
-def compare_with_paddle(onnx_bytes: bytes, paddle_dir: Path, settings: DetectionSettings,
-                        report: Callable[[str], None], shapes: Sequence[Sequence[int]] = VERIFY_SHAPES) -> Dict:
-    """Paddle Inference vs onnxruntime (CPU) on the same batches; per-shape max |diff| and the overall one."""
+def cpu_session(model: "bytes | str | Path", what: str):
+    """A quiet onnxruntime CPU session, or an ExportError naming what could not be loaded."""
     import onnxruntime as ort
-
-    from tools.export.paddle import paddle_predictor
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
     try:
-        session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(model if isinstance(model, bytes) else str(model), options,
+                                    providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own untyped errors
-        raise ExportError(f"onnxruntime {ort.__version__} cannot load the converted model: {exc}") from None
+        raise ExportError(f"onnxruntime {ort.__version__} cannot load {what}: {exc}") from None
+
+
+def onnx_runner(session) -> Callable[[np.ndarray], np.ndarray]:
     input_name, output_name = session.get_inputs()[0].name, session.get_outputs()[0].name
-    # oneDNN off: Paddle's plain CPU kernels are what the ONNX graph reproduces; oneDNN's fused
-    # kernels round differently (measured: ~4e-5 against ~3e-5 without; both pass).
-    try:
-        run_paddle = paddle_predictor(paddle_dir, mkldnn=False, ir_optim=True)
-    except Exception as exc:  # Paddle raises a zoo of types from C++
-        raise ExportError(f"Paddle Inference cannot load {paddle_dir}: {exc}") from None
+    return lambda batch: session.run([output_name], {input_name: batch})[0]
+
+
+def compare_outputs(onnx_bytes: bytes, run_reference: Callable[[np.ndarray], np.ndarray], settings: DetectionSettings,
+                    report: Callable[[str], None], reference: str,
+                    shapes: Sequence[Sequence[int]] = VERIFY_SHAPES) -> Dict:
+    """The reference vs the written ONNX (onnxruntime, CPU) on the same batches; per-shape and overall max |diff|."""
+    import onnxruntime as ort
+
+    run_ours = onnx_runner(cpu_session(onnx_bytes, "the converted model"))
     per_shape = []
     for shape in shapes:
         batch = verification_batch(shape, settings)
-        expected = run_paddle(batch)
-        got = session.run([output_name], {input_name: batch})[0]
+        expected = run_reference(batch)
+        got = run_ours(batch)
         wanted_shape = (shape[0], 1, shape[2], shape[3])
         if got.shape != wanted_shape or expected.shape != wanted_shape:
-            raise ExportError(f"for input {tuple(shape)} Paddle gives {expected.shape} and ONNX {got.shape}, "
+            raise ExportError(f"for input {tuple(shape)} the source gives {expected.shape} and ONNX {got.shape}, "
                               f"expected {wanted_shape}: not a DB probability map")
         diff = float(np.abs(expected.astype(np.float64) - got).max())
         per_shape.append({"input": list(shape), "output": list(got.shape), "max_abs_diff": diff,
                           "mean_probability": round(float(expected.mean()), 6)})
         report(f"verify {'x'.join(map(str, shape))}: max |diff| {diff:.3g}")
     overall = max(item["max_abs_diff"] for item in per_shape)
-    return {"max_abs_diff": overall, "tolerance": TOLERANCE, "shapes": per_shape,
-            "paddle_config": "Paddle Inference CPU, oneDNN off, IR optim on",
+    return {"max_abs_diff": overall, "tolerance": TOLERANCE, "shapes": per_shape, "reference": reference,
             "onnxruntime": ort.__version__, "provider": "CPUExecutionProvider"}
+
+
+def compare_with_paddle(onnx_bytes: bytes, paddle_dir: Path, settings: DetectionSettings,
+                        report: Callable[[str], None], shapes: Sequence[Sequence[int]] = VERIFY_SHAPES) -> Dict:
+    """Paddle Inference vs onnxruntime (CPU) on the same batches."""
+    from tools.export.paddle import paddle_predictor
+
+    # oneDNN off: Paddle's plain CPU kernels are what the ONNX graph reproduces; oneDNN's fused
+    # kernels round differently (measured: ~4e-5 against ~3e-5 without; both pass).
+    try:
+        run_paddle = paddle_predictor(paddle_dir, mkldnn=False, ir_optim=True)
+    except Exception as exc:  # Paddle raises a zoo of types from C++
+        raise ExportError(f"Paddle Inference cannot load {paddle_dir}: {exc}") from None
+    result = compare_outputs(onnx_bytes, run_paddle, settings, report, "Paddle Inference", shapes)
+    result["paddle_config"] = "Paddle Inference CPU, oneDNN off, IR optim on"
+    return result
+
+
+def compare_with_onnx(onnx_bytes: bytes, source_onnx: Path, settings: DetectionSettings,
+                      report: Callable[[str], None], shapes: Sequence[Sequence[int]] = VERIFY_SHAPES) -> Dict:
+    """The source ONNX file vs the written one, both on onnxruntime (CPU), on the same batches."""
+    run_source = onnx_runner(cpu_session(source_onnx, str(source_onnx)))
+    return compare_outputs(onnx_bytes, run_source, settings, report, "source ONNX on onnxruntime", shapes)

@@ -1,0 +1,167 @@
+"""Finding a model file, and downloading PaddlePaddle's official ONNX release of a known one.
+
+Lookup order for ``TextDetection(model_name=…, model_dir=…)`` (README, "Models"):
+
+1. ``model_dir`` — an ``.onnx`` file, or a folder holding ``inference.onnx`` (and ``inference.yml``);
+2. ``$DETECTOR_MODELS/<model_name>/inference.onnx``;
+3. ``models/<model_name>/inference.onnx`` of a source checkout (only when running from one);
+4. the per-user cache, ``$XDG_CACHE_HOME/detector/models/<model_name>/`` (default ``~/.cache/…``);
+5. a download of ``{HF_ENDPOINT}/PaddlePaddle/<model_name>_onnx/resolve/main/inference.{onnx,yml}``
+   into that cache, for the models PaddlePaddle publishes in ONNX (``DETECTOR_NO_DOWNLOAD=1``: never).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional, Union
+
+from .errors import ModelNotFoundError
+from .result import write_atomically
+from .settings import INFERENCE_YML
+
+MODEL_FILENAME = "inference.onnx"
+MODELS_ENV_VAR = "DETECTOR_MODELS"  # a folder laid out as <folder>/<MODEL_NAME>/inference.onnx
+NO_DOWNLOAD_ENV_VAR = "DETECTOR_NO_DOWNLOAD"
+ENDPOINT_ENV_VAR = "HF_ENDPOINT"  # the variable huggingface_hub and PaddleX honour, for mirrors
+DEFAULT_ENDPOINT = "https://huggingface.co"
+DOWNLOAD_TIMEOUT_S = 30.0
+_CHUNK = 1 << 16
+# A source checkout has the package beside tools/export and pyproject.toml; a pip install has neither,
+# and its "models/" would be a folder in site-packages that nothing should point a user at.
+CHECKOUT_ROOT = Path(__file__).resolve().parent.parent
+IN_CHECKOUT = (CHECKOUT_ROOT / "pyproject.toml").is_file() and (CHECKOUT_ROOT / "tools" / "export").is_dir()
+CHECKOUT_MODELS_DIR = CHECKOUT_ROOT / "models"
+
+
+def user_cache_dir() -> Path:
+    """Where downloaded models live: $XDG_CACHE_HOME/detector/models (default ~/.cache/detector/models)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "detector" / "models"
+
+
+def local_model_folders() -> List[Path]:
+    """Folders searched for <MODEL_NAME>/inference.onnx, in lookup order (2–4 above)."""
+    env_dir = os.environ.get(MODELS_ENV_VAR)
+    folders = [Path(env_dir).expanduser()] if env_dir else []
+    if IN_CHECKOUT:
+        folders.append(CHECKOUT_MODELS_DIR)
+    return folders + [user_cache_dir()]
+
+
+def downloads_enabled() -> bool:
+    return os.environ.get(NO_DOWNLOAD_ENV_VAR, "").strip().lower() not in ("1", "true", "yes", "on")
+
+
+def release_url(model_name: str, filename: str) -> str:
+    endpoint = (os.environ.get(ENDPOINT_ENV_VAR) or DEFAULT_ENDPOINT).rstrip("/")
+    return f"{endpoint}/PaddlePaddle/{model_name}_onnx/resolve/main/{filename}"
+
+
+def resolve_model_path(model_name: Optional[str], model_dir: Optional[Union[str, os.PathLike]] = None) -> Path:
+    """The .onnx file to load, following the lookup order above; ModelNotFoundError says what works from here."""
+    if model_dir is not None:
+        path = Path(model_dir).expanduser()
+        if path.is_file():
+            return path
+        if (path / MODEL_FILENAME).is_file():
+            return path / MODEL_FILENAME
+        raise ModelNotFoundError(
+            f"model_dir {str(path)!r} is neither an .onnx file nor a folder holding {MODEL_FILENAME} "
+            f"(PaddlePaddle's ONNX releases: {MODEL_FILENAME} + {INFERENCE_YML})"
+        )
+    if not model_name:
+        raise ModelNotFoundError("no model_name and no model_dir given")
+    searched = [folder / model_name / MODEL_FILENAME for folder in local_model_folders()]
+    for candidate in searched:
+        if candidate.is_file():
+            return candidate
+    from .catalog import KNOWN_MODELS
+
+    known = KNOWN_MODELS.get(model_name)
+    looked = f"no model {model_name!r} here (looked for {', '.join(str(p) for p in searched)})"
+    if known is not None and known.onnx_release:
+        if downloads_enabled():
+            return download_release(model_name, user_cache_dir() / model_name)
+        raise ModelNotFoundError(f"{looked}; downloads are off ({NO_DOWNLOAD_ENV_VAR}=1). "
+                                 + _manual_download_hint(model_name))
+    raise ModelNotFoundError(f"{looked}. " + _not_downloadable_hint(model_name, known is not None))
+
+
+def _manual_download_hint(model_name: str) -> str:
+    folder = user_cache_dir() / model_name
+    return (f"Download {release_url(model_name, MODEL_FILENAME)} and {release_url(model_name, INFERENCE_YML)} "
+            f"into {folder}/ (found there next time), or into any folder and pass model_dir=<that folder> "
+            f"(detect --model-dir <that folder>)")
+
+
+def _not_downloadable_hint(model_name: str, known: bool) -> str:
+    from .catalog import KNOWN_MODELS
+
+    downloadable = ", ".join(name for name, model in KNOWN_MODELS.items() if model.onnx_release)
+    what = (f"{model_name} has no official ONNX release to download" if known
+            else f"{model_name!r} is not a model name this package knows")
+    if IN_CHECKOUT:
+        how = (f"Export it with `make export MODEL={model_name}`" + ("" if known else " SOURCE=<paddle model dir or .onnx>")
+               + f", set {MODELS_ENV_VAR} to a folder holding <MODEL_NAME>/{MODEL_FILENAME}, or pass model_dir=<path to .onnx>")
+    else:
+        how = (f"Pass model_dir=<folder with {MODEL_FILENAME} + {INFERENCE_YML}, or an .onnx file>, or set "
+               f"{MODELS_ENV_VAR} to a folder holding <MODEL_NAME>/{MODEL_FILENAME}")
+    return f"{what}: {how}. Models that download by name: {downloadable}"
+
+
+def download_release(model_name: str, folder: Path) -> Path:
+    """Fetch inference.yml, then inference.onnx, into folder (each atomically); returns the .onnx path.
+
+    The .onnx is written last, so a folder holding it is complete; an interrupted download leaves no
+    file a later lookup would take.
+    """
+    for filename in (INFERENCE_YML, MODEL_FILENAME):
+        url = release_url(model_name, filename)
+        data = _fetch(url, f"{model_name} {filename}", model_name)
+        try:
+            write_atomically(folder / filename, data)
+        except OSError as exc:
+            raise ModelNotFoundError(f"cannot write {folder / filename} ({exc.strerror or exc}): "
+                                     f"set XDG_CACHE_HOME to a writable folder, or pass model_dir=") from None
+    print(f"detector: {model_name} saved in {folder}", file=sys.stderr)
+    return folder / MODEL_FILENAME
+
+
+def _fetch(url: str, label: str, model_name: str) -> bytes:
+    """The whole body of url, with a progress bar on stderr; its length checked against Content-Length."""
+    import http.client  # here, not at the top: `import detector` stays light
+    import urllib.error
+    import urllib.request
+
+    import click
+
+    request = urllib.request.Request(url, headers={"User-Agent": "detector"})
+    try:
+        with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S) as response:
+            expected = response.headers.get("Content-Length")
+            expected = int(expected) if expected and expected.isdigit() else None
+            body = bytearray()
+            with click.progressbar(length=expected or 0, label=f"downloading {label}", file=sys.stderr,
+                                   hidden=expected is None) as bar:
+                while True:
+                    chunk = response.read(_CHUNK)
+                    if not chunk:
+                        break
+                    body += chunk
+                    bar.update(len(chunk))
+    except http.client.IncompleteRead as exc:  # the server closed the connection before Content-Length
+        raise ModelNotFoundError(f"download of {url} stopped at {len(body) + len(exc.partial)} of {expected} bytes; "
+                                 f"nothing kept. Try again, or: " + _manual_download_hint(model_name)) from None
+    except urllib.error.HTTPError as exc:
+        raise ModelNotFoundError(f"cannot download {url}: HTTP {exc.code} {exc.reason}. "
+                                 + _manual_download_hint(model_name)) from None
+    except (urllib.error.URLError, OSError) as exc:  # offline, refused, DNS, timeout, connection reset
+        reason = getattr(exc, "reason", None) or exc
+        raise ModelNotFoundError(f"cannot download {url} ({reason}): offline? "
+                                 + _manual_download_hint(model_name)) from None
+    if expected is not None and len(body) != expected:
+        raise ModelNotFoundError(f"download of {url} stopped at {len(body)} of {expected} bytes; nothing kept. "
+                                 f"Try again, or: " + _manual_download_hint(model_name))
+    return bytes(body)

