@@ -22,6 +22,8 @@ from detector import (
 from tests.conftest import REPO_ROOT
 from tests.rendered import box_iou, polygon_bounds, write_rendered_pages
 
+pytestmark = pytest.mark.runtime  # no Paddle needed: make test-pythons runs these on every Python
+
 
 @pytest.fixture(scope="module")
 def model(default_onnx):

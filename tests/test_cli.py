@@ -11,6 +11,8 @@ import pytest
 from tests.conftest import REPO_ROOT
 from tests.rendered import write_rendered_pages
 
+pytestmark = pytest.mark.runtime  # no Paddle needed: make test-pythons runs these on every Python
+
 DETECT = [sys.executable, "-m", "detector.cli"]
 
 
