@@ -251,32 +251,41 @@ def test_python_dash_m_detector_runs_the_cli(model_path, pages):
     assert usage.returncode == 0 and usage.stdout.startswith("Usage: detect [OPTIONS]")
 
 
-def test_a_model_name_is_never_read_as_a_path(model_path, pages, tmp_path):
+def run_in_process(*args):
+    """detect in this process (click's CliRunner): for tests that run it many times."""
+    from click.testing import CliRunner
+
+    from detector.cli import cli as detect_cli
+
+    return CliRunner().invoke(detect_cli, [str(arg) for arg in args], prog_name="detect")
+
+
+def test_a_model_name_is_never_read_as_a_path(model_path, pages, tmp_path, monkeypatch):
     # A Paddle model folder in the working directory carrying the model's name must not be tried.
     (tmp_path / "PP-OCRv4_mobile_det").mkdir()
     (tmp_path / "PP-OCRv4_mobile_det" / "inference.pdmodel").write_bytes(b"paddle")
-    env = dict(os.environ, DETECTOR_MODELS=str(model_path.parent.parent))
-    proc = subprocess.run([*DETECT, "-i", str(pages["banner"][0]), "--model_name", "PP-OCRv4_mobile_det", "--json"],
-                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=180)
-    assert proc.returncode == 0, proc.stderr
     (tmp_path / "local").mkdir()
     (tmp_path / "local" / "inference.onnx").write_bytes(model_path.read_bytes())
-    as_name = subprocess.run([*DETECT, "-i", str(pages["banner"][0]), "--model", "local/inference.onnx", "--json"],
-                             capture_output=True, text=True, cwd=tmp_path, env=env, timeout=180)
-    assert as_name.returncode == 0, as_name.stderr  # ends in .onnx: the file
-    folder = subprocess.run([*DETECT, "-i", str(pages["banner"][0]), "--model", str(tmp_path / "local")],
-                            capture_output=True, text=True, cwd=tmp_path, env=env, timeout=180)
-    assert folder.returncode == 2 and "pass it as model_dir" in folder.stderr and "Traceback" not in folder.stderr
+    monkeypatch.setenv("DETECTOR_MODELS", str(model_path.parent.parent))
+    monkeypatch.chdir(tmp_path)
+    banner = pages["banner"][0]
+    by_name = run_in_process("-i", banner, "--model_name", "PP-OCRv4_mobile_det", "--device", "cpu", "--json")
+    assert by_name.exit_code == 0, by_name.output
+    by_file = run_in_process("-i", banner, "--model", "local/inference.onnx", "--device", "cpu", "--json")
+    assert by_file.exit_code == 0, by_file.output  # ends in .onnx: the file
+    folder = run_in_process("-i", banner, "--model", tmp_path / "local", "--device", "cpu")
+    assert folder.exit_code == 2 and "pass it as model_dir" in folder.output and "Traceback" not in folder.output
 
 
 def test_save_path_naming_a_file(model_path, pages, tmp_path):
     banner = pages["banner"][0]
+    common = ["--model", model_path, "--device", "cpu"]
     for _ in range(2):  # the second run overwrites, as PaddleOCR's save_to_json does
-        proc = detect("-i", banner, "--model", model_path, "--save_path", tmp_path / "out.json")
-        assert proc.returncode == 0, proc.stderr
+        proc = run_in_process("-i", banner, *common, "--save_path", tmp_path / "out.json")
+        assert proc.exit_code == 0, proc.output
     assert json.loads((tmp_path / "out.json").read_text())["input_path"] == str(banner)
-    proc = detect("-i", banner, "--model", model_path, "--save_path", tmp_path / "boxes.jpg")
-    assert proc.returncode == 0 and (tmp_path / "boxes.jpg").read_bytes()[:2] == b"\xff\xd8"
+    proc = run_in_process("-i", banner, *common, "--save_path", tmp_path / "boxes.jpg")
+    assert proc.exit_code == 0 and (tmp_path / "boxes.jpg").read_bytes()[:2] == b"\xff\xd8"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["boxes.jpg", "out.json"]
     # several inputs, a folder of several images, or several pages into one file: refused, nothing written
     from PIL import Image
@@ -284,12 +293,12 @@ def test_save_path_naming_a_file(model_path, pages, tmp_path):
     frame = Image.open(banner).convert("RGB")
     frame.save(tmp_path / "two.pdf", save_all=True, append_images=[frame])
     for inputs in (["-i", banner, "-i", banner], ["-i", banner.parent], ["-i", tmp_path / "two.pdf"]):
-        proc = detect(*inputs, "--model", model_path, "--save_path", tmp_path / "many.json")
-        assert proc.returncode == 2 and "names one file" in proc.stderr and "Traceback" not in proc.stderr
+        proc = run_in_process(*inputs, *common, "--save_path", tmp_path / "many.json")
+        assert proc.exit_code == 2 and "names one file" in proc.output and "Traceback" not in proc.output
         assert not (tmp_path / "many.json").exists()
     # a folder path that exists as a file is a usage error, not "File exists" half-way
-    proc = detect("-i", banner, "--model", model_path, "--save_path", tmp_path / "two.pdf")
-    assert proc.returncode == 2 and "is a file" in proc.stderr
+    proc = run_in_process("-i", banner, *common, "--save_path", tmp_path / "two.pdf")
+    assert proc.exit_code == 2 and "is a file" in proc.output
 
 
 def test_missing_onnxruntime_is_one_line_naming_the_extras(pages):
