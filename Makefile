@@ -10,14 +10,14 @@ DEFAULT_MODEL := models/PP-OCRv4_mobile_det/inference.onnx
 REFERENCE_PACKAGES := paddleocr==3.7.0 onnxruntime
 PIP_QUIET := --quiet --disable-pip-version-check
 
-.PHONY: install paddle-env models export demo test bench server-net clean
+.PHONY: install paddle-env models export demo test test-pythons test-pythons-ci bench server-net clean
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install $(PIP_QUIET) -e '.[test,serve,ray]'
+	$(VENV)/bin/pip install $(PIP_QUIET) -e '.[gpu,test,serve,ray]'
 	touch $@
 
 paddle-env: $(PADDLE_VENV)/.installed
@@ -25,7 +25,7 @@ paddle-env: $(PADDLE_VENV)/.installed
 $(PADDLE_VENV)/.installed: pyproject.toml
 	rm -rf $(PADDLE_VENV)
 	$(PYTHON) -m venv $(PADDLE_VENV)
-	$(PADDLE_VENV)/bin/pip install $(PIP_QUIET) -e '.[export,test]'
+	$(PADDLE_VENV)/bin/pip install $(PIP_QUIET) -e '.[cpu,export,test]'
 	$(PADDLE_VENV)/bin/pip uninstall $(PIP_QUIET) -y opencv-python-headless
 	$(PADDLE_VENV)/bin/pip install $(PIP_QUIET) $(REFERENCE_PACKAGES)
 	touch $@
@@ -60,6 +60,36 @@ test: $(VENV)/.installed $(PADDLE_VENV)/.installed $(DEFAULT_MODEL) $(ONNX_MODEL
 	DETECTOR_PADDLE_PYTHON=$(abspath $(PADDLE_VENV))/bin/python DETECTOR_REQUIRE_REFERENCE=1 \
 		$(VENV)/bin/python -m pytest -q -ra
 
+# The runtime tests (marker `runtime`: no Paddle needed) on every supported Python, each in its own
+# venv .venv-py3.X with the plain CPU `onnxruntime` package (.venv has onnxruntime-gpu).
+# .venv-py3.9-min holds the oldest dependency releases pyproject allows (tests/lower-bounds.txt).
+PYTHON_VERSIONS := 3.9 3.10 3.11 3.12 3.13
+# pyenv's interpreters first, then whatever python3.X is on PATH
+python_for = $(or $(lastword $(sort $(wildcard $(HOME)/.pyenv/versions/$(1).*/bin/python$(1)))),$(shell command -v python$(1)))
+RUNTIME_TEST_RUN = DETECTOR_REQUIRE_REFERENCE=1 $(1)/bin/python -m pytest -q -m runtime -p no:cacheprovider
+
+.venv-py%-min/.installed: pyproject.toml tests/lower-bounds.txt
+	rm -rf $(@D)
+	$(or $(call python_for,$*),$(error no python$* found (pyenv install $*))) -m venv $(@D)
+	$(@D)/bin/pip install $(PIP_QUIET) -c tests/lower-bounds.txt -e '.[cpu,test]'
+	touch $@
+
+.venv-py%/.installed: pyproject.toml
+	rm -rf $(@D)
+	$(or $(call python_for,$*),$(error no python$* found (pyenv install $*))) -m venv $(@D)
+	$(@D)/bin/pip install $(PIP_QUIET) -e '.[cpu,test]'
+	touch $@
+
+test-pythons: $(DEFAULT_MODEL) $(foreach v,$(PYTHON_VERSIONS),.venv-py$(v)/.installed) .venv-py3.9-min/.installed
+	@set -e; for venv in .venv-py3.9-min $(foreach v,$(PYTHON_VERSIONS),.venv-py$(v)); do \
+		echo "== $$venv: $$($$venv/bin/python --version), $$($$venv/bin/python -c 'import onnxruntime, numpy; print("onnxruntime", onnxruntime.__version__, "numpy", numpy.__version__)')"; \
+		$(call RUNTIME_TEST_RUN,$$venv); done
+
+# What CI adds to `make test`: the lowest Python with the oldest dependencies, the highest with the newest.
+test-pythons-ci: $(DEFAULT_MODEL) .venv-py3.9-min/.installed .venv-py3.13/.installed
+	$(call RUNTIME_TEST_RUN,.venv-py3.9-min)
+	$(call RUNTIME_TEST_RUN,.venv-py3.13)
+
 # With SOURCE, the model is exported (and verified) into .cache/bench first, leaving models/ alone.
 BENCH_ONNX = $(if $(SOURCE),.cache/bench/$(MODEL)/inference.onnx,models/$(MODEL)/inference.onnx)
 
@@ -73,4 +103,4 @@ server-net: $(PADDLE_VENV)/.installed
 	$(PADDLE_VENV)/bin/python -m tools.dev.ppocrv4_server_det --output $(SERVER_NET)
 
 clean:
-	rm -rf $(VENV) $(PADDLE_VENV) output .pytest_cache
+	rm -rf $(VENV) $(PADDLE_VENV) .venv-py3.* output .pytest_cache

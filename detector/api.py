@@ -11,14 +11,22 @@ import dataclasses
 import os
 from itertools import islice
 from pathlib import Path
-from typing import Any, Iterator, List, Optional, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .errors import InvalidParameterError
+from .errors import DetectorError, InvalidParameterError
 from .inputs import DEFAULT_LOAD_OPTIONS, LoadedImage, LoadOptions, iter_images
+from .paddleocr_compat import check_ignored_keywords
 from .postprocess import boxes_from_probability_map
-from .preprocess import group_by_shape, normalize_image, resize_for_detection
+from .preprocess import (
+    ResizeInfo,
+    check_input_shape,
+    group_by_shape,
+    normalize_image,
+    resize_for_detection,
+    resize_to_shape,
+)
 from .result import DetectionResult
 from .hub import resolve_model_path
 from .session import check_detector_signature, load_session, model_metadata, parse_device, run_session
@@ -28,9 +36,29 @@ DEFAULT_MODEL_NAME = "PP-OCRv4_mobile_det"
 
 
 def validate_batch_size(batch_size: Any) -> int:
+    if batch_size is None:  # PaddleOCR's predict default: one image per batch
+        return 1
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise InvalidParameterError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
     return int(batch_size)
+
+
+def check_model_name(model_name: str) -> str:
+    """A model name is looked up by name, never opened as a path: files and folders go in model_dir."""
+    name = str(model_name)
+    looks_like_path = (
+        not name.strip()
+        or name.lower().endswith(".onnx")
+        or name.startswith("~")
+        or Path(name).is_absolute()
+        or ".." in Path(name).parts
+    )
+    if looks_like_path:
+        raise InvalidParameterError(
+            f"model_name {name!r} is not a model name (like {DEFAULT_MODEL_NAME}); "
+            f"to load a file or folder, pass it as model_dir={name!r} (detect: --model_dir)"
+        )
+    return name
 
 
 class TextDetection:
@@ -62,13 +90,31 @@ class TextDetection:
         max_pixels: Optional[int] = None,
         pdf_dpi: Optional[float] = None,
         url_timeout: Optional[float] = None,
+        input_shape: Optional[Sequence[int]] = None,
+        # PaddleOCR's Paddle-engine keywords: accepted, ignored with one warning each (paddleocr_compat.py)
+        engine: Optional[str] = None,
+        engine_config: Optional[Dict[str, Any]] = None,
+        enable_hpi: Optional[bool] = None,
+        use_tensorrt: Optional[bool] = None,
+        precision: Optional[str] = None,
+        enable_mkldnn: Optional[bool] = None,
+        mkldnn_cache_capacity: Optional[int] = None,
+        enable_cinn: Optional[bool] = None,
     ):
+        check_ignored_keywords(
+            {"engine": engine, "engine_config": engine_config, "enable_hpi": enable_hpi, "use_tensorrt": use_tensorrt,
+             "precision": precision, "enable_mkldnn": enable_mkldnn, "mkldnn_cache_capacity": mkldnn_cache_capacity,
+             "enable_cinn": enable_cinn}
+        )
+        # (C, H, W): every image resized to exactly H x W, as PaddleX's DetResizeForTest(input_shape=...) does
+        self.input_shape: Optional[Tuple[int, int, int]] = check_input_shape(input_shape)
         loading = {"max_pixels": max_pixels, "pdf_dpi": pdf_dpi, "url_timeout": url_timeout}
         self.load_options: LoadOptions = dataclasses.replace(
             DEFAULT_LOAD_OPTIONS, **{k: v for k, v in loading.items() if v is not None}
         )
         # With model_dir alone the file (its metadata or yml) names the model; the default name is for lookups.
-        requested_name = model_name or (None if model_dir is not None else DEFAULT_MODEL_NAME)
+        requested_name = check_model_name(model_name) if model_name else (
+            None if model_dir is not None else DEFAULT_MODEL_NAME)
         self.model_path: Path = resolve_model_path(requested_name, model_dir)
         self._session, self.device = load_session(self.model_path, parse_device(device), cpu_threads)
         self._input_name, self._output_name = check_detector_signature(self._session, self.model_path)
@@ -94,10 +140,20 @@ class TextDetection:
     @property
     def providers(self) -> List[str]:
         """The onnxruntime execution providers of the session, the one in use first."""
-        return list(self._session.get_providers())
+        return list(self._open_session().get_providers())
+
+    def close(self) -> None:
+        """Release the onnxruntime session (PaddleOCR's close()); predicting afterwards raises DetectorError."""
+        self._session = None
+
+    def __enter__(self) -> "TextDetection":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
 
     def predict_iter(
-        self, input: Any, batch_size: int = 1, recursive: bool = False, **overrides: Any
+        self, input: Any, batch_size: Optional[int] = 1, recursive: bool = False, **overrides: Any
     ) -> Iterator[DetectionResult]:
         """Yield one DetectionResult per image (or PDF page), in input order, as each batch finishes.
 
@@ -117,7 +173,7 @@ class TextDetection:
                 return
             yield from self._detect(chunk, settings)
 
-    def predict(self, input: Any, batch_size: int = 1, recursive: bool = False, **overrides: Any) -> List[DetectionResult]:
+    def predict(self, input: Any, batch_size: Optional[int] = 1, recursive: bool = False, **overrides: Any) -> List[DetectionResult]:
         """All results as a list; see :meth:`predict_iter` to stream large folders."""
         return list(self.predict_iter(input, batch_size=batch_size, recursive=recursive, **overrides))
 
@@ -125,16 +181,25 @@ class TextDetection:
         """Detect on images already loaded (one batch); used by the CLI to report bad files one by one."""
         return self._detect(loaded, self.settings.with_overrides(**overrides))
 
+    def _resize(self, image: np.ndarray, settings: DetectionSettings) -> Tuple[np.ndarray, ResizeInfo]:
+        if self.input_shape is not None:
+            return resize_to_shape(image, self.input_shape[1], self.input_shape[2])
+        return resize_for_detection(image, settings.limit_side_len, settings.limit_type, settings.max_side_limit)
+
+    def _open_session(self) -> Any:
+        """The onnxruntime session, or a DetectorError once close() has released it."""
+        if self._session is None:
+            raise DetectorError("this TextDetection was closed; create a new one to predict again")
+        return self._session
+
     def _detect(self, loaded: List[LoadedImage], settings: DetectionSettings) -> List[DetectionResult]:
-        resized = [
-            resize_for_detection(item.image, settings.limit_side_len, settings.limit_type, settings.max_side_limit)
-            for item in loaded
-        ]
+        session = self._open_session()
+        resized = [self._resize(item.image, settings) for item in loaded]
         tensors = [normalize_image(image, settings.mean, settings.std, settings.scale) for image, _ in resized]
         maps: List[Optional[np.ndarray]] = [None] * len(loaded)
         for indices in group_by_shape(tensors):
             batch = np.stack([tensors[i] for i in indices]) if len(indices) > 1 else tensors[indices[0]][np.newaxis]
-            for index, prob_map in zip(indices, run_session(self._session, self._input_name, self._output_name, batch)):
+            for index, prob_map in zip(indices, run_session(session, self._input_name, self._output_name, batch)):
                 maps[index] = prob_map
         results = []
         for item, (_, info), prob_map in zip(loaded, resized, maps):

@@ -8,12 +8,14 @@ still processed and saved), 2 usage error (bad option value, model or device unu
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import sys
 import traceback
+import warnings
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import click
 
@@ -21,6 +23,8 @@ from .api import DEFAULT_MODEL_NAME, TextDetection
 from .catalog import KNOWN_MODELS, exported_models
 from .errors import DetectorError, InvalidParameterError
 from .inputs import DEFAULT_LOAD_OPTIONS, LoadedImage, Source, expand_inputs, load_source
+from .paddleocr_compat import PADDLEOCR_ENGINES, PADDLEOCR_PRECISIONS
+from .result import IMAGE_SUFFIXES, JSON_SUFFIXES, DetectionResult
 from .session import parse_device
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
@@ -86,10 +90,62 @@ def _list_models(ctx: click.Context, param: click.Parameter, value: bool) -> Non
 
 
 def _model_arguments(model: Optional[str], model_dir: Optional[str]) -> Tuple[Optional[str], Optional[str]]:
-    """--model accepts a model name or a path to an .onnx file / model folder."""
-    if model and (model.endswith(".onnx") or Path(model).exists()):
+    """--model / --model_name is a name unless it ends in .onnx (then it is the file); --model_dir is a path.
+
+    A name is never tried as a path: a folder in the working directory that happens to carry a
+    model's name (a Paddle model, say) must not change which model runs.
+    """
+    if model and model.lower().endswith(".onnx"):
+        if model_dir:
+            raise click.UsageError(f"--model {model} names a file, and so does --model_dir {model_dir}: give one")
         return None, model
     return model, model_dir
+
+
+class DetectCommand(click.Command):
+    """The default action: its usage reads `detect [OPTIONS]`, not `detect predict [OPTIONS]`,
+    and its help ends with the subcommands."""
+
+    class context_class(click.Context):
+        @property
+        def command_path(self) -> str:
+            # `predict` is only the routing name of the default action; users type `detect -i …`
+            return self.parent.command_path if self.parent is not None else super().command_path
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_epilog(ctx, formatter)
+        if SUBCOMMANDS:
+            formatter.write_paragraph()
+            formatter.write_text(
+                "Subcommands: " + ", ".join(f"{ctx.command_path} {name}" for name in sorted(SUBCOMMANDS))
+                + f" (each with --help). `{ctx.command_path} {DETECT_COMMAND}` is this command."
+            )
+
+
+@contextlib.contextmanager
+def _progress(length: int, show: bool) -> Iterator[Any]:
+    """click's progress bar on stderr, or a silent stand-in (click < 8.2 has no progressbar(hidden=))."""
+    if not show:
+        yield _NoProgress()
+        return
+    with click.progressbar(length=length, label="detecting", file=sys.stderr) as bar:
+        yield bar
+
+
+class _NoProgress:
+    def update(self, steps: int) -> None:
+        pass
+
+
+def _save_target(save_path: Optional[str]) -> Tuple[Optional[str], bool]:
+    """(save_path, whether it names one file): a .json or image suffix is a file, as in PaddleOCR's save methods."""
+    if not save_path:
+        return None, False
+    names_file = Path(save_path).suffix.lower() in JSON_SUFFIXES + IMAGE_SUFFIXES
+    if not names_file and Path(save_path).exists() and not Path(save_path).is_dir():
+        raise click.BadParameter(f"{save_path!r} is a file; give a folder, or a .json or image file name",
+                                 param_hint="'--save_path'")
+    return save_path, names_file
 
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "show_default": True}
@@ -100,9 +156,7 @@ def cli() -> None:
     """Detect text lines in images with a PP-OCR detection model on onnxruntime."""
 
 
-@cli.command(DETECT_COMMAND, context_settings=CONTEXT_SETTINGS,
-             epilog="Subcommands: " + ", ".join(f"detect {name} --help" for name in sorted(SUBCOMMANDS))
-             if SUBCOMMANDS else None)
+@cli.command(DETECT_COMMAND, cls=DetectCommand, context_settings=CONTEXT_SETTINGS)
 @click.option("-i", "--input", "inputs", multiple=True, required=True, metavar="PATH|URL|GLOB",
               help="Image, PDF or TIFF (every page), folder, glob pattern or http(s) URL; repeat for several.")
 @click.option("--recursive", "-r", is_flag=True, help="Descend into subfolders of folder inputs.")
@@ -112,8 +166,9 @@ def cli() -> None:
               help="Folder holding inference.onnx (or the .onnx file itself).")
 @click.option("--device", default=None, callback=_check_device, metavar="cpu|gpu|gpu:N",
               help="Where to run; default: GPU if onnxruntime can use one, else CPU.")
-@click.option("--save-path", "--save_path", "save_path", default=None, type=click.Path(file_okay=False),
-              help="Folder for <stem>_res.json and the <stem>_res.png visualization.")
+@click.option("--save-path", "--save_path", "save_path", default=None, metavar="DIR|FILE",
+              help="Folder for <stem>_res.json and the <stem>_res.png visualization; a name ending in .json "
+                   "(or .png, .jpg, …) is that one file, for a single input.")
 @click.option("--batch-size", "--batch_size", "batch_size", default=1, type=click.IntRange(min=1))
 @click.option("--limit-side-len", "--limit_side_len", "limit_side_len", default=None, type=click.IntRange(min=1))
 @click.option("--limit-type", "--limit_type", "limit_type", default=None, type=click.Choice(["max", "min"]))
@@ -127,25 +182,56 @@ def cli() -> None:
               help=f"Refuse images larger than this many pixels [default: {DEFAULT_LOAD_OPTIONS.max_pixels}].")
 @click.option("--pdf-dpi", "--pdf_dpi", "pdf_dpi", default=None, type=click.FloatRange(0, min_open=True),
               help=f"Resolution PDF pages are rendered at [default: {DEFAULT_LOAD_OPTIONS.pdf_dpi:g}].")
+@click.option("--cpu-threads", "--cpu_threads", "cpu_threads", default=None, type=click.IntRange(min=1),
+              help="onnxruntime's intra-op threads on the CPU [default: onnxruntime's choice].")
+@click.option("--input-shape", "--input_shape", "input_shape", default=None, nargs=3, type=int,
+              metavar="C H W", help="Resize every image to exactly H x W (multiples of 32), as PaddleOCR does.")
+@click.option("--engine", default=None, type=click.Choice(PADDLEOCR_ENGINES),
+              help="PaddleOCR's engine choice; accepted, always onnxruntime here.")
+@click.option("--enable-hpi", "--enable_hpi", "enable_hpi", default=None, type=click.BOOL,
+              help="Accepted for PaddleOCR; ignored (with a warning).")
+@click.option("--use-tensorrt", "--use_tensorrt", "use_tensorrt", default=None, type=click.BOOL,
+              help="Accepted for PaddleOCR; ignored (with a warning).")
+@click.option("--precision", default=None, type=click.Choice(PADDLEOCR_PRECISIONS),
+              help="Accepted for PaddleOCR; ignored (with a warning).")
+@click.option("--enable-mkldnn", "--enable_mkldnn", "enable_mkldnn", default=None, type=click.BOOL,
+              help="Accepted for PaddleOCR; ignored (with a warning).")
+@click.option("--mkldnn-cache-capacity", "--mkldnn_cache_capacity", "mkldnn_cache_capacity", default=None, type=int,
+              help="Accepted for PaddleOCR; ignored (with a warning).")
+@click.option("--enable-cinn", "--enable_cinn", "enable_cinn", default=None, type=click.BOOL,
+              help="Accepted for PaddleOCR; ignored (with a warning).")
 @click.option("--list-models", is_flag=True, expose_value=False, is_eager=True, callback=_list_models,
               help="List the known model names and which are exported here, then exit.")
 @click.option("--json", "json_format", is_flag=True, help="Print results as JSON.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def detect(inputs, recursive, model, model_dir, device, save_path, batch_size, limit_side_len, limit_type,
-           max_side_limit, thresh, box_thresh, unclip_ratio, max_pixels, pdf_dpi, json_format, debug) -> None:
+           max_side_limit, thresh, box_thresh, unclip_ratio, max_pixels, pdf_dpi, cpu_threads, input_shape,
+           json_format, debug, **paddle_engine_options) -> None:
     """Detect text lines in images with a PP-OCR detection model on onnxruntime."""
     model_name, model_dir = _model_arguments(model, model_dir)
+    save_path, save_to_file = _save_target(save_path)
+    if save_to_file and len(inputs) > 1:
+        raise click.BadParameter(f"{save_path!r} names one file, but {len(inputs)} inputs were given; give a folder",
+                                 param_hint="'--save_path'")
     try:
-        detector = TextDetection(
-            model_name=model_name, model_dir=model_dir, device=device, limit_side_len=limit_side_len,
-            limit_type=limit_type, max_side_limit=max_side_limit, thresh=thresh, box_thresh=box_thresh,
-            unclip_ratio=unclip_ratio, max_pixels=max_pixels, pdf_dpi=pdf_dpi,
-        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            detector = TextDetection(
+                model_name=model_name, model_dir=model_dir, device=device, limit_side_len=limit_side_len,
+                limit_type=limit_type, max_side_limit=max_side_limit, thresh=thresh, box_thresh=box_thresh,
+                unclip_ratio=unclip_ratio, max_pixels=max_pixels, pdf_dpi=pdf_dpi, cpu_threads=cpu_threads,
+                input_shape=input_shape or None, **paddle_engine_options,
+            )
     except DetectorError as exc:
         _fail_usage(exc, debug)
+    for warning in caught:
+        click.echo(f"detect: warning: {warning.message}", err=True)
     options = dataclasses.replace(detector.load_options, recursive=recursive)
 
-    tally = {"done": 0, "failed": 0}
+    tally = {"done": 0, "failed": 0, "results": 0}
+    # A file save_path takes exactly one result: held back until the input is done, so that a
+    # multi-page input is refused without writing anything.
+    held: List[DetectionResult] = []
     sources: List[Source] = []
     for raw in inputs:
         try:
@@ -153,6 +239,10 @@ def detect(inputs, recursive, model, model_dir, device, save_path, batch_size, l
         except DetectorError as exc:
             tally["failed"] += 1
             _report(raw, exc, debug)
+
+    if save_to_file and len(sources) > 1:
+        _fail_usage(DetectorError(f"--save_path {save_path} names one file, but the input holds {len(sources)} "
+                                  f"files; give a folder"), debug)
 
     def flush(batch: List[LoadedImage]) -> None:
         try:
@@ -163,10 +253,14 @@ def detect(inputs, recursive, model, model_dir, device, save_path, batch_size, l
             return
         for result in results:
             click.echo(result.to_str(json_format=json_format))
+            tally["results"] += 1
+            if save_to_file:
+                if not held:
+                    held.append(result)
+                continue
             try:
                 if save_path:
-                    result.save_to_json(save_path)
-                    result.save_to_img(save_path)
+                    result.save_all(save_path)
                 tally["done"] += 1
             except (DetectorError, OSError) as exc:
                 tally["failed"] += 1
@@ -175,8 +269,7 @@ def detect(inputs, recursive, model, model_dir, device, save_path, batch_size, l
 
     show_progress = len(sources) > 1
     pending: List[LoadedImage] = []
-    with click.progressbar(length=len(sources), label="detecting", file=sys.stderr,
-                           hidden=not show_progress) as progress:
+    with _progress(len(sources), show_progress) as progress:
         for source in sources:
             try:
                 for image in load_source(source, options):
@@ -189,6 +282,16 @@ def detect(inputs, recursive, model, model_dir, device, save_path, batch_size, l
             progress.update(1)
         if pending:
             flush(pending)
+    if held:
+        if tally["results"] > 1:
+            _fail_usage(DetectorError(f"--save_path {save_path} names one file, but the input gave {tally['results']} "
+                                      f"results (pages); nothing was saved: give a folder"), debug)
+        try:
+            held[0].save_all(save_path)
+            tally["done"] += 1
+        except (DetectorError, OSError) as exc:
+            tally["failed"] += 1
+            _report(str(held[0]["input_path"]), exc, debug)
     if show_progress or tally["failed"]:
         click.echo(f"detect: {tally['done']} succeeded, {tally['failed']} failed", err=True)
     sys.exit(EXIT_SOME_FAILED if tally["failed"] else EXIT_OK)

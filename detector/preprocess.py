@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -71,6 +71,32 @@ def resize_for_detection(
         return padded, ResizeInfo(src_h, src_w, 1.0, 1.0)
     resized = cv2.resize(padded, (resize_w, resize_h))
     return resized, ResizeInfo(src_h, src_w, resize_h / float(height), resize_w / float(width))
+
+
+def check_input_shape(input_shape: Any) -> Optional[Tuple[int, int, int]]:
+    """PaddleOCR's ``input_shape`` (C, H, W) as ints, or None; C must be 3 and H, W multiples of 32."""
+    if input_shape is None:
+        return None
+    try:
+        channels, height, width = (int(v) for v in input_shape)
+    except (TypeError, ValueError):
+        raise InvalidParameterError(f"input_shape must be three numbers (C, H, W), got {input_shape!r}") from None
+    if channels != 3 or min(height, width) < SIZE_MULTIPLE or height % SIZE_MULTIPLE or width % SIZE_MULTIPLE:
+        raise InvalidParameterError(
+            f"input_shape must be (3, H, W) with H and W multiples of {SIZE_MULTIPLE}, got {tuple(input_shape)!r}"
+        )
+    return channels, height, width
+
+
+def resize_to_shape(image: np.ndarray, height: int, width: int) -> Tuple[np.ndarray, ResizeInfo]:
+    """Resize to exactly height x width, aspect ratio not kept: PaddleX's DetResizeForTest with input_shape."""
+    src_h, src_w = image.shape[:2]
+    padded = pad_small_image(image)
+    pad_h, pad_w = padded.shape[:2]
+    if (pad_h, pad_w) == (height, width):
+        return padded, ResizeInfo(src_h, src_w, 1.0, 1.0)
+    resized = cv2.resize(padded, (width, height))
+    return resized, ResizeInfo(src_h, src_w, height / float(pad_h), width / float(pad_w))
 
 
 def normalize_image(image: np.ndarray, mean: Sequence[float], std: Sequence[float], scale: float) -> np.ndarray:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import random
+import threading
+import time
 import uuid
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import cv2
 import numpy as np
@@ -15,7 +19,23 @@ from .draw import draw_polygons
 from .errors import DetectorError
 
 RESULT_KEY = "res"  # PaddleOCR names saved files <stem>_res.json / <stem>_res.png
-UNNAMED_STEM = "image"  # for results of numpy inputs, which have no file name
+JSON_SUFFIXES = (".json",)
+# A save_path ending in one of these is a file, not a folder; an input with one keeps it for its
+# visualization (PaddleX: <stem>_res<input suffix>). All are formats OpenCV can encode.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+DEFAULT_IMAGE_SUFFIX = ".png"
+
+# Inputs without a file name (arrays, bytes, PIL images) are saved as <unix time>_<number>, the
+# shape of PaddleX's <unix time>_<4 random digits>; the number counts up from a random start, so no
+# two results of one process share a name (PaddleX's random draw can repeat).
+_unnamed_numbers = itertools.count(random.randint(1000, 9999))
+_unnamed_lock = threading.Lock()
+
+
+def unnamed_stem() -> str:
+    with _unnamed_lock:
+        number = next(_unnamed_numbers)
+    return f"{int(time.time())}_{number}"
 
 
 def to_jsonable(value: Any) -> Any:
@@ -49,53 +69,118 @@ def write_atomically(path: Path, data: bytes) -> None:
         raise
 
 
-class DetectionResult(dict):
+class _StrView:
+    # In a class of its own: an attribute named `str` in DetectionResult's body would shadow the
+    # builtin for that body's annotations.
+    @property
+    def str(self) -> Dict[str, Any]:
+        """``{"res": {...}}`` with the arrays themselves, as PaddleOCR's ``res.str``."""
+        return {RESULT_KEY: dict(self)}  # type: ignore[call-overload]
+
+
+class DetectionResult(dict, _StrView):
     """``{"input_path", "page_index", "dt_polys", "dt_scores"}`` for one image (or PDF page)."""
 
     def __init__(self, data: Dict[str, Any], input_img: Optional[np.ndarray] = None):
         super().__init__(data)
         # Kept out of the dict so printing and JSON stay small; used by save_to_img.
         self.input_img = input_img
+        self._unnamed_stem: Optional[str] = None
+
+    def __missing__(self, key: Any) -> Any:
+        # PaddleX keeps the image under result["input_img"]; here it is an attribute, reachable both ways.
+        if key == "input_img":
+            return self.input_img
+        raise KeyError(key)
 
     @property
     def json(self) -> Dict[str, Any]:
+        """``{"res": {...}}`` with plain lists and numbers, as PaddleOCR's ``res.json``."""
         return {RESULT_KEY: to_jsonable(dict(self))}
 
-    def _stem(self) -> str:
+    @property
+    def img(self) -> Dict[str, np.ndarray]:
+        """``{"res": RGB image with the boxes drawn}``, as PaddleOCR's ``res.img``."""
+        if self.input_img is None:
+            raise DetectorError("this result holds no input image to draw on")
+        return {RESULT_KEY: np.ascontiguousarray(draw_polygons(self.input_img, self["dt_polys"])[:, :, ::-1])}
+
+    def _file_name(self) -> Tuple[str, str]:
+        """(stem, suffix) that saved files are named after: the input's, with the page index PaddleX adds."""
         path = self.get("input_path")
-        stem = Path(path).stem if path else UNNAMED_STEM
+        if path:
+            name = Path(str(path))
+            stem, suffix = name.stem, name.suffix
+        else:
+            if self._unnamed_stem is None:
+                self._unnamed_stem = unnamed_stem()
+            stem, suffix = self._unnamed_stem, ""
         page = self.get("page_index")
-        return stem if page is None else f"{stem}_{page}"
+        return (stem if page is None else f"{stem}_{page}"), suffix
 
-    def _target(self, save_path: Union[str, os.PathLike], suffixes: tuple, default_suffix: str) -> Path:
+    def _json_target(self, save_path: Union[str, os.PathLike]) -> Path:
         path = Path(save_path)
-        if path.suffix.lower() in suffixes:
+        if path.suffix.lower() in JSON_SUFFIXES:
             return path
-        return path / f"{self._stem()}_{RESULT_KEY}{default_suffix}"
+        return path / f"{self._file_name()[0]}_{RESULT_KEY}.json"
 
-    def to_str(self, json_format: bool = False, indent: int = 4) -> str:
+    def _img_target(self, save_path: Union[str, os.PathLike]) -> Path:
+        path = Path(save_path)
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            return path
+        stem, suffix = self._file_name()
+        suffix = suffix if suffix.lower() in IMAGE_SUFFIXES else DEFAULT_IMAGE_SUFFIX
+        return path / f"{stem}_{RESULT_KEY}{suffix}"
+
+    def to_str(self, json_format: bool = False, indent: int = 4, ensure_ascii: bool = False) -> str:
         if json_format:
-            return json.dumps(self.json, indent=indent, ensure_ascii=False)
+            return json.dumps(self.json, indent=indent, ensure_ascii=ensure_ascii)
+        shown = dict(self)
+        polys = shown.get("dt_polys")
+        if isinstance(polys, np.ndarray) and polys.size == 0:
+            shown["dt_polys"] = polys.reshape(0)  # PaddleOCR prints no boxes as array([], dtype=int16)
         with np.printoptions(threshold=20, edgeitems=2):
-            return repr({RESULT_KEY: dict(self)})
+            return repr({RESULT_KEY: shown})
 
-    def print(self, json_format: bool = False, indent: int = 4) -> None:
-        print(self.to_str(json_format=json_format, indent=indent))
+    def print(self, json_format: bool = False, indent: int = 4, ensure_ascii: bool = False) -> None:
+        print(self.to_str(json_format=json_format, indent=indent, ensure_ascii=ensure_ascii))
 
-    def save_to_json(self, save_path: Union[str, os.PathLike], indent: int = 4) -> Path:
-        """Write ``<save_path>/<stem>_res.json`` (or ``save_path`` itself if it ends in .json)."""
-        target = self._target(save_path, (".json",), ".json")
-        text = json.dumps(self.json[RESULT_KEY], indent=indent, ensure_ascii=False)
+    def save_to_json(
+        self, save_path: Union[str, os.PathLike], indent: int = 4, ensure_ascii: bool = False, *args: Any, **kwargs: Any
+    ) -> Path:
+        """Write ``<save_path>/<stem>_res.json``, or ``save_path`` itself if it names a .json file."""
+        target = self._json_target(save_path)
+        text = json.dumps(self.json[RESULT_KEY], indent=indent, ensure_ascii=ensure_ascii)
         write_atomically(target, text.encode("utf-8"))
         return target
 
-    def save_to_img(self, save_path: Union[str, os.PathLike]) -> Path:
-        """Write the boxes drawn on the input as ``<save_path>/<stem>_res.png`` (or to an image path)."""
+    def save_to_img(self, save_path: Union[str, os.PathLike], *args: Any, **kwargs: Any) -> Path:
+        """Write the boxes drawn on the input as ``<save_path>/<stem>_res<input suffix or .png>``, or to
+        ``save_path`` itself if it names an image file."""
         if self.input_img is None:
             raise DetectorError("this result holds no input image to draw on")
-        target = self._target(save_path, (".png", ".jpg", ".jpeg", ".bmp"), ".png")
+        target = self._img_target(save_path)
         ok, encoded = cv2.imencode(target.suffix, draw_polygons(self.input_img, self["dt_polys"]))
         if not ok:
             raise DetectorError(f"OpenCV could not encode {target.name}")
         write_atomically(target, encoded.tobytes())
         return target
+
+    def save_all(self, save_path: Union[str, os.PathLike]) -> List[Path]:
+        """save_to_json and save_to_img into the folder ``save_path``, as PaddleOCR's ``save_all``.
+
+        A ``save_path`` naming a file writes that one file, as PaddleOCR's save methods do for a
+        file path: ``out.json`` the JSON, ``out.png`` (or another image suffix) the visualization.
+        (PaddleOCR's save_all would then make a folder of the file's name and fail half-way.)
+        """
+        suffix = Path(save_path).suffix.lower()
+        if suffix in JSON_SUFFIXES:
+            return [self.save_to_json(save_path)]
+        if suffix in IMAGE_SUFFIXES:
+            return [self.save_to_img(save_path)]
+        folder = Path(save_path)
+        if folder.exists() and not folder.is_dir():
+            raise DetectorError(f"save_path {str(folder)!r} is a file; give a folder, or a .json or image file name")
+        if self.input_img is None:
+            raise DetectorError("this result holds no input image to draw on")
+        return [self.save_to_json(folder), self.save_to_img(folder)]

@@ -10,9 +10,17 @@ from pathlib import Path
 from typing import Dict, Optional, Tuple
 
 import numpy as np
-import onnxruntime as ort
 
-from .errors import DeviceUnavailableError, InvalidModelError, InvalidParameterError
+from .errors import DetectorError, DeviceUnavailableError, InvalidModelError, InvalidParameterError
+
+try:
+    import onnxruntime as ort
+except ImportError:  # neither extra installed: say which to install when a session is needed
+    ort = None  # type: ignore[assignment]
+ONNXRUNTIME_MISSING = (
+    "onnxruntime is not installed: pip install 'detector[cpu]' (the onnxruntime package) or "
+    "'detector[gpu]' (onnxruntime-gpu, for CUDA)"
+)
 
 CUDA_PROVIDER = "CUDAExecutionProvider"
 CPU_PROVIDER = "CPUExecutionProvider"
@@ -57,6 +65,8 @@ def cuda_unavailable_reason() -> Optional[str]:
 
 def load_session(model_path: Path, device: Optional[Device], threads: Optional[int] = None) -> Tuple[ort.InferenceSession, str]:
     """Open the model on the device; returns the session and the device it really runs on ('cpu', 'gpu:N')."""
+    if ort is None:
+        raise DetectorError(ONNXRUNTIME_MISSING)
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if threads:

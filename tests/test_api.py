@@ -1,6 +1,7 @@
 """TextDetection end to end on the default model and rendered text images."""
 
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -10,6 +11,7 @@ import pytest
 
 from detector import (
     DetectionResult,
+    DetectorError,
     DeviceUnavailableError,
     InputNotFoundError,
     InvalidModelError,
@@ -21,6 +23,8 @@ from detector import (
 )
 from tests.conftest import REPO_ROOT
 from tests.rendered import box_iou, polygon_bounds, write_rendered_pages
+
+pytestmark = pytest.mark.runtime  # no Paddle needed: make test-pythons runs these on every Python
 
 
 @pytest.fixture(scope="module")
@@ -274,3 +278,57 @@ def test_predicting_never_imports_paddle(default_onnx, pages):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "LOADED []" in proc.stdout
+
+
+def test_results_without_a_file_name_get_unique_stable_names(model, pages, tmp_path):
+    import io
+
+    from PIL import Image
+
+    path = pages["banner"][0]
+    image = Image.open(path).convert("RGB")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    array = np.asarray(image)[:, :, ::-1].copy()
+    results = model.predict([array, array, buffer.getvalue(), image]) + model.predict(array)
+    for result in results:
+        assert result["input_path"] is None
+        result.save_all(tmp_path)
+        result.save_all(tmp_path)  # saving again reuses the name: one pair per result
+    names = sorted(p.name for p in tmp_path.iterdir())
+    stems = sorted({name.rsplit("_res.", 1)[0] for name in names})
+    assert len(names) == 2 * len(results) and len(stems) == len(results)
+    for stem in stems:  # PaddleX's <unix time>_<number>, each with its JSON and its drawing
+        assert re.fullmatch(r"\d{10}_\d{4,}", stem), stem
+        assert {f"{stem}_res.json", f"{stem}_res.png"} <= set(names)
+
+
+def test_saved_image_keeps_the_input_suffix_and_file_paths_write_one_file(model, pages, tmp_path):
+    import cv2
+
+    jpg = tmp_path / "scan.jpg"
+    cv2.imwrite(str(jpg), cv2.imread(str(pages["receipt"][0])))
+    (result,) = model.predict(jpg)
+    assert [p.name for p in result.save_all(tmp_path / "out")] == ["scan_res.json", "scan_res.jpg"]
+    assert result.save_all(tmp_path / "one.json") == [tmp_path / "one.json"]
+    assert result.save_all(tmp_path / "one.png") == [tmp_path / "one.png"]
+    assert not (tmp_path / "one.json").is_dir() and not (tmp_path / "one.png").is_dir()
+    (tmp_path / "notes.txt").write_text("keep")
+    with pytest.raises(DetectorError, match="is a file"):
+        result.save_all(tmp_path / "notes.txt")  # a folder path that is a file: refused, nothing written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "one.json", "one.png", "out", "scan.jpg"]
+
+
+def test_empty_result_prints_like_paddleocr(model, capsys):
+    (result,) = model.predict(np.full((64, 64, 3), 255, np.uint8))
+    assert result["dt_polys"].shape == (0, 4, 2) and result["dt_scores"] == []
+    result.print()
+    assert "'dt_polys': array([], dtype=int16)" in capsys.readouterr().out
+    assert result.json["res"]["dt_polys"] == []
+
+
+def test_model_names_are_never_paths(default_onnx):
+    for path_like in (str(default_onnx), str(default_onnx.parent), "../models/PP-OCRv4_mobile_det", "~/m"):
+        with pytest.raises(InvalidParameterError, match="is not a model name.*model_dir="):
+            TextDetection(model_name=path_like, device="cpu")
+    assert TextDetection(model_name="PP-OCRv4_mobile_det", model_dir=default_onnx, device="cpu").model_path == default_onnx

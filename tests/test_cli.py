@@ -11,6 +11,8 @@ import pytest
 from tests.conftest import REPO_ROOT
 from tests.rendered import write_rendered_pages
 
+pytestmark = pytest.mark.runtime  # no Paddle needed: make test-pythons runs these on every Python
+
 DETECT = [sys.executable, "-m", "detector.cli"]
 
 
@@ -223,3 +225,86 @@ def test_unusable_gpu_is_a_usage_error(model_path, pages):
     assert proc.returncode == 2
     assert "device gpu:0 is not usable" in proc.stderr and "--device cpu" in proc.stderr
     assert proc.stderr.count("\n") == 1  # one line, no onnxruntime library-load spam
+
+
+def test_help_reads_detect_options_and_lists_subcommands(monkeypatch):
+    from click.testing import CliRunner
+
+    from detector import cli as cli_module
+
+    for args in (["--help"], ["-h"], ["predict", "--help"]):
+        out = CliRunner().invoke(cli_module.cli, args, prog_name="detect").output
+        assert out.startswith("Usage: detect [OPTIONS]\n") and "detect predict" not in out, out
+    monkeypatch.setitem(cli_module.SUBCOMMANDS, "eval", "detector.cli:cli")
+    out = CliRunner().invoke(cli_module.cli, ["--help"], prog_name="detect").output
+    assert "Subcommands: detect eval" in out and "`detect predict` is this command" in out
+    bad = CliRunner().invoke(cli_module.cli, ["--thresh", "5", "-i", "x.png"], prog_name="detect")
+    assert bad.exit_code == 2 and ("Try 'detect -h'" in bad.output or "Try 'detect --help'" in bad.output)
+
+
+def test_python_dash_m_detector_runs_the_cli(model_path, pages):
+    proc = subprocess.run([sys.executable, "-m", "detector", "-i", str(pages["banner"][0]), "--model",
+                           str(model_path), "--json"], capture_output=True, text=True, cwd=REPO_ROOT, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["res"]["input_path"].endswith("banner.png")
+    usage = subprocess.run([sys.executable, "-m", "detector", "--help"], capture_output=True, text=True, timeout=60)
+    assert usage.returncode == 0 and usage.stdout.startswith("Usage: detect [OPTIONS]")
+
+
+def run_in_process(*args):
+    """detect in this process (click's CliRunner): for tests that run it many times."""
+    from click.testing import CliRunner
+
+    from detector.cli import cli as detect_cli
+
+    return CliRunner().invoke(detect_cli, [str(arg) for arg in args], prog_name="detect")
+
+
+def test_a_model_name_is_never_read_as_a_path(model_path, pages, tmp_path, monkeypatch):
+    # A Paddle model folder in the working directory carrying the model's name must not be tried.
+    (tmp_path / "PP-OCRv4_mobile_det").mkdir()
+    (tmp_path / "PP-OCRv4_mobile_det" / "inference.pdmodel").write_bytes(b"paddle")
+    (tmp_path / "local").mkdir()
+    (tmp_path / "local" / "inference.onnx").write_bytes(model_path.read_bytes())
+    monkeypatch.setenv("DETECTOR_MODELS", str(model_path.parent.parent))
+    monkeypatch.chdir(tmp_path)
+    banner = pages["banner"][0]
+    by_name = run_in_process("-i", banner, "--model_name", "PP-OCRv4_mobile_det", "--device", "cpu", "--json")
+    assert by_name.exit_code == 0, by_name.output
+    by_file = run_in_process("-i", banner, "--model", "local/inference.onnx", "--device", "cpu", "--json")
+    assert by_file.exit_code == 0, by_file.output  # ends in .onnx: the file
+    folder = run_in_process("-i", banner, "--model", tmp_path / "local", "--device", "cpu")
+    assert folder.exit_code == 2 and "pass it as model_dir" in folder.output and "Traceback" not in folder.output
+
+
+def test_save_path_naming_a_file(model_path, pages, tmp_path):
+    banner = pages["banner"][0]
+    common = ["--model", model_path, "--device", "cpu"]
+    for _ in range(2):  # the second run overwrites, as PaddleOCR's save_to_json does
+        proc = run_in_process("-i", banner, *common, "--save_path", tmp_path / "out.json")
+        assert proc.exit_code == 0, proc.output
+    assert json.loads((tmp_path / "out.json").read_text())["input_path"] == str(banner)
+    proc = run_in_process("-i", banner, *common, "--save_path", tmp_path / "boxes.jpg")
+    assert proc.exit_code == 0 and (tmp_path / "boxes.jpg").read_bytes()[:2] == b"\xff\xd8"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["boxes.jpg", "out.json"]
+    # several inputs, a folder of several images, or several pages into one file: refused, nothing written
+    from PIL import Image
+
+    frame = Image.open(banner).convert("RGB")
+    frame.save(tmp_path / "two.pdf", save_all=True, append_images=[frame])
+    for inputs in (["-i", banner, "-i", banner], ["-i", banner.parent], ["-i", tmp_path / "two.pdf"]):
+        proc = run_in_process(*inputs, *common, "--save_path", tmp_path / "many.json")
+        assert proc.exit_code == 2 and "names one file" in proc.output and "Traceback" not in proc.output
+        assert not (tmp_path / "many.json").exists()
+    # a folder path that exists as a file is a usage error, not "File exists" half-way
+    proc = run_in_process("-i", banner, *common, "--save_path", tmp_path / "two.pdf")
+    assert proc.exit_code == 2 and "is a file" in proc.output
+
+
+def test_missing_onnxruntime_is_one_line_naming_the_extras(pages):
+    program = ("import sys; sys.modules['onnxruntime'] = None\n"
+               "from detector.cli import main\n"
+               f"main(['-i', {str(pages['banner'][0])!r}])")
+    proc = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "detector[cpu]" in proc.stderr and "detector[gpu]" in proc.stderr

@@ -22,6 +22,8 @@ from detector.inputs import LoadOptions, iter_images
 from detector.result import write_atomically
 from tests.rendered import write_rendered_pages
 
+pytestmark = pytest.mark.runtime  # no Paddle needed: make test-pythons runs these on every Python
+
 
 @pytest.fixture(scope="module")
 def model(default_onnx):

@@ -14,6 +14,8 @@ from detector.postprocess import (
 )
 from detector.preprocess import ResizeInfo
 
+pytestmark = pytest.mark.runtime  # no Paddle needed: make test-pythons runs these on every Python
+
 SAME_SIZE = ResizeInfo(320, 480, 1.0, 1.0)
 
 

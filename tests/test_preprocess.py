@@ -10,6 +10,8 @@ from detector.preprocess import (
     target_size,
 )
 
+pytestmark = pytest.mark.runtime  # no Paddle needed: make test-pythons runs these on every Python
+
 
 @pytest.mark.parametrize(
     "height, width, limit, limit_type, expected",

@@ -1,0 +1,52 @@
+"""PaddleOCR 3.x keywords that mean nothing on onnxruntime: accepted so migrated code runs, each
+ignored with one warning that says why. Everything else PaddleOCR's TextDetection takes is supported
+(see the README table "PaddleOCR's TextDetection surface")."""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from typing import Any, Dict, Optional, Set
+
+from .errors import InvalidParameterError
+
+# PaddleOCR's own lists (paddleocr/_common_args.py, paddleocr/_constants.py).
+PADDLEOCR_ENGINES = ("paddle", "paddle_static", "paddle_dynamic", "transformers", "onnxruntime")
+PADDLEOCR_PRECISIONS = ("fp32", "fp16")
+OUR_ENGINE = "onnxruntime"
+
+IGNORED_KEYWORDS: Dict[str, str] = {
+    "engine": "this package always runs onnxruntime; there is no Paddle or transformers engine to choose",
+    "engine_config": "it configures Paddle's engines; onnxruntime settings here are device and cpu_threads",
+    "enable_hpi": "PaddleX's high-performance inference plugin chooses a Paddle backend; this package is onnxruntime already",
+    "use_tensorrt": "it switches Paddle Inference's TensorRT subgraph engine; this package runs onnxruntime's CUDA or CPU provider",
+    "precision": "it is the TensorRT precision of Paddle Inference; the ONNX file decides the precision here",
+    "enable_mkldnn": "MKL-DNN (oneDNN) is Paddle Inference's CPU backend; onnxruntime uses its own CPU kernels",
+    "mkldnn_cache_capacity": "it sizes Paddle Inference's MKL-DNN shape cache; onnxruntime has none",
+    "enable_cinn": "CINN is Paddle's compiler; onnxruntime optimizes the graph itself when the session opens",
+}
+
+_warned: Set[str] = set()
+_warned_lock = threading.Lock()
+
+
+class IgnoredArgumentWarning(UserWarning):
+    """A PaddleOCR keyword was given that has no meaning on onnxruntime; it changes nothing."""
+
+
+def check_ignored_keywords(given: Dict[str, Any]) -> None:
+    """Validate PaddleOCR's engine keywords as PaddleOCR does, then warn once per process for each one given."""
+    engine: Optional[str] = given.get("engine")
+    if engine is not None and engine not in PADDLEOCR_ENGINES:
+        raise InvalidParameterError(f"engine must be one of {', '.join(PADDLEOCR_ENGINES)}, got {engine!r}")
+    precision = given.get("precision")
+    if precision is not None and precision not in PADDLEOCR_PRECISIONS:
+        raise InvalidParameterError(f"precision must be one of {', '.join(PADDLEOCR_PRECISIONS)}, got {precision!r}")
+    for name, value in given.items():
+        if value is None or (name == "engine" and value == OUR_ENGINE):
+            continue
+        with _warned_lock:
+            if name in _warned:
+                continue
+            _warned.add(name)
+        warnings.warn(f"{name}={value!r} is ignored: {IGNORED_KEYWORDS[name]}", IgnoredArgumentWarning, stacklevel=3)
