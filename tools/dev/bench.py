@@ -24,6 +24,7 @@ import argparse
 import os
 import platform
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -171,7 +172,7 @@ def main(argv: List[str] = None) -> int:
     parser.add_argument("--yml", type=Path, help="inference.yml for PaddleOCR (default: the one stored in --onnx)")
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                         help="a setting for our TextDetection (for files without detector.* metadata)")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--repeat", type=int, default=3, help="timed calls per stage and image, per round")
     parser.add_argument("--no-paddle", action="store_true", help="skip PaddleOCR's Paddle engine")
     args = parser.parse_args(argv)
@@ -220,6 +221,7 @@ def main(argv: List[str] = None) -> int:
         if pdocr is not None:
             whole["PaddleOCR paddle"] = lambda: list(pdocr.predict(folder))
         best: Dict[str, float] = {}
+        paired: Dict[str, List[float]] = {}  # per round, ours / theirs: neighbours in time share the load
         stages: Dict[str, Dict[str, object]] = {}
         paddle_runs: Dict[str, float] = {}
         for fn in whole.values():
@@ -229,7 +231,9 @@ def main(argv: List[str] = None) -> int:
             for name, fn in whole.items():
                 start = time.perf_counter()
                 fn()
-                best[name] = min(best.get(name, float("inf")), time.perf_counter() - start)
+                elapsed = time.perf_counter() - start
+                best[name] = min(best.get(name, float("inf")), elapsed)
+                paired.setdefault(name, []).append(elapsed)
             for path in images:
                 times = stage_times(ours, path, args.repeat)
                 kept = stages.setdefault(path.name, times)
@@ -266,10 +270,15 @@ def main(argv: List[str] = None) -> int:
     print(f"\nwhole set ({count} images, file in -> boxes out, each side's defaults), best of {args.rounds} rounds:")
     for name, seconds in best.items():
         print(f"  {name:18s} {seconds * 1000:8.0f} ms  {count / seconds:6.2f} images/s")
-    print(f"  ours / PaddleOCR onnxruntime engine = {best['ours'] / best['PaddleOCR ort']:.2f}")
+    def ratios(mine: str, theirs: str) -> str:
+        per_round = sorted(a / b for a, b in zip(paired[mine], paired[theirs]))
+        return (f"{best[mine] / best[theirs]:.2f} (best / best); per round {min(per_round):.2f}-{max(per_round):.2f}, "
+                f"median {statistics.median(per_round):.2f}")
+
+    print(f"  ours / PaddleOCR onnxruntime engine = {ratios('ours', 'PaddleOCR ort')}")
     if "PaddleOCR paddle" in best:
-        print(f"  ours / PaddleOCR Paddle engine      = {best['ours'] / best['PaddleOCR paddle']:.2f}")
-    print(f"  ours read-ahead / ours serial       = {best['ours'] / best['ours serial']:.2f}")
+        print(f"  ours / PaddleOCR Paddle engine      = {ratios('ours', 'PaddleOCR paddle')}")
+    print(f"  ours read-ahead / ours serial       = {ratios('ours', 'ours serial')}")
     if paddle_runs:
         print(f"  ort session.run / Paddle Inference run (summed over the set) = {totals['run'] / totals['pd']:.2f}")
     return 0

@@ -23,13 +23,17 @@ import numpy as np
 from tools.export.paddle import paddle_predictor, quiet_offline_environment  # noqa: F401 (re-exported for bench)
 
 def detect_with_paddleocr(
-    model_dir: Path, model_name: str, images: Sequence[str], **settings: object
+    model_dir: Path, model_name: str, images: Sequence[str], engine: Optional[str] = None, **settings: object
 ) -> List[Dict[str, object]]:
-    """PaddleOCR's TextDetection on each image; settings are its keywords (None = the model's default)."""
+    """PaddleOCR's TextDetection on each image; settings are its keywords (None = the model's default).
+
+    engine "onnxruntime" runs PaddleOCR's own onnxruntime engine on model_dir's inference.onnx."""
     quiet_offline_environment()
     from paddleocr import TextDetection
 
     given = {key: value for key, value in settings.items() if value is not None}
+    if engine:
+        given["engine"] = engine
     detector = TextDetection(model_name=model_name, model_dir=str(model_dir), device="cpu", **given)
     results = []
     for image in images:
@@ -50,6 +54,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--model-dir", type=Path, required=True, help="Paddle inference model folder")
     parser.add_argument("--model-name", required=True, help="name PaddleOCR knows, e.g. PP-OCRv4_mobile_det")
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
+    parser.add_argument("--engine", choices=("paddle", "onnxruntime"),
+                        help="PaddleOCR's inference engine (default: Paddle, on the Paddle model)")
     parser.add_argument("--limit-side-len", type=int)
     parser.add_argument("--limit-type", choices=("max", "min"))
     parser.add_argument("--thresh", type=float)
@@ -65,7 +71,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"paddle_reference: error: --model-dir {args.model_dir} is not a folder", file=sys.stderr)
         return 1
     results = detect_with_paddleocr(
-        args.model_dir, args.model_name, args.images,
+        args.model_dir, args.model_name, args.images, engine=args.engine,
         limit_side_len=args.limit_side_len, limit_type=args.limit_type, thresh=args.thresh,
         box_thresh=args.box_thresh, unclip_ratio=args.unclip_ratio,
     )
