@@ -13,7 +13,7 @@ import importlib
 import sys
 import traceback
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import click
 
@@ -21,6 +21,7 @@ from .api import DEFAULT_MODEL_NAME, TextDetection
 from .catalog import KNOWN_MODELS, exported_models
 from .errors import DetectorError, InvalidParameterError
 from .inputs import DEFAULT_LOAD_OPTIONS, LoadedImage, Source, expand_inputs, load_source
+from .prefetch import prefetch
 from .session import parse_device
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
@@ -164,21 +165,34 @@ def detect(inputs, recursive, model, model_dir, device, save_path, batch_size, l
     pending: List[LoadedImage] = []
     with click.progressbar(length=len(sources), label="detecting", file=sys.stderr,
                            hidden=not show_progress) as progress:
-        for source in sources:
-            try:
-                for image in load_source(source, options):
-                    pending.append(image)
-                    if len(pending) == batch_size:
-                        flush(pending)
-            except DetectorError as exc:
+        # the next files are read while the network runs on these (detector/prefetch.py)
+        for source, image, error in prefetch(_load_each(sources, options)):
+            if image is not None:
+                pending.append(image)
+                if len(pending) == batch_size:
+                    flush(pending)
+                continue
+            if error is not None:
                 tally["failed"] += 1
-                _report(source.describe(), exc, debug)
+                _report(source.describe(), error, debug)
             progress.update(1)
         if pending:
             flush(pending)
     if show_progress or tally["failed"]:
         click.echo(f"detect: {tally['done']} succeeded, {tally['failed']} failed", err=True)
     sys.exit(EXIT_SOME_FAILED if tally["failed"] else EXIT_OK)
+
+
+def _load_each(sources: List[Source], options) -> Iterator[Tuple[Source, Optional[LoadedImage], Optional[DetectorError]]]:
+    """(source, image, None) per image, then (source, None, error or None) when the source is done."""
+    for source in sources:
+        try:
+            for image in load_source(source, options):
+                yield source, image, None
+        except DetectorError as exc:
+            yield source, None, exc
+            continue
+        yield source, None, None
 
 
 def _report(what: str, exc: BaseException, debug: bool) -> None:
