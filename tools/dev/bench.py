@@ -220,6 +220,10 @@ def main(argv: List[str] = None) -> int:
                  "PaddleOCR ort": lambda: list(pdocr_ort.predict(folder))}
         if pdocr is not None:
             whole["PaddleOCR paddle"] = lambda: list(pdocr.predict(folder))
+        single = {"ours": lambda p: ours.predict(p), "PaddleOCR ort": lambda p: list(pdocr_ort.predict(p))}
+        if pdocr is not None:
+            single["PaddleOCR paddle"] = lambda p: list(pdocr.predict(p))
+        per_image: Dict[str, Dict[str, float]] = {name: {} for name in single}
         best: Dict[str, float] = {}
         paired: Dict[str, List[float]] = {}  # per round, ours / theirs: neighbours in time share the load
         stages: Dict[str, Dict[str, object]] = {}
@@ -234,6 +238,13 @@ def main(argv: List[str] = None) -> int:
                 elapsed = time.perf_counter() - start
                 best[name] = min(best.get(name, float("inf")), elapsed)
                 paired.setdefault(name, []).append(elapsed)
+            # image by image, the sides alternating: neighbours in time share the machine's load
+            for path in images:
+                for name, fn in single.items():
+                    start = time.perf_counter()
+                    fn(str(path))
+                    elapsed = (time.perf_counter() - start) * 1000
+                    per_image[name][path.name] = min(per_image[name].get(path.name, float("inf")), elapsed)
             for path in images:
                 times = stage_times(ours, path, args.repeat)
                 kept = stages.setdefault(path.name, times)
@@ -265,6 +276,17 @@ def main(argv: List[str] = None) -> int:
     print(" | ".join(row))
     stage_sum = sum(totals[k] for k in ("decode", "pre", "run", "post"))
     print("shares: " + ", ".join(f"{k} {100 * totals[k] / stage_sum:.0f}%" for k in ("decode", "pre", "run", "post")))
+
+    print(f"\nend to end per image, ms (file in -> boxes out, sides alternating image by image, best of {args.rounds})")
+    names = list(single)
+    print(" | ".join(["image"] + names + [f"ours / {name}" for name in names[1:]]))
+    for path in images:
+        row = [path.name] + [f"{per_image[name][path.name]:.1f}" for name in names]
+        row += [f"{per_image['ours'][path.name] / per_image[name][path.name]:.2f}" for name in names[1:]]
+        print(" | ".join(row))
+    sums = {name: sum(per_image[name].values()) for name in names}
+    print(" | ".join(["total"] + [f"{sums[name]:.1f}" for name in names]
+                     + [f"{sums['ours'] / sums[name]:.2f}" for name in names[1:]]))
 
     count = len(images)
     print(f"\nwhole set ({count} images, file in -> boxes out, each side's defaults), best of {args.rounds} rounds:")
