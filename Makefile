@@ -91,11 +91,18 @@ test-pythons-ci: $(DEFAULT_MODEL) .venv-py3.9-min/.installed .venv-py3.13/.insta
 	$(call RUNTIME_TEST_RUN,.venv-py3.13)
 
 # With SOURCE, the model is exported (and verified) into .cache/bench first, leaving models/ alone.
+# PaddleOCR's onnxruntime engine runs the same source unrewritten (REFERENCE, default: exported with
+# --no-rewrites); models with Paddle weights also run on PaddleOCR's Paddle engine. For an ONNX-only
+# model (PP-OCRv6): make bench MODEL=PP-OCRv6_small_det REFERENCE=<official inference.onnx>
 BENCH_ONNX = $(if $(SOURCE),.cache/bench/$(MODEL)/inference.onnx,models/$(MODEL)/inference.onnx)
+REFERENCE ?=
+BENCH_SOURCE = $(if $(REFERENCE),$(SOURCE),$(or $(SOURCE),.cache/sources/$(MODEL)))
+BENCH_REFERENCE = $(or $(REFERENCE),.cache/bench/$(MODEL)/reference.onnx)
 
 bench: $(PADDLE_VENV)/.installed $(DEFAULT_MODEL)
 	$(if $(SOURCE),$(PADDLE_VENV)/bin/python -m tools.export --model '$(MODEL)' --source '$(SOURCE)' --output '$(BENCH_ONNX)')
-	$(PADDLE_VENV)/bin/python -m tools.dev.bench --model '$(MODEL)' --onnx '$(BENCH_ONNX)' $(if $(SOURCE),--source '$(SOURCE)')
+	$(if $(REFERENCE),,$(PADDLE_VENV)/bin/python -m tools.export --model '$(MODEL)' --source '$(BENCH_SOURCE)' --output '$(BENCH_REFERENCE)' --no-rewrites)
+	$(PADDLE_VENV)/bin/python -m tools.dev.bench --model '$(MODEL)' --onnx '$(BENCH_ONNX)' --reference-onnx '$(BENCH_REFERENCE)' $(if $(BENCH_SOURCE),--source '$(BENCH_SOURCE)')
 
 # PP-OCRv4_server_det rebuilt with random weights (official weights are not reachable here): for proof and benchmarks.
 SERVER_NET := .cache/server_net/PP-OCRv4_server_det

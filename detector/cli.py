@@ -8,7 +8,6 @@ still processed and saved), 2 usage error (bad option value, model or device unu
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import importlib
 import sys
@@ -25,6 +24,8 @@ from .errors import DetectorError, InvalidParameterError
 from .inputs import DEFAULT_LOAD_OPTIONS, LoadedImage, Source, expand_inputs, load_source
 from .paddleocr_compat import PADDLEOCR_ENGINES, PADDLEOCR_PRECISIONS
 from .result import IMAGE_SUFFIXES, JSON_SUFFIXES, DetectionResult
+from .prefetch import prefetch
+from .progress import progress_bar
 from .session import parse_device
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
@@ -120,21 +121,6 @@ class DetectCommand(click.Command):
                 "Subcommands: " + ", ".join(f"{ctx.command_path} {name}" for name in sorted(SUBCOMMANDS))
                 + f" (each with --help). `{ctx.command_path} {DETECT_COMMAND}` is this command."
             )
-
-
-@contextlib.contextmanager
-def _progress(length: int, show: bool) -> Iterator[Any]:
-    """click's progress bar on stderr, or a silent stand-in (click < 8.2 has no progressbar(hidden=))."""
-    if not show:
-        yield _NoProgress()
-        return
-    with click.progressbar(length=length, label="detecting", file=sys.stderr) as bar:
-        yield bar
-
-
-class _NoProgress:
-    def update(self, steps: int) -> None:
-        pass
 
 
 def _save_target(save_path: Optional[str]) -> Tuple[Optional[str], bool]:
@@ -269,16 +255,17 @@ def detect(inputs, recursive, model, model_dir, device, save_path, batch_size, l
 
     show_progress = len(sources) > 1
     pending: List[LoadedImage] = []
-    with _progress(len(sources), show_progress) as progress:
-        for source in sources:
-            try:
-                for image in load_source(source, options):
-                    pending.append(image)
-                    if len(pending) == batch_size:
-                        flush(pending)
-            except DetectorError as exc:
+    with progress_bar(len(sources), "detecting", show_progress) as progress:
+        # the next files are read while the network runs on these (detector/prefetch.py)
+        for source, image, error in prefetch(_load_each(sources, options)):
+            if image is not None:
+                pending.append(image)
+                if len(pending) == batch_size:
+                    flush(pending)
+                continue
+            if error is not None:
                 tally["failed"] += 1
-                _report(source.describe(), exc, debug)
+                _report(source.describe(), error, debug)
             progress.update(1)
         if pending:
             flush(pending)
@@ -295,6 +282,18 @@ def detect(inputs, recursive, model, model_dir, device, save_path, batch_size, l
     if show_progress or tally["failed"]:
         click.echo(f"detect: {tally['done']} succeeded, {tally['failed']} failed", err=True)
     sys.exit(EXIT_SOME_FAILED if tally["failed"] else EXIT_OK)
+
+
+def _load_each(sources: List[Source], options) -> Iterator[Tuple[Source, Optional[LoadedImage], Optional[DetectorError]]]:
+    """(source, image, None) per image, then (source, None, error or None) when the source is done."""
+    for source in sources:
+        try:
+            for image in load_source(source, options):
+                yield source, image, None
+        except DetectorError as exc:
+            yield source, None, exc
+            continue
+        yield source, None, None
 
 
 def _report(what: str, exc: BaseException, debug: bool) -> None:

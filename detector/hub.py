@@ -135,7 +135,7 @@ def _fetch(url: str, label: str, model_name: str) -> bytes:
     import urllib.error
     import urllib.request
 
-    import click
+    from .progress import progress_bar
 
     request = urllib.request.Request(url, headers={"User-Agent": "detector"})
     try:
@@ -143,8 +143,7 @@ def _fetch(url: str, label: str, model_name: str) -> bytes:
             expected = response.headers.get("Content-Length")
             expected = int(expected) if expected and expected.isdigit() else None
             body = bytearray()
-            with click.progressbar(length=expected or 0, label=f"downloading {label}", file=sys.stderr,
-                                   hidden=expected is None) as bar:
+            with progress_bar(expected or 0, f"downloading {label}", show=expected is not None) as bar:
                 while True:
                     chunk = response.read(_CHUNK)
                     if not chunk:

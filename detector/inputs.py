@@ -351,6 +351,13 @@ def _load_encoded(data: bytes, name: Optional[str], what: str, options: LoadOpti
         yield LoadedImage(decode_image_bytes(data, what, options), name)
 
 
+def may_hold_pages(source: Source) -> bool:
+    """Whether a source can yield several images (PDF and TIFF pages; URLs and bytes are not known yet)."""
+    if source.kind in ("url", "bytes"):
+        return True
+    return source.kind == "file" and Path(source.value).suffix.lower() in (".pdf", ".tif", ".tiff")
+
+
 def load_source(source: Source, options: LoadOptions = DEFAULT_LOAD_OPTIONS) -> Iterator[LoadedImage]:
     """The images of one source: one for an image, one per page for a PDF or TIFF."""
     if source.kind == "array":

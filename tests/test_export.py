@@ -83,7 +83,8 @@ def test_metadata_carries_name_settings_source_and_record(metadata, default_sour
     assert source["origin"] == str(default_source_dir)
     record = json.loads(metadata[METADATA_EXPORT_KEY])
     assert record["opset"] == 14 and record["source_format"] == "legacy"
-    assert record["rewrites"] == []  # the mobile DBHead holds no pattern of tools/export/rewrites/
+    # PPLCNetV3's learnable affine blocks; the mobile DBHead holds neither server pattern
+    assert record["rewrites"] == ["conv_affine_fold", "affine_as_depthwise_conv"]
     assert record["paddlepaddle"] and record["paddle2onnx"] and record["onnx"]
     verification = record["verification"]
     assert verification["max_abs_diff"] <= TOLERANCE

@@ -79,3 +79,27 @@ def test_normalize_is_imagenet_on_bgr_channels_in_chw():
 def test_group_by_shape_keeps_first_seen_order():
     a, b = np.zeros((3, 32, 64)), np.zeros((3, 64, 32))
     assert group_by_shape([a, b, a, a, b]) == [[0, 2, 3], [1, 4]]
+
+
+def paddlex_normalize(image, mean, std, scale):
+    """PaddleX's NormalizeImage (order hwc) then ToCHWImage, step by step, as its processors.py does it."""
+    alpha = [scale / s for s in std]
+    beta = [-m / s for m, s in zip(mean, std)]
+    planes = [image[:, :, c].astype(np.float32) for c in range(image.shape[2])]
+    for c, plane in enumerate(planes):
+        plane *= alpha[c]
+        plane += beta[c]
+    return np.ascontiguousarray(np.stack(planes, axis=-1).transpose(2, 0, 1))
+
+
+@pytest.mark.parametrize("shape", [(32, 32, 3), (37, 129, 3), (736, 960, 3)])
+def test_normalize_is_bit_identical_to_paddlex(shape):
+    image = np.random.default_rng(sum(shape)).integers(0, 256, shape, dtype=np.uint8)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    expected = paddlex_normalize(image, mean, std, 1 / 255)
+    np.testing.assert_array_equal(normalize_image(image, mean, std, 1 / 255), expected)
+    # written into a slot of a batch, and from a non-contiguous view
+    batch = np.full((2,) + expected.shape, np.nan, np.float32)
+    normalize_image(np.ascontiguousarray(image[:, ::-1])[:, ::-1], mean, std, 1 / 255, out=batch[1])
+    np.testing.assert_array_equal(batch[1], expected)
+    assert np.isnan(batch[0]).all()

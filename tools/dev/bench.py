@@ -1,22 +1,35 @@
-"""Benchmark: time per stage of our pipeline next to Paddle Inference and PaddleOCR, in one run.
+"""Benchmark: our pipeline next to PaddleOCR's TextDetection (Paddle engine and onnxruntime engine), in one run.
 
-    python -m tools.dev.bench [--model NAME] [--source PADDLE_MODEL_DIR] [--onnx PATH] [--repeat N]
+    python -m tools.dev.bench --model NAME --onnx OURS.onnx [--source PADDLE_DIR] [--reference-onnx SRC.onnx]
+                              [--rounds N] [--set-setting key=value ...]
 
-Needs the Paddle environment (.venv-paddle, `make bench`). Prints milliseconds (median of
---repeat runs per image, best of --rounds alternations) and the ratios that matter: ORT session.run / Paddle predictor.run on the
-same tensor, our end-to-end / PaddleOCR's TextDetection end-to-end, and (pre + post) / session.run.
+Needs the Paddle environment (.venv-paddle, `make bench`). Renders a mixed image set (scene-like
+photos as JPEG, document pages, an A4 page at 300 dpi, a long banner, small crops), then, in
+interleaved rounds, times on the whole set, file in -> boxes out, each side at its own defaults:
+
+- ours: TextDetection.predict over the folder (decoding overlapped with inference), and the same
+  without the read-ahead (serial), for images/s;
+- PaddleOCR 3.7 TextDetection(engine="onnxruntime") on --reference-onnx (the unrewritten ONNX
+  source: paddle2onnx's output, or PaddlePaddle's official file), defaults from its inference.yml;
+- PaddleOCR 3.7 TextDetection on the Paddle weights (--source), where there are Paddle weights;
+
+and our stages per image (decode, preprocess, session.run, postprocess), plus, with --source,
+onnxruntime session.run against Paddle Inference predictor.run on the same tensors. Every figure
+is the best of --rounds rounds (shared machines have slow spells); ratios are of those bests.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import platform
+import shutil
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 import cv2
 import numpy as np
@@ -24,151 +37,272 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT))
 
+import detector.api as detector_api  # noqa: E402
+from detector.api import TextDetection  # noqa: E402
 from detector.inputs import read_image_file  # noqa: E402
 from detector.postprocess import boxes_from_probability_map  # noqa: E402
 from detector.preprocess import normalize_image, resize_for_detection  # noqa: E402
-from detector.api import TextDetection  # noqa: E402
-from tools.export.paddle import paddle_predictor, quiet_offline_environment  # noqa: E402
+from detector.settings import METADATA_INFERENCE_YML_KEY  # noqa: E402
 from tools.dev.sample_image import render_text_image  # noqa: E402
 
-# (name, width, height): a phone photo crop, a screen, an A4 scan at 150 dpi, a wide receipt strip.
-BENCH_SIZES = (("640x480", 640, 480), ("1280x960", 1280, 960), ("1240x1754", 1240, 1754), ("2000x400", 2000, 400))
+
+# ----------------------------------------------------------------------------- the image set
 
 
-def blocked_medians(candidates: Dict[str, Callable[[], object]], repeat: int, warmup: int = 3) -> Dict[str, float]:
-    """Median ms of each candidate, timed in a block of its own after a few warm-up runs.
-
-    Blocks, not interleaving: Paddle's OpenMP threads and onnxruntime's pool both spin for a while
-    after each call, and alternating the engines would have each one pay for the other's spinning.
-    """
-    medians = {}
-    for name, fn in candidates.items():
-        for _ in range(warmup):
-            fn()
-        times = []
-        for _ in range(repeat):
-            start = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - start) * 1000)
-        medians[name] = statistics.median(times)
-    return medians
+def scene_image(width: int, height: int, seed: int) -> np.ndarray:
+    """A photo-like render: a text card on a blurred, noisy, coloured background."""
+    rng = np.random.default_rng(seed)
+    lines = [f"SALE {seed}{i}% off - open daily 9:00-21:00" for i in range(4)]
+    card, _ = render_text_image(lines, width=width // 2, font_size=max(14, height // 24),
+                                line_gap=max(8, height // 30), background=235, foreground=30)
+    background = cv2.resize(rng.integers(0, 255, (height // 16 + 1, width // 16 + 1, 3), dtype=np.uint8),
+                            (width, height))
+    noise = rng.normal(0, 12, (height, width, 3))
+    image = np.clip(background.astype(np.float32) * 0.6 + 60 + noise, 0, 255).astype(np.uint8)
+    top, left = height // 5, width // 6
+    card = card[: height - top, : width - left]
+    image[top: top + card.shape[0], left: left + card.shape[1]] = card
+    return image
 
 
-def make_images(folder: Path) -> Dict[str, Path]:
-    paths = {}
-    for name, width, height in BENCH_SIZES:
-        font = max(14, height // 30)
-        count = max(1, (height - 80) // (font * 2))
-        lines = [f"{name} line {i}: the quick brown fox jumps over the lazy dog 0123456789" for i in range(count)]
-        image, _ = render_text_image(lines, width=width, height=height, font_size=font, line_gap=font)
-        paths[name] = folder / f"{name}.png"
-        cv2.imwrite(str(paths[name]), image)
-    return paths
+def document_image(width: int, height: int, font: int) -> np.ndarray:
+    count = max(1, (height - 80) // (font * 2))
+    lines = [f"{i:03d} Invoice line item the quick brown fox 0123456789 EUR" for i in range(count)]
+    image, _ = render_text_image(lines, width=width, height=height, font_size=font, line_gap=font)
+    return image
 
 
-def paddleocr_detector(source: Path, model_name: str, threads: int):
-    quiet_offline_environment()
-    from paddleocr import TextDetection as PaddleTextDetection
+def make_image_set(folder: Path) -> List[Path]:
+    """The mixed set, written into folder; returns the files in the order PaddleOCR reads a folder."""
+    images = {
+        "scene_640x480.jpg": scene_image(640, 480, 1),
+        "scene_1920x1080.jpg": scene_image(1920, 1080, 2),
+        "scene_3000x2000.jpg": scene_image(3000, 2000, 3),
+        "doc_1280x720.png": document_image(1280, 720, 22),
+        "doc_1240x1754.png": document_image(1240, 1754, 28),
+        "a4_300dpi_2480x3508.jpg": document_image(2480, 3508, 50),
+        "banner_4000x300.png": document_image(4000, 300, 90),
+        "crop_300x80.png": document_image(300, 80, 20),
+        "tiny_120x40.png": document_image(120, 40, 14),
+        "tiny_30x20.png": document_image(300, 80, 20)[:20, 30:60],
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, image in images.items():
+        params = [cv2.IMWRITE_JPEG_QUALITY, 90] if name.endswith(".jpg") else []
+        cv2.imwrite(str(folder / name), image, params)
+    return sorted(folder / name for name in images)
 
-    return PaddleTextDetection(model_name=model_name, model_dir=str(source), device="cpu", cpu_threads=threads)
+
+# ----------------------------------------------------------------------------- timing
 
 
-def time_ours(path: Path, detector: TextDetection, repeat: int) -> Dict[str, float]:
-    """Our stages one by one on this image, and the whole TextDetection.predict."""
+def best_ms(fn: Callable[[], object], repeat: int) -> float:
+    """Lowest of repeat timed calls, ms (one warm-up call first)."""
+    fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000)
+    return min(times)
+
+
+def stage_times(detector: TextDetection, path: Path, repeat: int) -> Dict[str, object]:
+    """Our four stages on one image, ms (best of repeat)."""
     settings, session = detector.settings, detector._session
     input_name, output_name = session.get_inputs()[0].name, session.get_outputs()[0].name
     image = read_image_file(path)
-    resized, info = resize_for_detection(image, settings.limit_side_len, settings.limit_type, settings.max_side_limit)
-    batch = normalize_image(resized, settings.mean, settings.std, settings.scale)[np.newaxis]
-    prob = session.run([output_name], {input_name: batch})[0][0, 0]
 
     def preprocess():
-        r, _ = resize_for_detection(image, settings.limit_side_len, settings.limit_type, settings.max_side_limit)
-        return normalize_image(r, settings.mean, settings.std, settings.scale)
+        resized, info = resize_for_detection(image, settings.limit_side_len, settings.limit_type,
+                                             settings.max_side_limit)
+        return normalize_image(resized, settings.mean, settings.std, settings.scale)[np.newaxis], info
 
-    def postprocess():
-        return boxes_from_probability_map(prob, info, settings.thresh, settings.box_thresh, settings.unclip_ratio,
-                                          settings.max_candidates, settings.use_dilation, settings.score_mode,
-                                          settings.box_type)
-
-    times = blocked_medians(
-        {
-            "load": lambda: read_image_file(path),
-            "pre": preprocess,
-            "run": lambda: session.run([output_name], {input_name: batch}),
-            "post": postprocess,
-            "ours": lambda: detector.predict(path),
-        },
-        repeat,
-    )
-    times["shape"] = f"{batch.shape[3]}x{batch.shape[2]}"
-    times["batch"] = batch
-    return times
+    batch, info = preprocess()
+    prob = session.run([output_name], {input_name: batch})[0][0, 0]
+    return {
+        "decode": best_ms(lambda: read_image_file(path), repeat),
+        "pre": best_ms(preprocess, repeat),
+        "run": best_ms(lambda: session.run([output_name], {input_name: batch}), repeat),
+        "post": best_ms(lambda: boxes_from_probability_map(
+            prob, info, settings.thresh, settings.box_thresh, settings.unclip_ratio, settings.max_candidates,
+            settings.use_dilation, settings.score_mode, settings.box_type), repeat),
+        "batch": batch,
+        "net": f"{batch.shape[3]}x{batch.shape[2]}",
+    }
 
 
-def keep_best(best: Dict[str, dict], name: str, times: dict) -> None:
-    """Merge one round's figures for an image into best, keeping each figure's lowest value."""
-    kept = best.setdefault(name, dict(times))
-    for key, value in times.items():
-        if isinstance(value, float):
-            kept[key] = min(kept[key], value)
+def paddleocr_folder(onnx_path: Path, yml_text: str, folder: Path) -> Path:
+    """A PaddleOCR-style model folder (inference.onnx + inference.yml) for its onnxruntime engine."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(onnx_path, folder / "inference.onnx")
+    (folder / "inference.yml").write_text(yml_text)
+    return folder
+
+
+def inference_yml_of(onnx_path: Path) -> Optional[str]:
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    props = {prop.key: prop.value for prop in model.metadata_props}
+    return props.get(METADATA_INFERENCE_YML_KEY)
+
+
+def parse_settings(pairs: List[str]) -> Dict[str, object]:
+    settings = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        try:
+            settings[key] = int(value)
+        except ValueError:
+            try:
+                settings[key] = float(value)
+            except ValueError:
+                settings[key] = value
+    return settings
 
 
 def main(argv: List[str] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="PP-OCRv4_mobile_det")
-    parser.add_argument("--source", type=Path, help="Paddle inference model dir (default: .cache/sources/<model>)")
-    parser.add_argument("--onnx", type=Path, help="exported model (default: models/<model>/inference.onnx)")
-    parser.add_argument("--repeat", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=3, help="alternations of ours and Paddle; best round kept")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--onnx", type=Path, help="our model (default: models/<model>/inference.onnx)")
+    parser.add_argument("--source", type=Path, help="Paddle inference model dir, if the model has Paddle weights")
+    parser.add_argument("--reference-onnx", type=Path,
+                        help="the ONNX PaddleOCR's onnxruntime engine runs (default: --onnx)")
+    parser.add_argument("--yml", type=Path, help="inference.yml for PaddleOCR (default: the one stored in --onnx)")
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                        help="a setting for our TextDetection (for files without detector.* metadata)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=3, help="timed calls per stage and image, per round")
+    parser.add_argument("--no-paddle", action="store_true", help="skip PaddleOCR's Paddle engine")
     args = parser.parse_args(argv)
-    source = args.source or REPO_ROOT / ".cache" / "sources" / args.model
     onnx_path = args.onnx or REPO_ROOT / "models" / args.model / "inference.onnx"
-    for path, hint in ((source, "--source"), (onnx_path, f"--onnx, or `make export MODEL={args.model}` first")):
+    reference_onnx = args.reference_onnx or onnx_path
+    source = None if args.no_paddle else args.source
+    yml_text = args.yml.read_text() if args.yml else inference_yml_of(onnx_path)
+    for path in (onnx_path, reference_onnx) + ((source,) if source else ()):
         if not path.exists():
-            print(f"bench: error: {path} does not exist ({hint})", file=sys.stderr)
+            print(f"bench: error: {path} does not exist", file=sys.stderr)
             return 1
+    if not yml_text:
+        print("bench: error: no inference.yml for PaddleOCR: pass --yml", file=sys.stderr)
+        return 1
 
-    print(f"model {args.model}  onnx {onnx_path}  threads {args.threads}  repeat {args.repeat}  (median ms)")
+    from tools.export.paddle import paddle_predictor, quiet_offline_environment
+
+    quiet_offline_environment()
+    from paddleocr import TextDetection as PaddleOCRTextDetection
+
+    threads = os.cpu_count() or 1
+    print(f"bench {args.model}: {platform.machine()} {platform.processor() or ''} {threads} cores, "
+          f"{platform.python_version()}; ours {onnx_path}; PaddleOCR onnxruntime engine on {reference_onnx}")
     with tempfile.TemporaryDirectory() as tmp:
-        images = make_images(Path(tmp))
-        # Phase 1, ours alone; phase 2, Paddle: neither engine's idle-spinning threads slow the other.
-        detector = TextDetection(model_dir=onnx_path, device="cpu", cpu_threads=args.threads)
-        paddle_run = reference = None
-        ours: Dict[str, dict] = {}
-        theirs: Dict[str, dict] = {}
-        # Shared machines have slow spells: each round times ours, then Paddle, and each figure keeps
-        # its best round, so a spell that hits one phase does not decide the ratio.
-        for _ in range(args.rounds):
-            for name, path in images.items():
-                keep_best(ours, name, time_ours(path, detector, args.repeat))
-            if paddle_run is None:
-                # oneDNN on: PaddleOCR's CPU default and Paddle's fastest setting, the fair anchor
-                paddle_run = paddle_predictor(source, args.threads, mkldnn=True)
-                reference = paddleocr_detector(source, args.model, args.threads)
-            for name, path in images.items():
-                keep_best(theirs, name, blocked_medians(
-                    {"pd": lambda: paddle_run(ours[name]["batch"]),
-                     "pdocr": lambda: list(reference.predict(str(path)))},
-                    args.repeat,
-                ))
+        images = make_image_set(Path(tmp) / "images")
+        folder = str(images[0].parent)
+        ours = TextDetection(model_dir=onnx_path, device="cpu", **parse_settings(args.settings))
+        pdocr_ort = PaddleOCRTextDetection(model_name=args.model, device="cpu", engine="onnxruntime",
+                                           model_dir=str(paddleocr_folder(reference_onnx, yml_text, Path(tmp) / "ref")))
+        pdocr = (PaddleOCRTextDetection(model_name=args.model, model_dir=str(source), device="cpu")
+                 if source else None)
+        paddle_run = paddle_predictor(source, threads, mkldnn=True) if source else None
 
-    header = ("image", "net in", "load", "pre", "ort.run", "post", "ours e2e", "pd.run", "pdocr e2e",
-              "run ratio", "e2e ratio", "pre+post")
-    print("{:>10} {:>9} {:>6} {:>6} {:>8} {:>6} {:>9} {:>8} {:>9} {:>9} {:>9} {:>8}".format(*header))
-    totals = dict.fromkeys(("run", "pd", "ours", "pdocr", "prepost"), 0.0)
-    for name in images:
-        t, p = ours[name], theirs[name]
-        print("{:>10} {:>9} {:6.1f} {:6.1f} {:8.1f} {:6.1f} {:9.1f} {:8.1f} {:9.1f} {:9.2f} {:9.2f} {:7.0f}%".format(
-            name, t["shape"], t["load"], t["pre"], t["run"], t["post"], t["ours"], p["pd"], p["pdocr"],
-            t["run"] / p["pd"], t["ours"] / p["pdocr"], 100 * (t["pre"] + t["post"]) / t["run"]))
-        for key, value in (("run", t["run"]), ("pd", p["pd"]), ("ours", t["ours"]), ("pdocr", p["pdocr"]),
-                           ("prepost", t["pre"] + t["post"])):
-            totals[key] += value
-    print(f"overall: ort.run / paddle.run = {totals['run'] / totals['pd']:.2f}; "
-          f"ours e2e / PaddleOCR e2e = {totals['ours'] / totals['pdocr']:.2f}; "
-          f"(pre + post) / ort.run = {100 * totals['prepost'] / totals['run']:.0f}%")
+        def ours_pipelined():
+            return list(ours.predict(folder))
+
+        def ours_serial():
+            depth, detector_api.PREFETCH_DEPTH = detector_api.PREFETCH_DEPTH, 0
+            try:
+                return list(ours.predict(folder))
+            finally:
+                detector_api.PREFETCH_DEPTH = depth
+
+        whole = {"ours": ours_pipelined, "ours serial": ours_serial,
+                 "PaddleOCR ort": lambda: list(pdocr_ort.predict(folder))}
+        if pdocr is not None:
+            whole["PaddleOCR paddle"] = lambda: list(pdocr.predict(folder))
+        single = {"ours": lambda p: ours.predict(p), "PaddleOCR ort": lambda p: list(pdocr_ort.predict(p))}
+        if pdocr is not None:
+            single["PaddleOCR paddle"] = lambda p: list(pdocr.predict(p))
+        per_image: Dict[str, Dict[str, float]] = {name: {} for name in single}
+        best: Dict[str, float] = {}
+        paired: Dict[str, List[float]] = {}  # per round, ours / theirs: neighbours in time share the load
+        stages: Dict[str, Dict[str, object]] = {}
+        paddle_runs: Dict[str, float] = {}
+        for fn in whole.values():
+            fn()  # warm-up: first-shape allocations, lazy imports
+        for round_index in range(args.rounds):
+            # whole-set timings interleaved, each once per round; the best round of each is kept
+            for name, fn in whole.items():
+                start = time.perf_counter()
+                fn()
+                elapsed = time.perf_counter() - start
+                best[name] = min(best.get(name, float("inf")), elapsed)
+                paired.setdefault(name, []).append(elapsed)
+            # image by image, the sides alternating: neighbours in time share the machine's load
+            for path in images:
+                for name, fn in single.items():
+                    start = time.perf_counter()
+                    fn(str(path))
+                    elapsed = (time.perf_counter() - start) * 1000
+                    per_image[name][path.name] = min(per_image[name].get(path.name, float("inf")), elapsed)
+            for path in images:
+                times = stage_times(ours, path, args.repeat)
+                kept = stages.setdefault(path.name, times)
+                for key in ("decode", "pre", "run", "post"):
+                    kept[key] = min(kept[key], times[key])
+                if paddle_run is not None:
+                    batch = kept["batch"]
+                    paddle_runs[path.name] = min(paddle_runs.get(path.name, float("inf")),
+                                                 best_ms(lambda: paddle_run(batch), args.repeat))
+            print(f"round {round_index + 1}: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in best.items()),
+                  file=sys.stderr)
+
+    print(f"\nour stages per image, ms (best of {args.rounds} rounds x {args.repeat})")
+    header = ["image", "net in", "decode", "pre", "ort.run", "post"] + (["pd.run", "run ratio"] if paddle_runs else [])
+    print(" | ".join(header))
+    totals = dict.fromkeys(("decode", "pre", "run", "post", "pd"), 0.0)
+    for path in images:
+        t = stages[path.name]
+        row = [path.name, t["net"]] + [f"{t[k]:.1f}" for k in ("decode", "pre", "run", "post")]
+        for key in ("decode", "pre", "run", "post"):
+            totals[key] += t[key]
+        if paddle_runs:
+            row += [f"{paddle_runs[path.name]:.1f}", f"{t['run'] / paddle_runs[path.name]:.2f}"]
+            totals["pd"] += paddle_runs[path.name]
+        print(" | ".join(row))
+    row = ["total", ""] + [f"{totals[k]:.1f}" for k in ("decode", "pre", "run", "post")]
+    if paddle_runs:
+        row += [f"{totals['pd']:.1f}", f"{totals['run'] / totals['pd']:.2f}"]
+    print(" | ".join(row))
+    stage_sum = sum(totals[k] for k in ("decode", "pre", "run", "post"))
+    print("shares: " + ", ".join(f"{k} {100 * totals[k] / stage_sum:.0f}%" for k in ("decode", "pre", "run", "post")))
+
+    print(f"\nend to end per image, ms (file in -> boxes out, sides alternating image by image, best of {args.rounds})")
+    names = list(single)
+    print(" | ".join(["image"] + names + [f"ours / {name}" for name in names[1:]]))
+    for path in images:
+        row = [path.name] + [f"{per_image[name][path.name]:.1f}" for name in names]
+        row += [f"{per_image['ours'][path.name] / per_image[name][path.name]:.2f}" for name in names[1:]]
+        print(" | ".join(row))
+    sums = {name: sum(per_image[name].values()) for name in names}
+    print(" | ".join(["total"] + [f"{sums[name]:.1f}" for name in names]
+                     + [f"{sums['ours'] / sums[name]:.2f}" for name in names[1:]]))
+
+    count = len(images)
+    print(f"\nwhole set ({count} images, file in -> boxes out, each side's defaults), best of {args.rounds} rounds:")
+    for name, seconds in best.items():
+        print(f"  {name:18s} {seconds * 1000:8.0f} ms  {count / seconds:6.2f} images/s")
+    def ratios(mine: str, theirs: str) -> str:
+        per_round = sorted(a / b for a, b in zip(paired[mine], paired[theirs]))
+        return (f"{best[mine] / best[theirs]:.2f} (best / best); per round {min(per_round):.2f}-{max(per_round):.2f}, "
+                f"median {statistics.median(per_round):.2f}")
+
+    print(f"  ours / PaddleOCR onnxruntime engine = {ratios('ours', 'PaddleOCR ort')}")
+    if "PaddleOCR paddle" in best:
+        print(f"  ours / PaddleOCR Paddle engine      = {ratios('ours', 'PaddleOCR paddle')}")
+    print(f"  ours read-ahead / ours serial       = {ratios('ours', 'ours serial')}")
+    if paddle_runs:
+        print(f"  ort session.run / Paddle Inference run (summed over the set) = {totals['run'] / totals['pd']:.2f}")
     return 0
 
 

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from typing import List
 
+from tools.export.rewrites.affine_depthwise import AFFINE_DEPTHWISE_REWRITE, rewrite_affines_as_depthwise
+from tools.export.rewrites.conv_affine import CONV_AFFINE_REWRITE, drop_dead_nodes, fold_conv_affines
 from tools.export.rewrites.dft_convolution import DFT_CONV_REWRITE, rewrite_large_convs
 from tools.export.rewrites.onnx_graph import Graph, bypass_identities
 from tools.export.rewrites.pfhead_local import PFHEAD_LOCAL_REWRITE, rewrite_pfhead_locals
 
-__all__ = ["DFT_CONV_REWRITE", "PFHEAD_LOCAL_REWRITE", "MIN_OPSET", "bypass_identities", "rewrite_for_speed"]
+__all__ = ["AFFINE_DEPTHWISE_REWRITE", "CONV_AFFINE_REWRITE", "DFT_CONV_REWRITE", "PFHEAD_LOCAL_REWRITE", "MIN_OPSET", "bypass_identities", "rewrite_for_speed"]
 
 MIN_OPSET = 11  # Slice with tensor inputs (opset 10) and DepthToSpace with a mode (opset 11)
 
@@ -29,4 +31,10 @@ def rewrite_for_speed(model) -> List[str]:
         applied.append(PFHEAD_LOCAL_REWRITE)
     if rewrite_large_convs(graph):
         applied.append(DFT_CONV_REWRITE)
+    # after the two above, whose patterns read the Mul/Add nodes these fold away
+    if fold_conv_affines(graph):
+        applied.append(CONV_AFFINE_REWRITE)
+    if rewrite_affines_as_depthwise(graph):
+        applied.append(AFFINE_DEPTHWISE_REWRITE)
+    drop_dead_nodes(graph)
     return applied

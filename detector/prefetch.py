@@ -1,0 +1,68 @@
+"""Run a producer one step ahead in a background thread, so loading overlaps inference.
+
+Decoding (OpenCV), resizing and normalizing (numpy) and session.run (onnxruntime) all release the
+GIL, so a folder is processed as a pipeline: while the network runs on one chunk, the next is read.
+Items and exceptions come out in the producer's order; closing the consumer stops the producer.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Iterable, Iterator, TypeVar
+
+T = TypeVar("T")
+
+# Chunks read ahead of the one being run: one is enough to hide decoding behind inference, and
+# bounds memory to one extra chunk of images.
+PREFETCH_DEPTH = 1
+_DONE = object()
+
+
+class _Raised:
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+def prefetch(items: Iterable[T], depth: int = PREFETCH_DEPTH) -> Iterator[T]:
+    """Yield items as ``items`` would, produced up to ``depth`` ahead in a daemon thread."""
+    if depth < 1:
+        yield from items
+        return
+    slots: "queue.Queue" = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        slots.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            outcome = _DONE
+        except BaseException as exc:  # handed to the consumer, raised there in order
+            outcome = _Raised(exc)
+        while not stop.is_set():
+            try:
+                slots.put(outcome, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    worker = threading.Thread(target=produce, name="detector-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = slots.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Raised):
+                raise item.exc
+            yield item
+    finally:
+        stop.set()
+        worker.join(timeout=5)
