@@ -61,8 +61,6 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="PaddleOCR's inference engine (default: its own default, Paddle Inference)")
     parser.add_argument("--model-name", required=True, help="name PaddleOCR knows, e.g. PP-OCRv4_mobile_det")
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
-    parser.add_argument("--engine", choices=("paddle", "onnxruntime"),
-                        help="PaddleOCR's inference engine (default: Paddle, on the Paddle model)")
     parser.add_argument("--limit-side-len", type=int)
     parser.add_argument("--limit-type", choices=("max", "min"))
     parser.add_argument("--thresh", type=float)
