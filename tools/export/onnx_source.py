@@ -107,6 +107,7 @@ def export_from_onnx(model_name: str, source_path: Path, output: Path, rewrite: 
     check_dynamic_signature(model, what="source")
     del model.metadata_props[:]  # another tool's keys would sit beside ours and say nothing true of the new file
     remove_dead_code(model)
+    unrewritten = model.SerializeToString() if rewrite else None
     rewrites = rewrite_for_speed(model) if rewrite else []
     if rewrites:
         remove_dead_code(model)
@@ -114,9 +115,19 @@ def export_from_onnx(model_name: str, source_path: Path, output: Path, rewrite: 
 
     progress(f"[3/4] verifying against the source on onnxruntime at {len(VERIFY_SHAPES)} input shapes")
     verification = compare_with_onnx(model.SerializeToString(), source.onnx, settings, progress)
+    dropped: Dict[str, object] = {}
+    if verification["max_abs_diff"] > TOLERANCE and rewrites:
+        # The rewrites are exact in real arithmetic, but a network with very large batch-norm gains can
+        # amplify their float32 rounding past the tolerance (PP-OCRv5_mobile_det: 1.3e-4): keep the
+        # source's graph then, and say so, rather than refuse a model that needs no rewrite to work.
+        progress(f"warning: with the rewrites the map differs from the source by {verification['max_abs_diff']:.3g} "
+                 f"> {TOLERANCE:g}; writing the graph without them")
+        dropped = {"rewrites": rewrites, "max_abs_diff": verification["max_abs_diff"]}
+        model, rewrites = onnx.load_from_string(unrewritten), []
+        verification = compare_with_onnx(model.SerializeToString(), source.onnx, settings, progress)
     if verification["max_abs_diff"] > TOLERANCE:
-        raise ExportError(f"the rewritten graph differs from the source by {verification['max_abs_diff']:.3g} "
-                          f"(tolerance {TOLERANCE:g}); nothing written: try --no-rewrites")
+        raise ExportError(f"the exported graph differs from the source by {verification['max_abs_diff']:.3g} "
+                          f"(tolerance {TOLERANCE:g}); nothing written")
     progress(f"max |diff| overall {verification['max_abs_diff']:.3g} (tolerance {TOLERANCE:g})")
 
     progress(f"[4/4] writing {output}")
@@ -124,6 +135,8 @@ def export_from_onnx(model_name: str, source_path: Path, output: Path, rewrite: 
     record = {"source_kind": "onnx", "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
               "opset": opset, "producer": f"{model.producer_name} {model.producer_version}".strip(),
               "rewrites": rewrites, "verification": verification}
+    if dropped:
+        record["rewrites_dropped"] = dropped
     files = [source.onnx] + ([source.config] if source.config else [])
     save_exported_model(model, output, name, settings, {path.name: sha256_of(path) for path in files},
                         str(source_path), record, config_text)
