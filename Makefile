@@ -4,13 +4,14 @@ VENV := .venv
 PADDLE_VENV := .venv-paddle
 MODEL ?= PP-OCRv4_mobile_det
 SOURCE ?=
+PRECISION ?=
 DEFAULT_MODEL := models/PP-OCRv4_mobile_det/inference.onnx
 # PaddleOCR is only the reference for parity tests and benchmarks (onnxruntime: its engine="onnxruntime"). It needs opencv-contrib-python,
 # which cannot share a venv with our opencv-python-headless (both ship the cv2 package).
 REFERENCE_PACKAGES := paddleocr==3.7.0 onnxruntime
 PIP_QUIET := --quiet --disable-pip-version-check
 
-.PHONY: install paddle-env models export demo test test-pythons test-pythons-ci bench server-net clean
+.PHONY: install paddle-env models export demo test test-pythons test-pythons-ci bench server-net eval clean
 
 install: $(VENV)/.installed
 
@@ -49,7 +50,7 @@ $(ONNX_MODELS): $(VENV)/.installed
 EXPORT_VENV = $(if $(filter %.onnx,$(SOURCE))$(wildcard $(SOURCE)/*.onnx),$(VENV),$(PADDLE_VENV))
 
 export: $(EXPORT_VENV)/.installed
-	$(EXPORT_VENV)/bin/python -m tools.export --model '$(MODEL)' $(if $(SOURCE),--source '$(SOURCE)')
+	$(EXPORT_VENV)/bin/python -m tools.export --model '$(MODEL)' $(if $(SOURCE),--source '$(SOURCE)') $(if $(PRECISION),--precision '$(PRECISION)')
 
 demo: $(VENV)/.installed $(DEFAULT_MODEL)
 	$(VENV)/bin/python -m tools.dev.sample_image output/demo/sample.png
@@ -108,6 +109,16 @@ bench: $(PADDLE_VENV)/.installed $(DEFAULT_MODEL)
 SERVER_NET := .cache/server_net/PP-OCRv4_server_det
 server-net: $(PADDLE_VENV)/.installed
 	$(PADDLE_VENV)/bin/python -m tools.dev.ppocrv4_server_det --output $(SERVER_NET)
+
+# A rendered labelled set (not the one int8 calibrates on), then `detect eval` for every exported model and variant.
+EVAL_SET := .cache/eval/seed2026
+EVAL_COUNT ?= 80
+eval: $(VENV)/.installed $(PADDLE_VENV)/.installed $(DEFAULT_MODEL)
+	$(VENV)/bin/python -m tools.dev.labelled_set $(EVAL_SET) --count $(EVAL_COUNT) --seed 2026
+	$(VENV)/bin/python -m tools.dev.eval_models --labels $(EVAL_SET)/labels.txt
+	$(VENV)/bin/python -m tools.dev.reference_hmean --labels $(EVAL_SET)/labels.txt \
+		--paddle-python $(PADDLE_VENV)/bin/python --source-dir .cache/sources/PP-OCRv4_mobile_det \
+		--model-name PP-OCRv4_mobile_det
 
 clean:
 	rm -rf $(VENV) $(PADDLE_VENV) .venv-py3.* output .pytest_cache

@@ -18,6 +18,7 @@ import numpy as np
 from .errors import DetectorError, InvalidParameterError
 from .inputs import DEFAULT_LOAD_OPTIONS, LoadedImage, LoadOptions, expand_inputs, load_source, may_hold_pages
 from .paddleocr_compat import check_ignored_keywords
+from .precision import precision_of, select_precision
 from .postprocess import boxes_from_probability_map
 from .prefetch import PREFETCH_DEPTH, prefetch
 from .preprocess import (
@@ -97,14 +98,16 @@ class TextDetection:
         engine_config: Optional[Dict[str, Any]] = None,
         enable_hpi: Optional[bool] = None,
         use_tensorrt: Optional[bool] = None,
-        precision: Optional[str] = None,
         enable_mkldnn: Optional[bool] = None,
         mkldnn_cache_capacity: Optional[int] = None,
         enable_cinn: Optional[bool] = None,
+        # "fp32" | "fp16" | "int8": the exported variant beside the fp32 file (precision.py); PaddleOCR's
+        # own values fp32 / fp16 keep their meaning
+        precision: Optional[str] = None,
     ):
         check_ignored_keywords(
             {"engine": engine, "engine_config": engine_config, "enable_hpi": enable_hpi, "use_tensorrt": use_tensorrt,
-             "precision": precision, "enable_mkldnn": enable_mkldnn, "mkldnn_cache_capacity": mkldnn_cache_capacity,
+             "enable_mkldnn": enable_mkldnn, "mkldnn_cache_capacity": mkldnn_cache_capacity,
              "enable_cinn": enable_cinn}
         )
         # (C, H, W): every image resized to exactly H x W, as PaddleX's DetResizeForTest(input_shape=...) does
@@ -116,7 +119,9 @@ class TextDetection:
         # With model_dir alone the file (its metadata or yml) names the model; the default name is for lookups.
         requested_name = check_model_name(model_name) if model_name else (
             None if model_dir is not None else DEFAULT_MODEL_NAME)
-        self.model_path: Path = resolve_model_path(requested_name, model_dir)
+        resolved = resolve_model_path(requested_name, model_dir)
+        self.model_path: Path = select_precision(resolved, precision, requested_name or resolved.parent.name)
+        self.precision: str = precision_of(self.model_path)
         self._session, self.device = load_session(self.model_path, parse_device(device), cpu_threads)
         self._input_name, self._output_name = check_detector_signature(self._session, self.model_path)
         name, settings, self.settings_source = settings_for_model_file(

@@ -22,7 +22,8 @@ from .api import DEFAULT_MODEL_NAME, TextDetection
 from .catalog import KNOWN_MODELS, exported_models
 from .errors import DetectorError, InvalidParameterError
 from .inputs import DEFAULT_LOAD_OPTIONS, LoadedImage, Source, expand_inputs, load_source
-from .paddleocr_compat import PADDLEOCR_ENGINES, PADDLEOCR_PRECISIONS
+from .paddleocr_compat import PADDLEOCR_ENGINES
+from .precision import PRECISIONS
 from .result import IMAGE_SUFFIXES, JSON_SUFFIXES, DetectionResult
 from .prefetch import prefetch
 from .progress import progress_bar
@@ -34,6 +35,7 @@ DETECT_COMMAND = "predict"  # the default action: `detect -i x.png` is `detect p
 SUBCOMMANDS: Dict[str, str] = {
     "serve": "detector.serve.command:serve",
     "batch": "detector.batch_command:batch",
+    "eval": "detector.evaluation.command:eval_command",
 }
 
 
@@ -178,8 +180,8 @@ def cli() -> None:
               help="Accepted for PaddleOCR; ignored (with a warning).")
 @click.option("--use-tensorrt", "--use_tensorrt", "use_tensorrt", default=None, type=click.BOOL,
               help="Accepted for PaddleOCR; ignored (with a warning).")
-@click.option("--precision", default=None, type=click.Choice(PADDLEOCR_PRECISIONS),
-              help="Accepted for PaddleOCR; ignored (with a warning).")
+@click.option("--precision", default=None, type=click.Choice(PRECISIONS),
+              help="Model variant: fp32 (default), int8 (CPU) or fp16 (GPU), made by make export PRECISION=….")
 @click.option("--enable-mkldnn", "--enable_mkldnn", "enable_mkldnn", default=None, type=click.BOOL,
               help="Accepted for PaddleOCR; ignored (with a warning).")
 @click.option("--mkldnn-cache-capacity", "--mkldnn_cache_capacity", "mkldnn_cache_capacity", default=None, type=int,

@@ -12,7 +12,6 @@ from .errors import InvalidParameterError
 
 # PaddleOCR's own lists (paddleocr/_common_args.py, paddleocr/_constants.py).
 PADDLEOCR_ENGINES = ("paddle", "paddle_static", "paddle_dynamic", "transformers", "onnxruntime")
-PADDLEOCR_PRECISIONS = ("fp32", "fp16")
 OUR_ENGINE = "onnxruntime"
 
 IGNORED_KEYWORDS: Dict[str, str] = {
@@ -20,7 +19,6 @@ IGNORED_KEYWORDS: Dict[str, str] = {
     "engine_config": "it configures Paddle's engines; onnxruntime settings here are device and cpu_threads",
     "enable_hpi": "PaddleX's high-performance inference plugin chooses a Paddle backend; this package is onnxruntime already",
     "use_tensorrt": "it switches Paddle Inference's TensorRT subgraph engine; this package runs onnxruntime's CUDA or CPU provider",
-    "precision": "it is the TensorRT precision of Paddle Inference; the ONNX file decides the precision here",
     "enable_mkldnn": "MKL-DNN (oneDNN) is Paddle Inference's CPU backend; onnxruntime uses its own CPU kernels",
     "mkldnn_cache_capacity": "it sizes Paddle Inference's MKL-DNN shape cache; onnxruntime has none",
     "enable_cinn": "CINN is Paddle's compiler; onnxruntime optimizes the graph itself when the session opens",
@@ -39,9 +37,6 @@ def check_ignored_keywords(given: Dict[str, Any]) -> None:
     engine: Optional[str] = given.get("engine")
     if engine is not None and engine not in PADDLEOCR_ENGINES:
         raise InvalidParameterError(f"engine must be one of {', '.join(PADDLEOCR_ENGINES)}, got {engine!r}")
-    precision = given.get("precision")
-    if precision is not None and precision not in PADDLEOCR_PRECISIONS:
-        raise InvalidParameterError(f"precision must be one of {', '.join(PADDLEOCR_PRECISIONS)}, got {precision!r}")
     for name, value in given.items():
         if value is None or (name == "engine" and value == OUR_ENGINE):
             continue

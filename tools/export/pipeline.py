@@ -1,7 +1,7 @@
 """Export a DB text-detection model to a verified ONNX file that carries its own settings.
 
     python -m tools.export --model NAME [--source DIR|WHEEL|TAR|URL] [--output PATH] [--opset N]
-                           [--no-rewrites] [--debug]
+                           [--no-rewrites] [--precision fp32|int8|fp16] [--debug]
 
 ONNX sources (an .onnx file, or a folder with one and inference.yml) take onnx_source.py's shorter path,
 which needs no Paddle. Paddle steps: find the Paddle inference folder (inference.pdmodel or PIR inference.json, .pdiparams, .yml)
@@ -9,7 +9,8 @@ which needs no Paddle. Paddle steps: find the Paddle inference folder (inference
 (paddle.py) → apply the exact speed rewrites (rewrites/) → compare Paddle Inference and onnxruntime
 on the same tensors at several shapes (verify.py) → write the ONNX file with its settings, source
 hashes and export record in metadata_props, atomically (metadata.py). Needs the [export] extra
-(.venv-paddle).
+(.venv-paddle). ``--precision int8|fp16`` then writes inference.int8.onnx / inference.fp16.onnx
+beside the fp32 file (quantize.py), starting from that file when it is already there.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 from tools.export import REPO_ROOT, progress
 from detector.errors import DetectorError, ExportError
+from detector.precision import PRECISIONS, variant_path
 from detector.settings import settings_from_inference_config
 from tools.export import default_model, onnx_source
 from tools.export.metadata import (check_dynamic_signature, model_name_from_config, read_inference_config,
@@ -114,6 +116,14 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     parser.add_argument("--no-rewrites", dest="rewrite", action="store_false",
                         help="keep paddle2onnx's graph as converted (skip the exact speed rewrites of tools/export/rewrites)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="fp32: the exported model; int8 (CPU) / fp16 (GPU): also write inference.<precision>.onnx "
+                             "beside it, made from the fp32 file (exported first if missing), with its measured "
+                             "accuracy delta in metadata")
+    parser.add_argument("--eval-images", type=int, default=None,
+                        help="rendered images the variant is scored on against fp32 (default: quantize.py's)")
+    parser.add_argument("--calibration-images", type=int, default=None,
+                        help="rendered images int8 calibrates on (default: quantize.py's)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and paddle2onnx's own output")
     return parser.parse_args(argv)
 
@@ -122,14 +132,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     output = args.output or REPO_ROOT / "models" / args.model / "inference.onnx"
     try:
-        record = export_model(args.model, args.source, output, args.opset, args.debug, args.rewrite)
+        if args.precision == "fp32" or not output.is_file():
+            record = export_model(args.model, args.source, output, args.opset, args.debug, args.rewrite)
+            print(f"exported {args.model} -> {output} (opset {record['opset']}, "
+                  f"max |diff| {record['verification']['max_abs_diff']:.3g})")
+        if args.precision != "fp32":
+            from tools.export.quantize import export_variant
+
+            counts = {"evaluation_images": args.eval_images,
+                      "calibration_images": args.calibration_images if args.precision == "int8" else None}
+            variant = export_variant(output, args.precision, **{k: v for k, v in counts.items() if v})
+            print(f"exported {args.model} {args.precision} -> {variant_path(output, args.precision)} "
+                  f"(Hmean {variant['accuracy']['hmean']:.4f} vs fp32 {variant['accuracy']['fp32_hmean']:.4f})")
     except DetectorError as exc:
         if args.debug:
             raise
         print(f"export: error: {exc}", file=sys.stderr)
         return 1
-    print(f"exported {args.model} -> {output} (opset {record['opset']}, "
-          f"max |diff| {record['verification']['max_abs_diff']:.3g})")
     return 0
 
 

@@ -1,0 +1,132 @@
+"""Read labelled sets: PaddleOCR's det label file and ICDAR 2015 gt_<image>.txt folders.
+
+PaddleOCR (one image a line):  ``image_path<TAB>[{"transcription": "...", "points": [[x, y], ...]}, ...]``
+with image paths relative to ``image_dir`` (by default the label file's folder).
+ICDAR 2015 (``--labels`` a folder): ``gt_<image stem>.txt``, one region a line,
+``x1,y1,x2,y2,x3,y3,x4,y4,transcription``; UTF-8 with or without a byte-order mark.
+A transcription of ``###`` (or ``*``, as PaddleOCR's DetLabelEncode reads it) marks a don't-care region.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Tuple, Union
+
+import numpy as np
+
+from ..errors import DetectorError
+from .metric import LabelledPolygon
+
+DONT_CARE_TRANSCRIPTIONS = ("###", "*")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+class LabelFileError(DetectorError, ValueError):
+    """A label file (or folder) cannot be read: the message names the file and the line."""
+
+
+@dataclass(frozen=True)
+class LabelledImage:
+    image_path: Path
+    labels: Tuple[LabelledPolygon, ...]
+
+
+def read_labels(labels: Union[str, os.PathLike], image_dir: Optional[Union[str, os.PathLike]] = None) -> List[LabelledImage]:
+    """A PaddleOCR label file, or an ICDAR 2015 folder of gt_*.txt, as a list of labelled images."""
+    path = Path(labels).expanduser()
+    if path.is_dir():
+        return read_icdar2015_folder(path, image_dir)
+    if path.is_file():
+        return read_paddleocr_label_file(path, image_dir)
+    raise LabelFileError(f"--labels {str(path)!r} does not exist: give a PaddleOCR label file or an ICDAR 2015 folder")
+
+
+def _read_lines(path: Path) -> List[str]:
+    try:
+        return path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as exc:
+        raise LabelFileError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise LabelFileError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def _polygon(raw: object, where: str) -> np.ndarray:
+    try:
+        points = np.asarray(raw, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise LabelFileError(f"{where}: \"points\" must be a list of [x, y] pairs, got {raw!r}") from None
+    if points.ndim != 2 or points.shape[1] != 2 or len(points) < 3 or not np.isfinite(points).all():
+        raise LabelFileError(f"{where}: \"points\" must be at least 3 [x, y] pairs of numbers, got {raw!r}")
+    return points
+
+
+def read_paddleocr_label_file(path: Path, image_dir: Optional[Union[str, os.PathLike]] = None) -> List[LabelledImage]:
+    base = Path(image_dir).expanduser() if image_dir is not None else path.parent
+    images = []
+    for number, line in enumerate(_read_lines(path), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}, line {number}"
+        name, tab, payload = line.partition("\t")
+        if not tab or not name.strip():
+            raise LabelFileError(f"{where}: expected 'image_path<TAB>[{{\"transcription\": ..., \"points\": ...}}, ...]'")
+        try:
+            regions = json.loads(payload)
+        except json.JSONDecodeError as exc:
+            raise LabelFileError(f"{where}: the labels are not valid JSON ({exc.msg}, column {exc.colno})") from None
+        if not isinstance(regions, list):
+            raise LabelFileError(f"{where}: the labels must be a JSON list of regions, got {type(regions).__name__}")
+        polygons = []
+        for index, region in enumerate(regions):
+            if not isinstance(region, dict) or "points" not in region:
+                raise LabelFileError(f"{where}: region {index} must be an object with \"points\" (and \"transcription\")")
+            text = region.get("transcription", "")
+            polygons.append(LabelledPolygon(_polygon(region["points"], f"{where}, region {index}"),
+                                            dont_care=text in DONT_CARE_TRANSCRIPTIONS))
+        images.append(LabelledImage(base / name.strip(), tuple(polygons)))
+    if not images:
+        raise LabelFileError(f"{path}: no labelled images in the file")
+    return images
+
+
+def _icdar_line(line: str, where: str) -> LabelledPolygon:
+    fields = line.split(",")
+    if len(fields) < 9:
+        raise LabelFileError(f"{where}: expected 8 coordinates and a transcription, 'x1,y1,...,x4,y4,text'; got {line!r}")
+    try:
+        coords = [float(value) for value in fields[:8]]
+    except ValueError:
+        raise LabelFileError(f"{where}: the first 8 fields must be numbers; got {line!r}") from None
+    text = ",".join(fields[8:]).strip()
+    return LabelledPolygon(_polygon(np.reshape(coords, (4, 2)), where), dont_care=text in DONT_CARE_TRANSCRIPTIONS)
+
+
+def _find_image(folder: Path, stem: str) -> Optional[Path]:
+    for suffix in IMAGE_SUFFIXES:
+        for candidate in (folder / f"{stem}{suffix}", folder / f"{stem}{suffix.upper()}"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def read_icdar2015_folder(folder: Path, image_dir: Optional[Union[str, os.PathLike]] = None) -> List[LabelledImage]:
+    base = Path(image_dir).expanduser() if image_dir is not None else folder
+    files = sorted(folder.glob("gt_*.txt"))
+    if not files:
+        raise LabelFileError(f"{folder}: no gt_<image>.txt files (ICDAR 2015 layout)")
+    images = []
+    for path in files:
+        stem = path.stem[len("gt_"):]
+        polygons = tuple(
+            _icdar_line(line.strip(), f"{path}, line {number}")
+            for number, line in enumerate(_read_lines(path), start=1)
+            if line.strip()
+        )
+        image = _find_image(base, stem)
+        if image is None:
+            raise LabelFileError(f"{path}: no image {stem}.jpg/.png/... in {base}; pass --image-dir")
+        images.append(LabelledImage(image, polygons))
+    return images

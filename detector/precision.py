@@ -1,0 +1,59 @@
+"""Precision variants of an exported model: inference.onnx (fp32) and its siblings inference.int8.onnx
+(static QDQ int8, for CPUs) and inference.fp16.onnx (float16 weights and compute, float32 inputs and
+outputs, for GPUs), written by ``make export MODEL=… PRECISION=…``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from .errors import InvalidParameterError, ModelNotFoundError
+
+PRECISIONS = ("fp32", "fp16", "int8")
+DEFAULT_PRECISION = "fp32"
+# ONNX metadata key written by tools/export/quantize.py: JSON with the precision and its measured accuracy cost.
+METADATA_PRECISION_KEY = "detector.precision"
+
+
+def validate_precision(precision: Optional[str]) -> str:
+    value = DEFAULT_PRECISION if precision is None else str(precision).strip().lower()
+    if value not in PRECISIONS:
+        raise InvalidParameterError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return value
+
+
+def _base_stem(path: Path) -> str:
+    """'inference' for inference.onnx, inference.int8.onnx and inference.fp16.onnx."""
+    stem = path.stem
+    for precision in PRECISIONS:
+        if stem.endswith(f".{precision}"):
+            return stem[: -len(precision) - 1]
+    return stem
+
+
+def precision_of(model_path: Path) -> str:
+    """The precision a model file holds, from its name (inference.int8.onnx -> "int8"; else "fp32")."""
+    stem = model_path.stem
+    return next((p for p in PRECISIONS if stem.endswith(f".{p}")), DEFAULT_PRECISION)
+
+
+def variant_path(model_path: Path, precision: str) -> Path:
+    """The sibling of an exported fp32 model file for ``precision`` (the path itself for fp32)."""
+    return model_path.with_name(f"{_base_stem(model_path)}.onnx" if precision == "fp32"
+                                else f"{_base_stem(model_path)}.{precision}.onnx")
+
+
+def select_precision(model_path: Path, precision: Optional[str], model_name: str) -> Path:
+    """The file to load for ``precision`` (None keeps ``model_path`` as resolved); a clear error,
+    saying how to make it, when that variant was not exported."""
+    if precision is None:
+        return model_path
+    precision = validate_precision(precision)
+    path = variant_path(model_path, precision)
+    if not path.is_file():
+        raise ModelNotFoundError(
+            f"no {precision} variant of {model_name}: {path} does not exist. "
+            f"Make it with `make export MODEL={model_name} PRECISION={precision}` "
+            f"(or `python -m tools.export --model {model_name} --precision {precision}`)"
+        )
+    return path

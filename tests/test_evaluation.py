@@ -1,0 +1,291 @@
+"""detect eval: the DetMetric rules on hand-made polygons, the label readers, the labelled-set
+generator, and the command end to end on a few rendered images."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from detector.evaluation.labels import LabelFileError, read_labels
+from detector.evaluation.metric import (LabelledPolygon, combine_scores, intersection_area, is_simple_polygon,
+                                        polygon_iou, score_image)
+from tools.dev.labelled_set import render_labelled_set
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def box(x0, y0, x1, y1):
+    return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], dtype=np.float64)
+
+
+def rotated(cx, cy, w, h, degrees):
+    angle = np.deg2rad(degrees)
+    corners = np.array([[-w / 2, -h / 2], [w / 2, -h / 2], [w / 2, h / 2], [-w / 2, h / 2]])
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    return corners @ rotation.T + [cx, cy]
+
+
+def labels(*polygons, dont_care=()):
+    return [LabelledPolygon(p, dont_care=i in dont_care) for i, p in enumerate(polygons)]
+
+
+# --- polygon geometry -------------------------------------------------------------------------------
+
+def test_iou_of_overlapping_boxes_is_intersection_over_union():
+    assert polygon_iou(box(0, 0, 10, 10), box(5, 0, 15, 10)) == pytest.approx(50 / 150)
+    assert polygon_iou(box(0, 0, 10, 10), box(20, 20, 30, 30)) == 0.0
+
+
+def test_intersection_of_non_convex_polygons():
+    # an L shape (area 75) against the square covering its missing corner: they share only an edge
+    ell = np.array([[0, 0], [10, 0], [10, 5], [5, 5], [5, 10], [0, 10]], dtype=np.float64)
+    assert intersection_area(ell, box(5, 5, 10, 10)) == pytest.approx(0.0)
+    assert intersection_area(ell, box(0, 0, 10, 10)) == pytest.approx(75.0)
+    assert intersection_area(ell, box(2, 2, 8, 8)) == pytest.approx(36 - 9)
+
+
+def test_polygons_that_are_not_simple_are_recognised():
+    assert is_simple_polygon(box(0, 0, 4, 2))
+    assert not is_simple_polygon(np.array([[0, 0], [4, 2], [4, 0], [0, 2]]))  # bow tie
+    assert not is_simple_polygon(np.array([[0, 0], [2, 0], [4, 0], [1, 0]]))  # no area
+    assert not is_simple_polygon(np.array([[0, 0], [4, 0]]))
+
+
+# --- DetMetric rules -----------------------------------------------------------------------------------
+
+def test_perfect_match():
+    score = score_image(labels(box(0, 0, 100, 20), box(0, 40, 100, 60)), [box(0, 0, 100, 20), box(0, 40, 100, 60)])
+    assert (score.labels, score.detections, score.matched) == (2, 2, 2)
+    assert combine_scores([score]).hmean == 1.0
+
+
+def test_a_line_split_in_two_detections_matches_neither_half():
+    # each half covers half the line: IoU 0.5 is not > 0.5
+    score = score_image(labels(box(0, 0, 100, 20)), [box(0, 0, 50, 20), box(50, 0, 100, 20)])
+    assert (score.labels, score.detections, score.matched) == (1, 2, 0)
+
+
+def test_two_lines_merged_into_one_detection_match_at_most_once():
+    # the merged box overlaps the larger line with IoU 0.6: one match, one line missed (one-to-one)
+    score = score_image(labels(box(0, 0, 100, 30), box(0, 30, 100, 50)), [box(0, 0, 100, 50)])
+    assert (score.labels, score.detections, score.matched) == (2, 1, 1)
+    result = combine_scores([score])
+    assert (result.precision, result.recall) == (1.0, 0.5)
+
+
+def test_one_detection_matches_only_one_of_two_identical_labels():
+    score = score_image(labels(box(0, 0, 10, 10), box(0, 0, 10, 10)), [box(0, 0, 10, 10)])
+    assert score.matched == 1
+
+
+def test_dont_care_label_sets_aside_detections_mostly_inside_it():
+    gts = labels(box(0, 0, 100, 20), box(0, 50, 100, 70), dont_care=(1,))
+    # the second detection lies 80 % inside the don't-care region: neither a hit nor a false alarm
+    score = score_image(gts, [box(0, 0, 100, 20), box(0, 50, 100, 75)])
+    assert (score.labels, score.detections, score.matched) == (1, 1, 1)
+    # half inside is not more than half: it stays a false alarm
+    score = score_image(gts, [box(0, 0, 100, 20), box(0, 60, 100, 80)])
+    assert (score.labels, score.detections, score.matched) == (1, 2, 1)
+
+
+def test_dont_care_label_is_never_matched_nor_missed():
+    score = score_image(labels(box(0, 0, 100, 20), dont_care=(0,)), [])
+    assert (score.labels, score.detections, score.matched) == (0, 0, 0)
+
+
+def test_rotated_text_matches_its_rotated_label_and_not_an_upright_box():
+    line = rotated(200, 100, 200, 30, 25)
+    assert score_image(labels(line), [rotated(201, 101, 196, 32, 24)]).matched == 1
+    xs, ys = line[:, 0], line[:, 1]
+    upright = box(xs.min(), ys.min(), xs.max(), ys.max())  # the axis-aligned box is mostly background
+    assert polygon_iou(upright, line) < 0.5
+    assert score_image(labels(line), [upright]).matched == 0
+
+
+def test_empty_image_and_empty_prediction():
+    nothing = score_image([], [])
+    assert (nothing.labels, nothing.detections, nothing.matched) == (0, 0, 0)
+    missed = score_image(labels(box(0, 0, 10, 10)), [])
+    false_alarm = score_image([], [box(0, 0, 10, 10)])
+    result = combine_scores([nothing, missed, false_alarm])
+    assert (result.precision, result.recall, result.hmean) == (0.0, 0.0, 0.0)
+    assert combine_scores([]).hmean == 0.0
+
+
+def test_scores_are_summed_over_images_not_averaged():
+    perfect = score_image(labels(box(0, 0, 10, 10)), [box(0, 0, 10, 10)])
+    poor = score_image(labels(*[box(0, 20 * i, 10, 20 * i + 10) for i in range(3)]), [])
+    result = combine_scores([perfect, poor])
+    assert result.recall == pytest.approx(1 / 4)  # a per-image mean would say (1 + 0) / 2
+    assert result.precision == 1.0
+
+
+def test_invalid_polygons_are_dropped_from_both_sides():
+    bow_tie = np.array([[0, 0], [10, 10], [10, 0], [0, 10]], dtype=np.float64)
+    score = score_image(labels(box(0, 0, 10, 10), bow_tie), [box(0, 0, 10, 10), bow_tie])
+    assert (score.labels, score.detections, score.matched) == (1, 1, 1)
+
+
+# --- label readers -----------------------------------------------------------------------------------------
+
+def write(path: Path, text: str, encoding="utf-8") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding=encoding)
+    return path
+
+
+def test_paddleocr_label_file(tmp_path):
+    entries = [{"transcription": "hello", "points": [[1, 2], [30, 2], [30, 12], [1, 12]]},
+               {"transcription": "###", "points": [[5, 50], [40, 50], [40, 60], [20, 65], [5, 60]]}]
+    label_file = write(tmp_path / "set" / "train.txt", f"imgs/a.jpg\t{json.dumps(entries)}\n\nimgs/b.jpg\t[]\n")
+    images = read_labels(label_file)
+    assert [item.image_path for item in images] == [tmp_path / "set" / "imgs" / "a.jpg", tmp_path / "set" / "imgs" / "b.jpg"]
+    first = images[0].labels
+    assert [polygon.dont_care for polygon in first] == [False, True]
+    assert first[1].points.shape == (5, 2)
+    assert images[1].labels == ()
+    assert read_labels(label_file, image_dir=tmp_path / "elsewhere")[0].image_path == tmp_path / "elsewhere" / "imgs" / "a.jpg"
+
+
+@pytest.mark.parametrize("line, complaint", [
+    ("a.jpg [] ", "expected 'image_path<TAB>"),
+    ("a.jpg\t[{\"points\": [[1, 2], [3, 4]", "not valid JSON"),
+    ("a.jpg\t{\"points\": []}", "must be a JSON list"),
+    ("a.jpg\t[{\"transcription\": \"x\"}]", "region 0 must be an object with \"points\""),
+    ("a.jpg\t[{\"transcription\": \"x\", \"points\": [[1, 2], [3, 4]]}]", "at least 3 [x, y] pairs"),
+    ("a.jpg\t[{\"transcription\": \"x\", \"points\": [[1, \"b\"], [3, 4], [5, 6]]}]", "list of [x, y] pairs"),
+])
+def test_paddleocr_label_file_errors_name_file_and_line(tmp_path, line, complaint):
+    label_file = write(tmp_path / "labels.txt", f"ok.jpg\t[]\n{line}\n")
+    with pytest.raises(LabelFileError) as error:
+        read_labels(label_file)
+    assert f"{label_file}, line 2" in str(error.value)
+    assert complaint in str(error.value)
+
+
+def test_icdar2015_folder_with_byte_order_mark(tmp_path):
+    (tmp_path / "img_1.jpg").write_bytes(b"")
+    (tmp_path / "img_2.png").write_bytes(b"")
+    write(tmp_path / "gt_img_1.txt", "377,117,463,117,465,130,378,130,Genaxis Theatre\n"
+                                     "493,115,519,115,519,131,493,131,###\n"
+                                     "1,1,20,1,20,9,1,9,a,b\n", encoding="utf-8-sig")
+    write(tmp_path / "gt_img_2.txt", "")
+    images = read_labels(tmp_path)
+    assert [item.image_path.name for item in images] == ["img_1.jpg", "img_2.png"]
+    regions = images[0].labels
+    assert len(regions) == 3
+    np.testing.assert_array_equal(regions[0].points, [[377, 117], [463, 117], [465, 130], [378, 130]])
+    assert [region.dont_care for region in regions] == [False, True, False]
+    assert images[1].labels == ()
+
+
+@pytest.mark.parametrize("line, complaint", [
+    ("1,2,3,4,5,6,7,text", "expected 8 coordinates and a transcription"),
+    ("1,2,3,x,5,6,7,8,text", "the first 8 fields must be numbers"),
+])
+def test_icdar2015_errors_name_file_and_line(tmp_path, line, complaint):
+    (tmp_path / "img_1.jpg").write_bytes(b"")
+    gt = write(tmp_path / "gt_img_1.txt", f"1,1,9,1,9,9,1,9,fine\n{line}\n")
+    with pytest.raises(LabelFileError) as error:
+        read_labels(tmp_path)
+    assert f"{gt}, line 2" in str(error.value) and complaint in str(error.value)
+
+
+def test_icdar2015_folder_without_labels_or_images(tmp_path):
+    with pytest.raises(LabelFileError, match="no gt_<image>.txt"):
+        read_labels(tmp_path)
+    write(tmp_path / "gt_lost.txt", "1,1,9,1,9,9,1,9,x\n")
+    with pytest.raises(LabelFileError, match="no image lost"):
+        read_labels(tmp_path)
+    with pytest.raises(LabelFileError, match="does not exist"):
+        read_labels(tmp_path / "missing.txt")
+
+
+# --- the labelled-set generator ----------------------------------------------------------------------------
+
+def test_generator_is_deterministic_for_a_seed(tmp_path):
+    first = render_labelled_set(tmp_path / "a", count=2, seed=5)
+    again = render_labelled_set(tmp_path / "b", count=2, seed=5)
+    other = render_labelled_set(tmp_path / "c", count=2, seed=6)
+    assert first.read_text() == again.read_text()
+    for image in sorted((tmp_path / "a" / "images").iterdir()):
+        assert image.read_bytes() == (tmp_path / "b" / "images" / image.name).read_bytes()
+    assert first.read_text() != other.read_text().replace("_6_", "_5_")
+    images = read_labels(first)
+    assert [item.image_path.name.split("_")[0] for item in images] == ["document", "scene"]
+    assert all(len(item.labels) > 0 for item in images)
+
+
+def test_generated_labels_cover_the_ink(tmp_path):
+    """Every label quad is where the text is: dark-on-light documents have their ink inside the labels."""
+    import cv2
+
+    label_file = render_labelled_set(tmp_path, count=1, seed=11, kinds=("document",))
+    (item,) = read_labels(label_file)
+    image = cv2.imread(str(item.image_path), cv2.IMREAD_GRAYSCALE)
+    inside = np.zeros_like(image)
+    for region in item.labels:
+        cv2.fillPoly(inside, [np.round(region.points).astype(np.int32)], 1)
+    ink = image < 100
+    assert ink.sum() > 1000
+    assert (ink & (inside == 1)).sum() / ink.sum() > 0.97
+
+
+# --- detect eval end to end -----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def small_set(tmp_path_factory) -> Path:
+    return render_labelled_set(tmp_path_factory.mktemp("eval_set"), count=4, seed=3)
+
+
+def detect(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "detector", *args], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_detect_eval_json_on_rendered_set(default_onnx, small_set):
+    done = detect("eval", "--labels", str(small_set), "--model", str(default_onnx), "--device", "cpu", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["images"] == 4
+    assert report["hmean"] > 0.8  # the default model reads rendered text well
+    assert report["seconds"] > 0 and 0 < report["precision"] <= 1 and 0 < report["recall"] <= 1
+    assert report["model_precision"] == "fp32"
+
+
+def test_detect_eval_table_and_settings_take_effect(default_onnx, small_set):
+    done = detect("eval", "--labels", str(small_set), "--model", str(default_onnx), "--device", "cpu")
+    assert done.returncode == 0, done.stderr
+    header, rule, row = done.stdout.strip().splitlines()
+    assert header.split() == ["model", "variant", "precision", "recall", "hmean", "images", "boxes/img", "s/img"]
+    # an absurd box threshold keeps (almost) nothing: the override reaches the detector
+    strict = detect("eval", "--labels", str(small_set), "--model", str(default_onnx), "--device", "cpu",
+                    "--box-thresh", "0.999", "--json")
+    assert json.loads(strict.stdout)["recall"] < 0.2
+
+
+def test_detect_eval_compare_two_models(default_onnx, small_set, tmp_path):
+    copy = tmp_path / "copy.onnx"
+    copy.write_bytes(default_onnx.read_bytes())
+    done = detect("eval", "--labels", str(small_set), "--compare", str(default_onnx), str(copy), "--device", "cpu",
+                  "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    first, second = report["rows"]
+    assert first["hmean"] == second["hmean"] and report["difference"]["hmean"] == 0.0
+    assert report["time_ratio"] > 0
+
+
+def test_detect_eval_errors_are_one_line(tmp_path, default_onnx):
+    bad = write(tmp_path / "labels.txt", "a.jpg\tnot json\n")
+    done = detect("eval", "--labels", str(bad), "--model", str(default_onnx))
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"detect eval: error: {bad}, line 1: the labels are not valid JSON (Expecting value, column 1)"
+    missing_image = write(tmp_path / "l2.txt", "nowhere.jpg\t[]\n")
+    done = detect("eval", "--labels", str(missing_image), "--model", str(default_onnx), "--device", "cpu")
+    assert done.returncode == 2 and "nowhere.jpg does not exist" in done.stderr and "Traceback" not in done.stderr

@@ -1,0 +1,137 @@
+"""Precision variants: `python -m tools.export --precision int8|fp16` from an exported fp32 model, loading
+them with TextDetection(precision=…) / detect --precision, their boxes against fp32, and the errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from detector import TextDetection
+from detector.errors import InvalidParameterError, ModelNotFoundError
+from detector.precision import METADATA_PRECISION_KEY, variant_path
+from detector.settings import METADATA_SETTINGS_KEY
+from tests.rendered import box_iou, polygon_bounds, write_rendered_pages
+from tools.export.pipeline import main as export_main
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# Tolerance against fp32 on the rendered pages: the same number of boxes, and each fp32 box has a
+# variant box over it with IoU at least this (fp16: the maps agree to ~1e-3, boxes to a pixel;
+# int8: the map moves by a few quantization steps, a box edge by a few pixels).
+MIN_BOX_IOU = {"fp16": 0.95, "int8": 0.85}
+
+
+@pytest.fixture(scope="module")
+def model_dir(default_onnx, tmp_path_factory) -> Path:
+    """A copy of the default model with its int8 and fp16 variants made the way `make export` makes them."""
+    folder = tmp_path_factory.mktemp("variants") / "PP-OCRv4_mobile_det"
+    folder.mkdir()
+    shutil.copy(default_onnx, folder / "inference.onnx")
+    for precision in ("int8", "fp16"):
+        code = export_main(["--model", "PP-OCRv4_mobile_det", "--output", str(folder / "inference.onnx"),
+                            "--precision", precision, "--eval-images", "2", "--calibration-images", "4"])
+        assert code == 0
+    return folder
+
+
+@pytest.fixture(scope="module")
+def pages(tmp_path_factory):
+    return write_rendered_pages(tmp_path_factory.mktemp("pages"))
+
+
+def metadata(path: Path) -> dict:
+    return {prop.key: prop.value for prop in onnx.load(str(path), load_external_data=False).metadata_props}
+
+
+@pytest.mark.parametrize("precision", ["int8", "fp16"])
+def test_variant_is_written_beside_fp32_with_its_record(model_dir, precision):
+    path = model_dir / f"inference.{precision}.onnx"
+    assert path.is_file()
+    fp32_meta, meta = metadata(model_dir / "inference.onnx"), metadata(path)
+    assert meta[METADATA_SETTINGS_KEY] == fp32_meta[METADATA_SETTINGS_KEY]  # the model's settings travel along
+    record = json.loads(meta[METADATA_PRECISION_KEY])
+    assert record["precision"] == precision
+    assert record["accuracy"]["images"] == 2
+    assert -1.0 <= record["accuracy"]["hmean_delta"] <= 1.0
+    graph = onnx.load(str(path)).graph
+    ops = {node.op_type for node in graph.node}
+    if precision == "int8":
+        assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+        assert set(record["float_nodes"])  # the first conv and the head stay float
+    else:
+        assert any(init.data_type == onnx.TensorProto.FLOAT16 for init in graph.initializer)
+    # float32 in and out either way: callers feed the same tensors
+    assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+
+
+@pytest.mark.parametrize("precision", ["int8", "fp16"])
+def test_variant_boxes_stay_close_to_fp32(model_dir, pages, precision):
+    fp32 = TextDetection(model_dir=model_dir, device="cpu")
+    variant = TextDetection(model_dir=model_dir, device="cpu", precision=precision)
+    assert variant.model_path == model_dir / f"inference.{precision}.onnx" and variant.precision == precision
+    assert fp32.precision == "fp32" and variant.settings == fp32.settings
+    for name, (path, _) in pages.items():
+        (expected,), (got,) = fp32.predict(str(path)), variant.predict(str(path))
+        assert len(got["dt_polys"]) == len(expected["dt_polys"]), name
+        for polygon in expected["dt_polys"]:
+            best = max(box_iou(polygon_bounds(polygon), polygon_bounds(other)) for other in got["dt_polys"])
+            assert best >= MIN_BOX_IOU[precision], (name, best)
+
+
+def test_missing_variant_says_how_to_make_it(default_onnx, tmp_path):
+    folder = tmp_path / "OnlyFp32_det"
+    folder.mkdir()
+    shutil.copy(default_onnx, folder / "inference.onnx")
+    with pytest.raises(ModelNotFoundError) as error:
+        TextDetection(model_name="OnlyFp32_det", model_dir=folder, precision="int8")
+    message = str(error.value)
+    assert str(folder / "inference.int8.onnx") in message
+    assert "make export MODEL=OnlyFp32_det PRECISION=int8" in message
+    with pytest.raises(InvalidParameterError, match="precision must be one of fp32, fp16, int8"):
+        TextDetection(model_dir=folder, precision="fp8")
+    # fp32 always names the file itself, never a sibling
+    assert TextDetection(model_dir=folder, precision="fp32", device="cpu").model_path == folder / "inference.onnx"
+
+
+def test_variant_path_names_siblings():
+    assert variant_path(Path("m/inference.onnx"), "int8") == Path("m/inference.int8.onnx")
+    assert variant_path(Path("m/inference.fp16.onnx"), "int8") == Path("m/inference.int8.onnx")
+    assert variant_path(Path("m/inference.int8.onnx"), "fp32") == Path("m/inference.onnx")
+
+
+def test_detect_precision_option(model_dir, pages, tmp_path):
+    image = str(pages["banner"][0])
+    run = lambda *args: subprocess.run([sys.executable, "-m", "detector", *args], cwd=REPO_ROOT,
+                                       capture_output=True, text=True, timeout=300)
+    done = run("-i", image, "--model", str(model_dir / "inference.onnx"), "--precision", "int8", "--device", "cpu",
+               "--json")
+    assert done.returncode == 0, done.stderr
+    assert len(json.loads(done.stdout)["res"]["dt_polys"]) == 1
+    lonely = tmp_path / "lonely"
+    lonely.mkdir()
+    shutil.copy(model_dir / "inference.onnx", lonely / "inference.onnx")
+    done = run("-i", image, "--model_dir", str(lonely), "--precision", "fp16", "--device", "cpu")
+    assert done.returncode == 2
+    assert len(done.stderr.strip().splitlines()) == 1 and "PRECISION=fp16" in done.stderr
+    done = run("-i", image, "--precision", "fp8")
+    assert done.returncode == 2 and "fp8" in done.stderr
+
+
+def test_detect_eval_compare_precisions(model_dir, tmp_path):
+    from tools.dev.labelled_set import render_labelled_set
+
+    labels = render_labelled_set(tmp_path / "set", count=2, seed=4)
+    done = subprocess.run([sys.executable, "-m", "detector", "eval", "--labels", str(labels), "--model",
+                           str(model_dir / "inference.onnx"), "--compare", "fp32", "int8", "--device", "cpu"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert [line.split()[1] for line in lines[2:4]] == ["fp32", "int8"]
+    assert lines[-1].startswith("int8 - fp32") and lines[-1].split()[-1].startswith("x")

@@ -1,0 +1,256 @@
+"""Precision variants of an exported fp32 model: int8 (static QDQ, for CPUs) and fp16 (for GPUs).
+
+    python -m tools.export --model NAME --precision int8|fp16
+
+- int8: onnxruntime.quantization, QDQ format, int8 weights per output channel, int8 activations,
+  calibrated on rendered images that are not the evaluation set (another seed). Only convolutions
+  are quantized, and those accuracy needs stay float (default_float_nodes: measured, see the README).
+- fp16: onnxconverter-common's float16 conversion with float32 inputs and outputs (keep_io_types),
+  after BatchNormalization is folded into the convolutions.
+
+Either way the variant is scored against the fp32 model on a rendered labelled set (detect eval's
+metric) and the result is written into the variant's metadata under ``detector.precision``; the fp32
+model's own metadata (settings, source, export record) is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Sequence
+
+import numpy as np
+
+from detector.errors import ExportError
+from detector.precision import METADATA_PRECISION_KEY, variant_path
+from tools.export import progress
+from tools.export.metadata import save_model, set_metadata
+
+CALIBRATION_SEED = 7  # the evaluation sets use other seeds (EVALUATION_SEED, make eval's)
+EVALUATION_SEED = 1
+DEFAULT_CALIBRATION_IMAGES = 16
+DEFAULT_EVALUATION_IMAGES = 40
+# Operators quantized: convolutions only. Quantizing the Add / Mul around them too (the learnable
+# affine blocks and x * HardSigmoid(x) of PPLCNetV3) cost PP-OCRv4_mobile_det 0.04-0.045 Hmean on the
+# rendered set, and was not faster here (see the README).
+INT8_OP_TYPES = ("Conv", "ConvTranspose")
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+# Convolutions before the first at this output stride stay float. 8 (stem and stride-2/4 stages) was
+# enough for PP-OCRv4_mobile_det (-0.0011 Hmean) but not PP-OCRv6_small_det (-0.0177); 32: -0.0020.
+EARLY_STRIDE = 32
+PROBE_SIDE = 128  # the image side convolution_strides runs on; a 1x1 output means a pooled gate
+
+
+CALIBRATION_CROP = 480  # histogram calibrators need one shape: centre crops of this size (the smallest side rendered)
+
+
+def _common_shape(tensors: Sequence[np.ndarray], side: int = CALIBRATION_CROP) -> List[np.ndarray]:
+    """Centre crops of side x side (images smaller than that are padded with zeros, the mean colour)."""
+    cropped = []
+    for tensor in tensors:
+        _, _, height, width = tensor.shape
+        top, left = max(0, (height - side) // 2), max(0, (width - side) // 2)
+        crop = tensor[:, :, top:top + side, left:left + side]
+        pad = ((0, 0), (0, 0), (0, side - crop.shape[2]), (0, side - crop.shape[3]))
+        cropped.append(np.pad(crop, pad))
+    return cropped
+
+
+def calibration_tensors(fp32_path: Path, count: int, seed: int) -> List[np.ndarray]:
+    """Network inputs (1, 3, H, W) of rendered images, preprocessed with the model's own settings."""
+    from detector import TextDetection
+    from detector.preprocess import normalize_image, resize_for_detection
+    from detector.evaluation.evaluate import load_labelled_images
+    from detector.evaluation.labels import read_labels
+    from tools.dev.labelled_set import render_labelled_set
+
+    settings = TextDetection(model_dir=fp32_path, device="cpu").settings
+    with tempfile.TemporaryDirectory() as folder:
+        images = load_labelled_images(read_labels(render_labelled_set(Path(folder), count, seed)))
+    tensors = []
+    for image in images:
+        resized, _ = resize_for_detection(image, settings.limit_side_len, settings.limit_type, settings.max_side_limit)
+        tensors.append(normalize_image(resized, settings.mean, settings.std, settings.scale)[np.newaxis])
+    return tensors
+
+
+class _TensorReader:
+    """onnxruntime.quantization's CalibrationDataReader over a list of input tensors."""
+
+    def __init__(self, input_name: str, tensors: Sequence[np.ndarray]):
+        self._items: Iterator[Dict[str, np.ndarray]] = iter([{input_name: t} for t in tensors])
+
+    def get_next(self) -> Optional[Dict[str, np.ndarray]]:
+        return next(self._items, None)
+
+
+def convolution_strides(model, side: Optional[int] = None) -> Dict[str, int]:
+    """Each convolution's output stride (input side / output side), from one run on a small image."""
+    import onnx
+    import onnxruntime as ort
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    convs = [node for node in probe.graph.node if node.op_type in ("Conv", "ConvTranspose")]
+    del probe.graph.output[:]
+    probe.graph.output.extend(onnx.helper.make_empty_tensor_value_info(node.output[0]) for node in convs)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    side = side or PROBE_SIDE
+    outputs = session.run(None, {probe.graph.input[0].name: np.zeros((1, 3, side, side), np.float32)})
+    return {node.name: max(1, side // output.shape[-1]) for node, output in zip(convs, outputs)}
+
+
+def squeeze_excitation_convs(model, strides: Optional[Dict[str, int]] = None) -> List[str]:
+    """Convolutions on globally pooled tensors (1x1 output), the squeeze-excitation gates: no time to
+    save there, only error to add (the gate multiplies every pixel of its block)."""
+    strides = strides or convolution_strides(model)
+    return [name for name, stride in strides.items() if stride >= PROBE_SIDE]
+
+
+def head_nodes(model) -> List[str]:
+    """The DB head: every node after the neck's last Concat (convolutions at 1/4 and full resolution)."""
+    nodes = list(model.graph.node)
+    last_concat = max((i for i, node in enumerate(nodes) if node.op_type == "Concat"), default=None)
+    return [node.name for node in nodes[last_concat + 1:] if node.name] if last_concat is not None else []
+
+
+def early_convs(model, strides: Optional[Dict[str, int]] = None, below_stride: Optional[int] = None) -> List[str]:
+    """The backbone's convolutions before the first one at ``below_stride`` (default EARLY_STRIDE: the
+    stem and the stride-2 to stride-16 stages), gates on pooled tensors aside."""
+    below_stride = below_stride or EARLY_STRIDE
+    names = []
+    for name, stride in (strides or convolution_strides(model)).items():
+        if stride >= PROBE_SIDE:
+            continue
+        if stride >= below_stride:
+            break
+        names.append(name)
+    return names
+
+
+def default_float_nodes(model) -> List[str]:
+    """Nodes int8 leaves in float (measured, see the README): the backbone up to its stride-16 stage,
+    the squeeze-excitation gates, and the head (the probability map, whose small steps move box edges)."""
+    strides = convolution_strides(model)
+    return list(dict.fromkeys(early_convs(model, strides) + squeeze_excitation_convs(model, strides) + head_nodes(model)))
+
+
+def quantize_int8(fp32_path: Path, output: Path, calibration_images: int = DEFAULT_CALIBRATION_IMAGES,
+                  method: str = "minmax", float_nodes: Optional[Sequence[str]] = None,
+                  op_types: Sequence[str] = INT8_OP_TYPES, seed: int = CALIBRATION_SEED,
+                  activations: str = "int8", tensors: Optional[Sequence[np.ndarray]] = None) -> Dict[str, object]:
+    """Write a static QDQ int8 model; returns what was done (for the metadata record)."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    if method not in CALIBRATION_METHODS:
+        raise ExportError(f"calibration method must be one of {', '.join(CALIBRATION_METHODS)}, got {method!r}")
+    tensors = list(tensors) if tensors is not None else calibration_tensors(fp32_path, calibration_images, seed)
+    if method != "minmax":
+        tensors = _common_shape(tensors)
+    with tempfile.TemporaryDirectory() as folder:
+        model = _folded(fp32_path, folder)
+        prepared = Path(folder) / "prepared.onnx"
+        excluded = list(default_float_nodes(model) if float_nodes is None else float_nodes)
+        quantized = Path(folder) / "int8.onnx"
+        quantize_static(
+            str(prepared), str(quantized), _TensorReader(model.graph.input[0].name, tensors),
+            quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=False,
+            activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8, weight_type=QuantType.QInt8,
+            op_types_to_quantize=list(op_types), nodes_to_exclude=excluded,
+            calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                              "percentile": CalibrationMethod.Percentile}[method],
+            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+        )
+        result = onnx.load(str(quantized))
+    save_model(_with_metadata_of(result, fp32_path), output)
+    return {"method": f"onnxruntime.quantization static QDQ, per-channel int8 weights, {activations} activations, {method} "
+                      f"calibration", "calibration_images": calibration_images, "calibration_seed": seed,
+            "float_nodes": excluded, "op_types": list(op_types)}
+
+
+def _folded(fp32_path: Path, folder: str):
+    """The model after onnxruntime's basic graph optimizations: constants become initializers and
+    BatchNormalization folds into the convolution before it. The int8 quantizer needs the weights as
+    initializers; float16 needs the folding, since a BatchNormalization of PP-OCRv4_mobile_det's head
+    holds variances up to 1e8, beyond float16 (65504), and the convolution feeding it outputs values
+    near that range too."""
+    import onnx
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prepared = Path(folder) / "prepared.onnx"
+    quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+    return onnx.load(str(prepared))
+
+
+def _with_metadata_of(model, fp32_path: Path):
+    """model carrying the fp32 file's metadata (settings, source, export record)."""
+    import onnx
+
+    source = onnx.load(str(fp32_path), load_external_data=False)
+    del model.metadata_props[:]
+    for prop in source.metadata_props:
+        model.metadata_props.add(key=prop.key, value=prop.value)
+    return model
+
+
+def convert_fp16(fp32_path: Path, output: Path) -> Dict[str, object]:
+    """Write a float16 model with float32 inputs and outputs."""
+    from onnxconverter_common import float16
+
+    with tempfile.TemporaryDirectory() as folder:
+        converted = float16.convert_float_to_float16(_folded(fp32_path, folder), keep_io_types=True)
+    save_model(_with_metadata_of(converted, fp32_path), output)
+    return {"method": "onnxruntime basic graph optimizations (BatchNormalization folded into Conv), then "
+                      "onnxconverter-common float16 with float32 inputs and outputs (keep_io_types)"}
+
+
+def accuracy_delta(fp32_path: Path, variant: Path, images: int, seed: int = EVALUATION_SEED) -> Dict[str, object]:
+    """Precision/recall/Hmean of fp32 and the variant on one rendered labelled set (CPU)."""
+    from detector import TextDetection
+    from detector.evaluation.evaluate import evaluate
+    from detector.evaluation.labels import read_labels
+    from tools.dev.labelled_set import render_labelled_set
+
+    with tempfile.TemporaryDirectory() as folder:
+        labelled = read_labels(render_labelled_set(Path(folder), images, seed))
+        rows = evaluate({"fp32": TextDetection(model_dir=fp32_path, device="cpu"),
+                         "variant": TextDetection(model_dir=variant, device="cpu")}, labelled)
+    fp32, other = rows
+    return {"eval_set": f"tools/dev/labelled_set.py --count {images} --seed {seed}", "images": images,
+            "fp32_hmean": round(fp32.score.hmean, 5), "hmean": round(other.score.hmean, 5),
+            "hmean_delta": round(other.score.hmean - fp32.score.hmean, 5),
+            "precision_delta": round(other.score.precision - fp32.score.precision, 5),
+            "recall_delta": round(other.score.recall - fp32.score.recall, 5),
+            "time_ratio_cpu": round(other.seconds / fp32.seconds, 3) if fp32.seconds else None}
+
+
+def export_variant(fp32_path: Path, precision: str, output: Optional[Path] = None,
+                   evaluation_images: int = DEFAULT_EVALUATION_IMAGES, **int8_options) -> Dict[str, object]:
+    """Make the ``precision`` sibling of an exported fp32 model, score it, record both in its metadata."""
+    import onnx
+
+    if not fp32_path.is_file():
+        raise ExportError(f"{fp32_path} does not exist: export the fp32 model first")
+    output = output or variant_path(fp32_path, precision)
+    started = time.monotonic()
+    progress(f"[1/2] writing the {precision} variant of {fp32_path} -> {output}")
+    if precision == "int8":
+        record = quantize_int8(fp32_path, output, **int8_options)
+    elif precision == "fp16":
+        record = convert_fp16(fp32_path, output)
+    else:
+        raise ExportError(f"precision {precision!r} has no variant to make (int8, fp16)")
+    progress(f"[2/2] scoring fp32 and {precision} on {evaluation_images} rendered images")
+    record.update(precision=precision, accuracy=accuracy_delta(fp32_path, output, evaluation_images))
+    accuracy = record["accuracy"]
+    progress(f"      Hmean fp32 {accuracy['fp32_hmean']:.4f}, {precision} {accuracy['hmean']:.4f} "
+             f"(delta {accuracy['hmean_delta']:+.4f}); time ratio on this CPU {accuracy['time_ratio_cpu']}")
+    model = onnx.load(str(output))
+    save_model(set_metadata(model, {METADATA_PRECISION_KEY: json.dumps(record, sort_keys=True)}), output)
+    progress(f"done in {time.monotonic() - started:.1f} s")
+    return record
