@@ -24,7 +24,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # Tolerance against fp32 on the rendered pages: the same number of boxes, and each fp32 box has a
 # variant box over it with IoU at least this (fp16: the maps agree to ~1e-3, boxes to a pixel;
 # int8: the map moves by a few quantization steps, a box edge by a few pixels).
-MIN_BOX_IOU = {"fp16": 0.95, "int8": 0.85}
+MIN_BOX_IOU = {"int8": 0.85}
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +80,10 @@ def test_variant_boxes_stay_close_to_fp32(model_dir, pages, precision):
     for name, (path, _) in pages.items():
         (expected,), (got,) = fp32.predict(str(path)), variant.predict(str(path))
         assert len(got["dt_polys"]) == len(expected["dt_polys"]), name
+        if precision == "fp16":  # the parity tests' standard: every corner within 1 px
+            corner_shift = np.abs(got["dt_polys"].astype(int) - expected["dt_polys"].astype(int))
+            assert corner_shift.max(initial=0) <= 1, (name, corner_shift.max())
+            continue
         for polygon in expected["dt_polys"]:
             best = max(box_iou(polygon_bounds(polygon), polygon_bounds(other)) for other in got["dt_polys"])
             assert best >= MIN_BOX_IOU[precision], (name, best)
