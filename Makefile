@@ -100,10 +100,16 @@ REFERENCE ?=
 BENCH_SOURCE = $(if $(REFERENCE),$(SOURCE),$(or $(SOURCE),.cache/sources/$(MODEL)))
 BENCH_REFERENCE = $(or $(REFERENCE),.cache/bench/$(MODEL)/reference.onnx)
 
+ifeq ($(DEVICE),gpu)
+# On a CUDA machine: cuDNN search modes, cold/warm latency at 960, batch 8, IO binding (tools/dev/gpu_bench.py).
+bench: $(VENV)/.installed
+	$(VENV)/bin/python -m tools.dev.gpu_bench --onnx '$(BENCH_ONNX)'
+else
 bench: $(PADDLE_VENV)/.installed $(DEFAULT_MODEL)
 	$(if $(SOURCE),$(PADDLE_VENV)/bin/python -m tools.export --model '$(MODEL)' --source '$(SOURCE)' --output '$(BENCH_ONNX)')
 	$(if $(REFERENCE),,$(PADDLE_VENV)/bin/python -m tools.export --model '$(MODEL)' --source '$(BENCH_SOURCE)' --output '$(BENCH_REFERENCE)' --no-rewrites)
 	$(PADDLE_VENV)/bin/python -m tools.dev.bench --model '$(MODEL)' --onnx '$(BENCH_ONNX)' --reference-onnx '$(BENCH_REFERENCE)' $(if $(BENCH_SOURCE),--source '$(BENCH_SOURCE)')
+endif
 
 # PP-OCRv4_server_det rebuilt with random weights (official weights are not reachable here): for proof and benchmarks.
 SERVER_NET := .cache/server_net/PP-OCRv4_server_det

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ctypes
+import functools
+import importlib.util
 import os
 import re
 from dataclasses import dataclass
@@ -46,6 +48,19 @@ def parse_device(device: Optional[str]) -> Optional[Device]:
     return Device(kind, int(match.group(2) or 0))
 
 
+@functools.lru_cache(maxsize=None)
+def preload_pip_cuda_libraries() -> bool:
+    """Load CUDA and cuDNN from their pip packages (nvidia-*), where installed, so that onnxruntime-gpu
+    finds them without LD_LIBRARY_PATH; a no-op (False) where they are not, or onnxruntime is too old."""
+    if not hasattr(ort, "preload_dlls") or importlib.util.find_spec("nvidia") is None:
+        return False
+    try:
+        ort.preload_dlls(cuda=True, cudnn=True, msvc=False)
+    except Exception:  # a partial CUDA install: the provider load below says what is missing
+        return False
+    return True
+
+
 def cuda_unavailable_reason() -> Optional[str]:
     """Why onnxruntime's CUDA provider cannot load here, or None if it can.
 
@@ -54,6 +69,7 @@ def cuda_unavailable_reason() -> Optional[str]:
     """
     if CUDA_PROVIDER not in ort.get_available_providers():
         return f"this onnxruntime build ({ort.__version__}) has no CUDA provider; install onnxruntime-gpu"
+    preload_pip_cuda_libraries()
     library = Path(ort.__file__).parent / "capi" / "libonnxruntime_providers_cuda.so"
     if os.name == "posix" and library.is_file():
         try:
@@ -92,6 +108,9 @@ def cuda_provider_options(device_index: int) -> Dict[str, str]:
     return {
         "device_id": str(device_index),
         "cudnn_conv_algo_search": "HEURISTIC",
+        # TF32 matrix units round float32 inputs to 10 mantissa bits: maps moved enough to shift box
+        # corners by up to 7 px on an H100. Plain float32 keeps the CPU's boxes.
+        "use_tf32": "0",
         "arena_extend_strategy": "kSameAsRequested",
         "cudnn_conv_use_max_workspace": "1",
         "do_copy_in_default_stream": "1",

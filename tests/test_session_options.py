@@ -21,7 +21,22 @@ def test_cuda_options_suit_dynamic_shapes(index):
     assert options["device_id"] == str(index)
     # no exhaustive benchmark of conv algorithms for every new image size
     assert options["cudnn_conv_algo_search"] in ("HEURISTIC", "DEFAULT")
+    # TF32 moved box corners by up to 7 px against the CPU on an H100; plain float32 moved none
+    assert options["use_tf32"] == "0"
     assert all(isinstance(value, str) for value in options.values())
+
+
+def test_pip_cuda_libraries_are_preloaded_only_where_installed(monkeypatch):
+    calls = []
+    monkeypatch.setattr(session_module.ort, "preload_dlls", lambda **kwargs: calls.append(kwargs), raising=False)
+    monkeypatch.setattr(session_module.importlib.util, "find_spec", lambda name: None)
+    session_module.preload_pip_cuda_libraries.cache_clear()
+    assert session_module.preload_pip_cuda_libraries() is False and calls == []
+    monkeypatch.setattr(session_module.importlib.util, "find_spec", lambda name: object())
+    session_module.preload_pip_cuda_libraries.cache_clear()
+    assert session_module.preload_pip_cuda_libraries() is True
+    assert calls == [{"cuda": True, "cudnn": True, "msvc": False}]
+    session_module.preload_pip_cuda_libraries.cache_clear()
 
 
 def test_a_gpu_session_is_opened_with_those_options(monkeypatch):

@@ -10,7 +10,7 @@ it measures what a detection service meets on a GPU:
 - ``warm``: the median latency at 960×960 (batch 1) and per image at batch 8, after warm-up;
 - ``iobinding``: the same warm latency with inputs and outputs bound on the GPU;
 - ``bucketed``: the cold pass when inputs are padded up to a few fixed sizes
-  (see detector.session.bucket_shape), so the search runs once per bucket, not once per shape.
+  (BUCKET_SIDES below), so the search runs once per bucket, not once per shape.
 
 ``--random-weights`` fills the initializers of a model saved with external data (graph only) with
 small random values: timing does not depend on weight values, and the rebuilt server network's
