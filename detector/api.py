@@ -106,9 +106,15 @@ class TextDetection:
         precision: Optional[str] = None,
     ):
         check_ignored_keywords(
-            {"engine": engine, "engine_config": engine_config, "enable_hpi": enable_hpi, "use_tensorrt": use_tensorrt,
-             "enable_mkldnn": enable_mkldnn, "mkldnn_cache_capacity": mkldnn_cache_capacity,
-             "enable_cinn": enable_cinn}
+            {
+                "engine": engine,
+                "engine_config": engine_config,
+                "enable_hpi": enable_hpi,
+                "use_tensorrt": use_tensorrt,
+                "enable_mkldnn": enable_mkldnn,
+                "mkldnn_cache_capacity": mkldnn_cache_capacity,
+                "enable_cinn": enable_cinn,
+            }
         )
         # (C, H, W): every image resized to exactly H x W, as PaddleX's DetResizeForTest(input_shape=...) does
         self.input_shape: Optional[Tuple[int, int, int]] = check_input_shape(input_shape)
@@ -117,15 +123,17 @@ class TextDetection:
             DEFAULT_LOAD_OPTIONS, **{k: v for k, v in loading.items() if v is not None}
         )
         # With model_dir alone the file (its metadata or yml) names the model; the default name is for lookups.
-        requested_name = check_model_name(model_name) if model_name else (
-            None if model_dir is not None else DEFAULT_MODEL_NAME)
+        requested_name = (
+            check_model_name(model_name) if model_name else (None if model_dir is not None else DEFAULT_MODEL_NAME)
+        )
         resolved = resolve_model_path(requested_name, model_dir)
         self.model_path: Path = select_precision(resolved, precision, requested_name or resolved.parent.name)
         self.precision: str = precision_of(self.model_path)
         self._session, self.device = load_session(self.model_path, parse_device(device), cpu_threads)
         self._input_name, self._output_name = check_detector_signature(self._session, self.model_path)
         name, settings, self.settings_source = settings_for_model_file(
-            model_metadata(self._session), self.model_path, requested_name)
+            model_metadata(self._session), self.model_path, requested_name
+        )
         self.model_name: str = name
         self.settings: DetectionSettings = settings.with_overrides(
             limit_side_len=limit_side_len,
@@ -189,7 +197,9 @@ class TextDetection:
         for chunk, prepared in prefetch(prepared_chunks(), depth):
             yield from self._finish(chunk, prepared, settings)
 
-    def predict(self, input: Any, batch_size: Optional[int] = 1, recursive: bool = False, **overrides: Any) -> List[DetectionResult]:
+    def predict(
+        self, input: Any, batch_size: Optional[int] = 1, recursive: bool = False, **overrides: Any
+    ) -> List[DetectionResult]:
         """All results as a list; see :meth:`predict_iter` to stream large folders."""
         return list(self.predict_iter(input, batch_size=batch_size, recursive=recursive, **overrides))
 
@@ -223,12 +233,15 @@ class TextDetection:
             batches.append((indices, batch))
         return _Prepared([info for _, info in resized], batches)
 
-    def _finish(self, loaded: List[LoadedImage], prepared: "_Prepared", settings: DetectionSettings
-                ) -> List[DetectionResult]:
+    def _finish(
+        self, loaded: List[LoadedImage], prepared: "_Prepared", settings: DetectionSettings
+    ) -> List[DetectionResult]:
         """session.run on each batch, then the DB postprocess of every map, in input order."""
         maps: List[Optional[np.ndarray]] = [None] * len(loaded)
         for indices, batch in prepared.batches:
-            for index, prob_map in zip(indices, run_session(self._open_session(), self._input_name, self._output_name, batch)):
+            for index, prob_map in zip(
+                indices, run_session(self._open_session(), self._input_name, self._output_name, batch)
+            ):
                 maps[index] = prob_map
         results = []
         for item, info, prob_map in zip(loaded, prepared.infos, maps):

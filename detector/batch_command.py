@@ -12,20 +12,43 @@ from .errors import DetectorError
 
 
 @click.command("batch", context_settings=CONTEXT_SETTINGS)
-@click.option("-i", "--input", "inputs", multiple=True, required=True, metavar="DIR|GLOB|URI",
-              help="Folder, glob pattern, file, or a URI of any filesystem pyarrow supports (s3://…); repeatable.")
+@click.option(
+    "-i",
+    "--input",
+    "inputs",
+    multiple=True,
+    required=True,
+    metavar="DIR|GLOB|URI",
+    help="Folder, glob pattern, file, or a URI of any filesystem pyarrow supports (s3://…); repeatable.",
+)
 @click.option("-o", "--output", required=True, metavar="DIR|URI", help="New folder for the result files.")
 @click.option("--format", "fmt", default="parquet", type=click.Choice(["parquet", "jsonl"]))
 @click.option("--recursive", "-r", is_flag=True, help="Descend into subfolders of local folders.")
-@click.option("--ray-address", default=None, metavar="auto|ADDRESS",
-              help="Ray cluster to join ('auto': the one this machine belongs to); default: start a local one.")
+@click.option(
+    "--ray-address",
+    default=None,
+    metavar="auto|ADDRESS",
+    help="Ray cluster to join ('auto': the one this machine belongs to); default: start a local one.",
+)
 @click.option("--concurrency", default=1, type=click.IntRange(min=1), help="Actors, each loading the model once.")
-@click.option("--cpus-per-actor", default=1.0, type=click.FloatRange(0, min_open=True),
-              help="CPUs Ray reserves per actor; also its onnxruntime threads.")
-@click.option("--num-gpus-per-actor", default=0.0, type=click.FloatRange(min=0),
-              help="GPUs per actor (fractions share one); > 0 runs the model on the GPU.")
-@click.option("--files-per-batch", default=None, type=click.IntRange(min=1),
-              help="Files per actor call [default: detector.distributed.DEFAULT_FILES_PER_BATCH].")
+@click.option(
+    "--cpus-per-actor",
+    default=1.0,
+    type=click.FloatRange(0, min_open=True),
+    help="CPUs Ray reserves per actor; also its onnxruntime threads.",
+)
+@click.option(
+    "--num-gpus-per-actor",
+    default=0.0,
+    type=click.FloatRange(min=0),
+    help="GPUs per actor (fractions share one); > 0 runs the model on the GPU.",
+)
+@click.option(
+    "--files-per-batch",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Files per actor call [default: detector.distributed.DEFAULT_FILES_PER_BATCH].",
+)
 @click.option("--model", "--model_name", "--model-name", "model", default=None, metavar="NAME|PATH.onnx")
 @click.option("--model-dir", "--model_dir", "model_dir", default=None, metavar="DIR")
 @click.option("--device", default=None, callback=_check_device, metavar="cpu|gpu|gpu:N")
@@ -36,30 +59,69 @@ from .errors import DetectorError
 @click.option("--limit-type", "--limit_type", "limit_type", default=None, type=click.Choice(["max", "min"]))
 @click.option("--max-pixels", default=None, type=click.IntRange(min=1))
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def batch(inputs: Tuple[str, ...], output: str, fmt: str, recursive: bool, ray_address: Optional[str],
-          concurrency: int, cpus_per_actor: float, num_gpus_per_actor: float, files_per_batch: Optional[int],
-          model: Optional[str], model_dir: Optional[str], device: Optional[str], thresh: Optional[float],
-          box_thresh: Optional[float], unclip_ratio: Optional[float], limit_side_len: Optional[int],
-          limit_type: Optional[str], max_pixels: Optional[int], debug: bool) -> None:
+def batch(
+    inputs: Tuple[str, ...],
+    output: str,
+    fmt: str,
+    recursive: bool,
+    ray_address: Optional[str],
+    concurrency: int,
+    cpus_per_actor: float,
+    num_gpus_per_actor: float,
+    files_per_batch: Optional[int],
+    model: Optional[str],
+    model_dir: Optional[str],
+    device: Optional[str],
+    thresh: Optional[float],
+    box_thresh: Optional[float],
+    unclip_ratio: Optional[float],
+    limit_side_len: Optional[int],
+    limit_type: Optional[str],
+    max_pixels: Optional[int],
+    debug: bool,
+) -> None:
     """Detect text in many files on Ray; one row per image or page: path, page_index, dt_polys, dt_scores, error."""
     try:
         from . import distributed
     except ImportError as exc:
-        click.echo(f"detect: error: `detect batch` needs the [ray] extra ({exc.name} is missing): "
-                   f"pip install 'detector[ray]'", err=True)
+        click.echo(
+            f"detect: error: `detect batch` needs the [ray] extra ({exc.name} is missing): pip install 'detector[ray]'",
+            err=True,
+        )
         sys.exit(EXIT_USAGE)
     model_name, model_dir = _model_arguments(model, model_dir)
-    settings = dict(thresh=thresh, box_thresh=box_thresh, unclip_ratio=unclip_ratio, limit_side_len=limit_side_len,
-                    limit_type=limit_type)
-    spec = distributed.ModelSpec(model_name=model_name, model_dir=model_dir, device=device, max_pixels=max_pixels,
-                                 settings={key: value for key, value in settings.items() if value is not None})
+    settings = dict(
+        thresh=thresh,
+        box_thresh=box_thresh,
+        unclip_ratio=unclip_ratio,
+        limit_side_len=limit_side_len,
+        limit_type=limit_type,
+    )
+    spec = distributed.ModelSpec(
+        model_name=model_name,
+        model_dir=model_dir,
+        device=device,
+        max_pixels=max_pixels,
+        settings={key: value for key, value in settings.items() if value is not None},
+    )
     try:
         summary = distributed.run_batch(
-            inputs, output, fmt=fmt, spec=spec, concurrency=concurrency, cpus_per_actor=cpus_per_actor,
-            num_gpus_per_actor=num_gpus_per_actor, recursive=recursive, ray_address=ray_address,
-            files_per_batch=files_per_batch or distributed.DEFAULT_FILES_PER_BATCH)
+            inputs,
+            output,
+            fmt=fmt,
+            spec=spec,
+            concurrency=concurrency,
+            cpus_per_actor=cpus_per_actor,
+            num_gpus_per_actor=num_gpus_per_actor,
+            recursive=recursive,
+            ray_address=ray_address,
+            files_per_batch=files_per_batch or distributed.DEFAULT_FILES_PER_BATCH,
+        )
     except DetectorError as exc:
         _fail_usage(exc, debug)
-    click.echo(f"detect batch: {summary.files} files, {summary.rows} rows, {summary.errors} with an error, "
-               f"{summary.seconds:.1f} s ({summary.images_per_second:.2f} images/s) -> {summary.output}", err=True)
+    click.echo(
+        f"detect batch: {summary.files} files, {summary.rows} rows, {summary.errors} with an error, "
+        f"{summary.seconds:.1f} s ({summary.images_per_second:.2f} images/s) -> {summary.output}",
+        err=True,
+    )
     sys.exit(EXIT_SOME_FAILED if summary.errors else EXIT_OK)

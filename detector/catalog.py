@@ -57,8 +57,14 @@ _V3_TO_V5_POST = {"thresh": 0.3, "box_thresh": 0.6, "max_candidates": 1000, "unc
 _V6_POST = {"thresh": 0.2, "max_candidates": 3000, "unclip_ratio": 1.4}
 
 
-def _known(name: str, summary: str, size_mb: Optional[float], post: Optional[Mapping[str, Any]],
-           resize: Optional[Mapping[str, Any]] = None, onnx_release: bool = False) -> KnownModel:
+def _known(
+    name: str,
+    summary: str,
+    size_mb: Optional[float],
+    post: Optional[Mapping[str, Any]],
+    resize: Optional[Mapping[str, Any]] = None,
+    onnx_release: bool = False,
+) -> KnownModel:
     config = _official_yml(name, resize, **post) if post is not None else None
     return KnownModel(name, summary, size_mb, inference_config=config, onnx_release=onnx_release)
 
@@ -67,22 +73,26 @@ _LONG_960 = {"resize_long": 960}
 KNOWN_MODELS: Dict[str, KnownModel] = {
     model.name: model
     for model in (
-        _known("PP-OCRv4_server_det", "PPHGNet_small + LKPAN + PFHeadLocal; accurate, for servers", 109.0,
-               _V3_TO_V5_POST, _LONG_960),
+        _known(
+            "PP-OCRv4_server_det",
+            "PPHGNet_small + LKPAN + PFHeadLocal; accurate, for servers",
+            109.0,
+            _V3_TO_V5_POST,
+            _LONG_960,
+        ),
         _known("PP-OCRv4_mobile_det", "PPLCNetV3 + RSEFPN; fast, the default", 4.7, _V3_TO_V5_POST, _LONG_960),
-        _known("PP-OCRv5_server_det", "PP-OCRv5 server detector", 84.3, _V3_TO_V5_POST, _LONG_960,
-               onnx_release=True),
-        _known("PP-OCRv5_mobile_det", "PP-OCRv5 mobile detector", 4.7, _V3_TO_V5_POST, _LONG_960,
-               onnx_release=True),
+        _known("PP-OCRv5_server_det", "PP-OCRv5 server detector", 84.3, _V3_TO_V5_POST, _LONG_960, onnx_release=True),
+        _known("PP-OCRv5_mobile_det", "PP-OCRv5 mobile detector", 4.7, _V3_TO_V5_POST, _LONG_960, onnx_release=True),
         _known("PP-OCRv3_server_det", "PP-OCRv3 server detector", 102.1, _V3_TO_V5_POST, _LONG_960),
         _known("PP-OCRv3_mobile_det", "PP-OCRv3 mobile detector", 2.1, _V3_TO_V5_POST, _LONG_960),
         # Its yml is not at hand here: its thresholds come from the yml of its ONNX release or Paddle model.
-        _known("PP-OCRv6_medium_det", "PP-OCRv6 medium detector, PaddleOCR 3.7's default", None, None,
-               onnx_release=True),
-        _known("PP-OCRv6_small_det", "PP-OCRv6 small detector", None, {**_V6_POST, "box_thresh": 0.45},
-               onnx_release=True),
-        _known("PP-OCRv6_tiny_det", "PP-OCRv6 tiny detector", None, {**_V6_POST, "box_thresh": 0.4},
-               onnx_release=True),
+        _known(
+            "PP-OCRv6_medium_det", "PP-OCRv6 medium detector, PaddleOCR 3.7's default", None, None, onnx_release=True
+        ),
+        _known(
+            "PP-OCRv6_small_det", "PP-OCRv6 small detector", None, {**_V6_POST, "box_thresh": 0.45}, onnx_release=True
+        ),
+        _known("PP-OCRv6_tiny_det", "PP-OCRv6 tiny detector", None, {**_V6_POST, "box_thresh": 0.4}, onnx_release=True),
     )
 }
 

@@ -120,7 +120,8 @@ class DetectCommand(click.Command):
         if SUBCOMMANDS:
             formatter.write_paragraph()
             formatter.write_text(
-                "Subcommands: " + ", ".join(f"{ctx.command_path} {name}" for name in sorted(SUBCOMMANDS))
+                "Subcommands: "
+                + ", ".join(f"{ctx.command_path} {name}" for name in sorted(SUBCOMMANDS))
                 + f" (each with --help). `{ctx.command_path} {DETECT_COMMAND}` is this command."
             )
 
@@ -131,8 +132,9 @@ def _save_target(save_path: Optional[str]) -> Tuple[Optional[str], bool]:
         return None, False
     names_file = Path(save_path).suffix.lower() in JSON_SUFFIXES + IMAGE_SUFFIXES
     if not names_file and Path(save_path).exists() and not Path(save_path).is_dir():
-        raise click.BadParameter(f"{save_path!r} is a file; give a folder, or a .json or image file name",
-                                 param_hint="'--save_path'")
+        raise click.BadParameter(
+            f"{save_path!r} is a file; give a folder, or a .json or image file name", param_hint="'--save_path'"
+        )
     return save_path, names_file
 
 
@@ -145,70 +147,206 @@ def cli() -> None:
 
 
 @cli.command(DETECT_COMMAND, cls=DetectCommand, context_settings=CONTEXT_SETTINGS)
-@click.option("-i", "--input", "inputs", multiple=True, required=True, metavar="PATH|URL|GLOB",
-              help="Image, PDF or TIFF (every page), folder, glob pattern or http(s) URL; repeat for several.")
+@click.option(
+    "-i",
+    "--input",
+    "inputs",
+    multiple=True,
+    required=True,
+    metavar="PATH|URL|GLOB",
+    help="Image, PDF or TIFF (every page), folder, glob pattern or http(s) URL; repeat for several.",
+)
 @click.option("--recursive", "-r", is_flag=True, help="Descend into subfolders of folder inputs.")
-@click.option("--model", "--model_name", "--model-name", "model", default=None, metavar="NAME|PATH.onnx",
-              help=f"Exported model name (default {DEFAULT_MODEL_NAME}) or path to an .onnx file.")
-@click.option("--model-dir", "--model_dir", "model_dir", default=None, metavar="DIR",
-              help="Folder holding inference.onnx (or the .onnx file itself).")
-@click.option("--device", default=None, callback=_check_device, metavar="cpu|gpu|gpu:N",
-              help="Where to run; default: GPU if onnxruntime can use one, else CPU.")
-@click.option("--save-path", "--save_path", "save_path", default=None, metavar="DIR|FILE",
-              help="Folder for <stem>_res.json and the <stem>_res.png visualization; a name ending in .json "
-                   "(or .png, .jpg, …) is that one file, for a single input.")
+@click.option(
+    "--model",
+    "--model_name",
+    "--model-name",
+    "model",
+    default=None,
+    metavar="NAME|PATH.onnx",
+    help=f"Exported model name (default {DEFAULT_MODEL_NAME}) or path to an .onnx file.",
+)
+@click.option(
+    "--model-dir",
+    "--model_dir",
+    "model_dir",
+    default=None,
+    metavar="DIR",
+    help="Folder holding inference.onnx (or the .onnx file itself).",
+)
+@click.option(
+    "--device",
+    default=None,
+    callback=_check_device,
+    metavar="cpu|gpu|gpu:N",
+    help="Where to run; default: GPU if onnxruntime can use one, else CPU.",
+)
+@click.option(
+    "--save-path",
+    "--save_path",
+    "save_path",
+    default=None,
+    metavar="DIR|FILE",
+    help="Folder for <stem>_res.json and the <stem>_res.png visualization; a name ending in .json "
+    "(or .png, .jpg, …) is that one file, for a single input.",
+)
 @click.option("--batch-size", "--batch_size", "batch_size", default=1, type=click.IntRange(min=1))
 @click.option("--limit-side-len", "--limit_side_len", "limit_side_len", default=None, type=click.IntRange(min=1))
 @click.option("--limit-type", "--limit_type", "limit_type", default=None, type=click.Choice(["max", "min"]))
 @click.option("--max-side-limit", "--max_side_limit", "max_side_limit", default=None, type=click.IntRange(min=1))
 @click.option("--thresh", default=None, type=click.FloatRange(0, 1, min_open=True, max_open=True))
-@click.option("--box-thresh", "--box_thresh", "box_thresh", default=None,
-              type=click.FloatRange(0, 1, min_open=True, max_open=True))
-@click.option("--unclip-ratio", "--unclip_ratio", "unclip_ratio", default=None,
-              type=click.FloatRange(0, min_open=True))
-@click.option("--max-pixels", "--max_pixels", "max_pixels", default=None, type=click.IntRange(min=1),
-              help=f"Refuse images larger than this many pixels [default: {DEFAULT_LOAD_OPTIONS.max_pixels}].")
-@click.option("--pdf-dpi", "--pdf_dpi", "pdf_dpi", default=None, type=click.FloatRange(0, min_open=True),
-              help=f"Resolution PDF pages are rendered at [default: {DEFAULT_LOAD_OPTIONS.pdf_dpi:g}].")
-@click.option("--cpu-threads", "--cpu_threads", "cpu_threads", default=None, type=click.IntRange(min=1),
-              help="onnxruntime's intra-op threads on the CPU [default: onnxruntime's choice].")
-@click.option("--input-shape", "--input_shape", "input_shape", default=None, nargs=3, type=int,
-              metavar="C H W", help="Resize every image to exactly H x W (multiples of 32), as PaddleOCR does.")
-@click.option("--engine", default=None, type=click.Choice(PADDLEOCR_ENGINES),
-              help="PaddleOCR's engine choice; accepted, always onnxruntime here.")
-@click.option("--enable-hpi", "--enable_hpi", "enable_hpi", default=None, type=click.BOOL,
-              help="Accepted for PaddleOCR; ignored (with a warning).")
-@click.option("--use-tensorrt", "--use_tensorrt", "use_tensorrt", default=None, type=click.BOOL,
-              help="Accepted for PaddleOCR; ignored (with a warning).")
-@click.option("--precision", default=None, type=click.Choice(PRECISIONS),
-              help="Model variant: fp32 (default), int8 (CPU) or fp16 (GPU), made by make export PRECISION=….")
-@click.option("--enable-mkldnn", "--enable_mkldnn", "enable_mkldnn", default=None, type=click.BOOL,
-              help="Accepted for PaddleOCR; ignored (with a warning).")
-@click.option("--mkldnn-cache-capacity", "--mkldnn_cache_capacity", "mkldnn_cache_capacity", default=None, type=int,
-              help="Accepted for PaddleOCR; ignored (with a warning).")
-@click.option("--enable-cinn", "--enable_cinn", "enable_cinn", default=None, type=click.BOOL,
-              help="Accepted for PaddleOCR; ignored (with a warning).")
-@click.option("--list-models", is_flag=True, expose_value=False, is_eager=True, callback=_list_models,
-              help="List the known model names and which are exported here, then exit.")
+@click.option(
+    "--box-thresh",
+    "--box_thresh",
+    "box_thresh",
+    default=None,
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+)
+@click.option("--unclip-ratio", "--unclip_ratio", "unclip_ratio", default=None, type=click.FloatRange(0, min_open=True))
+@click.option(
+    "--max-pixels",
+    "--max_pixels",
+    "max_pixels",
+    default=None,
+    type=click.IntRange(min=1),
+    help=f"Refuse images larger than this many pixels [default: {DEFAULT_LOAD_OPTIONS.max_pixels}].",
+)
+@click.option(
+    "--pdf-dpi",
+    "--pdf_dpi",
+    "pdf_dpi",
+    default=None,
+    type=click.FloatRange(0, min_open=True),
+    help=f"Resolution PDF pages are rendered at [default: {DEFAULT_LOAD_OPTIONS.pdf_dpi:g}].",
+)
+@click.option(
+    "--cpu-threads",
+    "--cpu_threads",
+    "cpu_threads",
+    default=None,
+    type=click.IntRange(min=1),
+    help="onnxruntime's intra-op threads on the CPU [default: onnxruntime's choice].",
+)
+@click.option(
+    "--input-shape",
+    "--input_shape",
+    "input_shape",
+    default=None,
+    nargs=3,
+    type=int,
+    metavar="C H W",
+    help="Resize every image to exactly H x W (multiples of 32), as PaddleOCR does.",
+)
+@click.option(
+    "--engine",
+    default=None,
+    type=click.Choice(PADDLEOCR_ENGINES),
+    help="PaddleOCR's engine choice; accepted, always onnxruntime here.",
+)
+@click.option(
+    "--enable-hpi",
+    "--enable_hpi",
+    "enable_hpi",
+    default=None,
+    type=click.BOOL,
+    help="Accepted for PaddleOCR; ignored (with a warning).",
+)
+@click.option(
+    "--use-tensorrt",
+    "--use_tensorrt",
+    "use_tensorrt",
+    default=None,
+    type=click.BOOL,
+    help="Accepted for PaddleOCR; ignored (with a warning).",
+)
+@click.option(
+    "--precision",
+    default=None,
+    type=click.Choice(PRECISIONS),
+    help="Model variant: fp32 (default), int8 (CPU) or fp16 (GPU), made by make export PRECISION=….",
+)
+@click.option(
+    "--enable-mkldnn",
+    "--enable_mkldnn",
+    "enable_mkldnn",
+    default=None,
+    type=click.BOOL,
+    help="Accepted for PaddleOCR; ignored (with a warning).",
+)
+@click.option(
+    "--mkldnn-cache-capacity",
+    "--mkldnn_cache_capacity",
+    "mkldnn_cache_capacity",
+    default=None,
+    type=int,
+    help="Accepted for PaddleOCR; ignored (with a warning).",
+)
+@click.option(
+    "--enable-cinn",
+    "--enable_cinn",
+    "enable_cinn",
+    default=None,
+    type=click.BOOL,
+    help="Accepted for PaddleOCR; ignored (with a warning).",
+)
+@click.option(
+    "--list-models",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_list_models,
+    help="List the known model names and which are exported here, then exit.",
+)
 @click.option("--json", "json_format", is_flag=True, help="Print results as JSON.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def detect(inputs, recursive, model, model_dir, device, save_path, batch_size, limit_side_len, limit_type,
-           max_side_limit, thresh, box_thresh, unclip_ratio, max_pixels, pdf_dpi, cpu_threads, input_shape,
-           json_format, debug, **paddle_engine_options) -> None:
+def detect(
+    inputs,
+    recursive,
+    model,
+    model_dir,
+    device,
+    save_path,
+    batch_size,
+    limit_side_len,
+    limit_type,
+    max_side_limit,
+    thresh,
+    box_thresh,
+    unclip_ratio,
+    max_pixels,
+    pdf_dpi,
+    cpu_threads,
+    input_shape,
+    json_format,
+    debug,
+    **paddle_engine_options,
+) -> None:
     """Detect text lines in images with a PP-OCR detection model on onnxruntime."""
     model_name, model_dir = _model_arguments(model, model_dir)
     save_path, save_to_file = _save_target(save_path)
     if save_to_file and len(inputs) > 1:
-        raise click.BadParameter(f"{save_path!r} names one file, but {len(inputs)} inputs were given; give a folder",
-                                 param_hint="'--save_path'")
+        raise click.BadParameter(
+            f"{save_path!r} names one file, but {len(inputs)} inputs were given; give a folder",
+            param_hint="'--save_path'",
+        )
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             detector = TextDetection(
-                model_name=model_name, model_dir=model_dir, device=device, limit_side_len=limit_side_len,
-                limit_type=limit_type, max_side_limit=max_side_limit, thresh=thresh, box_thresh=box_thresh,
-                unclip_ratio=unclip_ratio, max_pixels=max_pixels, pdf_dpi=pdf_dpi, cpu_threads=cpu_threads,
-                input_shape=input_shape or None, **paddle_engine_options,
+                model_name=model_name,
+                model_dir=model_dir,
+                device=device,
+                limit_side_len=limit_side_len,
+                limit_type=limit_type,
+                max_side_limit=max_side_limit,
+                thresh=thresh,
+                box_thresh=box_thresh,
+                unclip_ratio=unclip_ratio,
+                max_pixels=max_pixels,
+                pdf_dpi=pdf_dpi,
+                cpu_threads=cpu_threads,
+                input_shape=input_shape or None,
+                **paddle_engine_options,
             )
     except DetectorError as exc:
         _fail_usage(exc, debug)
@@ -229,8 +367,12 @@ def detect(inputs, recursive, model, model_dir, device, save_path, batch_size, l
             _report(raw, exc, debug)
 
     if save_to_file and len(sources) > 1:
-        _fail_usage(DetectorError(f"--save_path {save_path} names one file, but the input holds {len(sources)} "
-                                  f"files; give a folder"), debug)
+        _fail_usage(
+            DetectorError(
+                f"--save_path {save_path} names one file, but the input holds {len(sources)} files; give a folder"
+            ),
+            debug,
+        )
 
     def flush(batch: List[LoadedImage]) -> None:
         try:
@@ -273,8 +415,13 @@ def detect(inputs, recursive, model, model_dir, device, save_path, batch_size, l
             flush(pending)
     if held:
         if tally["results"] > 1:
-            _fail_usage(DetectorError(f"--save_path {save_path} names one file, but the input gave {tally['results']} "
-                                      f"results (pages); nothing was saved: give a folder"), debug)
+            _fail_usage(
+                DetectorError(
+                    f"--save_path {save_path} names one file, but the input gave {tally['results']} "
+                    f"results (pages); nothing was saved: give a folder"
+                ),
+                debug,
+            )
         try:
             held[0].save_all(save_path)
             tally["done"] += 1
@@ -286,7 +433,9 @@ def detect(inputs, recursive, model, model_dir, device, save_path, batch_size, l
     sys.exit(EXIT_SOME_FAILED if tally["failed"] else EXIT_OK)
 
 
-def _load_each(sources: List[Source], options) -> Iterator[Tuple[Source, Optional[LoadedImage], Optional[DetectorError]]]:
+def _load_each(
+    sources: List[Source], options
+) -> Iterator[Tuple[Source, Optional[LoadedImage], Optional[DetectorError]]]:
     """(source, image, None) per image, then (source, None, error or None) when the source is done."""
     for source in sources:
         try:

@@ -34,13 +34,15 @@ FORMATS = ("parquet", "jsonl")
 LOCAL_OBJECT_STORE_BYTES = 256 * 1024 * 1024
 # Files each actor call takes: enough to keep an actor busy, few enough to spread over actors.
 DEFAULT_FILES_PER_BATCH = 4
-ROW_SCHEMA = pa.schema([
-    ("path", pa.string()),
-    ("page_index", pa.int32()),
-    ("dt_polys", pa.list_(pa.list_(pa.list_(pa.int16())))),
-    ("dt_scores", pa.list_(pa.float64())),
-    ("error", pa.string()),
-])
+ROW_SCHEMA = pa.schema(
+    [
+        ("path", pa.string()),
+        ("page_index", pa.int32()),
+        ("dt_polys", pa.list_(pa.list_(pa.list_(pa.int16())))),
+        ("dt_scores", pa.list_(pa.float64())),
+        ("error", pa.string()),
+    ]
+)
 
 
 @dataclass(frozen=True)
@@ -55,8 +57,14 @@ class ModelSpec:
     settings: Dict[str, Any] = field(default_factory=dict)  # thresh, box_thresh, … (None keeps the model's)
 
     def load(self) -> TextDetection:
-        return TextDetection(model_name=self.model_name, model_dir=self.model_dir, device=self.device,
-                             cpu_threads=self.cpu_threads, max_pixels=self.max_pixels, **self.settings)
+        return TextDetection(
+            model_name=self.model_name,
+            model_dir=self.model_dir,
+            device=self.device,
+            cpu_threads=self.cpu_threads,
+            max_pixels=self.max_pixels,
+            **self.settings,
+        )
 
 
 class DetectFiles:
@@ -80,8 +88,15 @@ def detect_file(detector: TextDetection, path: str, data: bytes) -> List[Dict[st
     try:
         for loaded in load_source(Source("bytes", data, path), detector.load_options):
             (result,) = detector.detect_loaded([loaded])
-            rows.append({"path": path, "page_index": loaded.page_index, "dt_polys": to_jsonable(result["dt_polys"]),
-                         "dt_scores": to_jsonable(result["dt_scores"]), "error": None})
+            rows.append(
+                {
+                    "path": path,
+                    "page_index": loaded.page_index,
+                    "dt_polys": to_jsonable(result["dt_polys"]),
+                    "dt_scores": to_jsonable(result["dt_scores"]),
+                    "error": None,
+                }
+            )
     except Exception as exc:  # a job over millions of files must outlive any one of them
         message = str(exc) if isinstance(exc, DetectorError) else f"{type(exc).__name__}: {exc}"
         page = len(rows) if rows and rows[-1]["page_index"] is not None else None
@@ -140,8 +155,10 @@ def check_output(output: str) -> None:
         return  # Ray refuses an existing remote output itself (SaveMode.ERROR)
     folder = Path(output)
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        raise InvalidParameterError(f"output {output!r} exists and is not an empty folder: choose a new one, "
-                                    f"so the rows written are only this run's")
+        raise InvalidParameterError(
+            f"output {output!r} exists and is not an empty folder: choose a new one, "
+            f"so the rows written are only this run's"
+        )
 
 
 def connect(address: Optional[str]) -> None:
@@ -151,20 +168,35 @@ def connect(address: Optional[str]) -> None:
     if address:
         ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
     else:
-        ray.init(num_cpus=os.cpu_count(), object_store_memory=LOCAL_OBJECT_STORE_BYTES, include_dashboard=False,
-                 log_to_driver=False, logging_level=logging.WARNING)
+        ray.init(
+            num_cpus=os.cpu_count(),
+            object_store_memory=LOCAL_OBJECT_STORE_BYTES,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+        )
 
 
-def run_batch(inputs: Sequence[str], output: str, *, fmt: str = "parquet", spec: ModelSpec = ModelSpec(),
-              concurrency: int = 1, cpus_per_actor: float = 1.0, num_gpus_per_actor: float = 0.0,
-              files_per_batch: int = DEFAULT_FILES_PER_BATCH, recursive: bool = False,
-              ray_address: Optional[str] = None) -> BatchSummary:
+def run_batch(
+    inputs: Sequence[str],
+    output: str,
+    *,
+    fmt: str = "parquet",
+    spec: ModelSpec = ModelSpec(),
+    concurrency: int = 1,
+    cpus_per_actor: float = 1.0,
+    num_gpus_per_actor: float = 0.0,
+    files_per_batch: int = DEFAULT_FILES_PER_BATCH,
+    recursive: bool = False,
+    ray_address: Optional[str] = None,
+) -> BatchSummary:
     """Detect text in every input file on Ray and write the rows to ``output``; a summary of the run."""
     if fmt not in FORMATS:
         raise InvalidParameterError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if concurrency < 1 or files_per_batch < 1 or cpus_per_actor <= 0 or num_gpus_per_actor < 0:
-        raise InvalidParameterError("concurrency and files_per_batch must be >= 1, cpus_per_actor > 0, "
-                                    "num_gpus_per_actor >= 0")
+        raise InvalidParameterError(
+            "concurrency and files_per_batch must be >= 1, cpus_per_actor > 0, num_gpus_per_actor >= 0"
+        )
     paths = resolve_inputs(inputs, recursive)
     check_output(output)
     if num_gpus_per_actor > 0 and spec.device is None:
@@ -178,23 +210,34 @@ def run_batch(inputs: Sequence[str], output: str, *, fmt: str = "parquet", spec:
     start = time.perf_counter()
     extensions = sorted(ext.lstrip(".") for ext in IMAGE_EXTENSIONS)
     dataset = ray.data.read_binary_files(
-        paths, include_paths=True,
+        paths,
+        include_paths=True,
         file_extensions=extensions if any(is_uri(p) for p in paths) else None,
         # reading is I/O: it must not wait for the cores the actors hold
         num_cpus=0,
     )
-    rows = dataset.map_batches(DetectFiles, fn_constructor_args=(spec,), batch_size=files_per_batch,
-                               batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=concurrency),
-                               num_cpus=cpus_per_actor,
-                               num_gpus=num_gpus_per_actor or None)
+    rows = dataset.map_batches(
+        DetectFiles,
+        fn_constructor_args=(spec,),
+        batch_size=files_per_batch,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=concurrency),
+        num_cpus=cpus_per_actor,
+        num_gpus=num_gpus_per_actor or None,
+    )
     if fmt == "parquet":
         rows.write_parquet(output, ray_remote_args={"num_cpus": 0})
     else:
         rows.write_datasink(JsonLinesDatasink(output), ray_remote_args={"num_cpus": 0})
     seconds = time.perf_counter() - start
     table = read_rows(output, fmt)
-    return BatchSummary(files=len(set(table.column("path").to_pylist())), rows=table.num_rows,
-                        errors=table.num_rows - table.column("error").null_count, seconds=seconds, output=output)
+    return BatchSummary(
+        files=len(set(table.column("path").to_pylist())),
+        rows=table.num_rows,
+        errors=table.num_rows - table.column("error").null_count,
+        seconds=seconds,
+        output=output,
+    )
 
 
 def read_rows(output: str, fmt: str) -> pa.Table:
@@ -203,8 +246,9 @@ def read_rows(output: str, fmt: str) -> pa.Table:
     infos = filesystem.get_file_info(pyarrow.fs.FileSelector(root, recursive=True))
     files = sorted(info.path for info in infos if info.type == pyarrow.fs.FileType.File)
     if fmt == "parquet":
-        tables = [pq.read_table(path, filesystem=filesystem, schema=ROW_SCHEMA)
-                  for path in files if path.endswith(".parquet")]
+        tables = [
+            pq.read_table(path, filesystem=filesystem, schema=ROW_SCHEMA) for path in files if path.endswith(".parquet")
+        ]
     else:
         tables = []
         for path in files:

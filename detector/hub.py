@@ -84,30 +84,41 @@ def resolve_model_path(model_name: Optional[str], model_dir: Optional[Union[str,
     if known is not None and known.onnx_release:
         if downloads_enabled():
             return download_release(model_name, user_cache_dir() / model_name)
-        raise ModelNotFoundError(f"{looked}; downloads are off ({NO_DOWNLOAD_ENV_VAR}=1). "
-                                 + _manual_download_hint(model_name))
+        raise ModelNotFoundError(
+            f"{looked}; downloads are off ({NO_DOWNLOAD_ENV_VAR}=1). " + _manual_download_hint(model_name)
+        )
     raise ModelNotFoundError(f"{looked}. " + _not_downloadable_hint(model_name, known is not None))
 
 
 def _manual_download_hint(model_name: str) -> str:
     folder = user_cache_dir() / model_name
-    return (f"Download {release_url(model_name, MODEL_FILENAME)} and {release_url(model_name, INFERENCE_YML)} "
-            f"into {folder}/ (found there next time), or into any folder and pass model_dir=<that folder> "
-            f"(detect --model-dir <that folder>)")
+    return (
+        f"Download {release_url(model_name, MODEL_FILENAME)} and {release_url(model_name, INFERENCE_YML)} "
+        f"into {folder}/ (found there next time), or into any folder and pass model_dir=<that folder> "
+        f"(detect --model-dir <that folder>)"
+    )
 
 
 def _not_downloadable_hint(model_name: str, known: bool) -> str:
     from .catalog import KNOWN_MODELS
 
     downloadable = ", ".join(name for name, model in KNOWN_MODELS.items() if model.onnx_release)
-    what = (f"{model_name} has no official ONNX release to download" if known
-            else f"{model_name!r} is not a model name this package knows")
+    what = (
+        f"{model_name} has no official ONNX release to download"
+        if known
+        else f"{model_name!r} is not a model name this package knows"
+    )
     if IN_CHECKOUT:
-        how = (f"Export it with `make export MODEL={model_name}`" + ("" if known else " SOURCE=<paddle model dir or .onnx>")
-               + f", set {MODELS_ENV_VAR} to a folder holding <MODEL_NAME>/{MODEL_FILENAME}, or pass model_dir=<path to .onnx>")
+        how = (
+            f"Export it with `make export MODEL={model_name}`"
+            + ("" if known else " SOURCE=<paddle model dir or .onnx>")
+            + f", set {MODELS_ENV_VAR} to a folder holding <MODEL_NAME>/{MODEL_FILENAME}, or pass model_dir=<path to .onnx>"
+        )
     else:
-        how = (f"Pass model_dir=<folder with {MODEL_FILENAME} + {INFERENCE_YML}, or an .onnx file>, or set "
-               f"{MODELS_ENV_VAR} to a folder holding <MODEL_NAME>/{MODEL_FILENAME}")
+        how = (
+            f"Pass model_dir=<folder with {MODEL_FILENAME} + {INFERENCE_YML}, or an .onnx file>, or set "
+            f"{MODELS_ENV_VAR} to a folder holding <MODEL_NAME>/{MODEL_FILENAME}"
+        )
     return f"{what}: {how}. Models that download by name: {downloadable}"
 
 
@@ -123,8 +134,10 @@ def download_release(model_name: str, folder: Path) -> Path:
         try:
             write_atomically(folder / filename, data)
         except OSError as exc:
-            raise ModelNotFoundError(f"cannot write {folder / filename} ({exc.strerror or exc}): "
-                                     f"set XDG_CACHE_HOME to a writable folder, or pass model_dir=") from None
+            raise ModelNotFoundError(
+                f"cannot write {folder / filename} ({exc.strerror or exc}): "
+                f"set XDG_CACHE_HOME to a writable folder, or pass model_dir="
+            ) from None
     print(f"detector: {model_name} saved in {folder}", file=sys.stderr)
     return folder / MODEL_FILENAME
 
@@ -151,16 +164,22 @@ def _fetch(url: str, label: str, model_name: str) -> bytes:
                     body += chunk
                     bar.update(len(chunk))
     except http.client.IncompleteRead as exc:  # the server closed the connection before Content-Length
-        raise ModelNotFoundError(f"download of {url} stopped at {len(body) + len(exc.partial)} of {expected} bytes; "
-                                 f"nothing kept. Try again, or: " + _manual_download_hint(model_name)) from None
+        raise ModelNotFoundError(
+            f"download of {url} stopped at {len(body) + len(exc.partial)} of {expected} bytes; "
+            f"nothing kept. Try again, or: " + _manual_download_hint(model_name)
+        ) from None
     except urllib.error.HTTPError as exc:
-        raise ModelNotFoundError(f"cannot download {url}: HTTP {exc.code} {exc.reason}. "
-                                 + _manual_download_hint(model_name)) from None
+        raise ModelNotFoundError(
+            f"cannot download {url}: HTTP {exc.code} {exc.reason}. " + _manual_download_hint(model_name)
+        ) from None
     except (urllib.error.URLError, OSError) as exc:  # offline, refused, DNS, timeout, connection reset
         reason = getattr(exc, "reason", None) or exc
-        raise ModelNotFoundError(f"cannot download {url} ({reason}): offline? "
-                                 + _manual_download_hint(model_name)) from None
+        raise ModelNotFoundError(
+            f"cannot download {url} ({reason}): offline? " + _manual_download_hint(model_name)
+        ) from None
     if expected is not None and len(body) != expected:
-        raise ModelNotFoundError(f"download of {url} stopped at {len(body)} of {expected} bytes; nothing kept. "
-                                 f"Try again, or: " + _manual_download_hint(model_name))
+        raise ModelNotFoundError(
+            f"download of {url} stopped at {len(body)} of {expected} bytes; nothing kept. "
+            f"Try again, or: " + _manual_download_hint(model_name)
+        )
     return bytes(body)

@@ -165,7 +165,9 @@ def decode_image_bytes(data: bytes, what: str, options: LoadOptions) -> np.ndarr
         check_pixel_budget(size[0], size[1], options.max_pixels, what)
     image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     if image is None:
-        raise UnreadableImageError(f"{what} is not an image OpenCV can decode (corrupt, truncated or unsupported format)")
+        raise UnreadableImageError(
+            f"{what} is not an image OpenCV can decode (corrupt, truncated or unsupported format)"
+        )
     return image
 
 
@@ -202,8 +204,9 @@ def render_pdf_pages(data: bytes, what: str, options: LoadOptions) -> Iterator[n
             with _PDFIUM_LOCK:
                 page = document[index]
                 width_pt, height_pt = page.get_size()
-                check_pixel_budget(round(width_pt * scale), round(height_pt * scale), options.max_pixels,
-                                   f"{what} page {index}")
+                check_pixel_budget(
+                    round(width_pt * scale), round(height_pt * scale), options.max_pixels, f"{what} page {index}"
+                )
                 bitmap = page.render(scale=scale)
                 image = _pdfium_pixels_to_bgr(bitmap.to_numpy(), bitmap.mode)
                 bitmap.close()
@@ -339,8 +342,9 @@ def expand_inputs(inputs: Any, options: LoadOptions = DEFAULT_LOAD_OPTIONS) -> L
     )
 
 
-def _load_encoded(data: bytes, name: Optional[str], what: str, options: LoadOptions,
-                  is_pdf: bool) -> Iterator[LoadedImage]:
+def _load_encoded(
+    data: bytes, name: Optional[str], what: str, options: LoadOptions, is_pdf: bool
+) -> Iterator[LoadedImage]:
     if is_pdf or data[:4] == PDF_MAGIC:
         for index, page in enumerate(render_pdf_pages(data, what, options)):
             yield LoadedImage(page, name, index)

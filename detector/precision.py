@@ -39,8 +39,9 @@ def precision_of(model_path: Path) -> str:
 
 def variant_path(model_path: Path, precision: str) -> Path:
     """The sibling of an exported fp32 model file for ``precision`` (the path itself for fp32)."""
-    return model_path.with_name(f"{_base_stem(model_path)}.onnx" if precision == "fp32"
-                                else f"{_base_stem(model_path)}.{precision}.onnx")
+    return model_path.with_name(
+        f"{_base_stem(model_path)}.onnx" if precision == "fp32" else f"{_base_stem(model_path)}.{precision}.onnx"
+    )
 
 
 def select_precision(model_path: Path, precision: Optional[str], model_name: str) -> Path:

@@ -75,7 +75,9 @@ def cuda_unavailable_reason() -> Optional[str]:
         try:
             ctypes.CDLL(str(library))
         except OSError as exc:
-            return f"the CUDA provider cannot load ({exc}); onnxruntime {ort.__version__} needs a matching CUDA and cuDNN"
+            return (
+                f"the CUDA provider cannot load ({exc}); onnxruntime {ort.__version__} needs a matching CUDA and cuDNN"
+            )
     return None
 
 
@@ -117,7 +119,9 @@ def cuda_provider_options(device_index: int) -> Dict[str, str]:
     }
 
 
-def load_session(model_path: Path, device: Optional[Device], threads: Optional[int] = None) -> Tuple[ort.InferenceSession, str]:
+def load_session(
+    model_path: Path, device: Optional[Device], threads: Optional[int] = None
+) -> Tuple[ort.InferenceSession, str]:
     """Open the model on the device; returns the session and the device it really runs on ('cpu', 'gpu:N')."""
     if ort is None:
         raise DetectorError(ONNXRUNTIME_MISSING)
@@ -132,8 +136,10 @@ def load_session(model_path: Path, device: Optional[Device], threads: Optional[i
                 return session, f"gpu:{index}"
             reason = f"onnxruntime could not create the CUDA provider on GPU {index}"
         if device is not None:
-            raise DeviceUnavailableError(f"device {device.kind}:{device.index} is not usable: {reason}. "
-                                         f"Run on the CPU instead: device='cpu' (API) or --device cpu (detect)")
+            raise DeviceUnavailableError(
+                f"device {device.kind}:{device.index} is not usable: {reason}. "
+                f"Run on the CPU instead: device='cpu' (API) or --device cpu (detect)"
+            )
     return _open(model_path, options, [CPU_PROVIDER]), "cpu"
 
 

@@ -201,7 +201,9 @@ def read_inference_yml(path: Path) -> Tuple[dict, str]:
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise InvalidModelError(f"cannot read {path}: {exc}") from None
     if not isinstance(config, dict):
-        raise InvalidModelError(f"{path} is not an inference config (expected a mapping with Global/PreProcess/PostProcess)")
+        raise InvalidModelError(
+            f"{path} is not an inference config (expected a mapping with Global/PreProcess/PostProcess)"
+        )
     return config, text
 
 
@@ -225,8 +227,10 @@ def settings_for_model_file(
         config, _ = read_inference_yml(yml)
         declared = (config.get("Global") or {}).get("model_name")
         if declared and model_name and declared != model_name:  # PaddleX refuses this mismatch too
-            raise InvalidModelError(f"model_name is {model_name!r} but {yml} names the model {declared!r}: "
-                                    f"pass model_name={declared!r}, or leave it out")
+            raise InvalidModelError(
+                f"model_name is {model_name!r} but {yml} names the model {declared!r}: "
+                f"pass model_name={declared!r}, or leave it out"
+            )
         name = declared or model_name or ""
         try:
             return name, settings_from_inference_config(config, name), str(yml)
@@ -238,8 +242,11 @@ def settings_for_model_file(
     if model_name in KNOWN_MODELS:
         missing = f"no {INFERENCE_YML} beside it, and the thresholds of {model_name} are not recorded here"
     else:
-        missing = (f"no {INFERENCE_YML} beside it, and {model_name!r} is not a known model name"
-                   if model_name else f"no {INFERENCE_YML} beside it, and no model_name was given")
+        missing = (
+            f"no {INFERENCE_YML} beside it, and {model_name!r} is not a known model name"
+            if model_name
+            else f"no {INFERENCE_YML} beside it, and no model_name was given"
+        )
     raise InvalidModelError(
         f"{model_path} carries no {METADATA_SETTINGS_KEY} metadata, {missing}: put the model's "
         f"{INFERENCE_YML} beside the .onnx file (PaddlePaddle's releases ship one), or pass the model_name "

@@ -13,14 +13,22 @@ from tools.dev.sample_image import render_text_image
 # Several sizes and aspect ratios, so the resize rules (shrink, keep, round to 32) all take part.
 RENDERED_PAGES: Dict[str, dict] = {
     "page": dict(
-        lines=["Shipping address: 42 Harbour Road", "Order 99812-B   qty 3   unit 19.99", "Thank you for your purchase!"],
-        width=1400, font_size=44, line_gap=50,
+        lines=[
+            "Shipping address: 42 Harbour Road",
+            "Order 99812-B   qty 3   unit 19.99",
+            "Thank you for your purchase!",
+        ],
+        width=1400,
+        font_size=44,
+        line_gap=50,
     ),
     "receipt": dict(lines=["TOTAL 12.50", "CASH 20.00", "CHANGE 7.50"], width=420, font_size=30, line_gap=30),
     "banner": dict(lines=["Portable text detection"], width=900, font_size=60, line_gap=20, margin=30),
     "dense": dict(
         lines=[f"line {i}: the five boxing wizards jump quickly" for i in range(8)],
-        width=760, font_size=22, line_gap=16,
+        width=760,
+        font_size=22,
+        line_gap=16,
     ),
 }
 

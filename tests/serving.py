@@ -36,8 +36,9 @@ class Server:
     def url(self) -> str:
         return f"http://{HOST}:{self.port}"
 
-    def request(self, method: str, path: str, body: Any = None, headers: Optional[Dict[str, str]] = None,
-                timeout: float = 120) -> Tuple[int, Dict[str, str], Any]:
+    def request(
+        self, method: str, path: str, body: Any = None, headers: Optional[Dict[str, str]] = None, timeout: float = 120
+    ) -> Tuple[int, Dict[str, str], Any]:
         """(status, headers, parsed JSON or text) of one request on a fresh connection."""
         connection = http.client.HTTPConnection(HOST, self.port, timeout=timeout)
         try:
@@ -55,8 +56,7 @@ class Server:
         return self.request("POST", path, data, {"Content-Type": content_type}, **kwargs)
 
     def post_json(self, path: str, payload: Any, **kwargs):
-        return self.request("POST", path, json.dumps(payload).encode(), {"Content-Type": "application/json"},
-                            **kwargs)
+        return self.request("POST", path, json.dumps(payload).encode(), {"Content-Type": "application/json"}, **kwargs)
 
     def post_multipart(self, path: str, fields: Dict[str, Tuple[Optional[str], bytes]], **kwargs):
         """fields: name -> (filename or None for a plain field, content)."""
@@ -69,8 +69,7 @@ class Server:
                 head += "Content-Type: application/octet-stream\r\n"
             parts.append(head.encode() + b"\r\n" + content + b"\r\n")
         body = b"".join(parts) + f"--{boundary}--\r\n".encode()
-        return self.request("POST", path, body, {"Content-Type": f"multipart/form-data; boundary={boundary}"},
-                            **kwargs)
+        return self.request("POST", path, body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}, **kwargs)
 
     def stop(self) -> int:
         """SIGTERM, as a service manager stops it; the exit code."""
@@ -83,11 +82,25 @@ class Server:
 def running_server(model_path: Path, log_dir: Path, *options: str) -> Iterator[Server]:
     port = free_port()
     log = log_dir / f"serve-{port}.log"
-    command = [sys.executable, "-m", "detector.cli", "serve", "--model", str(model_path), "--device", "cpu",
-               "--host", HOST, "--port", str(port), *options]
+    command = [
+        sys.executable,
+        "-m",
+        "detector.cli",
+        "serve",
+        "--model",
+        str(model_path),
+        "--device",
+        "cpu",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        *options,
+    ]
     with open(log, "wb") as handle:
-        process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=handle, stderr=subprocess.STDOUT,
-                                   env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        process = subprocess.Popen(
+            command, cwd=REPO_ROOT, stdout=handle, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1")
+        )
     server = Server(process, port, log)
     try:
         deadline = time.monotonic() + START_TIMEOUT_S

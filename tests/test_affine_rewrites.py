@@ -16,8 +16,9 @@ from tools.export.rewrites import AFFINE_DEPTHWISE_REWRITE, CONV_AFFINE_REWRITE
 CHANNELS = 12  # PPLCNetV3 x0.75's first width: off onnxruntime's channel blocks, as in the real model
 
 
-def lcnet_model(seed: int = 0, shared_tap: bool = False, vector_shift: bool = False,
-                scale_from_input: bool = False) -> onnx.ModelProto:
+def lcnet_model(
+    seed: int = 0, shared_tap: bool = False, vector_shift: bool = False, scale_from_input: bool = False
+) -> onnx.ModelProto:
     """x → conv 3×3 → +bias → ·a+b → hardswish → ·c+d → depthwise 3×3 → +bias → ·e+f → hardswish → ·g+h → 1×1
     conv → y, with the constants written as paddle2onnx does (Constant nodes, bias through Reshape)."""
     rng = np.random.default_rng(seed)
@@ -28,8 +29,16 @@ def lcnet_model(seed: int = 0, shared_tap: bool = False, vector_shift: bool = Fa
         return name
 
     def constant(name, value):
-        nodes.append(helper.make_node("Constant", [], [name], value=numpy_helper.from_array(
-            np.asarray(value, dtype=np.float32 if np.asarray(value).dtype.kind == "f" else None), name)))
+        nodes.append(
+            helper.make_node(
+                "Constant",
+                [],
+                [name],
+                value=numpy_helper.from_array(
+                    np.asarray(value, dtype=np.float32 if np.asarray(value).dtype.kind == "f" else None), name
+                ),
+            )
+        )
         return name
 
     def add(op, inputs, output, **attrs):
@@ -51,8 +60,9 @@ def lcnet_model(seed: int = 0, shared_tap: bool = False, vector_shift: bool = Fa
 
     first = conv_bias("x", "conv1", wshape=(CHANNELS, 3, 3, 3), kernel_shape=[3, 3], pads=[1, 1, 1, 1])
     act1 = affine(add("HardSwish", [affine(first, "a1")], "act1"), "b1")
-    depthwise = conv_bias(act1, "conv2", wshape=(CHANNELS, 1, 3, 3), kernel_shape=[3, 3], pads=[1, 1, 1, 1],
-                          group=CHANNELS)
+    depthwise = conv_bias(
+        act1, "conv2", wshape=(CHANNELS, 1, 3, 3), kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=CHANNELS
+    )
     act2 = affine(add("HardSwish", [affine(depthwise, "a2")], "act2"), "b2")
     add("Conv", [act2, weight("conv3_w", (4, CHANNELS, 1, 1))], "y", kernel_shape=[1, 1])
     inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "h", "w"])]
@@ -61,8 +71,11 @@ def lcnet_model(seed: int = 0, shared_tap: bool = False, vector_shift: bool = Fa
     outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, "h", "w"])]
     if shared_tap:  # the first conv's biased output is also a graph output: its chain must stay
         outputs.append(helper.make_tensor_value_info("conv1_biased", TensorProto.FLOAT, ["N", CHANNELS, "h", "w"]))
-    model = helper.make_model(helper.make_graph(nodes, "lcnet", inputs, outputs, inits),
-                              opset_imports=[helper.make_opsetid("", 14)], ir_version=8)
+    model = helper.make_model(
+        helper.make_graph(nodes, "lcnet", inputs, outputs, inits),
+        opset_imports=[helper.make_opsetid("", 14)],
+        ir_version=8,
+    )
     onnx.checker.check_model(model)
     return model
 

@@ -179,8 +179,16 @@ def test_saved_outputs(model, pages, tmp_path):
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(thresh=0), dict(thresh=1.0), dict(box_thresh=-0.1), dict(unclip_ratio=0), dict(limit_type="middle"),
-     dict(limit_side_len=0), dict(score_mode="median"), dict(box_type="circle")],
+    [
+        dict(thresh=0),
+        dict(thresh=1.0),
+        dict(box_thresh=-0.1),
+        dict(unclip_ratio=0),
+        dict(limit_type="middle"),
+        dict(limit_side_len=0),
+        dict(score_mode="median"),
+        dict(box_type="circle"),
+    ],
 )
 def test_invalid_parameters_are_refused(model, kwargs):
     with pytest.raises(InvalidParameterError):
@@ -252,11 +260,7 @@ def test_device_syntax_and_unusable_gpu(default_onnx):
 
 
 def test_automatic_device_is_quiet_without_a_gpu(default_onnx):
-    code = (
-        "from detector import TextDetection\n"
-        f"m = TextDetection(model_dir={str(default_onnx)!r})\n"
-        "print(m.device)\n"
-    )
+    code = f"from detector import TextDetection\nm = TextDetection(model_dir={str(default_onnx)!r})\nprint(m.device)\n"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
     assert proc.returncode == 0, proc.stderr
     from detector.session import cuda_unavailable_reason
@@ -331,4 +335,6 @@ def test_model_names_are_never_paths(default_onnx):
     for path_like in (str(default_onnx), str(default_onnx.parent), "../models/PP-OCRv4_mobile_det", "~/m"):
         with pytest.raises(InvalidParameterError, match="is not a model name.*model_dir="):
             TextDetection(model_name=path_like, device="cpu")
-    assert TextDetection(model_name="PP-OCRv4_mobile_det", model_dir=default_onnx, device="cpu").model_path == default_onnx
+    assert (
+        TextDetection(model_name="PP-OCRv4_mobile_det", model_dir=default_onnx, device="cpu").model_path == default_onnx
+    )

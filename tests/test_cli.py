@@ -17,8 +17,9 @@ DETECT = [sys.executable, "-m", "detector.cli"]
 
 
 def detect(*args, env=None, timeout=180):
-    return subprocess.run([*DETECT, *map(str, args)], capture_output=True, text=True, cwd=REPO_ROOT,
-                          timeout=timeout, env=env)
+    return subprocess.run(
+        [*DETECT, *map(str, args)], capture_output=True, text=True, cwd=REPO_ROOT, timeout=timeout, env=env
+    )
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +45,25 @@ def test_detects_prints_and_saves(model_path, pages, tmp_path):
 
 def test_json_output_and_underscore_aliases(model_path, pages):
     path, truth = pages["receipt"]
-    proc = detect("-i", path, "--model_dir", model_path.parent, "--box_thresh", "0.6", "--unclip_ratio", "1.5",
-                  "--limit_side_len", "960", "--limit_type", "max", "--max_side_limit", "4000", "--batch_size", "2",
-                  "--json")
+    proc = detect(
+        "-i",
+        path,
+        "--model_dir",
+        model_path.parent,
+        "--box_thresh",
+        "0.6",
+        "--unclip_ratio",
+        "1.5",
+        "--limit_side_len",
+        "960",
+        "--limit_type",
+        "max",
+        "--max_side_limit",
+        "4000",
+        "--batch_size",
+        "2",
+        "--json",
+    )
     assert proc.returncode == 0, proc.stderr
     assert len(json.loads(proc.stdout)["res"]["dt_polys"]) == len(truth)
 
@@ -69,8 +86,9 @@ def test_some_inputs_failing_gives_exit_1_and_keeps_the_rest(model_path, pages, 
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG truncated")
     out = tmp_path / "out"
-    proc = detect("-i", pages["banner"][0], "-i", bad, "-i", tmp_path / "missing.jpg", "--model", model_path,
-                  "--save-path", out)
+    proc = detect(
+        "-i", pages["banner"][0], "-i", bad, "-i", tmp_path / "missing.jpg", "--model", model_path, "--save-path", out
+    )
     assert proc.returncode == 1
     errors = [line for line in proc.stderr.splitlines() if line.startswith("detect: error:")]
     assert len(errors) == 2 and any("broken.png" in e for e in errors) and any("missing.jpg" in e for e in errors)
@@ -120,8 +138,12 @@ def test_installed_entry_point_runs(model_path, pages):
     script = Path(sys.executable).with_name("detect")
     if not script.exists():
         pytest.skip("detect script not installed in this environment")
-    proc = subprocess.run([str(script), "-i", str(pages["banner"][0]), "--model", str(model_path), "--json"],
-                          capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(
+        [str(script), "-i", str(pages["banner"][0]), "--model", str(model_path), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["res"]["input_path"].endswith("banner.png")
 
@@ -139,11 +161,16 @@ def test_recursive_glob_and_pdf_inputs(model_path, pages, tmp_path):
     out = tmp_path / "out"
     flat = detect("-i", tmp_path / "in", "--model", model_path, "--save-path", out / "flat")
     assert flat.returncode == 0 and sorted(p.name for p in (out / "flat").glob("*.json")) == ["top_res.json"]
-    deep = detect("-i", tmp_path / "in", "--recursive", "--model", model_path, "--save-path", out / "deep",
-                  "--pdf-dpi", "72")
+    deep = detect(
+        "-i", tmp_path / "in", "--recursive", "--model", model_path, "--save-path", out / "deep", "--pdf-dpi", "72"
+    )
     assert deep.returncode == 0, deep.stderr
     assert sorted(p.name for p in (out / "deep").glob("*.json")) == [
-        "deep_res.json", "doc_0_res.json", "doc_1_res.json", "top_res.json"]
+        "deep_res.json",
+        "doc_0_res.json",
+        "doc_1_res.json",
+        "top_res.json",
+    ]
     globbed = detect("-i", str(tmp_path / "in" / "**" / "*.png"), "--model", model_path, "--json")
     assert globbed.returncode == 0 and globbed.stdout.count('"input_path"') == 2
 
@@ -163,8 +190,15 @@ def test_list_models_shows_known_names_and_what_is_exported(model_path, tmp_path
     env = dict(os.environ, DETECTOR_MODELS=str(tmp_path))
     proc = detect("--list-models", env=env)
     assert proc.returncode == 0, proc.stderr
-    for name in ("PP-OCRv4_server_det", "PP-OCRv4_mobile_det", "PP-OCRv3_server_det", "PP-OCRv3_mobile_det",
-                 "PP-OCRv5_server_det", "PP-OCRv5_mobile_det", "MyCustom_det"):
+    for name in (
+        "PP-OCRv4_server_det",
+        "PP-OCRv4_mobile_det",
+        "PP-OCRv3_server_det",
+        "PP-OCRv3_mobile_det",
+        "PP-OCRv5_server_det",
+        "PP-OCRv5_mobile_det",
+        "MyCustom_det",
+    ):
         assert name in proc.stdout
     assert str(tmp_path / "MyCustom_det" / "inference.onnx") in proc.stdout
     assert "not exported (make export MODEL=PP-OCRv4_server_det)" in proc.stdout
@@ -194,8 +228,9 @@ def test_urls_through_the_cli(model_path, pages, tmp_path):
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{httpd.server_address[1]}"
     try:
-        proc = detect("-i", f"{base}/banner.png", "-i", f"{base}/gone.png", "--model", model_path,
-                      "--save-path", tmp_path)
+        proc = detect(
+            "-i", f"{base}/banner.png", "-i", f"{base}/gone.png", "--model", model_path, "--save-path", tmp_path
+        )
     finally:
         httpd.shutdown()
         httpd.server_close()
@@ -244,8 +279,13 @@ def test_help_reads_detect_options_and_lists_subcommands(monkeypatch):
 
 
 def test_python_dash_m_detector_runs_the_cli(model_path, pages):
-    proc = subprocess.run([sys.executable, "-m", "detector", "-i", str(pages["banner"][0]), "--model",
-                           str(model_path), "--json"], capture_output=True, text=True, cwd=REPO_ROOT, timeout=180)
+    proc = subprocess.run(
+        [sys.executable, "-m", "detector", "-i", str(pages["banner"][0]), "--model", str(model_path), "--json"],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=180,
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["res"]["input_path"].endswith("banner.png")
     usage = subprocess.run([sys.executable, "-m", "detector", "--help"], capture_output=True, text=True, timeout=60)
@@ -303,9 +343,11 @@ def test_save_path_naming_a_file(model_path, pages, tmp_path):
 
 
 def test_missing_onnxruntime_is_one_line_naming_the_extras(pages):
-    program = ("import sys; sys.modules['onnxruntime'] = None\n"
-               "from detector.cli import main\n"
-               f"main(['-i', {str(pages['banner'][0])!r}])")
+    program = (
+        "import sys; sys.modules['onnxruntime'] = None\n"
+        "from detector.cli import main\n"
+        f"main(['-i', {str(pages['banner'][0])!r}])"
+    )
     proc = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "detector[cpu]" in proc.stderr and "detector[gpu]" in proc.stderr

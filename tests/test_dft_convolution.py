@@ -12,17 +12,32 @@ import onnxruntime as ort
 import pytest
 from onnx import helper, numpy_helper
 
-from tools.export.rewrites.dft_convolution import (DFT_CONV_REWRITE, TILE, kernel_spectrum_basis, transform_size)
+from tools.export.rewrites.dft_convolution import DFT_CONV_REWRITE, TILE, kernel_spectrum_basis, transform_size
 from tests.rewrite_checks import cpu_session, rewritten
 
 
-def conv_model(channels: int = 6, outputs: int = 5, kernel: int = 9, bias: bool = True, seed: int = 0,
-               opset: int = 14, weight_as_input: bool = False, count: int = 1, dtype=np.float32,
-               **conv_attrs) -> onnx.ModelProto:
+def conv_model(
+    channels: int = 6,
+    outputs: int = 5,
+    kernel: int = 9,
+    bias: bool = True,
+    seed: int = 0,
+    opset: int = 14,
+    weight_as_input: bool = False,
+    count: int = 1,
+    dtype=np.float32,
+    **conv_attrs,
+) -> onnx.ModelProto:
     """x (N, C, H, W) → count chained K×K 'same' convolutions (C → O, then O → O), as paddle2onnx writes them."""
     rng = np.random.default_rng(seed)
-    attrs = {"kernel_shape": [kernel, kernel], "pads": [kernel // 2] * 4, "strides": [1, 1], "dilations": [1, 1],
-             "group": 1, **conv_attrs}
+    attrs = {
+        "kernel_shape": [kernel, kernel],
+        "pads": [kernel // 2] * 4,
+        "strides": [1, 1],
+        "dilations": [1, 1],
+        "group": 1,
+        **conv_attrs,
+    }
     element = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
     nodes, inits, inputs = [], [], [helper.make_tensor_value_info("x", element, ["N", channels, "H", "W"])]
     current, current_channels = "x", channels
@@ -41,8 +56,11 @@ def conv_model(channels: int = 6, outputs: int = 5, kernel: int = 9, bias: bool 
         nodes.append(helper.make_node("Conv", conv_inputs, [current], name=f"conv{index}", **attrs))
         current_channels = outputs
     output = helper.make_tensor_value_info("y", element, ["N", outputs, "Y", "X"])
-    model = helper.make_model(helper.make_graph(nodes, "conv", inputs, [output], inits),
-                              opset_imports=[helper.make_opsetid("", opset)], ir_version=7)
+    model = helper.make_model(
+        helper.make_graph(nodes, "conv", inputs, [output], inits),
+        opset_imports=[helper.make_opsetid("", opset)],
+        ir_version=7,
+    )
     onnx.checker.check_model(model)
     return model
 
@@ -52,8 +70,13 @@ def run(model: onnx.ModelProto, feed: dict) -> np.ndarray:
 
 
 def conv_kernels(model: onnx.ModelProto) -> list:
-    return [tuple(helper.get_attribute_value(attr)) for node in model.graph.node if node.op_type == "Conv"
-            for attr in node.attribute if attr.name == "kernel_shape"]
+    return [
+        tuple(helper.get_attribute_value(attr))
+        for node in model.graph.node
+        if node.op_type == "Conv"
+        for attr in node.attribute
+        if attr.name == "kernel_shape"
+    ]
 
 
 # Sizes below, at and across tile boundaries, odd ones, 1×1, a batch of two.
@@ -97,17 +120,20 @@ def test_kernel_spectrum_basis_is_the_conjugate_dft():
     np.testing.assert_allclose(got[..., 1], expected.imag.T, atol=1e-9)
 
 
-@pytest.mark.parametrize("variant", [
-    {"kernel": 7},                                   # below MIN_KERNEL: direct is fast enough
-    {"kernel": 10, "pads": [5, 5, 4, 4]},            # even kernel
-    {"strides": [2, 2]},
-    {"dilations": [2, 2], "pads": [8, 8, 8, 8]},
-    {"group": 2, "channels": 6, "outputs": 4},
-    {"pads": [0, 0, 0, 0]},                          # 'valid', not 'same'
-    {"weight_as_input": True},                       # the kernel is not a constant
-    {"opset": 10},                                   # below the rewrites' MIN_OPSET
-    {"dtype": np.float64},                           # the DFT matrices are float32
-])
+@pytest.mark.parametrize(
+    "variant",
+    [
+        {"kernel": 7},  # below MIN_KERNEL: direct is fast enough
+        {"kernel": 10, "pads": [5, 5, 4, 4]},  # even kernel
+        {"strides": [2, 2]},
+        {"dilations": [2, 2], "pads": [8, 8, 8, 8]},
+        {"group": 2, "channels": 6, "outputs": 4},
+        {"pads": [0, 0, 0, 0]},  # 'valid', not 'same'
+        {"weight_as_input": True},  # the kernel is not a constant
+        {"opset": 10},  # below the rewrites' MIN_OPSET
+        {"dtype": np.float64},  # the DFT matrices are float32
+    ],
+)
 def test_other_convolutions_are_left_as_they_are(variant):
     model = conv_model(**variant)
     fast, applied = rewritten(model)

@@ -25,8 +25,12 @@ BROKEN = "broken.png"
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, object_store_memory=distributed.LOCAL_OBJECT_STORE_BYTES, include_dashboard=False,
-             log_to_driver=False)
+    ray.init(
+        num_cpus=2,
+        object_store_memory=distributed.LOCAL_OBJECT_STORE_BYTES,
+        include_dashboard=False,
+        log_to_driver=False,
+    )
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
@@ -48,9 +52,15 @@ def expected_rows(folder, model_path, **settings):
     for path in sorted(folder.iterdir()):
         if path.suffix in (".png", ".tiff") and path.name != BROKEN:
             for result in library.predict(path):
-                rows.append({"path": str(path.resolve()), "page_index": result["page_index"],
-                             "dt_polys": to_jsonable(result["dt_polys"]), "dt_scores": to_jsonable(result["dt_scores"]),
-                             "error": None})
+                rows.append(
+                    {
+                        "path": str(path.resolve()),
+                        "page_index": result["page_index"],
+                        "dt_polys": to_jsonable(result["dt_polys"]),
+                        "dt_scores": to_jsonable(result["dt_scores"]),
+                        "error": None,
+                    }
+                )
     return rows
 
 
@@ -65,8 +75,9 @@ def split_broken(rows):
 
 def test_parquet_rows_equal_the_library_and_a_broken_file_is_one_error_row(local_ray, folder, default_onnx, tmp_path):
     spec = distributed.ModelSpec(model_dir=str(default_onnx), device="cpu")
-    summary = distributed.run_batch([str(folder)], str(tmp_path / "out"), fmt="parquet", spec=spec, concurrency=2,
-                                    files_per_batch=2)
+    summary = distributed.run_batch(
+        [str(folder)], str(tmp_path / "out"), fmt="parquet", spec=spec, concurrency=2, files_per_batch=2
+    )
     rows, broken = split_broken(distributed.read_rows(str(tmp_path / "out"), "parquet").to_pylist())
     assert rows == expected_rows(folder, default_onnx)
     assert len(broken) == 1 and BROKEN in broken[0]["error"] and broken[0]["dt_polys"] == []
@@ -77,24 +88,57 @@ def test_parquet_rows_equal_the_library_and_a_broken_file_is_one_error_row(local
 def test_cli_jsonl_with_settings_on_an_existing_cluster(local_ray, folder, default_onnx, tmp_path):
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, "-m", "detector.cli", "batch", "-i", str(folder / "*.png"), "-o", str(out),
-         "--format", "jsonl", "--ray-address", local_ray, "--model", str(default_onnx), "--device", "cpu",
-         "--box-thresh", "0.7", "--unclip-ratio", "1.2"],
-        capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "detector.cli",
+            "batch",
+            "-i",
+            str(folder / "*.png"),
+            "-o",
+            str(out),
+            "--format",
+            "jsonl",
+            "--ray-address",
+            local_ray,
+            "--model",
+            str(default_onnx),
+            "--device",
+            "cpu",
+            "--box-thresh",
+            "0.7",
+            "--unclip-ratio",
+            "1.2",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=300,
+    )
     assert proc.returncode == 1, proc.stderr  # 1: some file failed (the broken one), like `detect`
     assert "5 files, 5 rows, 1 with an error" in proc.stderr and "Traceback" not in proc.stderr
     assert all(path.suffix == ".jsonl" for path in out.iterdir())
     rows, broken = split_broken(distributed.read_rows(str(out), "jsonl").to_pylist())
-    expected = [row for row in expected_rows(folder, default_onnx, box_thresh=0.7, unclip_ratio=1.2)
-                if row["path"].endswith(".png")]
+    expected = [
+        row
+        for row in expected_rows(folder, default_onnx, box_thresh=0.7, unclip_ratio=1.2)
+        if row["path"].endswith(".png")
+    ]
     assert rows == expected and len(broken) == 1
 
 
 def test_usage_errors_are_one_line_without_starting_ray(folder, tmp_path):
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "old.parquet").write_bytes(b"")
-    for args, words in (((str(tmp_path / "missing"), str(tmp_path / "o")), "does not exist"),
-                        ((str(folder), str(tmp_path / "full")), "not an empty folder")):
-        proc = subprocess.run([sys.executable, "-m", "detector.cli", "batch", "-i", args[0], "-o", args[1]],
-                              capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+    for args, words in (
+        ((str(tmp_path / "missing"), str(tmp_path / "o")), "does not exist"),
+        ((str(folder), str(tmp_path / "full")), "not an empty folder"),
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-m", "detector.cli", "batch", "-i", args[0], "-o", args[1]],
+            capture_output=True,
+            text=True,
+            cwd=REPO_ROOT,
+            timeout=120,
+        )
         assert proc.returncode == 2 and words in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

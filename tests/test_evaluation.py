@@ -12,8 +12,14 @@ import numpy as np
 import pytest
 
 from detector.evaluation.labels import LabelFileError, read_labels
-from detector.evaluation.metric import (LabelledPolygon, combine_scores, intersection_area, is_simple_polygon,
-                                        polygon_iou, score_image)
+from detector.evaluation.metric import (
+    LabelledPolygon,
+    combine_scores,
+    intersection_area,
+    is_simple_polygon,
+    polygon_iou,
+    score_image,
+)
 from tools.dev.labelled_set import render_labelled_set
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -36,6 +42,7 @@ def labels(*polygons, dont_care=()):
 
 # --- polygon geometry -------------------------------------------------------------------------------
 
+
 def test_iou_of_overlapping_boxes_is_intersection_over_union():
     assert polygon_iou(box(0, 0, 10, 10), box(5, 0, 15, 10)) == pytest.approx(50 / 150)
     assert polygon_iou(box(0, 0, 10, 10), box(20, 20, 30, 30)) == 0.0
@@ -57,6 +64,7 @@ def test_polygons_that_are_not_simple_are_recognised():
 
 
 # --- DetMetric rules -----------------------------------------------------------------------------------
+
 
 def test_perfect_match():
     score = score_image(labels(box(0, 0, 100, 20), box(0, 40, 100, 60)), [box(0, 0, 100, 20), box(0, 40, 100, 60)])
@@ -133,6 +141,7 @@ def test_invalid_polygons_are_dropped_from_both_sides():
 
 # --- label readers -----------------------------------------------------------------------------------------
 
+
 def write(path: Path, text: str, encoding="utf-8") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding=encoding)
@@ -140,26 +149,37 @@ def write(path: Path, text: str, encoding="utf-8") -> Path:
 
 
 def test_paddleocr_label_file(tmp_path):
-    entries = [{"transcription": "hello", "points": [[1, 2], [30, 2], [30, 12], [1, 12]]},
-               {"transcription": "###", "points": [[5, 50], [40, 50], [40, 60], [20, 65], [5, 60]]}]
+    entries = [
+        {"transcription": "hello", "points": [[1, 2], [30, 2], [30, 12], [1, 12]]},
+        {"transcription": "###", "points": [[5, 50], [40, 50], [40, 60], [20, 65], [5, 60]]},
+    ]
     label_file = write(tmp_path / "set" / "train.txt", f"imgs/a.jpg\t{json.dumps(entries)}\n\nimgs/b.jpg\t[]\n")
     images = read_labels(label_file)
-    assert [item.image_path for item in images] == [tmp_path / "set" / "imgs" / "a.jpg", tmp_path / "set" / "imgs" / "b.jpg"]
+    assert [item.image_path for item in images] == [
+        tmp_path / "set" / "imgs" / "a.jpg",
+        tmp_path / "set" / "imgs" / "b.jpg",
+    ]
     first = images[0].labels
     assert [polygon.dont_care for polygon in first] == [False, True]
     assert first[1].points.shape == (5, 2)
     assert images[1].labels == ()
-    assert read_labels(label_file, image_dir=tmp_path / "elsewhere")[0].image_path == tmp_path / "elsewhere" / "imgs" / "a.jpg"
+    assert (
+        read_labels(label_file, image_dir=tmp_path / "elsewhere")[0].image_path
+        == tmp_path / "elsewhere" / "imgs" / "a.jpg"
+    )
 
 
-@pytest.mark.parametrize("line, complaint", [
-    ("a.jpg [] ", "expected 'image_path<TAB>"),
-    ("a.jpg\t[{\"points\": [[1, 2], [3, 4]", "not valid JSON"),
-    ("a.jpg\t{\"points\": []}", "must be a JSON list"),
-    ("a.jpg\t[{\"transcription\": \"x\"}]", "region 0 must be an object with \"points\""),
-    ("a.jpg\t[{\"transcription\": \"x\", \"points\": [[1, 2], [3, 4]]}]", "at least 3 [x, y] pairs"),
-    ("a.jpg\t[{\"transcription\": \"x\", \"points\": [[1, \"b\"], [3, 4], [5, 6]]}]", "list of [x, y] pairs"),
-])
+@pytest.mark.parametrize(
+    "line, complaint",
+    [
+        ("a.jpg [] ", "expected 'image_path<TAB>"),
+        ('a.jpg\t[{"points": [[1, 2], [3, 4]', "not valid JSON"),
+        ('a.jpg\t{"points": []}', "must be a JSON list"),
+        ('a.jpg\t[{"transcription": "x"}]', 'region 0 must be an object with "points"'),
+        ('a.jpg\t[{"transcription": "x", "points": [[1, 2], [3, 4]]}]', "at least 3 [x, y] pairs"),
+        ('a.jpg\t[{"transcription": "x", "points": [[1, "b"], [3, 4], [5, 6]]}]', "list of [x, y] pairs"),
+    ],
+)
 def test_paddleocr_label_file_errors_name_file_and_line(tmp_path, line, complaint):
     label_file = write(tmp_path / "labels.txt", f"ok.jpg\t[]\n{line}\n")
     with pytest.raises(LabelFileError) as error:
@@ -171,9 +191,11 @@ def test_paddleocr_label_file_errors_name_file_and_line(tmp_path, line, complain
 def test_icdar2015_folder_with_byte_order_mark(tmp_path):
     (tmp_path / "img_1.jpg").write_bytes(b"")
     (tmp_path / "img_2.png").write_bytes(b"")
-    write(tmp_path / "gt_img_1.txt", "377,117,463,117,465,130,378,130,Genaxis Theatre\n"
-                                     "493,115,519,115,519,131,493,131,###\n"
-                                     "1,1,20,1,20,9,1,9,a,b\n", encoding="utf-8-sig")
+    write(
+        tmp_path / "gt_img_1.txt",
+        "377,117,463,117,465,130,378,130,Genaxis Theatre\n493,115,519,115,519,131,493,131,###\n1,1,20,1,20,9,1,9,a,b\n",
+        encoding="utf-8-sig",
+    )
     write(tmp_path / "gt_img_2.txt", "")
     images = read_labels(tmp_path)
     assert [item.image_path.name for item in images] == ["img_1.jpg", "img_2.png"]
@@ -184,10 +206,13 @@ def test_icdar2015_folder_with_byte_order_mark(tmp_path):
     assert images[1].labels == ()
 
 
-@pytest.mark.parametrize("line, complaint", [
-    ("1,2,3,4,5,6,7,text", "expected 8 coordinates and a transcription"),
-    ("1,2,3,x,5,6,7,8,text", "the first 8 fields must be numbers"),
-])
+@pytest.mark.parametrize(
+    "line, complaint",
+    [
+        ("1,2,3,4,5,6,7,text", "expected 8 coordinates and a transcription"),
+        ("1,2,3,x,5,6,7,8,text", "the first 8 fields must be numbers"),
+    ],
+)
 def test_icdar2015_errors_name_file_and_line(tmp_path, line, complaint):
     (tmp_path / "img_1.jpg").write_bytes(b"")
     gt = write(tmp_path / "gt_img_1.txt", f"1,1,9,1,9,9,1,9,fine\n{line}\n")
@@ -207,6 +232,7 @@ def test_icdar2015_folder_without_labels_or_images(tmp_path):
 
 
 # --- the labelled-set generator ----------------------------------------------------------------------------
+
 
 def test_generator_is_deterministic_for_a_seed(tmp_path):
     first = render_labelled_set(tmp_path / "a", count=2, seed=5)
@@ -238,14 +264,16 @@ def test_generated_labels_cover_the_ink(tmp_path):
 
 # --- detect eval end to end -----------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def small_set(tmp_path_factory) -> Path:
     return render_labelled_set(tmp_path_factory.mktemp("eval_set"), count=4, seed=3)
 
 
 def detect(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "detector", *args], cwd=REPO_ROOT, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "detector", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_detect_eval_json_on_rendered_set(default_onnx, small_set):
@@ -264,16 +292,27 @@ def test_detect_eval_table_and_settings_take_effect(default_onnx, small_set):
     header, rule, row = done.stdout.strip().splitlines()
     assert header.split() == ["model", "variant", "precision", "recall", "hmean", "images", "boxes/img", "s/img"]
     # an absurd box threshold keeps (almost) nothing: the override reaches the detector
-    strict = detect("eval", "--labels", str(small_set), "--model", str(default_onnx), "--device", "cpu",
-                    "--box-thresh", "0.999", "--json")
+    strict = detect(
+        "eval",
+        "--labels",
+        str(small_set),
+        "--model",
+        str(default_onnx),
+        "--device",
+        "cpu",
+        "--box-thresh",
+        "0.999",
+        "--json",
+    )
     assert json.loads(strict.stdout)["recall"] < 0.2
 
 
 def test_detect_eval_compare_two_models(default_onnx, small_set, tmp_path):
     copy = tmp_path / "copy.onnx"
     copy.write_bytes(default_onnx.read_bytes())
-    done = detect("eval", "--labels", str(small_set), "--compare", str(default_onnx), str(copy), "--device", "cpu",
-                  "--json")
+    done = detect(
+        "eval", "--labels", str(small_set), "--compare", str(default_onnx), str(copy), "--device", "cpu", "--json"
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     first, second = report["rows"]
@@ -285,7 +324,10 @@ def test_detect_eval_errors_are_one_line(tmp_path, default_onnx):
     bad = write(tmp_path / "labels.txt", "a.jpg\tnot json\n")
     done = detect("eval", "--labels", str(bad), "--model", str(default_onnx))
     assert done.returncode == 2
-    assert done.stderr.strip() == f"detect eval: error: {bad}, line 1: the labels are not valid JSON (Expecting value, column 1)"
+    assert (
+        done.stderr.strip()
+        == f"detect eval: error: {bad}, line 1: the labels are not valid JSON (Expecting value, column 1)"
+    )
     missing_image = write(tmp_path / "l2.txt", "nowhere.jpg\t[]\n")
     done = detect("eval", "--labels", str(missing_image), "--model", str(default_onnx), "--device", "cpu")
     assert done.returncode == 2 and "nowhere.jpg does not exist" in done.stderr and "Traceback" not in done.stderr

@@ -34,8 +34,17 @@ TOLERANCE = 1e-4
 
 
 def export(paddle_python, source, output, *extra):
-    return run_in_paddle_env(paddle_python, "tools.export", "--model", DEFAULT_MODEL_NAME, "--source", str(source),
-                             "--output", str(output), *extra)
+    return run_in_paddle_env(
+        paddle_python,
+        "tools.export",
+        "--model",
+        DEFAULT_MODEL_NAME,
+        "--source",
+        str(source),
+        "--output",
+        str(output),
+        *extra,
+    )
 
 
 def ort_probabilities(path, batch):
@@ -88,8 +97,11 @@ def test_metadata_carries_name_settings_source_and_record(metadata, default_sour
     assert record["paddlepaddle"] and record["paddle2onnx"] and record["onnx"]
     verification = record["verification"]
     assert verification["max_abs_diff"] <= TOLERANCE
-    assert [item["input"] for item in verification["shapes"]][:3] == [[1, 3, 960, 736], [1, 3, 640, 640],
-                                                                      [1, 3, 320, 1280]]
+    assert [item["input"] for item in verification["shapes"]][:3] == [
+        [1, 3, 960, 736],
+        [1, 3, 640, 640],
+        [1, 3, 320, 1280],
+    ]
     assert all(item["mean_probability"] > 0.01 for item in verification["shapes"])  # the inputs looked like text
     assert "DBPostProcess" in metadata[METADATA_INFERENCE_YML_KEY]
 
@@ -155,8 +167,9 @@ def test_isnan_v2_models_convert_with_the_pinned_versions(paddle_python, default
     # Users of paddle2onnx 1.x report "operators not supported yet, including isnan_v2" on PaddleX-trained
     # det models; the pinned paddle2onnx 2.0.1 maps it to ONNX IsNaN, and the verification proves it exact.
     source = tmp_path / "isnan_model"
-    proc = subprocess.run([paddle_python, "-c", ISNAN_PROGRAM, str(source)], capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [paddle_python, "-c", ISNAN_PROGRAM, str(source)], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "isnan_v2" in proc.stdout.split()
     shutil.copy(default_source_dir / "inference.yml", source / "inference.yml")
@@ -204,9 +217,12 @@ def test_converter_abort_becomes_an_actionable_error(paddle_python, default_sour
 
 # Below: no Paddle needed.
 
+
 def test_unsupported_operators_are_named():
-    output = ("[Paddle2ONNX] Oops, there are some operators not supported yet, including pd_op.foo,pd_op.bar,\n"
-              "[ERROR][Paddle2ONNX] Due to the unsupported operators, the conversion is aborted.\n")
+    output = (
+        "[Paddle2ONNX] Oops, there are some operators not supported yet, including pd_op.foo,pd_op.bar,\n"
+        "[ERROR][Paddle2ONNX] Due to the unsupported operators, the conversion is aborted.\n"
+    )
     versions = {"paddlepaddle": "3.3.1", "paddle2onnx": "2.1.0"}
     message = str(conversion_failure(output, -6, 14, versions))
     assert "pd_op.bar, pd_op.foo" in message
@@ -214,8 +230,11 @@ def test_unsupported_operators_are_named():
 
 
 def test_unknown_failure_names_versions_when_not_the_proven_pair():
-    message = str(conversion_failure("FatalError: `Segmentation fault` is detected\n", -11, 14,
-                                     {"paddlepaddle": "3.3.1", "paddle2onnx": "2.1.0"}))
+    message = str(
+        conversion_failure(
+            "FatalError: `Segmentation fault` is detected\n", -11, 14, {"paddlepaddle": "3.3.1", "paddle2onnx": "2.1.0"}
+        )
+    )
     assert "paddlepaddle 3.3.1 + paddle2onnx 2.1.0" in message and "paddle2onnx==2.0.1" in message
 
 

@@ -15,8 +15,11 @@ MODEL = "PP-OCRv4_server_det"
 
 
 def build_tar(folder_name="PP-OCRv4_server_det_infer"):
-    files = {"inference.json": b'{"program": 1}', "inference.pdiparams": b"\x00" * 4096,
-             "inference.yml": b"Global:\n  model_name: PP-OCRv4_server_det\n"}
+    files = {
+        "inference.json": b'{"program": 1}',
+        "inference.pdiparams": b"\x00" * 4096,
+        "inference.yml": b"Global:\n  model_name: PP-OCRv4_server_det\n",
+    }
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         for name, data in files.items():
@@ -69,8 +72,12 @@ def server(monkeypatch, tmp_path):
 def test_official_download_unpacks_once(server, capsys):
     base, archive = server
     folder = model_sources.obtain_source(MODEL, None)
-    assert sorted(p.name for p in folder.iterdir()) == [".complete", "inference.json", "inference.pdiparams",
-                                                        "inference.yml"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        ".complete",
+        "inference.json",
+        "inference.pdiparams",
+        "inference.yml",
+    ]
     assert "downloading PP-OCRv4_server_det_infer.tar" in capsys.readouterr().err  # progress on stderr
     assert model_sources.obtain_source(MODEL, None) == folder
     assert Handler.hits == [f"/{MODEL}_infer.tar"]  # the cache answered the second time
@@ -96,8 +103,9 @@ def test_truncated_download_is_refused_and_not_kept(server):
 
 def test_wrong_checksum_is_refused(server, monkeypatch):
     known = model_sources.KNOWN_MODELS[MODEL]
-    monkeypatch.setitem(model_sources.KNOWN_MODELS, MODEL, type(known)(known.name, known.summary, known.size_mb,
-                                                                       sha256="0" * 64))
+    monkeypatch.setitem(
+        model_sources.KNOWN_MODELS, MODEL, type(known)(known.name, known.summary, known.size_mb, sha256="0" * 64)
+    )
     with pytest.raises(ExportError, match="expected 0000"):
         model_sources.obtain_source(MODEL, None)
     assert not list(model_sources.DOWNLOADS_DIR.glob("*"))
@@ -107,8 +115,9 @@ def test_matching_checksum_is_accepted(server, monkeypatch):
     _, archive = server
     known = model_sources.KNOWN_MODELS[MODEL]
     digest = hashlib.sha256(archive).hexdigest()
-    monkeypatch.setitem(model_sources.KNOWN_MODELS, MODEL, type(known)(known.name, known.summary, known.size_mb,
-                                                                       sha256=digest))
+    monkeypatch.setitem(
+        model_sources.KNOWN_MODELS, MODEL, type(known)(known.name, known.summary, known.size_mb, sha256=digest)
+    )
     assert (model_sources.obtain_source(MODEL, None) / "inference.json").is_file()
 
 

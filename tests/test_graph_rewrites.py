@@ -18,8 +18,13 @@ from tools.export.rewrites import PFHEAD_LOCAL_REWRITE, bypass_identities
 CHANNELS, MIDDLE = 8, 6  # f's channels and the local conv's; small, and off any channel block
 
 
-def pfhead_local_model(seed: int = 0, resize_mode: str = "nearest", local_kernel: int = 3,
-                       extra_output: str = "", scale_from_input: bool = False) -> onnx.ModelProto:
+def pfhead_local_model(
+    seed: int = 0,
+    resize_mode: str = "nearest",
+    local_kernel: int = 3,
+    extra_output: str = "",
+    scale_from_input: bool = False,
+) -> onnx.ModelProto:
     """(N, 3, h, w) image → 1×1 conv → f → the PFHeadLocal tail → (N, 1, 2h, 2w), as paddle2onnx writes it:
     Identity hops, biases through Reshape, BatchNormalization after the conv, y reshaped to Shape(s + t)."""
     rng = np.random.default_rng(seed)
@@ -37,26 +42,64 @@ def pfhead_local_model(seed: int = 0, resize_mode: str = "nearest", local_kernel
         nodes.append(helper.make_node(op, inputs, [output], name=output, **attrs))
         return output
 
-    stem = add("Relu", [add("Conv", ["x", weight("stem_w", (CHANNELS, 3, 1, 1)), weight("stem_b", (CHANNELS,))],
-                            "stem", kernel_shape=[1, 1])], "f")
+    stem = add(
+        "Relu",
+        [
+            add(
+                "Conv",
+                ["x", weight("stem_w", (CHANNELS, 3, 1, 1)), weight("stem_b", (CHANNELS,))],
+                "stem",
+                kernel_shape=[1, 1],
+            )
+        ],
+        "f",
+    )
     f_hop = add("Identity", [stem], "f_hop")
-    transposed = add("ConvTranspose", [f_hop, weight("shrink_w", (CHANNELS, 1, 2, 2))], "transposed",
-                     kernel_shape=[2, 2], strides=[2, 2], pads=[0, 0, 0, 0])
+    transposed = add(
+        "ConvTranspose",
+        [f_hop, weight("shrink_w", (CHANNELS, 1, 2, 2))],
+        "transposed",
+        kernel_shape=[2, 2],
+        strides=[2, 2],
+        pads=[0, 0, 0, 0],
+    )
     bias_shape = constant("bias_shape", np.array([1, -1, 1, 1], np.int64))
     shrink_bias = add("Reshape", [weight("shrink_b", (1,)), bias_shape], "shrink_bias")
     shrink = add("Sigmoid", [add("Add", [transposed, shrink_bias], "shrink_logit")], "shrink")
-    resize_attrs = ({"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"}
-                    if resize_mode == "nearest" else {"mode": resize_mode, "coordinate_transformation_mode": "half_pixel"})
-    upsampled = add("Resize", [f_hop, constant("roi", np.zeros(0, np.float32)),
-                               constant("scales", np.array([1, 1, 2, 2], np.float32))], "upsampled", **resize_attrs)
+    resize_attrs = (
+        {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"}
+        if resize_mode == "nearest"
+        else {"mode": resize_mode, "coordinate_transformation_mode": "half_pixel"}
+    )
+    upsampled = add(
+        "Resize",
+        [f_hop, constant("roi", np.zeros(0, np.float32)), constant("scales", np.array([1, 1, 2, 2], np.float32))],
+        "upsampled",
+        **resize_attrs,
+    )
     concat = add("Concat", [add("Identity", [shrink], "shrink_hop"), upsampled], "concat", axis=1)
-    local = add("Conv", [concat, weight("local_w", (MIDDLE, 1 + CHANNELS, local_kernel, local_kernel))], "local",
-                kernel_shape=[local_kernel, local_kernel], pads=[local_kernel // 2] * 4)
-    norm = add("BatchNormalization", [local, weight("bn_gamma", (MIDDLE,), 0.5, 1.5), weight("bn_beta", (MIDDLE,)),
-                                      weight("bn_mean", (MIDDLE,)), weight("bn_var", (MIDDLE,), 0.5, 2.0)],
-               "norm", epsilon=1e-5)
-    final = add("Conv", [add("Relu", [norm], "hidden"), weight("final_w", (1, MIDDLE, 1, 1))], "final",
-                kernel_shape=[1, 1])
+    local = add(
+        "Conv",
+        [concat, weight("local_w", (MIDDLE, 1 + CHANNELS, local_kernel, local_kernel))],
+        "local",
+        kernel_shape=[local_kernel, local_kernel],
+        pads=[local_kernel // 2] * 4,
+    )
+    norm = add(
+        "BatchNormalization",
+        [
+            local,
+            weight("bn_gamma", (MIDDLE,), 0.5, 1.5),
+            weight("bn_beta", (MIDDLE,)),
+            weight("bn_mean", (MIDDLE,)),
+            weight("bn_var", (MIDDLE,), 0.5, 2.0),
+        ],
+        "norm",
+        epsilon=1e-5,
+    )
+    final = add(
+        "Conv", [add("Relu", [norm], "hidden"), weight("final_w", (1, MIDDLE, 1, 1))], "final", kernel_shape=[1, 1]
+    )
     final_bias = add("Reshape", [weight("final_b", (1,)), bias_shape], "final_bias")
     local_map = add("Sigmoid", [add("Add", [final, final_bias], "final_logit")], "local_map")
     total = add("Add", [shrink, local_map], "total")
@@ -108,25 +151,34 @@ def test_pfhead_local_rewrite_leaves_nothing_at_full_resolution():
     assert ops.count("DepthToSpace") == 1
     assert [output.name for output in fast.graph.output] == ["maps"]
     # Every Conv now reads half-resolution tensors: the 3×3 is four 2×2 phase convolutions.
-    kernels = sorted(tuple(helper.get_attribute_value(attr)) for node in fast.graph.node if node.op_type == "Conv"
-                     for attr in node.attribute if attr.name == "kernel_shape")
+    kernels = sorted(
+        tuple(helper.get_attribute_value(attr))
+        for node in fast.graph.node
+        if node.op_type == "Conv"
+        for attr in node.attribute
+        if attr.name == "kernel_shape"
+    )
     assert kernels.count((2, 2)) == 4 and (3, 3) not in kernels
 
 
-@pytest.mark.parametrize("variant", [
-    {"resize_mode": "linear"},        # bilinear upsampling: not a pure copy of f
-    {"local_kernel": 5},              # a 5×5 conv: another tap layout
-    {"extra_output": "shrink"},       # the shrink map is needed at full resolution anyway
-    {"extra_output": "upsampled"},    # so is the upsampled f
-    {"extra_output": "total"},        # and s + t
-    {"scale_from_input": True},       # k is not a constant
-])
+@pytest.mark.parametrize(
+    "variant",
+    [
+        {"resize_mode": "linear"},  # bilinear upsampling: not a pure copy of f
+        {"local_kernel": 5},  # a 5×5 conv: another tap layout
+        {"extra_output": "shrink"},  # the shrink map is needed at full resolution anyway
+        {"extra_output": "upsampled"},  # so is the upsampled f
+        {"extra_output": "total"},  # and s + t
+        {"scale_from_input": True},  # k is not a constant
+    ],
+)
 def test_other_graphs_are_left_as_they_are(variant):
     model = pfhead_local_model(**variant)
     fast, applied = rewritten(model)
     assert applied == []
-    assert [node.op_type for node in fast.graph.node if node.op_type != "Identity"] == \
-           [node.op_type for node in model.graph.node if node.op_type != "Identity"]
+    assert [node.op_type for node in fast.graph.node if node.op_type != "Identity"] == [
+        node.op_type for node in model.graph.node if node.op_type != "Identity"
+    ]
     x = np.random.default_rng(5).uniform(-2, 2, (1, 3, 6, 4)).astype(np.float32)
     for got, expected in zip(run(fast, x), run(model, x)):
         np.testing.assert_array_equal(got, expected)

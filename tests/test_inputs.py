@@ -73,8 +73,14 @@ def test_bytes_pil_and_arrays_agree_with_the_file(model, banner):
     path, image, lines = banner
     expected = model.predict(path)[0]["dt_polys"]
     rgb = Image.fromarray(image[:, :, ::-1])
-    for item in (path.read_bytes(), bytearray(path.read_bytes()), rgb, rgb.convert("RGBA"), image,
-                 cv2.cvtColor(image, cv2.COLOR_BGR2BGRA)):
+    for item in (
+        path.read_bytes(),
+        bytearray(path.read_bytes()),
+        rgb,
+        rgb.convert("RGBA"),
+        image,
+        cv2.cvtColor(image, cv2.COLOR_BGR2BGRA),
+    ):
         (result,) = model.predict(item)
         np.testing.assert_array_equal(result["dt_polys"], expected)
     assert count(model.predict(rgb.convert("L"))) == [lines]
@@ -171,16 +177,20 @@ def test_multipage_tiff_gives_one_result_per_page(model, pages, tmp_path):
     for result, image in zip(results, images):
         np.testing.assert_array_equal(result.input_img, image)  # lossless: the very pixels
     assert [r.save_to_json(tmp_path / "out").name for r in results] == [
-        "fax_0_res.json", "fax_1_res.json", "fax_2_res.json"]
+        "fax_0_res.json",
+        "fax_1_res.json",
+        "fax_2_res.json",
+    ]
     # bytes are recognised by their header; one page is page 0, as PaddleX numbers a single-page .tif
     single = io.BytesIO()
     frames[0].save(single, format="TIFF")
     assert [(r["page_index"], len(r["dt_polys"])) for r in model.predict(single.getvalue())] == [
-        (0, len(pages["banner"][1]))]
+        (0, len(pages["banner"][1]))
+    ]
 
 
 def test_tiff_pages_in_other_modes(tmp_path):
-    gray16 = (np.arange(64 * 48, dtype=np.uint16).reshape(48, 64) * 21)
+    gray16 = np.arange(64 * 48, dtype=np.uint16).reshape(48, 64) * 21
     bilevel = Image.fromarray((np.indices((40, 30)).sum(axis=0) % 2 * 255).astype(np.uint8)).convert("1")
     path = tmp_path / "modes.tif"
     Image.fromarray(gray16).save(path, save_all=True, append_images=[bilevel])

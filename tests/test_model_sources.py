@@ -50,8 +50,14 @@ def test_catalog_knows_v6_with_paddlex_settings():
         assert name in KNOWN_MODELS and KNOWN_MODELS[name].onnx_release
     # `DetResizeForTest: null`: PaddleX 3.7 resizes v6 by the long side to 960, like v3-v5
     small = settings_from_inference_config(KNOWN_MODELS[V6_SMALL].inference_config, V6_SMALL)
-    assert (small.limit_type, small.limit_side_len, small.thresh, small.box_thresh, small.unclip_ratio,
-            small.max_candidates) == ("max", 960, 0.2, 0.45, 1.4, 3000)
+    assert (
+        small.limit_type,
+        small.limit_side_len,
+        small.thresh,
+        small.box_thresh,
+        small.unclip_ratio,
+        small.max_candidates,
+    ) == ("max", 960, 0.2, 0.45, 1.4, 3000)
     v5 = settings_from_inference_config(KNOWN_MODELS[V5_MOBILE].inference_config, V5_MOBILE)
     assert (v5.limit_type, v5.limit_side_len, v5.box_thresh, v5.unclip_ratio) == ("max", 960, 0.6, 1.5)
     unknown = settings_from_inference_config({"PostProcess": {"name": "DBPostProcess"}}, "MyOwn_det")
@@ -67,9 +73,12 @@ def test_official_folder_takes_name_and_settings_from_its_yml(name, official_fol
     for model_name in (None, name):
         model = TextDetection(model_name=model_name, model_dir=folder, device="cpu")
         assert model.model_name == name and model.settings_source == str(folder / "inference.yml")
-        assert (model.settings.thresh, model.settings.box_thresh, model.settings.unclip_ratio,
-                model.settings.max_candidates) == (post["thresh"], post["box_thresh"], post["unclip_ratio"],
-                                                   post["max_candidates"])
+        assert (
+            model.settings.thresh,
+            model.settings.box_thresh,
+            model.settings.unclip_ratio,
+            model.settings.max_candidates,
+        ) == (post["thresh"], post["box_thresh"], post["unclip_ratio"], post["max_candidates"])
         assert (model.settings.limit_type, model.settings.limit_side_len) == ("max", 960)
 
 
@@ -122,6 +131,7 @@ def test_yml_naming_another_post_process_is_refused(official_folder):
 
 
 # --- downloads -------------------------------------------------------------------------------------
+
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):
@@ -263,8 +273,9 @@ def test_detect_cli_on_an_official_folder_and_on_a_bare_unknown_file(official_fo
     page = str(next(iter(write_rendered_pages(tmp_path / "pages").values()))[0])
     detect = [sys.executable, "-m", "detector"]
     folder = official_folder(V6_SMALL)
-    proc = subprocess.run([*detect, "-i", page, "--model-dir", str(folder), "--json"], capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [*detect, "-i", page, "--model-dir", str(folder), "--json"], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     assert json_boxes(proc.stdout) > 0
     bare = tmp_path / "bare.onnx"

@@ -33,8 +33,9 @@ from tools.export.verify import TOLERANCE, VERIFY_SHAPES
 
 def export(*args: str) -> subprocess.CompletedProcess:
     # The runtime venv's python: the ONNX path must need no Paddle.
-    return subprocess.run([sys.executable, "-m", "tools.export", *args], cwd=REPO_ROOT, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "tools.export", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
+    )
 
 
 def metadata_of(path):
@@ -55,8 +56,14 @@ def test_onnx_source_exports_verified_with_metadata(tiny_export):
     metadata = metadata_of(output)
     assert metadata[METADATA_MODEL_NAME_KEY] == V6_TINY
     settings = json.loads(metadata[METADATA_SETTINGS_KEY])
-    assert (settings["thresh"], settings["box_thresh"], settings["unclip_ratio"], settings["max_candidates"],
-            settings["limit_type"], settings["limit_side_len"]) == (0.2, 0.4, 1.4, 3000, "max", 960)
+    assert (
+        settings["thresh"],
+        settings["box_thresh"],
+        settings["unclip_ratio"],
+        settings["max_candidates"],
+        settings["limit_type"],
+        settings["limit_side_len"],
+    ) == (0.2, 0.4, 1.4, 3000, "max", 960)
     record = json.loads(metadata[METADATA_EXPORT_KEY])
     assert record["source_kind"] == "onnx" and record["opset"] == 14 and isinstance(record["rewrites"], list)
     verification = record["verification"]
@@ -111,7 +118,8 @@ def test_onnx_file_without_yml_and_unknown_name_is_refused(tmp_path):
 
 def test_a_model_that_is_not_a_db_detector_is_refused(tmp_path):
     graph = helper.make_graph(
-        [helper.make_node("Flatten", ["x"], ["y"])], "classifier",
+        [helper.make_node("Flatten", ["x"], ["y"])],
+        "classifier",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])],
     )

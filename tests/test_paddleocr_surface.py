@@ -171,8 +171,13 @@ def test_ignored_keywords_warn_once_per_process(default_onnx):
 
 
 def test_paddleocr_value_checks_are_kept(default_onnx):
-    for kwargs in ({"engine": "tensorflow"}, {"precision": "int4"}, {"input_shape": (3, 300, 650)},
-                   {"input_shape": (1, 320, 320)}, {"input_shape": "big"}):
+    for kwargs in (
+        {"engine": "tensorflow"},
+        {"precision": "int4"},
+        {"input_shape": (3, 300, 650)},
+        {"input_shape": (1, 320, 320)},
+        {"input_shape": "big"},
+    ):
         with pytest.raises(DetectorError):
             TextDetection(model_dir=default_onnx.parent, device="cpu", **kwargs)
 

@@ -49,8 +49,15 @@ def images(tmp_path_factory):
 
 
 def paddleocr_results(paddle_python, source_dir, images, out, settings):
-    args = ["tools.dev.paddle_reference", "--model-dir", str(source_dir), "--model-name", DEFAULT_MODEL_NAME,
-            "--out", str(out)]
+    args = [
+        "tools.dev.paddle_reference",
+        "--model-dir",
+        str(source_dir),
+        "--model-name",
+        DEFAULT_MODEL_NAME,
+        "--out",
+        str(out),
+    ]
     for key, value in settings.items():
         args += [f"--{key.replace('_', '-')}", str(value)]
     proc = run_in_paddle_env(paddle_python, *args, *map(str, images))

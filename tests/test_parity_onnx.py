@@ -19,9 +19,19 @@ pytestmark = pytest.mark.reference
 
 
 def paddleocr_onnxruntime_results(paddle_python, folder, model_name, images, out):
-    proc = run_in_paddle_env(paddle_python, "tools.dev.paddle_reference", "--engine", "onnxruntime",
-                             "--model-dir", str(folder), "--model-name", model_name, "--out", str(out),
-                             *map(str, images))
+    proc = run_in_paddle_env(
+        paddle_python,
+        "tools.dev.paddle_reference",
+        "--engine",
+        "onnxruntime",
+        "--model-dir",
+        str(folder),
+        "--model-name",
+        model_name,
+        "--out",
+        str(out),
+        *map(str, images),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return {(item["input_path"], item["page_index"]): item for item in json.loads(out.read_text())}
 

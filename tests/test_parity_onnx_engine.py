@@ -59,9 +59,19 @@ def test_same_boxes_as_paddleocr_onnxruntime_engine(model_dir, paddle_python, im
     shutil.copyfile(model_dir / "inference.onnx", reference_dir / "inference.onnx")
     (reference_dir / "inference.yml").write_text(yml)
     out = tmp_path / "ref.json"
-    proc = run_in_paddle_env(paddle_python, "tools.dev.paddle_reference", "--model-dir", str(reference_dir),
-                             "--model-name", model_dir.name, "--engine", "onnxruntime", "--out", str(out),
-                             *map(str, images))
+    proc = run_in_paddle_env(
+        paddle_python,
+        "tools.dev.paddle_reference",
+        "--model-dir",
+        str(reference_dir),
+        "--model-name",
+        model_dir.name,
+        "--engine",
+        "onnxruntime",
+        "--out",
+        str(out),
+        *map(str, images),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     reference = {item["input_path"]: item for item in json.loads(out.read_text())}
     ours = TextDetection(model_dir=model_dir, device="cpu").predict([str(p) for p in images])

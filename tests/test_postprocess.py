@@ -45,7 +45,7 @@ def test_axis_aligned_rectangle_becomes_one_unclipped_box():
 def test_corners_run_clockwise_from_top_left():
     prob = blank()
     prob[100:130, 50:250] = 0.9
-    (tl, tr, br, bl), = decode(prob)[0]
+    ((tl, tr, br, bl),) = decode(prob)[0]
     assert tl[0] < tr[0] and tl[1] == tr[1]
     assert br[1] > tr[1] and br[0] == tr[0]
     assert bl[0] == tl[0] and bl[1] == br[1]

@@ -34,8 +34,20 @@ def model_dir(default_onnx, tmp_path_factory) -> Path:
     folder.mkdir()
     shutil.copy(default_onnx, folder / "inference.onnx")
     for precision in ("int8", "fp16"):
-        code = export_main(["--model", "PP-OCRv4_mobile_det", "--output", str(folder / "inference.onnx"),
-                            "--precision", precision, "--eval-images", "2", "--calibration-images", "4"])
+        code = export_main(
+            [
+                "--model",
+                "PP-OCRv4_mobile_det",
+                "--output",
+                str(folder / "inference.onnx"),
+                "--precision",
+                precision,
+                "--eval-images",
+                "2",
+                "--calibration-images",
+                "4",
+            ]
+        )
         assert code == 0
     return folder
 
@@ -112,10 +124,12 @@ def test_variant_path_names_siblings():
 
 def test_detect_precision_option(model_dir, pages, tmp_path):
     image = str(pages["banner"][0])
-    run = lambda *args: subprocess.run([sys.executable, "-m", "detector", *args], cwd=REPO_ROOT,
-                                       capture_output=True, text=True, timeout=300)
-    done = run("-i", image, "--model", str(model_dir / "inference.onnx"), "--precision", "int8", "--device", "cpu",
-               "--json")
+    run = lambda *args: subprocess.run(
+        [sys.executable, "-m", "detector", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
+    )
+    done = run(
+        "-i", image, "--model", str(model_dir / "inference.onnx"), "--precision", "int8", "--device", "cpu", "--json"
+    )
     assert done.returncode == 0, done.stderr
     assert len(json.loads(done.stdout)["res"]["dt_polys"]) == 1
     lonely = tmp_path / "lonely"
@@ -132,9 +146,27 @@ def test_detect_eval_compare_precisions(model_dir, tmp_path):
     from tools.dev.labelled_set import render_labelled_set
 
     labels = render_labelled_set(tmp_path / "set", count=2, seed=4)
-    done = subprocess.run([sys.executable, "-m", "detector", "eval", "--labels", str(labels), "--model",
-                           str(model_dir / "inference.onnx"), "--compare", "fp32", "int8", "--device", "cpu"],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "detector",
+            "eval",
+            "--labels",
+            str(labels),
+            "--model",
+            str(model_dir / "inference.onnx"),
+            "--compare",
+            "fp32",
+            "int8",
+            "--device",
+            "cpu",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.strip().splitlines()
     assert [line.split()[1] for line in lines[2:4]] == ["fp32", "int8"]

@@ -41,21 +41,40 @@ def library(default_onnx):
 
 @pytest.fixture(scope="module")
 def server(default_onnx, tmp_path_factory):
-    with running_server(default_onnx, tmp_path_factory.mktemp("serve_logs"), "--max-concurrency", "2",
-                        "--max-queue", "16", "--max-body-mb", "1", "--max-pixels", "4000000") as running:
+    with running_server(
+        default_onnx,
+        tmp_path_factory.mktemp("serve_logs"),
+        "--max-concurrency",
+        "2",
+        "--max-queue",
+        "16",
+        "--max-body-mb",
+        "1",
+        "--max-pixels",
+        "4000000",
+    ) as running:
         yield running
 
 
 def expected_pages(library, data: bytes, **overrides):
     """What the library returns for these bytes, in the service's page shape."""
-    return [{"page_index": result["page_index"], "width": result.input_img.shape[1],
-             "height": result.input_img.shape[0], "dt_polys": to_jsonable(result["dt_polys"]),
-             "dt_scores": to_jsonable(result["dt_scores"])} for result in library.predict(data, **overrides)]
+    return [
+        {
+            "page_index": result["page_index"],
+            "width": result.input_img.shape[1],
+            "height": result.input_img.shape[0],
+            "dt_polys": to_jsonable(result["dt_polys"]),
+            "dt_scores": to_jsonable(result["dt_scores"]),
+        }
+        for result in library.predict(data, **overrides)
+    ]
 
 
 def detected_pages(body):
-    return [{key: page[key] for key in ("page_index", "width", "height", "dt_polys", "dt_scores")}
-            for page in body["result"]["pages"]]
+    return [
+        {key: page[key] for key in ("page_index", "width", "height", "dt_polys", "dt_scores")}
+        for page in body["result"]["pages"]
+    ]
 
 
 def assert_success(status, body):
@@ -99,8 +118,9 @@ def test_multipart_upload_equals_the_library(server, library, pages):
 def test_json_base64_with_settings_equals_the_library(server, library, pages):
     data = png_bytes(pages["dense"][0])
     settings = dict(thresh=0.35, box_thresh=0.5, unclip_ratio=2.0, limit_side_len=640, limit_type="min")
-    status, _, body = server.post_json("/detect", {"image": base64.b64encode(data).decode(), "logId": "abc-1",
-                                                   **settings})
+    status, _, body = server.post_json(
+        "/detect", {"image": base64.b64encode(data).decode(), "logId": "abc-1", **settings}
+    )
     assert_success(status, body)
     assert body["logId"] == "abc-1"
     assert body["result"]["settings"] == settings
@@ -121,7 +141,9 @@ def test_pdf_and_tiff_give_one_entry_per_page(server, library, pages, tmp_path):
         # fresh images for each save: Pillow leaves the PDF writer's settings on them
         first, second = (Image.fromarray(cv2.imread(str(pages[name][0]))[:, :, ::-1]) for name in ("page", "receipt"))
         path = tmp_path / f"two_pages.{fmt.lower()}"  # Pillow's TIFF writer wants a real file
-        first.save(path, save_all=True, append_images=[second], **({"compression": "tiff_lzw"} if fmt == "TIFF" else {}))
+        first.save(
+            path, save_all=True, append_images=[second], **({"compression": "tiff_lzw"} if fmt == "TIFF" else {})
+        )
         data = path.read_bytes()
         status, _, body = server.post_raw("/detect", data, "application/pdf" if fmt == "PDF" else "image/tiff")
         assert_success(status, body)
@@ -154,7 +176,8 @@ def test_health_models_openapi_and_page(server):
     status, _, schema = server.request("GET", "/openapi.json")
     assert status == 200 and {"/detect", "/health", "/models"} <= set(schema["paths"])
     assert {"multipart/form-data", "application/json", "image/*"} <= set(
-        schema["paths"]["/detect"]["post"]["requestBody"]["content"])
+        schema["paths"]["/detect"]["post"]["requestBody"]["content"]
+    )
 
     status, headers, html = server.request("GET", "/")
     assert status == 200 and headers["content-type"].startswith("text/html") and 'id="box_thresh"' in html
@@ -179,8 +202,9 @@ def test_every_bad_request_gets_a_4xx_envelope(server, pages):
     assert_refused(server.post_json("/detect", {"image": b64, "colour": 1}), 400, "colour")
     assert_refused(server.post_json("/detect", {"url": "http://127.0.0.1:9/a.png"}), 403, "--allow-urls")
     assert_refused(server.post_multipart("/detect", {"image": ("a.png", image)}), 400, "'file'")
-    assert_refused(server.post_multipart("/detect", {"file": ("a.png", image), "thresh": (None, b"0.3")}), 400,
-                   "thresh")
+    assert_refused(
+        server.post_multipart("/detect", {"file": ("a.png", image), "thresh": (None, b"0.3")}), 400, "thresh"
+    )
     assert_refused(server.post_multipart("/detect", {"file": ("a.png", b"")}), 400, "empty")
     assert_refused(server.post_raw("/detect", b"GIF89a but not really", "image/gif"), 422, "not an image")
     assert_refused(server.post_multipart("/detect", {"file": ("notes.png", b"plain text")}), 422, "notes.png")
@@ -200,7 +224,7 @@ def test_body_size_and_pixel_limits(server):
     too_big = b"\x89PNG" + bytes(1024 * 1024 + 100)
     assert_refused(server.post_raw("/detect", too_big, "image/png"), 413, "--max-body-mb")
     # without Content-Length (chunked), the limit holds while the body is read
-    chunks = (too_big[i:i + 65536] for i in range(0, len(too_big), 65536))
+    chunks = (too_big[i : i + 65536] for i in range(0, len(too_big), 65536))
     assert_refused(server.request("POST", "/detect", chunks, {"Content-Type": "image/png"}), 413, "limit")
     # 2100 x 2000 = 4.2 megapixels, above --max-pixels 4000000, while the PNG itself is small
     ok, png = cv2.imencode(".png", np.full((2000, 2100, 3), 255, np.uint8))
@@ -212,15 +236,23 @@ def test_body_size_and_pixel_limits(server):
 
 @pytest.fixture(scope="module")
 def large_page():
-    image, _ = render_text_image([f"row {i}: a long line of text to find and box" for i in range(30)],
-                                 width=2000, font_size=40, line_gap=24)
+    image, _ = render_text_image(
+        [f"row {i}: a long line of text to find and box" for i in range(30)], width=2000, font_size=40, line_gap=24
+    )
     return cv2.imencode(".png", image)[1].tobytes()
 
 
 @pytest.fixture(scope="module")
 def single_slot_server(default_onnx, tmp_path_factory):
-    with running_server(default_onnx, tmp_path_factory.mktemp("serve_logs"), "--max-concurrency", "1",
-                        "--max-queue", "0", "--allow-urls") as running:
+    with running_server(
+        default_onnx,
+        tmp_path_factory.mktemp("serve_logs"),
+        "--max-concurrency",
+        "1",
+        "--max-queue",
+        "0",
+        "--allow-urls",
+    ) as running:
         yield running
 
 
@@ -303,8 +335,13 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0(default_onnx, tmp_pa
 
 
 def test_serve_command_errors_are_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "detector.cli", "serve", "--model", str(tmp_path / "none.onnx")],
-                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "detector.cli", "serve", "--model", str(tmp_path / "none.onnx")],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=60,
+    )
     assert proc.returncode == 2 and proc.stderr.startswith("detect: error:") and "Traceback" not in proc.stderr
 
 

@@ -40,9 +40,18 @@ def browser():
     profile = tempfile.mkdtemp(prefix="serve-page-chromium-")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-first-run", "--window-size=1400,900", f"--user-data-dir={profile}"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1400,900",
+        f"--user-data-dir={profile}",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
@@ -55,7 +64,8 @@ def browser():
 def wait_for_drawing(driver) -> int:
     """The box count shown, once the page says it finished drawing."""
     WebDriverWait(driver, WAIT_S).until(
-        lambda d: d.find_element(By.ID, "count").get_attribute("data-state") in ("done", "error"))
+        lambda d: d.find_element(By.ID, "count").get_attribute("data-state") in ("done", "error")
+    )
     count = driver.find_element(By.ID, "count")
     assert count.get_attribute("data-state") == "done", driver.find_element(By.ID, "status").text
     return int(count.text)
@@ -86,9 +96,12 @@ def test_page_draws_the_library_boxes_and_follows_the_slider(browser, default_on
 
         # box_thresh to 0.95: the page asks again and redraws with the library's stricter count
         browser.execute_script(
-            "const s = document.getElementById('box_thresh'); s.value = '0.95';"
-            "s.dispatchEvent(new Event('input'));")
+            "const s = document.getElementById('box_thresh'); s.value = '0.95';s.dispatchEvent(new Event('input'));"
+        )
         WebDriverWait(browser, WAIT_S).until(
-            lambda d: d.find_element(By.ID, "count").get_attribute("data-state") == "done"
-            and d.find_element(By.ID, "count").text == str(strict_count))
+            lambda d: (
+                d.find_element(By.ID, "count").get_attribute("data-state") == "done"
+                and d.find_element(By.ID, "count").text == str(strict_count)
+            )
+        )
     assert SCREENSHOT.stat().st_size > 10_000

@@ -50,8 +50,9 @@ def test_a_gpu_session_is_opened_with_those_options(monkeypatch):
             return [name if isinstance(name, str) else name[0] for name in self.providers]
 
     monkeypatch.setattr(session_module, "cuda_unavailable_reason", lambda: None)
-    monkeypatch.setattr(session_module, "_open", lambda path, options, providers: opened.append(providers)
-                        or FakeSession(providers))
+    monkeypatch.setattr(
+        session_module, "_open", lambda path, options, providers: opened.append(providers) or FakeSession(providers)
+    )
     _, device = load_session(Path("model.onnx"), Device("gpu", 1))
     assert device == "gpu:1"
     (cuda, cuda_options), cpu = opened[0]

@@ -24,8 +24,10 @@ def rss_mb() -> float:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_memory_is_flat_over_500_predictions(default_onnx, tmp_path, capsys):
     model = TextDetection(model_dir=default_onnx, device="cpu")
-    images = [render_text_image([f"soak test line {i}", "second line"], width=w, height=h, font_size=20)[0]
-              for i, (w, h) in enumerate([(320, 320), (300, 200), (256, 352)])]
+    images = [
+        render_text_image([f"soak test line {i}", "second line"], width=w, height=h, font_size=20)[0]
+        for i, (w, h) in enumerate([(320, 320), (300, 200), (256, 352)])
+    ]
     for image in images * 10:  # warm-up: one arena size per input shape
         model.predict(image)
     gc.collect()

@@ -5,5 +5,14 @@ from .evaluate import EvaluationRow, evaluate
 from .labels import LabelFileError, LabelledImage, read_labels
 from .metric import LabelledPolygon, SetScore, combine_scores, score_image
 
-__all__ = ["EvaluationRow", "evaluate", "LabelFileError", "LabelledImage", "read_labels", "LabelledPolygon",
-           "SetScore", "combine_scores", "score_image"]
+__all__ = [
+    "EvaluationRow",
+    "evaluate",
+    "LabelFileError",
+    "LabelledImage",
+    "read_labels",
+    "LabelledPolygon",
+    "SetScore",
+    "combine_scores",
+    "score_image",
+]

@@ -32,8 +32,9 @@ def _model_keywords(model: Optional[str]) -> Dict[str, Optional[str]]:
     return {"model_name": model, "model_dir": None}
 
 
-def _detector_specs(model: Optional[str], precision: Optional[str],
-                    compare: Optional[Tuple[str, str]]) -> Dict[str, Dict[str, Optional[str]]]:
+def _detector_specs(
+    model: Optional[str], precision: Optional[str], compare: Optional[Tuple[str, str]]
+) -> Dict[str, Dict[str, Optional[str]]]:
     """name -> TextDetection keywords. --compare takes two precisions of --model, or two models."""
     if not compare:
         return {precision or model or DEFAULT_MODEL_NAME: {**_model_keywords(model), "precision": precision}}
@@ -50,37 +51,94 @@ def _detector_specs(model: Optional[str], precision: Optional[str],
 
 
 @click.command("eval", context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
-@click.option("--labels", "labels", required=True, metavar="FILE|DIR",
-              help="PaddleOCR det label file (image_path<TAB>[{transcription, points}, ...]) "
-                   "or an ICDAR 2015 folder of gt_<image>.txt.")
-@click.option("--image-dir", "--image_dir", "image_dir", default=None, metavar="DIR",
-              help="Folder the label file's image paths are relative to [default: the label file's folder].")
-@click.option("--model", "--model_name", "--model-name", "model", default=None, metavar="NAME|PATH.onnx",
-              help=f"Exported model name (default {DEFAULT_MODEL_NAME}) or path to an .onnx file.")
-@click.option("--precision", default=None, type=click.Choice(PRECISIONS),
-              help="Model variant: fp32 (default), int8 or fp16 (make export PRECISION=…).")
-@click.option("--compare", nargs=2, default=None, metavar="A B",
-              help="Evaluate two precisions (fp32 int8) of --model, or two models (names or paths), side by side.")
-@click.option("--device", default=None, callback=_check_device, metavar="cpu|gpu|gpu:N",
-              help="Where to run; default: GPU if onnxruntime can use one, else CPU.")
+@click.option(
+    "--labels",
+    "labels",
+    required=True,
+    metavar="FILE|DIR",
+    help="PaddleOCR det label file (image_path<TAB>[{transcription, points}, ...]) "
+    "or an ICDAR 2015 folder of gt_<image>.txt.",
+)
+@click.option(
+    "--image-dir",
+    "--image_dir",
+    "image_dir",
+    default=None,
+    metavar="DIR",
+    help="Folder the label file's image paths are relative to [default: the label file's folder].",
+)
+@click.option(
+    "--model",
+    "--model_name",
+    "--model-name",
+    "model",
+    default=None,
+    metavar="NAME|PATH.onnx",
+    help=f"Exported model name (default {DEFAULT_MODEL_NAME}) or path to an .onnx file.",
+)
+@click.option(
+    "--precision",
+    default=None,
+    type=click.Choice(PRECISIONS),
+    help="Model variant: fp32 (default), int8 or fp16 (make export PRECISION=…).",
+)
+@click.option(
+    "--compare",
+    nargs=2,
+    default=None,
+    metavar="A B",
+    help="Evaluate two precisions (fp32 int8) of --model, or two models (names or paths), side by side.",
+)
+@click.option(
+    "--device",
+    default=None,
+    callback=_check_device,
+    metavar="cpu|gpu|gpu:N",
+    help="Where to run; default: GPU if onnxruntime can use one, else CPU.",
+)
 @click.option("--limit-side-len", "--limit_side_len", "limit_side_len", default=None, type=click.IntRange(min=1))
 @click.option("--limit-type", "--limit_type", "limit_type", default=None, type=click.Choice(["max", "min"]))
 @click.option("--thresh", default=None, type=click.FloatRange(0, 1, min_open=True, max_open=True))
-@click.option("--box-thresh", "--box_thresh", "box_thresh", default=None,
-              type=click.FloatRange(0, 1, min_open=True, max_open=True))
+@click.option(
+    "--box-thresh",
+    "--box_thresh",
+    "box_thresh",
+    default=None,
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+)
 @click.option("--unclip-ratio", "--unclip_ratio", "unclip_ratio", default=None, type=click.FloatRange(0, min_open=True))
 @click.option("--max-candidates", "--max_candidates", "max_candidates", default=None, type=click.IntRange(min=1))
 @click.option("--json", "json_format", is_flag=True, help="Print one JSON object instead of the table.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def eval_command(labels, image_dir, model, precision, compare, device, limit_side_len, limit_type, thresh, box_thresh,
-                 unclip_ratio, max_candidates, json_format, debug) -> None:
+def eval_command(
+    labels,
+    image_dir,
+    model,
+    precision,
+    compare,
+    device,
+    limit_side_len,
+    limit_type,
+    thresh,
+    box_thresh,
+    unclip_ratio,
+    max_candidates,
+    json_format,
+    debug,
+) -> None:
     """Score detection on labelled images by PaddleOCR's DetMetric rules (IoU > 0.5, one-to-one, ### don't care)."""
     from .evaluate import evaluate, load_labelled_images
     from .labels import read_labels
     from .report import format_json, format_table
 
-    settings = dict(limit_side_len=limit_side_len, limit_type=limit_type, thresh=thresh, box_thresh=box_thresh,
-                    unclip_ratio=unclip_ratio, max_candidates=max_candidates)
+    settings = dict(
+        limit_side_len=limit_side_len,
+        limit_type=limit_type,
+        thresh=thresh,
+        box_thresh=box_thresh,
+        unclip_ratio=unclip_ratio,
+        max_candidates=max_candidates,
+    )
     try:
         specs = _detector_specs(model, precision, compare)
         labelled = read_labels(labels, image_dir)

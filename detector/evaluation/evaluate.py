@@ -43,12 +43,21 @@ class EvaluationRow:
 
     def to_dict(self) -> Dict[str, Any]:
         return {
-            "name": self.name, "model": self.model_name, "model_path": self.model_path,
-            "model_precision": self.model_precision, "device": self.device,
-            "precision": self.score.precision, "recall": self.score.recall, "hmean": self.score.hmean,
-            "images": self.images, "labels": self.score.labels, "detections": self.score.detections,
-            "matched": self.score.matched, "boxes_per_image": self.boxes_per_image,
-            "seconds": self.seconds, "seconds_per_image": self.seconds_per_image,
+            "name": self.name,
+            "model": self.model_name,
+            "model_path": self.model_path,
+            "model_precision": self.model_precision,
+            "device": self.device,
+            "precision": self.score.precision,
+            "recall": self.score.recall,
+            "hmean": self.score.hmean,
+            "images": self.images,
+            "labels": self.score.labels,
+            "detections": self.score.detections,
+            "matched": self.score.matched,
+            "boxes_per_image": self.boxes_per_image,
+            "seconds": self.seconds,
+            "seconds_per_image": self.seconds_per_image,
         }
 
 
@@ -63,8 +72,12 @@ def load_labelled_images(images: Sequence[LabelledImage]) -> List[np.ndarray]:
     return decoded
 
 
-def evaluate(detectors: Dict[str, TextDetection], images: Sequence[LabelledImage],
-             decoded: Optional[Sequence[np.ndarray]] = None, **overrides: Any) -> List[EvaluationRow]:
+def evaluate(
+    detectors: Dict[str, TextDetection],
+    images: Sequence[LabelledImage],
+    decoded: Optional[Sequence[np.ndarray]] = None,
+    **overrides: Any,
+) -> List[EvaluationRow]:
     """Score each detector on the labelled images; ``overrides`` are detection settings for every call."""
     decoded = list(decoded) if decoded is not None else load_labelled_images(images)
     names = list(detectors)
@@ -82,9 +95,14 @@ def evaluate(detectors: Dict[str, TextDetection], images: Sequence[LabelledImage
             scores[name].append(score_image(item.labels, result["dt_polys"]))
     return [
         EvaluationRow(
-            name=name, model_name=detectors[name].model_name, model_path=str(detectors[name].model_path),
-            model_precision=detectors[name].precision, device=detectors[name].device,
-            score=combine_scores(scores[name]), images=len(decoded), seconds=seconds[name],
+            name=name,
+            model_name=detectors[name].model_name,
+            model_path=str(detectors[name].model_path),
+            model_precision=detectors[name].precision,
+            device=detectors[name].device,
+            score=combine_scores(scores[name]),
+            images=len(decoded),
+            seconds=seconds[name],
         )
         for name in names
     ]

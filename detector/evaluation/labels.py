@@ -34,7 +34,9 @@ class LabelledImage:
     labels: Tuple[LabelledPolygon, ...]
 
 
-def read_labels(labels: Union[str, os.PathLike], image_dir: Optional[Union[str, os.PathLike]] = None) -> List[LabelledImage]:
+def read_labels(
+    labels: Union[str, os.PathLike], image_dir: Optional[Union[str, os.PathLike]] = None
+) -> List[LabelledImage]:
     """A PaddleOCR label file, or an ICDAR 2015 folder of gt_*.txt, as a list of labelled images."""
     path = Path(labels).expanduser()
     if path.is_dir():
@@ -57,9 +59,9 @@ def _polygon(raw: object, where: str) -> np.ndarray:
     try:
         points = np.asarray(raw, dtype=np.float64)
     except (TypeError, ValueError):
-        raise LabelFileError(f"{where}: \"points\" must be a list of [x, y] pairs, got {raw!r}") from None
+        raise LabelFileError(f'{where}: "points" must be a list of [x, y] pairs, got {raw!r}') from None
     if points.ndim != 2 or points.shape[1] != 2 or len(points) < 3 or not np.isfinite(points).all():
-        raise LabelFileError(f"{where}: \"points\" must be at least 3 [x, y] pairs of numbers, got {raw!r}")
+        raise LabelFileError(f'{where}: "points" must be at least 3 [x, y] pairs of numbers, got {raw!r}')
     return points
 
 
@@ -72,7 +74,7 @@ def read_paddleocr_label_file(path: Path, image_dir: Optional[Union[str, os.Path
         where = f"{path}, line {number}"
         name, tab, payload = line.partition("\t")
         if not tab or not name.strip():
-            raise LabelFileError(f"{where}: expected 'image_path<TAB>[{{\"transcription\": ..., \"points\": ...}}, ...]'")
+            raise LabelFileError(f'{where}: expected \'image_path<TAB>[{{"transcription": ..., "points": ...}}, ...]\'')
         try:
             regions = json.loads(payload)
         except json.JSONDecodeError as exc:
@@ -82,10 +84,13 @@ def read_paddleocr_label_file(path: Path, image_dir: Optional[Union[str, os.Path
         polygons = []
         for index, region in enumerate(regions):
             if not isinstance(region, dict) or "points" not in region:
-                raise LabelFileError(f"{where}: region {index} must be an object with \"points\" (and \"transcription\")")
+                raise LabelFileError(f'{where}: region {index} must be an object with "points" (and "transcription")')
             text = region.get("transcription", "")
-            polygons.append(LabelledPolygon(_polygon(region["points"], f"{where}, region {index}"),
-                                            dont_care=text in DONT_CARE_TRANSCRIPTIONS))
+            polygons.append(
+                LabelledPolygon(
+                    _polygon(region["points"], f"{where}, region {index}"), dont_care=text in DONT_CARE_TRANSCRIPTIONS
+                )
+            )
         images.append(LabelledImage(base / name.strip(), tuple(polygons)))
     if not images:
         raise LabelFileError(f"{path}: no labelled images in the file")
@@ -95,7 +100,9 @@ def read_paddleocr_label_file(path: Path, image_dir: Optional[Union[str, os.Path
 def _icdar_line(line: str, where: str) -> LabelledPolygon:
     fields = line.split(",")
     if len(fields) < 9:
-        raise LabelFileError(f"{where}: expected 8 coordinates and a transcription, 'x1,y1,...,x4,y4,text'; got {line!r}")
+        raise LabelFileError(
+            f"{where}: expected 8 coordinates and a transcription, 'x1,y1,...,x4,y4,text'; got {line!r}"
+        )
     try:
         coords = [float(value) for value in fields[:8]]
     except ValueError:
@@ -119,7 +126,7 @@ def read_icdar2015_folder(folder: Path, image_dir: Optional[Union[str, os.PathLi
         raise LabelFileError(f"{folder}: no gt_<image>.txt files (ICDAR 2015 layout)")
     images = []
     for path in files:
-        stem = path.stem[len("gt_"):]
+        stem = path.stem[len("gt_") :]
         polygons = tuple(
             _icdar_line(line.strip(), f"{path}, line {number}")
             for number, line in enumerate(_read_lines(path), start=1)

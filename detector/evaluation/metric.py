@@ -68,8 +68,12 @@ def _segments_intersect(p1, p2, q1, q2) -> bool:
     d1, d2, d3, d4 = orient(q1, q2, p1), orient(q1, q2, p2), orient(p1, p2, q1), orient(p1, p2, q2)
     if ((d1 > 0 > d2) or (d1 < 0 < d2)) and ((d3 > 0 > d4) or (d3 < 0 < d4)):
         return True
-    return ((d1 == 0 and on_segment(q1, q2, p1)) or (d2 == 0 and on_segment(q1, q2, p2))
-            or (d3 == 0 and on_segment(p1, p2, q1)) or (d4 == 0 and on_segment(p1, p2, q2)))
+    return (
+        (d1 == 0 and on_segment(q1, q2, p1))
+        or (d2 == 0 and on_segment(q1, q2, p2))
+        or (d3 == 0 and on_segment(p1, p2, q1))
+        or (d4 == 0 and on_segment(p1, p2, q2))
+    )
 
 
 def is_simple_polygon(points: np.ndarray) -> bool:
@@ -92,8 +96,12 @@ def is_simple_polygon(points: np.ndarray) -> bool:
                 shared = a[1] if j == i + 1 else a[0]
                 other_a = a[0] if j == i + 1 else a[1]
                 other_b = b[1] if j == i + 1 else b[0]
-                cross = (other_a[0] - shared[0]) * (other_b[1] - shared[1]) - (other_a[1] - shared[1]) * (other_b[0] - shared[0])
-                dot = (other_a[0] - shared[0]) * (other_b[0] - shared[0]) + (other_a[1] - shared[1]) * (other_b[1] - shared[1])
+                cross = (other_a[0] - shared[0]) * (other_b[1] - shared[1]) - (other_a[1] - shared[1]) * (
+                    other_b[0] - shared[0]
+                )
+                dot = (other_a[0] - shared[0]) * (other_b[0] - shared[0]) + (other_a[1] - shared[1]) * (
+                    other_b[1] - shared[1]
+                )
                 if cross == 0 and dot > 0:
                     return False
                 continue
@@ -170,5 +178,6 @@ def combine_scores(scores: Iterable[ImageScore]) -> SetScore:
     recall = matched / labels if labels else 0.0
     precision = matched / detections if detections else 0.0
     hmean = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return SetScore(precision=precision, recall=recall, hmean=hmean, labels=labels, detections=detections,
-                    matched=matched)
+    return SetScore(
+        precision=precision, recall=recall, hmean=hmean, labels=labels, detections=detections, matched=matched
+    )

@@ -13,9 +13,16 @@ _COLUMNS = ("model", "variant", "precision", "recall", "hmean", "images", "boxes
 
 def _cells(row: EvaluationRow) -> List[str]:
     # --compare fp32 int8 names precisions: show the model; two models: show what the user named
-    return [row.model_name if row.name in PRECISIONS else row.name, row.model_precision,
-            f"{row.score.precision:.4f}", f"{row.score.recall:.4f}", f"{row.score.hmean:.4f}", str(row.images),
-            f"{row.boxes_per_image:.2f}", f"{row.seconds_per_image:.4f}"]
+    return [
+        row.model_name if row.name in PRECISIONS else row.name,
+        row.model_precision,
+        f"{row.score.precision:.4f}",
+        f"{row.score.recall:.4f}",
+        f"{row.score.hmean:.4f}",
+        str(row.images),
+        f"{row.boxes_per_image:.2f}",
+        f"{row.seconds_per_image:.4f}",
+    ]
 
 
 def comparison(rows: Sequence[EvaluationRow]) -> Dict[str, float]:
@@ -34,11 +41,25 @@ def format_table(rows: Sequence[EvaluationRow]) -> str:
     table = [list(_COLUMNS)] + [_cells(row) for row in rows]
     if len(rows) == 2:
         diff = comparison(rows)
-        table.append([f"{rows[1].name} - {rows[0].name}", "", f"{diff['precision']:+.4f}", f"{diff['recall']:+.4f}",
-                      f"{diff['hmean']:+.4f}", "", f"{diff['boxes_per_image']:+.2f}", f"x{diff['time_ratio']:.3f}"])
+        table.append(
+            [
+                f"{rows[1].name} - {rows[0].name}",
+                "",
+                f"{diff['precision']:+.4f}",
+                f"{diff['recall']:+.4f}",
+                f"{diff['hmean']:+.4f}",
+                "",
+                f"{diff['boxes_per_image']:+.2f}",
+                f"x{diff['time_ratio']:.3f}",
+            ]
+        )
     widths = [max(len(line[i]) for line in table) for i in range(len(_COLUMNS))]
-    lines = ["  ".join(cell.ljust(width) if i < 2 else cell.rjust(width) for i, (cell, width) in
-                       enumerate(zip(line, widths))).rstrip() for line in table]
+    lines = [
+        "  ".join(
+            cell.ljust(width) if i < 2 else cell.rjust(width) for i, (cell, width) in enumerate(zip(line, widths))
+        ).rstrip()
+        for line in table
+    ]
     lines.insert(1, "  ".join("-" * width for width in widths))
     if len(rows) == 2:
         lines.insert(len(lines) - 1, "  ".join("-" * width for width in widths))
@@ -50,8 +71,11 @@ def report_dict(rows: Sequence[EvaluationRow]) -> Dict[str, Any]:
     if len(rows) == 1:
         return rows[0].to_dict()
     diff = comparison(rows)
-    return {"rows": [row.to_dict() for row in rows], "difference": {k: v for k, v in diff.items() if k != "time_ratio"},
-            "time_ratio": diff["time_ratio"]}
+    return {
+        "rows": [row.to_dict() for row in rows],
+        "difference": {k: v for k, v in diff.items() if k != "time_ratio"},
+        "time_ratio": diff["time_ratio"],
+    }
 
 
 def format_json(rows: Sequence[EvaluationRow]) -> str:

@@ -46,8 +46,13 @@ from .config import CONFIG_ENV_VAR, ServeConfig
 from .limits import BodySizeLimit, BodyTooLarge, InferenceGate, InferenceTimeout, Overloaded
 
 # Settings a request may override, and their types (the library validates the values).
-REQUEST_SETTINGS = {"thresh": float, "box_thresh": float, "unclip_ratio": float, "limit_side_len": int,
-                    "limit_type": str}
+REQUEST_SETTINGS = {
+    "thresh": float,
+    "box_thresh": float,
+    "unclip_ratio": float,
+    "limit_side_len": int,
+    "limit_type": str,
+}
 RAW_BODY_TYPES = ("application/octet-stream", "application/pdf")
 PAGE_FILE = Path(__file__).resolve().parent / "static" / "index.html"
 logger = logging.getLogger("detector.serve")
@@ -84,12 +89,18 @@ def status_of(exc: DetectorError) -> int:
 
 
 def load_detector(config: ServeConfig) -> TextDetection:
-    return TextDetection(model_name=config.model_name, model_dir=config.model_dir, device=config.device,
-                         cpu_threads=config.cpu_threads, max_pixels=config.max_pixels)
+    return TextDetection(
+        model_name=config.model_name,
+        model_dir=config.model_dir,
+        device=config.device,
+        cpu_threads=config.cpu_threads,
+        max_pixels=config.max_pixels,
+    )
 
 
-def detect_pages(detector: TextDetection, source: Source, options: LoadOptions, overrides: Dict[str, Any],
-                 cancelled: threading.Event) -> List[Dict[str, Any]]:
+def detect_pages(
+    detector: TextDetection, source: Source, options: LoadOptions, overrides: Dict[str, Any], cancelled: threading.Event
+) -> List[Dict[str, Any]]:
     """One entry per image (one per PDF/TIFF page), detected exactly as TextDetection.predict does."""
     pages = []
     for loaded in load_source(source, options):
@@ -98,14 +109,16 @@ def detect_pages(detector: TextDetection, source: Source, options: LoadOptions, 
         start = time.perf_counter()
         (result,) = detector.detect_loaded([loaded], **overrides)
         height, width = loaded.image.shape[:2]
-        pages.append({
-            "page_index": loaded.page_index,
-            "width": width,
-            "height": height,
-            "dt_polys": to_jsonable(result["dt_polys"]),
-            "dt_scores": to_jsonable(result["dt_scores"]),
-            "time_ms": round((time.perf_counter() - start) * 1000, 2),
-        })
+        pages.append(
+            {
+                "page_index": loaded.page_index,
+                "width": width,
+                "height": height,
+                "dt_polys": to_jsonable(result["dt_polys"]),
+                "dt_scores": to_jsonable(result["dt_scores"]),
+                "time_ms": round((time.perf_counter() - start) * 1000, 2),
+            }
+        )
     return pages
 
 
@@ -125,8 +138,10 @@ async def read_detect_request(request: Request, config: ServeConfig) -> tuple:
             raise RequestError(400, "the request body is empty: send the image's bytes")
         return Source("bytes", data, "<request body>"), {}, None
     raise RequestError(
-        415, f"unsupported Content-Type {content_type or '(none)'!r}: send multipart/form-data with a 'file' field, "
-             f"a raw body as image/* or application/octet-stream, or application/json with {{\"image\": <base64>}}")
+        415,
+        f"unsupported Content-Type {content_type or '(none)'!r}: send multipart/form-data with a 'file' field, "
+        f'a raw body as image/* or application/octet-stream, or application/json with {{"image": <base64>}}',
+    )
 
 
 async def _read_multipart(request: Request) -> Source:
@@ -137,8 +152,11 @@ async def _read_multipart(request: Request) -> Source:
     try:
         extra = sorted(set(form.keys()) - {"file"})
         if extra:
-            raise RequestError(400, f"multipart field(s) {', '.join(extra)} not accepted: send the image as 'file' "
-                                    f"and settings in the query string")
+            raise RequestError(
+                400,
+                f"multipart field(s) {', '.join(extra)} not accepted: send the image as 'file' "
+                f"and settings in the query string",
+            )
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             raise RequestError(400, "the multipart body has no file field named 'file'")
@@ -161,16 +179,20 @@ def _read_json(raw: bytes, config: ServeConfig) -> tuple:
     log_id = body.get("logId") if isinstance(body.get("logId"), str) else None
     unknown = sorted(set(body) - {"image", "url", "logId", *REQUEST_SETTINGS})
     if unknown:
-        raise RequestError(400, f"unknown JSON key(s) {', '.join(unknown)}; accepted: image, url, logId, "
-                                f"{', '.join(REQUEST_SETTINGS)}")
+        raise RequestError(
+            400, f"unknown JSON key(s) {', '.join(unknown)}; accepted: image, url, logId, {', '.join(REQUEST_SETTINGS)}"
+        )
     settings = {key: body[key] for key in REQUEST_SETTINGS if body.get(key) is not None}
     if ("image" in body) == ("url" in body):
         raise RequestError(400, 'the JSON body needs exactly one of "image" (base64) or "url"')
     if "url" in body:
         url = body["url"]
         if not config.allow_urls:
-            raise RequestError(403, "URL inputs are disabled on this server: send the image itself, or start the "
-                                    "server with --allow-urls (it then fetches whatever URL a client names)")
+            raise RequestError(
+                403,
+                "URL inputs are disabled on this server: send the image itself, or start the "
+                "server with --allow-urls (it then fetches whatever URL a client names)",
+            )
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise RequestError(400, '"url" must be an http(s) URL string')
         return Source("url", url, url), settings, log_id
@@ -205,20 +227,29 @@ DETECT_REQUEST_BODY = {
     "requestBody": {
         "required": True,
         "content": {
-            "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
-                                               "properties": {"file": {"type": "string", "format": "binary"}}}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                }
+            },
             "image/*": {"schema": {"type": "string", "format": "binary"}},
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-            "application/json": {"schema": {
-                "type": "object",
-                "properties": {
-                    "image": {"type": "string", "format": "byte", "description": "the image or PDF, base64"},
-                    "url": {"type": "string", "description": "only on servers started with --allow-urls"},
-                    "logId": {"type": "string"},
-                    **{key: {"type": {float: "number", int: "integer", str: "string"}[kind]}
-                       for key, kind in REQUEST_SETTINGS.items()},
-                },
-            }},
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "image": {"type": "string", "format": "byte", "description": "the image or PDF, base64"},
+                        "url": {"type": "string", "description": "only on servers started with --allow-urls"},
+                        "logId": {"type": "string"},
+                        **{
+                            key: {"type": {float: "number", int: "integer", str: "string"}[kind]}
+                            for key, kind in REQUEST_SETTINGS.items()
+                        },
+                    },
+                }
+            },
         },
     }
 }
@@ -236,11 +267,20 @@ def create_app(config: ServeConfig, detector: Optional[TextDetection] = None) ->
         yield
         gate.shutdown()  # requests still queued at shutdown are dropped; running ones finish
 
-    app = FastAPI(title="detector", version=__version__, docs_url=None, redoc_url=None, lifespan=lifespan,
-                  description="PP-OCR text detection on onnxruntime. Every answer is an envelope: "
-                              "logId, errorCode (0 or the HTTP status), errorMsg, result.")
-    app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes,
-                       envelope=lambda status, message: envelope(new_log_id(), status, message))
+    app = FastAPI(
+        title="detector",
+        version=__version__,
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+        description="PP-OCR text detection on onnxruntime. Every answer is an envelope: "
+        "logId, errorCode (0 or the HTTP status), errorMsg, result.",
+    )
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=config.max_body_bytes,
+        envelope=lambda status, message: envelope(new_log_id(), status, message),
+    )
 
     def log_id_of(request: Request) -> str:
         return getattr(request.state, "log_id", None) or new_log_id()
@@ -276,16 +316,19 @@ def create_app(config: ServeConfig, detector: Optional[TextDetection] = None) ->
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
-                             for error in exc.errors())
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()
+        )
         return refuse(request, 422, f"invalid request: {problems}")
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log_id = log_id_of(request)
         logger.exception("unexpected error (logId %s)", log_id)
-        return JSONResponse(envelope(log_id, 500, f"internal error: {type(exc).__name__} (logId {log_id} in the "
-                                                   f"server log)"), status_code=500)
+        return JSONResponse(
+            envelope(log_id, 500, f"internal error: {type(exc).__name__} (logId {log_id} in the server log)"),
+            status_code=500,
+        )
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> HTMLResponse:
@@ -300,8 +343,12 @@ def create_app(config: ServeConfig, detector: Optional[TextDetection] = None) ->
             "provider": detector.providers[0],
             "settings": {key: getattr(detector.settings, key) for key in REQUEST_SETTINGS},
             "inference": gate.snapshot(),
-            "limits": {"max_body_bytes": config.max_body_bytes, "max_pixels": load_options.max_pixels,
-                       "timeout_s": config.timeout_s, "allow_urls": config.allow_urls},
+            "limits": {
+                "max_body_bytes": config.max_body_bytes,
+                "max_pixels": load_options.max_pixels,
+                "timeout_s": config.timeout_s,
+                "allow_urls": config.allow_urls,
+            },
         }
         return JSONResponse(envelope(new_log_id(), 200, "Healthy", result))
 
@@ -309,17 +356,32 @@ def create_app(config: ServeConfig, detector: Optional[TextDetection] = None) ->
     async def models() -> JSONResponse:
         exported = exported_models()
         names = list(KNOWN_MODELS) + sorted(set(exported) - set(KNOWN_MODELS))
-        listed = [{"name": name, "exported": name in exported, "loaded": name == detector.model_name,
-                   "summary": KNOWN_MODELS[name].summary if name in KNOWN_MODELS else "exported locally"}
-                  for name in names]
+        listed = [
+            {
+                "name": name,
+                "exported": name in exported,
+                "loaded": name == detector.model_name,
+                "summary": KNOWN_MODELS[name].summary if name in KNOWN_MODELS else "exported locally",
+            }
+            for name in names
+        ]
         if detector.model_name not in names:
-            listed.insert(0, {"name": detector.model_name, "exported": True, "loaded": True,
-                              "summary": f"loaded from {detector.model_path.name}"})
-        return JSONResponse(envelope(new_log_id(), 200, "Success", {"loaded": detector.model_name,
-                                                                    "models": listed}))
+            listed.insert(
+                0,
+                {
+                    "name": detector.model_name,
+                    "exported": True,
+                    "loaded": True,
+                    "summary": f"loaded from {detector.model_path.name}",
+                },
+            )
+        return JSONResponse(envelope(new_log_id(), 200, "Success", {"loaded": detector.model_name, "models": listed}))
 
-    @app.post("/detect", openapi_extra=DETECT_REQUEST_BODY,
-              summary="Detect text lines in an image, or in every page of a PDF or TIFF")
+    @app.post(
+        "/detect",
+        openapi_extra=DETECT_REQUEST_BODY,
+        summary="Detect text lines in an image, or in every page of a PDF or TIFF",
+    )
     async def detect(
         request: Request,
         thresh: Optional[float] = Query(None, description="binarization threshold of the probability map"),
@@ -330,16 +392,25 @@ def create_app(config: ServeConfig, detector: Optional[TextDetection] = None) ->
     ) -> JSONResponse:
         start = time.perf_counter()
         request.state.log_id = new_log_id()
-        query = {key: value for key, value in (("thresh", thresh), ("box_thresh", box_thresh),
-                                               ("unclip_ratio", unclip_ratio), ("limit_side_len", limit_side_len),
-                                               ("limit_type", limit_type)) if value is not None}
+        query = {
+            key: value
+            for key, value in (
+                ("thresh", thresh),
+                ("box_thresh", box_thresh),
+                ("unclip_ratio", unclip_ratio),
+                ("limit_side_len", limit_side_len),
+                ("limit_type", limit_type),
+            )
+            if value is not None
+        }
         source, body_settings, log_id = await read_detect_request(request, config)
         if log_id:
             request.state.log_id = log_id
         overrides = merge_settings(query, body_settings)
         settings = detector.settings.with_overrides(**overrides)  # refuse bad values before queueing
-        pages = await gate.run(lambda cancelled: detect_pages(detector, source, load_options, overrides, cancelled),
-                               config.timeout_s)
+        pages = await gate.run(
+            lambda cancelled: detect_pages(detector, source, load_options, overrides, cancelled), config.timeout_s
+        )
         result = {
             "model_name": detector.model_name,
             "settings": {key: getattr(settings, key) for key in REQUEST_SETTINGS},

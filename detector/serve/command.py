@@ -22,46 +22,102 @@ DEFAULTS = ServeConfig()
 
 
 @click.command("serve", context_settings=CONTEXT_SETTINGS)
-@click.option("--model", "--model_name", "--model-name", "model", default=None, metavar="NAME|PATH.onnx",
-              help="Exported model name or path to an .onnx file (default: the library's default model).")
+@click.option(
+    "--model",
+    "--model_name",
+    "--model-name",
+    "model",
+    default=None,
+    metavar="NAME|PATH.onnx",
+    help="Exported model name or path to an .onnx file (default: the library's default model).",
+)
 @click.option("--model-dir", "--model_dir", "model_dir", default=None, metavar="DIR")
 @click.option("--device", default=None, callback=_check_device, metavar="cpu|gpu|gpu:N")
 @click.option("--host", default=DEFAULT_HOST, help="Address to listen on (0.0.0.0: every interface).")
 @click.option("--port", default=DEFAULT_PORT, type=click.IntRange(0, 65535))
-@click.option("--workers", default=1, type=click.IntRange(min=1),
-              help="Processes, each loading the model once.")
-@click.option("--max-concurrency", default=DEFAULTS.max_concurrency, type=click.IntRange(min=1),
-              help="Inferences running at once per worker.")
-@click.option("--max-queue", default=DEFAULTS.max_queue, type=click.IntRange(min=0),
-              help="Requests that may wait for an inference per worker; more get 503 + Retry-After.")
-@click.option("--max-body-mb", default=DEFAULTS.max_body_mb, type=click.FloatRange(0, min_open=True),
-              help="Largest request body in MiB (413 above).")
-@click.option("--max-pixels", default=None, type=click.IntRange(min=1),
-              help="Largest image (or page) in pixels, checked before decoding [default: the library's].")
-@click.option("--timeout", "timeout_s", default=DEFAULTS.timeout_s, type=click.FloatRange(0, min_open=True),
-              help="Seconds a request may wait and run before 503.")
-@click.option("--cpu-threads", default=None, type=click.IntRange(min=1),
-              help="onnxruntime threads per inference [default: every core].")
-@click.option("--allow-urls", is_flag=True,
-              help='Accept {"url": …}: the server then fetches any URL a client names (see README).')
+@click.option("--workers", default=1, type=click.IntRange(min=1), help="Processes, each loading the model once.")
+@click.option(
+    "--max-concurrency",
+    default=DEFAULTS.max_concurrency,
+    type=click.IntRange(min=1),
+    help="Inferences running at once per worker.",
+)
+@click.option(
+    "--max-queue",
+    default=DEFAULTS.max_queue,
+    type=click.IntRange(min=0),
+    help="Requests that may wait for an inference per worker; more get 503 + Retry-After.",
+)
+@click.option(
+    "--max-body-mb",
+    default=DEFAULTS.max_body_mb,
+    type=click.FloatRange(0, min_open=True),
+    help="Largest request body in MiB (413 above).",
+)
+@click.option(
+    "--max-pixels",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Largest image (or page) in pixels, checked before decoding [default: the library's].",
+)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    default=DEFAULTS.timeout_s,
+    type=click.FloatRange(0, min_open=True),
+    help="Seconds a request may wait and run before 503.",
+)
+@click.option(
+    "--cpu-threads",
+    default=None,
+    type=click.IntRange(min=1),
+    help="onnxruntime threads per inference [default: every core].",
+)
+@click.option(
+    "--allow-urls", is_flag=True, help='Accept {"url": …}: the server then fetches any URL a client names (see README).'
+)
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def serve(model: Optional[str], model_dir: Optional[str], device: Optional[str], host: str, port: int,
-          workers: int, max_concurrency: int, max_queue: int, max_body_mb: float,
-          max_pixels: Optional[int], timeout_s: float, cpu_threads: Optional[int], allow_urls: bool,
-          debug: bool) -> None:
+def serve(
+    model: Optional[str],
+    model_dir: Optional[str],
+    device: Optional[str],
+    host: str,
+    port: int,
+    workers: int,
+    max_concurrency: int,
+    max_queue: int,
+    max_body_mb: float,
+    max_pixels: Optional[int],
+    timeout_s: float,
+    cpu_threads: Optional[int],
+    allow_urls: bool,
+    debug: bool,
+) -> None:
     """Serve text detection over HTTP: POST /detect, GET /health, GET /models, and a page at /."""
     try:
         import uvicorn
 
         from .app import create_app, load_detector
     except ImportError as exc:
-        click.echo(f"detect: error: `detect serve` needs the [serve] extra ({exc.name} is missing): "
-                   f"pip install 'detector[serve]'", err=True)
+        click.echo(
+            f"detect: error: `detect serve` needs the [serve] extra ({exc.name} is missing): "
+            f"pip install 'detector[serve]'",
+            err=True,
+        )
         sys.exit(EXIT_USAGE)
     model_name, model_dir = _model_arguments(model, model_dir)
-    given = dict(model_name=model_name, model_dir=model_dir, device=device, cpu_threads=cpu_threads,
-                 max_concurrency=max_concurrency, max_queue=max_queue, max_body_mb=max_body_mb,
-                 max_pixels=max_pixels, timeout_s=timeout_s, allow_urls=allow_urls)
+    given = dict(
+        model_name=model_name,
+        model_dir=model_dir,
+        device=device,
+        cpu_threads=cpu_threads,
+        max_concurrency=max_concurrency,
+        max_queue=max_queue,
+        max_body_mb=max_body_mb,
+        max_pixels=max_pixels,
+        timeout_s=timeout_s,
+        allow_urls=allow_urls,
+    )
     config = ServeConfig(**given)
     try:
         detector = load_detector(config)  # also proves the model loads before any worker starts
@@ -72,10 +128,22 @@ def serve(model: Optional[str], model_dir: Optional[str], device: Optional[str],
     # this one makes a requested stop exit 0, as service managers expect.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     if workers == 1:
-        uvicorn.run(create_app(config, detector), host=host, port=port, log_level=log_level,
-                    timeout_graceful_shutdown=config.timeout_s)
+        uvicorn.run(
+            create_app(config, detector),
+            host=host,
+            port=port,
+            log_level=log_level,
+            timeout_graceful_shutdown=config.timeout_s,
+        )
         return
     del detector
     os.environ[CONFIG_ENV_VAR] = config.to_json()
-    uvicorn.run("detector.serve.app:app_from_environment", factory=True, host=host, port=port, workers=workers,
-                log_level=log_level, timeout_graceful_shutdown=config.timeout_s)
+    uvicorn.run(
+        "detector.serve.app:app_from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+        timeout_graceful_shutdown=config.timeout_s,
+    )

@@ -27,8 +27,10 @@ class Overloaded(Exception):
     """Every inference slot and queue place is taken."""
 
     def __init__(self, capacity: int, retry_after_s: int):
-        super().__init__(f"the server is busy: {capacity} inferences are running or queued "
-                         f"(server options --max-concurrency, --max-queue); retry in {retry_after_s} s")
+        super().__init__(
+            f"the server is busy: {capacity} inferences are running or queued "
+            f"(server options --max-concurrency, --max-queue); retry in {retry_after_s} s"
+        )
         self.retry_after_s = retry_after_s
 
 
@@ -41,8 +43,9 @@ class BodyTooLarge(Exception):
 
     def __init__(self, limit_bytes: int, declared: int = 0):
         size = f"{declared:,} bytes, " if declared else ""
-        super().__init__(f"the request body is {size}above the limit of {limit_bytes:,} bytes "
-                         f"(server option --max-body-mb)")
+        super().__init__(
+            f"the request body is {size}above the limit of {limit_bytes:,} bytes (server option --max-body-mb)"
+        )
 
 
 class InferenceGate:
@@ -70,8 +73,12 @@ class InferenceGate:
 
     def snapshot(self) -> Dict[str, int]:
         with self._lock:
-            return {"running": self._running, "waiting": self._admitted - self._running,
-                    "max_concurrency": self.max_concurrency, "max_queue": self.max_queue}
+            return {
+                "running": self._running,
+                "waiting": self._admitted - self._running,
+                "max_concurrency": self.max_concurrency,
+                "max_queue": self.max_queue,
+            }
 
     def retry_after_s(self) -> int:
         """Seconds until a place is likely free: the queue ahead, at the recent mean inference time."""
@@ -112,8 +119,9 @@ class InferenceGate:
             return await asyncio.wait_for(asyncio.wrap_future(future), timeout_s)
         except asyncio.TimeoutError:
             cancelled.set()
-            raise InferenceTimeout(f"the inference did not finish within {timeout_s:g} s "
-                                   f"(server option --timeout)") from None
+            raise InferenceTimeout(
+                f"the inference did not finish within {timeout_s:g} s (server option --timeout)"
+            ) from None
         except asyncio.CancelledError:
             cancelled.set()
             raise
@@ -167,9 +175,17 @@ class BodySizeLimit:
 
     async def _refuse(self, send: Callable, status: int, message: str) -> None:
         body = json.dumps(self.envelope(status, message)).encode("utf-8")
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 

@@ -45,8 +45,9 @@ def main(argv=None) -> None:
         print("| actors | seconds | images/s |")
         print("|---|---|---|")
         for run, actors in enumerate(args.actors):
-            summary = distributed.run_batch([str(folder)], str(Path(work) / f"out_{run}"), spec=spec,
-                                            concurrency=actors)
+            summary = distributed.run_batch(
+                [str(folder)], str(Path(work) / f"out_{run}"), spec=spec, concurrency=actors
+            )
             assert summary.errors == 0 and summary.rows == args.images
             print(f"| {actors} | {summary.seconds:.1f} | {summary.images_per_second:.2f} |", flush=True)
 

@@ -53,15 +53,22 @@ def scene_image(width: int, height: int, seed: int) -> np.ndarray:
     """A photo-like render: a text card on a blurred, noisy, coloured background."""
     rng = np.random.default_rng(seed)
     lines = [f"SALE {seed}{i}% off - open daily 9:00-21:00" for i in range(4)]
-    card, _ = render_text_image(lines, width=width // 2, font_size=max(14, height // 24),
-                                line_gap=max(8, height // 30), background=235, foreground=30)
-    background = cv2.resize(rng.integers(0, 255, (height // 16 + 1, width // 16 + 1, 3), dtype=np.uint8),
-                            (width, height))
+    card, _ = render_text_image(
+        lines,
+        width=width // 2,
+        font_size=max(14, height // 24),
+        line_gap=max(8, height // 30),
+        background=235,
+        foreground=30,
+    )
+    background = cv2.resize(
+        rng.integers(0, 255, (height // 16 + 1, width // 16 + 1, 3), dtype=np.uint8), (width, height)
+    )
     noise = rng.normal(0, 12, (height, width, 3))
     image = np.clip(background.astype(np.float32) * 0.6 + 60 + noise, 0, 255).astype(np.uint8)
     top, left = height // 5, width // 6
     card = card[: height - top, : width - left]
-    image[top: top + card.shape[0], left: left + card.shape[1]] = card
+    image[top : top + card.shape[0], left : left + card.shape[1]] = card
     return image
 
 
@@ -114,8 +121,9 @@ def stage_times(detector: TextDetection, path: Path, repeat: int) -> Dict[str, o
     image = read_image_file(path)
 
     def preprocess():
-        resized, info = resize_for_detection(image, settings.limit_side_len, settings.limit_type,
-                                             settings.max_side_limit)
+        resized, info = resize_for_detection(
+            image, settings.limit_side_len, settings.limit_type, settings.max_side_limit
+        )
         return normalize_image(resized, settings.mean, settings.std, settings.scale)[np.newaxis], info
 
     batch, info = preprocess()
@@ -124,9 +132,20 @@ def stage_times(detector: TextDetection, path: Path, repeat: int) -> Dict[str, o
         "decode": best_ms(lambda: read_image_file(path), repeat),
         "pre": best_ms(preprocess, repeat),
         "run": best_ms(lambda: session.run([output_name], {input_name: batch}), repeat),
-        "post": best_ms(lambda: boxes_from_probability_map(
-            prob, info, settings.thresh, settings.box_thresh, settings.unclip_ratio, settings.max_candidates,
-            settings.use_dilation, settings.score_mode, settings.box_type), repeat),
+        "post": best_ms(
+            lambda: boxes_from_probability_map(
+                prob,
+                info,
+                settings.thresh,
+                settings.box_thresh,
+                settings.unclip_ratio,
+                settings.max_candidates,
+                settings.use_dilation,
+                settings.score_mode,
+                settings.box_type,
+            ),
+            repeat,
+        ),
         "batch": batch,
         "net": f"{batch.shape[3]}x{batch.shape[2]}",
     }
@@ -167,11 +186,18 @@ def main(argv: List[str] = None) -> int:
     parser.add_argument("--model", default="PP-OCRv4_mobile_det")
     parser.add_argument("--onnx", type=Path, help="our model (default: models/<model>/inference.onnx)")
     parser.add_argument("--source", type=Path, help="Paddle inference model dir, if the model has Paddle weights")
-    parser.add_argument("--reference-onnx", type=Path,
-                        help="the ONNX PaddleOCR's onnxruntime engine runs (default: --onnx)")
+    parser.add_argument(
+        "--reference-onnx", type=Path, help="the ONNX PaddleOCR's onnxruntime engine runs (default: --onnx)"
+    )
     parser.add_argument("--yml", type=Path, help="inference.yml for PaddleOCR (default: the one stored in --onnx)")
-    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
-                        help="a setting for our TextDetection (for files without detector.* metadata)")
+    parser.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting for our TextDetection (for files without detector.* metadata)",
+    )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--repeat", type=int, default=3, help="timed calls per stage and image, per round")
     parser.add_argument("--no-paddle", action="store_true", help="skip PaddleOCR's Paddle engine")
@@ -194,16 +220,21 @@ def main(argv: List[str] = None) -> int:
     from paddleocr import TextDetection as PaddleOCRTextDetection
 
     threads = os.cpu_count() or 1
-    print(f"bench {args.model}: {platform.machine()} {platform.processor() or ''} {threads} cores, "
-          f"{platform.python_version()}; ours {onnx_path}; PaddleOCR onnxruntime engine on {reference_onnx}")
+    print(
+        f"bench {args.model}: {platform.machine()} {platform.processor() or ''} {threads} cores, "
+        f"{platform.python_version()}; ours {onnx_path}; PaddleOCR onnxruntime engine on {reference_onnx}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         images = make_image_set(Path(tmp) / "images")
         folder = str(images[0].parent)
         ours = TextDetection(model_dir=onnx_path, device="cpu", **parse_settings(args.settings))
-        pdocr_ort = PaddleOCRTextDetection(model_name=args.model, device="cpu", engine="onnxruntime",
-                                           model_dir=str(paddleocr_folder(reference_onnx, yml_text, Path(tmp) / "ref")))
-        pdocr = (PaddleOCRTextDetection(model_name=args.model, model_dir=str(source), device="cpu")
-                 if source else None)
+        pdocr_ort = PaddleOCRTextDetection(
+            model_name=args.model,
+            device="cpu",
+            engine="onnxruntime",
+            model_dir=str(paddleocr_folder(reference_onnx, yml_text, Path(tmp) / "ref")),
+        )
+        pdocr = PaddleOCRTextDetection(model_name=args.model, model_dir=str(source), device="cpu") if source else None
         paddle_run = paddle_predictor(source, threads, mkldnn=True) if source else None
 
         def ours_pipelined():
@@ -216,8 +247,11 @@ def main(argv: List[str] = None) -> int:
             finally:
                 detector_api.PREFETCH_DEPTH = depth
 
-        whole = {"ours": ours_pipelined, "ours serial": ours_serial,
-                 "PaddleOCR ort": lambda: list(pdocr_ort.predict(folder))}
+        whole = {
+            "ours": ours_pipelined,
+            "ours serial": ours_serial,
+            "PaddleOCR ort": lambda: list(pdocr_ort.predict(folder)),
+        }
         if pdocr is not None:
             whole["PaddleOCR paddle"] = lambda: list(pdocr.predict(folder))
         single = {"ours": lambda p: ours.predict(p), "PaddleOCR ort": lambda p: list(pdocr_ort.predict(p))}
@@ -252,10 +286,13 @@ def main(argv: List[str] = None) -> int:
                     kept[key] = min(kept[key], times[key])
                 if paddle_run is not None:
                     batch = kept["batch"]
-                    paddle_runs[path.name] = min(paddle_runs.get(path.name, float("inf")),
-                                                 best_ms(lambda: paddle_run(batch), args.repeat))
-            print(f"round {round_index + 1}: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in best.items()),
-                  file=sys.stderr)
+                    paddle_runs[path.name] = min(
+                        paddle_runs.get(path.name, float("inf")), best_ms(lambda: paddle_run(batch), args.repeat)
+                    )
+            print(
+                f"round {round_index + 1}: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in best.items()),
+                file=sys.stderr,
+            )
 
     print(f"\nour stages per image, ms (best of {args.rounds} rounds x {args.repeat})")
     header = ["image", "net in", "decode", "pre", "ort.run", "post"] + (["pd.run", "run ratio"] if paddle_runs else [])
@@ -285,17 +322,25 @@ def main(argv: List[str] = None) -> int:
         row += [f"{per_image['ours'][path.name] / per_image[name][path.name]:.2f}" for name in names[1:]]
         print(" | ".join(row))
     sums = {name: sum(per_image[name].values()) for name in names}
-    print(" | ".join(["total"] + [f"{sums[name]:.1f}" for name in names]
-                     + [f"{sums['ours'] / sums[name]:.2f}" for name in names[1:]]))
+    print(
+        " | ".join(
+            ["total"]
+            + [f"{sums[name]:.1f}" for name in names]
+            + [f"{sums['ours'] / sums[name]:.2f}" for name in names[1:]]
+        )
+    )
 
     count = len(images)
     print(f"\nwhole set ({count} images, file in -> boxes out, each side's defaults), best of {args.rounds} rounds:")
     for name, seconds in best.items():
         print(f"  {name:18s} {seconds * 1000:8.0f} ms  {count / seconds:6.2f} images/s")
+
     def ratios(mine: str, theirs: str) -> str:
         per_round = sorted(a / b for a, b in zip(paired[mine], paired[theirs]))
-        return (f"{best[mine] / best[theirs]:.2f} (best / best); per round {min(per_round):.2f}-{max(per_round):.2f}, "
-                f"median {statistics.median(per_round):.2f}")
+        return (
+            f"{best[mine] / best[theirs]:.2f} (best / best); per round {min(per_round):.2f}-{max(per_round):.2f}, "
+            f"median {statistics.median(per_round):.2f}"
+        )
 
     print(f"  ours / PaddleOCR onnxruntime engine = {ratios('ours', 'PaddleOCR ort')}")
     if "PaddleOCR paddle" in best:

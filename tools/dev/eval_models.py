@@ -22,8 +22,11 @@ from detector.precision import PRECISIONS, variant_path
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.dev.eval_models", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.dev.eval_models",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--labels", required=True)
     parser.add_argument("--image-dir")
     parser.add_argument("--device", default="cpu")
@@ -35,15 +38,20 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("eval_models: no exported models (make export)", file=sys.stderr)
         return 1
     for name, path in sorted(models.items()):
-        detectors = {precision: TextDetection(model_dir=variant_path(path, precision), device=args.device)
-                     for precision in PRECISIONS if variant_path(path, precision).is_file()}
+        detectors = {
+            precision: TextDetection(model_dir=variant_path(path, precision), device=args.device)
+            for precision in PRECISIONS
+            if variant_path(path, precision).is_file()
+        }
         rows = evaluate(detectors, labelled, decoded)
         print(f"\n{name} ({len(labelled)} images, {args.labels})")
         print(format_table(rows[:1] if len(rows) == 1 else rows[:1]))
         for row in rows[1:]:
             diff = comparison([rows[0], row])
-            print(format_table([row]).splitlines()[-1],
-                  f"  Hmean {diff['hmean']:+.4f} vs fp32, time x{diff['time_ratio']:.3f}")
+            print(
+                format_table([row]).splitlines()[-1],
+                f"  Hmean {diff['hmean']:+.4f} vs fp32, time x{diff['time_ratio']:.3f}",
+            )
     return 0
 
 

@@ -36,8 +36,18 @@ if str(REPO_ROOT) not in sys.path:
 SEARCH_MODES = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
 # Network input sizes (H, W) of a mixed stream: pages, photos, banners, crops (multiples of 32).
 MIXED_SHAPES: Tuple[Tuple[int, int], ...] = (
-    (960, 736), (736, 960), (960, 672), (640, 480), (480, 640), (960, 192), (224, 960), (320, 320),
-    (960, 704), (544, 960), (96, 288), (960, 960),
+    (960, 736),
+    (736, 960),
+    (960, 672),
+    (640, 480),
+    (480, 640),
+    (960, 192),
+    (224, 960),
+    (320, 320),
+    (960, 704),
+    (544, 960),
+    (96, 288),
+    (960, 960),
 )
 BUCKET_SIDES = (320, 640, 960)
 
@@ -49,8 +59,13 @@ def bucket_side(side: int) -> int:
 def cuda_session(path: str, search: str, ort_module):
     options = ort_module.SessionOptions()
     options.log_severity_level = 3
-    providers = [("CUDAExecutionProvider", {"device_id": 0, "cudnn_conv_algo_search": search,
-                                            "cudnn_conv_use_max_workspace": "1"}), "CPUExecutionProvider"]
+    providers = [
+        (
+            "CUDAExecutionProvider",
+            {"device_id": 0, "cudnn_conv_algo_search": search, "cudnn_conv_use_max_workspace": "1"},
+        ),
+        "CPUExecutionProvider",
+    ]
     started = time.perf_counter()
     session = ort_module.InferenceSession(path, sess_options=options, providers=providers)
     if session.get_providers()[0] != "CUDAExecutionProvider":
@@ -96,8 +111,9 @@ def first_runs_ms(session, shapes: Sequence[Tuple[int, int]], bucketed: bool) ->
 def warm_runs_ms(session, shapes: Sequence[Tuple[int, int]], bucketed: bool, repeat: int) -> list:
     name, out = session.get_inputs()[0].name, session.get_outputs()[0].name
     sides = [(bucket_side(h), bucket_side(w)) if bucketed else (h, w) for h, w in shapes]
-    return [median_ms(lambda b=random_batch(1, h, w): session.run([out], {name: b}), repeat, warmup=1)
-            for h, w in sides]
+    return [
+        median_ms(lambda b=random_batch(1, h, w): session.run([out], {name: b}), repeat, warmup=1) for h, w in sides
+    ]
 
 
 def measure_search_mode(path: str, search: str, repeat: int, ort_module) -> Dict[str, object]:
@@ -158,8 +174,9 @@ def fill_random_weights(path: str, output: str, seed: int = 0) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.dev.gpu_bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.dev.gpu_bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--onnx", action="append", required=True)
     parser.add_argument("--random-weights", action="store_true")
     parser.add_argument("--repeat", type=int, default=20)

@@ -33,8 +33,13 @@ from PIL import Image, ImageDraw, ImageFont
 from tools.dev.sample_image import FONT_CANDIDATES
 
 # DejaVu faces used, by file name: a fixed list, so extra fonts on a machine do not change the set.
-FONT_FILES = ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf",
-              "DejaVuSansCondensed.ttf")
+FONT_FILES = (
+    "DejaVuSans.ttf",
+    "DejaVuSans-Bold.ttf",
+    "DejaVuSerif.ttf",
+    "DejaVuSansMono.ttf",
+    "DejaVuSansCondensed.ttf",
+)
 KINDS = ("document", "scene")
 MIN_READABLE_PX = 10  # lines with a smaller font size are labelled don't care ("###")
 LABEL_FILE = "labels.txt"
@@ -98,8 +103,9 @@ def _box_corners(box: Sequence[float]) -> np.ndarray:
     return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], dtype=np.float64)
 
 
-def _finish(image: np.ndarray, rng: random.Random, nprng: np.random.Generator,
-            noise: Tuple[float, float]) -> np.ndarray:
+def _finish(
+    image: np.ndarray, rng: random.Random, nprng: np.random.Generator, noise: Tuple[float, float]
+) -> np.ndarray:
     """Sensor noise, then JPEG artefacts (the image is saved as JPEG later at this quality)."""
     sigma = rng.uniform(*noise)
     if rng.random() < 0.3:  # out of focus
@@ -108,7 +114,9 @@ def _finish(image: np.ndarray, rng: random.Random, nprng: np.random.Generator,
     return np.clip(noisy, 0, 255).astype(np.uint8)
 
 
-def render_document(rng: random.Random, nprng: np.random.Generator, fonts: Sequence[str]) -> Tuple[np.ndarray, List[TextRegion]]:
+def render_document(
+    rng: random.Random, nprng: np.random.Generator, fonts: Sequence[str]
+) -> Tuple[np.ndarray, List[TextRegion]]:
     """A page of one or two columns of lines, rotated by at most ±3° about its centre."""
     width = rng.choice((640, 800, 1000, 1240, 1600))
     height = int(width * rng.choice((0.75, 1.0, 1.41)))
@@ -142,8 +150,10 @@ def render_document(rng: random.Random, nprng: np.random.Generator, fonts: Seque
     angle = rng.uniform(-3.0, 3.0)
     matrix, size = _expanding_rotation(angle, width, height)
     image = cv2.warpAffine(image, matrix, size, flags=cv2.INTER_LINEAR, borderValue=(255, 255, 255))
-    labels = [TextRegion(text if font_size >= MIN_READABLE_PX else "###", _transform(corners, matrix))
-              for text, corners in regions]
+    labels = [
+        TextRegion(text if font_size >= MIN_READABLE_PX else "###", _transform(corners, matrix))
+        for text, corners in regions
+    ]
     return _finish(image, rng, nprng, (2.0, 10.0)), labels
 
 
@@ -169,7 +179,9 @@ def _texture(nprng: np.random.Generator, width: int, height: int) -> np.ndarray:
     return np.clip(image, 0, 255)
 
 
-def render_scene(rng: random.Random, nprng: np.random.Generator, fonts: Sequence[str]) -> Tuple[np.ndarray, List[TextRegion]]:
+def render_scene(
+    rng: random.Random, nprng: np.random.Generator, fonts: Sequence[str]
+) -> Tuple[np.ndarray, List[TextRegion]]:
     """Text lines on a textured background, each rotated by up to ±30° and kept apart from the others."""
     width, height = rng.choice(((640, 480), (960, 720), (1280, 720), (800, 800)))
     image = _texture(nprng, width, height)
@@ -188,8 +200,9 @@ def render_scene(rng: random.Random, nprng: np.random.Generator, fonts: Sequence
         angle = rng.uniform(-30.0, 30.0)
         for _attempt in range(20):  # place it where it overlaps nothing drawn so far, fully inside
             cx, cy = rng.uniform(0, width), rng.uniform(0, height)
-            matrix = _rotation(angle, (patch.width / 2.0, patch.height / 2.0),
-                               (cx - patch.width / 2.0, cy - patch.height / 2.0))
+            matrix = _rotation(
+                angle, (patch.width / 2.0, patch.height / 2.0), (cx - patch.width / 2.0, cy - patch.height / 2.0)
+            )
             corners = _transform(_box_corners(ink_box), matrix)
             outline = _transform(_box_corners((0, 0, patch.width, patch.height)), matrix)
             if outline.min() < 0 or outline[:, 0].max() >= width or outline[:, 1].max() >= height:
@@ -199,8 +212,9 @@ def render_scene(rng: random.Random, nprng: np.random.Generator, fonts: Sequence
             if (footprint & occupied).any():
                 continue
             occupied |= footprint
-            alpha = cv2.warpAffine(np.asarray(patch, np.float32) / 255.0, matrix, (width, height),
-                                   flags=cv2.INTER_LINEAR)[..., np.newaxis]
+            alpha = cv2.warpAffine(
+                np.asarray(patch, np.float32) / 255.0, matrix, (width, height), flags=cv2.INTER_LINEAR
+            )[..., np.newaxis]
             background = image[footprint.astype(bool)].mean(axis=0)
             contrast = rng.uniform(70.0, 200.0)  # some lines faint against their background
             colour = np.clip(np.where(background > 128, background - contrast, background + contrast), 0, 255)
@@ -226,9 +240,13 @@ def render_labelled_set(folder: Path, count: int, seed: int, kinds: Sequence[str
         if not ok:
             raise SystemExit(f"labelled_set: cannot encode {name}")
         (folder / name).write_bytes(encoded.tobytes())
-        labels = [{"transcription": region.transcription,
-                   "points": [[round(float(x), 2), round(float(y), 2)] for x, y in region.points]}
-                  for region in regions]
+        labels = [
+            {
+                "transcription": region.transcription,
+                "points": [[round(float(x), 2), round(float(y), 2)] for x, y in region.points],
+            }
+            for region in regions
+        ]
         lines.append(f"{name}\t{json.dumps(labels, ensure_ascii=False)}")
     label_file = folder / LABEL_FILE
     label_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -236,8 +254,11 @@ def render_labelled_set(folder: Path, count: int, seed: int, kinds: Sequence[str
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.dev.labelled_set", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.dev.labelled_set",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("output", type=Path, help="folder to write images/ and labels.txt into")
     parser.add_argument("--count", type=int, default=80)
     parser.add_argument("--seed", type=int, default=2026)

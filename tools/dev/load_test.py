@@ -66,10 +66,15 @@ def run_level(port: int, body: bytes, clients: int, requests: int, max_seconds: 
     for thread in threads:
         thread.join()
     wall = time.perf_counter() - start
-    return {"clients": clients, "ok": len(latencies), "refused": sum(s == 503 for s in statuses),
-            "other": sum(s not in (200, 503) for s in statuses), "rps": len(latencies) / wall,
-            "p50_ms": 1000 * statistics.median(latencies) if latencies else float("nan"),
-            "p99_ms": 1000 * percentile(latencies, 0.99) if latencies else float("nan")}
+    return {
+        "clients": clients,
+        "ok": len(latencies),
+        "refused": sum(s == 503 for s in statuses),
+        "other": sum(s not in (200, 503) for s in statuses),
+        "rps": len(latencies) / wall,
+        "p50_ms": 1000 * statistics.median(latencies) if latencies else float("nan"),
+        "p99_ms": 1000 * percentile(latencies, 0.99) if latencies else float("nan"),
+    }
 
 
 def main(argv=None) -> None:
@@ -91,8 +96,11 @@ def main(argv=None) -> None:
         print("|---|---|---|---|---|---|")
         for clients in LEVELS:
             level = run_level(server.port, body, clients, args.requests, args.max_seconds)
-            print(f"| {clients} | {level['ok']} | {level['refused']} | {level['rps']:.2f} | "
-                  f"{level['p50_ms']:.0f} | {level['p99_ms']:.0f} |", flush=True)
+            print(
+                f"| {clients} | {level['ok']} | {level['refused']} | {level['rps']:.2f} | "
+                f"{level['p50_ms']:.0f} | {level['p99_ms']:.0f} |",
+                flush=True,
+            )
             if level["other"]:
                 print(f"  ({level['other']} answers other than 200/503)")
 

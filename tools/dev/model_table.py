@@ -18,6 +18,7 @@ from detector import TextDetection
 from tools.dev.bench import BENCH_SIZES
 from tools.dev.sample_image import render_text_image
 
+
 def images():
     """The bench pages and their line boxes as quads."""
     out = []
@@ -26,14 +27,22 @@ def images():
         count = max(1, (height - 80) // (font * 2))
         lines = [f"{name} line {i}: the quick brown fox jumps over the lazy dog 0123456789" for i in range(count)]
         image, boxes = render_text_image(lines, width=width, height=height, font_size=font, line_gap=font)
-        gt = [np.array([[max(0,x0),y0],[min(width-1,x1),y0],[min(width-1,x1),y1],[max(0,x0),y1]], np.float32) for x0,y0,x1,y1 in boxes if y1 < height]
+        gt = [
+            np.array(
+                [[max(0, x0), y0], [min(width - 1, x1), y0], [min(width - 1, x1), y1], [max(0, x0), y1]], np.float32
+            )
+            for x0, y0, x1, y1 in boxes
+            if y1 < height
+        ]
         out.append((name, image, gt))
     return out
+
 
 def iou(a, b):
     inter, _ = cv2.intersectConvexConvex(a.astype(np.float32), b.astype(np.float32))
     ua = cv2.contourArea(a.astype(np.float32)) + cv2.contourArea(b.astype(np.float32)) - inter
     return inter / ua if ua > 0 else 0
+
 
 def main(names):
     imgs = images()
@@ -48,20 +57,28 @@ def main(names):
             for p in polys:
                 best = max(((iou(p, g), j) for j, g in enumerate(gt) if j not in used), default=(0, None))
                 if best[0] >= 0.5:
-                    used.add(best[1]); tp += 1
-            npred += len(polys); ngt += len(gt)
+                    used.add(best[1])
+                    tp += 1
+            npred += len(polys)
+            ngt += len(gt)
         for rnd in range(3):
             t = 0.0
             for label, image, gt in imgs:
-                for _ in range(2): model.predict(image)
+                for _ in range(2):
+                    model.predict(image)
                 times = []
                 for _ in range(7):
-                    s = time.perf_counter(); model.predict(image); times.append(time.perf_counter() - s)
+                    s = time.perf_counter()
+                    model.predict(image)
+                    times.append(time.perf_counter() - s)
                 t += statistics.median(times) * 1000
             total = t if rnd == 0 else min(total, t)
         p, r = tp / max(npred, 1), tp / max(ngt, 1)
         results[name] = (2 * p * r / max(p + r, 1e-9), total)
-        print(f"{name}: hmean {results[name][0]:.3f} (P {p:.3f} R {r:.3f}, {tp}/{npred} pred, {ngt} gt), predict sum {total:.1f} ms", flush=True)
+        print(
+            f"{name}: hmean {results[name][0]:.3f} (P {p:.3f} R {r:.3f}, {tp}/{npred} pred, {ngt} gt), predict sum {total:.1f} ms",
+            flush=True,
+        )
     first = next(iter(results))
     for n, (h, t) in results.items():
         print(f"{n}: time ratio vs {first} {t / results[first][1]:.2f}")

@@ -25,6 +25,7 @@ import numpy as np
 
 from tools.export.paddle import paddle_predictor, quiet_offline_environment  # noqa: F401 (re-exported for bench)
 
+
 def detect_with_paddleocr(
     model_dir: Path, model_name: str, images: Sequence[str], engine: Optional[str] = None, **settings: object
 ) -> List[Dict[str, object]]:
@@ -55,10 +56,18 @@ def detect_with_paddleocr(
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-dir", type=Path, required=True,
-                        help="Paddle inference model folder (--engine onnxruntime: inference.onnx + inference.yml)")
-    parser.add_argument("--engine", choices=("paddle", "onnxruntime"), default=None,
-                        help="PaddleOCR's inference engine (default: its own default, Paddle Inference)")
+    parser.add_argument(
+        "--model-dir",
+        type=Path,
+        required=True,
+        help="Paddle inference model folder (--engine onnxruntime: inference.onnx + inference.yml)",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=("paddle", "onnxruntime"),
+        default=None,
+        help="PaddleOCR's inference engine (default: its own default, Paddle Inference)",
+    )
     parser.add_argument("--model-name", required=True, help="name PaddleOCR knows, e.g. PP-OCRv4_mobile_det")
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
     parser.add_argument("--limit-side-len", type=int)
@@ -76,9 +85,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"paddle_reference: error: --model-dir {args.model_dir} is not a folder", file=sys.stderr)
         return 1
     results = detect_with_paddleocr(
-        args.model_dir, args.model_name, args.images, engine=args.engine,
-        limit_side_len=args.limit_side_len, limit_type=args.limit_type, thresh=args.thresh,
-        box_thresh=args.box_thresh, unclip_ratio=args.unclip_ratio,
+        args.model_dir,
+        args.model_name,
+        args.images,
+        engine=args.engine,
+        limit_side_len=args.limit_side_len,
+        limit_type=args.limit_type,
+        thresh=args.thresh,
+        box_thresh=args.box_thresh,
+        unclip_ratio=args.unclip_ratio,
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results))

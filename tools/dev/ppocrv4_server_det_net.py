@@ -57,9 +57,7 @@ class HGBlock(nn.Layer):
     def __init__(self, in_ch: int, mid_ch: int, out_ch: int, layer_num: int, identity: bool):
         super().__init__()
         self.identity = identity
-        self.layers = nn.LayerList(
-            [ConvBNAct(in_ch if i == 0 else mid_ch, mid_ch, 3) for i in range(layer_num)]
-        )
+        self.layers = nn.LayerList([ConvBNAct(in_ch if i == 0 else mid_ch, mid_ch, 3) for i in range(layer_num)])
         self.aggregation_conv = ConvBNAct(in_ch + layer_num * mid_ch, out_ch, 1)
         self.att = ESEModule(out_ch)
 

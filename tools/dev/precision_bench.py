@@ -37,8 +37,11 @@ def _images(labels: Optional[str]) -> List[np.ndarray]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.dev.precision_bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.dev.precision_bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("model", help="fp32 .onnx file or its folder")
     parser.add_argument("--labels", help="time on these images instead of 8 rendered ones")
     parser.add_argument("--rounds", type=int, default=5)
@@ -48,7 +51,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     fp32 = path if path.suffix == ".onnx" else path / "inference.onnx"
     detectors: Dict[str, TextDetection] = {
         precision: TextDetection(model_dir=variant_path(fp32, precision), device="cpu", cpu_threads=args.threads)
-        for precision in PRECISIONS if variant_path(fp32, precision).is_file()
+        for precision in PRECISIONS
+        if variant_path(fp32, precision).is_file()
     }
     images = _images(args.labels)
     settings = detectors["fp32"].settings
@@ -77,7 +81,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     base_run, base_e2e = sum(best_run["fp32"]), sum(best_e2e["fp32"])
     for name in names:
         run_ms, e2e_ms = sum(best_run[name]), sum(best_e2e[name])
-        print(f"{name:<8} {run_ms * 1000:>12.1f} {run_ms / base_run:>7.3f} {e2e_ms * 1000:>11.1f} {e2e_ms / base_e2e:>7.3f}")
+        print(
+            f"{name:<8} {run_ms * 1000:>12.1f} {run_ms / base_run:>7.3f} {e2e_ms * 1000:>11.1f} {e2e_ms / base_e2e:>7.3f}"
+        )
     return 0
 
 

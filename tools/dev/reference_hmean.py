@@ -26,8 +26,11 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.dev.reference_hmean", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.dev.reference_hmean",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--labels", required=True)
     parser.add_argument("--paddle-python", required=True)
     parser.add_argument("--source-dir", required=True, help="the Paddle inference model folder")
@@ -37,9 +40,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     labelled = read_labels(args.labels)
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "paddle.json"
-        done = subprocess.run([args.paddle_python, "-m", "tools.dev.paddle_reference", "--model-dir", args.source_dir,
-                               "--model-name", args.model_name, "--out", str(out),
-                               *[str(item.image_path) for item in labelled]], cwd=REPO_ROOT)
+        done = subprocess.run(
+            [
+                args.paddle_python,
+                "-m",
+                "tools.dev.paddle_reference",
+                "--model-dir",
+                args.source_dir,
+                "--model-name",
+                args.model_name,
+                "--out",
+                str(out),
+                *[str(item.image_path) for item in labelled],
+            ],
+            cwd=REPO_ROOT,
+        )
         if done.returncode != 0:
             return done.returncode
         paddle = json.loads(out.read_text())
@@ -50,8 +65,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         (result,) = ours.predict(str(item.image_path))
         our_scores.append(score_image(item.labels, result["dt_polys"]))
     theirs, mine = combine_scores(paddle_scores), combine_scores(our_scores)
-    print(f"{len(labelled)} images: Hmean PaddleOCR {theirs.hmean:.4f} (P {theirs.precision:.4f} R {theirs.recall:.4f}), "
-          f"ours {mine.hmean:.4f} (P {mine.precision:.4f} R {mine.recall:.4f}), difference {mine.hmean - theirs.hmean:+.4f}")
+    print(
+        f"{len(labelled)} images: Hmean PaddleOCR {theirs.hmean:.4f} (P {theirs.precision:.4f} R {theirs.recall:.4f}), "
+        f"ours {mine.hmean:.4f} (P {mine.precision:.4f} R {mine.recall:.4f}), difference {mine.hmean - theirs.hmean:+.4f}"
+    )
     return 0
 
 

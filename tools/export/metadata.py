@@ -34,8 +34,10 @@ def model_name_from_config(config: dict, requested: str, config_path: Path) -> s
     if not declared:
         return requested
     if declared != requested:
-        progress(f"warning: {config_path} names the model {declared!r}, not {requested!r}; "
-                 f"its settings follow {declared!r}, the output path follows --model")
+        progress(
+            f"warning: {config_path} names the model {declared!r}, not {requested!r}; "
+            f"its settings follow {declared!r}, the output path follows --model"
+        )
     return declared
 
 
@@ -60,15 +62,21 @@ def check_dynamic_signature(model, what: str = "converted") -> None:
     """One NCHW input with N, H, W dynamic and C = 3; one output of rank 4 with one channel: a DB detector."""
     graph = model.graph
     if len(graph.input) != 1 or len(graph.output) != 1:
-        raise ExportError(f"{what} model has {len(graph.input)} inputs and {len(graph.output)} outputs, "
-                          f"a DB detector has one of each")
+        raise ExportError(
+            f"{what} model has {len(graph.input)} inputs and {len(graph.output)} outputs, a DB detector has one of each"
+        )
     in_dims = graph.input[0].type.tensor_type.shape.dim
     out_dims = graph.output[0].type.tensor_type.shape.dim
-    fixed = [axis for axis, index in (("N", 0), ("H", 2), ("W", 3))
-             if len(in_dims) == 4 and in_dims[index].HasField("dim_value")]
+    fixed = [
+        axis
+        for axis, index in (("N", 0), ("H", 2), ("W", 3))
+        if len(in_dims) == 4 and in_dims[index].HasField("dim_value")
+    ]
     if len(in_dims) != 4 or in_dims[1].dim_value != 3 or fixed:
-        raise ExportError(f"{what} input is {[d.dim_param or d.dim_value for d in in_dims]}, expected "
-                          f"(N, 3, H, W) with N, H, W dynamic (fixed: {', '.join(fixed) or 'none'})")
+        raise ExportError(
+            f"{what} input is {[d.dim_param or d.dim_value for d in in_dims]}, expected "
+            f"(N, 3, H, W) with N, H, W dynamic (fixed: {', '.join(fixed) or 'none'})"
+        )
     if len(out_dims) != 4 or out_dims[1].dim_value not in (0, 1):
         raise ExportError(f"{what} output is {[d.dim_param or d.dim_value for d in out_dims]}, expected (N, 1, H, W)")
 
@@ -90,8 +98,16 @@ def save_model(model, output: Path) -> None:
         raise ExportError(f"cannot write {output} ({exc.strerror or exc}): choose another --output") from None
 
 
-def save_exported_model(model, output: Path, name: str, settings: DetectionSettings, source_files: Mapping[str, str],
-                        origin: str, record: Mapping[str, object], config_text: Optional[str]) -> None:
+def save_exported_model(
+    model,
+    output: Path,
+    name: str,
+    settings: DetectionSettings,
+    source_files: Mapping[str, str],
+    origin: str,
+    record: Mapping[str, object],
+    config_text: Optional[str],
+) -> None:
     """Write the detector.* metadata every source kind records (see models/README.md), then the file."""
     entries = {
         METADATA_MODEL_NAME_KEY: name,

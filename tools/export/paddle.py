@@ -87,8 +87,10 @@ def check_export_tools() -> Dict[str, Optional[str]]:
             f"run `make paddle-env` and use .venv-paddle/bin/python, or `pip install '.[export]'`"
         )
     if versions != PROVEN_VERSIONS:
-        progress(f"warning: paddlepaddle {versions['paddlepaddle']} + paddle2onnx {versions['paddle2onnx']} "
-                 f"are not the proven pair 3.0.0 + 2.0.1; {VERSIONS_HINT}")
+        progress(
+            f"warning: paddlepaddle {versions['paddlepaddle']} + paddle2onnx {versions['paddle2onnx']} "
+            f"are not the proven pair 3.0.0 + 2.0.1; {VERSIONS_HINT}"
+        )
     return versions
 
 
@@ -97,8 +99,9 @@ def run_conversion_child(argv: Sequence[str]) -> int:
     program, params, opset, out = argv
     import paddle2onnx
 
-    onnx_bytes = paddle2onnx.export(program, params, save_file=None, opset_version=int(opset),
-                                    auto_upgrade_opset=False, enable_onnx_checker=True)
+    onnx_bytes = paddle2onnx.export(
+        program, params, save_file=None, opset_version=int(opset), auto_upgrade_opset=False, enable_onnx_checker=True
+    )
     if not onnx_bytes:
         return 3
     Path(out).write_bytes(onnx_bytes)
@@ -110,24 +113,33 @@ def conversion_failure(output: str, returncode: int, opset: int, versions: Dict[
     output = re.sub(r"\x1b\[[0-9;]*m", "", output)  # its log lines carry terminal colours
     needed = re.search(r"set the opset_version to (\d+)", output)
     if needed:
-        return ExportError(f"paddle2onnx cannot convert this model at opset {opset}: run again with "
-                           f"--opset {needed.group(1)} (or higher)")
+        return ExportError(
+            f"paddle2onnx cannot convert this model at opset {opset}: run again with "
+            f"--opset {needed.group(1)} (or higher)"
+        )
     unsupported = re.search(r"not supported yet, including ([^\n]*)", output)
     ops = sorted({op.strip() for op in unsupported.group(1).split(",") if op.strip()}) if unsupported else []
     if ops:  # some paddle2onnx builds print the line with an empty list even when all is well
-        return ExportError(f"paddle2onnx {versions['paddle2onnx']} has no ONNX conversion for operator(s) "
-                           f"{', '.join(ops)} at opset {opset}; try a higher --opset, or {VERSIONS_HINT}")
+        return ExportError(
+            f"paddle2onnx {versions['paddle2onnx']} has no ONNX conversion for operator(s) "
+            f"{', '.join(ops)} at opset {opset}; try a higher --opset, or {VERSIONS_HINT}"
+        )
     reason = failure_reason(output, returncode)
     hint = VERSIONS_HINT if versions != PROVEN_VERSIONS else "run again with --debug to see paddle2onnx's output"
-    return ExportError(f"paddle2onnx failed ({reason}) with paddlepaddle {versions['paddlepaddle']} + "
-                       f"paddle2onnx {versions['paddle2onnx']}; {hint}")
+    return ExportError(
+        f"paddle2onnx failed ({reason}) with paddlepaddle {versions['paddlepaddle']} + "
+        f"paddle2onnx {versions['paddle2onnx']}; {hint}"
+    )
 
 
 def failure_reason(output: str, returncode: int) -> str:
     """The most telling line of a failed conversion: paddle2onnx's own error, else the exception, else the exit."""
     lines = [line.strip() for line in output.splitlines() if line.strip()]
-    patterns = (r"\[ERROR\]\[Paddle2ONNX\]\s*(.+)", r"Failed to convert PaddlePaddle model: (.+?)\.?$",
-                r"^(\w*(?:Error|Exception): .+)")
+    patterns = (
+        r"\[ERROR\]\[Paddle2ONNX\]\s*(.+)",
+        r"Failed to convert PaddlePaddle model: (.+?)\.?$",
+        r"^(\w*(?:Error|Exception): .+)",
+    )
     for pattern in patterns:
         found = [match.group(1) for match in map(lambda line: re.search(pattern, line), lines) if match]
         if found:
@@ -140,12 +152,20 @@ def convert_to_onnx(model: PaddleModel, opset: int, versions: Dict[str, Optional
     with tempfile.TemporaryDirectory(prefix="detector-export.") as tmp:
         out = Path(tmp) / "converted.onnx"
         code = "import sys; from tools.export.paddle import run_conversion_child; sys.exit(run_conversion_child(sys.argv[1:]))"
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
-                   GLOG_minloglevel=os.environ.get("GLOG_minloglevel", "2"))
+        env = dict(
+            os.environ,
+            PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+            GLOG_minloglevel=os.environ.get("GLOG_minloglevel", "2"),
+        )
         try:
-            proc = subprocess.run([sys.executable, "-c", code, str(model.program), str(model.params), str(opset),
-                                   str(out)], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                                  timeout=CONVERSION_TIMEOUT_S)
+            proc = subprocess.run(
+                [sys.executable, "-c", code, str(model.program), str(model.params), str(opset), str(out)],
+                cwd=REPO_ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=CONVERSION_TIMEOUT_S,
+            )
         except subprocess.TimeoutExpired:
             raise ExportError(f"paddle2onnx ran over {CONVERSION_TIMEOUT_S} s on {model.program}") from None
         if debug:

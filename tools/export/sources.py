@@ -66,8 +66,9 @@ def offline_hint(model_name: str, url: str) -> str:
     )
 
 
-def download(url: str, model_name: str, expected_sha256: Optional[str] = None,
-             timeout: float = DOWNLOAD_TIMEOUT_S) -> Path:
+def download(
+    url: str, model_name: str, expected_sha256: Optional[str] = None, timeout: float = DOWNLOAD_TIMEOUT_S
+) -> Path:
     """Download url into .cache/downloads (once), verifying its length and sha256 where known."""
     DOWNLOADS_DIR.mkdir(parents=True, exist_ok=True)
     target = DOWNLOADS_DIR / url.rsplit("/", 1)[-1].split("?")[0]
@@ -103,7 +104,9 @@ def download(url: str, model_name: str, expected_sha256: Optional[str] = None,
         actual = sha256_of(partial)
         if actual != expected_sha256:
             partial.unlink(missing_ok=True)
-            raise ExportError(f"{url} has sha256 {actual}, expected {expected_sha256}: refusing a corrupt or altered file")
+            raise ExportError(
+                f"{url} has sha256 {actual}, expected {expected_sha256}: refusing a corrupt or altered file"
+            )
     os.replace(partial, target)
     return target
 

@@ -44,8 +44,16 @@ def text_like_image(height: int, width: int, seed: int) -> np.ndarray:
         while x < width - 40:
             word = "".join(rng.choice(letters, int(rng.integers(2, 9))))
             color = tuple(int(c) for c in rng.integers(0, 100, 3))
-            cv2.putText(image, word, (x, y), int(rng.choice([0, 1, 2, 3, 4])), scale, color,
-                        int(rng.integers(1, 3)), cv2.LINE_AA)
+            cv2.putText(
+                image,
+                word,
+                (x, y),
+                int(rng.choice([0, 1, 2, 3, 4])),
+                scale,
+                color,
+                int(rng.integers(1, 3)),
+                cv2.LINE_AA,
+            )
             x += int(len(word) * 20 * scale) + int(rng.integers(10, 60))
     noise = rng.integers(-10, 11, image.shape)
     return np.clip(image.astype(np.int16) + noise, 0, 255).astype(np.uint8)
@@ -54,8 +62,17 @@ def text_like_image(height: int, width: int, seed: int) -> np.ndarray:
 def verification_batch(shape: Sequence[int], settings: DetectionSettings) -> np.ndarray:
     """An NCHW float32 batch of text-like images, normalized exactly as the runtime does."""
     count, _, height, width = shape
-    return np.stack([normalize_image(text_like_image(height, width, seed=1000 * index + height + width),
-                                     settings.mean, settings.std, settings.scale) for index in range(count)])
+    return np.stack(
+        [
+            normalize_image(
+                text_like_image(height, width, seed=1000 * index + height + width),
+                settings.mean,
+                settings.std,
+                settings.scale,
+            )
+            for index in range(count)
+        ]
+    )
 
 
 def cpu_session(model: "bytes | str | Path", what: str):
@@ -65,8 +82,9 @@ def cpu_session(model: "bytes | str | Path", what: str):
     options = ort.SessionOptions()
     options.log_severity_level = 3
     try:
-        return ort.InferenceSession(model if isinstance(model, bytes) else str(model), options,
-                                    providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(
+            model if isinstance(model, bytes) else str(model), options, providers=["CPUExecutionProvider"]
+        )
     except Exception as exc:  # onnxruntime raises its own untyped errors
         raise ExportError(f"onnxruntime {ort.__version__} cannot load {what}: {exc}") from None
 
@@ -76,9 +94,14 @@ def onnx_runner(session) -> Callable[[np.ndarray], np.ndarray]:
     return lambda batch: session.run([output_name], {input_name: batch})[0]
 
 
-def compare_outputs(onnx_bytes: bytes, run_reference: Callable[[np.ndarray], np.ndarray], settings: DetectionSettings,
-                    report: Callable[[str], None], reference: str,
-                    shapes: Sequence[Sequence[int]] = VERIFY_SHAPES) -> Dict:
+def compare_outputs(
+    onnx_bytes: bytes,
+    run_reference: Callable[[np.ndarray], np.ndarray],
+    settings: DetectionSettings,
+    report: Callable[[str], None],
+    reference: str,
+    shapes: Sequence[Sequence[int]] = VERIFY_SHAPES,
+) -> Dict:
     """The reference vs the written ONNX (onnxruntime, CPU) on the same batches; per-shape and overall max |diff|."""
     import onnxruntime as ort
 
@@ -90,19 +113,38 @@ def compare_outputs(onnx_bytes: bytes, run_reference: Callable[[np.ndarray], np.
         got = run_ours(batch)
         wanted_shape = (shape[0], 1, shape[2], shape[3])
         if got.shape != wanted_shape or expected.shape != wanted_shape:
-            raise ExportError(f"for input {tuple(shape)} the source gives {expected.shape} and ONNX {got.shape}, "
-                              f"expected {wanted_shape}: not a DB probability map")
+            raise ExportError(
+                f"for input {tuple(shape)} the source gives {expected.shape} and ONNX {got.shape}, "
+                f"expected {wanted_shape}: not a DB probability map"
+            )
         diff = float(np.abs(expected.astype(np.float64) - got).max())
-        per_shape.append({"input": list(shape), "output": list(got.shape), "max_abs_diff": diff,
-                          "mean_probability": round(float(expected.mean()), 6)})
+        per_shape.append(
+            {
+                "input": list(shape),
+                "output": list(got.shape),
+                "max_abs_diff": diff,
+                "mean_probability": round(float(expected.mean()), 6),
+            }
+        )
         report(f"verify {'x'.join(map(str, shape))}: max |diff| {diff:.3g}")
     overall = max(item["max_abs_diff"] for item in per_shape)
-    return {"max_abs_diff": overall, "tolerance": TOLERANCE, "shapes": per_shape, "reference": reference,
-            "onnxruntime": ort.__version__, "provider": "CPUExecutionProvider"}
+    return {
+        "max_abs_diff": overall,
+        "tolerance": TOLERANCE,
+        "shapes": per_shape,
+        "reference": reference,
+        "onnxruntime": ort.__version__,
+        "provider": "CPUExecutionProvider",
+    }
 
 
-def compare_with_paddle(onnx_bytes: bytes, paddle_dir: Path, settings: DetectionSettings,
-                        report: Callable[[str], None], shapes: Sequence[Sequence[int]] = VERIFY_SHAPES) -> Dict:
+def compare_with_paddle(
+    onnx_bytes: bytes,
+    paddle_dir: Path,
+    settings: DetectionSettings,
+    report: Callable[[str], None],
+    shapes: Sequence[Sequence[int]] = VERIFY_SHAPES,
+) -> Dict:
     """Paddle Inference vs onnxruntime (CPU) on the same batches."""
     from tools.export.paddle import paddle_predictor
 
@@ -117,8 +159,13 @@ def compare_with_paddle(onnx_bytes: bytes, paddle_dir: Path, settings: Detection
     return result
 
 
-def compare_with_onnx(onnx_bytes: bytes, source_onnx: Path, settings: DetectionSettings,
-                      report: Callable[[str], None], shapes: Sequence[Sequence[int]] = VERIFY_SHAPES) -> Dict:
+def compare_with_onnx(
+    onnx_bytes: bytes,
+    source_onnx: Path,
+    settings: DetectionSettings,
+    report: Callable[[str], None],
+    shapes: Sequence[Sequence[int]] = VERIFY_SHAPES,
+) -> Dict:
     """The source ONNX file vs the written one, both on onnxruntime (CPU), on the same batches."""
     run_source = onnx_runner(cpu_session(source_onnx, str(source_onnx)))
     return compare_outputs(onnx_bytes, run_source, settings, report, "source ONNX on onnxruntime", shapes)

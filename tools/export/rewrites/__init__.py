@@ -14,7 +14,15 @@ from tools.export.rewrites.dft_convolution import DFT_CONV_REWRITE, rewrite_larg
 from tools.export.rewrites.onnx_graph import Graph, bypass_identities
 from tools.export.rewrites.pfhead_local import PFHEAD_LOCAL_REWRITE, rewrite_pfhead_locals
 
-__all__ = ["AFFINE_DEPTHWISE_REWRITE", "CONV_AFFINE_REWRITE", "DFT_CONV_REWRITE", "PFHEAD_LOCAL_REWRITE", "MIN_OPSET", "bypass_identities", "rewrite_for_speed"]
+__all__ = [
+    "AFFINE_DEPTHWISE_REWRITE",
+    "CONV_AFFINE_REWRITE",
+    "DFT_CONV_REWRITE",
+    "PFHEAD_LOCAL_REWRITE",
+    "MIN_OPSET",
+    "bypass_identities",
+    "rewrite_for_speed",
+]
 
 MIN_OPSET = 11  # Slice with tensor inputs (opset 10) and DepthToSpace with a mode (opset 11)
 

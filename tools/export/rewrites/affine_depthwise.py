@@ -52,8 +52,14 @@ def rewrite_affines_as_depthwise(graph: Graph) -> int:
         sub = Subgraph(graph, activation.name or "activation")
         weight = sub.const("scale", scale.reshape(channels, 1, 1, 1))
         bias = sub.const("shift", shift)
-        sub.node("Conv", [activation.output[0], weight, bias], "affine", output=chain[-1].output[0],
-                 group=channels, kernel_shape=[1, 1])
+        sub.node(
+            "Conv",
+            [activation.output[0], weight, bias],
+            "affine",
+            output=chain[-1].output[0],
+            group=channels,
+            kernel_shape=[1, 1],
+        )
         sub.replace(chain)
         rewritten += 1
     return rewritten

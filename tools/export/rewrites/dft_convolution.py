@@ -90,7 +90,7 @@ def inverse_column_matrices(size: int, tile: int) -> np.ndarray:
     for p in (0, 1):
         for q in (0, 1):
             sign = -1.0 if p == q == 1 else 1.0
-            matrices[p, 0, :, q::2] = sign * inverse[:, (p ^ q)::2]
+            matrices[p, 0, :, q::2] = sign * inverse[:, (p ^ q) :: 2]
     return matrices
 
 
@@ -100,7 +100,7 @@ def inverse_row_matrix(size: int, tile: int) -> np.ndarray:
     matrix = np.zeros((tile, 2 * (size // 2 + 1)))
     for column in range(tile):
         for frequency in range(size // 2 + 1):
-            weight = (1.0 if frequency in (0, size / 2) else 2.0) / size ** 2
+            weight = (1.0 if frequency in (0, size / 2) else 2.0) / size**2
             angle = 2 * np.pi * frequency * column / size
             matrix[column, 2 * frequency] = weight * np.cos(angle)
             matrix[column, 2 * frequency + 1] = -weight * np.sin(angle)
@@ -112,8 +112,8 @@ def kernel_spectrum_basis(kernel: int, size: int) -> np.ndarray:
     frequency (l, k) (column l, row k) at columns 2(l·T + k) (real part) and 2(l·T + k) + 1 (imaginary).
     Conjugate, because Conv is a correlation: y[n] = Σ w[m] x[n + m]."""
     half = size // 2 + 1
-    u, v = np.divmod(np.arange(kernel * kernel), kernel)                  # kernel row, column
-    l, k = np.divmod(np.arange(half * size), size)                        # column frequency, row frequency
+    u, v = np.divmod(np.arange(kernel * kernel), kernel)  # kernel row, column
+    l, k = np.divmod(np.arange(half * size), size)  # column frequency, row frequency
     angle = 2 * np.pi * (np.outer(u, k) + np.outer(v, l)) / size
     return np.stack([np.cos(angle), np.sin(angle)], axis=2).reshape(kernel * kernel, 2 * half * size)
 
@@ -130,11 +130,13 @@ def is_large_same_conv(graph: Graph, node) -> bool:
         return False
     if len(node.input) == 3 and node.input[2] and graph.constant(node.input[2]) is None:
         return False
-    return (list(attribute(node, "strides", [1, 1])) == [1, 1]
-            and list(attribute(node, "dilations", [1, 1])) == [1, 1]
-            and list(attribute(node, "pads", [0, 0, 0, 0])) == [kernel[0] // 2] * 4
-            and attribute(node, "group", 1) == 1
-            and as_text(attribute(node, "auto_pad", b"NOTSET")) == "NOTSET")
+    return (
+        list(attribute(node, "strides", [1, 1])) == [1, 1]
+        and list(attribute(node, "dilations", [1, 1])) == [1, 1]
+        and list(attribute(node, "pads", [0, 0, 0, 0])) == [kernel[0] // 2] * 4
+        and attribute(node, "group", 1) == 1
+        and as_text(attribute(node, "auto_pad", b"NOTSET")) == "NOTSET"
+    )
 
 
 def transform_constants(new: Subgraph, kernel: int, tile: int) -> Dict[str, str]:
@@ -168,30 +170,47 @@ def rewrite_conv_via_dft(graph: Graph, conv, shared: Dict[int, Dict[str, str]], 
     shape = new.node("Shape", [x], "shape")
     batch = new.node("Slice", [shape, new.ints("start", [0]), new.ints("end", [1])], "batch")
     height_width = new.node("Slice", [shape, new.ints("start", [2]), new.ints("end", [4])], "height_width")
-    tiles = new.node("Div", [new.node("Add", [height_width, new.ints("round_up", [tile - 1])], "round_up"),
-                             new.ints("tile", [tile])], "tiles")
+    tiles = new.node(
+        "Div",
+        [new.node("Add", [height_width, new.ints("round_up", [tile - 1])], "round_up"), new.ints("tile", [tile])],
+        "tiles",
+    )
     covered = new.node("Mul", [tiles, new.ints("tile", [tile])], "covered")
 
     # Forward transform: rows (real → L complex), then columns (complex → T complex), one tile at a time.
     planes = new.node("Reshape", [x, new.ints("shape", [-1, 1, 0, 0])], "planes")
-    rows = new.node("Conv", [planes, transforms["row_dft"]], "row_dft",
-                    kernel_shape=[1, size], strides=[1, tile], pads=[0, pad, 0, pad + tile - 1])
+    rows = new.node(
+        "Conv",
+        [planes, transforms["row_dft"]],
+        "row_dft",
+        kernel_shape=[1, size],
+        strides=[1, tile],
+        pads=[0, pad, 0, pad + tile - 1],
+    )
     complex_rows = new.node("Reshape", [rows, new.ints("shape", [-1, 2, 0, 0])], "complex_rows")
-    spectra = new.node("Conv", [complex_rows, transforms["column_dft"]], "column_dft",
-                       kernel_shape=[size, 1], strides=[tile, 1], pads=[pad, 0, pad + tile - 1, 0])
+    spectra = new.node(
+        "Conv",
+        [complex_rows, transforms["column_dft"]],
+        "column_dft",
+        kernel_shape=[size, 1],
+        strides=[tile, 1],
+        pads=[pad, 0, pad + tile - 1, 0],
+    )
     # (N, C, L, T, 2, tiles) → (N, 2, L·T, C, tiles): real and imaginary parts apart, frequency-major.
     by_channel_shape = new.node("Concat", [batch, new.ints("shape", [channels, half, size, 2, -1])], "shape", axis=0)
     by_channel = new.node("Reshape", [spectra, by_channel_shape], "by_channel")
     frequency_major = new.node("Transpose", [by_channel], "to_frequency_major", perm=[0, 4, 2, 3, 1, 5])
-    by_frequency = new.node("Reshape", [frequency_major, new.ints("shape", [0, 2, frequencies, channels, -1])],
-                            "by_frequency")
+    by_frequency = new.node(
+        "Reshape", [frequency_major, new.ints("shape", [0, 2, frequencies, channels, -1])], "by_frequency"
+    )
 
     # The kernel's conjugate spectrum W, computed from the weight (onnxruntime folds it to a constant),
     # as (L·T, 2·O, C): rows Re W then Im W. One MatMul per frequency and part p of X gives
     # Q[q, p] = part q of W times part p of X, all four products; the inverse DFT below sums them into
     # Re Y = Q[0, 0] - Q[1, 1] and Im Y = Q[1, 0] + Q[0, 1].
-    weight_rows = new.node("Reshape", [conv.input[1], new.ints("shape", [outputs * channels, kernel * kernel])],
-                           "weight_rows")
+    weight_rows = new.node(
+        "Reshape", [conv.input[1], new.ints("shape", [outputs * channels, kernel * kernel])], "weight_rows"
+    )
     spectrum = new.node("MatMul", [weight_rows, transforms["kernel_spectrum_basis"]], "kernel_spectrum")
     spectrum = new.node("Transpose", [spectrum], "spectrum_by_frequency", perm=[1, 0])
     spectrum = new.node("Reshape", [spectrum, new.ints("shape", [frequencies, 2 * outputs, channels])], "spectrum")
@@ -199,20 +218,28 @@ def rewrite_conv_via_dft(graph: Graph, conv, shared: Dict[int, Dict[str, str]], 
 
     # Inverse transform of the valid TILE × TILE corner: columns first (per p, over k and q), then rows
     # (over p, l and the real/imaginary part, which also sums the two p).
-    by_row_frequency = new.node("Reshape", [products, new.ints("shape", [0, 2, half, 2 * size, -1])], "by_row_frequency")
-    columns = new.node("MatMul", [transforms["inverse_column_dft"], by_row_frequency],
-                       "inverse_column_dft")  # (N, 2, L, 2·TILE, O·tiles)
+    by_row_frequency = new.node(
+        "Reshape", [products, new.ints("shape", [0, 2, half, 2 * size, -1])], "by_row_frequency"
+    )
+    columns = new.node(
+        "MatMul", [transforms["inverse_column_dft"], by_row_frequency], "inverse_column_dft"
+    )  # (N, 2, L, 2·TILE, O·tiles)
     by_column_frequency = new.node("Reshape", [columns, new.ints("shape", [0, 4 * half, -1])], "by_column_frequency")
-    pixels = new.node("MatMul", [transforms["inverse_row_dft"], by_column_frequency],
-                      "inverse_row_dft")  # (N, TILE b, TILE a · O · tiles)
+    pixels = new.node(
+        "MatMul", [transforms["inverse_row_dft"], by_column_frequency], "inverse_row_dft"
+    )  # (N, TILE b, TILE a · O · tiles)
     tiled_shape = new.node("Concat", [batch, new.ints("shape", [tile, tile, outputs]), tiles], "tiled_shape", axis=0)
     tiled = new.node("Reshape", [pixels, tiled_shape], "tiled")
     tiled = new.node("Transpose", [tiled], "to_image", perm=[0, 3, 4, 2, 5, 1])
     image_shape = new.node("Concat", [batch, new.ints("shape", [outputs]), covered], "image_shape", axis=0)
     image = new.node("Reshape", [tiled, image_shape], "image")
     has_bias = len(conv.input) == 3 and bool(conv.input[2])
-    cropped = new.node("Slice", [image, new.ints("start", [0, 0]), height_width, new.ints("axes", [2, 3])], "crop",
-                       output=None if has_bias else conv.output[0])
+    cropped = new.node(
+        "Slice",
+        [image, new.ints("start", [0, 0]), height_width, new.ints("axes", [2, 3])],
+        "crop",
+        output=None if has_bias else conv.output[0],
+    )
     if has_bias:
         bias = new.node("Reshape", [conv.input[2], new.ints("shape", [1, outputs, 1, 1])], "bias")
         new.node("Add", [cropped, bias], "add_bias", output=conv.output[0])

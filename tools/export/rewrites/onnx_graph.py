@@ -76,12 +76,14 @@ def as_text(value) -> str:
 
 
 def is_plain_conv(node, kernel: int, pad: int, stride: int = 1) -> bool:
-    return (list(attribute(node, "kernel_shape", [])) == [kernel, kernel]
-            and list(attribute(node, "strides", [1, 1])) == [stride, stride]
-            and list(attribute(node, "pads", [0, 0, 0, 0])) == [pad] * 4
-            and list(attribute(node, "dilations", [1, 1])) == [1, 1]
-            and attribute(node, "group", 1) == 1
-            and as_text(attribute(node, "auto_pad", b"NOTSET")) == "NOTSET")
+    return (
+        list(attribute(node, "kernel_shape", [])) == [kernel, kernel]
+        and list(attribute(node, "strides", [1, 1])) == [stride, stride]
+        and list(attribute(node, "pads", [0, 0, 0, 0])) == [pad] * 4
+        and list(attribute(node, "dilations", [1, 1])) == [1, 1]
+        and attribute(node, "group", 1) == 1
+        and as_text(attribute(node, "auto_pad", b"NOTSET")) == "NOTSET"
+    )
 
 
 def channel_bias(graph: Graph, node, channels: int) -> Optional[Tuple[np.ndarray, str]]:

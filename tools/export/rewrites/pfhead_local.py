@@ -33,8 +33,15 @@ from typing import List, Optional
 
 import numpy as np
 
-from tools.export.rewrites.onnx_graph import (Graph, Subgraph, as_text, attribute, channel_bias, is_plain_conv,
-                              self_contained)
+from tools.export.rewrites.onnx_graph import (
+    Graph,
+    Subgraph,
+    as_text,
+    attribute,
+    channel_bias,
+    is_plain_conv,
+    self_contained,
+)
 
 PFHEAD_LOCAL_REWRITE = "pfhead_local_half_resolution"
 CHANNEL_BLOCK = 16  # onnxruntime's NCHWc block on AVX-512 (8 on AVX2): channel counts padded to it
@@ -43,17 +50,18 @@ CHANNEL_BLOCK = 16  # onnxruntime's NCHWc block on AVX-512 (8 on AVX2): channel 
 @dataclass
 class PFHeadLocalMatch:
     """The pieces of one PFHeadLocal tail, as float64 arrays; names of its input f and output y."""
-    features: str                 # f: (N, C, h, w), the half-resolution features
-    output: str                   # y: (N, 1, 2h, 2w)
-    shrink_kernel: np.ndarray     # (C, 1, 2, 2) transposed-conv kernel
+
+    features: str  # f: (N, C, h, w), the half-resolution features
+    output: str  # y: (N, 1, 2h, 2w)
+    shrink_kernel: np.ndarray  # (C, 1, 2, 2) transposed-conv kernel
     shrink_bias: float
-    local_kernel: np.ndarray      # (M, 1 + C, 3, 3): input channel 0 is the shrink map, 1.. are u
-    local_bias: np.ndarray        # (M,) after folding the batch norm
-    final_kernel: np.ndarray      # (1, M, 1, 1)
+    local_kernel: np.ndarray  # (M, 1 + C, 3, 3): input channel 0 is the shrink map, 1.. are u
+    local_bias: np.ndarray  # (M,) after folding the batch norm
+    final_kernel: np.ndarray  # (1, M, 1, 1)
     final_bias: float
-    scale: float                  # k
-    replaced: list                # nodes that go
-    shape_readers: list           # Shape nodes that read s + t, to read y instead
+    scale: float  # k
+    replaced: list  # nodes that go
+    shape_readers: list  # Shape nodes that read s + t, to read y instead
 
 
 def match_pfhead_local(graph: Graph, concat) -> Optional[PFHeadLocalMatch]:
@@ -64,10 +72,12 @@ def match_pfhead_local(graph: Graph, concat) -> Optional[PFHeadLocalMatch]:
     resize = graph.source(concat.input[1], "Resize")
     if shrink_sigmoid is None or resize is None:
         return None
-    if (as_text(attribute(resize, "mode", b"nearest")) != "nearest"
-            or as_text(attribute(resize, "coordinate_transformation_mode", b"half_pixel")) != "asymmetric"
-            or as_text(attribute(resize, "nearest_mode", b"round_prefer_floor")) != "floor"
-            or len(resize.input) != 3):
+    if (
+        as_text(attribute(resize, "mode", b"nearest")) != "nearest"
+        or as_text(attribute(resize, "coordinate_transformation_mode", b"half_pixel")) != "asymmetric"
+        or as_text(attribute(resize, "nearest_mode", b"round_prefer_floor")) != "floor"
+        or len(resize.input) != 3
+    ):
         return None
     scales = graph.constant(resize.input[2])
     if scales is None or list(scales) != [1.0, 1.0, 2.0, 2.0]:
@@ -77,16 +87,23 @@ def match_pfhead_local(graph: Graph, concat) -> Optional[PFHeadLocalMatch]:
     shrink_add = graph.source(shrink_sigmoid.input[0], "Add")
     if shrink_add is None:
         return None
-    transposed = graph.source(shrink_add.input[0], "ConvTranspose") or graph.source(shrink_add.input[1], "ConvTranspose")
+    transposed = graph.source(shrink_add.input[0], "ConvTranspose") or graph.source(
+        shrink_add.input[1], "ConvTranspose"
+    )
     if transposed is None or len(transposed.input) != 2 or transposed.input[0] != features:
         return None
     shrink_kernel = graph.constant(transposed.input[1])
-    if (shrink_kernel is None or shrink_kernel.ndim != 4 or shrink_kernel.shape[1:] != (1, 2, 2)
-            or list(attribute(transposed, "strides", [])) != [2, 2]
-            or list(attribute(transposed, "pads", [0, 0, 0, 0])) != [0, 0, 0, 0]
-            or attribute(transposed, "group", 1) != 1
-            or list(attribute(transposed, "dilations", [1, 1])) != [1, 1]
-            or attribute(transposed, "output_padding") or attribute(transposed, "output_shape")):
+    if (
+        shrink_kernel is None
+        or shrink_kernel.ndim != 4
+        or shrink_kernel.shape[1:] != (1, 2, 2)
+        or list(attribute(transposed, "strides", [])) != [2, 2]
+        or list(attribute(transposed, "pads", [0, 0, 0, 0])) != [0, 0, 0, 0]
+        or attribute(transposed, "group", 1) != 1
+        or list(attribute(transposed, "dilations", [1, 1])) != [1, 1]
+        or attribute(transposed, "output_padding")
+        or attribute(transposed, "output_shape")
+    ):
         return None
     channels = shrink_kernel.shape[0]
     shrink_bias = channel_bias(graph, shrink_add, 1)
@@ -130,9 +147,26 @@ def match_pfhead_local(graph: Graph, concat) -> Optional[PFHeadLocalMatch]:
         return None
     scaled = scaled[0]
     scale = channel_bias(graph, scaled, 1)
-    replaced = [shrink_sigmoid, shrink_add, transposed, resize, concat, local, norm, relu, final, final_add,
-                final_sigmoid, total, scaled]
-    if scale is None or scale[1] != total.output[0] or not self_contained(graph, replaced, exit_name=scaled.output[0], shape_readers=shape_readers):
+    replaced = [
+        shrink_sigmoid,
+        shrink_add,
+        transposed,
+        resize,
+        concat,
+        local,
+        norm,
+        relu,
+        final,
+        final_add,
+        final_sigmoid,
+        total,
+        scaled,
+    ]
+    if (
+        scale is None
+        or scale[1] != total.output[0]
+        or not self_contained(graph, replaced, exit_name=scaled.output[0], shape_readers=shape_readers)
+    ):
         return None
     bn_scale = gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + attribute(norm, "epsilon", 1e-5))
     return PFHeadLocalMatch(
@@ -187,26 +221,54 @@ def rewrite_pfhead_local(graph: Graph, match: PFHeadLocalMatch) -> None:
     shrink_weight[:4, :, 0, 0] = match.shrink_kernel[:, 0].reshape(channels, 4).T
     shrink_bias = np.zeros(shrink_channels)
     shrink_bias[:4] = match.shrink_bias
-    shrink = new.node("Sigmoid", [new.node("Conv", [f, new.const("shrink_w", shrink_weight), new.const("shrink_b", shrink_bias)],
-                                           "shrink_conv", kernel_shape=[1, 1])], "shrink")
+    shrink = new.node(
+        "Sigmoid",
+        [
+            new.node(
+                "Conv",
+                [f, new.const("shrink_w", shrink_weight), new.const("shrink_b", shrink_bias)],
+                "shrink_conv",
+                kernel_shape=[1, 1],
+            )
+        ],
+        "shrink",
+    )
     stacked = new.node("Concat", [f, shrink], "features_and_shrink", axis=1)
     # The 1×1 convolution to one channel, per phase, padded to a channel block so onnxruntime keeps
     # the phase features in its blocked layout instead of reordering 4 × M channels at half resolution.
     final_weight = np.zeros((CHANNEL_BLOCK, middle, 1, 1))
     final_weight[0] = match.final_kernel[0]
-    final_w, final_b = new.const("final_w", final_weight), new.const("final_b", np.full(CHANNEL_BLOCK, match.final_bias))
+    final_w, final_b = (
+        new.const("final_w", final_weight),
+        new.const("final_b", np.full(CHANNEL_BLOCK, match.final_bias)),
+    )
     first_channel = [new.ints("start", [0]), new.ints("end", [1]), new.ints("axis", [1])]
     logits = []
     for index, kernel in enumerate(phase_kernels(match, shrink_channels)):
         a, b = divmod(index, 2)
         pads = [1 - a, 1 - b, a, b]  # top, left, bottom, right: phase 0 reaches back a row, phase 1 ahead
-        hidden = new.node("Relu", [new.node("Conv", [stacked, new.const("local_w", kernel), new.const("local_b", match.local_bias)],
-                                            "local_conv", kernel_shape=[2, 2], pads=pads)], "local_relu")
+        hidden = new.node(
+            "Relu",
+            [
+                new.node(
+                    "Conv",
+                    [stacked, new.const("local_w", kernel), new.const("local_b", match.local_bias)],
+                    "local_conv",
+                    kernel_shape=[2, 2],
+                    pads=pads,
+                )
+            ],
+            "local_relu",
+        )
         padded = new.node("Conv", [hidden, final_w, final_b], "final_conv", kernel_shape=[1, 1])
         logits.append(new.node("Slice", [padded, *first_channel], "final_logit"))
     local_map = new.node("Sigmoid", [new.node("Concat", logits, "final_logits", axis=1)], "local_map")
-    shrink_map = new.node("Slice", [shrink, new.ints("starts", [0]), new.ints("ends", [4]), new.ints("axes", [1])], "shrink_map")
-    summed = new.node("Mul", [new.node("Add", [shrink_map, local_map], "sum"), new.const("scale", np.float32(match.scale))], "scaled")
+    shrink_map = new.node(
+        "Slice", [shrink, new.ints("starts", [0]), new.ints("ends", [4]), new.ints("axes", [1])], "shrink_map"
+    )
+    summed = new.node(
+        "Mul", [new.node("Add", [shrink_map, local_map], "sum"), new.const("scale", np.float32(match.scale))], "scaled"
+    )
     # DCR: channel a*2 + b becomes pixel (2i + a, 2j + b)
     new.node("DepthToSpace", [summed], "interleave", output=match.output, blocksize=2, mode="DCR")
     for reader in match.shape_readers:
