@@ -19,7 +19,6 @@ from .settings import DetectionSettings
 __version__ = "0.1.0"
 
 __all__ = [
-    "TextDetection",
     "DetectionResult",
     "DetectionSettings",
     "DetectorError",
@@ -30,6 +29,7 @@ __all__ = [
     "InvalidModelError",
     "InvalidParameterError",
     "ModelNotFoundError",
+    "TextDetection",
     "UnreadableImageError",
     "UnsupportedInputError",
 ]

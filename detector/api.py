@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Iterator, Sequence
 from itertools import islice
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 
 from .errors import DetectorError, InvalidParameterError
+from .hub import resolve_model_path
 from .inputs import DEFAULT_LOAD_OPTIONS, LoadedImage, LoadOptions, expand_inputs, load_source, may_hold_pages
 from .paddleocr_compat import check_ignored_keywords
-from .precision import precision_of, select_precision
 from .postprocess import boxes_from_probability_map
+from .precision import precision_of, select_precision
 from .prefetch import PREFETCH_DEPTH, prefetch
 from .preprocess import (
     ResizeInfo,
@@ -30,7 +32,6 @@ from .preprocess import (
     resize_to_shape,
 )
 from .result import DetectionResult
-from .hub import resolve_model_path
 from .session import check_detector_signature, load_session, model_metadata, parse_device, run_session
 from .settings import DetectionSettings, settings_for_model_file
 
@@ -95,7 +96,7 @@ class TextDetection:
         input_shape: Optional[Sequence[int]] = None,
         # PaddleOCR's Paddle-engine keywords: accepted, ignored with one warning each (paddleocr_compat.py)
         engine: Optional[str] = None,
-        engine_config: Optional[Dict[str, Any]] = None,
+        engine_config: Optional[dict[str, Any]] = None,
         enable_hpi: Optional[bool] = None,
         use_tensorrt: Optional[bool] = None,
         enable_mkldnn: Optional[bool] = None,
@@ -117,7 +118,7 @@ class TextDetection:
             }
         )
         # (C, H, W): every image resized to exactly H x W, as PaddleX's DetResizeForTest(input_shape=...) does
-        self.input_shape: Optional[Tuple[int, int, int]] = check_input_shape(input_shape)
+        self.input_shape: Optional[tuple[int, int, int]] = check_input_shape(input_shape)
         loading = {"max_pixels": max_pixels, "pdf_dpi": pdf_dpi, "url_timeout": url_timeout}
         self.load_options: LoadOptions = dataclasses.replace(
             DEFAULT_LOAD_OPTIONS, **{k: v for k, v in loading.items() if v is not None}
@@ -152,7 +153,7 @@ class TextDetection:
         return f"TextDetection(model_name={self.model_name!r}, model_path='{self.model_path}', device={self.device!r})"
 
     @property
-    def providers(self) -> List[str]:
+    def providers(self) -> list[str]:
         """The onnxruntime execution providers of the session, the one in use first."""
         return list(self._open_session().get_providers())
 
@@ -160,7 +161,7 @@ class TextDetection:
         """Release the onnxruntime session (PaddleOCR's close()); predicting afterwards raises DetectorError."""
         self._session = None
 
-    def __enter__(self) -> "TextDetection":
+    def __enter__(self) -> TextDetection:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
@@ -183,7 +184,7 @@ class TextDetection:
         sources = expand_inputs(input, options)
         images = (image for source in sources for image in load_source(source, options))
 
-        def prepared_chunks() -> Iterator[Tuple[List[LoadedImage], "_Prepared"]]:
+        def prepared_chunks() -> Iterator[tuple[list[LoadedImage], _Prepared]]:
             while True:
                 chunk = list(islice(images, batch_size))
                 if not chunk:
@@ -199,15 +200,15 @@ class TextDetection:
 
     def predict(
         self, input: Any, batch_size: Optional[int] = 1, recursive: bool = False, **overrides: Any
-    ) -> List[DetectionResult]:
+    ) -> list[DetectionResult]:
         """All results as a list; see :meth:`predict_iter` to stream large folders."""
         return list(self.predict_iter(input, batch_size=batch_size, recursive=recursive, **overrides))
 
-    def detect_loaded(self, loaded: List[LoadedImage], **overrides: Any) -> List[DetectionResult]:
+    def detect_loaded(self, loaded: list[LoadedImage], **overrides: Any) -> list[DetectionResult]:
         """Detect on images already loaded (one batch); used by the CLI to report bad files one by one."""
         return self._detect(loaded, self.settings.with_overrides(**overrides))
 
-    def _resize(self, image: np.ndarray, settings: DetectionSettings) -> Tuple[np.ndarray, ResizeInfo]:
+    def _resize(self, image: np.ndarray, settings: DetectionSettings) -> tuple[np.ndarray, ResizeInfo]:
         if self.input_shape is not None:
             return resize_to_shape(image, self.input_shape[1], self.input_shape[2])
         return resize_for_detection(image, settings.limit_side_len, settings.limit_type, settings.max_side_limit)
@@ -218,10 +219,10 @@ class TextDetection:
             raise DetectorError("this TextDetection was closed; create a new one to predict again")
         return self._session
 
-    def _detect(self, loaded: List[LoadedImage], settings: DetectionSettings) -> List[DetectionResult]:
+    def _detect(self, loaded: list[LoadedImage], settings: DetectionSettings) -> list[DetectionResult]:
         return self._finish(loaded, self._prepare(loaded, settings), settings)
 
-    def _prepare(self, loaded: List[LoadedImage], settings: DetectionSettings) -> "_Prepared":
+    def _prepare(self, loaded: list[LoadedImage], settings: DetectionSettings) -> _Prepared:
         """Resize every image and normalize each same-shaped group straight into its batch tensor."""
         resized = [self._resize(item.image, settings) for item in loaded]
         batches = []
@@ -234,10 +235,10 @@ class TextDetection:
         return _Prepared([info for _, info in resized], batches)
 
     def _finish(
-        self, loaded: List[LoadedImage], prepared: "_Prepared", settings: DetectionSettings
-    ) -> List[DetectionResult]:
+        self, loaded: list[LoadedImage], prepared: _Prepared, settings: DetectionSettings
+    ) -> list[DetectionResult]:
         """session.run on each batch, then the DB postprocess of every map, in input order."""
-        maps: List[Optional[np.ndarray]] = [None] * len(loaded)
+        maps: list[Optional[np.ndarray]] = [None] * len(loaded)
         for indices, batch in prepared.batches:
             for index, prob_map in zip(
                 indices, run_session(self._open_session(), self._input_name, self._output_name, batch)
@@ -274,5 +275,5 @@ class TextDetection:
 class _Prepared:
     """One chunk ready for the network: each image's resize mapping, and (indices, NCHW batch) groups."""
 
-    infos: List[ResizeInfo]
-    batches: List[Tuple[List[int], np.ndarray]]
+    infos: list[ResizeInfo]
+    batches: list[tuple[list[int], np.ndarray]]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Optional, Tuple
+from typing import Optional
 
 import click
 
@@ -60,7 +60,7 @@ from .errors import DetectorError
 @click.option("--max-pixels", default=None, type=click.IntRange(min=1))
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def batch(
-    inputs: Tuple[str, ...],
+    inputs: tuple[str, ...],
     output: str,
     fmt: str,
     recursive: bool,

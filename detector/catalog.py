@@ -10,9 +10,10 @@ these entries only serve a model file that carries neither metadata nor a yml be
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Optional
 
 # PaddleX's official inference models for Paddle 3.0 (PIR layout: inference.json + .pdiparams + .yml).
 OFFICIAL_BASE_URL = "https://paddle-model-ecology.bj.bcebos.com/paddlex/official_inference_model/paddle3.0.0"
@@ -39,7 +40,7 @@ class KnownModel:
         return f"{base.rstrip('/')}/{self.archive_name}"
 
 
-def _official_yml(name: str, resize: Optional[Mapping[str, Any]], **post: Any) -> Dict[str, Any]:
+def _official_yml(name: str, resize: Optional[Mapping[str, Any]], **post: Any) -> dict[str, Any]:
     """The parts of an official inference.yml that decide the boxes (DecodeImage/Normalize are the same in all)."""
     return {
         "Global": {"model_name": name},
@@ -70,7 +71,7 @@ def _known(
 
 
 _LONG_960 = {"resize_long": 960}
-KNOWN_MODELS: Dict[str, KnownModel] = {
+KNOWN_MODELS: dict[str, KnownModel] = {
     model.name: model
     for model in (
         _known(
@@ -103,11 +104,11 @@ def catalog_inference_config(model_name: Optional[str]) -> Optional[Mapping[str,
     return known.inference_config if known else None
 
 
-def exported_models() -> Dict[str, Path]:
+def exported_models() -> dict[str, Path]:
     """Every model name with an inference.onnx in the local lookup folders (first folder wins)."""
     from .hub import MODEL_FILENAME, local_model_folders
 
-    found: Dict[str, Path] = {}
+    found: dict[str, Path] = {}
     for folder in local_model_folders():
         if folder.is_dir():
             for candidate in sorted(folder.glob(f"*/{MODEL_FILENAME}")):

@@ -13,8 +13,9 @@ import importlib
 import sys
 import traceback
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Optional
 
 import click
 
@@ -24,15 +25,15 @@ from .errors import DetectorError, InvalidParameterError
 from .inputs import DEFAULT_LOAD_OPTIONS, LoadedImage, Source, expand_inputs, load_source
 from .paddleocr_compat import PADDLEOCR_ENGINES
 from .precision import PRECISIONS
-from .result import IMAGE_SUFFIXES, JSON_SUFFIXES, DetectionResult
 from .prefetch import prefetch
 from .progress import progress_bar
+from .result import IMAGE_SUFFIXES, JSON_SUFFIXES, DetectionResult
 from .session import parse_device
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 DETECT_COMMAND = "predict"  # the default action: `detect -i x.png` is `detect predict -i x.png`
 # Subcommands: name -> "module:attribute" of a click command, imported only when that name is invoked.
-SUBCOMMANDS: Dict[str, str] = {
+SUBCOMMANDS: dict[str, str] = {
     "serve": "detector.serve.command:serve",
     "batch": "detector.batch_command:batch",
     "eval": "detector.evaluation.command:eval_command",
@@ -43,7 +44,7 @@ class DetectGroup(click.Group):
     """A click group whose default action is detection: arguments that do not start with a
     subcommand name go to the `predict` command, so `detect -i …` keeps working unchanged."""
 
-    def list_commands(self, ctx: click.Context) -> List[str]:
+    def list_commands(self, ctx: click.Context) -> list[str]:
         return [DETECT_COMMAND, *sorted(SUBCOMMANDS)]
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> Optional[click.Command]:
@@ -55,7 +56,7 @@ class DetectGroup(click.Group):
         module_name, attribute = target.split(":")
         return getattr(importlib.import_module(module_name), attribute)
 
-    def parse_args(self, ctx: click.Context, args: List[str]) -> List[str]:
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if not args or args[0] not in self.list_commands(ctx):
             args = [DETECT_COMMAND, *args]
         return super().parse_args(ctx, args)
@@ -92,7 +93,7 @@ def _list_models(ctx: click.Context, param: click.Parameter, value: bool) -> Non
     ctx.exit(EXIT_OK)
 
 
-def _model_arguments(model: Optional[str], model_dir: Optional[str]) -> Tuple[Optional[str], Optional[str]]:
+def _model_arguments(model: Optional[str], model_dir: Optional[str]) -> tuple[Optional[str], Optional[str]]:
     """--model / --model_name is a name unless it ends in .onnx (then it is the file); --model_dir is a path.
 
     A name is never tried as a path: a folder in the working directory that happens to carry a
@@ -126,7 +127,7 @@ class DetectCommand(click.Command):
             )
 
 
-def _save_target(save_path: Optional[str]) -> Tuple[Optional[str], bool]:
+def _save_target(save_path: Optional[str]) -> tuple[Optional[str], bool]:
     """(save_path, whether it names one file): a .json or image suffix is a file, as in PaddleOCR's save methods."""
     if not save_path:
         return None, False
@@ -357,8 +358,8 @@ def detect(
     tally = {"done": 0, "failed": 0, "results": 0}
     # A file save_path takes exactly one result: held back until the input is done, so that a
     # multi-page input is refused without writing anything.
-    held: List[DetectionResult] = []
-    sources: List[Source] = []
+    held: list[DetectionResult] = []
+    sources: list[Source] = []
     for raw in inputs:
         try:
             sources.extend(expand_inputs(raw, options))
@@ -374,7 +375,7 @@ def detect(
             debug,
         )
 
-    def flush(batch: List[LoadedImage]) -> None:
+    def flush(batch: list[LoadedImage]) -> None:
         try:
             results = detector.detect_loaded(batch)
         except DetectorError as exc:
@@ -398,7 +399,7 @@ def detect(
         batch.clear()
 
     show_progress = len(sources) > 1
-    pending: List[LoadedImage] = []
+    pending: list[LoadedImage] = []
     with progress_bar(len(sources), "detecting", show_progress) as progress:
         # the next files are read while the network runs on these (detector/prefetch.py)
         for source, image, error in prefetch(_load_each(sources, options)):
@@ -434,8 +435,8 @@ def detect(
 
 
 def _load_each(
-    sources: List[Source], options
-) -> Iterator[Tuple[Source, Optional[LoadedImage], Optional[DetectorError]]]:
+    sources: list[Source], options
+) -> Iterator[tuple[Source, Optional[LoadedImage], Optional[DetectorError]]]:
     """(source, image, None) per image, then (source, None, error or None) when the source is done."""
     for source in sources:
         try:
@@ -460,7 +461,7 @@ def _fail_usage(exc: BaseException, debug: bool) -> None:
     sys.exit(EXIT_USAGE)
 
 
-def main(argv: Optional[List[str]] = None) -> None:
+def main(argv: Optional[list[str]] = None) -> None:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
         cli.main(args=argv, prog_name="detect")

@@ -14,9 +14,10 @@ import json
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Optional
 
 import pyarrow as pa
 import pyarrow.fs
@@ -54,7 +55,7 @@ class ModelSpec:
     device: Optional[str] = None
     cpu_threads: Optional[int] = None
     max_pixels: Optional[int] = None
-    settings: Dict[str, Any] = field(default_factory=dict)  # thresh, box_thresh, … (None keeps the model's)
+    settings: dict[str, Any] = field(default_factory=dict)  # thresh, box_thresh, … (None keeps the model's)
 
     def load(self) -> TextDetection:
         return TextDetection(
@@ -74,7 +75,7 @@ class DetectFiles:
         self.detector = spec.load()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        rows: Dict[str, List[Any]] = {name: [] for name in ROW_SCHEMA.names}
+        rows: dict[str, list[Any]] = {name: [] for name in ROW_SCHEMA.names}
         for path, data in zip(batch.column("path").to_pylist(), batch.column("bytes").to_pylist()):
             for row in detect_file(self.detector, path, data):
                 for name in ROW_SCHEMA.names:
@@ -82,9 +83,9 @@ class DetectFiles:
         return pa.Table.from_pydict(rows, schema=ROW_SCHEMA)
 
 
-def detect_file(detector: TextDetection, path: str, data: bytes) -> List[Dict[str, Any]]:
+def detect_file(detector: TextDetection, path: str, data: bytes) -> list[dict[str, Any]]:
     """Rows for one file: one per image or page, or a final row with ``error`` where reading stopped."""
-    rows: List[Dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
     try:
         for loaded in load_source(Source("bytes", data, path), detector.load_options):
             (result,) = detector.detect_loaded([loaded])
@@ -135,10 +136,10 @@ def is_uri(text: str) -> bool:
     return "://" in text
 
 
-def resolve_inputs(inputs: Sequence[str], recursive: bool = False) -> List[str]:
+def resolve_inputs(inputs: Sequence[str], recursive: bool = False) -> list[str]:
     """Local folders and globs -> sorted absolute file paths (every node must see them: a shared
     filesystem); URIs (s3://, gs://, hdfs://, file://…) are passed to Ray as they are."""
-    paths: List[str] = []
+    paths: list[str] = []
     for raw in inputs:
         if is_uri(raw):
             paths.append(raw)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Tuple
+from collections.abc import Iterable
 
 import cv2
 import numpy as np
 
-BOX_COLOR_BGR: Tuple[int, int, int] = (0, 0, 255)
+BOX_COLOR_BGR: tuple[int, int, int] = (0, 0, 255)
 BOX_THICKNESS = 2
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import List, Optional, Union
+from typing import Optional, Union
 
 from .errors import ModelNotFoundError
 from .result import write_atomically
@@ -41,7 +41,7 @@ def user_cache_dir() -> Path:
     return Path(base) / "detector" / "models"
 
 
-def local_model_folders() -> List[Path]:
+def local_model_folders() -> list[Path]:
     """Folders searched for <MODEL_NAME>/inference.onnx, in lookup order (2–4 above)."""
     env_dir = os.environ.get(MODELS_ENV_VAR)
     folders = [Path(env_dir).expanduser()] if env_dir else []

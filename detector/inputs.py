@@ -16,9 +16,10 @@ import threading
 import urllib.error
 import urllib.request
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, List, Optional
+from typing import Any, Optional
 
 import cv2
 import numpy as np
@@ -288,13 +289,13 @@ def fetch_url(url: str, options: LoadOptions) -> tuple:
 # ----------------------------------------------------------------------------- expansion and loading
 
 
-def list_folder_images(folder: Path, recursive: bool = False) -> List[Path]:
+def list_folder_images(folder: Path, recursive: bool = False) -> list[Path]:
     """Image and PDF files in a folder (and its subfolders if recursive), sorted by path."""
     candidates = folder.rglob("*") if recursive else folder.iterdir()
     return sorted(p for p in candidates if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
-def _expand_path(text: str, options: LoadOptions) -> List[Source]:
+def _expand_path(text: str, options: LoadOptions) -> list[Source]:
     if is_url(text):
         return [Source("url", text, text)]
     path = Path(text).expanduser()
@@ -317,7 +318,7 @@ def _expand_path(text: str, options: LoadOptions) -> List[Source]:
     raise InputNotFoundError(f"input {text!r} does not exist")
 
 
-def expand_inputs(inputs: Any, options: LoadOptions = DEFAULT_LOAD_OPTIONS) -> List[Source]:
+def expand_inputs(inputs: Any, options: LoadOptions = DEFAULT_LOAD_OPTIONS) -> list[Source]:
     """Flatten the caller's input into sources, checking that paths exist (images are not read yet)."""
     if isinstance(inputs, np.ndarray):
         return [Source("array", inputs)]
@@ -330,7 +331,7 @@ def expand_inputs(inputs: Any, options: LoadOptions = DEFAULT_LOAD_OPTIONS) -> L
     if isinstance(inputs, str):
         return _expand_path(inputs, options)
     if isinstance(inputs, (list, tuple)):
-        sources: List[Source] = []
+        sources: list[Source] = []
         for item in inputs:
             if isinstance(item, (list, tuple)):
                 raise UnsupportedInputError("nested lists are not accepted as input")

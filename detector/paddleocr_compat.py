@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import warnings
-from typing import Any, Dict, Optional, Set
+from typing import Any, Optional
 
 from .errors import InvalidParameterError
 
@@ -14,7 +14,7 @@ from .errors import InvalidParameterError
 PADDLEOCR_ENGINES = ("paddle", "paddle_static", "paddle_dynamic", "transformers", "onnxruntime")
 OUR_ENGINE = "onnxruntime"
 
-IGNORED_KEYWORDS: Dict[str, str] = {
+IGNORED_KEYWORDS: dict[str, str] = {
     "engine": "this package always runs onnxruntime; there is no Paddle or transformers engine to choose",
     "engine_config": "it configures Paddle's engines; onnxruntime settings here are device and cpu_threads",
     "enable_hpi": "PaddleX's high-performance inference plugin chooses a Paddle backend; this package is onnxruntime already",
@@ -24,7 +24,7 @@ IGNORED_KEYWORDS: Dict[str, str] = {
     "enable_cinn": "CINN is Paddle's compiler; onnxruntime optimizes the graph itself when the session opens",
 }
 
-_warned: Set[str] = set()
+_warned: set[str] = set()
 _warned_lock = threading.Lock()
 
 
@@ -32,7 +32,7 @@ class IgnoredArgumentWarning(UserWarning):
     """A PaddleOCR keyword was given that has no meaning on onnxruntime; it changes nothing."""
 
 
-def check_ignored_keywords(given: Dict[str, Any]) -> None:
+def check_ignored_keywords(given: dict[str, Any]) -> None:
     """Validate PaddleOCR's engine keywords as PaddleOCR does, then warn once per process for each one given."""
     engine: Optional[str] = given.get("engine")
     if engine is not None and engine not in PADDLEOCR_ENGINES:

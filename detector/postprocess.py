@@ -9,7 +9,6 @@ ones, and rescale to the original image.
 from __future__ import annotations
 
 import math
-from typing import List, Tuple
 
 import cv2
 import numpy as np
@@ -33,7 +32,7 @@ def binarize(prob_map: np.ndarray, thresh: float, use_dilation: bool) -> np.ndar
     return mask * 255
 
 
-def min_area_quad(points: np.ndarray) -> Tuple[np.ndarray, float]:
+def min_area_quad(points: np.ndarray) -> tuple[np.ndarray, float]:
     """The minimum-area rectangle around points as 4 corners clockwise from top-left, and its short side."""
     rect = cv2.minAreaRect(points)
     corners = sorted(cv2.boxPoints(rect).tolist(), key=lambda p: p[0])
@@ -62,7 +61,7 @@ def box_score_slow(prob_map: np.ndarray, contour: np.ndarray) -> float:
     return box_score_fast(prob_map, contour.reshape(-1, 2).astype(np.int64))
 
 
-def unclip_polygon(polygon: np.ndarray, unclip_ratio: float) -> List[np.ndarray]:
+def unclip_polygon(polygon: np.ndarray, unclip_ratio: float) -> list[np.ndarray]:
     """Grow a polygon by area * unclip_ratio / perimeter with rounded joins; may return several pieces."""
     area = cv2.contourArea(polygon)
     perimeter = cv2.arcLength(polygon, True)
@@ -89,7 +88,7 @@ def quads_from_mask(
     unclip_ratio: float,
     max_candidates: int,
     score_mode: str,
-) -> Tuple[np.ndarray, List[float]]:
+) -> tuple[np.ndarray, list[float]]:
     """Quadrilateral boxes (N,4,2) int16 in original-image pixels, and their scores."""
     map_height, map_width = mask.shape
     contours, _ = cv2.findContours(mask, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
@@ -126,7 +125,7 @@ def polygons_from_mask(
     box_thresh: float,
     unclip_ratio: float,
     max_candidates: int,
-) -> Tuple[List[np.ndarray], List[float]]:
+) -> tuple[list[np.ndarray], list[float]]:
     """Polygon boxes (each (K,2) int16) in original-image pixels, and their scores."""
     map_height, map_width = mask.shape
     contours, _ = cv2.findContours(mask, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)

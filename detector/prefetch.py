@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Iterable, Iterator, TypeVar
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
 
 T = TypeVar("T")
 
@@ -29,7 +30,7 @@ def prefetch(items: Iterable[T], depth: int = PREFETCH_DEPTH) -> Iterator[T]:
     if depth < 1:
         yield from items
         return
-    slots: "queue.Queue" = queue.Queue(maxsize=depth)
+    slots: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
     def produce() -> None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Optional
 
 import cv2
 import numpy as np
@@ -39,7 +40,7 @@ def pad_small_image(image: np.ndarray) -> np.ndarray:
     return padded
 
 
-def target_size(height: int, width: int, limit_side_len: int, limit_type: str, max_side_limit: int) -> Tuple[int, int]:
+def target_size(height: int, width: int, limit_side_len: int, limit_type: str, max_side_limit: int) -> tuple[int, int]:
     """The (height, width) PaddleOCR resizes an image of this size to: both multiples of 32, >= 32."""
     if limit_type == "max":
         ratio = float(limit_side_len) / max(height, width) if max(height, width) > limit_side_len else 1.0
@@ -61,7 +62,7 @@ def target_size(height: int, width: int, limit_side_len: int, limit_type: str, m
 
 def resize_for_detection(
     image: np.ndarray, limit_side_len: int, limit_type: str, max_side_limit: int
-) -> Tuple[np.ndarray, ResizeInfo]:
+) -> tuple[np.ndarray, ResizeInfo]:
     """Resize a BGR uint8 HxWx3 image for the network; returns it with the mapping back to the original."""
     src_h, src_w = image.shape[:2]
     padded = pad_small_image(image)
@@ -73,7 +74,7 @@ def resize_for_detection(
     return resized, ResizeInfo(src_h, src_w, resize_h / float(height), resize_w / float(width))
 
 
-def check_input_shape(input_shape: Any) -> Optional[Tuple[int, int, int]]:
+def check_input_shape(input_shape: Any) -> Optional[tuple[int, int, int]]:
     """PaddleOCR's ``input_shape`` (C, H, W) as ints, or None; C must be 3 and H, W multiples of 32."""
     if input_shape is None:
         return None
@@ -88,7 +89,7 @@ def check_input_shape(input_shape: Any) -> Optional[Tuple[int, int, int]]:
     return channels, height, width
 
 
-def resize_to_shape(image: np.ndarray, height: int, width: int) -> Tuple[np.ndarray, ResizeInfo]:
+def resize_to_shape(image: np.ndarray, height: int, width: int) -> tuple[np.ndarray, ResizeInfo]:
     """Resize to exactly height x width, aspect ratio not kept: PaddleX's DetResizeForTest with input_shape."""
     src_h, src_w = image.shape[:2]
     padded = pad_small_image(image)
@@ -121,13 +122,13 @@ def normalize_image(
     return out
 
 
-def group_by_shape(images: Sequence[np.ndarray]) -> List[List[int]]:
+def group_by_shape(images: Sequence[np.ndarray]) -> list[list[int]]:
     """Indices of images grouped by identical shape, in first-seen order.
 
     Only same-shaped images share a session.run: padding them to a common size would change the
     probability map near the padding, and results must not depend on batch_size.
     """
-    groups: Dict[Tuple[int, ...], List[int]] = {}
+    groups: dict[tuple[int, ...], list[int]] = {}
     for index, image in enumerate(images):
         groups.setdefault(image.shape, []).append(index)
     return list(groups.values())

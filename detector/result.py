@@ -10,7 +10,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Optional, Union
 
 import cv2
 import numpy as np
@@ -73,7 +73,7 @@ class _StrView:
     # In a class of its own: an attribute named `str` in DetectionResult's body would shadow the
     # builtin for that body's annotations.
     @property
-    def str(self) -> Dict[str, Any]:
+    def str(self) -> dict[str, Any]:
         """``{"res": {...}}`` with the arrays themselves, as PaddleOCR's ``res.str``."""
         return {RESULT_KEY: dict(self)}  # type: ignore[call-overload]
 
@@ -81,7 +81,7 @@ class _StrView:
 class DetectionResult(dict, _StrView):
     """``{"input_path", "page_index", "dt_polys", "dt_scores"}`` for one image (or PDF page)."""
 
-    def __init__(self, data: Dict[str, Any], input_img: Optional[np.ndarray] = None):
+    def __init__(self, data: dict[str, Any], input_img: Optional[np.ndarray] = None):
         super().__init__(data)
         # Kept out of the dict so printing and JSON stay small; used by save_to_img.
         self.input_img = input_img
@@ -94,18 +94,18 @@ class DetectionResult(dict, _StrView):
         raise KeyError(key)
 
     @property
-    def json(self) -> Dict[str, Any]:
+    def json(self) -> dict[str, Any]:
         """``{"res": {...}}`` with plain lists and numbers, as PaddleOCR's ``res.json``."""
         return {RESULT_KEY: to_jsonable(dict(self))}
 
     @property
-    def img(self) -> Dict[str, np.ndarray]:
+    def img(self) -> dict[str, np.ndarray]:
         """``{"res": RGB image with the boxes drawn}``, as PaddleOCR's ``res.img``."""
         if self.input_img is None:
             raise DetectorError("this result holds no input image to draw on")
         return {RESULT_KEY: np.ascontiguousarray(draw_polygons(self.input_img, self["dt_polys"])[:, :, ::-1])}
 
-    def _file_name(self) -> Tuple[str, str]:
+    def _file_name(self) -> tuple[str, str]:
         """(stem, suffix) that saved files are named after: the input's, with the page index PaddleX adds."""
         path = self.get("input_path")
         if path:
@@ -166,7 +166,7 @@ class DetectionResult(dict, _StrView):
         write_atomically(target, encoded.tobytes())
         return target
 
-    def save_all(self, save_path: Union[str, os.PathLike]) -> List[Path]:
+    def save_all(self, save_path: Union[str, os.PathLike]) -> list[Path]:
         """save_to_json and save_to_img into the folder ``save_path``, as PaddleOCR's ``save_all``.
 
         A ``save_path`` naming a file writes that one file, as PaddleOCR's save methods do for a

@@ -9,7 +9,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Optional
 
 import numpy as np
 
@@ -99,7 +99,7 @@ def session_options(threads: Optional[int] = None) -> ort.SessionOptions:
     return options
 
 
-def cuda_provider_options(device_index: int) -> Dict[str, str]:
+def cuda_provider_options(device_index: int) -> dict[str, str]:
     """CUDA provider options suited to a detector's input, whose height and width change per image.
 
     cuDNN's default EXHAUSTIVE search benchmarks every convolution algorithm again for each new
@@ -121,7 +121,7 @@ def cuda_provider_options(device_index: int) -> Dict[str, str]:
 
 def load_session(
     model_path: Path, device: Optional[Device], threads: Optional[int] = None
-) -> Tuple[ort.InferenceSession, str]:
+) -> tuple[ort.InferenceSession, str]:
     """Open the model on the device; returns the session and the device it really runs on ('cpu', 'gpu:N')."""
     if ort is None:
         raise DetectorError(ONNXRUNTIME_MISSING)
@@ -150,7 +150,7 @@ def _open(model_path: Path, options: ort.SessionOptions, providers) -> ort.Infer
         raise InvalidModelError(f"onnxruntime cannot load {model_path}: {exc}") from None
 
 
-def check_detector_signature(session: ort.InferenceSession, model_path: Path) -> Tuple[str, str]:
+def check_detector_signature(session: ort.InferenceSession, model_path: Path) -> tuple[str, str]:
     """Input and output names, after checking the model takes NCHW images and returns (N,1,H,W) maps."""
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if len(inputs) != 1 or not outputs:
@@ -167,7 +167,7 @@ def check_detector_signature(session: ort.InferenceSession, model_path: Path) ->
     return inputs[0].name, outputs[0].name
 
 
-def model_metadata(session: ort.InferenceSession) -> Dict[str, str]:
+def model_metadata(session: ort.InferenceSession) -> dict[str, str]:
     return dict(session.get_modelmeta().custom_metadata_map)
 
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional, Tuple
+from typing import Any, Optional
 
 from .errors import InvalidModelError, InvalidParameterError
 
@@ -66,7 +67,7 @@ class DetectionSettings:
     score_mode: str = "fast"
     box_type: str = "quad"
 
-    def with_overrides(self, **overrides: Any) -> "DetectionSettings":
+    def with_overrides(self, **overrides: Any) -> DetectionSettings:
         """A copy with every override that is not None applied, validated."""
         unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
         if unknown:
@@ -191,7 +192,7 @@ def settings_from_metadata(metadata: Mapping[str, str], model_name: Optional[str
 INFERENCE_YML = "inference.yml"  # PaddleX's name for a model's config, beside its weights
 
 
-def read_inference_yml(path: Path) -> Tuple[dict, str]:
+def read_inference_yml(path: Path) -> tuple[dict, str]:
     """The parsed inference.yml and its text (PyYAML: the ymls use anchors and flow lists)."""
     import yaml
 
@@ -209,7 +210,7 @@ def read_inference_yml(path: Path) -> Tuple[dict, str]:
 
 def settings_for_model_file(
     metadata: Mapping[str, str], model_path: Path, model_name: Optional[str]
-) -> Tuple[str, DetectionSettings, str]:
+) -> tuple[str, DetectionSettings, str]:
     """(model name, settings, where they came from) for an ONNX file, from the first of:
 
     its ``detector.*`` metadata (files written by tools/export); the ``inference.yml`` beside it

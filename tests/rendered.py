@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Tuple
 
 import cv2
 import numpy as np
@@ -11,7 +10,7 @@ import numpy as np
 from tools.dev.sample_image import render_text_image
 
 # Several sizes and aspect ratios, so the resize rules (shrink, keep, round to 32) all take part.
-RENDERED_PAGES: Dict[str, dict] = {
+RENDERED_PAGES: dict[str, dict] = {
     "page": dict(
         lines=[
             "Shipping address: 42 Harbour Road",
@@ -33,7 +32,7 @@ RENDERED_PAGES: Dict[str, dict] = {
 }
 
 
-def write_rendered_pages(folder: Path) -> Dict[str, Tuple[Path, List[Tuple[int, int, int, int]]]]:
+def write_rendered_pages(folder: Path) -> dict[str, tuple[Path, list[tuple[int, int, int, int]]]]:
     """Write every rendered page as PNG into folder; returns name -> (path, ground-truth line boxes)."""
     folder.mkdir(parents=True, exist_ok=True)
     pages = {}
@@ -45,7 +44,7 @@ def write_rendered_pages(folder: Path) -> Dict[str, Tuple[Path, List[Tuple[int, 
     return pages
 
 
-def box_iou(a: Tuple[int, int, int, int], b: Tuple[int, int, int, int]) -> float:
+def box_iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
     ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = ix * iy
@@ -53,6 +52,6 @@ def box_iou(a: Tuple[int, int, int, int], b: Tuple[int, int, int, int]) -> float
     return inter / union if union else 0.0
 
 
-def polygon_bounds(polygon: np.ndarray) -> Tuple[int, int, int, int]:
+def polygon_bounds(polygon: np.ndarray) -> tuple[int, int, int, int]:
     xs, ys = polygon[:, 0], polygon[:, 1]
     return int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())

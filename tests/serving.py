@@ -11,9 +11,10 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import Any, Optional
 
 from tests.conftest import REPO_ROOT
 
@@ -37,8 +38,8 @@ class Server:
         return f"http://{HOST}:{self.port}"
 
     def request(
-        self, method: str, path: str, body: Any = None, headers: Optional[Dict[str, str]] = None, timeout: float = 120
-    ) -> Tuple[int, Dict[str, str], Any]:
+        self, method: str, path: str, body: Any = None, headers: Optional[dict[str, str]] = None, timeout: float = 120
+    ) -> tuple[int, dict[str, str], Any]:
         """(status, headers, parsed JSON or text) of one request on a fresh connection."""
         connection = http.client.HTTPConnection(HOST, self.port, timeout=timeout)
         try:
@@ -58,7 +59,7 @@ class Server:
     def post_json(self, path: str, payload: Any, **kwargs):
         return self.request("POST", path, json.dumps(payload).encode(), {"Content-Type": "application/json"}, **kwargs)
 
-    def post_multipart(self, path: str, fields: Dict[str, Tuple[Optional[str], bytes]], **kwargs):
+    def post_multipart(self, path: str, fields: dict[str, tuple[Optional[str], bytes]], **kwargs):
         """fields: name -> (filename or None for a plain field, content)."""
         boundary = uuid.uuid4().hex
         parts = []

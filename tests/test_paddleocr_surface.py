@@ -16,8 +16,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from detector import DetectorError, TextDetection
-from detector import paddleocr_compat
+from detector import DetectorError, TextDetection, paddleocr_compat
 from detector.cli import cli
 from detector.paddleocr_compat import IGNORED_KEYWORDS, IgnoredArgumentWarning
 from tests.conftest import REPO_ROOT

@@ -281,7 +281,7 @@ def test_overload_answers_503_with_retry_after_and_serves_the_rest(single_slot_s
 class _ImageHandler(http.server.BaseHTTPRequestHandler):
     payload = b""
 
-    def do_GET(self):  # noqa: N802 (http.server's naming)
+    def do_GET(self):  # http.server names its handlers so
         self.send_response(200)
         self.send_header("Content-Type", "image/png")
         self.send_header("Content-Length", str(len(self.payload)))

@@ -135,7 +135,7 @@ def test_text_detection_runs_at_any_image_size(server_detector):
             assert len(scores) == len(polys), where
             assert all(0.0 <= float(score) <= 1.0 for score in scores), where
             if len(polys):
-                assert 0 <= polys[..., 0].min() and polys[..., 0].max() <= width, where
-                assert 0 <= polys[..., 1].min() and polys[..., 1].max() <= height, where
+                assert polys[..., 0].min() >= 0 and polys[..., 0].max() <= width, where
+                assert polys[..., 1].min() >= 0 and polys[..., 1].max() <= height, where
             boxes_found += len(polys) if overrides else 0
     assert boxes_found > 0  # the box-making half of the postprocess ran too

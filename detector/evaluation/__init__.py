@@ -7,12 +7,12 @@ from .metric import LabelledPolygon, SetScore, combine_scores, score_image
 
 __all__ = [
     "EvaluationRow",
-    "evaluate",
     "LabelFileError",
     "LabelledImage",
-    "read_labels",
     "LabelledPolygon",
     "SetScore",
     "combine_scores",
+    "evaluate",
+    "read_labels",
     "score_image",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import traceback
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Optional
 
 import click
 
@@ -25,7 +25,7 @@ def _check_device(ctx: click.Context, param: click.Parameter, value: Optional[st
     return value
 
 
-def _model_keywords(model: Optional[str]) -> Dict[str, Optional[str]]:
+def _model_keywords(model: Optional[str]) -> dict[str, Optional[str]]:
     """--model is a model name, or a path to an .onnx file / model folder."""
     if model and (model.endswith(".onnx") or Path(model).exists()):
         return {"model_name": None, "model_dir": model}
@@ -33,8 +33,8 @@ def _model_keywords(model: Optional[str]) -> Dict[str, Optional[str]]:
 
 
 def _detector_specs(
-    model: Optional[str], precision: Optional[str], compare: Optional[Tuple[str, str]]
-) -> Dict[str, Dict[str, Optional[str]]]:
+    model: Optional[str], precision: Optional[str], compare: Optional[tuple[str, str]]
+) -> dict[str, dict[str, Optional[str]]]:
     """name -> TextDetection keywords. --compare takes two precisions of --model, or two models."""
     if not compare:
         return {precision or model or DEFAULT_MODEL_NAME: {**_model_keywords(model), "precision": precision}}

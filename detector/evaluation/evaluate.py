@@ -8,8 +8,9 @@ of them in turn, alternating who goes first, so a slow spell on a shared machine
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 
@@ -41,7 +42,7 @@ class EvaluationRow:
     def boxes_per_image(self) -> float:
         return self.score.detections / self.images if self.images else 0.0
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "model": self.model_name,
@@ -61,7 +62,7 @@ class EvaluationRow:
         }
 
 
-def load_labelled_images(images: Sequence[LabelledImage]) -> List[np.ndarray]:
+def load_labelled_images(images: Sequence[LabelledImage]) -> list[np.ndarray]:
     """Decode every labelled image (BGR), as the detector would; a missing one names its path."""
     decoded = []
     for item in images:
@@ -73,15 +74,15 @@ def load_labelled_images(images: Sequence[LabelledImage]) -> List[np.ndarray]:
 
 
 def evaluate(
-    detectors: Dict[str, TextDetection],
+    detectors: dict[str, TextDetection],
     images: Sequence[LabelledImage],
     decoded: Optional[Sequence[np.ndarray]] = None,
     **overrides: Any,
-) -> List[EvaluationRow]:
+) -> list[EvaluationRow]:
     """Score each detector on the labelled images; ``overrides`` are detection settings for every call."""
     decoded = list(decoded) if decoded is not None else load_labelled_images(images)
     names = list(detectors)
-    scores: Dict[str, List[ImageScore]] = {name: [] for name in names}
+    scores: dict[str, list[ImageScore]] = {name: [] for name in names}
     seconds = {name: 0.0 for name in names}
     if decoded:  # one untimed run each: the first session.run allocates and is not representative
         for name in names:

@@ -13,7 +13,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Tuple, Union
+from typing import Optional, Union
 
 import numpy as np
 
@@ -31,12 +31,12 @@ class LabelFileError(DetectorError, ValueError):
 @dataclass(frozen=True)
 class LabelledImage:
     image_path: Path
-    labels: Tuple[LabelledPolygon, ...]
+    labels: tuple[LabelledPolygon, ...]
 
 
 def read_labels(
     labels: Union[str, os.PathLike], image_dir: Optional[Union[str, os.PathLike]] = None
-) -> List[LabelledImage]:
+) -> list[LabelledImage]:
     """A PaddleOCR label file, or an ICDAR 2015 folder of gt_*.txt, as a list of labelled images."""
     path = Path(labels).expanduser()
     if path.is_dir():
@@ -46,7 +46,7 @@ def read_labels(
     raise LabelFileError(f"--labels {str(path)!r} does not exist: give a PaddleOCR label file or an ICDAR 2015 folder")
 
 
-def _read_lines(path: Path) -> List[str]:
+def _read_lines(path: Path) -> list[str]:
     try:
         return path.read_text(encoding="utf-8-sig").splitlines()
     except UnicodeDecodeError as exc:
@@ -65,7 +65,7 @@ def _polygon(raw: object, where: str) -> np.ndarray:
     return points
 
 
-def read_paddleocr_label_file(path: Path, image_dir: Optional[Union[str, os.PathLike]] = None) -> List[LabelledImage]:
+def read_paddleocr_label_file(path: Path, image_dir: Optional[Union[str, os.PathLike]] = None) -> list[LabelledImage]:
     base = Path(image_dir).expanduser() if image_dir is not None else path.parent
     images = []
     for number, line in enumerate(_read_lines(path), start=1):
@@ -119,7 +119,7 @@ def _find_image(folder: Path, stem: str) -> Optional[Path]:
     return None
 
 
-def read_icdar2015_folder(folder: Path, image_dir: Optional[Union[str, os.PathLike]] = None) -> List[LabelledImage]:
+def read_icdar2015_folder(folder: Path, image_dir: Optional[Union[str, os.PathLike]] = None) -> list[LabelledImage]:
     base = Path(image_dir).expanduser() if image_dir is not None else folder
     files = sorted(folder.glob("gt_*.txt"))
     if not files:

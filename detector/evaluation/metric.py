@@ -10,8 +10,8 @@ per image.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, List, Sequence
 
 import numpy as np
 import pyclipper
@@ -110,7 +110,7 @@ def is_simple_polygon(points: np.ndarray) -> bool:
     return True
 
 
-def _to_clipper(points: np.ndarray) -> List[List[int]]:
+def _to_clipper(points: np.ndarray) -> list[list[int]]:
     return [[int(round(x * _CLIPPER_SCALE)), int(round(y * _CLIPPER_SCALE))] for x, y in np.asarray(points, np.float64)]
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, List, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ..precision import PRECISIONS
 from .evaluate import EvaluationRow
@@ -11,7 +12,7 @@ from .evaluate import EvaluationRow
 _COLUMNS = ("model", "variant", "precision", "recall", "hmean", "images", "boxes/img", "s/img")
 
 
-def _cells(row: EvaluationRow) -> List[str]:
+def _cells(row: EvaluationRow) -> list[str]:
     # --compare fp32 int8 names precisions: show the model; two models: show what the user named
     return [
         row.model_name if row.name in PRECISIONS else row.name,
@@ -25,7 +26,7 @@ def _cells(row: EvaluationRow) -> List[str]:
     ]
 
 
-def comparison(rows: Sequence[EvaluationRow]) -> Dict[str, float]:
+def comparison(rows: Sequence[EvaluationRow]) -> dict[str, float]:
     """Second row minus first (precision, recall, hmean) and the second's time over the first's."""
     first, second = rows[0], rows[1]
     return {
@@ -66,7 +67,7 @@ def format_table(rows: Sequence[EvaluationRow]) -> str:
     return "\n".join(lines)
 
 
-def report_dict(rows: Sequence[EvaluationRow]) -> Dict[str, Any]:
+def report_dict(rows: Sequence[EvaluationRow]) -> dict[str, Any]:
     """One row: its fields at the top level. Two: {"rows": [...], "difference": {...}, "time_ratio": r}."""
     if len(rows) == 1:
         return rows[0].to_dict()

@@ -20,8 +20,9 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator, Dict, List, Optional
+from typing import Any, Optional
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -61,7 +62,7 @@ logger = logging.getLogger("detector.serve")
 class RequestError(Exception):
     """A request the service refuses: its HTTP status and a message that says what to send instead."""
 
-    def __init__(self, status: int, message: str, headers: Optional[Dict[str, str]] = None):
+    def __init__(self, status: int, message: str, headers: Optional[dict[str, str]] = None):
         super().__init__(message)
         self.status = status
         self.headers = headers or {}
@@ -71,9 +72,9 @@ def new_log_id() -> str:
     return str(uuid.uuid4())
 
 
-def envelope(log_id: str, status: int, message: str, result: Any = None) -> Dict[str, Any]:
+def envelope(log_id: str, status: int, message: str, result: Any = None) -> dict[str, Any]:
     """PaddleX serving's response shape: errorCode 0 and errorMsg "Success" with a result, else the status."""
-    body: Dict[str, Any] = {"logId": log_id, "errorCode": 0 if status < 400 else status, "errorMsg": message}
+    body: dict[str, Any] = {"logId": log_id, "errorCode": 0 if status < 400 else status, "errorMsg": message}
     if result is not None:
         body["result"] = result
     return body
@@ -99,8 +100,8 @@ def load_detector(config: ServeConfig) -> TextDetection:
 
 
 def detect_pages(
-    detector: TextDetection, source: Source, options: LoadOptions, overrides: Dict[str, Any], cancelled: threading.Event
-) -> List[Dict[str, Any]]:
+    detector: TextDetection, source: Source, options: LoadOptions, overrides: dict[str, Any], cancelled: threading.Event
+) -> list[dict[str, Any]]:
     """One entry per image (one per PDF/TIFF page), detected exactly as TextDetection.predict does."""
     pages = []
     for loaded in load_source(source, options):
@@ -214,7 +215,7 @@ def decode_base64_image(value: Any) -> bytes:
     return data
 
 
-def merge_settings(query: Dict[str, Any], body: Dict[str, Any]) -> Dict[str, Any]:
+def merge_settings(query: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
     clash = sorted(key for key in set(query) & set(body) if query[key] != body[key])
     if clash:
         raise RequestError(400, f"{', '.join(clash)} given differently in the query and the JSON body")
@@ -285,7 +286,7 @@ def create_app(config: ServeConfig, detector: Optional[TextDetection] = None) ->
     def log_id_of(request: Request) -> str:
         return getattr(request.state, "log_id", None) or new_log_id()
 
-    def refuse(request: Request, status: int, message: str, headers: Optional[Dict[str, str]] = None) -> JSONResponse:
+    def refuse(request: Request, status: int, message: str, headers: Optional[dict[str, str]] = None) -> JSONResponse:
         log_id = log_id_of(request)
         logger.info("%s %s -> %d (%s): %s", request.method, request.url.path, status, log_id, message)
         return JSONResponse(envelope(log_id, status, message), status_code=status, headers=headers)

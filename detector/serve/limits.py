@@ -14,7 +14,7 @@ import math
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Dict
+from typing import Any, Callable
 
 # A refused body is still read (and thrown away) up to this many bytes, so that clients which send
 # the whole body before reading the answer get the 413 instead of a broken pipe (nginx's lingering close).
@@ -71,7 +71,7 @@ class InferenceGate:
     def capacity(self) -> int:
         return self.max_concurrency + self.max_queue
 
-    def snapshot(self) -> Dict[str, int]:
+    def snapshot(self) -> dict[str, int]:
         with self._lock:
             return {
                 "running": self._running,
@@ -140,12 +140,12 @@ class BodySizeLimit:
     ``envelope(status, message)`` makes the JSON body of the refusal.
     """
 
-    def __init__(self, app: Any, max_bytes: int, envelope: Callable[[int, str], Dict[str, Any]]):
+    def __init__(self, app: Any, max_bytes: int, envelope: Callable[[int, str], dict[str, Any]]):
         self.app = app
         self.max_bytes = max_bytes
         self.envelope = envelope
 
-    async def __call__(self, scope: Dict[str, Any], receive: Callable, send: Callable) -> None:
+    async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -160,7 +160,7 @@ class BodySizeLimit:
                 return
         received = 0
 
-        async def limited_receive() -> Dict[str, Any]:
+        async def limited_receive() -> dict[str, Any]:
             nonlocal received
             message = await receive()
             if message["type"] == "http.request":

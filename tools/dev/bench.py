@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Optional
 
 import cv2
 import numpy as np
@@ -44,7 +44,6 @@ from detector.postprocess import boxes_from_probability_map  # noqa: E402
 from detector.preprocess import normalize_image, resize_for_detection  # noqa: E402
 from detector.settings import METADATA_INFERENCE_YML_KEY  # noqa: E402
 from tools.dev.sample_image import render_text_image  # noqa: E402
-
 
 # ----------------------------------------------------------------------------- the image set
 
@@ -79,7 +78,7 @@ def document_image(width: int, height: int, font: int) -> np.ndarray:
     return image
 
 
-def make_image_set(folder: Path) -> List[Path]:
+def make_image_set(folder: Path) -> list[Path]:
     """The mixed set, written into folder; returns the files in the order PaddleOCR reads a folder."""
     images = {
         "scene_640x480.jpg": scene_image(640, 480, 1),
@@ -114,7 +113,7 @@ def best_ms(fn: Callable[[], object], repeat: int) -> float:
     return min(times)
 
 
-def stage_times(detector: TextDetection, path: Path, repeat: int) -> Dict[str, object]:
+def stage_times(detector: TextDetection, path: Path, repeat: int) -> dict[str, object]:
     """Our four stages on one image, ms (best of repeat)."""
     settings, session = detector.settings, detector._session
     input_name, output_name = session.get_inputs()[0].name, session.get_outputs()[0].name
@@ -167,7 +166,7 @@ def inference_yml_of(onnx_path: Path) -> Optional[str]:
     return props.get(METADATA_INFERENCE_YML_KEY)
 
 
-def parse_settings(pairs: List[str]) -> Dict[str, object]:
+def parse_settings(pairs: list[str]) -> dict[str, object]:
     settings = {}
     for pair in pairs:
         key, _, value = pair.partition("=")
@@ -181,7 +180,7 @@ def parse_settings(pairs: List[str]) -> Dict[str, object]:
     return settings
 
 
-def main(argv: List[str] = None) -> int:
+def main(argv: list[str] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="PP-OCRv4_mobile_det")
     parser.add_argument("--onnx", type=Path, help="our model (default: models/<model>/inference.onnx)")
@@ -257,11 +256,11 @@ def main(argv: List[str] = None) -> int:
         single = {"ours": lambda p: ours.predict(p), "PaddleOCR ort": lambda p: list(pdocr_ort.predict(p))}
         if pdocr is not None:
             single["PaddleOCR paddle"] = lambda p: list(pdocr.predict(p))
-        per_image: Dict[str, Dict[str, float]] = {name: {} for name in single}
-        best: Dict[str, float] = {}
-        paired: Dict[str, List[float]] = {}  # per round, ours / theirs: neighbours in time share the load
-        stages: Dict[str, Dict[str, object]] = {}
-        paddle_runs: Dict[str, float] = {}
+        per_image: dict[str, dict[str, float]] = {name: {} for name in single}
+        best: dict[str, float] = {}
+        paired: dict[str, list[float]] = {}  # per round, ours / theirs: neighbours in time share the load
+        stages: dict[str, dict[str, object]] = {}
+        paddle_runs: dict[str, float] = {}
         for fn in whole.values():
             fn()  # warm-up: first-shape allocations, lazy imports
         for round_index in range(args.rounds):

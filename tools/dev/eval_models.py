@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import List, Optional
+from typing import Optional
 
 from detector import TextDetection
 from detector.catalog import exported_models
@@ -21,7 +21,7 @@ from detector.evaluation.report import comparison, format_table
 from detector.precision import PRECISIONS, variant_path
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tools.dev.eval_models",
         description=__doc__,

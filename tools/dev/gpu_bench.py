@@ -24,8 +24,9 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -35,7 +36,7 @@ if str(REPO_ROOT) not in sys.path:
 
 SEARCH_MODES = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
 # Network input sizes (H, W) of a mixed stream: pages, photos, banners, crops (multiples of 32).
-MIXED_SHAPES: Tuple[Tuple[int, int], ...] = (
+MIXED_SHAPES: tuple[tuple[int, int], ...] = (
     (960, 736),
     (736, 960),
     (960, 672),
@@ -94,7 +95,7 @@ def random_batch(batch: int, height: int, width: int, seed: int = 0) -> np.ndarr
     return np.random.default_rng(seed).standard_normal((batch, 3, height, width)).astype(np.float32)
 
 
-def first_runs_ms(session, shapes: Sequence[Tuple[int, int]], bucketed: bool) -> list:
+def first_runs_ms(session, shapes: Sequence[tuple[int, int]], bucketed: bool) -> list:
     """The first run at each shape (convolution-algorithm search included), padded to buckets if asked."""
     name, out = session.get_inputs()[0].name, session.get_outputs()[0].name
     times = []
@@ -108,7 +109,7 @@ def first_runs_ms(session, shapes: Sequence[Tuple[int, int]], bucketed: bool) ->
     return times
 
 
-def warm_runs_ms(session, shapes: Sequence[Tuple[int, int]], bucketed: bool, repeat: int) -> list:
+def warm_runs_ms(session, shapes: Sequence[tuple[int, int]], bucketed: bool, repeat: int) -> list:
     name, out = session.get_inputs()[0].name, session.get_outputs()[0].name
     sides = [(bucket_side(h), bucket_side(w)) if bucketed else (h, w) for h, w in shapes]
     return [
@@ -116,7 +117,7 @@ def warm_runs_ms(session, shapes: Sequence[Tuple[int, int]], bucketed: bool, rep
     ]
 
 
-def measure_search_mode(path: str, search: str, repeat: int, ort_module) -> Dict[str, object]:
+def measure_search_mode(path: str, search: str, repeat: int, ort_module) -> dict[str, object]:
     session, load_ms = cuda_session(path, search, ort_module)
     name, out = session.get_inputs()[0].name, session.get_outputs()[0].name
     cold = first_runs_ms(session, MIXED_SHAPES, bucketed=False)
@@ -147,8 +148,8 @@ def measure_search_mode(path: str, search: str, repeat: int, ort_module) -> Dict
     }
 
 
-def measure_model(path: str, repeat: int, ort_module) -> Dict[str, object]:
-    results: Dict[str, object] = {}
+def measure_model(path: str, repeat: int, ort_module) -> dict[str, object]:
+    results: dict[str, object] = {}
     for search in SEARCH_MODES:
         results[search] = measure_search_mode(path, search, repeat, ort_module)
         print(f"{Path(path).parent.name} {search}: {json.dumps(results[search])}", file=sys.stderr, flush=True)
@@ -186,7 +187,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     if hasattr(ort, "preload_dlls"):
         ort.preload_dlls()
-    report: Dict[str, object] = {"onnxruntime": ort.__version__, "device": ort.get_device(), "models": {}}
+    report: dict[str, object] = {"onnxruntime": ort.__version__, "device": ort.get_device(), "models": {}}
     for path in args.onnx:
         if args.random_weights:
             path = fill_random_weights(path, str(Path(path).with_suffix(".filled.onnx")))

@@ -22,9 +22,10 @@ import random
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Optional
 
 import cv2
 import numpy as np
@@ -43,13 +44,77 @@ FONT_FILES = (
 KINDS = ("document", "scene")
 MIN_READABLE_PX = 10  # lines with a smaller font size are labelled don't care ("###")
 LABEL_FILE = "labels.txt"
-WORDS = (
-    "invoice total amount date order customer address shipping payment account balance number "
-    "street harbour road city station market coffee bakery museum garden river bridge north south "
-    "detection portable model engine window paper report summary figure table section chapter page "
-    "quick brown fox jumps over lazy dog open close monday friday january october price discount "
-    "receipt change cash card tax net gross weight length width height signal traffic parking exit"
-).split()
+WORDS = [
+    "invoice",
+    "total",
+    "amount",
+    "date",
+    "order",
+    "customer",
+    "address",
+    "shipping",
+    "payment",
+    "account",
+    "balance",
+    "number",
+    "street",
+    "harbour",
+    "road",
+    "city",
+    "station",
+    "market",
+    "coffee",
+    "bakery",
+    "museum",
+    "garden",
+    "river",
+    "bridge",
+    "north",
+    "south",
+    "detection",
+    "portable",
+    "model",
+    "engine",
+    "window",
+    "paper",
+    "report",
+    "summary",
+    "figure",
+    "table",
+    "section",
+    "chapter",
+    "page",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "lazy",
+    "dog",
+    "open",
+    "close",
+    "monday",
+    "friday",
+    "january",
+    "october",
+    "price",
+    "discount",
+    "receipt",
+    "change",
+    "cash",
+    "card",
+    "tax",
+    "net",
+    "gross",
+    "weight",
+    "length",
+    "width",
+    "height",
+    "signal",
+    "traffic",
+    "parking",
+    "exit",
+]
 
 
 @dataclass(frozen=True)
@@ -58,7 +123,7 @@ class TextRegion:
     points: np.ndarray  # (4, 2) float, clockwise from the top-left of the upright text
 
 
-def find_fonts() -> List[str]:
+def find_fonts() -> list[str]:
     """Paths of the DejaVu faces in FONT_FILES that fc-list knows (else sample_image's candidates)."""
     found = {}
     if shutil.which("fc-list"):
@@ -74,7 +139,7 @@ def find_fonts() -> List[str]:
     return [found[name] for name in FONT_FILES if name in found]
 
 
-def _line_text(rng: random.Random, words: Tuple[int, int]) -> str:
+def _line_text(rng: random.Random, words: tuple[int, int]) -> str:
     parts = []
     for _ in range(rng.randint(*words)):
         roll = rng.random()
@@ -88,7 +153,7 @@ def _line_text(rng: random.Random, words: Tuple[int, int]) -> str:
     return " ".join(parts)
 
 
-def _rotation(angle_deg: float, center: Tuple[float, float], shift: Tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+def _rotation(angle_deg: float, center: tuple[float, float], shift: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
     matrix = cv2.getRotationMatrix2D(center, angle_deg, 1.0)
     matrix[:, 2] += shift
     return matrix
@@ -104,7 +169,7 @@ def _box_corners(box: Sequence[float]) -> np.ndarray:
 
 
 def _finish(
-    image: np.ndarray, rng: random.Random, nprng: np.random.Generator, noise: Tuple[float, float]
+    image: np.ndarray, rng: random.Random, nprng: np.random.Generator, noise: tuple[float, float]
 ) -> np.ndarray:
     """Sensor noise, then JPEG artefacts (the image is saved as JPEG later at this quality)."""
     sigma = rng.uniform(*noise)
@@ -116,7 +181,7 @@ def _finish(
 
 def render_document(
     rng: random.Random, nprng: np.random.Generator, fonts: Sequence[str]
-) -> Tuple[np.ndarray, List[TextRegion]]:
+) -> tuple[np.ndarray, list[TextRegion]]:
     """A page of one or two columns of lines, rotated by at most ±3° about its centre."""
     width = rng.choice((640, 800, 1000, 1240, 1600))
     height = int(width * rng.choice((0.75, 1.0, 1.41)))
@@ -157,7 +222,7 @@ def render_document(
     return _finish(image, rng, nprng, (2.0, 10.0)), labels
 
 
-def _expanding_rotation(angle: float, width: int, height: int) -> Tuple[np.ndarray, Tuple[int, int]]:
+def _expanding_rotation(angle: float, width: int, height: int) -> tuple[np.ndarray, tuple[int, int]]:
     """Rotation about the centre onto a canvas large enough to hold every corner."""
     radians = np.deg2rad(abs(angle))
     new_w = int(np.ceil(width * np.cos(radians) + height * np.sin(radians)))
@@ -181,7 +246,7 @@ def _texture(nprng: np.random.Generator, width: int, height: int) -> np.ndarray:
 
 def render_scene(
     rng: random.Random, nprng: np.random.Generator, fonts: Sequence[str]
-) -> Tuple[np.ndarray, List[TextRegion]]:
+) -> tuple[np.ndarray, list[TextRegion]]:
     """Text lines on a textured background, each rotated by up to ±30° and kept apart from the others."""
     width, height = rng.choice(((640, 480), (960, 720), (1280, 720), (800, 800)))
     image = _texture(nprng, width, height)

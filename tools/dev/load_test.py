@@ -15,7 +15,6 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import List
 
 import cv2
 
@@ -29,14 +28,14 @@ from tools.dev.sample_image import SAMPLE_LINES, render_text_image  # noqa: E402
 LEVELS = (1, 4, 16)
 
 
-def percentile(values: List[float], fraction: float) -> float:
+def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
 
 
 def run_level(port: int, body: bytes, clients: int, requests: int, max_seconds: float) -> dict:
-    latencies: List[float] = []
-    statuses: List[int] = []
+    latencies: list[float] = []
+    statuses: list[int] = []
     lock = threading.Lock()
     remaining = [requests]
     deadline = time.monotonic() + max_seconds

@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Optional
 
 import numpy as np
 
@@ -28,7 +27,7 @@ from tools.export.paddle import paddle_predictor, quiet_offline_environment  # n
 
 def detect_with_paddleocr(
     model_dir: Path, model_name: str, images: Sequence[str], engine: Optional[str] = None, **settings: object
-) -> List[Dict[str, object]]:
+) -> list[dict[str, object]]:
     """PaddleOCR's TextDetection on each image; settings are its keywords (None = the model's default).
 
     engine: PaddleOCR's ``engine`` keyword ("onnxruntime", …); None keeps its default (Paddle Inference).
@@ -54,7 +53,7 @@ def detect_with_paddleocr(
     return results
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--model-dir",

@@ -19,25 +19,24 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Tuple
 
 # Paddle 3.0 saves PIR programs (inference.json) only while the PIR API is on; set before import.
 os.environ.setdefault("FLAGS_enable_pir_api", "1")
 os.environ.setdefault("GLOG_minloglevel", "2")
 
-import numpy as np  # noqa: E402
-import paddle  # noqa: E402
-import paddle.nn as nn  # noqa: E402
+import numpy as np
+import paddle
+import paddle.nn as nn
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from detector.settings import IMAGENET_MEAN as IMAGENET_MEAN_BGR  # noqa: E402
-from detector.settings import IMAGENET_STD as IMAGENET_STD_BGR  # noqa: E402
-from tools.export.default_model import paddlex_det_inference_yml  # noqa: E402
-from tools.export.paddle import paddle_predictor  # noqa: E402
-from tools.dev.ppocrv4_server_det_net import PPOCRv4ServerDet  # noqa: E402
+from detector.settings import IMAGENET_MEAN as IMAGENET_MEAN_BGR
+from detector.settings import IMAGENET_STD as IMAGENET_STD_BGR
+from tools.dev.ppocrv4_server_det_net import PPOCRv4ServerDet
+from tools.export.default_model import paddlex_det_inference_yml
+from tools.export.paddle import paddle_predictor
 
 MODEL_NAME = "PP-OCRv4_server_det"
 # (N, C, H, W) the saved program is checked at against the dygraph network: tall, square, wide.
@@ -113,7 +112,7 @@ def build_model(seed: int = 0) -> PPOCRv4ServerDet:
     return model
 
 
-def count_tensors(model: nn.Layer, include_thresh: bool = True) -> Tuple[int, int, int]:
+def count_tensors(model: nn.Layer, include_thresh: bool = True) -> tuple[int, int, int]:
     """(tensors, trainable elements, BatchNorm running-stat elements) of the model.
 
     Paddle keeps BatchNorm's running mean/variance as non-trainable parameters, not buffers; both

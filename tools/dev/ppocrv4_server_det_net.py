@@ -7,7 +7,7 @@ training checkpoint's state_dict would load. Built and saved by tools/ppocrv4_se
 
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from collections.abc import Sequence
 
 import paddle
 import paddle.nn as nn
@@ -102,7 +102,7 @@ class PPHGNetSmallDet(nn.Layer):
             if isinstance(layer, nn.Conv2D):
                 nn.initializer.KaimingNormal()(layer.weight)
 
-    def forward(self, x) -> List[paddle.Tensor]:
+    def forward(self, x) -> list[paddle.Tensor]:
         x = self.pool(self.stem(x))
         outputs = []
         for stage in self.stages:
@@ -217,7 +217,7 @@ class DBBranch(nn.Layer):
         self.conv_bn2 = nn.BatchNorm2D(mid, bias_attr=paddle.ParamAttr(initializer=nn.initializer.Constant(1e-4)))
         self.conv3 = nn.Conv2DTranspose(mid, 1, 2, stride=2, weight_attr=kaiming, bias_attr=bias)
 
-    def forward(self, x) -> Tuple[paddle.Tensor, paddle.Tensor]:
+    def forward(self, x) -> tuple[paddle.Tensor, paddle.Tensor]:
         x = F.relu(self.conv_bn1(self.conv1(x)))
         f = F.relu(self.conv_bn2(self.conv2(x)))
         return F.sigmoid(self.conv3(f)), f

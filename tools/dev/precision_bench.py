@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Optional
 
 import numpy as np
 
@@ -27,7 +27,7 @@ from detector.preprocess import normalize_image, resize_for_detection
 from detector.session import run_session
 
 
-def _images(labels: Optional[str]) -> List[np.ndarray]:
+def _images(labels: Optional[str]) -> list[np.ndarray]:
     if labels:
         return load_labelled_images(read_labels(labels))
     from tools.dev.labelled_set import render_labelled_set
@@ -36,7 +36,7 @@ def _images(labels: Optional[str]) -> List[np.ndarray]:
         return load_labelled_images(read_labels(render_labelled_set(Path(folder), 8, seed=99)))
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tools.dev.precision_bench",
         description=__doc__,
@@ -49,7 +49,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     path = Path(args.model)
     fp32 = path if path.suffix == ".onnx" else path / "inference.onnx"
-    detectors: Dict[str, TextDetection] = {
+    detectors: dict[str, TextDetection] = {
         precision: TextDetection(model_dir=variant_path(fp32, precision), device="cpu", cpu_threads=args.threads)
         for precision in PRECISIONS
         if variant_path(fp32, precision).is_file()

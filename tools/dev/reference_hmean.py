@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 from detector import TextDetection
 from detector.evaluation.labels import read_labels
@@ -25,7 +25,7 @@ from detector.evaluation.metric import combine_scores, score_image
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tools.dev.reference_hmean",
         description=__doc__,

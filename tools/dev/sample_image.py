@@ -6,8 +6,9 @@ Run as ``python -m tools.dev.sample_image OUT.png`` to write the demo image.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Optional
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -41,7 +42,7 @@ def render_text_image(
     margin: int = 40,
     background: int = 255,
     foreground: int = 0,
-) -> Tuple[np.ndarray, List[Tuple[int, int, int, int]]]:
+) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
     """A BGR uint8 image with one text line per entry, and each line's ink box (x0, y0, x1, y1)."""
     font = load_font(font_size)
     line_height = font_size + line_gap

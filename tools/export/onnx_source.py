@@ -16,12 +16,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Optional
 
-from tools.export import progress
 from detector.catalog import KNOWN_MODELS, catalog_inference_config
 from detector.errors import DetectorError, ExportError
 from detector.settings import INFERENCE_YML, DetectionSettings, settings_from_inference_config
+from tools.export import progress
 from tools.export.metadata import (
     check_dynamic_signature,
     model_name_from_config,
@@ -71,7 +71,7 @@ def find_onnx_source(source: Path) -> OnnxSource:
     return OnnxSource(onnx_file, config if config.is_file() else None)
 
 
-def source_settings(model_name: str, source: OnnxSource) -> Tuple[str, DetectionSettings, Optional[str]]:
+def source_settings(model_name: str, source: OnnxSource) -> tuple[str, DetectionSettings, Optional[str]]:
     """(model name, settings, yml text): from the yml beside the file, else the catalog's record for model_name."""
     if source.config is not None:
         config, text = read_inference_config(source.config)
@@ -99,7 +99,7 @@ def source_settings(model_name: str, source: OnnxSource) -> Tuple[str, Detection
     return name, settings, text
 
 
-def export_from_onnx(model_name: str, source_path: Path, output: Path, rewrite: bool = True) -> Dict[str, object]:
+def export_from_onnx(model_name: str, source_path: Path, output: Path, rewrite: bool = True) -> dict[str, object]:
     """The ONNX import; returns the record written under detector.export."""
     import onnx
     import onnxruntime
@@ -131,7 +131,7 @@ def export_from_onnx(model_name: str, source_path: Path, output: Path, rewrite: 
 
     progress(f"[3/4] verifying against the source on onnxruntime at {len(VERIFY_SHAPES)} input shapes")
     verification = compare_with_onnx(model.SerializeToString(), source.onnx, settings, progress)
-    dropped: Dict[str, object] = {}
+    dropped: dict[str, object] = {}
     if verification["max_abs_diff"] > TOLERANCE and rewrites:
         # The rewrites are exact in real arithmetic, but a network with very large batch-norm gains can
         # amplify their float32 rounding past the tolerance (PP-OCRv5_mobile_det: 1.3e-4): keep the

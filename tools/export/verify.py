@@ -9,8 +9,9 @@ compare_with_onnx (the source ONNX file on onnxruntime, needs nothing more) give
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Callable, Dict, Sequence
+from typing import Callable
 
 import numpy as np
 
@@ -75,7 +76,7 @@ def verification_batch(shape: Sequence[int], settings: DetectionSettings) -> np.
     )
 
 
-def cpu_session(model: "bytes | str | Path", what: str):
+def cpu_session(model: bytes | str | Path, what: str):
     """A quiet onnxruntime CPU session, or an ExportError naming what could not be loaded."""
     import onnxruntime as ort
 
@@ -101,7 +102,7 @@ def compare_outputs(
     report: Callable[[str], None],
     reference: str,
     shapes: Sequence[Sequence[int]] = VERIFY_SHAPES,
-) -> Dict:
+) -> dict:
     """The reference vs the written ONNX (onnxruntime, CPU) on the same batches; per-shape and overall max |diff|."""
     import onnxruntime as ort
 
@@ -144,7 +145,7 @@ def compare_with_paddle(
     settings: DetectionSettings,
     report: Callable[[str], None],
     shapes: Sequence[Sequence[int]] = VERIFY_SHAPES,
-) -> Dict:
+) -> dict:
     """Paddle Inference vs onnxruntime (CPU) on the same batches."""
     from tools.export.paddle import paddle_predictor
 
@@ -165,7 +166,7 @@ def compare_with_onnx(
     settings: DetectionSettings,
     report: Callable[[str], None],
     shapes: Sequence[Sequence[int]] = VERIFY_SHAPES,
-) -> Dict:
+) -> dict:
     """The source ONNX file vs the written one, both on onnxruntime (CPU), on the same batches."""
     run_source = onnx_runner(cpu_session(source_onnx, str(source_onnx)))
     return compare_outputs(onnx_bytes, run_source, settings, report, "source ONNX on onnxruntime", shapes)

@@ -18,8 +18,8 @@ __all__ = [
     "AFFINE_DEPTHWISE_REWRITE",
     "CONV_AFFINE_REWRITE",
     "DFT_CONV_REWRITE",
-    "PFHEAD_LOCAL_REWRITE",
     "MIN_OPSET",
+    "PFHEAD_LOCAL_REWRITE",
     "bypass_identities",
     "rewrite_for_speed",
 ]
@@ -27,7 +27,7 @@ __all__ = [
 MIN_OPSET = 11  # Slice with tensor inputs (opset 10) and DepthToSpace with a mode (opset 11)
 
 
-def rewrite_for_speed(model) -> List[str]:
+def rewrite_for_speed(model) -> list[str]:
     """Apply every rewrite whose pattern the graph holds; returns the names of those applied, once each."""
     opset = max((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), default=0)
     if opset < MIN_OPSET:

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 from typing import Optional
 
-import numpy as np
-
 from tools.export.rewrites.conv_affine import affine_chain
 from tools.export.rewrites.onnx_graph import Graph, Subgraph
 

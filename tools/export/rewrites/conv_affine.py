@@ -14,7 +14,7 @@ A chain stops at the first node that is not such a Mul/Add, or whose input has o
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import Optional
 
 import numpy as np
 
@@ -49,10 +49,10 @@ def is_scalar_scale(graph: Graph, node) -> bool:
     return any(value is not None and value.size == 1 for value in values)
 
 
-def affine_chain(graph: Graph, conv, channels: int) -> Tuple[List, np.ndarray, np.ndarray]:
+def affine_chain(graph: Graph, conv, channels: int) -> tuple[list, np.ndarray, np.ndarray]:
     """The Mul/Add nodes after conv that fold into it, and the per-channel (scale, shift) they apply."""
     scale, shift = np.ones(channels), np.zeros(channels)
-    chain: List = []
+    chain: list = []
     current = conv.output[0]
     while True:
         readers = graph.consumers.get(current, [])

@@ -25,8 +25,6 @@ Outputs match the direct convolution to about 1e-6 relative.
 
 from __future__ import annotations
 
-from typing import Dict
-
 import numpy as np
 
 from tools.export.rewrites.onnx_graph import Graph, Subgraph, as_text, attribute
@@ -139,7 +137,7 @@ def is_large_same_conv(graph: Graph, node) -> bool:
     )
 
 
-def transform_constants(new: Subgraph, kernel: int, tile: int) -> Dict[str, str]:
+def transform_constants(new: Subgraph, kernel: int, tile: int) -> dict[str, str]:
     """Names of new initializers holding the DFT matrices for one kernel size."""
     size = transform_size(kernel, tile)
     return {
@@ -151,7 +149,7 @@ def transform_constants(new: Subgraph, kernel: int, tile: int) -> Dict[str, str]
     }
 
 
-def rewrite_conv_via_dft(graph: Graph, conv, shared: Dict[int, Dict[str, str]], tile: int = TILE) -> None:
+def rewrite_conv_via_dft(graph: Graph, conv, shared: dict[int, dict[str, str]], tile: int = TILE) -> None:
     """Replace one convolution that is_large_same_conv accepts by its DFT form (module docstring).
     shared maps a kernel size to the DFT matrices an earlier rewrite put in the graph, and gains this one's."""
     weight = graph.constant(conv.input[1])
@@ -249,7 +247,7 @@ def rewrite_conv_via_dft(graph: Graph, conv, shared: Dict[int, Dict[str, str]], 
 def rewrite_large_convs(graph: Graph) -> int:
     """Rewrite every convolution is_large_same_conv accepts; returns how many."""
     convs = [node for node in graph.graph.node if is_large_same_conv(graph, node)]
-    shared: Dict[int, Dict[str, str]] = {}
+    shared: dict[int, dict[str, str]] = {}
     for conv in convs:
         rewrite_conv_via_dft(graph, conv, shared)
     return len(convs)

@@ -3,7 +3,7 @@ a builder that splices a new subgraph in place of the nodes it replaces."""
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from typing import Optional
 
 import numpy as np
 
@@ -20,7 +20,7 @@ class Graph:
 
     def refresh(self) -> None:
         self.producer = {name: node for node in self.graph.node for name in node.output}
-        self.consumers: Dict[str, list] = {}
+        self.consumers: dict[str, list] = {}
         for node in self.graph.node:
             for name in node.input:
                 self.consumers.setdefault(name, []).append(node)
@@ -86,7 +86,7 @@ def is_plain_conv(node, kernel: int, pad: int, stride: int = 1) -> bool:
     )
 
 
-def channel_bias(graph: Graph, node, channels: int) -> Optional[Tuple[np.ndarray, str]]:
+def channel_bias(graph: Graph, node, channels: int) -> Optional[tuple[np.ndarray, str]]:
     """The per-channel constant an Add (or Mul) node applies, of shape (C,), (1, C, 1, 1) or (C, 1, 1),
     and the name of the tensor it applies it to; None if neither operand is such a constant."""
     for index in (0, 1):
@@ -149,7 +149,7 @@ class Subgraph:
     def ints(self, stem: str, values) -> str:
         return self.const(stem, values, np.int64)
 
-    def node(self, op: str, inputs: List[str], stem: str, output: Optional[str] = None, **attrs) -> str:
+    def node(self, op: str, inputs: list[str], stem: str, output: Optional[str] = None, **attrs) -> str:
         """Add a node; its single output is a fresh name unless output names an existing tensor."""
         from onnx import helper
 

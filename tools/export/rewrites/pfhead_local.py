@@ -29,7 +29,7 @@ another order (maps differ by ~1e-7), 0.55× the multiply-adds of the 3×3 at fu
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import Optional
 
 import numpy as np
 
@@ -189,7 +189,7 @@ def half_row(phase: int, tap: int) -> int:
     return (phase + tap) // 2
 
 
-def phase_kernels(match: PFHeadLocalMatch, shrink_channels: int) -> List[np.ndarray]:
+def phase_kernels(match: PFHeadLocalMatch, shrink_channels: int) -> list[np.ndarray]:
     """For output phases (0,0), (0,1), (1,0), (1,1): the 2×2 kernel over concat(f, shrink phases).
 
     Kernel row 0 is half-resolution offset -1 for phase 0 and 0 for phase 1 (the pads differ to match).
