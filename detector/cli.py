@@ -2,8 +2,9 @@
 
 `detect -i …` detects (the default action); subcommands (`detect eval`, `detect serve`,
 `detect batch`) are thin wrappers over library functions, each imported only when invoked so that
-optional extras stay optional. Exit codes: 0 every input succeeded, 1 some input failed (each failure one line on stderr, the rest
-still processed and saved), 2 usage error (bad option value, model or device unusable).
+optional extras stay optional. Exit codes: 0 every input succeeded, 1 some input failed (each
+failure one line on stderr, the rest still processed and saved), 2 usage error (bad option value,
+model or device unusable).
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ def _list_models(ctx: click.Context, param: click.Parameter, value: bool) -> Non
         elif known is not None and known.onnx_release and downloads_enabled():
             where = "not here yet (downloads on first use)"
         elif IN_CHECKOUT:
-            where = "not exported (make export MODEL=%s)" % name
+            where = f"not exported (make export MODEL={name})"
         else:
             where = "not here (pass --model-dir)"
         summary = known.summary if known is not None else "exported locally"

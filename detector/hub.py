@@ -47,7 +47,7 @@ def local_model_folders() -> list[Path]:
     folders = [Path(env_dir).expanduser()] if env_dir else []
     if IN_CHECKOUT:
         folders.append(CHECKOUT_MODELS_DIR)
-    return folders + [user_cache_dir()]
+    return [*folders, user_cache_dir()]
 
 
 def downloads_enabled() -> bool:
@@ -112,7 +112,8 @@ def _not_downloadable_hint(model_name: str, known: bool) -> str:
         how = (
             f"Export it with `make export MODEL={model_name}`"
             + ("" if known else " SOURCE=<paddle model dir or .onnx>")
-            + f", set {MODELS_ENV_VAR} to a folder holding <MODEL_NAME>/{MODEL_FILENAME}, or pass model_dir=<path to .onnx>"
+            + f", set {MODELS_ENV_VAR} to a folder holding <MODEL_NAME>/{MODEL_FILENAME}"
+            + ", or pass model_dir=<path to .onnx>"
         )
     else:
         how = (

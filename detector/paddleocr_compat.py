@@ -17,8 +17,12 @@ OUR_ENGINE = "onnxruntime"
 IGNORED_KEYWORDS: dict[str, str] = {
     "engine": "this package always runs onnxruntime; there is no Paddle or transformers engine to choose",
     "engine_config": "it configures Paddle's engines; onnxruntime settings here are device and cpu_threads",
-    "enable_hpi": "PaddleX's high-performance inference plugin chooses a Paddle backend; this package is onnxruntime already",
-    "use_tensorrt": "it switches Paddle Inference's TensorRT subgraph engine; this package runs onnxruntime's CUDA or CPU provider",
+    "enable_hpi": (
+        "PaddleX's high-performance inference plugin chooses a Paddle backend; this package is onnxruntime already"
+    ),
+    "use_tensorrt": (
+        "it switches Paddle Inference's TensorRT subgraph engine; this package runs onnxruntime's CUDA or CPU provider"
+    ),
     "enable_mkldnn": "MKL-DNN (oneDNN) is Paddle Inference's CPU backend; onnxruntime uses its own CPU kernels",
     "mkldnn_cache_capacity": "it sizes Paddle Inference's MKL-DNN shape cache; onnxruntime has none",
     "enable_cinn": "CINN is Paddle's compiler; onnxruntime optimizes the graph itself when the session opens",

@@ -97,10 +97,7 @@ def quads_from_mask(
         quad, short_side = min_area_quad(contour)
         if short_side < MIN_SIZE:
             continue
-        if score_mode == "fast":
-            score = box_score_fast(prob_map, quad)
-        else:
-            score = box_score_slow(prob_map, contour)
+        score = box_score_fast(prob_map, quad) if score_mode == "fast" else box_score_slow(prob_map, contour)
         if score < box_thresh:
             continue
         pieces = unclip_polygon(quad, unclip_ratio)

@@ -114,7 +114,7 @@ def normalize_image(
     beta = np.asarray([-m / s for m, s in zip(mean, std)], dtype=np.float32)
     channels = image.shape[2]
     if out is None:
-        out = np.empty((channels,) + image.shape[:2], dtype=np.float32)
+        out = np.empty((channels, *image.shape[:2]), dtype=np.float32)
     # cv2.split gives contiguous planes: the multiply reads them at full speed
     for channel, plane in enumerate(cv2.split(np.ascontiguousarray(image))):
         np.multiply(plane, alpha[channel], out=out[channel])

@@ -18,7 +18,7 @@ from tests.test_parity import images  # noqa: F401 (the rendered images, a modul
 pytestmark = pytest.mark.reference
 
 
-def paddleocr_onnxruntime_results(paddle_python, folder, model_name, images, out):
+def paddleocr_onnxruntime_results(paddle_python, folder, model_name, image_paths, out):
     proc = run_in_paddle_env(
         paddle_python,
         "tools.dev.paddle_reference",
@@ -30,7 +30,7 @@ def paddleocr_onnxruntime_results(paddle_python, folder, model_name, images, out
         model_name,
         "--out",
         str(out),
-        *map(str, images),
+        *map(str, image_paths),
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return {(item["input_path"], item["page_index"]): item for item in json.loads(out.read_text())}

@@ -111,7 +111,7 @@ def is_simple_polygon(points: np.ndarray) -> bool:
 
 
 def _to_clipper(points: np.ndarray) -> list[list[int]]:
-    return [[int(round(x * _CLIPPER_SCALE)), int(round(y * _CLIPPER_SCALE))] for x, y in np.asarray(points, np.float64)]
+    return [[int(round(x * _CLIPPER_SCALE)), int(round(y * _CLIPPER_SCALE))] for x, y in np.asarray(points, np.float64)]  # noqa: RUF046 (numpy 1.x: round() of a float64 is a float64)
 
 
 def intersection_area(a: np.ndarray, b: np.ndarray) -> float:

@@ -32,11 +32,11 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from detector.settings import IMAGENET_MEAN as IMAGENET_MEAN_BGR
-from detector.settings import IMAGENET_STD as IMAGENET_STD_BGR
-from tools.dev.ppocrv4_server_det_net import PPOCRv4ServerDet
-from tools.export.default_model import paddlex_det_inference_yml
-from tools.export.paddle import paddle_predictor
+from detector.settings import IMAGENET_MEAN as IMAGENET_MEAN_BGR  # noqa: E402
+from detector.settings import IMAGENET_STD as IMAGENET_STD_BGR  # noqa: E402
+from tools.dev.ppocrv4_server_det_net import PPOCRv4ServerDet  # noqa: E402
+from tools.export.default_model import paddlex_det_inference_yml  # noqa: E402
+from tools.export.paddle import paddle_predictor  # noqa: E402
 
 MODEL_NAME = "PP-OCRv4_server_det"
 # (N, C, H, W) the saved program is checked at against the dygraph network: tall, square, wide.

@@ -6,8 +6,6 @@ rewritten graph against the source. onnx_graph.py is the small graph helper they
 
 from __future__ import annotations
 
-from typing import List
-
 from tools.export.rewrites.affine_depthwise import AFFINE_DEPTHWISE_REWRITE, rewrite_affines_as_depthwise
 from tools.export.rewrites.conv_affine import CONV_AFFINE_REWRITE, drop_dead_nodes, fold_conv_affines
 from tools.export.rewrites.dft_convolution import DFT_CONV_REWRITE, rewrite_large_convs
