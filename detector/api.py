@@ -119,7 +119,7 @@ class TextDetection:
         )
         # (C, H, W): every image resized to exactly H x W, as PaddleX's DetResizeForTest(input_shape=...) does
         self.input_shape: Optional[tuple[int, int, int]] = check_input_shape(input_shape)
-        loading = {"max_pixels": max_pixels, "pdf_dpi": pdf_dpi, "url_timeout": url_timeout}
+        loading: dict[str, Any] = {"max_pixels": max_pixels, "pdf_dpi": pdf_dpi, "url_timeout": url_timeout}
         self.load_options: LoadOptions = dataclasses.replace(
             DEFAULT_LOAD_OPTIONS, **{k: v for k, v in loading.items() if v is not None}
         )
@@ -246,6 +246,7 @@ class TextDetection:
                 maps[index] = prob_map
         results = []
         for item, info, prob_map in zip(loaded, prepared.infos, maps):
+            assert prob_map is not None  # every index is in exactly one batch
             polys, scores = boxes_from_probability_map(
                 prob_map,
                 info,

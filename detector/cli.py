@@ -16,14 +16,14 @@ import traceback
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import click
 
 from .api import DEFAULT_MODEL_NAME, TextDetection
 from .catalog import KNOWN_MODELS, exported_models
 from .errors import DetectorError, InvalidParameterError
-from .inputs import DEFAULT_LOAD_OPTIONS, LoadedImage, Source, expand_inputs, load_source
+from .inputs import DEFAULT_LOAD_OPTIONS, LoadedImage, LoadOptions, Source, expand_inputs, load_source
 from .paddleocr_compat import PADDLEOCR_ENGINES
 from .precision import PRECISIONS
 from .prefetch import prefetch
@@ -302,26 +302,26 @@ def cli() -> None:
 @click.option("--json", "json_format", is_flag=True, help="Print results as JSON.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def detect(
-    inputs,
-    recursive,
-    model,
-    model_dir,
-    device,
-    save_path,
-    batch_size,
-    limit_side_len,
-    limit_type,
-    max_side_limit,
-    thresh,
-    box_thresh,
-    unclip_ratio,
-    max_pixels,
-    pdf_dpi,
-    cpu_threads,
-    input_shape,
-    json_format,
-    debug,
-    **paddle_engine_options,
+    inputs: tuple[str, ...],
+    recursive: bool,
+    model: Optional[str],
+    model_dir: Optional[str],
+    device: Optional[str],
+    save_path: Optional[str],
+    batch_size: int,
+    limit_side_len: Optional[int],
+    limit_type: Optional[str],
+    max_side_limit: Optional[int],
+    thresh: Optional[float],
+    box_thresh: Optional[float],
+    unclip_ratio: Optional[float],
+    max_pixels: Optional[int],
+    pdf_dpi: Optional[float],
+    cpu_threads: Optional[int],
+    input_shape: Optional[tuple[int, int, int]],
+    json_format: bool,
+    debug: bool,
+    **paddle_engine_options: Any,
 ) -> None:
     """Detect text lines in images with a PP-OCR detection model on onnxruntime."""
     model_name, model_dir = _model_arguments(model, model_dir)
@@ -424,6 +424,7 @@ def detect(
                 ),
                 debug,
             )
+        assert save_path is not None  # results are held only when --save_path names a file
         try:
             held[0].save_all(save_path)
             tally["done"] += 1
@@ -436,7 +437,7 @@ def detect(
 
 
 def _load_each(
-    sources: list[Source], options
+    sources: list[Source], options: LoadOptions
 ) -> Iterator[tuple[Source, Optional[LoadedImage], Optional[DetectorError]]]:
     """(source, image, None) per image, then (source, None, error or None) when the source is done."""
     for source in sources:

@@ -55,7 +55,7 @@ class LoadOptions:
     url_timeout: float = 30.0
     url_max_bytes: int = 64 * 1024 * 1024
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.max_pixels < 1:
             raise InvalidParameterError(f"max_pixels must be at least 1, got {self.max_pixels}")
         if not self.pdf_dpi > 0:

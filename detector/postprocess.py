@@ -9,6 +9,7 @@ ones, and rescale to the original image.
 from __future__ import annotations
 
 import math
+from typing import Union
 
 import cv2
 import numpy as np
@@ -26,7 +27,7 @@ POLY_EPSILON_FRACTION = 0.002
 
 def binarize(prob_map: np.ndarray, thresh: float, use_dilation: bool) -> np.ndarray:
     """uint8 mask (0/255) of pixels above thresh, dilated by a 2x2 kernel if asked."""
-    mask = (prob_map > thresh).astype(np.uint8)
+    mask: np.ndarray = (prob_map > thresh).astype(np.uint8)
     if use_dilation:
         mask = cv2.dilate(mask, DILATION_KERNEL)
     return mask * 255
@@ -157,7 +158,7 @@ def boxes_from_probability_map(
     use_dilation: bool = False,
     score_mode: str = "fast",
     box_type: str = "quad",
-):
+) -> tuple[Union[np.ndarray, list[np.ndarray]], list[float]]:
     """Decode one (H,W) probability map into (boxes, scores) in original-image pixels.
 
     ``box_type="quad"`` gives an int16 array (N,4,2); ``"poly"`` a list of int16 (K,2) arrays.

@@ -9,7 +9,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -18,7 +18,7 @@ from .errors import DetectorError, DeviceUnavailableError, InvalidModelError, In
 try:
     import onnxruntime as ort
 except ImportError:  # neither extra installed: say which to install when a session is needed
-    ort = None  # type: ignore[assignment]
+    ort = None
 ONNXRUNTIME_MISSING = (
     "onnxruntime is not installed: pip install 'detector[cpu]' (the onnxruntime package) or "
     "'detector[gpu]' (onnxruntime-gpu, for CUDA)"
@@ -143,7 +143,7 @@ def load_session(
     return _open(model_path, options, [CPU_PROVIDER]), "cpu"
 
 
-def _open(model_path: Path, options: ort.SessionOptions, providers) -> ort.InferenceSession:
+def _open(model_path: Path, options: ort.SessionOptions, providers: list[Any]) -> ort.InferenceSession:
     try:
         return ort.InferenceSession(str(model_path), sess_options=options, providers=providers)
     except Exception as exc:  # onnxruntime raises its own untyped errors for bad files

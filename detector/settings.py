@@ -237,9 +237,13 @@ def settings_for_model_file(
             return name, settings_from_inference_config(config, name), str(yml)
         except InvalidParameterError as exc:
             raise InvalidModelError(f"{yml}: {exc}") from None
-    config = catalog_inference_config(model_name)
-    if config is not None:
-        return str(model_name), settings_from_inference_config(config, model_name), f"catalog entry {model_name}"
+    catalog_config = catalog_inference_config(model_name)
+    if catalog_config is not None:
+        return (
+            str(model_name),
+            settings_from_inference_config(catalog_config, model_name),
+            f"catalog entry {model_name}",
+        )
     if model_name in KNOWN_MODELS:
         missing = f"no {INFERENCE_YML} beside it, and the thresholds of {model_name} are not recorded here"
     else:

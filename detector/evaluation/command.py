@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import traceback
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import click
 
@@ -34,7 +34,7 @@ def _model_keywords(model: Optional[str]) -> dict[str, Optional[str]]:
 
 def _detector_specs(
     model: Optional[str], precision: Optional[str], compare: Optional[tuple[str, str]]
-) -> dict[str, dict[str, Optional[str]]]:
+) -> dict[str, dict[str, Any]]:
     """name -> TextDetection keywords. --compare takes two precisions of --model, or two models."""
     if not compare:
         return {precision or model or DEFAULT_MODEL_NAME: {**_model_keywords(model), "precision": precision}}
@@ -111,27 +111,27 @@ def _detector_specs(
 @click.option("--json", "json_format", is_flag=True, help="Print one JSON object instead of the table.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def eval_command(
-    labels,
-    image_dir,
-    model,
-    precision,
-    compare,
-    device,
-    limit_side_len,
-    limit_type,
-    thresh,
-    box_thresh,
-    unclip_ratio,
-    max_candidates,
-    json_format,
-    debug,
+    labels: str,
+    image_dir: Optional[str],
+    model: Optional[str],
+    precision: Optional[str],
+    compare: Optional[tuple[str, str]],
+    device: Optional[str],
+    limit_side_len: Optional[int],
+    limit_type: Optional[str],
+    thresh: Optional[float],
+    box_thresh: Optional[float],
+    unclip_ratio: Optional[float],
+    max_candidates: Optional[int],
+    json_format: bool,
+    debug: bool,
 ) -> None:
     """Score detection on labelled images by PaddleOCR's DetMetric rules (IoU > 0.5, one-to-one, ### don't care)."""
     from .evaluate import evaluate, load_labelled_images
     from .labels import read_labels
     from .report import format_json, format_table
 
-    settings = dict(
+    settings: dict[str, Any] = dict(
         limit_side_len=limit_side_len,
         limit_type=limit_type,
         thresh=thresh,

@@ -56,13 +56,13 @@ def polygon_area(points: np.ndarray) -> float:
     return abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))) / 2.0
 
 
-def _segments_intersect(p1, p2, q1, q2) -> bool:
+def _segments_intersect(p1: np.ndarray, p2: np.ndarray, q1: np.ndarray, q2: np.ndarray) -> bool:
     """Closed segments p1p2 and q1q2 share at least one point."""
 
-    def orient(a, b, c) -> float:
+    def orient(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> float:
         return (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0])
 
-    def on_segment(a, b, c) -> bool:
+    def on_segment(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> bool:
         return min(a[0], b[0]) <= c[0] <= max(a[0], b[0]) and min(a[1], b[1]) <= c[1] <= max(a[1], b[1])
 
     d1, d2, d3, d4 = orient(q1, q2, p1), orient(q1, q2, p2), orient(p1, p2, q1), orient(p1, p2, q2)

@@ -106,7 +106,7 @@ def serve(
         )
         sys.exit(EXIT_USAGE)
     model_name, model_dir = _model_arguments(model, model_dir)
-    given = dict(
+    config = ServeConfig(
         model_name=model_name,
         model_dir=model_dir,
         device=device,
@@ -118,7 +118,6 @@ def serve(
         timeout_s=timeout_s,
         allow_urls=allow_urls,
     )
-    config = ServeConfig(**given)
     try:
         detector = load_detector(config)  # also proves the model loads before any worker starts
     except DetectorError as exc:
@@ -133,7 +132,7 @@ def serve(
             host=host,
             port=port,
             log_level=log_level,
-            timeout_graceful_shutdown=config.timeout_s,
+            timeout_graceful_shutdown=config.timeout_s,  # type: ignore[arg-type]  # uvicorn says int, but waits with asyncio, which takes any float
         )
         return
     del detector
@@ -145,5 +144,5 @@ def serve(
         port=port,
         workers=workers,
         log_level=log_level,
-        timeout_graceful_shutdown=config.timeout_s,
+        timeout_graceful_shutdown=config.timeout_s,  # type: ignore[arg-type]  # uvicorn says int, but waits with asyncio, which takes any float
     )
