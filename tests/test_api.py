@@ -58,7 +58,7 @@ def test_every_rendered_line_is_found(model, pages, name):
 
 
 def test_result_shapes_and_types(model, pages):
-    path, truth = pages["page"]
+    path, _truth = pages["page"]
     (result,) = model.predict(path)
     assert isinstance(result, DetectionResult)
     assert set(result) == {"input_path", "page_index", "dt_polys", "dt_scores"}
@@ -115,7 +115,10 @@ def test_per_call_overrides(model, pages):
     (default,) = model.predict(path)
     (wider,) = model.predict(path, unclip_ratio=3.0)
     assert len(wider["dt_polys"]) == len(default["dt_polys"])
-    area = lambda r: sum(np.ptp(p[:, 0]) * np.ptp(p[:, 1]) for p in r["dt_polys"].astype(int))
+
+    def area(r):
+        return sum(np.ptp(p[:, 0]) * np.ptp(p[:, 1]) for p in r["dt_polys"].astype(int))
+
     assert area(wider) > area(default)
     (strict,) = model.predict(path, box_thresh=0.99)
     assert len(strict["dt_polys"]) == 0
@@ -207,7 +210,7 @@ def test_input_errors(model, tmp_path):
         model.predict(tmp_path / "missing.png")
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not an image at all")
-    with pytest.raises(UnreadableImageError, match="bad.png"):
+    with pytest.raises(UnreadableImageError, match=r"bad\.png"):
         model.predict(bad)
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -224,7 +227,7 @@ def test_model_resolution(monkeypatch, default_onnx, tmp_path):
     assert TextDetection(device="cpu").model_path == default_onnx
     with pytest.raises(ModelNotFoundError, match="make export MODEL=PP-OCRv9_det"):
         TextDetection(model_name="PP-OCRv9_det", device="cpu")
-    with pytest.raises(ModelNotFoundError, match="neither an .onnx file"):
+    with pytest.raises(ModelNotFoundError, match=r"neither an \.onnx file"):
         TextDetection(model_dir=tmp_path, device="cpu")
 
 
@@ -276,7 +279,8 @@ def test_predicting_never_imports_paddle(default_onnx, pages):
         "import detector\n"
         f"m = detector.TextDetection(model_dir={str(default_onnx)!r}, device='cpu')\n"
         f"m.predict({str(pages['banner'][0])!r})\n"
-        "bad = sorted(n for n in sys.modules if n.split('.')[0] in ('paddle', 'paddleocr', 'paddlex', 'paddle2onnx', 'tools'))\n"
+        "banned = ('paddle', 'paddleocr', 'paddlex', 'paddle2onnx', 'tools')\n"
+        "bad = sorted(n for n in sys.modules if n.split('.')[0] in banned)\n"
         "print('LOADED', bad)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
@@ -333,7 +337,7 @@ def test_empty_result_prints_like_paddleocr(model, capsys):
 
 def test_model_names_are_never_paths(default_onnx):
     for path_like in (str(default_onnx), str(default_onnx.parent), "../models/PP-OCRv4_mobile_det", "~/m"):
-        with pytest.raises(InvalidParameterError, match="is not a model name.*model_dir="):
+        with pytest.raises(InvalidParameterError, match=r"is not a model name.*model_dir="):
             TextDetection(model_name=path_like, device="cpu")
     assert (
         TextDetection(model_name="PP-OCRv4_mobile_det", model_dir=default_onnx, device="cpu").model_path == default_onnx

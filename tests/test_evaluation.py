@@ -222,7 +222,7 @@ def test_icdar2015_errors_name_file_and_line(tmp_path, line, complaint):
 
 
 def test_icdar2015_folder_without_labels_or_images(tmp_path):
-    with pytest.raises(LabelFileError, match="no gt_<image>.txt"):
+    with pytest.raises(LabelFileError, match=r"no gt_<image>\.txt"):
         read_labels(tmp_path)
     write(tmp_path / "gt_lost.txt", "1,1,9,1,9,9,1,9,x\n")
     with pytest.raises(LabelFileError, match="no image lost"):
@@ -289,7 +289,7 @@ def test_detect_eval_json_on_rendered_set(default_onnx, small_set):
 def test_detect_eval_table_and_settings_take_effect(default_onnx, small_set):
     done = detect("eval", "--labels", str(small_set), "--model", str(default_onnx), "--device", "cpu")
     assert done.returncode == 0, done.stderr
-    header, rule, row = done.stdout.strip().splitlines()
+    header, _rule, _row = done.stdout.strip().splitlines()
     assert header.split() == ["model", "variant", "precision", "recall", "hmean", "images", "boxes/img", "s/img"]
     # an absurd box threshold keeps (almost) nothing: the override reaches the detector
     strict = detect(

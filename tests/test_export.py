@@ -256,7 +256,7 @@ def test_no_rewrites_flag_reaches_the_export(monkeypatch, tmp_path, flags, rewri
 
 def test_folder_without_a_program_is_refused(tmp_path):
     (tmp_path / "inference.pdiparams").write_bytes(b"\0")
-    with pytest.raises(ExportError, match="has no inference.json or inference.pdmodel, inference.yml"):
+    with pytest.raises(ExportError, match=r"has no inference\.json or inference\.pdmodel, inference\.yml"):
         find_model_files(tmp_path, str(tmp_path))
 
 

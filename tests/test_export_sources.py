@@ -5,6 +5,7 @@ import http.server
 import io
 import tarfile
 import threading
+from typing import ClassVar
 
 import pytest
 
@@ -30,8 +31,8 @@ def build_tar(folder_name="PP-OCRv4_server_det_infer"):
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
-    routes = {}
-    hits = []
+    routes: ClassVar[dict] = {}
+    hits: ClassVar[list] = []
 
     def do_GET(self):
         self.hits.append(self.path)
@@ -70,7 +71,7 @@ def server(monkeypatch, tmp_path):
 
 
 def test_official_download_unpacks_once(server, capsys):
-    base, archive = server
+    _base, _archive = server
     folder = model_sources.obtain_source(MODEL, None)
     assert sorted(p.name for p in folder.iterdir()) == [
         ".complete",
@@ -84,7 +85,7 @@ def test_official_download_unpacks_once(server, capsys):
 
 
 def test_source_may_be_a_url_a_tar_or_a_folder(server, tmp_path):
-    base, archive = server
+    base, _archive = server
     from_url = model_sources.obtain_source(MODEL, f"{base}/{MODEL}_infer.tar")
     assert (from_url / "inference.json").is_file()
     tar_path = tmp_path / "local.tar"

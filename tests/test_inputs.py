@@ -5,6 +5,7 @@ import io
 import threading
 import time
 import zlib
+from typing import ClassVar
 
 import cv2
 import numpy as np
@@ -49,7 +50,7 @@ def count(results):
 
 
 def test_glob_patterns_and_recursive_folders(model, banner, tmp_path):
-    path, image, lines = banner
+    _path, image, lines = banner
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "deep").mkdir()
     cv2.imwrite(str(tmp_path / "one.png"), image)
@@ -99,7 +100,7 @@ def test_unsupported_types(model):
 
 
 def test_odd_but_valid_images(model, banner, tmp_path):
-    path, image, lines = banner
+    _path, image, lines = banner
     odd = {
         "one_pixel.png": np.full((1, 1, 3), 128, np.uint8),
         "blank.png": np.full((600, 800, 3), 255, np.uint8),
@@ -114,7 +115,7 @@ def test_odd_but_valid_images(model, banner, tmp_path):
     Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
     Image.fromarray(image[:, :, ::-1]).convert("CMYK").save(tmp_path / "cmyk.jpg", quality=95)
     results = {r["input_path"].rsplit("/", 1)[-1]: r for r in model.predict(tmp_path)}
-    assert sorted(results) == sorted(list(odd) + ["deep16.png", "rgba.png", "cmyk.jpg"])
+    assert sorted(results) == sorted([*list(odd), "deep16.png", "rgba.png", "cmyk.jpg"])
     assert len(results["one_pixel.png"]["dt_polys"]) == 0 and len(results["blank.png"]["dt_polys"]) == 0
     assert len(results["strip.png"]["dt_polys"]) >= 1
     for name in ("gray.png", "deep16.png", "rgba.png", "cmyk.jpg"):
@@ -124,7 +125,7 @@ def test_odd_but_valid_images(model, banner, tmp_path):
 
 
 def test_exif_orientation_is_applied(model, banner, tmp_path):
-    path, image, lines = banner
+    _path, image, lines = banner
     upright = Image.fromarray(image[:, :, ::-1])
     stored = upright.transpose(Image.Transpose.ROTATE_90)  # what a sideways camera writes
     exif = stored.getexif()
@@ -202,9 +203,9 @@ def test_tiff_pages_in_other_modes(tmp_path):
 def test_broken_or_huge_tiff_is_refused(model, banner, tmp_path):
     bad = tmp_path / "bad.tif"
     bad.write_bytes(b"II*\x00" + b"\x00" * 60)
-    with pytest.raises(UnreadableImageError, match="bad.tif"):
+    with pytest.raises(UnreadableImageError, match=r"bad\.tif"):
         model.predict(bad)
-    path, image, _ = banner
+    _path, image, _ = banner
     big = tmp_path / "big.tif"
     small = Image.fromarray(image[:40, :40, ::-1])
     small.save(big, save_all=True, append_images=[Image.fromarray(image[:, :, ::-1])])
@@ -216,7 +217,7 @@ def test_broken_or_huge_tiff_is_refused(model, banner, tmp_path):
 def test_broken_pdf_is_unreadable(model, tmp_path):
     bad = tmp_path / "bad.pdf"
     bad.write_bytes(b"%PDF-1.4 this is not really a pdf")
-    with pytest.raises(UnreadableImageError, match="bad.pdf"):
+    with pytest.raises(UnreadableImageError, match=r"bad\.pdf"):
         model.predict(bad)
 
 
@@ -264,7 +265,7 @@ def test_load_options_are_validated():
 
 
 def test_folders_stream_instead_of_loading_everything(banner, tmp_path):
-    path, image, _ = banner
+    _path, image, _ = banner
     for i in range(5):
         cv2.imwrite(str(tmp_path / f"{i}.png"), image)
     stream = iter_images(tmp_path)
@@ -279,7 +280,7 @@ def test_folders_stream_instead_of_loading_everything(banner, tmp_path):
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-    routes = {}
+    routes: ClassVar[dict] = {}
 
     def do_GET(self):
         status, content_type, body, delay = self.routes.get(self.path, (404, "text/plain", b"missing", 0))

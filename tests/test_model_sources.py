@@ -113,7 +113,7 @@ def test_known_name_without_yml_uses_the_catalog(tmp_path):
 def test_no_metadata_no_yml_unknown_name_is_an_error(tmp_path):
     onnx_file = tmp_path / "det.onnx"
     shutil.copy(wheel_source(V6_TINY) / "inference.onnx", onnx_file)
-    with pytest.raises(InvalidModelError, match="no inference.yml beside it, and no model_name was given"):
+    with pytest.raises(InvalidModelError, match=r"no inference\.yml beside it, and no model_name was given"):
         TextDetection(model_dir=onnx_file, device="cpu")
     with pytest.raises(InvalidModelError, match="'MyOwn_det' is not a known model name"):
         TextDetection(model_name="MyOwn_det", model_dir=onnx_file, device="cpu")

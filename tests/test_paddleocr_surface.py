@@ -103,7 +103,7 @@ def entries(kind):
 
 @pytest.fixture(scope="module")
 def page(tmp_path_factory):
-    path, truth = write_rendered_pages(tmp_path_factory.mktemp("surface"))["receipt"]
+    path, _truth = write_rendered_pages(tmp_path_factory.mktemp("surface"))["receipt"]
     return path
 
 

@@ -45,7 +45,7 @@ def images(tmp_path_factory):
     pages = folder / "pages.tiff"  # PaddleX reads every page of a TIFF
     second = cv2.imread(str(paths[1]))
     Image.fromarray(page[:, :, ::-1]).save(pages, save_all=True, append_images=[Image.fromarray(second[:, :, ::-1])])
-    return paths + [rotated, photo, tiny, sideways, pages]
+    return [*paths, rotated, photo, tiny, sideways, pages]
 
 
 def paddleocr_results(paddle_python, source_dir, images, out, settings):

@@ -46,7 +46,7 @@ def images(tmp_path_factory):
     paths = [path for path, _ in write_rendered_pages(folder).values()]
     scene = folder / "scene.jpg"  # a JPEG photo-like render, shrunk to the limit side
     cv2.imwrite(str(scene), scene_image(1600, 1000, 5), [cv2.IMWRITE_JPEG_QUALITY, 90])
-    return paths + [scene]
+    return [*paths, scene]
 
 
 @pytest.mark.parametrize("model_dir", exported_models(), ids=lambda p: p.name)

@@ -101,8 +101,8 @@ def test_boxes_are_rescaled_and_clipped_to_the_original_image():
     small, _ = decode(prob)
     assert len(boxes) == 2
     assert boxes[:, :, 0].max() <= 960 and boxes[:, :, 1].max() <= 640 and boxes.min() >= 0
-    inner = [b for b in boxes if b[:, 0].max() < 900][0]
-    inner_small = [b for b in small if b[:, 0].max() < 450][0]
+    inner = next(b for b in boxes if b[:, 0].max() < 900)
+    inner_small = next(b for b in small if b[:, 0].max() < 450)
     assert np.abs(inner.astype(int) - 2 * inner_small.astype(int)).max() <= 1
 
 

@@ -123,9 +123,12 @@ def test_variant_path_names_siblings():
 
 def test_detect_precision_option(model_dir, pages, tmp_path):
     image = str(pages["banner"][0])
-    run = lambda *args: subprocess.run(
-        [sys.executable, "-m", "detector", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
-    )
+
+    def run(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "detector", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
+        )
+
     done = run(
         "-i", image, "--model", str(model_dir / "inference.onnx"), "--precision", "int8", "--device", "cpu", "--json"
     )

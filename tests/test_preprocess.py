@@ -99,7 +99,7 @@ def test_normalize_is_bit_identical_to_paddlex(shape):
     expected = paddlex_normalize(image, mean, std, 1 / 255)
     np.testing.assert_array_equal(normalize_image(image, mean, std, 1 / 255), expected)
     # written into a slot of a batch, and from a non-contiguous view
-    batch = np.full((2,) + expected.shape, np.nan, np.float32)
+    batch = np.full((2, *expected.shape), np.nan, np.float32)
     normalize_image(np.ascontiguousarray(image[:, ::-1])[:, ::-1], mean, std, 1 / 255, out=batch[1])
     np.testing.assert_array_equal(batch[1], expected)
     assert np.isnan(batch[0]).all()

@@ -227,7 +227,7 @@ def test_body_size_and_pixel_limits(server):
     chunks = (too_big[i : i + 65536] for i in range(0, len(too_big), 65536))
     assert_refused(server.request("POST", "/detect", chunks, {"Content-Type": "image/png"}), 413, "limit")
     # 2100 x 2000 = 4.2 megapixels, above --max-pixels 4000000, while the PNG itself is small
-    ok, png = cv2.imencode(".png", np.full((2000, 2100, 3), 255, np.uint8))
+    _ok, png = cv2.imencode(".png", np.full((2000, 2100, 3), 255, np.uint8))
     assert_refused(server.post_raw("/detect", png.tobytes(), "image/png"), 413, "4,200,000 pixels")
 
 
@@ -269,7 +269,7 @@ def test_overload_answers_503_with_retry_after_and_serves_the_rest(single_slot_s
     refused = [answer for answer in answers if answer[0] == 503]
     served = [answer for answer in answers if answer[0] != 503]
     assert refused and served
-    for status, headers, body in refused:
+    for _status, headers, body in refused:
         assert int(headers["retry-after"]) >= 1 and "busy" in body["errorMsg"] and body["errorCode"] == 503
     expected = expected_pages(library, large_page, limit_side_len=1600)
     for status, _, body in served:

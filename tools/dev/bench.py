@@ -180,7 +180,7 @@ def parse_settings(pairs: list[str]) -> dict[str, object]:
     return settings
 
 
-def main(argv: list[str] = None) -> int:
+def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="PP-OCRv4_mobile_det")
     parser.add_argument("--onnx", type=Path, help="our model (default: models/<model>/inference.onnx)")
@@ -286,7 +286,8 @@ def main(argv: list[str] = None) -> int:
                 if paddle_run is not None:
                     batch = kept["batch"]
                     paddle_runs[path.name] = min(
-                        paddle_runs.get(path.name, float("inf")), best_ms(lambda: paddle_run(batch), args.repeat)
+                        paddle_runs.get(path.name, float("inf")),
+                        best_ms(lambda batch=batch: paddle_run(batch), args.repeat),
                     )
             print(
                 f"round {round_index + 1}: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in best.items()),

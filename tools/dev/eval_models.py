@@ -45,7 +45,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         }
         rows = evaluate(detectors, labelled, decoded)
         print(f"\n{name} ({len(labelled)} images, {args.labels})")
-        print(format_table(rows[:1] if len(rows) == 1 else rows[:1]))
+        print(format_table(rows[:1]))
         for row in rows[1:]:
             diff = comparison([rows[0], row])
             print(

@@ -113,7 +113,8 @@ def warm_runs_ms(session, shapes: Sequence[tuple[int, int]], bucketed: bool, rep
     name, out = session.get_inputs()[0].name, session.get_outputs()[0].name
     sides = [(bucket_side(h), bucket_side(w)) if bucketed else (h, w) for h, w in shapes]
     return [
-        median_ms(lambda b=random_batch(1, h, w): session.run([out], {name: b}), repeat, warmup=1) for h, w in sides
+        median_ms(lambda b=random_batch(1, h, w): session.run([out], {name: b}), repeat, warmup=1)  # noqa: B008 (one batch per side, made before the timing)
+        for h, w in sides
     ]
 
 

@@ -30,7 +30,7 @@ LEVELS = (1, 4, 16)
 
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 def run_level(port: int, body: bytes, clients: int, requests: int, max_seconds: float) -> dict:

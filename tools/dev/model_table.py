@@ -51,7 +51,7 @@ def main(names):
         model = TextDetection(model_name=name, device="cpu")
         tp = npred = ngt = 0
         total = 0.0
-        for label, image, gt in imgs:
+        for _label, image, gt in imgs:
             polys = model.predict(image)[0]["dt_polys"].astype(np.float32)
             used = set()
             for p in polys:
@@ -63,7 +63,7 @@ def main(names):
             ngt += len(gt)
         for rnd in range(3):
             t = 0.0
-            for label, image, gt in imgs:
+            for _label, image, _gt in imgs:
                 for _ in range(2):
                     model.predict(image)
                 times = []
@@ -76,11 +76,12 @@ def main(names):
         p, r = tp / max(npred, 1), tp / max(ngt, 1)
         results[name] = (2 * p * r / max(p + r, 1e-9), total)
         print(
-            f"{name}: hmean {results[name][0]:.3f} (P {p:.3f} R {r:.3f}, {tp}/{npred} pred, {ngt} gt), predict sum {total:.1f} ms",
+            f"{name}: hmean {results[name][0]:.3f} (P {p:.3f} R {r:.3f}, {tp}/{npred} pred, {ngt} gt),"
+            f" predict sum {total:.1f} ms",
             flush=True,
         )
     first = next(iter(results))
-    for n, (h, t) in results.items():
+    for n, (_h, t) in results.items():
         print(f"{n}: time ratio vs {first} {t / results[first][1]:.2f}")
 
 

@@ -91,7 +91,7 @@ class PPHGNetSmallDet(nn.Layer):
 
     def __init__(self):
         super().__init__()
-        channels = (3,) + STEM_CHANNELS
+        channels = (3, *STEM_CHANNELS)
         self.stem = nn.Sequential(
             *[ConvBNAct(channels[i], channels[i + 1], 3, stride=2 if i == 0 else 1) for i in range(len(STEM_CHANNELS))]
         )

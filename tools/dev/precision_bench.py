@@ -82,7 +82,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     for name in names:
         run_ms, e2e_ms = sum(best_run[name]), sum(best_e2e[name])
         print(
-            f"{name:<8} {run_ms * 1000:>12.1f} {run_ms / base_run:>7.3f} {e2e_ms * 1000:>11.1f} {e2e_ms / base_e2e:>7.3f}"
+            f"{name:<8} {run_ms * 1000:>12.1f} {run_ms / base_run:>7.3f}"
+            f" {e2e_ms * 1000:>11.1f} {e2e_ms / base_e2e:>7.3f}"
         )
     return 0
 

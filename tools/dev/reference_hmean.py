@@ -67,7 +67,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     theirs, mine = combine_scores(paddle_scores), combine_scores(our_scores)
     print(
         f"{len(labelled)} images: Hmean PaddleOCR {theirs.hmean:.4f} (P {theirs.precision:.4f} R {theirs.recall:.4f}), "
-        f"ours {mine.hmean:.4f} (P {mine.precision:.4f} R {mine.recall:.4f}), difference {mine.hmean - theirs.hmean:+.4f}"
+        f"ours {mine.hmean:.4f} (P {mine.precision:.4f} R {mine.recall:.4f}),"
+        f" difference {mine.hmean - theirs.hmean:+.4f}"
     )
     return 0
 

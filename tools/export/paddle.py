@@ -152,11 +152,14 @@ def convert_to_onnx(model: PaddleModel, opset: int, versions: dict[str, Optional
     """paddle2onnx's conversion, in a child process so that a C++ abort cannot take this one down."""
     with tempfile.TemporaryDirectory(prefix="detector-export.") as tmp:
         out = Path(tmp) / "converted.onnx"
-        code = "import sys; from tools.export.paddle import run_conversion_child; sys.exit(run_conversion_child(sys.argv[1:]))"
+        code = (
+            "import sys; from tools.export.paddle import run_conversion_child;"
+            " sys.exit(run_conversion_child(sys.argv[1:]))"
+        )
         env = dict(
             os.environ,
             PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
-            GLOG_minloglevel=os.environ.get("GLOG_minloglevel", "2"),
+            GLOG_minloglevel=os.environ.get("GLOG_minloglevel", "2"),  # noqa: SIM112 (glog reads this exact, mixed-case name)
         )
         try:
             proc = subprocess.run(

@@ -4,8 +4,8 @@
                            [--no-rewrites] [--precision fp32|int8|fp16] [--debug]
 
 ONNX sources (an .onnx file, or a folder with one and inference.yml) take onnx_source.py's shorter path,
-which needs no Paddle. Paddle steps: find the Paddle inference folder (inference.pdmodel or PIR inference.json, .pdiparams, .yml)
-→ read its inference.yml into DetectionSettings → convert with paddle2onnx in a child process
+which needs no Paddle. Paddle steps: find the Paddle inference folder (inference.pdmodel or PIR inference.json,
+.pdiparams, .yml) → read its inference.yml into DetectionSettings → convert with paddle2onnx in a child process
 (paddle.py) → apply the exact speed rewrites (rewrites/) → compare Paddle Inference and onnxruntime
 on the same tensors at several shapes (verify.py) → write the ONNX file with its settings, source
 hashes and export record in metadata_props, atomically (metadata.py). Needs the [export] extra

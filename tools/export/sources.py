@@ -52,7 +52,8 @@ def _progress(label: str, done: int, total: Optional[int], started: float) -> No
     if total:
         width = 30
         filled = int(width * done / total)
-        line = f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done / 1e6:6.1f}/{total / 1e6:.1f} MB {rate:5.1f} MB/s"
+        bar = "#" * filled + "." * (width - filled)
+        line = f"\r{label} [{bar}] {done / 1e6:6.1f}/{total / 1e6:.1f} MB {rate:5.1f} MB/s"
     else:
         line = f"\r{label} {done / 1e6:6.1f} MB {rate:5.1f} MB/s"
     print(line, end="", file=sys.stderr, flush=True)

@@ -111,8 +111,8 @@ def kernel_spectrum_basis(kernel: int, size: int) -> np.ndarray:
     Conjugate, because Conv is a correlation: y[n] = Σ w[m] x[n + m]."""
     half = size // 2 + 1
     u, v = np.divmod(np.arange(kernel * kernel), kernel)  # kernel row, column
-    l, k = np.divmod(np.arange(half * size), size)  # column frequency, row frequency
-    angle = 2 * np.pi * (np.outer(u, k) + np.outer(v, l)) / size
+    l_freq, k = np.divmod(np.arange(half * size), size)  # column frequency l, row frequency k
+    angle = 2 * np.pi * (np.outer(u, k) + np.outer(v, l_freq)) / size
     return np.stack([np.cos(angle), np.sin(angle)], axis=2).reshape(kernel * kernel, 2 * half * size)
 
 
