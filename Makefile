@@ -11,14 +11,14 @@ DEFAULT_MODEL := models/PP-OCRv4_mobile_det/inference.onnx
 REFERENCE_PACKAGES := paddleocr==3.7.0 onnxruntime
 PIP_QUIET := --quiet --disable-pip-version-check
 
-.PHONY: install paddle-env models export demo test test-pythons test-pythons-ci bench server-net eval clean
+.PHONY: install paddle-env models export demo lint test test-pythons test-pythons-ci bench server-net eval clean
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install $(PIP_QUIET) -e '.[gpu,test,serve,ray]'
+	$(VENV)/bin/pip install $(PIP_QUIET) -e '.[gpu,test,serve,ray,lint]'
 	touch $@
 
 paddle-env: $(PADDLE_VENV)/.installed
@@ -56,6 +56,12 @@ demo: $(VENV)/.installed $(DEFAULT_MODEL)
 	$(VENV)/bin/python -m tools.dev.sample_image output/demo/sample.png
 	$(VENV)/bin/detect -i output/demo/sample.png --save-path output/demo
 	@echo "demo: boxes drawn in output/demo/sample_res.png, JSON in output/demo/sample_res.json"
+
+# ruff (lint rules and formatting) over the whole project, mypy over detector/ (settings: pyproject.toml)
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy detector
 
 test: $(VENV)/.installed $(PADDLE_VENV)/.installed $(DEFAULT_MODEL) $(ONNX_MODELS)
 	DETECTOR_PADDLE_PYTHON=$(abspath $(PADDLE_VENV))/bin/python DETECTOR_REQUIRE_REFERENCE=1 \
