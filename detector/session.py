@@ -48,7 +48,7 @@ def parse_device(device: Optional[str]) -> Optional[Device]:
     return Device(kind, int(match.group(2) or 0))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def preload_pip_cuda_libraries() -> bool:
     """Load CUDA and cuDNN from their pip packages (nvidia-*), where installed, so that onnxruntime-gpu
     finds them without LD_LIBRARY_PATH; a no-op (False) where they are not, or onnxruntime is too old."""
