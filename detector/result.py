@@ -93,6 +93,10 @@ class DetectionResult(dict, _StrView):
             return self.input_img
         raise KeyError(key)
 
+    def get(self, key: Any, default: Any = None) -> Any:
+        """dict.get that also reaches ``input_img``, as ``res["input_img"]`` does (dict.get skips __missing__)."""
+        return self.input_img if key == "input_img" and key not in self else super().get(key, default)
+
     @property
     def json(self) -> dict[str, Any]:
         """``{"res": {...}}`` with plain lists and numbers, as PaddleOCR's ``res.json``."""

@@ -217,6 +217,7 @@ def test_result_member(name, status, example, baseline, page, tmp_path, capsys):
             assert value == expected[key]
         elif key == "input_img":
             assert value.shape == (*value.shape[:2], 3) and value.dtype == np.uint8
+            assert res.get("input_img") is value  # dict.get alone would miss it
         else:
             assert len(value) == len(res["dt_polys"])
     elif name.startswith("res.print"):
