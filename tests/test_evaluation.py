@@ -331,3 +331,12 @@ def test_detect_eval_errors_are_one_line(tmp_path, default_onnx):
     missing_image = write(tmp_path / "l2.txt", "nowhere.jpg\t[]\n")
     done = detect("eval", "--labels", str(missing_image), "--model", str(default_onnx), "--device", "cpu")
     assert done.returncode == 2 and "nowhere.jpg does not exist" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_eval_reads_model_names_as_names_like_detect(tmp_path, monkeypatch):
+    from detector.evaluation.command import _model_keywords
+
+    (tmp_path / "PP-OCRv4_mobile_det").mkdir()  # a same-named folder in the working directory is never read
+    monkeypatch.chdir(tmp_path)
+    assert _model_keywords("PP-OCRv4_mobile_det") == {"model_name": "PP-OCRv4_mobile_det", "model_dir": None}
+    assert _model_keywords("other/model.onnx") == {"model_name": None, "model_dir": "other/model.onnx"}

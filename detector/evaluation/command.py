@@ -4,32 +4,22 @@ from __future__ import annotations
 
 import sys
 import traceback
-from pathlib import Path
 from typing import Any, Optional
 
 import click
 
 from ..api import DEFAULT_MODEL_NAME, TextDetection
+from ..cli import _check_device, _model_arguments
 from ..errors import DetectorError, InvalidParameterError
 from ..precision import PRECISIONS
-from ..session import parse_device
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
-def _check_device(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[str]:
-    try:
-        parse_device(value)
-    except InvalidParameterError as exc:
-        raise click.BadParameter(str(exc)) from None
-    return value
-
-
 def _model_keywords(model: Optional[str]) -> dict[str, Optional[str]]:
-    """--model is a model name, or a path to an .onnx file / model folder."""
-    if model and (model.endswith(".onnx") or Path(model).exists()):
-        return {"model_name": None, "model_dir": model}
-    return {"model_name": model, "model_dir": None}
+    """--model (and each --compare model) is a name unless it ends in .onnx, as for `detect`."""
+    model_name, model_dir = _model_arguments(model, None)
+    return {"model_name": model_name, "model_dir": model_dir}
 
 
 def _detector_specs(
