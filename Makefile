@@ -5,6 +5,7 @@ PADDLE_VENV := .venv-paddle
 MODEL ?= PP-OCRv4_mobile_det
 SOURCE ?=
 PRECISION ?=
+INT8_FLOAT ?=
 DEFAULT_MODEL := models/PP-OCRv4_mobile_det/inference.onnx
 # PaddleOCR is only the reference for parity tests and benchmarks (onnxruntime: its engine="onnxruntime"). It needs opencv-contrib-python,
 # which cannot share a venv with our opencv-python-headless (both ship the cv2 package).
@@ -50,7 +51,7 @@ $(ONNX_MODELS): $(VENV)/.installed
 EXPORT_VENV = $(if $(filter %.onnx,$(SOURCE))$(wildcard $(SOURCE)/*.onnx),$(VENV),$(PADDLE_VENV))
 
 export: $(EXPORT_VENV)/.installed
-	$(EXPORT_VENV)/bin/python -m tools.export --model '$(MODEL)' $(if $(SOURCE),--source '$(SOURCE)') $(if $(PRECISION),--precision '$(PRECISION)')
+	$(EXPORT_VENV)/bin/python -m tools.export --model '$(MODEL)' $(if $(SOURCE),--source '$(SOURCE)') $(if $(PRECISION),--precision '$(PRECISION)') $(if $(INT8_FLOAT),--int8-float '$(INT8_FLOAT)')
 
 demo: $(VENV)/.installed $(DEFAULT_MODEL)
 	$(VENV)/bin/python -m tools.dev.sample_image output/demo/sample.png

@@ -14,7 +14,7 @@ import onnx
 import pytest
 
 from detector import TextDetection
-from detector.errors import InvalidParameterError, ModelNotFoundError
+from detector.errors import ExportError, InvalidParameterError, ModelNotFoundError
 from detector.precision import METADATA_PRECISION_KEY, variant_path
 from detector.settings import METADATA_SETTINGS_KEY
 from tests.rendered import box_iou, polygon_bounds, write_rendered_pages
@@ -71,11 +71,17 @@ def test_variant_is_written_beside_fp32_with_its_record(model_dir, precision):
     assert record["precision"] == precision
     assert record["accuracy"]["images"] == 2
     assert -1.0 <= record["accuracy"]["hmean_delta"] <= 1.0
+    # the maps, compared pixel by pixel on the same images (the measure for untrained networks)
+    assert 0.0 <= record["accuracy"]["map_flipped_share"] <= 1.0
+    assert 0.0 <= record["accuracy"]["map_mean_abs_diff"] <= record["accuracy"]["map_max_abs_diff"] <= 1.0
+    if precision == "fp16":
+        assert record["accuracy"]["map_max_abs_diff"] < 0.05
     graph = onnx.load(str(path)).graph
     ops = {node.op_type for node in graph.node}
     if precision == "int8":
         assert {"QuantizeLinear", "DequantizeLinear"} <= ops
         assert set(record["float_nodes"])  # the first conv and the head stay float
+        assert record["float_rule"] == "early"
     else:
         assert any(init.data_type == onnx.TensorProto.FLOAT16 for init in graph.initializer)
     # float32 in and out either way: callers feed the same tensors
@@ -174,3 +180,23 @@ def test_detect_eval_compare_precisions(model_dir, tmp_path):
     lines = done.stdout.strip().splitlines()
     assert [line.split()[1] for line in lines[2:4]] == ["fp32", "int8"]
     assert lines[-1].startswith("int8 - fp32") and lines[-1].split()[-1].startswith("x")
+
+
+def test_int8_float_rules(default_onnx, tmp_path):
+    from tools.export.quantize import FLOAT_RULES, head_nodes, quantize_int8
+
+    model = onnx.load(str(default_onnx))
+    early, head = FLOAT_RULES["early"](model), FLOAT_RULES["head"](model)
+    assert head == head_nodes(model) and set(head) < set(early)  # "head" leaves the backbone int8 too
+    names = {node.name for node in model.graph.node}
+    assert set(early) <= names
+    with pytest.raises(ExportError, match="int8 float rule must be one of early, head"):
+        quantize_int8(default_onnx, tmp_path / "x.onnx", float_rule="backbone", tensors=[])
+
+
+def test_map_agreement_of_a_model_with_itself_is_perfect(default_onnx):
+    from tools.export.quantize import map_agreement
+
+    tensors = [np.random.default_rng(0).standard_normal((1, 3, 64, 96)).astype(np.float32)]
+    agreement = map_agreement(default_onnx, default_onnx, tensors, thresh=0.3)
+    assert agreement == {"map_mean_abs_diff": 0.0, "map_max_abs_diff": 0.0, "map_flipped_share": 0.0}

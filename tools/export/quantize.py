@@ -33,10 +33,14 @@ CALIBRATION_SEED = 7  # the evaluation sets use other seeds (EVALUATION_SEED, ma
 EVALUATION_SEED = 1
 DEFAULT_CALIBRATION_IMAGES = 16
 DEFAULT_EVALUATION_IMAGES = 40
-# Operators quantized: convolutions only. Quantizing the Add / Mul around them too (the learnable
-# affine blocks and x * HardSigmoid(x) of PPLCNetV3) cost PP-OCRv4_mobile_det 0.04-0.045 Hmean on the
-# rendered set, and was not faster here (see the README).
-INT8_OP_TYPES = ("Conv", "ConvTranspose")
+# Operators quantized: convolutions, and the Relu / Clip / MaxPool after them. Those three only clamp or
+# pick values, so they share the quantization parameters of their input: onnxruntime then drops the
+# Relu into the QLinearConv before it instead of running Dequantize -> Quantize between two QLinearConvs
+# (PP-OCRv4_server_det, every convolution int8: session.run 0.52 -> 0.48x fp32; Hmean unchanged on
+# PP-OCRv4_mobile_det +0.0065, PP-OCRv6_small_det -0.0023 against fp32). Quantizing the Add / Mul around
+# them too (the learnable affine blocks and x * HardSigmoid(x) of PPLCNetV3) cost PP-OCRv4_mobile_det
+# 0.04-0.045 Hmean on the rendered set, and was not faster here (see the README).
+INT8_OP_TYPES = ("Conv", "ConvTranspose", "Relu", "Clip", "MaxPool")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 # Convolutions before the first at this output stride stay float. 8 (stem and stride-2/4 stages) was
 # enough for PP-OCRv4_mobile_det (-0.0011 Hmean) but not PP-OCRv6_small_det (-0.0177); 32: -0.0020.
@@ -142,12 +146,25 @@ def default_float_nodes(model) -> list[str]:
     )
 
 
+def head_float_nodes(model) -> list[str]:
+    """Only the DB head stays float: every backbone and neck convolution is int8 (the fast rule)."""
+    return head_nodes(model)
+
+
+# Which nodes int8 leaves in float: "early" (default_float_nodes, the rule measured to keep Hmean within
+# 0.01 on the mobile and PP-OCRv6 models) or "head" (only the head: fastest, costs PP-OCRv4_mobile_det
+# 0.013-0.017 Hmean; measure on your own images with `detect eval --compare fp32 int8`).
+FLOAT_RULES = {"early": default_float_nodes, "head": head_float_nodes}
+DEFAULT_FLOAT_RULE = "early"
+
+
 def quantize_int8(
     fp32_path: Path,
     output: Path,
     calibration_images: int = DEFAULT_CALIBRATION_IMAGES,
     method: str = "minmax",
     float_nodes: Optional[Sequence[str]] = None,
+    float_rule: str = DEFAULT_FLOAT_RULE,
     op_types: Sequence[str] = INT8_OP_TYPES,
     seed: int = CALIBRATION_SEED,
     activations: str = "int8",
@@ -159,13 +176,15 @@ def quantize_int8(
 
     if method not in CALIBRATION_METHODS:
         raise ExportError(f"calibration method must be one of {', '.join(CALIBRATION_METHODS)}, got {method!r}")
+    if float_rule not in FLOAT_RULES:
+        raise ExportError(f"int8 float rule must be one of {', '.join(FLOAT_RULES)}, got {float_rule!r}")
     tensors = list(tensors) if tensors is not None else calibration_tensors(fp32_path, calibration_images, seed)
     if method != "minmax":
         tensors = _common_shape(tensors)
     with tempfile.TemporaryDirectory() as folder:
         model = _folded(fp32_path, folder)
         prepared = Path(folder) / "prepared.onnx"
-        excluded = list(default_float_nodes(model) if float_nodes is None else float_nodes)
+        excluded = list(FLOAT_RULES[float_rule](model) if float_nodes is None else float_nodes)
         quantized = Path(folder) / "int8.onnx"
         quantize_static(
             str(prepared),
@@ -192,6 +211,7 @@ def quantize_int8(
         f"calibration",
         "calibration_images": calibration_images,
         "calibration_seed": seed,
+        "float_rule": float_rule if float_nodes is None else "given",
         "float_nodes": excluded,
         "op_types": list(op_types),
     }
@@ -235,22 +255,48 @@ def convert_fp16(fp32_path: Path, output: Path) -> dict[str, object]:
     }
 
 
+def map_agreement(fp32_path: Path, variant: Path, tensors: Sequence[np.ndarray], thresh: float) -> dict[str, float]:
+    """How far the variant's probability maps are from fp32's on the same network inputs: the mean and
+    largest |difference|, and the share of pixels whose side of ``thresh`` (the DB binarization) flips.
+    The measure for a network without trained weights (the rebuilt PP-OCRv4_server_det), where Hmean
+    says nothing."""
+    from detector.session import load_session, parse_device
+
+    fp32, _ = load_session(fp32_path, parse_device("cpu"))
+    other, _ = load_session(variant, parse_device("cpu"))
+    name = fp32.get_inputs()[0].name
+    total = flipped = 0
+    sum_abs, largest = 0.0, 0.0
+    for tensor in tensors:
+        expected = fp32.run(None, {name: tensor})[0].astype(np.float64)
+        got = other.run(None, {name: tensor})[0].astype(np.float64)
+        difference = np.abs(got - expected)
+        sum_abs += float(difference.sum())
+        largest = max(largest, float(difference.max(initial=0.0)))
+        flipped += int(np.count_nonzero((got > thresh) != (expected > thresh)))
+        total += difference.size
+    return {
+        "map_mean_abs_diff": round(sum_abs / total, 5) if total else 0.0,
+        "map_max_abs_diff": round(largest, 5),
+        "map_flipped_share": round(flipped / total, 5) if total else 0.0,
+    }
+
+
 def accuracy_delta(fp32_path: Path, variant: Path, images: int, seed: int = EVALUATION_SEED) -> dict[str, object]:
-    """Precision/recall/Hmean of fp32 and the variant on one rendered labelled set (CPU)."""
+    """Precision/recall/Hmean of fp32 and the variant on one rendered labelled set (CPU), and how far
+    the variant's probability maps are from fp32's on those images (map_agreement)."""
     from detector import TextDetection
     from detector.evaluation.evaluate import evaluate
     from detector.evaluation.labels import read_labels
     from tools.dev.labelled_set import render_labelled_set
 
+    fp32_detector = TextDetection(model_dir=fp32_path, device="cpu")
     with tempfile.TemporaryDirectory() as folder:
         labelled = read_labels(render_labelled_set(Path(folder), images, seed))
-        rows = evaluate(
-            {
-                "fp32": TextDetection(model_dir=fp32_path, device="cpu"),
-                "variant": TextDetection(model_dir=variant, device="cpu"),
-            },
-            labelled,
-        )
+        rows = evaluate({"fp32": fp32_detector, "variant": TextDetection(model_dir=variant, device="cpu")}, labelled)
+    maps = map_agreement(
+        fp32_path, variant, calibration_tensors(fp32_path, images, seed), fp32_detector.settings.thresh
+    )
     fp32, other = rows
     return {
         "eval_set": f"tools/dev/labelled_set.py --count {images} --seed {seed}",
@@ -261,6 +307,7 @@ def accuracy_delta(fp32_path: Path, variant: Path, images: int, seed: int = EVAL
         "precision_delta": round(other.score.precision - fp32.score.precision, 5),
         "recall_delta": round(other.score.recall - fp32.score.recall, 5),
         "time_ratio_cpu": round(other.seconds / fp32.seconds, 3) if fp32.seconds else None,
+        **maps,
     }
 
 
@@ -291,6 +338,10 @@ def export_variant(
     progress(
         f"      Hmean fp32 {accuracy['fp32_hmean']:.4f}, {precision} {accuracy['hmean']:.4f} "
         f"(delta {accuracy['hmean_delta']:+.4f}); time ratio on this CPU {accuracy['time_ratio_cpu']}"
+    )
+    progress(
+        f"      maps: mean |diff| {accuracy['map_mean_abs_diff']}, max {accuracy['map_max_abs_diff']}, "
+        f"{100 * float(accuracy['map_flipped_share']):.2f} % of pixels on the other side of thresh"
     )
     model = onnx.load(str(output))
     save_model(set_metadata(model, {METADATA_PRECISION_KEY: json.dumps(record, sort_keys=True)}), output)
