@@ -8,11 +8,16 @@ never depend on batch_size; bad values are refused.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
 from detector import InvalidParameterError, TextDetection
 from detector.preprocess import bucketed_size, check_shape_bucket, group_by_shape
+from tests.conftest import REPO_ROOT
 from tests.rendered import RENDERED_PAGES, box_iou, polygon_bounds, write_rendered_pages
 from tools.dev.sample_image import render_text_image
 
@@ -112,3 +117,17 @@ def test_shape_bucket_and_input_shape_are_refused_together(default_onnx):
         TextDetection(model_dir=default_onnx.parent, device="cpu", input_shape=(3, 320, 320), shape_bucket=320)
     with pytest.raises(InvalidParameterError, match="multiple of 32"):
         TextDetection(model_dir=default_onnx.parent, device="cpu", shape_bucket=100)
+
+
+def test_the_cli_option(default_onnx, pages):
+    def detect(*args):
+        command = [sys.executable, "-m", "detector.cli", "-i", pages["page"][0], "--model", default_onnx, *args]
+        return subprocess.run(list(map(str, command)), capture_output=True, text=True, cwd=REPO_ROOT, timeout=180)
+
+    proc = detect("--shape_bucket", "320", "--device", "cpu", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert len(json.loads(proc.stdout)["res"]["dt_polys"]) == len(pages["page"][1])
+    for args in (["--shape-bucket", "100"], ["--shape_bucket", "320", "--input_shape", "3", "320", "320"]):
+        proc = detect(*args)
+        assert proc.returncode == 2 and "shape_bucket" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
