@@ -131,3 +131,18 @@ def test_the_cli_option(default_onnx, pages):
         proc = detect(*args)
         assert proc.returncode == 2 and "shape_bucket" in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_serve_and_batch_pass_it_through(default_onnx):
+    pytest.importorskip("fastapi")
+    from detector.serve.app import load_detector
+    from detector.serve.config import ServeConfig
+
+    config = ServeConfig.from_json(ServeConfig(model_dir=str(default_onnx), device="cpu", shape_bucket=320).to_json())
+    assert load_detector(config).shape_bucket == 320  # workers rebuild the config from this JSON
+    pytest.importorskip("ray")
+    from detector.distributed import ModelSpec
+
+    assert (
+        ModelSpec(model_dir=str(default_onnx), device="cpu", settings={"shape_bucket": 128}).load().shape_bucket == 128
+    )
