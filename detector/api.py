@@ -246,7 +246,7 @@ class TextDetection:
         """Resize every image and normalize each same-shaped group straight into its batch tensor.
 
         With shape_bucket, each image goes into the top-left corner of a zero tensor of its bucketed
-        size: 0 after normalization is the mean colour, what the network saw most in training.
+        size: 0 after normalization is the mean colour.
         """
         resized = [self._resize(item.image, settings) for item in loaded]
         batches = []

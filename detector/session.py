@@ -175,8 +175,8 @@ def model_metadata(session: ort.InferenceSession) -> dict[str, str]:
 def uses_io_binding(providers: Sequence[str]) -> bool:
     """Whether a session with these providers (the one in use first) runs through IO binding.
 
-    On CUDA, IO binding ran the server network at 960x960 in 16.1 ms against session.run's 18.5 ms
-    on an H100 (tools/dev/gpu_bench.py, input and output bound on the GPU); this host-bound form
+    On CUDA, IO binding took 16.1 ms per 960x960 image against session.run's 18.5 ms on an H100
+    (tools/dev/gpu_bench.py, input and output bound on the GPU); this host-bound form
     (input and output in CPU memory, as the DB postprocess needs) was not timed on a GPU. On the CPU
     there is nothing to copy: plain session.run.
     """
