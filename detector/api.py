@@ -25,14 +25,23 @@ from .precision import precision_of, select_precision
 from .prefetch import PREFETCH_DEPTH, prefetch
 from .preprocess import (
     ResizeInfo,
+    bucketed_size,
     check_input_shape,
+    check_shape_bucket,
     group_by_shape,
     normalize_image,
     resize_for_detection,
     resize_to_shape,
 )
 from .result import DetectionResult
-from .session import check_detector_signature, load_session, model_metadata, parse_device, run_session
+from .session import (
+    check_detector_signature,
+    load_session,
+    model_metadata,
+    parse_device,
+    run_session,
+    uses_io_binding,
+)
 from .settings import DetectionSettings, settings_for_model_file
 
 DEFAULT_MODEL_NAME = "PP-OCRv4_mobile_det"
@@ -94,6 +103,8 @@ class TextDetection:
         pdf_dpi: Optional[float] = None,
         url_timeout: Optional[float] = None,
         input_shape: Optional[Sequence[int]] = None,
+        # pad each resized image (bottom/right) up to multiples of this many pixels; None: off
+        shape_bucket: Optional[int] = None,
         # PaddleOCR's Paddle-engine keywords: accepted, ignored with one warning each (paddleocr_compat.py)
         engine: Optional[str] = None,
         engine_config: Optional[dict[str, Any]] = None,
@@ -119,6 +130,14 @@ class TextDetection:
         )
         # (C, H, W): every image resized to exactly H x W, as PaddleX's DetResizeForTest(input_shape=...) does
         self.input_shape: Optional[tuple[int, int, int]] = check_input_shape(input_shape)
+        # The default resize, then zero padding (the mean colour once normalized) on the bottom and
+        # right up to multiples of shape_bucket; the map is cropped back before the DB postprocess.
+        # Fewer distinct network shapes: fewer cuDNN plans on a GPU, fuller batches anywhere.
+        self.shape_bucket: Optional[int] = check_shape_bucket(shape_bucket)
+        if self.shape_bucket is not None and self.input_shape is not None:
+            raise InvalidParameterError(
+                "give input_shape or shape_bucket, not both: input_shape already makes every image one size"
+            )
         loading: dict[str, Any] = {"max_pixels": max_pixels, "pdf_dpi": pdf_dpi, "url_timeout": url_timeout}
         self.load_options: LoadOptions = dataclasses.replace(
             DEFAULT_LOAD_OPTIONS, **{k: v for k, v in loading.items() if v is not None}
@@ -132,6 +151,7 @@ class TextDetection:
         self.precision: str = precision_of(self.model_path)
         self._session, self.device = load_session(self.model_path, parse_device(device), cpu_threads)
         self._input_name, self._output_name = check_detector_signature(self._session, self.model_path)
+        self._io_binding: bool = uses_io_binding(self._session.get_providers())
         name, settings, self.settings_source = settings_for_model_file(
             model_metadata(self._session), self.model_path, requested_name
         )
@@ -223,16 +243,25 @@ class TextDetection:
         return self._finish(loaded, self._prepare(loaded, settings), settings)
 
     def _prepare(self, loaded: list[LoadedImage], settings: DetectionSettings) -> _Prepared:
-        """Resize every image and normalize each same-shaped group straight into its batch tensor."""
+        """Resize every image and normalize each same-shaped group straight into its batch tensor.
+
+        With shape_bucket, each image goes into the top-left corner of a zero tensor of its bucketed
+        size: 0 after normalization is the mean colour.
+        """
         resized = [self._resize(item.image, settings) for item in loaded]
         batches = []
-        for indices in group_by_shape([image for image, _ in resized]):
+        for indices in group_by_shape([image for image, _ in resized], self.shape_bucket):
             height, width, channels = resized[indices[0]][0].shape
-            batch = np.empty((len(indices), channels, height, width), dtype=np.float32)
+            net_height, net_width = bucketed_size(height, width, self.shape_bucket)
+            shape = (len(indices), channels, net_height, net_width)
+            # np.empty where every element is written: the unbucketed path stays as it was
+            batch = np.empty(shape, np.float32) if self.shape_bucket is None else np.zeros(shape, np.float32)
             for slot, index in enumerate(indices):
-                normalize_image(resized[index][0], settings.mean, settings.std, settings.scale, out=batch[slot])
+                image = resized[index][0]
+                slot_view = batch[slot, :, : image.shape[0], : image.shape[1]]
+                normalize_image(image, settings.mean, settings.std, settings.scale, out=slot_view)
             batches.append((indices, batch))
-        return _Prepared([info for _, info in resized], batches)
+        return _Prepared([info for _, info in resized], [image.shape[:2] for image, _ in resized], batches)
 
     def _finish(
         self, loaded: list[LoadedImage], prepared: _Prepared, settings: DetectionSettings
@@ -240,9 +269,13 @@ class TextDetection:
         """session.run on each batch, then the DB postprocess of every map, in input order."""
         maps: list[Optional[np.ndarray]] = [None] * len(loaded)
         for indices, batch in prepared.batches:
-            for index, prob_map in zip(
-                indices, run_session(self._open_session(), self._input_name, self._output_name, batch)
-            ):
+            batch_maps = run_session(
+                self._open_session(), self._input_name, self._output_name, batch, io_binding=self._io_binding
+            )
+            for index, prob_map in zip(indices, batch_maps):
+                height, width = prepared.sizes[index]
+                if prob_map.shape != (height, width):  # padded by shape_bucket: the map of the image alone
+                    prob_map = np.ascontiguousarray(prob_map[:height, :width])
                 maps[index] = prob_map
         results = []
         for item, info, prob_map in zip(loaded, prepared.infos, maps):
@@ -274,7 +307,9 @@ class TextDetection:
 
 @dataclasses.dataclass
 class _Prepared:
-    """One chunk ready for the network: each image's resize mapping, and (indices, NCHW batch) groups."""
+    """One chunk ready for the network: each image's resize mapping and resized (height, width), and
+    (indices, NCHW batch) groups."""
 
     infos: list[ResizeInfo]
+    sizes: list[tuple[int, ...]]
     batches: list[tuple[list[int], np.ndarray]]

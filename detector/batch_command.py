@@ -58,6 +58,15 @@ from .errors import DetectorError
 @click.option("--limit-side-len", "--limit_side_len", "limit_side_len", default=None, type=int)
 @click.option("--limit-type", "--limit_type", "limit_type", default=None, type=click.Choice(["max", "min"]))
 @click.option("--max-pixels", default=None, type=click.IntRange(min=1))
+@click.option(
+    "--shape-bucket",
+    "--shape_bucket",
+    "shape_bucket",
+    default=None,
+    type=int,
+    metavar="N",
+    help="Pad images up to multiples of N pixels (as `detect --shape_bucket`) [default: off].",
+)
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def batch(
     inputs: tuple[str, ...],
@@ -78,6 +87,7 @@ def batch(
     limit_side_len: Optional[int],
     limit_type: Optional[str],
     max_pixels: Optional[int],
+    shape_bucket: Optional[int],
     debug: bool,
 ) -> None:
     """Detect text in many files on Ray; one row per image or page: path, page_index, dt_polys, dt_scores, error."""
@@ -96,6 +106,7 @@ def batch(
         unclip_ratio=unclip_ratio,
         limit_side_len=limit_side_len,
         limit_type=limit_type,
+        shape_bucket=shape_bucket,
     )
     spec = distributed.ModelSpec(
         model_name=model_name,

@@ -240,6 +240,17 @@ def cli() -> None:
     help="Resize every image to exactly H x W (multiples of 32), as PaddleOCR does.",
 )
 @click.option(
+    "--shape-bucket",
+    "--shape_bucket",
+    "shape_bucket",
+    default=None,
+    type=int,
+    metavar="N",
+    help="Pad each resized image (bottom, right) up to multiples of N (a multiple of 32), so that mixed "
+    "sizes share a few network shapes (GPU); boxes may move a few pixels (README: Shape buckets). "
+    "[default: off]",
+)
+@click.option(
     "--engine",
     default=None,
     type=click.Choice(PADDLEOCR_ENGINES),
@@ -319,6 +330,7 @@ def detect(
     pdf_dpi: Optional[float],
     cpu_threads: Optional[int],
     input_shape: Optional[tuple[int, int, int]],
+    shape_bucket: Optional[int],
     json_format: bool,
     debug: bool,
     **paddle_engine_options: Any,
@@ -348,6 +360,7 @@ def detect(
                 pdf_dpi=pdf_dpi,
                 cpu_threads=cpu_threads,
                 input_shape=input_shape or None,
+                shape_bucket=shape_bucket,
                 **paddle_engine_options,
             )
     except DetectorError as exc:

@@ -89,6 +89,36 @@ def check_input_shape(input_shape: Any) -> Optional[tuple[int, int, int]]:
     return channels, height, width
 
 
+def check_shape_bucket(shape_bucket: Any) -> Optional[int]:
+    """``shape_bucket`` as an int, or None (off: every image runs at its own resized size).
+
+    It must be a positive multiple of 32, so that padding keeps every side a multiple of the
+    network's stride and the map's grid stays aligned with the unpadded one.
+    """
+    if shape_bucket is None:
+        return None
+    if isinstance(shape_bucket, bool) or not isinstance(shape_bucket, (int, np.integer)):
+        raise InvalidParameterError(
+            f"shape_bucket must be a whole number, a multiple of {SIZE_MULTIPLE} (e.g. 320), got {shape_bucket!r}"
+        )
+    if shape_bucket < SIZE_MULTIPLE or shape_bucket % SIZE_MULTIPLE:
+        raise InvalidParameterError(
+            f"shape_bucket must be a positive multiple of {SIZE_MULTIPLE} (e.g. 320), got {shape_bucket}"
+        )
+    return int(shape_bucket)
+
+
+def bucketed_size(height: int, width: int, shape_bucket: Optional[int]) -> tuple[int, int]:
+    """The network input size for a resized image: each side rounded up to a multiple of shape_bucket.
+
+    It depends on the image alone (never on the others in its batch), so results do not depend on
+    batch_size; None keeps the size as it is.
+    """
+    if shape_bucket is None:
+        return height, width
+    return -(-height // shape_bucket) * shape_bucket, -(-width // shape_bucket) * shape_bucket
+
+
 def resize_to_shape(image: np.ndarray, height: int, width: int) -> tuple[np.ndarray, ResizeInfo]:
     """Resize to exactly height x width, aspect ratio not kept: PaddleX's DetResizeForTest with input_shape."""
     src_h, src_w = image.shape[:2]
@@ -122,13 +152,15 @@ def normalize_image(
     return out
 
 
-def group_by_shape(images: Sequence[np.ndarray]) -> list[list[int]]:
-    """Indices of images grouped by identical shape, in first-seen order.
+def group_by_shape(images: Sequence[np.ndarray], shape_bucket: Optional[int] = None) -> list[list[int]]:
+    """Indices of images grouped by identical network input shape, in first-seen order.
 
-    Only same-shaped images share a session.run: padding them to a common size would change the
-    probability map near the padding, and results must not depend on batch_size.
+    Only images with the same network input share a session.run: padding them to a common size
+    would change the probability map near the padding, and results must not depend on batch_size.
+    With ``shape_bucket`` the network input is each image's own :func:`bucketed_size`.
     """
     groups: dict[tuple[int, ...], list[int]] = {}
     for index, image in enumerate(images):
-        groups.setdefault(image.shape, []).append(index)
+        key = (*bucketed_size(image.shape[0], image.shape[1], shape_bucket), *image.shape[2:])
+        groups.setdefault(key, []).append(index)
     return list(groups.values())

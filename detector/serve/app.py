@@ -96,6 +96,7 @@ def load_detector(config: ServeConfig) -> TextDetection:
         device=config.device,
         cpu_threads=config.cpu_threads,
         max_pixels=config.max_pixels,
+        shape_bucket=config.shape_bucket,
     )
 
 

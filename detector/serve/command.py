@@ -74,6 +74,15 @@ DEFAULTS = ServeConfig()
     help="onnxruntime threads per inference [default: every core].",
 )
 @click.option(
+    "--shape-bucket",
+    "--shape_bucket",
+    "shape_bucket",
+    default=None,
+    type=int,
+    metavar="N",
+    help="Pad images up to multiples of N pixels (as `detect --shape_bucket`) [default: off].",
+)
+@click.option(
     "--allow-urls", is_flag=True, help='Accept {"url": …}: the server then fetches any URL a client names (see README).'
 )
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
@@ -90,6 +99,7 @@ def serve(
     max_pixels: Optional[int],
     timeout_s: float,
     cpu_threads: Optional[int],
+    shape_bucket: Optional[int],
     allow_urls: bool,
     debug: bool,
 ) -> None:
@@ -111,6 +121,7 @@ def serve(
         model_dir=model_dir,
         device=device,
         cpu_threads=cpu_threads,
+        shape_bucket=shape_bucket,
         max_concurrency=max_concurrency,
         max_queue=max_queue,
         max_body_mb=max_body_mb,

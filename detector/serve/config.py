@@ -21,6 +21,7 @@ class ServeConfig:
     model_dir: Optional[str] = None
     device: Optional[str] = None
     cpu_threads: Optional[int] = None  # onnxruntime threads per inference; None: every core
+    shape_bucket: Optional[int] = None  # TextDetection's shape_bucket; None: off
     max_concurrency: int = 1  # inferences at once per worker; onnxruntime already uses every core for one
     max_queue: int = 8  # requests that may wait for a slot per worker; more get 503
     max_body_mb: float = 20.0

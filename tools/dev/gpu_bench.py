@@ -1,6 +1,8 @@
 """GPU benchmark of detection models on onnxruntime's CUDA provider (developer tool).
 
     python -m tools.dev.gpu_bench --onnx PATH [--onnx PATH ...] [--repeat N] [--json OUT]
+    python -m tools.dev.gpu_bench --pages [--model-dir DIR] [--device gpu|cpu] [--shape-bucket N]
+                                  [--batch-size N] [--rounds N] [--json OUT]
 
 For each model and each cuDNN convolution-algorithm search mode (EXHAUSTIVE, HEURISTIC, DEFAULT),
 it measures what a detection service meets on a GPU:
@@ -15,6 +17,11 @@ it measures what a detection service meets on a GPU:
 ``--random-weights`` fills the initializers of a model saved with external data (graph only) with
 small random values: timing does not depend on weight values, and the rebuilt server network's
 weights are random anyway. Needs onnxruntime-gpu and a CUDA device; prints one JSON document.
+
+``--pages`` times the library instead: ``TextDetection.predict`` over rendered pages of mixed sizes
+(PAGE_SIZES), without and with ``shape_bucket``, in interleaved rounds after one warm-up pass each,
+and reports how far the bucketed boxes moved. It runs on the CPU too (``--device cpu``); the GPU
+mode of this one is written for the CUDA path but was not yet run on a GPU.
 """
 
 from __future__ import annotations
@@ -51,6 +58,16 @@ MIXED_SHAPES: tuple[tuple[int, int], ...] = (
     (960, 960),
 )
 BUCKET_SIDES = (320, 640, 960)
+# (width, height) of the --pages set: photos, scans, an A4 page at 300 dpi, a banner, a small crop.
+PAGE_SIZES: tuple[tuple[int, int], ...] = (
+    (640, 480),
+    (1280, 960),
+    (1240, 1754),
+    (2000, 400),
+    (2480, 3508),
+    (768, 1024),
+    (300, 80),
+)
 
 
 def bucket_side(side: int) -> int:
@@ -175,15 +192,86 @@ def fill_random_weights(path: str, output: str, seed: int = 0) -> str:
     return output
 
 
+def mixed_pages() -> list[np.ndarray]:
+    """One rendered text page per PAGE_SIZES entry, the font scaled to the page."""
+    from tools.dev.sample_image import SAMPLE_LINES, render_text_image
+
+    pages = []
+    for width, height in PAGE_SIZES:
+        font = max(12, min(width, height) // 24)
+        lines = list(SAMPLE_LINES) * max(1, height // (font * 8))
+        image, _ = render_text_image(lines, width=width, height=height, font_size=font, line_gap=font, margin=font)
+        pages.append(image)
+    return pages
+
+
+def box_shift(plain: list, bucketed: list) -> list[object]:
+    """How far bucketing moved the boxes, per page: "N->M boxes" where the count changed, else the
+    largest corner shift (px), each box matched to the bucketed box nearest it (a line split
+    differently at the same count shows as hundreds of px)."""
+    shifts: list[object] = []
+    for a, b in zip(plain, bucketed):
+        polys_a, polys_b = a["dt_polys"].astype(int), b["dt_polys"].astype(int)
+        if len(polys_a) != len(polys_b):
+            shifts.append(f"{len(polys_a)}->{len(polys_b)} boxes")
+            continue
+        shifts.append(max((int(min(np.abs(box - other).max() for other in polys_b)) for box in polys_a), default=0))
+    return shifts
+
+
+def measure_pages(model_dir: Optional[str], device: str, shape_bucket: int, batch_size: int, rounds: int) -> dict:
+    """predict over the mixed pages, plain and bucketed, in interleaved rounds (median ms per pass)."""
+    from detector import TextDetection
+
+    pages = mixed_pages()
+    models = {
+        "plain": TextDetection(model_dir=model_dir, device=device),
+        "bucketed": TextDetection(model_dir=model_dir, device=device, shape_bucket=shape_bucket),
+    }
+    results = {key: model.predict(pages, batch_size=batch_size) for key, model in models.items()}  # warm-up
+    times: dict[str, list[float]] = {key: [] for key in models}
+    for _ in range(rounds):
+        for key, model in models.items():
+            times[key].append(once_ms(lambda m=model: m.predict(pages, batch_size=batch_size)))
+    plain_ms, bucketed_ms = statistics.median(times["plain"]), statistics.median(times["bucketed"])
+    return {
+        "device": models["plain"].device,
+        "model": models["plain"].model_name,
+        "pages": [list(size) for size in PAGE_SIZES],
+        "shape_bucket": shape_bucket,
+        "batch_size": batch_size,
+        "rounds": rounds,
+        "plain_ms": round(plain_ms, 1),
+        "bucketed_ms": round(bucketed_ms, 1),
+        "bucketed_over_plain": round(bucketed_ms / plain_ms, 3),
+        "box_shift_per_page": box_shift(results["plain"], results["bucketed"]),
+    }
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tools.dev.gpu_bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--onnx", action="append", required=True)
+    parser.add_argument("--onnx", action="append")
     parser.add_argument("--random-weights", action="store_true")
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--pages", action="store_true", help="time TextDetection.predict, plain vs shape_bucket")
+    parser.add_argument("--model-dir", default=None, help="--pages: the model (default: the library's)")
+    parser.add_argument("--device", default="gpu", help="--pages: gpu, gpu:N or cpu")
+    parser.add_argument("--shape-bucket", type=int, default=320)
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args(argv)
+    if args.pages:
+        pages_report = measure_pages(args.model_dir, args.device, args.shape_bucket, args.batch_size, args.rounds)
+        text = json.dumps(pages_report, indent=1)
+        print(text)
+        if args.json:
+            args.json.write_text(text)
+        return 0
+    if not args.onnx:
+        parser.error("give --onnx PATH (the provider-level benchmark) or --pages")
     import onnxruntime as ort
 
     if hasattr(ort, "preload_dlls"):
