@@ -7,6 +7,7 @@ rewritten graph against the source. onnx_graph.py is the small graph helper they
 from __future__ import annotations
 
 from tools.export.rewrites.affine_depthwise import AFFINE_DEPTHWISE_REWRITE, rewrite_affines_as_depthwise
+from tools.export.rewrites.db_head_depth_to_space import DB_HEAD_REWRITE, rewrite_db_heads
 from tools.export.rewrites.conv_affine import CONV_AFFINE_REWRITE, drop_dead_nodes, fold_conv_affines
 from tools.export.rewrites.dft_convolution import DFT_CONV_REWRITE, rewrite_large_convs
 from tools.export.rewrites.onnx_graph import Graph, bypass_identities
@@ -15,6 +16,7 @@ from tools.export.rewrites.pfhead_local import PFHEAD_LOCAL_REWRITE, rewrite_pfh
 __all__ = [
     "AFFINE_DEPTHWISE_REWRITE",
     "CONV_AFFINE_REWRITE",
+    "DB_HEAD_REWRITE",
     "DFT_CONV_REWRITE",
     "MIN_OPSET",
     "PFHEAD_LOCAL_REWRITE",
@@ -37,6 +39,9 @@ def rewrite_for_speed(model) -> list[str]:
         applied.append(PFHEAD_LOCAL_REWRITE)
     if rewrite_large_convs(graph):
         applied.append(DFT_CONV_REWRITE)
+    # after pfhead_local, whose pattern holds a transposed convolution of its own
+    if rewrite_db_heads(graph):
+        applied.append(DB_HEAD_REWRITE)
     # after the two above, whose patterns read the Mul/Add nodes these fold away
     if fold_conv_affines(graph):
         applied.append(CONV_AFFINE_REWRITE)
