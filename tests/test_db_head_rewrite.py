@@ -102,7 +102,7 @@ def op_counts(model) -> Counter:
 def test_the_head_becomes_two_convolutions_and_one_depth_to_space_with_the_same_map(shape, options):
     model = db_head_model(**options)
     after, applied = rewritten(model)
-    assert applied == [DB_HEAD_REWRITE]
+    assert DB_HEAD_REWRITE in applied
     counts = op_counts(after)
     assert counts["ConvTranspose"] == counts["BatchNormalization"] == counts["Add"] == 0
     assert counts["DepthToSpace"] == 1 and counts["Conv"] == 3

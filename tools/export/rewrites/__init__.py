@@ -7,19 +7,23 @@ rewritten graph against the source. onnx_graph.py is the small graph helper they
 from __future__ import annotations
 
 from tools.export.rewrites.affine_depthwise import AFFINE_DEPTHWISE_REWRITE, rewrite_affines_as_depthwise
-from tools.export.rewrites.db_head_depth_to_space import DB_HEAD_REWRITE, rewrite_db_heads
+from tools.export.rewrites.channel_padding import CHANNEL_PADDING_REWRITE, pad_conv_channels
 from tools.export.rewrites.conv_affine import CONV_AFFINE_REWRITE, drop_dead_nodes, fold_conv_affines
+from tools.export.rewrites.db_head_depth_to_space import DB_HEAD_REWRITE, rewrite_db_heads
 from tools.export.rewrites.dft_convolution import DFT_CONV_REWRITE, rewrite_large_convs
 from tools.export.rewrites.onnx_graph import Graph, bypass_identities
 from tools.export.rewrites.pfhead_local import PFHEAD_LOCAL_REWRITE, rewrite_pfhead_locals
+from tools.export.rewrites.se_residual import SE_RESIDUAL_REWRITE, rewrite_se_residuals
 
 __all__ = [
     "AFFINE_DEPTHWISE_REWRITE",
+    "CHANNEL_PADDING_REWRITE",
     "CONV_AFFINE_REWRITE",
     "DB_HEAD_REWRITE",
     "DFT_CONV_REWRITE",
     "MIN_OPSET",
     "PFHEAD_LOCAL_REWRITE",
+    "SE_RESIDUAL_REWRITE",
     "bypass_identities",
     "rewrite_for_speed",
 ]
@@ -42,10 +46,15 @@ def rewrite_for_speed(model) -> list[str]:
     # after pfhead_local, whose pattern holds a transposed convolution of its own
     if rewrite_db_heads(graph):
         applied.append(DB_HEAD_REWRITE)
-    # after the two above, whose patterns read the Mul/Add nodes these fold away
+    # after the rewrites above, whose patterns read the Mul/Add nodes these fold away
     if fold_conv_affines(graph):
         applied.append(CONV_AFFINE_REWRITE)
     if rewrite_affines_as_depthwise(graph):
         applied.append(AFFINE_DEPTHWISE_REWRITE)
+    if rewrite_se_residuals(graph):
+        applied.append(SE_RESIDUAL_REWRITE)
+    # last: it pads the weights of the convolutions the rewrites above leave
+    if pad_conv_channels(graph):
+        applied.append(CHANNEL_PADDING_REWRITE)
     drop_dead_nodes(graph)
     return applied
