@@ -35,11 +35,14 @@ class Builder:
         inputs = [x, self.weight(f"{stem}_w", shape)] + ([self.weight(f"{stem}_b", (shape[0],))] if bias else [])
         return self.add("Conv", inputs, stem, kernel_shape=[kernel, kernel], pads=[kernel // 2] * 4, **attrs)
 
-    def model(self, outputs, channels_out=None):
+    def model(self, outputs, extra_inputs=()):
         graph = helper.make_graph(
             self.nodes,
             "g",
-            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "h", "w"])],
+            [
+                helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", 3, None, None])
+                for name in ("x", *extra_inputs)
+            ],
             [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", None, None, None]) for name in outputs],
             self.inits,
         )
@@ -74,9 +77,7 @@ def run(model, x):
     return cpu_session(model).run(None, {"x": x})
 
 
-@pytest.mark.parametrize(
-    "options", [{}, {"residual_first": True, "seed": 1}, {"pool": "ReduceMean", "seed": 2}]
-)
+@pytest.mark.parametrize("options", [{}, {"residual_first": True, "seed": 1}, {"pool": "ReduceMean", "seed": 2}])
 def test_the_residual_gate_becomes_one_multiplication_with_the_same_output(options):
     model = se_model(**options)
     after, applied = rewritten(model)
@@ -153,3 +154,55 @@ def test_channels_something_else_reads_or_already_on_the_block_are_left_alone(op
     for got, want in zip(run(after, x), run(model, x)):
         assert got.shape == want.shape
         np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+
+
+def stem_model(seed=0, pool="MaxPool", concat_input=False):
+    """PP-OCRv6's stem: x → conv 24 → relu → r0; conv 2×2 (12) → relu → conv 2×2 (24) → relu → r2;
+    concat(maxpool 2×2 (r0), r2) → conv 3×3 stride 2 → out (24- and 12-channel maps at half resolution)."""
+    b = Builder(seed)
+    same = {"auto_pad": "SAME_UPPER"}
+
+    def conv_relu(x, stem, shape, **attrs):
+        kernel = [shape[2], shape[3]]
+        return b.add(
+            "Relu", [b.add("Conv", [x, b.weight(f"{stem}_w", shape)], stem, kernel_shape=kernel, **attrs)], "r" + stem
+        )
+
+    r0 = conv_relu("x", "c0", (24, 3, 3, 3), pads=[1] * 4, strides=[2, 2])
+    r2 = conv_relu(conv_relu(r0, "c1", (12, 24, 2, 2), **same), "c2", (24, 12, 2, 2), **same)
+    pooled = b.add(pool, [r0], "pool", kernel_shape=[2, 2], strides=[1, 1], **same)
+    parts = [pooled, r2] + (["x_half"] if concat_input else [])
+    joined = b.add("Concat", parts, "joined", axis=1)
+    b.conv(joined, "out", (16, 48 + (3 if concat_input else 0), 3, 3), strides=[2, 2])
+    # with concat_input, a Concat input whose channel count the rewrite cannot know
+    return b.model(["out"], extra_inputs=["x_half"] if concat_input else [])
+
+
+def test_the_stem_maps_are_padded_through_relu_maxpool_and_concat_with_the_same_output():
+    model = stem_model()
+    after, applied = rewritten(model)
+    assert CHANNEL_PADDING_REWRITE in applied
+    weights = {init.name: numpy_helper.to_array(init) for init in after.graph.initializer}
+    convs = {node.output[0]: node for node in after.graph.node if node.op_type == "Conv"}
+    assert weights[convs["c0"].input[1]].shape[0] == 32 and weights[convs["c2"].input[1]].shape[0] == 32
+    assert weights[convs["c1"].input[1]].shape[:2] == (16, 32)  # padded inputs and outputs
+    out_weight = weights[convs["out"].input[1]]
+    assert out_weight.shape[1] == 64 and not out_weight[:, 24:32].any() and not out_weight[:, 56:].any()
+    x = np.random.default_rng(7).uniform(-2, 2, (2, 3, 19, 14)).astype(np.float32)
+    (got,), (want,) = run(after, x), run(model, x)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("options", [{"pool": "AveragePool"}, {"concat_input": True}])
+def test_a_stem_with_an_averaging_pool_or_an_unknown_concat_input_keeps_the_concatenated_maps(options):
+    model = stem_model(**options)
+    after, _ = rewritten(model)
+    weights = {init.name: numpy_helper.to_array(init) for init in after.graph.initializer}
+    convs = {node.output[0]: node for node in after.graph.node if node.op_type == "Conv"}
+    assert weights[convs["c0"].input[1]].shape[0] == 24 and weights[convs["c2"].input[1]].shape[0] == 24
+    feeds = {"x": np.random.default_rng(8).uniform(-2, 2, (1, 3, 19, 14)).astype(np.float32)}
+    if options.get("concat_input"):
+        feeds["x_half"] = np.random.default_rng(9).uniform(-2, 2, (1, 3, 10, 7)).astype(np.float32)
+    (got,), (want,) = cpu_session(after).run(None, feeds), cpu_session(model).run(None, feeds)
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)

@@ -153,7 +153,10 @@ def rewrite_db_head(graph: Graph, first: Stage, second: Stage) -> None:
     if first.activation:
         hidden = new.node(first.activation, [hidden], "act1")
     phases = new.node(
-        "Conv", [hidden, new.const("w2", weight2[:, :, None, None]), new.const("b2", bias2)], "conv2", kernel_shape=[1, 1]
+        "Conv",
+        [hidden, new.const("w2", weight2[:, :, None, None]), new.const("b2", bias2)],
+        "conv2",
+        kernel_shape=[1, 1],
     )
     if second.activation:
         phases = new.node(second.activation, [phases], "act2")

@@ -55,7 +55,9 @@ def is_pooled(graph: Graph, name: str, depth: int = 0) -> bool:
         value = graph.constant(operand)
         if value is None:
             tensors.append(operand)
-        elif value.ndim > 4 or (value.ndim >= 2 and value.shape[-2:] != (1, 1)) or (value.ndim == 1 and value.size != 1):
+        elif (
+            value.ndim > 4 or (value.ndim >= 2 and value.shape[-2:] != (1, 1)) or (value.ndim == 1 and value.size != 1)
+        ):
             return False  # a constant that would widen H or W
     return bool(tensors) and all(is_pooled(graph, operand, depth + 1) for operand in tensors)
 
