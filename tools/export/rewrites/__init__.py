@@ -6,6 +6,8 @@ rewritten graph against the source. onnx_graph.py is the small graph helper they
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from tools.export.rewrites.affine_depthwise import AFFINE_DEPTHWISE_REWRITE, rewrite_affines_as_depthwise
 from tools.export.rewrites.channel_padding import CHANNEL_PADDING_REWRITE, pad_conv_channels
 from tools.export.rewrites.conv_affine import CONV_AFFINE_REWRITE, drop_dead_nodes, fold_conv_affines
@@ -31,30 +33,26 @@ __all__ = [
 MIN_OPSET = 11  # Slice with tensor inputs (opset 10) and DepthToSpace with a mode (opset 11)
 
 
-def rewrite_for_speed(model) -> list[str]:
-    """Apply every rewrite whose pattern the graph holds; returns the names of those applied, once each."""
+def rewrite_for_speed(model, skip: Collection[str] = ()) -> list[str]:
+    """Apply every rewrite whose pattern the graph holds, but those named in skip; returns the names of
+    those applied, once each, in the order applied."""
     opset = max((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), default=0)
     if opset < MIN_OPSET:
         return []
-    applied = []
     bypass_identities(model)
     graph = Graph(model)
-    if rewrite_pfhead_locals(graph):
-        applied.append(PFHEAD_LOCAL_REWRITE)
-    if rewrite_large_convs(graph):
-        applied.append(DFT_CONV_REWRITE)
-    # after pfhead_local, whose pattern holds a transposed convolution of its own
-    if rewrite_db_heads(graph):
-        applied.append(DB_HEAD_REWRITE)
-    # after the rewrites above, whose patterns read the Mul/Add nodes these fold away
-    if fold_conv_affines(graph):
-        applied.append(CONV_AFFINE_REWRITE)
-    if rewrite_affines_as_depthwise(graph):
-        applied.append(AFFINE_DEPTHWISE_REWRITE)
-    if rewrite_se_residuals(graph):
-        applied.append(SE_RESIDUAL_REWRITE)
-    # last: it pads the weights of the convolutions the rewrites above leave
-    if pad_conv_channels(graph):
-        applied.append(CHANNEL_PADDING_REWRITE)
+    rewrites = (
+        (PFHEAD_LOCAL_REWRITE, rewrite_pfhead_locals),
+        (DFT_CONV_REWRITE, rewrite_large_convs),
+        # after pfhead_local, whose pattern holds a transposed convolution of its own
+        (DB_HEAD_REWRITE, rewrite_db_heads),
+        # after the rewrites above, whose patterns read the Mul/Add nodes these fold away
+        (CONV_AFFINE_REWRITE, fold_conv_affines),
+        (AFFINE_DEPTHWISE_REWRITE, rewrite_affines_as_depthwise),
+        (SE_RESIDUAL_REWRITE, rewrite_se_residuals),
+        # last: it pads the weights of the convolutions the rewrites above leave
+        (CHANNEL_PADDING_REWRITE, pad_conv_channels),
+    )
+    applied = [name for name, rewrite in rewrites if name not in skip and rewrite(graph)]
     drop_dead_nodes(graph)
     return applied
