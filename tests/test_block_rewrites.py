@@ -174,8 +174,9 @@ def stem_model(seed=0, pool="MaxPool", concat_input=False):
     parts = [pooled, r2] + (["x_half"] if concat_input else [])
     joined = b.add("Concat", parts, "joined", axis=1)
     b.conv(joined, "out", (16, 48 + (3 if concat_input else 0), 3, 3), strides=[2, 2])
-    # with concat_input, a Concat input whose channel count the rewrite cannot know
-    return b.model(["out"], extra_inputs=["x_half"] if concat_input else [])
+    # with concat_input, a Concat input whose channel count the rewrite cannot know; shapes recorded
+    # for every map, as paddle2onnx records them
+    return onnx.shape_inference.infer_shapes(b.model(["out"], extra_inputs=["x_half"] if concat_input else []))
 
 
 def test_the_stem_maps_are_padded_through_relu_maxpool_and_concat_with_the_same_output():
@@ -188,6 +189,9 @@ def test_the_stem_maps_are_padded_through_relu_maxpool_and_concat_with_the_same_
     assert weights[convs["c1"].input[1]].shape[:2] == (16, 32)  # padded inputs and outputs
     out_weight = weights[convs["out"].input[1]]
     assert out_weight.shape[1] == 64 and not out_weight[:, 24:32].any() and not out_weight[:, 56:].any()
+    widened = {"c0", "rc0", "pool", "joined"}
+    assert widened <= {info.name for info in model.graph.value_info}
+    assert not widened & {info.name for info in after.graph.value_info}  # recorded with 24 and 48 channels
     x = np.random.default_rng(7).uniform(-2, 2, (2, 3, 19, 14)).astype(np.float32)
     (got,), (want,) = run(after, x), run(model, x)
     assert got.shape == want.shape

@@ -135,5 +135,9 @@ def pad_conv_channels(graph: Graph) -> int:
             shift[0, layout.positions, 0, 0] = channel_constant(graph, node, operand, len(layout.positions))
             node.input[1 if node.input[0] == operand else 0] = new.const("shift", shift)
     graph.graph.initializer.extend(new.initializers)
+    # the shapes recorded for the widened maps are wrong now: leave them to onnxruntime's inference
+    stale = [info for info in graph.graph.value_info if info.name in layouts]
+    for info in stale:
+        graph.graph.value_info.remove(info)
     graph.refresh()
     return len(producers)
