@@ -6,18 +6,26 @@ rewritten graph against the source. onnx_graph.py is the small graph helper they
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from tools.export.rewrites.affine_depthwise import AFFINE_DEPTHWISE_REWRITE, rewrite_affines_as_depthwise
+from tools.export.rewrites.channel_padding import CHANNEL_PADDING_REWRITE, pad_conv_channels
 from tools.export.rewrites.conv_affine import CONV_AFFINE_REWRITE, drop_dead_nodes, fold_conv_affines
+from tools.export.rewrites.db_head_depth_to_space import DB_HEAD_REWRITE, rewrite_db_heads
 from tools.export.rewrites.dft_convolution import DFT_CONV_REWRITE, rewrite_large_convs
 from tools.export.rewrites.onnx_graph import Graph, bypass_identities
 from tools.export.rewrites.pfhead_local import PFHEAD_LOCAL_REWRITE, rewrite_pfhead_locals
+from tools.export.rewrites.se_residual import SE_RESIDUAL_REWRITE, rewrite_se_residuals
 
 __all__ = [
     "AFFINE_DEPTHWISE_REWRITE",
+    "CHANNEL_PADDING_REWRITE",
     "CONV_AFFINE_REWRITE",
+    "DB_HEAD_REWRITE",
     "DFT_CONV_REWRITE",
     "MIN_OPSET",
     "PFHEAD_LOCAL_REWRITE",
+    "SE_RESIDUAL_REWRITE",
     "bypass_identities",
     "rewrite_for_speed",
 ]
@@ -25,22 +33,26 @@ __all__ = [
 MIN_OPSET = 11  # Slice with tensor inputs (opset 10) and DepthToSpace with a mode (opset 11)
 
 
-def rewrite_for_speed(model) -> list[str]:
-    """Apply every rewrite whose pattern the graph holds; returns the names of those applied, once each."""
+def rewrite_for_speed(model, skip: Collection[str] = ()) -> list[str]:
+    """Apply every rewrite whose pattern the graph holds, but those named in skip; returns the names of
+    those applied, once each, in the order applied."""
     opset = max((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), default=0)
     if opset < MIN_OPSET:
         return []
-    applied = []
     bypass_identities(model)
     graph = Graph(model)
-    if rewrite_pfhead_locals(graph):
-        applied.append(PFHEAD_LOCAL_REWRITE)
-    if rewrite_large_convs(graph):
-        applied.append(DFT_CONV_REWRITE)
-    # after the two above, whose patterns read the Mul/Add nodes these fold away
-    if fold_conv_affines(graph):
-        applied.append(CONV_AFFINE_REWRITE)
-    if rewrite_affines_as_depthwise(graph):
-        applied.append(AFFINE_DEPTHWISE_REWRITE)
+    rewrites = (
+        (PFHEAD_LOCAL_REWRITE, rewrite_pfhead_locals),
+        (DFT_CONV_REWRITE, rewrite_large_convs),
+        # after pfhead_local, whose pattern holds a transposed convolution of its own
+        (DB_HEAD_REWRITE, rewrite_db_heads),
+        # after the rewrites above, whose patterns read the Mul/Add nodes these fold away
+        (CONV_AFFINE_REWRITE, fold_conv_affines),
+        (AFFINE_DEPTHWISE_REWRITE, rewrite_affines_as_depthwise),
+        (SE_RESIDUAL_REWRITE, rewrite_se_residuals),
+        # last: it pads the weights of the convolutions the rewrites above leave
+        (CHANNEL_PADDING_REWRITE, pad_conv_channels),
+    )
+    applied = [name for name, rewrite in rewrites if name not in skip and rewrite(graph)]
     drop_dead_nodes(graph)
     return applied

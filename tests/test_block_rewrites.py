@@ -1,0 +1,212 @@
+"""se_residual_as_one_mul and conv_channels_padded_to_block: exact rewrites around the squeeze-and-excitation
+layers and the off-block channel counts of the mobile detectors, checked on small graphs built like
+paddle2onnx's output (no Paddle needed)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from tests.rewrite_checks import cpu_session, rewritten
+from tools.export.rewrites import CHANNEL_PADDING_REWRITE, SE_RESIDUAL_REWRITE
+
+
+class Builder:
+    """Nodes and random initializers for a small test graph."""
+
+    def __init__(self, seed: int):
+        self.rng = np.random.default_rng(seed)
+        self.nodes, self.inits = [], []
+
+    def weight(self, name, shape, low=-0.5, high=0.5):
+        self.inits.append(numpy_helper.from_array(self.rng.uniform(low, high, shape).astype(np.float32), name))
+        return name
+
+    def add(self, op, inputs, output, **attrs):
+        self.nodes.append(helper.make_node(op, inputs, [output], name=output, **attrs))
+        return output
+
+    def conv(self, x, stem, shape, bias=True, **attrs):
+        kernel = shape[2]
+        inputs = [x, self.weight(f"{stem}_w", shape)] + ([self.weight(f"{stem}_b", (shape[0],))] if bias else [])
+        return self.add("Conv", inputs, stem, kernel_shape=[kernel, kernel], pads=[kernel // 2] * 4, **attrs)
+
+    def model(self, outputs, extra_inputs=()):
+        graph = helper.make_graph(
+            self.nodes,
+            "g",
+            [
+                helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", 3, None, None])
+                for name in ("x", *extra_inputs)
+            ],
+            [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", None, None, None]) for name in outputs],
+            self.inits,
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)], ir_version=8)
+        onnx.checker.check_model(model)
+        return model
+
+
+def se_model(seed=0, pool="GlobalAveragePool", residual_first=False, gate_from_map=False, tap_product=False):
+    """x → conv → t → RSE: y = t + t · hardsigmoid(conv(relu(conv(pool(t))))) → conv → out."""
+    b = Builder(seed)
+    t = b.conv("x", "stem", (8, 3, 3, 3))
+    if pool == "GlobalAveragePool":
+        pooled = b.add("GlobalAveragePool", [t], "pool")
+    else:
+        pooled = b.add("ReduceMean", [t], "pool", axes=[2, 3], keepdims=1)
+    squeezed = b.add("Relu", [b.conv(pooled, "squeeze", (4, 8, 1, 1))], "squeeze_relu")
+    gate = b.add("HardSigmoid", [b.conv(squeezed, "excite", (8, 4, 1, 1))], "gate", alpha=1 / 6, beta=0.5)
+    if gate_from_map:  # a full-size "gate": x + x · g is no RSE then
+        gate = b.add("Sigmoid", [b.conv(t, "map_gate", (8, 8, 1, 1))], "map_gate_sigmoid")
+    product = b.add("Mul", [t, gate] if not residual_first else [gate, t], "product")
+    total = b.add("Add", [product, t] if not residual_first else [t, product], "total")
+    b.conv(total, "out", (4, 8, 3, 3))
+    return b.model(["out", "product"] if tap_product else ["out"])
+
+
+def op_counts(model) -> Counter:
+    return Counter(node.op_type for node in model.graph.node)
+
+
+def run(model, x):
+    return cpu_session(model).run(None, {"x": x})
+
+
+@pytest.mark.parametrize("options", [{}, {"residual_first": True, "seed": 1}, {"pool": "ReduceMean", "seed": 2}])
+def test_the_residual_gate_becomes_one_multiplication_with_the_same_output(options):
+    model = se_model(**options)
+    after, applied = rewritten(model)
+    assert SE_RESIDUAL_REWRITE in applied
+    mul = next(node for node in after.graph.node if node.op_type == "Mul")
+    assert "t" not in mul.output and mul.output[0] == "total"  # the Mul makes the sum's tensor itself
+    assert op_counts(after)["Mul"] == 1 and op_counts(after)["Add"] == 1  # the Add is 1 + g now
+    x = np.random.default_rng(3).uniform(-2, 2, (2, 3, 9, 13)).astype(np.float32)
+    np.testing.assert_allclose(run(after, x)[0], run(model, x)[0], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("options", [{"gate_from_map": True}, {"tap_product": True}])
+def test_a_gate_of_full_size_or_a_product_read_elsewhere_is_left_alone(options):
+    model = se_model(**options)
+    after, applied = rewritten(model)
+    assert SE_RESIDUAL_REWRITE not in applied
+    x = np.random.default_rng(4).uniform(-2, 2, (1, 3, 8, 8)).astype(np.float32)
+    for got, want in zip(run(after, x), run(model, x)):
+        np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+
+
+def padding_model(seed=0, channels=12, reader="Conv", relu=True, bias_add=True, tap=False):
+    """x → conv (channels out) [→ +bias (Reshape)] [→ relu] → reader → out: PPLCNetV3's 12/18/42/360-channel
+    outputs and PP-OCRv6's 12-channel stem convolution."""
+    b = Builder(seed)
+    t = b.conv("x", "producer", (channels, 3, 3, 3), bias=not bias_add)
+    if bias_add:
+        b.nodes.append(
+            helper.make_node(
+                "Constant", [], ["shape"], value=numpy_helper.from_array(np.array([1, -1, 1, 1], np.int64), "s")
+            )
+        )
+        t = b.add("Add", [t, b.add("Reshape", [b.weight("producer_bias", (channels,)), "shape"], "bias")], "biased")
+    if relu:
+        t = b.add("Relu", [t], "relu")
+    if reader == "Conv":
+        b.conv(t, "out", (20, channels, 3, 3))
+        b.conv(t, "out2", (16, channels, 1, 1))
+        outputs = ["out", "out2"]
+    elif reader == "depthwise":
+        b.conv(t, "out", (channels, 1, 3, 3), group=channels)
+        outputs = ["out"]
+    else:  # a pool reads the channels: the extra ones would show
+        b.add("GlobalAveragePool", [t], "out")
+        outputs = ["out"]
+    return b.model(outputs + (["producer"] if tap else []))
+
+
+@pytest.mark.parametrize(
+    "options", [{}, {"channels": 18, "relu": False}, {"channels": 42, "bias_add": False, "seed": 1}]
+)
+def test_off_block_channels_are_padded_with_zeros_and_the_outputs_stay_the_same(options):
+    model = padding_model(**options)
+    after, applied = rewritten(model)
+    assert CHANNEL_PADDING_REWRITE in applied
+    weights = {init.name: numpy_helper.to_array(init) for init in after.graph.initializer}
+    convs = {node.output[0]: node for node in after.graph.node if node.op_type == "Conv"}
+    assert weights[convs["producer"].input[1]].shape[0] == 16 * -(-options.get("channels", 12) // 16)
+    assert weights[convs["out"].input[1]].shape[1] == weights[convs["producer"].input[1]].shape[0]
+    x = np.random.default_rng(5).uniform(-2, 2, (2, 3, 11, 7)).astype(np.float32)
+    for got, want in zip(run(after, x), run(model, x)):
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "options", [{"reader": "depthwise"}, {"reader": "pool"}, {"tap": True, "bias_add": False}, {"channels": 16}]
+)
+def test_channels_something_else_reads_or_already_on_the_block_are_left_alone(options):
+    model = padding_model(**options)
+    after, applied = rewritten(model)
+    assert CHANNEL_PADDING_REWRITE not in applied
+    x = np.random.default_rng(6).uniform(-2, 2, (1, 3, 8, 9)).astype(np.float32)
+    for got, want in zip(run(after, x), run(model, x)):
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+
+
+def stem_model(seed=0, pool="MaxPool", concat_input=False):
+    """PP-OCRv6's stem: x → conv 24 → relu → r0; conv 2×2 (12) → relu → conv 2×2 (24) → relu → r2;
+    concat(maxpool 2×2 (r0), r2) → conv 3×3 stride 2 → out (24- and 12-channel maps at half resolution)."""
+    b = Builder(seed)
+    same = {"auto_pad": "SAME_UPPER"}
+
+    def conv_relu(x, stem, shape, **attrs):
+        kernel = [shape[2], shape[3]]
+        return b.add(
+            "Relu", [b.add("Conv", [x, b.weight(f"{stem}_w", shape)], stem, kernel_shape=kernel, **attrs)], "r" + stem
+        )
+
+    r0 = conv_relu("x", "c0", (24, 3, 3, 3), pads=[1] * 4, strides=[2, 2])
+    r2 = conv_relu(conv_relu(r0, "c1", (12, 24, 2, 2), **same), "c2", (24, 12, 2, 2), **same)
+    pooled = b.add(pool, [r0], "pool", kernel_shape=[2, 2], strides=[1, 1], **same)
+    parts = [pooled, r2] + (["x_half"] if concat_input else [])
+    joined = b.add("Concat", parts, "joined", axis=1)
+    b.conv(joined, "out", (16, 48 + (3 if concat_input else 0), 3, 3), strides=[2, 2])
+    # with concat_input, a Concat input whose channel count the rewrite cannot know; shapes recorded
+    # for every map, as paddle2onnx records them
+    return onnx.shape_inference.infer_shapes(b.model(["out"], extra_inputs=["x_half"] if concat_input else []))
+
+
+def test_the_stem_maps_are_padded_through_relu_maxpool_and_concat_with_the_same_output():
+    model = stem_model()
+    after, applied = rewritten(model)
+    assert CHANNEL_PADDING_REWRITE in applied
+    weights = {init.name: numpy_helper.to_array(init) for init in after.graph.initializer}
+    convs = {node.output[0]: node for node in after.graph.node if node.op_type == "Conv"}
+    assert weights[convs["c0"].input[1]].shape[0] == 32 and weights[convs["c2"].input[1]].shape[0] == 32
+    assert weights[convs["c1"].input[1]].shape[:2] == (16, 32)  # padded inputs and outputs
+    out_weight = weights[convs["out"].input[1]]
+    assert out_weight.shape[1] == 64 and not out_weight[:, 24:32].any() and not out_weight[:, 56:].any()
+    widened = {"c0", "rc0", "pool", "joined"}
+    assert widened <= {info.name for info in model.graph.value_info}
+    assert not widened & {info.name for info in after.graph.value_info}  # recorded with 24 and 48 channels
+    x = np.random.default_rng(7).uniform(-2, 2, (2, 3, 19, 14)).astype(np.float32)
+    (got,), (want,) = run(after, x), run(model, x)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("options", [{"pool": "AveragePool"}, {"concat_input": True}])
+def test_a_stem_with_an_averaging_pool_or_an_unknown_concat_input_keeps_the_concatenated_maps(options):
+    model = stem_model(**options)
+    after, _ = rewritten(model)
+    weights = {init.name: numpy_helper.to_array(init) for init in after.graph.initializer}
+    convs = {node.output[0]: node for node in after.graph.node if node.op_type == "Conv"}
+    assert weights[convs["c0"].input[1]].shape[0] == 24 and weights[convs["c2"].input[1]].shape[0] == 24
+    feeds = {"x": np.random.default_rng(8).uniform(-2, 2, (1, 3, 19, 14)).astype(np.float32)}
+    if options.get("concat_input"):
+        feeds["x_half"] = np.random.default_rng(9).uniform(-2, 2, (1, 3, 10, 7)).astype(np.float32)
+    (got,), (want,) = cpu_session(after).run(None, feeds), cpu_session(model).run(None, feeds)
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
