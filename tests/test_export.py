@@ -92,8 +92,14 @@ def test_metadata_carries_name_settings_source_and_record(metadata, default_sour
     assert source["origin"] == str(default_source_dir)
     record = json.loads(metadata[METADATA_EXPORT_KEY])
     assert record["opset"] == 14 and record["source_format"] == "legacy"
-    # PPLCNetV3's learnable affine blocks; the mobile DBHead holds neither server pattern
-    assert record["rewrites"] == ["conv_affine_fold", "affine_as_depthwise_conv"]
+    # the DB head, PPLCNetV3's learnable affine blocks, the RSE neck, channel padding; neither server pattern
+    assert record["rewrites"] == [
+        "db_head_depth_to_space",
+        "conv_affine_fold",
+        "affine_as_depthwise_conv",
+        "se_residual_as_one_mul",
+        "conv_channels_padded_to_block",
+    ]
     assert record["paddlepaddle"] and record["paddle2onnx"] and record["onnx"]
     verification = record["verification"]
     assert verification["max_abs_diff"] <= TOLERANCE
