@@ -22,7 +22,7 @@ from .inputs import DEFAULT_LOAD_OPTIONS, LoadedImage, LoadOptions, expand_input
 from .paddleocr_compat import check_ignored_keywords
 from .postprocess import boxes_from_probability_map
 from .precision import precision_of, select_precision
-from .prefetch import PREFETCH_DEPTH, prefetch
+from .prefetch import prefetch, read_ahead_depth
 from .preprocess import (
     ResizeInfo,
     bucketed_size,
@@ -212,9 +212,10 @@ class TextDetection:
                 yield chunk, self._prepare(chunk, settings)
 
         # Decoding and resizing the next images overlaps session.run and postprocess of these ones
-        # (OpenCV, numpy and onnxruntime release the GIL); results and errors keep input order.
+        # (OpenCV, numpy and onnxruntime release the GIL), where the machine has a core to spare
+        # (read_ahead_depth); results and errors keep input order.
         # one image has nothing to overlap with: a thread would only add its start-up (~0.5 ms)
-        depth = PREFETCH_DEPTH if len(sources) > 1 or (sources and may_hold_pages(sources[0])) else 0
+        depth = read_ahead_depth() if len(sources) > 1 or (sources and may_hold_pages(sources[0])) else 0
         for chunk, prepared in prefetch(prepared_chunks(), depth):
             yield from self._finish(chunk, prepared, settings)
 

@@ -7,8 +7,8 @@ Needs the Paddle environment (.venv-paddle, `make bench`). Renders a mixed image
 photos as JPEG, document pages, an A4 page at 300 dpi, a long banner, small crops), then, in
 interleaved rounds, times on the whole set, file in -> boxes out, each side at its own defaults:
 
-- ours: TextDetection.predict over the folder (decoding overlapped with inference), and the same
-  without the read-ahead (serial), for images/s;
+- ours: TextDetection.predict over the folder at its defaults (read-ahead where the machine has a
+  core to spare: detector.prefetch.read_ahead_depth), and the same with the read-ahead forced on;
 - PaddleOCR 3.7 TextDetection(engine="onnxruntime") on --reference-onnx (the unrewritten ONNX
   source: paddle2onnx's output, or PaddlePaddle's official file), defaults from its inference.yml;
 - PaddleOCR 3.7 TextDetection on the Paddle weights (--source), where there are Paddle weights;
@@ -35,12 +35,20 @@ import cv2
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# Pause before every timed call. The sides share one process, and an onnxruntime session with default
+# options (PaddleOCR's) keeps its intra-op threads spinning after each call: measured, 30-40 ms of CPU
+# in the 200 ms after a PaddleOCR predict, none after 50 ms. Without the pause, whichever side runs
+# next (ours, image by image) lost a core to the other's spinning threads (PP-OCRv6_small_det, a
+# 640x480 JPEG: 79 ms right after PaddleOCR's call against 50 ms alone). After it, each call finds the
+# cores as a process of its own would.
+SETTLE_SECONDS = 0.1
 sys.path.insert(0, str(REPO_ROOT))
 
 import detector.api as detector_api  # noqa: E402
 from detector.api import TextDetection  # noqa: E402
 from detector.inputs import read_image_file  # noqa: E402
 from detector.postprocess import boxes_from_probability_map  # noqa: E402
+from detector.prefetch import PREFETCH_DEPTH  # noqa: E402
 from detector.preprocess import normalize_image, resize_for_detection  # noqa: E402
 from detector.settings import METADATA_INFERENCE_YML_KEY  # noqa: E402
 from tools.dev.sample_image import render_text_image  # noqa: E402
@@ -107,6 +115,7 @@ def best_ms(fn: Callable[[], object], repeat: int) -> float:
     fn()
     times = []
     for _ in range(repeat):
+        time.sleep(SETTLE_SECONDS)
         start = time.perf_counter()
         fn()
         times.append((time.perf_counter() - start) * 1000)
@@ -239,16 +248,17 @@ def main(argv: Optional[list[str]] = None) -> int:
         def ours_pipelined():
             return list(ours.predict(folder))
 
-        def ours_serial():
-            depth, detector_api.PREFETCH_DEPTH = detector_api.PREFETCH_DEPTH, 0
+        def ours_read_ahead():  # forced on, whatever read_ahead_depth decides for this machine's cores
+            default = detector_api.read_ahead_depth
+            detector_api.read_ahead_depth = lambda: PREFETCH_DEPTH
             try:
                 return list(ours.predict(folder))
             finally:
-                detector_api.PREFETCH_DEPTH = depth
+                detector_api.read_ahead_depth = default
 
         whole = {
             "ours": ours_pipelined,
-            "ours serial": ours_serial,
+            "ours read-ahead": ours_read_ahead,
             "PaddleOCR ort": lambda: list(pdocr_ort.predict(folder)),
         }
         if pdocr is not None:
@@ -266,6 +276,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         for round_index in range(args.rounds):
             # whole-set timings interleaved, each once per round; the best round of each is kept
             for name, fn in whole.items():
+                time.sleep(SETTLE_SECONDS)
                 start = time.perf_counter()
                 fn()
                 elapsed = time.perf_counter() - start
@@ -274,6 +285,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             # image by image, the sides alternating: neighbours in time share the machine's load
             for path in images:
                 for name, fn in single.items():
+                    time.sleep(SETTLE_SECONDS)
                     start = time.perf_counter()
                     fn(str(path))
                     elapsed = (time.perf_counter() - start) * 1000
@@ -345,7 +357,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"  ours / PaddleOCR onnxruntime engine = {ratios('ours', 'PaddleOCR ort')}")
     if "PaddleOCR paddle" in best:
         print(f"  ours / PaddleOCR Paddle engine      = {ratios('ours', 'PaddleOCR paddle')}")
-    print(f"  ours read-ahead / ours serial       = {ratios('ours', 'ours serial')}")
+    print(f"  ours read-ahead / ours (default)    = {ratios('ours read-ahead', 'ours')}")
     if paddle_runs:
         print(f"  ort session.run / Paddle Inference run (summed over the set) = {totals['run'] / totals['pd']:.2f}")
     return 0
