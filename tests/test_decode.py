@@ -255,3 +255,17 @@ def test_load_stage_uses_the_exact_decoders_and_the_pixel_budget():
         decode_image_bytes(cv_encode(".png", picture(131, 97)), "x", LoadOptions(max_pixels=131 * 97 - 1))
     with pytest.raises(ImageTooLargeError):
         decode_image_bytes(cv_encode(".jpg", picture(131, 97)), "x", LoadOptions(max_pixels=131 * 97 - 1))
+
+
+def test_fast_decoders_are_imported_only_when_a_file_needs_them():
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    code = (
+        "import sys, detector, detector.inputs, detector.api; "
+        "print(sorted({'simplejpeg', 'pyspng'} & set(sys.modules)))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
