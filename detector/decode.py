@@ -33,6 +33,8 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # OpenCV refuses images above these (CV_IO_MAX_IMAGE_WIDTH/HEIGHT/PIXELS defaults): let it say so.
 OPENCV_MAX_SIDE = 1 << 20
 OPENCV_MAX_PIXELS = 1 << 30
+# libpng refuses wider or taller PNGs unless told otherwise (PNG_USER_WIDTH_MAX / PNG_USER_HEIGHT_MAX).
+LIBPNG_MAX_SIDE = 1_000_000
 # (horizontal, vertical) luma sampling with 1x1 chroma: 4:4:4, 4:2:2, 4:2:0.
 JPEG_LUMA_SAMPLING = frozenset({(1, 1), (2, 1), (2, 2)})
 JPEG_FAST_SOF = frozenset({0xC0, 0xC1, 0xC2})  # Huffman baseline, extended sequential, progressive
@@ -228,6 +230,7 @@ def _png_choice(data: bytes) -> Optional[FastDecode]:
         or (compression, filtering) != (0, 0)
         or interlace not in (0, 1)
         or not _within_opencv_limits(width, height)
+        or max(width, height) > LIBPNG_MAX_SIDE
     ):
         return None
     pos = 8

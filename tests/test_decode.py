@@ -182,6 +182,10 @@ def png_cases() -> list:
     bad_crc[len(base) - 16] ^= 0xFF  # the CRC of the last IDAT: libpng rejects it, libspng is told to ignore CRCs
     cases.append(("bad IDAT CRC", bytes(bad_crc), None))
     cases.append(("truncated", base[: len(base) // 2], None))
+    wide = 1_000_001  # above libpng's default width limit: OpenCV fails, libspng would not
+    header = struct.pack(">IIBBBBB", wide, 1, 8, 0, 0, 0, 0)
+    too_wide = png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(bytes(wide + 1))) + png_chunk(b"IEND", b"")
+    cases.append(("wider than libpng allows", decode.PNG_SIGNATURE + too_wide, None))
     return cases
 
 
