@@ -19,6 +19,7 @@ headers only (JPEG markers up to the first scan, PNG chunk headers), never the p
 from __future__ import annotations
 
 import functools
+import os
 import struct
 import zlib
 from types import ModuleType
@@ -33,6 +34,8 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # OpenCV refuses images above these (CV_IO_MAX_IMAGE_WIDTH/HEIGHT/PIXELS defaults): let it say so.
 OPENCV_MAX_SIDE = 1 << 20
 OPENCV_MAX_PIXELS = 1 << 30
+# ...unless these variables change the limits: then OpenCV decodes everything, as it alone knows them.
+OPENCV_LIMIT_VARIABLES = ("OPENCV_IO_MAX_IMAGE_WIDTH", "OPENCV_IO_MAX_IMAGE_HEIGHT", "OPENCV_IO_MAX_IMAGE_PIXELS")
 # libpng refuses wider or taller PNGs unless told otherwise (PNG_USER_WIDTH_MAX / PNG_USER_HEIGHT_MAX).
 LIBPNG_MAX_SIDE = 1_000_000
 # (horizontal, vertical) luma sampling with 1x1 chroma: 4:4:4, 4:2:2, 4:2:0.
@@ -120,6 +123,8 @@ def _import_optional(name: str) -> Optional[ModuleType]:
 
 
 def _within_opencv_limits(width: int, height: int) -> bool:
+    if any(name in os.environ for name in OPENCV_LIMIT_VARIABLES):
+        return False
     return 0 < width <= OPENCV_MAX_SIDE and 0 < height <= OPENCV_MAX_SIDE and width * height <= OPENCV_MAX_PIXELS
 
 

@@ -225,6 +225,13 @@ def test_fast_path_covers_most_cases():
     assert {expected for _, _, expected in CASES} == {JPEG_DECODER, PNG_DECODER, None}
 
 
+def test_opencv_size_limits_set_by_environment_leave_decoding_to_opencv(monkeypatch):
+    data = cv_encode(".png", picture(33, 65))
+    assert choose_fast_decoder(data) is not None
+    monkeypatch.setenv("OPENCV_IO_MAX_IMAGE_PIXELS", "100")
+    assert choose_fast_decoder(data) is None
+
+
 def test_truncated_jpeg_is_refused_by_the_fast_decoder_and_opencv_decides():
     full = cv_encode(".jpg", picture(131, 97, 9), [cv2.IMWRITE_JPEG_QUALITY, 90])
     truncated = full[: len(full) * 2 // 3]
