@@ -2,9 +2,9 @@
 
 Accepted: file paths, folders (sorted; optionally recursive), glob patterns, http(s) URLs, raw bytes,
 numpy arrays, PIL images, PDF files and TIFF files (one image per page), and lists of those. Files
-are decoded with OpenCV's IMREAD_COLOR like PaddleOCR (EXIF orientation applied, alpha dropped,
-16-bit scaled to 8-bit, CMYK converted), after a header-only size check that refuses decompression
-bombs (plain JPEG and PNG files through faster decoders that give the same pixels: detector.decode);
+are decoded to OpenCV's IMREAD_COLOR pixels like PaddleOCR (EXIF orientation applied, alpha dropped,
+16-bit scaled to 8-bit, CMYK converted; plain JPEG and PNG files by faster decoders that give the
+same pixels, detector.decode), after a header-only size check that refuses decompression bombs;
 TIFF pages are read with Pillow, as PaddleX's TIFF reader does.
 """
 
