@@ -49,7 +49,9 @@ PNG_TEXT_CHUNKS = frozenset({b"tEXt", b"zTXt", b"iTXt"})
 PNG_CRITICAL_CHUNKS = frozenset({b"IHDR", b"PLTE", b"IDAT", b"IEND"})
 # OpenCV gives up on an ancillary chunk above libpng's user-chunk limit (8 MB); stay far below it.
 PNG_MAX_ANCILLARY_CHUNK = 1 << 20
-PNG_FAST_COLOR_TYPES = {0: cv2.COLOR_GRAY2BGR, 2: cv2.COLOR_RGB2BGR, 6: cv2.COLOR_RGBA2BGR}
+PNG_FAST_COLOR_TYPES = frozenset({0, 2, 6})  # 8-bit gray, RGB, RGBA
+# libspng's output by channel count -> BGR (alpha dropped, not composited, as OpenCV does)
+PNG_CHANNELS_TO_BGR = {1: cv2.COLOR_GRAY2BGR, 3: cv2.COLOR_RGB2BGR, 4: cv2.COLOR_RGBA2BGR}
 
 
 class FastDecode(NamedTuple):
@@ -67,7 +69,7 @@ def decode_bgr(data: bytes, choice: Optional[FastDecode]) -> Optional[np.ndarray
     """
     if choice is not None:
         image = decode_fast(data, choice.decoder)
-        if image is not None:
+        if image is not None and image.shape == (choice.height, choice.width, 3):
             return image
     return cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
 
@@ -108,7 +110,7 @@ def decode_fast(data: bytes, decoder: str) -> Optional[np.ndarray]:
         if pixels.dtype != np.uint8:
             return None
         channels = 1 if pixels.ndim == 2 else pixels.shape[2]
-        conversion = {1: cv2.COLOR_GRAY2BGR, 3: cv2.COLOR_RGB2BGR, 4: cv2.COLOR_RGBA2BGR}.get(channels)
+        conversion = PNG_CHANNELS_TO_BGR.get(channels)
         return None if conversion is None else cv2.cvtColor(pixels, conversion)
     raise ValueError(f"unknown decoder {decoder!r}")
 
