@@ -2,9 +2,10 @@
 
 Accepted: file paths, folders (sorted; optionally recursive), glob patterns, http(s) URLs, raw bytes,
 numpy arrays, PIL images, PDF files and TIFF files (one image per page), and lists of those. Files
-are decoded with OpenCV's IMREAD_COLOR like PaddleOCR (EXIF orientation applied, alpha dropped,
-16-bit scaled to 8-bit, CMYK converted), after a header-only size check that refuses decompression
-bombs; TIFF pages are read with Pillow, as PaddleX's TIFF reader does.
+are decoded to OpenCV's IMREAD_COLOR pixels like PaddleOCR (EXIF orientation applied, alpha dropped,
+16-bit scaled to 8-bit, CMYK converted; plain JPEG and PNG files by faster decoders that give the
+same pixels, detector.decode), after a header-only size check that refuses decompression bombs;
+TIFF pages are read with Pillow, as PaddleX's TIFF reader does.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any, Optional
 import cv2
 import numpy as np
 
+from .decode import choose_fast_decoder, decode_bgr
 from .errors import (
     ImageTooLargeError,
     InputNotFoundError,
@@ -158,13 +160,18 @@ def image_header_size(data: bytes) -> Optional[tuple]:
 
 
 def decode_image_bytes(data: bytes, what: str, options: LoadOptions) -> np.ndarray:
-    """Decode an encoded image as BGR uint8, the way PaddleOCR reads files (cv2 IMREAD_COLOR)."""
+    """Decode an encoded image as BGR uint8 with the pixels PaddleOCR gets (cv2 IMREAD_COLOR).
+
+    Plain JPEG and PNG files go through faster decoders proven to give the same pixels (detector.decode).
+    """
     if not data:
         raise UnreadableImageError(f"{what} is empty")
-    size = image_header_size(data)
+    # a fast decoder's header walk gives the size too; Pillow reads it for every other format
+    choice = choose_fast_decoder(data)
+    size = (choice.width, choice.height) if choice is not None else image_header_size(data)
     if size is not None:
         check_pixel_budget(size[0], size[1], options.max_pixels, what)
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    image = decode_bgr(data, choice)
     if image is None:
         raise UnreadableImageError(
             f"{what} is not an image OpenCV can decode (corrupt, truncated or unsupported format)"

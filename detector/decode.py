@@ -1,0 +1,279 @@
+"""Decode stage: encoded JPEG/PNG bytes -> the exact BGR uint8 pixels cv2.imdecode(IMREAD_COLOR) gives.
+
+PaddleOCR reads files with OpenCV, so OpenCV's pixels are the reference. Two faster decoders give the
+same pixels where the file is plain enough, and are used only there:
+
+- JPEG: simplejpeg (libjpeg-turbo through TurboJPEG) with the accurate integer DCT and fancy
+  upsampling, which are libjpeg's defaults and what OpenCV decodes with. Only 8-bit Huffman
+  baseline/extended/progressive files, gray or YCbCr with 4:4:4, 4:2:2 or 4:2:0 sampling, with their
+  own Huffman tables, and no EXIF orientation other than 1 (OpenCV rotates; we let it).
+- PNG: pyspng (libspng), lossless, so any correct decoder agrees: only 8-bit gray, RGB and RGBA
+  (OpenCV drops alpha without compositing), no tRNS, no EXIF (eXIf chunk or an ImageMagick
+  "Raw profile type" text chunk), no animation, every chunk CRC valid (libspng is told to skip CRCs).
+
+Everything else, anything either library refuses (it raises: truncated or corrupt data, warnings
+included), and every file when a library is not installed, goes to OpenCV. The choice reads the
+headers only (JPEG markers up to the first scan, PNG chunk headers), never the pixels.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import struct
+import zlib
+from types import ModuleType
+from typing import NamedTuple, Optional
+
+import cv2
+import numpy as np
+
+JPEG_DECODER = "simplejpeg"
+PNG_DECODER = "pyspng"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# OpenCV refuses images above these (CV_IO_MAX_IMAGE_WIDTH/HEIGHT/PIXELS defaults): let it say so.
+OPENCV_MAX_SIDE = 1 << 20
+OPENCV_MAX_PIXELS = 1 << 30
+# ...unless these variables change the limits: then OpenCV decodes everything, as it alone knows them.
+OPENCV_LIMIT_VARIABLES = ("OPENCV_IO_MAX_IMAGE_WIDTH", "OPENCV_IO_MAX_IMAGE_HEIGHT", "OPENCV_IO_MAX_IMAGE_PIXELS")
+# libpng refuses wider or taller PNGs unless told otherwise (PNG_USER_WIDTH_MAX / PNG_USER_HEIGHT_MAX).
+LIBPNG_MAX_SIDE = 1_000_000
+# (horizontal, vertical) luma sampling with 1x1 chroma: 4:4:4, 4:2:2, 4:2:0.
+JPEG_LUMA_SAMPLING = frozenset({(1, 1), (2, 1), (2, 2)})
+JPEG_FAST_SOF = frozenset({0xC0, 0xC1, 0xC2})  # Huffman baseline, extended sequential, progressive
+JPEG_STANDALONE_MARKERS = frozenset({0x01, *range(0xD0, 0xDA)})
+EXIF_ORIENTATION_TAG = 0x0112
+# Chunks that change what OpenCV returns (tRNS, EXIF, animation) or that it rejects (CgBI).
+PNG_FALLBACK_CHUNKS = frozenset({b"tRNS", b"eXIf", b"acTL", b"fcTL", b"fdAT", b"CgBI"})
+PNG_TEXT_CHUNKS = frozenset({b"tEXt", b"zTXt", b"iTXt"})
+PNG_CRITICAL_CHUNKS = frozenset({b"IHDR", b"PLTE", b"IDAT", b"IEND"})
+# OpenCV gives up on an ancillary chunk above libpng's user-chunk limit (8 MB); stay far below it.
+PNG_MAX_ANCILLARY_CHUNK = 1 << 20
+PNG_FAST_COLOR_TYPES = frozenset({0, 2, 6})  # 8-bit gray, RGB, RGBA
+# libspng's output by channel count -> BGR (alpha dropped, not composited, as OpenCV does)
+PNG_CHANNELS_TO_BGR = {1: cv2.COLOR_GRAY2BGR, 3: cv2.COLOR_RGB2BGR, 4: cv2.COLOR_RGBA2BGR}
+
+
+class FastDecode(NamedTuple):
+    """Which fast decoder can give OpenCV's exact pixels for a file, and the size its header declares."""
+
+    decoder: str  # JPEG_DECODER | PNG_DECODER
+    width: int
+    height: int
+
+
+def decode_bgr(data: bytes, choice: Optional[FastDecode]) -> Optional[np.ndarray]:
+    """BGR uint8 HxWx3 pixels identical to cv2.imdecode(data, IMREAD_COLOR); None where OpenCV cannot decode.
+
+    choice: choose_fast_decoder(data), or None to decode with OpenCV.
+    """
+    if choice is not None:
+        image = decode_fast(data, choice.decoder)
+        if image is not None and image.shape == (choice.height, choice.width, 3):
+            return image
+    return cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+
+
+def choose_fast_decoder(data: bytes) -> Optional[FastDecode]:
+    """The fast decoder proven to match OpenCV on this file, from its headers alone; None: use OpenCV."""
+    try:
+        if data[:3] == b"\xff\xd8\xff":
+            return _jpeg_choice(data)
+        if data[:8] == PNG_SIGNATURE:
+            return _png_choice(data)
+    except (IndexError, struct.error):  # a header cut short: OpenCV reports it
+        return None
+    return None
+
+
+def decode_fast(data: bytes, decoder: str) -> Optional[np.ndarray]:
+    """Decode with a fast decoder; None if it is not installed or refuses the file (OpenCV then decides)."""
+    if decoder == JPEG_DECODER:
+        simplejpeg = _import_optional("simplejpeg")
+        if simplejpeg is None:
+            return None
+        try:
+            image = simplejpeg.decode_jpeg(
+                bytes(data), colorspace="BGR", fastdct=False, fastupsample=False, strict=True
+            )
+        except Exception:  # ValueError for corrupt, truncated or unsupported data
+            return None
+        return np.ascontiguousarray(image)
+    if decoder == PNG_DECODER:
+        pyspng = _import_optional("pyspng")
+        if pyspng is None:
+            return None
+        try:
+            pixels = pyspng.load(bytes(data))
+        except Exception:  # RuntimeError for corrupt or truncated data
+            return None
+        if pixels.dtype != np.uint8:
+            return None
+        channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+        conversion = PNG_CHANNELS_TO_BGR.get(channels)
+        return None if conversion is None else cv2.cvtColor(pixels, conversion)
+    raise ValueError(f"unknown decoder {decoder!r}")
+
+
+@functools.cache
+def _import_optional(name: str) -> Optional[ModuleType]:
+    """The module, imported on first use (import detector stays light), or None if it is not installed."""
+    try:
+        return __import__(name)
+    except ImportError:
+        return None
+
+
+def _within_opencv_limits(width: int, height: int) -> bool:
+    if any(name in os.environ for name in OPENCV_LIMIT_VARIABLES):
+        return False
+    return 0 < width <= OPENCV_MAX_SIDE and 0 < height <= OPENCV_MAX_SIDE and width * height <= OPENCV_MAX_PIXELS
+
+
+# ----------------------------------------------------------------------------- JPEG
+
+
+def _jpeg_choice(data: bytes) -> Optional[FastDecode]:
+    """Walk the markers from SOI to the first SOS; fast only for the plain cases listed in the module doc."""
+    size = len(data)
+    pos = 2
+    frame: Optional[tuple] = None
+    saw_huffman_table = saw_jfif = False
+    adobe_transform: Optional[int] = None
+    while True:
+        if pos + 4 > size or data[pos] != 0xFF:
+            return None  # junk between markers or cut short: libjpeg warns, OpenCV decides
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in JPEG_STANDALONE_MARKERS or marker == 0xD8:
+            return None
+        (length,) = struct.unpack_from(">H", data, pos + 2)
+        if length < 2 or pos + 2 + length > size:
+            return None
+        segment = data[pos + 4 : pos + 2 + length]
+        if marker == 0xDA:  # start of scan: the header is complete
+            break
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            if marker not in JPEG_FAST_SOF or frame is not None:
+                return None  # lossless, arithmetic, hierarchical or a second frame
+            frame = _jpeg_frame(segment)
+            if frame is None:
+                return None
+        elif marker == 0xC4:
+            saw_huffman_table = True
+        elif marker == 0xE0 and segment.startswith(b"JFIF\x00"):
+            saw_jfif = True
+        elif marker == 0xE1:
+            if segment.startswith(b"Exif\x00\x00"):
+                if _exif_orientation(segment[6:]) not in (None, 1):
+                    return None  # OpenCV rotates (or the EXIF is unreadable): let it
+            elif not segment.startswith(b"http://ns.adobe.com/"):  # XMP is harmless; anything else: OpenCV
+                return None
+        elif marker == 0xEE and segment.startswith(b"Adobe") and len(segment) >= 12:
+            adobe_transform = segment[11]
+        pos += 2 + length
+    if frame is None or not saw_huffman_table:  # no DHT: an MJPEG frame, OpenCV supplies default tables
+        return None
+    width, height, components = frame
+    if len(components) == 3:
+        identifiers = tuple(c[0] for c in components)
+        if adobe_transform not in (None, 1) or (
+            not saw_jfif and adobe_transform is None and identifiers == (82, 71, 66)
+        ):
+            return None  # stored as RGB, not YCbCr
+    if not _within_opencv_limits(width, height):
+        return None
+    return FastDecode(JPEG_DECODER, width, height)
+
+
+def _jpeg_frame(segment: bytes) -> Optional[tuple]:
+    """(width, height, components) of an SOF segment we can fast-decode; None otherwise."""
+    precision, height, width, count = struct.unpack_from(">BHHB", segment, 0)
+    if precision != 8 or height == 0 or width == 0 or count not in (1, 3) or len(segment) < 6 + 3 * count:
+        return None
+    components = [(segment[6 + 3 * i], segment[7 + 3 * i] >> 4, segment[7 + 3 * i] & 15) for i in range(count)]
+    sampling = [(h, v) for _, h, v in components]
+    if count == 1:
+        if sampling[0] != (1, 1):
+            return None
+    elif sampling[0] not in JPEG_LUMA_SAMPLING or sampling[1] != (1, 1) or sampling[2] != (1, 1):
+        return None  # 4:4:0, 4:1:1 and other layouts: upsampling code paths we have not proven
+    return width, height, components
+
+
+def _exif_orientation(tiff: bytes) -> Optional[int]:
+    """The Orientation tag of IFD0 (None if absent); -1 where the EXIF block cannot be read."""
+    try:
+        order = {b"II": "<", b"MM": ">"}[tiff[:2]]
+        magic, ifd_offset = struct.unpack_from(order + "HI", tiff, 2)
+        if magic != 42:
+            return -1
+        (count,) = struct.unpack_from(order + "H", tiff, ifd_offset)
+        for index in range(count):
+            tag, kind, _, value = struct.unpack_from(order + "HHI2s", tiff, ifd_offset + 2 + 12 * index)
+            if tag == EXIF_ORIENTATION_TAG:
+                return struct.unpack(order + "H", value)[0] if kind == 3 else -1
+        return None
+    except (KeyError, struct.error):
+        return -1
+
+
+# ----------------------------------------------------------------------------- PNG
+
+
+def _png_choice(data: bytes) -> Optional[FastDecode]:
+    """Walk every chunk (headers and CRCs only); fast only for the plain cases listed in the module doc."""
+    size = len(data)
+    view = memoryview(data)
+    length, kind = struct.unpack_from(">I4s", data, 8)
+    if kind != b"IHDR" or length != 13:
+        return None
+    width, height, bit_depth, color_type, compression, filtering, interlace = struct.unpack_from(">IIBBBBB", data, 16)
+    if (
+        bit_depth != 8
+        or color_type not in PNG_FAST_COLOR_TYPES
+        or (compression, filtering) != (0, 0)
+        or interlace not in (0, 1)
+        or not _within_opencv_limits(width, height)
+        or max(width, height) > LIBPNG_MAX_SIDE
+    ):
+        return None
+    pos = 8
+    seen_idat = idat_ended = False
+    while True:
+        if pos + 12 > size:
+            return None  # no IEND: truncated
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        end = pos + 12 + length
+        if end > size:
+            return None
+        (stored_crc,) = struct.unpack_from(">I", data, end - 4)
+        if zlib.crc32(view[pos + 4 : end - 4]) != stored_crc:
+            return None  # libpng rejects (critical) or drops (ancillary) it; libspng would not notice
+        if kind == b"IDAT":
+            if idat_ended:
+                return None
+            seen_idat = True
+        else:
+            idat_ended = seen_idat
+            if kind == b"IEND":
+                break
+            if kind == b"IHDR" and pos != 8:
+                return None
+            if kind == b"PLTE" or kind in PNG_FALLBACK_CHUNKS:
+                return None  # a palette in a non-palette file is an error to libpng, a hint to libspng
+            if kind not in PNG_CRITICAL_CHUNKS:
+                if not 0x61 <= kind[0] <= 0x7A:
+                    return None  # an unknown critical chunk
+                if length > PNG_MAX_ANCILLARY_CHUNK:
+                    return None
+                if kind == b"bKGD" and length not in (1, 2, 6):
+                    return None  # OpenCV rejects malformed bKGD
+                if kind in PNG_TEXT_CHUNKS and bytes(view[pos + 8 : pos + 8 + 16]) == b"Raw profile type":
+                    return None  # OpenCV reads EXIF from ImageMagick's raw-profile text
+        pos = end
+    if not seen_idat:
+        return None
+    return FastDecode(PNG_DECODER, width, height)

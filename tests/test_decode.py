@@ -1,0 +1,282 @@
+"""The fast decoders give exactly OpenCV's IMREAD_COLOR pixels (what PaddleOCR reads), and are really used.
+
+Every file is encoded here, with OpenCV, Pillow or by hand (interlaced PNG, odd chunks). For each one
+the test states whether the fast path must be taken; where it is, the fast decoder's own output must
+equal cv2.imdecode's, so the proof cannot pass by falling back; where it is not, the result must still
+equal OpenCV's (EXIF rotation, CMYK, palette, 16-bit, transparency, corrupt data...).
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from typing import Optional
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from detector import decode
+from detector.decode import JPEG_DECODER, PNG_DECODER, choose_fast_decoder, decode_bgr, decode_fast
+from detector.inputs import DEFAULT_LOAD_OPTIONS, decode_image_bytes
+
+pytestmark = pytest.mark.runtime  # no Paddle, no model: make test-pythons runs it against every OpenCV we allow
+
+SIZES = [(1, 1), (17, 9), (33, 65), (131, 97)]  # (width, height): partial MCUs and odd rows
+
+
+def picture(width: int, height: int, seed: int = 0) -> np.ndarray:
+    """BGR content with edges, gradients and noise, so every DCT coefficient and chroma sample matters."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    image = np.stack([(x * 7) % 256, (y * 5) % 256, ((x + y) * 3) % 256], axis=2).astype(np.int16)
+    image += rng.integers(-40, 40, image.shape, dtype=np.int16)
+    image[height // 3 : height // 2, width // 4 : width // 2] = (20, 200, 240)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def opencv(data: bytes) -> Optional[np.ndarray]:
+    return cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+
+
+def cv_encode(extension: str, image: np.ndarray, params: Optional[list] = None) -> bytes:
+    ok, buffer = cv2.imencode(extension, image, params or [])
+    assert ok
+    return buffer.tobytes()
+
+
+def pil_encode(image: Image.Image, format: str, **options: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format, **options)
+    return buffer.getvalue()
+
+
+def rgb_pil(width: int, height: int, seed: int = 0) -> Image.Image:
+    return Image.fromarray(picture(width, height, seed)[:, :, ::-1].copy())
+
+
+def exif_with_orientation(orientation: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return exif.tobytes()
+
+
+# ----------------------------------------------------------------------------- JPEG cases
+
+
+def jpeg_cases() -> list:
+    """(name, bytes, fast decoder expected or None)."""
+    cases = []
+    sampling = {
+        "444": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444,
+        "422": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_422,
+        "420": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420,
+    }
+    for width, height in SIZES:
+        image = picture(width, height, width)
+        for quality in (30, 90):
+            for name, factor in sampling.items():
+                for progressive in (0, 1):
+                    params = [cv2.IMWRITE_JPEG_QUALITY, quality, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, factor]
+                    params += [cv2.IMWRITE_JPEG_PROGRESSIVE, progressive]
+                    label = f"cv2 {width}x{height} q{quality} {name}{' progressive' if progressive else ''}"
+                    cases.append((label, cv_encode(".jpg", image, params), JPEG_DECODER))
+        gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        cases.append(
+            (f"cv2 gray {width}x{height}", cv_encode(".jpg", gray, [cv2.IMWRITE_JPEG_QUALITY, 75]), JPEG_DECODER)
+        )
+    image = picture(131, 97, 5)
+    cases.append(("cv2 q100", cv_encode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 100]), JPEG_DECODER))
+    cases.append(("cv2 restart markers", cv_encode(".jpg", image, [cv2.IMWRITE_JPEG_RST_INTERVAL, 2]), JPEG_DECODER))
+    cases.append(("cv2 optimized Huffman", cv_encode(".jpg", image, [cv2.IMWRITE_JPEG_OPTIMIZE, 1]), JPEG_DECODER))
+    # sampling layouts outside the proven set go to OpenCV
+    for name in ("411", "440"):
+        factor = getattr(cv2, f"IMWRITE_JPEG_SAMPLING_FACTOR_{name}")
+        cases.append((f"cv2 {name}", cv_encode(".jpg", image, [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, factor]), None))
+    # Pillow: its own marker layout (JFIF, optional EXIF, Adobe for CMYK)
+    for subsampling, name in ((0, "444"), (1, "422"), (2, "420")):
+        for progressive in (False, True):
+            data = pil_encode(rgb_pil(33, 65, 7), "JPEG", quality=85, subsampling=subsampling, progressive=progressive)
+            cases.append((f"Pillow {name}{' progressive' if progressive else ''}", data, JPEG_DECODER))
+    cases.append(("Pillow gray", pil_encode(rgb_pil(33, 65).convert("L"), "JPEG", quality=60), JPEG_DECODER))
+    cases.append(
+        ("Pillow EXIF orientation 1", pil_encode(rgb_pil(33, 65), "JPEG", exif=exif_with_orientation(1)), JPEG_DECODER)
+    )
+    for orientation in (3, 6, 8):  # OpenCV rotates these: the fallback keeps its pixels
+        data = pil_encode(rgb_pil(33, 65), "JPEG", exif=exif_with_orientation(orientation))
+        cases.append((f"Pillow EXIF orientation {orientation}", data, None))
+    cases.append(("Pillow CMYK", pil_encode(rgb_pil(33, 65).convert("CMYK"), "JPEG", quality=90), None))
+    full = cv_encode(".jpg", picture(131, 97, 9), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    cases.append(("truncated", full[: len(full) * 2 // 3], JPEG_DECODER))  # simplejpeg refuses, OpenCV decides
+    return cases
+
+
+# ----------------------------------------------------------------------------- PNG cases
+
+
+def png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def insert_chunk_after_ihdr(png: bytes, chunk: bytes) -> bytes:
+    return png[:33] + chunk + png[33:]  # signature (8) + IHDR (25)
+
+
+def interlaced_png(pixels: np.ndarray, color_type: int) -> bytes:
+    """An Adam7-interlaced 8-bit PNG (OpenCV and Pillow write none), every scanline with filter 0."""
+    height, width = pixels.shape[:2]
+    raw = bytearray()
+    passes = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)]
+    for x0, y0, dx, dy in passes:
+        sub = pixels[y0::dy, x0::dx]
+        if sub.shape[0] and sub.shape[1]:
+            for row in sub:
+                raw += b"\x00" + row.tobytes()
+    header = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 1)
+    return (
+        decode.PNG_SIGNATURE
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"IDAT", zlib.compress(bytes(raw), 6))
+        + png_chunk(b"IEND", b"")
+    )
+
+
+def png_cases() -> list:
+    cases = []
+    for width, height in SIZES:
+        image = picture(width, height, width + 1)
+        for level in (0, 9):
+            params = [cv2.IMWRITE_PNG_COMPRESSION, level]
+            cases.append((f"cv2 BGR {width}x{height} level {level}", cv_encode(".png", image, params), PNG_DECODER))
+        gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        cases.append((f"cv2 gray {width}x{height}", cv_encode(".png", gray), PNG_DECODER))
+        alpha = np.dstack([image, (np.arange(width * height) % 256).reshape(height, width).astype(np.uint8)])
+        cases.append((f"cv2 BGRA {width}x{height} (alpha dropped)", cv_encode(".png", alpha), PNG_DECODER))
+        cases.append((f"cv2 16-bit {width}x{height}", cv_encode(".png", image.astype(np.uint16) * 257 + 3), None))
+        rgb = image[:, :, ::-1].copy()
+        cases.append((f"interlaced RGB {width}x{height}", interlaced_png(rgb, 2), PNG_DECODER))
+        rgba = np.dstack([rgb, np.full((height, width), 77, np.uint8)])
+        cases.append((f"interlaced RGBA {width}x{height}", interlaced_png(rgba, 6), PNG_DECODER))
+        cases.append((f"interlaced gray {width}x{height}", interlaced_png(gray, 0), PNG_DECODER))
+    source = rgb_pil(33, 65, 3)
+    cases.append(("Pillow RGB", pil_encode(source, "PNG"), PNG_DECODER))
+    cases.append(("Pillow RGBA", pil_encode(source.convert("RGBA"), "PNG"), PNG_DECODER))
+    cases.append(("Pillow gray", pil_encode(source.convert("L"), "PNG"), PNG_DECODER))
+    cases.append(("Pillow text chunk", pil_encode(source, "PNG", pnginfo=_text_info("Comment", "hello")), PNG_DECODER))
+    cases.append(("Pillow palette", pil_encode(source.convert("P"), "PNG"), None))
+    cases.append(("Pillow 1-bit", pil_encode(source.convert("1"), "PNG"), None))
+    cases.append(("Pillow gray+alpha", pil_encode(source.convert("LA"), "PNG"), None))
+    cases.append(("Pillow RGB with tRNS", pil_encode(source, "PNG", transparency=(10, 20, 30)), None))
+    cases.append(("Pillow eXIf orientation 6", pil_encode(source, "PNG", exif=exif_with_orientation(6)), None))
+    raw_profile = _text_info("Raw profile type exif", "\nexif\n      8\n4d4d002a00000008\n")
+    cases.append(("ImageMagick raw EXIF profile", pil_encode(source, "PNG", pnginfo=raw_profile), None))
+    base = cv_encode(".png", picture(131, 97, 11))
+    gamma = png_chunk(b"gAMA", struct.pack(">I", 45455))  # OpenCV does not apply gamma: neither may we
+    cases.append(("gAMA chunk", insert_chunk_after_ihdr(base, gamma), PNG_DECODER))
+    cases.append(
+        ("suggested palette in RGB", insert_chunk_after_ihdr(base, png_chunk(b"PLTE", bytes(range(48)))), None)
+    )
+    bad_crc = bytearray(base)
+    bad_crc[len(base) - 16] ^= 0xFF  # the CRC of the last IDAT: libpng rejects it, libspng is told to ignore CRCs
+    cases.append(("bad IDAT CRC", bytes(bad_crc), None))
+    cases.append(("truncated", base[: len(base) // 2], None))
+    wide = 1_000_001  # above libpng's default width limit: OpenCV fails, libspng would not
+    header = struct.pack(">IIBBBBB", wide, 1, 8, 0, 0, 0, 0)
+    too_wide = png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(bytes(wide + 1))) + png_chunk(b"IEND", b"")
+    cases.append(("wider than libpng allows", decode.PNG_SIGNATURE + too_wide, None))
+    return cases
+
+
+def _text_info(key: str, value: str) -> object:
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text(key, value)
+    return info
+
+
+CASES = jpeg_cases() + png_cases()
+
+
+@pytest.mark.parametrize(("name", "data", "expected"), CASES, ids=[case[0] for case in CASES])
+def test_pixels_equal_opencv_and_the_fast_path_is_taken_where_expected(name, data, expected):
+    reference = opencv(data)
+    choice = choose_fast_decoder(data)
+    assert (choice.decoder if choice else None) == expected, name
+    if expected is not None and name != "truncated":
+        fast = decode_fast(data, expected)  # the fast decoder alone: no fallback can hide a difference
+        assert fast is not None, f"{expected} refused {name}"
+        assert reference is not None and fast.dtype == np.uint8 and fast.flags.c_contiguous
+        assert fast.shape == reference.shape and np.array_equal(fast, reference), name
+        assert (choice.width, choice.height) == (reference.shape[1], reference.shape[0])
+    result = decode_bgr(data, choice)
+    if reference is None:
+        assert result is None, name
+    else:
+        assert result is not None and np.array_equal(result, reference), name
+
+
+def test_fast_path_covers_most_cases():
+    # guards the parametrized proof: most files really go through the fast decoders
+    fast = [name for name, _, expected in CASES if expected is not None]
+    assert len(fast) > 0.7 * len(CASES)
+    assert {expected for _, _, expected in CASES} == {JPEG_DECODER, PNG_DECODER, None}
+
+
+def test_opencv_size_limits_set_by_environment_leave_decoding_to_opencv(monkeypatch):
+    data = cv_encode(".png", picture(33, 65))
+    assert choose_fast_decoder(data) is not None
+    monkeypatch.setenv("OPENCV_IO_MAX_IMAGE_PIXELS", "100")
+    assert choose_fast_decoder(data) is None
+
+
+def test_truncated_jpeg_is_refused_by_the_fast_decoder_and_opencv_decides():
+    full = cv_encode(".jpg", picture(131, 97, 9), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    truncated = full[: len(full) * 2 // 3]
+    assert decode_fast(truncated, JPEG_DECODER) is None
+    reference = opencv(truncated)
+    result = decode_bgr(truncated, choose_fast_decoder(truncated))
+    assert (reference is None and result is None) or np.array_equal(result, reference)
+
+
+def test_missing_fast_decoders_fall_back_to_opencv_silently(monkeypatch):
+    monkeypatch.setattr(decode, "_import_optional", lambda name: None)
+    for data in (
+        cv_encode(".jpg", picture(33, 65)),
+        cv_encode(".png", picture(33, 65)),
+    ):
+        choice = choose_fast_decoder(data)
+        assert choice is not None and decode_fast(data, choice.decoder) is None
+        assert np.array_equal(decode_bgr(data, choice), opencv(data))
+
+
+def test_load_stage_uses_the_exact_decoders_and_the_pixel_budget():
+    from detector.errors import ImageTooLargeError
+    from detector.inputs import LoadOptions
+
+    for data in (
+        cv_encode(".jpg", picture(131, 97)),
+        cv_encode(".png", picture(131, 97)),
+        cv_encode(".bmp", picture(9, 5)),
+    ):
+        assert np.array_equal(decode_image_bytes(data, "x", DEFAULT_LOAD_OPTIONS), opencv(data))
+    with pytest.raises(ImageTooLargeError):
+        decode_image_bytes(cv_encode(".png", picture(131, 97)), "x", LoadOptions(max_pixels=131 * 97 - 1))
+    with pytest.raises(ImageTooLargeError):
+        decode_image_bytes(cv_encode(".jpg", picture(131, 97)), "x", LoadOptions(max_pixels=131 * 97 - 1))
+
+
+def test_fast_decoders_are_imported_only_when_a_file_needs_them():
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    code = (
+        "import sys, detector, detector.inputs, detector.api; "
+        "print(sorted({'simplejpeg', 'pyspng'} & set(sys.modules)))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
