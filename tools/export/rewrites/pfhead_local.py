@@ -1,13 +1,7 @@
-"""Exact rewrites of a converted detector graph that onnxruntime runs faster on CPU.
-
-Each rewrite recognises one pattern in paddle2onnx's output, replaces it by an algebraically equal
-subgraph and leaves the graph untouched when anything about the pattern differs. The export checks
-the rewritten graph against Paddle Inference like any other, so a rewrite can never ship a model
-that disagrees with Paddle. Two today, applied by rewrite_for_speed:
-
-- pfhead_local_half_resolution (below);
-- large_kernel_conv_via_dft: 9×9 and larger 'same' convolutions (LKPAN) through a 2-D DFT
-  (tools/dft_convolution.py).
+"""PFHeadLocal at half resolution (``pfhead_local_half_resolution``), one of the exact rewrites
+rewrite_for_speed applies (the list and their order: rewrites/__init__.py). Like each of them it
+recognises one pattern in the converted graph, replaces it by an algebraically equal subgraph, and
+leaves the graph untouched when anything about the pattern differs; the export verifies the result.
 
 PFHeadLocal at half resolution (the head of PP-OCRv4_server_det). It ends at full image resolution:
 
