@@ -1,4 +1,4 @@
-"""Hmean and speed of several models on `make bench`'s four rendered pages (README, "Models").
+"""Hmean and speed of several models on four rendered pages (README, "Models").
 
     .venv/bin/python -m tools.dev.model_table PP-OCRv4_mobile_det PP-OCRv6_tiny_det …
 
@@ -15,14 +15,16 @@ import cv2
 import numpy as np
 
 from detector import TextDetection
-from tools.dev.bench import BENCH_SIZES
 from tools.dev.sample_image import render_text_image
+
+# The four pages (name, width, height): a photo-sized page, a scan, an A4 page at 150 dpi, a banner.
+PAGE_SIZES = (("640x480", 640, 480), ("1280x960", 1280, 960), ("1240x1754", 1240, 1754), ("2000x400", 2000, 400))
 
 
 def images():
     """The bench pages and their line boxes as quads."""
     out = []
-    for name, width, height in BENCH_SIZES:
+    for name, width, height in PAGE_SIZES:
         font = max(14, height // 30)
         count = max(1, (height - 80) // (font * 2))
         lines = [f"{name} line {i}: the quick brown fox jumps over the lazy dog 0123456789" for i in range(count)]
