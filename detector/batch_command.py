@@ -7,7 +7,16 @@ from typing import Optional
 
 import click
 
-from .cli import CONTEXT_SETTINGS, EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, _check_device, _fail_usage, _model_arguments
+from .cli import (
+    CONTEXT_SETTINGS,
+    EXIT_OK,
+    EXIT_SOME_FAILED,
+    EXIT_USAGE,
+    _check_device,
+    _fail_usage,
+    _model_arguments,
+    shape_bucket_option,
+)
 from .errors import DetectorError
 
 
@@ -58,15 +67,7 @@ from .errors import DetectorError
 @click.option("--limit-side-len", "--limit_side_len", "limit_side_len", default=None, type=int)
 @click.option("--limit-type", "--limit_type", "limit_type", default=None, type=click.Choice(["max", "min"]))
 @click.option("--max-pixels", default=None, type=click.IntRange(min=1))
-@click.option(
-    "--shape-bucket",
-    "--shape_bucket",
-    "shape_bucket",
-    default=None,
-    type=int,
-    metavar="N",
-    help="Pad images up to multiples of N pixels (as `detect --shape_bucket`) [default: off].",
-)
+@shape_bucket_option
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def batch(
     inputs: tuple[str, ...],

@@ -142,6 +142,19 @@ def _save_target(save_path: Optional[str]) -> tuple[Optional[str], bool]:
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "show_default": True}
 
+# One definition for detect, detect serve and detect batch (the keyword of TextDetection).
+shape_bucket_option = click.option(
+    "--shape-bucket",
+    "--shape_bucket",
+    "shape_bucket",
+    default=None,
+    type=int,
+    metavar="N",
+    help="Pad each resized image (bottom, right) up to multiples of N (a multiple of 32), so that mixed "
+    "sizes share a few network shapes (GPU); the boxes change: measure with detect eval (README: Shape buckets). "
+    "[default: off]",
+)
+
 
 @click.group(cls=DetectGroup, context_settings=CONTEXT_SETTINGS)
 def cli() -> None:
@@ -239,17 +252,7 @@ def cli() -> None:
     metavar="C H W",
     help="Resize every image to exactly H x W (multiples of 32), as PaddleOCR does.",
 )
-@click.option(
-    "--shape-bucket",
-    "--shape_bucket",
-    "shape_bucket",
-    default=None,
-    type=int,
-    metavar="N",
-    help="Pad each resized image (bottom, right) up to multiples of N (a multiple of 32), so that mixed "
-    "sizes share a few network shapes (GPU); boxes may move a few pixels (README: Shape buckets). "
-    "[default: off]",
-)
+@shape_bucket_option
 @click.option(
     "--engine",
     default=None,

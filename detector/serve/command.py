@@ -12,7 +12,7 @@ from typing import Optional
 
 import click
 
-from ..cli import CONTEXT_SETTINGS, EXIT_USAGE, _check_device, _fail_usage, _model_arguments
+from ..cli import CONTEXT_SETTINGS, EXIT_USAGE, _check_device, _fail_usage, _model_arguments, shape_bucket_option
 from ..errors import DetectorError
 from .config import CONFIG_ENV_VAR, ServeConfig
 
@@ -73,15 +73,7 @@ DEFAULTS = ServeConfig()
     type=click.IntRange(min=1),
     help="onnxruntime threads per inference [default: every core].",
 )
-@click.option(
-    "--shape-bucket",
-    "--shape_bucket",
-    "shape_bucket",
-    default=None,
-    type=int,
-    metavar="N",
-    help="Pad images up to multiples of N pixels (as `detect --shape_bucket`) [default: off].",
-)
+@shape_bucket_option
 @click.option(
     "--allow-urls", is_flag=True, help='Accept {"url": …}: the server then fetches any URL a client names (see README).'
 )
