@@ -15,6 +15,7 @@ from .cli import (
     _check_device,
     _fail_usage,
     _model_arguments,
+    detection_setting_options,
     shape_bucket_option,
 )
 from .errors import DetectorError
@@ -61,11 +62,7 @@ from .errors import DetectorError
 @click.option("--model", "--model_name", "--model-name", "model", default=None, metavar="NAME|PATH.onnx")
 @click.option("--model-dir", "--model_dir", "model_dir", default=None, metavar="DIR")
 @click.option("--device", default=None, callback=_check_device, metavar="cpu|gpu|gpu:N")
-@click.option("--thresh", default=None, type=float)
-@click.option("--box-thresh", "--box_thresh", "box_thresh", default=None, type=float)
-@click.option("--unclip-ratio", "--unclip_ratio", "unclip_ratio", default=None, type=float)
-@click.option("--limit-side-len", "--limit_side_len", "limit_side_len", default=None, type=int)
-@click.option("--limit-type", "--limit_type", "limit_type", default=None, type=click.Choice(["max", "min"]))
+@detection_setting_options
 @click.option("--max-pixels", default=None, type=click.IntRange(min=1))
 @shape_bucket_option
 @click.option("--debug", is_flag=True, help="Show tracebacks.")

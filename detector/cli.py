@@ -142,6 +142,32 @@ def _save_target(save_path: Optional[str]) -> tuple[Optional[str], bool]:
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "show_default": True}
 
+# The DB settings detect, detect eval and detect batch take, under PaddleOCR's names (dashes or
+# underscores); None keeps the model's own value.
+_DETECTION_SETTING_OPTIONS = (
+    click.option("--limit-side-len", "--limit_side_len", "limit_side_len", default=None, type=click.IntRange(min=1)),
+    click.option("--limit-type", "--limit_type", "limit_type", default=None, type=click.Choice(["max", "min"])),
+    click.option("--thresh", default=None, type=click.FloatRange(0, 1, min_open=True, max_open=True)),
+    click.option(
+        "--box-thresh",
+        "--box_thresh",
+        "box_thresh",
+        default=None,
+        type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    ),
+    click.option(
+        "--unclip-ratio", "--unclip_ratio", "unclip_ratio", default=None, type=click.FloatRange(0, min_open=True)
+    ),
+)
+
+
+def detection_setting_options(command: Any) -> Any:
+    """Add the shared DB setting options to a click command (in the order they are listed)."""
+    for option in reversed(_DETECTION_SETTING_OPTIONS):
+        command = option(command)
+    return command
+
+
 # One definition for detect, detect serve and detect batch (the keyword of TextDetection).
 shape_bucket_option = click.option(
     "--shape-bucket",
@@ -206,18 +232,8 @@ def cli() -> None:
     "(or .png, .jpg, …) is that one file, for a single input.",
 )
 @click.option("--batch-size", "--batch_size", "batch_size", default=1, type=click.IntRange(min=1))
-@click.option("--limit-side-len", "--limit_side_len", "limit_side_len", default=None, type=click.IntRange(min=1))
-@click.option("--limit-type", "--limit_type", "limit_type", default=None, type=click.Choice(["max", "min"]))
+@detection_setting_options
 @click.option("--max-side-limit", "--max_side_limit", "max_side_limit", default=None, type=click.IntRange(min=1))
-@click.option("--thresh", default=None, type=click.FloatRange(0, 1, min_open=True, max_open=True))
-@click.option(
-    "--box-thresh",
-    "--box_thresh",
-    "box_thresh",
-    default=None,
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
-)
-@click.option("--unclip-ratio", "--unclip_ratio", "unclip_ratio", default=None, type=click.FloatRange(0, min_open=True))
 @click.option(
     "--max-pixels",
     "--max_pixels",

@@ -9,7 +9,7 @@ from typing import Any, Optional
 import click
 
 from ..api import DEFAULT_MODEL_NAME, TextDetection
-from ..cli import _check_device, _model_arguments
+from ..cli import _check_device, _model_arguments, detection_setting_options
 from ..errors import DetectorError, InvalidParameterError
 from ..precision import PRECISIONS
 
@@ -86,17 +86,7 @@ def _detector_specs(
     metavar="cpu|gpu|gpu:N",
     help="Where to run; default: GPU if onnxruntime can use one, else CPU.",
 )
-@click.option("--limit-side-len", "--limit_side_len", "limit_side_len", default=None, type=click.IntRange(min=1))
-@click.option("--limit-type", "--limit_type", "limit_type", default=None, type=click.Choice(["max", "min"]))
-@click.option("--thresh", default=None, type=click.FloatRange(0, 1, min_open=True, max_open=True))
-@click.option(
-    "--box-thresh",
-    "--box_thresh",
-    "box_thresh",
-    default=None,
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
-)
-@click.option("--unclip-ratio", "--unclip_ratio", "unclip_ratio", default=None, type=click.FloatRange(0, min_open=True))
+@detection_setting_options
 @click.option("--max-candidates", "--max_candidates", "max_candidates", default=None, type=click.IntRange(min=1))
 @click.option("--json", "json_format", is_flag=True, help="Print one JSON object instead of the table.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
