@@ -12,10 +12,13 @@ from .cli import (
     EXIT_OK,
     EXIT_SOME_FAILED,
     EXIT_USAGE,
-    _check_device,
     _fail_usage,
     _model_arguments,
     detection_setting_options,
+    device_option,
+    max_pixels_option,
+    model_dir_option,
+    model_option,
     shape_bucket_option,
 )
 from .errors import DetectorError
@@ -59,11 +62,11 @@ from .errors import DetectorError
     type=click.IntRange(min=1),
     help="Files per actor call [default: detector.distributed.DEFAULT_FILES_PER_BATCH].",
 )
-@click.option("--model", "--model_name", "--model-name", "model", default=None, metavar="NAME|PATH.onnx")
-@click.option("--model-dir", "--model_dir", "model_dir", default=None, metavar="DIR")
-@click.option("--device", default=None, callback=_check_device, metavar="cpu|gpu|gpu:N")
+@model_option
+@model_dir_option
+@device_option
 @detection_setting_options
-@click.option("--max-pixels", default=None, type=click.IntRange(min=1))
+@max_pixels_option
 @shape_bucket_option
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def batch(

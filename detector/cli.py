@@ -142,6 +142,40 @@ def _save_target(save_path: Optional[str]) -> tuple[Optional[str], bool]:
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "show_default": True}
 
+# The options several commands share (detect, detect eval, detect serve, detect batch), defined once.
+model_option = click.option(
+    "--model",
+    "--model_name",
+    "--model-name",
+    "model",
+    default=None,
+    metavar="NAME|PATH.onnx",
+    help=f"Exported model name (default {DEFAULT_MODEL_NAME}) or path to an .onnx file.",
+)
+model_dir_option = click.option(
+    "--model-dir",
+    "--model_dir",
+    "model_dir",
+    default=None,
+    metavar="DIR",
+    help="Folder holding inference.onnx (or the .onnx file itself).",
+)
+device_option = click.option(
+    "--device",
+    default=None,
+    callback=_check_device,
+    metavar="cpu|gpu|gpu:N",
+    help="Where to run; default: GPU if onnxruntime can use one, else CPU.",
+)
+max_pixels_option = click.option(
+    "--max-pixels",
+    "--max_pixels",
+    "max_pixels",
+    default=None,
+    type=click.IntRange(min=1),
+    help=f"Refuse images larger than this many pixels [default: {DEFAULT_LOAD_OPTIONS.max_pixels}].",
+)
+
 # The DB settings detect, detect eval and detect batch take, under PaddleOCR's names (dashes or
 # underscores); None keeps the model's own value.
 _DETECTION_SETTING_OPTIONS = (
@@ -198,30 +232,9 @@ def cli() -> None:
     help="Image, PDF or TIFF (every page), folder, glob pattern or http(s) URL; repeat for several.",
 )
 @click.option("--recursive", "-r", is_flag=True, help="Descend into subfolders of folder inputs.")
-@click.option(
-    "--model",
-    "--model_name",
-    "--model-name",
-    "model",
-    default=None,
-    metavar="NAME|PATH.onnx",
-    help=f"Exported model name (default {DEFAULT_MODEL_NAME}) or path to an .onnx file.",
-)
-@click.option(
-    "--model-dir",
-    "--model_dir",
-    "model_dir",
-    default=None,
-    metavar="DIR",
-    help="Folder holding inference.onnx (or the .onnx file itself).",
-)
-@click.option(
-    "--device",
-    default=None,
-    callback=_check_device,
-    metavar="cpu|gpu|gpu:N",
-    help="Where to run; default: GPU if onnxruntime can use one, else CPU.",
-)
+@model_option
+@model_dir_option
+@device_option
 @click.option(
     "--save-path",
     "--save_path",
@@ -234,14 +247,7 @@ def cli() -> None:
 @click.option("--batch-size", "--batch_size", "batch_size", default=1, type=click.IntRange(min=1))
 @detection_setting_options
 @click.option("--max-side-limit", "--max_side_limit", "max_side_limit", default=None, type=click.IntRange(min=1))
-@click.option(
-    "--max-pixels",
-    "--max_pixels",
-    "max_pixels",
-    default=None,
-    type=click.IntRange(min=1),
-    help=f"Refuse images larger than this many pixels [default: {DEFAULT_LOAD_OPTIONS.max_pixels}].",
-)
+@max_pixels_option
 @click.option(
     "--pdf-dpi",
     "--pdf_dpi",

@@ -9,7 +9,7 @@ from typing import Any, Optional
 import click
 
 from ..api import DEFAULT_MODEL_NAME, TextDetection
-from ..cli import _check_device, _model_arguments, detection_setting_options
+from ..cli import _model_arguments, detection_setting_options, device_option, model_option
 from ..errors import DetectorError, InvalidParameterError
 from ..precision import PRECISIONS
 
@@ -57,15 +57,7 @@ def _detector_specs(
     metavar="DIR",
     help="Folder the label file's image paths are relative to [default: the label file's folder].",
 )
-@click.option(
-    "--model",
-    "--model_name",
-    "--model-name",
-    "model",
-    default=None,
-    metavar="NAME|PATH.onnx",
-    help=f"Exported model name (default {DEFAULT_MODEL_NAME}) or path to an .onnx file.",
-)
+@model_option
 @click.option(
     "--precision",
     default=None,
@@ -79,13 +71,7 @@ def _detector_specs(
     metavar="A B",
     help="Evaluate two precisions (fp32 int8) of --model, or two models (names or paths), side by side.",
 )
-@click.option(
-    "--device",
-    default=None,
-    callback=_check_device,
-    metavar="cpu|gpu|gpu:N",
-    help="Where to run; default: GPU if onnxruntime can use one, else CPU.",
-)
+@device_option
 @detection_setting_options
 @click.option("--max-candidates", "--max_candidates", "max_candidates", default=None, type=click.IntRange(min=1))
 @click.option("--json", "json_format", is_flag=True, help="Print one JSON object instead of the table.")

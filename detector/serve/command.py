@@ -12,7 +12,17 @@ from typing import Optional
 
 import click
 
-from ..cli import CONTEXT_SETTINGS, EXIT_USAGE, _check_device, _fail_usage, _model_arguments, shape_bucket_option
+from ..cli import (
+    CONTEXT_SETTINGS,
+    EXIT_USAGE,
+    _fail_usage,
+    _model_arguments,
+    device_option,
+    max_pixels_option,
+    model_dir_option,
+    model_option,
+    shape_bucket_option,
+)
 from ..errors import DetectorError
 from .config import CONFIG_ENV_VAR, ServeConfig
 
@@ -22,17 +32,9 @@ DEFAULTS = ServeConfig()
 
 
 @click.command("serve", context_settings=CONTEXT_SETTINGS)
-@click.option(
-    "--model",
-    "--model_name",
-    "--model-name",
-    "model",
-    default=None,
-    metavar="NAME|PATH.onnx",
-    help="Exported model name or path to an .onnx file (default: the library's default model).",
-)
-@click.option("--model-dir", "--model_dir", "model_dir", default=None, metavar="DIR")
-@click.option("--device", default=None, callback=_check_device, metavar="cpu|gpu|gpu:N")
+@model_option
+@model_dir_option
+@device_option
 @click.option("--host", default=DEFAULT_HOST, help="Address to listen on (0.0.0.0: every interface).")
 @click.option("--port", default=DEFAULT_PORT, type=click.IntRange(0, 65535))
 @click.option("--workers", default=1, type=click.IntRange(min=1), help="Processes, each loading the model once.")
@@ -54,12 +56,7 @@ DEFAULTS = ServeConfig()
     type=click.FloatRange(0, min_open=True),
     help="Largest request body in MiB (413 above).",
 )
-@click.option(
-    "--max-pixels",
-    default=None,
-    type=click.IntRange(min=1),
-    help="Largest image (or page) in pixels, checked before decoding [default: the library's].",
-)
+@max_pixels_option
 @click.option(
     "--timeout",
     "timeout_s",
