@@ -23,8 +23,8 @@ from detector import TextDetection
 from detector.evaluation.evaluate import load_labelled_images
 from detector.evaluation.labels import read_labels
 from detector.precision import PRECISIONS, variant_path
-from detector.preprocess import normalize_image, resize_for_detection
 from detector.session import run_session
+from tools.export.quantize import network_inputs
 
 
 def _images(labels: Optional[str]) -> list[np.ndarray]:
@@ -56,10 +56,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     }
     images = _images(args.labels)
     settings = detectors["fp32"].settings
-    tensors = []
-    for image in images:
-        resized, _ = resize_for_detection(image, settings.limit_side_len, settings.limit_type, settings.max_side_limit)
-        tensors.append(normalize_image(resized, settings.mean, settings.std, settings.scale)[np.newaxis])
+    tensors = network_inputs(images, settings)
     names = list(detectors)
     best_run = {name: [float("inf")] * len(images) for name in names}
     best_e2e = {name: [float("inf")] * len(images) for name in names}

@@ -65,22 +65,28 @@ def _common_shape(tensors: Sequence[np.ndarray], side: int = CALIBRATION_CROP) -
     return cropped
 
 
-def calibration_tensors(fp32_path: Path, count: int, seed: int) -> list[np.ndarray]:
-    """Network inputs (1, 3, H, W) of rendered images, preprocessed with the model's own settings."""
-    from detector import TextDetection
-    from detector.evaluation.evaluate import load_labelled_images
-    from detector.evaluation.labels import read_labels
+def network_inputs(images: Sequence[np.ndarray], settings) -> list[np.ndarray]:
+    """Each image resized and normalized with the model's settings, as a (1, 3, H, W) network input."""
     from detector.preprocess import normalize_image, resize_for_detection
-    from tools.dev.labelled_set import render_labelled_set
 
-    settings = TextDetection(model_dir=fp32_path, device="cpu").settings
-    with tempfile.TemporaryDirectory() as folder:
-        images = load_labelled_images(read_labels(render_labelled_set(Path(folder), count, seed)))
     tensors = []
     for image in images:
         resized, _ = resize_for_detection(image, settings.limit_side_len, settings.limit_type, settings.max_side_limit)
         tensors.append(normalize_image(resized, settings.mean, settings.std, settings.scale)[np.newaxis])
     return tensors
+
+
+def calibration_tensors(fp32_path: Path, count: int, seed: int) -> list[np.ndarray]:
+    """Network inputs (1, 3, H, W) of rendered images, preprocessed with the model's own settings."""
+    from detector import TextDetection
+    from detector.evaluation.evaluate import load_labelled_images
+    from detector.evaluation.labels import read_labels
+    from tools.dev.labelled_set import render_labelled_set
+
+    settings = TextDetection(model_dir=fp32_path, device="cpu").settings
+    with tempfile.TemporaryDirectory() as folder:
+        images = load_labelled_images(read_labels(render_labelled_set(Path(folder), count, seed)))
+    return network_inputs(images, settings)
 
 
 class _TensorReader:
@@ -288,17 +294,19 @@ def accuracy_delta(fp32_path: Path, variant: Path, images: int, seed: int = EVAL
     """Precision/recall/Hmean of fp32 and the variant on one rendered labelled set (CPU), and how far
     the variant's probability maps are from fp32's on those images (map_agreement)."""
     from detector import TextDetection
-    from detector.evaluation.evaluate import evaluate
+    from detector.evaluation.evaluate import evaluate, load_labelled_images
     from detector.evaluation.labels import read_labels
     from tools.dev.labelled_set import render_labelled_set
 
     fp32_detector = TextDetection(model_dir=fp32_path, device="cpu")
     with tempfile.TemporaryDirectory() as folder:
         labelled = read_labels(render_labelled_set(Path(folder), images, seed))
-        rows = evaluate({"fp32": fp32_detector, "variant": TextDetection(model_dir=variant, device="cpu")}, labelled)
-    maps = map_agreement(
-        fp32_path, variant, calibration_tensors(fp32_path, images, seed), fp32_detector.settings.thresh
-    )
+        decoded = load_labelled_images(labelled)
+    detectors = {"fp32": fp32_detector, "variant": TextDetection(model_dir=variant, device="cpu")}
+    rows = evaluate(detectors, labelled, decoded)
+    # the same decoded images, as network inputs: rendered and read once for both measures
+    settings = fp32_detector.settings
+    maps = map_agreement(fp32_path, variant, network_inputs(decoded, settings), settings.thresh)
     fp32, other = rows
     return {
         "eval_set": f"tools/dev/labelled_set.py --count {images} --seed {seed}",
