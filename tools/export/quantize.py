@@ -154,15 +154,10 @@ def default_float_nodes(model) -> list[str]:
     )
 
 
-def head_float_nodes(model) -> list[str]:
-    """Only the DB head stays float: every backbone and neck convolution is int8 (the fast rule)."""
-    return head_nodes(model)
-
-
 # Which nodes int8 leaves in float: "early" (default_float_nodes, the rule measured to keep Hmean within
 # 0.01 on the mobile and PP-OCRv6 models) or "head" (only the head: fastest, costs PP-OCRv4_mobile_det
 # 0.013-0.017 Hmean; measure on your own images with `detect eval --compare fp32 int8`).
-FLOAT_RULES = {"early": default_float_nodes, "head": head_float_nodes}
+FLOAT_RULES = {"early": default_float_nodes, "head": head_nodes}
 DEFAULT_FLOAT_RULE = "early"
 
 
