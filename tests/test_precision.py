@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from detector.precision import METADATA_PRECISION_KEY, variant_path
 from detector.settings import METADATA_SETTINGS_KEY
 from tests.rendered import box_iou, polygon_bounds, write_rendered_pages
 from tools.export.pipeline import main as export_main
+from tools.export.quantize import INT8_RULES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Tolerance against fp32 on the rendered pages: the same number of boxes, and each fp32 box has a
@@ -80,8 +82,11 @@ def test_variant_is_written_beside_fp32_with_its_record(model_dir, precision):
     ops = {node.op_type for node in graph.node}
     if precision == "int8":
         assert {"QuantizeLinear", "DequantizeLinear"} <= ops
-        assert set(record["float_nodes"])  # the first conv and the head stay float
-        assert record["float_rule"] == "early"
+        assert set(record["float_nodes"])  # every rule leaves some nodes float (the stem at least)
+        # the default rule, auto: every rule was made and validated, the record says which was kept
+        choice = record["rule_choice"]
+        assert record["float_rule"] == choice["chosen"] and choice["chosen"] in INT8_RULES
+        assert [trial["rule"] for trial in choice["trials"]] == list(INT8_RULES)
     else:
         assert any(init.data_type == onnx.TensorProto.FLOAT16 for init in graph.initializer)
     # float32 in and out either way: callers feed the same tensors
@@ -183,15 +188,54 @@ def test_detect_eval_compare_precisions(model_dir, tmp_path):
 
 
 def test_int8_float_rules(default_onnx, tmp_path):
-    from tools.export.quantize import FLOAT_RULES, head_nodes, quantize_int8
+    from tools.export.quantize import head_nodes, quantize_int8
 
     model = onnx.load(str(default_onnx))
-    early, head = FLOAT_RULES["early"](model), FLOAT_RULES["head"](model)
+    stem, early, head = (INT8_RULES[name].float_nodes(model) for name in ("stem", "early", "head"))
     assert head == head_nodes(model) and set(head) < set(early)  # "head" leaves the backbone int8 too
     names = {node.name for node in model.graph.node}
-    assert set(early) <= names
-    with pytest.raises(ExportError, match="int8 float rule must be one of early, head"):
+    assert set(early) <= names and set(stem) <= names
+    first_conv = next(node.name for node in model.graph.node if node.op_type == "Conv")
+    assert first_conv in stem and first_conv in early  # the first convolution stays float
+    assert not set(head) & set(stem)  # "stem" quantizes the head
+    with pytest.raises(ExportError, match="int8 float rule must be one of stem, early, head"):
         quantize_int8(default_onnx, tmp_path / "x.onnx", float_rule="backbone", tensors=[])
+
+
+def test_stem_rule_turns_hard_swish_into_uint8_products(default_onnx, pages, tmp_path):
+    from tools.export.quantize import calibration_tensors, quantize_int8
+
+    folder = tmp_path / "PP-OCRv4_mobile_det"
+    folder.mkdir()
+    shutil.copy(default_onnx, folder / "inference.onnx")
+    tensors = calibration_tensors(default_onnx, 4, seed=5)
+    record = quantize_int8(default_onnx, folder / "inference.int8.onnx", 4, float_rule="stem", tensors=tensors)
+    assert record["hard_swish_gates"] > 0 and "Mul" in record["op_types"] and "percentile" in record["method"]
+    graph = onnx.load(str(folder / "inference.int8.onnx")).graph
+    ops = Counter(node.op_type for node in graph.node)
+    # past the stem, hard-swish is an Add and a Mul between QuantizeLinear / DequantizeLinear: only the
+    # stem's and the squeeze-excitation gates' HardSigmoids are left
+    assert 0 < ops["HardSigmoid"] + ops["HardSwish"] < 34 - record["hard_swish_gates"] + 1
+    fp32 = TextDetection(model_dir=folder, device="cpu")
+    int8 = TextDetection(model_dir=folder, device="cpu", precision="int8")
+    for name, (path, _) in pages.items():
+        (expected,), (got,) = fp32.predict(str(path)), int8.predict(str(path))
+        assert len(got["dt_polys"]) == len(expected["dt_polys"]), name
+        for polygon in expected["dt_polys"]:
+            best = max(box_iou(polygon_bounds(polygon), polygon_bounds(other)) for other in got["dt_polys"])
+            assert best >= MIN_BOX_IOU["int8"], (name, best)
+
+
+def test_choose_rule_keeps_the_fastest_accurate_one():
+    from tools.export.int8_choice import RuleTrial, choose_rule
+
+    trials = [RuleTrial("stem", -0.004, 0.70), RuleTrial("early", 0.003, 0.90), RuleTrial("head", -0.03, 0.60)]
+    assert choose_rule(trials, tolerance=0.005) == (trials[0], True)  # head is faster but loses 0.03
+    assert choose_rule(trials, tolerance=0.05) == (trials[2], True)
+    assert choose_rule(trials, tolerance=0.001) == (trials[1], True)  # gaining Hmean is no loss
+    # every rule loses too much: the most accurate, flagged
+    stem, early = RuleTrial("stem", -0.02, 0.7), RuleTrial("early", -0.015, 0.9)
+    assert choose_rule([stem, early], tolerance=0.01) == (early, False)
 
 
 def test_map_agreement_of_a_model_with_itself_is_perfect(default_onnx):

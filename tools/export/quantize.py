@@ -5,8 +5,9 @@
 - int8: onnxruntime.quantization, QDQ format, int8 weights per output channel, uint8 activations
   (U8S8: what the x86 int8 kernels take natively; int8 activations made the same model 1.1-1.5x
   slower than fp32 here, uint8 0.8x), calibrated on rendered images that are not the evaluation set
-  (another seed). Convolutions (with the Relu / Clip / MaxPool after them) are quantized, and those
-  accuracy needs stay float (FLOAT_RULES: measured, see the README).
+  (another seed). What is quantized and what stays float is one of INT8_RULES; by default
+  (AUTO_RULE) tools/export/int8_choice.py makes the variant by each and keeps the fastest that stays
+  accurate on rendered validation images (measured, see the README).
 - fp16: onnxconverter-common's float16 conversion with float32 inputs and outputs (keep_io_types),
   after BatchNormalization is folded into the convolutions.
 
@@ -20,7 +21,8 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -34,19 +36,18 @@ from tools.export.metadata import save_model, set_metadata
 CALIBRATION_SEED = 7  # the evaluation sets use other seeds (EVALUATION_SEED, make eval's)
 EVALUATION_SEED = 1
 DEFAULT_CALIBRATION_IMAGES = 16
-DEFAULT_EVALUATION_IMAGES = 40
+DEFAULT_EVALUATION_IMAGES = 80
 # Operators quantized: convolutions, and the Relu / Clip / MaxPool after them. Those three only clamp or
 # pick values, so they share the quantization parameters of their input: onnxruntime then drops the
 # Relu into the QLinearConv before it instead of running Dequantize -> Quantize between two QLinearConvs
-# (PP-OCRv4_server_det, every convolution int8: session.run 0.52 -> 0.48x fp32; Hmean unchanged on
-# PP-OCRv4_mobile_det +0.0065, PP-OCRv6_small_det -0.0023 against fp32). Quantizing the Add / Mul around
-# them too (the learnable affine blocks and x * HardSigmoid(x) of PPLCNetV3) cost PP-OCRv4_mobile_det
-# 0.04-0.045 Hmean on the rendered set, and was not faster here (see the README).
+# (PP-OCRv4_server_det, every convolution int8: session.run 0.52 -> 0.48x fp32).
 INT8_OP_TYPES = ("Conv", "ConvTranspose", "Relu", "Clip", "MaxPool")
+# The "stem" rule quantizes the Add / Mul between the convolutions too (the hard-swish products, the
+# squeeze-excitation products and the neck's sums): past the stem the network then runs in uint8.
+ELEMENTWISE_OP_TYPES = ("Add", "Mul")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
-# Convolutions before the first at this output stride stay float. 8 (stem and stride-2/4 stages) was
-# enough for PP-OCRv4_mobile_det (-0.0011 Hmean) but not PP-OCRv6_small_det (-0.0177); 32: -0.0020.
 EARLY_STRIDE = 32
+STEM_STRIDE = 8  # "stem": the nodes before the first convolution at this stride stay float
 PROBE_SIDE = 128  # the image side convolution_strides runs on; a 1x1 output means a pooled gate
 
 
@@ -154,41 +155,109 @@ def default_float_nodes(model) -> list[str]:
     )
 
 
-# Which nodes int8 leaves in float: "early" (default_float_nodes, the rule measured to keep Hmean within
-# 0.01 on the mobile and PP-OCRv6 models) or "head" (only the head: fastest where the network is
-# convolutions and Relu, the server's 0.48x fp32; on PP-OCRv4_mobile_det slower than "early" and 0.013-0.017
-# Hmean lower). Measure on your own images with `detect eval --compare fp32 int8`.
-FLOAT_RULES = {"early": default_float_nodes, "head": head_nodes}
-DEFAULT_FLOAT_RULE = "early"
+def nodes_before(model, names: Collection[str]) -> list[str]:
+    """Every node (any operator) before the first of names in graph order."""
+    before = []
+    for node in model.graph.node:
+        if node.name in names:
+            break
+        if node.name:
+            before.append(node.name)
+    return before
+
+
+def stem_nodes(model, below_stride: Optional[int] = None) -> list[str]:
+    """Every node before the first convolution at ``below_stride`` (STEM_STRIDE), and the
+    squeeze-excitation gates."""
+    strides = convolution_strides(model)
+    below_stride = below_stride or STEM_STRIDE
+    first = [name for name, stride in strides.items() if below_stride <= stride < PROBE_SIDE][:1]
+    return list(dict.fromkeys(nodes_before(model, first) + squeeze_excitation_convs(model, strides)))
+
+
+@dataclass(frozen=True)
+class Int8Rule:
+    """How one int8 variant is made: what stays float, which operators are quantized, how activation
+    ranges are calibrated, and whether hard-swish becomes the uint8 clipped product first."""
+
+    float_nodes: Callable[[object], list[str]]
+    op_types: tuple[str, ...]
+    method: str
+    hard_swish_gates: bool
+    summary: str
+
+
+# Measured on the rendered 80-image set (seed 2026), README "Precision variants". "stem" is the fast one
+# where the network is convolutions, Relu and hard-swish (PP-OCRv4_mobile_det: end to end 0.68-0.70x fp32,
+# Hmean +0.002 to +0.006 with 16 or 32 calibration images). Quantizing the stem too cost 0.007-0.020 Hmean
+# depending on the calibration images (the activations there have the widest ranges), the squeeze-
+# excitation gates only add error (1x1 tensors: nothing to save). Where GELU and float norms remain
+# (PP-OCRv6) "stem" loses 0.009-0.015 Hmean and is slower than "early", which keeps them within 0.006.
+# "head": the rebuilt server network's fastest (0.48x fp32; Hmean -0.013 to -0.017 on PP-OCRv4_mobile_det).
+INT8_RULES = {
+    "stem": Int8Rule(
+        stem_nodes,
+        INT8_OP_TYPES + ELEMENTWISE_OP_TYPES,
+        "percentile",
+        True,
+        "int8 from the stride-8 stage on, the elementwise operators and hard-swish (as a uint8 clipped "
+        "product) too; the stem and the squeeze-excitation gates float; percentile calibration",
+    ),
+    "early": Int8Rule(
+        default_float_nodes,
+        INT8_OP_TYPES,
+        "minmax",
+        False,
+        "convolutions int8 from the stride-32 stage on; the backbone before it, the squeeze-excitation "
+        "gates and the head float",
+    ),
+    "head": Int8Rule(head_nodes, INT8_OP_TYPES, "minmax", False, "convolutions int8 but the head's"),
+}
+# The default tries every rule on rendered validation images and keeps the fastest whose Hmean stays
+# within HMEAN_TOLERANCE of fp32 (tools/export/int8_choice.py).
+AUTO_RULE = "auto"
+DEFAULT_INT8_RULE = AUTO_RULE
 
 
 def quantize_int8(
     fp32_path: Path,
     output: Path,
     calibration_images: int = DEFAULT_CALIBRATION_IMAGES,
-    method: str = "minmax",
+    method: Optional[str] = None,
     float_nodes: Optional[Sequence[str]] = None,
-    float_rule: str = DEFAULT_FLOAT_RULE,
-    op_types: Sequence[str] = INT8_OP_TYPES,
+    float_rule: str = "early",
+    op_types: Optional[Sequence[str]] = None,
     seed: int = CALIBRATION_SEED,
     activations: str = "uint8",
     tensors: Optional[Sequence[np.ndarray]] = None,
 ) -> dict[str, object]:
-    """Write a static QDQ int8 model; returns what was done (for the metadata record)."""
+    """Write a static QDQ int8 model made by one INT8_RULES rule (method, float_nodes and op_types
+    override the rule's); returns what was done (for the metadata record)."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
+    from tools.export.rewrites.hard_swish_gate import rewrite_hard_swish_gates
+
+    if float_rule not in INT8_RULES:
+        raise ExportError(f"int8 float rule must be one of {', '.join(INT8_RULES)}, got {float_rule!r}")
+    rule = INT8_RULES[float_rule]
+    method = method or rule.method
+    op_types = tuple(op_types or rule.op_types)
     if method not in CALIBRATION_METHODS:
         raise ExportError(f"calibration method must be one of {', '.join(CALIBRATION_METHODS)}, got {method!r}")
-    if float_rule not in FLOAT_RULES:
-        raise ExportError(f"int8 float rule must be one of {', '.join(FLOAT_RULES)}, got {float_rule!r}")
     tensors = list(tensors) if tensors is not None else calibration_tensors(fp32_path, calibration_images, seed)
     if method != "minmax":
         tensors = _common_shape(tensors)
     with tempfile.TemporaryDirectory() as folder:
         model = _folded(fp32_path, folder)
+        excluded = list(rule.float_nodes(model) if float_nodes is None else float_nodes)
+        gate_ranges = rewrite_hard_swish_gates(model, skip=excluded) if rule.hard_swish_gates else {}
         prepared = Path(folder) / "prepared.onnx"
-        excluded = list(FLOAT_RULES[float_rule](model) if float_nodes is None else float_nodes)
+        onnx.save(model, str(prepared))
+        overrides = {
+            gate: [{"rmin": np.array(low, np.float32), "rmax": np.array(high, np.float32)}]
+            for gate, (low, high) in gate_ranges.items()
+        }
         quantized = Path(folder) / "int8.onnx"
         quantize_static(
             str(prepared),
@@ -206,7 +275,11 @@ def quantize_int8(
                 "entropy": CalibrationMethod.Entropy,
                 "percentile": CalibrationMethod.Percentile,
             }[method],
-            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+            extra_options={
+                "ActivationSymmetric": False,
+                "WeightSymmetric": True,
+                **({"TensorQuantOverrides": overrides} if overrides else {}),
+            },
         )
         result = onnx.load(str(quantized))
     save_model(_with_metadata_of(result, fp32_path), output)
@@ -218,6 +291,7 @@ def quantize_int8(
         "float_rule": float_rule if float_nodes is None else "given",
         "float_nodes": excluded,
         "op_types": list(op_types),
+        "hard_swish_gates": len(gate_ranges),
     }
 
 
@@ -232,7 +306,16 @@ def _folded(fp32_path: Path, folder: str):
 
     prepared = Path(folder) / "prepared.onnx"
     quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
-    return onnx.load(str(prepared))
+    model = onnx.load(str(prepared))
+    taken = {node.name for node in model.graph.node}
+    for index, node in enumerate(model.graph.node):  # the quantizer leaves nodes float by name
+        if not node.name:
+            name = f"{node.op_type}.unnamed_{index}"
+            while name in taken:
+                name += "_"
+            node.name = name
+            taken.add(name)
+    return model
 
 
 def _with_metadata_of(model, fp32_path: Path):
@@ -332,7 +415,12 @@ def export_variant(
     output = output or variant_path(fp32_path, precision)
     started = time.monotonic()
     progress(f"[1/2] writing the {precision} variant of {fp32_path} -> {output}")
-    if precision == "int8":
+    if precision == "int8" and int8_options.get("float_rule", DEFAULT_INT8_RULE) == AUTO_RULE:
+        from tools.export.int8_choice import quantize_int8_auto
+
+        options = {key: value for key, value in int8_options.items() if key != "float_rule"}
+        record = quantize_int8_auto(fp32_path, output, validation_images=evaluation_images, **options)
+    elif precision == "int8":
         record = quantize_int8(fp32_path, output, **int8_options)
     elif precision == "fp16":
         record = convert_fp16(fp32_path, output)
