@@ -1,6 +1,6 @@
-"""hard_swish_as_clipped_product (applied before int8 quantization only): hard-swish becomes
-y · clip(y + beta/alpha, 0, 1/alpha) with alpha moved into the convolutions that read it, checked on small graphs
-built like the mobile detectors' (no Paddle needed)."""
+"""The rewrite applied before int8 quantization only, hard_swish_as_clipped_product: hard-swish becomes
+y · clip(y + beta/alpha, 0, 1/alpha) with alpha moved into the convolutions that read it. Checked on small
+graphs built like the mobile detectors' (no Paddle needed)."""
 
 from __future__ import annotations
 
