@@ -1,47 +1,13 @@
-"""Rendered text images shared by the end-to-end, CLI and parity tests."""
+"""Rendered text images shared by the end-to-end, CLI and parity tests (the pages live in
+tools/dev/sample_image.py, which the parity label set writes too), and the box comparisons on them."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import cv2
 import numpy as np
 
-from tools.dev.sample_image import render_text_image
+from tools.dev.sample_image import RENDERED_PAGES, write_rendered_pages
 
-# Several sizes and aspect ratios, so the resize rules (shrink, keep, round to 32) all take part.
-RENDERED_PAGES: dict[str, dict] = {
-    "page": dict(
-        lines=[
-            "Shipping address: 42 Harbour Road",
-            "Order 99812-B   qty 3   unit 19.99",
-            "Thank you for your purchase!",
-        ],
-        width=1400,
-        font_size=44,
-        line_gap=50,
-    ),
-    "receipt": dict(lines=["TOTAL 12.50", "CASH 20.00", "CHANGE 7.50"], width=420, font_size=30, line_gap=30),
-    "banner": dict(lines=["Portable text detection"], width=900, font_size=60, line_gap=20, margin=30),
-    "dense": dict(
-        lines=[f"line {i}: the five boxing wizards jump quickly" for i in range(8)],
-        width=760,
-        font_size=22,
-        line_gap=16,
-    ),
-}
-
-
-def write_rendered_pages(folder: Path) -> dict[str, tuple[Path, list[tuple[int, int, int, int]]]]:
-    """Write every rendered page as PNG into folder; returns name -> (path, ground-truth line boxes)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    pages = {}
-    for name, spec in RENDERED_PAGES.items():
-        image, boxes = render_text_image(**spec)
-        path = folder / f"{name}.png"
-        cv2.imwrite(str(path), image)
-        pages[name] = (path, boxes)
-    return pages
+__all__ = ["RENDERED_PAGES", "box_iou", "polygon_bounds", "write_rendered_pages"]
 
 
 def box_iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:

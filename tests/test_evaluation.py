@@ -340,3 +340,17 @@ def test_eval_reads_model_names_as_names_like_detect(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert _model_keywords("PP-OCRv4_mobile_det") == {"model_name": "PP-OCRv4_mobile_det", "model_dir": None}
     assert _model_keywords("other/model.onnx") == {"model_name": None, "model_dir": "other/model.onnx"}
+
+
+def test_parity_set_labels_are_the_rendered_line_boxes(tmp_path):
+    from tools.dev.parity_set import write_parity_set
+    from tools.dev.sample_image import RENDERED_PAGES, render_text_image
+
+    labelled = read_labels(write_parity_set(tmp_path))
+    assert [Path(item.image_path).stem for item in labelled] == list(RENDERED_PAGES)
+    for item in labelled:
+        assert Path(item.image_path).is_file()
+        _, boxes = render_text_image(**RENDERED_PAGES[Path(item.image_path).stem])
+        assert len(item.labels) == len(boxes) and not any(label.dont_care for label in item.labels)
+        for label, (x0, y0, x1, y1) in zip(item.labels, boxes):
+            assert label.points.tolist() == [[x0, y0], [x1, y0], [x1, y1], [x0, y1]]

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
+import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
@@ -55,6 +56,41 @@ def render_text_image(
         draw.text(origin, text, font=font, fill=(foreground,) * 3)
         boxes.append(tuple(int(v) for v in draw.textbbox(origin, text, font=font)))
     return np.ascontiguousarray(np.asarray(canvas)[:, :, ::-1]), boxes
+
+
+# Several sizes and aspect ratios, so the resize rules (shrink, keep, round to 32) all take part.
+RENDERED_PAGES: dict[str, dict] = {
+    "page": dict(
+        lines=[
+            "Shipping address: 42 Harbour Road",
+            "Order 99812-B   qty 3   unit 19.99",
+            "Thank you for your purchase!",
+        ],
+        width=1400,
+        font_size=44,
+        line_gap=50,
+    ),
+    "receipt": dict(lines=["TOTAL 12.50", "CASH 20.00", "CHANGE 7.50"], width=420, font_size=30, line_gap=30),
+    "banner": dict(lines=["Portable text detection"], width=900, font_size=60, line_gap=20, margin=30),
+    "dense": dict(
+        lines=[f"line {i}: the five boxing wizards jump quickly" for i in range(8)],
+        width=760,
+        font_size=22,
+        line_gap=16,
+    ),
+}
+
+
+def write_rendered_pages(folder: Path) -> dict[str, tuple[Path, list[tuple[int, int, int, int]]]]:
+    """Write every rendered page as PNG into folder; returns name -> (path, ground-truth line boxes)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    pages = {}
+    for name, spec in RENDERED_PAGES.items():
+        image, boxes = render_text_image(**spec)
+        path = folder / f"{name}.png"
+        cv2.imwrite(str(path), image)
+        pages[name] = (path, boxes)
+    return pages
 
 
 def main(argv: Sequence[str]) -> int:
