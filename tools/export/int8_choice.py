@@ -1,8 +1,8 @@
 """`--int8-float auto`: make the int8 variant by every rule, keep the fastest that stays accurate.
 
 Which parts of a network int8 can take without losing boxes, and which layout is fastest, depends on
-the network (README, "Precision variants"): PP-OCRv4_mobile_det is fastest and accurate with nothing
-left float, PP-OCRv6 loses Hmean that way and is fastest with its early backbone float. So the export
+the network (README, "Precision variants"): PP-OCRv4_mobile_det is fastest and accurate with only its
+stem float ("stem"), PP-OCRv6 loses Hmean that way and is fastest with its early backbone float. So the export
 measures instead of guessing: each rule's model is scored with detect eval's metric on rendered
 validation images (a seed neither calibration nor the recorded accuracy delta uses) and timed end to
 end in the same interleaved run; the fastest that loses at most HMEAN_TOLERANCE Hmean against fp32
@@ -26,6 +26,7 @@ from tools.export.quantize import (
     INT8_RULES,
     calibration_tensors,
     quantize_int8,
+    rendered_labelled_images,
 )
 
 # Issue 13 bounds int8 at 0.01 Hmean from fp32. The same int8 model measured 0.008 apart on two rendered
@@ -54,13 +55,9 @@ def choose_rule(trials: Sequence[RuleTrial], tolerance: float = HMEAN_TOLERANCE)
 def validate_rules(fp32_path: Path, candidates: dict[str, Path], images: int, seed: int) -> list[RuleTrial]:
     """Score and time fp32 and every candidate on one rendered set (detect eval's metric, interleaved)."""
     from detector import TextDetection
-    from detector.evaluation.evaluate import evaluate, load_labelled_images
-    from detector.evaluation.labels import read_labels
-    from tools.dev.labelled_set import render_labelled_set
+    from detector.evaluation.evaluate import evaluate
 
-    with tempfile.TemporaryDirectory() as folder:
-        labelled = read_labels(render_labelled_set(Path(folder), images, seed))
-        decoded = load_labelled_images(labelled)
+    labelled, decoded = rendered_labelled_images(images, seed)
     detectors = {"fp32": TextDetection(model_dir=fp32_path, device="cpu")}
     detectors.update({rule: TextDetection(model_dir=path, device="cpu") for rule, path in candidates.items()})
     rows = {row.name: row for row in evaluate(detectors, labelled, decoded)}

@@ -180,7 +180,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         choices=[AUTO_RULE, *INT8_RULES],
         default=DEFAULT_INT8_RULE,
         help="which nodes int8 leaves in float: auto (default: make the variant by each rule below, keep the "
-        "fastest whose Hmean on rendered validation images stays within 0.01 of fp32), stem (only the stem and "
+        "fastest that loses at most 0.005 Hmean against fp32 on rendered validation images), stem (only the stem and "
         "the squeeze-excitation gates; hard-swish and the elementwise operators int8 too), early (the backbone "
         "up to its stride-16 stage, the squeeze-excitation gates and the head) or head (only the head)",
     )

@@ -77,16 +77,24 @@ def network_inputs(images: Sequence[np.ndarray], settings) -> list[np.ndarray]:
     return tensors
 
 
-def calibration_tensors(fp32_path: Path, count: int, seed: int) -> list[np.ndarray]:
-    """Network inputs (1, 3, H, W) of rendered images, preprocessed with the model's own settings."""
-    from detector import TextDetection
+def rendered_labelled_images(count: int, seed: int) -> tuple[list, list[np.ndarray]]:
+    """A rendered labelled set (tools/dev/labelled_set.py): its labelled images and their decoded pixels,
+    read once; the files are gone afterwards."""
     from detector.evaluation.evaluate import load_labelled_images
     from detector.evaluation.labels import read_labels
     from tools.dev.labelled_set import render_labelled_set
 
-    settings = TextDetection(model_dir=fp32_path, device="cpu").settings
     with tempfile.TemporaryDirectory() as folder:
-        images = load_labelled_images(read_labels(render_labelled_set(Path(folder), count, seed)))
+        labelled = read_labels(render_labelled_set(Path(folder), count, seed))
+        return labelled, load_labelled_images(labelled)
+
+
+def calibration_tensors(fp32_path: Path, count: int, seed: int) -> list[np.ndarray]:
+    """Network inputs (1, 3, H, W) of rendered images, preprocessed with the model's own settings."""
+    from detector import TextDetection
+
+    settings = TextDetection(model_dir=fp32_path, device="cpu").settings
+    _, images = rendered_labelled_images(count, seed)
     return network_inputs(images, settings)
 
 
@@ -213,8 +221,8 @@ INT8_RULES = {
     ),
     "head": Int8Rule(head_nodes, INT8_OP_TYPES, "minmax", False, "convolutions int8 but the head's"),
 }
-# The default tries every rule on rendered validation images and keeps the fastest whose Hmean stays
-# within HMEAN_TOLERANCE of fp32 (tools/export/int8_choice.py).
+# The default tries every rule on rendered validation images and keeps the fastest that loses at most
+# HMEAN_TOLERANCE Hmean against fp32 (tools/export/int8_choice.py).
 AUTO_RULE = "auto"
 DEFAULT_INT8_RULE = AUTO_RULE
 
@@ -373,14 +381,10 @@ def accuracy_delta(fp32_path: Path, variant: Path, images: int, seed: int = EVAL
     """Precision/recall/Hmean of fp32 and the variant on one rendered labelled set (CPU), and how far
     the variant's probability maps are from fp32's on those images (map_agreement)."""
     from detector import TextDetection
-    from detector.evaluation.evaluate import evaluate, load_labelled_images
-    from detector.evaluation.labels import read_labels
-    from tools.dev.labelled_set import render_labelled_set
+    from detector.evaluation.evaluate import evaluate
 
     fp32_detector = TextDetection(model_dir=fp32_path, device="cpu")
-    with tempfile.TemporaryDirectory() as folder:
-        labelled = read_labels(render_labelled_set(Path(folder), images, seed))
-        decoded = load_labelled_images(labelled)
+    labelled, decoded = rendered_labelled_images(images, seed)
     detectors = {"fp32": fp32_detector, "variant": TextDetection(model_dir=variant, device="cpu")}
     rows = evaluate(detectors, labelled, decoded)
     # the same decoded images, as network inputs: rendered and read once for both measures
