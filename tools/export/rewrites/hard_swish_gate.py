@@ -69,7 +69,7 @@ def scale_weights(graph: Graph, conv, factor: float) -> None:
 
     weight = graph.initializers[conv.input[1]]
     scaled = numpy_helper.to_array(weight).astype(np.float32) * np.float32(factor)
-    weight.CopyFrom(numpy_helper.from_array(scaled.astype(np.float32), weight.name))
+    weight.CopyFrom(numpy_helper.from_array(scaled, weight.name))
 
 
 def rewrite_hard_swish_gates(model, skip: Collection[str] = ()) -> dict[str, tuple[float, float]]:
@@ -79,14 +79,13 @@ def rewrite_hard_swish_gates(model, skip: Collection[str] = ()) -> dict[str, tup
     graph = Graph(model)
     skip = set(skip)
     gate_ranges: dict[str, tuple[float, float]] = {}
+    # a snapshot: a matched HardSigmoid comes before its Mul, so it is never visited after its removal
     for node in list(graph.graph.node):
-        if node not in graph.graph.node:
-            continue  # a HardSigmoid already replaced with its Mul
         found = match(graph, node)
         if found is None:
             continue
         y, alpha, beta, replaced = found
-        if any(node.name and node.name in skip for node in replaced):
+        if any(step.name and step.name in skip for step in replaced):
             continue
         output = replaced[-1].output[0]
         readers = scalable_readers(graph, output)
