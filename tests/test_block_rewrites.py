@@ -77,6 +77,14 @@ def run(model, x):
     return cpu_session(model).run(None, {"x": x})
 
 
+def assert_same_outputs(after, model, seed, shape):
+    """Every output of the rewritten graph equals the original's (same shape, within 1e-5) on one random input."""
+    x = np.random.default_rng(seed).uniform(-2, 2, shape).astype(np.float32)
+    for got, want in zip(run(after, x), run(model, x)):
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("options", [{}, {"residual_first": True, "seed": 1}, {"pool": "ReduceMean", "seed": 2}])
 def test_the_residual_gate_becomes_one_multiplication_with_the_same_output(options):
     model = se_model(**options)
@@ -94,9 +102,7 @@ def test_a_gate_of_full_size_or_a_product_read_elsewhere_is_left_alone(options):
     model = se_model(**options)
     after, applied = rewritten(model)
     assert SE_RESIDUAL_REWRITE not in applied
-    x = np.random.default_rng(4).uniform(-2, 2, (1, 3, 8, 8)).astype(np.float32)
-    for got, want in zip(run(after, x), run(model, x)):
-        np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+    assert_same_outputs(after, model, seed=4, shape=(1, 3, 8, 8))
 
 
 def padding_model(seed=0, channels=12, reader="Conv", relu=True, bias_add=True, tap=False):
@@ -137,10 +143,7 @@ def test_off_block_channels_are_padded_with_zeros_and_the_outputs_stay_the_same(
     convs = {node.output[0]: node for node in after.graph.node if node.op_type == "Conv"}
     assert weights[convs["producer"].input[1]].shape[0] == 16 * -(-options.get("channels", 12) // 16)
     assert weights[convs["out"].input[1]].shape[1] == weights[convs["producer"].input[1]].shape[0]
-    x = np.random.default_rng(5).uniform(-2, 2, (2, 3, 11, 7)).astype(np.float32)
-    for got, want in zip(run(after, x), run(model, x)):
-        assert got.shape == want.shape
-        np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+    assert_same_outputs(after, model, seed=5, shape=(2, 3, 11, 7))
 
 
 @pytest.mark.parametrize(
@@ -150,10 +153,7 @@ def test_channels_something_else_reads_or_already_on_the_block_are_left_alone(op
     model = padding_model(**options)
     after, applied = rewritten(model)
     assert CHANNEL_PADDING_REWRITE not in applied
-    x = np.random.default_rng(6).uniform(-2, 2, (1, 3, 8, 9)).astype(np.float32)
-    for got, want in zip(run(after, x), run(model, x)):
-        assert got.shape == want.shape
-        np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+    assert_same_outputs(after, model, seed=6, shape=(1, 3, 8, 9))
 
 
 def stem_model(seed=0, pool="MaxPool", concat_input=False):
