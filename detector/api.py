@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from itertools import islice
 from pathlib import Path
@@ -22,7 +23,7 @@ from .inputs import DEFAULT_LOAD_OPTIONS, LoadedImage, LoadOptions, expand_input
 from .paddleocr_compat import check_ignored_keywords
 from .postprocess import boxes_from_probability_map
 from .precision import precision_of, select_precision
-from .prefetch import prefetch, read_ahead_depth
+from .prefetch import folder_workers, ordered_map, prefetch, read_ahead_depth
 from .preprocess import (
     ResizeInfo,
     bucketed_size,
@@ -150,6 +151,12 @@ class TextDetection:
         self.model_path: Path = select_precision(resolved, precision, requested_name or resolved.parent.name)
         self.precision: str = precision_of(self.model_path)
         self._session, self.device = load_session(self.model_path, parse_device(device), cpu_threads)
+        # Many images on the CPU run folder_workers at a time, each on its share of the intra-op threads,
+        # through a second session opened on first use (prefetch.folder_workers); 1 runs them one by one.
+        self.folder_workers: int
+        self.folder_workers, self._worker_threads = folder_workers(cpu_threads) if self.device == "cpu" else (1, 0)
+        self._worker_session: Any = None
+        self._worker_session_lock = threading.Lock()
         self._input_name, self._output_name = check_detector_signature(self._session, self.model_path)
         self._io_binding: bool = uses_io_binding(self._session.get_providers())
         name, settings, self.settings_source = settings_for_model_file(
@@ -178,8 +185,9 @@ class TextDetection:
         return list(self._open_session().get_providers())
 
     def close(self) -> None:
-        """Release the onnxruntime session (PaddleOCR's close()); predicting afterwards raises DetectorError."""
+        """Release the onnxruntime sessions (PaddleOCR's close()); predicting afterwards raises DetectorError."""
         self._session = None
+        self._worker_session = None
 
     def __enter__(self) -> TextDetection:
         return self
@@ -211,13 +219,27 @@ class TextDetection:
                     return
                 yield chunk, self._prepare(chunk, settings)
 
-        # Decoding and resizing the next images overlaps session.run and postprocess of these ones
-        # (OpenCV, numpy and onnxruntime release the GIL), where the machine has a core to spare
-        # (read_ahead_depth); results and errors keep input order.
-        # one image has nothing to overlap with: a thread would only add its start-up (~0.5 ms)
-        depth = read_ahead_depth() if len(sources) > 1 or (sources and may_hold_pages(sources[0])) else 0
+        # one image has nothing to overlap with: it runs on the session with every intra-op thread
+        many = len(sources) > 1 or bool(sources and may_hold_pages(sources[0]))
+        if many and self.folder_workers > 1:
+            # chunks are read here, then run folder_workers at a time; results and errors keep input order
+            session = self._open_worker_session()
+
+            def loaded_chunks() -> Iterator[list[LoadedImage]]:
+                while chunk := list(islice(images, batch_size)):
+                    yield chunk
+
+            def detect_chunk(chunk: list[LoadedImage]) -> list[DetectionResult]:
+                return self._detect(chunk, settings, session)
+
+            for results in ordered_map(detect_chunk, loaded_chunks(), self.folder_workers):
+                yield from results
+            return
+        # One worker: decoding and resizing the next images overlaps session.run and postprocess of
+        # these ones, where the machine has a core to spare (read_ahead_depth).
+        depth = read_ahead_depth() if many else 0
         for chunk, prepared in prefetch(prepared_chunks(), depth):
-            yield from self._finish(chunk, prepared, settings)
+            yield from self._finish(chunk, prepared, settings, self._open_session())
 
     def predict(
         self, input: Any, batch_size: Optional[int] = 1, recursive: bool = False, **overrides: Any
@@ -225,9 +247,16 @@ class TextDetection:
         """All results as a list; see :meth:`predict_iter` to stream large folders."""
         return list(self.predict_iter(input, batch_size=batch_size, recursive=recursive, **overrides))
 
-    def detect_loaded(self, loaded: list[LoadedImage], **overrides: Any) -> list[DetectionResult]:
-        """Detect on images already loaded (one batch); used by the CLI to report bad files one by one."""
-        return self._detect(loaded, self.settings.with_overrides(**overrides))
+    def detect_loaded(
+        self, loaded: list[LoadedImage], *, in_worker: bool = False, **overrides: Any
+    ) -> list[DetectionResult]:
+        """Detect on images already loaded (one batch); used by the CLI to report bad files one by one.
+
+        ``in_worker``: the caller is one of :attr:`folder_workers` threads running batches at once; the
+        batch runs on the session sized for them (its share of the intra-op threads).
+        """
+        session = self._open_worker_session() if in_worker and self.folder_workers > 1 else self._open_session()
+        return self._detect(loaded, self.settings.with_overrides(**overrides), session)
 
     def _resize(self, image: np.ndarray, settings: DetectionSettings) -> tuple[np.ndarray, ResizeInfo]:
         if self.input_shape is not None:
@@ -240,8 +269,17 @@ class TextDetection:
             raise DetectorError("this TextDetection was closed; create a new one to predict again")
         return self._session
 
-    def _detect(self, loaded: list[LoadedImage], settings: DetectionSettings) -> list[DetectionResult]:
-        return self._finish(loaded, self._prepare(loaded, settings), settings)
+    def _open_worker_session(self) -> Any:
+        """The CPU session the folder workers share, each run on _worker_threads intra-op threads
+        (opened on first use: a single-image caller never pays for it)."""
+        self._open_session()  # closed: the same error
+        with self._worker_session_lock:
+            if self._worker_session is None:
+                self._worker_session, _ = load_session(self.model_path, parse_device("cpu"), self._worker_threads)
+            return self._worker_session
+
+    def _detect(self, loaded: list[LoadedImage], settings: DetectionSettings, session: Any) -> list[DetectionResult]:
+        return self._finish(loaded, self._prepare(loaded, settings), settings, session)
 
     def _prepare(self, loaded: list[LoadedImage], settings: DetectionSettings) -> _Prepared:
         """Resize every image and normalize each same-shaped group straight into its batch tensor.
@@ -265,14 +303,12 @@ class TextDetection:
         return _Prepared([info for _, info in resized], [image.shape[:2] for image, _ in resized], batches)
 
     def _finish(
-        self, loaded: list[LoadedImage], prepared: _Prepared, settings: DetectionSettings
+        self, loaded: list[LoadedImage], prepared: _Prepared, settings: DetectionSettings, session: Any
     ) -> list[DetectionResult]:
         """session.run on each batch, then the DB postprocess of every map, in input order."""
         maps: list[Optional[np.ndarray]] = [None] * len(loaded)
         for indices, batch in prepared.batches:
-            batch_maps = run_session(
-                self._open_session(), self._input_name, self._output_name, batch, io_binding=self._io_binding
-            )
+            batch_maps = run_session(session, self._input_name, self._output_name, batch, io_binding=self._io_binding)
             for index, prob_map in zip(indices, batch_maps):
                 height, width = prepared.sizes[index]
                 if prob_map.shape != (height, width):  # padded by shape_bucket: the map of the image alone

@@ -16,17 +16,17 @@ import traceback
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import click
 
 from .api import DEFAULT_MODEL_NAME, TextDetection
 from .catalog import KNOWN_MODELS, exported_models
 from .errors import DetectorError, InvalidParameterError
-from .inputs import DEFAULT_LOAD_OPTIONS, LoadedImage, LoadOptions, Source, expand_inputs, load_source
+from .inputs import DEFAULT_LOAD_OPTIONS, LoadedImage, LoadOptions, Source, expand_inputs, load_source, may_hold_pages
 from .paddleocr_compat import PADDLEOCR_ENGINES
 from .precision import PRECISIONS
-from .prefetch import prefetch
+from .prefetch import ordered_map, prefetch
 from .progress import progress_bar
 from .result import IMAGE_SUFFIXES, JSON_SUFFIXES, DetectionResult
 from .session import parse_device
@@ -414,14 +414,12 @@ def detect(
             debug,
         )
 
-    def flush(batch: list[LoadedImage]) -> None:
-        try:
-            results = detector.detect_loaded(batch)
-        except DetectorError as exc:
+    def report(batch: list[LoadedImage], outcome: Union[list[DetectionResult], DetectorError]) -> None:
+        if isinstance(outcome, DetectorError):
             tally["failed"] += len(batch)
-            _report(", ".join(str(item.input_path or "<array>") for item in batch), exc, debug)
+            _report(", ".join(str(item.input_path or "<array>") for item in batch), outcome, debug)
             return
-        for result in results:
+        for result in outcome:
             click.echo(result.to_str(json_format=json_format))
             tally["results"] += 1
             if save_to_file:
@@ -435,24 +433,35 @@ def detect(
             except (DetectorError, OSError) as exc:
                 tally["failed"] += 1
                 _report(str(result["input_path"]), exc, debug)
-        batch.clear()
 
-    show_progress = len(sources) > 1
-    pending: list[LoadedImage] = []
-    with progress_bar(len(sources), "detecting", show_progress) as progress:
-        # the next files are read while the network runs on these (detector/prefetch.py)
-        for source, image, error in prefetch(_load_each(sources, options)):
-            if image is not None:
-                pending.append(image)
-                if len(pending) == batch_size:
-                    flush(pending)
+    many = len(sources) > 1 or bool(sources and may_hold_pages(sources[0]))
+    workers = detector.folder_workers if many else 1
+
+    def detect_batch(event: _Event) -> tuple[_Event, Union[list[DetectionResult], DetectorError, None]]:
+        kind, payload = event
+        if kind != "batch":
+            return event, None
+        try:
+            return event, detector.detect_loaded(payload, in_worker=workers > 1)
+        except DetectorError as exc:
+            return event, exc
+
+    # Several workers: files are read here and their batches run folder_workers at a time; one worker:
+    # the next files are read while the network runs on these. Output keeps input order either way
+    # (detector/prefetch.py).
+    events = _batch_events(sources, options, batch_size)
+    outcomes = ordered_map(detect_batch, events, workers) if workers > 1 else map(detect_batch, prefetch(events))
+    with progress_bar(len(sources), "detecting", len(sources) > 1) as progress:
+        for (kind, payload), outcome in outcomes:
+            if kind == "batch":
+                assert outcome is not None  # every batch event gets its results or its error
+                report(payload, outcome)
                 continue
+            source, error = payload
             if error is not None:
                 tally["failed"] += 1
                 _report(source.describe(), error, debug)
             progress.update(1)
-        if pending:
-            flush(pending)
     if held:
         if tally["results"] > 1:
             _fail_usage(
@@ -469,7 +478,7 @@ def detect(
         except (DetectorError, OSError) as exc:
             tally["failed"] += 1
             _report(str(held[0]["input_path"]), exc, debug)
-    if show_progress or tally["failed"]:
+    if len(sources) > 1 or tally["failed"]:
         click.echo(f"detect: {tally['done']} succeeded, {tally['failed']} failed", err=True)
     sys.exit(EXIT_SOME_FAILED if tally["failed"] else EXIT_OK)
 
@@ -486,6 +495,25 @@ def _load_each(
             yield source, None, exc
             continue
         yield source, None, None
+
+
+# ("batch", images) once batch_size images are loaded (and for the last few); ("source", (source, its
+# load error or None)) once a source is read. In input order.
+_Event = tuple[str, Any]
+
+
+def _batch_events(sources: list[Source], options: LoadOptions, batch_size: int) -> Iterator[_Event]:
+    pending: list[LoadedImage] = []
+    for source, image, error in _load_each(sources, options):
+        if image is None:
+            yield "source", (source, error)
+            continue
+        pending.append(image)
+        if len(pending) == batch_size:
+            yield "batch", pending
+            pending = []
+    if pending:
+        yield "batch", pending
 
 
 def _report(what: str, exc: BaseException, debug: bool) -> None:

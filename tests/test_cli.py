@@ -96,6 +96,30 @@ def test_some_inputs_failing_gives_exit_1_and_keeps_the_rest(model_path, pages, 
     assert "1 succeeded, 2 failed" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_a_folder_on_two_workers_prints_what_the_serial_loop_prints(model_path, pages, tmp_path):
+    # --cpu_threads 2: two folder workers of one thread each; --cpu_threads 1: the serial loop
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for index, (path, _) in enumerate(sorted(pages.values())):
+        (folder / f"{index}_{path.name}").write_bytes(path.read_bytes())
+    (folder / "2_broken.png").write_bytes(b"\x89PNG truncated")
+    runs = {
+        threads: detect("-i", folder, "--model", model_path, "--json", "--cpu_threads", threads) for threads in (1, 2)
+    }
+    assert runs[1].returncode == runs[2].returncode == 1
+    assert runs[2].stdout == runs[1].stdout
+    printed, text = [], runs[2].stdout.strip()
+    while text:
+        result, end = json.JSONDecoder().raw_decode(text)
+        printed.append(result["res"]["input_path"])
+        text = text[end:].strip()
+    assert printed == sorted(str(path) for path in folder.iterdir() if path.name != "2_broken.png")
+    for run in runs.values():
+        errors = [line for line in run.stderr.splitlines() if line.startswith("detect: error:")]
+        assert len(errors) == 1 and "2_broken.png" in errors[0]
+        assert f"{len(pages)} succeeded, 1 failed" in run.stderr
+
+
 @pytest.mark.parametrize(
     "args",
     [

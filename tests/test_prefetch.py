@@ -1,10 +1,20 @@
-"""detector.prefetch: the read-ahead thread behind predict_iter keeps order, errors and early stops."""
+"""detector.prefetch: the folder workers and the read-ahead thread behind predict_iter and detect keep
+order, errors and early stops."""
 
 import threading
+import time
 
 import pytest
 
-from detector.prefetch import PREFETCH_DEPTH, READ_AHEAD_MIN_CORES, prefetch, read_ahead_depth
+from detector.prefetch import (
+    FOLDER_WORKERS,
+    PREFETCH_DEPTH,
+    READ_AHEAD_MIN_CORES,
+    folder_workers,
+    ordered_map,
+    prefetch,
+    read_ahead_depth,
+)
 
 
 @pytest.mark.parametrize("depth", [0, 1, 3])
@@ -40,32 +50,149 @@ def test_closing_early_stops_the_producer():
     assert len(produced) <= 5  # read ahead by the depth, not to the end
 
 
-def test_predict_reads_ahead_only_when_there_is_something_to_overlap(monkeypatch, default_onnx, tmp_path):
+def _pngs(tmp_path, count):
+    """count PNGs named 0.png, 1.png, ...: the rendered text pages in turn, every third one blank."""
     import cv2
     import numpy as np
 
+    from tests.rendered import write_rendered_pages
+
+    pages = sorted(path for path, _ in write_rendered_pages(tmp_path / "pages").values())
+    paths = []
+    for index in range(count):
+        paths.append(tmp_path / f"{index}.png")
+        if index % 3 == 2:
+            cv2.imwrite(str(paths[-1]), np.full((64, 96, 3), 255, np.uint8))
+        else:
+            paths[-1].write_bytes(pages[index % len(pages)].read_bytes())
+    return paths
+
+
+def test_a_folder_runs_on_the_workers_session_with_the_serial_loops_boxes(monkeypatch, default_onnx, tmp_path):
+    import numpy as np
+
+    import detector.api as api
+    from detector import TextDetection
+
+    paths = [str(p) for p in _pngs(tmp_path, 5)]
+    workers_used = []
+    real_ordered_map = api.ordered_map
+    monkeypatch.setattr(
+        api,
+        "ordered_map",
+        lambda f, items, workers: workers_used.append(workers) or real_ordered_map(f, items, workers),
+    )
+    detector = TextDetection(model_dir=default_onnx, device="cpu", cpu_threads=2)
+    assert (detector.folder_workers, detector._worker_threads) == (2, 1)
+    single = detector.predict(paths[1])
+    assert workers_used == [] and detector._worker_session is None  # one image: the full session, no second one
+    several = detector.predict(paths)
+    batched = detector.predict(paths, batch_size=2)
+    assert workers_used == [2, 2] and detector._worker_session is not None
+    serial = TextDetection(model_dir=default_onnx, device="cpu", cpu_threads=2)
+    serial.folder_workers = 1
+    expected = serial.predict(paths)
+    assert workers_used == [2, 2] and serial._worker_session is None
+    for results in (several, batched):
+        assert [r["input_path"] for r in results] == paths
+        assert all(np.array_equal(a["dt_polys"], b["dt_polys"]) for a, b in zip(results, expected))
+    assert sum(len(r["dt_polys"]) for r in expected) > 0  # the rendered pages have text
+    assert np.array_equal(single[0]["dt_polys"], expected[1]["dt_polys"])
+    assert detector.predict([]) == []
+    detector.close()
+    with pytest.raises(Exception, match="closed"):
+        detector.predict(paths)
+
+
+def test_a_bad_file_in_a_folder_is_raised_after_the_results_before_it(default_onnx, tmp_path):
+    from detector import TextDetection
+    from detector.errors import DetectorError
+
+    paths = _pngs(tmp_path, 4)
+    paths[2].write_bytes(b"not an image")
+    detector = TextDetection(model_dir=default_onnx, device="cpu", cpu_threads=2)
+    got = []
+    with pytest.raises(DetectorError, match=r"2\.png"):
+        for result in detector.predict_iter([str(p) for p in paths]):
+            got.append(result["input_path"])
+    assert got == [str(p) for p in paths[:2]]
+
+
+def test_one_thread_or_a_gpu_runs_images_one_by_one_with_read_ahead_where_a_core_is_spare(
+    monkeypatch, default_onnx, tmp_path
+):
     import detector.api as api
     from detector import TextDetection
 
     depths = []
     real_prefetch = api.prefetch
     monkeypatch.setattr(api, "prefetch", lambda items, depth: depths.append(depth) or real_prefetch(items, depth))
-    image = np.full((64, 96, 3), 255, np.uint8)
-    paths = []
-    for index in range(3):
-        paths.append(tmp_path / f"{index}.png")
-        cv2.imwrite(str(paths[-1]), image)
-    detector = TextDetection(model_dir=default_onnx, device="cpu")
+    paths = [str(p) for p in _pngs(tmp_path, 3)]
+    detector = TextDetection(model_dir=default_onnx, device="cpu", cpu_threads=1)
+    assert detector.folder_workers == 1
     monkeypatch.setattr("detector.prefetch.os.cpu_count", lambda: 8)  # a core to spare for reading
-    single = detector.predict(str(paths[0]))
-    several = detector.predict([str(p) for p in paths])
-    monkeypatch.setattr("detector.prefetch.os.cpu_count", lambda: 2)  # onnxruntime's two threads use both
-    serial = detector.predict([str(p) for p in paths])
+    detector.predict(paths[0])
+    detector.predict(paths)
+    monkeypatch.setattr("detector.prefetch.os.cpu_count", lambda: 2)
+    detector.predict(paths)
     assert depths == [0, PREFETCH_DEPTH, 0]
-    assert [r["dt_polys"].tolist() for r in serial] == [r["dt_polys"].tolist() for r in several]
-    assert [r["input_path"] for r in several] == [str(p) for p in paths]
-    assert np.array_equal(single[0]["dt_polys"], several[0]["dt_polys"])
-    assert detector.predict([]) == []
+    assert detector._worker_session is None
+
+
+def test_the_threads_are_shared_between_the_folder_workers():
+    assert FOLDER_WORKERS == 2
+    assert folder_workers(cores=2) == (2, 1)
+    assert folder_workers(cores=16) == (2, 8)
+    assert folder_workers(cores=3) == (2, 1)
+    assert folder_workers(cores=1) == (1, 1)
+    assert folder_workers(cores=0) == (1, 1)  # os.cpu_count() may be unknown
+    assert folder_workers(threads=1, cores=16) == (1, 1)  # cpu_threads bounds them all
+    assert folder_workers(threads=6, cores=2) == (2, 3)
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_ordered_map_keeps_input_order(workers):
+    def slow_square(value):
+        time.sleep(0.001 * (value % 4))  # later items often finish first
+        return value * value
+
+    assert list(ordered_map(slow_square, range(40), workers)) == [v * v for v in range(40)]
+
+
+@pytest.mark.parametrize("where", ["function", "items"])
+def test_ordered_map_raises_in_place_after_the_results_before_it(where):
+    def items():
+        for value in range(10):
+            if where == "items" and value == 4:
+                raise ValueError("bad item 4")
+            yield value
+
+    def function(value):
+        if where == "function" and value == 4:
+            raise ValueError("bad item 4")
+        return value
+
+    got = []
+    with pytest.raises(ValueError, match="bad item 4"):
+        for value in ordered_map(function, items(), 2):
+            got.append(value)
+    assert got == [0, 1, 2, 3]
+
+
+def test_ordered_map_draws_a_bounded_window_and_stops_when_closed():
+    drawn = []
+
+    def items():
+        for value in range(10_000):
+            drawn.append(value)
+            yield value
+
+    stream = ordered_map(lambda v: v, items(), 2)
+    assert next(stream) == 0
+    assert len(drawn) <= 4  # the workers' items and one ready for the next free worker
+    stream.close()
+    assert len(drawn) <= 4
+    assert not any(t.name.startswith("detector-worker") and t.is_alive() for t in threading.enumerate())
 
 
 def test_read_ahead_only_with_a_core_to_spare():

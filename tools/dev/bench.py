@@ -7,8 +7,9 @@ Needs the Paddle environment (.venv-paddle, `make bench`). Renders a mixed image
 photos as JPEG, document pages, an A4 page at 300 dpi, a long banner, small crops), then, in
 interleaved rounds, times on the whole set, file in -> boxes out, each side at its own defaults:
 
-- ours: TextDetection.predict over the folder at its defaults (read-ahead where the machine has a
-  core to spare: detector.prefetch.read_ahead_depth), and the same with the read-ahead forced on;
+- ours: TextDetection.predict over the folder at its defaults (on the CPU, detector.prefetch's
+  folder workers: images run two at a time, the intra-op threads split between them), and the
+  same as a serial loop (folder_workers = 1: one image at a time on every thread);
 - PaddleOCR 3.7 TextDetection(engine="onnxruntime") on --reference-onnx (the unrewritten ONNX
   source: paddle2onnx's output, or PaddlePaddle's official file), defaults from its inference.yml;
 - PaddleOCR 3.7 TextDetection on the Paddle weights (--source), where there are Paddle weights;
@@ -44,11 +45,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SETTLE_SECONDS = 0.1
 sys.path.insert(0, str(REPO_ROOT))
 
-import detector.api as detector_api  # noqa: E402
 from detector.api import TextDetection  # noqa: E402
 from detector.inputs import read_image_file  # noqa: E402
 from detector.postprocess import boxes_from_probability_map  # noqa: E402
-from detector.prefetch import PREFETCH_DEPTH  # noqa: E402
 from detector.preprocess import normalize_image, resize_for_detection  # noqa: E402
 from detector.settings import METADATA_INFERENCE_YML_KEY  # noqa: E402
 from tools.dev.sample_image import render_text_image  # noqa: E402
@@ -248,17 +247,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         def ours_pipelined():
             return list(ours.predict(folder))
 
-        def ours_read_ahead():  # forced on, whatever read_ahead_depth decides for this machine's cores
-            default = detector_api.read_ahead_depth
-            detector_api.read_ahead_depth = lambda: PREFETCH_DEPTH
-            try:
-                return list(ours.predict(folder))
-            finally:
-                detector_api.read_ahead_depth = default
+        serial = TextDetection(model_dir=onnx_path, device="cpu", **parse_settings(args.settings))
+        serial.folder_workers = 1  # the serial loop: one image at a time on the session with every thread
 
         whole = {
             "ours": ours_pipelined,
-            "ours read-ahead": ours_read_ahead,
+            "ours serial": lambda: list(serial.predict(folder)),
             "PaddleOCR ort": lambda: list(pdocr_ort.predict(folder)),
         }
         if pdocr is not None:
@@ -357,7 +351,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"  ours / PaddleOCR onnxruntime engine = {ratios('ours', 'PaddleOCR ort')}")
     if "PaddleOCR paddle" in best:
         print(f"  ours / PaddleOCR Paddle engine      = {ratios('ours', 'PaddleOCR paddle')}")
-    print(f"  ours read-ahead / ours (default)    = {ratios('ours read-ahead', 'ours')}")
+    print(f"  ours (default) / ours serial        = {ratios('ours', 'ours serial')}")
     if paddle_runs:
         print(f"  ort session.run / Paddle Inference run (summed over the set) = {totals['run'] / totals['pd']:.2f}")
     return 0
