@@ -19,7 +19,16 @@ import numpy as np
 
 from .errors import DetectorError, InvalidParameterError
 from .hub import resolve_model_path
-from .inputs import DEFAULT_LOAD_OPTIONS, LoadedImage, LoadOptions, expand_inputs, load_source, may_hold_pages
+from .inputs import (
+    DEFAULT_LOAD_OPTIONS,
+    LoadedImage,
+    LoadOptions,
+    Source,
+    expand_inputs,
+    group_sources,
+    load_source,
+    may_hold_pages,
+)
 from .paddleocr_compat import check_ignored_keywords
 from .postprocess import boxes_from_probability_map
 from .precision import precision_of, select_precision
@@ -222,17 +231,28 @@ class TextDetection:
         # one image has nothing to overlap with: it runs on the session with every intra-op thread
         many = len(sources) > 1 or bool(sources and may_hold_pages(sources[0]))
         if many and self.folder_workers > 1:
-            # chunks are read here, then run folder_workers at a time; results and errors keep input order
+            # Each worker reads and runs its own files (batch_size of them at a time); a PDF or TIFF is
+            # read here, page by page, and its pages run batch_size at a time. Input order is kept.
             session = self._open_worker_session()
 
-            def loaded_chunks() -> Iterator[list[LoadedImage]]:
-                while chunk := list(islice(images, batch_size)):
-                    yield chunk
+            def work() -> Iterator[_Work]:
+                for paged, group in group_sources(sources, batch_size):
+                    if not paged:
+                        yield _Work(sources=group)
+                        continue
+                    pages = load_source(group[0], options)
+                    while chunk := list(islice(pages, batch_size)):
+                        yield _Work(images=chunk)
 
-            def detect_chunk(chunk: list[LoadedImage]) -> list[DetectionResult]:
-                return self._detect(chunk, settings, session)
+            def detect(item: _Work) -> list[DetectionResult]:
+                loaded = item.images or [image for source in item.sources for image in load_source(source, options)]
+                return [
+                    result
+                    for start in range(0, len(loaded), batch_size)
+                    for result in self._detect(loaded[start : start + batch_size], settings, session)
+                ]
 
-            for results in ordered_map(detect_chunk, loaded_chunks(), self.folder_workers):
+            for results in ordered_map(detect, work(), self.folder_workers):
                 yield from results
             return
         # One worker: decoding and resizing the next images overlaps session.run and postprocess of
@@ -340,6 +360,14 @@ class TextDetection:
                 )
             )
         return results
+
+
+@dataclasses.dataclass
+class _Work:
+    """What one folder worker reads and runs: files (``sources``) or pages already read (``images``)."""
+
+    sources: list[Source] = dataclasses.field(default_factory=list)
+    images: list[LoadedImage] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass

@@ -14,7 +14,7 @@ import importlib
 import sys
 import traceback
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -23,7 +23,16 @@ import click
 from .api import DEFAULT_MODEL_NAME, TextDetection
 from .catalog import KNOWN_MODELS, exported_models
 from .errors import DetectorError, InvalidParameterError
-from .inputs import DEFAULT_LOAD_OPTIONS, LoadedImage, LoadOptions, Source, expand_inputs, load_source, may_hold_pages
+from .inputs import (
+    DEFAULT_LOAD_OPTIONS,
+    LoadedImage,
+    LoadOptions,
+    Source,
+    expand_inputs,
+    group_sources,
+    load_source,
+    may_hold_pages,
+)
 from .paddleocr_compat import PADDLEOCR_ENGINES
 from .precision import PRECISIONS
 from .prefetch import ordered_map, prefetch
@@ -437,7 +446,7 @@ def detect(
     many = len(sources) > 1 or bool(sources and may_hold_pages(sources[0]))
     workers = detector.folder_workers if many else 1
 
-    def detect_batch(event: _Event) -> tuple[_Event, Union[list[DetectionResult], DetectorError, None]]:
+    def detect_batch(event: _Event) -> _Outcome:
         kind, payload = event
         if kind != "batch":
             return event, None
@@ -446,11 +455,27 @@ def detect(
         except DetectorError as exc:
             return event, exc
 
-    # Several workers: files are read here and their batches run folder_workers at a time; one worker:
-    # the next files are read while the network runs on these. Output keeps input order either way
-    # (detector/prefetch.py).
-    events = _batch_events(sources, options, batch_size)
-    outcomes = ordered_map(detect_batch, events, workers) if workers > 1 else map(detect_batch, prefetch(events))
+    # Several workers: each reads and runs its own files, batch_size at a time (a PDF or TIFF is read here
+    # and its pages handed out batch by batch); one worker: the next files are read while the network
+    # runs on these. Output keeps input order either way (detector/prefetch.py).
+    def work() -> Iterator[_Event]:
+        for paged, group in group_sources(sources, batch_size):
+            if paged:
+                yield from _batch_events(group, options, batch_size)
+            else:
+                yield "sources", group
+
+    def run_work(item: _Event) -> list[_Outcome]:
+        kind, payload = item
+        events = _batch_events(payload, options, batch_size) if kind == "sources" else [item]
+        return [detect_batch(event) for event in events]
+
+    if workers > 1:
+        outcomes: Iterable[_Outcome] = (
+            outcome for item_outcomes in ordered_map(run_work, work(), workers) for outcome in item_outcomes
+        )
+    else:
+        outcomes = map(detect_batch, prefetch(_batch_events(sources, options, batch_size)))
     with progress_bar(len(sources), "detecting", len(sources) > 1) as progress:
         for (kind, payload), outcome in outcomes:
             if kind == "batch":
@@ -498,8 +523,10 @@ def _load_each(
 
 
 # ("batch", images) once batch_size images are loaded (and for the last few); ("source", (source, its
-# load error or None)) once a source is read. In input order.
+# load error or None)) once a source is read; ("sources", files) for a folder worker to read. In input order.
 _Event = tuple[str, Any]
+# an event and, for a batch, its results or its error
+_Outcome = tuple[_Event, Union[list[DetectionResult], DetectorError, None]]
 
 
 def _batch_events(sources: list[Source], options: LoadOptions, batch_size: int) -> Iterator[_Event]:

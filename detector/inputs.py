@@ -363,11 +363,33 @@ def _load_encoded(
         yield LoadedImage(decode_image_bytes(data, what, options), name)
 
 
+def is_page_file(source: Source) -> bool:
+    """Whether a source is a file named as a PDF or TIFF: several pages, worth loading one by one."""
+    return source.kind == "file" and Path(source.value).suffix.lower() in (".pdf", ".tif", ".tiff")
+
+
 def may_hold_pages(source: Source) -> bool:
     """Whether a source can yield several images (PDF and TIFF pages; URLs and bytes are not known yet)."""
-    if source.kind in ("url", "bytes"):
-        return True
-    return source.kind == "file" and Path(source.value).suffix.lower() in (".pdf", ".tif", ".tiff")
+    return source.kind in ("url", "bytes") or is_page_file(source)
+
+
+def group_sources(sources: list[Source], size: int) -> Iterator[tuple[bool, list[Source]]]:
+    """(False, up to ``size`` sources in a row that are not page files), and (True, [page file]) for each
+    page file (:func:`is_page_file`), in input order: the units a folder's workers load and run."""
+    group: list[Source] = []
+    for source in sources:
+        if not is_page_file(source):
+            group.append(source)
+            if len(group) == size:
+                yield False, group
+                group = []
+            continue
+        if group:
+            yield False, group
+            group = []
+        yield True, [source]
+    if group:
+        yield False, group
 
 
 def load_source(source: Source, options: LoadOptions = DEFAULT_LOAD_OPTIONS) -> Iterator[LoadedImage]:

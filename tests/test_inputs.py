@@ -6,6 +6,7 @@ import io
 import threading
 import time
 import zlib
+from pathlib import Path
 from typing import ClassVar
 
 import cv2
@@ -375,3 +376,28 @@ def test_interrupted_write_leaves_no_partial_file(tmp_path, monkeypatch):
         write_atomically(target, b'{"new": ' + b"1" * 100000)
     assert target.read_bytes() == b'{"old": true}'
     assert [p.name for p in target.parent.iterdir()] == ["x_res.json"]
+
+
+def test_folder_workers_get_plain_files_in_groups_and_page_files_alone():
+    from detector.inputs import Source, group_sources, is_page_file, may_hold_pages
+
+    def file(name):
+        return Source("file", Path(name), name)
+
+    names = ["a.png", "b.jpg", "c.pdf", "d.png", "e.TIF", "f.tiff", "g.png", "h.png", "i.png"]
+    groups = [(paged, [source.name for source in group]) for paged, group in group_sources(list(map(file, names)), 2)]
+    assert groups == [
+        (False, ["a.png", "b.jpg"]),
+        (True, ["c.pdf"]),
+        (False, ["d.png"]),
+        (True, ["e.TIF"]),
+        (True, ["f.tiff"]),
+        (False, ["g.png", "h.png"]),
+        (False, ["i.png"]),
+    ]
+    assert [name for _, group in group_sources(list(map(file, names)), 1) for name in (s.name for s in group)] == names
+    assert list(group_sources([], 3)) == []
+    # URLs and bytes may hold pages, but nothing says so before they are read: a worker reads them whole
+    url = Source("url", "http://example.com/x", "x")
+    assert may_hold_pages(url) and not is_page_file(url)
+    assert is_page_file(file("scan.pdf")) and not is_page_file(file("scan.png"))

@@ -7,6 +7,7 @@ import time
 import pytest
 
 from detector.prefetch import (
+    AHEAD_PER_WORKER,
     FOLDER_WORKERS,
     PREFETCH_DEPTH,
     READ_AHEAD_MIN_CORES,
@@ -189,9 +190,9 @@ def test_ordered_map_draws_a_bounded_window_and_stops_when_closed():
 
     stream = ordered_map(lambda v: v, items(), 2)
     assert next(stream) == 0
-    assert len(drawn) <= 4  # the workers' items and one ready for the next free worker
+    assert len(drawn) <= 2 * AHEAD_PER_WORKER
     stream.close()
-    assert len(drawn) <= 4
+    assert len(drawn) <= 2 * AHEAD_PER_WORKER
     assert not any(t.name.startswith("detector-worker") and t.is_alive() for t in threading.enumerate())
 
 
