@@ -36,13 +36,14 @@ import cv2
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-# Pause before every timed call. The sides share one process, and an onnxruntime session with default
-# options (PaddleOCR's) keeps its intra-op threads spinning after each call: measured, 30-40 ms of CPU
-# in the 200 ms after a PaddleOCR predict, none after 50 ms. Without the pause, whichever side runs
-# next (ours, image by image) lost a core to the other's spinning threads (PP-OCRv6_small_det, a
-# 640x480 JPEG: 79 ms right after PaddleOCR's call against 50 ms alone). After it, each call finds the
-# cores as a process of its own would.
-SETTLE_SECONDS = 0.1
+# Pause before every timed call. The sides share one process, and their idle threads keep spinning
+# after a call: PaddleOCR's onnxruntime session 30-40 ms of CPU in the 200 ms after its predict, its
+# Paddle engine (OpenMP) 380 ms of CPU in the 200 ms after (both cores), none after that (measured).
+# Without the pause, whichever side ran next lost cores to them (PP-OCRv6_small_det, a 640x480 JPEG:
+# 79 ms right after PaddleOCR's onnxruntime call against 50 ms alone; until 2026-12-01 the pause was
+# 0.1 s, too short after the Paddle engine, which ours followed image by image). After it, each call
+# finds the cores as a process of its own would.
+SETTLE_SECONDS = 0.3
 # ...and the sides take turns at going first: a round's order is rotated by one each round. With a
 # fixed order, ours always ran right after PaddleOCR's Paddle engine, whose threads still took CPU then:
 # measured 2026-12-01, our folder run 1.26x the serial loop's time there, 0.85x in a process alone.
