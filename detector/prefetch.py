@@ -21,15 +21,16 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 # Images of a folder run FOLDER_WORKERS at a time on the CPU, the intra-op threads split between them.
-# One image on two intra-op threads runs only 1.4-1.75x faster than on one (onnxruntime's parallel
-# sections leave threads waiting, most on small maps), and a worker's decode and postprocess overlap
-# the other's network. Measured on the 2-core bench machine, 10 mixed images, best of 5: two workers
-# of one thread took 0.78-0.92x the time of the serial loop on two threads (PP-OCRv6_tiny_det,
-# PP-OCRv4_mobile_det, PP-OCRv6_small_det); three took 0.85-0.93x.
+# One image on two intra-op threads runs only 1.4-1.75x faster than on one (the least on small maps:
+# 1.42-1.48x at 320x320 and 64x960), and a worker's decode and postprocess overlap
+# the other's network. Measured on the 2-core bench machine, the bench's 10 mixed images, best of 11
+# interleaved: two workers of one thread took 0.87x, 0.88x and 0.79x the time of the serial loop on
+# two threads (PP-OCRv4_mobile_det, PP-OCRv6_small_det, PP-OCRv6_tiny_det); three workers, in a first
+# trial, 0.85-0.93x.
 FOLDER_WORKERS = 2
 # Items handed out ahead per worker. Images differ in size, and the oldest result is yielded first: with
-# one item ahead, a worker done with a small image waited on its neighbour's large one (whole bench
-# set 0.91x the serial loop's time, against 0.75-0.81x with four ahead). Memory: up to
+# one item ahead, a worker done with a small image waited on its neighbour's large one (PP-OCRv6_tiny_det,
+# whole bench set: 0.91x the serial loop's time, against 0.81x with four ahead). Memory: up to
 # workers x AHEAD_PER_WORKER decoded images (results keep their input image).
 AHEAD_PER_WORKER = 4
 
