@@ -219,46 +219,57 @@ class TextDetection:
         batch_size = validate_batch_size(batch_size)
         options = dataclasses.replace(self.load_options, recursive=bool(recursive))
         sources = expand_inputs(input, options)
-        images = (image for source in sources for image in load_source(source, options))
-
-        def prepared_chunks() -> Iterator[tuple[list[LoadedImage], _Prepared]]:
-            while True:
-                chunk = list(islice(images, batch_size))
-                if not chunk:
-                    return
-                yield chunk, self._prepare(chunk, settings)
-
         # one image has nothing to overlap with: it runs on the session with every intra-op thread
         many = len(sources) > 1 or bool(sources and may_hold_pages(sources[0]))
         if many and self.folder_workers > 1:
-            # Each worker reads and runs its own files (batch_size of them at a time); a PDF or TIFF is
-            # read here, page by page, and its pages run batch_size at a time. Input order is kept.
-            session = self._open_worker_session()
+            yield from self._predict_in_workers(sources, options, settings, batch_size)
+        else:
+            yield from self._predict_serially(sources, options, settings, batch_size, read_ahead=many)
 
-            def work() -> Iterator[_Work]:
-                for paged, group in group_sources(sources, batch_size):
-                    if not paged:
-                        yield _Work(sources=group)
-                        continue
-                    pages = load_source(group[0], options)
-                    while chunk := list(islice(pages, batch_size)):
-                        yield _Work(images=chunk)
+    def _predict_in_workers(
+        self, sources: list[Source], options: LoadOptions, settings: DetectionSettings, batch_size: int
+    ) -> Iterator[DetectionResult]:
+        """folder_workers threads, each reading and running its own files (batch_size at a time) on the
+        worker session; a PDF or TIFF is read here, page by page, its pages run batch_size at a time."""
+        session = self._open_worker_session()
 
-            def detect(item: _Work) -> list[DetectionResult]:
-                loaded = item.images or [image for source in item.sources for image in load_source(source, options)]
-                return [
-                    result
-                    for start in range(0, len(loaded), batch_size)
-                    for result in self._detect(loaded[start : start + batch_size], settings, session)
-                ]
+        def work() -> Iterator[_Work]:
+            for paged, group in group_sources(sources, batch_size):
+                if not paged:
+                    yield _Work(sources=group)
+                    continue
+                pages = load_source(group[0], options)
+                while chunk := list(islice(pages, batch_size)):
+                    yield _Work(images=chunk)
 
-            for results in ordered_map(detect, work(), self.folder_workers):
-                yield from results
-            return
-        # One worker: decoding and resizing the next images overlaps session.run and postprocess of
-        # these ones, where the machine has a core to spare (read_ahead_depth).
-        depth = read_ahead_depth() if many else 0
-        for chunk, prepared in prefetch(prepared_chunks(), depth):
+        def detect(item: _Work) -> list[DetectionResult]:
+            loaded = item.images or [image for source in item.sources for image in load_source(source, options)]
+            return [
+                result
+                for start in range(0, len(loaded), batch_size)
+                for result in self._detect(loaded[start : start + batch_size], settings, session)
+            ]
+
+        for results in ordered_map(detect, work(), self.folder_workers):
+            yield from results
+
+    def _predict_serially(
+        self,
+        sources: list[Source],
+        options: LoadOptions,
+        settings: DetectionSettings,
+        batch_size: int,
+        read_ahead: bool,
+    ) -> Iterator[DetectionResult]:
+        """One chunk at a time on the full session; with ``read_ahead``, decoding and resizing the next
+        chunk overlaps session.run and postprocess of this one where the machine has a core to spare."""
+        images = (image for source in sources for image in load_source(source, options))
+
+        def prepared_chunks() -> Iterator[tuple[list[LoadedImage], _Prepared]]:
+            while chunk := list(islice(images, batch_size)):
+                yield chunk, self._prepare(chunk, settings)
+
+        for chunk, prepared in prefetch(prepared_chunks(), read_ahead_depth() if read_ahead else 0):
             yield from self._finish(chunk, prepared, settings, self._open_session())
 
     def predict(
