@@ -164,6 +164,29 @@ def test_pdf_gives_one_result_per_page(model, pages, tmp_path):
     assert names == ["scan_0_res.json", "scan_1_res.json", "scan_2_res.json"]
 
 
+def test_mixed_inputs_on_folder_workers_come_back_as_the_serial_loop_gives_them(model, pages, tmp_path):
+    # two workers (cpu_threads=2): files go to the workers in groups, the PDF is read here page by page
+    images = [cv2.imread(str(pages[name][0])) for name in ("banner", "receipt", "page")]
+    pdf = tmp_path / "scan.pdf"
+    make_pdf(pdf, images)
+    inputs = [str(pages["page"][0]), str(pdf), pages["receipt"][0].read_bytes(), images[0], str(pages["banner"][0])]
+    workers = TextDetection(model_dir=model.model_path, device="cpu", cpu_threads=2)
+    serial = TextDetection(model_dir=model.model_path, device="cpu", cpu_threads=2)
+    serial.folder_workers = 1
+    assert workers.folder_workers == 2
+    for batch_size in (1, 2):
+        got, expected = workers.predict(inputs, batch_size=batch_size), serial.predict(inputs, batch_size=batch_size)
+        assert [(r["input_path"], r["page_index"]) for r in got] == [
+            (r["input_path"], r["page_index"]) for r in expected
+        ]
+        assert len(got) == 7 and all(np.array_equal(a["dt_polys"], b["dt_polys"]) for a, b in zip(got, expected))
+        assert (
+            count(got)
+            == [len(pages[name][1]) for name in ("page", "banner", "receipt", "page", "receipt")]
+            + [len(pages["banner"][1])] * 2
+        )
+
+
 # ---------------------------------------------------------------- TIFF (PaddleX reads every page)
 
 
