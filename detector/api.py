@@ -163,7 +163,9 @@ class TextDetection:
         # Many images on the CPU run folder_workers at a time, each on its share of the intra-op threads,
         # through a second session opened on first use (prefetch.folder_workers); 1 runs them one by one.
         self.folder_workers: int
-        self.folder_workers, self._worker_threads = folder_workers(cpu_threads) if self.device == "cpu" else (1, 0)
+        self.folder_workers, self._worker_threads = (
+            folder_workers(cpu_threads, model_bytes=self.model_path.stat().st_size) if self.device == "cpu" else (1, 0)
+        )
         self._worker_session: Any = None
         self._worker_session_lock = threading.Lock()
         self._input_name, self._output_name = check_detector_signature(self._session, self.model_path)

@@ -28,6 +28,11 @@ R = TypeVar("R")
 # two threads (PP-OCRv4_mobile_det, PP-OCRv6_small_det, PP-OCRv6_tiny_det); three workers, in a first
 # trial, 0.85-0.93x.
 FOLDER_WORKERS = 2
+# Folders of a larger network stay serial. The workers' second session holds the weights (and the
+# constants onnxruntime folds from them) once more, and a large network's convolutions already keep
+# two threads busy: PP-OCRv4_server_det (114 MB file) ran the bench set in 0.96x the serial loop's
+# time for +1220 MiB resident, against 0.79-0.88x for +216-241 MiB with the 1.8-10 MB models.
+FOLDER_WORKERS_MAX_MODEL_BYTES = 32 * 2**20
 # Items handed out ahead per worker. Images differ in size, and the oldest result is yielded first: with
 # one item ahead, a worker done with a small image waited on its neighbour's large one (PP-OCRv6_tiny_det,
 # whole bench set: 0.91x the serial loop's time, against 0.81x with four ahead). Memory: up to
@@ -51,10 +56,13 @@ def read_ahead_depth(cores: Optional[int] = None) -> int:
     return PREFETCH_DEPTH if (cores or 1) >= READ_AHEAD_MIN_CORES else 0
 
 
-def folder_workers(threads: Optional[int] = None, cores: Optional[int] = None) -> tuple[int, int]:
+def folder_workers(threads: Optional[int] = None, cores: Optional[int] = None, model_bytes: int = 0) -> tuple[int, int]:
     """(workers, intra-op threads per worker) for many images on the CPU: ``threads`` (the user's
-    cpu_threads, else ``cores``, else os.cpu_count()) shared by up to FOLDER_WORKERS workers."""
+    cpu_threads, else ``cores``, else os.cpu_count()) shared by up to FOLDER_WORKERS workers; one
+    worker with them all for a model file over FOLDER_WORKERS_MAX_MODEL_BYTES."""
     total = threads or (os.cpu_count() if cores is None else cores) or 1
+    if model_bytes > FOLDER_WORKERS_MAX_MODEL_BYTES:
+        return 1, total
     workers = min(FOLDER_WORKERS, total)
     return workers, total // workers
 

@@ -9,6 +9,7 @@ import pytest
 from detector.prefetch import (
     AHEAD_PER_WORKER,
     FOLDER_WORKERS,
+    FOLDER_WORKERS_MAX_MODEL_BYTES,
     PREFETCH_DEPTH,
     READ_AHEAD_MIN_CORES,
     folder_workers,
@@ -149,6 +150,17 @@ def test_the_threads_are_shared_between_the_folder_workers():
     assert folder_workers(cores=0) == (1, 1)  # os.cpu_count() may be unknown
     assert folder_workers(threads=1, cores=16) == (1, 1)  # cpu_threads bounds them all
     assert folder_workers(threads=6, cores=2) == (2, 3)
+    large = FOLDER_WORKERS_MAX_MODEL_BYTES + 1  # a large network keeps every thread on one image
+    assert folder_workers(cores=2, model_bytes=large) == (1, 2)
+    assert folder_workers(cores=2, model_bytes=FOLDER_WORKERS_MAX_MODEL_BYTES) == (2, 1)
+
+
+def test_a_large_model_runs_folders_serially(monkeypatch, default_onnx):
+    from detector import TextDetection
+
+    assert TextDetection(model_dir=default_onnx, device="cpu", cpu_threads=2).folder_workers == 2
+    monkeypatch.setattr("detector.prefetch.FOLDER_WORKERS_MAX_MODEL_BYTES", default_onnx.stat().st_size - 1)
+    assert TextDetection(model_dir=default_onnx, device="cpu", cpu_threads=2).folder_workers == 1
 
 
 @pytest.mark.parametrize("workers", [1, 2, 3])
