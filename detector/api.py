@@ -27,7 +27,7 @@ from .inputs import (
     expand_inputs,
     group_sources,
     load_source,
-    may_hold_pages,
+    may_give_several_images,
 )
 from .paddleocr_compat import check_ignored_keywords
 from .postprocess import boxes_from_probability_map
@@ -222,7 +222,7 @@ class TextDetection:
         options = dataclasses.replace(self.load_options, recursive=bool(recursive))
         sources = expand_inputs(input, options)
         # one image has nothing to overlap with: it runs on the session with every intra-op thread
-        many = len(sources) > 1 or bool(sources and may_hold_pages(sources[0]))
+        many = may_give_several_images(sources)
         if many and self.folder_workers > 1:
             yield from self._predict_in_workers(sources, options, settings, batch_size)
         else:

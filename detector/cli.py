@@ -31,7 +31,7 @@ from .inputs import (
     expand_inputs,
     group_sources,
     load_source,
-    may_hold_pages,
+    may_give_several_images,
 )
 from .paddleocr_compat import PADDLEOCR_ENGINES
 from .precision import PRECISIONS
@@ -443,7 +443,7 @@ def detect(
                 tally["failed"] += 1
                 _report(str(result["input_path"]), exc, debug)
 
-    many = len(sources) > 1 or bool(sources and may_hold_pages(sources[0]))
+    many = may_give_several_images(sources)
     workers = detector.folder_workers if many else 1
 
     def detect_batch(event: _Event) -> _Outcome:

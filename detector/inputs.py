@@ -373,6 +373,11 @@ def may_hold_pages(source: Source) -> bool:
     return source.kind in ("url", "bytes") or is_page_file(source)
 
 
+def may_give_several_images(sources: list[Source]) -> bool:
+    """Whether these sources can yield more than one image: several of them, or one with pages."""
+    return len(sources) > 1 or bool(sources and may_hold_pages(sources[0]))
+
+
 def group_sources(sources: list[Source], size: int) -> Iterator[tuple[bool, list[Source]]]:
     """(False, up to ``size`` sources in a row that are not page files), and (True, [page file]) for each
     page file (:func:`is_page_file`), in input order: the units a folder's workers load and run."""
