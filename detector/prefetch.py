@@ -22,11 +22,11 @@ R = TypeVar("R")
 
 # Images of a folder run FOLDER_WORKERS at a time on the CPU, the intra-op threads split between them.
 # One image on two intra-op threads runs only 1.4-1.75x faster than on one (the least on small maps:
-# 1.42-1.48x at 320x320 and 64x960), and a worker's decode and postprocess overlap
-# the other's network. Measured on the 2-core bench machine, the bench's 10 mixed images, best of 11
-# interleaved: two workers of one thread took 0.87x, 0.88x and 0.79x the time of the serial loop on
-# two threads (PP-OCRv4_mobile_det, PP-OCRv6_small_det, PP-OCRv6_tiny_det); three workers, in a first
-# trial, 0.85-0.93x.
+# 1.42-1.48x at 320x320 and 64x960), and a worker's decode and postprocess overlap the other's
+# network. Measured on the 2-core bench machine, the bench's 10 mixed images, best of 11 interleaved:
+# two workers of one thread took 0.87x, 0.88x and 0.79x the time of the serial loop on two threads
+# (PP-OCRv4_mobile_det, PP-OCRv6_small_det, PP-OCRv6_tiny_det); three workers, in a first trial,
+# 0.85-0.93x.
 FOLDER_WORKERS = 2
 # Folders of a larger network stay serial. The workers' second session holds the weights (and the
 # constants onnxruntime folds from them) once more, and a large network's convolutions already keep

@@ -257,14 +257,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         pdocr = PaddleOCRTextDetection(model_name=args.model, model_dir=str(source), device="cpu") if source else None
         paddle_run = paddle_predictor(source, threads, mkldnn=True) if source else None
 
-        def ours_pipelined():
-            return list(ours.predict(folder))
-
         serial = TextDetection(model_dir=onnx_path, device="cpu", **parse_settings(args.settings))
         serial.folder_workers = 1  # the serial loop: one image at a time on the session with every thread
 
         whole = {
-            "ours": ours_pipelined,
+            "ours": lambda: list(ours.predict(folder)),
             "ours serial": lambda: list(serial.predict(folder)),
             "PaddleOCR ort": lambda: list(pdocr_ort.predict(folder)),
         }
