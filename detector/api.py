@@ -109,6 +109,9 @@ class TextDetection:
         score_mode: Optional[str] = None,
         box_type: Optional[str] = None,
         cpu_threads: Optional[int] = None,
+        # False where several busy processes share the cores (session.SLEEP_BETWEEN_SECTIONS); True:
+        # onnxruntime's threads spin while a run lasts and stop after it (session.SPIN_WITHIN_RUN)
+        cpu_spinning: bool = True,
         max_pixels: Optional[int] = None,
         pdf_dpi: Optional[float] = None,
         url_timeout: Optional[float] = None,
@@ -159,7 +162,10 @@ class TextDetection:
         resolved = resolve_model_path(requested_name, model_dir)
         self.model_path: Path = select_precision(resolved, precision, requested_name or resolved.parent.name)
         self.precision: str = precision_of(self.model_path)
-        self._session, self.device = load_session(self.model_path, parse_device(device), cpu_threads)
+        self.cpu_spinning: bool = bool(cpu_spinning)
+        self._session, self.device = load_session(
+            self.model_path, parse_device(device), cpu_threads, spinning=self.cpu_spinning
+        )
         # Many images on the CPU run folder_workers at a time, each on its share of the intra-op threads,
         # through a second session opened on first use (prefetch.folder_workers); 1 runs them one by one.
         self.folder_workers: int
@@ -308,7 +314,9 @@ class TextDetection:
         self._open_session()  # closed: the same error
         with self._worker_session_lock:
             if self._worker_session is None:
-                self._worker_session, _ = load_session(self.model_path, parse_device("cpu"), self._worker_threads)
+                self._worker_session, _ = load_session(
+                    self.model_path, parse_device("cpu"), self._worker_threads, spinning=self.cpu_spinning
+                )
             return self._worker_session
 
     def _detect(self, loaded: list[LoadedImage], settings: DetectionSettings, session: Any) -> list[DetectionResult]:

@@ -82,20 +82,27 @@ def cuda_unavailable_reason() -> Optional[str]:
     return None
 
 
-# Intra-op worker threads sleep between parallel sections instead of spinning. On a machine other
-# processes share (services run several workers), spinning threads steal the cores the busy ones
-# need: measured on the shared 2-core CI machine, session.run 0.68-0.70x with spinning off, at
-# every input size, for the mobile and the PP-OCRv6 models.
-CPU_SESSION_CONFIG = {"session.intra_op.allow_spinning": "0"}
+# How onnxruntime's intra-op worker threads wait between the parallel sections of a run.
+# SPIN_WITHIN_RUN, the default: they spin while a run lasts (no wake-up between two operators) and
+# stop when it returns, so an idle detector burns no CPU. Against sleeping, on the 2-core machine
+# with this process alone (2026-12-02, best of 9, five sizes from 32x128 to 672x960, summed):
+# session.run 0.86x (PP-OCRv4_mobile_det), 0.87x (PP-OCRv6_small_det), 0.84x (PP-OCRv6_tiny_det),
+# and no CPU in the 200 ms after a run, where onnxruntime's default (spinning, no stop) burned 30-40 ms.
+# SLEEP_BETWEEN_SECTIONS: for processes that share their cores with other busy ones (several service
+# workers each running on every core): three such processes on 2 cores ran 1.4x the images per
+# second with sleeping threads (21.8-22.8 against 15.4-16.0 runs/s, PP-OCRv6_small_det).
+SPIN_WITHIN_RUN = {"session.intra_op.allow_spinning": "1", "session.force_spinning_stop": "1"}
+SLEEP_BETWEEN_SECTIONS = {"session.intra_op.allow_spinning": "0"}
 
 
-def session_options(threads: Optional[int] = None) -> ort.SessionOptions:
-    """onnxruntime session options for a detector (outputs do not depend on them)."""
+def session_options(threads: Optional[int] = None, spinning: bool = True) -> ort.SessionOptions:
+    """onnxruntime session options for a detector (outputs do not depend on them); ``spinning``
+    chooses SPIN_WITHIN_RUN, else SLEEP_BETWEEN_SECTIONS."""
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = threads
-    for key, value in CPU_SESSION_CONFIG.items():
+    for key, value in (SPIN_WITHIN_RUN if spinning else SLEEP_BETWEEN_SECTIONS).items():
         options.add_session_config_entry(key, value)
     return options
 
@@ -121,12 +128,12 @@ def cuda_provider_options(device_index: int) -> dict[str, str]:
 
 
 def load_session(
-    model_path: Path, device: Optional[Device], threads: Optional[int] = None
+    model_path: Path, device: Optional[Device], threads: Optional[int] = None, spinning: bool = True
 ) -> tuple[ort.InferenceSession, str]:
     """Open the model on the device; returns the session and the device it really runs on ('cpu', 'gpu:N')."""
     if ort is None:
         raise DetectorError(ONNXRUNTIME_MISSING)
-    options = session_options(threads)
+    options = session_options(threads, spinning)
     want_gpu = device is None or device.kind == "gpu"
     if want_gpu:
         reason = cuda_unavailable_reason()

@@ -4,15 +4,53 @@ from pathlib import Path
 
 import pytest
 
+from detector import TextDetection
 from detector import session as session_module
+from detector.serve.config import ServeConfig
 from detector.session import Device, cuda_provider_options, load_session, session_options
 
+SPIN = "session.intra_op.allow_spinning"
+STOP = "session.force_spinning_stop"
 
-def test_cpu_threads_sleep_instead_of_spinning():
+
+def test_cpu_threads_spin_within_a_run_and_stop_after_it():
     options = session_options(3)
     assert options.intra_op_num_threads == 3
-    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert (options.get_session_config_entry(SPIN), options.get_session_config_entry(STOP)) == ("1", "1")
     assert session_options().intra_op_num_threads == 0  # onnxruntime's own choice
+
+
+def test_threads_on_shared_cores_sleep_between_sections():
+    options = session_options(2, spinning=False)
+    assert options.get_session_config_entry(SPIN) == "0"
+    with pytest.raises(RuntimeError):  # not set at all: nothing spins that would need stopping
+        options.get_session_config_entry(STOP)
+
+
+@pytest.mark.parametrize("spinning", [True, False])
+def test_text_detection_opens_both_sessions_with_its_spinning(default_onnx, spinning):
+    detector = TextDetection(model_dir=default_onnx, device="cpu", cpu_spinning=spinning, cpu_threads=2)
+    sessions = [detector._open_session(), detector._open_worker_session()]
+    assert [s.get_session_options().get_session_config_entry(SPIN) for s in sessions] == [str(int(spinning))] * 2
+
+
+@pytest.mark.parametrize(
+    ("workers", "max_concurrency", "cpu_threads", "cores", "shared"),
+    [
+        (1, 1, None, 2, False),  # the defaults: one inference at a time on every core
+        (2, 1, None, 2, True),  # two processes, each on every core
+        (1, 2, None, 4, True),  # two inferences at once, each on every core
+        (2, 1, 1, 2, False),  # two processes, one thread each, two cores
+        (4, 2, 1, 8, False),
+        (4, 2, 1, 6, True),
+        (1, 1, None, None, False),  # os.cpu_count() unknown
+    ],
+)
+def test_serve_turns_spinning_off_where_its_inferences_outnumber_the_cores(
+    workers, max_concurrency, cpu_threads, cores, shared
+):
+    config = ServeConfig(max_concurrency=max_concurrency, cpu_threads=cpu_threads)
+    assert config.cores_are_shared(workers, cores) is shared
 
 
 @pytest.mark.parametrize("index", [0, 3])

@@ -95,6 +95,7 @@ def load_detector(config: ServeConfig) -> TextDetection:
         model_dir=config.model_dir,
         device=config.device,
         cpu_threads=config.cpu_threads,
+        cpu_spinning=config.cpu_spinning,
         max_pixels=config.max_pixels,
         shape_bucket=config.shape_bucket,
     )

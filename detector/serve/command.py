@@ -5,6 +5,7 @@ FastAPI and uvicorn are imported inside the command, so listing `detect --help` 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sys
@@ -118,6 +119,8 @@ def serve(
         timeout_s=timeout_s,
         allow_urls=allow_urls,
     )
+    if config.cores_are_shared(workers, os.cpu_count()):
+        config = dataclasses.replace(config, cpu_spinning=False)
     try:
         detector = load_detector(config)  # also proves the model loads before any worker starts
     except DetectorError as exc:

@@ -21,6 +21,9 @@ class ServeConfig:
     model_dir: Optional[str] = None
     device: Optional[str] = None
     cpu_threads: Optional[int] = None  # onnxruntime threads per inference; None: every core
+    # TextDetection's cpu_spinning; `detect serve` turns it off where its inferences at once would
+    # ask for more threads than there are cores (cores_are_shared)
+    cpu_spinning: bool = True
     shape_bucket: Optional[int] = None  # TextDetection's shape_bucket; None: off
     max_concurrency: int = 1  # inferences at once per worker; onnxruntime already uses every core for one
     max_queue: int = 8  # requests that may wait for a slot per worker; more get 503
@@ -28,6 +31,12 @@ class ServeConfig:
     max_pixels: Optional[int] = None  # None: the library's default (Pillow's bomb limit)
     timeout_s: float = 60.0  # per request, waiting for a slot included
     allow_urls: bool = False  # {"url": …} makes the server fetch: off by default (SSRF)
+
+    def cores_are_shared(self, workers: int, cores: Optional[int]) -> bool:
+        """Whether ``workers`` processes of this config, each running max_concurrency inferences on
+        cpu_threads threads (None: every core), ask for more threads than the machine's cores."""
+        cores = cores or 1
+        return workers * self.max_concurrency * (self.cpu_threads or cores) > cores
 
     @property
     def max_body_bytes(self) -> int:
