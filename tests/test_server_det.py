@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import run_in_paddle_env
+from tools.export.verify import MAX_TOLERANCE, tolerance_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.reference]
 
@@ -87,13 +88,19 @@ def test_export_matches_paddle_within_tolerance(server_det: ServerDetExport):
     # the verified model is the rewritten one
     assert record["rewrites"] == ["pfhead_local_half_resolution", "large_kernel_conv_via_dft"]
     verification = record["verification"]
+    # 1e-4, or twice the spread of Paddle's own maps between 1 and 2 threads where this random network's
+    # rounding alone exceeds it (1.1e-4 against Paddle on an Intel Xeon; below 1e-4 on an AMD EPYC)
+    tolerance = verification["tolerance"]
+    if tolerance != TOLERANCE:
+        assert tolerance == tolerance_for(verification["reference_spread"]) <= MAX_TOLERANCE
     by_shape = {tuple(item["input"]): item for item in verification["shapes"]}
     for shape in REQUIRED_SHAPES:
         item = by_shape[tuple(shape)]
         assert item["output"] == [shape[0], 1, shape[2], shape[3]]
-        assert item["max_abs_diff"] <= TOLERANCE, item
+        assert item["max_abs_diff"] <= tolerance, item
         assert 0.05 < item["mean_probability"] < 0.95, item  # a live map, not saturated to 0 or 1
-    assert verification["max_abs_diff"] <= TOLERANCE
+    assert verification["max_abs_diff"] <= tolerance
+    assert verification["rewrites_max_abs_diff"] <= TOLERANCE  # the rewrites alone: 1e-4 on any machine
     assert "max |diff|" in server_det.export.stderr + server_det.export.stdout
 
 
