@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -138,18 +139,48 @@ def normalize_image(
     The same float32 arithmetic as PaddleOCR's NormalizeImage (pixel * (scale / std) + (-mean / std),
     rounded after each step), so the tensor is bit-identical to its; but one pass per channel plane
     written straight into the CHW result (``out``, e.g. a slot of a batch), instead of an HWC float
-    copy, a transpose and a contiguous copy (10-20x faster).
+    copy, a transpose and a contiguous copy (10-20x faster). A uint8 image takes each value from a
+    256-entry table made by that same arithmetic (cv2.LUT: 672x960, 1.5 -> 1.0 ms).
     """
-    alpha = np.asarray([scale / s for s in std], dtype=np.float32)
-    beta = np.asarray([-m / s for m, s in zip(mean, std)], dtype=np.float32)
     channels = image.shape[2]
     if out is None:
         out = np.empty((channels, *image.shape[:2]), dtype=np.float32)
     # cv2.split gives contiguous planes: the multiply reads them at full speed
-    for channel, plane in enumerate(cv2.split(np.ascontiguousarray(image))):
+    planes = cv2.split(np.ascontiguousarray(image))
+    if image.dtype == np.uint8:
+        tables = normalization_tables(tuple(mean), tuple(std), scale)
+        for channel, plane in enumerate(planes):
+            target = out[channel]
+            written = cv2.LUT(plane, tables[channel], dst=target)
+            if written is not target:  # OpenCV could not write into the view: copy what it made
+                target[...] = written
+        return out
+    alpha, beta = normalization_factors(mean, std, scale)
+    for channel, plane in enumerate(planes):
         np.multiply(plane, alpha[channel], out=out[channel])
         out[channel] += beta[channel]
     return out
+
+
+def normalization_factors(mean: Sequence[float], std: Sequence[float], scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """(scale / std, -mean / std) per channel, float32: PaddleX's NormalizeImage alpha and beta."""
+    alpha = np.asarray([scale / s for s in std], dtype=np.float32)
+    beta = np.asarray([-m / s for m, s in zip(mean, std)], dtype=np.float32)
+    return alpha, beta
+
+
+@functools.lru_cache(maxsize=16)
+def normalization_tables(mean: tuple[float, ...], std: tuple[float, ...], scale: float) -> np.ndarray:
+    """(channels, 256) float32: the normalized value of every uint8 pixel value, per channel, computed
+    with the very operations normalize_image applies to other dtypes (read-only: it is shared)."""
+    alpha, beta = normalization_factors(mean, std, scale)
+    values = np.arange(256, dtype=np.uint8)
+    tables = np.empty((len(alpha), 256), dtype=np.float32)
+    for channel in range(len(alpha)):
+        np.multiply(values, alpha[channel], out=tables[channel])
+        tables[channel] += beta[channel]
+    tables.flags.writeable = False
+    return tables
 
 
 def group_by_shape(images: Sequence[np.ndarray], shape_bucket: Optional[int] = None) -> list[list[int]]:

@@ -103,3 +103,23 @@ def test_normalize_is_bit_identical_to_paddlex(shape):
     normalize_image(np.ascontiguousarray(image[:, ::-1])[:, ::-1], mean, std, 1 / 255, out=batch[1])
     np.testing.assert_array_equal(batch[1], expected)
     assert np.isnan(batch[0]).all()
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_every_pixel_value_normalizes_as_paddlex_does(dtype):
+    # all 256 values in each channel, the table path (uint8) and the arithmetic one (other dtypes)
+    image = np.stack([np.roll(np.arange(256), shift) for shift in (0, 85, 170)], axis=-1)[np.newaxis].astype(dtype)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    np.testing.assert_array_equal(
+        normalize_image(image, mean, std, 1 / 255), paddlex_normalize(image.astype(np.uint8), mean, std, 1 / 255)
+    )
+
+
+def test_normalize_writes_into_a_strided_slot_of_a_bucketed_batch():
+    # shape_bucket pads each image into the top-left corner: its rows are strided in the batch
+    image = np.random.default_rng(5).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    batch = np.zeros((1, 3, 64, 64), np.float32)
+    normalize_image(image, mean, std, 1 / 255, out=batch[0, :, :40, :50])
+    np.testing.assert_array_equal(batch[0, :, :40, :50], paddlex_normalize(image, mean, std, 1 / 255))
+    assert not batch[0, :, 40:].any() and not batch[0, :, :, 50:].any()
