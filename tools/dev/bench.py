@@ -187,6 +187,22 @@ def inference_yml_of(onnx_path: Path) -> Optional[str]:
     return props.get(METADATA_INFERENCE_YML_KEY)
 
 
+def cpu_description() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo) and architecture: figures from two machines differ."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            names = [line.split(":", 1)[1].strip() for line in info if line.startswith("model name")]
+    except OSError:
+        names = []
+    return f"{names[0] if names else platform.processor() or 'unknown CPU'} ({platform.machine()})"
+
+
+def onnxruntime_version() -> str:
+    import onnxruntime
+
+    return str(onnxruntime.__version__)
+
+
 def parse_settings(pairs: list[str]) -> dict[str, object]:
     settings = {}
     for pair in pairs:
@@ -241,8 +257,8 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     threads = os.cpu_count() or 1
     print(
-        f"bench {args.model}: {platform.machine()} {platform.processor() or ''} {threads} cores, "
-        f"{platform.python_version()}; ours {onnx_path}; PaddleOCR onnxruntime engine on {reference_onnx}"
+        f"bench {args.model}: {cpu_description()}, {threads} cores, Python {platform.python_version()}, "
+        f"onnxruntime {onnxruntime_version()}; ours {onnx_path}; PaddleOCR onnxruntime engine on {reference_onnx}"
     )
     with tempfile.TemporaryDirectory() as tmp:
         images = make_image_set(Path(tmp) / "images")
