@@ -319,6 +319,8 @@ def test_request_timeout_is_a_503_and_the_server_recovers(default_onnx, tmp_path
         status, headers, body = server.post_raw("/detect", large_page, "image/png")
         assert status == 503 and "--timeout" in body["errorMsg"] and int(headers["retry-after"]) >= 1
         assert server.request("GET", "/health")[0] == 200
+    # one worker, one inference at a time on every core: the threads spin within a run
+    assert "sleep between operators" not in server.log.read_text()
 
 
 def test_sigterm_finishes_the_request_in_flight_and_exits_0(default_onnx, tmp_path, library, large_page):
@@ -353,4 +355,7 @@ def test_two_workers_each_load_the_model_and_stop_on_sigterm(default_onnx, tmp_p
             assert_success(status, body)
             assert detected_pages(body) == expected_pages(library, data)
         assert server.stop() == 0
-    assert server.log.read_text().count("Application startup complete") == 2
+    log = server.log.read_text()
+    assert log.count("Application startup complete") == 2
+    # two workers each on every core ask for more threads than there are cores
+    assert "onnxruntime's threads sleep between operators instead of spinning" in log

@@ -121,6 +121,12 @@ def serve(
     )
     if config.cores_are_shared(workers, os.cpu_count()):
         config = dataclasses.replace(config, cpu_spinning=False)
+        click.echo(
+            f"detect serve: {workers} worker(s) x {max_concurrency} inference(s) x "
+            f"{cpu_threads or os.cpu_count()} thread(s) exceed the {os.cpu_count()} cores: "
+            f"onnxruntime's threads sleep between operators instead of spinning",
+            err=True,
+        )
     try:
         detector = load_detector(config)  # also proves the model loads before any worker starts
     except DetectorError as exc:
