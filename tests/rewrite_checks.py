@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import onnx
 import onnxruntime as ort
 
 from tools.export.rewrites import rewrite_for_speed
 
 
-def rewritten(model: onnx.ModelProto):
-    """A checked copy of model with rewrite_for_speed applied, and the names of the rewrites applied."""
+def rewritten(model: onnx.ModelProto, skip: Collection[str] = ()):
+    """A checked copy of model with rewrite_for_speed applied (but the rewrites named in skip), and the
+    names of the rewrites applied."""
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
-    applied = rewrite_for_speed(copy)
+    applied = rewrite_for_speed(copy, skip=skip)
     onnx.checker.check_model(copy)
     return copy, applied
 

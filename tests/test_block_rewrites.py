@@ -1,6 +1,6 @@
-"""se_residual_as_one_mul and conv_channels_padded_to_block: exact rewrites around the squeeze-and-excitation
-layers and the off-block channel counts of the mobile detectors, checked on small graphs built like
-paddle2onnx's output (no Paddle needed)."""
+"""se_residual_as_one_mul, conv_channels_padded_to_block and concat_conv_split: exact rewrites around the
+squeeze-and-excitation layers, the off-block channel counts of the mobile detectors and PP-OCRv6's stem
+Concat, checked on small graphs built like paddle2onnx's output (no Paddle needed)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from tests.rewrite_checks import cpu_session, rewritten
-from tools.export.rewrites import CHANNEL_PADDING_REWRITE, SE_RESIDUAL_REWRITE
+from tools.export.rewrites import CHANNEL_PADDING_REWRITE, CONCAT_CONV_SPLIT_REWRITE, SE_RESIDUAL_REWRITE
 
 
 class Builder:
@@ -181,7 +181,8 @@ def stem_model(seed=0, pool="MaxPool", concat_input=False):
 
 def test_the_stem_maps_are_padded_through_relu_maxpool_and_concat_with_the_same_output():
     model = stem_model()
-    after, applied = rewritten(model)
+    # the padding through a Concat, which concat_conv_split would otherwise take away here
+    after, applied = rewritten(model, skip={CONCAT_CONV_SPLIT_REWRITE})
     assert CHANNEL_PADDING_REWRITE in applied
     weights = {init.name: numpy_helper.to_array(init) for init in after.graph.initializer}
     convs = {node.output[0]: node for node in after.graph.node if node.op_type == "Conv"}
@@ -201,7 +202,7 @@ def test_the_stem_maps_are_padded_through_relu_maxpool_and_concat_with_the_same_
 @pytest.mark.parametrize("options", [{"pool": "AveragePool"}, {"concat_input": True}])
 def test_a_stem_with_an_averaging_pool_or_an_unknown_concat_input_keeps_the_concatenated_maps(options):
     model = stem_model(**options)
-    after, _ = rewritten(model)
+    after, _ = rewritten(model, skip={CONCAT_CONV_SPLIT_REWRITE})
     weights = {init.name: numpy_helper.to_array(init) for init in after.graph.initializer}
     convs = {node.output[0]: node for node in after.graph.node if node.op_type == "Conv"}
     assert weights[convs["c0"].input[1]].shape[0] == 24 and weights[convs["c2"].input[1]].shape[0] == 24
@@ -210,3 +211,52 @@ def test_a_stem_with_an_averaging_pool_or_an_unknown_concat_input_keeps_the_conc
         feeds["x_half"] = np.random.default_rng(9).uniform(-2, 2, (1, 3, 10, 7)).astype(np.float32)
     (got,), (want,) = cpu_session(after).run(None, feeds), cpu_session(model).run(None, feeds)
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+
+
+def concat_stem_model(seed=0, inputs=2, stride=2, tap_concat=False, unknown_channels=False):
+    """PP-OCRv6's stem: x → conv s2 → relu → a; Concat(MaxPool(a), conv branches of a) → 3×3 conv (stride)
+    → relu → out."""
+    b = Builder(seed)
+    a = b.add("Relu", [b.conv("x", "stem1", (16, 3, 3, 3), strides=[2, 2])], "stem1_relu")
+    parts = [b.add("MaxPool", [a], "pool", kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1])]
+    t, channels = a, 16
+    for index in range(inputs - 1):
+        width = 8 * (index + 1)
+        t = b.add("Relu", [b.conv(t, f"branch{index}", (width, channels, 3, 3))], f"branch{index}_relu")
+        parts.append(t)
+        channels = width
+    if unknown_channels:  # an Add of two maps: nothing in the graph says how many channels it has
+        parts.append(b.add("Add", [a, a], "doubled"))
+    total = 16 + sum(8 * (index + 1) for index in range(inputs - 1)) + (16 if unknown_channels else 0)
+    joined = b.add("Concat", parts, "joined", axis=1)
+    b.add("Relu", [b.conv(joined, "stem3", (24, total, 3, 3), strides=[stride, stride])], "out")
+    return b.model(["out", "joined"] if tap_concat else ["out"])
+
+
+@pytest.mark.parametrize("inputs", [2, 3])
+def test_a_strided_convolution_over_a_concat_becomes_one_per_input_summed(inputs):
+    model = concat_stem_model(inputs=inputs)
+    after, applied = rewritten(model)
+    assert CONCAT_CONV_SPLIT_REWRITE in applied
+    assert op_counts(after)["Concat"] == 0
+    assert op_counts(after)["Conv"] == op_counts(model)["Conv"] + inputs - 1
+    assert op_counts(after)["Add"] == inputs - 1
+    assert_same_outputs(after, model, seed=5, shape=(2, 3, 17, 23))  # odd sizes: the padding at every edge
+
+
+@pytest.mark.parametrize("options", [{"stride": 1}, {"tap_concat": True}, {"unknown_channels": True}])
+def test_a_concat_read_elsewhere_at_stride_one_or_of_unknown_width_is_left_alone(options):
+    model = concat_stem_model(**options)
+    after, applied = rewritten(model)
+    assert CONCAT_CONV_SPLIT_REWRITE not in applied
+    assert op_counts(after)["Concat"] == 1
+    assert_same_outputs(after, model, seed=6, shape=(1, 3, 16, 20))
+
+
+def test_the_stem_split_and_padded_together_keeps_its_output():
+    # the order the export applies them in: the Concat split first, then the padding of what is left
+    model = stem_model()
+    after, applied = rewritten(model)
+    assert {CONCAT_CONV_SPLIT_REWRITE, CHANNEL_PADDING_REWRITE} <= set(applied)
+    assert op_counts(after)["Concat"] == 0
+    assert_same_outputs(after, model, seed=10, shape=(2, 3, 19, 14))

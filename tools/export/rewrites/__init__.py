@@ -10,6 +10,7 @@ from collections.abc import Collection
 
 from tools.export.rewrites.affine_depthwise import AFFINE_DEPTHWISE_REWRITE, rewrite_affines_as_depthwise
 from tools.export.rewrites.channel_padding import CHANNEL_PADDING_REWRITE, pad_conv_channels
+from tools.export.rewrites.concat_conv_split import CONCAT_CONV_SPLIT_REWRITE, split_concat_convs
 from tools.export.rewrites.conv_affine import CONV_AFFINE_REWRITE, drop_dead_nodes, fold_conv_affines
 from tools.export.rewrites.db_head_depth_to_space import DB_HEAD_REWRITE, rewrite_db_heads
 from tools.export.rewrites.dft_convolution import DFT_CONV_REWRITE, rewrite_large_convs
@@ -20,6 +21,7 @@ from tools.export.rewrites.se_residual import SE_RESIDUAL_REWRITE, rewrite_se_re
 __all__ = [
     "AFFINE_DEPTHWISE_REWRITE",
     "CHANNEL_PADDING_REWRITE",
+    "CONCAT_CONV_SPLIT_REWRITE",
     "CONV_AFFINE_REWRITE",
     "DB_HEAD_REWRITE",
     "DFT_CONV_REWRITE",
@@ -50,6 +52,7 @@ def rewrite_for_speed(model, skip: Collection[str] = ()) -> list[str]:
         (CONV_AFFINE_REWRITE, fold_conv_affines),
         (AFFINE_DEPTHWISE_REWRITE, rewrite_affines_as_depthwise),
         (SE_RESIDUAL_REWRITE, rewrite_se_residuals),
+        (CONCAT_CONV_SPLIT_REWRITE, split_concat_convs),
         # last: it pads the weights of the convolutions the rewrites above leave
         (CHANNEL_PADDING_REWRITE, pad_conv_channels),
     )
