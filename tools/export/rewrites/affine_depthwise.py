@@ -26,10 +26,11 @@ AFFINE_DEPTHWISE_REWRITE = "affine_as_depthwise_conv"
 CHANNEL_PRESERVING_OPS = frozenset({"HardSwish", "Relu", "HardSigmoid", "Sigmoid", "Clip", "LeakyRelu", "Tanh"})
 
 
-def channels_of(graph: Graph, tensor: str) -> Optional[int]:
-    """Channel count of a 4-D tensor made by a constant-weight Conv, through channel-preserving ops."""
+def channels_of(graph: Graph, tensor: str, through: frozenset[str] = CHANNEL_PRESERVING_OPS) -> Optional[int]:
+    """Channel count of a 4-D tensor made by a constant-weight Conv, through the ops named in through
+    (each keeps the channel count of its first input)."""
     node = graph.producer.get(tensor)
-    while node is not None and node.op_type in CHANNEL_PRESERVING_OPS:
+    while node is not None and node.op_type in through:
         node = graph.producer.get(node.input[0])
     if node is None or node.op_type != "Conv" or len(node.input) < 2:
         return None
