@@ -119,11 +119,12 @@ def serve(
         timeout_s=timeout_s,
         allow_urls=allow_urls,
     )
-    if config.cores_are_shared(workers, os.cpu_count()):
+    cores = os.cpu_count()
+    if config.cores_are_shared(workers, cores):
         config = dataclasses.replace(config, cpu_spinning=False)
         click.echo(
             f"detect serve: {workers} worker(s) x {max_concurrency} inference(s) x "
-            f"{cpu_threads or os.cpu_count()} thread(s) exceed the {os.cpu_count()} cores: "
+            f"{cpu_threads or cores} thread(s) exceed the {cores} cores: "
             f"onnxruntime's threads sleep between operators instead of spinning",
             err=True,
         )
