@@ -6,6 +6,7 @@ MODEL ?= PP-OCRv4_mobile_det
 SOURCE ?=
 PRECISION ?=
 INT8_FLOAT ?=
+CHANNEL_BLOCK ?=
 DEFAULT_MODEL := models/PP-OCRv4_mobile_det/inference.onnx
 # PaddleOCR is only the reference for parity tests and benchmarks (onnxruntime: its engine="onnxruntime"). It needs opencv-contrib-python,
 # which cannot share a venv with our opencv-python-headless (both ship the cv2 package).
@@ -51,7 +52,7 @@ $(ONNX_MODELS): $(VENV)/.installed
 EXPORT_VENV = $(if $(filter %.onnx,$(SOURCE))$(wildcard $(SOURCE)/*.onnx),$(VENV),$(PADDLE_VENV))
 
 export: $(EXPORT_VENV)/.installed
-	$(EXPORT_VENV)/bin/python -m tools.export --model '$(MODEL)' $(if $(SOURCE),--source '$(SOURCE)') $(if $(PRECISION),--precision '$(PRECISION)') $(if $(INT8_FLOAT),--int8-float '$(INT8_FLOAT)')
+	$(EXPORT_VENV)/bin/python -m tools.export --model '$(MODEL)' $(if $(SOURCE),--source '$(SOURCE)') $(if $(PRECISION),--precision '$(PRECISION)') $(if $(INT8_FLOAT),--int8-float '$(INT8_FLOAT)') $(if $(CHANNEL_BLOCK),--channel-block '$(CHANNEL_BLOCK)')
 
 demo: $(VENV)/.installed $(DEFAULT_MODEL)
 	$(VENV)/bin/python -m tools.dev.sample_image output/demo/sample.png

@@ -8,14 +8,15 @@ import onnx
 import onnxruntime as ort
 
 from tools.export.rewrites import rewrite_for_speed
+from tools.export.rewrites.channel_padding import CHANNEL_BLOCK
 
 
-def rewritten(model: onnx.ModelProto, skip: Collection[str] = ()):
+def rewritten(model: onnx.ModelProto, skip: Collection[str] = (), channel_block: int = CHANNEL_BLOCK):
     """A checked copy of model with rewrite_for_speed applied (but the rewrites named in skip), and the
-    names of the rewrites applied."""
+    names of the rewrites applied. Channels padded to AVX-512's block unless told, whatever the CPU."""
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
-    applied = rewrite_for_speed(copy, skip=skip)
+    applied = rewrite_for_speed(copy, skip=skip, channel_block=channel_block)
     onnx.checker.check_model(copy)
     return copy, applied
 

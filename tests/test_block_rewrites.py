@@ -12,7 +12,13 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from tests.rewrite_checks import cpu_session, rewritten
-from tools.export.rewrites import CHANNEL_PADDING_REWRITE, CONCAT_CONV_SPLIT_REWRITE, SE_RESIDUAL_REWRITE
+from tools.export.rewrites import (
+    CHANNEL_BLOCKS,
+    CHANNEL_PADDING_REWRITE,
+    CONCAT_CONV_SPLIT_REWRITE,
+    SE_RESIDUAL_REWRITE,
+    this_cpu_block,
+)
 
 
 class Builder:
@@ -132,16 +138,17 @@ def padding_model(seed=0, channels=12, reader="Conv", relu=True, bias_add=True, 
     return b.model(outputs + (["producer"] if tap else []))
 
 
+@pytest.mark.parametrize("block", CHANNEL_BLOCKS)
 @pytest.mark.parametrize(
     "options", [{}, {"channels": 18, "relu": False}, {"channels": 42, "bias_add": False, "seed": 1}]
 )
-def test_off_block_channels_are_padded_with_zeros_and_the_outputs_stay_the_same(options):
+def test_off_block_channels_are_padded_with_zeros_and_the_outputs_stay_the_same(options, block):
     model = padding_model(**options)
-    after, applied = rewritten(model)
+    after, applied = rewritten(model, channel_block=block)
     assert CHANNEL_PADDING_REWRITE in applied
     weights = {init.name: numpy_helper.to_array(init) for init in after.graph.initializer}
     convs = {node.output[0]: node for node in after.graph.node if node.op_type == "Conv"}
-    assert weights[convs["producer"].input[1]].shape[0] == 16 * -(-options.get("channels", 12) // 16)
+    assert weights[convs["producer"].input[1]].shape[0] == block * -(-options.get("channels", 12) // block)
     assert weights[convs["out"].input[1]].shape[1] == weights[convs["producer"].input[1]].shape[0]
     assert_same_outputs(after, model, seed=5, shape=(2, 3, 11, 7))
 
@@ -154,6 +161,36 @@ def test_channels_something_else_reads_or_already_on_the_block_are_left_alone(op
     after, applied = rewritten(model)
     assert CHANNEL_PADDING_REWRITE not in applied
     assert_same_outputs(after, model, seed=6, shape=(1, 3, 8, 9))
+
+
+def test_channels_on_the_avx2_block_are_left_alone_for_it():
+    model = padding_model(channels=24)
+    assert CHANNEL_PADDING_REWRITE in rewritten(model, channel_block=16)[1]
+    after, applied = rewritten(model, channel_block=8)
+    assert CHANNEL_PADDING_REWRITE not in applied
+    assert_same_outputs(after, model, seed=6, shape=(1, 3, 8, 9))
+
+
+@pytest.mark.parametrize(
+    "flags, block",
+    [
+        ("fpu sse2 avx avx2 fma avx512f avx512bw avx512_vnni", 16),  # Zen 4, Xeon since Skylake-SP
+        ("fpu sse2 avx avx2 fma sha_ni vaes", 8),  # Zen 3: AVX2 only
+        ("fpu sse2 avx", 16),  # no AVX2: onnxruntime's blocked kernels are not the question; as before
+        ("fp asimd evtstrm aes pmull sha1 sha2 crc32", 16),  # arm64 lists "Features", not "flags": unknown
+    ],
+)
+def test_the_export_pads_to_the_block_of_the_cpu_it_runs_on(tmp_path, flags, block):
+    key = "Features" if "asimd" in flags else "flags"
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: some CPU\n{key}\t\t: {flags}\n\nprocessor\t: 1\n")
+    assert this_cpu_block(cpuinfo) == block
+    assert this_cpu_block(tmp_path / "missing") == 16
+
+
+def test_a_block_onnxruntime_does_not_use_is_refused():
+    with pytest.raises(ValueError, match="channel block 4"):
+        rewritten(padding_model(), channel_block=4)
 
 
 def stem_model(seed=0, pool="MaxPool", concat_input=False):

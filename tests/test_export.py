@@ -27,6 +27,7 @@ from detector.settings import (
 from tests.conftest import DEFAULT_MODEL_NAME, run_in_paddle_env
 from tools.export import default_model
 from tools.export.paddle import conversion_failure, find_model_files
+from tools.export.rewrites import this_cpu_block
 from tools.export.verify import MAX_TOLERANCE, REFERENCE_SPREAD_MARGIN, tolerance_for, verification_batch
 
 needs_paddle = pytest.mark.reference
@@ -100,6 +101,7 @@ def test_metadata_carries_name_settings_source_and_record(metadata, default_sour
         "se_residual_as_one_mul",
         "conv_channels_padded_to_block",
     ]
+    assert record["channel_block"] == this_cpu_block()  # the default: this CPU's
     assert record["paddlepaddle"] and record["paddle2onnx"] and record["onnx"]
     verification = record["verification"]
     assert verification["max_abs_diff"] <= TOLERANCE
@@ -246,8 +248,11 @@ def test_unknown_failure_names_versions_when_not_the_proven_pair():
     assert "paddlepaddle 3.3.1 + paddle2onnx 2.1.0" in message and "paddle2onnx==2.0.1" in message
 
 
-@pytest.mark.parametrize("flags, rewrite", [((), True), (("--no-rewrites",), False)])
-def test_no_rewrites_flag_reaches_the_export(monkeypatch, tmp_path, flags, rewrite):
+@pytest.mark.parametrize(
+    "flags, rewrite, block",
+    [((), True, None), (("--no-rewrites",), False, None), (("--channel-block", "8"), True, 8)],
+)
+def test_no_rewrites_and_channel_block_flags_reach_the_export(monkeypatch, tmp_path, flags, rewrite, block):
     from tools.export import pipeline as export_tool
 
     calls = []
@@ -259,7 +264,7 @@ def test_no_rewrites_flag_reaches_the_export(monkeypatch, tmp_path, flags, rewri
     monkeypatch.setattr(export_tool, "export_model", fake_export)
     assert export_tool.main(["--model", "PP-OCRv4_server_det", "--output", str(tmp_path / "m.onnx"), *flags]) == 0
     (args,) = calls
-    assert args[-1] is rewrite
+    assert args[-2] is rewrite and args[-1] == block  # None: the export takes this CPU's block
 
 
 def test_folder_without_a_program_is_refused(tmp_path):

@@ -45,7 +45,9 @@ def metadata_of(path):
 @pytest.fixture(scope="module")
 def tiny_export(tmp_path_factory):
     output = tmp_path_factory.mktemp("onnx-export") / "inference.onnx"
-    proc = export("--model", V6_TINY, "--source", str(wheel_source(V6_TINY)), "--output", str(output))
+    proc = export(
+        "--model", V6_TINY, "--source", str(wheel_source(V6_TINY)), "--output", str(output), "--channel-block", "8"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc, output
 
@@ -66,6 +68,10 @@ def test_onnx_source_exports_verified_with_metadata(tiny_export):
     ) == (0.2, 0.4, 1.4, 3000, "max", 960)
     record = json.loads(metadata[METADATA_EXPORT_KEY])
     assert record["source_kind"] == "onnx" and record["opset"] == 14 and isinstance(record["rewrites"], list)
+    # padded to the AVX2 block, as asked: its 12-channel convolution to 16, the 40-channel one left (48 for AVX-512)
+    assert record["channel_block"] == 8 and "channels padded to blocks of 8" in proc.stderr
+    widths = {init.dims[0] for init in onnx.load(str(output)).graph.initializer if len(init.dims) == 4}
+    assert 12 not in widths and 40 in widths
     verification = record["verification"]
     assert [item["input"] for item in verification["shapes"]] == [list(shape) for shape in VERIFY_SHAPES]
     assert verification["max_abs_diff"] <= TOLERANCE and verification["reference"] == "source ONNX on onnxruntime"

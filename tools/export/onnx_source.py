@@ -29,7 +29,7 @@ from tools.export.metadata import (
     remove_dead_code,
     save_exported_model,
 )
-from tools.export.rewrites import rewrite_for_speed
+from tools.export.rewrites import padding_note, padding_record, rewrite_for_speed, this_cpu_block
 from tools.export.sources import sha256_of
 from tools.export.verify import TOLERANCE, VERIFY_SHAPES, compare_with_onnx
 
@@ -99,7 +99,9 @@ def source_settings(model_name: str, source: OnnxSource) -> tuple[str, Detection
     return name, settings, text
 
 
-def export_from_onnx(model_name: str, source_path: Path, output: Path, rewrite: bool = True) -> dict[str, object]:
+def export_from_onnx(
+    model_name: str, source_path: Path, output: Path, rewrite: bool = True, channel_block: Optional[int] = None
+) -> dict[str, object]:
     """The ONNX import; returns the record written under detector.export."""
     import onnx
     import onnxruntime
@@ -124,10 +126,11 @@ def export_from_onnx(model_name: str, source_path: Path, output: Path, rewrite: 
     del model.metadata_props[:]  # another tool's keys would sit beside ours and say nothing true of the new file
     remove_dead_code(model)
     unrewritten = model.SerializeToString() if rewrite else None
-    rewrites = rewrite_for_speed(model) if rewrite else []
+    channel_block = channel_block or this_cpu_block()
+    rewrites = rewrite_for_speed(model, channel_block=channel_block) if rewrite else []
     if rewrites:
         remove_dead_code(model)
-        progress(f"      exact rewrites for onnxruntime: {', '.join(rewrites)}")
+        progress(f"      exact rewrites for onnxruntime: {', '.join(rewrites)}{padding_note(rewrites, channel_block)}")
 
     progress(f"[3/4] verifying against the source on onnxruntime at {len(VERIFY_SHAPES)} input shapes")
     verification = compare_with_onnx(model.SerializeToString(), source.onnx, settings, progress)
@@ -142,7 +145,7 @@ def export_from_onnx(model_name: str, source_path: Path, output: Path, rewrite: 
         kept: list[str] = []
         for left_out in rewrites:
             model = onnx.load_from_string(unrewritten)
-            kept = rewrite_for_speed(model, skip={left_out})
+            kept = rewrite_for_speed(model, skip={left_out}, channel_block=channel_block)
             if kept:
                 remove_dead_code(model)
             verification = compare_with_onnx(model.SerializeToString(), source.onnx, settings, progress)
@@ -175,6 +178,7 @@ def export_from_onnx(model_name: str, source_path: Path, output: Path, rewrite: 
         "opset": opset,
         "producer": f"{model.producer_name} {model.producer_version}".strip(),
         "rewrites": rewrites,
+        **padding_record(rewrites, channel_block),
         "verification": verification,
     }
     if dropped:

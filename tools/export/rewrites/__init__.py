@@ -7,9 +7,18 @@ rewritten graph against the source. onnx_graph.py is the small graph helper they
 from __future__ import annotations
 
 from collections.abc import Collection
+from functools import partial
+from typing import Optional
 
 from tools.export.rewrites.affine_depthwise import AFFINE_DEPTHWISE_REWRITE, rewrite_affines_as_depthwise
-from tools.export.rewrites.channel_padding import CHANNEL_PADDING_REWRITE, pad_conv_channels
+from tools.export.rewrites.channel_padding import (
+    CHANNEL_BLOCKS,
+    CHANNEL_PADDING_REWRITE,
+    pad_conv_channels,
+    padding_note,
+    padding_record,
+    this_cpu_block,
+)
 from tools.export.rewrites.concat_conv_split import CONCAT_CONV_SPLIT_REWRITE, split_concat_convs
 from tools.export.rewrites.conv_affine import CONV_AFFINE_REWRITE, drop_dead_nodes, fold_conv_affines
 from tools.export.rewrites.db_head_depth_to_space import DB_HEAD_REWRITE, rewrite_db_heads
@@ -20,6 +29,7 @@ from tools.export.rewrites.se_residual import SE_RESIDUAL_REWRITE, rewrite_se_re
 
 __all__ = [
     "AFFINE_DEPTHWISE_REWRITE",
+    "CHANNEL_BLOCKS",
     "CHANNEL_PADDING_REWRITE",
     "CONCAT_CONV_SPLIT_REWRITE",
     "CONV_AFFINE_REWRITE",
@@ -29,15 +39,19 @@ __all__ = [
     "PFHEAD_LOCAL_REWRITE",
     "SE_RESIDUAL_REWRITE",
     "bypass_identities",
+    "padding_note",
+    "padding_record",
     "rewrite_for_speed",
+    "this_cpu_block",
 ]
 
 MIN_OPSET = 11  # Slice with tensor inputs (opset 10) and DepthToSpace with a mode (opset 11)
 
 
-def rewrite_for_speed(model, skip: Collection[str] = ()) -> list[str]:
+def rewrite_for_speed(model, skip: Collection[str] = (), channel_block: Optional[int] = None) -> list[str]:
     """Apply every rewrite whose pattern the graph holds, but those named in skip; returns the names of
-    those applied, once each, in the order applied."""
+    those applied, once each, in the order applied. Channels are padded to channel_block (8 or 16;
+    default: the block of the CPU this runs on, channel_padding.this_cpu_block)."""
     opset = max((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), default=0)
     if opset < MIN_OPSET:
         return []
@@ -54,7 +68,7 @@ def rewrite_for_speed(model, skip: Collection[str] = ()) -> list[str]:
         (SE_RESIDUAL_REWRITE, rewrite_se_residuals),
         (CONCAT_CONV_SPLIT_REWRITE, split_concat_convs),
         # last: it pads the weights of the convolutions the rewrites above leave
-        (CHANNEL_PADDING_REWRITE, pad_conv_channels),
+        (CHANNEL_PADDING_REWRITE, partial(pad_conv_channels, block=channel_block or this_cpu_block())),
     )
     applied = [name for name, rewrite in rewrites if name not in skip and rewrite(graph)]
     drop_dead_nodes(graph)
