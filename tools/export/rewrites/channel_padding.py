@@ -9,10 +9,13 @@ before and back into it after.
 A convolution ``W * x + b`` given extra output channels with zero weight and zero bias makes those
 channels exactly 0. Relu, a per-channel bias Add padded with zeros and MaxPool keep them 0 (the max
 of zeros); Concat places them between the real ones; a convolution that reads them with zero weight
-adds 0 · 0 = 0 to every sum. So padding the producers' outputs to a multiple of 16 (a multiple of 8
-too), and giving every convolution that reads them zero weights at the padded positions, changes no
-value and lets onnxruntime keep those maps blocked. Anything else reading a padded map (a graph
-output, a pool that averages, a reshape, a depthwise convolution) leaves its producers unpadded.
+adds 0 · 0 = 0 to every sum. So padding the producers' outputs to a multiple of the block, and giving
+every convolution that reads them zero weights at the padded positions, changes no value and lets
+onnxruntime keep those maps blocked. Anything else reading a padded map (a graph output, a pool that
+averages, a reshape, a depthwise convolution) leaves its producers unpadded.
+
+The block is the CPU's, and the file is made once for the CPUs it will run on: the export pads to the
+block of the CPU it runs on (this_cpu_block), or to the one it is told.
 """
 
 from __future__ import annotations
