@@ -194,7 +194,19 @@ def cpu_description() -> str:
             names = [line.split(":", 1)[1].strip() for line in info if line.startswith("model name")]
     except OSError:
         names = []
-    return f"{names[0] if names else platform.processor() or 'unknown CPU'} ({platform.machine()})"
+    return f"{names[0] if names else platform.processor() or 'unknown CPU'} ({platform.machine()}{vector_units()})"
+
+
+def vector_units() -> str:
+    """What the kernels onnxruntime picks depend on: AVX-512 or only AVX2 (channel block 16 or 8), VNNI for int8."""
+    from tools.export.rewrites.channel_padding import cpu_flags, nchwc_block
+
+    flags = cpu_flags()
+    if flags is None:
+        return ""
+    units = "AVX-512" if "avx512f" in flags else "AVX2, no AVX-512" if "avx2" in flags else "no AVX2"
+    vnni = " with VNNI" if {"avx512_vnni", "avx_vnni"} & flags else ""
+    return f", {units}{vnni}, channel block {nchwc_block(flags)}"
 
 
 def onnxruntime_version() -> str:

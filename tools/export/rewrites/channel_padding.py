@@ -59,13 +59,19 @@ def nchwc_block(cpu_flags: Collection[str]) -> int:
     return AVX2_CHANNEL_BLOCK if "avx2" in flags and "avx512f" not in flags else CHANNEL_BLOCK
 
 
-def this_cpu_block(cpuinfo: Path = CPUINFO) -> int:
-    """The channel block of the CPU the export runs on (16 where its flags cannot be read)."""
+def cpu_flags(cpuinfo: Path = CPUINFO) -> Optional[frozenset]:
+    """The first CPU's flags as /proc/cpuinfo lists them on x86 Linux; None where there are none to read."""
     try:
         text = cpuinfo.read_text(errors="replace")
     except OSError:
-        return CHANNEL_BLOCK
+        return None
     flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), None)
+    return None if flags is None else frozenset(flags)
+
+
+def this_cpu_block(cpuinfo: Path = CPUINFO) -> int:
+    """The channel block of the CPU the export runs on (16 where its flags cannot be read)."""
+    flags = cpu_flags(cpuinfo)
     return CHANNEL_BLOCK if flags is None else nchwc_block(flags)
 
 
