@@ -87,9 +87,9 @@ def export_model(
     channel_block: what the channel-padding rewrite pads to (default: this CPU's block)."""
     import onnx
 
-    channel_block = channel_block or this_cpu_block()
     if source is not None and onnx_source.is_onnx_source(source):
         return onnx_source.export_from_onnx(model_name, Path(source).expanduser(), output, rewrite, channel_block)
+    channel_block = channel_block or this_cpu_block()
     started = time.monotonic()
     versions = check_export_tools()
     progress(f"[1/5] locating the Paddle model for {model_name}")

@@ -51,11 +51,10 @@ def constant_weight(graph: Graph, node) -> Optional[np.ndarray]:
     return weight
 
 
-def nchwc_block(cpu_flags: Collection[str]) -> int:
+def nchwc_block(flags: Collection[str]) -> int:
     """onnxruntime's channel block on a CPU with these flags (as /proc/cpuinfo lists them): 8 where it has
     AVX2 but not AVX-512F, else 16. Padding to 16 on an AVX2 CPU pads channel counts it already blocks
-    (24 to 32): PP-OCRv6_small_det ran 0.95x as long padded to 8 there (AMD EPYC Zen 3, 2026-12-02)."""
-    flags = set(cpu_flags)
+    (24 to 32): PP-OCRv6_small_det ran 0.91-0.95x as long padded to 8 there (AMD EPYC Zen 3, 2026-12-02)."""
     return AVX2_CHANNEL_BLOCK if "avx2" in flags and "avx512f" not in flags else CHANNEL_BLOCK
 
 
