@@ -20,7 +20,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install $(PIP_QUIET) -e '.[gpu,test,serve,ray,lint]'
+	$(VENV)/bin/pip install $(PIP_QUIET) -e '.[gpu,optimize,test,serve,ray,lint]'
 	touch $@
 
 paddle-env: $(PADDLE_VENV)/.installed
@@ -28,7 +28,7 @@ paddle-env: $(PADDLE_VENV)/.installed
 $(PADDLE_VENV)/.installed: pyproject.toml
 	rm -rf $(PADDLE_VENV)
 	$(PYTHON) -m venv $(PADDLE_VENV)
-	$(PADDLE_VENV)/bin/pip install $(PIP_QUIET) -e '.[cpu,export,test]'
+	$(PADDLE_VENV)/bin/pip install $(PIP_QUIET) -e '.[cpu,export,optimize,test]'
 	$(PADDLE_VENV)/bin/pip uninstall $(PIP_QUIET) -y opencv-python-headless
 	$(PADDLE_VENV)/bin/pip install $(PIP_QUIET) $(REFERENCE_PACKAGES)
 	touch $@
@@ -80,22 +80,22 @@ RUNTIME_TEST_RUN = DETECTOR_REQUIRE_REFERENCE=1 $(1)/bin/python -m pytest -q -m 
 .venv-py%-min/.installed: pyproject.toml tests/lower-bounds.txt
 	rm -rf $(@D)
 	$(or $(call python_for,$*),$(error no python$* found (pyenv install $*))) -m venv $(@D)
-	$(@D)/bin/pip install $(PIP_QUIET) -c tests/lower-bounds.txt -e '.[cpu,test]'
+	$(@D)/bin/pip install $(PIP_QUIET) -c tests/lower-bounds.txt -e '.[cpu,optimize,test]'
 	touch $@
 
 .venv-py%/.installed: pyproject.toml
 	rm -rf $(@D)
 	$(or $(call python_for,$*),$(error no python$* found (pyenv install $*))) -m venv $(@D)
-	$(@D)/bin/pip install $(PIP_QUIET) -e '.[cpu,test]'
+	$(@D)/bin/pip install $(PIP_QUIET) -e '.[cpu,optimize,test]'
 	touch $@
 
-test-pythons: $(DEFAULT_MODEL) $(foreach v,$(PYTHON_VERSIONS),.venv-py$(v)/.installed) .venv-py3.9-min/.installed
+test-pythons: $(DEFAULT_MODEL) $(ONNX_MODELS) $(foreach v,$(PYTHON_VERSIONS),.venv-py$(v)/.installed) .venv-py3.9-min/.installed
 	@set -e; for venv in .venv-py3.9-min $(foreach v,$(PYTHON_VERSIONS),.venv-py$(v)); do \
 		echo "== $$venv: $$($$venv/bin/python --version), $$($$venv/bin/python -c 'import onnxruntime, numpy; print("onnxruntime", onnxruntime.__version__, "numpy", numpy.__version__)')"; \
 		$(call RUNTIME_TEST_RUN,$$venv); done
 
 # What CI adds to `make test`: the lowest Python with the oldest dependencies, the highest with the newest.
-test-pythons-ci: $(DEFAULT_MODEL) .venv-py3.9-min/.installed .venv-py3.13/.installed
+test-pythons-ci: $(DEFAULT_MODEL) $(ONNX_MODELS) .venv-py3.9-min/.installed .venv-py3.13/.installed
 	$(call RUNTIME_TEST_RUN,.venv-py3.9-min)
 	$(call RUNTIME_TEST_RUN,.venv-py3.13)
 

@@ -1,7 +1,7 @@
 """The `detect` command: PaddleOCR-style text detection from the shell.
 
 `detect -i …` detects (the default action); subcommands (`detect eval`, `detect serve`,
-`detect batch`) are thin wrappers over library functions, each imported only when invoked so that
+`detect batch`, `detect optimize`) are thin wrappers over library functions, each imported only when invoked so that
 optional extras stay optional. Exit codes: 0 every input succeeded, 1 some input failed (each
 failure one line on stderr, the rest still processed and saved), 2 usage error (bad option value,
 model or device unusable).
@@ -47,6 +47,7 @@ SUBCOMMANDS: dict[str, str] = {
     "serve": "detector.serve.command:serve",
     "batch": "detector.batch_command:batch",
     "eval": "detector.evaluation.command:eval_command",
+    "optimize": "detector.optimize.command:optimize_command",
 }
 
 

@@ -8,6 +8,12 @@ Lookup order for ``TextDetection(model_name=…, model_dir=…)`` (README, "Mode
 4. the per-user cache, ``$XDG_CACHE_HOME/detector/models/<model_name>/`` (default ``~/.cache/…``);
 5. a download of ``{HF_ENDPOINT}/PaddlePaddle/<model_name>_onnx/resolve/main/inference.{onnx,yml}``
    into that cache, for the models PaddlePaddle publishes in ONNX (``DETECTOR_NO_DOWNLOAD=1``: never).
+
+Where the ``onnx`` package is installed (extra [optimize]) a release is imported as it lands
+(detector/optimize: the exact speed rewrites for this CPU, verified against the release): the release
+stays in ``<cache>/<model_name>/official/``, the import is ``<cache>/<model_name>/inference.onnx``; a
+release an earlier version left plain in the cache is imported on its first use. Without ``onnx``, or
+with ``DETECTOR_NO_OPTIMIZE=1``, the release runs as published.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ from .settings import INFERENCE_YML
 MODEL_FILENAME = "inference.onnx"
 MODELS_ENV_VAR = "DETECTOR_MODELS"  # a folder laid out as <folder>/<MODEL_NAME>/inference.onnx
 NO_DOWNLOAD_ENV_VAR = "DETECTOR_NO_DOWNLOAD"
+NO_OPTIMIZE_ENV_VAR = "DETECTOR_NO_OPTIMIZE"
+OFFICIAL_FOLDER = "official"  # <cache>/<model_name>/official/: the release as published, beside our import of it
 ENDPOINT_ENV_VAR = "HF_ENDPOINT"  # the variable huggingface_hub and PaddleX honour, for mirrors
 DEFAULT_ENDPOINT = "https://huggingface.co"
 DOWNLOAD_TIMEOUT_S = 30.0
@@ -50,8 +58,17 @@ def local_model_folders() -> list[Path]:
     return [*folders, user_cache_dir()]
 
 
+def _flag_set(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def downloads_enabled() -> bool:
-    return os.environ.get(NO_DOWNLOAD_ENV_VAR, "").strip().lower() not in ("1", "true", "yes", "on")
+    return not _flag_set(NO_DOWNLOAD_ENV_VAR)
+
+
+def optimizing_enabled() -> bool:
+    """Whether releases are imported (rewritten for speed) in the cache: on unless DETECTOR_NO_OPTIMIZE=1."""
+    return not _flag_set(NO_OPTIMIZE_ENV_VAR)
 
 
 def release_url(model_name: str, filename: str) -> str:
@@ -76,7 +93,13 @@ def resolve_model_path(model_name: Optional[str], model_dir: Optional[Union[str,
     searched = [folder / model_name / MODEL_FILENAME for folder in local_model_folders()]
     for candidate in searched:
         if candidate.is_file():
+            if candidate.parent.parent == user_cache_dir():
+                return upgrade_cached_release(model_name, candidate)
             return candidate
+        official = candidate.parent / OFFICIAL_FOLDER / MODEL_FILENAME
+        if official.is_file() and candidate.parent.parent == user_cache_dir():
+            # downloaded but not imported: the import failed, was interrupted, or is off
+            return import_release(model_name, official.parent) if _importing() else official
     from .catalog import KNOWN_MODELS
 
     known = KNOWN_MODELS.get(model_name)
@@ -124,23 +147,83 @@ def _not_downloadable_hint(model_name: str, known: bool) -> str:
 
 
 def download_release(model_name: str, folder: Path) -> Path:
-    """Fetch inference.yml, then inference.onnx, into folder (each atomically); returns the .onnx path.
+    """Fetch inference.yml, then inference.onnx, into folder (each atomically); returns the .onnx to load:
+    the import of the release (import_release) where it can run, else the release itself.
 
     The .onnx is written last, so a folder holding it is complete; an interrupted download leaves no
     file a later lookup would take.
     """
+    importing = _importing()
+    target = folder / OFFICIAL_FOLDER if importing else folder
     for filename in (INFERENCE_YML, MODEL_FILENAME):
         url = release_url(model_name, filename)
         data = _fetch(url, f"{model_name} {filename}", model_name)
         try:
-            write_atomically(folder / filename, data)
+            write_atomically(target / filename, data)
         except OSError as exc:
             raise ModelNotFoundError(
-                f"cannot write {folder / filename} ({exc.strerror or exc}): "
+                f"cannot write {target / filename} ({exc.strerror or exc}): "
                 f"set XDG_CACHE_HOME to a writable folder, or pass model_dir="
             ) from None
-    print(f"detector: {model_name} saved in {folder}", file=sys.stderr)
-    return folder / MODEL_FILENAME
+    print(f"detector: {model_name} saved in {target}", file=sys.stderr)
+    if importing:
+        return import_release(model_name, target)
+    if optimizing_enabled():
+        from .optimize import INSTALL_HINT
+
+        print(
+            f"detector: {model_name} runs as published; {INSTALL_HINT} rewrites it for this CPU, exactly "
+            f"(the same boxes, less time), on its next use",
+            file=sys.stderr,
+        )
+    return target / MODEL_FILENAME
+
+
+def _importing() -> bool:
+    """Whether releases are imported here: DETECTOR_NO_OPTIMIZE unset and the onnx package installed."""
+    from .optimize import optimizer_available
+
+    return optimizing_enabled() and optimizer_available()
+
+
+def import_release(model_name: str, official: Path) -> Path:
+    """Import the release in official/ as ../inference.onnx (detector/optimize) and return that path;
+    the release itself if the import fails (it is only a speed-up: say why, and run the model as published)."""
+    from .errors import DetectorError
+    from .optimize.onnx_import import export_from_onnx
+
+    output = official.parent / MODEL_FILENAME
+    print(f"detector: rewriting {model_name} for this CPU (once; {NO_OPTIMIZE_ENV_VAR}=1 skips it)", file=sys.stderr)
+    try:
+        record = export_from_onnx(model_name, official, output, progress=lambda line: None)
+    except DetectorError as exc:
+        print(f"detector: {model_name} runs as published: the rewrite failed ({exc})", file=sys.stderr)
+        return official / MODEL_FILENAME
+    rewrites, verification = record.get("rewrites"), record.get("verification")
+    applied = ", ".join(rewrites) if isinstance(rewrites, list) and rewrites else "none matched"
+    diff = verification.get("max_abs_diff") if isinstance(verification, dict) else None
+    within = f"{diff:.2g}" if isinstance(diff, float) else "?"
+    print(
+        f"detector: {model_name} imported as {output} (rewrites: {applied}; its map within {within} of the release's)",
+        file=sys.stderr,
+    )
+    return output
+
+
+def upgrade_cached_release(model_name: str, model_file: Path) -> Path:
+    """A release an earlier version left plain in the cache (inference.yml beside it: an import never has
+    one) moves into official/ and is imported, where the import can run; anything else is returned as is."""
+    folder = model_file.parent
+    if not (folder / INFERENCE_YML).is_file() or not _importing():
+        return model_file
+    official = folder / OFFICIAL_FOLDER
+    try:
+        official.mkdir(exist_ok=True)
+        for filename in (INFERENCE_YML, MODEL_FILENAME):  # the .onnx last: official/ holding it is complete
+            os.replace(folder / filename, official / filename)
+    except OSError:  # read-only cache, or another process moved them first: use what is there now
+        return model_file if model_file.is_file() else official / MODEL_FILENAME
+    return import_release(model_name, official)
 
 
 def _fetch(url: str, label: str, model_name: str) -> bytes:

@@ -70,3 +70,11 @@ def run_in_paddle_env(paddle_python: str, *args: str, timeout: float = 900, **kw
         timeout=timeout,
         **kwargs,
     )
+
+
+@pytest.fixture
+def rendered_pages(tmp_path) -> list[Path]:
+    """Two of the rendered pages (tests/rendered.py), written as PNG into this test's folder."""
+    from tests.rendered import write_rendered_pages
+
+    return [path for path, _ in write_rendered_pages(tmp_path / "pages").values()][:2]

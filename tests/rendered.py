@@ -3,11 +3,21 @@ tools/dev/sample_image.py, which the parity label set writes too), and the box c
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 
 from tools.dev.sample_image import RENDERED_PAGES, write_rendered_pages
 
-__all__ = ["RENDERED_PAGES", "box_iou", "polygon_bounds", "write_rendered_pages"]
+__all__ = [
+    "RENDERED_PAGES",
+    "assert_same_boxes",
+    "box_iou",
+    "boxes_on_pages",
+    "polygon_bounds",
+    "write_rendered_pages",
+]
 
 
 def box_iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
@@ -21,3 +31,15 @@ def box_iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float
 def polygon_bounds(polygon: np.ndarray) -> tuple[int, int, int, int]:
     xs, ys = polygon[:, 0], polygon[:, 1]
     return int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
+
+
+def boxes_on_pages(model: Any, pages: list[Path]) -> list[np.ndarray]:
+    """model's dt_polys on each page (a TextDetection)."""
+    return [model.predict(str(page))[0]["dt_polys"] for page in pages]
+
+
+def assert_same_boxes(ours: list[np.ndarray], theirs: list[np.ndarray]) -> None:
+    """Same count on every page, every corner within 1 px (the parity tests' rule); no page without boxes."""
+    for got, expected in zip(ours, theirs):
+        assert len(got) == len(expected) > 0
+        assert np.abs(np.asarray(got, np.int32) - np.asarray(expected, np.int32)).max() <= 1

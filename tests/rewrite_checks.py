@@ -7,8 +7,8 @@ from collections.abc import Collection
 import onnx
 import onnxruntime as ort
 
-from tools.export.rewrites import rewrite_for_speed
-from tools.export.rewrites.channel_padding import CHANNEL_BLOCK
+from detector.optimize.rewrites import rewrite_for_speed
+from detector.optimize.rewrites.channel_padding import CHANNEL_BLOCK
 
 
 def rewritten(model: onnx.ModelProto, skip: Collection[str] = (), channel_block: int = CHANNEL_BLOCK):

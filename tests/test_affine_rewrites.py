@@ -10,8 +10,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from detector.optimize.rewrites import AFFINE_DEPTHWISE_REWRITE, CONV_AFFINE_REWRITE
 from tests.rewrite_checks import cpu_session, rewritten
-from tools.export.rewrites import AFFINE_DEPTHWISE_REWRITE, CONV_AFFINE_REWRITE
 
 CHANNELS = 12  # PPLCNetV3 x0.75's first width: off onnxruntime's channel blocks, as in the real model
 

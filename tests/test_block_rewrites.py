@@ -11,14 +11,14 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from tests.rewrite_checks import cpu_session, rewritten
-from tools.export.rewrites import (
+from detector.optimize.rewrites import (
     CHANNEL_BLOCKS,
     CHANNEL_PADDING_REWRITE,
     CONCAT_CONV_SPLIT_REWRITE,
     SE_RESIDUAL_REWRITE,
     this_cpu_block,
 )
+from tests.rewrite_checks import cpu_session, rewritten
 
 
 class Builder:

@@ -11,8 +11,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from detector.optimize.rewrites import DB_HEAD_REWRITE
 from tests.rewrite_checks import cpu_session, rewritten
-from tools.export.rewrites import DB_HEAD_REWRITE
 
 CHANNELS, MIDDLE = 12, 6  # the head's input channels and the first transposed conv's; off any channel block
 

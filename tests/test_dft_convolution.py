@@ -12,8 +12,8 @@ import onnxruntime as ort
 import pytest
 from onnx import helper, numpy_helper
 
+from detector.optimize.rewrites.dft_convolution import DFT_CONV_REWRITE, TILE, kernel_spectrum_basis, transform_size
 from tests.rewrite_checks import cpu_session, rewritten
-from tools.export.rewrites.dft_convolution import DFT_CONV_REWRITE, TILE, kernel_spectrum_basis, transform_size
 
 
 def conv_model(

@@ -15,6 +15,8 @@ import onnxruntime as ort
 import pytest
 
 from detector.errors import ExportError
+from detector.optimize.rewrites import this_cpu_block
+from detector.optimize.verify import verification_batch
 from detector.settings import (
     METADATA_EXPORT_KEY,
     METADATA_INFERENCE_YML_KEY,
@@ -27,8 +29,7 @@ from detector.settings import (
 from tests.conftest import DEFAULT_MODEL_NAME, run_in_paddle_env
 from tools.export import default_model
 from tools.export.paddle import conversion_failure, find_model_files
-from tools.export.rewrites import this_cpu_block
-from tools.export.verify import MAX_TOLERANCE, REFERENCE_SPREAD_MARGIN, tolerance_for, verification_batch
+from tools.export.verify import MAX_TOLERANCE, REFERENCE_SPREAD_MARGIN, tolerance_for
 
 needs_paddle = pytest.mark.reference
 TOLERANCE = 1e-4

@@ -12,8 +12,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from detector.optimize.rewrites import PFHEAD_LOCAL_REWRITE, bypass_identities
 from tests.rewrite_checks import cpu_session, rewritten
-from tools.export.rewrites import PFHEAD_LOCAL_REWRITE, bypass_identities
 
 CHANNELS, MIDDLE = 8, 6  # f's channels and the local conv's; small, and off any channel block
 

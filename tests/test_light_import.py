@@ -1,4 +1,4 @@
-"""`import detector` stays light: the optional extras (FastAPI, uvicorn, Ray, pyarrow) load only in
+"""`import detector` stays light: the optional extras (FastAPI, uvicorn, Ray, pyarrow, onnx) load only in
 the subcommands that need them."""
 
 import subprocess
@@ -9,7 +9,7 @@ from tests.conftest import REPO_ROOT
 
 def test_import_detector_loads_no_service_or_cluster_framework():
     code = (
-        "import sys, detector, detector.cli; heavy = {'fastapi', 'uvicorn', 'starlette', 'ray', 'pyarrow'}; "
+        "import sys, detector, detector.cli; heavy = {'fastapi', 'uvicorn', 'starlette', 'ray', 'pyarrow', 'onnx'}; "
         "print(sorted(heavy & set(sys.modules)))"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
@@ -17,9 +17,9 @@ def test_import_detector_loads_no_service_or_cluster_framework():
     # the subcommands' own modules stay light too: their help needs no framework
     code = (
         "import sys; from click.testing import CliRunner; from detector.cli import cli; "
-        "outs = [CliRunner().invoke(cli, [name, '--help']).output for name in ('serve', 'batch')]; "
-        "assert '--max-concurrency' in outs[0] and '--ray-address' in outs[1], outs; "
-        "print(sorted({'fastapi', 'uvicorn', 'ray', 'pyarrow'} & set(sys.modules)))"
+        "outs = [CliRunner().invoke(cli, [name, '--help']).output for name in ('serve', 'batch', 'optimize')]; "
+        "assert '--max-concurrency' in outs[0] and '--ray-address' in outs[1] and '--channel-block' in outs[2], outs; "
+        "print(sorted({'fastapi', 'uvicorn', 'ray', 'pyarrow', 'onnx'} & set(sys.modules)))"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr

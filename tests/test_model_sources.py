@@ -22,6 +22,7 @@ from detector.catalog import KNOWN_MODELS
 from detector.errors import InvalidModelError, ModelNotFoundError
 from detector.settings import settings_from_inference_config
 from tests.conftest import REPO_ROOT, _missing
+from tests.rendered import assert_same_boxes, boxes_on_pages
 
 V6_SMALL, V6_TINY, V5_MOBILE = "PP-OCRv6_small_det", "PP-OCRv6_tiny_det", "PP-OCRv5_mobile_det"
 
@@ -194,6 +195,7 @@ def downloads(monkeypatch, tmp_path):
 
 
 def test_download_then_reuse_from_the_cache(downloads, hub_root, monkeypatch, capsys):
+    monkeypatch.setenv("DETECTOR_NO_OPTIMIZE", "1")  # the release as published (the import: tests below)
     with static_server(hub_root) as (server, url):
         monkeypatch.setenv("HF_ENDPOINT", url)
         model = TextDetection(model_name=V6_TINY, device="cpu")
@@ -289,3 +291,86 @@ def json_boxes(stdout: str) -> int:
     import json
 
     return len(json.loads(stdout)["res"]["dt_polys"])
+
+
+def test_a_download_is_imported_for_this_cpu_with_the_same_boxes(
+    downloads, hub_root, monkeypatch, capsys, rendered_pages
+):
+    import json
+
+    import onnx
+
+    from detector.optimize.rewrites import this_cpu_block
+
+    with static_server(hub_root) as (server, url):
+        monkeypatch.setenv("HF_ENDPOINT", url)
+        model = TextDetection(model_name=V6_TINY, device="cpu")
+        err = capsys.readouterr().err
+        assert server.requests == 2
+        imported = downloads / V6_TINY / "inference.onnx"
+        assert model.model_path == imported and model.settings_source == f"{imported} metadata"
+        assert model.settings.box_thresh == 0.4  # the release's yml, carried in the metadata
+        for name in ("inference.onnx", "inference.yml"):  # the release, kept as published
+            assert (downloads / V6_TINY / "official" / name).read_bytes() == (wheel_source(V6_TINY) / name).read_bytes()
+        assert sorted(p.name for p in (downloads / V6_TINY).iterdir()) == ["inference.onnx", "official"]
+        record = json.loads({p.key: p.value for p in onnx.load(str(imported)).metadata_props}["detector.export"])
+        assert record["source_kind"] == "onnx" and "conv_channels_padded_to_block" in record["rewrites"]
+        assert record["channel_block"] == this_cpu_block() and record["verification"]["max_abs_diff"] <= 1e-4
+        assert "rewriting PP-OCRv6_tiny_det for this CPU" in err and f"imported as {imported}" in err
+        published = TextDetection(model_dir=downloads / V6_TINY / "official", device="cpu")
+        assert_same_boxes(boxes_on_pages(model, rendered_pages), boxes_on_pages(published, rendered_pages))
+        written = imported.stat().st_mtime_ns
+        again = TextDetection(model_name=V6_TINY, device="cpu")
+        assert again.model_path == imported and server.requests == 2 and imported.stat().st_mtime_ns == written
+        assert "rewriting" not in capsys.readouterr().err
+
+
+def test_without_onnx_a_download_runs_as_published_and_says_how_to_speed_it_up(
+    downloads, hub_root, monkeypatch, capsys
+):
+    monkeypatch.setattr("detector.optimize.optimizer_available", lambda: False)
+    with static_server(hub_root) as (_, url):
+        monkeypatch.setenv("HF_ENDPOINT", url)
+        model = TextDetection(model_name=V6_TINY, device="cpu")
+    assert model.model_path == downloads / V6_TINY / "inference.onnx"
+    assert sorted(p.name for p in (downloads / V6_TINY).iterdir()) == ["inference.onnx", "inference.yml"]
+    err = capsys.readouterr().err
+    assert "runs as published" in err and "pip install 'detector[optimize]'" in err
+
+
+def test_a_release_left_plain_by_an_earlier_version_is_imported_on_first_use(downloads, monkeypatch, capsys):
+    with socket.socket() as probe:  # nothing listens: any download would fail
+        probe.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{probe.getsockname()[1]}")
+    shutil.copytree(wheel_source(V6_TINY), downloads / V6_TINY)  # the layout before imports: yml beside the file
+    model = TextDetection(model_name=V6_TINY, device="cpu")
+    assert model.model_path == downloads / V6_TINY / "inference.onnx"
+    assert model.settings_source.endswith("metadata")
+    official = downloads / V6_TINY / "official"
+    assert sorted(p.name for p in official.iterdir()) == ["inference.onnx", "inference.yml"]
+    assert (official / "inference.onnx").read_bytes() == (wheel_source(V6_TINY) / "inference.onnx").read_bytes()
+    assert "imported as" in capsys.readouterr().err
+
+
+def test_no_optimize_opt_out_keeps_an_unimported_download_as_published(downloads, monkeypatch):
+    official = downloads / V6_TINY / "official"
+    shutil.copytree(wheel_source(V6_TINY), official)  # downloaded, never imported
+    monkeypatch.setenv("DETECTOR_NO_OPTIMIZE", "1")
+    model = TextDetection(model_name=V6_TINY, device="cpu")
+    assert model.model_path == official / "inference.onnx"
+    assert not (downloads / V6_TINY / "inference.onnx").exists()
+
+
+def test_a_failed_import_runs_the_release_as_published(downloads, monkeypatch, capsys):
+    from detector.errors import ExportError
+
+    def failing(*args, **kwargs):
+        raise ExportError("the rewritten map differs by 0.5")
+
+    monkeypatch.setattr("detector.optimize.onnx_import.export_from_onnx", failing)
+    official = downloads / V6_TINY / "official"
+    shutil.copytree(wheel_source(V6_TINY), official)
+    model = TextDetection(model_name=V6_TINY, device="cpu")
+    assert model.model_path == official / "inference.onnx" and model.settings.box_thresh == 0.4
+    err = capsys.readouterr().err
+    assert "runs as published: the rewrite failed (the rewritten map differs by 0.5)" in err

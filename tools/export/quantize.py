@@ -29,9 +29,9 @@ from typing import Optional
 import numpy as np
 
 from detector.errors import ExportError
+from detector.optimize.model_file import save_model, set_metadata
 from detector.precision import METADATA_PRECISION_KEY, variant_path
 from tools.export import progress
-from tools.export.metadata import save_model, set_metadata
 
 CALIBRATION_SEED = 7  # the evaluation sets use other seeds (EVALUATION_SEED, make eval's)
 EVALUATION_SEED = 1
@@ -244,7 +244,7 @@ def quantize_int8(
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    from tools.export.rewrites.hard_swish_gate import rewrite_hard_swish_gates
+    from detector.optimize.rewrites.hard_swish_gate import rewrite_hard_swish_gates
 
     if float_rule not in INT8_RULES:
         raise ExportError(f"int8 float rule must be one of {', '.join(INT8_RULES)}, got {float_rule!r}")

@@ -7,7 +7,6 @@ download and how to pass it with SOURCE=. Needs no Paddle: importable from the r
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -26,6 +25,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from detector.catalog import KNOWN_MODELS  # noqa: E402
 from detector.errors import ExportError  # noqa: E402
+from detector.optimize.model_file import sha256_of  # noqa: E402
 
 CACHE_DIR = REPO_ROOT / ".cache"
 SOURCES_DIR = CACHE_DIR / "sources"
@@ -34,14 +34,6 @@ COMPLETE_MARKER = ".complete"  # written last into an unpacked source: holds the
 PARAMS_FILENAME = "inference.pdiparams"
 DOWNLOAD_TIMEOUT_S = 60
 CHUNK_BYTES = 1 << 20
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(CHUNK_BYTES), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def is_url(text: str) -> bool:

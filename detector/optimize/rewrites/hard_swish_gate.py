@@ -21,18 +21,18 @@ would undo.
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
-from tools.export.rewrites.onnx_graph import Graph, Subgraph, attribute
+from .onnx_graph import Graph, Subgraph, attribute
 
 HARD_SWISH_GATE_REWRITE = "hard_swish_as_clipped_product"
 HARD_SIGMOID_ALPHA, HARD_SIGMOID_BETA = 0.2, 0.5  # ONNX's HardSigmoid defaults
 HARD_SWISH_ALPHA, HARD_SWISH_BETA = 1 / 6, 0.5  # ONNX's HardSwish, fixed
 
 
-def match(graph: Graph, node) -> Optional[tuple[str, float, float, list]]:
+def match(graph: Graph, node: Any) -> Optional[tuple[str, float, float, list]]:
     """(y, alpha, beta, the nodes computing y · hardsigmoid(y)) if node is a HardSwish, or a Mul of y by a
     HardSigmoid of the same y read by nothing else; else None."""
     if node.op_type == "HardSwish":
@@ -64,7 +64,7 @@ def scalable_readers(graph: Graph, name: str) -> Optional[list]:
     return readers
 
 
-def scale_weights(graph: Graph, conv, factor: float) -> None:
+def scale_weights(graph: Graph, conv: Any, factor: float) -> None:
     from onnx import numpy_helper
 
     weight = graph.initializers[conv.input[1]]
@@ -72,7 +72,7 @@ def scale_weights(graph: Graph, conv, factor: float) -> None:
     weight.CopyFrom(numpy_helper.from_array(scaled, weight.name))
 
 
-def rewrite_hard_swish_gates(model, skip: Collection[str] = ()) -> dict[str, tuple[float, float]]:
+def rewrite_hard_swish_gates(model: Any, skip: Collection[str] = ()) -> dict[str, tuple[float, float]]:
     """Rewrite every hard-swish in model (in place) as the clipped product, but those of the nodes
     named in skip (that stay float: there the fused HardSwish is faster); returns the gate tensors with
     the range [0, 1/alpha] the quantizer must give them."""

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from typing import Optional
 
-from tools.export.rewrites.conv_affine import affine_chain
-from tools.export.rewrites.onnx_graph import Graph, Subgraph
+from .conv_affine import affine_chain
+from .onnx_graph import Graph, Subgraph
 
 AFFINE_DEPTHWISE_REWRITE = "affine_as_depthwise_conv"
 # Elementwise ops that keep the channel count of the convolution before them.

@@ -25,9 +25,11 @@ Outputs match the direct convolution to about 1e-6 relative.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from tools.export.rewrites.onnx_graph import Graph, Subgraph, as_text, attribute
+from .onnx_graph import Graph, Subgraph, as_text, attribute
 
 DFT_CONV_REWRITE = "large_kernel_conv_via_dft"
 # Outputs per tile side. On a 256→64 9×9 at 176×240 (2 cores): 8 → 166 ms, 16 → 107, 24 → 117, 32 → 127,
@@ -116,7 +118,7 @@ def kernel_spectrum_basis(kernel: int, size: int) -> np.ndarray:
     return np.stack([np.cos(angle), np.sin(angle)], axis=2).reshape(kernel * kernel, 2 * half * size)
 
 
-def is_large_same_conv(graph: Graph, node) -> bool:
+def is_large_same_conv(graph: Graph, node: Any) -> bool:
     """A square, odd, ≥ MIN_KERNEL, stride-1 'same' convolution with a constant float32 weight."""
     if node.op_type != "Conv" or len(node.input) < 2:
         return False
@@ -149,10 +151,11 @@ def transform_constants(new: Subgraph, kernel: int, tile: int) -> dict[str, str]
     }
 
 
-def rewrite_conv_via_dft(graph: Graph, conv, shared: dict[int, dict[str, str]], tile: int = TILE) -> None:
+def rewrite_conv_via_dft(graph: Graph, conv: Any, shared: dict[int, dict[str, str]], tile: int = TILE) -> None:
     """Replace one convolution that is_large_same_conv accepts by its DFT form (module docstring).
     shared maps a kernel size to the DFT matrices an earlier rewrite put in the graph, and gains this one's."""
     weight = graph.constant(conv.input[1])
+    assert weight is not None  # is_large_same_conv accepted conv only with a constant weight
     outputs, channels, kernel = weight.shape[0], weight.shape[1], weight.shape[2]
     size = transform_size(kernel, tile)
     half, pad = size // 2 + 1, kernel // 2

@@ -26,12 +26,12 @@ leaves it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
-from tools.export.rewrites.conv_affine import channel_constant
-from tools.export.rewrites.onnx_graph import Graph, Subgraph, as_text, attribute
+from .conv_affine import channel_constant
+from .onnx_graph import Graph, Subgraph, as_text, attribute
 
 DB_HEAD_REWRITE = "db_head_depth_to_space"
 
@@ -40,7 +40,7 @@ DB_HEAD_REWRITE = "db_head_depth_to_space"
 class Stage:
     """One stride-2 transposed convolution and what follows it, folded: 1×1 taps, per-channel scale/shift."""
 
-    transposed: object
+    transposed: Any
     kernel: np.ndarray  # (C_in, C_out, 2, 2), float64
     scale: np.ndarray  # (C_out,): the batch norm's scale (1 without one)
     shift: np.ndarray  # (C_out,): bias and batch norm folded
@@ -49,7 +49,7 @@ class Stage:
     activation: Optional[str]  # "Relu" or "Sigmoid" after it, or None
 
 
-def is_kernel_equals_stride_2(graph: Graph, node) -> Optional[np.ndarray]:
+def is_kernel_equals_stride_2(graph: Graph, node: Optional[Any]) -> Optional[np.ndarray]:
     """The (C_in, C_out, 2, 2) kernel of a 2×2 stride-2 ConvTranspose with no padding, group 1; else None."""
     if node is None or node.op_type != "ConvTranspose" or len(node.input) < 2:
         return None
@@ -72,16 +72,16 @@ def is_kernel_equals_stride_2(graph: Graph, node) -> Optional[np.ndarray]:
     return kernel
 
 
-def next_reader(graph: Graph, name: str):
+def next_reader(graph: Graph, name: str) -> Optional[Any]:
     """The single node reading name (None if several read it, or it is a graph output)."""
     readers = graph.consumers.get(name, [])
     return readers[0] if len(readers) == 1 and name not in graph.outputs else None
 
 
-def match_stage(graph: Graph, transposed, activations: tuple[str, ...]) -> Optional[Stage]:
+def match_stage(graph: Graph, transposed: Optional[Any], activations: tuple[str, ...]) -> Optional[Stage]:
     """transposed [→ Add bias] [→ BatchNormalization] [→ one of activations], folded; None if no match."""
     kernel = is_kernel_equals_stride_2(graph, transposed)
-    if kernel is None:
+    if kernel is None or transposed is None:  # a kernel implies a node; the None test only narrows the type
         return None
     channels = kernel.shape[1]
     scale, shift = np.ones(channels), np.zeros(channels)
@@ -107,7 +107,13 @@ def match_stage(graph: Graph, transposed, activations: tuple[str, ...]) -> Optio
         and not attribute(node, "training_mode", 0)
     ):
         gamma, beta, mean, var = (graph.constant(name) for name in node.input[1:])
-        if all(value is not None and value.size == channels for value in (gamma, beta, mean, var)):
+        if (
+            gamma is not None
+            and beta is not None
+            and mean is not None
+            and var is not None
+            and all(value.size == channels for value in (gamma, beta, mean, var))
+        ):
             gamma, beta, mean, var = (value.reshape(channels).astype(np.float64) for value in (gamma, beta, mean, var))
             factor = gamma / np.sqrt(var + attribute(node, "epsilon", 1e-5))
             scale, shift = scale * factor, (shift - mean) * factor + beta

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from functools import partial
-from typing import Optional
+from typing import Any, Optional
 
-from tools.export.rewrites.affine_depthwise import AFFINE_DEPTHWISE_REWRITE, rewrite_affines_as_depthwise
-from tools.export.rewrites.channel_padding import (
+from .affine_depthwise import AFFINE_DEPTHWISE_REWRITE, rewrite_affines_as_depthwise
+from .channel_padding import (
     CHANNEL_BLOCKS,
     CHANNEL_PADDING_REWRITE,
     pad_conv_channels,
@@ -19,13 +19,13 @@ from tools.export.rewrites.channel_padding import (
     padding_record,
     this_cpu_block,
 )
-from tools.export.rewrites.concat_conv_split import CONCAT_CONV_SPLIT_REWRITE, split_concat_convs
-from tools.export.rewrites.conv_affine import CONV_AFFINE_REWRITE, drop_dead_nodes, fold_conv_affines
-from tools.export.rewrites.db_head_depth_to_space import DB_HEAD_REWRITE, rewrite_db_heads
-from tools.export.rewrites.dft_convolution import DFT_CONV_REWRITE, rewrite_large_convs
-from tools.export.rewrites.onnx_graph import Graph, bypass_identities
-from tools.export.rewrites.pfhead_local import PFHEAD_LOCAL_REWRITE, rewrite_pfhead_locals
-from tools.export.rewrites.se_residual import SE_RESIDUAL_REWRITE, rewrite_se_residuals
+from .concat_conv_split import CONCAT_CONV_SPLIT_REWRITE, split_concat_convs
+from .conv_affine import CONV_AFFINE_REWRITE, drop_dead_nodes, fold_conv_affines
+from .db_head_depth_to_space import DB_HEAD_REWRITE, rewrite_db_heads
+from .dft_convolution import DFT_CONV_REWRITE, rewrite_large_convs
+from .onnx_graph import Graph, bypass_identities
+from .pfhead_local import PFHEAD_LOCAL_REWRITE, rewrite_pfhead_locals
+from .se_residual import SE_RESIDUAL_REWRITE, rewrite_se_residuals
 
 __all__ = [
     "AFFINE_DEPTHWISE_REWRITE",
@@ -48,7 +48,7 @@ __all__ = [
 MIN_OPSET = 11  # Slice with tensor inputs (opset 10) and DepthToSpace with a mode (opset 11)
 
 
-def rewrite_for_speed(model, skip: Collection[str] = (), channel_block: Optional[int] = None) -> list[str]:
+def rewrite_for_speed(model: Any, skip: Collection[str] = (), channel_block: Optional[int] = None) -> list[str]:
     """Apply every rewrite whose pattern the graph holds, but those named in skip; returns the names of
     those applied, once each, in the order applied. Channels are padded to channel_block (8 or 16;
     default: the block of the CPU this runs on, channel_padding.this_cpu_block)."""

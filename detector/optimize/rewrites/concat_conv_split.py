@@ -16,19 +16,19 @@ than the copy costs (measured per model, see the README).
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
-from tools.export.rewrites.affine_depthwise import CHANNEL_PRESERVING_OPS, channels_of
-from tools.export.rewrites.onnx_graph import Graph, Subgraph, attribute
+from .affine_depthwise import CHANNEL_PRESERVING_OPS, channels_of
+from .onnx_graph import Graph, Subgraph, attribute
 
 CONCAT_CONV_SPLIT_REWRITE = "concat_conv_split"
 # ops whose output has as many channels as their first input: activations and pools
 SAME_CHANNEL_OPS = CHANNEL_PRESERVING_OPS | {"MaxPool", "AveragePool"}
 
 
-def match(graph: Graph, concat) -> Optional[tuple[object, np.ndarray, list[int]]]:
+def match(graph: Graph, concat: Any) -> Optional[tuple[Any, np.ndarray, list[int]]]:
     """(the Conv, its weight, each input's channel count) if concat feeds only a one-group, strided Conv
     with constant weights whose input channels the Concat's inputs add up to; else None."""
     if concat.op_type != "Concat" or attribute(concat, "axis") != 1 or len(concat.input) < 2:
@@ -44,9 +44,10 @@ def match(graph: Graph, concat) -> Optional[tuple[object, np.ndarray, list[int]]
     if len(conv.input) > 2 and conv.input[2] and graph.constant(conv.input[2]) is None:
         return None
     counts = [channels_of(graph, name, SAME_CHANNEL_OPS) for name in concat.input]
-    if any(count is None or count == 0 for count in counts) or sum(counts) != weight.shape[1]:  # type: ignore[misc]
+    known = [count for count in counts if count]  # drops None and 0: then some input's channels are unknown
+    if len(known) != len(counts) or sum(known) != weight.shape[1]:
         return None
-    return conv, weight, counts  # type: ignore[return-value]
+    return conv, weight, known
 
 
 def split_concat_convs(graph: Graph) -> int:
@@ -59,7 +60,8 @@ def split_concat_convs(graph: Graph) -> int:
         conv, weight, counts = found
         attrs = {attr.name: attribute(conv, attr.name) for attr in conv.attribute}
         new = Subgraph(graph, CONCAT_CONV_SPLIT_REWRITE)
-        parts, start = [], 0
+        parts: list[str] = []
+        start = 0
         for name, channels in zip(concat.input, counts):
             inputs = [name, new.const("weight", weight[:, start : start + channels])]
             if not parts and len(conv.input) > 2 and conv.input[2]:

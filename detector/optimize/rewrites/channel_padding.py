@@ -22,13 +22,13 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
-from tools.export.rewrites.affine_depthwise import channels_of
-from tools.export.rewrites.conv_affine import channel_constant
-from tools.export.rewrites.onnx_graph import Graph, Subgraph, attribute
+from .affine_depthwise import channels_of
+from .conv_affine import channel_constant
+from .onnx_graph import Graph, Subgraph, attribute
 
 CHANNEL_PADDING_REWRITE = "conv_channels_padded_to_block"
 CHANNEL_BLOCK = 16  # AVX-512's block, and the block where the exporting CPU is not known
@@ -39,7 +39,7 @@ MIN_CHANNELS = 8  # below one AVX2 block onnxruntime takes the input as plain NC
 ZERO_KEEPING_OPS = frozenset({"Relu", "MaxPool"})  # f(0) = 0 channel by channel
 
 
-def constant_weight(graph: Graph, node) -> Optional[np.ndarray]:
+def constant_weight(graph: Graph, node: Any) -> Optional[np.ndarray]:
     """The weight of a one-group Conv with constant float32 weight (and bias, if any); None otherwise."""
     if node.op_type != "Conv" or len(node.input) < 2 or attribute(node, "group", 1) != 1:
         return None
@@ -99,7 +99,9 @@ def propagate(graph: Graph, producers: dict, block: int) -> tuple[dict, set]:
     """Layouts of the maps the padded producers (by id) reach, and the ids of producers some reader cannot take."""
     layouts: dict[str, Layout] = {}
     for key, conv in producers.items():
-        channels = constant_weight(graph, conv).shape[0]
+        weight = constant_weight(graph, conv)
+        assert weight is not None  # pad_conv_channels takes as producers only convs with a constant weight
+        channels = weight.shape[0]
         layouts[conv.output[0]] = Layout(np.arange(channels), block_size(channels, block), frozenset([key]))
     failed: set = set()
     for node in graph.graph.node:  # topological order
@@ -159,6 +161,7 @@ def pad_conv_channels(graph: Graph, block: int = CHANNEL_BLOCK) -> int:
     for node in graph.graph.node:
         if node.op_type == "Conv" and (id(node) in producers or node.input[0] in layouts):
             weight = constant_weight(graph, node)
+            assert weight is not None  # producers have one, and propagate fails any reader that has none
             layout = layouts.get(node.input[0])
             if layout is not None:  # a reader: zero weight for the padded input channels
                 wider = np.zeros((weight.shape[0], layout.width, *weight.shape[2:]), np.float32)
@@ -168,7 +171,9 @@ def pad_conv_channels(graph: Graph, block: int = CHANNEL_BLOCK) -> int:
                 channels = weight.shape[0]
                 weight = np.pad(weight, [(0, block_size(channels, block) - channels), (0, 0), (0, 0), (0, 0)])
                 if len(node.input) > 2 and node.input[2]:
-                    bias = graph.constant(node.input[2]).reshape(channels).astype(np.float32)
+                    constant_bias = graph.constant(node.input[2])
+                    assert constant_bias is not None  # constant_weight accepted the conv only with a constant bias
+                    bias = constant_bias.reshape(channels).astype(np.float32)
                     node.input[2] = new.const("bias", np.pad(bias, (0, block_size(channels, block) - channels)))
             node.input[1] = new.const("weight", weight)
         elif node.op_type == "Add" and node.output[0] in layouts:

@@ -14,16 +14,16 @@ A chain stops at the first node that is not such a Mul/Add, or whose input has o
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
-from tools.export.rewrites.onnx_graph import Graph, Subgraph
+from .onnx_graph import Graph, Subgraph
 
 CONV_AFFINE_REWRITE = "conv_affine_fold"
 
 
-def channel_constant(graph: Graph, node, tensor: str, channels: int) -> Optional[np.ndarray]:
+def channel_constant(graph: Graph, node: Any, tensor: str, channels: int) -> Optional[np.ndarray]:
     """The (C,) float64 constant this Mul/Add applies to tensor, if it is a scalar or per-channel one."""
     if len(node.input) != 2 or tensor not in node.input:
         return None
@@ -41,7 +41,7 @@ def channel_constant(graph: Graph, node, tensor: str, channels: int) -> Optional
     return None
 
 
-def is_scalar_scale(graph: Graph, node) -> bool:
+def is_scalar_scale(graph: Graph, node: Any) -> bool:
     """Whether node multiplies by a one-element constant (what onnxruntime's own fusion leaves alone)."""
     if node.op_type != "Mul":
         return False
@@ -49,7 +49,7 @@ def is_scalar_scale(graph: Graph, node) -> bool:
     return any(value is not None and value.size == 1 for value in values)
 
 
-def affine_chain(graph: Graph, conv, channels: int) -> tuple[list, np.ndarray, np.ndarray]:
+def affine_chain(graph: Graph, conv: Any, channels: int) -> tuple[list, np.ndarray, np.ndarray]:
     """The Mul/Add nodes after conv that fold into it, and the per-channel (scale, shift) they apply."""
     scale, shift = np.ones(channels), np.zeros(channels)
     chain: list = []

@@ -23,11 +23,11 @@ another order (maps differ by ~1e-7), 0.55× the multiply-adds of the 3×3 at fu
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
-from tools.export.rewrites.onnx_graph import (
+from .onnx_graph import (
     Graph,
     Subgraph,
     as_text,
@@ -58,7 +58,7 @@ class PFHeadLocalMatch:
     shape_readers: list  # Shape nodes that read s + t, to read y instead
 
 
-def match_pfhead_local(graph: Graph, concat) -> Optional[PFHeadLocalMatch]:
+def match_pfhead_local(graph: Graph, concat: Any) -> Optional[PFHeadLocalMatch]:
     """A PFHeadLocal tail around this Concat, or None if any detail differs from the pattern."""
     if concat.op_type != "Concat" or attribute(concat, "axis") != 1 or len(concat.input) != 2:
         return None
@@ -115,7 +115,7 @@ def match_pfhead_local(graph: Graph, concat) -> Optional[PFHeadLocalMatch]:
     if norm is None or len(norm.input) != 5 or len(norm.output) != 1 or attribute(norm, "training_mode", 0):
         return None
     gamma, beta, mean, var = (graph.constant(name) for name in norm.input[1:])
-    if any(value is None for value in (gamma, beta, mean, var)):
+    if gamma is None or beta is None or mean is None or var is None:
         return None
     relu = graph.only_consumer(norm.output[0], "Relu")
     final = relu and graph.only_consumer(relu.output[0], "Conv")

