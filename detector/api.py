@@ -8,6 +8,7 @@ whose run() is thread-safe, so one instance may serve many threads at once.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import threading
 from collections.abc import Iterator, Sequence
@@ -48,11 +49,15 @@ from .session import (
     check_detector_signature,
     load_session,
     model_metadata,
+    padded_for_another_cpu,
     parse_device,
     run_session,
+    this_cpu_block,
     uses_io_binding,
 )
 from .settings import DetectionSettings, settings_for_model_file
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL_NAME = "PP-OCRv4_mobile_det"
 
@@ -176,9 +181,11 @@ class TextDetection:
         self._worker_session_lock = threading.Lock()
         self._input_name, self._output_name = check_detector_signature(self._session, self.model_path)
         self._io_binding: bool = uses_io_binding(self._session.get_providers())
-        name, settings, self.settings_source = settings_for_model_file(
-            model_metadata(self._session), self.model_path, requested_name
-        )
+        metadata = model_metadata(self._session)
+        name, settings, self.settings_source = settings_for_model_file(metadata, self.model_path, requested_name)
+        other_cpu = padded_for_another_cpu(metadata, this_cpu_block()) if self.device == "cpu" else None
+        if other_cpu:
+            logger.warning("%s: %s", self.model_path, other_cpu)
         self.model_name: str = name
         self.settings: DetectionSettings = settings.with_overrides(
             limit_side_len=limit_side_len,

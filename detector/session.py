@@ -5,9 +5,10 @@ from __future__ import annotations
 import ctypes
 import functools
 import importlib.util
+import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -15,6 +16,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .errors import DetectorError, DeviceUnavailableError, InvalidModelError, InvalidParameterError
+from .settings import METADATA_EXPORT_KEY
 
 try:
     import onnxruntime as ort
@@ -24,6 +26,13 @@ ONNXRUNTIME_MISSING = (
     "onnxruntime is not installed: pip install 'detector[cpu]' (the onnxruntime package) or "
     "'detector[gpu]' (onnxruntime-gpu, for CUDA)"
 )
+
+# onnxruntime's CPU convolutions run channels in blocks (its NCHWc layout): 16 with AVX-512, 8 with AVX2
+# only. The export pads channel counts to the block of the CPU it runs on (detector/optimize) and records it.
+CHANNEL_BLOCK = 16  # AVX-512's block, and the block where the CPU's flags cannot be read
+AVX2_CHANNEL_BLOCK = 8
+CHANNEL_BLOCKS = (AVX2_CHANNEL_BLOCK, CHANNEL_BLOCK)
+CPUINFO = Path("/proc/cpuinfo")
 
 CUDA_PROVIDER = "CUDAExecutionProvider"
 CPU_PROVIDER = "CPUExecutionProvider"
@@ -206,3 +215,50 @@ def run_session(
     if maps.ndim != 4 or maps.shape[1] != 1:
         raise InvalidModelError(f"the model returned shape {maps.shape}; expected (N, 1, H, W)")
     return maps[:, 0]
+
+
+def nchwc_block(flags: Collection[str]) -> int:
+    """onnxruntime's channel block on a CPU with these flags (as /proc/cpuinfo lists them): 8 where it has
+    AVX2 but not AVX-512F, else 16. Padding to 16 on an AVX2 CPU pads channel counts it already blocks
+    (24 to 32): PP-OCRv6_small_det ran 0.91-0.95x as long padded to 8 there (AMD EPYC Zen 3, 2026-12-02)."""
+    return AVX2_CHANNEL_BLOCK if "avx2" in flags and "avx512f" not in flags else CHANNEL_BLOCK
+
+
+def cpu_flags(cpuinfo: Path = CPUINFO) -> Optional[frozenset]:
+    """The first CPU's flags as /proc/cpuinfo lists them on x86 Linux; None where there are none to read."""
+    try:
+        text = cpuinfo.read_text(errors="replace")
+    except OSError:
+        return None
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), None)
+    return None if flags is None else frozenset(flags)
+
+
+def this_cpu_block(cpuinfo: Path = CPUINFO) -> int:
+    """onnxruntime's channel block on the CPU this runs on (16 where its flags cannot be read)."""
+    flags = cpu_flags(cpuinfo)
+    return CHANNEL_BLOCK if flags is None else nchwc_block(flags)
+
+
+def padded_block(metadata: Mapping[str, str]) -> Optional[int]:
+    """The channel block a file's convolutions were padded to (its export record's channel_block), if any."""
+    try:
+        record = json.loads(metadata.get(METADATA_EXPORT_KEY) or "{}")
+    except ValueError:
+        return None
+    block = record.get("channel_block") if isinstance(record, dict) else None
+    return block if isinstance(block, int) else None
+
+
+def padded_for_another_cpu(metadata: Mapping[str, str], cpu_block: int) -> Optional[str]:
+    """What to tell the user when a file's channels are padded to another block than this CPU's
+    (exported on an AVX2-only CPU and run on AVX-512, or the other way round); None when they match."""
+    block = padded_block(metadata)
+    if block is None or block == cpu_block:
+        return None
+    exporter = "an AVX2-only CPU" if block == AVX2_CHANNEL_BLOCK else "a CPU with AVX-512"
+    return (
+        f"its convolution channels are padded to blocks of {block} (exported on {exporter}) and onnxruntime "
+        f"blocks them by {cpu_block} on this CPU: the same boxes, more slowly than a file made for this CPU "
+        f"(`detect optimize <the ONNX source> -o FILE` here, or `--channel-block {cpu_block}` at export)"
+    )

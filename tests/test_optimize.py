@@ -98,3 +98,26 @@ def test_a_model_the_rewrites_do_not_fit_is_written_without_them(tmp_path):
     assert record["verification"]["max_abs_diff"] <= 1e-4
     if "rewrites_dropped" in record:  # how far float32 rounding goes depends on the CPU's kernels
         assert "writing the graph without" in proc.stderr
+
+
+def test_a_file_padded_for_another_cpu_says_so_at_load(tmp_path, monkeypatch, caplog):
+    import logging
+
+    from detector import TextDetection
+
+    output = tmp_path / "avx2.onnx"
+    args = ["optimize", str(wheel_source(V6_TINY)), "-o", str(output), "--channel-block", "8", "-q"]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    caplog.set_level(logging.WARNING, logger="detector.api")
+    monkeypatch.setattr("detector.api.this_cpu_block", lambda: 8)
+    TextDetection(model_dir=output, device="cpu")
+    assert not caplog.records  # made for this CPU's block: nothing to say
+    monkeypatch.setattr("detector.api.this_cpu_block", lambda: 16)
+    TextDetection(model_dir=output, device="cpu")
+    (record,) = caplog.records
+    message = record.getMessage()
+    assert message.startswith(f"{output}: its convolution channels are padded to blocks of 8")
+    assert "an AVX2-only CPU" in message and "blocks them by 16" in message and "--channel-block 16" in message
+    caplog.clear()
+    TextDetection(model_dir=wheel_source(V6_TINY), device="cpu")  # a release records no block: nothing to say
+    assert not caplog.records

@@ -14,9 +14,9 @@ from typing import NoReturn, Optional
 import click
 
 from ..errors import DetectorError
+from ..session import CHANNEL_BLOCKS
 from ..settings import INFERENCE_YML
 from . import INSTALL_HINT
-from .rewrites.channel_padding import CHANNEL_BLOCKS
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 

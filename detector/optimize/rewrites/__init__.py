@@ -10,15 +10,9 @@ from collections.abc import Collection
 from functools import partial
 from typing import Any, Optional
 
+from ...session import CHANNEL_BLOCKS, this_cpu_block
 from .affine_depthwise import AFFINE_DEPTHWISE_REWRITE, rewrite_affines_as_depthwise
-from .channel_padding import (
-    CHANNEL_BLOCKS,
-    CHANNEL_PADDING_REWRITE,
-    pad_conv_channels,
-    padding_note,
-    padding_record,
-    this_cpu_block,
-)
+from .channel_padding import CHANNEL_PADDING_REWRITE, pad_conv_channels, padding_note, padding_record
 from .concat_conv_split import CONCAT_CONV_SPLIT_REWRITE, split_concat_convs
 from .conv_affine import CONV_AFFINE_REWRITE, drop_dead_nodes, fold_conv_affines
 from .db_head_depth_to_space import DB_HEAD_REWRITE, rewrite_db_heads
@@ -51,7 +45,7 @@ MIN_OPSET = 11  # Slice with tensor inputs (opset 10) and DepthToSpace with a mo
 def rewrite_for_speed(model: Any, skip: Collection[str] = (), channel_block: Optional[int] = None) -> list[str]:
     """Apply every rewrite whose pattern the graph holds, but those named in skip; returns the names of
     those applied, once each, in the order applied. Channels are padded to channel_block (8 or 16;
-    default: the block of the CPU this runs on, channel_padding.this_cpu_block)."""
+    default: the block of the CPU this runs on, session.this_cpu_block)."""
     opset = max((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), default=0)
     if opset < MIN_OPSET:
         return []

@@ -15,26 +15,23 @@ onnxruntime keep those maps blocked. Anything else reading a padded map (a graph
 averages, a reshape, a depthwise convolution) leaves its producers unpadded.
 
 The block is the CPU's, and the file is made once for the CPUs it will run on: the export pads to the
-block of the CPU it runs on (this_cpu_block), or to the one it is told.
+block of the CPU it runs on (detector/session.py: this_cpu_block), or to the one it is told; a file
+loaded on a CPU with another block says so (session.padded_for_another_cpu).
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection
-from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
+from ...session import CHANNEL_BLOCK, CHANNEL_BLOCKS
 from .affine_depthwise import channels_of
 from .conv_affine import channel_constant
 from .onnx_graph import Graph, Subgraph, attribute
 
 CHANNEL_PADDING_REWRITE = "conv_channels_padded_to_block"
-CHANNEL_BLOCK = 16  # AVX-512's block, and the block where the exporting CPU is not known
-AVX2_CHANNEL_BLOCK = 8
-CHANNEL_BLOCKS = (AVX2_CHANNEL_BLOCK, CHANNEL_BLOCK)
-CPUINFO = Path("/proc/cpuinfo")
 MIN_CHANNELS = 8  # below one AVX2 block onnxruntime takes the input as plain NCHW anyway
 ZERO_KEEPING_OPS = frozenset({"Relu", "MaxPool"})  # f(0) = 0 channel by channel
 
@@ -49,29 +46,6 @@ def constant_weight(graph: Graph, node: Any) -> Optional[np.ndarray]:
     if len(node.input) > 2 and node.input[2] and graph.constant(node.input[2]) is None:
         return None
     return weight
-
-
-def nchwc_block(flags: Collection[str]) -> int:
-    """onnxruntime's channel block on a CPU with these flags (as /proc/cpuinfo lists them): 8 where it has
-    AVX2 but not AVX-512F, else 16. Padding to 16 on an AVX2 CPU pads channel counts it already blocks
-    (24 to 32): PP-OCRv6_small_det ran 0.91-0.95x as long padded to 8 there (AMD EPYC Zen 3, 2026-12-02)."""
-    return AVX2_CHANNEL_BLOCK if "avx2" in flags and "avx512f" not in flags else CHANNEL_BLOCK
-
-
-def cpu_flags(cpuinfo: Path = CPUINFO) -> Optional[frozenset]:
-    """The first CPU's flags as /proc/cpuinfo lists them on x86 Linux; None where there are none to read."""
-    try:
-        text = cpuinfo.read_text(errors="replace")
-    except OSError:
-        return None
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), None)
-    return None if flags is None else frozenset(flags)
-
-
-def this_cpu_block(cpuinfo: Path = CPUINFO) -> int:
-    """The channel block of the CPU the export runs on (16 where its flags cannot be read)."""
-    flags = cpu_flags(cpuinfo)
-    return CHANNEL_BLOCK if flags is None else nchwc_block(flags)
 
 
 def padding_record(applied: Collection[str], block: int) -> dict[str, int]:
