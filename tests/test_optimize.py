@@ -59,6 +59,7 @@ def test_channel_block_and_model_name_for_a_bare_file(tmp_path):
         ("not onnx", "is not an ONNX model"),
         ("unknown name", "are not recorded here"),
         ("no onnx package", "pip install 'detector[optimize]'"),
+        ("already ours", "was written by detector already"),
     ],
 )
 def test_errors_are_one_line_with_what_to_do(tmp_path, monkeypatch, case, message):
@@ -70,7 +71,11 @@ def test_errors_are_one_line_with_what_to_do(tmp_path, monkeypatch, case, messag
         "not onnx": [str(tmp_path / "notes.onnx"), "-o", str(tmp_path / "out.onnx"), "--model", V6_TINY],
         "unknown name": [str(bare), "-o", str(tmp_path / "out.onnx"), "--model", "MyOwn_det"],
         "no onnx package": [str(bare), "-o", str(tmp_path / "out.onnx"), "--model", V6_TINY],
+        "already ours": [str(tmp_path / "ours.onnx"), "-o", str(tmp_path / "out.onnx"), "--model", V6_TINY],
     }[case]
+    if case == "already ours":
+        made = CliRunner().invoke(cli, ["optimize", str(bare), "-o", str(tmp_path / "ours.onnx"), "--model", V6_TINY])
+        assert made.exit_code == 0, made.output
     (tmp_path / "notes.onnx").write_text("not a model")
     if case == "no onnx package":
         monkeypatch.setattr("detector.optimize.optimizer_available", lambda: False)

@@ -41,6 +41,27 @@ def declared_model_name(source: Path) -> Optional[str]:
     return str(name) if name else None
 
 
+def already_imported_from(path: Path) -> Optional[str]:
+    """Where a file this package wrote (detector.export in its metadata) was made from; None for any other file."""
+    import json
+
+    import onnx
+
+    from ..settings import METADATA_EXPORT_KEY, METADATA_SOURCE_KEY
+
+    try:
+        metadata = {prop.key: prop.value for prop in onnx.load(str(path), load_external_data=False).metadata_props}
+    except Exception:  # not ONNX: the import says so in its own words
+        return None
+    if METADATA_EXPORT_KEY not in metadata:
+        return None
+    try:
+        origin = json.loads(metadata.get(METADATA_SOURCE_KEY) or "{}").get("origin")
+    except (ValueError, AttributeError):
+        origin = None
+    return str(origin or "its source")
+
+
 @click.command("optimize", context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.argument("source", metavar="SOURCE", type=click.Path(exists=True, path_type=Path))
 @click.option(
@@ -89,6 +110,15 @@ def optimize_command(
         name = model_name or declared_model_name(source)
     except DetectorError as exc:
         _fail(str(exc), exc, debug, EXIT_USAGE)
+    made_from = already_imported_from(found.onnx)
+    if made_from is not None:
+        _fail(
+            f"{found.onnx} was written by detector already (its metadata records how); its channels cannot be "
+            f"un-padded: run detect optimize on the file it was made from ({made_from})",
+            None,
+            debug,
+            EXIT_USAGE,
+        )
     if output.resolve() == found.onnx.resolve():
         _fail(f"--output is SOURCE itself ({found.onnx}): write the import to another file", None, debug, EXIT_USAGE)
     if not name:
