@@ -91,13 +91,13 @@ def resolve_model_path(model_name: Optional[str], model_dir: Optional[Union[str,
     if not model_name:
         raise ModelNotFoundError("no model_name and no model_dir given")
     searched = [folder / model_name / MODEL_FILENAME for folder in local_model_folders()]
+    cache = user_cache_dir()
     for candidate in searched:
+        in_cache = candidate.parent.parent == cache
         if candidate.is_file():
-            if candidate.parent.parent == user_cache_dir():
-                return upgrade_cached_release(model_name, candidate)
-            return candidate
+            return upgrade_cached_release(model_name, candidate) if in_cache else candidate
         official = candidate.parent / OFFICIAL_FOLDER / MODEL_FILENAME
-        if official.is_file() and candidate.parent.parent == user_cache_dir():
+        if in_cache and official.is_file():
             # downloaded but not imported: the import failed, was interrupted, or is off
             return import_release(model_name, official.parent) if _importing() else official
     from .catalog import KNOWN_MODELS
@@ -190,7 +190,7 @@ def import_release(model_name: str, official: Path) -> Path:
     """Import the release in official/ as ../inference.onnx (detector/optimize) and return that path;
     the release itself if the import fails (it is only a speed-up: say why, and run the model as published)."""
     from .errors import DetectorError
-    from .optimize.onnx_import import export_from_onnx
+    from .optimize.onnx_import import export_from_onnx, import_summary
 
     output = official.parent / MODEL_FILENAME
     print(f"detector: rewriting {model_name} for this CPU (once; {NO_OPTIMIZE_ENV_VAR}=1 skips it)", file=sys.stderr)
@@ -199,13 +199,8 @@ def import_release(model_name: str, official: Path) -> Path:
     except DetectorError as exc:
         print(f"detector: {model_name} runs as published: the rewrite failed ({exc})", file=sys.stderr)
         return official / MODEL_FILENAME
-    rewrites, verification = record.get("rewrites"), record.get("verification")
-    applied = ", ".join(rewrites) if isinstance(rewrites, list) and rewrites else "none matched"
-    diff = verification.get("max_abs_diff") if isinstance(verification, dict) else None
-    within = f"{diff:.2g}" if isinstance(diff, float) else "?"
     print(
-        f"detector: {model_name} imported as {output} (rewrites: {applied}; its map within {within} of the release's)",
-        file=sys.stderr,
+        f"detector: {model_name} imported as {output} ({import_summary(record)} against the release)", file=sys.stderr
     )
     return output
 

@@ -143,9 +143,15 @@ def _parse_scale(value: Any) -> float:
     return float(value)
 
 
+def declared_model_name(config: Mapping[str, Any]) -> Optional[str]:
+    """The model name a parsed inference.yml declares (Global.model_name), if any."""
+    name = (config.get("Global") or {}).get("model_name")
+    return str(name) if name else None
+
+
 def settings_from_inference_config(config: Mapping[str, Any], model_name: Optional[str] = None) -> DetectionSettings:
     """Translate a parsed PaddleOCR/PaddleX ``inference.yml`` into settings, as PaddleX reads it."""
-    name = model_name or (config.get("Global") or {}).get("model_name") or ""
+    name = model_name or declared_model_name(config) or ""
     ops = {}
     for op in (config.get("PreProcess") or {}).get("transform_ops") or []:  # `DetResizeForTest: null` -> {}
         if isinstance(op, Mapping):
@@ -226,7 +232,7 @@ def settings_for_model_file(
     yml = Path(model_path).parent / INFERENCE_YML
     if yml.is_file():
         config, _ = read_inference_yml(yml)
-        declared = (config.get("Global") or {}).get("model_name")
+        declared = declared_model_name(config)
         if declared and model_name and declared != model_name:  # PaddleX refuses this mismatch too
             raise InvalidModelError(
                 f"model_name is {model_name!r} but {yml} names the model {declared!r}: "

@@ -15,7 +15,7 @@ import click
 
 from ..errors import DetectorError
 from ..session import CHANNEL_BLOCKS
-from ..settings import INFERENCE_YML
+from ..settings import INFERENCE_YML, declared_model_name, read_inference_yml
 from . import INSTALL_HINT
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -26,19 +26,6 @@ def _fail(message: str, exc: Optional[BaseException], debug: bool, code: int) ->
         traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
     click.echo(f"detect optimize: error: {message}", err=True)
     sys.exit(code)
-
-
-def declared_model_name(source: Path) -> Optional[str]:
-    """The model name the inference.yml beside the source declares (Global.model_name), if any."""
-    from ..settings import read_inference_yml
-    from .onnx_import import find_onnx_source
-
-    config_path = find_onnx_source(source).config
-    if config_path is None:
-        return None
-    config, _ = read_inference_yml(config_path)
-    name = (config.get("Global") or {}).get("model_name")
-    return str(name) if name else None
 
 
 def already_imported_from(path: Path) -> Optional[str]:
@@ -103,11 +90,11 @@ def optimize_command(
 
     if not optimizer_available():
         _fail(f"this needs the onnx package: {INSTALL_HINT}", None, debug, EXIT_USAGE)
-    from .onnx_import import export_from_onnx, find_onnx_source, report_to_stderr
+    from .onnx_import import export_from_onnx, find_onnx_source, import_summary, report_to_stderr
 
     try:
         found = find_onnx_source(source)
-        name = model_name or declared_model_name(source)
+        name = model_name or (declared_model_name(read_inference_yml(found.config)[0]) if found.config else None)
     except DetectorError as exc:
         _fail(str(exc), exc, debug, EXIT_USAGE)
     made_from = already_imported_from(found.onnx)
@@ -133,8 +120,4 @@ def optimize_command(
         )
     except DetectorError as exc:
         _fail(str(exc), exc, debug, EXIT_FAILED)
-    rewrites, verification = record.get("rewrites"), record.get("verification")
-    applied = ", ".join(rewrites) if isinstance(rewrites, list) and rewrites else "none matched"
-    diff = verification.get("max_abs_diff") if isinstance(verification, dict) else None
-    within = f"{diff:.3g}" if isinstance(diff, float) else "?"
-    click.echo(f"{output} ({name}; rewrites: {applied}; max |diff| {within} against {found.onnx})")
+    click.echo(f"{output} ({name}; {import_summary(record)} against {found.onnx})")

@@ -18,6 +18,7 @@ from ..settings import (
     METADATA_SETTINGS_KEY,
     METADATA_SOURCE_KEY,
     DetectionSettings,
+    declared_model_name,
     read_inference_yml,
 )
 
@@ -42,7 +43,7 @@ def read_inference_config(path: Path) -> tuple[dict, str]:
 
 def model_name_from_config(config: dict, requested: str, config_path: Path, report: Callable[[str], None]) -> str:
     """The model name the yml declares (PaddleX builds its defaults from it); warns when --model differs."""
-    declared = (config.get("Global") or {}).get("model_name")
+    declared = declared_model_name(config)
     if not declared:
         return requested
     if declared != requested:

@@ -114,6 +114,14 @@ def source_settings(
     return name, settings, text
 
 
+def import_summary(record: Mapping[str, object]) -> str:
+    """ "rewrites: …; max |diff| …" from an export record, for the one line the hub and `detect optimize` print."""
+    rewrites, verification = record.get("rewrites"), record.get("verification")
+    applied = ", ".join(rewrites) if isinstance(rewrites, list) and rewrites else "none matched"
+    diff = verification.get("max_abs_diff") if isinstance(verification, dict) else None
+    return f"rewrites: {applied}; max |diff| {diff:.3g}" if isinstance(diff, float) else f"rewrites: {applied}"
+
+
 def export_from_onnx(
     model_name: str,
     source_path: Path,
