@@ -48,8 +48,8 @@ from .result import DetectionResult
 from .session import (
     check_detector_signature,
     load_session,
+    made_for_another_cpu,
     model_metadata,
-    padded_for_another_cpu,
     parse_device,
     run_session,
     this_cpu_block,
@@ -183,7 +183,7 @@ class TextDetection:
         self._io_binding: bool = uses_io_binding(self._session.get_providers())
         metadata = model_metadata(self._session)
         name, settings, self.settings_source = settings_for_model_file(metadata, self.model_path, requested_name)
-        other_cpu = padded_for_another_cpu(metadata, this_cpu_block()) if self.device == "cpu" else None
+        other_cpu = made_for_another_cpu(metadata, this_cpu_block()) if self.device == "cpu" else None
         if other_cpu:
             logger.warning("%s: %s", self.model_path, other_cpu)
         self.model_name: str = name

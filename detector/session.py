@@ -240,8 +240,9 @@ def this_cpu_block(cpuinfo: Path = CPUINFO) -> int:
     return CHANNEL_BLOCK if flags is None else nchwc_block(flags)
 
 
-def padded_block(metadata: Mapping[str, str]) -> Optional[int]:
-    """The channel block a file's convolutions were padded to (its export record's channel_block), if any."""
+def block_made_for(metadata: Mapping[str, str]) -> Optional[int]:
+    """The channel block a file was made for (its export record's channel_block: its convolutions padded
+    to it, or, for 8, wide pointwise ones left out of the blocked layout), if any."""
     try:
         record = json.loads(metadata.get(METADATA_EXPORT_KEY) or "{}")
     except ValueError:
@@ -250,15 +251,15 @@ def padded_block(metadata: Mapping[str, str]) -> Optional[int]:
     return block if isinstance(block, int) else None
 
 
-def padded_for_another_cpu(metadata: Mapping[str, str], cpu_block: int) -> Optional[str]:
-    """What to tell the user when a file's channels are padded to another block than this CPU's
+def made_for_another_cpu(metadata: Mapping[str, str], cpu_block: int) -> Optional[str]:
+    """What to tell the user when a file was made for another channel block than this CPU's
     (exported on an AVX2-only CPU and run on AVX-512, or the other way round); None when they match."""
-    block = padded_block(metadata)
+    block = block_made_for(metadata)
     if block is None or block == cpu_block:
         return None
     exporter = "an AVX2-only CPU" if block == AVX2_CHANNEL_BLOCK else "a CPU with AVX-512"
     return (
-        f"its convolution channels are padded to blocks of {block} (exported on {exporter}) and onnxruntime "
+        f"it was made for CPUs that block convolution channels by {block} (exported on {exporter}) and onnxruntime "
         f"blocks them by {cpu_block} on this CPU: the same boxes, more slowly than a file made for this CPU "
         f"(`detect optimize <the ONNX source> -o FILE` here, or `--channel-block {cpu_block}` at export)"
     )

@@ -1,6 +1,7 @@
-"""se_residual_as_one_mul, conv_channels_padded_to_block and concat_conv_split: exact rewrites around the
-squeeze-and-excitation layers, the off-block channel counts of the mobile detectors and PP-OCRv6's stem
-Concat, checked on small graphs built like paddle2onnx's output (no Paddle needed)."""
+"""se_residual_as_one_mul, conv_channels_padded_to_block, concat_conv_split and
+wide_pointwise_conv_unblocked: exact rewrites around the squeeze-and-excitation layers, the off-block
+channel counts of the mobile detectors, PP-OCRv6's stem Concat and the server model's wide pointwise
+convolutions, checked on small graphs built like paddle2onnx's output (no Paddle needed)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,13 @@ from detector.optimize.rewrites import (
     CHANNEL_BLOCKS,
     CHANNEL_PADDING_REWRITE,
     CONCAT_CONV_SPLIT_REWRITE,
+    POINTWISE_UNBLOCKED_REWRITE,
     SE_RESIDUAL_REWRITE,
+    block_record,
     this_cpu_block,
 )
+from detector.optimize.rewrites.onnx_graph import Graph
+from detector.optimize.rewrites.pointwise_unblocked import GLOBAL, MIN_INPUT_CHANNELS, downsampling
 from tests.rewrite_checks import cpu_session, rewritten
 
 
@@ -297,3 +302,91 @@ def test_the_stem_split_and_padded_together_keeps_its_output():
     assert {CONCAT_CONV_SPLIT_REWRITE, CHANNEL_PADDING_REWRITE} <= set(applied)
     assert op_counts(after)["Concat"] == 0
     assert_same_outputs(after, model, seed=10, shape=(2, 3, 19, 14))
+
+
+def pointwise_model(seed=0, stride=4, inputs=MIN_INPUT_CHANNELS, norm=True, relu=True, tap=False, pooled=False):
+    """x → conv stride s (inputs channels) → relu → [global pool →] 1×1 conv (64) [→ BN] [→ relu] → 3×3 conv → out:
+    the aggregation convolutions of PPHGNet_small's stages and LKPAN's input convolutions."""
+    b = Builder(seed)
+    scale = 1 / stride / np.sqrt(3)  # weights of about 1/sqrt(fan-in): maps of about 1 whatever the stride
+    stem = b.add(
+        "Conv", ["x", b.weight("stem_w", (inputs, 3, stride, stride), -scale, scale)], "stem", strides=[stride] * 2
+    )
+    t = b.add("Relu", [stem], "stem_relu")
+    if pooled:
+        t = b.add("GlobalAveragePool", [t], "pool")
+    t = b.add("Conv", [t, b.weight("wide_w", (64, inputs, 1, 1), -0.05, 0.05), b.weight("wide_b", (64,))], "wide")
+    if norm:
+        parameters = [
+            b.weight("bn_scale", (64,), 0.5, 1.5),
+            b.weight("bn_shift", (64,)),
+            b.weight("bn_mean", (64,)),
+            b.weight("bn_var", (64,), 0.5, 2.0),
+        ]
+        t = b.add("BatchNormalization", [t, *parameters], "bn", epsilon=1e-5)
+    if relu:
+        t = b.add("Relu", [t], "wide_relu")
+    b.conv(t, "out", (8, 64, 3, 3))
+    return b.model(["out"] + (["wide"] if tap else []))
+
+
+def conv_inputs(model) -> list:
+    """The input channel counts of the 4-D 1×1 convolutions and the shapes of the 1-D ones' weights."""
+    weights = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+    convs = [weights[node.input[1]].shape for node in model.graph.node if node.op_type == "Conv"]
+    return [shape for shape in convs if shape[2:] in ((1, 1), (1,))]
+
+
+@pytest.mark.parametrize("options", [{}, {"norm": False, "seed": 1}, {"relu": False, "stride": 16, "seed": 2}])
+def test_wide_pointwise_convolutions_leave_the_blocked_layout_on_avx2_with_the_same_outputs(options):
+    model = pointwise_model(**options)
+    after, applied = rewritten(model, channel_block=8)
+    assert POINTWISE_UNBLOCKED_REWRITE in applied
+    assert conv_inputs(after) == [(64, MIN_INPUT_CHANNELS, 1)]  # one 1-D convolution, the norm folded into it
+    assert "BatchNormalization" not in op_counts(after)
+    relus = [node for node in after.graph.node if node.op_type == "Relu"]
+    assert len(relus) == 1 + options.get("relu", True)  # moved before the Reshape back: onnxruntime fuses it
+    assert block_record(applied, 8) == {"channel_block": 8}  # the file is made for AVX2's block
+    assert_same_outputs(after, model, seed=7, shape=(2, 3, 24, 40))
+    assert_same_outputs(after, model, seed=8, shape=(1, 3, 33, 17))
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"stride": 32},  # a map too small: the blocked kernel is faster there
+        {"inputs": MIN_INPUT_CHANNELS // 2},  # too narrow to pay for the reorders
+        {"pooled": True},  # a squeeze-and-excitation 1×1 map
+    ],
+)
+def test_narrow_or_small_pointwise_convolutions_stay_blocked(options):
+    model = pointwise_model(**options)
+    after, applied = rewritten(model, channel_block=8)
+    assert POINTWISE_UNBLOCKED_REWRITE not in applied
+    assert_same_outputs(after, model, seed=9, shape=(1, 3, 64, 64))
+
+
+def test_pointwise_convolutions_stay_blocked_for_avx512_and_an_output_read_elsewhere_keeps_its_norm():
+    model = pointwise_model()
+    assert POINTWISE_UNBLOCKED_REWRITE not in rewritten(model)[1]  # block 16: not measured there
+    tapped = pointwise_model(tap=True)
+    after, applied = rewritten(tapped, channel_block=8)
+    assert POINTWISE_UNBLOCKED_REWRITE in applied
+    assert op_counts(after)["BatchNormalization"] == 1  # the convolution's own output is a graph output
+    assert_same_outputs(after, tapped, seed=10, shape=(1, 3, 16, 24))
+
+
+def test_map_sizes_follow_strides_transposed_convolutions_resizes_and_global_pools():
+    b = Builder(0)
+    quarter = b.conv("x", "quarter", (8, 3, 4, 4), strides=[4, 4])
+    eighth = b.add("MaxPool", [quarter], "eighth", kernel_shape=[2, 2], strides=[2, 2])
+    scales = b.add("Constant", [], "scales", value=numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "v"))
+    back = b.add("Resize", [eighth, "", scales], "back", mode="nearest")
+    summed = b.add("Add", [quarter, back], "summed")
+    gate = b.add("GlobalAveragePool", [summed], "gate")
+    gated = b.add("Mul", [summed, gate], "gated")
+    up = b.add("ConvTranspose", [gated, b.weight("up_w", (8, 8, 2, 2))], "up", strides=[2, 2])
+    flat = b.add("Flatten", [up], "flat")
+    factors = downsampling(Graph(b.model([flat])))
+    assert [factors[name] for name in (quarter, eighth, back, summed, gate, gated, up)] == [4, 8, 4, 4, GLOBAL, 4, 2]
+    assert flat not in factors  # an op that does not keep the map's layout: unknown

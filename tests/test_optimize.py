@@ -85,7 +85,7 @@ def test_errors_are_one_line_with_what_to_do(tmp_path, monkeypatch, case, messag
     assert not (tmp_path / "out.onnx").exists()
 
 
-def test_a_file_padded_for_another_cpu_says_so_at_load(tmp_path, monkeypatch, caplog):
+def test_a_file_made_for_another_cpu_says_so_at_load(tmp_path, monkeypatch, caplog):
     import logging
 
     from detector import TextDetection
@@ -101,7 +101,7 @@ def test_a_file_padded_for_another_cpu_says_so_at_load(tmp_path, monkeypatch, ca
     TextDetection(model_dir=output, device="cpu")
     (record,) = caplog.records
     message = record.getMessage()
-    assert message.startswith(f"{output}: its convolution channels are padded to blocks of 8")
+    assert message.startswith(f"{output}: it was made for CPUs that block convolution channels by 8")
     assert "an AVX2-only CPU" in message and "blocks them by 16" in message and "--channel-block 16" in message
     caplog.clear()
     TextDetection(model_dir=wheel_source(V6_TINY), device="cpu")  # a release records no block: nothing to say

@@ -72,7 +72,8 @@ def already_imported_from(path: Path) -> Optional[str]:
     "--channel-block",
     type=click.Choice([str(block) for block in CHANNEL_BLOCKS]),
     default=None,
-    help="Pad convolution channels to this block: 8 for AVX2-only CPUs, 16 for AVX-512 [default: this CPU's].",
+    help="Make the file for CPUs that block convolution channels by this: 8 for AVX2-only CPUs, 16 for AVX-512 "
+    "(channels padded to it; with 8 also wide pointwise convolutions unblocked) [default: this CPU's].",
 )
 @click.option("--quiet", "-q", is_flag=True, help="Only errors on stderr, not each step.")
 @click.option("--debug", is_flag=True, hidden=True, help="Tracebacks on errors.")

@@ -34,7 +34,7 @@ from .model_file import (
     save_exported_model,
     sha256_of,
 )
-from .rewrites import padding_note, padding_record, rewrite_for_speed, this_cpu_block
+from .rewrites import block_note, block_record, rewrite_for_speed, this_cpu_block
 from .verify import TOLERANCE, VERIFY_SHAPES, compare_with_onnx
 
 Report = Callable[[str], None]
@@ -158,7 +158,7 @@ def export_from_onnx(
     rewrites = rewrite_for_speed(model, channel_block=channel_block) if rewrite else []
     if rewrites:
         remove_dead_code(model)
-        progress(f"      exact rewrites for onnxruntime: {', '.join(rewrites)}{padding_note(rewrites, channel_block)}")
+        progress(f"      exact rewrites for onnxruntime: {', '.join(rewrites)}{block_note(rewrites, channel_block)}")
 
     progress(f"[3/4] verifying against the source on onnxruntime at {len(VERIFY_SHAPES)} input shapes")
     verification = compare_with_onnx(model.SerializeToString(), source.onnx, settings, progress)
@@ -207,7 +207,7 @@ def export_from_onnx(
         "opset": opset,
         "producer": f"{model.producer_name} {model.producer_version}".strip(),
         "rewrites": rewrites,
-        **padding_record(rewrites, channel_block),
+        **block_record(rewrites, channel_block),
         "verification": verification,
     }
     if dropped:

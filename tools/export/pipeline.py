@@ -34,7 +34,7 @@ from detector.optimize.model_file import (
     save_exported_model,
     sha256_of,
 )
-from detector.optimize.rewrites import CHANNEL_BLOCKS, padding_note, padding_record, rewrite_for_speed, this_cpu_block
+from detector.optimize.rewrites import CHANNEL_BLOCKS, block_note, block_record, rewrite_for_speed, this_cpu_block
 from detector.optimize.verify import TOLERANCE, VERIFY_SHAPES, compare_with_unrewritten
 from detector.precision import PRECISIONS, variant_path
 from detector.settings import settings_from_inference_config
@@ -80,7 +80,8 @@ def export_model(
     channel_block: Optional[int] = None,
 ) -> dict[str, object]:
     """The whole export; returns the record written under METADATA_EXPORT_KEY (detector.export).
-    channel_block: what the channel-padding rewrite pads to (default: this CPU's block)."""
+    channel_block: the channel block the file is made for, what the channel-padding rewrite pads to and,
+    for 8, whether wide pointwise convolutions leave the blocked layout (default: this CPU's block)."""
     import onnx
 
     if source is not None and onnx_import.is_onnx_source(source):
@@ -115,7 +116,7 @@ def export_model(
     rewrites = rewrite_for_speed(converted, channel_block=channel_block) if rewrite else []
     if rewrites:
         remove_dead_code(converted)
-        progress(f"      exact rewrites for onnxruntime: {', '.join(rewrites)}{padding_note(rewrites, channel_block)}")
+        progress(f"      exact rewrites for onnxruntime: {', '.join(rewrites)}{block_note(rewrites, channel_block)}")
 
     progress(f"[4/5] verifying against Paddle Inference at {len(VERIFY_SHAPES)} input shapes")
     converted_bytes = converted.SerializeToString()  # once: the server model's is 114 MB
@@ -153,7 +154,7 @@ def export_model(
         "source_kind": "paddle",
         "source_format": model.program_format,
         "rewrites": rewrites,
-        **padding_record(rewrites, channel_block),
+        **block_record(rewrites, channel_block),
         "verification": verification,
     }
     source_files = {path.name: sha256_of(path) for path in (model.program, model.params, model.config)}
@@ -186,8 +187,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         type=int,
         choices=CHANNEL_BLOCKS,
         default=None,
-        help="pad off-block channel counts to multiples of this: 16 for CPUs with AVX-512, 8 for AVX2-only "
-        "ones (default: the block of the CPU exporting; export for the CPU the model will run on)",
+        help="the channel block of the CPUs the file is for, 16 with AVX-512, 8 AVX2-only: off-block channel "
+        "counts are padded to it, and for 8 wide pointwise convolutions leave the blocked layout (default: the "
+        "block of the CPU exporting; export for the CPU the model will run on)",
     )
     parser.add_argument(
         "--precision",

@@ -6,19 +6,20 @@ rewritten graph against the source. onnx_graph.py is the small graph helper they
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from functools import partial
 from typing import Any, Optional
 
-from ...session import CHANNEL_BLOCKS, this_cpu_block
+from ...session import AVX2_CHANNEL_BLOCK, CHANNEL_BLOCKS, this_cpu_block
 from .affine_depthwise import AFFINE_DEPTHWISE_REWRITE, rewrite_affines_as_depthwise
-from .channel_padding import CHANNEL_PADDING_REWRITE, pad_conv_channels, padding_note, padding_record
+from .channel_padding import CHANNEL_PADDING_REWRITE, pad_conv_channels
 from .concat_conv_split import CONCAT_CONV_SPLIT_REWRITE, split_concat_convs
 from .conv_affine import CONV_AFFINE_REWRITE, drop_dead_nodes, fold_conv_affines
 from .db_head_depth_to_space import DB_HEAD_REWRITE, rewrite_db_heads
 from .dft_convolution import DFT_CONV_REWRITE, rewrite_large_convs
 from .onnx_graph import Graph, bypass_identities
 from .pfhead_local import PFHEAD_LOCAL_REWRITE, rewrite_pfhead_locals
+from .pointwise_unblocked import POINTWISE_UNBLOCKED_REWRITE, unblock_wide_pointwises
 from .se_residual import SE_RESIDUAL_REWRITE, rewrite_se_residuals
 
 __all__ = [
@@ -31,27 +32,49 @@ __all__ = [
     "DFT_CONV_REWRITE",
     "MIN_OPSET",
     "PFHEAD_LOCAL_REWRITE",
+    "POINTWISE_UNBLOCKED_REWRITE",
     "SE_RESIDUAL_REWRITE",
+    "block_note",
+    "block_record",
     "bypass_identities",
-    "padding_note",
-    "padding_record",
     "rewrite_for_speed",
     "this_cpu_block",
 ]
 
 MIN_OPSET = 11  # Slice with tensor inputs (opset 10) and DepthToSpace with a mode (opset 11)
+# The rewrites that make a file for the CPUs with one channel block (the block goes in the export record).
+BLOCK_SPECIFIC_REWRITES = frozenset({CHANNEL_PADDING_REWRITE, POINTWISE_UNBLOCKED_REWRITE})
+
+
+def block_record(applied: Collection[str], block: int) -> dict[str, int]:
+    """The export record's entry for the channel block the file was made for (none if no rewrite depends on it)."""
+    return {"channel_block": block} if BLOCK_SPECIFIC_REWRITES.intersection(applied) else {}
+
+
+def block_note(applied: Collection[str], block: int) -> str:
+    """What the export prints after the rewrites' names, so that the block chosen for this CPU shows."""
+    if CHANNEL_PADDING_REWRITE in applied:
+        return f" (channels padded to blocks of {block})"
+    return f" (for CPUs that block channels by {block})" if BLOCK_SPECIFIC_REWRITES.intersection(applied) else ""
 
 
 def rewrite_for_speed(model: Any, skip: Collection[str] = (), channel_block: Optional[int] = None) -> list[str]:
     """Apply every rewrite whose pattern the graph holds, but those named in skip; returns the names of
-    those applied, once each, in the order applied. Channels are padded to channel_block (8 or 16;
-    default: the block of the CPU this runs on, session.this_cpu_block)."""
+    those applied, once each, in the order applied. The file is made for CPUs that block channels by
+    channel_block (8 or 16; default: the block of the CPU this runs on, session.this_cpu_block): its
+    channels are padded to that block, and with 8 (AVX2) wide pointwise convolutions leave the blocked layout."""
     opset = max((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), default=0)
     if opset < MIN_OPSET:
         return []
     bypass_identities(model)
     graph = Graph(model)
-    rewrites = (
+    block = channel_block or this_cpu_block()
+    # first: it reads the sizes of the maps off the strides of the graph as converted
+    for_avx2: list[tuple[str, Callable[[Graph], int]]] = (
+        [(POINTWISE_UNBLOCKED_REWRITE, unblock_wide_pointwises)] if block == AVX2_CHANNEL_BLOCK else []
+    )
+    rewrites: list[tuple[str, Callable[[Graph], int]]] = [
+        *for_avx2,
         (PFHEAD_LOCAL_REWRITE, rewrite_pfhead_locals),
         (DFT_CONV_REWRITE, rewrite_large_convs),
         # after pfhead_local, whose pattern holds a transposed convolution of its own
@@ -62,8 +85,8 @@ def rewrite_for_speed(model: Any, skip: Collection[str] = (), channel_block: Opt
         (SE_RESIDUAL_REWRITE, rewrite_se_residuals),
         (CONCAT_CONV_SPLIT_REWRITE, split_concat_convs),
         # last: it pads the weights of the convolutions the rewrites above leave
-        (CHANNEL_PADDING_REWRITE, partial(pad_conv_channels, block=channel_block or this_cpu_block())),
-    )
+        (CHANNEL_PADDING_REWRITE, partial(pad_conv_channels, block=block)),
+    ]
     applied = [name for name, rewrite in rewrites if name not in skip and rewrite(graph)]
     drop_dead_nodes(graph)
     return applied

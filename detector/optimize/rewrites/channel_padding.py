@@ -16,12 +16,11 @@ averages, a reshape, a depthwise convolution) leaves its producers unpadded.
 
 The block is the CPU's, and the file is made once for the CPUs it will run on: the export pads to the
 block of the CPU it runs on (detector/session.py: this_cpu_block), or to the one it is told; a file
-loaded on a CPU with another block says so (session.padded_for_another_cpu).
+loaded on a CPU with another block says so (session.made_for_another_cpu).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from typing import Any, Optional
 
 import numpy as np
@@ -46,16 +45,6 @@ def constant_weight(graph: Graph, node: Any) -> Optional[np.ndarray]:
     if len(node.input) > 2 and node.input[2] and graph.constant(node.input[2]) is None:
         return None
     return weight
-
-
-def padding_record(applied: Collection[str], block: int) -> dict[str, int]:
-    """The export record's entry for the block the channels were padded to (none if they were not)."""
-    return {"channel_block": block} if CHANNEL_PADDING_REWRITE in applied else {}
-
-
-def padding_note(applied: Collection[str], block: int) -> str:
-    """What the export prints after the rewrites' names, so that the block chosen for this CPU shows."""
-    return f" (channels padded to blocks of {block})" if CHANNEL_PADDING_REWRITE in applied else ""
 
 
 def block_size(channels: int, block: int = CHANNEL_BLOCK) -> int:

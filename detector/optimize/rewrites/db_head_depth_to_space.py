@@ -31,7 +31,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .conv_affine import channel_constant
-from .onnx_graph import Graph, Subgraph, as_text, attribute
+from .onnx_graph import Graph, Subgraph, as_text, attribute, batch_norm_affine
 
 DB_HEAD_REWRITE = "db_head_depth_to_space"
 
@@ -99,27 +99,13 @@ def match_stage(graph: Graph, transposed: Optional[Any], activations: tuple[str,
             nodes.append(node)
             current = node.output[0]
             node = next_reader(graph, current)
-    if (
-        node is not None
-        and node.op_type == "BatchNormalization"
-        and len(node.input) == 5
-        and len(node.output) == 1
-        and not attribute(node, "training_mode", 0)
-    ):
-        gamma, beta, mean, var = (graph.constant(name) for name in node.input[1:])
-        if (
-            gamma is not None
-            and beta is not None
-            and mean is not None
-            and var is not None
-            and all(value.size == channels for value in (gamma, beta, mean, var))
-        ):
-            gamma, beta, mean, var = (value.reshape(channels).astype(np.float64) for value in (gamma, beta, mean, var))
-            factor = gamma / np.sqrt(var + attribute(node, "epsilon", 1e-5))
-            scale, shift = scale * factor, (shift - mean) * factor + beta
-            nodes.append(node)
-            current = node.output[0]
-            node = next_reader(graph, current)
+    affine = batch_norm_affine(graph, node, channels) if node is not None else None
+    if node is not None and affine is not None:
+        factor, offset = affine
+        scale, shift = scale * factor, shift * factor + offset
+        nodes.append(node)
+        current = node.output[0]
+        node = next_reader(graph, current)
     activation = None
     if node is not None and node.op_type in activations and len(node.input) == 1:
         activation = node.op_type

@@ -97,6 +97,25 @@ def channel_bias(graph: Graph, node: Any, channels: int) -> Optional[tuple[np.nd
     return None
 
 
+def batch_norm_affine(graph: Graph, node: Any, channels: int) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    """The per-channel (scale, shift), float64, of an inference BatchNormalization with constant parameters
+    over channels channels (y = scale · x + shift); None for any other node."""
+    if (
+        node.op_type != "BatchNormalization"
+        or len(node.input) != 5
+        or len([name for name in node.output if name]) != 1
+        or attribute(node, "training_mode", 0)
+    ):
+        return None
+    values = [graph.constant(name) for name in node.input[1:]]
+    known = [value.reshape(-1).astype(np.float64) for value in values if value is not None]
+    if len(known) != 4 or any(value.size != channels for value in known):
+        return None
+    gamma, beta, mean, variance = known
+    scale = gamma / np.sqrt(variance + attribute(node, "epsilon", 1e-5))
+    return scale, beta - mean * scale
+
+
 def self_contained(graph: Graph, nodes: list, exit_name: str, shape_readers: list) -> bool:
     """Whether nothing outside nodes reads what they make, but for exit_name and the given Shape readers."""
     inside = {id(node) for node in nodes} | {id(node) for node in shape_readers}

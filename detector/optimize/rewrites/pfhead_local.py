@@ -34,6 +34,7 @@ from .onnx_graph import (
     Subgraph,
     as_text,
     attribute,
+    batch_norm_affine,
     channel_bias,
     is_plain_conv,
     self_contained,
@@ -113,10 +114,8 @@ def match_pfhead_local(graph: Graph, concat: Any) -> Optional[PFHeadLocalMatch]:
         return None
     middle = local_kernel.shape[0]
     norm = graph.only_consumer(local.output[0], "BatchNormalization")
-    if norm is None or len(norm.input) != 5 or len(norm.output) != 1 or attribute(norm, "training_mode", 0):
-        return None
-    gamma, beta, mean, var = (graph.constant(name) for name in norm.input[1:])
-    if gamma is None or beta is None or mean is None or var is None:
+    norm_affine = batch_norm_affine(graph, norm, middle) if norm is not None else None
+    if norm is None or norm_affine is None:
         return None
     relu = graph.only_consumer(norm.output[0], "Relu")
     final = relu and graph.only_consumer(relu.output[0], "Conv")
@@ -163,14 +162,14 @@ def match_pfhead_local(graph: Graph, concat: Any) -> Optional[PFHeadLocalMatch]:
         or not self_contained(graph, replaced, exit_name=scaled.output[0], shape_readers=shape_readers)
     ):
         return None
-    bn_scale = gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + attribute(norm, "epsilon", 1e-5))
+    bn_scale, bn_shift = norm_affine
     return PFHeadLocalMatch(
         features=features,
         output=scaled.output[0],
         shrink_kernel=shrink_kernel.astype(np.float64),
         shrink_bias=float(shrink_bias[0][0]),
         local_kernel=local_kernel.astype(np.float64) * bn_scale[:, None, None, None],
-        local_bias=beta.astype(np.float64) - mean.astype(np.float64) * bn_scale,
+        local_bias=bn_shift,
         final_kernel=final_kernel.astype(np.float64),
         final_bias=float(final_bias[0][0]),
         scale=float(scale[0][0]),
