@@ -1,6 +1,7 @@
-"""The rewrite applied before int8 quantization only, hard_swish_as_clipped_product: hard-swish becomes
-y · clip(y + beta/alpha, 0, 1/alpha) with alpha moved into the convolutions that read it. Checked on small
-graphs built like the mobile detectors' (no Paddle needed)."""
+"""The rewrites applied before int8 quantization only: hard_swish_as_clipped_product (hard-swish becomes
+y · clip(y + beta/alpha, 0, 1/alpha) with alpha moved into the convolutions that read it),
+gelu_as_sigmoid_product (GELU becomes u · sigmoid(u) / k, u = k · x, approximate) and
+spatial_mean_as_global_pool. Checked on small graphs built like the detectors' (no Paddle needed)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from collections import Counter
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
+import pytest
+from onnx import TensorProto, helper, numpy_helper
 
 from detector.optimize.rewrites.hard_swish_gate import HARD_SWISH_GATE_REWRITE, rewrite_hard_swish_gates
 from tests.rewrite_checks import cpu_session
@@ -20,12 +22,17 @@ def run(model, x):
     return session.run(None, {"x": x})
 
 
-def rewritten_copy(model, skip=()):
+def rewritten_by(rewrite, model, **options):
+    """A checked copy of model after rewrite(copy, **options), and what the rewrite returned."""
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
-    gates = rewrite_hard_swish_gates(copy, skip=skip)
+    result = rewrite(copy, **options)
     onnx.checker.check_model(copy)
-    return copy, gates
+    return copy, result
+
+
+def rewritten_copy(model, skip=()):
+    return rewritten_by(rewrite_hard_swish_gates, model, skip=skip)
 
 
 def image(seed=1, side=12):
@@ -105,3 +112,186 @@ def test_skipped_nodes_stay_fused():
     new, gates = rewritten_copy(model, skip={"act"})
     assert gates == {}
     assert [node.op_type for node in new.graph.node] == ["Conv", "HardSwish", "Conv"]
+
+
+# gelu_as_sigmoid_product: GELU(x) = x·Φ(x) becomes u·sigmoid(u)/k with u = k·x, k folded into the convolutions
+
+
+def exact_gelu(x):
+    from math import erf
+
+    return 0.5 * x * (1 + np.vectorize(erf)(x / np.sqrt(2)))
+
+
+def constant(b, name, value):
+    b.inits.append(numpy_helper.from_array(np.array(value, np.float32), name))
+    return name
+
+
+def erf_gelu(b, x, stem, halved_first=False, by_reciprocal=False):
+    """x · (1 + erf(x/√2)) · 0.5 as paddle2onnx writes it (or with x·(1/√2), or the halving first)."""
+    if by_reciprocal:
+        scaled = b.add("Mul", [x, constant(b, f"{stem}_r", 1 / np.sqrt(2))], f"{stem}_div")
+    else:
+        scaled = b.add("Div", [x, constant(b, f"{stem}_s", np.sqrt(2))], f"{stem}_div")
+    plus = b.add("Add", [b.add("Erf", [scaled], f"{stem}_erf"), constant(b, f"{stem}_one", 1.0)], f"{stem}_plus")
+    if halved_first:
+        half = b.add("Mul", [plus, constant(b, f"{stem}_h", 0.5)], f"{stem}_half")
+        return b.add("Mul", [x, half], f"{stem}_out")
+    product = b.add("Mul", [x, plus], f"{stem}_prod")
+    return b.add("Mul", [product, constant(b, f"{stem}_h", 0.5)], f"{stem}_out")
+
+
+def mlp_model(**gelu_form):
+    """x → conv (expand) → GELU → conv (contract): PP-OCRv6's MetaFormer feed-forward."""
+    b = Builder(5)
+    y = b.conv("x", "c1", (8, 3, 1, 1))
+    b.conv(erf_gelu(b, y, "g", **gelu_form), "c2", (4, 8, 1, 1))
+    return b.model(["c2"])
+
+
+def gelu_rewritten(model, skip=()):
+    from detector.optimize.rewrites.gelu_sigmoid import rewrite_gelus_as_sigmoid_products
+
+    return rewritten_by(rewrite_gelus_as_sigmoid_products, model, skip=skip)
+
+
+def test_sigmoid_product_is_within_its_stated_error_of_gelu():
+    from detector.optimize.rewrites.gelu_sigmoid import SIGMOID_SLOPE
+
+    x = np.linspace(-8, 8, 160001)
+    error = np.abs(x / (1 + np.exp(-SIGMOID_SLOPE * x)) - exact_gelu(x))
+    assert 0.019 < error.max() < 0.021  # the module's stated bound, 0.0203 at x ≈ -2.27
+    assert abs(x[error.argmax()] + 2.27) < 0.01
+
+
+@pytest.mark.parametrize("form", [{}, {"halved_first": True}, {"by_reciprocal": True}])
+def test_gelu_between_convolutions_becomes_a_sigmoid_product_with_the_slope_in_the_weights(form):
+    from detector.optimize.rewrites.gelu_sigmoid import GELU_SIGMOID_REWRITE, SIGMOID_SLOPE
+
+    model = mlp_model(**form)
+    new, count = gelu_rewritten(model)
+    assert count == 1
+    ops = Counter(node.op_type for node in new.graph.node)
+    assert ops["Erf"] == ops["Div"] == ops["Add"] == 0
+    assert ops == Counter({"Conv": 2, "Sigmoid": 1, "Mul": 1})  # no Mul by the slope: it is in the weights
+    assert all(node.name.startswith(GELU_SIGMOID_REWRITE) for node in new.graph.node if node.op_type != "Conv")
+    weights = {init.name: numpy_helper.to_array(init) for init in new.graph.initializer}
+    original = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+    np.testing.assert_allclose(weights["c1_w"], original["c1_w"] * SIGMOID_SLOPE, rtol=1e-6)
+    np.testing.assert_allclose(weights["c1_b"], original["c1_b"] * SIGMOID_SLOPE, rtol=1e-6)
+    np.testing.assert_allclose(weights["c2_w"], original["c2_w"] / SIGMOID_SLOPE, rtol=1e-6)
+    np.testing.assert_array_equal(weights["c2_b"], original["c2_b"])
+    # the same network but for the approximation: against the graph with x·sigmoid(1.702x) spelled out
+    x = image(6)
+    hidden = run_to(model, "c1", x)
+    approximate = hidden / (1 + np.exp(-SIGMOID_SLOPE * hidden))
+    c2 = original["c2_w"].reshape(4, 8)
+    expected = np.einsum("oc,nchw->nohw", c2, approximate) + original["c2_b"].reshape(1, 4, 1, 1)
+    np.testing.assert_allclose(run(new, x)[0], expected, rtol=1e-4, atol=1e-4)
+    # and within the stated error of the exact network, scaled by the second convolution
+    exact = run(model, x)[0]
+    assert np.abs(run(new, x)[0] - exact).max() <= 0.0204 * np.abs(c2).sum(axis=1).max()
+
+
+def run_to(model, tensor, x):
+    """The value of an intermediate tensor of model on x."""
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    probe.graph.output.extend([onnx.helper.make_empty_tensor_value_info(tensor)])
+    return cpu_session(probe).run([tensor], {"x": x})[0]
+
+
+def test_gelu_whose_input_or_output_is_read_elsewhere_keeps_the_slope_as_muls():
+    from detector.optimize.rewrites.gelu_sigmoid import SIGMOID_SLOPE
+
+    b = Builder(7)
+    y = b.conv("x", "c1", (8, 3, 1, 1))
+    g = erf_gelu(b, y, "g")
+    b.add("Add", [g, y], "out")  # y read outside the GELU, the GELU read by an Add
+    model = b.model(["out"])
+    new, count = gelu_rewritten(model)
+    assert count == 1
+    ops = Counter(node.op_type for node in new.graph.node)
+    assert ops["Mul"] == 3 and ops["Sigmoid"] == 1  # the slope, the product, the unscaling
+    weights = {init.name: numpy_helper.to_array(init) for init in new.graph.initializer}
+    np.testing.assert_array_equal(weights["c1_w"], numpy_helper.to_array(model.graph.initializer[0]))
+    x = image(8)
+    hidden = run_to(model, "c1", x)
+    expected = hidden / (1 + np.exp(-SIGMOID_SLOPE * hidden)) + hidden
+    np.testing.assert_allclose(run(new, x)[0], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_onnx_gelu_op_is_rewritten_but_not_its_tanh_approximation_nor_skipped_ones():
+    for approximate, expected in (("none", 1), ("tanh", 0)):
+        b = Builder(9)
+        y = b.conv("x", "c1", (8, 3, 1, 1))
+        b.conv(b.add("Gelu", [y], "g", approximate=approximate), "c2", (4, 8, 1, 1))
+        graph = helper.make_graph(
+            b.nodes,
+            "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+            [helper.make_tensor_value_info("c2", TensorProto.FLOAT, [1, 4, 4, 4])],
+            b.inits,
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)], ir_version=9)
+        assert gelu_rewritten(model)[1] == expected
+    assert gelu_rewritten(mlp_model(), skip={"g_erf"})[1] == 0
+
+
+def test_erf_that_is_not_a_gelu_is_left_alone():
+    b = Builder(10)
+    y = b.conv("x", "c1", (8, 3, 1, 1))
+    scaled = b.add("Div", [y, constant(b, "s", 2.0)], "div")  # erf(x/2): not GELU's √2
+    plus = b.add("Add", [b.add("Erf", [scaled], "erf"), constant(b, "one", 1.0)], "plus")
+    b.add("Mul", [b.add("Mul", [y, plus], "prod"), constant(b, "h", 0.5)], "out")
+    assert gelu_rewritten(b.model(["out"]))[1] == 0
+
+
+# spatial_mean_as_global_pool: ReduceMean over H and W with keepdims → GlobalAveragePool
+
+
+def mean_model(axes, keepdims=1, opset=14):
+    b = Builder(11)
+    y = b.conv("x", "c1", (8, 3, 3, 3))
+    if opset >= 18:
+        b.inits.append(numpy_helper.from_array(np.array(axes, np.int64), "axes"))
+        pooled = b.add("ReduceMean", [y, "axes"], "mean", keepdims=keepdims)
+    else:
+        pooled = b.add("ReduceMean", [y], "mean", axes=axes, keepdims=keepdims)
+    b.add("Mul", [y, pooled], "out") if keepdims else b.add("Identity", [pooled], "out")
+    graph = helper.make_graph(
+        b.nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, None, None])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)],
+        b.inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=9 if opset >= 18 else 8)
+    return onnx.shape_inference.infer_shapes(model)  # the ranks, as the quantizer's preparation records them
+
+
+def means_rewritten(model):
+    from detector.optimize.rewrites.mean_pool import rewrite_spatial_means
+
+    return rewritten_by(rewrite_spatial_means, model)
+
+
+@pytest.mark.parametrize("axes,opset", [([2, 3], 14), ([-2, -1], 14), ([3, 2], 18)])
+def test_spatial_mean_becomes_a_global_pool(axes, opset):
+    model = mean_model(axes, opset=opset)
+    new, count = means_rewritten(model)
+    assert count == 1 and [node.op_type for node in new.graph.node] == ["Conv", "GlobalAveragePool", "Mul"]
+    x = image(12, side=9)
+    np.testing.assert_allclose(run(new, x)[0], run(model, x)[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("axes,keepdims", [([1, 2, 3], 1), ([2], 1), ([2, 3], 0)])
+def test_other_means_are_left_alone(axes, keepdims):
+    assert means_rewritten(mean_model(axes, keepdims))[1] == 0
+
+
+def test_mean_of_a_map_of_unknown_rank_is_left_alone():
+    model = mean_model([2, 3])
+    del model.graph.value_info[:]
+    assert means_rewritten(model)[1] == 0

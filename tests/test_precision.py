@@ -47,7 +47,7 @@ def model_dir(default_onnx, tmp_path_factory) -> Path:
                 "--eval-images",
                 "2",
                 "--calibration-images",
-                "4",
+                "16",  # the default: with 4 or 8, "input" (which auto may keep here) moved a box to IoU 0.83
             ]
         )
         assert code == 0
@@ -199,14 +199,18 @@ def test_int8_float_rules(default_onnx, tmp_path):
     from tools.export.quantize import head_nodes, quantize_int8
 
     model = onnx.load(str(default_onnx))
-    stem, early, head = (INT8_RULES[name].float_nodes(model) for name in ("stem", "early", "head"))
+    stem, inputs, early, head = (INT8_RULES[name].float_nodes(model) for name in ("stem", "input", "early", "head"))
     assert head == head_nodes(model) and set(head) < set(early)  # "head" leaves the backbone int8 too
     names = {node.name for node in model.graph.node}
-    assert set(early) <= names and set(stem) <= names
+    assert set(early) <= names and set(stem) <= names and set(inputs) <= names
     first_conv = next(node.name for node in model.graph.node if node.op_type == "Conv")
-    assert first_conv in stem and first_conv in early  # the first convolution stays float
+    assert first_conv in stem and first_conv in early and first_conv in inputs  # the first convolution stays float
     assert not set(head) & set(stem)  # "stem" quantizes the head
-    with pytest.raises(ExportError, match="int8 float rule must be one of stem, early, head"):
+    # "input" floats the layers before stride 4 (fewer than "stem"'s) and the sigmoid making the map
+    (final_sigmoid,) = [node.name for node in model.graph.node if node.op_type == "Sigmoid"]  # the head's
+    assert final_sigmoid in inputs and final_sigmoid not in stem
+    assert set(inputs) - {final_sigmoid} < set(stem)
+    with pytest.raises(ExportError, match="int8 float rule must be one of stem, input, early, head"):
         quantize_int8(default_onnx, tmp_path / "x.onnx", float_rule="backbone", tensors=[])
 
 
@@ -224,6 +228,42 @@ def test_stem_rule_turns_hard_swish_into_uint8_products(default_onnx, pages, tmp
     # past the stem, hard-swish is an Add and a Mul between QuantizeLinear / DequantizeLinear: only the
     # stem's and the squeeze-excitation gates' HardSigmoids are left
     assert 0 < ops["HardSigmoid"] + ops["HardSwish"] < 34 - record["hard_swish_gates"] + 1
+    fp32 = TextDetection(model_dir=folder, device="cpu")
+    assert_int8_boxes_close(fp32, TextDetection(model_dir=folder, device="cpu", precision="int8"), pages)
+
+
+def test_input_rule_runs_ppocrv6_gelu_and_pools_in_uint8(tmp_path, pages):
+    """PP-OCRv6_tiny_det's real weights: its 13 GELUs become sigmoid products and its 5 spatial means
+    pools, all quantized; the boxes stay close to fp32's."""
+    from tests.test_parity_onnx import imported_model
+    from tools.export.quantize import calibration_tensors, quantize_int8
+
+    fp32_path = imported_model("PP-OCRv6_tiny_det")
+    folder = tmp_path / "PP-OCRv6_tiny_det"
+    folder.mkdir()
+    shutil.copy(fp32_path, folder / "inference.onnx")
+    tensors = calibration_tensors(fp32_path, 4, seed=5)
+    record = quantize_int8(fp32_path, folder / "inference.int8.onnx", 4, float_rule="input", tensors=tensors)
+    assert record["uint8_forms"] == {
+        "hard_swish_as_clipped_product": 0,
+        "gelu_as_sigmoid_product": 13,
+        "spatial_mean_as_global_pool": 5,
+    }
+    graph = onnx.load(str(folder / "inference.int8.onnx")).graph
+    ops = Counter(node.op_type for node in graph.node)
+    assert ops["Erf"] == ops["ReduceMean"] == 0
+    producers = {output: node for node in graph.node for output in node.output}
+    quantized = [node for node in graph.node if node.op_type in ("Sigmoid", "GlobalAveragePool")]
+    # every gate sigmoid and pool reads a DequantizeLinear and feeds a QuantizeLinear: onnxruntime runs them
+    # in uint8 (QLinearSigmoid, QLinearGlobalAveragePool); only the map's own sigmoid stays float
+    readers = {name: [n for n in graph.node if name in n.input] for node in quantized for name in node.output}
+    in_uint8 = [
+        node
+        for node in quantized
+        if producers[node.input[0]].op_type == "DequantizeLinear"
+        and all(reader.op_type == "QuantizeLinear" for reader in readers[node.output[0]])
+    ]
+    assert len(in_uint8) == len(quantized) - 1 and ops["Sigmoid"] == 14
     fp32 = TextDetection(model_dir=folder, device="cpu")
     assert_int8_boxes_close(fp32, TextDetection(model_dir=folder, device="cpu", precision="int8"), pages)
 

@@ -2,7 +2,8 @@
 
 Which parts of a network int8 can take without losing boxes, and which layout is fastest, depends on
 the network (README, "Precision variants"): PP-OCRv4_mobile_det is fastest and accurate with only its
-stem float ("stem"), PP-OCRv6 loses Hmean that way and is fastest with its early backbone float. So the export
+stem float ("stem"), PP-OCRv6_small_det with only its input layers float and GELU rewritten ("input"),
+PP-OCRv6_tiny_det is faster with none of them. So the export
 measures instead of guessing: each rule's model is scored with detect eval's metric on rendered
 validation images (a seed neither calibration nor the recorded accuracy delta uses) and timed end to
 end in the same interleaved run; the fastest that loses at most HMEAN_TOLERANCE Hmean against fp32
@@ -106,7 +107,7 @@ def quantize_int8_auto(
         if chosen.time_ratio >= 1.0:
             progress(
                 f"      note: the int8 variant is not faster than fp32 on this CPU (x{chosen.time_ratio:.2f}); "
-                "int8 pays where the network is convolutions with Relu or hard-swish (GELU and norms stay float)"
+                "int8 pays where the network is large convolutions; small ones lose it to the conversions around them"
             )
         output.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(candidates[chosen.rule]), str(output))

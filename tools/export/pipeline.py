@@ -2,7 +2,7 @@
 
     python -m tools.export --model NAME [--source DIR|WHEEL|TAR|URL] [--output PATH] [--opset N]
                            [--no-rewrites] [--channel-block 8|16] [--precision fp32|int8|fp16]
-                           [--int8-float auto|stem|early|head] [--debug]
+                           [--int8-float auto|stem|input|early|head] [--debug]
 
 ONNX sources (an .onnx file, or a folder with one and inference.yml) take the package's ONNX import
 (detector/optimize/onnx_import.py, what `detect optimize` runs), which needs no Paddle. Paddle steps: find the

@@ -30,6 +30,9 @@ import numpy as np
 
 from detector.errors import ExportError
 from detector.optimize.model_file import save_model, set_metadata
+from detector.optimize.rewrites.gelu_sigmoid import GELU_SIGMOID_REWRITE, rewrite_gelus_as_sigmoid_products
+from detector.optimize.rewrites.hard_swish_gate import HARD_SWISH_GATE_REWRITE, rewrite_hard_swish_gates
+from detector.optimize.rewrites.mean_pool import MEAN_POOL_REWRITE, rewrite_spatial_means
 from detector.precision import METADATA_PRECISION_KEY, variant_path
 from tools.export import progress
 
@@ -48,6 +51,11 @@ ELEMENTWISE_OP_TYPES = ("Add", "Mul")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 EARLY_STRIDE = 32
 STEM_STRIDE = 8  # "stem": the nodes before the first convolution at this stride stay float
+INPUT_STRIDE = 4  # "input": the same, at this stride
+# "input" quantizes these too: the sigmoid of GELU's rewritten form (a QLinearSigmoid, a table of 256
+# entries) and the squeeze-excitation pools (QLinearGlobalAveragePool).
+GATE_OP_TYPES = ("Sigmoid", "GlobalAveragePool")
+LAYOUT_OP_TYPES = ("DepthToSpace", "Reshape", "Transpose", "Identity", "Squeeze", "Unsqueeze")
 PROBE_SIDE = 128  # the image side convolution_strides runs on; a 1x1 output means a pooled gate
 
 
@@ -186,40 +194,72 @@ def stem_nodes(model, below_stride: Optional[int] = None) -> list[str]:
 @dataclass(frozen=True)
 class Int8Rule:
     """How one int8 variant is made: what stays float, which operators are quantized, how activation
-    ranges are calibrated, and whether hard-swish becomes the uint8 clipped product first."""
+    ranges are calibrated, and which activations are first rewritten into forms onnxruntime has uint8
+    kernels for (the rewrites' names: hard-swish, GELU, spatial means; see uint8_forms)."""
 
     float_nodes: Callable[[object], list[str]]
     op_types: tuple[str, ...]
     method: str
-    hard_swish_gates: bool
+    uint8_forms: tuple[str, ...]
     summary: str
+
+
+def input_nodes(model) -> list[str]:
+    """The "input" rule's float nodes: every node before the first convolution at INPUT_STRIDE, the
+    squeeze-excitation gates, and the Sigmoid that makes the probability map (a uint8 map would move box
+    scores by up to 1/255)."""
+    return list(dict.fromkeys(stem_nodes(model, INPUT_STRIDE) + map_sigmoids(model)))
+
+
+def map_sigmoids(model) -> list[str]:
+    """The Sigmoids whose output becomes a graph output through layout operators only (the head's
+    DepthToSpace, a Reshape): the ones that make the probability map."""
+    producers = {name: node for node in model.graph.node for name in node.output}
+    found = []
+    for output in model.graph.output:
+        node = producers.get(output.name)
+        while node is not None and node.op_type in LAYOUT_OP_TYPES:
+            node = producers.get(node.input[0])
+        if node is not None and node.op_type == "Sigmoid" and node.name:
+            found.append(node.name)
+    return found
 
 
 # Measured on the rendered 80-image set (seed 2026), README "Precision variants". "stem" is the fast one
 # where the network is convolutions, Relu and hard-swish (PP-OCRv4_mobile_det: end to end 0.68-0.70x fp32,
 # Hmean +0.002 to +0.006 with 16 or 32 calibration images). Quantizing the stem too cost 0.007-0.020 Hmean
 # depending on the calibration images (the activations there have the widest ranges), the squeeze-
-# excitation gates only add error (1x1 tensors: nothing to save). Where GELU and float norms remain
-# (PP-OCRv6) "stem" loses 0.009-0.015 Hmean and is slower than "early", which keeps them within 0.006.
+# excitation gates only add error (1x1 tensors: nothing to save). Where GELU stays float (PP-OCRv6) "stem"
+# loses 0.009-0.015 Hmean and is slower than "early", which keeps them within 0.006; "input" rewrites GELU
+# as a uint8 sigmoid product and runs PP-OCRv6_small_det's network in uint8 from its stride-4 stage on.
 # "head": the rebuilt server network's fastest (0.48x fp32; Hmean -0.013 to -0.017 on PP-OCRv4_mobile_det).
 INT8_RULES = {
     "stem": Int8Rule(
         stem_nodes,
         INT8_OP_TYPES + ELEMENTWISE_OP_TYPES,
         "percentile",
-        True,
+        (HARD_SWISH_GATE_REWRITE,),
         "int8 from the stride-8 stage on, the elementwise operators and hard-swish (as a uint8 clipped "
         "product) too; the stem and the squeeze-excitation gates float; percentile calibration",
+    ),
+    "input": Int8Rule(
+        input_nodes,
+        INT8_OP_TYPES + ELEMENTWISE_OP_TYPES + GATE_OP_TYPES,
+        "percentile",
+        (HARD_SWISH_GATE_REWRITE, GELU_SIGMOID_REWRITE, MEAN_POOL_REWRITE),
+        "int8 from the stride-4 stage on, the elementwise operators, hard-swish (as a uint8 clipped product), "
+        "GELU (as a uint8 sigmoid product, approximate) and the squeeze-excitation pools too; the input "
+        "layers, the gates' convolutions and the map's sigmoid float; percentile calibration",
     ),
     "early": Int8Rule(
         default_float_nodes,
         INT8_OP_TYPES,
         "minmax",
-        False,
+        (),
         "convolutions int8 from the stride-32 stage on; the backbone before it, the squeeze-excitation "
         "gates and the head float",
     ),
-    "head": Int8Rule(head_nodes, INT8_OP_TYPES, "minmax", False, "convolutions int8 but the head's"),
+    "head": Int8Rule(head_nodes, INT8_OP_TYPES, "minmax", (), "convolutions int8 but the head's"),
 }
 # The default tries every rule on rendered validation images and keeps the fastest that loses at most
 # HMEAN_TOLERANCE Hmean against fp32 (tools/export/int8_choice.py).
@@ -244,8 +284,6 @@ def quantize_int8(
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    from detector.optimize.rewrites.hard_swish_gate import rewrite_hard_swish_gates
-
     if float_rule not in INT8_RULES:
         raise ExportError(f"int8 float rule must be one of {', '.join(INT8_RULES)}, got {float_rule!r}")
     rule = INT8_RULES[float_rule]
@@ -259,7 +297,7 @@ def quantize_int8(
     with tempfile.TemporaryDirectory() as folder:
         model = _folded(fp32_path, folder)
         excluded = list(rule.float_nodes(model) if float_nodes is None else float_nodes)
-        gate_ranges = rewrite_hard_swish_gates(model, skip=excluded) if rule.hard_swish_gates else {}
+        gate_ranges, forms = uint8_forms(model, rule.uint8_forms, skip=excluded)
         prepared = Path(folder) / "prepared.onnx"
         onnx.save(model, str(prepared))
         overrides = {
@@ -300,7 +338,24 @@ def quantize_int8(
         "float_nodes": excluded,
         "op_types": list(op_types),
         "hard_swish_gates": len(gate_ranges),
+        "uint8_forms": forms,
     }
+
+
+def uint8_forms(model, names: Collection[str], skip: Collection[str]) -> tuple[dict[str, tuple[float, float]], dict]:
+    """Apply the int8-only rewrites named (in place; not to the nodes in skip, which stay float): hard-swish
+    as a clipped product, GELU as a sigmoid product, spatial means as global pools. Returns the hard-swish
+    gates' ranges the quantizer must be told, and how many of each rewrite were made."""
+    gate_ranges: dict[str, tuple[float, float]] = {}
+    made = {}
+    if HARD_SWISH_GATE_REWRITE in names:
+        gate_ranges = rewrite_hard_swish_gates(model, skip=skip)
+        made[HARD_SWISH_GATE_REWRITE] = len(gate_ranges)
+    if GELU_SIGMOID_REWRITE in names:
+        made[GELU_SIGMOID_REWRITE] = rewrite_gelus_as_sigmoid_products(model, skip=skip)
+    if MEAN_POOL_REWRITE in names:
+        made[MEAN_POOL_REWRITE] = rewrite_spatial_means(model, skip=skip)
+    return gate_ranges, made
 
 
 def _folded(fp32_path: Path, folder: str):

@@ -23,9 +23,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any, Optional
 
-import numpy as np
-
-from .onnx_graph import Graph, Subgraph, attribute
+from .onnx_graph import Graph, Subgraph, attribute, scale_initializer
 
 HARD_SWISH_GATE_REWRITE = "hard_swish_as_clipped_product"
 HARD_SIGMOID_ALPHA, HARD_SIGMOID_BETA = 0.2, 0.5  # ONNX's HardSigmoid defaults
@@ -65,11 +63,7 @@ def scalable_readers(graph: Graph, name: str) -> Optional[list]:
 
 
 def scale_weights(graph: Graph, conv: Any, factor: float) -> None:
-    from onnx import numpy_helper
-
-    weight = graph.initializers[conv.input[1]]
-    scaled = numpy_helper.to_array(weight).astype(np.float32) * np.float32(factor)
-    weight.CopyFrom(numpy_helper.from_array(scaled, weight.name))
+    scale_initializer(graph, conv.input[1], factor)
 
 
 def rewrite_hard_swish_gates(model: Any, skip: Collection[str] = ()) -> dict[str, tuple[float, float]]:

@@ -63,6 +63,15 @@ class Graph:
         return readers[0]
 
 
+def scale_initializer(graph: Graph, name: str, factor: float) -> None:
+    """Multiply the initializer name by factor, in place (as float32)."""
+    from onnx import numpy_helper
+
+    tensor = graph.initializers[name]
+    scaled = numpy_helper.to_array(tensor).astype(np.float32) * np.float32(factor)
+    tensor.CopyFrom(numpy_helper.from_array(scaled, tensor.name))
+
+
 def attribute(node: Any, name: str, default: Any = None) -> Any:
     from onnx import helper
 
