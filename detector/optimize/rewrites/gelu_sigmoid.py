@@ -100,7 +100,8 @@ def rewrite_gelus_as_sigmoid_products(model: Any, skip: Collection[str] = ()) ->
     graph = Graph(model)
     skip = set(skip)
     count = 0
-    for node in list(graph.graph.node):  # a snapshot: replaced nodes are never visited after their removal
+    # a snapshot: the steps after an Erf that its match removes are visited later, but only Erf and Gelu match
+    for node in list(graph.graph.node):
         found = match(graph, node)
         if found is None:
             continue
