@@ -368,7 +368,7 @@ def test_narrow_or_small_pointwise_convolutions_stay_blocked(options):
 
 def test_pointwise_convolutions_stay_blocked_for_avx512_and_an_output_read_elsewhere_keeps_its_norm():
     model = pointwise_model()
-    assert POINTWISE_UNBLOCKED_REWRITE not in rewritten(model)[1]  # block 16: not measured there
+    assert POINTWISE_UNBLOCKED_REWRITE not in rewritten(model)[1]  # block 16: the 1-D form loses there
     tapped = pointwise_model(tap=True)
     after, applied = rewritten(tapped, channel_block=8)
     assert POINTWISE_UNBLOCKED_REWRITE in applied

@@ -19,8 +19,10 @@ convolutions' time): 896→256 at 168×240 0.72, 1216→512 at 84×120 0.62 (at 
 42×60 0.75, 512→256 at 84×120 0.80, 768→256 at 42×60 0.96; but 2112→1024 at 21×30 1.13, 768→384 at
 21×30 1.12, 384→192 at 42×60 1.08, 256→256 at 168×240 0.92, 96→48 at 168×240 1.11. Hence the rule: at
 least MIN_INPUT_CHANNELS input channels, on a map at most MAX_DOWNSAMPLING times smaller than the
-network input (for the usual 960-pixel side). Where onnxruntime blocks by 16 (AVX-512) it was not
-measured: rewrite_for_speed applies this one only for CPUs that block by 8, like the channel padding.
+network input (for the usual 960-pixel side). Where onnxruntime blocks by 16 (AVX-512: AMD EPYC with
+VNNI, the same shapes between two depthwise 3×3, best of 15) it loses: 1216→512 at 42×60 1.06, 1920→768
+at 42×60 1.14, 512→256 at 84×120 1.68, 896→256 at 168×240 1.05, 1216→512 at 84×120 1.15. So
+rewrite_for_speed applies this one only for CPUs that block by 8, like the channel padding.
 """
 
 from __future__ import annotations
