@@ -295,3 +295,167 @@ def test_mean_of_a_map_of_unknown_rank_is_left_alone():
     model = mean_model([2, 3])
     del model.graph.value_info[:]
     assert means_rewritten(model)[1] == 0
+
+
+def neck_model(mode="nearest", transform="asymmetric", nearest="floor", scale=2.0, resized_first=False, tap=False):
+    """x → conv (stride = scale) → small; x → conv → large; large + Resize(small) → conv → out, the DB
+    neck's top-down step (tap: the upsample is read by a second node too)."""
+    b = Builder(21)
+    stride = max(1, int(scale))
+    small = b.conv("x", "small", (6, 3, 3, 3), strides=[stride, stride])
+    large = b.conv("x", "large", (6, 3, 3, 3))
+    up = b.add("Resize", [small, "", resize_scales(b, scale)], "up", **resize_modes(mode, transform, nearest))
+    total = b.add("Add", [up, large] if resized_first else [large, up], "sum")
+    outputs = [b.conv(total, "out", (4, 6, 3, 3))]
+    if tap:
+        outputs.append(b.add("Relu", [up], "tap"))
+    return b.model(outputs)
+
+
+def resize_scales(b, scale):
+    name = f"scales_{len(b.inits)}"
+    b.inits.append(numpy_helper.from_array(np.array([1, 1, scale, scale], np.float32), name))
+    return name
+
+
+def resize_modes(mode="nearest", transform="asymmetric", nearest="floor"):
+    return {"mode": mode, "coordinate_transformation_mode": transform, "nearest_mode": nearest}
+
+
+def upsamples_rewritten(model, skip=()):
+    from detector.optimize.rewrites.neck_upsample import rewrite_neck_upsamples
+
+    return rewritten_by(rewrite_neck_upsamples, model, skip=skip)
+
+
+@pytest.mark.parametrize(
+    "transform,nearest,scale",
+    [
+        ("asymmetric", "floor", 2.0),
+        ("asymmetric", "round_prefer_floor", 2.0),
+        ("half_pixel", "round_prefer_ceil", 2.0),
+        ("asymmetric", "floor", 4.0),
+    ],
+)
+@pytest.mark.parametrize("resized_first", [False, True])
+def test_sum_with_an_upsample_becomes_a_channels_last_broadcast(transform, nearest, scale, resized_first):
+    model = neck_model(transform=transform, nearest=nearest, scale=scale, resized_first=resized_first)
+    new, made = upsamples_rewritten(model)
+    ops = Counter(node.op_type for node in new.graph.node)
+    assert (made.sums, made.concats) == (1, 0) and ops["Resize"] == 0 and ops["Transpose"] == 3 and ops["Add"] == 1
+    built = {node.name: node.op_type for node in new.graph.node}
+    moving = ["Add", "Reshape", "Reshape", "Transpose", "Transpose", "Transpose", "Unsqueeze"]
+    assert sorted(built[name] for name in made.moving) == moving
+    assert sorted(built[name] for name in made.shapes) == ["Mul", "Shape", "Shape"]
+    for side in (16, 24):  # the same values are added: equal, not close
+        x = image(21, side=side)
+        np.testing.assert_array_equal(run(new, x)[0], run(model, x)[0])
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"mode": "linear"},
+        {"scale": 1.5},
+        {"transform": "align_corners"},
+        {"transform": "asymmetric", "nearest": "ceil"},
+        {"transform": "half_pixel", "nearest": "floor"},  # reads pixel i // 2 - 1 at even i
+        {"transform": "asymmetric", "nearest": "round_prefer_floor", "scale": 4.0},  # 3 / 4 rounds up
+        {"tap": True},
+    ],
+)
+def test_other_resizes_and_shared_upsamples_are_left_alone(options):
+    assert upsamples_rewritten(neck_model(**options))[1].sums == 0
+
+
+def test_skipped_sums_are_left_alone():
+    assert upsamples_rewritten(neck_model(), skip={"sum"})[1].sums == 0
+    assert upsamples_rewritten(neck_model(), skip={"up"})[1].sums == 0
+
+
+TRANSFORMS = ("asymmetric", "half_pixel", "pytorch_half_pixel", "tf_half_pixel_for_nn", "align_corners")
+NEAREST_MODES = ("floor", "ceil", "round_prefer_floor", "round_prefer_ceil")
+
+
+@pytest.mark.parametrize("factor", [2, 3, 4, 8])
+def test_repeats_pixels_agrees_with_onnxruntime(factor):
+    """For every coordinate transformation and rounding whose pixel choice does not depend on the sizes,
+    repeats_pixels says yes exactly where onnxruntime's Resize repeats each pixel factor times (maps of
+    distinct values, two sizes); align_corners (which depends on them) is never taken."""
+    from detector.optimize.rewrites.neck_upsample import repeats_pixels
+
+    for transform in TRANSFORMS:
+        for nearest in NEAREST_MODES:
+            repeats = [resize_repeats(factor, transform, nearest, shape) for shape in ((2, 3, 5, 7), (1, 2, 6, 4))]
+            expected = transform != "align_corners" and all(repeats)
+            assert repeats_pixels(transform, nearest, factor) == expected, (transform, nearest)
+
+
+def resize_repeats(factor, transform, nearest, shape):
+    """Whether onnxruntime's nearest Resize by factor repeats each pixel of a map of shape."""
+    b = Builder(0)
+    b.add("Resize", ["x", "", resize_scales(b, float(factor))], "up", **resize_modes("nearest", transform, nearest))
+    graph = helper.make_graph(
+        b.nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+        [helper.make_tensor_value_info("up", TensorProto.FLOAT, None)],
+        b.inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)], ir_version=8)
+    x = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
+    (out,) = run_feed(model, {"x": x})
+    return bool(np.array_equal(out, x.repeat(factor, axis=2).repeat(factor, axis=3)))
+
+
+def run_feed(model, feed):
+    return cpu_session(model).run(None, feed)
+
+
+def concat_model(skip_name=None, resized=(2, 4)):
+    """x → convs at strides 1, 2 and 4; the latter two upsampled to stride 1 and concatenated with the
+    first over channels → conv → out: the DB head's input."""
+    b = Builder(23)
+    parts = [b.conv("x", "p1", (4, 3, 3, 3))]
+    for factor in (2, 4):
+        part = b.conv("x", f"p{factor}", (4, 3, 3, 3), strides=[factor, factor])
+        if factor in resized:
+            part = b.add("Resize", [part, "", resize_scales(b, float(factor))], f"up{factor}", **resize_modes())
+        parts.append(part)
+    joined = b.add("Concat", parts, "concat", axis=1)
+    b.conv(joined, "out", (2, 12, 3, 3))
+    return b.model(["out"])
+
+
+def test_concat_of_upsamples_becomes_a_channels_last_concat_of_expanded_maps():
+    model = concat_model()
+    new, made = upsamples_rewritten(model)
+    ops = Counter(node.op_type for node in new.graph.node)
+    assert (made.sums, made.concats) == (0, 1) and ops["Resize"] == 0 and ops["Expand"] == 2
+    assert ops["Transpose"] == 4 and ops["Concat"] == 1
+    for side in (16, 24):
+        x = image(23, side=side)
+        np.testing.assert_array_equal(run(new, x)[0], run(model, x)[0])
+
+
+def test_concats_with_no_or_a_skipped_upsample_are_left_alone():
+    assert upsamples_rewritten(concat_model(resized=()))[1].concats == 0
+    assert upsamples_rewritten(concat_model(), skip={"up4"})[1].concats == 0
+    assert upsamples_rewritten(concat_model(), skip={"concat"})[1].concats == 0
+
+
+def test_a_map_that_is_not_twice_the_upsampled_one_fails_rather_than_broadcasts():
+    """large + up(small) where large is a pooled [N, C, 1, 1] (a broadcast sum): the rewritten form's
+    Reshape cannot take it, so the run fails instead of giving other values."""
+    b = Builder(22)
+    small = b.conv("x", "small", (6, 3, 3, 3), strides=[2, 2])
+    pooled = b.add("GlobalAveragePool", [b.conv("x", "large", (6, 3, 3, 3))], "pooled")
+    b.inits.append(numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales"))
+    up = b.add("Resize", [small, "", "scales"], "up", mode="nearest", coordinate_transformation_mode="asymmetric")
+    b.add("Add", [pooled, up], "sum")
+    model = b.model(["sum"])
+    new, made = upsamples_rewritten(model)
+    assert made.sums == 1
+    run(model, image(3, side=8))
+    with pytest.raises(Exception, match=r"(?i)reshape"):
+        run(new, image(3, side=8))

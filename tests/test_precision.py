@@ -214,6 +214,24 @@ def test_int8_float_rules(default_onnx, tmp_path):
         quantize_int8(default_onnx, tmp_path / "x.onnx", float_rule="backbone", tensors=[])
 
 
+def assert_upsampled_sums_in_uint8(graph, record):
+    """The DB neck's three top-down sums with a 2x upsample and the head's concatenation of upsampled
+    maps are channels-last broadcasts whose every step reads a quantized tensor (a DequantizeLinear's
+    output, to be fused, or a uint8 one); no Resize is left, and no Shape reads a float map."""
+    assert record["uint8_forms"]["upsampled_sum_as_broadcast"] == 3
+    assert record["uint8_forms"]["upsampled_concat_as_expand"] == 1
+    assert record["tidied"]["shapes_read_uint8"] > 0 and record["tidied"]["movements_in_uint8"] > 0
+    assert not [node for node in graph.node if node.op_type == "Resize"]
+    producers = {output: node for node in graph.node for output in node.output}
+    made = [node for node in graph.node if node.name.startswith(("upsampled_sum_as", "upsampled_concat_as"))]
+    moving = [node for node in made if node.op_type in ("Transpose", "Unsqueeze", "Expand", "Reshape", "Add", "Concat")]
+    assert len(moving) == 3 * 7 + 3 * 4 + 1 + 1 + 1  # 3 sums; 3 upsampled parts, one not, the Concat and back
+    quantized = ("DequantizeLinear", "QuantizeLinear", "Transpose", "Unsqueeze", "Expand", "Reshape")
+    assert all(producers[name].op_type in quantized for node in moving for name in node.input[:1])
+    shapes = [node for node in graph.node if node.op_type == "Shape"]
+    assert shapes and all(producers[node.input[0]].op_type != "DequantizeLinear" for node in shapes)
+
+
 def test_stem_rule_turns_hard_swish_into_uint8_products(default_onnx, pages, tmp_path):
     from tools.export.quantize import calibration_tensors, quantize_int8
 
@@ -228,6 +246,7 @@ def test_stem_rule_turns_hard_swish_into_uint8_products(default_onnx, pages, tmp
     # past the stem, hard-swish is an Add and a Mul between QuantizeLinear / DequantizeLinear: only the
     # stem's and the squeeze-excitation gates' HardSigmoids are left
     assert 0 < ops["HardSigmoid"] + ops["HardSwish"] < 34 - record["hard_swish_gates"] + 1
+    assert_upsampled_sums_in_uint8(graph, record)
     fp32 = TextDetection(model_dir=folder, device="cpu")
     assert_int8_boxes_close(fp32, TextDetection(model_dir=folder, device="cpu", precision="int8"), pages)
 
@@ -248,8 +267,11 @@ def test_input_rule_runs_ppocrv6_gelu_and_pools_in_uint8(tmp_path, pages):
         "hard_swish_as_clipped_product": 0,
         "gelu_as_sigmoid_product": 13,
         "spatial_mean_as_global_pool": 5,
+        "upsampled_sum_as_broadcast": 3,
+        "upsampled_concat_as_expand": 1,
     }
     graph = onnx.load(str(folder / "inference.int8.onnx")).graph
+    assert_upsampled_sums_in_uint8(graph, record)
     ops = Counter(node.op_type for node in graph.node)
     assert ops["Erf"] == ops["ReduceMean"] == 0
     producers = {output: node for node in graph.node for output in node.output}
