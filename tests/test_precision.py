@@ -210,6 +210,15 @@ def test_int8_float_rules(default_onnx, tmp_path):
     (final_sigmoid,) = [node.name for node in model.graph.node if node.op_type == "Sigmoid"]  # the head's
     assert final_sigmoid in inputs and final_sigmoid not in stem
     assert set(inputs) - {final_sigmoid} < set(stem)
+    # "input" floats through the convolution that brings the map to stride 4; the first one int8 reads it
+    from tools.export.quantize import PROBE_SIDE, conv_stride, convolution_strides
+
+    strides = convolution_strides(model)
+    convs = {node.name: node for node in model.graph.node if strides.get(node.name, PROBE_SIDE) < PROBE_SIDE}
+    first_at_4 = next(name for name in convs if strides[name] == 4)
+    first_int8 = next(name for name in convs if name not in inputs)
+    assert conv_stride(convs[first_at_4]) == 2 and first_at_4 in inputs
+    assert strides[first_int8] == 4 and conv_stride(convs[first_int8]) == 1
     with pytest.raises(ExportError, match="int8 float rule must be one of stem, input, early, head"):
         quantize_int8(default_onnx, tmp_path / "x.onnx", float_rule="backbone", tensors=[])
 
