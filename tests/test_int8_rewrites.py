@@ -373,6 +373,15 @@ def test_skipped_sums_are_left_alone():
     assert upsamples_rewritten(neck_model(), skip={"up"})[1].sums == 0
 
 
+def test_a_model_before_opset_13_is_left_alone():
+    """Its Unsqueeze would take the axes as an attribute, not the input the rewritten form gives it."""
+    from detector.optimize.rewrites.neck_upsample import rewrite_neck_upsamples
+
+    model = neck_model()
+    model.opset_import[0].version = 12  # (not a valid opset-12 graph: only the rewrite reads it)
+    assert rewrite_neck_upsamples(model).sums == 0 and [n.op_type for n in model.graph.node].count("Resize") == 1
+
+
 TRANSFORMS = ("asymmetric", "half_pixel", "pytorch_half_pixel", "tf_half_pixel_for_nn", "align_corners")
 NEAREST_MODES = ("floor", "ceil", "round_prefer_floor", "round_prefer_ceil")
 

@@ -219,12 +219,9 @@ def input_nodes(model) -> list[str]:
     and the Sigmoid that makes the probability map (a uint8 map would move box scores by up to 1/255)."""
     strides = convolution_strides(model)
     own = {node.name: conv_stride(node) for node in model.graph.node if node.name in strides}
-    first = [name for name, stride in strides.items() if stride < PROBE_SIDE and stride // own[name] == INPUT_STRIDE][
-        :1
-    ]
-    return list(
-        dict.fromkeys(nodes_before(model, first) + squeeze_excitation_convs(model, strides) + map_sigmoids(model))
-    )
+    reading = [name for name, stride in strides.items() if stride < PROBE_SIDE and stride // own[name] == INPUT_STRIDE]
+    gates = squeeze_excitation_convs(model, strides)
+    return list(dict.fromkeys(nodes_before(model, reading[:1]) + gates + map_sigmoids(model)))
 
 
 def conv_stride(node) -> int:

@@ -41,6 +41,7 @@ UPSAMPLE_CONCAT_REWRITE = "upsampled_concat_as_expand"
 UPSAMPLE_OP_TYPES = ("Transpose", "Unsqueeze", "Reshape", "Expand", "Concat")
 SHAPE_OP_TYPES = ("Shape", "Mul")  # the ones computing a Reshape's int64 shape
 TO_CHANNELS_LAST, TO_CHANNELS_FIRST = [0, 2, 3, 1], [0, 3, 1, 2]
+AXES_INPUT_OPSET = 13  # from here Unsqueeze takes its axes as an input, as the rewritten form writes them
 # onnxruntime's defaults when the attributes are absent
 DEFAULT_TRANSFORM, DEFAULT_NEAREST = "half_pixel", "round_prefer_floor"
 
@@ -132,10 +133,14 @@ def rewrite_neck_upsamples(
 ) -> UpsampleRewrites:
     """Rewrite (in place) every Add of a map and a nearest upsample as the channels-last broadcast sum
     (sums) and every channel Concat of rank-4 maps some of which are nearest upsamples as the channels-last
-    concatenation of expanded maps (concats), but those whose nodes are named in skip."""
+    concatenation of expanded maps (concats), but those whose nodes are named in skip. A model of an
+    opset before AXES_INPUT_OPSET is left alone."""
+    made = UpsampleRewrites()
+    opset = max((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), default=0)
+    if opset < AXES_INPUT_OPSET:
+        return made
     graph = Graph(model)
     skip = set(skip)
-    made = UpsampleRewrites()
     for node in list(graph.graph.node):
         if node.name in skip:
             continue
