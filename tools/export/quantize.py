@@ -40,6 +40,7 @@ from detector.optimize.rewrites.neck_upsample import (
     UpsampleRewrites,
     rewrite_neck_upsamples,
 )
+from detector.optimize.rewrites.onnx_graph import attribute
 from detector.precision import METADATA_PRECISION_KEY, variant_path
 from tools.export import progress
 from tools.export.qdq_tidy import tidy_quantized
@@ -226,10 +227,7 @@ def input_nodes(model) -> list[str]:
 
 def conv_stride(node) -> int:
     """A convolution's own stride (the larger of height's and width's; 1 for a ConvTranspose)."""
-    if node.op_type != "Conv":
-        return 1
-    strides = next((list(attr.ints) for attr in node.attribute if attr.name == "strides"), [1])
-    return max(1, *strides)
+    return max(1, *attribute(node, "strides", [1])) if node.op_type == "Conv" else 1
 
 
 def map_sigmoids(model) -> list[str]:

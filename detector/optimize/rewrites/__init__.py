@@ -17,7 +17,7 @@ from .concat_conv_split import CONCAT_CONV_SPLIT_REWRITE, split_concat_convs
 from .conv_affine import CONV_AFFINE_REWRITE, drop_dead_nodes, fold_conv_affines
 from .db_head_depth_to_space import DB_HEAD_REWRITE, rewrite_db_heads
 from .dft_convolution import DFT_CONV_REWRITE, rewrite_large_convs
-from .onnx_graph import Graph, bypass_identities
+from .onnx_graph import Graph, bypass_identities, default_opset
 from .pfhead_local import PFHEAD_LOCAL_REWRITE, rewrite_pfhead_locals
 from .pointwise_unblocked import POINTWISE_UNBLOCKED_REWRITE, unblock_wide_pointwises
 from .se_residual import SE_RESIDUAL_REWRITE, rewrite_se_residuals
@@ -63,8 +63,7 @@ def rewrite_for_speed(model: Any, skip: Collection[str] = (), channel_block: Opt
     those applied, once each, in the order applied. The file is made for CPUs that block channels by
     channel_block (8 or 16; default: the block of the CPU this runs on, session.this_cpu_block): its
     channels are padded to that block, and with 8 (AVX2) wide pointwise convolutions leave the blocked layout."""
-    opset = max((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), default=0)
-    if opset < MIN_OPSET:
+    if default_opset(model) < MIN_OPSET:
         return []
     bypass_identities(model)
     graph = Graph(model)

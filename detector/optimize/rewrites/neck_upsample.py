@@ -32,7 +32,7 @@ from fractions import Fraction
 from math import ceil, floor
 from typing import Any, Optional
 
-from .onnx_graph import Graph, Subgraph, as_text, attribute
+from .onnx_graph import Graph, Subgraph, as_text, attribute, default_opset
 
 UPSAMPLE_SUM_REWRITE = "upsampled_sum_as_broadcast"
 UPSAMPLE_CONCAT_REWRITE = "upsampled_concat_as_expand"
@@ -136,8 +136,7 @@ def rewrite_neck_upsamples(
     concatenation of expanded maps (concats), but those whose nodes are named in skip. A model of an
     opset before AXES_INPUT_OPSET is left alone."""
     made = UpsampleRewrites()
-    opset = max((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), default=0)
-    if opset < AXES_INPUT_OPSET:
+    if default_opset(model) < AXES_INPUT_OPSET:
         return made
     graph = Graph(model)
     skip = set(skip)
@@ -168,7 +167,7 @@ def broadcast_sum(graph: Graph, node: Any, skip: set, made: UpsampleRewrites) ->
     total_last = new.node("Reshape", [total, new.node("Shape", [large_last], "large_shape")], "sum_channels_last")
     new.node("Transpose", [total_last], "sum", output=node.output[0], perm=TO_CHANNELS_FIRST)
     made.record(new)
-    splice(graph, new, node, [resize])
+    new.replace([node, resize], at=node)  # the Resize may come before the other term's producer
     return True
 
 
@@ -193,18 +192,5 @@ def expanded_concat(graph: Graph, node: Any, skip: set, made: UpsampleRewrites) 
     joined = new.node("Concat", parts, "concat_channels_last", axis=3)
     new.node("Transpose", [joined], "concat", output=node.output[0], perm=TO_CHANNELS_FIRST)
     made.record(new)
-    splice(graph, new, node, [found[0] for found in upsampled if found is not None])
+    new.replace([node, *(found[0] for found in upsampled if found is not None)], at=node)
     return True
-
-
-def splice(graph: Graph, new: Subgraph, last: Any, resizes: list) -> None:
-    """Put new where last stood (everything it reads exists there; a Resize may come before another
-    input's producer) and drop last and the Resizes it replaces."""
-    nodes = graph.graph.node
-    position = list(nodes).index(last)
-    for offset, built in enumerate(new.nodes):
-        nodes.insert(position + offset, built)
-    for old in [last, *resizes]:
-        nodes.remove(old)
-    graph.graph.initializer.extend(new.initializers)
-    graph.refresh()

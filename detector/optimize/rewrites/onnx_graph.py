@@ -63,6 +63,11 @@ class Graph:
         return readers[0]
 
 
+def default_opset(model: Any) -> int:
+    """The model's version of the default (ai.onnx) operator set, 0 if it imports none."""
+    return max((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), default=0)
+
+
 def scale_initializer(graph: Graph, name: str, factor: float) -> None:
     """Multiply the initializer name by factor, in place (as float32)."""
     from onnx import numpy_helper
@@ -187,14 +192,16 @@ class Subgraph:
         self.nodes.append(helper.make_node(op, inputs, [out], name=name, **attrs))
         return out
 
-    def replace(self, replaced: list) -> None:
-        """Put the built nodes where the first of replaced stood (the graph stays topologically sorted,
-        as the new nodes read only what the replaced ones read), then drop replaced."""
+    def replace(self, replaced: list, at: Optional[Any] = None) -> None:
+        """Put the built nodes where at stood (default: the first of replaced; the graph stays
+        topologically sorted, as the new nodes read only what the replaced ones read, given that all of it
+        exists before at), then drop replaced."""
         nodes = self.graph.graph.node
-        position = min(list(nodes).index(node) for node in replaced)
-        for old in replaced:
-            nodes.remove(old)
+        order = list(nodes)
+        position = order.index(at) if at is not None else min(order.index(node) for node in replaced)
         for offset, new in enumerate(self.nodes):
             nodes.insert(position + offset, new)
+        for old in replaced:
+            nodes.remove(old)
         self.graph.graph.initializer.extend(self.initializers)
         self.graph.refresh()
