@@ -468,3 +468,50 @@ def test_a_map_that_is_not_twice_the_upsampled_one_fails_rather_than_broadcasts(
     run(model, image(3, side=8))
     with pytest.raises(Exception, match=r"(?i)reshape"):
         run(new, image(3, side=8))
+
+
+def gates_rewritten(model, skip=()):
+    from detector.optimize.rewrites.gate_rows import rewrite_gated_products
+
+    return rewritten_by(rewrite_gated_products, model, skip=skip)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"residual_first": True, "seed": 1}, {"pool": "ReduceMean", "seed": 2}],
+)
+def test_product_by_a_pooled_gate_becomes_a_channels_last_product_by_gate_rows(options):
+    """Both squeeze-excitation products (the gate read by the Mul, either operand order, a GlobalAveragePool
+    or a ReduceMean before it) become map · gate expanded to [N, 1, W, C]: the same products, equal values
+    at several sizes and a batch of two (each image its own gate)."""
+    from tests.test_block_rewrites import se_model
+
+    model = se_model(**options)
+    new, made = gates_rewritten(model)
+    ops = Counter(node.op_type for node in new.graph.node)
+    assert made.products == 1 and ops["Mul"] == 1 and ops["Expand"] == 1 and ops["Transpose"] == 3
+    built = {node.name: node.op_type for node in new.graph.node}
+    assert sorted(built[name] for name in made.moving) == ["Expand", "Transpose", "Transpose", "Transpose"]
+    assert sorted(built[name] for name in made.shapes) == ["Shape", "Slice"]
+    assert "product" in [output for node in new.graph.node for output in node.output]
+    for shape in ((1, 3, 12, 12), (2, 3, 9, 13), (1, 3, 1, 7)):
+        x = np.random.default_rng(shape[3]).uniform(-2, 2, shape).astype(np.float32)
+        np.testing.assert_array_equal(run(new, x)[0], run(model, x)[0])
+
+
+def test_products_of_maps_skipped_or_before_opset_10_are_left_alone():
+    from tests.test_block_rewrites import se_model
+
+    full_size = se_model(gate_from_map=True)  # the gate is a map: no squeeze-excitation product
+    assert gates_rewritten(full_size)[1].products == 0
+    assert gates_rewritten(se_model(), skip={"product"})[1].products == 0
+    old = se_model()
+    old.opset_import[0].version = 9  # Slice took its starts as an attribute (only the rewrite reads it)
+    assert gates_rewritten(old)[1].products == 0
+
+
+def test_product_by_a_constant_is_left_alone():
+    b = Builder(5)
+    t = b.conv("x", "c", (4, 3, 3, 3))
+    b.add("Mul", [t, b.weight("scale", (1, 4, 1, 1))], "scaled")
+    assert gates_rewritten(b.model(["scaled"]))[1].products == 0

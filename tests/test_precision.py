@@ -241,6 +241,19 @@ def assert_upsampled_sums_in_uint8(graph, record):
     assert shapes and all(producers[node.input[0]].op_type != "DequantizeLinear" for node in shapes)
 
 
+def assert_gate_rows_in_uint8(graph, record, products):
+    """Every squeeze-excitation product is a channels-last product of uint8 tensors: a Mul reading two
+    DequantizeLinears, of the map's uint8 Transpose and of the gate's uint8 Expand (its rows)."""
+    assert record["uint8_forms"]["gated_product_as_rows"] == products
+    producers = {output: node for node in graph.node for output in node.output}
+    made = [node for node in graph.node if node.op_type == "Mul" and node.name.startswith("gated_product_as_rows")]
+    assert len(made) == products
+    for mul in made:
+        sources = [producers[name] for name in mul.input]
+        assert [node.op_type for node in sources] == ["DequantizeLinear"] * 2
+        assert sorted(producers[node.input[0]].op_type for node in sources) == ["Expand", "Transpose"]
+
+
 def test_stem_rule_turns_hard_swish_into_uint8_products(default_onnx, pages, tmp_path):
     from tools.export.quantize import calibration_tensors, quantize_int8
 
@@ -256,6 +269,7 @@ def test_stem_rule_turns_hard_swish_into_uint8_products(default_onnx, pages, tmp
     # stem's and the squeeze-excitation gates' HardSigmoids are left
     assert 0 < ops["HardSigmoid"] + ops["HardSwish"] < 34 - record["hard_swish_gates"] + 1
     assert_upsampled_sums_in_uint8(graph, record)
+    assert_gate_rows_in_uint8(graph, record, 10)  # 2 in the backbone, 8 in the neck
     fp32 = TextDetection(model_dir=folder, device="cpu")
     assert_int8_boxes_close(fp32, TextDetection(model_dir=folder, device="cpu", precision="int8"), pages)
 
@@ -278,9 +292,11 @@ def test_input_rule_runs_ppocrv6_gelu_and_pools_in_uint8(tmp_path, pages):
         "spatial_mean_as_global_pool": 5,
         "upsampled_sum_as_broadcast": 3,
         "upsampled_concat_as_expand": 1,
+        "gated_product_as_rows": 13,
     }
     graph = onnx.load(str(folder / "inference.int8.onnx")).graph
     assert_upsampled_sums_in_uint8(graph, record)
+    assert_gate_rows_in_uint8(graph, record, 13)
     ops = Counter(node.op_type for node in graph.node)
     assert ops["Erf"] == ops["ReduceMean"] == 0
     producers = {output: node for node in graph.node for output in node.output}

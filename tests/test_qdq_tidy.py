@@ -89,3 +89,29 @@ def test_a_movement_between_equal_quantizations_runs_on_the_uint8_tensor():
 def test_a_movement_that_requantizes_is_left_alone():
     model = movement_model(after_scale="u")
     assert movements_in_uint8(model) == 0 and len(model.graph.node) == 6
+
+
+def test_a_movement_whose_dequantize_is_read_elsewhere_too_runs_on_the_uint8_tensor():
+    """x → Q → DQ, read by the Transpose (→ Q → DQ → Relu) and by a Sigmoid: the Transpose reads Q's output,
+    the DQ stays for the Sigmoid."""
+    model = qdq_model(
+        [
+            node("QuantizeLinear", ["x", "s", "s_zero"], "q"),
+            node("DequantizeLinear", ["q", "s", "s_zero"], "dq"),
+            node("Transpose", ["dq"], "moved", perm=[0, 2, 3, 1]),
+            node("QuantizeLinear", ["moved", "s", "s_zero"], "moved_q"),
+            node("DequantizeLinear", ["moved_q", "s", "s_zero"], "moved_dq"),
+            node("Relu", ["moved_dq"], "relu"),
+            node("Sigmoid", ["dq"], "sigmoid"),
+        ],
+        [("relu", TensorProto.FLOAT, ["N", None, None, 3]), ("sigmoid", TensorProto.FLOAT, ["N", 3, None, None])],
+    )
+    x = image(6, side=4)
+    before = outputs_of(model, x)
+    assert movements_in_uint8(model) == 1
+    onnx.checker.check_model(model)
+    ops = [n.op_type for n in model.graph.node]
+    assert ops == ["QuantizeLinear", "DequantizeLinear", "Transpose", "DequantizeLinear", "Relu", "Sigmoid"]
+    assert model.graph.node[2].input[0] == "q"
+    for new, old in zip(outputs_of(model, x), before):
+        np.testing.assert_array_equal(new, old)

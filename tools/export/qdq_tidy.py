@@ -8,7 +8,9 @@ a map in float, which these passes remove without changing a value:
 - a data movement (Transpose, Reshape, ...) between a DequantizeLinear and a QuantizeLinear of the same
   scale and zero point: once onnxruntime's layout optimizer cancels the Transpose against its own, the
   pair is left behind as a uint8 -> float -> uint8 round trip. The movement runs on the uint8 tensor
-  instead (the round trip is the identity: the movement only copies values).
+  instead (the round trip is the identity: the movement only copies values), also where the
+  DequantizeLinear has other readers (a map read by a squeeze-excitation pool and by the product with
+  its gate), which keep it.
 """
 
 from __future__ import annotations
@@ -62,23 +64,28 @@ def quantization_of(graph: Graph, node: Any) -> Optional[tuple[float, int, Any]]
 
 
 def movements_in_uint8(model: Any) -> int:
-    """Run every data movement that reads only a DequantizeLinear and feeds only a QuantizeLinear of the
-    same parameters on the quantized tensor itself, dropping the pair (in place); returns how many."""
+    """Run every data movement that reads a DequantizeLinear and feeds only a QuantizeLinear of the same
+    parameters on the quantized tensor itself, dropping the QuantizeLinear, and the DequantizeLinear where
+    nothing else reads it (in place); returns how many movements moved."""
     graph = Graph(model)
-    dropped = []
+    moved, dropped = 0, []
     for node in graph.graph.node:
         if node.op_type not in DATA_MOVEMENT_OP_TYPES or node.output[0] in graph.outputs:
             continue
         dequantize = graph.source(node.input[0], "DequantizeLinear")
         quantize = graph.only_consumer(node.output[0], "QuantizeLinear")
-        if dequantize is None or quantize is None or graph.only_consumer(dequantize.output[0], node.op_type) is None:
+        if dequantize is None or quantize is None:
             continue
         parameters = quantization_of(graph, dequantize)
         if parameters is None or parameters != quantization_of(graph, quantize):
             continue
         node.input[0] = dequantize.input[0]
         node.output[0] = quantize.output[0]
-        dropped += [dequantize, quantize]
+        dropped.append(quantize)
+        moved += 1
     for old in dropped:
         graph.graph.node.remove(old)
-    return len(dropped) // 2
+    graph.refresh()
+    for node in [n for n in graph.graph.node if n.op_type == "DequantizeLinear" and unread(graph, n.output[0])]:
+        graph.graph.node.remove(node)
+    return moved
