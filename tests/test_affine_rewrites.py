@@ -1,26 +1,34 @@
-"""conv_affine_fold and affine_as_depthwise_conv: exact rewrites of PPLCNetV3's learnable affine blocks,
-checked on small graphs built like paddle2onnx's output of PP-OCRv4_mobile_det (no Paddle needed)."""
+"""conv_affine_fold, affine_into_pointwise_conv and affine_as_depthwise_conv: exact rewrites of PPLCNetV3's
+learnable affine blocks, checked on small graphs built like paddle2onnx's output of PP-OCRv4_mobile_det (no
+Paddle needed)."""
 
 from __future__ import annotations
 
 from collections import Counter
+from typing import Optional
 
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from detector.optimize.rewrites import AFFINE_DEPTHWISE_REWRITE, CONV_AFFINE_REWRITE
+from detector.optimize.rewrites import AFFINE_DEPTHWISE_REWRITE, AFFINE_POINTWISE_REWRITE, CONV_AFFINE_REWRITE
 from tests.rewrite_checks import cpu_session, rewritten
 
 CHANNELS = 12  # PPLCNetV3 x0.75's first width: off onnxruntime's channel blocks, as in the real model
 
 
 def lcnet_model(
-    seed: int = 0, shared_tap: bool = False, vector_shift: bool = False, scale_from_input: bool = False
+    seed: int = 0,
+    shared_tap: bool = False,
+    vector_shift: bool = False,
+    scale_from_input: bool = False,
+    last_conv: Optional[dict] = None,
+    last_tap: bool = False,
 ) -> onnx.ModelProto:
     """x → conv 3×3 → +bias → ·a+b → hardswish → ·c+d → depthwise 3×3 → +bias → ·e+f → hardswish → ·g+h → 1×1
-    conv → y, with the constants written as paddle2onnx does (Constant nodes, bias through Reshape)."""
+    conv (with bias; last_conv: other attributes) → y, with the constants written as paddle2onnx does (Constant
+    nodes, bias through Reshape); last_tap: the last chain's output is a graph output too."""
     rng = np.random.default_rng(seed)
     nodes, inits = [], []
 
@@ -64,11 +72,17 @@ def lcnet_model(
         act1, "conv2", wshape=(CHANNELS, 1, 3, 3), kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=CHANNELS
     )
     act2 = affine(add("HardSwish", [affine(depthwise, "a2")], "act2"), "b2")
-    add("Conv", [act2, weight("conv3_w", (4, CHANNELS, 1, 1))], "y", kernel_shape=[1, 1])
+    conv3 = {"kernel_shape": [1, 1], **(last_conv or {})}
+    kernel = conv3["kernel_shape"][0]
+    groups = conv3.get("group", 1)
+    conv3_weight = weight("conv3_w", (4, CHANNELS // groups, kernel, kernel))
+    add("Conv", [act2, conv3_weight, weight("conv3_b", (4,))], "y", **conv3)
     inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "h", "w"])]
     if scale_from_input:
         inputs.append(helper.make_tensor_value_info("k", TensorProto.FLOAT, [1]))
-    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, "h", "w"])]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, None, None])]
+    if last_tap:
+        outputs.append(helper.make_tensor_value_info("b2_add", TensorProto.FLOAT, ["N", CHANNELS, "h", "w"]))
     if shared_tap:  # the first conv's biased output is also a graph output: its chain must stay
         outputs.append(helper.make_tensor_value_info("conv1_biased", TensorProto.FLOAT, ["N", CHANNELS, "h", "w"]))
     model = helper.make_model(
@@ -93,11 +107,12 @@ def op_counts(model) -> Counter:
 def test_affine_blocks_fold_into_convolutions_with_the_same_output(shape):
     model = lcnet_model()
     after, applied = rewritten(model)
-    assert applied == [CONV_AFFINE_REWRITE, AFFINE_DEPTHWISE_REWRITE]
-    # every Mul/Add is gone: two biases + two affines fold into the convs, the two after hardswish
-    # became 1×1 depthwise convs
+    assert applied == [CONV_AFFINE_REWRITE, AFFINE_POINTWISE_REWRITE, AFFINE_DEPTHWISE_REWRITE]
+    # every Mul/Add is gone: two biases + two affines fold into the convs before them; of the two after
+    # hardswish, the one the 1×1 conv reads folds into it, the one the padded depthwise conv reads became a
+    # 1×1 depthwise conv
     assert op_counts(after)["Mul"] == op_counts(after)["Add"] == 0
-    assert op_counts(after)["Conv"] == 3 + 2
+    assert op_counts(after)["Conv"] == 3 + 1
     assert not any(node.op_type == "Constant" for node in after.graph.node)  # the folded weights were dropped
     x = np.random.default_rng(1).uniform(-2, 2, shape).astype(np.float32)
     (before,), (got,) = run(model, x), run(after, x)
@@ -131,3 +146,34 @@ def test_a_scale_computed_at_run_time_is_not_folded():
     x = np.random.default_rng(4).uniform(-2, 2, (1, 3, 16, 16)).astype(np.float32)
     for k in (0.5, 3.0):
         np.testing.assert_allclose(run(after, x, k)[0], run(model, x, k)[0], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("last_conv", [{"strides": [2, 2]}, {"pads": [0, 0, 0, 0]}, {"auto_pad": "VALID"}])
+def test_the_chain_a_pointwise_convolution_reads_folds_into_its_weights(last_conv):
+    model = lcnet_model(seed=5, last_conv=last_conv)
+    after, applied = rewritten(model)
+    assert AFFINE_POINTWISE_REWRITE in applied
+    final = next(node for node in after.graph.node if "y" in node.output)
+    assert final.op_type == "Conv" and final.input[0] == "act2"  # reads the activation itself
+    x = np.random.default_rng(6).uniform(-2, 2, (2, 3, 18, 22)).astype(np.float32)
+    np.testing.assert_allclose(run(after, x)[0], run(model, x)[0], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"last_conv": {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}},  # padding would see b at the borders
+        {"last_conv": {"pads": [1, 1, 1, 1]}},  # a padded 1×1 too
+        {"last_conv": {"auto_pad": "SAME_UPPER", "strides": [2, 2]}},
+        {"last_conv": {"group": 2}},
+        {"last_tap": True},  # the chain's output is read elsewhere too
+    ],
+)
+def test_chains_other_convolutions_read_do_not_fold_into_them(options):
+    model = lcnet_model(seed=7, **options)
+    after, applied = rewritten(model)
+    assert AFFINE_POINTWISE_REWRITE not in applied
+    assert AFFINE_DEPTHWISE_REWRITE in applied  # they become 1×1 depthwise convs instead
+    x = np.random.default_rng(8).uniform(-2, 2, (1, 3, 16, 20)).astype(np.float32)
+    for got, want in zip(run(after, x), run(model, x)):
+        np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)

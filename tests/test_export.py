@@ -98,6 +98,7 @@ def test_metadata_carries_name_settings_source_and_record(metadata, default_sour
     assert record["rewrites"] == [
         "db_head_depth_to_space",
         "conv_affine_fold",
+        "affine_into_pointwise_conv",
         "affine_as_depthwise_conv",
         "se_residual_as_one_mul",
         "conv_channels_padded_to_block",

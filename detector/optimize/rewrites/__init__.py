@@ -12,6 +12,7 @@ from typing import Any, Optional
 
 from ...session import AVX2_CHANNEL_BLOCK, CHANNEL_BLOCKS, this_cpu_block
 from .affine_depthwise import AFFINE_DEPTHWISE_REWRITE, rewrite_affines_as_depthwise
+from .affine_pointwise import AFFINE_POINTWISE_REWRITE, fold_affines_into_pointwise
 from .channel_padding import CHANNEL_PADDING_REWRITE, pad_conv_channels
 from .concat_conv_split import CONCAT_CONV_SPLIT_REWRITE, split_concat_convs
 from .conv_affine import CONV_AFFINE_REWRITE, drop_dead_nodes, fold_conv_affines
@@ -24,6 +25,7 @@ from .se_residual import SE_RESIDUAL_REWRITE, rewrite_se_residuals
 
 __all__ = [
     "AFFINE_DEPTHWISE_REWRITE",
+    "AFFINE_POINTWISE_REWRITE",
     "CHANNEL_BLOCKS",
     "CHANNEL_PADDING_REWRITE",
     "CONCAT_CONV_SPLIT_REWRITE",
@@ -80,6 +82,8 @@ def rewrite_for_speed(model: Any, skip: Collection[str] = (), channel_block: Opt
         (DB_HEAD_REWRITE, rewrite_db_heads),
         # after the rewrites above, whose patterns read the Mul/Add nodes these fold away
         (CONV_AFFINE_REWRITE, fold_conv_affines),
+        # before affine_as_depthwise_conv: the chains a 1×1 convolution reads fold into it instead
+        (AFFINE_POINTWISE_REWRITE, fold_affines_into_pointwise),
         (AFFINE_DEPTHWISE_REWRITE, rewrite_affines_as_depthwise),
         (SE_RESIDUAL_REWRITE, rewrite_se_residuals),
         (CONCAT_CONV_SPLIT_REWRITE, split_concat_convs),

@@ -16,7 +16,10 @@ from the convolution that feeds the activation.
 
 from __future__ import annotations
 
-from typing import Optional
+from collections.abc import Iterator
+from typing import Any, Optional
+
+import numpy as np
 
 from .conv_affine import affine_chain
 from .onnx_graph import Graph, Subgraph
@@ -38,16 +41,23 @@ def channels_of(graph: Graph, tensor: str, through: frozenset[str] = CHANNEL_PRE
     return int(weight.shape[0]) if weight is not None and weight.ndim == 4 else None
 
 
-def rewrite_affines_as_depthwise(graph: Graph) -> int:
-    """Replace Mul/Add constant chains that follow an activation by 1×1 depthwise convolutions."""
-    rewritten = 0
+def activation_affines(graph: Graph) -> Iterator[tuple[Any, int, list, np.ndarray, np.ndarray]]:
+    """(activation, its channel count, the Mul/Add constant chain after it, the chain's per-channel scale
+    and shift) for every activation a chain follows; each found after the caller changed the graph for
+    the ones before."""
     for activation in [node for node in graph.graph.node if node.op_type in CHANNEL_PRESERVING_OPS]:
         channels = channels_of(graph, activation.output[0])
         if channels is None:
             continue
         chain, scale, shift = affine_chain(graph, activation, channels)
-        if not chain:
-            continue
+        if chain:
+            yield activation, channels, chain, scale, shift
+
+
+def rewrite_affines_as_depthwise(graph: Graph) -> int:
+    """Replace Mul/Add constant chains that follow an activation by 1×1 depthwise convolutions."""
+    rewritten = 0
+    for activation, channels, chain, scale, shift in activation_affines(graph):
         sub = Subgraph(graph, activation.name or "activation")
         weight = sub.const("scale", scale.reshape(channels, 1, 1, 1))
         bias = sub.const("shift", shift)
