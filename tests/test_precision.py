@@ -270,6 +270,8 @@ def test_stem_rule_turns_hard_swish_into_uint8_products(default_onnx, pages, tmp
     assert 0 < ops["HardSigmoid"] + ops["HardSwish"] < 34 - record["hard_swish_gates"] + 1
     assert_upsampled_sums_in_uint8(graph, record)
     assert_gate_rows_in_uint8(graph, record, 10)  # 2 in the backbone, 8 in the neck
+    # PPLCNetV3's learnable affines after the uint8 hard-swish products became those products' quantization
+    assert record["tidied"]["affines_into_quantization"] > 0
     fp32 = TextDetection(model_dir=folder, device="cpu")
     assert_int8_boxes_close(fp32, TextDetection(model_dir=folder, device="cpu", precision="int8"), pages)
 
@@ -297,6 +299,7 @@ def test_input_rule_runs_ppocrv6_gelu_and_pools_in_uint8(tmp_path, pages):
     graph = onnx.load(str(folder / "inference.int8.onnx")).graph
     assert_upsampled_sums_in_uint8(graph, record)
     assert_gate_rows_in_uint8(graph, record, 13)
+    assert record["tidied"]["affines_into_quantization"] == 0  # no learnable affine in PP-OCRv6
     ops = Counter(node.op_type for node in graph.node)
     assert ops["Erf"] == ops["ReduceMean"] == 0
     producers = {output: node for node in graph.node for output in node.output}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from tests.rewrite_checks import cpu_session
@@ -115,3 +116,70 @@ def test_a_movement_whose_dequantize_is_read_elsewhere_too_runs_on_the_uint8_ten
     assert model.graph.node[2].input[0] == "q"
     for new, old in zip(outputs_of(model, x), before):
         np.testing.assert_array_equal(new, old)
+
+
+def affine_model(weights=(0.5, 0.5, 0.5), biases=(0.25, 0.25, 0.25)):
+    """x → Q → DQ → Mul (x · x) → Q(u) → DQ → 1×1 depthwise Conv (dequantized weights a, bias b per channel)
+    → Q(t) → DQ → Relu: a hard-swish product and PPLCNetV3's learnable affine after it, as quantized."""
+    weights, biases = np.asarray(weights, np.float32), np.asarray(biases, np.float32)
+    channels = len(weights)
+    model = qdq_model(
+        [
+            node("QuantizeLinear", ["x", "s", "s_zero"], "q"),
+            node("DequantizeLinear", ["q", "s", "s_zero"], "dq"),
+            node("Mul", ["dq", "dq"], "product"),
+            node("QuantizeLinear", ["product", "u", "u_zero"], "product_q"),
+            node("DequantizeLinear", ["product_q", "u", "u_zero"], "product_dq"),
+            node("DequantizeLinear", ["w_q", "w_scale"], "w", axis=0),
+            node("DequantizeLinear", ["b_q", "b_scale"], "b", axis=0),
+            helper.make_node("Conv", ["product_dq", "w", "b"], ["affine"], name="affine", group=channels),
+            node("QuantizeLinear", ["affine", "t", "t_zero"], "affine_q"),
+            node("DequantizeLinear", ["affine_q", "t", "t_zero"], "affine_dq"),
+            node("Relu", ["affine_dq"], "relu"),
+        ],
+        [("relu", TensorProto.FLOAT, ["N", channels, None, None])],
+        scales=(("s", 0.02, 128), ("t", 0.01, 20), ("u", 0.02, 0)),
+    )
+    weight_scale = np.abs(weights) / 127
+    bias_scale = weight_scale * 0.05
+    model.graph.initializer.extend(
+        [
+            numpy_helper.from_array((127 * np.sign(weights)).astype(np.int8).reshape(-1, 1, 1, 1), "w_q"),
+            numpy_helper.from_array(weight_scale.astype(np.float32), "w_scale"),
+            numpy_helper.from_array(np.round(biases / bias_scale).astype(np.int32), "b_q"),
+            numpy_helper.from_array(bias_scale.astype(np.float32), "b_scale"),
+        ]
+    )
+    return model
+
+
+def test_a_scalar_affine_folds_into_the_quantization_before_it_within_one_step():
+    """The product is quantized at the affine's output scale / a, zero point shifted by round(b / t): every
+    value within one step (t = 0.01) of the exact a · p + b of the float product, the Conv and its
+    quantizations gone."""
+    from tools.export.qdq_requantize import affines_into_quantization
+
+    model = affine_model()
+    x = np.random.default_rng(7).uniform(-1.5, 1.5, (1, 3, 6, 5)).astype(np.float32)
+    before = outputs_of(model, x)[0]
+    assert affines_into_quantization(model) == 1
+    onnx.checker.check_model(model)
+    ops = [n.op_type for n in model.graph.node]
+    assert ops == ["QuantizeLinear", "DequantizeLinear", "Mul", "QuantizeLinear", "DequantizeLinear", "Relu"]
+    assert {init.name for init in model.graph.initializer}.isdisjoint({"w_q", "w_scale", "b_q", "b_scale"})
+    after = outputs_of(model, x)[0]
+    x_dq = (np.clip(np.round(x / 0.02) + 128, 0, 255) - 128) * 0.02
+    exact = np.maximum(0.5 * x_dq * x_dq + 0.25, 0)
+    assert np.abs(after - exact).max() <= 0.01 + 1e-6
+    assert np.abs(after - before).max() <= 0.02 + 1e-6  # the two-step form rounded the product first
+
+
+@pytest.mark.parametrize(
+    "weights,biases",
+    [((0.5, 0.25, 0.5), (0.25,) * 3), ((0.5,) * 3, (0.25, -0.5, 0.25)), ((-0.5,) * 3, (0.0,) * 3)],
+)
+def test_affines_that_differ_per_channel_or_flip_the_sign_are_left_alone(weights, biases):
+    from tools.export.qdq_requantize import affines_into_quantization
+
+    model = affine_model(weights, biases)
+    assert affines_into_quantization(model) == 0 and len(model.graph.node) == 11

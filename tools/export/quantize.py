@@ -11,6 +11,9 @@
 - fp16: onnxconverter-common's float16 conversion with float32 inputs and outputs (keep_io_types),
   after BatchNormalization is folded into the convolutions.
 
+After quantization, qdq_tidy.py's exact clean-ups run, then qdq_requantize.py folds the scalar affines
+left in uint8 into the quantization before them (within one uint8 step).
+
 Either way the variant is scored against the fp32 model on a rendered labelled set (detect eval's
 metric) and the result is written into the variant's metadata under ``detector.precision``; the fp32
 model's own metadata (settings, source, export record) is kept.
@@ -43,6 +46,7 @@ from detector.optimize.rewrites.neck_upsample import (
 from detector.optimize.rewrites.onnx_graph import attribute
 from detector.precision import METADATA_PRECISION_KEY, variant_path
 from tools.export import progress
+from tools.export.qdq_requantize import AFFINE_REQUANTIZED, affines_into_quantization
 from tools.export.qdq_tidy import tidy_quantized
 
 CALIBRATION_SEED = 7  # the evaluation sets use other seeds (EVALUATION_SEED, make eval's)
@@ -376,6 +380,7 @@ def quantize_int8(
         )
         result = onnx.load(str(quantized))
         tidied = tidy_quantized(result)
+        tidied[AFFINE_REQUANTIZED] = affines_into_quantization(result)
     save_model(_with_metadata_of(result, fp32_path), output)
     return {
         "method": f"onnxruntime.quantization static QDQ, per-channel int8 weights, {activations} activations, {method} "
