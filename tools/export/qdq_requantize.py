@@ -22,8 +22,9 @@ from typing import Any, Optional
 
 import numpy as np
 
+from detector.optimize.rewrites.conv_affine import drop_dead_nodes
 from detector.optimize.rewrites.onnx_graph import Graph, attribute
-from tools.export.qdq_tidy import quantization_of, unread
+from tools.export.qdq_tidy import quantization_of
 
 AFFINE_REQUANTIZED = "affines_into_quantization"  # the export record's key (under "tidied")
 UINT8_RANGE = (0, 255)
@@ -108,11 +109,5 @@ def affines_into_quantization(model: Any) -> int:
             graph.graph.node.remove(old)
         graph.refresh()
         folded += 1
-    unread_nodes = [n for n in graph.graph.node if n.op_type == "DequantizeLinear" and unread(graph, n.output[0])]
-    for node in unread_nodes:  # the convolutions' weight and bias
-        graph.graph.node.remove(node)
-    graph.refresh()
-    constants = {name for node in unread_nodes for name in node.input}
-    for init in [i for i in graph.graph.initializer if i.name in constants and not graph.consumers.get(i.name)]:
-        graph.graph.initializer.remove(init)
+    drop_dead_nodes(graph)  # the convolutions' dequantized weights and biases, and their constants
     return folded

@@ -19,6 +19,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from detector.optimize.rewrites.conv_affine import drop_dead_nodes
 from detector.optimize.rewrites.onnx_graph import Graph
 
 DATA_MOVEMENT_OP_TYPES = ("Transpose", "Reshape", "Unsqueeze", "Squeeze", "Expand", "Flatten")
@@ -40,14 +41,8 @@ def shapes_read_quantized(model: Any) -> int:
         if source is not None:
             node.input[0] = source.input[0]
             moved += 1
-    graph.refresh()
-    for node in [n for n in graph.graph.node if n.op_type == "DequantizeLinear" and unread(graph, n.output[0])]:
-        graph.graph.node.remove(node)
+    drop_dead_nodes(graph)  # the DequantizeLinears only those Shapes read
     return moved
-
-
-def unread(graph: Graph, name: str) -> bool:
-    return not graph.consumers.get(name) and name not in graph.outputs
 
 
 def quantization_of(graph: Graph, node: Any) -> Optional[tuple[float, int, Any]]:
@@ -85,7 +80,5 @@ def movements_in_uint8(model: Any) -> int:
         moved += 1
     for old in dropped:
         graph.graph.node.remove(old)
-    graph.refresh()
-    for node in [n for n in graph.graph.node if n.op_type == "DequantizeLinear" and unread(graph, n.output[0])]:
-        graph.graph.node.remove(node)
+    drop_dead_nodes(graph)  # the DequantizeLinears only those movements read
     return moved

@@ -17,56 +17,46 @@ activation, as in affine_depthwise.py.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
 from .affine_depthwise import activation_affines
-from .onnx_graph import Graph, Subgraph, attribute
+from .onnx_graph import Graph, Subgraph, as_text, attribute
 
 AFFINE_POINTWISE_REWRITE = "affine_into_pointwise_conv"
 
 
-def is_unpadded_pointwise(graph: Graph, node: Any, channels: int) -> bool:
-    """Whether node is a 1×1 Conv of one group over `channels` input channels, no padding, constant weights."""
+def pointwise_parameters(graph: Graph, node: Any, channels: int) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    """(weight, bias) in float64 if node is a 1×1 Conv of one group over `channels` input channels, no
+    padding, constant weights (bias zeros where it has none); else None."""
     if node.op_type != "Conv" or len(node.input) < 2 or attribute(node, "group", 1) != 1:
-        return False
+        return None
+    padding = as_text(attribute(node, "auto_pad", "NOTSET"))
+    if padding not in ("NOTSET", "VALID") or any(attribute(node, "pads", [0, 0, 0, 0])):
+        return None
     weight = graph.constant(node.input[1])
     if weight is None or weight.dtype != np.float32 or weight.ndim != 4 or weight.shape[1:] != (channels, 1, 1):
-        return False
-    if len(node.input) > 2 and node.input[2] and graph.constant(node.input[2]) is None:
-        return False
-    auto_pad = attribute(node, "auto_pad", b"NOTSET")
-    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
-    return auto_pad in ("NOTSET", "VALID") and not any(attribute(node, "pads", [0, 0, 0, 0]))
+        return None
+    bias = graph.constant(node.input[2]) if len(node.input) > 2 and node.input[2] else np.zeros(len(weight))
+    return None if bias is None else (weight.astype(np.float64), bias.reshape(-1).astype(np.float64))
 
 
 def fold_affines_into_pointwise(graph: Graph) -> int:
     """Fold every Mul/Add constant chain after an activation into the unpadded 1×1 convolution that is its
     only reader; returns how many convolutions changed."""
-    from onnx import helper
-
     folded = 0
     for activation, channels, chain, scale, shift in activation_affines(graph):
         end = chain[-1].output[0]
-        readers = graph.consumers.get(end, [])
-        if len(readers) != 1 or end in graph.outputs or not is_unpadded_pointwise(graph, readers[0], channels):
+        conv = graph.only_consumer(end, "Conv")
+        parameters = None if conv is None or conv.input[0] != end else pointwise_parameters(graph, conv, channels)
+        if conv is None or parameters is None:
             continue
-        conv = readers[0]
-        weight, bias = graph.constant(conv.input[1]), None
-        if len(conv.input) > 2 and conv.input[2]:
-            bias = graph.constant(conv.input[2])
-        if conv.input[0] != end or weight is None:
-            continue
-        columns = weight[:, :, 0, 0].astype(np.float64)
-        base = np.zeros(weight.shape[0]) if bias is None else bias.reshape(-1).astype(np.float64)
+        weight, bias = parameters
         sub = Subgraph(graph, conv.name or "conv")
-        new_weight = sub.const("weight", weight.astype(np.float64) * scale[None, :, None, None])
-        new_bias = sub.const("bias", base + columns @ shift)
-        inputs = [activation.output[0], new_weight, new_bias]
-        node = helper.make_node("Conv", inputs, list(conv.output), name=graph.fresh(conv.name or "conv", "scaled"))
-        node.attribute.extend(conv.attribute)
-        sub.nodes.append(node)
+        new_weight = sub.const("weight", weight * scale[None, :, None, None])
+        new_bias = sub.const("bias", bias + weight[:, :, 0, 0] @ shift)
+        sub.node_like(conv, [activation.output[0], new_weight, new_bias], "scaled", output=conv.output[0])
         sub.replace([*chain, conv], at=conv)
         folded += 1
     return folded

@@ -88,13 +88,8 @@ def fold_conv_affines(graph: Graph) -> int:
         new_weight = weight.astype(np.float64) * scale[:, None, None, None]
         new_bias = base * scale + shift
         sub = Subgraph(graph, conv.name or "conv")
-        attrs = {attr.name: attr for attr in conv.attribute}
-        from onnx import helper
-
         inputs = [conv.input[0], sub.const("weight", new_weight), sub.const("bias", new_bias)]
-        node = helper.make_node("Conv", inputs, [chain[-1].output[0]], name=graph.fresh(conv.name or "conv", "folded"))
-        node.attribute.extend(attrs.values())
-        sub.nodes.append(node)
+        sub.node_like(conv, inputs, "folded", output=chain[-1].output[0])
         sub.replace([conv, *chain])
         folded += 1
     return folded

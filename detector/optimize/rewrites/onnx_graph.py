@@ -192,6 +192,15 @@ class Subgraph:
         self.nodes.append(helper.make_node(op, inputs, [out], name=name, **attrs))
         return out
 
+    def node_like(self, template: Any, inputs: list[str], stem: str, output: str) -> str:
+        """Add a node of template's op type and attributes on other inputs, making output."""
+        from onnx import helper
+
+        node = helper.make_node(template.op_type, inputs, [output], name=self.graph.fresh(self.prefix, stem))
+        node.attribute.extend(template.attribute)
+        self.nodes.append(node)
+        return output
+
     def replace(self, replaced: list, at: Optional[Any] = None) -> None:
         """Put the built nodes where at stood (default: the first of replaced; the graph stays
         topologically sorted, as the new nodes read only what the replaced ones read, given that all of it
