@@ -231,9 +231,9 @@ def test_int8_float_rules(default_onnx, tmp_path):
 
 def assert_upsampled_sums_in_uint8(graph, record):
     """The DB neck's three top-down sums with a 2x upsample and the head's concatenation of upsampled
-    maps are channels-last broadcasts whose every step reads a quantized tensor (a DequantizeLinear's
+    maps are channels-last expansions whose every step reads a quantized tensor (a DequantizeLinear's
     output, to be fused, or a uint8 one); no Resize is left, and no Shape reads a float map."""
-    assert record["uint8_forms"]["upsampled_sum_as_broadcast"] == 3
+    assert record["uint8_forms"]["upsampled_sum_as_expand"] == 3
     assert record["uint8_forms"]["upsampled_concat_as_expand"] == 1
     assert record["tidied"]["shapes_read_uint8"] > 0 and record["tidied"]["movements_in_uint8"] > 0
     assert not [node for node in graph.node if node.op_type == "Resize"]
@@ -247,12 +247,12 @@ def assert_upsampled_sums_in_uint8(graph, record):
     assert shapes and all(producers[node.input[0]].op_type != "DequantizeLinear" for node in shapes)
 
 
-def assert_gate_rows_in_uint8(graph, record, products):
+def assert_gated_products_in_uint8(graph, record, products):
     """Every squeeze-excitation product is a channels-last product of uint8 tensors: a Mul reading two
-    DequantizeLinears, of the map's uint8 Transpose and of the gate's uint8 Expand (its rows)."""
-    assert record["uint8_forms"]["gated_product_as_rows"] == products
+    DequantizeLinears, of the map's uint8 Transpose and of the gate's uint8 Expand."""
+    assert record["uint8_forms"]["gated_product_expanded"] == products
     producers = {output: node for node in graph.node for output in node.output}
-    made = [node for node in graph.node if node.op_type == "Mul" and node.name.startswith("gated_product_as_rows")]
+    made = [node for node in graph.node if node.op_type == "Mul" and node.name.startswith("gated_product_expanded")]
     assert len(made) == products
     for mul in made:
         sources = [producers[name] for name in mul.input]
@@ -275,7 +275,7 @@ def test_stem_rule_turns_hard_swish_into_uint8_products(default_onnx, pages, tmp
     # stem's and the squeeze-excitation gates' HardSigmoids are left
     assert 0 < ops["HardSigmoid"] + ops["HardSwish"] < 34 - record["hard_swish_gates"] + 1
     assert_upsampled_sums_in_uint8(graph, record)
-    assert_gate_rows_in_uint8(graph, record, 10)  # 2 in the backbone, 8 in the neck
+    assert_gated_products_in_uint8(graph, record, 10)  # 2 in the backbone, 8 in the neck
     # PPLCNetV3's learnable affines after the uint8 hard-swish products became those products' quantization
     assert record["tidied"]["affines_into_quantization"] > 0
     fp32 = TextDetection(model_dir=folder, device="cpu")
@@ -298,13 +298,13 @@ def test_input_rule_runs_ppocrv6_gelu_and_pools_in_uint8(tmp_path, pages):
         "hard_swish_as_clipped_product": 0,
         "gelu_as_sigmoid_product": 13,
         "spatial_mean_as_global_pool": 5,
-        "upsampled_sum_as_broadcast": 3,
+        "upsampled_sum_as_expand": 3,
         "upsampled_concat_as_expand": 1,
-        "gated_product_as_rows": 13,
+        "gated_product_expanded": 13,
     }
     graph = onnx.load(str(folder / "inference.int8.onnx")).graph
     assert_upsampled_sums_in_uint8(graph, record)
-    assert_gate_rows_in_uint8(graph, record, 13)
+    assert_gated_products_in_uint8(graph, record, 13)
     assert record["tidied"]["affines_into_quantization"] == 0  # no learnable affine in PP-OCRv6
     ops = Counter(node.op_type for node in graph.node)
     assert ops["Erf"] == ops["ReduceMean"] == 0

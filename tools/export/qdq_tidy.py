@@ -33,7 +33,7 @@ def tidy_quantized(model: Any) -> dict[str, int]:
 def shapes_read_quantized(model: Any) -> int:
     """Point every Shape that reads a DequantizeLinear's output at the DequantizeLinear's uint8 input (the
     same shape) and drop the DequantizeLinears nothing reads any more; returns how many Shapes moved
-    (PP-OCRv4_mobile_det's broadcast sums at 960x672: a 0.55 ms pass over the stride-4 map each)."""
+    (PP-OCRv4_mobile_det's upsampled sums at 960x672: a 0.55 ms pass over the stride-4 map each)."""
     graph = Graph(model)
     moved = 0
     for node in graph.graph.node:

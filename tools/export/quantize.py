@@ -33,7 +33,7 @@ import numpy as np
 
 from detector.errors import ExportError
 from detector.optimize.model_file import save_model, set_metadata
-from detector.optimize.rewrites.gate_rows import GATE_ROWS_OP_TYPES, GATE_ROWS_REWRITE, rewrite_gated_products
+from detector.optimize.rewrites.gate_expand import GATE_EXPAND_OP_TYPES, GATE_EXPAND_REWRITE, rewrite_gated_products
 from detector.optimize.rewrites.gelu_sigmoid import GELU_SIGMOID_REWRITE, rewrite_gelus_as_sigmoid_products
 from detector.optimize.rewrites.hard_swish_gate import HARD_SWISH_GATE_REWRITE, rewrite_hard_swish_gates
 from detector.optimize.rewrites.mean_pool import MEAN_POOL_REWRITE, rewrite_spatial_means
@@ -68,9 +68,9 @@ INPUT_STRIDE = 4  # "input": the nodes before the first convolution reading a ma
 # "input" quantizes these too: the sigmoid of GELU's rewritten form (a QLinearSigmoid, a table of 256
 # entries) and the squeeze-excitation pools (QLinearGlobalAveragePool).
 GATE_OP_TYPES = ("Sigmoid", "GlobalAveragePool")
-# The data movements of the channels-last forms (neck upsamples, gate rows): quantized where those rewrites
+# The data movements of the channels-last forms (neck upsamples, expanded gates): quantized where those rewrites
 # made them, no others (a Transpose elsewhere, e.g. the head's, stays as it was).
-MOVEMENT_OP_TYPES = tuple(dict.fromkeys(UPSAMPLE_OP_TYPES + GATE_ROWS_OP_TYPES))
+MOVEMENT_OP_TYPES = tuple(dict.fromkeys(UPSAMPLE_OP_TYPES + GATE_EXPAND_OP_TYPES))
 LAYOUT_OP_TYPES = ("DepthToSpace", "Reshape", "Transpose", "Identity", "Squeeze", "Unsqueeze")
 PROBE_SIDE = 128  # the image side convolution_strides runs on; a 1x1 output means a pooled gate
 
@@ -265,18 +265,18 @@ def map_sigmoids(model) -> list[str]:
 # uint8 boundary on the stride-4 map instead of the stride-2 ones): faster on PP-OCRv4_mobile_det and
 # PP-OCRv6_tiny_det (0.63x / 0.75x end to end on the validation images, were 0.655x / 0.80x) and more
 # accurate on PP-OCRv6_small_det (Hmean -0.0000 against -0.0042 there, as fast). Both also write the
-# squeeze-excitation products by gate rows (gate_rows.py, exact): "input" end to end 0.587x / 0.561x /
-# 0.726x fp32 on the validation images (PP-OCRv4_mobile_det / PP-OCRv6_small_det / tiny), were 0.633x /
-# 0.581x / 0.754x.
+# squeeze-excitation products with the gate expanded (gate_expand.py, exact; first by gate rows): "input"
+# end to end 0.587x / 0.561x / 0.726x fp32 on the validation images (PP-OCRv4_mobile_det /
+# PP-OCRv6_small_det / tiny), were 0.633x / 0.581x / 0.754x.
 INT8_RULES = {
     "stem": Int8Rule(
         stem_nodes,
         INT8_OP_TYPES + ELEMENTWISE_OP_TYPES,
         "percentile",
-        (HARD_SWISH_GATE_REWRITE, UPSAMPLE_SUM_REWRITE, UPSAMPLE_CONCAT_REWRITE, GATE_ROWS_REWRITE),
+        (HARD_SWISH_GATE_REWRITE, UPSAMPLE_SUM_REWRITE, UPSAMPLE_CONCAT_REWRITE, GATE_EXPAND_REWRITE),
         "int8 from the stride-8 stage on, the elementwise operators, hard-swish (as a uint8 clipped "
-        "product), the neck's upsamples (as channels-last broadcasts) and the squeeze-excitation products "
-        "(by gate rows) too; the stem and the squeeze-excitation gates float; percentile calibration",
+        "product), the neck's upsamples (as channels-last expansions) and the squeeze-excitation products "
+        "(by the expanded gate) too; the stem and the squeeze-excitation gates float; percentile calibration",
     ),
     "input": Int8Rule(
         input_nodes,
@@ -288,11 +288,11 @@ INT8_RULES = {
             MEAN_POOL_REWRITE,
             UPSAMPLE_SUM_REWRITE,
             UPSAMPLE_CONCAT_REWRITE,
-            GATE_ROWS_REWRITE,
+            GATE_EXPAND_REWRITE,
         ),
         "int8 from the stride-4 stage on, the elementwise operators, hard-swish (as a uint8 clipped product), "
-        "GELU (as a uint8 sigmoid product, approximate), the squeeze-excitation pools and products (by gate "
-        "rows) and the neck's upsamples (as channels-last broadcasts) too; the input layers (up to the first "
+        "GELU (as a uint8 sigmoid product, approximate), the squeeze-excitation pools and products (by the "
+        "expanded gate) and the neck's upsamples (as channels-last expansions) too; the input layers (up to the first "
         "convolution reading the stride-4 map), the gates' convolutions and the map's sigmoid float; percentile "
         "calibration",
     ),
@@ -411,7 +411,7 @@ class Uint8Forms:
 def uint8_forms(model, names: Collection[str], skip: Collection[str]) -> Uint8Forms:
     """Apply the int8-only rewrites named (in place; not to the nodes in skip, which stay float): hard-swish
     as a clipped product, GELU as a sigmoid product, spatial means as global pools, the neck's upsampled
-    sums and concatenations as channels-last broadcasts, squeeze-excitation products by gate rows."""
+    sums and concatenations as channels-last expansions, squeeze-excitation products by the expanded gate."""
     forms = Uint8Forms()
     if HARD_SWISH_GATE_REWRITE in names:
         forms.gate_ranges = rewrite_hard_swish_gates(model, skip=skip)
@@ -427,11 +427,11 @@ def uint8_forms(model, names: Collection[str], skip: Collection[str]) -> Uint8Fo
         forms.made.update({UPSAMPLE_CONCAT_REWRITE: upsamples.concats} if concats else {})
         forms.moving += upsamples.moving
         forms.shapes += upsamples.shapes
-    if GATE_ROWS_REWRITE in names:
-        rows = rewrite_gated_products(model, skip=skip)
-        forms.made[GATE_ROWS_REWRITE] = rows.products
-        forms.moving += rows.moving
-        forms.shapes += rows.shapes
+    if GATE_EXPAND_REWRITE in names:
+        gated = rewrite_gated_products(model, skip=skip)
+        forms.made[GATE_EXPAND_REWRITE] = gated.products
+        forms.moving += gated.moving
+        forms.shapes += gated.shapes
     return forms
 
 
