@@ -35,6 +35,7 @@ from .model_file import (
     sha256_of,
 )
 from .rewrites import block_note, block_record, rewrite_for_speed, this_cpu_block
+from .rewrites.onnx_graph import default_opset
 from .verify import TOLERANCE, VERIFY_SHAPES, compare_with_onnx
 
 Report = Callable[[str], None]
@@ -199,7 +200,7 @@ def export_from_onnx(
     progress(f"max |diff| overall {verification['max_abs_diff']:.3g} (tolerance {TOLERANCE:g})")
 
     progress(f"[4/4] writing {output}")
-    opset = next((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), None)
+    opset = default_opset(model) or None  # None: the model imports no default operator set
     record = {
         "source_kind": "onnx",
         "onnx": onnx.__version__,
