@@ -519,3 +519,52 @@ def test_product_by_a_constant_is_left_alone():
     t = b.conv("x", "c", (4, 3, 3, 3))
     b.add("Mul", [t, b.weight("scale", (1, 4, 1, 1))], "scaled")
     assert gates_rewritten(b.model(["scaled"]))[1].products == 0
+
+
+def map_model(block=4, mode="DCR", channels=1, tap=False, with_sigmoid=True):
+    """x → conv (block² · channels outputs) → Sigmoid → DepthToSpace(block): db_head_depth_to_space's end
+    (tap: the Sigmoid is read by a second node too)."""
+    b = Builder(31)
+    logits = b.conv("x", "logits", (block * block * channels, 3, 3, 3))
+    probability = b.add("Sigmoid", [logits], "probability") if with_sigmoid else logits
+    outputs = [b.add("DepthToSpace", [probability], "map", blocksize=block, mode=mode)]
+    if tap:
+        outputs.append(b.add("Relu", [probability], "tap"))
+    return b.model(outputs)
+
+
+def interleaves_rewritten(model, skip=()):
+    from detector.optimize.rewrites.map_interleave import rewrite_map_interleaves
+
+    return rewritten_by(rewrite_map_interleaves, model, skip=skip)
+
+
+@pytest.mark.parametrize("block,mode", [(4, "DCR"), (4, "CRD"), (2, "DCR")])
+def test_one_channel_map_is_interleaved_channels_last_before_its_sigmoid(block, mode):
+    """The same values reach the same pixels (equal, not close) at several sizes and a batch of two; the
+    Sigmoid keeps its name (a rule that keeps it float still finds it) and now makes the map."""
+    model = map_model(block, mode)
+    new, made = interleaves_rewritten(model)
+    ops = Counter(node.op_type for node in new.graph.node)
+    assert made.maps == 1 and ops["DepthToSpace"] == 0 and ops["Sigmoid"] == 1
+    built = {node.name: node.op_type for node in new.graph.node}
+    assert sorted(built[name] for name in made.moving) == ["Reshape", "Reshape", "Transpose", "Transpose"]
+    assert sorted(built[name] for name in made.shapes) == ["Div", "Mul", "Shape"]
+    (sigmoid,) = [node for node in new.graph.node if node.op_type == "Sigmoid"]
+    assert sigmoid.name == "probability" and list(sigmoid.output) == ["map"]
+    for shape in ((1, 3, 8, 12), (2, 3, 10, 6), (1, 3, 1, 9)):
+        x = np.random.default_rng(shape[2]).uniform(-2, 2, shape).astype(np.float32)
+        np.testing.assert_array_equal(run(new, x)[0], run(model, x)[0])
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"channels": 2}, {"tap": True}, {"with_sigmoid": False}],
+)
+def test_other_interleaves_are_left_alone(options):
+    """Several channels (DCR and CRD differ there), a sigmoid read by another node, no sigmoid."""
+    assert interleaves_rewritten(map_model(**options))[1].maps == 0
+
+
+def test_skipped_interleaves_are_left_alone():
+    assert interleaves_rewritten(map_model(), skip={"map"})[1].maps == 0

@@ -260,6 +260,20 @@ def assert_gated_products_in_uint8(graph, record, products):
         assert sorted(producers[node.input[0]].op_type for node in sources) == ["Expand", "Transpose"]
 
 
+def assert_map_interleaved_in_uint8(graph):
+    """The map's DepthToSpace became data movements on uint8 (each reading a QuantizeLinear's output or
+    another movement's) before the map's float Sigmoid, which makes the graph's output from a
+    DequantizeLinear."""
+    producers = {output: node for node in graph.node for output in node.output}
+    assert not [node for node in graph.node if node.op_type == "DepthToSpace"]
+    made = [node for node in graph.node if node.name.startswith("map_interleaved_channels_last")]
+    moving = [node for node in made if node.op_type in ("Transpose", "Reshape")]
+    assert len(moving) == 4
+    assert all(producers[node.input[0]].op_type in ("QuantizeLinear", "Transpose", "Reshape") for node in moving)
+    sigmoid = producers[graph.output[0].name]
+    assert sigmoid.op_type == "Sigmoid" and producers[sigmoid.input[0]].op_type == "DequantizeLinear"
+
+
 def test_stem_rule_turns_hard_swish_into_uint8_products(default_onnx, pages, tmp_path):
     from tools.export.quantize import calibration_tensors, quantize_int8
 
@@ -276,6 +290,7 @@ def test_stem_rule_turns_hard_swish_into_uint8_products(default_onnx, pages, tmp
     assert 0 < ops["HardSigmoid"] + ops["HardSwish"] < 34 - record["hard_swish_gates"] + 1
     assert_upsampled_sums_in_uint8(graph, record)
     assert_gated_products_in_uint8(graph, record, 10)  # 2 in the backbone, 8 in the neck
+    assert_map_interleaved_in_uint8(graph)
     # PPLCNetV3's learnable affines after the uint8 hard-swish products became those products' quantization
     assert record["tidied"]["affines_into_quantization"] > 0
     fp32 = TextDetection(model_dir=folder, device="cpu")
@@ -301,10 +316,12 @@ def test_input_rule_runs_ppocrv6_gelu_and_pools_in_uint8(tmp_path, pages):
         "upsampled_sum_as_expand": 3,
         "upsampled_concat_as_expand": 1,
         "gated_product_expanded": 13,
+        "map_interleaved_channels_last": 1,
     }
     graph = onnx.load(str(folder / "inference.int8.onnx")).graph
     assert_upsampled_sums_in_uint8(graph, record)
     assert_gated_products_in_uint8(graph, record, 13)
+    assert_map_interleaved_in_uint8(graph)
     assert record["tidied"]["affines_into_quantization"] == 0  # no learnable affine in PP-OCRv6
     ops = Counter(node.op_type for node in graph.node)
     assert ops["Erf"] == ops["ReduceMean"] == 0
@@ -317,6 +334,7 @@ def test_input_rule_runs_ppocrv6_gelu_and_pools_in_uint8(tmp_path, pages):
         node
         for node in quantized
         if producers[node.input[0]].op_type == "DequantizeLinear"
+        and readers[node.output[0]]
         and all(reader.op_type == "QuantizeLinear" for reader in readers[node.output[0]])
     ]
     assert len(in_uint8) == len(quantized) - 1 and ops["Sigmoid"] == 14

@@ -36,6 +36,11 @@ from detector.optimize.model_file import save_model, set_metadata
 from detector.optimize.rewrites.gate_expand import GATE_EXPAND_OP_TYPES, GATE_EXPAND_REWRITE, rewrite_gated_products
 from detector.optimize.rewrites.gelu_sigmoid import GELU_SIGMOID_REWRITE, rewrite_gelus_as_sigmoid_products
 from detector.optimize.rewrites.hard_swish_gate import HARD_SWISH_GATE_REWRITE, rewrite_hard_swish_gates
+from detector.optimize.rewrites.map_interleave import (
+    MAP_INTERLEAVE_OP_TYPES,
+    MAP_INTERLEAVE_REWRITE,
+    rewrite_map_interleaves,
+)
 from detector.optimize.rewrites.mean_pool import MEAN_POOL_REWRITE, rewrite_spatial_means
 from detector.optimize.rewrites.neck_upsample import (
     UPSAMPLE_CONCAT_REWRITE,
@@ -68,9 +73,9 @@ INPUT_STRIDE = 4  # "input": the nodes before the first convolution reading a ma
 # "input" quantizes these too: the sigmoid of GELU's rewritten form (a QLinearSigmoid, a table of 256
 # entries) and the squeeze-excitation pools (QLinearGlobalAveragePool).
 GATE_OP_TYPES = ("Sigmoid", "GlobalAveragePool")
-# The data movements of the channels-last forms (neck upsamples, expanded gates): quantized where those rewrites
-# made them, no others (a Transpose elsewhere, e.g. the head's, stays as it was).
-MOVEMENT_OP_TYPES = tuple(dict.fromkeys(UPSAMPLE_OP_TYPES + GATE_EXPAND_OP_TYPES))
+# The data movements of the channels-last forms (neck upsamples, expanded gates, the map's interleave):
+# quantized where those rewrites made them, no others (a Transpose elsewhere stays as it was).
+MOVEMENT_OP_TYPES = tuple(dict.fromkeys(UPSAMPLE_OP_TYPES + GATE_EXPAND_OP_TYPES + MAP_INTERLEAVE_OP_TYPES))
 LAYOUT_OP_TYPES = ("DepthToSpace", "Reshape", "Transpose", "Identity", "Squeeze", "Unsqueeze")
 PROBE_SIDE = 128  # the image side convolution_strides runs on; a 1x1 output means a pooled gate
 
@@ -273,7 +278,13 @@ INT8_RULES = {
         stem_nodes,
         INT8_OP_TYPES + ELEMENTWISE_OP_TYPES,
         "percentile",
-        (HARD_SWISH_GATE_REWRITE, UPSAMPLE_SUM_REWRITE, UPSAMPLE_CONCAT_REWRITE, GATE_EXPAND_REWRITE),
+        (
+            HARD_SWISH_GATE_REWRITE,
+            UPSAMPLE_SUM_REWRITE,
+            UPSAMPLE_CONCAT_REWRITE,
+            GATE_EXPAND_REWRITE,
+            MAP_INTERLEAVE_REWRITE,
+        ),
         "int8 from the stride-8 stage on, the elementwise operators, hard-swish (as a uint8 clipped "
         "product), the neck's upsamples (as channels-last expansions) and the squeeze-excitation products "
         "(by the expanded gate) too; the stem and the squeeze-excitation gates float; percentile calibration",
@@ -289,6 +300,7 @@ INT8_RULES = {
             UPSAMPLE_SUM_REWRITE,
             UPSAMPLE_CONCAT_REWRITE,
             GATE_EXPAND_REWRITE,
+            MAP_INTERLEAVE_REWRITE,
         ),
         "int8 from the stride-4 stage on, the elementwise operators, hard-swish (as a uint8 clipped product), "
         "GELU (as a uint8 sigmoid product, approximate), the squeeze-excitation pools and products (by the "
@@ -411,7 +423,8 @@ class Uint8Forms:
 def uint8_forms(model, names: Collection[str], skip: Collection[str]) -> Uint8Forms:
     """Apply the int8-only rewrites named (in place; not to the nodes in skip, which stay float): hard-swish
     as a clipped product, GELU as a sigmoid product, spatial means as global pools, the neck's upsampled
-    sums and concatenations as channels-last expansions, squeeze-excitation products by the expanded gate."""
+    sums and concatenations as channels-last expansions, squeeze-excitation products by the expanded gate,
+    the probability map's interleave channels last before its sigmoid."""
     forms = Uint8Forms()
     if HARD_SWISH_GATE_REWRITE in names:
         forms.gate_ranges = rewrite_hard_swish_gates(model, skip=skip)
@@ -432,6 +445,11 @@ def uint8_forms(model, names: Collection[str], skip: Collection[str]) -> Uint8Fo
         forms.made[GATE_EXPAND_REWRITE] = gated.products
         forms.moving += gated.moving
         forms.shapes += gated.shapes
+    if MAP_INTERLEAVE_REWRITE in names:
+        interleaves = rewrite_map_interleaves(model, skip=skip)
+        forms.made[MAP_INTERLEAVE_REWRITE] = interleaves.maps
+        forms.moving += interleaves.moving
+        forms.shapes += interleaves.shapes
     return forms
 
 
