@@ -46,6 +46,7 @@ from detector.optimize.rewrites.neck_upsample import (
     UPSAMPLE_CONCAT_REWRITE,
     UPSAMPLE_OP_TYPES,
     UPSAMPLE_SUM_REWRITE,
+    ChannelsLastNodes,
     rewrite_neck_upsamples,
 )
 from detector.optimize.rewrites.onnx_graph import attribute
@@ -409,15 +410,12 @@ def quantize_int8(
 
 
 @dataclass
-class Uint8Forms:
+class Uint8Forms(ChannelsLastNodes):
     """What uint8_forms did: the hard-swish gates' ranges the quantizer must be told, how many of each
-    rewrite were made, the nodes the channels-last forms move maps with (to quantize) and the ones computing
-    their int64 shapes (to leave alone)."""
+    rewrite were made, and the channels-last forms' nodes (moving: to quantize; shapes: to leave alone)."""
 
     gate_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
     made: dict[str, int] = field(default_factory=dict)
-    moving: list[str] = field(default_factory=list)
-    shapes: list[str] = field(default_factory=list)
 
 
 def uint8_forms(model, names: Collection[str], skip: Collection[str]) -> Uint8Forms:

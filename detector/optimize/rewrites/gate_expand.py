@@ -22,10 +22,10 @@ NCHWc layout has no use for it).
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional
 
-from .neck_upsample import TO_CHANNELS_FIRST, TO_CHANNELS_LAST
+from .neck_upsample import TO_CHANNELS_FIRST, TO_CHANNELS_LAST, ChannelsLastNodes
 from .onnx_graph import Graph, Subgraph, default_opset
 from .se_residual import is_pooled
 
@@ -37,13 +37,11 @@ EXPAND_OPSET = 8  # the first opset with Expand
 
 
 @dataclass
-class GateExpansions:
-    """What rewrite_gated_products made: how many products, the nodes moving the map and the gate (the
-    quantizer must quantize them) and the ones computing the Expand's int64 shape (to leave alone)."""
+class GateExpansions(ChannelsLastNodes):
+    """What rewrite_gated_products made: how many products, and the nodes moving the map and the gate and
+    computing the Expand's shape."""
 
     products: int = 0
-    moving: list[str] = field(default_factory=list)
-    shapes: list[str] = field(default_factory=list)
 
 
 def gated_operands(graph: Graph, node: Any) -> Optional[tuple[int, int]]:

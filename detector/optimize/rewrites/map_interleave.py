@@ -23,10 +23,10 @@ DepthToSpace, 0.25 ms in this form. (Written with the block axes kept apart from
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from .neck_upsample import TO_CHANNELS_LAST
+from .neck_upsample import TO_CHANNELS_LAST, ChannelsLastNodes
 from .onnx_graph import Graph, Subgraph, attribute, default_opset
 
 MAP_INTERLEAVE_REWRITE = "map_interleaved_channels_last"
@@ -38,13 +38,11 @@ BLOCK_AXES_SWAPPED = [0, 1, 3, 2, 4]  # [N, H, W, dy, dx] -> [N, H, dy, W, dx]
 
 
 @dataclass
-class MapInterleaves:
-    """What rewrite_map_interleaves made: how many maps, the nodes moving them (the quantizer must quantize
-    them) and the ones computing the last Reshape's int64 shape (to leave alone)."""
+class MapInterleaves(ChannelsLastNodes):
+    """What rewrite_map_interleaves made: how many maps, and the nodes moving them and computing the last
+    Reshape's shape."""
 
     maps: int = 0
-    moving: list[str] = field(default_factory=list)
-    shapes: list[str] = field(default_factory=list)
 
 
 def one_channel_interleave(graph: Graph, node: Any) -> bool:

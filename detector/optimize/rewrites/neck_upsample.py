@@ -99,14 +99,21 @@ def upsample_factor(graph: Graph, name: str) -> Optional[tuple[Any, int]]:
 
 
 @dataclass
-class UpsampleRewrites:
-    """What rewrite_neck_upsamples made: how many sums and concatenations, the nodes that move the maps
-    (the quantizer must quantize them) and the ones computing a Reshape's shape (int64, to leave alone)."""
+class ChannelsLastNodes:
+    """The nodes an int8-only channels-last form built, by what the quantizer must do with them: those
+    that move (or add, multiply, concatenate) the maps, to quantize, and those computing int64 shapes for
+    a Reshape or an Expand, to leave alone."""
+
+    moving: list[str] = field(default_factory=list)
+    shapes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class UpsampleRewrites(ChannelsLastNodes):
+    """What rewrite_neck_upsamples made: how many sums and concatenations, and their nodes."""
 
     sums: int = 0
     concats: int = 0
-    moving: list[str] = field(default_factory=list)
-    shapes: list[str] = field(default_factory=list)
 
     def record(self, new: Subgraph) -> None:
         for built in new.nodes:
