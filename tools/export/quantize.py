@@ -436,18 +436,15 @@ def uint8_forms(model, names: Collection[str], skip: Collection[str]) -> Uint8Fo
         upsamples = rewrite_neck_upsamples(model, skip=skip, sums=sums, concats=concats)
         forms.made.update({UPSAMPLE_SUM_REWRITE: upsamples.sums} if sums else {})
         forms.made.update({UPSAMPLE_CONCAT_REWRITE: upsamples.concats} if concats else {})
-        forms.moving += upsamples.moving
-        forms.shapes += upsamples.shapes
+        forms.extend(upsamples)
     if GATE_EXPAND_REWRITE in names:
         gated = rewrite_gated_products(model, skip=skip)
         forms.made[GATE_EXPAND_REWRITE] = gated.products
-        forms.moving += gated.moving
-        forms.shapes += gated.shapes
+        forms.extend(gated)
     if MAP_INTERLEAVE_REWRITE in names:
         interleaves = rewrite_map_interleaves(model, skip=skip)
         forms.made[MAP_INTERLEAVE_REWRITE] = interleaves.maps
-        forms.moving += interleaves.moving
-        forms.shapes += interleaves.shapes
+        forms.extend(interleaves)
     return forms
 
 

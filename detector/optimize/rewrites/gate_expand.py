@@ -77,10 +77,6 @@ def rewrite_gated_products(model: Any, skip: Collection[str] = ()) -> GateExpans
         product = new.node("Mul", operands_last, "product_channels_last")
         new.node("Transpose", [product], "product", output=node.output[0], perm=TO_CHANNELS_FIRST)
         made.products += 1
-        for built in new.nodes:
-            if built.op_type == "Shape":
-                made.shapes.append(built.name)
-            elif built.op_type in GATE_EXPAND_OP_TYPES:
-                made.moving.append(built.name)
+        made.record([built for built in new.nodes if built.op_type != "Mul"], ("Shape",))  # the product aside
         new.replace([node])
     return made

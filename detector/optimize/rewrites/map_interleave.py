@@ -24,15 +24,16 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
-from .neck_upsample import TO_CHANNELS_LAST, ChannelsLastNodes
+from .neck_upsample import SHAPE_OP_TYPES, TO_CHANNELS_LAST, ChannelsLastNodes
 from .onnx_graph import Graph, Subgraph, attribute, default_opset
 
 MAP_INTERLEAVE_REWRITE = "map_interleaved_channels_last"
 # The operators the rewritten form moves the map with: the int8 rules that use it quantize these where it
 # made them, and no others of their type.
 MAP_INTERLEAVE_OP_TYPES = ("Transpose", "Reshape")
+INTERLEAVE_SHAPE_OP_TYPES = (*SHAPE_OP_TYPES, "Div")  # the ones computing the last Reshape's int64 shape
 RESHAPE_INPUT_OPSET = 5  # from here Reshape takes its shape as an input, as the rewritten form gives it
 BLOCK_AXES_SWAPPED = [0, 1, 3, 2, 4]  # [N, H, W, dy, dx] -> [N, H, dy, W, dx]
 
@@ -45,18 +46,19 @@ class MapInterleaves(ChannelsLastNodes):
     maps: int = 0
 
 
-def one_channel_interleave(graph: Graph, node: Any) -> bool:
-    """Whether node is a DepthToSpace of a Sigmoid (read by it alone) of a convolution with constant
-    weights making block² channels: a one-channel map interleaved after its sigmoid."""
+def one_channel_interleave(graph: Graph, node: Any) -> Optional[tuple[Any, int]]:
+    """(the Sigmoid, the block size) if node is a DepthToSpace of a Sigmoid (read by it alone) of a
+    convolution with constant weights making block² channels: a one-channel map interleaved after its
+    sigmoid; else None."""
     if node.op_type != "DepthToSpace":
-        return False
+        return None
     sigmoid = graph.source(node.input[0], "Sigmoid")
     if sigmoid is None or len(graph.consumers.get(sigmoid.output[0], [])) != 1 or sigmoid.output[0] in graph.outputs:
-        return False
+        return None
     conv = graph.source(sigmoid.input[0], "Conv")
     weights = None if conv is None else graph.constant(conv.input[1])
     block = int(attribute(node, "blocksize", 0))
-    return weights is not None and block > 1 and weights.shape[0] == block * block
+    return (sigmoid, block) if weights is not None and block > 1 and weights.shape[0] == block * block else None
 
 
 def rewrite_map_interleaves(model: Any, skip: Collection[str] = ()) -> MapInterleaves:
@@ -71,10 +73,10 @@ def rewrite_map_interleaves(model: Any, skip: Collection[str] = ()) -> MapInterl
     graph = Graph(model)
     skip = set(skip)
     for node in list(graph.graph.node):
-        if node.name in skip or not one_channel_interleave(graph, node):
+        found = None if node.name in skip else one_channel_interleave(graph, node)
+        if found is None:
             continue
-        sigmoid = graph.producer[node.input[0]]
-        block = int(attribute(node, "blocksize"))
+        sigmoid, block = found
         logits = sigmoid.input[0]
         new = Subgraph(graph, MAP_INTERLEAVE_REWRITE)
         last = new.node("Transpose", [logits], "channels_last", perm=TO_CHANNELS_LAST)
@@ -87,7 +89,6 @@ def rewrite_map_interleaves(model: Any, skip: Collection[str] = ()) -> MapInterl
         interleaved = new.node("Reshape", [moved, size], "interleaved")
         new.nodes.append(helper.make_node("Sigmoid", [interleaved], [node.output[0]], name=sigmoid.name))
         made.maps += 1
-        for built in new.nodes[:-1]:
-            (made.moving if built.op_type in MAP_INTERLEAVE_OP_TYPES else made.shapes).append(built.name)
+        made.record(new.nodes[:-1], INTERLEAVE_SHAPE_OP_TYPES)  # the float Sigmoid aside
         new.replace([sigmoid, node])
     return made

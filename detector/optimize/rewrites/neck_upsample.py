@@ -107,6 +107,15 @@ class ChannelsLastNodes:
     moving: list[str] = field(default_factory=list)
     shapes: list[str] = field(default_factory=list)
 
+    def record(self, nodes: list, shape_op_types: tuple[str, ...]) -> None:
+        """File built nodes: those of shape_op_types under shapes, the others under moving."""
+        for built in nodes:
+            (self.shapes if built.op_type in shape_op_types else self.moving).append(built.name)
+
+    def extend(self, other: ChannelsLastNodes) -> None:
+        self.moving += other.moving
+        self.shapes += other.shapes
+
 
 @dataclass
 class UpsampleRewrites(ChannelsLastNodes):
@@ -114,10 +123,6 @@ class UpsampleRewrites(ChannelsLastNodes):
 
     sums: int = 0
     concats: int = 0
-
-    def record(self, new: Subgraph) -> None:
-        for built in new.nodes:
-            (self.shapes if built.op_type in SHAPE_OP_TYPES else self.moving).append(built.name)
 
 
 def phases(new: Subgraph, small_last: str) -> str:
@@ -182,7 +187,7 @@ def expanded_sum(graph: Graph, node: Any, skip: set, made: UpsampleRewrites) -> 
     terms = [upsampled, channels_last(new, node.input[1 - index])]
     total = new.node("Add", terms[:: 1 if index == 0 else -1], "sum_channels_last")
     new.node("Transpose", [total], "sum", output=node.output[0], perm=TO_CHANNELS_FIRST)
-    made.record(new)
+    made.record(new.nodes, SHAPE_OP_TYPES)
     new.replace([node, resize], at=node)  # the Resize may come before the other term's producer
     return True
 
@@ -203,6 +208,6 @@ def expanded_concat(graph: Graph, node: Any, skip: set, made: UpsampleRewrites) 
         parts.append(upsampled_channels_last(new, channels_last(new, resize.input[0]), factor))
     joined = new.node("Concat", parts, "concat_channels_last", axis=3)
     new.node("Transpose", [joined], "concat", output=node.output[0], perm=TO_CHANNELS_FIRST)
-    made.record(new)
+    made.record(new.nodes, SHAPE_OP_TYPES)
     new.replace([node, *(found[0] for found in upsampled if found is not None)], at=node)
     return True
