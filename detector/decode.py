@@ -10,6 +10,9 @@ same pixels where the file is plain enough, and are used only there:
 - PNG: pyspng (libspng), lossless, so any correct decoder agrees: only 8-bit gray, RGB and RGBA
   (OpenCV drops alpha without compositing), no tRNS, no EXIF (eXIf chunk or an ImageMagick
   "Raw profile type" text chunk), no animation, every chunk CRC valid (libspng is told to skip CRCs).
+  Among those, a file that is not interlaced and whose rows are all filtered None, Sub or Up (what
+  cv2.imwrite writes: Sub) is inflated by zlib-ng and its rows rebuilt by numpy (decode_png_numpy):
+  libspng's time is almost all zlib's inflate, which zlib-ng does several times faster.
 
 Everything else, anything either library refuses (it raises: truncated or corrupt data, warnings
 included), and every file when a library is not installed, goes to OpenCV. The choice reads the
@@ -19,6 +22,7 @@ headers only (JPEG markers up to the first scan, PNG chunk headers), never the p
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 import struct
 import zlib
@@ -50,6 +54,12 @@ PNG_CRITICAL_CHUNKS = frozenset({b"IHDR", b"PLTE", b"IDAT", b"IEND"})
 # OpenCV gives up on an ancillary chunk above libpng's user-chunk limit (8 MB); stay far below it.
 PNG_MAX_ANCILLARY_CHUNK = 1 << 20
 PNG_FAST_COLOR_TYPES = frozenset({0, 2, 6})  # 8-bit gray, RGB, RGBA
+PNG_CHANNELS = {0: 1, 2: 3, 6: 4}  # channels by color type
+# Row filters whose rebuilding is a running sum mod 256 (along the row: Sub; down a run of rows: Up),
+# so numpy does whole runs of rows at once; Average and Paeth are left to libspng.
+PNG_NONE, PNG_SUB, PNG_UP = 0, 1, 2
+# decode_png_numpy inflates this many rows first: a file with other filters goes to libspng having cost little.
+PNG_PROBE_ROWS = 64
 # libspng's output by channel count -> BGR (alpha dropped, not composited, as OpenCV does)
 PNG_CHANNELS_TO_BGR = {1: cv2.COLOR_GRAY2BGR, 3: cv2.COLOR_RGB2BGR, 4: cv2.COLOR_RGBA2BGR}
 
@@ -100,6 +110,12 @@ def decode_fast(data: bytes, decoder: str) -> Optional[np.ndarray]:
             return None
         return np.ascontiguousarray(image)
     if decoder == PNG_DECODER:
+        try:
+            rebuilt = decode_png_numpy(data)
+        except ValueError:
+            return None
+        if rebuilt is not None:
+            return rebuilt
         pyspng = _import_optional("pyspng")
         if pyspng is None:
             return None
@@ -119,7 +135,7 @@ def decode_fast(data: bytes, decoder: str) -> Optional[np.ndarray]:
 def _import_optional(name: str) -> Optional[ModuleType]:
     """The module, imported on first use (import detector stays light), or None if it is not installed."""
     try:
-        return __import__(name)
+        return importlib.import_module(name)
     except ImportError:
         return None
 
@@ -277,3 +293,64 @@ def _png_choice(data: bytes) -> Optional[FastDecode]:
     if not seen_idat:
         return None
     return FastDecode(PNG_DECODER, width, height)
+
+
+def decode_png_numpy(data: bytes) -> Optional[np.ndarray]:
+    """OpenCV's BGR pixels of a PNG that choose_fast_decoder sent to PNG_DECODER, if it is not interlaced
+    and every row is filtered None, Sub or Up: the image data inflated by zlib-ng, each run of rows with
+    one filter rebuilt by a numpy running sum in uint8 (wrapping mod 256, as the PNG filters are defined),
+    straight into BGR order (alpha dropped). None for any other file (libspng's then) and where zlib-ng is
+    not installed; ValueError where the image data is no zlib stream or does not end exactly where the image
+    does (libpng fails or warns on these, and libspng may not notice: OpenCV decides)."""
+    zlib_ng = _import_optional("zlib_ng.zlib_ng")
+    if zlib_ng is None or data[:8] != PNG_SIGNATURE:
+        return None
+    width, height, _, color_type, _, _, interlace = struct.unpack_from(">IIBBBBB", data, 16)
+    channels = PNG_CHANNELS.get(color_type)
+    if channels is None or interlace:
+        return None
+    stride = 1 + width * channels
+    compressed = _png_image_data(data)
+    inflater = zlib_ng.decompressobj()
+    try:
+        head = zlib_ng.decompressobj().decompress(compressed, min(height, PNG_PROBE_ROWS) * stride)
+        if max(head[::stride], default=PNG_NONE) > PNG_UP:
+            return None
+        inflated = inflater.decompress(compressed, height * stride + 1)
+    except zlib_ng.error as error:
+        raise ValueError(f"PNG image data is not a zlib stream: {error}") from error
+    if len(inflated) != height * stride or not inflater.eof or inflater.unused_data:
+        raise ValueError("PNG image data does not end where the image does")  # libpng errs or warns
+    rows = np.frombuffer(inflated, np.uint8).reshape(height, stride)
+    filters = rows[:, 0]
+    if filters.max() > PNG_UP:
+        return None
+    pixels = rows[:, 1:].reshape(height, width, channels)
+    pixels = pixels[:, :, 2::-1] if channels > 1 else pixels  # RGB(A) -> BGR: the filters act per channel
+    rebuilt = np.empty(pixels.shape, np.uint8)
+    changes = (np.flatnonzero(np.diff(filters)) + 1).tolist()
+    for start, end in zip([0, *changes], [*changes, height]):
+        kind = filters[start]
+        if kind == PNG_SUB:
+            np.cumsum(pixels[start:end], axis=1, dtype=np.uint8, out=rebuilt[start:end])
+        elif kind == PNG_UP:
+            np.cumsum(pixels[start:end], axis=0, dtype=np.uint8, out=rebuilt[start:end])
+            if start:
+                rebuilt[start:end] += rebuilt[start - 1]
+        else:
+            rebuilt[start:end] = pixels[start:end]
+    return cv2.cvtColor(rebuilt, cv2.COLOR_GRAY2BGR) if channels == 1 else rebuilt
+
+
+def _png_image_data(data: bytes) -> bytes:
+    """The IDAT chunks' payloads joined (the file's chunk layout already checked by _png_choice)."""
+    parts = []
+    pos = 8
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        if kind == b"IDAT":
+            parts.append(data[pos + 8 : pos + 8 + length])
+        elif kind == b"IEND":
+            break
+        pos += 12 + length
+    return b"".join(parts)

@@ -19,7 +19,15 @@ import pytest
 from PIL import Image
 
 from detector import decode
-from detector.decode import JPEG_DECODER, PNG_DECODER, choose_fast_decoder, decode_bgr, decode_fast
+from detector.decode import (
+    JPEG_DECODER,
+    PNG_DECODER,
+    PNG_PROBE_ROWS,
+    choose_fast_decoder,
+    decode_bgr,
+    decode_fast,
+    decode_png_numpy,
+)
 from detector.inputs import DEFAULT_LOAD_OPTIONS, decode_image_bytes
 
 pytestmark = pytest.mark.runtime  # no Paddle, no model: make test-pythons runs it against every OpenCV we allow
@@ -143,6 +151,42 @@ def interlaced_png(pixels: np.ndarray, color_type: int) -> bytes:
     )
 
 
+def filtered_png(pixels: np.ndarray, color_type: int, filters: list, stream: Optional[bytes] = None) -> bytes:
+    """A non-interlaced 8-bit PNG whose row y is filtered with filters[y] (0 None, 1 Sub, 2 Up, 3 Average,
+    4 Paeth; OpenCV writes Sub, Pillow mostly Sub and Up); stream replaces the zlib data if given."""
+    height, width = pixels.shape[:2]
+    rows = pixels.reshape(height, -1).astype(np.int32)
+    step = rows.shape[1] // width  # bytes per pixel
+    raw = bytearray()
+    for y, kind in enumerate(filters):
+        row, prior = rows[y], rows[y - 1] if y else np.zeros_like(rows[0])
+        left = np.concatenate([np.zeros(step, np.int32), row[:-step]])
+        upper_left = np.concatenate([np.zeros(step, np.int32), prior[:-step]])
+        if kind == 3:
+            predicted = (left + prior) // 2
+        elif kind == 4:
+            estimate = left + prior - upper_left
+            to_left, to_up, to_corner = (np.abs(estimate - value) for value in (left, prior, upper_left))
+            predicted = np.where(
+                (to_left <= to_up) & (to_left <= to_corner), left, np.where(to_up <= to_corner, prior, upper_left)
+            )
+        else:
+            predicted = [np.zeros_like(row), left, prior][kind]
+        raw += bytes([kind]) + ((row - predicted) % 256).astype(np.uint8).tobytes()
+    header = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
+    data = zlib.compress(bytes(raw), 6) if stream is None else stream(bytes(raw))
+    return decode.PNG_SIGNATURE + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", data) + png_chunk(b"IEND", b"")
+
+
+def filter_runs(height: int, seed: int) -> list:
+    """Rows filtered None, Sub or Up in runs of random length (one row long too)."""
+    rng = np.random.default_rng(seed)
+    filters: list = []
+    while len(filters) < height:
+        filters += [int(rng.integers(0, 3))] * int(rng.integers(1, 6))
+    return filters[:height]
+
+
 def png_cases() -> list:
     cases = []
     for width, height in SIZES:
@@ -160,6 +204,9 @@ def png_cases() -> list:
         rgba = np.dstack([rgb, np.full((height, width), 77, np.uint8)])
         cases.append((f"interlaced RGBA {width}x{height}", interlaced_png(rgba, 6), PNG_DECODER))
         cases.append((f"interlaced gray {width}x{height}", interlaced_png(gray, 0), PNG_DECODER))
+        for name, pixels, color_type in (("RGB", rgb, 2), ("RGBA", rgba, 6), ("gray", gray, 0)):
+            mixed = filtered_png(pixels, color_type, filter_runs(height, width))
+            cases.append((f"None/Sub/Up rows {name} {width}x{height}", mixed, PNG_DECODER))
     source = rgb_pil(33, 65, 3)
     cases.append(("Pillow RGB", pil_encode(source, "PNG"), PNG_DECODER))
     cases.append(("Pillow RGBA", pil_encode(source.convert("RGBA"), "PNG"), PNG_DECODER))
@@ -276,7 +323,70 @@ def test_fast_decoders_are_imported_only_when_a_file_needs_them():
 
     code = (
         "import sys, detector, detector.inputs, detector.api; "
-        "print(sorted({'simplejpeg', 'pyspng'} & set(sys.modules)))"
+        "print(sorted({'simplejpeg', 'pyspng', 'zlib_ng'} & set(sys.modules)))"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
+
+
+# ----------------------------------------------------------------------------- PNG rows rebuilt by numpy
+
+
+def test_png_rows_filtered_none_sub_or_up_are_rebuilt_by_numpy_exactly():
+    # OpenCV's own files (Sub on every row), and every mix of runs of None, Sub and Up rows
+    for width, height in [*SIZES, (300, 200)]:
+        image = picture(width, height, width + 5)
+        rgb, gray = image[:, :, ::-1].copy(), cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        rgba = np.dstack([rgb, np.full((height, width), 99, np.uint8)])
+        files = [cv_encode(".png", image), cv_encode(".png", gray), cv_encode(".png", np.dstack([image, gray]))]
+        for seed in range(3):
+            filters = filter_runs(height, seed)
+            files += [filtered_png(rgb, 2, filters), filtered_png(rgba, 6, filters), filtered_png(gray, 0, filters)]
+        for kind in (0, 1, 2):  # one filter on every row
+            files.append(filtered_png(rgb, 2, [kind] * height))
+        for data in files:
+            assert choose_fast_decoder(data).decoder == PNG_DECODER
+            rebuilt = decode_png_numpy(data)
+            assert rebuilt is not None and rebuilt.dtype == np.uint8 and rebuilt.shape == (height, width, 3)
+            assert np.array_equal(rebuilt, opencv(data))
+
+
+def test_png_rows_filtered_average_or_paeth_go_to_libspng():
+    rgb = picture(40, 2 * PNG_PROBE_ROWS)[:, :, ::-1].copy()
+    height = rgb.shape[0]
+    late_paeth = [1] * height
+    late_paeth[PNG_PROBE_ROWS + 10] = 4  # past the probe: found once the whole image is inflated
+    for filters in ([3] * height, [4] * height, [1, 4] * (height // 2), late_paeth):
+        data = filtered_png(rgb, 2, filters)
+        assert decode_png_numpy(data) is None
+        assert np.array_equal(decode_fast(data, PNG_DECODER), opencv(data))  # libspng's pixels
+    for data in (cv_encode(".png", rgb, [cv2.IMWRITE_PNG_COMPRESSION, 9]), interlaced_png(rgb, 2)):
+        assert decode_png_numpy(data) is None  # Average rows; Adam7 passes
+        assert np.array_equal(decode_fast(data, PNG_DECODER), opencv(data))
+
+
+def test_png_image_data_that_does_not_end_with_the_image_is_left_to_opencv():
+    rgb = picture(33, 20)[:, :, ::-1].copy()
+    row = 1 + 33 * 3
+    streams = {
+        "one byte short": lambda raw: zlib.compress(raw[:-1]),
+        "a row too many": lambda raw: zlib.compress(raw + raw[-row:]),
+        "bytes after the stream": lambda raw: zlib.compress(raw) + b"\x00\x01",
+        "stream cut short": lambda raw: zlib.compress(raw)[:-6],
+        "not a zlib stream": lambda raw: b"\x78\x9c" + bytes(40),
+    }
+    for name, stream in streams.items():
+        data = filtered_png(rgb, 2, [1] * 20, stream=stream)
+        with pytest.raises(ValueError):
+            decode_png_numpy(data)
+        assert decode_fast(data, PNG_DECODER) is None, name
+        reference, result = opencv(data), decode_bgr(data, choose_fast_decoder(data))
+        assert (reference is None and result is None) or np.array_equal(result, reference), name
+
+
+def test_png_rows_go_to_libspng_without_zlib_ng(monkeypatch):
+    data = cv_encode(".png", picture(33, 65))
+    real = decode._import_optional
+    monkeypatch.setattr(decode, "_import_optional", lambda name: None if name.startswith("zlib_ng") else real(name))
+    assert decode_png_numpy(data) is None
+    assert np.array_equal(decode_fast(data, PNG_DECODER), opencv(data))
