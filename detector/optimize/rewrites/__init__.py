@@ -17,6 +17,7 @@ from .channel_padding import CHANNEL_PADDING_REWRITE, pad_conv_channels
 from .concat_conv_split import CONCAT_CONV_SPLIT_REWRITE, split_concat_convs
 from .conv_affine import CONV_AFFINE_REWRITE, drop_dead_nodes, fold_conv_affines
 from .db_head_depth_to_space import DB_HEAD_REWRITE, rewrite_db_heads
+from .dead_channels import DEAD_CHANNEL_REWRITE, remove_dead_channels
 from .dft_convolution import DFT_CONV_REWRITE, rewrite_large_convs
 from .onnx_graph import Graph, bypass_identities, default_opset
 from .pfhead_local import PFHEAD_LOCAL_REWRITE, rewrite_pfhead_locals
@@ -31,6 +32,7 @@ __all__ = [
     "CONCAT_CONV_SPLIT_REWRITE",
     "CONV_AFFINE_REWRITE",
     "DB_HEAD_REWRITE",
+    "DEAD_CHANNEL_REWRITE",
     "DFT_CONV_REWRITE",
     "MIN_OPSET",
     "PFHEAD_LOCAL_REWRITE",
@@ -87,6 +89,8 @@ def rewrite_for_speed(model: Any, skip: Collection[str] = (), channel_block: Opt
         (AFFINE_DEPTHWISE_REWRITE, rewrite_affines_as_depthwise),
         (SE_RESIDUAL_REWRITE, rewrite_se_residuals),
         (CONCAT_CONV_SPLIT_REWRITE, split_concat_convs),
+        # after the folds above, which put affine chains into the convolutions' weights
+        (DEAD_CHANNEL_REWRITE, partial(remove_dead_channels, opset=default_opset(model))),
         # last: it pads the weights of the convolutions the rewrites above leave
         (CHANNEL_PADDING_REWRITE, partial(pad_conv_channels, block=block)),
     ]
