@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import functools
 import importlib
+import itertools
 import os
 import struct
 import zlib
+from collections.abc import Iterator
 from types import ModuleType
 from typing import NamedTuple, Optional
 
@@ -241,7 +243,6 @@ def _exif_orientation(tiff: bytes) -> Optional[int]:
 
 def _png_choice(data: bytes) -> Optional[FastDecode]:
     """Walk every chunk (headers and CRCs only); fast only for the plain cases listed in the module doc."""
-    size = len(data)
     view = memoryview(data)
     length, kind = struct.unpack_from(">I4s", data, 8)
     if kind != b"IHDR" or length != 13:
@@ -256,15 +257,9 @@ def _png_choice(data: bytes) -> Optional[FastDecode]:
         or max(width, height) > LIBPNG_MAX_SIDE
     ):
         return None
-    pos = 8
     seen_idat = idat_ended = False
-    while True:
-        if pos + 12 > size:
-            return None  # no IEND: truncated
-        length, kind = struct.unpack_from(">I4s", data, pos)
+    for pos, length, kind in _png_chunks(data):
         end = pos + 12 + length
-        if end > size:
-            return None
         (stored_crc,) = struct.unpack_from(">I", data, end - 4)
         if zlib.crc32(view[pos + 4 : end - 4]) != stored_crc:
             return None  # libpng rejects (critical) or drops (ancillary) it; libspng would not notice
@@ -289,7 +284,8 @@ def _png_choice(data: bytes) -> Optional[FastDecode]:
                     return None  # OpenCV rejects malformed bKGD
                 if kind in PNG_TEXT_CHUNKS and bytes(view[pos + 8 : pos + 8 + 16]) == b"Raw profile type":
                     return None  # OpenCV reads EXIF from ImageMagick's raw-profile text
-        pos = end
+    else:
+        return None  # no IEND: truncated
     if not seen_idat:
         return None
     return FastDecode(PNG_DECODER, width, height)
@@ -342,15 +338,19 @@ def decode_png_numpy(data: bytes) -> Optional[np.ndarray]:
     return cv2.cvtColor(rebuilt, cv2.COLOR_GRAY2BGR) if channels == 1 else rebuilt
 
 
-def _png_image_data(data: bytes) -> bytes:
-    """The IDAT chunks' payloads joined (the file's chunk layout already checked by _png_choice)."""
-    parts = []
+def _png_chunks(data: bytes) -> Iterator[tuple[int, int, bytes]]:
+    """(position, data length, type) of each whole chunk after the signature, up to the end of data or
+    the first chunk cut short."""
     pos = 8
-    while pos + 8 <= len(data):
+    while pos + 12 <= len(data):
         length, kind = struct.unpack_from(">I4s", data, pos)
-        if kind == b"IDAT":
-            parts.append(data[pos + 8 : pos + 8 + length])
-        elif kind == b"IEND":
-            break
+        if pos + 12 + length > len(data):
+            return
+        yield pos, length, kind
         pos += 12 + length
-    return b"".join(parts)
+
+
+def _png_image_data(data: bytes) -> bytes:
+    """The IDAT chunks' payloads before IEND, joined (the chunk layout already checked by _png_choice)."""
+    chunks = itertools.takewhile(lambda chunk: chunk[2] != b"IEND", _png_chunks(data))
+    return b"".join(data[pos + 8 : pos + 8 + length] for pos, length, kind in chunks if kind == b"IDAT")

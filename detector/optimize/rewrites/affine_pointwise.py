@@ -22,7 +22,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .affine_depthwise import activation_affines
-from .onnx_graph import Graph, Subgraph, as_text, attribute
+from .onnx_graph import Graph, Subgraph, attribute, unpadded
 
 AFFINE_POINTWISE_REWRITE = "affine_into_pointwise_conv"
 
@@ -32,8 +32,7 @@ def pointwise_parameters(graph: Graph, node: Any, channels: int) -> Optional[tup
     padding, constant weights (bias zeros where it has none); else None."""
     if node.op_type != "Conv" or len(node.input) < 2 or attribute(node, "group", 1) != 1:
         return None
-    padding = as_text(attribute(node, "auto_pad", "NOTSET"))
-    if padding not in ("NOTSET", "VALID") or any(attribute(node, "pads", [0, 0, 0, 0])):
+    if not unpadded(node):
         return None
     weight = graph.constant(node.input[1])
     if weight is None or weight.dtype != np.float32 or weight.ndim != 4 or weight.shape[1:] != (channels, 1, 1):

@@ -30,7 +30,8 @@ from typing import Any, Optional
 import numpy as np
 
 from ...session import CHANNEL_BLOCKS
-from .onnx_graph import Graph, Subgraph, as_text, attribute
+from .channel_padding import block_size, constant_weight
+from .onnx_graph import Graph, Subgraph, unpadded
 
 DEAD_CHANNEL_REWRITE = "dead_hidden_channels_removed"
 # 569 of 768 hidden channels instead of 576 made PP-OCRv6_small_det no faster (0.996x session.run).
@@ -42,28 +43,15 @@ VALUEWISE_OP_TYPES = frozenset(
 )
 
 
-def blocks(channels: int) -> int:
-    return -(-channels // KEPT_MULTIPLE)
-
-
 def plain_weights(graph: Graph, node: Any) -> Optional[tuple[np.ndarray, np.ndarray]]:
     """(weight, bias) of a one-group Conv with a constant float32 weight and bias (zeros if it has none)."""
-    if node.op_type != "Conv" or len(node.input) < 2 or attribute(node, "group", 1) != 1:
+    weight = constant_weight(graph, node)
+    if weight is None:
         return None
-    weight = graph.constant(node.input[1])
-    if weight is None or weight.dtype != np.float32 or weight.ndim != 4:
-        return None
-    has_bias = len(node.input) > 2 and bool(node.input[2])
-    bias = graph.constant(node.input[2]) if has_bias else np.zeros(len(weight), np.float32)
+    bias = graph.constant(node.input[2]) if len(node.input) > 2 and node.input[2] else np.zeros(len(weight))
     if bias is None or bias.size != len(weight):
         return None
     return weight, bias.reshape(-1).astype(np.float32)
-
-
-def unpadded(node: Any) -> bool:
-    return as_text(attribute(node, "auto_pad", "NOTSET")) in ("NOTSET", "VALID") and not any(
-        attribute(node, "pads", [0, 0, 0, 0])
-    )
 
 
 def valuewise_chain(graph: Graph, hidden: str) -> Optional[tuple[list, Any]]:
@@ -135,23 +123,26 @@ def remove_dead_channels(graph: Graph, opset: int) -> int:
         (w1, b1), (chain, reader), (w2, b2) = first, found, second
         if w2.shape[1] != len(w1):
             continue
-        unused = np.all(w2.reshape(len(w2), len(w1), -1) == 0, axis=(0, 2))
+        taps = w2.reshape(len(w2), len(w1), -1)  # [out, hidden, taps]
+        unused = np.all(taps == 0, axis=(0, 2))
         constant = np.all(w1.reshape(len(w1), -1) == 0, axis=1) & ~unused
         if not unpadded(reader):
             constant[:] = False
         keep = ~(unused | constant)
         if len(w1) % KEPT_MULTIPLE == 0:  # keep a whole number of blocks: some dead channels stay
-            spare = -int(keep.sum()) % KEPT_MULTIPLE
+            kept = int(keep.sum())
+            spare = block_size(kept, KEPT_MULTIPLE) - kept
             for index in [*np.flatnonzero(unused), *np.flatnonzero(constant)][:spare]:
                 keep[index], constant[index] = True, False
-        if not keep.any() or blocks(int(keep.sum())) == blocks(len(w1)):
+        kept = int(keep.sum())
+        if not kept or block_size(kept, KEPT_MULTIPLE) == block_size(len(w1), KEPT_MULTIPLE):
             continue
         exit_name = reader.input[0]
         bias = b2.astype(np.float64)
         if constant.any():
             levels = chain_values(graph, chain, conv.output[0], exit_name, b1, opset)
-            taps = w2.reshape(len(w2), len(w1), -1).sum(axis=2).astype(np.float64)
-            bias = bias + taps[:, constant] @ levels[constant].astype(np.float64)
+            summed = taps.sum(axis=2).astype(np.float64)
+            bias = bias + summed[:, constant] @ levels[constant].astype(np.float64)
         sub = Subgraph(graph, DEAD_CHANNEL_REWRITE)
         conv.input[1] = sub.const("weight", w1[keep])
         if len(conv.input) > 2 and conv.input[2]:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from .neck_upsample import TO_CHANNELS_FIRST, TO_CHANNELS_LAST, ChannelsLastNodes
-from .onnx_graph import Graph, Subgraph, default_opset
+from .onnx_graph import Graph, Subgraph, rewritable_nodes
 from .se_residual import is_pooled
 
 GATE_EXPAND_REWRITE = "gated_product_expanded"
@@ -59,12 +59,8 @@ def rewrite_gated_products(model: Any, skip: Collection[str] = ()) -> GateExpans
     """Rewrite (in place) every product of a map by a pooled gate as the channels-last product by the gate
     expanded to the map's shape, but the Muls named in skip. A model before EXPAND_OPSET is left alone."""
     made = GateExpansions()
-    if default_opset(model) < EXPAND_OPSET:
-        return made
-    graph = Graph(model)
-    skip = set(skip)
-    for node in list(graph.graph.node):
-        operands = None if node.name in skip else gated_operands(graph, node)
+    for graph, node in rewritable_nodes(model, EXPAND_OPSET, set(skip)):
+        operands = gated_operands(graph, node)
         if operands is None:
             continue
         map_index, gate_index = operands

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from .neck_upsample import SHAPE_OP_TYPES, TO_CHANNELS_LAST, ChannelsLastNodes
-from .onnx_graph import Graph, Subgraph, attribute, default_opset
+from .onnx_graph import Graph, Subgraph, attribute, rewritable_nodes
 
 MAP_INTERLEAVE_REWRITE = "map_interleaved_channels_last"
 # The operators the rewritten form moves the map with: the int8 rules that use it quantize these where it
@@ -68,12 +68,8 @@ def rewrite_map_interleaves(model: Any, skip: Collection[str] = ()) -> MapInterl
     from onnx import helper
 
     made = MapInterleaves()
-    if default_opset(model) < RESHAPE_INPUT_OPSET:
-        return made
-    graph = Graph(model)
-    skip = set(skip)
-    for node in list(graph.graph.node):
-        found = None if node.name in skip else one_channel_interleave(graph, node)
+    for graph, node in rewritable_nodes(model, RESHAPE_INPUT_OPSET, set(skip)):
+        found = one_channel_interleave(graph, node)
         if found is None:
             continue
         sigmoid, block = found

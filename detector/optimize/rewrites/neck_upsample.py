@@ -35,7 +35,7 @@ from fractions import Fraction
 from math import ceil, floor
 from typing import Any, Optional
 
-from .onnx_graph import Graph, Subgraph, as_text, attribute, default_opset
+from .onnx_graph import Graph, Subgraph, as_text, attribute, rewritable_nodes
 
 UPSAMPLE_SUM_REWRITE = "upsampled_sum_as_expand"
 UPSAMPLE_CONCAT_REWRITE = "upsampled_concat_as_expand"
@@ -160,13 +160,8 @@ def rewrite_neck_upsamples(
     the channels-last concatenation of expanded maps (concats), but those whose nodes are named in skip. A
     model of an opset before AXES_INPUT_OPSET is left alone."""
     made = UpsampleRewrites()
-    if default_opset(model) < AXES_INPUT_OPSET:
-        return made
-    graph = Graph(model)
     skip = set(skip)
-    for node in list(graph.graph.node):
-        if node.name in skip:
-            continue
+    for graph, node in rewritable_nodes(model, AXES_INPUT_OPSET, skip):
         if sums and node.op_type == "Add" and len(node.input) == 2 and expanded_sum(graph, node, skip, made):
             made.sums += 1
         elif concats and is_channel_concat(node) and expanded_concat(graph, node, skip, made):

@@ -3,6 +3,7 @@ a builder that splices a new subgraph in place of the nodes it replaces."""
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterator
 from typing import Any, Optional
 
 import numpy as np
@@ -66,6 +67,23 @@ class Graph:
 def default_opset(model: Any) -> int:
     """The model's version of the default (ai.onnx) operator set, 0 if it imports none."""
     return max((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), default=0)
+
+
+def rewritable_nodes(model: Any, min_opset: int, skip: Collection[str]) -> Iterator[tuple[Graph, Any]]:
+    """(graph, node) for every node of model not named in skip, over the nodes as they were at the start (a
+    rewrite splices its nodes in as it goes); none at all for a model of an opset before min_opset."""
+    if default_opset(model) < min_opset:
+        return
+    graph = Graph(model)
+    for node in list(graph.graph.node):
+        if node.name not in skip:
+            yield graph, node
+
+
+def unpadded(node: Any) -> bool:
+    """Whether a convolution adds no padding (auto_pad NOTSET or VALID, pads all zero)."""
+    padding = as_text(attribute(node, "auto_pad", "NOTSET"))
+    return padding in ("NOTSET", "VALID") and not any(attribute(node, "pads", [0, 0, 0, 0]))
 
 
 def scale_initializer(graph: Graph, name: str, factor: float) -> None:
