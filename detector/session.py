@@ -11,10 +11,11 @@ import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import numpy as np
 
+from .blocked_layout import open_cpu_session
 from .errors import DetectorError, DeviceUnavailableError, InvalidModelError, InvalidParameterError
 from .settings import METADATA_EXPORT_KEY
 
@@ -137,9 +138,17 @@ def cuda_provider_options(device_index: int) -> dict[str, str]:
 
 
 def load_session(
-    model_path: Path, device: Optional[Device], threads: Optional[int] = None, spinning: bool = True
+    model_path: Path,
+    device: Optional[Device],
+    threads: Optional[int] = None,
+    spinning: bool = True,
+    blocked_layout: bool = True,
 ) -> tuple[ort.InferenceSession, str]:
-    """Open the model on the device; returns the session and the device it really runs on ('cpu', 'gpu:N')."""
+    """Open the model on the device; returns the session and the device it really runs on ('cpu', 'gpu:N').
+
+    ``blocked_layout``: on the CPU, more of onnxruntime's optimized graph kept in its blocked channel layout
+    (detector/blocked_layout.py; needs the onnx package, else the plain session).
+    """
     if ort is None:
         raise DetectorError(ONNXRUNTIME_MISSING)
     options = session_options(threads, spinning)
@@ -157,12 +166,25 @@ def load_session(
                 f"device {device.kind}:{device.index} is not usable: {reason}. "
                 f"Run on the CPU instead: device='cpu' (API) or --device cpu (detect)"
             )
-    return _open(model_path, options, [CPU_PROVIDER]), "cpu"
+    if not blocked_layout:
+        return _open(model_path, options, [CPU_PROVIDER]), "cpu"
+    session, _ = open_cpu_session(
+        model_path,
+        lambda: session_options(threads, spinning),
+        this_cpu_block(),
+        lambda model, options: _open(model_path, options, [CPU_PROVIDER], model),
+    )
+    return session, "cpu"
 
 
-def _open(model_path: Path, options: ort.SessionOptions, providers: list[Any]) -> ort.InferenceSession:
+def _open(
+    model_path: Path, options: ort.SessionOptions, providers: list[Any], model: Union[str, bytes, None] = None
+) -> ort.InferenceSession:
+    """A session on model_path (or on ``model``, its path or serialized bytes, made from it)."""
     try:
-        return ort.InferenceSession(str(model_path), sess_options=options, providers=providers)
+        return ort.InferenceSession(
+            str(model_path) if model is None else model, sess_options=options, providers=providers
+        )
     except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
         raise InvalidModelError(f"onnxruntime cannot load {model_path}: {exc}") from None
 
@@ -204,6 +226,13 @@ def run_session(
 ) -> np.ndarray:
     """Probability maps (N, H, W) for a NCHW float32 batch; through IO binding if ``io_binding``
     (see :func:`uses_io_binding`), with the same maps either way."""
+    if len(batch) > 1 and takes_one_image(session):
+        return np.concatenate(
+            [
+                run_session(session, input_name, output_name, batch[index : index + 1], io_binding)
+                for index in range(len(batch))
+            ]
+        )
     if io_binding:
         binding = session.io_binding()  # one per call: a session is shared by threads, a binding is not
         binding.bind_cpu_input(input_name, np.ascontiguousarray(batch))
@@ -215,6 +244,11 @@ def run_session(
     if maps.ndim != 4 or maps.shape[1] != 1:
         raise InvalidModelError(f"the model returned shape {maps.shape}; expected (N, 1, H, W)")
     return maps[:, 0]
+
+
+def takes_one_image(session: ort.InferenceSession) -> bool:
+    """Whether the session's input holds one image per run (a blocked-layout graph, or a file made so)."""
+    return session.get_inputs()[0].shape[0] == 1
 
 
 def nchwc_block(flags: Collection[str]) -> int:
