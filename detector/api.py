@@ -29,6 +29,7 @@ from .inputs import (
     group_sources,
     load_source,
     may_give_several_images,
+    stored_bytes,
 )
 from .paddleocr_compat import check_ignored_keywords
 from .postprocess import boxes_from_probability_map
@@ -265,7 +266,10 @@ class TextDetection:
                 for result in self._detect(loaded[start : start + batch_size], settings, session)
             ]
 
-        for results in ordered_map(detect, work(), self.folder_workers):
+        def cost(item: _Work) -> Optional[int]:
+            return stored_bytes(item.sources) if item.sources else None
+
+        for results in ordered_map(detect, work(), self.folder_workers, cost=cost):
             yield from results
 
     def _predict_serially(

@@ -32,6 +32,7 @@ from .inputs import (
     group_sources,
     load_source,
     may_give_several_images,
+    stored_bytes,
 )
 from .paddleocr_compat import PADDLEOCR_ENGINES
 from .precision import PRECISIONS
@@ -473,7 +474,11 @@ def detect(
 
     if workers > 1:
         outcomes: Iterable[_Outcome] = (
-            outcome for item_outcomes in ordered_map(run_work, work(), workers) for outcome in item_outcomes
+            outcome
+            for item_outcomes in ordered_map(
+                run_work, work(), workers, cost=lambda item: stored_bytes(item[1]) if item[0] == "sources" else None
+            )
+            for outcome in item_outcomes
         )
     else:
         outcomes = map(detect_batch, prefetch(_batch_events(sources, options, batch_size)))

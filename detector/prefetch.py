@@ -9,13 +9,14 @@ one worker runs (a GPU, one thread), the next images are read while the network 
 
 from __future__ import annotations
 
+import math
 import os
 import queue
 import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable, Optional, TypeVar
+from typing import Any, Callable, Optional, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -67,13 +68,21 @@ def folder_workers(threads: Optional[int] = None, cores: Optional[int] = None, m
     return workers, total // workers
 
 
-def ordered_map(function: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:
+def ordered_map(
+    function: Callable[[T], R],
+    items: Iterable[T],
+    workers: int,
+    cost: Optional[Callable[[T], Optional[float]]] = None,
+) -> Iterator[R]:
     """``function(item)`` for each item, computed by ``workers`` threads, yielded in item order.
 
     Items are drawn in the caller's thread, at most ``workers`` x AHEAD_PER_WORKER ahead of the result
-    yielded, so a worker finds the next one ready while the oldest is still running elsewhere. An
-    exception from drawing an item or from ``function`` is raised in that item's place, after the
-    results before it; closing the iterator cancels what has not started and waits for what has.
+    yielded, so a worker finds the next one ready while the oldest is still running elsewhere. With
+    ``cost``, the items drawn together at the start are started dearest first (None: unknown, first),
+    so that no large image is left to run alone at the end while the other workers idle; items drawn
+    later start as they come. An exception from drawing an item or from ``function`` is raised in that
+    item's place, after the results before it; closing the iterator cancels what has not started and
+    waits for what has.
     """
     if workers < 2:
         yield from map(function, items)
@@ -81,26 +90,54 @@ def ordered_map(function: Callable[[T], R], items: Iterable[T], workers: int) ->
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="detector-worker")
     pending: deque[Future] = deque()
     iterator = iter(items)
+    window = workers * AHEAD_PER_WORKER
     try:
-        while True:
-            try:
-                item = next(iterator)
-            except StopIteration:
-                break
-            except Exception as exc:  # raised in its place, after the results before it
-                failed: Future = Future()
-                failed.set_exception(exc)
-                pending.append(failed)
-                break
-            pending.append(pool.submit(function, item))
-            while len(pending) >= workers * AHEAD_PER_WORKER:
-                yield pending.popleft().result()
+        first = _draw(iterator, window)
+        order: list[int] = list(range(len(first)))
+        if cost is not None:
+            costs = [math.inf if isinstance(item, _Raised) else _known(cost(item)) for item in first]
+            order.sort(key=lambda index: -costs[index])  # stable: equal costs keep their order
+        started = {index: _submit(pool, function, first[index]) for index in order}
+        pending.extend(started[index] for index in range(len(first)))
+        exhausted = len(first) < window or isinstance(first[-1], _Raised)
         while pending:
             yield pending.popleft().result()
+            if not exhausted:
+                drawn = _draw(iterator, 1)
+                if drawn:
+                    pending.append(_submit(pool, function, drawn[0]))
+                exhausted = not drawn or isinstance(drawn[0], _Raised)
     finally:
         for future in pending:
             future.cancel()
         pool.shutdown(wait=True)
+
+
+def _known(cost: Optional[float]) -> float:
+    """An unknown cost counts as the largest: such items keep their place at the front."""
+    return math.inf if cost is None else cost
+
+
+def _draw(iterator: Iterator[T], count: int) -> list:
+    """Up to count items; an exception from drawing ends the list as a _Raised."""
+    drawn: list = []
+    while len(drawn) < count:
+        try:
+            drawn.append(next(iterator))
+        except StopIteration:
+            break
+        except Exception as exc:  # raised in its place, after the results before it
+            drawn.append(_Raised(exc))
+            break
+    return drawn
+
+
+def _submit(pool: ThreadPoolExecutor, function: Callable[[T], R], item: Any) -> Future:
+    if isinstance(item, _Raised):
+        failed: Future = Future()
+        failed.set_exception(item.exc)
+        return failed
+    return pool.submit(function, item)
 
 
 class _Raised:

@@ -82,7 +82,7 @@ def test_a_folder_runs_on_the_workers_session_with_the_serial_loops_boxes(monkey
     monkeypatch.setattr(
         api,
         "ordered_map",
-        lambda f, items, workers: workers_used.append(workers) or real_ordered_map(f, items, workers),
+        lambda f, items, workers, cost=None: workers_used.append(workers) or real_ordered_map(f, items, workers, cost),
     )
     detector = TextDetection(model_dir=default_onnx, device="cpu", cpu_threads=2)
     assert (detector.folder_workers, detector._worker_threads) == (2, 1)
@@ -213,3 +213,47 @@ def test_read_ahead_only_with_a_core_to_spare():
     assert read_ahead_depth(READ_AHEAD_MIN_CORES) == PREFETCH_DEPTH
     assert read_ahead_depth(64) == PREFETCH_DEPTH
     assert read_ahead_depth(0) == 0  # os.cpu_count() may be unknown
+
+
+def test_the_items_drawn_first_start_dearest_first_and_come_out_in_order():
+    started = []
+    lock = threading.Lock()
+
+    def run(item):
+        with lock:
+            started.append(item)
+        time.sleep(0.01)
+        return item * 10
+
+    costs = {0: 1, 1: 5, 2: None, 3: 9, 4: 3}
+    items = [0, 1, 2, 3, 4, *range(5, 5 + 2 * AHEAD_PER_WORKER)]  # more than the first draw holds
+    got = list(ordered_map(run, items, 2, cost=lambda item: costs.get(item, 0)))
+    assert got == [item * 10 for item in items]
+    first_draw = 2 * AHEAD_PER_WORKER
+    # unknown cost first, then 9, 5, 3, 1, then the zeros in their order; later items as they come
+    assert started[:first_draw] == [2, 3, 1, 4, 0, *range(5, first_draw)]
+    assert sorted(started) == items
+
+
+def test_an_error_drawing_an_item_stays_in_its_place_when_costs_reorder_the_start():
+    def produce():
+        yield 1
+        yield 2
+        raise ValueError("bad input 3")
+
+    got = []
+    with pytest.raises(ValueError, match="bad input 3"):
+        for result in ordered_map(lambda item: item, produce(), 2, cost=lambda item: item):
+            got.append(result)
+    assert got == [1, 2]
+
+
+def test_stored_bytes_sums_files_and_buffers_and_knows_nothing_else(tmp_path):
+    from detector.inputs import Source, stored_bytes
+
+    path = tmp_path / "a.bin"
+    path.write_bytes(b"x" * 300)
+    assert stored_bytes([Source("file", str(path)), Source("bytes", b"y" * 20)]) == 320
+    assert stored_bytes([Source("file", str(tmp_path / "missing.png"))]) is None
+    assert stored_bytes([Source("file", str(path)), Source("url", "http://127.0.0.1:9/a.png")]) is None
+    assert stored_bytes([]) == 0
