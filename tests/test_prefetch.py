@@ -24,15 +24,25 @@ def test_items_come_out_in_order(depth):
     assert list(prefetch(iter(range(50)), depth)) == list(range(50))
 
 
-def test_an_error_is_raised_after_the_items_before_it():
-    def produce():
-        yield 1
-        yield 2
-        raise ValueError("bad input 3")
+def _two_then_an_error():
+    yield 1
+    yield 2
+    raise ValueError("bad input 3")
 
+
+@pytest.mark.parametrize(
+    "consume",
+    [
+        lambda items: prefetch(items, 1),
+        # costs reorder the start of the items drawn first; the error still comes in its place
+        lambda items: ordered_map(lambda item: item, items, 2, cost=lambda item: item),
+    ],
+    ids=["prefetch", "ordered_map with costs"],
+)
+def test_an_error_is_raised_after_the_items_before_it(consume):
     got = []
     with pytest.raises(ValueError, match="bad input 3"):
-        for item in prefetch(produce(), 1):
+        for item in consume(_two_then_an_error()):
             got.append(item)
     assert got == [1, 2]
 
@@ -233,19 +243,6 @@ def test_the_items_drawn_first_start_dearest_first_and_come_out_in_order():
     # unknown cost first, then 9, 5, 3, 1, then the zeros in their order; later items as they come
     assert started[:first_draw] == [2, 3, 1, 4, 0, *range(5, first_draw)]
     assert sorted(started) == items
-
-
-def test_an_error_drawing_an_item_stays_in_its_place_when_costs_reorder_the_start():
-    def produce():
-        yield 1
-        yield 2
-        raise ValueError("bad input 3")
-
-    got = []
-    with pytest.raises(ValueError, match="bad input 3"):
-        for result in ordered_map(lambda item: item, produce(), 2, cost=lambda item: item):
-            got.append(result)
-    assert got == [1, 2]
 
 
 def test_stored_bytes_sums_files_and_buffers_and_knows_nothing_else(tmp_path):
