@@ -146,8 +146,8 @@ def load_session(
 ) -> tuple[ort.InferenceSession, str]:
     """Open the model on the device; returns the session and the device it really runs on ('cpu', 'gpu:N').
 
-    ``blocked_layout``: on the CPU, more of onnxruntime's optimized graph kept in its blocked channel layout
-    (detector/blocked_layout.py; needs the onnx package, else the plain session).
+    ``blocked_layout``: on the CPU, more of onnxruntime's optimized graph kept in its blocked channel layout,
+    the same maps bit for bit (detector/blocked_layout.py; the plain session wherever that cannot be had).
     """
     if ort is None:
         raise DetectorError(ONNXRUNTIME_MISSING)
