@@ -222,3 +222,10 @@ def test_a_file_onnxruntime_cannot_load_is_still_reported_as_such(tmp_path):
     path.write_bytes(b"not a model")
     with pytest.raises(InvalidModelError, match="onnxruntime cannot load"):
         load_session(path, parse_device("cpu"))
+
+
+def test_a_model_file_over_the_size_limit_opens_as_it_is(tmp_path, monkeypatch):
+    path = write(squeeze_excitation_net(), tmp_path)
+    monkeypatch.setattr(blocked_layout, "MAX_MODEL_BYTES", path.stat().st_size - 1)
+    _, session, moved = open_both(path)
+    assert moved == 0 and session.get_inputs()[0].shape[0] == "n"
