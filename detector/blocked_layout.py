@@ -43,7 +43,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from .onnx_messages import attribute as _attribute
-from .onnx_messages import int64_tensor, make_node, parse_model, tensor_values
+from .onnx_messages import int64_tensor, make_node, parse_model, remove_dead_code, tensor_values
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +126,6 @@ def keep_maps_blocked(model: Any, block: int) -> int:
     graph = model.graph
     producer = {output: node for node in graph.node for output in node.output}
     constants = {tensor.name: tensor for tensor in graph.initializer}
-    graph_outputs = {output.name for output in graph.output}
     # a plain tensor -> (its blocked twin, channel count): ReorderOutput's input, or what we compute
     twins: dict[str, tuple[str, int]] = {}
     for node in graph.node:
@@ -168,8 +167,9 @@ def keep_maps_blocked(model: Any, block: int) -> int:
         for index, name in enumerate(node.input):
             node.input[index] = renamed.get(name, name)
     del graph.node[:]
-    graph.node.extend(_live(kept, graph_outputs))
+    graph.node.extend(kept)
     graph.initializer.extend(new_constants)
+    remove_dead_code(model)  # the plain copies no reader is left for
     if per_image:  # the products' weights are one image's gates
         image = next(value for value in graph.input if value.name not in constants)
         batch = image.type.tensor_type.shape.dim[0]
@@ -270,7 +270,7 @@ def _is_pooled(name: str, producer: dict[str, Any], constants: dict[str, Any]) -
                 return False
         elif op not in SCALAR_ARITHMETIC and op not in VALUEWISE and op not in ("ReorderInput", "ReorderOutput"):
             return False
-        feeding = _other_scalar_input(node, constants) if op in SCALAR_ARITHMETIC else node.input[0]
+        feeding = _chain_input(node, constants)
         if feeding is None:
             return False
         node = producer.get(feeding)
@@ -292,18 +292,22 @@ def _gate_channels(name: str, producer: dict[str, Any], constants: dict[str, Any
     """The channel count of a gate: the ReorderOutput it leaves the blocked layout by, before scalar steps."""
     node = producer.get(name)
     while node is not None and node.domain != BLOCKED_DOMAIN:
-        if node.op_type in SCALAR_ARITHMETIC:
-            feeding = _other_scalar_input(node, constants)
-        elif node.op_type in VALUEWISE:
-            feeding = node.input[0]
-        else:
+        if node.op_type not in SCALAR_ARITHMETIC and node.op_type not in VALUEWISE:
             return None
+        feeding = _chain_input(node, constants)
         if feeding is None:
             return None
         node = producer.get(feeding)
     if node is None or node.op_type != "ReorderOutput" or _attribute(node, "channels_last"):
         return None
     return int(_attribute(node, "channels"))
+
+
+def _chain_input(node: Any, constants: dict[str, Any]) -> Optional[str]:
+    """The input a step of a gate's chain carries on: scalar arithmetic's non-constant operand, else input 0."""
+    if node.op_type in SCALAR_ARITHMETIC:
+        return _other_scalar_input(node, constants)
+    return node.input[0] if node.input else None
 
 
 def _other_scalar_input(node: Any, constants: dict[str, Any]) -> Optional[str]:
@@ -354,19 +358,6 @@ def _reorder_output(twin: tuple[str, int], output: str, names: Iterator[str]) ->
     return make_node(
         "ReorderOutput", [source], [output], name=next(names), domain=BLOCKED_DOMAIN, channels=channels, channels_last=0
     )
-
-
-def _live(nodes: list[Any], graph_outputs: set[str]) -> list[Any]:
-    """The nodes something still reads (a graph output, or a live node), in their order."""
-    live = list(nodes)
-    while True:
-        read = set(graph_outputs)
-        for node in live:
-            read.update(node.input)
-        still = [node for node in live if any(output in read for output in node.output)]
-        if len(still) == len(live):
-            return still
-        live = still
 
 
 def _fresh_names(taken: set[str]) -> Iterator[str]:

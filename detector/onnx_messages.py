@@ -161,3 +161,21 @@ def tensor_values(tensor: Any) -> Optional[np.ndarray]:
         return np.frombuffer(tensor.raw_data, dtype=np.dtype(dtype).newbyteorder("<")).astype(dtype).reshape(shape)
     typed = tensor.float_data if tensor.data_type == FLOAT else tensor.int64_data
     return np.asarray(list(typed), dtype=dtype).reshape(shape)
+
+
+def remove_dead_code(model: Any) -> int:
+    """Drop nodes and initializers nothing reads, in place (a ModelProto of the onnx package or of this module):
+    paddle2onnx leaves dead Constant nodes behind, and onnxruntime prints a warning for each one every time
+    the model is loaded; the CPU layout pass leaves plain copies no one reads. Returns how many went."""
+    graph, removed = model.graph, 0
+    while True:
+        read = {name for node in graph.node for name in node.input} | {output.name for output in graph.output}
+        dead_nodes = [node for node in graph.node if not any(name in read for name in node.output)]
+        dead_inits = [init for init in graph.initializer if init.name not in read]
+        if not dead_nodes and not dead_inits:
+            return removed
+        for node in dead_nodes:
+            graph.node.remove(node)
+        for init in dead_inits:
+            graph.initializer.remove(init)
+        removed += len(dead_nodes) + len(dead_inits)

@@ -54,23 +54,6 @@ def model_name_from_config(config: dict, requested: str, config_path: Path, repo
     return declared
 
 
-def remove_dead_code(model: Any) -> int:
-    """Drop nodes and initializers nothing reads: paddle2onnx leaves dead Constant nodes behind, and
-    onnxruntime prints a warning for each one every time the model is loaded. Returns how many went."""
-    graph, removed = model.graph, 0
-    while True:
-        read = {name for node in graph.node for name in node.input} | {output.name for output in graph.output}
-        dead_nodes = [node for node in graph.node if not any(name in read for name in node.output)]
-        dead_inits = [init for init in graph.initializer if init.name not in read]
-        if not dead_nodes and not dead_inits:
-            return removed
-        for node in dead_nodes:
-            graph.node.remove(node)
-        for init in dead_inits:
-            graph.initializer.remove(init)
-        removed += len(dead_nodes) + len(dead_inits)
-
-
 def check_dynamic_signature(model: Any, what: str = "converted") -> None:
     """One NCHW input with N, H, W dynamic and C = 3; one output of rank 4 with one channel: a DB detector."""
     graph = model.graph

@@ -25,12 +25,12 @@ from typing import Any, Callable, Optional
 
 from ..catalog import KNOWN_MODELS, catalog_inference_config
 from ..errors import DetectorError, ExportError
+from ..onnx_messages import remove_dead_code
 from ..settings import INFERENCE_YML, DetectionSettings, settings_from_inference_config
 from .model_file import (
     check_dynamic_signature,
     model_name_from_config,
     read_inference_config,
-    remove_dead_code,
     save_exported_model,
     sha256_of,
 )

@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import Optional
 
 from detector.errors import DetectorError, ExportError
+from detector.onnx_messages import remove_dead_code
 from detector.optimize import onnx_import
 from detector.optimize.model_file import (
     check_dynamic_signature,
     model_name_from_config,
     read_inference_config,
-    remove_dead_code,
     save_exported_model,
     sha256_of,
 )
