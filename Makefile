@@ -105,10 +105,12 @@ test-pythons-ci: $(DEFAULT_MODEL) $(ONNX_MODELS) .venv-py3.9-min/.installed .ven
 # PaddleOCR's onnxruntime engine runs the same source unrewritten (REFERENCE, default: exported with
 # --no-rewrites); models with Paddle weights also run on PaddleOCR's Paddle engine. For an ONNX-only
 # model (PP-OCRv6): make bench MODEL=PP-OCRv6_small_det REFERENCE=<official inference.onnx>
+# ROUNDS=N: interleaved rounds per side (default 5; each figure is the best of them).
 # RUN_ONLY=1 times the network alone (tools/dev/run_bench.py): session.run of the export and of REFERENCE,
 # and Paddle Inference on the same tensors, where there are Paddle weights (minutes, not the end-to-end hour).
 BENCH_ONNX = $(if $(SOURCE),.cache/bench/$(MODEL)/inference.onnx,models/$(MODEL)/inference.onnx)
 REFERENCE ?=
+ROUNDS ?=
 BENCH_SOURCE = $(if $(REFERENCE),$(SOURCE),$(or $(SOURCE),.cache/sources/$(MODEL)))
 BENCH_REFERENCE = $(or $(REFERENCE),.cache/bench/$(MODEL)/reference.onnx)
 
@@ -120,7 +122,7 @@ else
 bench: $(PADDLE_VENV)/.installed $(DEFAULT_MODEL)
 	$(if $(SOURCE),$(PADDLE_VENV)/bin/python -m tools.export --model '$(MODEL)' --source '$(SOURCE)' --output '$(BENCH_ONNX)')
 	$(if $(REFERENCE),,$(PADDLE_VENV)/bin/python -m tools.export --model '$(MODEL)' --source '$(BENCH_SOURCE)' --output '$(BENCH_REFERENCE)' --no-rewrites)
-	$(if $(RUN_ONLY),$(PADDLE_VENV)/bin/python -m tools.dev.run_bench --onnx '$(BENCH_ONNX)' --onnx '$(BENCH_REFERENCE)' $(if $(BENCH_SOURCE),--source '$(BENCH_SOURCE)'),$(PADDLE_VENV)/bin/python -m tools.dev.bench --model '$(MODEL)' --onnx '$(BENCH_ONNX)' --reference-onnx '$(BENCH_REFERENCE)' $(if $(BENCH_SOURCE),--source '$(BENCH_SOURCE)'))
+	$(if $(RUN_ONLY),$(PADDLE_VENV)/bin/python -m tools.dev.run_bench --onnx '$(BENCH_ONNX)' --onnx '$(BENCH_REFERENCE)' $(if $(BENCH_SOURCE),--source '$(BENCH_SOURCE)') $(if $(ROUNDS),--rounds $(ROUNDS)),$(PADDLE_VENV)/bin/python -m tools.dev.bench --model '$(MODEL)' --onnx '$(BENCH_ONNX)' --reference-onnx '$(BENCH_REFERENCE)' $(if $(BENCH_SOURCE),--source '$(BENCH_SOURCE)') $(if $(ROUNDS),--rounds $(ROUNDS)))
 endif
 
 # PP-OCRv4_server_det rebuilt with random weights (official weights are not reachable here): for proof and benchmarks.

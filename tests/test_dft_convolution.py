@@ -12,7 +12,13 @@ import onnxruntime as ort
 import pytest
 from onnx import helper, numpy_helper
 
-from detector.optimize.rewrites.dft_convolution import DFT_CONV_REWRITE, TILE, kernel_spectrum_basis, transform_size
+from detector.optimize.rewrites.dft_convolution import (
+    DFT_CONV_REWRITE,
+    MAX_DOWNSAMPLING,
+    TILE,
+    kernel_spectrum_basis,
+    transform_size,
+)
 from tests.rewrite_checks import cpu_session, rewritten
 
 
@@ -139,6 +145,39 @@ def test_other_convolutions_are_left_as_they_are(variant):
     fast, applied = rewritten(model)
     assert applied == []
     assert [node.op_type for node in fast.graph.node] == ["Conv"]
+
+
+def downsampled_conv_model(stride: int) -> onnx.ModelProto:
+    """x → a 1×1 convolution of that stride → a 9×9 'same' convolution on its map."""
+    rng = np.random.default_rng(5)
+    nodes = [
+        helper.make_node("Conv", ["x", "w_down"], ["small"], name="down", kernel_shape=[1, 1], strides=[stride] * 2),
+        helper.make_node("Conv", ["small", "w", "b"], ["y"], name="large", kernel_shape=[9, 9], pads=[4] * 4),
+    ]
+    inits = [
+        numpy_helper.from_array(rng.uniform(-1, 1, (4, 3, 1, 1)).astype(np.float32), "w_down"),
+        numpy_helper.from_array((rng.uniform(-1, 1, (5, 4, 9, 9)) / 18).astype(np.float32), "w"),
+        numpy_helper.from_array(rng.uniform(-1, 1, 5).astype(np.float32), "b"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "downsampled",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, "H", "W"])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 5, "Y", "X"])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)], ir_version=7)
+
+
+@pytest.mark.parametrize("stride, expected", [(MAX_DOWNSAMPLING, [DFT_CONV_REWRITE]), (2 * MAX_DOWNSAMPLING, [])])
+def test_only_maps_up_to_max_downsampling_go_through_the_dft(stride, expected):
+    """LKPAN's 1/32 maps keep the direct convolution: there the DFT was no faster on pages and slower on crops."""
+    model = downsampled_conv_model(stride)
+    fast, applied = rewritten(model)
+    assert applied == expected
+    assert ("large" in [node.name for node in fast.graph.node]) == (not expected)
+    x = np.random.default_rng(6).uniform(-2, 2, (1, 3, 40 * stride, 33 * stride)).astype(np.float32)
+    np.testing.assert_allclose(run(fast, {"x": x}), run(model, {"x": x}), rtol=0, atol=1e-5)
 
 
 def test_onnxruntime_folds_the_kernel_spectrum_when_the_session_is_created(tmp_path):

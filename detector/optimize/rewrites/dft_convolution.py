@@ -1,7 +1,8 @@
 """Large-kernel convolutions computed through a 2-D discrete Fourier transform, as an exact graph rewrite.
 
 LKPAN (the neck of PP-OCRv4_server_det) runs eight 9×9 convolutions; the one at 1/4 resolution
-alone is a fifth of the network's multiply-adds. A K×K convolution over one tile of
+alone is a fifth of the network's multiply-adds. The six at 1/4 to 1/16 are rewritten, the two on
+1/32 maps stay direct (MAX_DOWNSAMPLING). A K×K convolution over one tile of
 T = TILE + K - 1 input pixels per side gives TILE × TILE outputs with no wrap-around, so
 (overlap-save) each tile can go through a T-point DFT, where the convolution is one complex
 product per frequency, summed over input channels: a matrix product per frequency. For K = 9 and
@@ -30,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from .onnx_graph import Graph, Subgraph, as_text, attribute
+from .pointwise_unblocked import downsampling
 
 DFT_CONV_REWRITE = "large_kernel_conv_via_dft"
 # Outputs per tile side. On a 256→64 9×9 at 176×240 (2 cores): 8 → 166 ms, 16 → 107, 24 → 117, 32 → 127,
@@ -38,6 +40,14 @@ TILE = 16
 # The LKPAN kernels. IntraCL's 7×7 and 5×5 (32→32 channels) gain nothing: 20.5 ms direct vs 21.9 ms,
 # and 20.0 vs 28.3 ms, at 176×240 on 2 cores. (A 256→64 7×7 would: 301 → 104 ms; none is in these models.)
 MIN_KERNEL = 9
+# Only on maps at most this many times smaller per side than the network input (pointwise_unblocked's
+# downsampling(), from the graph's strides; a map whose scale it cannot tell is rewritten). LKPAN's two 9×9
+# convolutions at 1/32 gain nothing there: PP-OCRv4_server_det's session.run with them direct against through
+# the DFT (AMD EPYC Zen 5, 2 threads, best of 8): 871.6 / 874.9 ms at 672×960, 703.5 / 711.1 at 544×960,
+# 407.0 / 411.3 at 480×640, 82.1 / 87.0 at 64×960, 16.5 / 19.4 at 32×128; the session opened in 0.56
+# instead of 0.70 s with ~140 MiB less peak memory. At 1/16 the DFT still pays on pages (864.9 against
+# 891.8 ms direct at 672×960) and loses ~2 ms on crops: kept.
+MAX_DOWNSAMPLING = 16
 
 
 def transform_size(kernel: int, tile: int = TILE) -> int:
@@ -248,8 +258,14 @@ def rewrite_conv_via_dft(graph: Graph, conv: Any, shared: dict[int, dict[str, st
 
 
 def rewrite_large_convs(graph: Graph) -> int:
-    """Rewrite every convolution is_large_same_conv accepts; returns how many."""
-    convs = [node for node in graph.graph.node if is_large_same_conv(graph, node)]
+    """Rewrite every convolution is_large_same_conv accepts on a map at most MAX_DOWNSAMPLING times
+    smaller than the input; returns how many."""
+    scales = downsampling(graph)
+    convs = [
+        node
+        for node in graph.graph.node
+        if is_large_same_conv(graph, node) and scales.get(node.input[0], 1.0) <= MAX_DOWNSAMPLING
+    ]
     shared: dict[int, dict[str, str]] = {}
     for conv in convs:
         rewrite_conv_via_dft(graph, conv, shared)
