@@ -111,6 +111,7 @@ test-pythons-ci: $(DEFAULT_MODEL) $(ONNX_MODELS) .venv-py3.9-min/.installed .ven
 BENCH_ONNX = $(if $(SOURCE),.cache/bench/$(MODEL)/inference.onnx,models/$(MODEL)/inference.onnx)
 REFERENCE ?=
 ROUNDS ?=
+BENCH_ROUNDS = $(if $(ROUNDS),--rounds $(ROUNDS))
 BENCH_SOURCE = $(if $(REFERENCE),$(SOURCE),$(or $(SOURCE),.cache/sources/$(MODEL)))
 BENCH_REFERENCE = $(or $(REFERENCE),.cache/bench/$(MODEL)/reference.onnx)
 
@@ -122,7 +123,7 @@ else
 bench: $(PADDLE_VENV)/.installed $(DEFAULT_MODEL)
 	$(if $(SOURCE),$(PADDLE_VENV)/bin/python -m tools.export --model '$(MODEL)' --source '$(SOURCE)' --output '$(BENCH_ONNX)')
 	$(if $(REFERENCE),,$(PADDLE_VENV)/bin/python -m tools.export --model '$(MODEL)' --source '$(BENCH_SOURCE)' --output '$(BENCH_REFERENCE)' --no-rewrites)
-	$(if $(RUN_ONLY),$(PADDLE_VENV)/bin/python -m tools.dev.run_bench --onnx '$(BENCH_ONNX)' --onnx '$(BENCH_REFERENCE)' $(if $(BENCH_SOURCE),--source '$(BENCH_SOURCE)') $(if $(ROUNDS),--rounds $(ROUNDS)),$(PADDLE_VENV)/bin/python -m tools.dev.bench --model '$(MODEL)' --onnx '$(BENCH_ONNX)' --reference-onnx '$(BENCH_REFERENCE)' $(if $(BENCH_SOURCE),--source '$(BENCH_SOURCE)') $(if $(ROUNDS),--rounds $(ROUNDS)))
+	$(if $(RUN_ONLY),$(PADDLE_VENV)/bin/python -m tools.dev.run_bench --onnx '$(BENCH_ONNX)' --onnx '$(BENCH_REFERENCE)' $(if $(BENCH_SOURCE),--source '$(BENCH_SOURCE)') $(BENCH_ROUNDS),$(PADDLE_VENV)/bin/python -m tools.dev.bench --model '$(MODEL)' --onnx '$(BENCH_ONNX)' --reference-onnx '$(BENCH_REFERENCE)' $(if $(BENCH_SOURCE),--source '$(BENCH_SOURCE)') $(BENCH_ROUNDS))
 endif
 
 # PP-OCRv4_server_det rebuilt with random weights (official weights are not reachable here): for proof and benchmarks.

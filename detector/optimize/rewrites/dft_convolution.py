@@ -260,12 +260,9 @@ def rewrite_conv_via_dft(graph: Graph, conv: Any, shared: dict[int, dict[str, st
 def rewrite_large_convs(graph: Graph) -> int:
     """Rewrite every convolution is_large_same_conv accepts on a map at most MAX_DOWNSAMPLING times
     smaller than the input; returns how many."""
-    scales = downsampling(graph)
-    convs = [
-        node
-        for node in graph.graph.node
-        if is_large_same_conv(graph, node) and scales.get(node.input[0], 1.0) <= MAX_DOWNSAMPLING
-    ]
+    candidates = [node for node in graph.graph.node if is_large_same_conv(graph, node)]
+    scales = downsampling(graph) if candidates else {}
+    convs = [node for node in candidates if scales.get(node.input[0], 1.0) <= MAX_DOWNSAMPLING]
     shared: dict[int, dict[str, str]] = {}
     for conv in convs:
         rewrite_conv_via_dft(graph, conv, shared)
