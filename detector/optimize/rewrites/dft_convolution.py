@@ -8,15 +8,16 @@ T = TILE + K - 1 input pixels per side gives TILE × TILE outputs with no wrap-a
 product per frequency, summed over input channels: a matrix product per frequency. For K = 9 and
 TILE = 16 that is 1/16 of the direct multiply-adds plus the transforms, which are separable and cheap.
 
-In the graph, with x of shape (N, C, H, W) and tiles = ceil(H / TILE) × ceil(W / TILE):
+The channels are stacked down one tall plane, each padded to a whole number of tiles (stacked_rows),
+so that the forward transforms leave the channel axis after the frequency axes and the product needs
+no transpose of the (large) spectrum. With x of shape (N, C, H, W), tiles = tiles_h × tiles_w:
 
-    Reshape                                                       → (N·C, 1, H, W)
-    Conv 1×T, stride TILE: the real DFT of each tile row          → (N·C·L, 2, H, tiles_w)    L = T//2 + 1
-    Conv T×1, stride TILE: the complex DFT of those columns       → (N·C·L, 2T, tiles_h, tiles_w)
-    Transpose: real and imaginary parts apart, frequency-major    → (N, 2, L·T, C, tiles)
-    MatMul with the kernel's spectrum, one product per frequency  → (N, 2, L·T, 2·O, tiles)
+    Pad each channel to P = tiles_h · TILE rows (K//2 above), Reshape    → (N, 1, C·P, W)
+    Conv 1×T, stride TILE: the real DFT of each tile row                 → (N, 2L, C·P, tiles_w)     L = T//2 + 1
+    Reshape, Conv T×1, stride TILE: the complex DFT of those columns     → (N·L, 2T, C·tiles_h, tiles_w)
+    MatMul with the kernel's spectrum, one product per frequency         → (N, L·T, 2, 2·O, tiles)
     MatMul, MatMul: the inverse DFT, only the TILE × TILE valid outputs of each tile
-    Transpose, Reshape, Slice                                     → (N, O, H, W)
+    Transpose, Reshape, Transpose, Reshape, Slice                        → (N, O, H, W)
 
 The kernel's spectrum is computed in the graph from the original weight (MatMul with a constant
 basis), so the file stays the size it was and onnxruntime folds it to a constant when the session
@@ -92,16 +93,17 @@ def inverse_column_matrix(size: int, tile: int) -> np.ndarray:
     return matrix
 
 
-def inverse_column_matrices(size: int, tile: int) -> np.ndarray:
-    """(2, 1, 2·TILE, 2T): inverse_column_matrix applied to products Q[q, p] (columns 2k + q), one matrix
-    per p: the complex product's real part is Q[0, 0] - Q[1, 1], its imaginary part Q[1, 0] + Q[0, 1]."""
-    inverse = inverse_column_matrix(size, tile)
-    matrices = np.zeros((2, 1, 2 * tile, 2 * size))
+def inverse_column_of_products(size: int, tile: int) -> np.ndarray:
+    """(2·TILE, 4T): inverse_column_matrix applied to the four real products Q[q, p] of each frequency k
+    (columns 4k + 2p + q): the complex product's real part is Q[0, 0] - Q[1, 1], its imaginary part
+    Q[1, 0] + Q[0, 1]."""
+    inverse = inverse_column_matrix(size, tile).reshape(2 * tile, size, 2)
+    matrix = np.zeros((2 * tile, size, 2, 2))
     for p in (0, 1):
         for q in (0, 1):
             sign = -1.0 if p == q == 1 else 1.0
-            matrices[p, 0, :, q::2] = sign * inverse[:, (p ^ q) :: 2]
-    return matrices
+            matrix[:, :, p, q] = sign * inverse[:, :, p ^ q]
+    return matrix.reshape(2 * tile, 4 * size)
 
 
 def inverse_row_matrix(size: int, tile: int) -> np.ndarray:
@@ -156,9 +158,18 @@ def transform_constants(new: Subgraph, kernel: int, tile: int) -> dict[str, str]
         "row_dft": new.const("row_dft", row_dft_kernel(size)),
         "column_dft": new.const("column_dft", column_dft_kernel(size)),
         "kernel_spectrum_basis": new.const("kernel_spectrum_basis", kernel_spectrum_basis(kernel, size)),
-        "inverse_column_dft": new.const("inverse_column_dft", inverse_column_matrices(size, tile)),
-        "inverse_row_dft": new.const("inverse_row_dft", np.tile(inverse_row_matrix(size, tile), (1, 2))),
+        "inverse_column_dft": new.const("inverse_column_dft", inverse_column_of_products(size, tile)),
+        "inverse_row_dft": new.const("inverse_row_dft", inverse_row_matrix(size, tile)),
     }
+
+
+def whole_tiles(new: Subgraph, length: str, tile: int) -> str:
+    """ceil(length / tile), in the graph."""
+    return new.node(
+        "Div",
+        [new.node("Add", [length, new.ints("round_up", [tile - 1])], "round_up"), new.ints("tile", [tile])],
+        "tiles",
+    )
 
 
 def rewrite_conv_via_dft(graph: Graph, conv: Any, shared: dict[int, dict[str, str]], tile: int = TILE) -> None:
@@ -176,23 +187,30 @@ def rewrite_conv_via_dft(graph: Graph, conv: Any, shared: dict[int, dict[str, st
     transforms = shared[kernel]
     x = conv.input[0]
 
-    # Whole tiles cover H × W. The transforms' own zero padding (the conv's K//2, plus TILE - 1 at the
-    # end so the last, partial tile is complete) makes each stride-TILE Conv produce exactly tiles outputs.
+    # Each channel's plane: K//2 zero rows above its H rows and zeros below, to P = tiles_h · TILE rows with
+    # P ≥ H + K//2. Stacked, a window reaching past its plane reads the next plane's top zeros, then rows
+    # that only outputs below row P - K//2 ≥ H see: the crop drops those. Columns: the row transform's own
+    # zero padding (K//2, and TILE - 1 more so the last, partial tile is complete).
     shape = new.node("Shape", [x], "shape")
     batch = new.node("Slice", [shape, new.ints("start", [0]), new.ints("end", [1])], "batch")
+    height = new.node("Slice", [shape, new.ints("start", [2]), new.ints("end", [3])], "height")
+    width = new.node("Slice", [shape, new.ints("start", [3]), new.ints("end", [4])], "width")
     height_width = new.node("Slice", [shape, new.ints("start", [2]), new.ints("end", [4])], "height_width")
-    tiles = new.node(
-        "Div",
-        [new.node("Add", [height_width, new.ints("round_up", [tile - 1])], "round_up"), new.ints("tile", [tile])],
-        "tiles",
+    padded_height = new.node("Add", [height, new.ints("pad", [pad])], "padded_height")
+    tiles_h, tiles_w = whole_tiles(new, padded_height, tile), whole_tiles(new, width, tile)
+    plane_rows = new.node("Mul", [tiles_h, new.ints("tile", [tile])], "plane_rows")
+    covered_width = new.node("Mul", [tiles_w, new.ints("tile", [tile])], "covered_width")
+    below = new.node("Sub", [plane_rows, padded_height], "below")
+    plane_pads = new.node(
+        "Concat", [new.ints("before", [0, 0, pad, 0, 0, 0]), below, new.ints("right", [0])], "plane_pads", axis=0
     )
-    covered = new.node("Mul", [tiles, new.ints("tile", [tile])], "covered")
+    planes = new.node("Pad", [x, plane_pads], "pad_planes")
+    stacked = new.node("Reshape", [planes, new.ints("shape", [0, 1, -1, 0])], "stacked")
 
     # Forward transform: rows (real → L complex), then columns (complex → T complex), one tile at a time.
-    planes = new.node("Reshape", [x, new.ints("shape", [-1, 1, 0, 0])], "planes")
     rows = new.node(
         "Conv",
-        [planes, transforms["row_dft"]],
+        [stacked, transforms["row_dft"]],
         "row_dft",
         kernel_shape=[1, size],
         strides=[1, tile],
@@ -205,18 +223,14 @@ def rewrite_conv_via_dft(graph: Graph, conv: Any, shared: dict[int, dict[str, st
         "column_dft",
         kernel_shape=[size, 1],
         strides=[tile, 1],
-        pads=[pad, 0, pad + tile - 1, 0],
+        pads=[0, 0, 2 * pad, 0],
     )
-    # (N, C, L, T, 2, tiles) → (N, 2, L·T, C, tiles): real and imaginary parts apart, frequency-major.
-    by_channel_shape = new.node("Concat", [batch, new.ints("shape", [channels, half, size, 2, -1])], "shape", axis=0)
-    by_channel = new.node("Reshape", [spectra, by_channel_shape], "by_channel")
-    frequency_major = new.node("Transpose", [by_channel], "to_frequency_major", perm=[0, 4, 2, 3, 1, 5])
-    by_frequency = new.node(
-        "Reshape", [frequency_major, new.ints("shape", [0, 2, frequencies, channels, -1])], "by_frequency"
-    )
+    # (N·L, 2T (k, p), C·tiles_h, tiles_w) → (N, L·T, 2, C, tiles): already frequency-major.
+    by_frequency_shape = new.node("Concat", [batch, new.ints("shape", [frequencies, 2, channels, -1])], "shape", axis=0)
+    by_frequency = new.node("Reshape", [spectra, by_frequency_shape], "by_frequency")
 
     # The kernel's conjugate spectrum W, computed from the weight (onnxruntime folds it to a constant),
-    # as (L·T, 2·O, C): rows Re W then Im W. One MatMul per frequency and part p of X gives
+    # as (L·T, 1, 2·O, C): rows Re W then Im W. One MatMul per frequency and part p of X gives
     # Q[q, p] = part q of W times part p of X, all four products; the inverse DFT below sums them into
     # Re Y = Q[0, 0] - Q[1, 1] and Im Y = Q[1, 0] + Q[0, 1].
     weight_rows = new.node(
@@ -224,26 +238,34 @@ def rewrite_conv_via_dft(graph: Graph, conv: Any, shared: dict[int, dict[str, st
     )
     spectrum = new.node("MatMul", [weight_rows, transforms["kernel_spectrum_basis"]], "kernel_spectrum")
     spectrum = new.node("Transpose", [spectrum], "spectrum_by_frequency", perm=[1, 0])
-    spectrum = new.node("Reshape", [spectrum, new.ints("shape", [frequencies, 2 * outputs, channels])], "spectrum")
-    products = new.node("MatMul", [spectrum, by_frequency], "products")  # (N, 2 p, L·T, 2·O (q, o), tiles)
+    spectrum = new.node("Reshape", [spectrum, new.ints("shape", [frequencies, 1, 2 * outputs, channels])], "spectrum")
+    products = new.node("MatMul", [spectrum, by_frequency], "products")  # (N, L·T, 2 p, 2·O (q, o), tiles)
 
-    # Inverse transform of the valid TILE × TILE corner: columns first (per p, over k and q), then rows
-    # (over p, l and the real/imaginary part, which also sums the two p).
-    by_row_frequency = new.node(
-        "Reshape", [products, new.ints("shape", [0, 2, half, 2 * size, -1])], "by_row_frequency"
-    )
+    # Inverse transform of the valid TILE × TILE corner: columns first (over k, p and q), then rows (over l
+    # and the real/imaginary part).
+    by_row_frequency = new.node("Reshape", [products, new.ints("shape", [0, half, 4 * size, -1])], "by_row_frequency")
     columns = new.node(
         "MatMul", [transforms["inverse_column_dft"], by_row_frequency], "inverse_column_dft"
-    )  # (N, 2, L, 2·TILE, O·tiles)
-    by_column_frequency = new.node("Reshape", [columns, new.ints("shape", [0, 4 * half, -1])], "by_column_frequency")
+    )  # (N, L, 2·TILE (part, a), O·tiles)
+    by_column_frequency = new.node("Reshape", [columns, new.ints("shape", [0, 2 * half, -1])], "by_column_frequency")
     pixels = new.node(
         "MatMul", [transforms["inverse_row_dft"], by_column_frequency], "inverse_row_dft"
     )  # (N, TILE b, TILE a · O · tiles)
-    tiled_shape = new.node("Concat", [batch, new.ints("shape", [tile, tile, outputs]), tiles], "tiled_shape", axis=0)
+    # To (N, O, tiles_h, a, tiles_w, b) in two transposes that each move one axis, the second a whole
+    # row of pixels at a time (one transpose doing both ran 5-8 times slower); the Reshape between them
+    # keeps onnxruntime from merging them.
+    tiled_shape = new.node(
+        "Concat", [batch, new.ints("shape", [tile, tile, outputs]), tiles_h, tiles_w], "tiled_shape", axis=0
+    )
     tiled = new.node("Reshape", [pixels, tiled_shape], "tiled")
-    tiled = new.node("Transpose", [tiled], "to_image", perm=[0, 3, 4, 2, 5, 1])
-    image_shape = new.node("Concat", [batch, new.ints("shape", [outputs]), covered], "image_shape", axis=0)
-    image = new.node("Reshape", [tiled, image_shape], "image")
+    tiled = new.node("Transpose", [tiled], "columns_last", perm=[0, 2, 3, 4, 5, 1])  # (N, a, O, th, tw, b)
+    rows_shape = new.node("Concat", [batch, new.ints("shape", [tile, -1]), covered_width], "rows_shape", axis=0)
+    pixel_rows = new.node("Reshape", [tiled, rows_shape], "pixel_rows")  # (N, a, O·tiles_h, covered width)
+    pixel_rows = new.node("Transpose", [pixel_rows], "to_image", perm=[0, 2, 1, 3])  # (N, O·tiles_h, a, width)
+    image_shape = new.node(
+        "Concat", [batch, new.ints("shape", [outputs]), plane_rows, covered_width], "image_shape", axis=0
+    )
+    image = new.node("Reshape", [pixel_rows, image_shape], "image")
     has_bias = len(conv.input) == 3 and bool(conv.input[2])
     cropped = new.node(
         "Slice",
