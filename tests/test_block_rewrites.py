@@ -21,8 +21,8 @@ from detector.optimize.rewrites import (
     block_record,
     this_cpu_block,
 )
-from detector.optimize.rewrites.onnx_graph import Graph
-from detector.optimize.rewrites.pointwise_unblocked import GLOBAL, MIN_INPUT_CHANNELS, downsampling
+from detector.optimize.rewrites.onnx_graph import GLOBAL, Graph, downsampling
+from detector.optimize.rewrites.pointwise_unblocked import MIN_INPUT_CHANNELS
 from tests.rewrite_checks import cpu_session, rewritten
 
 

@@ -31,8 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .onnx_graph import Graph, Subgraph, as_text, attribute
-from .pointwise_unblocked import downsampling
+from .onnx_graph import Graph, Subgraph, as_text, attribute, downsampling
 
 DFT_CONV_REWRITE = "large_kernel_conv_via_dft"
 # Outputs per tile side. On a 256→64 9×9 at 176×240 (2 cores): 8 → 166 ms, 16 → 107, 24 → 117, 32 → 127,
@@ -41,7 +40,7 @@ TILE = 16
 # The LKPAN kernels. IntraCL's 7×7 and 5×5 (32→32 channels) gain nothing: 20.5 ms direct vs 21.9 ms,
 # and 20.0 vs 28.3 ms, at 176×240 on 2 cores. (A 256→64 7×7 would: 301 → 104 ms; none is in these models.)
 MIN_KERNEL = 9
-# Only on maps at most this many times smaller per side than the network input (pointwise_unblocked's
+# Only on maps at most this many times smaller per side than the network input (onnx_graph's
 # downsampling(), from the graph's strides; a map whose scale it cannot tell is rewritten). LKPAN's two 9×9
 # convolutions at 1/32 gain nothing there: PP-OCRv4_server_det's session.run with them direct against through
 # the DFT (AMD EPYC Zen 5, 2 threads, best of 8): 871.6 / 874.9 ms at 672×960, 703.5 / 711.1 at 544×960,

@@ -1,5 +1,6 @@
-"""An ONNX graph as the speed rewrites (tools/graph_rewrites.py) see it: lookups, matching helpers, and
-a builder that splices a new subgraph in place of the nodes it replaces."""
+"""An ONNX graph as the speed rewrites (this package) see it: lookups, matching helpers, each map's scale
+against the network input (downsampling), and a builder that splices a new subgraph in place of the nodes
+it replaces."""
 
 from __future__ import annotations
 
@@ -232,3 +233,77 @@ class Subgraph:
             nodes.remove(old)
         self.graph.graph.initializer.extend(self.initializers)
         self.graph.refresh()
+
+
+# Ops that keep their spatial inputs' size: what downsampling() follows besides pools, convolutions and resizes.
+SIZE_KEEPING_OPS = frozenset(
+    {
+        "Add",
+        "BatchNormalization",
+        "Clip",
+        "Concat",
+        "Div",
+        "Erf",
+        "Gelu",
+        "HardSigmoid",
+        "HardSwish",
+        "Identity",
+        "LeakyRelu",
+        "Mul",
+        "Relu",
+        "Sigmoid",
+        "Sub",
+        "Tanh",
+    }
+)
+GLOBAL = 0.0  # a 1×1 summary of a map (global pooling): broadcasts against any size
+
+
+def spatial_strides(node: Any) -> Optional[int]:
+    """A convolution's or pool's stride, where it is the same along both sides (None otherwise)."""
+    strides = attribute(node, "strides") or [1, 1]
+    return int(strides[0]) if len(strides) == 2 and strides[0] == strides[1] else None
+
+
+def resize_factor(graph: Graph, node: Any) -> Optional[float]:
+    """How many times a Resize/Upsample enlarges each side, from its constant scales (None otherwise)."""
+    names = [name for name in node.input[1:] if name]
+    scales = None
+    for name in names:
+        value = graph.constant(name)
+        if value is not None and value.dtype == np.float32 and value.size == 4:
+            scales = value.reshape(4)
+    if scales is None or scales[2] != scales[3] or scales[2] <= 0:
+        return None
+    return float(scales[2])
+
+
+def downsampling(graph: Graph) -> dict[str, float]:
+    """How many times smaller per side than the network input each map is, by name: strides multiply,
+    transposed convolutions and resizes divide, global pools give GLOBAL. Maps whose size this cannot
+    tell (reshapes, shape arithmetic, anything else) are left out."""
+    factors = {put.name: 1.0 for put in graph.graph.input if put.name not in graph.initializers}
+    for node in graph.graph.node:  # topological order
+        known = [factors[name] for name in node.input if name in factors]
+        if not known:
+            continue
+        factor: Optional[float] = None
+        op = node.op_type
+        if node.input[0] not in factors:
+            pass
+        elif op in ("Conv", "MaxPool", "AveragePool", "ConvTranspose"):
+            stride = spatial_strides(node)
+            if stride is not None:
+                source = factors[node.input[0]]
+                factor = source / stride if op == "ConvTranspose" else source * stride
+        elif op in ("GlobalAveragePool", "GlobalMaxPool"):
+            factor = GLOBAL
+        elif op in ("Resize", "Upsample"):
+            enlarged = resize_factor(graph, node)
+            factor = None if enlarged is None else factors[node.input[0]] / enlarged
+        elif op in SIZE_KEEPING_OPS:
+            sizes = {value for value in known if value != GLOBAL}
+            factor = sizes.pop() if len(sizes) == 1 else (GLOBAL if not sizes else None)
+        if factor is not None:
+            factors.update((name, factor) for name in node.output)
+    return factors
