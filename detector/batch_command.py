@@ -11,7 +11,7 @@ from .cli import (
     CONTEXT_SETTINGS,
     EXIT_OK,
     EXIT_SOME_FAILED,
-    EXIT_USAGE,
+    _exit_for_missing_extra,
     _fail_usage,
     _model_arguments,
     detection_setting_options,
@@ -95,11 +95,7 @@ def batch(
     try:
         from . import distributed
     except ImportError as exc:
-        click.echo(
-            f"detect: error: `detect batch` needs the [ray] extra ({exc.name} is missing): pip install 'detector[ray]'",
-            err=True,
-        )
-        sys.exit(EXIT_USAGE)
+        _exit_for_missing_extra("batch", "ray", exc)
     model_name, model_dir = _model_arguments(model, model_dir)
     settings = dict(
         thresh=thresh,

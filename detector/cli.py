@@ -16,7 +16,7 @@ import traceback
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, NoReturn, Optional, Union
 
 import click
 
@@ -553,6 +553,16 @@ def _report(what: str, exc: BaseException, debug: bool) -> None:
     if debug:
         traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
     click.echo(f"detect: error: {what}: {exc}", err=True)
+
+
+def _exit_for_missing_extra(command: str, extra: str, exc: ImportError) -> NoReturn:
+    """`detect <command>` cannot run without the [extra] install extra: say which and how, exit EXIT_USAGE."""
+    click.echo(
+        f"detect: error: `detect {command}` needs the [{extra}] extra ({exc.name} is missing): "
+        f"pip install 'detector[{extra}]'",
+        err=True,
+    )
+    sys.exit(EXIT_USAGE)
 
 
 def _fail_usage(exc: BaseException, debug: bool) -> None:

@@ -375,3 +375,22 @@ def test_missing_onnxruntime_is_one_line_naming_the_extras(pages):
     proc = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "detector[cpu]" in proc.stderr and "detector[gpu]" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "command, module, extra",
+    [("batch", "detector.distributed", "ray"), ("serve", "detector.serve.app", "serve")],
+)
+def test_a_subcommand_without_its_extra_says_which_to_install(command, module, extra, monkeypatch, tmp_path):
+    import importlib
+
+    parent, _, name = module.rpartition(".")
+    monkeypatch.delattr(importlib.import_module(parent), name, raising=False)  # imported by an earlier test
+    monkeypatch.setitem(sys.modules, module, None)  # importing it now raises ModuleNotFoundError
+    args = [command, "--model", tmp_path / "none.onnx"] + (
+        ["-i", tmp_path, "-o", tmp_path / "out"] if command == "batch" else []
+    )
+    result = run_in_process(*args)
+    assert result.exit_code == 2, result.output
+    assert f"`detect {command}` needs the [{extra}] extra ({module} is missing)" in result.output
+    assert f"pip install 'detector[{extra}]'" in result.output

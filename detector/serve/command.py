@@ -15,7 +15,7 @@ import click
 
 from ..cli import (
     CONTEXT_SETTINGS,
-    EXIT_USAGE,
+    _exit_for_missing_extra,
     _fail_usage,
     _model_arguments,
     device_option,
@@ -99,12 +99,7 @@ def serve(
 
         from .app import create_app, load_detector
     except ImportError as exc:
-        click.echo(
-            f"detect: error: `detect serve` needs the [serve] extra ({exc.name} is missing): "
-            f"pip install 'detector[serve]'",
-            err=True,
-        )
-        sys.exit(EXIT_USAGE)
+        _exit_for_missing_extra("serve", "serve", exc)
     model_name, model_dir = _model_arguments(model, model_dir)
     config = ServeConfig(
         model_name=model_name,
