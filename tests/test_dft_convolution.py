@@ -91,11 +91,20 @@ def conv_kernels(model: onnx.ModelProto) -> list:
     ]
 
 
-# Sizes below, at and across tile boundaries, odd ones, 1×1, a batch of two. The heights cover each case
-# of the stacked planes: H + K//2 just below a whole number of tiles (12), at it (TILE - 4 = 12 for K = 9,
-# so the windows of a plane's last tile read the next plane's rows), just past it (13, TILE, 2·TILE - 1).
-SHAPES = ((1, 1), (3, 5), (12, 7), (13, 7), (TILE, 2 * TILE), (TILE + 1, 3 * TILE - 1), (2 * TILE - 1, 9), (40, 33))
-BATCHES = (1, 2, 1, 1, 2, 1, 2, 1)
+# (batch, height, width): sizes below, at and across tile boundaries, odd ones, 1×1, batches of two. The
+# heights cover each case of the stacked planes: H + K//2 just below a whole number of tiles (12), at it
+# (TILE - 4 = 12 for K = 9, so the windows of a plane's last tile read the next plane's rows), just past it
+# (13, TILE, 2·TILE - 1).
+SHAPES = (
+    (1, 1, 1),
+    (2, 3, 5),
+    (1, 12, 7),
+    (1, 13, 7),
+    (2, TILE, 2 * TILE),
+    (1, TILE + 1, 3 * TILE - 1),
+    (2, 2 * TILE - 1, 9),
+    (1, 40, 33),
+)
 
 
 @pytest.mark.parametrize("kernel, bias, seed", [(9, True, 0), (9, False, 1), (11, True, 2)])
@@ -105,8 +114,7 @@ def test_dft_convolution_matches_the_direct_one(kernel, bias, seed):
     assert applied == [DFT_CONV_REWRITE]
     assert all(1 in shape for shape in conv_kernels(fast)), "only the 1-D transforms are convolutions now"
     rng = np.random.default_rng(10 + seed)
-    assert len(BATCHES) == len(SHAPES)
-    for batch, (height, width) in zip(BATCHES, SHAPES):
+    for batch, height, width in SHAPES:
         x = rng.uniform(-2, 2, (batch, 6, height, width)).astype(np.float32)
         expected, got = run(model, {"x": x}), run(fast, {"x": x})
         assert got.shape == expected.shape == (batch, 5, height, width)

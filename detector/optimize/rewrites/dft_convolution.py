@@ -164,13 +164,11 @@ def transform_constants(new: Subgraph, kernel: int, tile: int) -> dict[str, str]
     }
 
 
-def whole_tiles(new: Subgraph, length: str, tile: int) -> str:
-    """ceil(length / tile), in the graph."""
-    return new.node(
-        "Div",
-        [new.node("Add", [length, new.ints("round_up", [tile - 1])], "round_up"), new.ints("tile", [tile])],
-        "tiles",
-    )
+def whole_tiles(new: Subgraph, length: str, tile: int) -> tuple[str, str]:
+    """In the graph: how many tiles cover length (ceil(length / tile)), and the length they cover."""
+    size = new.ints("tile", [tile])
+    tiles = new.node("Div", [new.node("Add", [length, new.ints("round_up", [tile - 1])], "round_up"), size], "tiles")
+    return tiles, new.node("Mul", [tiles, size], "covered")
 
 
 def rewrite_conv_via_dft(graph: Graph, conv: Any, shared: dict[int, dict[str, str]], tile: int = TILE) -> None:
@@ -198,9 +196,8 @@ def rewrite_conv_via_dft(graph: Graph, conv: Any, shared: dict[int, dict[str, st
     width = new.node("Slice", [shape, new.ints("start", [3]), new.ints("end", [4])], "width")
     height_width = new.node("Slice", [shape, new.ints("start", [2]), new.ints("end", [4])], "height_width")
     padded_height = new.node("Add", [height, new.ints("pad", [pad])], "padded_height")
-    tiles_h, tiles_w = whole_tiles(new, padded_height, tile), whole_tiles(new, width, tile)
-    plane_rows = new.node("Mul", [tiles_h, new.ints("tile", [tile])], "plane_rows")
-    covered_width = new.node("Mul", [tiles_w, new.ints("tile", [tile])], "covered_width")
+    tiles_h, plane_rows = whole_tiles(new, padded_height, tile)
+    tiles_w, covered_width = whole_tiles(new, width, tile)
     below = new.node("Sub", [plane_rows, padded_height], "below")
     plane_pads = new.node(
         "Concat", [new.ints("before", [0, 0, pad, 0, 0, 0]), below, new.ints("right", [0])], "plane_pads", axis=0
