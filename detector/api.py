@@ -63,12 +63,16 @@ logger = logging.getLogger(__name__)
 DEFAULT_MODEL_NAME = "PP-OCRv4_mobile_det"
 
 
+def whole_number_at_least_one(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InvalidParameterError(f"{name} must be a whole number >= 1, got {value!r}")
+    return int(value)
+
+
 def validate_batch_size(batch_size: Any) -> int:
     if batch_size is None:  # PaddleOCR's predict default: one image per batch
         return 1
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise InvalidParameterError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
-    return int(batch_size)
+    return whole_number_at_least_one("batch_size", batch_size)
 
 
 def check_model_name(model_name: str) -> str:
@@ -79,7 +83,7 @@ def check_model_name(model_name: str) -> str:
         or name.lower().endswith(".onnx")
         or name.startswith("~")
         or Path(name).is_absolute()
-        or ".." in Path(name).parts
+        or len(Path(name).parts) > 1
     )
     if looks_like_path:
         raise InvalidParameterError(
@@ -157,6 +161,8 @@ class TextDetection:
             raise InvalidParameterError(
                 "give input_shape or shape_bucket, not both: input_shape already makes every image one size"
             )
+        if cpu_threads is not None:  # None: onnxruntime's choice
+            cpu_threads = whole_number_at_least_one("cpu_threads", cpu_threads)
         loading: dict[str, Any] = {"max_pixels": max_pixels, "pdf_dpi": pdf_dpi, "url_timeout": url_timeout}
         self.load_options: LoadOptions = dataclasses.replace(
             DEFAULT_LOAD_OPTIONS, **{k: v for k, v in loading.items() if v is not None}

@@ -84,6 +84,8 @@ def resolve_model_path(model_name: Optional[str], model_dir: Optional[Union[str,
             return path
         if (path / MODEL_FILENAME).is_file():
             return path / MODEL_FILENAME
+        if not path.exists():
+            raise ModelNotFoundError(f"the model file or folder {str(path)!r} does not exist")
         raise ModelNotFoundError(
             f"model_dir {str(path)!r} is neither an .onnx file nor a folder holding {MODEL_FILENAME} "
             f"(PaddlePaddle's ONNX releases: {MODEL_FILENAME} + {INFERENCE_YML})"
@@ -133,8 +135,8 @@ def _not_downloadable_hint(model_name: str, known: bool) -> str:
     )
     if IN_CHECKOUT:
         how = (
-            f"Export it with `make export MODEL={model_name}`"
-            + ("" if known else " SOURCE=<paddle model dir or .onnx>")
+            f"Export it with `make export MODEL={model_name}"
+            + ("`" if known else " SOURCE=<paddle model dir or .onnx>`")
             + f", set {MODELS_ENV_VAR} to a folder holding <MODEL_NAME>/{MODEL_FILENAME}"
             + ", or pass model_dir=<path to .onnx>"
         )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,7 +90,9 @@ def validate_settings(settings: DetectionSettings) -> DetectionSettings:
         value = getattr(settings, name)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise InvalidParameterError(f"{name} must be a number, got {value!r}")
-        if kind is int and float(value) != int(value):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidParameterError(f"{name} must be a finite number, got {value!r}")
+        if kind is int and isinstance(value, float) and not value.is_integer():
             raise InvalidParameterError(f"{name} must be a whole number, got {value!r}")
         return kind(value)
 
@@ -214,6 +217,15 @@ def read_inference_yml(path: Path) -> tuple[dict, str]:
     return config, text
 
 
+def _refuse_other_name(model_name: Optional[str], named: Optional[str], where: str) -> None:
+    """A model_name given with a file that names another model is a mistake to report, not to ignore."""
+    if named and model_name and named != model_name:
+        raise InvalidModelError(
+            f"model_name is {model_name!r} but {where} names the model {named!r}: "
+            f"pass model_name={named!r}, or leave it out"
+        )
+
+
 def settings_for_model_file(
     metadata: Mapping[str, str], model_path: Path, model_name: Optional[str]
 ) -> tuple[str, DetectionSettings, str]:
@@ -227,17 +239,15 @@ def settings_for_model_file(
     from .catalog import KNOWN_MODELS, catalog_inference_config
 
     if METADATA_SETTINGS_KEY in metadata:
-        name = metadata.get(METADATA_MODEL_NAME_KEY) or model_name or ""
+        recorded = metadata.get(METADATA_MODEL_NAME_KEY)
+        _refuse_other_name(model_name, recorded, f"{model_path}'s metadata")
+        name = recorded or model_name or ""
         return name, settings_from_metadata(metadata, name), f"{model_path} metadata"
     yml = Path(model_path).parent / INFERENCE_YML
     if yml.is_file():
         config, _ = read_inference_yml(yml)
         declared = declared_model_name(config)
-        if declared and model_name and declared != model_name:  # PaddleX refuses this mismatch too
-            raise InvalidModelError(
-                f"model_name is {model_name!r} but {yml} names the model {declared!r}: "
-                f"pass model_name={declared!r}, or leave it out"
-            )
+        _refuse_other_name(model_name, declared, str(yml))  # PaddleX refuses this mismatch too
         name = declared or model_name or ""
         try:
             return name, settings_from_inference_config(config, name), str(yml)

@@ -189,6 +189,12 @@ def test_saved_outputs(model, pages, tmp_path):
         dict(unclip_ratio=0),
         dict(limit_type="middle"),
         dict(limit_side_len=0),
+        dict(limit_side_len=float("inf")),
+        dict(limit_side_len=float("nan")),
+        dict(limit_side_len=960.5),
+        dict(unclip_ratio=float("inf")),
+        dict(unclip_ratio=float("nan")),
+        dict(thresh=float("nan")),
         dict(score_mode="median"),
         dict(box_type="circle"),
     ],
@@ -198,11 +204,22 @@ def test_invalid_parameters_are_refused(model, kwargs):
         model.predict(np.zeros((32, 32, 3), np.uint8), **kwargs)
 
 
+def test_whole_numbers_of_any_size_are_whole_numbers(model):
+    (result,) = model.predict(np.zeros((32, 32, 3), np.uint8), max_side_limit=10**23, limit_side_len=960.0)
+    assert result["dt_polys"].shape == (0, 4, 2)
+
+
 def test_invalid_batch_size_and_unknown_setting(model):
     with pytest.raises(InvalidParameterError, match="batch_size"):
         model.predict(np.zeros((32, 32, 3), np.uint8), batch_size=0)
     with pytest.raises(InvalidParameterError, match="unknown setting"):
         model.predict(np.zeros((32, 32, 3), np.uint8), treshold=0.5)
+
+
+@pytest.mark.parametrize("cpu_threads", [0, -1, 2.5, "2", True])
+def test_invalid_cpu_threads_are_refused_before_loading(default_onnx, cpu_threads):
+    with pytest.raises(InvalidParameterError, match="cpu_threads must be a whole number >= 1"):
+        TextDetection(model_dir=default_onnx, device="cpu", cpu_threads=cpu_threads)
 
 
 def test_input_errors(model, tmp_path):
@@ -229,6 +246,8 @@ def test_model_resolution(monkeypatch, default_onnx, tmp_path):
         TextDetection(model_name="PP-OCRv9_det", device="cpu")
     with pytest.raises(ModelNotFoundError, match=r"neither an \.onnx file"):
         TextDetection(model_dir=tmp_path, device="cpu")
+    with pytest.raises(ModelNotFoundError, match=r"'.*nothere\.onnx' does not exist"):
+        TextDetection(model_dir=tmp_path / "nothere.onnx", device="cpu")
 
 
 def test_invalid_models_are_refused(tmp_path):
@@ -321,10 +340,22 @@ def test_saved_image_keeps_the_input_suffix_and_file_paths_write_one_file(model,
     assert result.save_all(tmp_path / "one.json") == [tmp_path / "one.json"]
     assert result.save_all(tmp_path / "one.png") == [tmp_path / "one.png"]
     assert not (tmp_path / "one.json").is_dir() and not (tmp_path / "one.png").is_dir()
+    # a folder named like a file, or a path written with a trailing separator, is a folder to save into
+    (tmp_path / "dir.json").mkdir()
+    assert [p.name for p in result.save_all(tmp_path / "dir.json")] == ["scan_res.json", "scan_res.jpg"]
+    assert result.save_to_json(f"{tmp_path / 'slash.json'}/") == tmp_path / "slash.json" / "scan_res.json"
     (tmp_path / "notes.txt").write_text("keep")
     with pytest.raises(DetectorError, match="is a file"):
         result.save_all(tmp_path / "notes.txt")  # a folder path that is a file: refused, nothing written
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "one.json", "one.png", "out", "scan.jpg"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "dir.json",
+        "notes.txt",
+        "one.json",
+        "one.png",
+        "out",
+        "scan.jpg",
+        "slash.json",
+    ]
 
 
 def test_empty_result_prints_like_paddleocr(model, capsys):
@@ -336,7 +367,13 @@ def test_empty_result_prints_like_paddleocr(model, capsys):
 
 
 def test_model_names_are_never_paths(default_onnx):
-    for path_like in (str(default_onnx), str(default_onnx.parent), "../models/PP-OCRv4_mobile_det", "~/m"):
+    for path_like in (
+        str(default_onnx),
+        str(default_onnx.parent),
+        "../models/PP-OCRv4_mobile_det",
+        "models/PP-OCRv4_mobile_det",
+        "~/m",
+    ):
         with pytest.raises(InvalidParameterError, match=r"is not a model name.*model_dir="):
             TextDetection(model_name=path_like, device="cpu")
     assert (

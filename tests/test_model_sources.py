@@ -374,3 +374,13 @@ def test_a_failed_import_runs_the_release_as_published(downloads, monkeypatch, c
     assert model.model_path == official / "inference.onnx" and model.settings.box_thresh == 0.4
     err = capsys.readouterr().err
     assert "runs as published: the rewrite failed (the rewritten map differs by 0.5)" in err
+
+
+def test_model_name_contradicting_the_exported_metadata_is_refused():
+    # an exported file names its model in its metadata: another model_name with it is refused like the yml's
+    tiny = REPO_ROOT / "models" / V6_TINY / "inference.onnx"
+    if not tiny.is_file():
+        _missing(f"{tiny} is missing: run `make models`")
+    with pytest.raises(InvalidModelError, match=f"metadata names the model '{V6_TINY}'"):
+        TextDetection(model_name=V6_SMALL, model_dir=tiny, device="cpu")
+    assert TextDetection(model_name=V6_TINY, model_dir=tiny, device="cpu").model_name == V6_TINY
