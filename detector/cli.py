@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import logging
 import sys
 import traceback
 import warnings
@@ -38,7 +39,7 @@ from .paddleocr_compat import PADDLEOCR_ENGINES
 from .precision import PRECISIONS
 from .prefetch import ordered_map, prefetch
 from .progress import progress_bar
-from .result import IMAGE_SUFFIXES, JSON_SUFFIXES, DetectionResult
+from .result import IMAGE_SUFFIXES, JSON_SUFFIXES, DetectionResult, names_file
 from .session import parse_device
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
@@ -140,15 +141,15 @@ class DetectCommand(click.Command):
 
 
 def _save_target(save_path: Optional[str]) -> tuple[Optional[str], bool]:
-    """(save_path, whether it names one file): a .json or image suffix is a file, as in PaddleOCR's save methods."""
+    """(save_path, whether it names one file: result.names_file)."""
     if not save_path:
         return None, False
-    names_file = Path(save_path).suffix.lower() in JSON_SUFFIXES + IMAGE_SUFFIXES
-    if not names_file and Path(save_path).exists() and not Path(save_path).is_dir():
+    one_file = names_file(save_path, JSON_SUFFIXES + IMAGE_SUFFIXES)
+    if not one_file and Path(save_path).exists() and not Path(save_path).is_dir():
         raise click.BadParameter(
             f"{save_path!r} is a file; give a folder, or a .json or image file name", param_hint="'--save_path'"
         )
-    return save_path, names_file
+    return save_path, one_file
 
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "show_default": True}
@@ -227,9 +228,27 @@ shape_bucket_option = click.option(
 )
 
 
+class _EchoedWarnings(logging.Handler):
+    """The package's logged warnings, printed like the command's own (``detect: warning: …``) on the
+    stderr of the moment."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(f"detect: {record.levelname.lower()}: {record.getMessage()}", err=True)
+
+
+def _show_package_warnings() -> None:
+    """Print the package's logged warnings (a resize past max_side_limit, say) with the command's prefix,
+    unless logging was set up already (then it decides)."""
+    package = logging.getLogger(__package__)
+    if package.handlers or logging.getLogger().handlers:
+        return
+    package.addHandler(_EchoedWarnings(logging.WARNING))
+
+
 @click.group(cls=DetectGroup, context_settings=CONTEXT_SETTINGS)
 def cli() -> None:
     """Detect text lines in images with a PP-OCR detection model on onnxruntime."""
+    _show_package_warnings()
 
 
 @cli.command(DETECT_COMMAND, cls=DetectCommand, context_settings=CONTEXT_SETTINGS)
@@ -425,6 +444,12 @@ def detect(
             debug,
         )
 
+    saved_from: dict[Path, str] = {}  # each file written in this run -> the input it was written for
+
+    def describe(result: DetectionResult) -> str:
+        page = result.get("page_index")
+        return f"{result['input_path'] or '<array>'}" + ("" if page is None else f" page {page}")
+
     def report(batch: list[LoadedImage], outcome: Union[list[DetectionResult], DetectorError]) -> None:
         if isinstance(outcome, DetectorError):
             tally["failed"] += len(batch)
@@ -439,7 +464,7 @@ def detect(
                 continue
             try:
                 if save_path:
-                    result.save_all(save_path)
+                    _warn_overwritten(result.save_all(save_path), describe(result), saved_from)
                 tally["done"] += 1
             except (DetectorError, OSError) as exc:
                 tally["failed"] += 1
@@ -547,6 +572,16 @@ def _batch_events(sources: list[Source], options: LoadOptions, batch_size: int) 
             pending = []
     if pending:
         yield "batch", pending
+
+
+def _warn_overwritten(written: list[Path], what: str, saved_from: dict[Path, str]) -> None:
+    """Say when a result replaced one written earlier in the same run: inputs in different folders that
+    share a name (a/x.png, b/x.png) or a stem (x.jpg, x.png) get the same result file names, as in PaddleOCR."""
+    for path in written:
+        earlier = saved_from.get(path)
+        if earlier is not None and earlier != what:
+            click.echo(f"detect: warning: {path} replaced the result of {earlier}: same name as {what}", err=True)
+        saved_from[path] = what
 
 
 def _report(what: str, exc: BaseException, debug: bool) -> None:

@@ -23,6 +23,17 @@ JSON_SUFFIXES = (".json",)
 # A save_path ending in one of these is a file, not a folder; an input with one keeps it for its
 # visualization (PaddleX: <stem>_res<input suffix>). All are formats OpenCV can encode.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def names_file(save_path: Union[str, os.PathLike], suffixes: tuple[str, ...]) -> bool:
+    """Whether a save path names one file: it ends in one of ``suffixes`` (as PaddleOCR's save methods
+    read it), and is neither a folder already nor written with a trailing separator (``out.json/``)."""
+    text = os.fspath(save_path)
+    if text.endswith(("/", os.sep)) or Path(text).is_dir():
+        return False
+    return Path(text).suffix.lower() in suffixes
+
+
 DEFAULT_IMAGE_SUFFIX = ".png"
 
 # Inputs without a file name (arrays, bytes, PIL images) are saved as <unix time>_<number>, the
@@ -124,13 +135,13 @@ class DetectionResult(dict, _StrView):
 
     def _json_target(self, save_path: Union[str, os.PathLike]) -> Path:
         path = Path(save_path)
-        if path.suffix.lower() in JSON_SUFFIXES:
+        if names_file(save_path, JSON_SUFFIXES):
             return path
         return path / f"{self._file_name()[0]}_{RESULT_KEY}.json"
 
     def _img_target(self, save_path: Union[str, os.PathLike]) -> Path:
         path = Path(save_path)
-        if path.suffix.lower() in IMAGE_SUFFIXES:
+        if names_file(save_path, IMAGE_SUFFIXES):
             return path
         stem, suffix = self._file_name()
         suffix = suffix if suffix.lower() in IMAGE_SUFFIXES else DEFAULT_IMAGE_SUFFIX
@@ -177,14 +188,14 @@ class DetectionResult(dict, _StrView):
         file path: ``out.json`` the JSON, ``out.png`` (or another image suffix) the visualization.
         (PaddleOCR's save_all would then make a folder of the file's name and fail half-way.)
         """
-        suffix = Path(save_path).suffix.lower()
-        if suffix in JSON_SUFFIXES:
+        if names_file(save_path, JSON_SUFFIXES):
             return [self.save_to_json(save_path)]
-        if suffix in IMAGE_SUFFIXES:
+        if names_file(save_path, IMAGE_SUFFIXES):
             return [self.save_to_img(save_path)]
         folder = Path(save_path)
         if folder.exists() and not folder.is_dir():
             raise DetectorError(f"save_path {str(folder)!r} is a file; give a folder, or a .json or image file name")
         if self.input_img is None:
             raise DetectorError("this result holds no input image to draw on")
+        folder.mkdir(parents=True, exist_ok=True)  # a folder now, whatever its name's suffix
         return [self.save_to_json(folder), self.save_to_img(folder)]

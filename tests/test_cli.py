@@ -364,6 +364,18 @@ def test_save_path_naming_a_file(model_path, pages, tmp_path):
     # a folder path that exists as a file is a usage error, not "File exists" half-way
     proc = run_in_process("-i", banner, *common, "--save_path", tmp_path / "two.pdf")
     assert proc.exit_code == 2 and "is a file" in proc.output
+    # a folder named like a file (or a path with a trailing separator) is a folder: results go inside
+    (tmp_path / "folder.json").mkdir()
+    for folder in (tmp_path / "folder.json", f"{tmp_path / 'new.json'}/"):
+        proc = run_in_process("-i", banner, *common, "--save_path", folder)
+        assert proc.exit_code == 0, proc.output
+        assert sorted(p.name for p in Path(folder).iterdir()) == ["banner_res.json", "banner_res.png"]
+
+
+def test_package_warnings_read_like_the_command_s_own(model_path, pages):
+    proc = detect("-i", pages["banner"][0], "--model", model_path, "--device", "cpu", "--max-side-limit", "100")
+    assert proc.returncode == 0, proc.stderr
+    assert "detect: warning: resized image" in proc.stderr and "exceeds max_side_limit 100" in proc.stderr
 
 
 def test_missing_onnxruntime_is_one_line_naming_the_extras(pages):
@@ -395,3 +407,17 @@ def test_a_subcommand_without_its_extra_says_which_to_install(command, module, e
     # the module named is the first one missing: ours here, a third-party one where the extra is not installed
     assert f"`detect {command}` needs the [{extra}] extra (" in result.output and " is missing)" in result.output
     assert f"pip install 'detector[{extra}]'" in result.output
+
+
+def test_results_of_inputs_sharing_a_name_are_not_replaced_silently(model_path, pages, tmp_path):
+    import shutil
+
+    for folder in ("a", "b"):
+        (tmp_path / "in" / folder).mkdir(parents=True)
+        shutil.copy(pages["banner"][0], tmp_path / "in" / folder / "scan.png")
+    out = tmp_path / "out"
+    proc = run_in_process("-i", tmp_path / "in", "-r", "--model", model_path, "--device", "cpu", "--save_path", out)
+    assert proc.exit_code == 0, proc.output
+    assert sorted(p.name for p in out.iterdir()) == ["scan_res.json", "scan_res.png"]  # PaddleOCR's names
+    replaced = [line for line in proc.output.splitlines() if line.startswith("detect: warning:")]
+    assert len(replaced) == 2 and all("replaced the result of" in line and "scan.png" in line for line in replaced)
