@@ -86,6 +86,26 @@ def decode_bgr(data: bytes, choice: Optional[FastDecode]) -> Optional[np.ndarray
     return cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
 
 
+def decode_damaged_jpeg(data: bytes, choice: Optional[FastDecode]) -> Optional[np.ndarray]:
+    """A plain JPEG (choice: its headers passed the JPEG fast decoder's test) that OpenCV could not decode,
+    decoded by libjpeg-turbo's tolerant mode: a file cut short, or missing its end marker only.
+
+    OpenCV 5 refuses such files; OpenCV 4 (PaddleOCR's) decodes them but leaves black the rows it
+    did not finish. Here every row the data holds is kept, what is missing is filled grey by
+    libjpeg-turbo: not OpenCV's pixels (there are none to match), so the caller says so.
+    """
+    if choice is None or choice.decoder != JPEG_DECODER:
+        return None
+    simplejpeg = _import_optional("simplejpeg")
+    if simplejpeg is None:
+        return None
+    try:
+        image = simplejpeg.decode_jpeg(bytes(data), colorspace="BGR", fastdct=False, fastupsample=False, strict=False)
+    except Exception:  # ValueError: not even libjpeg-turbo's tolerant mode reads it
+        return None
+    return np.ascontiguousarray(image) if image.shape == (choice.height, choice.width, 3) else None
+
+
 def choose_fast_decoder(data: bytes) -> Optional[FastDecode]:
     """The fast decoder proven to match OpenCV on this file, from its headers alone; None: use OpenCV."""
     try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import glob
 import io
+import logging
 import os
 import threading
 import urllib.error
@@ -25,7 +26,7 @@ from typing import Any, Optional
 import cv2
 import numpy as np
 
-from .decode import choose_fast_decoder, decode_bgr
+from .decode import choose_fast_decoder, decode_bgr, decode_damaged_jpeg
 from .errors import (
     ImageTooLargeError,
     InputNotFoundError,
@@ -42,6 +43,7 @@ TIFF_MAGICS = (b"II*\x00", b"MM\x00*")  # little- and big-endian
 GLOB_CHARACTERS = frozenset("*?[")
 POINTS_PER_INCH = 72.0
 # pdfium is not thread-safe: every call into it goes through this lock.
+logger = logging.getLogger(__name__)
 _PDFIUM_LOCK = threading.Lock()
 
 
@@ -92,7 +94,7 @@ class Source:
 
 
 def to_bgr_uint8(array: np.ndarray) -> np.ndarray:
-    """Gray, BGR or BGRA arrays of uint8/uint16/float in [0, 1] -> BGR uint8 HxWx3."""
+    """Gray, BGR or BGRA arrays of uint8/uint16/float (in [0, 1], or 0-255 if above 1) -> BGR uint8 HxWx3."""
     if not isinstance(array, np.ndarray) or array.size == 0:
         raise UnsupportedInputError("an image array must be a non-empty numpy array")
     if array.ndim == 3 and array.shape[2] == 1:
@@ -104,7 +106,10 @@ def to_bgr_uint8(array: np.ndarray) -> np.ndarray:
     if array.dtype == np.uint16:
         array = (array >> 8).astype(np.uint8)
     elif array.dtype.kind == "f":
-        array = np.clip(np.nan_to_num(array) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        values = np.nan_to_num(array)
+        # [0, 1]; a float image with values above 1 is on PaddleOCR's scale, 0-255 (it normalizes x / 255)
+        scale = 1.0 if values.max() > 1.0 else 255.0
+        array = np.clip(values * scale + 0.5, 0, 255).astype(np.uint8)
     elif array.dtype == np.bool_:
         array = array.astype(np.uint8) * 255
     elif array.dtype != np.uint8:
@@ -119,9 +124,13 @@ def to_bgr_uint8(array: np.ndarray) -> np.ndarray:
 def pil_to_bgr(image: Any) -> np.ndarray:
     """A PIL image (any mode) -> BGR uint8."""
     mode = image.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I"):
+    if mode in ("I;16", "I;16B", "I;16L"):
+        return to_bgr_uint8((np.asarray(image) >> 8).astype(np.uint8))  # scaled as OpenCV scales 16-bit files
+    if mode == "I":  # 32-bit integers: 8-bit values as they are (as Pillow's convert keeps them), else 16-bit
         array = np.asarray(image)
-        return to_bgr_uint8((array >> 8).astype(np.uint8) if array.dtype != np.uint8 else array)
+        if array.size and array.min() >= 0 and array.max() <= 255:
+            return to_bgr_uint8(array.astype(np.uint8))
+        return to_bgr_uint8((np.clip(array, 0, 65535) >> 8).astype(np.uint8))
     if mode == "L":
         return to_bgr_uint8(np.asarray(image))
     if mode != "RGB":
@@ -172,6 +181,10 @@ def decode_image_bytes(data: bytes, what: str, options: LoadOptions) -> np.ndarr
     if size is not None:
         check_pixel_budget(size[0], size[1], options.max_pixels, what)
     image = decode_bgr(data, choice)
+    if image is None:
+        image = decode_damaged_jpeg(data, choice)
+        if image is not None:
+            logger.warning("%s is a damaged JPEG (cut short, or without its end marker): decoded what it holds", what)
     if image is None:
         raise UnreadableImageError(
             f"{what} is not an image OpenCV can decode (corrupt, truncated or unsupported format)"

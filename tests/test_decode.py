@@ -28,6 +28,7 @@ from detector.decode import (
     decode_fast,
     decode_png_numpy,
 )
+from detector.errors import UnreadableImageError
 from detector.inputs import DEFAULT_LOAD_OPTIONS, decode_image_bytes
 
 pytestmark = pytest.mark.runtime  # no Paddle, no model: make test-pythons runs it against every OpenCV we allow
@@ -286,6 +287,25 @@ def test_truncated_jpeg_is_refused_by_the_fast_decoder_and_opencv_decides():
     reference = opencv(truncated)
     result = decode_bgr(truncated, choose_fast_decoder(truncated))
     assert (reference is None and result is None) or np.array_equal(result, reference)
+
+
+def test_damaged_jpegs_opencv_refuses_are_decoded_as_far_as_they_go_with_a_warning(caplog):
+    image = picture(131, 97, 9)
+    full = cv_encode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    whole = opencv(full)
+    for damaged, whole_rows in ((full[:-2], 97), (full[: len(full) * 2 // 3], 16)):  # no end marker; cut short
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="detector.inputs"):
+            pixels = decode_image_bytes(damaged, "scan.jpg", DEFAULT_LOAD_OPTIONS)
+        reference = opencv(damaged)
+        if reference is not None:  # OpenCV 4 decodes them (black past the damage): its pixels, silently
+            assert np.array_equal(pixels, reference) and not caplog.records
+            continue
+        # OpenCV 5 refuses them: libjpeg-turbo's tolerant mode keeps every row the data holds, and says so
+        assert pixels.shape == whole.shape and np.array_equal(pixels[:whole_rows], whole[:whole_rows])
+        assert ["scan.jpg is a damaged JPEG" in r.getMessage() for r in caplog.records] == [True]
+    with pytest.raises(UnreadableImageError):  # headers only: nothing to decode
+        decode_image_bytes(full[:300], "scan.jpg", DEFAULT_LOAD_OPTIONS)
 
 
 def test_missing_fast_decoders_fall_back_to_opencv_silently(monkeypatch):

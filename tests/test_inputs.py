@@ -21,7 +21,7 @@ from detector import (
     UnreadableImageError,
     UnsupportedInputError,
 )
-from detector.inputs import LoadOptions, iter_images
+from detector.inputs import LoadOptions, iter_images, pil_to_bgr
 from detector.result import write_atomically
 from tests.rendered import write_rendered_pages
 
@@ -90,6 +90,8 @@ def test_bytes_pil_and_arrays_agree_with_the_file(model, banner):
     sixteen = image.astype(np.uint16) * 257
     np.testing.assert_array_equal(model.predict(sixteen)[0]["dt_polys"], expected)
     assert count(model.predict(Image.fromarray(sixteen[:, :, 0]))) == [lines]  # PIL mode I;16
+    for floats in (image / 255.0, image.astype(np.float32)):  # [0, 1], and PaddleOCR's 0-255 for floats
+        np.testing.assert_array_equal(model.predict(floats)[0]["dt_polys"], expected)
 
 
 def test_unsupported_types(model):
@@ -223,6 +225,17 @@ def test_tiff_pages_in_other_modes(tmp_path):
     first, second = list(iter_images(path))
     np.testing.assert_array_equal(first.image[:, :, 0], (gray16 >> 8).astype(np.uint8))  # 16-bit scaled as OpenCV does
     assert second.image.shape == (40, 30, 3) and set(np.unique(second.image)) == {0, 255}
+
+
+def test_32_bit_integer_images_keep_8_bit_values_and_scale_16_bit_ones(tmp_path):
+    eight = (np.arange(48 * 64) % 256).reshape(48, 64).astype(np.int32)
+    sixteen = eight * 257
+    path = tmp_path / "int32.tif"
+    Image.fromarray(eight).save(path)  # mode "I": PaddleX's Pillow conversion keeps 0-255 as they are
+    (loaded,) = list(iter_images(path))
+    np.testing.assert_array_equal(loaded.image[:, :, 0], eight.astype(np.uint8))
+    np.testing.assert_array_equal(pil_to_bgr(Image.fromarray(eight))[:, :, 2], eight.astype(np.uint8))
+    np.testing.assert_array_equal(pil_to_bgr(Image.fromarray(sixteen))[:, :, 1], (sixteen >> 8).astype(np.uint8))
 
 
 def test_broken_or_huge_tiff_is_refused(model, banner, tmp_path):
