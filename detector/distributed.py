@@ -39,7 +39,7 @@ ROW_SCHEMA = pa.schema(
     [
         ("path", pa.string()),
         ("page_index", pa.int32()),
-        ("dt_polys", pa.list_(pa.list_(pa.list_(pa.int16())))),
+        ("dt_polys", pa.list_(pa.list_(pa.list_(pa.int32())))),  # int32: images past 32767 px
         ("dt_scores", pa.list_(pa.float64())),
         ("error", pa.string()),
     ]
@@ -152,10 +152,21 @@ def resolve_inputs(inputs: Sequence[str], recursive: bool = False) -> list[str]:
 
 
 def check_output(output: str) -> None:
+    """An output that holds files already is refused: Ray would add this run's files beside them."""
     if is_uri(output):
-        return  # Ray refuses an existing remote output itself (SaveMode.ERROR)
-    folder = Path(output)
-    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        try:
+            filesystem, root = pyarrow.fs.FileSystem.from_uri(output)
+            found = filesystem.get_file_info(root)
+            occupied = found.type == pyarrow.fs.FileType.File or (
+                found.type == pyarrow.fs.FileType.Directory
+                and bool(filesystem.get_file_info(pyarrow.fs.FileSelector(root)))
+            )
+        except Exception:  # a scheme or store pyarrow cannot reach from here: Ray says so when it writes
+            return
+    else:
+        folder = Path(output)
+        occupied = folder.exists() and (not folder.is_dir() or any(folder.iterdir()))
+    if occupied:
         raise InvalidParameterError(
             f"output {output!r} exists and is not an empty folder: choose a new one, "
             f"so the rows written are only this run's"
@@ -206,6 +217,13 @@ def run_batch(
         # onnxruntime would take every core in each actor; give each the cores Ray reserved for it
         spec = ModelSpec(**{**spec.__dict__, "cpu_threads": max(1, round(cpus_per_actor))})
     if ray_address is None:
+        local_cpus = os.cpu_count() or 1
+        if not ray.is_initialized() and cpus_per_actor > local_cpus:  # connect() starts the local instance:
+            # with no more CPUs than this machine's, Ray would wait for an actor slot that never comes
+            raise InvalidParameterError(
+                f"cpus_per_actor {cpus_per_actor:g} is more than this machine's {local_cpus} CPUs "
+                f"(the local Ray instance has no more); lower it, or join a cluster with ray_address"
+            )
         spec.load()  # a bad model or device fails here, once, with the library's message
     connect(ray_address)
     start = time.perf_counter()

@@ -19,6 +19,8 @@ from .preprocess import ResizeInfo
 
 # Boxes whose short side is below this (in map pixels) are noise; after unclip the bar is MIN_SIZE + 2.
 MIN_SIZE = 3
+# Box coordinates are int16 as in PaddleX up to this side length; larger images get int32 (PaddleX wraps them).
+INT16_MAX = int(np.iinfo(np.int16).max)
 # PaddleOCR's use_dilation kernel.
 DILATION_KERNEL = np.ones((2, 2), dtype=np.uint8)
 # approxPolyDP tolerance for box_type "poly", as a fraction of the contour's perimeter.
@@ -74,11 +76,12 @@ def unclip_polygon(polygon: np.ndarray, unclip_ratio: float) -> list[np.ndarray]
 
 
 def rescale_to_original(points: np.ndarray, map_height: int, map_width: int, info: ResizeInfo) -> np.ndarray:
-    """Map coordinates on the probability map back to original-image pixels, rounded and clipped."""
+    """Map coordinates on the probability map back to original-image pixels, rounded and clipped:
+    int16 as PaddleX gives them, int32 for an image wider or taller than int16 holds (PaddleX's wrap)."""
     scaled = np.empty_like(points, dtype=np.float64)
     scaled[:, 0] = np.clip(np.round(points[:, 0] * (info.src_width / map_width)), 0, info.src_width)
     scaled[:, 1] = np.clip(np.round(points[:, 1] * (info.src_height / map_height)), 0, info.src_height)
-    return scaled
+    return scaled.astype(np.int16 if max(info.src_width, info.src_height) <= INT16_MAX else np.int32)
 
 
 def quads_from_mask(
@@ -90,7 +93,7 @@ def quads_from_mask(
     max_candidates: int,
     score_mode: str,
 ) -> tuple[np.ndarray, list[float]]:
-    """Quadrilateral boxes (N,4,2) int16 in original-image pixels, and their scores."""
+    """Quadrilateral boxes (N,4,2) in original-image pixels (rescale_to_original's type), and their scores."""
     map_height, map_width = mask.shape
     contours, _ = cv2.findContours(mask, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
     boxes, scores = [], []
@@ -109,7 +112,7 @@ def quads_from_mask(
         quad, short_side = min_area_quad(grown)
         if short_side < MIN_SIZE + 2:
             continue
-        boxes.append(rescale_to_original(quad, map_height, map_width, info).astype(np.int16))
+        boxes.append(rescale_to_original(quad, map_height, map_width, info))
         scores.append(float(score))
     if not boxes:
         return np.zeros((0, 4, 2), dtype=np.int16), []
@@ -124,7 +127,7 @@ def polygons_from_mask(
     unclip_ratio: float,
     max_candidates: int,
 ) -> tuple[list[np.ndarray], list[float]]:
-    """Polygon boxes (each (K,2) int16) in original-image pixels, and their scores."""
+    """Polygon boxes (each (K,2), rescale_to_original's type) in original-image pixels, and their scores."""
     map_height, map_width = mask.shape
     contours, _ = cv2.findContours(mask, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
     polygons, scores = [], []
@@ -143,7 +146,7 @@ def polygons_from_mask(
         _, short_side = min_area_quad(polygon.reshape(-1, 1, 2).astype(np.float32))
         if short_side < MIN_SIZE + 2:
             continue
-        polygons.append(rescale_to_original(polygon, map_height, map_width, info).astype(np.int16))
+        polygons.append(rescale_to_original(polygon, map_height, map_width, info))
         scores.append(float(score))
     return polygons, scores
 

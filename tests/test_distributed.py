@@ -5,6 +5,7 @@ Rows must equal TextDetection.predict for the same files; a broken file is one r
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -130,12 +131,15 @@ def test_cli_jsonl_with_settings_on_an_existing_cluster(local_ray, folder, defau
 def test_usage_errors_are_one_line_without_starting_ray(folder, tmp_path):
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "old.parquet").write_bytes(b"")
+    cores = os.cpu_count() or 1
     for args, words in (
         ((str(tmp_path / "missing"), str(tmp_path / "o")), "does not exist"),
         ((str(folder), str(tmp_path / "full")), "not an empty folder"),
+        ((str(folder), (tmp_path / "full").as_uri()), "not an empty folder"),  # a URI too: Ray would append
+        ((str(folder), str(tmp_path / "o"), "--cpus-per-actor", str(cores + 1)), f"this machine's {cores} CPUs"),
     ):
         proc = subprocess.run(
-            [sys.executable, "-m", "detector.cli", "batch", "-i", args[0], "-o", args[1]],
+            [sys.executable, "-m", "detector.cli", "batch", "-i", args[0], "-o", args[1], *args[2:]],
             capture_output=True,
             text=True,
             cwd=REPO_ROOT,

@@ -29,6 +29,20 @@ def blank():
     return np.zeros((320, 480), np.float32)
 
 
+@pytest.mark.parametrize("box_type", ["quad", "poly"])
+def test_coordinates_past_int16_do_not_wrap(box_type):
+    # a 40000-pixel-wide image mapped from a 480-wide map: PaddleX's int16 would wrap x to negatives
+    prob = blank()
+    prob[100:130, 400:470] = 0.9
+    wide = ResizeInfo(320, 40_000, 1.0, 480 / 40_000)
+    boxes, _ = decode(prob, info=wide, box_type=box_type)
+    points = np.concatenate([np.asarray(b).reshape(-1, 2) for b in boxes])
+    assert all(np.asarray(b).dtype == np.int32 for b in boxes)
+    assert points[:, 0].min() > 30_000 and points[:, 0].max() <= 40_000  # map x 400-470, unclipped, x 83.3
+    narrow, _ = decode(prob, info=ResizeInfo(320, 32_767, 1.0, 480 / 32_767), box_type=box_type)
+    assert all(np.asarray(b).dtype == np.int16 for b in narrow) and len(narrow) == len(boxes)
+
+
 def test_axis_aligned_rectangle_becomes_one_unclipped_box():
     prob = blank()
     prob[100:130, 50:250] = 0.9
