@@ -212,6 +212,9 @@ def test_every_bad_request_gets_a_4xx_envelope(server, pages):
     assert_refused(server.post_raw("/detect?thresh=abc", image, "image/png"), 422, "thresh")
     assert_refused(server.post_raw("/detect?limit_type=diagonal", image, "image/png"), 422, "limit_type")
     assert_refused(server.post_raw("/detect?limit_side_len=0", image, "image/png"), 422, "limit_side_len")
+    assert_refused(server.post_raw("/detect?unclip_ratio=inf", image, "image/png"), 422, "finite")
+    assert_refused(server.post_raw("/detect?boxthresh=0.9", image, "image/png"), 400, "boxthresh")
+    assert_refused(server.post_json("/detect", {"image": b64, "limit_side_len": float("nan")}), 422, "finite")
     assert_refused(server.post_json("/detect", {"image": b64, "box_thresh": "high"}), 422, "box_thresh")
     assert_refused(server.post_json("/detect?box_thresh=0.5", {"image": b64, "box_thresh": 0.6}), 400, "box_thresh")
     assert_refused(server.request("GET", "/detect"), 405)
@@ -334,6 +337,16 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0(default_onnx, tmp_pa
         assert_success(status, body)
         assert detected_pages(body) == expected_pages(library, large_page)
         assert "Traceback" not in server.log.read_text()
+
+
+def test_sigterm_does_not_wait_for_an_inference_past_the_timeout(default_onnx, tmp_path, large_page):
+    # boxes grown a billion-fold take the polygon clipper many seconds: far past a 1 s --timeout
+    with running_server(default_onnx, tmp_path, "--timeout", "1") as server:
+        status, _, body = server.post_raw("/detect?unclip_ratio=1e9", large_page, "image/png")
+        assert status == 503 and "--timeout" in body["errorMsg"]
+        assert server.request("GET", "/health")[2]["result"]["inference"]["running"] == 1  # still at it
+        assert server.stop() == 0
+    assert "exiting with 1 inference(s) still running past --timeout" in server.log.read_text()
 
 
 def test_serve_command_errors_are_one_line(tmp_path):

@@ -17,6 +17,7 @@ import dataclasses
 import json
 import logging
 import os
+import sys
 import threading
 import time
 import uuid
@@ -269,6 +270,10 @@ def create_app(config: ServeConfig, detector: Optional[TextDetection] = None) ->
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         gate.shutdown()  # requests still queued at shutdown are dropped; running ones finish
+        abandoned = gate.snapshot()["running"]
+        if abandoned and config.exit_past_timeout:  # past the graceful --timeout: nobody waits for them
+            logger.warning("exiting with %d inference(s) still running past --timeout", abandoned)
+            exit_now()
 
     app = FastAPI(
         title="detector",
@@ -395,6 +400,11 @@ def create_app(config: ServeConfig, detector: Optional[TextDetection] = None) ->
     ) -> JSONResponse:
         start = time.perf_counter()
         request.state.log_id = new_log_id()
+        unknown = sorted(set(request.query_params) - set(REQUEST_SETTINGS))
+        if unknown:  # a misspelt setting would otherwise be dropped silently
+            raise RequestError(
+                400, f"unknown query parameter(s) {', '.join(unknown)}; accepted: {', '.join(REQUEST_SETTINGS)}"
+            )
         query = {
             key: value
             for key, value in (
@@ -423,6 +433,15 @@ def create_app(config: ServeConfig, detector: Optional[TextDetection] = None) ->
         return JSONResponse(envelope(request.state.log_id, 200, "Success", result))
 
     return app
+
+
+def exit_now() -> None:
+    """End the process with 0 (a requested stop) without joining the inference threads, as
+    interpreter exit would: their results have no one left to go to."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def app_from_environment() -> FastAPI:

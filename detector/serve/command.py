@@ -113,6 +113,7 @@ def serve(
         max_pixels=max_pixels,
         timeout_s=timeout_s,
         allow_urls=allow_urls,
+        exit_past_timeout=True,
     )
     cores = os.cpu_count()
     if config.cores_are_shared(workers, cores):

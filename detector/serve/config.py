@@ -31,6 +31,10 @@ class ServeConfig:
     max_pixels: Optional[int] = None  # None: the library's default (Pillow's bomb limit)
     timeout_s: float = 60.0  # per request, waiting for a slot included
     allow_urls: bool = False  # {"url": …} makes the server fetch: off by default (SSRF)
+    # At shutdown, end the process at once if inferences are still running past the graceful --timeout
+    # (Python would otherwise wait for their threads at exit). `detect serve` sets it; an app made
+    # with create_app inside another program leaves its process alone.
+    exit_past_timeout: bool = False
 
     def cores_are_shared(self, workers: int, cores: Optional[int]) -> bool:
         """Whether ``workers`` processes of this config, each running max_concurrency inferences on
