@@ -178,6 +178,7 @@ def test_paddleocr_label_file(tmp_path):
         ('a.jpg\t[{"transcription": "x"}]', 'region 0 must be an object with "points"'),
         ('a.jpg\t[{"transcription": "x", "points": [[1, 2], [3, 4]]}]', "at least 3 [x, y] pairs"),
         ('a.jpg\t[{"transcription": "x", "points": [[1, "b"], [3, 4], [5, 6]]}]', "list of [x, y] pairs"),
+        ('a.jpg\t[{"transcription": "x", "points": [[1e308, 0], [1e308, 1e308], [0, 1e308]]}]', "beyond ±1e+09"),
     ],
 )
 def test_paddleocr_label_file_errors_name_file_and_line(tmp_path, line, complaint):
@@ -340,6 +341,19 @@ def test_eval_reads_model_names_as_names_like_detect(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert _model_keywords("PP-OCRv4_mobile_det") == {"model_name": "PP-OCRv4_mobile_det", "model_dir": None}
     assert _model_keywords("other/model.onnx") == {"model_name": None, "model_dir": "other/model.onnx"}
+
+
+def test_detect_eval_takes_model_folders(default_onnx, small_set):
+    folder = str(default_onnx.parent)
+    by_dir = detect("eval", "--labels", str(small_set), "--model-dir", folder, "--device", "cpu", "--json")
+    assert by_dir.returncode == 0, by_dir.stderr
+    # a --compare model with a path separator is a path: a folder (or .onnx file) against a name
+    compared = detect(
+        "eval", "--labels", str(small_set), "--compare", folder, default_onnx.parent.name, "--device", "cpu", "--json"
+    )
+    assert compared.returncode == 0, compared.stderr
+    first, second = json.loads(compared.stdout)["rows"]
+    assert first["hmean"] == second["hmean"] == json.loads(by_dir.stdout)["hmean"]
 
 
 def test_parity_set_labels_are_the_rendered_line_boxes(tmp_path):

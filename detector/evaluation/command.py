@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from typing import Any, Optional
@@ -9,34 +10,42 @@ from typing import Any, Optional
 import click
 
 from ..api import DEFAULT_MODEL_NAME, TextDetection
-from ..cli import _model_arguments, detection_setting_options, device_option, model_option
+from ..cli import _model_arguments, detection_setting_options, device_option, model_dir_option, model_option
 from ..errors import DetectorError, InvalidParameterError
 from ..precision import PRECISIONS
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
-def _model_keywords(model: Optional[str]) -> dict[str, Optional[str]]:
-    """--model (and each --compare model) is a name unless it ends in .onnx, as for `detect`."""
-    model_name, model_dir = _model_arguments(model, None)
+def _model_keywords(model: Optional[str], model_dir: Optional[str] = None) -> dict[str, Optional[str]]:
+    """--model is a name unless it ends in .onnx, and --model-dir a path, as for `detect`."""
+    model_name, model_dir = _model_arguments(model, model_dir)
     return {"model_name": model_name, "model_dir": model_dir}
 
 
+def _compared_model(item: str) -> dict[str, Optional[str]]:
+    """A --compare model: a path (to an .onnx file or a model folder) if it has a separator, else a name."""
+    if "/" in item or os.sep in item:
+        return {"model_name": None, "model_dir": item}
+    return _model_keywords(item)
+
+
 def _detector_specs(
-    model: Optional[str], precision: Optional[str], compare: Optional[tuple[str, str]]
+    model: Optional[str], model_dir: Optional[str], precision: Optional[str], compare: Optional[tuple[str, str]]
 ) -> dict[str, dict[str, Any]]:
     """name -> TextDetection keywords. --compare takes two precisions of --model, or two models."""
     if not compare:
-        return {precision or model or DEFAULT_MODEL_NAME: {**_model_keywords(model), "precision": precision}}
+        name = precision or model or model_dir or DEFAULT_MODEL_NAME
+        return {name: {**_model_keywords(model, model_dir), "precision": precision}}
     first, second = compare
     if first == second:
         raise InvalidParameterError(f"--compare needs two different models or precisions, got {first!r} twice")
     specs = {}
     for item in compare:
         if item in PRECISIONS:
-            specs[item] = {**_model_keywords(model), "precision": item}
+            specs[item] = {**_model_keywords(model, model_dir), "precision": item}
         else:
-            specs[item] = {**_model_keywords(item), "precision": precision}
+            specs[item] = {**_compared_model(item), "precision": precision}
     return specs
 
 
@@ -58,6 +67,7 @@ def _detector_specs(
     help="Folder the label file's image paths are relative to [default: the label file's folder].",
 )
 @model_option
+@model_dir_option
 @click.option(
     "--precision",
     default=None,
@@ -69,7 +79,8 @@ def _detector_specs(
     nargs=2,
     default=None,
     metavar="A B",
-    help="Evaluate two precisions (fp32 int8) of --model, or two models (names or paths), side by side.",
+    help="Evaluate two precisions (fp32 int8) of the model, or two models (names, or paths to an .onnx file or "
+    "a model folder), side by side.",
 )
 @device_option
 @detection_setting_options
@@ -80,6 +91,7 @@ def eval_command(
     labels: str,
     image_dir: Optional[str],
     model: Optional[str],
+    model_dir: Optional[str],
     precision: Optional[str],
     compare: Optional[tuple[str, str]],
     device: Optional[str],
@@ -106,7 +118,7 @@ def eval_command(
         max_candidates=max_candidates,
     )
     try:
-        specs = _detector_specs(model, precision, compare)
+        specs = _detector_specs(model, model_dir, precision, compare)
         labelled = read_labels(labels, image_dir)
         detectors = {name: TextDetection(device=device, **keywords, **settings) for name, keywords in specs.items()}
         decoded = load_labelled_images(labelled)

@@ -21,6 +21,8 @@ from ..errors import DetectorError
 from .metric import LabelledPolygon
 
 DONT_CARE_TRANSCRIPTIONS = ("###", "*")
+# Label coordinates past this many pixels are a broken label, not an image (and overflow the polygon clipper).
+MAX_LABEL_COORDINATE = 1e9
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -62,6 +64,9 @@ def _polygon(raw: object, where: str) -> np.ndarray:
         raise LabelFileError(f'{where}: "points" must be a list of [x, y] pairs, got {raw!r}') from None
     if points.ndim != 2 or points.shape[1] != 2 or len(points) < 3 or not np.isfinite(points).all():
         raise LabelFileError(f'{where}: "points" must be at least 3 [x, y] pairs of numbers, got {raw!r}')
+    farthest = float(np.abs(points).max())
+    if farthest > MAX_LABEL_COORDINATE:
+        raise LabelFileError(f'{where}: "points" reach {farthest:g}, beyond ±{MAX_LABEL_COORDINATE:g} pixels')
     return points
 
 
