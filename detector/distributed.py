@@ -178,7 +178,10 @@ def connect(address: Optional[str]) -> None:
     if ray.is_initialized():
         return
     if address:
-        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+        try:
+            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+        except ConnectionError as exc:  # no cluster there: the user's address, not our bug
+            raise DetectorError(f"cannot join the Ray cluster at {address!r}: {exc}") from None
     else:
         ray.init(
             num_cpus=os.cpu_count(),

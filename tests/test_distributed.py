@@ -13,7 +13,7 @@ import cv2
 import pytest
 from PIL import Image
 
-from detector import TextDetection
+from detector import DetectorError, TextDetection
 from detector.result import to_jsonable
 from tests.conftest import REPO_ROOT
 from tests.rendered import write_rendered_pages
@@ -146,3 +146,13 @@ def test_usage_errors_are_one_line_without_starting_ray(folder, tmp_path):
             timeout=120,
         )
         assert proc.returncode == 2 and words in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_an_address_without_a_cluster_is_the_user_s_error(monkeypatch):
+    def no_cluster(**_):
+        raise ConnectionError("Could not find any running Ray instance")
+
+    monkeypatch.setattr(distributed.ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(distributed.ray, "init", no_cluster)
+    with pytest.raises(DetectorError, match="cannot join the Ray cluster at 'auto': Could not find"):
+        distributed.connect("auto")

@@ -331,7 +331,12 @@ def test_detect_eval_errors_are_one_line(tmp_path, default_onnx):
     )
     missing_image = write(tmp_path / "l2.txt", "nowhere.jpg\t[]\n")
     done = detect("eval", "--labels", str(missing_image), "--model", str(default_onnx), "--device", "cpu")
-    assert done.returncode == 2 and "nowhere.jpg does not exist" in done.stderr and "Traceback" not in done.stderr
+    assert done.returncode == 2 and "nowhere.jpg (labelled in" in done.stderr and "Traceback" not in done.stderr
+    assert f"{missing_image}, line 1) does not exist" in done.stderr
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
+    broken = write(tmp_path / "l3.txt", "broken.png\t[]\n")
+    done = detect("eval", "--labels", str(broken), "--model", str(default_onnx), "--device", "cpu")
+    assert done.returncode == 2 and f"(labelled in {broken}, line 1)" in done.stderr, done.stderr
 
 
 def test_eval_reads_model_names_as_names_like_detect(tmp_path, monkeypatch):

@@ -15,7 +15,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..api import TextDetection
-from ..errors import UnreadableImageError
+from ..errors import DetectorError, UnreadableImageError
 from ..inputs import DEFAULT_LOAD_OPTIONS, iter_images
 from .labels import LabelledImage
 from .metric import ImageScore, SetScore, combine_scores, score_image
@@ -66,9 +66,15 @@ def load_labelled_images(images: Sequence[LabelledImage]) -> list[np.ndarray]:
     """Decode every labelled image (BGR), as the detector would; a missing one names its path."""
     decoded = []
     for item in images:
+        labelled_at = f" (labelled in {item.source})" if item.source else ""
         if not item.image_path.is_file():
-            raise UnreadableImageError(f"labelled image {item.image_path} does not exist (check --image-dir)")
-        pages = list(iter_images(str(item.image_path), DEFAULT_LOAD_OPTIONS))
+            raise UnreadableImageError(
+                f"labelled image {item.image_path}{labelled_at} does not exist (check --image-dir)"
+            )
+        try:
+            pages = list(iter_images(str(item.image_path), DEFAULT_LOAD_OPTIONS))
+        except DetectorError as exc:
+            raise type(exc)(f"{exc}{labelled_at}") from None
         decoded.append(pages[0].image)
     return decoded
 

@@ -34,6 +34,7 @@ class LabelFileError(DetectorError, ValueError):
 class LabelledImage:
     image_path: Path
     labels: tuple[LabelledPolygon, ...]
+    source: str = ""  # where the labels were read: "<label file>, line N" or the gt_<image>.txt file
 
 
 def read_labels(
@@ -96,7 +97,7 @@ def read_paddleocr_label_file(path: Path, image_dir: Optional[Union[str, os.Path
                     _polygon(region["points"], f"{where}, region {index}"), dont_care=text in DONT_CARE_TRANSCRIPTIONS
                 )
             )
-        images.append(LabelledImage(base / name.strip(), tuple(polygons)))
+        images.append(LabelledImage(base / name.strip(), tuple(polygons), where))
     if not images:
         raise LabelFileError(f"{path}: no labelled images in the file")
     return images
@@ -140,5 +141,5 @@ def read_icdar2015_folder(folder: Path, image_dir: Optional[Union[str, os.PathLi
         image = _find_image(base, stem)
         if image is None:
             raise LabelFileError(f"{path}: no image {stem}.jpg/.png/... in {base}; pass --image-dir")
-        images.append(LabelledImage(image, polygons))
+        images.append(LabelledImage(image, polygons, str(path)))
     return images
