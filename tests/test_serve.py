@@ -175,9 +175,16 @@ def test_health_models_openapi_and_page(server):
 
     status, _, schema = server.request("GET", "/openapi.json")
     assert status == 200 and {"/detect", "/health", "/models"} <= set(schema["paths"])
-    assert {"multipart/form-data", "application/json", "image/*"} <= set(
-        schema["paths"]["/detect"]["post"]["requestBody"]["content"]
+    detect_doc = schema["paths"]["/detect"]["post"]
+    assert {"multipart/form-data", "application/json", "image/*", "application/pdf"} <= set(
+        detect_doc["requestBody"]["content"]
     )
+    # answers are described as the envelopes they are, refusals included (not FastAPI's {"detail": …})
+    for status in ("400", "413", "422", "503"):
+        refusal = detect_doc["responses"][status]["content"]["application/json"]["schema"]
+        assert set(refusal["required"]) == {"logId", "errorCode", "errorMsg"}
+    success = detect_doc["responses"]["200"]["content"]["application/json"]["schema"]
+    assert "dt_polys" in success["properties"]["result"]["properties"]["pages"]["items"]["properties"]
 
     status, headers, html = server.request("GET", "/")
     assert status == 200 and headers["content-type"].startswith("text/html") and 'id="box_thresh"' in html

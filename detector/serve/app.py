@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -239,7 +239,7 @@ DETECT_REQUEST_BODY = {
                 }
             },
             "image/*": {"schema": {"type": "string", "format": "binary"}},
-            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            **{kind: {"schema": {"type": "string", "format": "binary"}} for kind in RAW_BODY_TYPES},
             "application/json": {
                 "schema": {
                     "type": "object",
@@ -256,6 +256,64 @@ DETECT_REQUEST_BODY = {
             },
         },
     }
+}
+
+
+def _envelope_schema(result: Optional[dict[str, Any]]) -> dict[str, Any]:
+    """OpenAPI schema of envelope(): with its result on success, without one on a refusal."""
+    properties: dict[str, Any] = {
+        "logId": {"type": "string"},
+        "errorCode": {"type": "integer", "description": "0 on success, else the HTTP status"},
+        "errorMsg": {"type": "string"},
+    }
+    if result is not None:
+        properties["result"] = result
+    return {"type": "object", "required": list(properties), "properties": properties}
+
+
+_POLYGONS = {"type": "array", "items": {"type": "array", "items": {"type": "array", "items": {"type": "integer"}}}}
+_DETECT_RESULT = {
+    "type": "object",
+    "properties": {
+        "model_name": {"type": "string"},
+        "settings": {"type": "object", "description": "the settings the request ran with"},
+        "time_ms": {"type": "number"},
+        "pages": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "page_index": {
+                        "anyOf": [{"type": "integer"}, {"type": "null"}],
+                        "description": "null for a single image",
+                    },
+                    "width": {"type": "integer"},
+                    "height": {"type": "integer"},
+                    "dt_polys": {**_POLYGONS, "description": "boxes as [x, y] points, original-image pixels"},
+                    "dt_scores": {"type": "array", "items": {"type": "number"}},
+                    "time_ms": {"type": "number"},
+                },
+            },
+        },
+    },
+}
+_REFUSAL = {"content": {"application/json": {"schema": _envelope_schema(None)}}}
+DETECT_RESPONSES: dict[Union[int, str], dict[str, Any]] = {
+    200: {
+        "description": "the boxes of every page",
+        "content": {"application/json": {"schema": _envelope_schema(_DETECT_RESULT)}},
+    },
+    **{
+        status: {"description": meaning, **_REFUSAL}
+        for status, meaning in (
+            (400, "malformed request, unknown key or query parameter"),
+            (403, "a URL on a server without --allow-urls"),
+            (413, "body above --max-body-mb, or image above --max-pixels"),
+            (415, "unsupported content type"),
+            (422, "not an image, or a setting out of range"),
+            (503, "queue full or --timeout passed (Retry-After says when to retry)"),
+        )
+    },
 }
 
 
@@ -388,6 +446,7 @@ def create_app(config: ServeConfig, detector: Optional[TextDetection] = None) ->
     @app.post(
         "/detect",
         openapi_extra=DETECT_REQUEST_BODY,
+        responses=DETECT_RESPONSES,
         summary="Detect text lines in an image, or in every page of a PDF or TIFF",
     )
     async def detect(
