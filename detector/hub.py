@@ -160,6 +160,7 @@ def download_release(model_name: str, folder: Path) -> Path:
     for filename in (INFERENCE_YML, MODEL_FILENAME):
         url = release_url(model_name, filename)
         data = _fetch(url, f"{model_name} {filename}", model_name)
+        _check_release_file(filename, data, url, model_name)  # a body cut short or an error page: not cached
         try:
             write_atomically(target / filename, data)
         except OSError as exc:
@@ -179,6 +180,29 @@ def download_release(model_name: str, folder: Path) -> Path:
             file=sys.stderr,
         )
     return target / MODEL_FILENAME
+
+
+def _check_release_file(filename: str, data: bytes, url: str, model_name: str) -> None:
+    """Refuse a downloaded file that is not what its name says: a model cut short without a Content-Length,
+    or a 200 page of HTML, would otherwise sit in the cache and fail every later run."""
+    try:
+        if filename == MODEL_FILENAME:
+            import onnxruntime
+
+            options = onnxruntime.SessionOptions()
+            options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+            onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        else:
+            import yaml
+
+            if not isinstance(yaml.safe_load(data.decode("utf-8")), dict):
+                raise ValueError("not a mapping")
+    except Exception as exc:  # onnxruntime and yaml raise their own kinds; the reason goes in the message
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelNotFoundError(
+            f"{url} did not give a readable {filename} ({len(data):,} bytes: {reason}); nothing kept. "
+            f"Try again, or: " + _manual_download_hint(model_name)
+        ) from None
 
 
 def _importing() -> bool:

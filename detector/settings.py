@@ -239,9 +239,9 @@ def settings_for_model_file(
     from .catalog import KNOWN_MODELS, catalog_inference_config
 
     if METADATA_SETTINGS_KEY in metadata:
-        recorded = metadata.get(METADATA_MODEL_NAME_KEY)
-        _refuse_other_name(model_name, recorded, f"{model_path}'s metadata")
-        name = recorded or model_name or ""
+        # The recorded name is the network's (a fine-tuned export keeps its base model's name, and is found
+        # by the name of its folder): a model_name that differs is not a contradiction here.
+        name = metadata.get(METADATA_MODEL_NAME_KEY) or model_name or ""
         return name, settings_from_metadata(metadata, name), f"{model_path} metadata"
     yml = Path(model_path).parent / INFERENCE_YML
     if yml.is_file():

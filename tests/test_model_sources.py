@@ -154,6 +154,27 @@ class _TruncatingHandler(_QuietHandler):
         self.close_connection = True
 
 
+class _UnannouncedTruncatingHandler(_QuietHandler):
+    """Sends half of inference.onnx without a Content-Length (so no length check can catch it), and an
+    HTML error page with status 200 for inference.yml when asked for ?html."""
+
+    broken = "onnx"
+
+    def do_GET(self):
+        path = Path(self.translate_path(self.path))
+        if not path.is_file() or path.suffix.lstrip(".") != self.broken:
+            return super().do_GET()
+        body = path.read_bytes()[: path.stat().st_size // 2] if self.broken == "onnx" else b"<html>Rate limited</html>"
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(body)
+        self.close_connection = True
+
+
+class _HtmlPageHandler(_UnannouncedTruncatingHandler):
+    broken = "yml"
+
+
 @contextlib.contextmanager
 def static_server(root: Path, handler=_QuietHandler):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(root)))
@@ -218,6 +239,20 @@ def test_truncated_download_keeps_nothing(downloads, hub_root, monkeypatch):
             TextDetection(model_name=V6_TINY, device="cpu")
     assert not (downloads / V6_TINY / "inference.onnx").exists()
     assert not [p for p in (downloads / V6_TINY).iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("handler", [_UnannouncedTruncatingHandler, _HtmlPageHandler])
+def test_a_download_that_is_not_its_file_is_not_cached(downloads, hub_root, monkeypatch, handler):
+    # without a Content-Length a cut-short model passes the length check, and an error page can come
+    # with status 200: kept, either would fail every later run; refused, the next run downloads again
+    with static_server(hub_root, handler) as (_, url):
+        monkeypatch.setenv("HF_ENDPOINT", url)
+        with pytest.raises(ModelNotFoundError, match=r"did not give a readable inference\.(onnx|yml).*nothing kept"):
+            TextDetection(model_name=V6_TINY, device="cpu")
+    assert not list((downloads / V6_TINY).rglob("inference.onnx"))
+    with static_server(hub_root) as (_, url):
+        monkeypatch.setenv("HF_ENDPOINT", url)
+        assert TextDetection(model_name=V6_TINY, device="cpu").settings.box_thresh == 0.4
 
 
 def test_missing_release_is_a_404_with_what_to_do(downloads, tmp_path, monkeypatch):
@@ -376,11 +411,15 @@ def test_a_failed_import_runs_the_release_as_published(downloads, monkeypatch, c
     assert "runs as published: the rewrite failed (the rewritten map differs by 0.5)" in err
 
 
-def test_model_name_contradicting_the_exported_metadata_is_refused():
-    # an exported file names its model in its metadata: another model_name with it is refused like the yml's
-    tiny = REPO_ROOT / "models" / V6_TINY / "inference.onnx"
-    if not tiny.is_file():
-        _missing(f"{tiny} is missing: run `make models`")
-    with pytest.raises(InvalidModelError, match=f"metadata names the model '{V6_TINY}'"):
-        TextDetection(model_name=V6_SMALL, model_dir=tiny, device="cpu")
-    assert TextDetection(model_name=V6_TINY, model_dir=tiny, device="cpu").model_name == V6_TINY
+def test_a_fine_tuned_export_is_found_by_its_own_name(monkeypatch, tmp_path):
+    # `make export MODEL=Mine_det SOURCE=<fine-tuned PP-OCRv4_mobile_det>` records the base model's name
+    # (its settings family) in the file and puts it in models/Mine_det: loading it by that name works
+    default = REPO_ROOT / "models" / "PP-OCRv4_mobile_det" / "inference.onnx"
+    if not default.is_file():
+        _missing(f"{default} is missing: run `make models`")
+    (tmp_path / "Mine_det").mkdir()
+    shutil.copy(default, tmp_path / "Mine_det" / "inference.onnx")
+    monkeypatch.setenv("DETECTOR_MODELS", str(tmp_path))
+    model = TextDetection(model_name="Mine_det", device="cpu")
+    assert model.model_path == tmp_path / "Mine_det" / "inference.onnx"
+    assert model.model_name == "PP-OCRv4_mobile_det"
