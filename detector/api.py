@@ -227,19 +227,22 @@ class TextDetection:
         self.close()
 
     def predict_iter(
-        self, input: Any, batch_size: Optional[int] = 1, recursive: bool = False, **overrides: Any
+        self, input: Any, batch_size: Optional[int] = 1, recursive: Optional[bool] = None, **overrides: Any
     ) -> Iterator[DetectionResult]:
         """Yield one DetectionResult per image (or PDF page), in input order, as each batch finishes.
 
-        ``input``: a path, folder (``recursive=True`` to descend), glob pattern, http(s) URL, bytes,
-        numpy array (BGR, gray, BGRA; uint8 or uint16), PIL image, PDF, or a list of those.
+        ``input``: a path, folder (with its subfolders, as PaddleOCR reads one; ``recursive=False``: only
+        its own files), glob pattern, http(s) URL, bytes, numpy array (BGR, gray, BGRA; uint8, uint16 or
+        float), PIL image, PDF, or a list of those.
 
         ``overrides``: any of limit_side_len, limit_type, max_side_limit, thresh, box_thresh,
         unclip_ratio, max_candidates, use_dilation, score_mode, box_type (None keeps the default).
         """
         settings = self.settings.with_overrides(**overrides)
         batch_size = validate_batch_size(batch_size)
-        options = dataclasses.replace(self.load_options, recursive=bool(recursive))
+        options = (
+            self.load_options if recursive is None else dataclasses.replace(self.load_options, recursive=recursive)
+        )
         sources = expand_inputs(input, options)
         # one image has nothing to overlap with: it runs on the session with every intra-op thread
         many = may_give_several_images(sources)
@@ -298,7 +301,7 @@ class TextDetection:
             yield from self._finish(chunk, prepared, settings, self._open_session())
 
     def predict(
-        self, input: Any, batch_size: Optional[int] = 1, recursive: bool = False, **overrides: Any
+        self, input: Any, batch_size: Optional[int] = 1, recursive: Optional[bool] = None, **overrides: Any
     ) -> list[DetectionResult]:
         """All results as a list; see :meth:`predict_iter` to stream large folders."""
         return list(self.predict_iter(input, batch_size=batch_size, recursive=recursive, **overrides))

@@ -19,6 +19,7 @@ from .cli import (
     max_pixels_option,
     model_dir_option,
     model_option,
+    recursive_option,
     shape_bucket_option,
 )
 from .errors import DetectorError
@@ -36,7 +37,7 @@ from .errors import DetectorError
 )
 @click.option("-o", "--output", required=True, metavar="DIR|URI", help="New folder for the result files.")
 @click.option("--format", "fmt", default="parquet", type=click.Choice(["parquet", "jsonl"]))
-@click.option("--recursive", "-r", is_flag=True, help="Descend into subfolders of local folders.")
+@recursive_option
 @click.option(
     "--ray-address",
     default=None,

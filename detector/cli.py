@@ -164,6 +164,12 @@ model_option = click.option(
     metavar="NAME|PATH.onnx",
     help=f"Exported model name (default {DEFAULT_MODEL_NAME}) or path to an .onnx file.",
 )
+recursive_option = click.option(
+    "--recursive/--no-recursive",
+    "-r/-R",
+    default=DEFAULT_LOAD_OPTIONS.recursive,
+    help="Read folders with their subfolders, as PaddleOCR does (-R: only the folder's own files).",
+)
 model_dir_option = click.option(
     "--model-dir",
     "--model_dir",
@@ -261,7 +267,7 @@ def cli() -> None:
     metavar="PATH|URL|GLOB",
     help="Image, PDF or TIFF (every page), folder, glob pattern or http(s) URL; repeat for several.",
 )
-@click.option("--recursive", "-r", is_flag=True, help="Descend into subfolders of folder inputs.")
+@recursive_option
 @model_option
 @model_dir_option
 @device_option

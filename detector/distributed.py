@@ -27,7 +27,7 @@ from ray.data.datasource import BlockBasedFileDatasink
 
 from .api import TextDetection
 from .errors import DetectorError, InputNotFoundError, InvalidParameterError
-from .inputs import IMAGE_EXTENSIONS, LoadOptions, Source, expand_inputs, load_source
+from .inputs import DEFAULT_LOAD_OPTIONS, IMAGE_EXTENSIONS, LoadOptions, Source, expand_inputs, load_source
 from .result import to_jsonable
 
 FORMATS = ("parquet", "jsonl")
@@ -136,7 +136,7 @@ def is_uri(text: str) -> bool:
     return "://" in text
 
 
-def resolve_inputs(inputs: Sequence[str], recursive: bool = False) -> list[str]:
+def resolve_inputs(inputs: Sequence[str], recursive: bool = DEFAULT_LOAD_OPTIONS.recursive) -> list[str]:
     """Local folders and globs -> sorted absolute file paths (every node must see them: a shared
     filesystem); URIs (s3://, gs://, hdfs://, file://…) are passed to Ray as they are."""
     paths: list[str] = []
@@ -202,7 +202,7 @@ def run_batch(
     cpus_per_actor: float = 1.0,
     num_gpus_per_actor: float = 0.0,
     files_per_batch: int = DEFAULT_FILES_PER_BATCH,
-    recursive: bool = False,
+    recursive: bool = DEFAULT_LOAD_OPTIONS.recursive,
     ray_address: Optional[str] = None,
 ) -> BatchSummary:
     """Detect text in every input file on Ray and write the rows to ``output``; a summary of the run."""

@@ -10,6 +10,7 @@ TIFF pages are read with Pillow, as PaddleX's TIFF reader does.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import io
 import logging
@@ -35,8 +36,10 @@ from .errors import (
     UnsupportedInputError,
 )
 
+# A folder's files read: PaddleX's image and PDF suffixes, and JPEG 2000.
 IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".pbm", ".pgm", ".ppm", ".pdf"}
+    {".jpg", ".jpeg", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".jp2", ".pbm", ".pgm", ".ppm", ".pnm"}
+    | {".sr", ".ras", ".pdf"}
 )
 PDF_MAGIC = b"%PDF"
 TIFF_MAGICS = (b"II*\x00", b"MM\x00*")  # little- and big-endian
@@ -45,6 +48,7 @@ POINTS_PER_INCH = 72.0
 # pdfium is not thread-safe: every call into it goes through this lock.
 logger = logging.getLogger(__name__)
 _PDFIUM_LOCK = threading.Lock()
+_WARNINGS_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -55,7 +59,8 @@ class LoadOptions:
     max_pixels: int = 178_956_970
     # PaddleX renders PDF pages at zoom 2.0, i.e. 144 dpi.
     pdf_dpi: float = 144.0
-    recursive: bool = False
+    # Folders are walked with their subfolders, as PaddleX's batch sampler does (os.walk).
+    recursive: bool = True
     url_timeout: float = 30.0
     url_max_bytes: int = 64 * 1024 * 1024
 
@@ -153,15 +158,26 @@ def check_pixel_budget(width: int, height: int, max_pixels: int, what: str) -> N
         )
 
 
+@contextlib.contextmanager
+def pillow_warnings_silenced() -> Iterator[None]:
+    """Pillow's warnings off while it opens a file (its bomb warning: the pixel budget here decides).
+
+    warnings.catch_warnings saves and restores the process-wide filter list, so two of them
+    interleaved in threads (folder workers, a service's requests) can leave "ignore" in place for
+    good: one lock keeps ours from interleaving.
+    """
+    with _WARNINGS_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
 def image_header_size(data: bytes) -> Optional[tuple]:
     """(width, height) read from the image header without decoding pixels; None if Pillow cannot tell."""
     from PIL import Image
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(data)) as header:
-                return header.size
+        with pillow_warnings_silenced(), Image.open(io.BytesIO(data)) as header:
+            return header.size
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(f"image header declares a decompression bomb: {exc}") from None
     except Exception:
@@ -243,8 +259,7 @@ def decode_tiff_pages(data: bytes, what: str, options: LoadOptions) -> Iterator[
     from PIL import Image
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with pillow_warnings_silenced():
             document = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(f"{what} declares a decompression bomb: {exc}") from None
@@ -309,21 +324,24 @@ def fetch_url(url: str, options: LoadOptions) -> tuple:
 # ----------------------------------------------------------------------------- expansion and loading
 
 
-def list_folder_images(folder: Path, recursive: bool = False) -> list[Path]:
-    """Image and PDF files in a folder (and its subfolders if recursive), sorted by path."""
+def list_folder_images(folder: Path, recursive: bool = True) -> list[Path]:
+    """Image and PDF files in a folder and, if recursive (PaddleX's way), its subfolders: sorted as
+    path strings, as PaddleX sorts them ("a-b/x.png" before "a/x.png")."""
     candidates = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(p for p in candidates if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    return sorted((p for p in candidates if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS), key=str)
 
 
 def _expand_path(text: str, options: LoadOptions) -> list[Source]:
     if is_url(text):
         return [Source("url", text, text)]
+    if not text.strip():  # Path("") is the working directory: never read it by accident
+        raise InputNotFoundError("an empty path names no input")
     path = Path(text).expanduser()
     if path.is_dir():
         files = list_folder_images(path, options.recursive)
         if not files:
             raise InputNotFoundError(
-                f"folder {path} holds no images{' (searched recursively)' if options.recursive else ''}; "
+                f"folder {path} holds no images{' (subfolders included)' if options.recursive else ''}; "
                 f"looked for {', '.join(sorted(IMAGE_EXTENSIONS))}"
             )
         return [Source("file", f, str(f)) for f in files]

@@ -183,11 +183,10 @@ def test_recursive_glob_and_pdf_inputs(model_path, pages, tmp_path):
     frame = Image.fromarray(image[:, :, ::-1])
     frame.save(tmp_path / "in" / "sub" / "doc.pdf", save_all=True, append_images=[frame])
     out = tmp_path / "out"
-    flat = detect("-i", tmp_path / "in", "--model", model_path, "--save-path", out / "flat")
+    flat = detect("-i", tmp_path / "in", "-R", "--model", model_path, "--save-path", out / "flat")
     assert flat.returncode == 0 and sorted(p.name for p in (out / "flat").glob("*.json")) == ["top_res.json"]
-    deep = detect(
-        "-i", tmp_path / "in", "--recursive", "--model", model_path, "--save-path", out / "deep", "--pdf-dpi", "72"
-    )
+    # subfolders by default, as PaddleOCR reads a folder
+    deep = detect("-i", tmp_path / "in", "--model", model_path, "--save-path", out / "deep", "--pdf-dpi", "72")
     assert deep.returncode == 0, deep.stderr
     assert sorted(p.name for p in (out / "deep").glob("*.json")) == [
         "deep_res.json",
@@ -416,7 +415,7 @@ def test_results_of_inputs_sharing_a_name_are_not_replaced_silently(model_path, 
         (tmp_path / "in" / folder).mkdir(parents=True)
         shutil.copy(pages["banner"][0], tmp_path / "in" / folder / "scan.png")
     out = tmp_path / "out"
-    proc = run_in_process("-i", tmp_path / "in", "-r", "--model", model_path, "--device", "cpu", "--save_path", out)
+    proc = run_in_process("-i", tmp_path / "in", "--model", model_path, "--device", "cpu", "--save_path", out)
     assert proc.exit_code == 0, proc.output
     assert sorted(p.name for p in out.iterdir()) == ["scan_res.json", "scan_res.png"]  # PaddleOCR's names
     replaced = [line for line in proc.output.splitlines() if line.startswith("detect: warning:")]

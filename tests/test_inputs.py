@@ -58,12 +58,17 @@ def test_glob_patterns_and_recursive_folders(model, banner, tmp_path):
     cv2.imwrite(str(tmp_path / "one.png"), image)
     cv2.imwrite(str(tmp_path / "a" / "two.jpg"), image)
     cv2.imwrite(str(tmp_path / "a" / "deep" / "three.png"), image)
+    cv2.imwrite(str(tmp_path / "a-b.ppm"), image)  # sorts before "a/…" as a string, after it as path parts
     (tmp_path / "notes.txt").write_text("not an image")
-    assert [r["input_path"] for r in model.predict(tmp_path)] == [str(tmp_path / "one.png")]
-    deep = model.predict(tmp_path, recursive=True)
-    assert [r["input_path"] for r in deep] == sorted(
-        str(p) for p in (tmp_path / "one.png", tmp_path / "a" / "two.jpg", tmp_path / "a" / "deep" / "three.png")
-    )
+    # a folder is read with its subfolders, in PaddleX's order (os.walk's paths sorted as strings)
+    deep = model.predict(tmp_path)
+    assert [r["input_path"] for r in deep] == [
+        str(tmp_path / name) for name in ("a-b.ppm", "a/deep/three.png", "a/two.jpg", "one.png")
+    ]
+    flat = model.predict(tmp_path, recursive=False)
+    assert [r["input_path"] for r in flat] == [str(tmp_path / "a-b.ppm"), str(tmp_path / "one.png")]
+    with pytest.raises(InputNotFoundError, match="empty path"):  # not the working directory
+        model.predict("")
     assert count(model.predict(str(tmp_path / "**" / "*.png"))) == [lines, lines]
     with pytest.raises(InputNotFoundError, match="matches no image"):
         model.predict(str(tmp_path / "*.gif"))
@@ -437,3 +442,19 @@ def test_folder_workers_get_plain_files_in_groups_and_page_files_alone():
     url = Source("url", "http://example.com/x", "x")
     assert may_hold_pages(url) and not is_page_file(url)
     assert is_page_file(file("scan.pdf")) and not is_page_file(file("scan.png"))
+
+
+def test_reading_images_in_threads_leaves_the_warning_filters_as_they_were():
+    # Pillow reads every non-JPEG/PNG header; its warnings are silenced around that, which must not
+    # leave "ignore" behind when threads (folder workers, a service's requests) do it at once
+    import warnings
+    from concurrent.futures import ThreadPoolExecutor
+
+    from detector.inputs import decode_image_bytes
+
+    _ok, bmp = cv2.imencode(".bmp", np.full((8, 8, 3), 200, np.uint8))
+    data = bmp.tobytes()
+    before = list(warnings.filters)
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda _: decode_image_bytes(data, "x.bmp", LoadOptions()), range(4000)))
+    assert warnings.filters == before
