@@ -172,7 +172,7 @@ class TextDetection:
             check_model_name(model_name) if model_name else (None if model_dir is not None else DEFAULT_MODEL_NAME)
         )
         resolved = resolve_model_path(requested_name, model_dir)
-        self.model_path: Path = select_precision(resolved, precision, requested_name or resolved.parent.name)
+        self.model_path: Path = select_precision(resolved, precision, requested_name)
         self.precision: str = precision_of(self.model_path)
         self.cpu_spinning: bool = bool(cpu_spinning)
         self._session, self.device = load_session(

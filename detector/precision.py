@@ -44,17 +44,28 @@ def variant_path(model_path: Path, precision: str) -> Path:
     )
 
 
-def select_precision(model_path: Path, precision: Optional[str], model_name: str) -> Path:
+def select_precision(model_path: Path, precision: Optional[str], model_name: Optional[str]) -> Path:
     """The file to load for ``precision`` (None keeps ``model_path`` as resolved); a clear error,
-    saying how to make it, when that variant was not exported."""
+    saying how to make it beside ``model_path``, when that variant was not exported."""
     if precision is None:
         return model_path
     precision = validate_precision(precision)
     path = variant_path(model_path, precision)
     if not path.is_file():
         raise ModelNotFoundError(
-            f"no {precision} variant of {model_name}: {path} does not exist. "
-            f"Make it with `make export MODEL={model_name} PRECISION={precision}` "
-            f"(or `python -m tools.export --model {model_name} --precision {precision}`)"
+            f"no {precision} variant: {path} does not exist. " + _how_to_make(model_path, precision, model_name)
         )
     return path
+
+
+def _how_to_make(model_path: Path, precision: str, model_name: Optional[str]) -> str:
+    """The export command that writes the variant beside model_path (make's form for the checkout's models/)."""
+    from .hub import CHECKOUT_MODELS_DIR, IN_CHECKOUT
+
+    name = model_name or "<its model name>"
+    tool = f"python -m tools.export --model {name} --output {model_path} --precision {precision}"
+    if not IN_CHECKOUT:
+        return f"Make it with the export tool of a detector source checkout: `{tool}`"
+    if model_name and model_path == CHECKOUT_MODELS_DIR / model_name / model_path.name:
+        return f"Make it with `make export MODEL={model_name} PRECISION={precision}` (or `{tool}`)"
+    return f"Make it with `{tool}`"

@@ -125,6 +125,24 @@ def test_onnx_file_without_yml_and_unknown_name_is_refused(tmp_path):
     assert "no inference.yml beside it" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_an_export_never_reads_or_overwrites_its_own_kind(tiny_export, tmp_path):
+    _proc, exported = tiny_export
+    # a file this package wrote: padded channels and our settings, which importing it again would drop
+    proc = export("--model", V6_TINY, "--source", str(exported), "--output", str(tmp_path / "again.onnx"))
+    assert proc.returncode == 1 and "written by detector already" in proc.stderr
+    assert not (tmp_path / "again.onnx").exists()
+    source = tmp_path / "det.onnx"
+    shutil.copy(wheel_source(V6_TINY) / "inference.onnx", source)
+    before = source.read_bytes()
+    proc = export("--model", V6_TINY, "--source", str(source), "--output", str(source))
+    assert proc.returncode == 1 and "the output is the source itself" in proc.stderr
+    assert source.read_bytes() == before
+    # a mistyped path says so, in an environment without Paddle too
+    proc = export("--model", V6_TINY, "--source", str(tmp_path / "nothere"), "--output", str(tmp_path / "o.onnx"))
+    assert proc.returncode == 1 and f"SOURCE {tmp_path / 'nothere'} does not exist" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 def test_a_model_that_is_not_a_db_detector_is_refused(tmp_path):
     graph = helper.make_graph(
         [helper.make_node("Flatten", ["x"], ["y"])],

@@ -126,6 +126,50 @@ def assert_int8_boxes_close(fp32: TextDetection, int8: TextDetection, pages) -> 
             assert best >= MIN_BOX_IOU["int8"], (name, best)
 
 
+def test_a_variant_that_fails_its_scoring_leaves_the_previous_one(model_dir, tmp_path, monkeypatch, capsys):
+    from tools.export import quantize
+
+    folder = tmp_path / "PP-OCRv4_mobile_det"
+    folder.mkdir()
+    shutil.copy(model_dir / "inference.onnx", folder / "inference.onnx")
+    shutil.copy(model_dir / "inference.fp16.onnx", folder / "inference.fp16.onnx")
+    before = (folder / "inference.fp16.onnx").read_bytes()
+
+    def scoring_fails(*args, **kwargs):
+        raise ExportError("scoring failed")
+
+    monkeypatch.setattr(quantize, "accuracy_delta", scoring_fails)
+    code = export_main(
+        [
+            "--model",
+            "PP-OCRv4_mobile_det",
+            "--output",
+            str(folder / "inference.onnx"),
+            "--precision",
+            "fp16",
+            "--source",
+            "x",
+        ]
+    )
+    assert code == 1 and "scoring failed" in capsys.readouterr().err
+    # the previous variant untouched, no unscored file and no partial folder left beside it
+    assert (folder / "inference.fp16.onnx").read_bytes() == before
+    assert sorted(p.name for p in folder.iterdir()) == ["inference.fp16.onnx", "inference.onnx"]
+
+
+def test_flags_of_the_fp32_export_are_named_when_a_variant_reuses_the_file(model_dir, tmp_path, monkeypatch, capsys):
+    from tools.export import quantize
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    shutil.copy(model_dir / "inference.onnx", folder / "inference.onnx")
+    monkeypatch.setattr(quantize, "export_variant", lambda *a, **k: {"accuracy": {"hmean": 1.0, "fp32_hmean": 1.0}})
+    args = ["--model", "PP-OCRv4_mobile_det", "--output", str(folder / "inference.onnx"), "--precision", "int8"]
+    assert export_main([*args, "--source", "elsewhere", "--channel-block", "8"]) == 0
+    assert "--source, --channel-block apply to the fp32 export" in capsys.readouterr().err
+    assert export_main(args) == 0 and "apply to the fp32 export" not in capsys.readouterr().err
+
+
 def test_missing_variant_says_how_to_make_it(default_onnx, tmp_path):
     folder = tmp_path / "OnlyFp32_det"
     folder.mkdir()
@@ -134,7 +178,14 @@ def test_missing_variant_says_how_to_make_it(default_onnx, tmp_path):
         TextDetection(model_name="OnlyFp32_det", model_dir=folder, precision="int8")
     message = str(error.value)
     assert str(folder / "inference.int8.onnx") in message
-    assert "make export MODEL=OnlyFp32_det PRECISION=int8" in message
+    # the command writes the variant beside this file (make's form only fits the checkout's models/)
+    assert (
+        f"python -m tools.export --model OnlyFp32_det --output {folder / 'inference.onnx'} --precision int8" in message
+    )
+    assert "make export" not in message
+    with pytest.raises(ModelNotFoundError, match=r"--model <its model name> --output .*mine\.onnx --precision fp16"):
+        shutil.copy(default_onnx, tmp_path / "mine.onnx")
+        TextDetection(model_dir=tmp_path / "mine.onnx", precision="fp16")
     with pytest.raises(InvalidParameterError, match="precision must be one of fp32, fp16, int8"):
         TextDetection(model_dir=folder, precision="fp8")
     # fp32 always names the file itself, never a sibling
@@ -165,7 +216,7 @@ def test_detect_precision_option(model_dir, pages, tmp_path):
     shutil.copy(model_dir / "inference.onnx", lonely / "inference.onnx")
     done = run("-i", image, "--model_dir", str(lonely), "--precision", "fp16", "--device", "cpu")
     assert done.returncode == 2
-    assert len(done.stderr.strip().splitlines()) == 1 and "PRECISION=fp16" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "--precision fp16" in done.stderr
     done = run("-i", image, "--precision", "fp8")
     assert done.returncode == 2 and "fp8" in done.stderr
 

@@ -30,23 +30,15 @@ def _fail(message: str, exc: Optional[BaseException], debug: bool, code: int) ->
 
 def already_imported_from(path: Path) -> Optional[str]:
     """Where a file this package wrote (detector.export in its metadata) was made from; None for any other file."""
-    import json
-
     import onnx
 
-    from ..settings import METADATA_EXPORT_KEY, METADATA_SOURCE_KEY
+    from .onnx_import import made_from
 
     try:
         metadata = {prop.key: prop.value for prop in onnx.load(str(path), load_external_data=False).metadata_props}
     except Exception:  # not ONNX: the import says so in its own words
         return None
-    if METADATA_EXPORT_KEY not in metadata:
-        return None
-    try:
-        origin = json.loads(metadata.get(METADATA_SOURCE_KEY) or "{}").get("origin")
-    except (ValueError, AttributeError):
-        origin = None
-    return str(origin or "its source")
+    return made_from(metadata)
 
 
 @click.command("optimize", context_settings={"help_option_names": ["-h", "--help"], "show_default": True})

@@ -16,6 +16,7 @@ metadata as the Paddle path (the record says ``"source_kind": "onnx"``).
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Mapping
@@ -26,7 +27,13 @@ from typing import Any, Callable, Optional
 from ..catalog import KNOWN_MODELS, catalog_inference_config
 from ..errors import DetectorError, ExportError
 from ..onnx_messages import remove_dead_code
-from ..settings import INFERENCE_YML, DetectionSettings, settings_from_inference_config
+from ..settings import (
+    INFERENCE_YML,
+    METADATA_EXPORT_KEY,
+    METADATA_SOURCE_KEY,
+    DetectionSettings,
+    settings_from_inference_config,
+)
 from .model_file import (
     check_dynamic_signature,
     model_name_from_config,
@@ -123,6 +130,17 @@ def import_summary(record: Mapping[str, object]) -> str:
     return f"rewrites: {applied}; max |diff| {diff:.3g}" if isinstance(diff, float) else f"rewrites: {applied}"
 
 
+def made_from(metadata: Mapping[str, str]) -> Optional[str]:
+    """Where a file this package wrote (detector.export in its metadata) was made from; None for any other file."""
+    if METADATA_EXPORT_KEY not in metadata:
+        return None
+    try:
+        origin = json.loads(metadata.get(METADATA_SOURCE_KEY) or "{}").get("origin")
+    except (ValueError, AttributeError):
+        origin = None
+    return str(origin or "its source")
+
+
 def export_from_onnx(
     model_name: str,
     source_path: Path,
@@ -138,10 +156,18 @@ def export_from_onnx(
     started = time.monotonic()
     progress(f"[1/4] reading the ONNX source for {model_name}")
     source = find_onnx_source(source_path)
+    if Path(output).expanduser().resolve() == source.onnx.resolve():
+        raise ExportError(f"the output is the source itself ({source.onnx}): write the import to another file")
     try:
         model = onnx.load(str(source.onnx))
     except Exception as exc:  # onnx raises DecodeError and friends for files that are not ONNX
         raise ExportError(f"{source.onnx} is not an ONNX model: {exc}") from None
+    origin = made_from({prop.key: prop.value for prop in model.metadata_props})
+    if origin is not None:  # padded channels and our settings in it: importing it again would drop both
+        raise ExportError(
+            f"{source.onnx} was written by detector already (its metadata records how); its channels cannot be "
+            f"un-padded: import the file it was made from ({origin})"
+        )
     progress(f"      {source.onnx} ({source.onnx.stat().st_size / 1e6:.1f} MB)")
     name, settings, config_text = source_settings(model_name, source, progress)
     progress(

@@ -84,6 +84,9 @@ def export_model(
     for 8, whether wide pointwise convolutions leave the blocked layout (default: this CPU's block)."""
     import onnx
 
+    if source is not None and "://" not in source and not Path(source).expanduser().exists():
+        # before the Paddle check: a mistyped path must not send anyone off to install Paddle
+        raise ExportError(f"SOURCE {source} does not exist")
     if source is not None and onnx_import.is_onnx_source(source):
         return onnx_import.export_from_onnx(
             model_name, Path(source).expanduser(), output, rewrite, channel_block, progress
@@ -163,6 +166,13 @@ def export_model(
     return record
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m tools.export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -201,13 +211,13 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     )
     parser.add_argument(
         "--eval-images",
-        type=int,
+        type=_positive_int,
         default=None,
         help="rendered images the variant is scored on against fp32 (default: quantize.py's)",
     )
     parser.add_argument(
         "--calibration-images",
-        type=int,
+        type=_positive_int,
         default=None,
         help="rendered images int8 calibrates on (default: quantize.py's)",
     )
@@ -224,11 +234,22 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _fp32_flags(args: argparse.Namespace) -> dict[str, bool]:
+    """The flags that shape the fp32 export, and whether each was given."""
+    return {
+        "--source": args.source is not None,
+        "--channel-block": args.channel_block is not None,
+        "--no-rewrites": not args.rewrite,
+        "--opset": args.opset != DEFAULT_OPSET,
+    }
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     output = args.output or REPO_ROOT / "models" / args.model / "inference.onnx"
     try:
-        if args.precision == "fp32" or not output.is_file():
+        made_now = args.precision == "fp32" or not output.is_file()
+        if made_now:
             record = export_model(
                 args.model, args.source, output, args.opset, args.debug, args.rewrite, args.channel_block
             )
@@ -239,12 +260,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.precision != "fp32":
             from tools.export.quantize import export_variant
 
+            ignored = [flag for flag, given in _fp32_flags(args).items() if given]
+            if ignored and output.is_file() and not made_now:
+                print(
+                    f"export: note: the {args.precision} variant is made from the existing {output}; "
+                    f"{', '.join(ignored)} apply to the fp32 export (PRECISION=fp32, or delete the file, first)",
+                    file=sys.stderr,
+                )
+
             options = {
                 "evaluation_images": args.eval_images,
                 "calibration_images": args.calibration_images if args.precision == "int8" else None,
                 "float_rule": args.int8_float if args.precision == "int8" else None,
             }
-            variant = export_variant(output, args.precision, **{k: v for k, v in options.items() if v})
+            variant = export_variant(output, args.precision, **{k: v for k, v in options.items() if v is not None})
             print(
                 f"exported {args.model} {args.precision} -> {variant_path(output, args.precision)} "
                 f"(Hmean {variant['accuracy']['hmean']:.4f} vs fp32 {variant['accuracy']['fp32_hmean']:.4f})"

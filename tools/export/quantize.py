@@ -22,6 +22,7 @@ model's own metadata (settings, source, export record) is kept.
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
@@ -557,13 +558,27 @@ def export_variant(
     **int8_options,
 ) -> dict[str, object]:
     """Make the ``precision`` sibling of an exported fp32 model, score it, record both in its metadata."""
-    import onnx
-
     if not fp32_path.is_file():
         raise ExportError(f"{fp32_path} does not exist: export the fp32 model first")
     output = output or variant_path(fp32_path, precision)
-    started = time.monotonic()
+    # made and scored in a folder beside it, under its own name: a failure leaves the previous variant
+    # (or none), never an unscored file that loads as the variant
     progress(f"[1/2] writing the {precision} variant of {fp32_path} -> {output}")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{output.name}.", dir=output.parent) as partial:
+        record = _make_scored_variant(
+            fp32_path, precision, Path(partial) / output.name, evaluation_images, **int8_options
+        )
+        os.replace(Path(partial) / output.name, output)
+    return record
+
+
+def _make_scored_variant(
+    fp32_path: Path, precision: str, output: Path, evaluation_images: int, **int8_options
+) -> dict[str, object]:
+    import onnx
+
+    started = time.monotonic()
     if precision == "int8" and int8_options.get("float_rule", DEFAULT_INT8_RULE) == AUTO_RULE:
         from tools.export.int8_choice import quantize_int8_auto
 
