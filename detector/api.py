@@ -256,7 +256,7 @@ class TextDetection:
     ) -> Iterator[DetectionResult]:
         """folder_workers threads, each reading and running its own files (batch_size at a time) on the
         worker session; a PDF or TIFF is read here, page by page, its pages run batch_size at a time."""
-        session = self._open_worker_session()
+        self._open_worker_session()  # opened here, before the workers start; closed: the error now
 
         def work() -> Iterator[_Work]:
             for paged, group in group_sources(sources, batch_size):
@@ -269,6 +269,7 @@ class TextDetection:
 
         def detect(item: _Work) -> list[DetectionResult]:
             loaded = item.images or [image for source in item.sources for image in load_source(source, options)]
+            session = self._open_worker_session()  # close() stops the work still to come
             return [
                 result
                 for start in range(0, len(loaded), batch_size)
@@ -279,6 +280,7 @@ class TextDetection:
             return stored_bytes(item.sources) if item.sources else None
 
         for results in ordered_map(detect, work(), self.folder_workers, cost=cost):
+            self._open_session()  # closed while the caller iterated: the same error as the serial loop's
             yield from results
 
     def _predict_serially(

@@ -116,6 +116,21 @@ def test_a_folder_runs_on_the_workers_session_with_the_serial_loops_boxes(monkey
         detector.predict(paths)
 
 
+@pytest.mark.parametrize("workers", [2, 1])
+def test_close_stops_a_folder_already_being_iterated(default_onnx, tmp_path, workers):
+    from detector import TextDetection
+    from detector.errors import DetectorError
+
+    paths = _pngs(tmp_path, 8)
+    detector = TextDetection(model_dir=default_onnx, device="cpu", cpu_threads=2)
+    detector.folder_workers = workers  # on the folder workers, as on the serial loop
+    stream = detector.predict_iter(paths)
+    assert [next(stream)["input_path"], next(stream)["input_path"]] == [str(p) for p in paths[:2]]
+    detector.close()
+    with pytest.raises(DetectorError, match="closed"):
+        list(stream)
+
+
 def test_a_bad_file_in_a_folder_is_raised_after_the_results_before_it(default_onnx, tmp_path):
     from detector import TextDetection
     from detector.errors import DetectorError
