@@ -39,7 +39,7 @@ from .paddleocr_compat import PADDLEOCR_ENGINES
 from .precision import PRECISIONS
 from .prefetch import ordered_map, prefetch
 from .progress import progress_bar
-from .result import IMAGE_SUFFIXES, JSON_SUFFIXES, DetectionResult, names_file
+from .result import DetectionResult, is_image_name, is_json_name, names_file
 from .session import parse_device
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
@@ -144,7 +144,7 @@ def _save_target(save_path: Optional[str]) -> tuple[Optional[str], bool]:
     """(save_path, whether it names one file: result.names_file)."""
     if not save_path:
         return None, False
-    one_file = names_file(save_path, JSON_SUFFIXES + IMAGE_SUFFIXES)
+    one_file = names_file(save_path, is_json_name) or names_file(save_path, is_image_name)
     if not one_file and Path(save_path).exists() and not Path(save_path).is_dir():
         raise click.BadParameter(
             f"{save_path!r} is a file; give a folder, or a .json or image file name", param_hint="'--save_path'"

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
+import mimetypes
 import os
 import random
 import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import cv2
 import numpy as np
@@ -20,18 +22,51 @@ from .errors import DetectorError
 
 RESULT_KEY = "res"  # PaddleOCR names saved files <stem>_res.json / <stem>_res.png
 JSON_SUFFIXES = (".json",)
-# A save_path ending in one of these is a file, not a folder; an input with one keeps it for its
-# visualization (PaddleX: <stem>_res<input suffix>). All are formats OpenCV can encode.
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+# Visualizations in these formats are encoded by OpenCV (every release we support writes them; JPEG at
+# Pillow's default quality, which PaddleX saves with); any other image format by Pillow, as PaddleX does.
+OPENCV_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+JPEG_QUALITY = 75
 
 
-def names_file(save_path: Union[str, os.PathLike], suffixes: tuple[str, ...]) -> bool:
-    """Whether a save path names one file: it ends in one of ``suffixes`` (as PaddleOCR's save methods
-    read it), and is neither a folder already nor written with a trailing separator (``out.json/``)."""
+def is_json_name(name: str) -> bool:
+    return Path(name).suffix.lower() in JSON_SUFFIXES
+
+
+def is_image_name(name: str) -> bool:
+    """A name PaddleX takes for an image file (its MIME type, from the suffix, is image/*): a save_path
+    so named is that file, and an input so named gives its suffix to its visualization."""
+    mime, _ = mimetypes.guess_type(name)
+    return bool(mime and mime.startswith("image/"))
+
+
+def names_file(save_path: Union[str, os.PathLike], is_named: Callable[[str], bool]) -> bool:
+    """Whether a save path names one file: ``is_named`` says so of it (is_json_name, is_image_name, as
+    PaddleOCR's save methods read it), and it is neither a folder already nor written with a trailing
+    separator (``out.json/``)."""
     text = os.fspath(save_path)
     if text.endswith(("/", os.sep)) or Path(text).is_dir():
         return False
-    return Path(text).suffix.lower() in suffixes
+    return is_named(text)
+
+
+def encode_image(bgr: np.ndarray, suffix: str) -> bytes:
+    """The image file bytes for ``suffix``: OpenCV for its formats, Pillow (PaddleX's writer) for the rest."""
+    if suffix.lower() in OPENCV_IMAGE_SUFFIXES:
+        ok, encoded = cv2.imencode(suffix, bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        if not ok:
+            raise DetectorError(f"OpenCV could not encode a {suffix} image")
+        return encoded.tobytes()
+    from PIL import Image
+
+    image_format = Image.registered_extensions().get(suffix.lower())
+    if image_format is None:
+        raise DetectorError(f"no writer for {suffix} images here (Pillow knows none)")
+    buffer = io.BytesIO()
+    try:
+        Image.fromarray(np.ascontiguousarray(bgr[:, :, ::-1])).save(buffer, format=image_format)
+    except (OSError, ValueError, KeyError) as exc:
+        raise DetectorError(f"Pillow could not write a {suffix} image: {exc}") from None
+    return buffer.getvalue()
 
 
 DEFAULT_IMAGE_SUFFIX = ".png"
@@ -135,16 +170,16 @@ class DetectionResult(dict, _StrView):
 
     def _json_target(self, save_path: Union[str, os.PathLike]) -> Path:
         path = Path(save_path)
-        if names_file(save_path, JSON_SUFFIXES):
+        if names_file(save_path, is_json_name):
             return path
         return path / f"{self._file_name()[0]}_{RESULT_KEY}.json"
 
     def _img_target(self, save_path: Union[str, os.PathLike]) -> Path:
         path = Path(save_path)
-        if names_file(save_path, IMAGE_SUFFIXES):
+        if names_file(save_path, is_image_name):
             return path
         stem, suffix = self._file_name()
-        suffix = suffix if suffix.lower() in IMAGE_SUFFIXES else DEFAULT_IMAGE_SUFFIX
+        suffix = suffix if is_image_name(f"x{suffix}") else DEFAULT_IMAGE_SUFFIX
         return path / f"{stem}_{RESULT_KEY}{suffix}"
 
     def to_str(self, json_format: bool = False, indent: int = 4, ensure_ascii: bool = False) -> str:
@@ -175,10 +210,7 @@ class DetectionResult(dict, _StrView):
         if self.input_img is None:
             raise DetectorError("this result holds no input image to draw on")
         target = self._img_target(save_path)
-        ok, encoded = cv2.imencode(target.suffix, draw_polygons(self.input_img, self["dt_polys"]))
-        if not ok:
-            raise DetectorError(f"OpenCV could not encode {target.name}")
-        write_atomically(target, encoded.tobytes())
+        write_atomically(target, encode_image(draw_polygons(self.input_img, self["dt_polys"]), target.suffix))
         return target
 
     def save_all(self, save_path: Union[str, os.PathLike]) -> list[Path]:
@@ -188,9 +220,9 @@ class DetectionResult(dict, _StrView):
         file path: ``out.json`` the JSON, ``out.png`` (or another image suffix) the visualization.
         (PaddleOCR's save_all would then make a folder of the file's name and fail half-way.)
         """
-        if names_file(save_path, JSON_SUFFIXES):
+        if names_file(save_path, is_json_name):
             return [self.save_to_json(save_path)]
-        if names_file(save_path, IMAGE_SUFFIXES):
+        if names_file(save_path, is_image_name):
             return [self.save_to_img(save_path)]
         folder = Path(save_path)
         if folder.exists() and not folder.is_dir():

@@ -2,6 +2,7 @@
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -340,6 +341,16 @@ def test_saved_image_keeps_the_input_suffix_and_file_paths_write_one_file(model,
     assert result.save_all(tmp_path / "one.json") == [tmp_path / "one.json"]
     assert result.save_all(tmp_path / "one.png") == [tmp_path / "one.png"]
     assert not (tmp_path / "one.json").is_dir() and not (tmp_path / "one.png").is_dir()
+    # any name PaddleX takes for an image is a file (by MIME type), in formats OpenCV cannot write too
+    assert result.save_to_img(tmp_path / "boxes.gif") == tmp_path / "boxes.gif"
+    assert (tmp_path / "boxes.gif").read_bytes()[:4] == b"GIF8"
+    (tmp_path / "boxes.gif").unlink()
+    ppm = tmp_path / "in" / "scan.ppm"  # an input's image suffix is kept for its drawing: scan_res.ppm
+    ppm.parent.mkdir()
+    cv2.imwrite(str(ppm), cv2.imread(str(jpg)))
+    (from_ppm,) = model.predict(ppm)
+    assert from_ppm.save_to_img(tmp_path / "in") == tmp_path / "in" / "scan_res.ppm"
+    shutil.rmtree(tmp_path / "in")
     # a folder named like a file, or a path written with a trailing separator, is a folder to save into
     (tmp_path / "dir.json").mkdir()
     assert [p.name for p in result.save_all(tmp_path / "dir.json")] == ["scan_res.json", "scan_res.jpg"]
