@@ -124,8 +124,20 @@ def test_matching_checksum_is_accepted(server, monkeypatch):
 
 def test_not_a_tar(server):
     base, _ = server
-    with pytest.raises(ExportError, match="not a readable tar"):
+    with pytest.raises(ExportError, match="not a readable tar.*the download is deleted"):
         model_sources.obtain_source(MODEL, f"{base}/junk.tar")
+    assert not list(model_sources.DOWNLOADS_DIR.glob("*"))  # the next run downloads it again
+
+
+def test_downloads_are_kept_per_url(server, tmp_path):
+    # two URLs ending in the same file name are two downloads, never one answering for the other
+    base, _ = server
+    Handler.routes["/a/model.tar"] = (build_tar(), None)
+    Handler.routes["/b/model.tar"] = (b"not a tar at all" * 100, None)
+    assert (model_sources.obtain_source(MODEL, f"{base}/a/model.tar") / "inference.json").is_file()
+    with pytest.raises(ExportError, match="not a readable tar"):
+        model_sources.obtain_source("Other_det", f"{base}/b/model.tar")
+    assert Handler.hits[-2:] == ["/a/model.tar", "/b/model.tar"]
 
 
 def test_offline_message_says_what_to_download_and_how(monkeypatch, tmp_path):

