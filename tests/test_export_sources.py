@@ -124,7 +124,7 @@ def test_matching_checksum_is_accepted(server, monkeypatch):
 
 def test_not_a_tar(server):
     base, _ = server
-    with pytest.raises(ExportError, match="not a readable tar.*the download is deleted"):
+    with pytest.raises(ExportError, match=r"not a readable tar.*the download is deleted"):
         model_sources.obtain_source(MODEL, f"{base}/junk.tar")
     assert not list(model_sources.DOWNLOADS_DIR.glob("*"))  # the next run downloads it again
 
