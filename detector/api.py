@@ -33,7 +33,7 @@ from .inputs import (
 )
 from .paddleocr_compat import check_ignored_keywords
 from .postprocess import boxes_from_probability_map
-from .precision import precision_of, select_precision
+from .precision import precision_of, select_precision, validate_precision
 from .prefetch import folder_workers, ordered_map, prefetch, read_ahead_depth
 from .preprocess import (
     ResizeInfo,
@@ -171,7 +171,7 @@ class TextDetection:
         requested_name = (
             check_model_name(model_name) if model_name else (None if model_dir is not None else DEFAULT_MODEL_NAME)
         )
-        resolved = resolve_model_path(requested_name, model_dir)
+        resolved = resolve_model_path(requested_name, model_dir, validate_precision(precision))
         self.model_path: Path = select_precision(resolved, precision, requested_name)
         self.precision: str = precision_of(self.model_path)
         self.cpu_spinning: bool = bool(cpu_spinning)

@@ -18,12 +18,14 @@ with ``DETECTOR_NO_OPTIMIZE=1``, the release runs as published.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
 from typing import Optional, Union
 
 from .errors import ModelNotFoundError
+from .precision import variant_path
 from .result import write_atomically
 from .settings import INFERENCE_YML
 
@@ -32,6 +34,9 @@ MODELS_ENV_VAR = "DETECTOR_MODELS"  # a folder laid out as <folder>/<MODEL_NAME>
 NO_DOWNLOAD_ENV_VAR = "DETECTOR_NO_DOWNLOAD"
 NO_OPTIMIZE_ENV_VAR = "DETECTOR_NO_OPTIMIZE"
 OFFICIAL_FOLDER = "official"  # <cache>/<model_name>/official/: the release as published, beside our import of it
+# In official/: the import of this release failed with this package version (and why); not tried again
+# until the version changes (the rewrites may then take it), so every use does not redo a failed import.
+IMPORT_FAILED_MARKER = ".import-failed"
 ENDPOINT_ENV_VAR = "HF_ENDPOINT"  # the variable huggingface_hub and PaddleX honour, for mirrors
 DEFAULT_ENDPOINT = "https://huggingface.co"
 DOWNLOAD_TIMEOUT_S = 30.0
@@ -76,8 +81,15 @@ def release_url(model_name: str, filename: str) -> str:
     return f"{endpoint}/PaddlePaddle/{model_name}_onnx/resolve/main/{filename}"
 
 
-def resolve_model_path(model_name: Optional[str], model_dir: Optional[Union[str, os.PathLike]] = None) -> Path:
-    """The .onnx file to load, following the lookup order above; ModelNotFoundError says what works from here."""
+def resolve_model_path(
+    model_name: Optional[str], model_dir: Optional[Union[str, os.PathLike]] = None, precision: str = "fp32"
+) -> Path:
+    """The .onnx file to load, following the lookup order above; ModelNotFoundError says what works from here.
+
+    For a variant (``precision`` int8 or fp16) a name is looked up by the variant's file in each folder
+    (the fp32 path beside it is returned, detector.precision picks the sibling), and nothing is downloaded:
+    releases are fp32.
+    """
     if model_dir is not None:
         path = Path(model_dir).expanduser()
         if path.is_file():
@@ -94,6 +106,18 @@ def resolve_model_path(model_name: Optional[str], model_dir: Optional[Union[str,
         raise ModelNotFoundError("no model_name and no model_dir given")
     searched = [folder / model_name / MODEL_FILENAME for folder in local_model_folders()]
     cache = user_cache_dir()
+    if precision != "fp32":
+        for candidate in searched:
+            if variant_path(candidate, precision).is_file():
+                return candidate
+        for candidate in searched:
+            if candidate.is_file():  # the fp32 file alone: detector.precision says how to make the variant
+                return candidate
+        raise ModelNotFoundError(
+            f"no {precision} variant of {model_name!r} here (looked for "
+            f"{', '.join(str(variant_path(p, precision)) for p in searched)}); downloads are fp32 only. "
+            f"Make it beside the fp32 model with the export tool (--precision {precision})"
+        )
     for candidate in searched:
         in_cache = candidate.parent.parent == cache
         if candidate.is_file():
@@ -101,7 +125,8 @@ def resolve_model_path(model_name: Optional[str], model_dir: Optional[Union[str,
         official = candidate.parent / OFFICIAL_FOLDER / MODEL_FILENAME
         if in_cache and official.is_file():
             # downloaded but not imported: the import failed, was interrupted, or is off
-            return import_release(model_name, official.parent) if _importing() else official
+            retry = _importing() and not _import_failed_before(official.parent)
+            return import_release(model_name, official.parent) if retry else official
     from .catalog import KNOWN_MODELS
 
     known = KNOWN_MODELS.get(model_name)
@@ -224,11 +249,25 @@ def import_release(model_name: str, official: Path) -> Path:
         record = export_from_onnx(model_name, official, output, progress=lambda line: None)
     except DetectorError as exc:
         print(f"detector: {model_name} runs as published: the rewrite failed ({exc})", file=sys.stderr)
+        from . import __version__
+
+        with contextlib.suppress(OSError):  # a read-only cache: it is tried again next time, no harm
+            (official / IMPORT_FAILED_MARKER).write_text(f"{__version__}\n{exc}\n", encoding="utf-8")
         return official / MODEL_FILENAME
     print(
         f"detector: {model_name} imported as {output} ({import_summary(record)} against the release)", file=sys.stderr
     )
     return output
+
+
+def _import_failed_before(official: Path) -> bool:
+    """Whether this package version already failed to import the release in official/."""
+    from . import __version__
+
+    try:
+        return (official / IMPORT_FAILED_MARKER).read_text(encoding="utf-8").split("\n", 1)[0] == __version__
+    except OSError:
+        return False
 
 
 def upgrade_cached_release(model_name: str, model_file: Path) -> Path:

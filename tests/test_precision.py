@@ -426,3 +426,16 @@ def test_map_agreement_of_a_model_with_itself_is_perfect(default_onnx):
     tensors = [np.random.default_rng(0).standard_normal((1, 3, 64, 96)).astype(np.float32)]
     agreement = map_agreement(default_onnx, default_onnx, tensors, thresh=0.3)
     assert agreement == {"map_mean_abs_diff": 0.0, "map_max_abs_diff": 0.0, "map_flipped_share": 0.0}
+
+
+def test_a_variant_alone_in_a_models_folder_is_found_by_name(model_dir, tmp_path, monkeypatch):
+    # a deployment folder holding only the int8 file: found there, before any other folder's variant or
+    # a download (releases are fp32)
+    deploy = tmp_path / "deploy" / "PP-OCRv4_mobile_det"
+    deploy.mkdir(parents=True)
+    shutil.copy(model_dir / "inference.int8.onnx", deploy / "inference.int8.onnx")
+    monkeypatch.setenv("DETECTOR_MODELS", str(deploy.parent))
+    model = TextDetection(model_name="PP-OCRv4_mobile_det", precision="int8", device="cpu")
+    assert model.model_path == deploy / "inference.int8.onnx" and model.precision == "int8"
+    with pytest.raises(ModelNotFoundError, match=r"no fp16 variant of 'Nowhere_det' here.*downloads are fp32 only"):
+        TextDetection(model_name="Nowhere_det", precision="fp16", device="cpu")
