@@ -28,7 +28,7 @@ from detector.settings import (
 )
 from tests.conftest import DEFAULT_MODEL_NAME, run_in_paddle_env
 from tools.export import default_model
-from tools.export.paddle import conversion_failure, find_model_files
+from tools.export.paddle import conversion_failure, failure_reason, find_model_files
 from tools.export.verify import MAX_TOLERANCE, REFERENCE_SPREAD_MARGIN, tolerance_for
 
 needs_paddle = pytest.mark.reference
@@ -306,3 +306,14 @@ def test_a_wheel_with_another_hash_is_refused(tmp_path):
 )
 def test_the_tolerance_widens_only_as_far_as_the_reference_disagrees_with_itself(spread, tolerance):
     assert tolerance_for(spread) == pytest.approx(tolerance)
+
+
+def test_a_damaged_parameters_file_is_named_not_a_traceback_header():
+    output = (
+        "Failed to convert PaddlePaddle model: In user code:\n"
+        '    File "x.py", line 1, in <module>\n'
+        "    UnavailableError: An error occurred while loading model parameters. Please check whether the model "
+        "file is complete or damaged.\n"
+    )
+    reason = failure_reason(output, 1)
+    assert reason.startswith("UnavailableError: An error occurred while loading model parameters")

@@ -143,6 +143,7 @@ def failure_reason(output: str, returncode: int) -> str:
     )
     for pattern in patterns:
         found = [match.group(1) for match in map(lambda line: re.search(pattern, line), lines) if match]
+        found = [reason for reason in found if not reason.rstrip().endswith(":")]  # "In user code:", a header
         if found:
             return found[0][:300]
     return f"killed by signal {-returncode}" if returncode < 0 else f"exit status {returncode}"
