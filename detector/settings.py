@@ -209,7 +209,8 @@ def read_inference_yml(path: Path) -> tuple[dict, str]:
         text = Path(path).read_text(encoding="utf-8")
         config = yaml.safe_load(text)
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise InvalidModelError(f"cannot read {path}: {exc}") from None
+        reason = " ".join(str(exc).split())  # YAML's reasons span lines (mark, snippet): one line here
+        raise InvalidModelError(f"cannot read {path}: {reason}") from None
     if not isinstance(config, dict):
         raise InvalidModelError(
             f"{path} is not an inference config (expected a mapping with Global/PreProcess/PostProcess)"

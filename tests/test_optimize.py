@@ -60,6 +60,8 @@ def test_channel_block_and_model_name_for_a_bare_file(tmp_path):
         ("unknown name", "are not recorded here"),
         ("no onnx package", "pip install 'detector[optimize]'"),
         ("already ours", "was written by detector already"),
+        ("empty folder", "holds no .onnx file"),
+        ("broken yml", "cannot read"),
     ],
 )
 def test_errors_are_one_line_with_what_to_do(tmp_path, monkeypatch, case, message):
@@ -72,7 +74,13 @@ def test_errors_are_one_line_with_what_to_do(tmp_path, monkeypatch, case, messag
         "unknown name": [str(bare), "-o", str(tmp_path / "out.onnx"), "--model", "MyOwn_det"],
         "no onnx package": [str(bare), "-o", str(tmp_path / "out.onnx"), "--model", V6_TINY],
         "already ours": [str(tmp_path / "ours.onnx"), "-o", str(tmp_path / "out.onnx"), "--model", V6_TINY],
+        "empty folder": [str(tmp_path / "empty"), "-o", str(tmp_path / "out.onnx"), "--model", V6_TINY],
+        "broken yml": [str(tmp_path / "release"), "-o", str(tmp_path / "out.onnx")],
     }[case]
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "release").mkdir()  # a yml YAML cannot parse: its reason spans lines, the message must not
+    shutil.copy(bare, tmp_path / "release" / "inference.onnx")
+    (tmp_path / "release" / "inference.yml").write_text("Global:\n  model_name: [x\nPreProcess: :\n")
     if case == "already ours":
         made = CliRunner().invoke(cli, ["optimize", str(bare), "-o", str(tmp_path / "ours.onnx"), "--model", V6_TINY])
         assert made.exit_code == 0, made.output

@@ -79,6 +79,8 @@ def find_onnx_source(source: Path) -> OnnxSource:
             onnx_file = preferred
         elif len(candidates) == 1:
             onnx_file = candidates[0]
+        elif not candidates:
+            raise ExportError(f"{source} holds no .onnx file")
         else:
             raise ExportError(
                 f"{source} holds {len(candidates)} .onnx files ({', '.join(p.name for p in candidates)}) "
