@@ -308,7 +308,7 @@ def fetch_url(url: str, options: LoadOptions) -> tuple:
             declared = response.headers.get("Content-Length")
             if declared and declared.isdigit() and int(declared) > options.url_max_bytes:
                 raise ImageTooLargeError(
-                    f"{url} is {int(declared):,} bytes, above url_max_bytes {options.url_max_bytes:,}"
+                    f"{url} is {int(declared):,} bytes, above the {options.url_max_bytes:,}-byte limit for URL inputs"
                 )
             body = response.read(options.url_max_bytes + 1)
     except urllib.error.HTTPError as exc:
@@ -317,7 +317,7 @@ def fetch_url(url: str, options: LoadOptions) -> tuple:
         reason = getattr(exc, "reason", exc)
         raise InputNotFoundError(f"cannot fetch {url}: {reason} (timeout {options.url_timeout:g} s)") from None
     if len(body) > options.url_max_bytes:
-        raise ImageTooLargeError(f"{url} sent more than url_max_bytes {options.url_max_bytes:,}")
+        raise ImageTooLargeError(f"{url} sent more than the {options.url_max_bytes:,}-byte limit for URL inputs")
     return body, content_type
 
 

@@ -377,7 +377,7 @@ def test_urls(model, server, banner):
     with pytest.raises(InputNotFoundError, match="timeout 1 s"):
         capped.predict(f"{server}/slow.png")
     capped.load_options = LoadOptions(url_max_bytes=1000)
-    with pytest.raises(ImageTooLargeError, match="url_max_bytes"):
+    with pytest.raises(ImageTooLargeError, match="1,000-byte limit for URL inputs"):
         capped.predict(f"{server}/huge.png")
     with pytest.raises(InputNotFoundError, match="cannot fetch"):
         model.predict("http://127.0.0.1:9/nothing-listens-here.png")

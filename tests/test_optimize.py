@@ -114,3 +114,11 @@ def test_a_file_made_for_another_cpu_says_so_at_load(tmp_path, monkeypatch, capl
     caplog.clear()
     TextDetection(model_dir=wheel_source(V6_TINY), device="cpu")  # a release records no block: nothing to say
     assert not caplog.records
+
+
+def test_the_last_line_names_the_model_the_file_records(tmp_path):
+    output = tmp_path / "out.onnx"  # --model says small, the release's yml says tiny: the yml's name is recorded
+    args = ["optimize", str(wheel_source(V6_TINY)), "-o", str(output), "--model", "PP-OCRv6_small_det", "-q"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert f"{output} ({V6_TINY};" in result.output

@@ -28,6 +28,16 @@ def _fail(message: str, exc: Optional[BaseException], debug: bool, code: int) ->
     sys.exit(code)
 
 
+def recorded_model_name(path: Path) -> Optional[str]:
+    """The model name a file written here records (the yml's, where it differs from --model)."""
+    import onnx
+
+    from ..settings import METADATA_MODEL_NAME_KEY
+
+    metadata = {prop.key: prop.value for prop in onnx.load(str(path), load_external_data=False).metadata_props}
+    return metadata.get(METADATA_MODEL_NAME_KEY)
+
+
 def already_imported_from(path: Path) -> Optional[str]:
     """Where a file this package wrote (detector.export in its metadata) was made from; None for any other file."""
     import onnx
@@ -113,4 +123,4 @@ def optimize_command(
         )
     except DetectorError as exc:
         _fail(str(exc), exc, debug, EXIT_FAILED)
-    click.echo(f"{output} ({name}; {import_summary(record)} against {found.onnx})")
+    click.echo(f"{output} ({recorded_model_name(output) or name}; {import_summary(record)} against {found.onnx})")
