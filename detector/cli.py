@@ -41,6 +41,7 @@ from .prefetch import ordered_map, prefetch
 from .progress import progress_bar
 from .result import DetectionResult, is_image_name, is_json_name, names_file
 from .session import parse_device
+from .settings import LIMIT_TYPES
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 DETECT_COMMAND = "predict"  # the default action: `detect -i x.png` is `detect predict -i x.png`
@@ -198,7 +199,7 @@ max_pixels_option = click.option(
 # underscores); None keeps the model's own value.
 _DETECTION_SETTING_OPTIONS = (
     click.option("--limit-side-len", "--limit_side_len", "limit_side_len", default=None, type=click.IntRange(min=1)),
-    click.option("--limit-type", "--limit_type", "limit_type", default=None, type=click.Choice(["max", "min"])),
+    click.option("--limit-type", "--limit_type", "limit_type", default=None, type=click.Choice(LIMIT_TYPES)),
     click.option("--thresh", default=None, type=click.FloatRange(0, 1, min_open=True, max_open=True)),
     click.option(
         "--box-thresh",

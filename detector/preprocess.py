@@ -47,8 +47,10 @@ def target_size(height: int, width: int, limit_side_len: int, limit_type: str, m
         ratio = float(limit_side_len) / max(height, width) if max(height, width) > limit_side_len else 1.0
     elif limit_type == "min":
         ratio = float(limit_side_len) / min(height, width) if min(height, width) < limit_side_len else 1.0
+    elif limit_type == "resize_long":  # PaddleX's third type: the long side to limit_side_len, up or down
+        ratio = float(limit_side_len) / max(height, width)
     else:
-        raise InvalidParameterError(f"limit_type must be 'max' or 'min', got {limit_type!r}")
+        raise InvalidParameterError(f"limit_type must be 'max', 'min' or 'resize_long', got {limit_type!r}")
     resize_h, resize_w = int(height * ratio), int(width * ratio)
     if max(resize_h, resize_w) > max_side_limit:
         logger.warning(

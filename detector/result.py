@@ -52,7 +52,8 @@ def names_file(save_path: Union[str, os.PathLike], is_named: Callable[[str], boo
 def encode_image(bgr: np.ndarray, suffix: str) -> bytes:
     """The image file bytes for ``suffix``: OpenCV for its formats, Pillow (PaddleX's writer) for the rest."""
     if suffix.lower() in OPENCV_IMAGE_SUFFIXES:
-        ok, encoded = cv2.imencode(suffix, bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        quality = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY] if suffix.lower() in (".jpg", ".jpeg") else []
+        ok, encoded = cv2.imencode(suffix, bgr, quality)  # OpenCV 5 warns of a key its format does not read
         if not ok:
             raise DetectorError(f"OpenCV could not encode a {suffix} image")
         return encoded.tobytes()

@@ -43,7 +43,7 @@ LONG_SIDE_MODELS = frozenset(
         "PP-OCRv3_mobile_det",
     }
 )
-LIMIT_TYPES = ("max", "min")
+LIMIT_TYPES = ("max", "min", "resize_long")  # PaddleX's DetResizeForTest types
 SCORE_MODES = ("fast", "slow")
 BOX_TYPES = ("quad", "poly")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

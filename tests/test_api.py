@@ -331,6 +331,13 @@ def test_results_without_a_file_name_get_unique_stable_names(model, pages, tmp_p
         assert {f"{stem}_res.json", f"{stem}_res.png"} <= set(names)
 
 
+def test_saving_drawings_prints_nothing(model, pages, tmp_path, capfd):
+    (result,) = model.predict(pages["receipt"][0])
+    for name in ("a.png", "a.jpg", "a.tif", "a.webp", "a.bmp"):  # OpenCV 5 warned of the JPEG key on the others
+        result.save_to_img(tmp_path / name)
+    assert capfd.readouterr().err == ""
+
+
 def test_saved_image_keeps_the_input_suffix_and_file_paths_write_one_file(model, pages, tmp_path):
     import cv2
 

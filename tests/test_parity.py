@@ -16,6 +16,7 @@ pytestmark = pytest.mark.reference
 SETTINGS = {
     "defaults": {},
     "min_side": {"limit_type": "min", "limit_side_len": 736, "unclip_ratio": 2.0, "box_thresh": 0.5},
+    "resize_long": {"limit_type": "resize_long", "limit_side_len": 640},  # PaddleX's third rule, up or down
 }
 
 

@@ -23,6 +23,8 @@ pytestmark = pytest.mark.runtime  # no Paddle needed: make test-pythons runs the
         (100, 200, 736, "min", (736, 1472)),  # short side raised to 736
         (800, 900, 736, "min", (800, 896)),  # already large enough: only rounded
         (10, 10, 960, "max", (32, 32)),  # never below 32
+        (100, 2000, 640, "resize_long", (32, 640)),  # PaddleX's third type: the long side to the limit, down
+        (100, 200, 640, "resize_long", (320, 640)),  # ... and up
     ],
 )
 def test_target_size_follows_paddleocr_rules(height, width, limit, limit_type, expected):
@@ -36,8 +38,8 @@ def test_max_side_limit_caps_the_long_side():
 
 
 def test_unknown_limit_type_is_a_parameter_error():
-    with pytest.raises(InvalidParameterError):
-        target_size(100, 100, 960, "resize_long", 4000)
+    with pytest.raises(InvalidParameterError, match="'max', 'min' or 'resize_long'"):
+        target_size(100, 100, 960, "resize_short", 4000)
 
 
 def test_resize_reports_ratios_against_the_original():

@@ -455,7 +455,7 @@ def create_app(config: ServeConfig, detector: Optional[TextDetection] = None) ->
         box_thresh: Optional[float] = Query(None, description="minimum mean score of a box"),
         unclip_ratio: Optional[float] = Query(None, description="how far boxes are expanded"),
         limit_side_len: Optional[int] = Query(None, description="resize limit of the side chosen by limit_type"),
-        limit_type: Optional[str] = Query(None, description="max or min"),
+        limit_type: Optional[str] = Query(None, description="max, min or resize_long"),
     ) -> JSONResponse:
         start = time.perf_counter()
         request.state.log_id = new_log_id()

@@ -70,7 +70,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--model-name", required=True, help="name PaddleOCR knows, e.g. PP-OCRv4_mobile_det")
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
     parser.add_argument("--limit-side-len", type=int)
-    parser.add_argument("--limit-type", choices=("max", "min"))
+    parser.add_argument("--limit-type", choices=("max", "min", "resize_long"))
     parser.add_argument("--thresh", type=float)
     parser.add_argument("--box-thresh", type=float)
     parser.add_argument("--unclip-ratio", type=float)
