@@ -93,7 +93,7 @@ def optimize_command(
 
     if not optimizer_available():
         _fail(f"this needs the onnx package: {INSTALL_HINT}", None, debug, EXIT_USAGE)
-    from .onnx_import import export_from_onnx, find_onnx_source, import_summary, report_to_stderr
+    from .onnx_import import export_from_onnx, find_onnx_source, import_summary, report_to_stderr, source_settings
 
     try:
         found = find_onnx_source(source)
@@ -113,6 +113,10 @@ def optimize_command(
         _fail(f"--output is SOURCE itself ({found.onnx}): write the import to another file", None, debug, EXIT_USAGE)
     if not name:
         _fail(f"no {INFERENCE_YML} beside {found.onnx} names the model: pass --model NAME", None, debug, EXIT_USAGE)
+    try:
+        source_settings(name, found, progress=lambda line: None)  # a name without settings: a usage error
+    except DetectorError as exc:
+        _fail(str(exc), exc, debug, EXIT_USAGE)
     try:
         record = export_from_onnx(
             name,
