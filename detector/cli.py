@@ -338,7 +338,8 @@ def cli() -> None:
     "--precision",
     default=None,
     type=click.Choice(PRECISIONS),
-    help="Model variant: fp32 (default), int8 (CPU) or fp16 (GPU), made by make export PRECISION=….",
+    help="Model variant: fp32 (default), int8 (CPU) or fp16 (GPU), a file beside the fp32 one made by the "
+    "export tool of a source checkout (make export PRECISION=…).",
 )
 @click.option(
     "--enable-mkldnn",

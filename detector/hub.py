@@ -160,15 +160,15 @@ def _not_downloadable_hint(model_name: str, known: bool) -> str:
     )
     if IN_CHECKOUT:
         how = (
-            f"Export it with `make export MODEL={model_name}"
+            f"export it with `make export MODEL={model_name}"
             + ("`" if known else " SOURCE=<paddle model dir or .onnx>`")
             + f", set {MODELS_ENV_VAR} to a folder holding <MODEL_NAME>/{MODEL_FILENAME}"
-            + ", or pass model_dir=<path to .onnx>"
+            + ", or pass model_dir=<path to .onnx> (detect --model-dir <path>)"
         )
     else:
         how = (
-            f"Pass model_dir=<folder with {MODEL_FILENAME} + {INFERENCE_YML}, or an .onnx file>, or set "
-            f"{MODELS_ENV_VAR} to a folder holding <MODEL_NAME>/{MODEL_FILENAME}"
+            f"pass model_dir=<folder with {MODEL_FILENAME} + {INFERENCE_YML}, or an .onnx file> (detect "
+            f"--model-dir <folder or file>), or set {MODELS_ENV_VAR} to a folder holding <MODEL_NAME>/{MODEL_FILENAME}"
         )
     return f"{what}: {how}. Models that download by name: {downloadable}"
 

@@ -72,7 +72,8 @@ def _detector_specs(
     "--precision",
     default=None,
     type=click.Choice(PRECISIONS),
-    help="Model variant: fp32 (default), int8 or fp16 (make export PRECISION=…).",
+    help="Model variant: fp32 (default), int8 or fp16, made by the export tool of a source checkout "
+    "(make export PRECISION=…).",
 )
 @click.option(
     "--compare",
