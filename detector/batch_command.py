@@ -19,6 +19,7 @@ from .cli import (
     max_pixels_option,
     model_dir_option,
     model_option,
+    precision_option,
     recursive_option,
     shape_bucket_option,
 )
@@ -65,6 +66,7 @@ from .errors import DetectorError
 )
 @model_option
 @model_dir_option
+@precision_option
 @device_option
 @detection_setting_options
 @max_pixels_option
@@ -83,6 +85,7 @@ def batch(
     model: Optional[str],
     model_dir: Optional[str],
     device: Optional[str],
+    precision: Optional[str],
     thresh: Optional[float],
     box_thresh: Optional[float],
     unclip_ratio: Optional[float],
@@ -110,6 +113,7 @@ def batch(
         model_name=model_name,
         model_dir=model_dir,
         device=device,
+        precision=precision,
         max_pixels=max_pixels,
         settings={key: value for key, value in settings.items() if value is not None},
     )

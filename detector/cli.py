@@ -165,6 +165,13 @@ model_option = click.option(
     metavar="NAME|PATH.onnx",
     help=f"Exported model name (default {DEFAULT_MODEL_NAME}) or path to an .onnx file.",
 )
+precision_option = click.option(
+    "--precision",
+    default=None,
+    type=click.Choice(PRECISIONS),
+    help="Model variant: fp32 (default), int8 (CPU) or fp16 (GPU), a file beside the fp32 one made by the "
+    "export tool of a source checkout (make export PRECISION=…).",
+)
 recursive_option = click.option(
     "--recursive/--no-recursive",
     "-r/-R",
@@ -334,13 +341,7 @@ def cli() -> None:
     type=click.BOOL,
     help="Accepted for PaddleOCR; ignored (with a warning).",
 )
-@click.option(
-    "--precision",
-    default=None,
-    type=click.Choice(PRECISIONS),
-    help="Model variant: fp32 (default), int8 (CPU) or fp16 (GPU), a file beside the fp32 one made by the "
-    "export tool of a source checkout (make export PRECISION=…).",
-)
+@precision_option
 @click.option(
     "--enable-mkldnn",
     "--enable_mkldnn",

@@ -55,6 +55,7 @@ class ModelSpec:
     device: Optional[str] = None
     cpu_threads: Optional[int] = None
     max_pixels: Optional[int] = None
+    precision: Optional[str] = None  # fp32, int8 or fp16: the variant file beside the fp32 one
     settings: dict[str, Any] = field(default_factory=dict)  # thresh, box_thresh, … (None keeps the model's)
 
     def load(self) -> TextDetection:
@@ -64,6 +65,7 @@ class ModelSpec:
             device=self.device,
             cpu_threads=self.cpu_threads,
             max_pixels=self.max_pixels,
+            precision=self.precision,
             **self.settings,
         )
 

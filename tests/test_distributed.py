@@ -137,6 +137,7 @@ def test_usage_errors_are_one_line_without_starting_ray(folder, tmp_path):
         ((str(folder), str(tmp_path / "full")), "not an empty folder"),
         ((str(folder), (tmp_path / "full").as_uri()), "not an empty folder"),  # a URI too: Ray would append
         ((str(folder), str(tmp_path / "o"), "--cpus-per-actor", str(cores + 1)), f"this machine's {cores} CPUs"),
+        ((str(folder), str(tmp_path / "o"), "--precision", "fp16"), "no fp16 variant"),  # checked before Ray
     ):
         proc = subprocess.run(
             [sys.executable, "-m", "detector.cli", "batch", "-i", args[0], "-o", args[1], *args[2:]],

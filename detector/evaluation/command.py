@@ -10,7 +10,14 @@ from typing import Any, Optional
 import click
 
 from ..api import DEFAULT_MODEL_NAME, TextDetection
-from ..cli import _model_arguments, detection_setting_options, device_option, model_dir_option, model_option
+from ..cli import (
+    _model_arguments,
+    detection_setting_options,
+    device_option,
+    model_dir_option,
+    model_option,
+    precision_option,
+)
 from ..errors import DetectorError, InvalidParameterError
 from ..precision import PRECISIONS
 
@@ -68,13 +75,7 @@ def _detector_specs(
 )
 @model_option
 @model_dir_option
-@click.option(
-    "--precision",
-    default=None,
-    type=click.Choice(PRECISIONS),
-    help="Model variant: fp32 (default), int8 or fp16, made by the export tool of a source checkout "
-    "(make export PRECISION=…).",
-)
+@precision_option
 @click.option(
     "--compare",
     nargs=2,

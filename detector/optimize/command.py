@@ -64,6 +64,7 @@ def already_imported_from(path: Path) -> Optional[str]:
 @click.option(
     "--model",
     "--model_name",
+    "--model-name",
     "model_name",
     default=None,
     metavar="NAME",

@@ -67,6 +67,8 @@ DEFAULTS = ServeConfig()
 )
 @click.option(
     "--cpu-threads",
+    "--cpu_threads",
+    "cpu_threads",
     default=None,
     type=click.IntRange(min=1),
     help="onnxruntime threads per inference [default: every core].",
