@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Optional, Union
 
 from .errors import ModelNotFoundError
-from .precision import variant_path
+from .precision import DEFAULT_PRECISION, variant_path
 from .result import write_atomically
 from .settings import INFERENCE_YML
 
@@ -82,7 +82,7 @@ def release_url(model_name: str, filename: str) -> str:
 
 
 def resolve_model_path(
-    model_name: Optional[str], model_dir: Optional[Union[str, os.PathLike]] = None, precision: str = "fp32"
+    model_name: Optional[str], model_dir: Optional[Union[str, os.PathLike]] = None, precision: str = DEFAULT_PRECISION
 ) -> Path:
     """The .onnx file to load, following the lookup order above; ModelNotFoundError says what works from here.
 
@@ -106,7 +106,7 @@ def resolve_model_path(
         raise ModelNotFoundError("no model_name and no model_dir given")
     searched = [folder / model_name / MODEL_FILENAME for folder in local_model_folders()]
     cache = user_cache_dir()
-    if precision != "fp32":
+    if precision != DEFAULT_PRECISION:
         for candidate in searched:
             if variant_path(candidate, precision).is_file():
                 return candidate
