@@ -45,9 +45,10 @@ PDF_MAGIC = b"%PDF"
 TIFF_MAGICS = (b"II*\x00", b"MM\x00*")  # little- and big-endian
 GLOB_CHARACTERS = frozenset("*?[")
 POINTS_PER_INCH = 72.0
-# pdfium is not thread-safe: every call into it goes through this lock.
 logger = logging.getLogger(__name__)
+# pdfium is not thread-safe: every call into it goes through this lock.
 _PDFIUM_LOCK = threading.Lock()
+# warnings.catch_warnings edits process-wide state: ours never interleave (pillow_warnings_silenced).
 _WARNINGS_LOCK = threading.Lock()
 
 
