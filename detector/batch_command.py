@@ -91,6 +91,7 @@ def batch(
     unclip_ratio: Optional[float],
     limit_side_len: Optional[int],
     limit_type: Optional[str],
+    max_side_limit: Optional[int],
     max_pixels: Optional[int],
     shape_bucket: Optional[int],
     debug: bool,
@@ -107,6 +108,7 @@ def batch(
         unclip_ratio=unclip_ratio,
         limit_side_len=limit_side_len,
         limit_type=limit_type,
+        max_side_limit=max_side_limit,
         shape_bucket=shape_bucket,
     )
     spec = distributed.ModelSpec(

@@ -165,6 +165,14 @@ model_option = click.option(
     metavar="NAME|PATH.onnx",
     help=f"Exported model name (default {DEFAULT_MODEL_NAME}) or path to an .onnx file.",
 )
+cpu_threads_option = click.option(
+    "--cpu-threads",
+    "--cpu_threads",
+    "cpu_threads",
+    default=None,
+    type=click.IntRange(min=1),
+    help="onnxruntime's intra-op threads on the CPU [default: onnxruntime's choice].",
+)
 precision_option = click.option(
     "--precision",
     default=None,
@@ -218,6 +226,7 @@ _DETECTION_SETTING_OPTIONS = (
     click.option(
         "--unclip-ratio", "--unclip_ratio", "unclip_ratio", default=None, type=click.FloatRange(0, min_open=True)
     ),
+    click.option("--max-side-limit", "--max_side_limit", "max_side_limit", default=None, type=click.IntRange(min=1)),
 )
 
 
@@ -290,7 +299,6 @@ def cli() -> None:
 )
 @click.option("--batch-size", "--batch_size", "batch_size", default=1, type=click.IntRange(min=1))
 @detection_setting_options
-@click.option("--max-side-limit", "--max_side_limit", "max_side_limit", default=None, type=click.IntRange(min=1))
 @max_pixels_option
 @click.option(
     "--pdf-dpi",
@@ -300,14 +308,7 @@ def cli() -> None:
     type=click.FloatRange(0, min_open=True),
     help=f"Resolution PDF pages are rendered at [default: {DEFAULT_LOAD_OPTIONS.pdf_dpi:g}].",
 )
-@click.option(
-    "--cpu-threads",
-    "--cpu_threads",
-    "cpu_threads",
-    default=None,
-    type=click.IntRange(min=1),
-    help="onnxruntime's intra-op threads on the CPU [default: onnxruntime's choice].",
-)
+@cpu_threads_option
 @click.option(
     "--input-shape",
     "--input_shape",

@@ -306,6 +306,21 @@ def test_detect_eval_table_and_settings_take_effect(default_onnx, small_set):
         "--json",
     )
     assert json.loads(strict.stdout)["recall"] < 0.2
+    # max_side_limit reaches it too: pages shrunk to a 64-pixel side keep hardly a line readable
+    tiny = detect(
+        "eval",
+        "--labels",
+        str(small_set),
+        "--model",
+        str(default_onnx),
+        "--device",
+        "cpu",
+        "--max-side-limit",
+        "64",
+        "--json",
+    )
+    assert tiny.returncode == 0, tiny.stderr
+    assert json.loads(tiny.stdout)["recall"] < 0.5
 
 
 def test_detect_eval_compare_two_models(default_onnx, small_set, tmp_path):
@@ -373,3 +388,23 @@ def test_parity_set_labels_are_the_rendered_line_boxes(tmp_path):
         assert len(item.labels) == len(boxes) and not any(label.dont_care for label in item.labels)
         for label, (x0, y0, x1, y1) in zip(item.labels, boxes):
             assert label.points.tolist() == [[x0, y0], [x1, y0], [x1, y1], [x0, y1]]
+
+
+def test_detect_eval_passes_threads_and_max_side_limit_to_each_model(small_set, monkeypatch):
+    from click.testing import CliRunner
+
+    from detector.cli import cli
+    from detector.errors import DetectorError
+    from detector.evaluation import command
+
+    made = []
+
+    def recording(**kwargs):
+        made.append(kwargs)
+        raise DetectorError("recorded")
+
+    monkeypatch.setattr(command, "TextDetection", recording)
+    args = ["eval", "--labels", str(small_set), "--compare", "fp32", "int8", "--cpu-threads", "1"]
+    result = CliRunner().invoke(cli, [*args, "--max-side-limit", "64"])
+    assert result.exit_code == 2 and "recorded" in result.output
+    assert made[0]["cpu_threads"] == 1 and made[0]["max_side_limit"] == 64

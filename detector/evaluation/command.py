@@ -12,6 +12,7 @@ import click
 from ..api import DEFAULT_MODEL_NAME, TextDetection
 from ..cli import (
     _model_arguments,
+    cpu_threads_option,
     detection_setting_options,
     device_option,
     model_dir_option,
@@ -85,6 +86,7 @@ def _detector_specs(
     "a model folder), side by side.",
 )
 @device_option
+@cpu_threads_option
 @detection_setting_options
 @click.option("--max-candidates", "--max_candidates", "max_candidates", default=None, type=click.IntRange(min=1))
 @click.option("--json", "json_format", is_flag=True, help="Print one JSON object instead of the table.")
@@ -97,11 +99,13 @@ def eval_command(
     precision: Optional[str],
     compare: Optional[tuple[str, str]],
     device: Optional[str],
+    cpu_threads: Optional[int],
     limit_side_len: Optional[int],
     limit_type: Optional[str],
     thresh: Optional[float],
     box_thresh: Optional[float],
     unclip_ratio: Optional[float],
+    max_side_limit: Optional[int],
     max_candidates: Optional[int],
     json_format: bool,
     debug: bool,
@@ -117,12 +121,16 @@ def eval_command(
         thresh=thresh,
         box_thresh=box_thresh,
         unclip_ratio=unclip_ratio,
+        max_side_limit=max_side_limit,
         max_candidates=max_candidates,
     )
     try:
         specs = _detector_specs(model, model_dir, precision, compare)
         labelled = read_labels(labels, image_dir)
-        detectors = {name: TextDetection(device=device, **keywords, **settings) for name, keywords in specs.items()}
+        detectors = {
+            name: TextDetection(device=device, cpu_threads=cpu_threads, **keywords, **settings)
+            for name, keywords in specs.items()
+        }
         decoded = load_labelled_images(labelled)
     except DetectorError as exc:
         _fail(exc, debug, EXIT_USAGE)
