@@ -133,7 +133,7 @@ def batch(
             files_per_batch=files_per_batch or distributed.DEFAULT_FILES_PER_BATCH,
         )
     except DetectorError as exc:
-        _fail_usage(exc, debug)
+        _fail_usage(exc, debug, command="detect batch")
     click.echo(
         f"detect batch: {summary.files} files, {summary.rows} rows, {summary.errors} with an error, "
         f"{summary.seconds:.1f} s ({summary.images_per_second:.2f} images/s) -> {summary.output}",

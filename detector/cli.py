@@ -610,10 +610,10 @@ def _exit_for_missing_extra(command: str, extra: str, exc: ImportError) -> NoRet
     sys.exit(EXIT_USAGE)
 
 
-def _fail_usage(exc: BaseException, debug: bool) -> None:
+def _fail_usage(exc: BaseException, debug: bool, command: str = "detect") -> None:
     if debug:
         traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
-    click.echo(f"detect: error: {exc}", err=True)
+    click.echo(f"{command}: error: {exc}", err=True)
     sys.exit(EXIT_USAGE)
 
 

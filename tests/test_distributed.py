@@ -147,6 +147,7 @@ def test_usage_errors_are_one_line_without_starting_ray(folder, tmp_path):
             timeout=120,
         )
         assert proc.returncode == 2 and words in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+        assert proc.stderr.startswith("detect batch: error:"), proc.stderr  # named like eval's and optimize's
 
 
 def test_an_address_without_a_cluster_is_the_user_s_error(monkeypatch):
