@@ -96,14 +96,21 @@ def decode_damaged_jpeg(data: bytes, choice: Optional[FastDecode]) -> Optional[n
     """
     if choice is None or choice.decoder != JPEG_DECODER:
         return None
+    image = _decode_with_simplejpeg(data, strict=False)
+    return image if image is not None and image.shape == (choice.height, choice.width, 3) else None
+
+
+def _decode_with_simplejpeg(data: bytes, strict: bool) -> Optional[np.ndarray]:
+    """libjpeg-turbo through simplejpeg, with OpenCV's accurate DCT and fancy upsampling; None if simplejpeg
+    is not installed or refuses the data (strict: also on libjpeg's warnings, a file cut short among them)."""
     simplejpeg = _import_optional("simplejpeg")
     if simplejpeg is None:
         return None
     try:
-        image = simplejpeg.decode_jpeg(bytes(data), colorspace="BGR", fastdct=False, fastupsample=False, strict=False)
-    except Exception:  # ValueError: not even libjpeg-turbo's tolerant mode reads it
+        image = simplejpeg.decode_jpeg(bytes(data), colorspace="BGR", fastdct=False, fastupsample=False, strict=strict)
+    except Exception:  # ValueError for corrupt, truncated or unsupported data
         return None
-    return np.ascontiguousarray(image) if image.shape == (choice.height, choice.width, 3) else None
+    return np.ascontiguousarray(image)
 
 
 def choose_fast_decoder(data: bytes) -> Optional[FastDecode]:
@@ -121,16 +128,7 @@ def choose_fast_decoder(data: bytes) -> Optional[FastDecode]:
 def decode_fast(data: bytes, decoder: str) -> Optional[np.ndarray]:
     """Decode with a fast decoder; None if it is not installed or refuses the file (OpenCV then decides)."""
     if decoder == JPEG_DECODER:
-        simplejpeg = _import_optional("simplejpeg")
-        if simplejpeg is None:
-            return None
-        try:
-            image = simplejpeg.decode_jpeg(
-                bytes(data), colorspace="BGR", fastdct=False, fastupsample=False, strict=True
-            )
-        except Exception:  # ValueError for corrupt, truncated or unsupported data
-            return None
-        return np.ascontiguousarray(image)
+        return _decode_with_simplejpeg(data, strict=True)
     if decoder == PNG_DECODER:
         try:
             rebuilt = decode_png_numpy(data)
