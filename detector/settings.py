@@ -218,15 +218,6 @@ def read_inference_yml(path: Path) -> tuple[dict, str]:
     return config, text
 
 
-def _refuse_other_name(model_name: Optional[str], named: Optional[str], where: str) -> None:
-    """A model_name given with a file that names another model is a mistake to report, not to ignore."""
-    if named and model_name and named != model_name:
-        raise InvalidModelError(
-            f"model_name is {model_name!r} but {where} names the model {named!r}: "
-            f"pass model_name={named!r}, or leave it out"
-        )
-
-
 def settings_for_model_file(
     metadata: Mapping[str, str], model_path: Path, model_name: Optional[str]
 ) -> tuple[str, DetectionSettings, str]:
@@ -248,7 +239,11 @@ def settings_for_model_file(
     if yml.is_file():
         config, _ = read_inference_yml(yml)
         declared = declared_model_name(config)
-        _refuse_other_name(model_name, declared, str(yml))  # PaddleX refuses this mismatch too
+        if declared and model_name and declared != model_name:  # PaddleX refuses this mismatch too
+            raise InvalidModelError(
+                f"model_name is {model_name!r} but {yml} names the model {declared!r}: "
+                f"pass model_name={declared!r}, or leave it out"
+            )
         name = declared or model_name or ""
         try:
             return name, settings_from_inference_config(config, name), str(yml)

@@ -28,16 +28,6 @@ def _fail(message: str, exc: Optional[BaseException], debug: bool, code: int) ->
     sys.exit(code)
 
 
-def recorded_model_name(path: Path) -> Optional[str]:
-    """The model name a file written here records (the yml's, where it differs from --model)."""
-    import onnx
-
-    from ..settings import METADATA_MODEL_NAME_KEY
-
-    metadata = {prop.key: prop.value for prop in onnx.load(str(path), load_external_data=False).metadata_props}
-    return metadata.get(METADATA_MODEL_NAME_KEY)
-
-
 def already_imported_from(path: Path) -> Optional[str]:
     """Where a file this package wrote (detector.export in its metadata) was made from; None for any other file."""
     import onnx
@@ -114,8 +104,8 @@ def optimize_command(
         _fail(f"--output is SOURCE itself ({found.onnx}): write the import to another file", None, debug, EXIT_USAGE)
     if not name:
         _fail(f"no {INFERENCE_YML} beside {found.onnx} names the model: pass --model NAME", None, debug, EXIT_USAGE)
-    try:
-        source_settings(name, found, progress=lambda line: None)  # a name without settings: a usage error
+    try:  # a name without settings is a usage error; the name the file will record (the yml's, if it differs)
+        recorded_name, _settings, _yml = source_settings(name, found, progress=lambda line: None)
     except DetectorError as exc:
         _fail(str(exc), exc, debug, EXIT_USAGE)
     try:
@@ -128,4 +118,4 @@ def optimize_command(
         )
     except DetectorError as exc:
         _fail(str(exc), exc, debug, EXIT_FAILED)
-    click.echo(f"{output} ({recorded_model_name(output) or name}; {import_summary(record)} against {found.onnx})")
+    click.echo(f"{output} ({recorded_name}; {import_summary(record)} against {found.onnx})")
