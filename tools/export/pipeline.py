@@ -263,7 +263,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             from tools.export.quantize import export_variant
 
             ignored = [flag for flag, given in _fp32_flags(args).items() if given]
-            if ignored and output.is_file() and not made_now:
+            if ignored and not made_now:  # not made now: the fp32 file was there already
                 print(
                     f"export: note: the {args.precision} variant is made from the existing {output}; "
                     f"{', '.join(ignored)} apply to the fp32 export (PRECISION=fp32, or delete the file, first)",

@@ -67,13 +67,14 @@ def download(
     """Download url into .cache/downloads (once), verifying its length and sha256 where known."""
     DOWNLOADS_DIR.mkdir(parents=True, exist_ok=True)
     # named after the URL too: two sources' model.tar must not answer for each other
+    file_name = url.rsplit("/", 1)[-1].split("?")[0]
     url_key = hashlib.sha256(url.encode("utf-8")).hexdigest()[:12]
-    target = DOWNLOADS_DIR / f"{url_key}-{url.rsplit('/', 1)[-1].split('?')[0]}"
+    target = DOWNLOADS_DIR / f"{url_key}-{file_name}"
     if target.is_file() and (expected_sha256 is None or sha256_of(target) == expected_sha256):
         print(f"export: using downloaded {target}", file=sys.stderr)
         return target
     partial = target.with_name(target.name + ".part")
-    label = f"export: downloading {url.rsplit('/', 1)[-1].split('?')[0]}"
+    label = f"export: downloading {file_name}"
     try:
         with urllib.request.urlopen(urllib.request.Request(url), timeout=timeout) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
