@@ -292,35 +292,18 @@ def test_detect_eval_table_and_settings_take_effect(default_onnx, small_set):
     assert done.returncode == 0, done.stderr
     header, _rule, _row = done.stdout.strip().splitlines()
     assert header.split() == ["model", "variant", "precision", "recall", "hmean", "images", "boxes/img", "s/img"]
+
+    def recall_with(*setting: str) -> float:
+        done = detect(
+            "eval", "--labels", str(small_set), "--model", str(default_onnx), "--device", "cpu", *setting, "--json"
+        )
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)["recall"]
+
     # an absurd box threshold keeps (almost) nothing: the override reaches the detector
-    strict = detect(
-        "eval",
-        "--labels",
-        str(small_set),
-        "--model",
-        str(default_onnx),
-        "--device",
-        "cpu",
-        "--box-thresh",
-        "0.999",
-        "--json",
-    )
-    assert json.loads(strict.stdout)["recall"] < 0.2
+    assert recall_with("--box-thresh", "0.999") < 0.2
     # max_side_limit reaches it too: pages shrunk to a 64-pixel side keep hardly a line readable
-    tiny = detect(
-        "eval",
-        "--labels",
-        str(small_set),
-        "--model",
-        str(default_onnx),
-        "--device",
-        "cpu",
-        "--max-side-limit",
-        "64",
-        "--json",
-    )
-    assert tiny.returncode == 0, tiny.stderr
-    assert json.loads(tiny.stdout)["recall"] < 0.5
+    assert recall_with("--max-side-limit", "64") < 0.5
 
 
 def test_detect_eval_compare_two_models(default_onnx, small_set, tmp_path):

@@ -36,6 +36,11 @@ MIN_BOX_IOU = {"int8": 0.85}
 INT8_RULE_OF_DEFAULT_MODEL = "input"
 
 
+def variant_export(fp32: Path, precision: str) -> list[str]:
+    """tools.export's arguments for the default model's ``precision`` variant beside ``fp32``."""
+    return ["--model", "PP-OCRv4_mobile_det", "--output", str(fp32), "--precision", precision]
+
+
 @pytest.fixture(scope="module")
 def model_dir(default_onnx, tmp_path_factory) -> Path:
     """A copy of the default model with its int8 and fp16 variants made the way `make export` makes them."""
@@ -46,12 +51,7 @@ def model_dir(default_onnx, tmp_path_factory) -> Path:
         rule = ["--int8-float", INT8_RULE_OF_DEFAULT_MODEL] if precision == "int8" else []
         code = export_main(
             [
-                "--model",
-                "PP-OCRv4_mobile_det",
-                "--output",
-                str(folder / "inference.onnx"),
-                "--precision",
-                precision,
+                *variant_export(folder / "inference.onnx", precision),
                 "--eval-images",
                 "2",
                 "--calibration-images",
@@ -139,18 +139,7 @@ def test_a_variant_that_fails_its_scoring_leaves_the_previous_one(model_dir, tmp
         raise ExportError("scoring failed")
 
     monkeypatch.setattr(quantize, "accuracy_delta", scoring_fails)
-    code = export_main(
-        [
-            "--model",
-            "PP-OCRv4_mobile_det",
-            "--output",
-            str(folder / "inference.onnx"),
-            "--precision",
-            "fp16",
-            "--source",
-            "x",
-        ]
-    )
+    code = export_main([*variant_export(folder / "inference.onnx", "fp16"), "--source", "x"])
     assert code == 1 and "scoring failed" in capsys.readouterr().err
     # the previous variant untouched, no unscored file and no partial folder left beside it
     assert (folder / "inference.fp16.onnx").read_bytes() == before
@@ -164,7 +153,7 @@ def test_flags_of_the_fp32_export_are_named_when_a_variant_reuses_the_file(model
     folder.mkdir()
     shutil.copy(model_dir / "inference.onnx", folder / "inference.onnx")
     monkeypatch.setattr(quantize, "export_variant", lambda *a, **k: {"accuracy": {"hmean": 1.0, "fp32_hmean": 1.0}})
-    args = ["--model", "PP-OCRv4_mobile_det", "--output", str(folder / "inference.onnx"), "--precision", "int8"]
+    args = variant_export(folder / "inference.onnx", "int8")
     assert export_main([*args, "--source", "elsewhere", "--channel-block", "8"]) == 0
     assert "--source, --channel-block apply to the fp32 export" in capsys.readouterr().err
     assert export_main(args) == 0 and "apply to the fp32 export" not in capsys.readouterr().err
