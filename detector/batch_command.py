@@ -25,6 +25,9 @@ from .cli import (
 )
 from .errors import DetectorError
 
+# Files each actor call takes: enough to keep an actor busy, few enough to spread over actors.
+DEFAULT_FILES_PER_BATCH = 4
+
 
 @click.command("batch", context_settings=CONTEXT_SETTINGS)
 @click.option(
@@ -60,9 +63,10 @@ from .errors import DetectorError
 )
 @click.option(
     "--files-per-batch",
-    default=None,
+    default=DEFAULT_FILES_PER_BATCH,
+    show_default=True,
     type=click.IntRange(min=1),
-    help="Files per actor call [default: detector.distributed.DEFAULT_FILES_PER_BATCH].",
+    help="Files per actor call.",
 )
 @model_option
 @model_dir_option
@@ -81,7 +85,7 @@ def batch(
     concurrency: int,
     cpus_per_actor: float,
     num_gpus_per_actor: float,
-    files_per_batch: Optional[int],
+    files_per_batch: int,
     model: Optional[str],
     model_dir: Optional[str],
     device: Optional[str],
@@ -130,7 +134,7 @@ def batch(
             num_gpus_per_actor=num_gpus_per_actor,
             recursive=recursive,
             ray_address=ray_address,
-            files_per_batch=files_per_batch or distributed.DEFAULT_FILES_PER_BATCH,
+            files_per_batch=files_per_batch,
         )
     except DetectorError as exc:
         _fail_usage(exc, debug, command="detect batch")

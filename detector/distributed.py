@@ -26,6 +26,7 @@ import ray
 from ray.data.datasource import BlockBasedFileDatasink
 
 from .api import TextDetection
+from .batch_command import DEFAULT_FILES_PER_BATCH
 from .errors import DetectorError, InputNotFoundError, InvalidParameterError
 from .inputs import DEFAULT_LOAD_OPTIONS, IMAGE_EXTENSIONS, LoadOptions, Source, expand_inputs, load_source
 from .result import to_jsonable
@@ -33,8 +34,6 @@ from .result import to_jsonable
 FORMATS = ("parquet", "jsonl")
 # A local Ray instance started by `detect batch`: a small object store, since rows are small.
 LOCAL_OBJECT_STORE_BYTES = 256 * 1024 * 1024
-# Files each actor call takes: enough to keep an actor busy, few enough to spread over actors.
-DEFAULT_FILES_PER_BATCH = 4
 ROW_SCHEMA = pa.schema(
     [
         ("path", pa.string()),

@@ -19,6 +19,8 @@ def test_import_detector_loads_no_service_or_cluster_framework():
         "import sys; from click.testing import CliRunner; from detector.cli import cli; "
         "outs = [CliRunner().invoke(cli, [name, '--help']).output for name in ('serve', 'batch', 'optimize')]; "
         "assert '--max-concurrency' in outs[0] and '--ray-address' in outs[1] and '--channel-block' in outs[2], outs; "
+        "batch_help = ' '.join(outs[1].split()); "
+        "assert '[default: 4; x>=1]' in batch_help and 'detector.' not in batch_help, batch_help; "
         "print(sorted({'fastapi', 'uvicorn', 'ray', 'pyarrow', 'onnx'} & set(sys.modules)))"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
