@@ -179,6 +179,8 @@ def test_health_models_openapi_and_page(server):
     assert {"multipart/form-data", "application/json", "image/*", "application/pdf"} <= set(
         detect_doc["requestBody"]["content"]
     )
+    body_settings = detect_doc["requestBody"]["content"]["application/json"]["schema"]["properties"]
+    assert body_settings["unclip_ratio"] == {"type": "number", "maximum": 10.0}
     # answers are described as the envelopes they are, refusals included (not FastAPI's {"detail": …})
     for status in ("400", "413", "422", "503"):
         refusal = detect_doc["responses"][status]["content"]["application/json"]["schema"]
@@ -220,6 +222,8 @@ def test_every_bad_request_gets_a_4xx_envelope(server, pages):
     assert_refused(server.post_raw("/detect?limit_type=diagonal", image, "image/png"), 422, "limit_type")
     assert_refused(server.post_raw("/detect?limit_side_len=0", image, "image/png"), 422, "limit_side_len")
     assert_refused(server.post_raw("/detect?unclip_ratio=inf", image, "image/png"), 422, "finite")
+    assert_refused(server.post_raw("/detect?unclip_ratio=1e9", image, "image/png"), 422, "at most 10")
+    assert_refused(server.post_json("/detect", {"image": b64, "unclip_ratio": 11}), 422, "at most 10")
     assert_refused(server.post_raw("/detect?boxthresh=0.9", image, "image/png"), 400, "boxthresh")
     assert_refused(server.post_json("/detect", {"image": b64, "limit_side_len": float("nan")}), 422, "finite")
     assert_refused(server.post_json("/detect", {"image": b64, "box_thresh": "high"}), 422, "box_thresh")
@@ -347,9 +351,9 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0(default_onnx, tmp_pa
 
 
 def test_sigterm_does_not_wait_for_an_inference_past_the_timeout(default_onnx, tmp_path, large_page):
-    # boxes grown a billion-fold take the polygon clipper many seconds: far past a 1 s --timeout
-    with running_server(default_onnx, tmp_path, "--timeout", "1") as server:
-        status, _, body = server.post_raw("/detect?unclip_ratio=1e9", large_page, "image/png")
+    # the page enlarged to a 4000-pixel network input takes the network ~3 s on one thread: past a 1 s --timeout
+    with running_server(default_onnx, tmp_path, "--timeout", "1", "--cpu-threads", "1") as server:
+        status, _, body = server.post_raw("/detect?limit_type=min&limit_side_len=4000", large_page, "image/png")
         assert status == 503 and "--timeout" in body["errorMsg"]
         assert server.request("GET", "/health")[2]["result"]["inference"]["running"] == 1  # still at it
         assert server.stop() == 0

@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import os
 import sys
 import threading
@@ -55,6 +56,10 @@ REQUEST_SETTINGS = {
     "limit_side_len": int,
     "limit_type": str,
 }
+# Upper bounds a request's settings must keep to, beyond the library's own checks: the unclip offset's
+# rounded joins take vertices in proportion to the square root of its distance, so unclip_ratio=1e9 held
+# the CPU ~5 s per page of 29 boxes (the web page's slider ends at 4; PaddleOCR's models use 1.5 to 2).
+REQUEST_SETTING_MAXIMUMS = {"unclip_ratio": 10.0}
 RAW_BODY_TYPES = ("application/octet-stream", "application/pdf")
 PAGE_FILE = Path(__file__).resolve().parent / "static" / "index.html"
 logger = logging.getLogger("detector.serve")
@@ -222,7 +227,12 @@ def merge_settings(query: dict[str, Any], body: dict[str, Any]) -> dict[str, Any
     clash = sorted(key for key in set(query) & set(body) if query[key] != body[key])
     if clash:
         raise RequestError(400, f"{', '.join(clash)} given differently in the query and the JSON body")
-    return {**query, **body}
+    merged = {**query, **body}
+    for key, maximum in REQUEST_SETTING_MAXIMUMS.items():
+        value = merged.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and maximum < value < math.inf:
+            raise RequestError(422, f"{key} must be at most {maximum:g} on this service, got {value:g}")
+    return merged
 
 
 # ----------------------------------------------------------------------------- the application
@@ -248,7 +258,14 @@ DETECT_REQUEST_BODY = {
                         "url": {"type": "string", "description": "only on servers started with --allow-urls"},
                         "logId": {"type": "string"},
                         **{
-                            key: {"type": {float: "number", int: "integer", str: "string"}[kind]}
+                            key: {
+                                "type": {float: "number", int: "integer", str: "string"}[kind],
+                                **(
+                                    {"maximum": REQUEST_SETTING_MAXIMUMS[key]}
+                                    if key in REQUEST_SETTING_MAXIMUMS
+                                    else {}
+                                ),
+                            }
                             for key, kind in REQUEST_SETTINGS.items()
                         },
                     },
@@ -453,7 +470,9 @@ def create_app(config: ServeConfig, detector: Optional[TextDetection] = None) ->
         request: Request,
         thresh: Optional[float] = Query(None, description="binarization threshold of the probability map"),
         box_thresh: Optional[float] = Query(None, description="minimum mean score of a box"),
-        unclip_ratio: Optional[float] = Query(None, description="how far boxes are expanded"),
+        unclip_ratio: Optional[float] = Query(
+            None, description=f"how far boxes are expanded (at most {REQUEST_SETTING_MAXIMUMS['unclip_ratio']:g})"
+        ),
         limit_side_len: Optional[int] = Query(None, description="resize limit of the side chosen by limit_type"),
         limit_type: Optional[str] = Query(None, description="max, min or resize_long"),
     ) -> JSONResponse:
