@@ -6,6 +6,7 @@ TextDetection.predict on the same bytes and settings.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import http.server
 import subprocess
@@ -290,6 +291,32 @@ def test_overload_answers_503_with_retry_after_and_serves_the_rest(single_slot_s
         assert_success(status, body)
         assert detected_pages(body) == expected
     assert single_slot_server.request("GET", "/health")[2]["result"]["inference"]["waiting"] == 0
+
+
+def test_retry_after_counts_the_time_an_inference_has_been_running():
+    from detector.serve.limits import InferenceGate, Overloaded
+
+    gate = InferenceGate(max_concurrency=1, max_queue=0)
+    release = threading.Event()
+
+    async def refuse_while_one_runs() -> Overloaded:
+        running = asyncio.ensure_future(gate.run(lambda cancelled: release.wait(30), 60))
+        while gate.snapshot()["running"] == 0:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(1.2)  # no inference has ended yet: the mean of finished ones is still 0
+        try:
+            await gate.run(lambda cancelled: None, 60)
+        except Overloaded as refused:
+            return refused
+        finally:
+            release.set()
+            await running
+        raise AssertionError("a second inference was admitted past max_concurrency=1, max_queue=0")
+
+    try:
+        assert asyncio.run(refuse_while_one_runs()).retry_after_s >= 2
+    finally:
+        gate.shutdown()
 
 
 class _ImageHandler(http.server.BaseHTTPRequestHandler):

@@ -66,6 +66,7 @@ class InferenceGate:
         self._admitted = 0  # running + waiting
         self._running = 0
         self._mean_s = 0.0
+        self._started: dict[int, float] = {}  # thread ident -> perf_counter at its inference's start
 
     @property
     def capacity(self) -> int:
@@ -81,10 +82,12 @@ class InferenceGate:
             }
 
     def retry_after_s(self) -> int:
-        """Seconds until a place is likely free: the queue ahead, at the recent mean inference time."""
+        """Seconds until a place is likely free: the queue ahead, at the recent mean inference time, or at
+        the time the longest inference still running has taken so far where that is longer."""
+        now = time.perf_counter()
         with self._lock:
-            mean = self._mean_s
-        return max(1, math.ceil(mean * self.capacity / self.max_concurrency))
+            per_inference = max([self._mean_s, *(now - start for start in self._started.values())])
+        return max(1, math.ceil(per_inference * self.capacity / self.max_concurrency))
 
     async def run(self, work: Callable[[threading.Event], Any], timeout_s: float) -> Any:
         with self._lock:
@@ -98,15 +101,17 @@ class InferenceGate:
         def tracked() -> Any:
             if cancelled.is_set():  # timed out while waiting: never start
                 return None
+            start = time.perf_counter()
             with self._lock:
                 self._running += 1
-            start = time.perf_counter()
+                self._started[threading.get_ident()] = start
             try:
                 return work(cancelled)
             finally:
                 elapsed = time.perf_counter() - start
                 with self._lock:
                     self._running -= 1
+                    del self._started[threading.get_ident()]
                     self._mean_s += RETRY_ESTIMATE_WEIGHT * (elapsed - self._mean_s)
 
         try:
