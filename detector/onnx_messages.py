@@ -58,6 +58,9 @@ _SCHEMA: dict[str, tuple[tuple[int, str, str], ...]] = {
     "TypeProtoTensor": ((1, "elem_type", "int32"), (2, "shape", "TensorShapeProto")),
     "TensorShapeProto": ((1, "dim", "TensorShapeProtoDimension*"),),
     "TensorShapeProtoDimension": ((1, "dim_value", "int64"), (2, "dim_param", "string")),
+    # ModelProto's metadata alone: parsing it leaves the graph unparsed, as bytes
+    "ModelMetadataProto": ((14, "metadata_props", "StringStringEntryProto*"),),
+    "StringStringEntryProto": ((1, "key", "string"), (2, "value", "string")),
 }
 _PACKAGE = "detector_onnx_messages"
 
@@ -106,6 +109,13 @@ def parse_model(data: bytes) -> Any:
     model = message_classes()["ModelProto"]()
     model.ParseFromString(data)
     return model
+
+
+def model_metadata(data: bytes) -> dict[str, str]:
+    """A serialized model's metadata_props, without parsing its graph."""
+    model = message_classes()["ModelMetadataProto"]()
+    model.ParseFromString(data)
+    return {entry.key: entry.value for entry in model.metadata_props}
 
 
 def make_node(

@@ -58,11 +58,22 @@ def select_precision(model_path: Path, precision: Optional[str], model_name: Opt
     return path
 
 
+def _recorded_model_name(model_path: Path) -> Optional[str]:
+    """The model name tools/export recorded in the file's metadata, if it can be read."""
+    from .onnx_messages import model_metadata
+    from .settings import METADATA_MODEL_NAME_KEY
+
+    try:
+        return model_metadata(model_path.read_bytes()).get(METADATA_MODEL_NAME_KEY) or None
+    except Exception:  # an unreadable file: the hint keeps its placeholder, the error stays the missing variant
+        return None
+
+
 def _how_to_make(model_path: Path, precision: str, model_name: Optional[str]) -> str:
     """The export command that writes the variant beside model_path (make's form for the checkout's models/)."""
     from .hub import CHECKOUT_MODELS_DIR, IN_CHECKOUT
 
-    name = model_name or "<its model name>"
+    name = model_name or _recorded_model_name(model_path) or "<its model name>"
     tool = f"python -m tools.export --model {name} --output {model_path} --precision {precision}"
     if not IN_CHECKOUT:
         return f"Make it with the export tool of a detector source checkout: `{tool}`"

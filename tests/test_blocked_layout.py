@@ -15,7 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 import detector.blocked_layout as blocked_layout
 from detector.blocked_layout import BLOCKED_DOMAIN, keep_maps_blocked, open_cpu_session
 from detector.errors import InvalidModelError
-from detector.onnx_messages import parse_model
+from detector.onnx_messages import model_metadata, parse_model
 from detector.session import (
     CPU_PROVIDER,
     _open,
@@ -202,6 +202,12 @@ def test_the_protobuf_messages_write_back_every_field_they_do_not_declare(defaul
     data = default_onnx.read_bytes()
     model = parse_model(data)
     assert onnx.load_from_string(model.SerializeToString()) == onnx.load_from_string(data)
+
+
+def test_the_metadata_message_reads_what_onnx_reads(default_onnx):
+    data = default_onnx.read_bytes()
+    expected = {entry.key: entry.value for entry in onnx.load_from_string(data).metadata_props}
+    assert model_metadata(data) == expected and "detector.model_name" in expected
 
 
 def test_no_optimized_graph_to_edit_opens_the_model_as_always(tmp_path, monkeypatch):

@@ -172,9 +172,13 @@ def test_missing_variant_says_how_to_make_it(default_onnx, tmp_path):
         f"python -m tools.export --model OnlyFp32_det --output {folder / 'inference.onnx'} --precision int8" in message
     )
     assert "make export" not in message
-    with pytest.raises(ModelNotFoundError, match=r"--model <its model name> --output .*mine\.onnx --precision fp16"):
-        shutil.copy(default_onnx, tmp_path / "mine.onnx")
+    # a file given without a name: the hint names the model its metadata records
+    shutil.copy(default_onnx, tmp_path / "mine.onnx")
+    with pytest.raises(ModelNotFoundError, match=r"--model PP-OCRv4_mobile_det --output .*mine\.onnx --precision fp16"):
         TextDetection(model_dir=tmp_path / "mine.onnx", precision="fp16")
+    (tmp_path / "unread.onnx").write_bytes(b"not a model")  # no metadata to read: a placeholder
+    with pytest.raises(ModelNotFoundError, match=r"--model <its model name> --output .*unread\.onnx --precision fp16"):
+        TextDetection(model_dir=tmp_path / "unread.onnx", precision="fp16")
     with pytest.raises(InvalidParameterError, match="precision must be one of fp32, fp16, int8"):
         TextDetection(model_dir=folder, precision="fp8")
     # fp32 always names the file itself, never a sibling
