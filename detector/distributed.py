@@ -87,9 +87,12 @@ class DetectFiles:
 def detect_file(detector: TextDetection, path: str, data: bytes) -> list[dict[str, Any]]:
     """Rows for one file: one per image or page, or a final row with ``error`` where reading stopped."""
     rows: list[dict[str, Any]] = []
+    detecting = None  # the image or page being detected, if the error comes from its detection
     try:
         for loaded in load_source(Source("bytes", data, path), detector.load_options):
+            detecting = loaded
             (result,) = detector.detect_loaded([loaded])
+            detecting = None
             rows.append(
                 {
                     "path": path,
@@ -101,7 +104,10 @@ def detect_file(detector: TextDetection, path: str, data: bytes) -> list[dict[st
             )
     except Exception as exc:  # a job over millions of files must outlive any one of them
         message = str(exc) if isinstance(exc, DetectorError) else f"{type(exc).__name__}: {exc}"
-        page = len(rows) if rows and rows[-1]["page_index"] is not None else None
+        if detecting is not None:
+            page = detecting.page_index
+        else:  # reading stopped: the next page of a paged file, none where the file itself could not be read
+            page = len(rows) if rows and rows[-1]["page_index"] is not None else None
         rows.append({"path": path, "page_index": page, "dt_polys": [], "dt_scores": [], "error": message})
     return rows
 

@@ -158,3 +158,24 @@ def test_an_address_without_a_cluster_is_the_user_s_error(monkeypatch):
     monkeypatch.setattr(distributed.ray, "init", no_cluster)
     with pytest.raises(DetectorError, match="cannot join the Ray cluster at 'auto': Could not find"):
         distributed.connect("auto")
+
+
+def test_an_error_row_names_the_page_whose_detection_failed(folder, default_onnx, monkeypatch):
+    detector = TextDetection(model_dir=default_onnx, device="cpu")
+    data = (folder / "two_pages.tiff").read_bytes()
+    detect_loaded = detector.detect_loaded
+    for failing_page in (0, 1):
+
+        def fail_on_one_page(images, failing_page=failing_page, **kwargs):
+            if images[0].page_index == failing_page:
+                raise DetectorError("the network failed")
+            return detect_loaded(images, **kwargs)
+
+        monkeypatch.setattr(detector, "detect_loaded", fail_on_one_page)
+        rows = distributed.detect_file(detector, "two_pages.tiff", data)
+        assert [(row["page_index"], row["error"]) for row in rows] == [(page, None) for page in range(failing_page)] + [
+            (failing_page, "the network failed")
+        ]
+    # a file that cannot be read at all is not a page
+    (row,) = distributed.detect_file(detector, BROKEN, (folder / BROKEN).read_bytes())
+    assert row["page_index"] is None and row["error"]
