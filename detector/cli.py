@@ -238,6 +238,16 @@ def detection_setting_options(command: Any) -> Any:
 
 
 # One definition for detect, detect serve and detect batch (the keyword of TextDetection).
+input_shape_option = click.option(
+    "--input-shape",
+    "--input_shape",
+    "input_shape",
+    default=None,
+    nargs=3,
+    type=int,
+    metavar="C H W",
+    help="Resize every image to exactly H x W (multiples of 32), as PaddleOCR does.",
+)
 shape_bucket_option = click.option(
     "--shape-bucket",
     "--shape_bucket",
@@ -309,16 +319,7 @@ def cli() -> None:
     help=f"Resolution PDF pages are rendered at [default: {DEFAULT_LOAD_OPTIONS.pdf_dpi:g}].",
 )
 @cpu_threads_option
-@click.option(
-    "--input-shape",
-    "--input_shape",
-    "input_shape",
-    default=None,
-    nargs=3,
-    type=int,
-    metavar="C H W",
-    help="Resize every image to exactly H x W (multiples of 32), as PaddleOCR does.",
-)
+@input_shape_option
 @shape_bucket_option
 @click.option(
     "--engine",

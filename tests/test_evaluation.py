@@ -304,6 +304,8 @@ def test_detect_eval_table_and_settings_take_effect(default_onnx, small_set):
     assert recall_with("--box-thresh", "0.999") < 0.2
     # max_side_limit reaches it too: pages shrunk to a 64-pixel side keep hardly a line readable
     assert recall_with("--max-side-limit", "64") < 0.5
+    # and a fixed network size: every page squeezed to 64 x 64
+    assert recall_with("--input-shape", "3", "64", "64") < 0.5
 
 
 def test_detect_eval_compare_two_models(default_onnx, small_set, tmp_path):
@@ -373,7 +375,7 @@ def test_parity_set_labels_are_the_rendered_line_boxes(tmp_path):
             assert label.points.tolist() == [[x0, y0], [x1, y0], [x1, y1], [x0, y1]]
 
 
-def test_detect_eval_passes_threads_and_max_side_limit_to_each_model(small_set, monkeypatch):
+def test_detect_eval_passes_threads_sizes_and_buckets_to_each_model(small_set, monkeypatch):
     from click.testing import CliRunner
 
     from detector.cli import cli
@@ -391,3 +393,10 @@ def test_detect_eval_passes_threads_and_max_side_limit_to_each_model(small_set, 
     result = CliRunner().invoke(cli, [*args, "--max-side-limit", "64"])
     assert result.exit_code == 2 and "recorded" in result.output
     assert made[0]["cpu_threads"] == 1 and made[0]["max_side_limit"] == 64
+    assert made[0]["input_shape"] is None and made[0]["shape_bucket"] is None  # the detector's defaults
+    made.clear()
+    result = CliRunner().invoke(cli, [*args, "--shape-bucket", "320"])
+    assert result.exit_code == 2 and made[0]["shape_bucket"] == 320
+    made.clear()
+    result = CliRunner().invoke(cli, [*args, "--input-shape", "3", "640", "640"])
+    assert result.exit_code == 2 and made[0]["input_shape"] == (3, 640, 640)

@@ -15,9 +15,11 @@ from ..cli import (
     cpu_threads_option,
     detection_setting_options,
     device_option,
+    input_shape_option,
     model_dir_option,
     model_option,
     precision_option,
+    shape_bucket_option,
 )
 from ..errors import DetectorError, InvalidParameterError
 from ..precision import PRECISIONS
@@ -89,6 +91,8 @@ def _detector_specs(
 @cpu_threads_option
 @detection_setting_options
 @click.option("--max-candidates", "--max_candidates", "max_candidates", default=None, type=click.IntRange(min=1))
+@input_shape_option
+@shape_bucket_option
 @click.option("--json", "json_format", is_flag=True, help="Print one JSON object instead of the table.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def eval_command(
@@ -107,6 +111,8 @@ def eval_command(
     unclip_ratio: Optional[float],
     max_side_limit: Optional[int],
     max_candidates: Optional[int],
+    input_shape: Optional[tuple[int, int, int]],
+    shape_bucket: Optional[int],
     json_format: bool,
     debug: bool,
 ) -> None:
@@ -128,7 +134,14 @@ def eval_command(
         specs = _detector_specs(model, model_dir, precision, compare)
         labelled = read_labels(labels, image_dir)
         detectors = {
-            name: TextDetection(device=device, cpu_threads=cpu_threads, **keywords, **settings)
+            name: TextDetection(
+                device=device,
+                cpu_threads=cpu_threads,
+                input_shape=input_shape or None,
+                shape_bucket=shape_bucket,
+                **keywords,
+                **settings,
+            )
             for name, keywords in specs.items()
         }
         decoded = load_labelled_images(labelled)
