@@ -237,7 +237,8 @@ def detection_setting_options(command: Any) -> Any:
     return command
 
 
-# One definition for detect, detect serve and detect batch (the keyword of TextDetection).
+# One definition each for the commands that take them (TextDetection's keywords): --input-shape for detect
+# and detect eval, --shape-bucket for those and detect serve and detect batch.
 input_shape_option = click.option(
     "--input-shape",
     "--input_shape",
