@@ -264,12 +264,20 @@ def decode_tiff_pages(data: bytes, what: str, options: LoadOptions) -> Iterator[
             document = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(f"{what} declares a decompression bomb: {exc}") from None
+    except Image.UnidentifiedImageError:
+        raise UnreadableImageError(f"{what} is not a readable TIFF: Pillow cannot identify it") from None
     except Exception as exc:
         raise UnreadableImageError(f"{what} is not a readable TIFF: {exc}") from None
     with document:
-        for index in range(getattr(document, "n_frames", 1)):
+        try:
+            with pillow_warnings_silenced():
+                pages = getattr(document, "n_frames", 1)  # walks every page's header: a cut file fails here
+        except Exception as exc:
+            raise UnreadableImageError(f"{what} is not a readable TIFF: {exc}") from None
+        for index in range(pages):
             try:
-                document.seek(index)
+                with pillow_warnings_silenced():
+                    document.seek(index)
                 check_pixel_budget(document.size[0], document.size[1], options.max_pixels, f"{what} page {index}")
                 page = pil_to_bgr(document)
             except ImageTooLargeError:

@@ -5,6 +5,7 @@ import http.server
 import io
 import threading
 import time
+import warnings
 import zlib
 from pathlib import Path
 from typing import ClassVar
@@ -21,7 +22,7 @@ from detector import (
     UnreadableImageError,
     UnsupportedInputError,
 )
-from detector.inputs import LoadOptions, iter_images, pil_to_bgr
+from detector.inputs import DEFAULT_LOAD_OPTIONS, LoadOptions, iter_images, pil_to_bgr
 from detector.result import write_atomically
 from tests.rendered import write_rendered_pages
 
@@ -255,6 +256,20 @@ def test_broken_or_huge_tiff_is_refused(model, banner, tmp_path):
     limit = 40 * 40 + 1
     with pytest.raises(ImageTooLargeError, match="page 1"):
         list(iter_images(big, LoadOptions(max_pixels=limit)))
+
+
+def test_a_multipage_tiff_cut_short_is_unreadable_wherever_it_is_cut(banner, tmp_path):
+    _path, image, _ = banner
+    whole = tmp_path / "whole.tif"
+    first = Image.fromarray(image[:, :, ::-1])
+    first.save(whole, save_all=True, append_images=[first.rotate(180), first], compression="tiff_lzw")
+    data = whole.read_bytes()
+    # Pillow writes the page directories last: a cut anywhere before them loses every page
+    for cut in (120, 200, 500, 1000, 2000, 3000, len(data) // 2):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # Pillow's warnings about the cut file stay inside the reader
+            with pytest.raises(UnreadableImageError, match="not a readable TIFF"):
+                list(iter_images(data[:cut], DEFAULT_LOAD_OPTIONS))
 
 
 def test_broken_pdf_is_unreadable(model, tmp_path):
