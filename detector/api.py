@@ -48,6 +48,7 @@ from .preprocess import (
 from .result import DetectionResult
 from .session import (
     check_detector_signature,
+    fixed_input_size,
     load_session,
     made_for_another_cpu,
     model_metadata,
@@ -187,6 +188,14 @@ class TextDetection:
         self._worker_session: Any = None
         self._worker_session_lock = threading.Lock()
         self._input_name, self._output_name = check_detector_signature(self._session, self.model_path)
+        fixed_size = fixed_input_size(self._session)
+        if fixed_size is not None:  # a file exported for one size takes no other: every image is resized to it
+            if self.shape_bucket is not None or (self.input_shape is not None and self.input_shape[1:] != fixed_size):
+                raise InvalidParameterError(
+                    f"{self.model_path} takes {fixed_size[0]}x{fixed_size[1]} images only; "
+                    f"leave out input_shape and shape_bucket (it is resized to that size)"
+                )
+            self.input_shape = (3, *fixed_size)
         self._io_binding: bool = uses_io_binding(self._session.get_providers())
         metadata = model_metadata(self._session)
         name, settings, self.settings_source = settings_for_model_file(metadata, self.model_path, requested_name)

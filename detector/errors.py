@@ -31,6 +31,10 @@ class InvalidModelError(DetectorError):
     """The ONNX file is not a DB text detector (wrong input rank, output shape, unreadable)."""
 
 
+class InferenceError(DetectorError, RuntimeError):
+    """onnxruntime failed to run the model on an input (its message says why: memory, a shape it refuses)."""
+
+
 class DeviceUnavailableError(DetectorError, RuntimeError):
     """The requested device (a GPU) cannot be used by onnxruntime here."""
 

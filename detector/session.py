@@ -16,7 +16,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from .blocked_layout import open_cpu_session
-from .errors import DetectorError, DeviceUnavailableError, InvalidModelError, InvalidParameterError
+from .errors import DetectorError, DeviceUnavailableError, InferenceError, InvalidModelError, InvalidParameterError
 from .settings import METADATA_EXPORT_KEY
 
 try:
@@ -195,15 +195,36 @@ def check_detector_signature(session: ort.InferenceSession, model_path: Path) ->
     if len(inputs) != 1 or not outputs:
         raise InvalidModelError(f"{model_path} has {len(inputs)} inputs; a DB text detector has one image input")
     in_shape, out_shape = inputs[0].shape, outputs[0].shape
+    if len(in_shape) == 4 and in_shape[3] == 3 and in_shape[1] != 3:
+        raise InvalidModelError(
+            f"{model_path} takes channel-last input of shape {in_shape}; a PaddleOCR DB text detector "
+            f"takes (N, 3, H, W) images"
+        )
     if len(in_shape) != 4 or (isinstance(in_shape[1], int) and in_shape[1] != 3):
         raise InvalidModelError(
             f"{model_path} takes input of shape {in_shape}; a DB text detector takes (N, 3, H, W) images"
+        )
+    if inputs[0].type != "tensor(float)":
+        raise InvalidModelError(
+            f"{model_path} takes {inputs[0].type} input; this detector feeds float32 images, as PaddleOCR does"
+        )
+    if isinstance(in_shape[2], int) != isinstance(in_shape[3], int):
+        raise InvalidModelError(
+            f"{model_path} takes input of shape {in_shape}: one side fixed, the other free; a DB text detector "
+            f"takes images of any size, or of one fixed size (input_shape)"
         )
     if len(out_shape) != 4 or (isinstance(out_shape[1], int) and out_shape[1] != 1):
         raise InvalidModelError(
             f"{model_path} returns shape {out_shape}; a DB text detector returns a (N, 1, H, W) probability map"
         )
     return inputs[0].name, outputs[0].name
+
+
+def fixed_input_size(session: ort.InferenceSession) -> Optional[tuple[int, int]]:
+    """(H, W) where the model takes images of that size only (an export with a fixed shape), else None."""
+    height, width = session.get_inputs()[0].shape[2:]
+    fixed = all(isinstance(side, int) and side > 0 for side in (height, width))
+    return (height, width) if fixed else None
 
 
 def model_metadata(session: ort.InferenceSession) -> dict[str, str]:
@@ -233,14 +254,17 @@ def run_session(
                 for index in range(len(batch))
             ]
         )
-    if io_binding:
-        binding = session.io_binding()  # one per call: a session is shared by threads, a binding is not
-        binding.bind_cpu_input(input_name, np.ascontiguousarray(batch))
-        binding.bind_output(output_name, "cpu")
-        session.run_with_iobinding(binding)
-        maps = binding.copy_outputs_to_cpu()[0]
-    else:
-        (maps,) = session.run([output_name], {input_name: batch})
+    try:
+        if io_binding:
+            binding = session.io_binding()  # one per call: a session is shared by threads, a binding is not
+            binding.bind_cpu_input(input_name, np.ascontiguousarray(batch))
+            binding.bind_output(output_name, "cpu")
+            session.run_with_iobinding(binding)
+            maps = binding.copy_outputs_to_cpu()[0]
+        else:
+            (maps,) = session.run([output_name], {input_name: batch})
+    except Exception as exc:  # onnxruntime's own untyped errors: out of memory, a shape the graph refuses
+        raise InferenceError(f"onnxruntime failed on a {tuple(batch.shape)} input batch: {exc}") from exc
     if maps.ndim != 4 or maps.shape[1] != 1:
         raise InvalidModelError(f"the model returned shape {maps.shape}; expected (N, 1, H, W)")
     return maps[:, 0]

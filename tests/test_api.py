@@ -14,6 +14,7 @@ from detector import (
     DetectionResult,
     DetectorError,
     DeviceUnavailableError,
+    InferenceError,
     InputNotFoundError,
     InvalidModelError,
     InvalidParameterError,
@@ -24,6 +25,7 @@ from detector import (
 )
 from tests.conftest import REPO_ROOT
 from tests.rendered import box_iou, polygon_bounds, write_rendered_pages
+from tools.dev.sample_image import render_text_image
 
 pytestmark = pytest.mark.runtime  # no Paddle needed: make test-pythons runs these on every Python
 
@@ -270,6 +272,95 @@ def test_invalid_models_are_refused(tmp_path):
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)], ir_version=8), path)
     with pytest.raises(InvalidModelError, match=r"\(N, 1, H, W\)"):
         TextDetection(model_dir=path, device="cpu")
+
+
+def _tiny_graph(tmp_path, name, nodes, input_type, input_shape, initializers=()):
+    """A one-input graph giving a (N, 1, H, W) output."""
+    import onnx
+    from onnx import helper
+
+    graph = helper.make_graph(
+        nodes,
+        name,
+        [helper.make_tensor_value_info("x", input_type, input_shape)],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 1, "H", "W"])],
+        initializer=list(initializers),
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)], ir_version=8)
+    path = tmp_path / f"{name}.onnx"
+    onnx.save(model, path)
+    return path
+
+
+def test_inputs_the_detector_cannot_feed_are_refused_at_load(tmp_path):
+    from onnx import TensorProto, helper
+
+    channel_last = _tiny_graph(
+        tmp_path,
+        "channel_last",
+        [
+            helper.make_node("ReduceMean", ["x"], ["m"], axes=[3]),
+            helper.make_node("Transpose", ["m"], ["y"], perm=[0, 3, 1, 2]),
+        ],
+        TensorProto.FLOAT,
+        ["N", "H", "W", 3],
+    )
+    with pytest.raises(InvalidModelError, match=r"channel-last input"):
+        TextDetection(model_dir=channel_last, device="cpu")
+    as_double = _tiny_graph(
+        tmp_path,
+        "doubles",
+        [
+            helper.make_node("Cast", ["x"], ["c"], to=TensorProto.FLOAT),
+            helper.make_node("ReduceMean", ["c"], ["y"], axes=[1]),
+        ],
+        TensorProto.DOUBLE,
+        ["N", 3, "H", "W"],
+    )
+    with pytest.raises(InvalidModelError, match=r"takes tensor\(double\) input; this detector feeds float32"):
+        TextDetection(model_dir=as_double, device="cpu")
+    channel_mean = [helper.make_node("ReduceMean", ["x"], ["y"], axes=[1])]
+    one_side = _tiny_graph(tmp_path, "one_side", channel_mean, TensorProto.FLOAT, ["N", 3, 640, "W"])
+    with pytest.raises(InvalidModelError, match="one side fixed"):
+        TextDetection(model_dir=one_side, device="cpu")
+
+
+def test_a_model_of_one_fixed_size_gets_every_image_resized_to_it(default_onnx, tmp_path):
+    import onnx
+
+    model = onnx.load(default_onnx)
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    for dim, size in zip(dims, (1, 3, 640, 640)):
+        dim.dim_value = size
+    fixed = tmp_path / "fixed640.onnx"
+    onnx.save(model, fixed)
+    image = render_text_image(["a fixed network size", "and a second line"], width=900)[0]
+    detector = TextDetection(model_dir=fixed, device="cpu")
+    assert detector.input_shape == (3, 640, 640)
+    (result,) = detector.predict(image)
+    (expected,) = TextDetection(model_dir=default_onnx, device="cpu", input_shape=(3, 640, 640)).predict(image)
+    assert len(result["dt_polys"]) == 2 and np.array_equal(result["dt_polys"], expected["dt_polys"])
+    for refused in ({"input_shape": (3, 320, 320)}, {"shape_bucket": 128}):
+        with pytest.raises(InvalidParameterError, match="takes 640x640 images only"):
+            TextDetection(model_dir=fixed, device="cpu", **refused)
+
+
+def test_a_model_onnxruntime_cannot_run_is_an_inference_error(tmp_path):
+    from onnx import TensorProto, helper, numpy_helper
+
+    # runs only on 32 x 32 images: any other size fails inside onnxruntime
+    only_32 = _tiny_graph(
+        tmp_path,
+        "only_32",
+        [helper.make_node("ReduceMean", ["x"], ["m"], axes=[1]), helper.make_node("Reshape", ["m", "shape"], ["y"])],
+        TensorProto.FLOAT,
+        ["N", 3, "H", "W"],
+        [numpy_helper.from_array(np.array([1, 1, 32, 32], dtype=np.int64), "shape")],
+    )
+    detector = TextDetection(model_name="PP-OCRv4_mobile_det", model_dir=only_32, device="cpu")
+    with pytest.raises(InferenceError, match=r"onnxruntime failed on a \(1, 3, 64, 96\) input batch"):
+        detector.predict(np.zeros((64, 96, 3), dtype=np.uint8), limit_type="min", limit_side_len=64)
+    assert len(detector.predict(np.zeros((32, 32, 3), dtype=np.uint8), limit_type="min", limit_side_len=32)) == 1
 
 
 def test_device_syntax_and_unusable_gpu(default_onnx):
