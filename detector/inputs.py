@@ -100,7 +100,8 @@ class Source:
 
 
 def to_bgr_uint8(array: np.ndarray) -> np.ndarray:
-    """Gray, BGR or BGRA arrays of uint8/uint16/float (in [0, 1], or 0-255 if above 1) -> BGR uint8 HxWx3."""
+    """Gray, BGR or BGRA arrays of uint8, uint16 (0-255 as it is, else scaled from 0-65535) or float (in [0, 1],
+    or 0-255 if above 1) -> BGR uint8 HxWx3."""
     if not isinstance(array, np.ndarray) or array.size == 0:
         raise UnsupportedInputError("an image array must be a non-empty numpy array")
     if array.ndim == 3 and array.shape[2] == 1:
@@ -109,8 +110,10 @@ def to_bgr_uint8(array: np.ndarray) -> np.ndarray:
         raise UnsupportedInputError(
             f"an image array must be HxW (gray), HxWx3 (BGR) or HxWx4 (BGRA), got shape {array.shape}"
         )
-    if array.dtype == np.uint16:
-        array = (array >> 8).astype(np.uint8)
+    if array.dtype.kind == "u" and array.dtype.itemsize == 2:  # uint16, either byte order
+        # values within 0-255 as they are (PaddleOCR normalizes x / 255 whatever the type), else 16-bit
+        # values scaled to 8 bits as OpenCV reads 16-bit files
+        array = array.astype(np.uint8) if array.max() <= 255 else (array >> 8).astype(np.uint8)
     elif array.dtype.kind == "f":
         values = np.nan_to_num(array)
         # [0, 1]; a float image with values above 1 is on PaddleOCR's scale, 0-255 (it normalizes x / 255)
@@ -137,10 +140,13 @@ def pil_to_bgr(image: Any) -> np.ndarray:
         if array.size and array.min() >= 0 and array.max() <= 255:
             return to_bgr_uint8(array.astype(np.uint8))
         return to_bgr_uint8((np.clip(array, 0, 65535) >> 8).astype(np.uint8))
-    if mode == "L":
+    if mode in ("L", "F"):  # F: 32-bit floats, read by the float arrays' rule ([0, 1], or 0-255 above 1)
         return to_bgr_uint8(np.asarray(image))
     if mode != "RGB":
-        image = image.convert("RGB")  # RGBA drops alpha, as OpenCV's IMREAD_COLOR does for files
+        try:
+            image = image.convert("RGB")  # RGBA drops alpha, as OpenCV's IMREAD_COLOR does for files
+        except ValueError as exc:  # a mode Pillow cannot convert ("La", "I;16N" on some builds)
+            raise UnsupportedInputError(f"a PIL image of mode {mode!r} cannot be read: {exc}") from None
     return np.ascontiguousarray(np.asarray(image)[:, :, ::-1])
 
 

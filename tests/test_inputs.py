@@ -98,6 +98,15 @@ def test_bytes_pil_and_arrays_agree_with_the_file(model, banner):
     assert count(model.predict(Image.fromarray(sixteen[:, :, 0]))) == [lines]  # PIL mode I;16
     for floats in (image / 255.0, image.astype(np.float32)):  # [0, 1], and PaddleOCR's 0-255 for floats
         np.testing.assert_array_equal(model.predict(floats)[0]["dt_polys"], expected)
+    # uint16 holding 0-255 values is read as it is, as PaddleOCR reads it (scaled, it was black); either byte order
+    for eight_bit_values in (image.astype(np.uint16), image.astype(">u2"), sixteen.astype(">u2")):
+        np.testing.assert_array_equal(model.predict(eight_bit_values)[0]["dt_polys"], expected)
+    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    for scale in (1.0, 255.0):  # PIL mode F, by the float arrays' rule
+        as_float = Image.fromarray((gray / scale).astype(np.float32))
+        assert as_float.mode == "F" and count(model.predict(as_float)) == [lines]
+    with pytest.raises(UnsupportedInputError, match="mode 'La'"):
+        model.predict(Image.new("La", (64, 32)))
 
 
 def test_unsupported_types(model):
