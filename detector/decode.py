@@ -83,7 +83,11 @@ def decode_bgr(data: bytes, choice: Optional[FastDecode]) -> Optional[np.ndarray
         image = decode_fast(data, choice.decoder)
         if image is not None and image.shape == (choice.height, choice.width, 3):
             return image
-    return cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    flags = cv2.IMREAD_COLOR
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        # OpenCV 5 turns a WebP by its EXIF orientation; OpenCV 4, PaddleOCR's, does not (it does for JPEG and PNG)
+        flags |= cv2.IMREAD_IGNORE_ORIENTATION
+    return cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
 
 
 def decode_damaged_jpeg(data: bytes, choice: Optional[FastDecode]) -> Optional[np.ndarray]:

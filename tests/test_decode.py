@@ -289,6 +289,18 @@ def test_truncated_jpeg_is_refused_by_the_fast_decoder_and_opencv_decides():
     assert (reference is None and result is None) or np.array_equal(result, reference)
 
 
+def test_a_webp_is_not_turned_by_its_exif_orientation_as_in_paddleocr_s_opencv_4():
+    pixels = picture(96, 40, 3)  # 96 wide, 40 high
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    buffer = io.BytesIO()
+    Image.fromarray(pixels[:, :, ::-1]).save(buffer, format="WEBP", lossless=True, exif=exif.tobytes())
+    data = buffer.getvalue()
+    image = decode_bgr(data, choose_fast_decoder(data))
+    # OpenCV 4.10 (PaddleOCR 3.7's) keeps the stored 96 x 40; OpenCV 5 alone would turn it to 40 x 96
+    assert image is not None and np.array_equal(image, pixels)
+
+
 def test_damaged_jpegs_opencv_refuses_are_decoded_as_far_as_they_go_with_a_warning(caplog):
     image = picture(131, 97, 9)
     full = cv_encode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])
