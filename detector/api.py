@@ -229,6 +229,12 @@ class TextDetection:
         self._session = None
         self._worker_session = None
 
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            "a TextDetection cannot be pickled: it holds onnxruntime sessions. Create one in each process "
+            "instead (in a multiprocessing Pool's initializer, a Ray actor's __init__), once per process"
+        )
+
     def __enter__(self) -> TextDetection:
         return self
 

@@ -363,6 +363,13 @@ def test_a_model_onnxruntime_cannot_run_is_an_inference_error(tmp_path):
     assert len(detector.predict(np.zeros((32, 32, 3), dtype=np.uint8), limit_type="min", limit_side_len=32)) == 1
 
 
+def test_pickling_says_to_make_one_detector_per_process(default_onnx):
+    import pickle
+
+    with pytest.raises(TypeError, match="cannot be pickled.*Create one in each process"):
+        pickle.dumps(TextDetection(model_dir=default_onnx, device="cpu"))
+
+
 def test_device_syntax_and_unusable_gpu(default_onnx):
     with pytest.raises(InvalidParameterError, match="device"):
         TextDetection(model_dir=default_onnx, device="tpu")
