@@ -366,7 +366,7 @@ def test_a_model_onnxruntime_cannot_run_is_an_inference_error(tmp_path):
 def test_pickling_says_to_make_one_detector_per_process(default_onnx):
     import pickle
 
-    with pytest.raises(TypeError, match="cannot be pickled.*Create one in each process"):
+    with pytest.raises(TypeError, match=r"cannot be pickled.*Create one in each process"):
         pickle.dumps(TextDetection(model_dir=default_onnx, device="cpu"))
 
 

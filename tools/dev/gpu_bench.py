@@ -272,6 +272,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     if not args.onnx:
         parser.error("give --onnx PATH (the provider-level benchmark) or --pages")
+    from detector.session import cuda_unavailable_reason
+
+    unusable = cuda_unavailable_reason()
+    if unusable is not None:  # before any session: onnxruntime would print its library-load errors first
+        print(f"gpu_bench: error: no usable GPU here: {unusable}", file=sys.stderr)
+        return 2
     import onnxruntime as ort
 
     if hasattr(ort, "preload_dlls"):

@@ -7,8 +7,8 @@ runs past the page's right edge is clipped to it). Speed: TextDetection.predict 
 of 7 after 2 warm-ups, summed over the pages, best of 3 rounds; ratios against the first model.
 """
 
+import argparse
 import statistics
-import sys
 import time
 
 import cv2
@@ -88,4 +88,10 @@ def main(names):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.dev.model_table",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("names", nargs="+", metavar="MODEL", help="model names; ratios are against the first")
+    main(parser.parse_args().names)

@@ -5,6 +5,7 @@ Run as ``python -m tools.dev.sample_image OUT.png`` to write the demo image.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -94,11 +95,10 @@ def write_rendered_pages(folder: Path) -> dict[str, tuple[Path, list[tuple[int, 
 
 
 def main(argv: Sequence[str]) -> int:
-    if len(argv) != 1:
-        print("usage: python -m tools.dev.sample_image OUT.png", file=sys.stderr)
-        return 2
+    parser = argparse.ArgumentParser(prog="python -m tools.dev.sample_image", description="Write the demo image.")
+    parser.add_argument("out", type=Path, metavar="OUT.png", help="image file to write (its suffix picks the format)")
+    out = parser.parse_args(argv).out
     image, _ = render_text_image(SAMPLE_LINES)
-    out = Path(argv[0])
     out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(image[:, :, ::-1]).save(out)
     print(f"wrote {out} ({image.shape[1]}x{image.shape[0]}, {len(SAMPLE_LINES)} text lines)")
