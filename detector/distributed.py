@@ -238,13 +238,19 @@ def run_batch(
     connect(ray_address)
     start = time.perf_counter()
     extensions = sorted(ext.lstrip(".") for ext in IMAGE_EXTENSIONS)
-    dataset = ray.data.read_binary_files(
-        paths,
-        include_paths=True,
-        file_extensions=extensions if any(is_uri(p) for p in paths) else None,
-        # reading is I/O: it must not wait for the cores the actors hold
-        num_cpus=0,
-    )
+    try:
+        dataset = ray.data.read_binary_files(
+            paths,
+            include_paths=True,
+            file_extensions=extensions if any(is_uri(p) for p in paths) else None,
+            # reading is I/O: it must not wait for the cores the actors hold
+            num_cpus=0,
+        )
+    except FileNotFoundError as exc:
+        raise InputNotFoundError(f"the input {exc} does not exist") from None
+    except (OSError, ValueError) as exc:  # a URI pyarrow cannot reach, an unknown scheme (Ray: "No files found")
+        uris = ", ".join(path for path in paths if is_uri(path))
+        raise DetectorError(f"cannot list the input {uris}: {exc}") from None
     rows = dataset.map_batches(
         DetectFiles,
         fn_constructor_args=(spec,),

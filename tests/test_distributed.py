@@ -13,7 +13,7 @@ import cv2
 import pytest
 from PIL import Image
 
-from detector import DetectorError, TextDetection
+from detector import DetectorError, InputNotFoundError, TextDetection
 from detector.result import to_jsonable
 from tests.conftest import REPO_ROOT
 from tests.rendered import write_rendered_pages
@@ -179,3 +179,11 @@ def test_an_error_row_names_the_page_whose_detection_failed(folder, default_onnx
     # a file that cannot be read at all is not a page
     (row,) = distributed.detect_file(detector, BROKEN, (folder / BROKEN).read_bytes())
     assert row["page_index"] is None and row["error"]
+
+
+def test_a_uri_that_cannot_be_listed_is_the_user_s_error(local_ray, tmp_path):
+    missing = (tmp_path / "not_there").as_uri()
+    with pytest.raises(InputNotFoundError, match="not_there does not exist"):
+        distributed.run_batch([missing], str(tmp_path / "out1"))
+    with pytest.raises(DetectorError, match="cannot list the input nosuch://a/b"):
+        distributed.run_batch(["nosuch://a/b"], str(tmp_path / "out2"))
