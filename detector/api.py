@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from itertools import islice
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 import numpy as np
 
@@ -24,6 +24,7 @@ from .inputs import (
     DEFAULT_LOAD_OPTIONS,
     LoadedImage,
     LoadOptions,
+    PredictInput,
     Source,
     expand_inputs,
     group_sources,
@@ -57,7 +58,10 @@ from .session import (
     this_cpu_block,
     uses_io_binding,
 )
-from .settings import DetectionSettings, settings_for_model_file
+from .settings import DetectionSettings, SettingOverrides, settings_for_model_file
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack from Python 3.11
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +110,7 @@ class TextDetection:
     def __init__(
         self,
         model_name: Optional[str] = None,
-        model_dir: Optional[Union[str, os.PathLike]] = None,
+        model_dir: Optional[Union[str, os.PathLike[str]]] = None,
         device: Optional[str] = None,
         limit_side_len: Optional[int] = None,
         limit_type: Optional[str] = None,
@@ -141,6 +145,21 @@ class TextDetection:
         # own values fp32 / fp16 keep their meaning
         precision: Optional[str] = None,
     ):
+        """Open the model and its onnxruntime session.
+
+        ``model_name``: a known name (``detect --list-models``), looked up in the checkout's models/,
+        ``$DETECTOR_MODELS`` and the download cache (downloaded where PaddlePaddle publishes it);
+        ``model_dir``: a folder holding inference.onnx (and inference.yml) or an .onnx file. ``device``:
+        None (the GPU where onnxruntime's CUDA provider loads, else the CPU), "cpu", "gpu", "gpu:N".
+        ``precision``: "fp32", "int8" or "fp16", the variant written beside the fp32 file. The detection
+        settings (limit_side_len … box_type) default to the model's own (its metadata or inference.yml);
+        ``input_shape`` (3, H, W) resizes every image to one size; ``shape_bucket`` pads resized images up to
+        multiples of N. Loading: ``max_pixels``, ``pdf_dpi``, ``url_timeout``. PaddleOCR's Paddle-engine
+        keywords are accepted and ignored, one warning each.
+
+        Raises ModelNotFoundError, InvalidModelError, InvalidParameterError or DeviceUnavailableError,
+        each saying what to do instead.
+        """
         check_ignored_keywords(
             {
                 "engine": engine,
@@ -242,16 +261,23 @@ class TextDetection:
         self.close()
 
     def predict_iter(
-        self, input: Any, batch_size: Optional[int] = 1, recursive: Optional[bool] = None, **overrides: Any
+        self,
+        input: PredictInput,
+        batch_size: Optional[int] = 1,
+        recursive: Optional[bool] = None,
+        **overrides: Unpack[SettingOverrides],
     ) -> Iterator[DetectionResult]:
         """Yield one DetectionResult per image (or PDF page), in input order, as each batch finishes.
 
         ``input``: a path, folder (with its subfolders, as PaddleOCR reads one; ``recursive=False``: only
         its own files), glob pattern, http(s) URL, bytes, numpy array (BGR, gray, BGRA; uint8, uint16 or
-        float), PIL image, PDF, or a list of those.
+        float), PIL image, PDF or TIFF (a result per page), or a list or tuple of those.
 
         ``overrides``: any of limit_side_len, limit_type, max_side_limit, thresh, box_thresh,
         unclip_ratio, max_candidates, use_dilation, score_mode, box_type (None keeps the default).
+
+        Errors are DetectorError subclasses, raised as iteration reaches them (a bad setting or a missing
+        path at the first ``next``); results before a failing input have been yielded.
         """
         settings = self.settings.with_overrides(**overrides)
         batch_size = validate_batch_size(batch_size)
@@ -318,13 +344,18 @@ class TextDetection:
             yield from self._finish(chunk, prepared, settings, self._open_session())
 
     def predict(
-        self, input: Any, batch_size: Optional[int] = 1, recursive: Optional[bool] = None, **overrides: Any
+        self,
+        input: PredictInput,
+        batch_size: Optional[int] = 1,
+        recursive: Optional[bool] = None,
+        **overrides: Unpack[SettingOverrides],
     ) -> list[DetectionResult]:
-        """All results as a list; see :meth:`predict_iter` to stream large folders."""
+        """All results as a list (the arguments and errors of :meth:`predict_iter`, which streams large
+        folders instead)."""
         return list(self.predict_iter(input, batch_size=batch_size, recursive=recursive, **overrides))
 
     def detect_loaded(
-        self, loaded: list[LoadedImage], *, in_worker: bool = False, **overrides: Any
+        self, loaded: list[LoadedImage], *, in_worker: bool = False, **overrides: Unpack[SettingOverrides]
     ) -> list[DetectionResult]:
         """Detect on images already loaded (one batch); used by the CLI to report bad files one by one.
 

@@ -82,7 +82,9 @@ def release_url(model_name: str, filename: str) -> str:
 
 
 def resolve_model_path(
-    model_name: Optional[str], model_dir: Optional[Union[str, os.PathLike]] = None, precision: str = DEFAULT_PRECISION
+    model_name: Optional[str],
+    model_dir: Optional[Union[str, os.PathLike[str]]] = None,
+    precision: str = DEFAULT_PRECISION,
 ) -> Path:
     """The .onnx file to load, following the lookup order above; ModelNotFoundError says what works from here.
 

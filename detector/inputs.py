@@ -22,7 +22,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 import cv2
 import numpy as np
@@ -35,6 +35,14 @@ from .errors import (
     UnreadableImageError,
     UnsupportedInputError,
 )
+
+if TYPE_CHECKING:
+    import PIL.Image
+
+# What predict takes: one source of images (a path, folder, glob pattern or URL as str or a path object;
+# encoded bytes; an array; a PIL image), or a list or tuple of them (expand_inputs).
+ImageSource = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, np.ndarray, "PIL.Image.Image"]
+PredictInput = Union[ImageSource, Sequence[ImageSource]]
 
 # A folder's files read: PaddleX's image and PDF suffixes, and JPEG 2000.
 IMAGE_EXTENSIONS = frozenset(
@@ -371,7 +379,7 @@ def _expand_path(text: str, options: LoadOptions) -> list[Source]:
     raise InputNotFoundError(f"input {text!r} does not exist")
 
 
-def expand_inputs(inputs: Any, options: LoadOptions = DEFAULT_LOAD_OPTIONS) -> list[Source]:
+def expand_inputs(inputs: PredictInput, options: LoadOptions = DEFAULT_LOAD_OPTIONS) -> list[Source]:
     """Flatten the caller's input into sources, checking that paths exist (images are not read yet)."""
     if isinstance(inputs, np.ndarray):
         return [Source("array", inputs)]

@@ -39,7 +39,7 @@ def is_image_name(name: str) -> bool:
     return bool(mime and mime.startswith("image/"))
 
 
-def names_file(save_path: Union[str, os.PathLike], is_named: Callable[[str], bool]) -> bool:
+def names_file(save_path: Union[str, os.PathLike[str]], is_named: Callable[[str], bool]) -> bool:
     """Whether a save path names one file: ``is_named`` says so of it (is_json_name, is_image_name, as
     PaddleOCR's save methods read it), and it is neither a folder already nor written with a trailing
     separator (``out.json/``)."""
@@ -125,7 +125,7 @@ class _StrView:
         return {RESULT_KEY: dict(self)}  # type: ignore[call-overload]
 
 
-class DetectionResult(dict, _StrView):
+class DetectionResult(dict[str, Any], _StrView):
     """``{"input_path", "page_index", "dt_polys", "dt_scores"}`` for one image (or PDF page)."""
 
     def __init__(self, data: dict[str, Any], input_img: Optional[np.ndarray] = None):
@@ -169,13 +169,13 @@ class DetectionResult(dict, _StrView):
         page = self.get("page_index")
         return (stem if page is None else f"{stem}_{page}"), suffix
 
-    def _json_target(self, save_path: Union[str, os.PathLike]) -> Path:
+    def _json_target(self, save_path: Union[str, os.PathLike[str]]) -> Path:
         path = Path(save_path)
         if names_file(save_path, is_json_name):
             return path
         return path / f"{self._file_name()[0]}_{RESULT_KEY}.json"
 
-    def _img_target(self, save_path: Union[str, os.PathLike]) -> Path:
+    def _img_target(self, save_path: Union[str, os.PathLike[str]]) -> Path:
         path = Path(save_path)
         if names_file(save_path, is_image_name):
             return path
@@ -197,7 +197,12 @@ class DetectionResult(dict, _StrView):
         print(self.to_str(json_format=json_format, indent=indent, ensure_ascii=ensure_ascii))
 
     def save_to_json(
-        self, save_path: Union[str, os.PathLike], indent: int = 4, ensure_ascii: bool = False, *args: Any, **kwargs: Any
+        self,
+        save_path: Union[str, os.PathLike[str]],
+        indent: int = 4,
+        ensure_ascii: bool = False,
+        *args: Any,
+        **kwargs: Any,
     ) -> Path:
         """Write ``<save_path>/<stem>_res.json``, or ``save_path`` itself if it names a .json file."""
         target = self._json_target(save_path)
@@ -205,7 +210,7 @@ class DetectionResult(dict, _StrView):
         write_atomically(target, text.encode("utf-8"))
         return target
 
-    def save_to_img(self, save_path: Union[str, os.PathLike], *args: Any, **kwargs: Any) -> Path:
+    def save_to_img(self, save_path: Union[str, os.PathLike[str]], *args: Any, **kwargs: Any) -> Path:
         """Write the boxes drawn on the input as ``<save_path>/<stem>_res<input suffix or .png>``, or to
         ``save_path`` itself if it names an image file."""
         if self.input_img is None:
@@ -214,7 +219,7 @@ class DetectionResult(dict, _StrView):
         write_atomically(target, encode_image(draw_polygons(self.input_img, self["dt_polys"]), target.suffix))
         return target
 
-    def save_all(self, save_path: Union[str, os.PathLike]) -> list[Path]:
+    def save_all(self, save_path: Union[str, os.PathLike[str]]) -> list[Path]:
         """save_to_json and save_to_img into the folder ``save_path``, as PaddleOCR's ``save_all``.
 
         A ``save_path`` naming a file writes that one file, as PaddleOCR's save methods do for a

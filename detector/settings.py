@@ -17,7 +17,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, TypedDict
 
 from .errors import InvalidModelError, InvalidParameterError
 
@@ -57,8 +57,8 @@ class DetectionSettings:
     limit_side_len: int = 960
     limit_type: str = "max"
     max_side_limit: int = 4000
-    mean: tuple = IMAGENET_MEAN
-    std: tuple = IMAGENET_STD
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
     scale: float = 1.0 / 255.0
     thresh: float = 0.3
     box_thresh: float = 0.6
@@ -81,6 +81,21 @@ class DetectionSettings:
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+
+class SettingOverrides(TypedDict, total=False):
+    """The settings ``predict`` may change for one call (keyword arguments; None keeps the detector's own)."""
+
+    limit_side_len: Optional[int]
+    limit_type: Optional[str]  # one of LIMIT_TYPES
+    max_side_limit: Optional[int]
+    thresh: Optional[float]
+    box_thresh: Optional[float]
+    unclip_ratio: Optional[float]
+    max_candidates: Optional[int]
+    use_dilation: Optional[bool]
+    score_mode: Optional[str]  # one of SCORE_MODES
+    box_type: Optional[str]  # one of BOX_TYPES
 
 
 def validate_settings(settings: DetectionSettings) -> DetectionSettings:
