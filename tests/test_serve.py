@@ -209,6 +209,8 @@ def test_every_bad_request_gets_a_4xx_envelope(server, pages):
     assert_refused(server.post_json("/detect", {"image": b64, "url": "http://x/a.png"}), 400, "exactly one")
     assert_refused(server.post_json("/detect", {"image": "not base64!"}), 400, "base64")
     assert_refused(server.post_json("/detect", {"image": 12}), 400, "base64 string")
+    nested = b"[" * 100_000 + b"]" * 100_000
+    assert_refused(server.post_raw("/detect", nested, "application/json"), 400, "nested too deeply")
     assert_refused(server.post_json("/detect", {"image": b64, "colour": 1}), 400, "colour")
     assert_refused(server.post_json("/detect", {"url": "http://127.0.0.1:9/a.png"}), 403, "--allow-urls")
     assert_refused(server.post_multipart("/detect", {"image": ("a.png", image)}), 400, "'file'")

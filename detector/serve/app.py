@@ -183,6 +183,8 @@ def _read_json(raw: bytes, config: ServeConfig) -> tuple:
         body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RequestError(400, f"the body is not valid JSON: {exc}") from None
+    except RecursionError:  # arrays or objects nested deeper than the parser's stack
+        raise RequestError(400, "the JSON body is nested too deeply to parse") from None
     if not isinstance(body, dict):
         raise RequestError(400, 'the JSON body must be an object such as {"image": "<base64>"}')
     log_id = body.get("logId") if isinstance(body.get("logId"), str) else None
