@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 ImageSource = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, np.ndarray, "PIL.Image.Image"]
 PredictInput = Union[ImageSource, Sequence[ImageSource]]
 
+# Bytes searched for the size in the text header of a format only OpenCV reads (Radiance HDR, PAM).
+HEADER_SCAN_BYTES = 65536
 # A folder's files read: PaddleX's image and PDF suffixes, and JPEG 2000.
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".jp2", ".pbm", ".pgm", ".ppm", ".pnm"}
@@ -186,8 +188,8 @@ def pillow_warnings_silenced() -> Iterator[None]:
         yield
 
 
-def image_header_size(data: bytes) -> Optional[tuple]:
-    """(width, height) read from the image header without decoding pixels; None if Pillow cannot tell."""
+def image_header_size(data: bytes) -> Optional[tuple[int, int]]:
+    """(width, height) read from the image header without decoding pixels; None if it cannot be told."""
     from PIL import Image
 
     try:
@@ -196,7 +198,27 @@ def image_header_size(data: bytes) -> Optional[tuple]:
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(f"image header declares a decompression bomb: {exc}") from None
     except Exception:
-        return None  # not a format Pillow knows: OpenCV decides below
+        return opencv_only_header_size(data)  # not a format Pillow knows: one only OpenCV reads, or none
+
+
+def opencv_only_header_size(data: bytes) -> Optional[tuple[int, int]]:
+    """(width, height) from the header of a format OpenCV decodes and Pillow does not identify (Radiance
+    HDR, PAM), so that the pixel budget holds for them too; None for anything else."""
+    head = data[:HEADER_SCAN_BYTES]
+    if head.startswith((b"#?RADIANCE", b"#?RGBE")):
+        # text lines, an empty line, then the resolution: "-Y <height> +X <width>" (the axes may swap)
+        _, blank, rest = head.partition(b"\n\n")
+        tokens = rest.split(b"\n", 1)[0].split() if blank else []
+        if len(tokens) == 4 and tokens[1].isdigit() and tokens[3].isdigit():
+            sides = {tokens[0][-1:]: int(tokens[1]), tokens[2][-1:]: int(tokens[3])}
+            if set(sides) == {b"X", b"Y"}:
+                return sides[b"X"], sides[b"Y"]
+        return None
+    if head.startswith(b"P7\n"):  # PAM: "WIDTH <n>" and "HEIGHT <n>" lines before ENDHDR
+        fields = dict(line.split(None, 1) for line in head.split(b"ENDHDR", 1)[0].splitlines()[1:] if b" " in line)
+        width, height = fields.get(b"WIDTH", b"").strip(), fields.get(b"HEIGHT", b"").strip()
+        return (int(width), int(height)) if width.isdigit() and height.isdigit() else None
+    return None
 
 
 def decode_image_bytes(data: bytes, what: str, options: LoadOptions) -> np.ndarray:

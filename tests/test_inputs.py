@@ -253,6 +253,17 @@ def test_32_bit_integer_images_keep_8_bit_values_and_scale_16_bit_ones(tmp_path)
     np.testing.assert_array_equal(pil_to_bgr(Image.fromarray(sixteen))[:, :, 1], (sixteen >> 8).astype(np.uint8))
 
 
+@pytest.mark.parametrize("suffix", [".hdr", ".pam"])
+def test_the_pixel_budget_holds_for_formats_only_opencv_reads(suffix):
+    # Pillow cannot tell these formats' size; their headers are read here, before OpenCV decodes
+    image = np.random.default_rng(0).integers(0, 255, (30, 50, 3), dtype=np.uint8)
+    data = cv2.imencode(suffix, image.astype(np.float32) / 255 if suffix == ".hdr" else image)[1].tobytes()
+    with pytest.raises(ImageTooLargeError):
+        list(iter_images(data, LoadOptions(max_pixels=50 * 30 - 1)))
+    (loaded,) = iter_images(data, LoadOptions(max_pixels=50 * 30))
+    assert loaded.image.shape == (30, 50, 3)
+
+
 def test_broken_or_huge_tiff_is_refused(model, banner, tmp_path):
     bad = tmp_path / "bad.tif"
     bad.write_bytes(b"II*\x00" + b"\x00" * 60)
