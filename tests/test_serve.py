@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import http.server
+import socket
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import cv2
@@ -387,6 +389,37 @@ def test_sigterm_does_not_wait_for_an_inference_past_the_timeout(default_onnx, t
         assert server.request("GET", "/health")[2]["result"]["inference"]["running"] == 1  # still at it
         assert server.stop() == 0
     assert "exiting with 1 inference(s) still running past --timeout" in server.log.read_text()
+
+
+def test_requests_whose_clients_left_are_dropped_from_the_queue(default_onnx, tmp_path, large_page):
+    slow = "/detect?limit_type=min&limit_side_len=4000"  # ~3 s on one thread
+    options = ("--max-concurrency", "1", "--max-queue", "4", "--cpu-threads", "1", "--timeout", "60")
+    with running_server(default_onnx, tmp_path, *options) as server:
+
+        def inference() -> dict:
+            return server.request("GET", "/health")[2]["result"]["inference"]
+
+        with ThreadPoolExecutor(1) as pool:
+            in_flight = pool.submit(server.post_raw, slow, large_page, "image/png")
+            while inference()["running"] == 0:
+                time.sleep(0.02)
+            head = f"POST {slow} HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+            request = (head + f"Content-Length: {len(large_page)}\r\n\r\n").encode() + large_page
+            leaving = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(3)]
+            for connection in leaving:
+                connection.sendall(request)
+            while inference()["waiting"] < 3:  # queued behind the running one
+                time.sleep(0.02)
+            for connection in leaving:
+                connection.close()
+            deadline = time.monotonic() + 2.0
+            while inference()["waiting"] and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert (inference()["running"], inference()["waiting"]) == (1, 0)  # the slow one runs on
+            status, _, body = in_flight.result()
+            assert_success(status, body)
+        assert inference()["running"] == 0  # none of the three ran after it
+        assert server.log.read_text().count("the client left before its answer") == 3
 
 
 def test_serve_command_errors_are_one_line(tmp_path):

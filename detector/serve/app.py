@@ -10,6 +10,7 @@ exactly what ``TextDetection.predict`` returns for the same bytes and settings.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import contextlib
@@ -22,13 +23,13 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional, TypeVar, Union
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -63,6 +64,36 @@ REQUEST_SETTING_MAXIMUMS = {"unclip_ratio": 10.0}
 RAW_BODY_TYPES = ("application/octet-stream", "application/pdf")
 PAGE_FILE = Path(__file__).resolve().parent / "static" / "index.html"
 logger = logging.getLogger("detector.serve")
+
+
+T = TypeVar("T")
+
+
+class ClientGone(Exception):
+    """The client closed its connection before its answer was ready."""
+
+
+# How often a request waiting for its inference, or in it, checks that its client is still connected.
+DISCONNECT_POLL_S = 0.25
+
+
+async def unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
+    """``work``'s result; if the client disconnects first, ``work`` is cancelled (InferenceGate.run then drops
+    a queued inference before it starts and stops a running PDF or TIFF at its next page) and ClientGone
+    is raised. uvicorn does not cancel a handler whose client left."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                raise ClientGone
+    finally:
+        task.cancel()  # a no-op once it is done; stops it where this handler itself is cancelled (shutdown)
 
 
 class RequestError(Exception):
@@ -395,6 +426,17 @@ def create_app(config: ServeConfig, detector: Optional[TextDetection] = None) ->
     async def _timeout(request: Request, exc: InferenceTimeout) -> JSONResponse:
         return refuse(request, 503, str(exc), {"Retry-After": str(gate.retry_after_s())})
 
+    @app.exception_handler(ClientGone)
+    async def _client_gone(request: Request, exc: ClientGone) -> Response:
+        # no one reads this answer; 499 is the status proxies log for it
+        logger.info(
+            "%s %s (%s): the client left before its answer; its inference was dropped",
+            request.method,
+            request.url.path,
+            log_id_of(request),
+        )
+        return Response(status_code=499)
+
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return refuse(request, exc.status_code, str(exc.detail), getattr(exc, "headers", None))
@@ -501,8 +543,11 @@ def create_app(config: ServeConfig, detector: Optional[TextDetection] = None) ->
             request.state.log_id = log_id
         overrides = merge_settings(query, body_settings)
         settings = detector.settings.with_overrides(**overrides)  # refuse bad values before queueing
-        pages = await gate.run(
-            lambda cancelled: detect_pages(detector, source, load_options, overrides, cancelled), config.timeout_s
+        pages = await unless_client_leaves(
+            request,
+            gate.run(
+                lambda cancelled: detect_pages(detector, source, load_options, overrides, cancelled), config.timeout_s
+            ),
         )
         result = {
             "model_name": detector.model_name,
@@ -524,6 +569,22 @@ def exit_now() -> None:
     os._exit(0)
 
 
+def log_beside_uvicorn(level: int = logging.INFO) -> None:
+    """The package's log lines (each refusal with its logId, dropped requests, errors) on stderr in uvicorn's
+    format, for `detect serve`: without a handler, Python shows only warnings and errors, unformatted."""
+    from uvicorn.logging import DefaultFormatter
+
+    package = logging.getLogger("detector")
+    if not any(getattr(handler, "detect_serve", False) for handler in package.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(DefaultFormatter("%(levelprefix)s %(message)s"))
+        handler.detect_serve = True  # type: ignore[attr-defined]
+        package.addHandler(handler)
+        package.propagate = False
+    package.setLevel(level)
+
+
 def app_from_environment() -> FastAPI:
     """uvicorn's factory for worker processes (--workers N): the config comes in CONFIG_ENV_VAR."""
+    log_beside_uvicorn()
     return create_app(ServeConfig.from_json(os.environ.get(CONFIG_ENV_VAR) or "{}"))

@@ -6,6 +6,7 @@ FastAPI and uvicorn are imported inside the command, so listing `detect --help` 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import signal
 import sys
@@ -99,7 +100,7 @@ def serve(
     try:
         import uvicorn
 
-        from .app import create_app, load_detector
+        from .app import create_app, load_detector, log_beside_uvicorn
     except ImportError as exc:
         _exit_for_missing_extra("serve", "serve", exc)
     model_name, model_dir = _model_arguments(model, model_dir)
@@ -131,6 +132,7 @@ def serve(
     except DetectorError as exc:
         _fail_usage(exc, debug)
     log_level = "debug" if debug else "info"
+    log_beside_uvicorn(logging.DEBUG if debug else logging.INFO)
     # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal with the handler it found:
     # this one makes a requested stop exit 0, as service managers expect.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
