@@ -29,7 +29,7 @@ from .api import TextDetection
 from .batch_command import DEFAULT_FILES_PER_BATCH
 from .errors import DetectorError, InputNotFoundError, InvalidParameterError
 from .inputs import DEFAULT_LOAD_OPTIONS, IMAGE_EXTENSIONS, LoadOptions, Source, expand_inputs, load_source
-from .result import to_jsonable
+from .result import json_text, to_jsonable
 
 FORMATS = ("parquet", "jsonl")
 # A local Ray instance started by `detect batch`: a small object store, since rows are small.
@@ -120,7 +120,7 @@ class JsonLinesDatasink(BlockBasedFileDatasink):
 
     def write_block_to_file(self, block: Any, file: Any) -> None:
         for row in block.to_arrow().to_pylist():
-            file.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
+            file.write((json_text(row, None, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
 # ----------------------------------------------------------------------------- the job

@@ -100,20 +100,33 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
+def json_text(value: Any, indent: Optional[int], ensure_ascii: bool) -> str:
+    """json.dumps, where a character UTF-8 cannot hold (a lone surrogate: a file name's undecodable bytes, as
+    Python reads them) is written as its \\u escape, so the text is valid UTF-8 and JSON and reads back
+    to the same name."""
+    text = json.dumps(value, indent=indent, ensure_ascii=ensure_ascii)
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def write_atomically(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same folder and rename: readers never see a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    # os.open with 0o666 lets the umask decide permissions, as for any new file (mkstemp forces 0600)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    """Write via a temp file in the same folder and rename: readers never see a half-written file.
+
+    The temp name is short (a long but legal target name leaves it room); an error names the target."""
+    tmp = path.with_name(f".detect-{uuid.uuid4().hex}.tmp")
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            # os.open with 0o666 lets the umask decide permissions, as for any new file (mkstemp forces 0600)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot write {path}: {exc.strerror}") from None
 
 
 class _StrView:
@@ -185,7 +198,7 @@ class DetectionResult(dict[str, Any], _StrView):
 
     def to_str(self, json_format: bool = False, indent: int = 4, ensure_ascii: bool = False) -> str:
         if json_format:
-            return json.dumps(self.json, indent=indent, ensure_ascii=ensure_ascii)
+            return json_text(self.json, indent, ensure_ascii)
         shown = dict(self)
         polys = shown.get("dt_polys")
         if isinstance(polys, np.ndarray) and polys.size == 0:
@@ -206,8 +219,7 @@ class DetectionResult(dict[str, Any], _StrView):
     ) -> Path:
         """Write ``<save_path>/<stem>_res.json``, or ``save_path`` itself if it names a .json file."""
         target = self._json_target(save_path)
-        text = json.dumps(self.json[RESULT_KEY], indent=indent, ensure_ascii=ensure_ascii)
-        write_atomically(target, text.encode("utf-8"))
+        write_atomically(target, json_text(self.json[RESULT_KEY], indent, ensure_ascii).encode("utf-8"))
         return target
 
     def save_to_img(self, save_path: Union[str, os.PathLike[str]], *args: Any, **kwargs: Any) -> Path:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -420,3 +421,24 @@ def test_results_of_inputs_sharing_a_name_are_not_replaced_silently(model_path, 
     assert sorted(p.name for p in out.iterdir()) == ["scan_res.json", "scan_res.png"]  # PaddleOCR's names
     replaced = [line for line in proc.output.splitlines() if line.startswith("detect: warning:")]
     assert len(replaced) == 2 and all("replaced the result of" in line and "scan.png" in line for line in replaced)
+
+
+def test_a_file_name_that_is_not_utf8_is_saved_and_printed_as_valid_json(model_path, pages, tmp_path):
+    folder = tmp_path / "names"
+    folder.mkdir()
+    undecodable = os.fsdecode(b"scan\xff\xfe")  # bytes no encoding names: Python reads them as surrogates
+    shutil.copy(pages["banner"][0], folder / f"{undecodable}.png")
+    shutil.copy(pages["banner"][0], folder / "zz.png")  # after it: the run goes on
+    proc = subprocess.run(
+        [*DETECT, "-i", str(folder), "--model", str(model_path), "--save-path", str(tmp_path / "out"), "--json"],
+        capture_output=True,
+        cwd=REPO_ROOT,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr.decode("utf-8", "replace")
+    first, second = proc.stdout.decode("utf-8").replace("}\n{", "}\n\n{").split("\n\n")  # valid UTF-8 throughout
+    assert os.fsencode(json.loads(first)["res"]["input_path"]).endswith(b"scan\xff\xfe.png")
+    assert json.loads(second)["res"]["input_path"].endswith("zz.png")
+    saved = json.loads((tmp_path / "out" / f"{undecodable}_res.json").read_bytes().decode("utf-8"))
+    assert saved["input_path"] == json.loads(first)["res"]["input_path"]
+    assert (tmp_path / "out" / f"{undecodable}_res.png").is_file()

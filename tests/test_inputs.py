@@ -454,6 +454,15 @@ def test_interrupted_write_leaves_no_partial_file(tmp_path, monkeypatch):
     assert [p.name for p in target.parent.iterdir()] == ["x_res.json"]
 
 
+def test_a_long_legal_name_is_written_and_an_error_names_the_target(tmp_path):
+    longest = tmp_path / ("n" * 246 + "_res.json")  # 255 bytes: the longest name most filesystems take
+    write_atomically(longest, b"{}")
+    assert longest.read_bytes() == b"{}" and [p.name for p in tmp_path.iterdir()] == [longest.name]
+    (tmp_path / "a_file").write_bytes(b"")
+    with pytest.raises(OSError, match=r"cannot write .*a_file/x_res\.json"):
+        write_atomically(tmp_path / "a_file" / "x_res.json", b"{}")
+
+
 def test_folder_workers_get_plain_files_in_groups_and_page_files_alone():
     from detector.inputs import Source, group_sources, is_page_file, may_hold_pages
 
