@@ -11,7 +11,6 @@ TIFF pages are read with Pillow, as PaddleX's TIFF reader does.
 from __future__ import annotations
 
 import contextlib
-import glob
 import io
 import logging
 import os
@@ -376,6 +375,19 @@ def list_folder_images(folder: Path, recursive: bool = True) -> list[Path]:
     return sorted((p for p in candidates if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS), key=str)
 
 
+def glob_matches(pattern: str) -> list[Path]:
+    """What a glob pattern matches, sorted as path strings; ``**`` is any depth of folders, walked without
+    following symlinked folders (glob.glob follows them: a link back up the tree was walked round and round,
+    each file found tens of times, and two such links never ended). ``*`` matches hidden names too, as
+    folder walks read them; a pattern ending in ``**`` matches the files below."""
+    parts = Path(pattern).parts
+    literal = next((index for index, part in enumerate(parts) if GLOB_CHARACTERS & set(part)), len(parts))
+    root, rest = Path(*parts[:literal]) if literal else Path("."), parts[literal:]
+    if rest[-1:] == ("**",):
+        rest = (*rest, "*")
+    return sorted(root.glob(str(Path(*rest))), key=str) if rest else [root]
+
+
 def _expand_path(text: str, options: LoadOptions) -> list[Source]:
     if is_url(text):
         return [Source("url", text, text)]
@@ -393,8 +405,15 @@ def _expand_path(text: str, options: LoadOptions) -> list[Source]:
     if path.exists():
         return [Source("file", path, str(path))]
     if GLOB_CHARACTERS & set(text):
-        matches = sorted(Path(m) for m in glob.glob(os.path.expanduser(text), recursive=True))
-        files = [m for m in matches if m.is_file() and m.suffix.lower() in IMAGE_EXTENSIONS]
+        files = []
+        pattern = os.path.expanduser(text)
+        any_depth = "**" in Path(pattern).parts  # the files below are matched already
+        for match in glob_matches(pattern):
+            if match.is_dir() and not any_depth:  # a folder the pattern names is read as a folder given by name
+                files.extend(list_folder_images(match, options.recursive))
+            elif match.is_file() and match.suffix.lower() in IMAGE_EXTENSIONS:
+                files.append(match)
+        files = list(dict.fromkeys(files))
         if not files:
             raise InputNotFoundError(f"pattern {text!r} matches no image files")
         return [Source("file", f, str(f)) for f in files]

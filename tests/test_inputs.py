@@ -75,6 +75,25 @@ def test_glob_patterns_and_recursive_folders(model, banner, tmp_path):
         model.predict(str(tmp_path / "*.gif"))
 
 
+def test_a_recursive_glob_does_not_follow_symlinked_folders_round_a_loop(banner, tmp_path):
+    from detector.inputs import expand_inputs
+
+    _path, image, _lines = banner
+    (tmp_path / "scans" / "sub").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "scans" / "a.png"), image)
+    cv2.imwrite(str(tmp_path / "scans" / "sub" / "b.png"), image)
+    (tmp_path / "scans" / "sub" / "up").symlink_to("..")  # a loop: glob.glob found each file ~40 times
+    (tmp_path / "scans" / "self").symlink_to(".")  # two loops: glob.glob never ended
+
+    def names(pattern: str) -> list[str]:
+        return [str(Path(source.value).relative_to(tmp_path)) for source in expand_inputs(str(tmp_path / pattern))]
+
+    assert names("scans/**/*.png") == ["scans/a.png", "scans/sub/b.png"]
+    assert names("scans/**") == ["scans/a.png", "scans/sub/b.png"]  # every file below
+    assert names("sc*") == ["scans/a.png", "scans/sub/b.png"]  # a folder matched is read as a folder
+    assert names("scans/su*") == ["scans/sub/b.png"]
+
+
 # ---------------------------------------------------------------- in-memory kinds
 
 
