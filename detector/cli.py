@@ -622,15 +622,25 @@ def _fail_usage(exc: BaseException, debug: bool, command: str = "detect") -> Non
 def main(argv: Optional[list[str]] = None) -> None:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
-        cli.main(args=argv, prog_name="detect")
-    except KeyboardInterrupt:
+        # not standalone: click would turn Ctrl-C into "Aborted!" and exit 1, the code for failed inputs
+        code = cli.main(args=argv, prog_name="detect", standalone_mode=False)
+    except (KeyboardInterrupt, click.exceptions.Abort):
         click.echo("detect: interrupted", err=True)
         sys.exit(130)
+    except click.ClickException as exc:  # a usage error: click's message and its exit code (2)
+        exc.show()
+        sys.exit(exc.exit_code)
+    except OSError as exc:  # writing the results failed (a full disk, stdout closed): not a bug
+        if debug:
+            raise
+        click.echo(f"detect: error: {exc}", err=True)
+        sys.exit(EXIT_SOME_FAILED)
     except Exception as exc:  # a bug, not a user error: still one line unless --debug
         if debug:
             raise
         click.echo(f"detect: internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)", err=True)
         sys.exit(EXIT_SOME_FAILED)
+    sys.exit(code if isinstance(code, int) else EXIT_OK)  # --help and the like return their code here
 
 
 if __name__ == "__main__":

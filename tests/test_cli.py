@@ -442,3 +442,28 @@ def test_a_file_name_that_is_not_utf8_is_saved_and_printed_as_valid_json(model_p
     saved = json.loads((tmp_path / "out" / f"{undecodable}_res.json").read_bytes().decode("utf-8"))
     assert saved["input_path"] == json.loads(first)["res"]["input_path"]
     assert (tmp_path / "out" / f"{undecodable}_res.png").is_file()
+
+
+def test_ctrl_c_stops_a_folder_run_with_130_and_leaves_no_temp_files(model_path, pages, tmp_path):
+    import signal
+    import time
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for index in range(400):
+        shutil.copy(pages["banner"][0], folder / f"page{index:03d}.png")
+    out = tmp_path / "out"
+    run = subprocess.Popen(
+        [*DETECT, "-i", str(folder), "--model", str(model_path), "--save-path", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        cwd=REPO_ROOT,
+        start_new_session=True,  # its own process group, signalled as a terminal signals the foreground job
+    )
+    while not (out.is_dir() and any(out.glob("*_res.json"))):
+        time.sleep(0.01)
+    os.killpg(run.pid, signal.SIGINT)
+    stderr = run.communicate(timeout=60)[1].decode()
+    assert run.returncode == 130 and stderr.rstrip().endswith("detect: interrupted"), stderr  # not click's exit 1
+    assert "Traceback" not in stderr and not list(out.glob(".*.tmp"))
+    assert 0 < len(list(out.glob("*_res.json"))) < 400
