@@ -267,7 +267,7 @@ class _EchoedWarnings(logging.Handler):
     stderr of the moment."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        click.echo(f"detect: {record.levelname.lower()}: {record.getMessage()}", err=True)
+        click.echo(f"{_line_start()}detect: {record.levelname.lower()}: {record.getMessage()}", err=True)
 
 
 def _show_package_warnings() -> None:
@@ -519,7 +519,8 @@ def detect(
         )
     else:
         outcomes = map(detect_batch, prefetch(_batch_events(sources, options, batch_size)))
-    with progress_bar(len(sources), "detecting", len(sources) > 1) as progress:
+    # Results printed on a terminal show the progress themselves: a bar on the same screen would be cut into
+    with progress_bar(len(sources), "detecting", len(sources) > 1 and not sys.stdout.isatty()) as progress:
         for (kind, payload), outcome in outcomes:
             if kind == "batch":
                 assert outcome is not None  # every batch event gets its results or its error
@@ -596,10 +597,16 @@ def _warn_overwritten(written: list[Path], what: str, saved_from: dict[Path, str
         saved_from[path] = what
 
 
+def _line_start() -> str:
+    """What a message line on stderr starts with: on a terminal, clearing the line, where a progress bar may
+    stand (the bar is drawn again after it)."""
+    return "\r\x1b[K" if sys.stderr.isatty() else ""
+
+
 def _report(what: str, exc: BaseException, debug: bool) -> None:
     if debug:
         traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
-    click.echo(f"detect: error: {what}: {exc}", err=True)
+    click.echo(f"{_line_start()}detect: error: {what}: {exc}", err=True)
 
 
 def _exit_for_missing_extra(command: str, extra: str, exc: ImportError) -> NoReturn:
