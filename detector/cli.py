@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import logging
+import signal
 import sys
 import traceback
 import warnings
@@ -626,14 +627,26 @@ def _fail_usage(exc: BaseException, debug: bool, command: str = "detect") -> Non
     sys.exit(EXIT_USAGE)
 
 
+class _Terminated(BaseException):
+    """SIGTERM, raised where the main thread is, so the run stops as for Ctrl-C: no partial file left."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise _Terminated
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    signal.signal(signal.SIGTERM, _raise_terminated)  # `detect serve` sets its own
     try:
         # not standalone: click would turn Ctrl-C into "Aborted!" and exit 1, the code for failed inputs
         code = cli.main(args=argv, prog_name="detect", standalone_mode=False)
     except (KeyboardInterrupt, click.exceptions.Abort):
         click.echo("detect: interrupted", err=True)
         sys.exit(130)
+    except _Terminated:
+        click.echo("detect: terminated", err=True)
+        sys.exit(128 + signal.SIGTERM)
     except click.ClickException as exc:  # a usage error: click's message and its exit code (2)
         exc.show()
         sys.exit(exc.exit_code)

@@ -444,7 +444,12 @@ def test_a_file_name_that_is_not_utf8_is_saved_and_printed_as_valid_json(model_p
     assert (tmp_path / "out" / f"{undecodable}_res.png").is_file()
 
 
-def test_ctrl_c_stops_a_folder_run_with_130_and_leaves_no_temp_files(model_path, pages, tmp_path):
+@pytest.mark.parametrize(
+    ("signal_name", "code", "said"), [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated")]
+)
+def test_a_signal_stops_a_folder_run_with_its_code_and_leaves_no_temp_files(
+    model_path, pages, tmp_path, signal_name, code, said
+):
     import signal
     import time
 
@@ -462,8 +467,9 @@ def test_ctrl_c_stops_a_folder_run_with_130_and_leaves_no_temp_files(model_path,
     )
     while not (out.is_dir() and any(out.glob("*_res.json"))):
         time.sleep(0.01)
-    os.killpg(run.pid, signal.SIGINT)
+    os.killpg(run.pid, getattr(signal, signal_name))
     stderr = run.communicate(timeout=60)[1].decode()
-    assert run.returncode == 130 and stderr.rstrip().endswith("detect: interrupted"), stderr  # not click's exit 1
+    # Ctrl-C: not click's "Aborted!" and exit 1; SIGTERM: not Python's default death, which left temp files
+    assert run.returncode == code and stderr.rstrip().endswith(f"detect: {said}"), stderr
     assert "Traceback" not in stderr and not list(out.glob(".*.tmp"))
     assert 0 < len(list(out.glob("*_res.json"))) < 400
