@@ -648,6 +648,10 @@ def main(argv: Optional[list[str]] = None) -> None:
         click.echo("detect: terminated", err=True)
         sys.exit(128 + signal.SIGTERM)
     except click.ClickException as exc:  # a usage error: click's message and its exit code (2)
+        if isinstance(exc, click.UsageError) and exc.message.startswith("Got unexpected extra argument"):
+            # `-i *.png` expanded by the shell
+            hint = "; give each input its own -i, or quote a glob pattern ('*.png') so detect expands it"
+            exc = click.UsageError(exc.message + hint, exc.ctx)
         exc.show()
         sys.exit(exc.exit_code)
     except OSError as exc:  # writing the results failed (a full disk, stdout closed): not a bug

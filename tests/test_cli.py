@@ -473,3 +473,8 @@ def test_a_signal_stops_a_folder_run_with_its_code_and_leaves_no_temp_files(
     assert run.returncode == code and stderr.rstrip().endswith(f"detect: {said}"), stderr
     assert "Traceback" not in stderr and not list(out.glob(".*.tmp"))
     assert 0 < len(list(out.glob("*_res.json"))) < 400
+
+
+def test_inputs_a_shell_expanded_without_their_own_i_get_a_hint(pages):
+    proc = detect("-i", pages["banner"][0], pages["receipt"][0])  # what `detect -i *.png` becomes
+    assert proc.returncode == 2 and "give each input its own -i, or quote a glob pattern" in proc.stderr
