@@ -21,6 +21,7 @@ from .draw import draw_polygons
 from .errors import DetectorError
 
 RESULT_KEY = "res"  # PaddleOCR names saved files <stem>_res.json / <stem>_res.png
+INPUT_IMAGE_KEY = "input_img"  # PaddleX's key for the image a result was found on
 JSON_SUFFIXES = (".json",)
 # Visualizations in these formats are encoded by OpenCV (every release we support writes them; JPEG at
 # Pillow's default quality, which PaddleX saves with); any other image format by Pillow, as PaddleX does.
@@ -134,33 +135,36 @@ class _StrView:
     # builtin for that body's annotations.
     @property
     def str(self) -> dict[str, Any]:
-        """``{"res": {...}}`` with the arrays themselves, as PaddleOCR's ``res.str``."""
-        return {RESULT_KEY: dict(self)}  # type: ignore[call-overload]
+        """``{"res": {...}}`` with the arrays themselves, the input image left out, as PaddleOCR's ``res.str``."""
+        return {RESULT_KEY: self.shown()}  # type: ignore[attr-defined]
 
 
 class DetectionResult(dict[str, Any], _StrView):
-    """``{"input_path", "page_index", "dt_polys", "dt_scores"}`` for one image (or PDF page)."""
+    """``{"input_path", "page_index", "input_img", "dt_polys", "dt_scores"}`` for one image (or PDF page), the
+    keys of PaddleX's result in its order; printing and JSON leave ``input_img`` (the BGR input) out, as
+    PaddleX's do."""
 
     def __init__(self, data: dict[str, Any], input_img: Optional[np.ndarray] = None):
+        if input_img is not None:  # after page_index, where PaddleX puts it
+            keys = list(data)
+            at = keys.index("page_index") + 1 if "page_index" in keys else 0
+            data = {**dict(list(data.items())[:at]), INPUT_IMAGE_KEY: input_img, **dict(list(data.items())[at:])}
         super().__init__(data)
-        # Kept out of the dict so printing and JSON stay small; used by save_to_img.
-        self.input_img = input_img
         self._unnamed_stem: Optional[str] = None
 
-    def __missing__(self, key: Any) -> Any:
-        # PaddleX keeps the image under result["input_img"]; here it is an attribute, reachable both ways.
-        if key == "input_img":
-            return self.input_img
-        raise KeyError(key)
+    @property
+    def input_img(self) -> Optional[np.ndarray]:
+        """The BGR image the boxes were found on (``res["input_img"]``)."""
+        return self.get(INPUT_IMAGE_KEY)
 
-    def get(self, key: Any, default: Any = None) -> Any:
-        """dict.get that also reaches ``input_img``, as ``res["input_img"]`` does (dict.get skips __missing__)."""
-        return self.input_img if key == "input_img" and key not in self else super().get(key, default)
+    def shown(self) -> dict[str, Any]:
+        """The result as printed and written to JSON: every key but the input image."""
+        return {key: value for key, value in self.items() if key != INPUT_IMAGE_KEY}
 
     @property
     def json(self) -> dict[str, Any]:
         """``{"res": {...}}`` with plain lists and numbers, as PaddleOCR's ``res.json``."""
-        return {RESULT_KEY: to_jsonable(dict(self))}
+        return {RESULT_KEY: to_jsonable(self.shown())}
 
     @property
     def img(self) -> dict[str, np.ndarray]:
@@ -199,7 +203,7 @@ class DetectionResult(dict[str, Any], _StrView):
     def to_str(self, json_format: bool = False, indent: int = 4, ensure_ascii: bool = False) -> str:
         if json_format:
             return json_text(self.json, indent, ensure_ascii)
-        shown = dict(self)
+        shown = self.shown()
         polys = shown.get("dt_polys")
         if isinstance(polys, np.ndarray) and polys.size == 0:
             shown["dt_polys"] = polys.reshape(0)  # PaddleOCR prints no boxes as array([], dtype=int16)

@@ -64,7 +64,7 @@ def test_result_shapes_and_types(model, pages):
     path, _truth = pages["page"]
     (result,) = model.predict(path)
     assert isinstance(result, DetectionResult)
-    assert set(result) == {"input_path", "page_index", "dt_polys", "dt_scores"}
+    assert list(result) == ["input_path", "page_index", "input_img", "dt_polys", "dt_scores"]  # PaddleX's keys
     assert result["input_path"] == str(path) and result["page_index"] is None
     polys = result["dt_polys"]
     assert polys.dtype == np.int16 and polys.ndim == 3 and polys.shape[1:] == (4, 2)

@@ -217,7 +217,9 @@ def test_result_member(name, status, example, baseline, page, tmp_path, capsys):
             assert value == expected[key]
         elif key == "input_img":
             assert value.shape == (*value.shape[:2], 3) and value.dtype == np.uint8
-            assert res.get("input_img") is value  # dict.get alone would miss it
+            assert res.get("input_img") is value and res.input_img is value and "input_img" in res
+            assert "input_img" not in res.json["res"] and "input_img" not in res.str["res"]
+            assert "input_img" not in res.to_str()
         else:
             assert len(value) == len(res["dt_polys"])
     elif name.startswith("res.print"):
