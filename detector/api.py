@@ -107,6 +107,9 @@ class TextDetection:
     ``predict`` keywords per call.
     """
 
+    # PaddleOCR's TextDetection.default_model_name: the model used without model_name or model_dir
+    default_model_name: str = DEFAULT_MODEL_NAME
+
     def __init__(
         self,
         model_name: Optional[str] = None,

@@ -61,6 +61,7 @@ SURFACE = [
     ("module", "predict()", SUPPORTED, None),
     ("module", "predict_iter()", SUPPORTED, None),
     ("module", "close()", SUPPORTED, None),
+    ("module", "default_model_name", SUPPORTED, None),
     # the result of predict: a dict with PaddleX's result methods
     ("result", "res['input_path']", SUPPORTED, None),
     ("result", "res['page_index']", SUPPORTED, None),
@@ -195,6 +196,8 @@ def test_module_method(name, status, example, default_onnx, page, baseline):
         assert isinstance(model.predict(page), list)
     elif name == "predict_iter()":
         assert len(list(model.predict_iter([page, page]))) == 2
+    elif name == "default_model_name":  # the name used when model_name and model_dir are left out
+        assert model.default_model_name == TextDetection.default_model_name == "PP-OCRv4_mobile_det"
     else:
         model.close()
         model.close()  # twice is harmless, as in PaddleOCR
