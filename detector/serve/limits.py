@@ -64,9 +64,8 @@ class InferenceGate:
         self._pool = ThreadPoolExecutor(max_concurrency, thread_name_prefix="detect")
         self._lock = threading.Lock()
         self._admitted = 0  # running + waiting
-        self._running = 0
         self._mean_s = 0.0
-        self._started: dict[int, float] = {}  # thread ident -> perf_counter at its inference's start
+        self._started: dict[int, float] = {}  # the running ones: thread ident -> perf_counter at its start
 
     @property
     def capacity(self) -> int:
@@ -75,8 +74,8 @@ class InferenceGate:
     def snapshot(self) -> dict[str, int]:
         with self._lock:
             return {
-                "running": self._running,
-                "waiting": self._admitted - self._running,
+                "running": len(self._started),
+                "waiting": self._admitted - len(self._started),
                 "max_concurrency": self.max_concurrency,
                 "max_queue": self.max_queue,
             }
@@ -103,14 +102,12 @@ class InferenceGate:
                 return None
             start = time.perf_counter()
             with self._lock:
-                self._running += 1
                 self._started[threading.get_ident()] = start
             try:
                 return work(cancelled)
             finally:
                 elapsed = time.perf_counter() - start
                 with self._lock:
-                    self._running -= 1
                     del self._started[threading.get_ident()]
                     self._mean_s += RETRY_ESTIMATE_WEIGHT * (elapsed - self._mean_s)
 
