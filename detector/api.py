@@ -46,7 +46,7 @@ from .preprocess import (
     resize_for_detection,
     resize_to_shape,
 )
-from .result import DetectionResult
+from .result import INPUT_IMAGE_KEY, DetectionResult
 from .session import (
     check_detector_signature,
     fixed_input_size,
@@ -442,13 +442,13 @@ class TextDetection:
             )
             results.append(
                 DetectionResult(
-                    {
+                    {  # PaddleX's keys, in its order
                         "input_path": item.input_path,
                         "page_index": item.page_index,
+                        INPUT_IMAGE_KEY: item.image,
                         "dt_polys": polys,
                         "dt_scores": scores,
-                    },
-                    input_img=item.image,
+                    }
                 )
             )
         return results

@@ -144,11 +144,7 @@ class DetectionResult(dict[str, Any], _StrView):
     keys of PaddleX's result in its order; printing and JSON leave ``input_img`` (the BGR input) out, as
     PaddleX's do."""
 
-    def __init__(self, data: dict[str, Any], input_img: Optional[np.ndarray] = None):
-        if input_img is not None:  # after page_index, where PaddleX puts it
-            keys = list(data)
-            at = keys.index("page_index") + 1 if "page_index" in keys else 0
-            data = {**dict(list(data.items())[:at]), INPUT_IMAGE_KEY: input_img, **dict(list(data.items())[at:])}
+    def __init__(self, data: dict[str, Any]):
         super().__init__(data)
         self._unnamed_stem: Optional[str] = None
 
