@@ -166,13 +166,17 @@ model_option = click.option(
     metavar="NAME|PATH.onnx",
     help=f"Exported model name (default {DEFAULT_MODEL_NAME}) or path to an .onnx file.",
 )
-cpu_threads_option = click.option(
-    "--cpu-threads",
-    "--cpu_threads",
-    "cpu_threads",
-    default=None,
-    type=click.IntRange(min=1),
-    help="onnxruntime's intra-op threads on the CPU [default: onnxruntime's choice].",
+
+
+def cpu_threads_option_saying(help_text: str) -> Any:
+    """--cpu-threads, with the help that fits the command (per inference for detect serve)."""
+    return click.option(
+        "--cpu-threads", "--cpu_threads", "cpu_threads", default=None, type=click.IntRange(min=1), help=help_text
+    )
+
+
+cpu_threads_option = cpu_threads_option_saying(
+    "onnxruntime's intra-op threads on the CPU [default: onnxruntime's choice]."
 )
 precision_option = click.option(
     "--precision",

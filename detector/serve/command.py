@@ -19,6 +19,7 @@ from ..cli import (
     _exit_for_missing_extra,
     _fail_usage,
     _model_arguments,
+    cpu_threads_option_saying,
     device_option,
     max_pixels_option,
     model_dir_option,
@@ -66,14 +67,7 @@ DEFAULTS = ServeConfig()
     type=click.FloatRange(0, min_open=True),
     help="Seconds a request may wait and run before 503.",
 )
-@click.option(
-    "--cpu-threads",
-    "--cpu_threads",
-    "cpu_threads",
-    default=None,
-    type=click.IntRange(min=1),
-    help="onnxruntime threads per inference [default: every core].",
-)
+@cpu_threads_option_saying("onnxruntime threads per inference [default: every core].")
 @shape_bucket_option
 @click.option(
     "--allow-urls", is_flag=True, help='Accept {"url": …}: the server then fetches any URL a client names (see README).'
