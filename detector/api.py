@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 
 import numpy as np
 
-from .errors import DetectorError, InvalidParameterError
-from .hub import resolve_model_path
+from .errors import DetectorError, InvalidModelError, InvalidParameterError
+from .hub import discard_damaged_download, resolve_model_path
 from .inputs import (
     DEFAULT_LOAD_OPTIONS,
     LoadedImage,
@@ -196,11 +196,22 @@ class TextDetection:
         )
         resolved = resolve_model_path(requested_name, model_dir, validate_precision(precision))
         self.model_path: Path = select_precision(resolved, precision, requested_name)
-        self.precision: str = precision_of(self.model_path)
         self.cpu_spinning: bool = bool(cpu_spinning)
-        self._session, self.device = load_session(
-            self.model_path, parse_device(device), cpu_threads, spinning=self.cpu_spinning
-        )
+        try:
+            self._session, self.device = load_session(
+                self.model_path, parse_device(device), cpu_threads, spinning=self.cpu_spinning
+            )
+        except InvalidModelError as exc:
+            # a downloaded file damaged since (onnxruntime cannot read it) is fetched again, once;
+            # any other file's error stands
+            if not discard_damaged_download(self.model_path, str(exc).splitlines()[0]):
+                raise
+            resolved = resolve_model_path(requested_name, model_dir, validate_precision(precision))
+            self.model_path = select_precision(resolved, precision, requested_name)
+            self._session, self.device = load_session(
+                self.model_path, parse_device(device), cpu_threads, spinning=self.cpu_spinning
+            )
+        self.precision: str = precision_of(self.model_path)
         # Many images on the CPU run folder_workers at a time, each on its share of the intra-op threads,
         # through a second session opened on first use (prefetch.folder_workers); 1 runs them one by one.
         self.folder_workers: int

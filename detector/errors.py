@@ -43,5 +43,14 @@ class ExportError(DetectorError):
     """Export of a Paddle model to ONNX failed or did not verify."""
 
 
+class OutputNotWritableError(ExportError):
+    """An export could not write its output (a full disk, a read-only folder): nothing is wrong with the model."""
+
+    def __init__(self, path: object, reason: str):
+        super().__init__(f"cannot write {path} ({reason}): choose another --output")
+        self.path = path
+        self.reason = reason
+
+
 class ImageTooLargeError(UnreadableImageError):
     """The image (or PDF page, or download) is above the configured size limit: refused before decoding."""

@@ -19,14 +19,16 @@ with ``DETECTOR_NO_OPTIMIZE=1``, the release runs as published.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Optional, Union
 
 from .errors import ModelNotFoundError
 from .precision import DEFAULT_PRECISION, variant_path
-from .result import write_atomically
+from .result import TEMP_FILE_PATTERN, write_atomically
 from .settings import INFERENCE_YML
 
 MODEL_FILENAME = "inference.onnx"
@@ -37,6 +39,7 @@ OFFICIAL_FOLDER = "official"  # <cache>/<model_name>/official/: the release as p
 # In official/: the import of this release failed with this package version (and why); not tried again
 # until the version changes (the rewrites may then take it), so every use does not redo a failed import.
 IMPORT_FAILED_MARKER = ".import-failed"
+CACHE_ENV_VAR = "XDG_CACHE_HOME"  # <its value>/detector/models is the download cache
 ENDPOINT_ENV_VAR = "HF_ENDPOINT"  # the variable huggingface_hub and PaddleX honour, for mirrors
 DEFAULT_ENDPOINT = "https://huggingface.co"
 DOWNLOAD_TIMEOUT_S = 30.0
@@ -48,9 +51,18 @@ IN_CHECKOUT = (CHECKOUT_ROOT / "pyproject.toml").is_file() and (CHECKOUT_ROOT / 
 CHECKOUT_MODELS_DIR = CHECKOUT_ROOT / "models"
 
 
-def user_cache_dir() -> Path:
-    """Where downloaded models live: $XDG_CACHE_HOME/detector/models (default ~/.cache/detector/models)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+def user_cache_dir() -> Optional[Path]:
+    """Where downloaded models live: $XDG_CACHE_HOME/detector/models (default ~/.cache/detector/models).
+
+    None where there is no such place: no home folder (a container user without one) and no absolute
+    XDG_CACHE_HOME (a relative one is ignored, as the XDG spec says: it would be a folder named after it
+    in whatever the working directory is, e.g. a literal "~")."""
+    base = os.environ.get(CACHE_ENV_VAR, "")
+    if not os.path.isabs(base):
+        home = os.path.expanduser("~")
+        if not os.path.isabs(home):
+            return None
+        base = os.path.join(home, ".cache")
     return Path(base) / "detector" / "models"
 
 
@@ -60,7 +72,8 @@ def local_model_folders() -> list[Path]:
     folders = [Path(env_dir).expanduser()] if env_dir else []
     if IN_CHECKOUT:
         folders.append(CHECKOUT_MODELS_DIR)
-    return [*folders, user_cache_dir()]
+    cache = user_cache_dir()
+    return [*folders, cache] if cache is not None else folders
 
 
 def _flag_set(name: str) -> bool:
@@ -106,8 +119,8 @@ def resolve_model_path(
         )
     if not model_name:
         raise ModelNotFoundError("no model_name and no model_dir given")
-    searched = [folder / model_name / MODEL_FILENAME for folder in local_model_folders()]
     cache = user_cache_dir()
+    searched = [folder / model_name / MODEL_FILENAME for folder in local_model_folders()]
     if precision != DEFAULT_PRECISION:
         for candidate in searched:
             if variant_path(candidate, precision).is_file():
@@ -121,33 +134,142 @@ def resolve_model_path(
             f"Make it beside the fp32 model with the export tool (--precision {precision})"
         )
     for candidate in searched:
-        in_cache = candidate.parent.parent == cache
+        if cache is not None and candidate.parent.parent == cache:
+            break  # the cache: below, where a download or an import may be due
         if candidate.is_file():
-            return upgrade_cached_release(model_name, candidate) if in_cache else candidate
-        official = candidate.parent / OFFICIAL_FOLDER / MODEL_FILENAME
-        if in_cache and official.is_file():
-            # downloaded but not imported: the import failed, was interrupted, or is off
-            retry = _importing() and not _import_failed_before(official.parent)
-            return import_release(model_name, official.parent) if retry else official
+            return candidate
     from .catalog import KNOWN_MODELS
 
     known = KNOWN_MODELS.get(model_name)
+    downloadable = known is not None and known.onnx_release
+    if cache is not None:
+        folder = cache / model_name
+        if not _cache_work_due(folder):
+            found = _from_cache(model_name, folder)
+        elif _in_cache(folder) or (downloadable and downloads_enabled()):
+            with _fetch_lock(cache, model_name):  # one process fetches or imports; the others then find it
+                _remove_stale_temp_files(folder)
+                found = _from_cache(model_name, folder)
+                if found is None and downloadable and downloads_enabled():
+                    return download_release(model_name, folder)
+        else:
+            found = None
+        if found is not None:
+            return found
     looked = f"no model {model_name!r} here (looked for {', '.join(str(p) for p in searched)})"
-    if known is not None and known.onnx_release:
-        if downloads_enabled():
-            return download_release(model_name, user_cache_dir() / model_name)
+    if downloadable:
+        if not downloads_enabled():
+            raise ModelNotFoundError(
+                f"{looked}; downloads are off ({NO_DOWNLOAD_ENV_VAR}=1). " + _manual_download_hint(model_name)
+            )
         raise ModelNotFoundError(
-            f"{looked}; downloads are off ({NO_DOWNLOAD_ENV_VAR}=1). " + _manual_download_hint(model_name)
+            f"{looked}; there is no folder to download it into: no home folder, and {CACHE_ENV_VAR} is not an "
+            f"absolute path. Set {CACHE_ENV_VAR} (or {MODELS_ENV_VAR}) to a writable folder, or pass model_dir="
         )
     raise ModelNotFoundError(f"{looked}. " + _not_downloadable_hint(model_name, known is not None))
 
 
+def _in_cache(folder: Path) -> bool:
+    """Whether the cache folder holds a model file: an import, a plain release, or a release in official/."""
+    return (folder / MODEL_FILENAME).is_file() or (folder / OFFICIAL_FOLDER / MODEL_FILENAME).is_file()
+
+
+def _cache_work_due(folder: Path) -> bool:
+    """Whether using this cache folder means writing to it: a download, an import, or an upgrade of an
+    earlier version's plain release (done under _fetch_lock, one process at a time)."""
+    model = folder / MODEL_FILENAME
+    official = folder / OFFICIAL_FOLDER
+    if model.is_file():
+        return (folder / INFERENCE_YML).is_file() and _importing()
+    if (official / MODEL_FILENAME).is_file():
+        return _importing() and not _import_failed_before(official)
+    return True
+
+
+def _from_cache(model_name: str, folder: Path) -> Optional[Path]:
+    """The model file the cache folder gives (importing a release where that is due); None if it has none."""
+    model = folder / MODEL_FILENAME
+    official = folder / OFFICIAL_FOLDER / MODEL_FILENAME
+    if model.is_file():
+        if (folder / INFERENCE_YML).is_file():  # an earlier version's plain release
+            return upgrade_cached_release(model_name, model)
+        if not optimizing_enabled() and official.is_file():
+            return official  # DETECTOR_NO_OPTIMIZE=1: the release as published, also once it was imported
+        return model
+    if official.is_file():
+        # downloaded but not imported: the import failed, was interrupted, or is off
+        retry = _importing() and not _import_failed_before(official.parent)
+        return import_release(model_name, official.parent) if retry else official
+    return None
+
+
+@contextlib.contextmanager
+def _fetch_lock(cache: Path, model_name: str) -> Iterator[None]:
+    """Hold <cache>/.<model_name>.lock while fetching or importing a model, so that workers starting
+    together download and import it once (the others wait, then find it). Where no lock can be had (a
+    read-only cache, a file system without locks, no fcntl: Windows), the work goes on without one:
+    every file is written atomically, so the worst case is the same work done twice."""
+    try:
+        import fcntl
+    except ImportError:
+        fcntl = None  # type: ignore[assignment]
+    handle = None
+    if fcntl is not None:
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+            handle = open(cache / f".{model_name}.lock", "ab")  # noqa: SIM115 (held across the yield)
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                print(f"detector: waiting for another process fetching {model_name} into {cache}", file=sys.stderr)
+                fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError:
+            if handle is not None:
+                handle.close()
+            handle = None
+    try:
+        yield
+    finally:
+        if handle is not None:
+            handle.close()  # closing the file releases the lock
+
+
+def _remove_stale_temp_files(folder: Path) -> None:
+    """Temp files a killed process left in the model's cache folder (write_atomically's names); only
+    called under _fetch_lock, when no process of this package is writing there."""
+    for stale in [*folder.glob(TEMP_FILE_PATTERN), *(folder / OFFICIAL_FOLDER).glob(TEMP_FILE_PATTERN)]:
+        with contextlib.suppress(OSError):
+            stale.unlink()
+
+
+def discard_damaged_download(model_path: Path, reason: str) -> bool:
+    """A file in the download cache that onnxruntime cannot load (a disk error, a power loss after the
+    rename, a hand edit) is removed, so that the next lookup imports the release again or downloads it
+    again; True if it was such a file. Files anywhere else are the user's: never touched (False)."""
+    cache = user_cache_dir()
+    path = Path(model_path)
+    if cache is None or path.name != MODEL_FILENAME:
+        return False
+    folder = path.parent.parent if path.parent.name == OFFICIAL_FOLDER else path.parent
+    if folder.parent != cache:
+        return False
+    print(f"detector: {path} cannot be loaded ({reason}); removing it to fetch it again", file=sys.stderr)
+    with _fetch_lock(cache, folder.name):
+        doomed = [path]
+        if path.parent.name == OFFICIAL_FOLDER or (folder / INFERENCE_YML).is_file():  # the release itself
+            doomed += [path.parent / INFERENCE_YML, path.parent / IMPORT_FAILED_MARKER]
+        for file in doomed:
+            with contextlib.suppress(FileNotFoundError):
+                file.unlink()
+    return True
+
+
 def _manual_download_hint(model_name: str) -> str:
-    folder = user_cache_dir() / model_name
+    cache = user_cache_dir()
+    into = f"into {cache / model_name}/ (found there next time), or " if cache is not None else ""
     return (
         f"Download {release_url(model_name, MODEL_FILENAME)} and {release_url(model_name, INFERENCE_YML)} "
-        f"into {folder}/ (found there next time), or into any folder and pass model_dir=<that folder> "
-        f"(detect --model-dir <that folder>)"
+        f"{into}into any folder and pass model_dir=<that folder> (detect --model-dir <that folder>)"
     )
 
 
@@ -191,10 +313,7 @@ def download_release(model_name: str, folder: Path) -> Path:
         try:
             write_atomically(target / filename, data)
         except OSError as exc:
-            raise ModelNotFoundError(
-                f"cannot write {target / filename} ({exc.strerror or exc}): "
-                f"set XDG_CACHE_HOME to a writable folder, or pass model_dir="
-            ) from None
+            raise ModelNotFoundError(f"cannot write {target / filename}: {_write_failure_advice(exc)}") from None
     print(f"detector: {model_name} saved in {target}", file=sys.stderr)
     if importing:
         return import_release(model_name, target)
@@ -209,9 +328,18 @@ def download_release(model_name: str, folder: Path) -> Path:
     return target / MODEL_FILENAME
 
 
+def _write_failure_advice(exc: OSError) -> str:
+    """Why a file could not be written into the cache, and what to do (a full disk is not a read-only folder)."""
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    if exc.errno == errno.ENOSPC:
+        return f"{reason}: free some space, or set {CACHE_ENV_VAR} to a folder on another disk, or pass model_dir="
+    return f"{reason}: set {CACHE_ENV_VAR} to a writable folder, or pass model_dir="
+
+
 def _check_release_file(filename: str, data: bytes, url: str, model_name: str) -> None:
     """Refuse a downloaded file that is not what its name says: a model cut short without a Content-Length,
-    or a 200 page of HTML, would otherwise sit in the cache and fail every later run."""
+    or a 200 page of HTML, would otherwise sit in the cache and fail every later run; so would a yml cut
+    short that still parses (it must name this model and hold a DB postprocess, read as the runtime reads it)."""
     try:
         if filename == MODEL_FILENAME:
             import onnxruntime
@@ -222,8 +350,17 @@ def _check_release_file(filename: str, data: bytes, url: str, model_name: str) -
         else:
             import yaml
 
-            if not isinstance(yaml.safe_load(data.decode("utf-8")), dict):
+            from .settings import declared_model_name, settings_from_inference_config
+
+            config = yaml.safe_load(data.decode("utf-8"))
+            if not isinstance(config, dict):
                 raise ValueError("not a mapping")
+            if declared_model_name(config) != model_name:
+                raise ValueError(f"it names the model {declared_model_name(config)!r}")
+            for section in ("PreProcess", "PostProcess"):
+                if not isinstance(config.get(section), dict):
+                    raise ValueError(f"no {section} section")
+            settings_from_inference_config(config, model_name)
     except Exception as exc:  # onnxruntime and yaml raise their own kinds; the reason goes in the message
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelNotFoundError(
@@ -242,13 +379,27 @@ def _importing() -> bool:
 def import_release(model_name: str, official: Path) -> Path:
     """Import the release in official/ as ../inference.onnx (detector/optimize) and return that path;
     the release itself if the import fails (it is only a speed-up: say why, and run the model as published)."""
-    from .errors import DetectorError
+    from .errors import DetectorError, OutputNotWritableError
     from .optimize.onnx_import import export_from_onnx, import_summary
 
     output = official.parent / MODEL_FILENAME
+    if not os.access(official.parent, os.W_OK):  # a read-only cache (a prebuilt image): no place for the import
+        print(
+            f"detector: {model_name} runs as published: {official.parent} is read-only, so its rewrite for this CPU "
+            f"cannot be saved ({NO_OPTIMIZE_ENV_VAR}=1 silences this)",
+            file=sys.stderr,
+        )
+        return official / MODEL_FILENAME
     print(f"detector: rewriting {model_name} for this CPU (once; {NO_OPTIMIZE_ENV_VAR}=1 skips it)", file=sys.stderr)
     try:
         record = export_from_onnx(model_name, official, output, progress=lambda line: None)
+    except OutputNotWritableError as exc:  # a full disk: nothing wrong with the release, so tried again next time
+        print(
+            f"detector: {model_name} runs as published: its rewrite could not be saved ({exc.reason}); "
+            f"tried again on its next use",
+            file=sys.stderr,
+        )
+        return official / MODEL_FILENAME
     except DetectorError as exc:
         print(f"detector: {model_name} runs as published: the rewrite failed ({exc})", file=sys.stderr)
         from . import __version__
@@ -297,11 +448,12 @@ def _fetch(url: str, label: str, model_name: str) -> bytes:
     from .progress import progress_bar
 
     request = urllib.request.Request(url, headers={"User-Agent": "detector"})
+    body = bytearray()
+    expected: Optional[int] = None
     try:
         with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S) as response:
-            expected = response.headers.get("Content-Length")
-            expected = int(expected) if expected and expected.isdigit() else None
-            body = bytearray()
+            length = response.headers.get("Content-Length")
+            expected = int(length) if length and length.isdigit() else None
             with progress_bar(expected or 0, f"downloading {label}", show=expected is not None) as bar:
                 while True:
                     chunk = response.read(_CHUNK)
@@ -320,6 +472,12 @@ def _fetch(url: str, label: str, model_name: str) -> bytes:
         ) from None
     except (urllib.error.URLError, OSError) as exc:  # offline, refused, DNS, timeout, connection reset
         reason = getattr(exc, "reason", None) or exc
+        if body:  # the server answered, then stopped sending (or reset the connection) midway
+            of = f" of {expected:,}" if expected is not None else ""
+            raise ModelNotFoundError(
+                f"download of {url} stopped after {len(body):,}{of} bytes ({reason}); nothing kept. "
+                f"Try again, or: " + _manual_download_hint(model_name)
+            ) from None
         raise ModelNotFoundError(
             f"cannot download {url} ({reason}): offline? " + _manual_download_hint(model_name)
         ) from None

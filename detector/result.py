@@ -109,11 +109,16 @@ def json_text(value: Any, indent: Optional[int], ensure_ascii: bool) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+# write_atomically's temp files: a process killed between writing and renaming leaves one (hub removes
+# such leftovers from its cache folders)
+TEMP_FILE_PATTERN = ".detect-*.tmp"
+
+
 def write_atomically(path: Path, data: bytes) -> None:
     """Write via a temp file in the same folder and rename: readers never see a half-written file.
 
     The temp name is short (a long but legal target name leaves it room); an error names the target."""
-    tmp = path.with_name(f".detect-{uuid.uuid4().hex}.tmp")
+    tmp = path.with_name(TEMP_FILE_PATTERN.replace("*", uuid.uuid4().hex))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         try:

@@ -414,6 +414,168 @@ def test_a_failed_import_runs_the_release_as_published(downloads, monkeypatch, c
     assert again.model_path == official / "inference.onnx" and "rewrit" not in capsys.readouterr().err
 
 
+class _SlowHandler(_QuietHandler):
+    """Answers every request after a pause: workers starting together all ask before any has its file."""
+
+    def do_GET(self):
+        import time
+
+        time.sleep(0.5)
+        return super().do_GET()
+
+
+class _StallingHandler(_QuietHandler):
+    """Announces inference.onnx in full, sends a tenth of it, then sends nothing more (keeps the connection)."""
+
+    def do_GET(self):
+        import time
+
+        path = Path(self.translate_path(self.path))
+        if path.name != "inference.onnx":
+            return super().do_GET()
+        body = path.read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body[: len(body) // 10])
+        self.wfile.flush()
+        time.sleep(3)
+
+
+def test_workers_starting_together_download_and_import_a_model_once(downloads, hub_root, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import detector.hub as hub; hub.IN_CHECKOUT = False\n"
+        "from detector import TextDetection\n"
+        f"print(TextDetection(model_name={V6_TINY!r}, device='cpu').model_path)\n"
+    )
+    with static_server(hub_root, _SlowHandler) as (server, url):
+        env = {**os.environ, "HF_ENDPOINT": url, "PYTHONPATH": str(REPO_ROOT)}
+        workers = [
+            subprocess.Popen(
+                [sys.executable, "-c", script], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+            for _ in range(3)
+        ]
+        outputs = [worker.communicate(timeout=300) for worker in workers]
+        assert all(worker.returncode == 0 for worker in workers), [err.decode() for _, err in outputs]
+        assert server.requests == 2  # one download of the yml and the model, not one per worker
+    errs = [err.decode() for _, err in outputs]
+    assert sum("rewriting" in err for err in errs) == 1  # one import; the others waited, then loaded it
+    assert {out.decode().strip() for out, _ in outputs} == {str(downloads / V6_TINY / "inference.onnx")}
+    assert sorted(p.name for p in (downloads / V6_TINY).iterdir()) == ["inference.onnx", "official"]
+
+
+def test_a_damaged_import_in_the_cache_is_made_again_from_the_release(downloads, monkeypatch, capsys):
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing to download from: the release is there
+    official = downloads / V6_TINY / "official"
+    shutil.copytree(wheel_source(V6_TINY), official)
+    imported = TextDetection(model_name=V6_TINY, device="cpu").model_path
+    assert imported == downloads / V6_TINY / "inference.onnx"
+    imported.write_bytes(imported.read_bytes()[:100_000])  # a disk error, a power loss after the rename
+    (official / ".detect-0123.tmp").write_bytes(b"left by a killed process")
+    capsys.readouterr()
+    model = TextDetection(model_name=V6_TINY, device="cpu")
+    err = capsys.readouterr().err
+    assert model.model_path == imported and f"{imported} cannot be loaded" in err and "imported as" in err
+    assert sorted(p.name for p in official.iterdir()) == ["inference.onnx", "inference.yml"]  # leftover gone
+
+
+def test_a_damaged_release_in_the_cache_is_downloaded_again(downloads, hub_root, monkeypatch, capsys):
+    monkeypatch.setenv("DETECTOR_NO_OPTIMIZE", "1")
+    with static_server(hub_root) as (server, url):
+        monkeypatch.setenv("HF_ENDPOINT", url)
+        release = TextDetection(model_name=V6_TINY, device="cpu").model_path
+        release.write_bytes(b"")
+        model = TextDetection(model_name=V6_TINY, device="cpu")
+        assert server.requests == 4 and model.model_path == release
+    assert release.read_bytes() == (wheel_source(V6_TINY) / "inference.onnx").read_bytes()
+    # a file of the user's own is theirs: its error stands, nothing is removed
+    mine = downloads.parent.parent / "mine.onnx"
+    mine.write_bytes(b"")
+    with pytest.raises(InvalidModelError, match="onnxruntime cannot load"):
+        TextDetection(model_dir=mine, device="cpu")
+    assert mine.exists()
+
+
+def test_no_optimize_opt_out_runs_the_release_also_once_it_was_imported(downloads, monkeypatch):
+    official = downloads / V6_TINY / "official"
+    shutil.copytree(wheel_source(V6_TINY), official)
+    assert TextDetection(model_name=V6_TINY, device="cpu").model_path == downloads / V6_TINY / "inference.onnx"
+    monkeypatch.setenv("DETECTOR_NO_OPTIMIZE", "1")  # to rule the rewrite out
+    assert TextDetection(model_name=V6_TINY, device="cpu").model_path == official / "inference.onnx"
+
+
+def test_an_import_that_could_not_be_saved_is_tried_again_next_time(downloads, monkeypatch, capsys):
+    from detector.errors import OutputNotWritableError
+
+    def full_disk(model_name, official, output, **kwargs):
+        raise OutputNotWritableError(output, "No space left on device")
+
+    monkeypatch.setattr("detector.optimize.onnx_import.export_from_onnx", full_disk)
+    official = downloads / V6_TINY / "official"
+    shutil.copytree(wheel_source(V6_TINY), official)
+    assert TextDetection(model_name=V6_TINY, device="cpu").model_path == official / "inference.onnx"
+    err = capsys.readouterr().err
+    assert "could not be saved (No space left on device); tried again on its next use" in err
+    assert "--output" not in err and not (official / ".import-failed").exists()
+    monkeypatch.undo()  # space freed
+    monkeypatch.setenv("XDG_CACHE_HOME", str(downloads.parent.parent))
+    monkeypatch.setattr("detector.hub.IN_CHECKOUT", False)
+    assert TextDetection(model_name=V6_TINY, device="cpu").model_path == downloads / V6_TINY / "inference.onnx"
+
+
+def test_a_read_only_cache_runs_the_release_without_trying_to_import_it(downloads, monkeypatch, capsys):
+    import os
+
+    official = downloads / V6_TINY / "official"
+    shutil.copytree(wheel_source(V6_TINY), official)
+    real_access = os.access
+    monkeypatch.setattr("detector.hub.os.access", lambda path, mode: real_access(path, mode) and mode != os.W_OK)
+    assert TextDetection(model_name=V6_TINY, device="cpu").model_path == official / "inference.onnx"
+    err = capsys.readouterr().err
+    assert "is read-only" in err and "rewriting" not in err
+
+
+def test_no_home_folder_and_a_relative_cache_variable_make_no_folder_named_tilde(downloads, monkeypatch, tmp_path):
+    from detector import hub
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CACHE_HOME", "~/xdg")  # as an ENV line in a Dockerfile leaves it: not expanded
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert hub.user_cache_dir() == tmp_path / "home" / ".cache" / "detector" / "models"  # relative: ignored
+    monkeypatch.setattr("detector.hub.os.path.expanduser", lambda path: path)  # no home folder at all
+    assert hub.user_cache_dir() is None
+    with pytest.raises(ModelNotFoundError, match=r"no folder to download it into.*XDG_CACHE_HOME"):
+        TextDetection(model_name=V6_TINY, device="cpu")
+    assert not (tmp_path / "~").exists()
+
+
+def test_a_yml_cut_short_that_still_parses_is_not_cached(downloads, hub_root, monkeypatch):
+    served = hub_root / "PaddlePaddle" / f"{V6_TINY}_onnx" / "resolve" / "main" / "inference.yml"
+    text = served.read_text(encoding="utf-8")
+    served.write_text(text[: text.index("name: DBPostProcess") + len("name: DBPos")], encoding="utf-8")
+    with static_server(hub_root) as (_, url):
+        monkeypatch.setenv("HF_ENDPOINT", url)
+        refused = r"did not give a readable inference\.yml \(\d+ bytes: no PreProcess section\)"
+        with pytest.raises(ModelNotFoundError, match=refused):
+            TextDetection(model_name=V6_TINY, device="cpu")
+    assert not list(downloads.rglob("inference.*"))
+
+
+def test_a_download_that_stalls_midway_says_how_far_it_got(downloads, hub_root, monkeypatch):
+    monkeypatch.setattr("detector.hub.DOWNLOAD_TIMEOUT_S", 1.0)
+    size = (wheel_source(V6_TINY) / "inference.onnx").stat().st_size
+    with static_server(hub_root, _StallingHandler) as (_, url):
+        monkeypatch.setenv("HF_ENDPOINT", url)
+        with pytest.raises(ModelNotFoundError, match=rf"stopped after [\d,]+ of {size:,} bytes .*nothing kept"):
+            TextDetection(model_name=V6_TINY, device="cpu")
+    assert not list(downloads.rglob("inference.onnx"))
+
+
 def test_a_fine_tuned_export_is_found_by_its_own_name(monkeypatch, tmp_path):
     # `make export MODEL=Mine_det SOURCE=<fine-tuned PP-OCRv4_mobile_det>` records the base model's name
     # (its settings family) in the file and puts it in models/Mine_det: loading it by that name works

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from ..errors import DetectorError, ExportError
+from ..errors import DetectorError, ExportError, OutputNotWritableError
 from ..result import write_atomically
 from ..settings import (
     METADATA_EXPORT_KEY,
@@ -90,8 +91,8 @@ def save_model(model: Any, output: Path) -> None:
     """Write the model atomically (temp file + rename): readers never see half a model."""
     try:
         write_atomically(output, model.SerializeToString())
-    except OSError as exc:
-        raise ExportError(f"cannot write {output} ({exc.strerror or exc}): choose another --output") from None
+    except OSError as exc:  # write_atomically's message names the file already: the reason alone here
+        raise OutputNotWritableError(output, os.strerror(exc.errno) if exc.errno else str(exc)) from None
 
 
 def save_exported_model(
