@@ -3,6 +3,7 @@ generator, and the command end to end on a few rendered images."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
@@ -176,7 +177,8 @@ def test_paddleocr_label_file(tmp_path):
         ('a.jpg\t[{"points": [[1, 2], [3, 4]', "not valid JSON"),
         ('a.jpg\t{"points": []}', "must be a JSON list"),
         ('a.jpg\t[{"transcription": "x"}]', 'region 0 must be an object with "points"'),
-        ('a.jpg\t[{"transcription": "x", "points": [[1, 2], [3, 4]]}]', "at least 3 [x, y] pairs"),
+        ('a.jpg\t[{"transcription": "x", "points": []}]', "non-empty list of [x, y] pairs"),
+        ('a.jpg\t[{"transcription": "x", "points": [1, 2]}]', "non-empty list of [x, y] pairs"),
         ('a.jpg\t[{"transcription": "x", "points": [[1, "b"], [3, 4], [5, 6]]}]', "list of [x, y] pairs"),
         ('a.jpg\t[{"transcription": "x", "points": [[1e308, 0], [1e308, 1e308], [0, 1e308]]}]', "beyond ±1e+09"),
     ],
@@ -230,6 +232,114 @@ def test_icdar2015_folder_without_labels_or_images(tmp_path):
         read_labels(tmp_path)
     with pytest.raises(LabelFileError, match="does not exist"):
         read_labels(tmp_path / "missing.txt")
+
+
+def test_lines_end_at_line_feeds_only(tmp_path):
+    # PPOCRLabel writes json.dumps(ensure_ascii=False): U+2028, U+0085, form feeds... stay raw in a line
+    odd = "a\u2028b\u0085c\u2029d\x0be\x0cf\x1cg\x1dh\x1ei"
+    region = {"transcription": odd, "points": [[1, 2], [30, 2], [30, 12], [1, 12]]}
+    label_file = tmp_path / "Label.txt"
+    label_file.write_bytes(
+        f"a.jpg\t{json.dumps([region], ensure_ascii=False)}\r\nb.jpg\t[]\r\nc.jpg\tbroken\r\n".encode()
+    )
+    with pytest.raises(LabelFileError) as error:
+        read_labels(label_file)
+    assert f"{label_file}, line 3: the labels are not valid JSON" in str(error.value)
+    label_file.write_bytes(label_file.read_bytes().replace(b"broken", b"[]"))
+    images = read_labels(label_file)
+    assert [item.image_path.name for item in images] == ["a.jpg", "b.jpg", "c.jpg"]
+    assert len(images[0].labels) == 1
+    (tmp_path / "img_1.jpg").write_bytes(b"")
+    write(tmp_path / "gt_img_1.txt", f"1,1,9,1,9,9,1,9,{odd}\r\n2,2,8,2,8,8,2,8,###\r\n")
+    icdar = read_labels(tmp_path)
+    assert [region.dont_care for region in icdar[0].labels] == [False, True]
+
+
+@pytest.mark.parametrize("byte_order_mark", [b"", b"\xef\xbb\xbf"])
+def test_text_that_is_not_utf8_names_the_line(tmp_path, byte_order_mark):
+    label_file = tmp_path / "labels.txt"
+    label_file.write_bytes(byte_order_mark + b'a.jpg\t[]\nb.jpg\t[]\nc.jpg\t[{"transcription": "caf\xe9"}]\n')
+    with pytest.raises(LabelFileError) as error:
+        read_labels(label_file)
+    assert str(error.value).startswith(f"{label_file}, line 3: not UTF-8 text")
+    assert "at byte" not in str(error.value)  # a line, not a byte offset
+    (tmp_path / "gts" / "img_1.jpg").parent.mkdir()
+    (tmp_path / "gts" / "img_1.jpg").write_bytes(b"")
+    gt = tmp_path / "gts" / "gt_img_1.txt"
+    gt.write_bytes(byte_order_mark + b"1,1,9,1,9,9,1,9,ok\n1,1,9,1,9,9,1,9,\xff\n")
+    with pytest.raises(LabelFileError) as error:
+        read_labels(tmp_path / "gts")
+    assert str(error.value).startswith(f"{gt}, line 2: not UTF-8 text")
+
+
+def test_regions_of_one_or_two_points_are_read_and_dropped_by_the_metric(tmp_path):
+    regions = [
+        {"transcription": "line", "points": [[0, 0], [100, 0], [100, 20], [0, 20]]},
+        {"transcription": "stroke", "points": [[0, 30], [100, 40]]},
+        {"transcription": "dot", "points": [[5, 5]]},
+        {"transcription": "###", "points": [[0, 50], [100, 70]]},
+    ]
+    label_file = write(tmp_path / "labels.txt", f"a.jpg\t{json.dumps(regions)}\n")
+    (item,) = read_labels(label_file)
+    assert [len(region.points) for region in item.labels] == [4, 2, 1, 2]
+    # the two-point "###" is no don't-care area: a detection over it stays a false alarm
+    score = score_image(item.labels, [box(0, 0, 100, 20), box(0, 50, 100, 70)])
+    assert (score.labels, score.detections, score.matched) == (1, 2, 1)
+
+
+def test_paddleocr_image_paths_relative_to_the_label_folders_parent(tmp_path):
+    from detector.errors import UnreadableImageError
+    from detector.evaluation.evaluate import load_labelled_images
+
+    # PPOCRLabel: myset/Label.txt names its images myset/x.jpg
+    (tmp_path / "myset").mkdir()
+    (tmp_path / "myset" / "x.jpg").write_bytes(b"")
+    (tmp_path / "myset" / "y.jpg").write_bytes(b"")
+    (tmp_path / "myset" / "myset").mkdir()
+    (tmp_path / "myset" / "myset" / "y.jpg").write_bytes(b"")  # beside the label file wins
+    label_file = write(tmp_path / "myset" / "Label.txt", "myset/x.jpg\t[]\nmyset/y.jpg\t[]\n")
+    images = read_labels(label_file)
+    assert [item.image_path for item in images] == [
+        tmp_path / "myset" / "x.jpg",
+        tmp_path / "myset" / "myset" / "y.jpg",
+    ]
+    # --image-dir is taken as given: no second place
+    given = read_labels(label_file, image_dir=tmp_path / "elsewhere")
+    assert given[0].image_path == tmp_path / "elsewhere" / "myset" / "x.jpg"
+    # in neither place: the error names the first place looked
+    lost = write(tmp_path / "myset" / "Lost.txt", "myset/z.jpg\t[]\n")
+    (item,) = read_labels(lost)
+    assert item.image_path == tmp_path / "myset" / "myset" / "z.jpg"
+    with pytest.raises(UnreadableImageError) as error:
+        load_labelled_images([item])
+    assert f"{tmp_path / 'myset' / 'myset' / 'z.jpg'} (labelled in {lost}, line 1)" in str(error.value)
+    assert "--image-dir" in str(error.value)
+
+
+def test_icdar2015_image_suffix_in_any_case(tmp_path):
+    gts, pictures = tmp_path / "gts", tmp_path / "pictures"
+    pictures.mkdir()
+    for name in ("img_a.jpg", "img_b.JPG", "img_c.Png", "img_d.Jpg", "img_e.jPeG", "img_f.txt"):
+        (pictures / name).write_bytes(b"")
+    for stem in ("img_a", "img_b", "img_c", "img_d", "img_e"):
+        write(gts / f"gt_{stem}.txt", "1,1,9,1,9,9,1,9,x\n")
+    images = read_labels(gts, image_dir=pictures)
+    assert [item.image_path.name for item in images] == [
+        "img_a.jpg",
+        "img_b.JPG",
+        "img_c.Png",
+        "img_d.Jpg",
+        "img_e.jPeG",
+    ]
+    write(gts / "gt_img_f.txt", "1,1,9,1,9,9,1,9,x\n")  # img_f.txt is no image
+    with pytest.raises(LabelFileError) as error:
+        read_labels(gts, image_dir=pictures)
+    assert "no image img_f" in str(error.value) and f"in --image-dir {pictures}" in str(error.value)
+    assert "pass --image-dir" not in str(error.value)
+    with pytest.raises(LabelFileError, match="pass --image-dir"):
+        read_labels(gts)
+    with pytest.raises(LabelFileError, match="is not a folder"):
+        read_labels(gts, image_dir=tmp_path / "nowhere")
 
 
 # --- the labelled-set generator ----------------------------------------------------------------------------
@@ -400,3 +510,91 @@ def test_detect_eval_passes_threads_sizes_and_buckets_to_each_model(small_set, m
     made.clear()
     result = CliRunner().invoke(cli, [*args, "--input-shape", "3", "640", "640"])
     assert result.exit_code == 2 and made[0]["input_shape"] == (3, 640, 640)
+
+
+# --- evaluate: one image at a time, boxes as returned ------------------------------------------------------
+
+
+class RecordingDetector:
+    """Stands in for TextDetection: returns fixed boxes and notes each predict in ``events``."""
+
+    def __init__(self, name, events, boxes=()):
+        self.model_name, self.model_path, self.precision, self.device = name, Path(name), "fp32", "cpu"
+        self.name, self.events, self.boxes = name, events, np.asarray(boxes, dtype=np.int16).reshape(-1, 4, 2)
+
+    def predict(self, image, **overrides):
+        self.events.append(("predict", self.name, int(image[0, 0, 0])))
+        return [{"dt_polys": self.boxes, "dt_scores": [0.9] * len(self.boxes)}]
+
+
+def test_detect_eval_decodes_each_image_just_before_its_detections(tmp_path, monkeypatch):
+    import cv2
+    from click.testing import CliRunner
+
+    from detector.cli import cli
+    from detector.evaluation import command
+
+    evaluate = importlib.import_module("detector.evaluation.evaluate")  # the package's `evaluate` is the function
+    for value in (1, 2, 3):
+        cv2.imwrite(str(tmp_path / f"{value}.png"), np.full((8, 8, 3), value, np.uint8))
+    label_file = write(tmp_path / "labels.txt", "1.png\t[]\n2.png\t[]\n3.png\t[]\n")
+    events: list = []
+    decode = evaluate.iter_images
+
+    def recording_decode(path, options):
+        events.append(("decode", Path(path).stem))
+        return decode(path, options)
+
+    monkeypatch.setattr(evaluate, "iter_images", recording_decode)
+    monkeypatch.setattr(command, "TextDetection", lambda **kw: RecordingDetector(kw["model_dir"], events))
+    result = CliRunner().invoke(cli, ["eval", "--labels", str(label_file), "--compare", "m/a", "m/b", "--json"])
+    assert result.exit_code == 0, result.output
+    warm = [("predict", "m/a", 1), ("predict", "m/b", 1)]  # one untimed run each on the first image
+    assert events == [
+        ("decode", "1"),
+        *warm,
+        ("predict", "m/a", 1),
+        ("predict", "m/b", 1),
+        ("decode", "2"),  # decoded only once the first image is done with
+        ("predict", "m/b", 2),  # who goes first alternates
+        ("predict", "m/a", 2),
+        ("decode", "3"),
+        ("predict", "m/a", 3),
+        ("predict", "m/b", 3),
+    ]
+
+
+def test_a_missing_or_broken_image_is_a_usage_error(tmp_path, monkeypatch):
+    import cv2
+    from click.testing import CliRunner
+
+    from detector.cli import cli
+    from detector.evaluation import command
+
+    events: list = []
+    monkeypatch.setattr(command, "TextDetection", lambda **kw: RecordingDetector(str(kw["model_dir"]), events))
+    cv2.imwrite(str(tmp_path / "fine.png"), np.zeros((8, 8, 3), np.uint8))
+    missing = write(tmp_path / "missing.txt", "fine.png\t[]\nnowhere.png\t[]\n")
+    result = CliRunner().invoke(cli, ["eval", "--labels", str(missing), "--model-dir", "m/a"])
+    assert result.exit_code == 2 and f"(labelled in {missing}, line 2) does not exist" in result.output
+    assert events == []  # found before any detection
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
+    broken = write(tmp_path / "broken.txt", "fine.png\t[]\nbroken.png\t[]\n")
+    result = CliRunner().invoke(cli, ["eval", "--labels", str(broken), "--model-dir", "m/a"])
+    assert result.exit_code == 2 and f"(labelled in {broken}, line 2)" in result.output
+
+
+def test_boxes_per_image_counts_every_box_the_model_returned(tmp_path):
+    from detector.evaluation.evaluate import evaluate
+    from detector.evaluation.labels import LabelledImage
+    from detector.evaluation.report import format_table, report_dict
+
+    bow_tie = [[0, 0], [10, 10], [10, 0], [0, 10]]
+    returned = [box(0, 0, 100, 20), bow_tie, box(0, 52, 100, 68)]  # a hit, an invalid polygon, one in "###"
+    item = LabelledImage(tmp_path / "a.png", tuple(labels(box(0, 0, 100, 20), box(0, 50, 100, 70), dont_care=(1,))))
+    detectors = {"a": RecordingDetector("a", [], returned)}
+    (row,) = evaluate(detectors, [item, item], decoded=[np.zeros((80, 120, 3), np.uint8)] * 2)
+    assert (row.score.detections, row.score.matched, row.score.precision) == (2, 2, 1.0)  # the metric's count
+    assert row.boxes_per_image == 3.0 and row.boxes == 6  # what the model returned
+    assert report_dict([row])["boxes_per_image"] == 3.0 and report_dict([row])["detections"] == 2
+    assert format_table([row]).splitlines()[2].split()[6] == "3.00"

@@ -21,10 +21,18 @@ from ..cli import (
     precision_option,
     shape_bucket_option,
 )
-from ..errors import DetectorError, InvalidParameterError
+from ..errors import (
+    DetectorError,
+    InputNotFoundError,
+    InvalidParameterError,
+    UnreadableImageError,
+    UnsupportedInputError,
+)
 from ..precision import PRECISIONS
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+# a labelled image that cannot be read is the set's fault, like a bad label line, though found mid-run
+_INPUT_ERRORS = (InputNotFoundError, UnreadableImageError, UnsupportedInputError)
 
 
 def _model_keywords(model: Optional[str], model_dir: Optional[str] = None) -> dict[str, Optional[str]]:
@@ -117,7 +125,7 @@ def eval_command(
     debug: bool,
 ) -> None:
     """Score detection on labelled images by PaddleOCR's DetMetric rules (IoU > 0.5, one-to-one, ### don't care)."""
-    from .evaluate import evaluate, load_labelled_images
+    from .evaluate import check_labelled_images_exist, evaluate
     from .labels import read_labels
     from .report import format_json, format_table
 
@@ -133,6 +141,7 @@ def eval_command(
     try:
         specs = _detector_specs(model, model_dir, precision, compare)
         labelled = read_labels(labels, image_dir)
+        check_labelled_images_exist(labelled)  # a stat each: images are decoded one at a time, during the run
         detectors = {
             name: TextDetection(
                 device=device,
@@ -144,13 +153,12 @@ def eval_command(
             )
             for name, keywords in specs.items()
         }
-        decoded = load_labelled_images(labelled)
     except DetectorError as exc:
         _fail(exc, debug, EXIT_USAGE)
     try:
-        rows = evaluate(detectors, labelled, decoded)
+        rows = evaluate(detectors, labelled)
     except DetectorError as exc:
-        _fail(exc, debug, EXIT_FAILED)
+        _fail(exc, debug, EXIT_USAGE if isinstance(exc, _INPUT_ERRORS) else EXIT_FAILED)
     click.echo(format_json(rows) if json_format else format_table(rows))
     sys.exit(EXIT_OK)
 

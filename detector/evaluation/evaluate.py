@@ -1,14 +1,16 @@
 """Run detectors over a labelled set and score them: the library behind `detect eval`.
 
-Images are decoded once, before timing, so `seconds` is the detection itself (resize + normalize,
-session.run, DB postprocess). With several detectors (``--compare``), each image goes through all
-of them in turn, alternating who goes first, so a slow spell on a shared machine hits both alike.
+Each image is decoded just before its detections and let go after them, so a set of any size holds
+one image at a time; decoding is outside the timed region, so `seconds` is the detection itself
+(resize + normalize, session.run, DB postprocess). With several detectors (``--compare``), each image
+goes through all of them in turn, alternating who goes first, so a slow spell on a shared machine hits
+both alike.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -33,6 +35,7 @@ class EvaluationRow:
     score: SetScore
     images: int
     seconds: float  # detection time summed over the images
+    boxes: int = 0  # boxes the detector returned, before the metric drops invalid and don't-care ones
 
     @property
     def seconds_per_image(self) -> float:
@@ -40,7 +43,8 @@ class EvaluationRow:
 
     @property
     def boxes_per_image(self) -> float:
-        return self.score.detections / self.images if self.images else 0.0
+        """Boxes the detector returned per image (score.detections counts only those the metric kept)."""
+        return self.boxes / self.images if self.images else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -56,27 +60,57 @@ class EvaluationRow:
             "labels": self.score.labels,
             "detections": self.score.detections,
             "matched": self.score.matched,
+            "boxes": self.boxes,
             "boxes_per_image": self.boxes_per_image,
             "seconds": self.seconds,
             "seconds_per_image": self.seconds_per_image,
         }
 
 
-def load_labelled_images(images: Sequence[LabelledImage]) -> list[np.ndarray]:
-    """Decode every labelled image (BGR), as the detector would; a missing one names its path."""
-    decoded = []
+def _labelled_at(item: LabelledImage) -> str:
+    return f" (labelled in {item.source})" if item.source else ""
+
+
+def check_labelled_images_exist(images: Sequence[LabelledImage]) -> None:
+    """Fail before any detection runs when a labelled image is missing (a stat each; nothing is decoded)."""
     for item in images:
-        labelled_at = f" (labelled in {item.source})" if item.source else ""
         if not item.image_path.is_file():
             raise UnreadableImageError(
-                f"labelled image {item.image_path}{labelled_at} does not exist (check --image-dir)"
+                f"labelled image {item.image_path}{_labelled_at(item)} does not exist (check --image-dir)"
             )
-        try:
-            pages = list(iter_images(str(item.image_path), DEFAULT_LOAD_OPTIONS))
-        except DetectorError as exc:
-            raise type(exc)(f"{exc}{labelled_at}") from None
-        decoded.append(pages[0].image)
-    return decoded
+
+
+def decode_labelled_image(item: LabelledImage) -> np.ndarray:
+    """One labelled image decoded (BGR) as the detector would; a missing or broken one names its label."""
+    check_labelled_images_exist([item])
+    try:
+        pages = list(iter_images(str(item.image_path), DEFAULT_LOAD_OPTIONS))
+    except DetectorError as exc:
+        raise type(exc)(f"{exc}{_labelled_at(item)}") from None
+    return pages[0].image
+
+
+def load_labelled_images(images: Sequence[LabelledImage]) -> list[np.ndarray]:
+    """Every labelled image decoded at once: for callers that reuse the pixels (small rendered sets);
+    `evaluate` decodes one image at a time instead."""
+    return [decode_labelled_image(item) for item in images]
+
+
+def _one_at_a_time(images: Sequence[LabelledImage]) -> Iterator[np.ndarray]:
+    check_labelled_images_exist(images)  # a missing file fails now, not after an hour of detection
+    for item in images:
+        yield decode_labelled_image(item)
+
+
+def _timed_detection(
+    detector: TextDetection, image: np.ndarray, item: LabelledImage, overrides: dict[str, Any]
+) -> tuple[float, int, ImageScore]:
+    """Seconds of one predict, the boxes it returned, and their score; the result (which holds the
+    image) is not kept."""
+    started = time.perf_counter()
+    (result,) = detector.predict(image, **overrides)
+    seconds = time.perf_counter() - started
+    return seconds, len(result["dt_polys"]), score_image(item.labels, result["dt_polys"])
 
 
 def evaluate(
@@ -85,21 +119,24 @@ def evaluate(
     decoded: Optional[Sequence[np.ndarray]] = None,
     **overrides: Any,
 ) -> list[EvaluationRow]:
-    """Score each detector on the labelled images; ``overrides`` are detection settings for every call."""
-    decoded = list(decoded) if decoded is not None else load_labelled_images(images)
+    """Score each detector on the labelled images; ``overrides`` are detection settings for every call.
+    ``decoded``: the images' pixels, already decoded; without it each is decoded just before its turn."""
+    pixels = iter(decoded) if decoded is not None else _one_at_a_time(images)
     names = list(detectors)
     scores: dict[str, list[ImageScore]] = {name: [] for name in names}
     seconds = {name: 0.0 for name in names}
-    if decoded:  # one untimed run each: the first session.run allocates and is not representative
-        for name in names:
-            detectors[name].predict(decoded[0], **overrides)
-    for index, (item, image) in enumerate(zip(images, decoded)):
+    boxes = {name: 0 for name in names}
+    for index, (item, image) in enumerate(zip(images, pixels)):
+        if index == 0:  # one untimed run each: the first session.run allocates and is not representative
+            for name in names:
+                detectors[name].predict(image, **overrides)
         order = names if index % 2 == 0 else names[::-1]
         for name in order:
-            started = time.perf_counter()
-            (result,) = detectors[name].predict(image, **overrides)
-            seconds[name] += time.perf_counter() - started
-            scores[name].append(score_image(item.labels, result["dt_polys"]))
+            elapsed, found, score = _timed_detection(detectors[name], image, item, overrides)
+            seconds[name] += elapsed
+            boxes[name] += found
+            scores[name].append(score)
+        del image  # let these pixels go before the next image is decoded
     return [
         EvaluationRow(
             name=name,
@@ -108,8 +145,9 @@ def evaluate(
             model_precision=detectors[name].precision,
             device=detectors[name].device,
             score=combine_scores(scores[name]),
-            images=len(decoded),
+            images=len(scores[name]),
             seconds=seconds[name],
+            boxes=boxes[name],
         )
         for name in names
     ]

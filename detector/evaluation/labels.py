@@ -1,14 +1,20 @@
 """Read labelled sets: PaddleOCR's det label file and ICDAR 2015 gt_<image>.txt folders.
 
 PaddleOCR (one image a line):  ``image_path<TAB>[{"transcription": "...", "points": [[x, y], ...]}, ...]``
-with image paths relative to ``image_dir`` (by default the label file's folder).
+with image paths relative to ``image_dir``; without one, to the label file's folder, or else its parent
+(PPOCRLabel writes ``myset/Label.txt`` with paths ``myset/x.jpg``).
 ICDAR 2015 (``--labels`` a folder): ``gt_<image stem>.txt``, one region a line,
-``x1,y1,x2,y2,x3,y3,x4,y4,transcription``; UTF-8 with or without a byte-order mark.
+``x1,y1,x2,y2,x3,y3,x4,y4,transcription``; the image ``<stem>.<suffix>``, suffix in any case.
+Both UTF-8 with or without a byte-order mark; lines end at a line feed only, as PaddleOCR reads them
+(a transcription may hold U+2028 or U+0085, which ``json.dumps(ensure_ascii=False)`` writes raw).
 A transcription of ``###`` (or ``*``, as PaddleOCR's DetLabelEncode reads it) marks a don't-care region.
+A region of 1 or 2 points is read, and dropped by the metric as an invalid polygon (PaddleOCR pads it
+and drops it the same way).
 """
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 from dataclasses import dataclass
@@ -50,12 +56,23 @@ def read_labels(
 
 
 def _read_lines(path: Path) -> list[str]:
+    """The file's lines, split at line feeds only (a carriage return before one dropped), as PaddleOCR's
+    readers split them: str.splitlines() would also split at U+2028, U+0085, form feeds, ..."""
     try:
-        return path.read_text(encoding="utf-8-sig").splitlines()
-    except UnicodeDecodeError as exc:
-        raise LabelFileError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        data = path.read_bytes()
     except OSError as exc:
         raise LabelFileError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8) :]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise LabelFileError(f"{path}, line {line}: not UTF-8 text ({exc.reason}); save the file as UTF-8") from None
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()  # the newline that ends the last line starts no new one
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
 def _polygon(raw: object, where: str) -> np.ndarray:
@@ -63,16 +80,27 @@ def _polygon(raw: object, where: str) -> np.ndarray:
         points = np.asarray(raw, dtype=np.float64)
     except (TypeError, ValueError):
         raise LabelFileError(f'{where}: "points" must be a list of [x, y] pairs, got {raw!r}') from None
-    if points.ndim != 2 or points.shape[1] != 2 or len(points) < 3 or not np.isfinite(points).all():
-        raise LabelFileError(f'{where}: "points" must be at least 3 [x, y] pairs of numbers, got {raw!r}')
+    # 1 or 2 points are read: the metric drops them as invalid polygons, as PaddleOCR does after padding them
+    if points.ndim != 2 or points.shape[1] != 2 or len(points) == 0 or not np.isfinite(points).all():
+        raise LabelFileError(f'{where}: "points" must be a non-empty list of [x, y] pairs of numbers, got {raw!r}')
     farthest = float(np.abs(points).max())
     if farthest > MAX_LABEL_COORDINATE:
         raise LabelFileError(f'{where}: "points" reach {farthest:g}, beyond ±{MAX_LABEL_COORDINATE:g} pixels')
     return points
 
 
+def _paddleocr_image_path(label_folder: Path, name: str, image_dir: Optional[Union[str, os.PathLike]]) -> Path:
+    """``name`` under --image-dir; without one under the label file's folder, or else under its parent
+    (PPOCRLabel's layout). Neither there: the first place looked, which the missing-image error names."""
+    if image_dir is not None:
+        return Path(image_dir).expanduser() / name
+    beside = label_folder / name
+    if not beside.is_file() and (label_folder.parent / name).is_file():
+        return label_folder.parent / name
+    return beside
+
+
 def read_paddleocr_label_file(path: Path, image_dir: Optional[Union[str, os.PathLike]] = None) -> list[LabelledImage]:
-    base = Path(image_dir).expanduser() if image_dir is not None else path.parent
     images = []
     for number, line in enumerate(_read_lines(path), start=1):
         if not line.strip():
@@ -97,7 +125,9 @@ def read_paddleocr_label_file(path: Path, image_dir: Optional[Union[str, os.Path
                     _polygon(region["points"], f"{where}, region {index}"), dont_care=text in DONT_CARE_TRANSCRIPTIONS
                 )
             )
-        images.append(LabelledImage(base / name.strip(), tuple(polygons), where))
+        images.append(
+            LabelledImage(_paddleocr_image_path(path.parent, name.strip(), image_dir), tuple(polygons), where)
+        )
     if not images:
         raise LabelFileError(f"{path}: no labelled images in the file")
     return images
@@ -117,12 +147,18 @@ def _icdar_line(line: str, where: str) -> LabelledPolygon:
     return LabelledPolygon(_polygon(np.reshape(coords, (4, 2)), where), dont_care=text in DONT_CARE_TRANSCRIPTIONS)
 
 
-def _find_image(folder: Path, stem: str) -> Optional[Path]:
-    for suffix in IMAGE_SUFFIXES:
-        for candidate in (folder / f"{stem}{suffix}", folder / f"{stem}{suffix.upper()}"):
-            if candidate.is_file():
-                return candidate
-    return None
+def _images_by_stem(folder: Path) -> dict[str, Path]:
+    """The folder's images by stem, the suffix matched in any case (img_1.Jpg); listed once for the set.
+    A stem with several images: the first suffix of IMAGE_SUFFIXES wins, then the first name."""
+    images = sorted(
+        (IMAGE_SUFFIXES.index(entry.suffix.lower()), entry.name, entry)
+        for entry in folder.iterdir()
+        if entry.suffix.lower() in IMAGE_SUFFIXES and entry.is_file()
+    )
+    by_stem: dict[str, Path] = {}
+    for _, _, entry in images:
+        by_stem.setdefault(entry.stem, entry)
+    return by_stem
 
 
 def read_icdar2015_folder(folder: Path, image_dir: Optional[Union[str, os.PathLike]] = None) -> list[LabelledImage]:
@@ -130,6 +166,10 @@ def read_icdar2015_folder(folder: Path, image_dir: Optional[Union[str, os.PathLi
     files = sorted(folder.glob("gt_*.txt"))
     if not files:
         raise LabelFileError(f"{folder}: no gt_<image>.txt files (ICDAR 2015 layout)")
+    if not base.is_dir():
+        raise LabelFileError(f"--image-dir {str(base)!r} is not a folder")
+    by_stem = _images_by_stem(base)
+    looked = f"in --image-dir {base}" if image_dir is not None else f"in {base}; pass --image-dir"
     images = []
     for path in files:
         stem = path.stem[len("gt_") :]
@@ -138,8 +178,9 @@ def read_icdar2015_folder(folder: Path, image_dir: Optional[Union[str, os.PathLi
             for number, line in enumerate(_read_lines(path), start=1)
             if line.strip()
         )
-        image = _find_image(base, stem)
+        image = by_stem.get(stem)
         if image is None:
-            raise LabelFileError(f"{path}: no image {stem}.jpg/.png/... in {base}; pass --image-dir")
+            suffixes = "/".join(IMAGE_SUFFIXES)
+            raise LabelFileError(f"{path}: no image {stem} ({suffixes}, any case) {looked}")
         images.append(LabelledImage(image, polygons, str(path)))
     return images

@@ -1,4 +1,9 @@
-"""Evaluation reports: a text table (one row per detector, plus the difference for two) and JSON."""
+"""Evaluation reports: a text table (one row per detector, plus the difference for two) and JSON.
+
+"boxes/img" (JSON ``boxes_per_image``, with the total in ``boxes``) is what the model returned per
+image, before the metric drops invalid polygons and detections inside don't-care regions;
+``detections`` is what the metric counted (precision's denominator).
+"""
 
 from __future__ import annotations
 
