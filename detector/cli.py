@@ -15,6 +15,7 @@ import logging
 import signal
 import sys
 import traceback
+import unicodedata
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -598,7 +599,11 @@ def _warn_overwritten(written: list[Path], what: str, saved_from: dict[Path, str
     for path in written:
         earlier = saved_from.get(path)
         if earlier is not None and earlier != what:
-            click.echo(f"detect: warning: {path} replaced the result of {earlier}: same name as {what}", err=True)
+            click.echo(
+                f"{_line_start()}detect: warning: {_one_line(str(path))} replaced the result of "
+                f"{_one_line(earlier)}: same name as {_one_line(what)}",
+                err=True,
+            )
         saved_from[path] = what
 
 
@@ -608,10 +613,16 @@ def _line_start() -> str:
     return "\r\x1b[K" if sys.stderr.isatty() else ""
 
 
+def _one_line(text: str) -> str:
+    """text with its control characters escaped (a file name holding a newline, or a terminal escape
+    sequence, stays on one line of stderr and moves no cursor)."""
+    return "".join(repr(char)[1:-1] if unicodedata.category(char) == "Cc" else char for char in text)
+
+
 def _report(what: str, exc: BaseException, debug: bool) -> None:
     if debug:
         traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
-    click.echo(f"{_line_start()}detect: error: {what}: {exc}", err=True)
+    click.echo(f"{_line_start()}detect: error: {_one_line(what)}: {_one_line(str(exc))}", err=True)
 
 
 def _exit_for_missing_extra(command: str, extra: str, exc: ImportError) -> NoReturn:

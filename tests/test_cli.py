@@ -97,6 +97,16 @@ def test_some_inputs_failing_gives_exit_1_and_keeps_the_rest(model_path, pages, 
     assert "1 succeeded, 2 failed" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_an_error_for_a_file_named_with_control_characters_stays_one_line(model_path, tmp_path):
+    bad = tmp_path / "two\nlines \x1b[2J.png"  # a newline and a terminal escape in the name
+    bad.write_bytes(b"\x89PNG truncated")
+    proc = detect("-i", bad, "--model", model_path)
+    assert proc.returncode == 1
+    (error,) = [line for line in proc.stderr.splitlines() if "error" in line]
+    assert error.startswith("detect: error: ") and "two\\nlines \\x1b[2J.png" in error
+    assert "\x1b" not in proc.stderr
+
+
 def test_a_folder_on_two_workers_prints_what_the_serial_loop_prints(model_path, pages, tmp_path):
     # --cpu_threads 2: two folder workers of one thread each; --cpu_threads 1: the serial loop
     folder = tmp_path / "in"
