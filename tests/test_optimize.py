@@ -55,7 +55,7 @@ def test_channel_block_and_model_name_for_a_bare_file(tmp_path):
     "case, message",
     [
         ("no name", "names the model: pass --model NAME"),
-        ("same file", "--output is SOURCE itself"),
+        ("same file", "--output is a file of SOURCE"),
         ("not onnx", "is not an ONNX model"),
         ("unknown name", "are not recorded here"),
         ("no onnx package", "pip install 'detector[optimize]'"),
@@ -123,3 +123,96 @@ def test_the_last_line_names_the_model_the_file_records(tmp_path):
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert f"{output} ({V6_TINY};" in result.output
+
+
+def _edited_release(tmp_path, edit, name="edited"):
+    """A copy of the official release folder with its graph changed by edit(model) (returns the folder)."""
+    import onnx
+
+    folder = tmp_path / name
+    folder.mkdir()
+    shutil.copy(wheel_source(V6_TINY) / "inference.yml", folder / "inference.yml")
+    model = onnx.load(str(wheel_source(V6_TINY) / "inference.onnx"))
+    edit(model)
+    onnx.save(model, str(folder / "inference.onnx"))
+    return folder
+
+
+def _optimize(source, output):
+    return CliRunner().invoke(cli, ["optimize", str(source), "-o", str(output), "-q"])
+
+
+def test_a_map_with_nan_or_logits_is_refused_not_verified(tmp_path):
+    import numpy as np
+    from onnx import numpy_helper
+
+    def nan_weight(model):  # NaN > 1e-4 is False: a broken weight passed the tolerance
+        weight = next(t for t in model.graph.initializer if t.name == model.graph.node[0].input[1])
+        values = numpy_helper.to_array(weight).copy()
+        values.flat[0] = np.nan
+        weight.CopyFrom(numpy_helper.from_array(values, weight.name))
+
+    def logits(model):  # the last Sigmoid left out: thresh would be applied to logits
+        last = next(node for node in reversed(model.graph.node) if node.op_type == "Sigmoid")
+        for node in model.graph.node:
+            node.input[:] = [last.input[0] if name == last.output[0] else name for name in node.input]
+        for value in model.graph.output:
+            if value.name == last.output[0]:
+                value.name = last.input[0]
+        model.graph.node.remove(last)
+
+    for edit, message in ((nan_weight, "NaN or infinite values"), (logits, "not probabilities in [0, 1]")):
+        result = _optimize(_edited_release(tmp_path, edit, edit.__name__), tmp_path / f"{edit.__name__}.onnx")
+        assert result.exit_code == 1 and message in result.output, result.output
+        assert not (tmp_path / f"{edit.__name__}.onnx").exists()
+
+
+def test_the_output_may_not_be_any_file_the_source_reads(tmp_path):
+    import onnx
+
+    folder = tmp_path / "external"
+    folder.mkdir()
+    shutil.copy(wheel_source(V6_TINY) / "inference.yml", folder / "inference.yml")
+    model = onnx.load(str(wheel_source(V6_TINY) / "inference.onnx"))
+    onnx.save(model, str(folder / "inference.onnx"), save_as_external_data=True, location="weights.bin")
+    for target in ("weights.bin", "inference.yml"):
+        before = (folder / target).read_bytes()
+        result = _optimize(folder, folder / target)
+        assert result.exit_code == 2 and "--output is a file of SOURCE" in result.output, result.output
+        assert (folder / target).read_bytes() == before
+    assert _optimize(folder, tmp_path / "out.onnx").exit_code == 0  # external data is read, one file written
+
+
+def test_weights_listed_as_inputs_import_and_a_float16_input_is_refused_in_one_line(tmp_path):
+    from onnx import TensorProto, helper
+
+    def weights_as_inputs(model):  # older exporters, torch.onnx.export(keep_initializers_as_inputs=True)
+        for tensor in list(model.graph.initializer)[:3]:
+            model.graph.input.append(helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims)))
+
+    result = _optimize(_edited_release(tmp_path, weights_as_inputs, "weights"), tmp_path / "weights.onnx")
+    assert result.exit_code == 0, result.output
+
+    def float16_input(model):
+        image = model.graph.input[0]
+        cast = helper.make_node("Cast", [image.name], ["image_as_float"], to=TensorProto.FLOAT)
+        for node in model.graph.node:
+            node.input[:] = ["image_as_float" if name == image.name else name for name in node.input]
+        model.graph.node.insert(0, cast)
+        image.type.tensor_type.elem_type = TensorProto.FLOAT16
+
+    result = _optimize(_edited_release(tmp_path, float16_input, "half_input"), tmp_path / "half_input.onnx")
+    assert result.exit_code == 1 and "takes float16 input" in result.output, result.output
+    assert result.output.count("\n") == 1 and "internal error" not in result.output
+
+
+def test_a_float16_model_imports_without_the_rewrites(tmp_path):
+    from onnxconverter_common import float16
+
+    def to_float16(model):
+        model.CopyFrom(float16.convert_float_to_float16(model, keep_io_types=True))
+
+    result = _optimize(_edited_release(tmp_path, to_float16, "fp16"), tmp_path / "fp16.onnx")
+    assert result.exit_code == 0, result.output
+    record = export_record(tmp_path / "fp16.onnx")
+    assert record["rewrites"] == [] and record["rewrites_skipped"] == "float16 weights"

@@ -84,7 +84,14 @@ def optimize_command(
 
     if not optimizer_available():
         _fail(f"this needs the onnx package: {INSTALL_HINT}", None, debug, EXIT_USAGE)
-    from .onnx_import import export_from_onnx, find_onnx_source, import_summary, report_to_stderr, source_settings
+    from .onnx_import import (
+        export_from_onnx,
+        file_of_source,
+        find_onnx_source,
+        import_summary,
+        report_to_stderr,
+        source_settings,
+    )
 
     try:
         found = find_onnx_source(source)
@@ -100,8 +107,9 @@ def optimize_command(
             debug,
             EXIT_USAGE,
         )
-    if output.resolve() == found.onnx.resolve():
-        _fail(f"--output is SOURCE itself ({found.onnx}): write the import to another file", None, debug, EXIT_USAGE)
+    clash = file_of_source(found, output)
+    if clash is not None:
+        _fail(f"--output is a file of SOURCE ({clash}): write the import to another file", None, debug, EXIT_USAGE)
     if not name:
         _fail(f"no {INFERENCE_YML} beside {found.onnx} names the model: pass --model NAME", None, debug, EXIT_USAGE)
     try:  # a name without settings is a usage error; the name the file will record (the yml's, if it differs)

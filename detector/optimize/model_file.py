@@ -55,14 +55,36 @@ def model_name_from_config(config: dict, requested: str, config_path: Path, repo
     return declared
 
 
+def drop_initializer_inputs(model: Any) -> Any:
+    """model without the graph inputs that only name its weights (older exporters, and
+    torch.onnx.export(keep_initializers_as_inputs=True), list every initializer as an input); returns model."""
+    weights = {initializer.name for initializer in model.graph.initializer}
+    kept = [value for value in model.graph.input if value.name not in weights]
+    if len(kept) != len(model.graph.input):
+        del model.graph.input[:]
+        model.graph.input.extend(kept)
+    return model
+
+
 def check_dynamic_signature(model: Any, what: str = "converted") -> None:
-    """One NCHW input with N, H, W dynamic and C = 3; one output of rank 4 with one channel: a DB detector."""
+    """One float32 NCHW input with N, H, W dynamic and C = 3; one output of rank 4 with one channel: a DB
+    detector. (Inputs that name initializers are weights, not inputs: drop_initializer_inputs.)"""
+    from onnx import TensorProto
+
     graph = model.graph
-    if len(graph.input) != 1 or len(graph.output) != 1:
+    weights = {initializer.name for initializer in graph.initializer}
+    inputs = [value for value in graph.input if value.name not in weights]
+    if len(inputs) != 1 or len(graph.output) != 1:
         raise ExportError(
-            f"{what} model has {len(graph.input)} inputs and {len(graph.output)} outputs, a DB detector has one of each"
+            f"{what} model has {len(inputs)} inputs and {len(graph.output)} outputs, a DB detector has one of each"
         )
-    in_dims = graph.input[0].type.tensor_type.shape.dim
+    image = inputs[0].type.tensor_type
+    if image.elem_type != TensorProto.FLOAT:
+        raise ExportError(
+            f"{what} model takes {TensorProto.DataType.Name(image.elem_type).lower()} input; a DB detector takes "
+            f"float32 images (N, 3, H, W) (a float16 model keeps float32 inputs: keep_io_types)"
+        )
+    in_dims = image.shape.dim
     out_dims = graph.output[0].type.tensor_type.shape.dim
     fixed = [
         axis
@@ -72,7 +94,13 @@ def check_dynamic_signature(model: Any, what: str = "converted") -> None:
     if len(in_dims) != 4 or in_dims[1].dim_value != 3 or fixed:
         raise ExportError(
             f"{what} input is {[d.dim_param or d.dim_value for d in in_dims]}, expected "
-            f"(N, 3, H, W) with N, H, W dynamic (fixed: {', '.join(fixed) or 'none'})"
+            f"(N, 3, H, W) with N, H, W dynamic"
+            + (
+                f" (fixed: {', '.join(fixed)}); TextDetection(model_dir=…) runs such a file as it is, without the "
+                f"rewrites"
+                if fixed and len(in_dims) == 4 and in_dims[1].dim_value == 3
+                else ""
+            )
         )
     if len(out_dims) != 4 or out_dims[1].dim_value not in (0, 1):
         raise ExportError(f"{what} output is {[d.dim_param or d.dim_value for d in out_dims]}, expected (N, 1, H, W)")

@@ -36,6 +36,7 @@ from ..settings import (
 )
 from .model_file import (
     check_dynamic_signature,
+    drop_initializer_inputs,
     model_name_from_config,
     read_inference_config,
     save_exported_model,
@@ -90,6 +91,30 @@ def find_onnx_source(source: Path) -> OnnxSource:
         raise ExportError(f"ONNX source {source} does not exist")
     config = onnx_file.parent / INFERENCE_YML
     return OnnxSource(onnx_file, config if config.is_file() else None)
+
+
+def source_files(source: OnnxSource) -> list[Path]:
+    """Every file an import of source reads: the .onnx, the yml beside it, and its external data files
+    (an output written over any of them would destroy the source)."""
+    import onnx
+
+    files = [source.onnx, *([source.config] if source.config is not None else [])]
+    try:
+        model = onnx.load(str(source.onnx), load_external_data=False)
+    except Exception:  # not ONNX: the import says so when it reads it
+        return files
+    for tensor in model.graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            location = next((entry.value for entry in tensor.external_data if entry.key == "location"), None)
+            if location:
+                files.append(source.onnx.parent / location)
+    return list(dict.fromkeys(files))
+
+
+def file_of_source(source: OnnxSource, output: Path) -> Optional[Path]:
+    """The source file output would overwrite, if any (compared after resolving links)."""
+    target = Path(output).expanduser().resolve()
+    return next((file for file in source_files(source) if file.resolve() == target), None)
 
 
 def source_settings(
@@ -158,8 +183,9 @@ def export_from_onnx(
     started = time.monotonic()
     progress(f"[1/4] reading the ONNX source for {model_name}")
     source = find_onnx_source(source_path)
-    if Path(output).expanduser().resolve() == source.onnx.resolve():
-        raise ExportError(f"the output is the source itself ({source.onnx}): write the import to another file")
+    clash = file_of_source(source, output)
+    if clash is not None:
+        raise ExportError(f"the output is a file of the source ({clash}): write the import to another file")
     try:
         model = onnx.load(str(source.onnx))
     except Exception as exc:  # onnx raises DecodeError and friends for files that are not ONNX
@@ -179,9 +205,14 @@ def export_from_onnx(
     )
 
     progress("[2/4] checking it is a DB text detector")
-    check_dynamic_signature(model, what="source")
+    check_dynamic_signature(drop_initializer_inputs(model), what="source")
     del model.metadata_props[:]  # another tool's keys would sit beside ours and say nothing true of the new file
     remove_dead_code(model)
+    # the rewrites build float32 constants: a graph already in float16 (a GPU variant) runs as it is
+    float16_weights = any(tensor.data_type == onnx.TensorProto.FLOAT16 for tensor in model.graph.initializer)
+    if rewrite and float16_weights:
+        progress("      float16 weights: the rewrites are for float32 graphs; imported without them")
+        rewrite = False
     unrewritten = model.SerializeToString() if rewrite else None
     channel_block = channel_block or this_cpu_block()
     rewrites = rewrite_for_speed(model, channel_block=channel_block) if rewrite else []
@@ -241,6 +272,8 @@ def export_from_onnx(
     }
     if dropped:
         record["rewrites_dropped"] = dropped
+    if float16_weights:
+        record["rewrites_skipped"] = "float16 weights"
     files = [source.onnx] + ([source.config] if source.config else [])
     save_exported_model(
         model,

@@ -90,6 +90,24 @@ def onnx_runner(session: Any) -> Callable[[np.ndarray], np.ndarray]:
     return lambda batch: session.run([output_name], {input_name: batch})[0]
 
 
+# A DB detector's map ends in a Sigmoid; a little past [0, 1] is rounding, more is logits or another output.
+PROBABILITY_SLACK = 1e-5
+
+
+def check_probability_map(values: np.ndarray, where: str) -> None:
+    """Refuse a map that is not probabilities: NaN or infinite values (a broken weight would otherwise pass
+    any tolerance, since NaN > tolerance is False), or values outside [0, 1] (logits: thresh would mean
+    nothing on them)."""
+    if not np.isfinite(values).all():
+        raise ExportError(f"{where} gives NaN or infinite values in its map: the model is broken, nothing written")
+    low, high = float(values.min()), float(values.max())
+    if low < -PROBABILITY_SLACK or high > 1 + PROBABILITY_SLACK:
+        raise ExportError(
+            f"{where} gives values from {low:.3g} to {high:.3g}, not probabilities in [0, 1]: a DB detector's "
+            f"output ends in a Sigmoid (logits, or another output first?); nothing written"
+        )
+
+
 def compare_outputs(
     onnx_bytes: bytes,
     run_reference: Callable[[np.ndarray], np.ndarray],
@@ -113,6 +131,8 @@ def compare_outputs(
                 f"for input {tuple(shape)} the source gives {expected.shape} and ONNX {got.shape}, "
                 f"expected {wanted_shape}: not a DB probability map"
             )
+        for what, values in (("the source", expected), ("the ONNX model", got)):
+            check_probability_map(values, f"for input {tuple(shape)} {what}")
         diff = float(np.abs(expected.astype(np.float64) - got).max())
         per_shape.append(
             {
