@@ -54,6 +54,7 @@ from .session import (
     made_for_another_cpu,
     model_metadata,
     parse_device,
+    require_onnxruntime,
     run_session,
     this_cpu_block,
     uses_io_binding,
@@ -194,6 +195,7 @@ class TextDetection:
         requested_name = (
             check_model_name(model_name) if model_name else (None if model_dir is not None else DEFAULT_MODEL_NAME)
         )
+        require_onnxruntime()
         resolved = resolve_model_path(requested_name, model_dir, validate_precision(precision))
         self.model_path: Path = select_precision(resolved, precision, requested_name)
         self.cpu_spinning: bool = bool(cpu_spinning)

@@ -137,6 +137,13 @@ def cuda_provider_options(device_index: int) -> dict[str, str]:
     }
 
 
+def require_onnxruntime() -> None:
+    """A DetectorError naming the two install extras where neither onnxruntime package is installed: before
+    a model is looked up or downloaded (which would then fail for a reason that is not the download's)."""
+    if ort is None:
+        raise DetectorError(ONNXRUNTIME_MISSING)
+
+
 def load_session(
     model_path: Path,
     device: Optional[Device],
@@ -149,8 +156,7 @@ def load_session(
     ``blocked_layout``: on the CPU, more of onnxruntime's optimized graph kept in its blocked channel layout,
     the same maps bit for bit (detector/blocked_layout.py; the plain session wherever that cannot be had).
     """
-    if ort is None:
-        raise DetectorError(ONNXRUNTIME_MISSING)
+    require_onnxruntime()
     options = session_options(threads, spinning)
     want_gpu = device is None or device.kind == "gpu"
     if want_gpu:

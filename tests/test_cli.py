@@ -388,7 +388,7 @@ def test_package_warnings_read_like_the_command_s_own(model_path, pages):
     assert "detect: warning: resized image" in proc.stderr and "exceeds max_side_limit 100" in proc.stderr
 
 
-def test_missing_onnxruntime_is_one_line_naming_the_extras(pages):
+def test_missing_onnxruntime_is_one_line_naming_the_extras(pages, tmp_path):
     program = (
         "import sys; sys.modules['onnxruntime'] = None\n"
         "from detector.cli import main\n"
@@ -397,6 +397,25 @@ def test_missing_onnxruntime_is_one_line_naming_the_extras(pages):
     proc = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "detector[cpu]" in proc.stderr and "detector[gpu]" in proc.stderr
+    # a pip install without either extra: the same line before any model is looked up or downloaded (a
+    # download was fetched, then refused as "unreadable", on every run)
+    program = (
+        "import sys; sys.modules['onnxruntime'] = None\n"
+        "import detector.hub; detector.hub.IN_CHECKOUT = False\n"
+        "from detector.cli import main\n"
+        f"main(['-i', {str(pages['banner'][0])!r}, '--model', 'PP-OCRv6_tiny_det'])"
+    )
+    env = {
+        **os.environ,
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+        "DETECTOR_MODELS": str(tmp_path / "none"),
+        "HF_ENDPOINT": "http://127.0.0.1:9",  # nothing listens: a download would fail with another message
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=60
+    )
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "detector[cpu]" in proc.stderr, proc.stderr
+    assert not (tmp_path / "cache").exists()
 
 
 @pytest.mark.parametrize(
