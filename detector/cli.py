@@ -25,7 +25,7 @@ import click
 
 from .api import DEFAULT_MODEL_NAME, TextDetection
 from .catalog import KNOWN_MODELS, exported_models
-from .errors import DetectorError, InvalidParameterError
+from .errors import DetectorError, InvalidParameterError, pip_install
 from .inputs import (
     DEFAULT_LOAD_OPTIONS,
     LoadedImage,
@@ -628,8 +628,7 @@ def _report(what: str, exc: BaseException, debug: bool) -> None:
 def _exit_for_missing_extra(command: str, extra: str, exc: ImportError) -> NoReturn:
     """`detect <command>` cannot run without the [extra] install extra: say which and how, exit EXIT_USAGE."""
     click.echo(
-        f"detect: error: `detect {command}` needs the [{extra}] extra ({exc.name} is missing): "
-        f"pip install 'detector[{extra}]'",
+        f"detect: error: `detect {command}` needs the [{extra}] extra ({exc.name} is missing): {pip_install(extra)}",
         err=True,
     )
     sys.exit(EXIT_USAGE)

@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+# The distribution's name, what `pip install` takes (the package it installs is `detector`; "detector" on
+# PyPI is an unrelated project): the install hints in every message below name it.
+DISTRIBUTION = "ppocr-det-onnx"
+
+
+def pip_install(extras: str) -> str:
+    """The pip command that adds an install extra of this package (e.g. "cpu", "optimize")."""
+    return f"pip install '{DISTRIBUTION}[{extras}]'"
+
 
 class DetectorError(Exception):
     """Base class of every error this package raises on purpose."""

@@ -16,7 +16,15 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from .blocked_layout import open_cpu_session
-from .errors import DetectorError, DeviceUnavailableError, InferenceError, InvalidModelError, InvalidParameterError
+from .errors import (
+    DISTRIBUTION,
+    DetectorError,
+    DeviceUnavailableError,
+    InferenceError,
+    InvalidModelError,
+    InvalidParameterError,
+    pip_install,
+)
 from .settings import METADATA_EXPORT_KEY
 
 try:
@@ -24,8 +32,8 @@ try:
 except ImportError:  # neither extra installed: say which to install when a session is needed
     ort = None
 ONNXRUNTIME_MISSING = (
-    "onnxruntime is not installed: pip install 'detector[cpu]' (the onnxruntime package) or "
-    "'detector[gpu]' (onnxruntime-gpu, for CUDA)"
+    f"onnxruntime is not installed: {pip_install('cpu')} (the onnxruntime package) or "
+    f"'{DISTRIBUTION}[gpu]' (onnxruntime-gpu, for CUDA)"
 )
 
 # onnxruntime's CPU convolutions run channels in blocks (its NCHWc layout): 16 with AVX-512, 8 with AVX2

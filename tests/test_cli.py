@@ -396,7 +396,9 @@ def test_missing_onnxruntime_is_one_line_naming_the_extras(pages, tmp_path):
     )
     proc = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
     assert proc.returncode == 2
-    assert proc.stderr.count("\n") == 1 and "detector[cpu]" in proc.stderr and "detector[gpu]" in proc.stderr
+    assert (
+        proc.stderr.count("\n") == 1 and "ppocr-det-onnx[cpu]" in proc.stderr and "ppocr-det-onnx[gpu]" in proc.stderr
+    )
     # a pip install without either extra: the same line before any model is looked up or downloaded (a
     # download was fetched, then refused as "unreadable", on every run)
     program = (
@@ -414,7 +416,7 @@ def test_missing_onnxruntime_is_one_line_naming_the_extras(pages, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-c", program], capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=60
     )
-    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "detector[cpu]" in proc.stderr, proc.stderr
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "ppocr-det-onnx[cpu]" in proc.stderr, proc.stderr
     assert not (tmp_path / "cache").exists()
 
 
@@ -435,7 +437,7 @@ def test_a_subcommand_without_its_extra_says_which_to_install(command, module, e
     assert result.exit_code == 2, result.output
     # the module named is the first one missing: ours here, a third-party one where the extra is not installed
     assert f"`detect {command}` needs the [{extra}] extra (" in result.output and " is missing)" in result.output
-    assert f"pip install 'detector[{extra}]'" in result.output
+    assert f"pip install 'ppocr-det-onnx[{extra}]'" in result.output
 
 
 def test_results_of_inputs_sharing_a_name_are_not_replaced_silently(model_path, pages, tmp_path):

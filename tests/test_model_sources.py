@@ -370,7 +370,7 @@ def test_without_onnx_a_download_runs_as_published_and_says_how_to_speed_it_up(
     assert model.model_path == downloads / V6_TINY / "inference.onnx"
     assert sorted(p.name for p in (downloads / V6_TINY).iterdir()) == ["inference.onnx", "inference.yml"]
     err = capsys.readouterr().err
-    assert "runs as published" in err and "pip install 'detector[optimize]'" in err
+    assert "runs as published" in err and "pip install 'ppocr-det-onnx[optimize]'" in err
 
 
 def test_a_release_left_plain_by_an_earlier_version_is_imported_on_first_use(downloads, monkeypatch, capsys):

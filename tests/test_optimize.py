@@ -58,7 +58,7 @@ def test_channel_block_and_model_name_for_a_bare_file(tmp_path):
         ("same file", "--output is a file of SOURCE"),
         ("not onnx", "is not an ONNX model"),
         ("unknown name", "are not recorded here"),
-        ("no onnx package", "pip install 'detector[optimize]'"),
+        ("no onnx package", "pip install 'ppocr-det-onnx[optimize]'"),
         ("already ours", "was written by detector already"),
         ("empty folder", "holds no .onnx file"),
         ("broken yml", "cannot read"),

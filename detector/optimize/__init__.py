@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import importlib.util
 
-INSTALL_HINT = "pip install 'detector[optimize]' (the onnx package)"
+from ..errors import pip_install
+
+INSTALL_HINT = f"{pip_install('optimize')} (the onnx package)"
 
 
 def optimizer_available() -> bool:
