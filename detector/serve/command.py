@@ -90,7 +90,8 @@ def serve(
     allow_urls: bool,
     debug: bool,
 ) -> None:
-    """Serve text detection over HTTP: POST /detect, GET /health, GET /models, and a page at /."""
+    """Serve text detection over HTTP: POST /detect, GET /health, GET /models, and a page at / (needs the
+    [serve] extra)."""
     try:
         import uvicorn
 
