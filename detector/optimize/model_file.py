@@ -50,7 +50,7 @@ def model_name_from_config(config: dict, requested: str, config_path: Path, repo
     if declared != requested:
         report(
             f"warning: {config_path} names the model {declared!r}, not {requested!r}; "
-            f"its settings follow {declared!r}, the output path follows --model"
+            f"the file records {declared!r} and takes its settings"
         )
     return declared
 

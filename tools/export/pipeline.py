@@ -89,7 +89,7 @@ def export_model(
         raise ExportError(f"SOURCE {source} does not exist")
     if source is not None and onnx_import.is_onnx_source(source):
         if opset != DEFAULT_OPSET:
-            progress(f"export: note: --opset {opset} is for Paddle sources; an ONNX source keeps its own opset")
+            progress(f"note: --opset {opset} is for Paddle sources; an ONNX source keeps its own opset")
         return onnx_import.export_from_onnx(
             model_name, Path(source).expanduser(), output, rewrite, channel_block, progress
         )
