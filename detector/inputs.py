@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import math
 import os
 import threading
 import urllib.error
@@ -54,6 +55,9 @@ PDF_MAGIC = b"%PDF"
 TIFF_MAGICS = (b"II*\x00", b"MM\x00*")  # little- and big-endian
 GLOB_CHARACTERS = frozenset("*?[")
 POINTS_PER_INCH = 72.0
+# A PDF page too large for max_pixels at pdf_dpi is rendered smaller, down to this scale (7.2 dpi), as PaddleX
+# does (its PDF_MIN_RENDER_SCALE); only a page too large even then is refused.
+PDF_MIN_RENDER_SCALE = 0.1
 logger = logging.getLogger(__name__)
 # pdfium is not thread-safe: every call into it goes through this lock.
 _PDFIUM_LOCK = threading.Lock()
@@ -65,7 +69,8 @@ _WARNINGS_LOCK = threading.Lock()
 class LoadOptions:
     """How inputs are read. The defaults are PaddleOCR's where it has one."""
 
-    # Pillow's decompression-bomb limit, which PaddleX also applies to PDF pages.
+    # Pillow's decompression-bomb limit, which PaddleX also applies to PDF pages (rendering a larger page
+    # smaller: pdf_render_scale) and its service to images.
     max_pixels: int = 178_956_970
     # PaddleX renders PDF pages at zoom 2.0, i.e. 144 dpi.
     pdf_dpi: float = 144.0
@@ -257,8 +262,32 @@ def read_image_file(path: Path, options: LoadOptions = DEFAULT_LOAD_OPTIONS) -> 
     return decode_image_bytes(read_file_bytes(path), str(path), options)
 
 
+def pdf_render_pixels(width_pt: float, height_pt: float, scale: float) -> int:
+    """The pixels of a page rendered at scale, its sides rounded up (as PaddleX estimates them)."""
+    return math.ceil(width_pt * scale) * math.ceil(height_pt * scale)
+
+
+def pdf_render_scale(width_pt: float, height_pt: float, scale: float, max_pixels: int) -> Optional[float]:
+    """The scale a PDF page is rendered at: the one asked for, or for a page that would exceed max_pixels
+    there, the largest scale within it (found by bisection, as PaddleX finds it, so that both render the
+    page at the same size), down to PDF_MIN_RENDER_SCALE; None for a page too large even at that."""
+    if pdf_render_pixels(width_pt, height_pt, scale) <= max_pixels:
+        return scale
+    if pdf_render_pixels(width_pt, height_pt, PDF_MIN_RENDER_SCALE) > max_pixels:
+        return None
+    fits, too_large = PDF_MIN_RENDER_SCALE, min(scale, math.sqrt(max_pixels / (width_pt * height_pt)))
+    for _ in range(32):
+        middle = (fits + too_large) / 2
+        if pdf_render_pixels(width_pt, height_pt, middle) <= max_pixels:
+            fits = middle
+        else:
+            too_large = middle
+    return fits
+
+
 def render_pdf_pages(data: bytes, what: str, options: LoadOptions) -> Iterator[np.ndarray]:
-    """Each page of a PDF rendered at options.pdf_dpi as BGR uint8."""
+    """Each page of a PDF rendered at options.pdf_dpi as BGR uint8; a page above max_pixels there is rendered
+    at the largest scale within it (pdf_render_scale), with a warning, as PaddleX renders it."""
     try:
         import pypdfium2 as pdfium
     except ImportError:
@@ -277,10 +306,25 @@ def render_pdf_pages(data: bytes, what: str, options: LoadOptions) -> Iterator[n
             with _PDFIUM_LOCK:
                 page = document[index]
                 width_pt, height_pt = page.get_size()
-                check_pixel_budget(
-                    round(width_pt * scale), round(height_pt * scale), options.max_pixels, f"{what} page {index}"
-                )
-                bitmap = page.render(scale=scale)
+                page_scale = pdf_render_scale(width_pt, height_pt, scale, options.max_pixels)
+                if page_scale is None:
+                    page.close()
+                    smallest = pdf_render_pixels(width_pt, height_pt, PDF_MIN_RENDER_SCALE)
+                    raise ImageTooLargeError(
+                        f"{what} page {index} is {width_pt:g}x{height_pt:g} pt: {smallest:,} pixels even at "
+                        f"{PDF_MIN_RENDER_SCALE * POINTS_PER_INCH:g} dpi, above the limit of {options.max_pixels:,}; "
+                        f"raise max_pixels (CLI: --max-pixels) if you trust this input"
+                    )
+                if page_scale != scale:
+                    logger.warning(
+                        "%s page %d is rendered at %.1f dpi, not %g: at that it would be above max_pixels (%s)",
+                        what,
+                        index,
+                        page_scale * POINTS_PER_INCH,
+                        options.pdf_dpi,
+                        f"{options.max_pixels:,}",
+                    )
+                bitmap = page.render(scale=page_scale)
                 image = _pdfium_pixels_to_bgr(bitmap.to_numpy(), bitmap.mode)
                 bitmap.close()
                 page.close()

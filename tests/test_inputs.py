@@ -354,6 +354,29 @@ def test_decompression_bombs_are_refused_before_decoding(model, banner, tmp_path
         small.predict(pdf)
 
 
+def test_a_pdf_page_above_max_pixels_is_rendered_smaller_as_paddlex_renders_it(tmp_path, caplog):
+    import logging
+    import math
+
+    from detector.inputs import PDF_MIN_RENDER_SCALE, pdf_render_pixels
+
+    pdf = tmp_path / "page.pdf"
+    Image.new("RGB", (1000, 1400), "white").save(pdf, resolution=120)  # one 600 x 840 pt page
+    caplog.set_level(logging.WARNING, logger="detector.inputs")
+    (full,) = iter_images(pdf, LoadOptions())  # 144 dpi: 1200 x 1680 = 2,016,000 pixels
+    assert full.image.shape[:2] == (1680, 1200) and not caplog.records
+    # PaddleX 3.7 renders this page at scale 1.4083333331675805 (1183 x 845) and 0.49404761903495975
+    # (415 x 297) for these limits (get_pdf_render_scale_within_pixel_limit, checked by hand)
+    for limit, shape in ((1_000_000, (1183, 845)), (123_457, (415, 297))):
+        (page,) = iter_images(pdf, LoadOptions(max_pixels=limit))
+        assert page.image.shape[:2] == shape and shape[0] * shape[1] <= limit
+        assert f"rendered at {shape[0] / 840 * 72:.1f} dpi, not 144" in caplog.text
+    smallest = pdf_render_pixels(600, 840, PDF_MIN_RENDER_SCALE)
+    assert smallest == math.ceil(60.0) * math.ceil(84.0)
+    with pytest.raises(ImageTooLargeError, match=r"page 0 is 600x840 pt: 5,040 pixels even at 7.2 dpi"):
+        list(iter_images(pdf, LoadOptions(max_pixels=smallest - 1)))
+
+
 def test_load_options_are_validated():
     with pytest.raises(Exception, match="max_pixels"):
         LoadOptions(max_pixels=0)
