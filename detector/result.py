@@ -153,6 +153,13 @@ class DetectionResult(dict[str, Any], _StrView):
         super().__init__(data)
         self._unnamed_stem: Optional[str] = None
 
+    def __repr__(self) -> str:
+        # print(res) shows the whole dict, input_img too, as PaddleX's does; PaddleX abbreviates every array
+        # there (it sets numpy's print options to threshold=1, edgeitems=1 for the whole process when it makes
+        # a result): the same here, for this repr only, so the image takes a few lines, not sixty
+        with np.printoptions(threshold=1, edgeitems=1):
+            return dict.__repr__(self)
+
     @property
     def input_img(self) -> Optional[np.ndarray]:
         """The BGR image the boxes were found on (``res["input_img"]``)."""

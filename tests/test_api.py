@@ -482,6 +482,15 @@ def test_empty_result_prints_like_paddleocr(model, capsys):
     assert result.json["res"]["dt_polys"] == []
 
 
+def test_printing_a_result_abbreviates_its_arrays_as_paddleocr_does(model, pages):
+    (result,) = model.predict(pages["page"][0])
+    before = np.get_printoptions()
+    shown = str(result)  # print(res): the whole dict, input_img too, each array as PaddleX abbreviates it
+    assert shown.startswith("{'input_path': ") and "'input_img': array([[[" in shown and "'dt_polys': array(" in shown
+    assert len(shown.splitlines()) < 25 and f"shape={result.input_img.shape}" in shown
+    assert np.get_printoptions() == before  # PaddleX changes numpy's options for the process; not here
+
+
 def test_model_names_are_never_paths(default_onnx):
     for path_like in (
         str(default_onnx),
