@@ -4,7 +4,7 @@
 `detect batch`, `detect optimize`) are thin wrappers over library functions, each imported only when invoked so that
 optional extras stay optional. Exit codes: 0 every input succeeded, 1 some input failed (each
 failure one line on stderr, the rest still processed and saved), 2 usage error (bad option value,
-model or device unusable).
+model or device unusable), 130 interrupted, 143 terminated, 141 stdout closed by its reader.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import logging
+import os
 import signal
 import sys
 import traceback
@@ -470,11 +471,14 @@ def detect(
 
     def report(batch: list[LoadedImage], outcome: Union[list[DetectionResult], DetectorError]) -> None:
         if isinstance(outcome, DetectorError):
-            tally["failed"] += len(batch)
+            tally["failed"] += 1  # one error line, whatever the batch held
             _report(", ".join(str(item.input_path or "<array>") for item in batch), outcome, debug)
             return
         for result in outcome:
-            click.echo(result.to_str(json_format=json_format))
+            try:
+                click.echo(result.to_str(json_format=json_format))
+            except BrokenPipeError:  # the reader closed stdout (`| head`): nothing more to print to
+                raise _StdoutClosed() from None
             tally["results"] += 1
             if save_to_file:
                 if not held:
@@ -554,7 +558,9 @@ def detect(
             tally["failed"] += 1
             _report(str(held[0]["input_path"]), exc, debug)
     if len(sources) > 1 or tally["failed"]:
-        click.echo(f"detect: {tally['done']} succeeded, {tally['failed']} failed", err=True)
+        # results (one per image or page) and errors (one line each above): a file that fails before its
+        # pages are known is one error
+        click.echo(f"detect: {_count(tally['done'], 'result')}, {_count(tally['failed'], 'error')}", err=True)
     sys.exit(EXIT_SOME_FAILED if tally["failed"] else EXIT_OK)
 
 
@@ -613,6 +619,14 @@ def _line_start() -> str:
     return "\r\x1b[K" if sys.stderr.isatty() else ""
 
 
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
+
+
+class _StdoutClosed(Exception):
+    """The reader of stdout went away (a pipe into `head`): the run ends as SIGPIPE would end it."""
+
+
 def _one_line(text: str) -> str:
     """text with its control characters escaped (a file name holding a newline, or a terminal escape
     sequence, stays on one line of stderr and moves no cursor)."""
@@ -649,6 +663,9 @@ def _raise_terminated(signum: int, frame: Any) -> None:
     raise _Terminated
 
 
+SIGPIPE = 13  # signal.SIGPIPE, which Windows' signal module lacks
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     signal.signal(signal.SIGTERM, _raise_terminated)  # `detect serve` sets its own
@@ -661,6 +678,11 @@ def main(argv: Optional[list[str]] = None) -> None:
     except _Terminated:
         click.echo("detect: terminated", err=True)
         sys.exit(128 + signal.SIGTERM)
+    except _StdoutClosed:
+        # as a command killed by SIGPIPE: no message (the reader chose to stop), exit 128 + 13; stdout goes
+        # to /dev/null so that Python's flush at exit does not fail on the closed pipe again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(128 + SIGPIPE)
     except click.ClickException as exc:  # a usage error: click's message and its exit code (2)
         if isinstance(exc, click.UsageError) and exc.message.startswith("Got unexpected extra argument"):
             # `-i *.png` expanded by the shell

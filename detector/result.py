@@ -260,4 +260,7 @@ class DetectionResult(dict[str, Any], _StrView):
         if self.input_img is None:
             raise DetectorError("this result holds no input image to draw on")
         folder.mkdir(parents=True, exist_ok=True)  # a folder now, whatever its name's suffix
-        return [self.save_to_json(folder), self.save_to_img(folder)]
+        # the image first: a run stopped between the two leaves no JSON whose image is missing, so a JSON
+        # that exists says the pair was saved (what a script resuming a stopped run checks)
+        drawn = self.save_to_img(folder)
+        return [self.save_to_json(folder), drawn]

@@ -80,7 +80,7 @@ def test_folder_run_streams_all_and_summarizes(model_path, pages, tmp_path):
     proc = detect("-i", folder, "--model", model_path, "--save-path", tmp_path, "--batch-size", "3")
     assert proc.returncode == 0, proc.stderr
     assert len(list(tmp_path.glob("*_res.json"))) == len(pages)
-    assert f"{len(pages)} succeeded, 0 failed" in proc.stderr
+    assert f"{len(pages)} results, 0 errors" in proc.stderr
 
 
 def test_some_inputs_failing_gives_exit_1_and_keeps_the_rest(model_path, pages, tmp_path):
@@ -94,7 +94,7 @@ def test_some_inputs_failing_gives_exit_1_and_keeps_the_rest(model_path, pages, 
     errors = [line for line in proc.stderr.splitlines() if line.startswith("detect: error:")]
     assert len(errors) == 2 and any("broken.png" in e for e in errors) and any("missing.jpg" in e for e in errors)
     assert (out / "banner_res.json").is_file()
-    assert "1 succeeded, 2 failed" in proc.stderr and "Traceback" not in proc.stderr
+    assert "1 result, 2 errors" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_an_error_for_a_file_named_with_control_characters_stays_one_line(model_path, tmp_path):
@@ -102,9 +102,35 @@ def test_an_error_for_a_file_named_with_control_characters_stays_one_line(model_
     bad.write_bytes(b"\x89PNG truncated")
     proc = detect("-i", bad, "--model", model_path)
     assert proc.returncode == 1
-    (error,) = [line for line in proc.stderr.splitlines() if "error" in line]
+    (error,) = [line for line in proc.stderr.splitlines() if "png" in line]
     assert error.startswith("detect: error: ") and "two\\nlines \\x1b[2J.png" in error
     assert "\x1b" not in proc.stderr
+
+
+def test_a_reader_closing_stdout_ends_the_run_as_sigpipe_would(model_path, pages):
+    # `detect … | head`: the reader is gone before the first result; no message, exit 128 + SIGPIPE
+    args = [sys.executable, "-m", "detector", "--model", str(model_path), "--json"]
+    for path, _ in pages.values():
+        args += ["-i", str(path)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO_ROOT)
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 141, err.decode()
+    assert "error" not in err.decode() and "Traceback" not in err.decode()
+
+
+def test_a_result_stopped_between_its_two_files_leaves_no_json_without_its_image(model_path, pages, tmp_path):
+    from detector import TextDetection
+
+    (result,) = TextDetection(model_dir=model_path, device="cpu").predict(pages["banner"][0])
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    result.save_to_json = interrupted  # Ctrl-C after the first file of the pair
+    with pytest.raises(KeyboardInterrupt):
+        result.save_all(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["banner_res.png"]  # a JSON there means both were saved
 
 
 def test_a_folder_on_two_workers_prints_what_the_serial_loop_prints(model_path, pages, tmp_path):
@@ -128,7 +154,7 @@ def test_a_folder_on_two_workers_prints_what_the_serial_loop_prints(model_path, 
     for run in runs.values():
         errors = [line for line in run.stderr.splitlines() if line.startswith("detect: error:")]
         assert len(errors) == 1 and "2_broken.png" in errors[0]
-        assert f"{len(pages)} succeeded, 1 failed" in run.stderr
+        assert f"{len(pages)} results, 1 error" in run.stderr
 
 
 @pytest.mark.parametrize(
