@@ -487,7 +487,7 @@ def test_printing_a_result_abbreviates_its_arrays_as_paddleocr_does(model, pages
     before = np.get_printoptions()
     shown = str(result)  # print(res): the whole dict, input_img too, each array as PaddleX abbreviates it
     assert shown.startswith("{'input_path': ") and "'input_img': array([[[" in shown and "'dt_polys': array(" in shown
-    assert len(shown.splitlines()) < 25 and f"shape={result.input_img.shape}" in shown
+    assert len(shown.splitlines()) < 25  # (numpy 2.2+ adds the arrays' shape=…; older numpy does not)
     assert np.get_printoptions() == before  # PaddleX changes numpy's options for the process; not here
 
 
