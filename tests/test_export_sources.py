@@ -156,3 +156,36 @@ def test_unknown_model_and_missing_source(tmp_path):
         model_sources.obtain_source("MyCustom_det", None)
     with pytest.raises(ExportError, match="does not exist"):
         model_sources.obtain_source(MODEL, str(tmp_path / "nowhere"))
+
+
+def test_a_given_archive_never_replaces_the_source_an_export_without_source_takes(server, tmp_path):
+    _base, _archive = server
+    official = model_sources.obtain_source(MODEL, None)
+    mine = tmp_path / "finetuned.tar"
+    mine.write_bytes(build_tar("mine"))  # another archive (another layout) of the same model
+    given = model_sources.obtain_source(MODEL, str(mine))
+    assert given != official and given.parent.name == model_sources.GIVEN_FOLDER
+    assert (official / "inference.pdiparams").read_bytes() == b"\x00" * 4096  # the official source is intact
+    assert model_sources.obtain_source(MODEL, None) == official
+    assert model_sources.obtain_source(MODEL, str(mine)) == given  # unpacked once, found again
+
+
+def test_export_refusals_before_any_work(tmp_path):
+    from detector.optimize.model_file import model_name_from_config
+    from tools.export.pipeline import export_model, parse_args
+
+    with pytest.raises(SystemExit) as usage:  # paddle2onnx knows opsets 7 to 21: refused when parsed, exit 2
+        parse_args(["--opset", "99"])
+    assert usage.value.code == 2
+    source = tmp_path / "model"
+    source.mkdir()
+    for name in ("inference.pdmodel", "inference.pdiparams", "inference.yml"):
+        (source / name).write_bytes(b"x")
+    with pytest.raises(ExportError, match="is a file of SOURCE"):  # it would be written over the source
+        export_model("PP-OCRv4_mobile_det", str(source), source / "inference.pdmodel")
+    config = {"Global": {"model_name": "PP-OCRv4_mobile_det"}}
+    with pytest.raises(ExportError, match="pass --model PP-OCRv4_mobile_det"):  # a known model under another's name
+        model_name_from_config(config, "PP-OCRv3_mobile_det", source / "inference.yml", print)
+    notes = []  # a name of one's own (a fine-tuned model): a warning, and the yml's name recorded
+    assert model_name_from_config(config, "Mine_det", source / "inference.yml", notes.append) == "PP-OCRv4_mobile_det"
+    assert "warning" in notes[0]

@@ -44,9 +44,17 @@ def read_inference_config(path: Path) -> tuple[dict, str]:
 
 def model_name_from_config(config: dict, requested: str, config_path: Path, report: Callable[[str], None]) -> str:
     """The model name the yml declares (PaddleX builds its defaults from it); warns when --model differs."""
+    from ..catalog import KNOWN_MODELS
+
     declared = declared_model_name(config)
     if not declared:
         return requested
+    if declared != requested and requested in KNOWN_MODELS and declared in KNOWN_MODELS:
+        # another known model under this one's name (models/<MODEL>/, what TextDetection(model_name=…) finds)
+        raise ExportError(
+            f"{config_path} names the model {declared!r}, not {requested!r}: pass --model {declared} "
+            f"(a fine-tuned model: a name of your own)"
+        )
     if declared != requested:
         report(
             f"warning: {config_path} names the model {declared!r}, not {requested!r}; "

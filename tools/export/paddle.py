@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ from detector.errors import ExportError
 from tools.export import REPO_ROOT, progress
 
 DEFAULT_OPSET = 14  # the lowest opset paddle2onnx 2.0.1 accepts for PP-OCRv4 (11 aborts asking for 14)
+MIN_OPSET, MAX_OPSET = 7, 21  # the opsets paddle2onnx 2.0.1 knows ("The Opset Version must be between 7 and 21")
 PROVEN_VERSIONS = {"paddlepaddle": "3.0.0", "paddle2onnx": "2.0.1"}
 VERSIONS_HINT = (
     "paddlepaddle 3.3.1 + paddle2onnx 2.1.0 fail on legacy models: "
@@ -223,7 +226,11 @@ def paddle_predictor(
     else:
         config.disable_mkldnn()
     config.switch_ir_optim(ir_optim)
+    handler = signal.getsignal(signal.SIGTERM)
     predictor = paddle_infer.create_predictor(config)
+    if callable(handler) and threading.current_thread() is threading.main_thread():
+        # Paddle puts its own C++ SIGTERM handler in place (a C++ traceback, then death): the caller's again
+        signal.signal(signal.SIGTERM, handler)
     input_handle = predictor.get_input_handle(predictor.get_input_names()[0])
     output_handle = predictor.get_output_handle(predictor.get_output_names()[0])
 

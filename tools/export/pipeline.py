@@ -41,6 +41,8 @@ from detector.settings import settings_from_inference_config
 from tools.export import REPO_ROOT, default_model, progress
 from tools.export.paddle import (
     DEFAULT_OPSET,
+    MAX_OPSET,
+    MIN_OPSET,
     PROVEN_VERSIONS,
     VERSIONS_HINT,
     check_export_tools,
@@ -87,6 +89,11 @@ def export_model(
     if source is not None and "://" not in source and not Path(source).expanduser().exists():
         # before the Paddle check: a mistyped path must not send anyone off to install Paddle
         raise ExportError(f"SOURCE {source} does not exist")
+    source_folder = Path(source).expanduser() if source is not None and "://" not in source else None
+    if source_folder is not None and source_folder.is_dir():  # before any work: never write over the source
+        target = Path(output).expanduser().resolve()
+        if any(file.resolve() == target for file in source_folder.iterdir() if file.is_file()):
+            raise ExportError(f"--output {output} is a file of SOURCE {source}: write the export elsewhere")
     if source is not None and onnx_import.is_onnx_source(source):
         if opset != DEFAULT_OPSET:
             progress(f"note: --opset {opset} is for Paddle sources; an ONNX source keeps its own opset")
@@ -187,7 +194,14 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         "or a folder with one and its inference.yml); default: fetch a known model",
     )
     parser.add_argument("--output", type=Path, help="ONNX file to write (default: models/<MODEL>/inference.onnx)")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    parser.add_argument(
+        "--opset",
+        type=int,
+        default=DEFAULT_OPSET,
+        choices=range(MIN_OPSET, MAX_OPSET + 1),
+        metavar=f"{MIN_OPSET}..{MAX_OPSET}",
+        help=f"ONNX opset (default {DEFAULT_OPSET}; paddle2onnx takes {MIN_OPSET} to {MAX_OPSET})",
+    )
     parser.add_argument(
         "--no-rewrites",
         dest="rewrite",
@@ -246,8 +260,33 @@ def _fp32_flags(args: argparse.Namespace) -> dict[str, bool]:
     }
 
 
+class _Terminated(Exception):
+    """SIGTERM (timeout, CI, docker stop): raised in the main thread, so that the converter child is killed
+    and the temp folder removed on the way out, as for Ctrl-C."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise _Terminated()
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    import signal
+
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        return _export(args)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("export: interrupted", file=sys.stderr)
+        return 130
+    except _Terminated:
+        print("export: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
+
+
+def _export(args: argparse.Namespace) -> int:
     output = args.output or REPO_ROOT / "models" / args.model / "inference.onnx"
     try:
         made_now = args.precision == "fp32" or not output.is_file()

@@ -30,6 +30,7 @@ from detector.optimize.model_file import sha256_of  # noqa: E402
 
 CACHE_DIR = REPO_ROOT / ".cache"
 SOURCES_DIR = CACHE_DIR / "sources"
+GIVEN_FOLDER = "given"  # under SOURCES_DIR: archives and URLs given as SOURCE, each in a folder of its own
 DOWNLOADS_DIR = CACHE_DIR / "downloads"
 COMPLETE_MARKER = ".complete"  # written last into an unpacked source: holds the archive's sha256
 PARAMS_FILENAME = "inference.pdiparams"
@@ -117,10 +118,12 @@ def _find_model_folder(root: Path) -> Path:
     return candidates[0]
 
 
-def unpack(archive: Path, model_name: str) -> Path:
-    """Unpack a model .tar(.gz) once into .cache/sources/<model_name>; returns the model folder."""
+def unpack(archive: Path, model_name: str, given: bool = False) -> Path:
+    """Unpack a model .tar(.gz) once into .cache/sources/<model_name> (the official download's, or the default
+    model's, folder); a user's own archive (given) into .cache/sources/given/<model_name>-<its sha256>, so that it
+    never replaces the source a later export without SOURCE takes. Returns the model folder."""
     digest = sha256_of(archive)
-    dest = SOURCES_DIR / model_name
+    dest = SOURCES_DIR / GIVEN_FOLDER / f"{model_name}-{digest[:16]}" if given else SOURCES_DIR / model_name
     marker = dest / COMPLETE_MARKER
     if marker.is_file() and marker.read_text().strip() == digest:
         return dest
@@ -154,12 +157,12 @@ def obtain_source(model_name: str, source: Optional[str]) -> Path:
     """The Paddle model folder for model_name: source as given (folder, .tar, URL) or the official download."""
     if source:
         if is_url(source):
-            return _unpack_download(download(source, model_name), model_name)
-        path = Path(source).expanduser()
+            return _unpack_download(download(source, model_name), model_name, given=True)
+        path = Path(source).expanduser().resolve()  # the converter runs in another working directory
         if path.is_dir():
             return path
         if path.is_file():
-            return unpack(path, model_name)
+            return unpack(path, model_name, given=True)
         raise ExportError(f"SOURCE {source!r} does not exist: give a model folder, a .tar, or a URL")
     known = KNOWN_MODELS.get(model_name)
     if known is None:
@@ -173,11 +176,11 @@ def obtain_source(model_name: str, source: Optional[str]) -> Path:
     return _unpack_download(download(known.official_url(), model_name, known.sha256), model_name)
 
 
-def _unpack_download(archive: Path, model_name: str) -> Path:
+def _unpack_download(archive: Path, model_name: str, given: bool = False) -> Path:
     """unpack, and a downloaded archive that does not unpack is deleted: the next run downloads it again
     (without a Content-Length or a known sha256, a body cut short is only found here)."""
     try:
-        return unpack(archive, model_name)
+        return unpack(archive, model_name, given)
     except ExportError as exc:
         archive.unlink(missing_ok=True)
         raise ExportError(f"{exc}; the download is deleted: the next run fetches it again") from None
