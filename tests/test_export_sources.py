@@ -184,8 +184,10 @@ def test_export_refusals_before_any_work(tmp_path):
     with pytest.raises(ExportError, match="is a file of SOURCE"):  # it would be written over the source
         export_model("PP-OCRv4_mobile_det", str(source), source / "inference.pdmodel")
     config = {"Global": {"model_name": "PP-OCRv4_mobile_det"}}
-    with pytest.raises(ExportError, match="pass --model PP-OCRv4_mobile_det"):  # a known model under another's name
-        model_name_from_config(config, "PP-OCRv3_mobile_det", source / "inference.yml", print)
+    with pytest.raises(ExportError, match="pass --model PP-OCRv4_mobile_det"):  # into models/PP-OCRv3_mobile_det/
+        model_name_from_config(config, "PP-OCRv3_mobile_det", source / "inference.yml", print, name_must_match=True)
+    notes = []  # an --output of the user's choosing: a warning, the yml's name recorded
+    assert model_name_from_config(config, "PP-OCRv3_mobile_det", source, notes.append) == "PP-OCRv4_mobile_det"
     notes = []  # a name of one's own (a fine-tuned model): a warning, and the yml's name recorded
     assert model_name_from_config(config, "Mine_det", source / "inference.yml", notes.append) == "PP-OCRv4_mobile_det"
     assert "warning" in notes[0]

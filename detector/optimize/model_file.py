@@ -42,14 +42,18 @@ def read_inference_config(path: Path) -> tuple[dict, str]:
         raise ExportError(str(exc)) from None
 
 
-def model_name_from_config(config: dict, requested: str, config_path: Path, report: Callable[[str], None]) -> str:
-    """The model name the yml declares (PaddleX builds its defaults from it); warns when --model differs."""
+def model_name_from_config(
+    config: dict, requested: str, config_path: Path, report: Callable[[str], None], name_must_match: bool = False
+) -> str:
+    """The model name the yml declares (PaddleX builds its defaults from it); warns when --model differs.
+    name_must_match (make export's default output, models/<MODEL>/, is named after --model): a yml naming
+    another known model than a known --model is refused instead."""
     from ..catalog import KNOWN_MODELS
 
     declared = declared_model_name(config)
     if not declared:
         return requested
-    if declared != requested and requested in KNOWN_MODELS and declared in KNOWN_MODELS:
+    if name_must_match and declared != requested and requested in KNOWN_MODELS and declared in KNOWN_MODELS:
         # another known model under this one's name (models/<MODEL>/, what TextDetection(model_name=…) finds)
         raise ExportError(
             f"{config_path} names the model {declared!r}, not {requested!r}: pass --model {declared} "

@@ -118,14 +118,14 @@ def file_of_source(source: OnnxSource, output: Path) -> Optional[Path]:
 
 
 def source_settings(
-    model_name: str, source: OnnxSource, progress: Report = report_to_stderr
+    model_name: str, source: OnnxSource, progress: Report = report_to_stderr, name_must_match: bool = False
 ) -> tuple[str, DetectionSettings, Optional[str]]:
     """(model name, settings, yml text): from the yml beside the file, else the catalog's record for model_name."""
     config: Optional[Mapping[str, Any]]
     text: Optional[str]
     if source.config is not None:
         config, text = read_inference_config(source.config)
-        name = model_name_from_config(config, model_name, source.config, progress)
+        name = model_name_from_config(config, model_name, source.config, progress, name_must_match)
         origin = str(source.config)
     else:
         config, text, name, origin = (
@@ -175,8 +175,10 @@ def export_from_onnx(
     rewrite: bool = True,
     channel_block: Optional[int] = None,
     progress: Report = report_to_stderr,
+    name_must_match: bool = False,
 ) -> dict[str, object]:
-    """The ONNX import; returns the record written under detector.export. progress gets one line per step."""
+    """The ONNX import; returns the record written under detector.export. progress gets one line per step.
+    name_must_match: see model_file.model_name_from_config."""
     import onnx
     import onnxruntime
 
@@ -197,7 +199,7 @@ def export_from_onnx(
             f"un-padded: import the file it was made from ({origin})"
         )
     progress(f"      {source.onnx} ({source.onnx.stat().st_size / 1e6:.1f} MB)")
-    name, settings, config_text = source_settings(model_name, source, progress)
+    name, settings, config_text = source_settings(model_name, source, progress, name_must_match)
     progress(
         f"      limit {settings.limit_type} side {settings.limit_side_len}, thresh {settings.thresh}, "
         f"box_thresh {settings.box_thresh}, unclip_ratio {settings.unclip_ratio}, "

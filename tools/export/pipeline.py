@@ -80,8 +80,11 @@ def export_model(
     debug: bool = False,
     rewrite: bool = True,
     channel_block: Optional[int] = None,
+    name_must_match: bool = False,
 ) -> dict[str, object]:
     """The whole export; returns the record written under METADATA_EXPORT_KEY (detector.export).
+    name_must_match: the output is named after model_name (models/<MODEL>/), so a source of another known
+    model is refused (model_file.model_name_from_config).
     channel_block: the channel block the file is made for, what the channel-padding rewrite pads to and,
     for 8, whether wide pointwise convolutions leave the blocked layout (default: this CPU's block)."""
     import onnx
@@ -98,7 +101,7 @@ def export_model(
         if opset != DEFAULT_OPSET:
             progress(f"note: --opset {opset} is for Paddle sources; an ONNX source keeps its own opset")
         return onnx_import.export_from_onnx(
-            model_name, Path(source).expanduser(), output, rewrite, channel_block, progress
+            model_name, Path(source).expanduser(), output, rewrite, channel_block, progress, name_must_match
         )
     channel_block = channel_block or this_cpu_block()
     started = time.monotonic()
@@ -110,7 +113,7 @@ def export_model(
 
     progress(f"[2/5] reading {model.config.name}")
     config, config_text = read_inference_config(model.config)
-    name = model_name_from_config(config, model_name, model.config, progress)
+    name = model_name_from_config(config, model_name, model.config, progress, name_must_match)
     settings = settings_from_inference_config(config, name)
     progress(
         f"      limit {settings.limit_type} side {settings.limit_side_len}, thresh {settings.thresh}, "
@@ -292,7 +295,14 @@ def _export(args: argparse.Namespace) -> int:
         made_now = args.precision == "fp32" or not output.is_file()
         if made_now:
             record = export_model(
-                args.model, args.source, output, args.opset, args.debug, args.rewrite, args.channel_block
+                args.model,
+                args.source,
+                output,
+                args.opset,
+                args.debug,
+                args.rewrite,
+                args.channel_block,
+                name_must_match=args.output is None,  # models/<MODEL>/ is found by that name
             )
             print(
                 f"exported {args.model} -> {output} (opset {record['opset']}, "
