@@ -259,14 +259,15 @@ def test_no_rewrites_and_channel_block_flags_reach_the_export(monkeypatch, tmp_p
 
     calls = []
 
-    def fake_export(*args):
-        calls.append(args)
+    def fake_export(*args, **keywords):
+        calls.append((args, keywords))
         return {"opset": 14, "verification": {"max_abs_diff": 0.0}}
 
     monkeypatch.setattr(export_tool, "export_model", fake_export)
     assert export_tool.main(["--model", "PP-OCRv4_server_det", "--output", str(tmp_path / "m.onnx"), *flags]) == 0
-    (args,) = calls
+    ((args, keywords),) = calls
     assert args[-2] is rewrite and args[-1] == block  # None: the export takes this CPU's block
+    assert keywords == {"name_must_match": False}  # an --output of the user's: the yml's name is recorded
 
 
 def test_folder_without_a_program_is_refused(tmp_path):
