@@ -191,3 +191,16 @@ def test_export_refusals_before_any_work(tmp_path):
     notes = []  # a name of one's own (a fine-tuned model): a warning, and the yml's name recorded
     assert model_name_from_config(config, "Mine_det", source / "inference.yml", notes.append) == "PP-OCRv4_mobile_det"
     assert "warning" in notes[0]
+
+
+def test_a_model_file_or_an_archive_where_a_folder_is_wanted_says_so(tmp_path):
+    from detector.optimize.onnx_import import find_onnx_source
+
+    program = tmp_path / "inference.pdmodel"
+    program.write_bytes(b"x")
+    with pytest.raises(ExportError, match="one file of a Paddle model: pass the folder holding it"):
+        model_sources.obtain_source(MODEL, str(program))
+    archive = tmp_path / "release.tar"
+    archive.write_bytes(build_tar())
+    with pytest.raises(ExportError, match="is an archive: extract it"):  # detect optimize takes .onnx files
+        find_onnx_source(archive)

@@ -71,6 +71,8 @@ def is_onnx_source(source: str) -> bool:
 
 
 def find_onnx_source(source: Path) -> OnnxSource:
+    if source.is_file() and source.name.endswith((".tar", ".tar.gz", ".tgz", ".zip")):
+        raise ExportError(f"{source} is an archive: extract it, then pass the .onnx file or its folder")
     if source.is_file():
         onnx_file = source
     elif source.is_dir():

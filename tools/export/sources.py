@@ -161,6 +161,8 @@ def obtain_source(model_name: str, source: Optional[str]) -> Path:
         path = Path(source).expanduser().resolve()  # the converter runs in another working directory
         if path.is_dir():
             return path
+        if path.suffix in (".pdmodel", ".pdiparams", ".json", ".yml"):  # one file of a model folder
+            raise ExportError(f"SOURCE {source} is one file of a Paddle model: pass the folder holding it")
         if path.is_file():
             return unpack(path, model_name, given=True)
         raise ExportError(f"SOURCE {source!r} does not exist: give a model folder, a .tar, or a URL")
