@@ -196,23 +196,21 @@ class TextDetection:
             check_model_name(model_name) if model_name else (None if model_dir is not None else DEFAULT_MODEL_NAME)
         )
         require_onnxruntime()
-        resolved = resolve_model_path(requested_name, model_dir, validate_precision(precision))
-        self.model_path: Path = select_precision(resolved, precision, requested_name)
         self.cpu_spinning: bool = bool(cpu_spinning)
-        try:
-            self._session, self.device = load_session(
-                self.model_path, parse_device(device), cpu_threads, spinning=self.cpu_spinning
-            )
-        except InvalidModelError as exc:
-            # a downloaded file damaged since (onnxruntime cannot read it) is fetched again, once;
-            # any other file's error stands
-            if not discard_damaged_download(self.model_path, str(exc).splitlines()[0]):
-                raise
+        self.model_path: Path
+        for attempt in ("first", "again"):
             resolved = resolve_model_path(requested_name, model_dir, validate_precision(precision))
             self.model_path = select_precision(resolved, precision, requested_name)
-            self._session, self.device = load_session(
-                self.model_path, parse_device(device), cpu_threads, spinning=self.cpu_spinning
-            )
+            try:
+                self._session, self.device = load_session(
+                    self.model_path, parse_device(device), cpu_threads, spinning=self.cpu_spinning
+                )
+                break
+            except InvalidModelError as exc:
+                # a downloaded file damaged since (onnxruntime cannot read it) is fetched again, once;
+                # any other file's error stands
+                if attempt == "again" or not discard_damaged_download(self.model_path, str(exc).splitlines()[0]):
+                    raise
         self.precision: str = precision_of(self.model_path)
         # Many images on the CPU run folder_workers at a time, each on its share of the intra-op threads,
         # through a second session opened on first use (prefetch.folder_workers); 1 runs them one by one.

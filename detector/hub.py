@@ -144,16 +144,17 @@ def resolve_model_path(
     downloadable = known is not None and known.onnx_release
     if cache is not None:
         folder = cache / model_name
-        if not _cache_work_due(folder):
-            found = _from_cache(model_name, folder)
-        elif _in_cache(folder) or (downloadable and downloads_enabled()):
+        found, due = _cache_state(folder)
+        if due is not None and (due != DOWNLOAD or (downloadable and downloads_enabled())):
             with _fetch_lock(cache, model_name):  # one process fetches or imports; the others then find it
                 _remove_stale_temp_files(folder)
-                found = _from_cache(model_name, folder)
-                if found is None and downloadable and downloads_enabled():
+                found, due = _cache_state(folder)  # what the process before this one left
+                if due == UPGRADE:
+                    return upgrade_cached_release(model_name, folder / MODEL_FILENAME)
+                if due == IMPORT:
+                    return import_release(model_name, folder / OFFICIAL_FOLDER)
+                if due == DOWNLOAD and downloadable and downloads_enabled():
                     return download_release(model_name, folder)
-        else:
-            found = None
         if found is not None:
             return found
     looked = f"no model {model_name!r} here (looked for {', '.join(str(p) for p in searched)})"
@@ -169,38 +170,28 @@ def resolve_model_path(
     raise ModelNotFoundError(f"{looked}. " + _not_downloadable_hint(model_name, known is not None))
 
 
-def _in_cache(folder: Path) -> bool:
-    """Whether the cache folder holds a model file: an import, a plain release, or a release in official/."""
-    return (folder / MODEL_FILENAME).is_file() or (folder / OFFICIAL_FOLDER / MODEL_FILENAME).is_file()
+# The work a cache folder may need before it gives a model file (_cache_state)
+UPGRADE = "upgrade"  # an earlier version's plain release (inference.yml beside it) to move into official/ and import
+IMPORT = "import"  # a release in official/ not imported yet (the import failed, was interrupted, or was off)
+DOWNLOAD = "download"  # nothing there
 
 
-def _cache_work_due(folder: Path) -> bool:
-    """Whether using this cache folder means writing to it: a download, an import, or an upgrade of an
-    earlier version's plain release (done under _fetch_lock, one process at a time)."""
-    model = folder / MODEL_FILENAME
-    official = folder / OFFICIAL_FOLDER
-    if model.is_file():
-        return (folder / INFERENCE_YML).is_file() and _importing()
-    if (official / MODEL_FILENAME).is_file():
-        return _importing() and not _import_failed_before(official)
-    return True
-
-
-def _from_cache(model_name: str, folder: Path) -> Optional[Path]:
-    """The model file the cache folder gives (importing a release where that is due); None if it has none."""
+def _cache_state(folder: Path) -> tuple[Optional[Path], Optional[str]]:
+    """What the model's cache folder gives now: (the file to load, None), or (None, the work due first:
+    UPGRADE, IMPORT or DOWNLOAD, done under _fetch_lock, one process at a time)."""
     model = folder / MODEL_FILENAME
     official = folder / OFFICIAL_FOLDER / MODEL_FILENAME
     if model.is_file():
-        if (folder / INFERENCE_YML).is_file():  # an earlier version's plain release
-            return upgrade_cached_release(model_name, model)
+        if (folder / INFERENCE_YML).is_file() and _importing():
+            return None, UPGRADE
         if not optimizing_enabled() and official.is_file():
-            return official  # DETECTOR_NO_OPTIMIZE=1: the release as published, also once it was imported
-        return model
+            return official, None  # DETECTOR_NO_OPTIMIZE=1: the release as published, also once it was imported
+        return model, None
     if official.is_file():
-        # downloaded but not imported: the import failed, was interrupted, or is off
-        retry = _importing() and not _import_failed_before(official.parent)
-        return import_release(model_name, official.parent) if retry else official
-    return None
+        if _importing() and not _import_failed_before(official.parent):
+            return None, IMPORT
+        return official, None
+    return None, DOWNLOAD
 
 
 @contextlib.contextmanager

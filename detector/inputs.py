@@ -171,11 +171,15 @@ def _is_pil_image(value: Any) -> bool:
 # ----------------------------------------------------------------------------- bytes and files
 
 
+# What a refusal for size says to do (images, TIFF and PDF pages alike)
+RAISE_LIMIT_HINT = "raise max_pixels (CLI: --max-pixels) if you trust this input"
+
+
 def check_pixel_budget(width: int, height: int, max_pixels: int, what: str) -> None:
     if width * height > max_pixels:
         raise ImageTooLargeError(
             f"{what} is {width}x{height} = {width * height:,} pixels, above the limit of {max_pixels:,}; "
-            f"raise max_pixels (CLI: --max-pixels) if you trust this input"
+            + RAISE_LIMIT_HINT
         )
 
 
@@ -313,7 +317,7 @@ def render_pdf_pages(data: bytes, what: str, options: LoadOptions) -> Iterator[n
                     raise ImageTooLargeError(
                         f"{what} page {index} is {width_pt:g}x{height_pt:g} pt: {smallest:,} pixels even at "
                         f"{PDF_MIN_RENDER_SCALE * POINTS_PER_INCH:g} dpi, above the limit of {options.max_pixels:,}; "
-                        f"raise max_pixels (CLI: --max-pixels) if you trust this input"
+                        + RAISE_LIMIT_HINT
                     )
                 if page_scale != scale:
                     logger.warning(

@@ -67,11 +67,16 @@ def model_name_from_config(
     return declared
 
 
-def drop_initializer_inputs(model: Any) -> Any:
-    """model without the graph inputs that only name its weights (older exporters, and
-    torch.onnx.export(keep_initializers_as_inputs=True), list every initializer as an input); returns model."""
+def real_inputs(model: Any) -> list[Any]:
+    """The graph inputs that are not its weights (older exporters, and
+    torch.onnx.export(keep_initializers_as_inputs=True), list every initializer as an input too)."""
     weights = {initializer.name for initializer in model.graph.initializer}
-    kept = [value for value in model.graph.input if value.name not in weights]
+    return [value for value in model.graph.input if value.name not in weights]
+
+
+def drop_initializer_inputs(model: Any) -> Any:
+    """model without the graph inputs that only name its weights (real_inputs); returns model."""
+    kept = real_inputs(model)
     if len(kept) != len(model.graph.input):
         del model.graph.input[:]
         model.graph.input.extend(kept)
@@ -84,8 +89,7 @@ def check_dynamic_signature(model: Any, what: str = "converted") -> None:
     from onnx import TensorProto
 
     graph = model.graph
-    weights = {initializer.name for initializer in graph.initializer}
-    inputs = [value for value in graph.input if value.name not in weights]
+    inputs = real_inputs(model)
     if len(inputs) != 1 or len(graph.output) != 1:
         raise ExportError(
             f"{what} model has {len(inputs)} inputs and {len(graph.output)} outputs, a DB detector has one of each"
