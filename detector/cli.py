@@ -26,7 +26,7 @@ import click
 
 from .api import DEFAULT_MODEL_NAME, TextDetection
 from .catalog import KNOWN_MODELS, exported_models
-from .errors import DetectorError, InvalidParameterError, pip_install
+from .errors import DetectorError, InvalidParameterError, Terminated, pip_install, raise_terminated
 from .inputs import (
     DEFAULT_LOAD_OPTIONS,
     LoadedImage,
@@ -655,27 +655,19 @@ def _fail_usage(exc: BaseException, debug: bool, command: str = "detect") -> Non
     sys.exit(EXIT_USAGE)
 
 
-class _Terminated(BaseException):
-    """SIGTERM, raised where the main thread is, so the run stops as for Ctrl-C: no partial file left."""
-
-
-def _raise_terminated(signum: int, frame: Any) -> None:
-    raise _Terminated
-
-
 SIGPIPE = 13  # signal.SIGPIPE, which Windows' signal module lacks
 
 
 def main(argv: Optional[list[str]] = None) -> None:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
-    signal.signal(signal.SIGTERM, _raise_terminated)  # `detect serve` sets its own
+    signal.signal(signal.SIGTERM, raise_terminated)  # `detect serve` sets its own
     try:
         # not standalone: click would turn Ctrl-C into "Aborted!" and exit 1, the code for failed inputs
         code = cli.main(args=argv, prog_name="detect", standalone_mode=False)
     except (KeyboardInterrupt, click.exceptions.Abort):
         click.echo("detect: interrupted", err=True)
         sys.exit(130)
-    except _Terminated:
+    except Terminated:
         click.echo("detect: terminated", err=True)
         sys.exit(128 + signal.SIGTERM)
     except _StdoutClosed:

@@ -12,6 +12,17 @@ def pip_install(extras: str) -> str:
     return f"pip install '{DISTRIBUTION}[{extras}]'"
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread by raise_terminated, so that a command (detect, the export tool)
+    stops as for Ctrl-C: finally blocks run, children are killed, no partial file is left. A BaseException,
+    as KeyboardInterrupt is, so that no ``except Exception`` on the way swallows it."""
+
+
+def raise_terminated(signum: int, frame: object) -> None:
+    """A SIGTERM handler: ``signal.signal(signal.SIGTERM, raise_terminated)``."""
+    raise Terminated
+
+
 class DetectorError(Exception):
     """Base class of every error this package raises on purpose."""
 

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
-from detector.errors import DetectorError, ExportError
+from detector.errors import DetectorError, ExportError, Terminated, raise_terminated
 from detector.onnx_messages import remove_dead_code
 from detector.optimize import onnx_import
 from detector.optimize.model_file import (
@@ -263,20 +263,11 @@ def _fp32_flags(args: argparse.Namespace) -> dict[str, bool]:
     }
 
 
-class _Terminated(Exception):
-    """SIGTERM (timeout, CI, docker stop): raised in the main thread, so that the converter child is killed
-    and the temp folder removed on the way out, as for Ctrl-C."""
-
-
-def _raise_terminated(signum: int, frame: object) -> None:
-    raise _Terminated()
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     import signal
 
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _raise_terminated)
+    signal.signal(signal.SIGTERM, raise_terminated)  # timeout, CI, docker stop: the converter child killed too
     try:
         return _export(args)
     except KeyboardInterrupt:
@@ -284,7 +275,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise
         print("export: interrupted", file=sys.stderr)
         return 130
-    except _Terminated:
+    except Terminated:
         print("export: terminated", file=sys.stderr)
         return 128 + signal.SIGTERM
 
