@@ -5,6 +5,7 @@ A C++ abort inside paddle2onnx becomes an ExportError naming the cause, not a co
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -13,7 +14,7 @@ import sys
 import tempfile
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from importlib import metadata as package_metadata
 from pathlib import Path
@@ -206,6 +207,23 @@ def paddle_model_file(model_dir: Path) -> Path:
     raise FileNotFoundError(f"{model_dir} holds neither inference.json nor inference.pdmodel")
 
 
+@contextlib.contextmanager
+def callers_sigterm_handler_kept() -> Iterator[None]:
+    """Importing Paddle puts its own C++ SIGTERM handler in place (a C++ traceback, then death, where the
+    export would stop in one line and kill its converter): the caller's is put back after the import, with
+    SIGTERM held back meanwhile, so that one arriving during the import reaches the caller's handler."""
+    handler = signal.getsignal(signal.SIGTERM)
+    if not callable(handler) or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
 def paddle_predictor(
     model_dir: Path, threads: Optional[int] = None, mkldnn: bool = False, ir_optim: bool = True
 ) -> Callable[[np.ndarray], np.ndarray]:
@@ -215,7 +233,8 @@ def paddle_predictor(
     moves probabilities by ~1e-5 — fine for boxes, too loose to check a conversion with.
     """
     quiet_offline_environment()
-    import paddle.inference as paddle_infer
+    with callers_sigterm_handler_kept():
+        import paddle.inference as paddle_infer
 
     config = paddle_infer.Config(str(paddle_model_file(model_dir)), str(Path(model_dir) / "inference.pdiparams"))
     config.disable_gpu()
@@ -226,11 +245,7 @@ def paddle_predictor(
     else:
         config.disable_mkldnn()
     config.switch_ir_optim(ir_optim)
-    handler = signal.getsignal(signal.SIGTERM)
     predictor = paddle_infer.create_predictor(config)
-    if callable(handler) and threading.current_thread() is threading.main_thread():
-        # Paddle puts its own C++ SIGTERM handler in place (a C++ traceback, then death): the caller's again
-        signal.signal(signal.SIGTERM, handler)
     input_handle = predictor.get_input_handle(predictor.get_input_names()[0])
     output_handle = predictor.get_output_handle(predictor.get_output_names()[0])
 
