@@ -216,12 +216,14 @@ def callers_sigterm_handler_kept() -> Iterator[None]:
     if not callable(handler) or threading.current_thread() is not threading.main_thread():
         yield
         return
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    can_hold = hasattr(signal, "pthread_sigmask")  # not on Windows: the handler is only put back there
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM}) if can_hold else None
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, handler)
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        if held is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def paddle_predictor(
