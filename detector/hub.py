@@ -43,6 +43,8 @@ CACHE_ENV_VAR = "XDG_CACHE_HOME"  # <its value>/detector/models is the download 
 ENDPOINT_ENV_VAR = "HF_ENDPOINT"  # the variable huggingface_hub and PaddleX honour, for mirrors
 DEFAULT_ENDPOINT = "https://huggingface.co"
 DOWNLOAD_TIMEOUT_S = 30.0
+# A download bringing less than this in any DOWNLOAD_TIMEOUT_S (~2 KiB/s) has stalled, though data trickles in
+DOWNLOAD_MIN_BYTES_PER_WINDOW = 1 << 16
 _CHUNK = 1 << 16
 # A source checkout has the package beside tools/export and pyproject.toml; a pip install has neither,
 # and its "models/" would be a folder in site-packages that nothing should point a user at.
@@ -436,6 +438,7 @@ def _fetch(url: str, label: str, model_name: str) -> bytes:
     import urllib.error
     import urllib.request
 
+    from .http_body import body_chunks
     from .progress import progress_bar
 
     request = urllib.request.Request(url, headers={"User-Agent": "detector"})
@@ -446,10 +449,10 @@ def _fetch(url: str, label: str, model_name: str) -> bytes:
             length = response.headers.get("Content-Length")
             expected = int(length) if length and length.isdigit() else None
             with progress_bar(expected or 0, f"downloading {label}", show=expected is not None) as bar:
-                while True:
-                    chunk = response.read(_CHUNK)
-                    if not chunk:
-                        break
+                chunks = body_chunks(
+                    response, _CHUNK, window_s=DOWNLOAD_TIMEOUT_S, window_min_bytes=DOWNLOAD_MIN_BYTES_PER_WINDOW
+                )
+                for chunk in chunks:
                     body += chunk
                     bar.update(len(chunk))
     except http.client.IncompleteRead as exc:  # the server closed the connection before Content-Length

@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import threading
+import time
 import urllib.error
 import urllib.request
 import warnings
@@ -35,6 +36,7 @@ from .errors import (
     UnreadableImageError,
     UnsupportedInputError,
 )
+from .http_body import body_chunks
 
 if TYPE_CHECKING:
     import PIL.Image
@@ -58,6 +60,7 @@ POINTS_PER_INCH = 72.0
 # A PDF page too large for max_pixels at pdf_dpi is rendered smaller, down to this scale (7.2 dpi), as PaddleX
 # does (its PDF_MIN_RENDER_SCALE); only a page too large even then is refused.
 PDF_MIN_RENDER_SCALE = 0.1
+URL_CHUNK_BYTES = 1 << 16
 logger = logging.getLogger(__name__)
 # pdfium is not thread-safe: every call into it goes through this lock.
 _PDFIUM_LOCK = threading.Lock()
@@ -76,6 +79,8 @@ class LoadOptions:
     pdf_dpi: float = 144.0
     # Folders are walked with their subfolders, as PaddleX's batch sampler does (os.walk).
     recursive: bool = True
+    # seconds for a whole URL input (connecting, headers and body; checked between reads, so it may run over
+    # by up to one more wait for data of this length)
     url_timeout: float = 30.0
     url_max_bytes: int = 64 * 1024 * 1024
 
@@ -390,6 +395,8 @@ def is_url(value: str) -> bool:
 def fetch_url(url: str, options: LoadOptions) -> tuple:
     """(bytes, content type) of a URL, refusing non-images, oversize bodies and slow servers."""
     request = urllib.request.Request(url, headers={"User-Agent": "detector (PaddleOCR text detection)"})
+    declared = None
+    deadline = time.monotonic() + options.url_timeout  # for the whole fetch: a trickling server must not hold us
     try:
         with urllib.request.urlopen(request, timeout=options.url_timeout) as response:
             content_type = (response.headers.get("Content-Type") or "").split(";")[0].strip().lower()
@@ -402,7 +409,11 @@ def fetch_url(url: str, options: LoadOptions) -> tuple:
                 raise ImageTooLargeError(
                     f"{url} is {int(declared):,} bytes, above the {options.url_max_bytes:,}-byte limit for URL inputs"
                 )
-            body = response.read(options.url_max_bytes + 1)
+            body = bytearray()
+            for chunk in body_chunks(response, URL_CHUNK_BYTES, deadline=deadline):
+                body += chunk
+                if len(body) > options.url_max_bytes:
+                    break
     except urllib.error.HTTPError as exc:
         raise InputNotFoundError(f"{url} answered HTTP {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, OSError) as exc:
@@ -410,7 +421,9 @@ def fetch_url(url: str, options: LoadOptions) -> tuple:
         raise InputNotFoundError(f"cannot fetch {url}: {reason} (timeout {options.url_timeout:g} s)") from None
     if len(body) > options.url_max_bytes:
         raise ImageTooLargeError(f"{url} sent more than the {options.url_max_bytes:,}-byte limit for URL inputs")
-    return body, content_type
+    if declared and declared.isdigit() and len(body) < int(declared):  # the connection closed midway
+        raise InputNotFoundError(f"{url} sent {len(body):,} of its {int(declared):,} bytes, then closed the connection")
+    return bytes(body), content_type
 
 
 # ----------------------------------------------------------------------------- expansion and loading

@@ -402,7 +402,11 @@ def test_folders_stream_instead_of_loading_everything(banner, tmp_path):
 class _Handler(http.server.BaseHTTPRequestHandler):
     routes: ClassVar[dict] = {}
 
+    trickled = 0  # bytes /trickle.png has sent
+
     def do_GET(self):
+        if self.path in ("/trickle.png", "/short.png"):
+            return self._send_part()
         status, content_type, body, delay = self.routes.get(self.path, (404, "text/plain", b"missing", 0))
         if delay:
             time.sleep(delay)
@@ -413,6 +417,24 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         # the client may hang up on purpose (size cap, timeout): what those tests check
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             self.wfile.write(body)
+
+    def _send_part(self):
+        """/trickle.png: one byte every 0.2 s of 5,000 (each wait well within any timeout, the whole 1,000 s);
+        /short.png: 100 of the 5,000 bytes it announces, then the connection closes."""
+        self.send_response(200)
+        self.send_header("Content-Type", "image/png")
+        self.send_header("Content-Length", "5000")
+        self.end_headers()
+        if self.path == "/short.png":
+            self.wfile.write(b"0" * 100)
+            self.close_connection = True
+            return
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            for _ in range(5000):
+                self.wfile.write(b"0")
+                self.wfile.flush()
+                type(self).trickled += 1
+                time.sleep(0.2)
 
     def log_message(self, *args):
         pass
@@ -453,6 +475,13 @@ def test_urls(model, server, banner):
     capped = TextDetection(model_dir=model.model_path, device="cpu", url_timeout=1)
     with pytest.raises(InputNotFoundError, match="timeout 1 s"):
         capped.predict(f"{server}/slow.png")
+    # url_timeout bounds the whole fetch: a server sending a byte now and then (each within the socket's
+    # timeout) is left once url_timeout has passed, not when its body ends 1,000 s later
+    with pytest.raises(InputNotFoundError, match=r"did not arrive in time.*timeout 1 s"):
+        capped.predict(f"{server}/trickle.png")
+    assert _Handler.trickled < 50
+    with pytest.raises(InputNotFoundError, match="sent 100 of its 5,000 bytes, then closed the connection"):
+        model.predict(f"{server}/short.png")
     capped.load_options = LoadOptions(url_max_bytes=1000)
     with pytest.raises(ImageTooLargeError, match="1,000-byte limit for URL inputs"):
         capped.predict(f"{server}/huge.png")

@@ -442,6 +442,29 @@ class _StallingHandler(_QuietHandler):
         time.sleep(3)
 
 
+class _TricklingHandler(_QuietHandler):
+    """Announces inference.onnx in full, then sends it 100 bytes every 0.1 s: no wait for data is long."""
+
+    sent = 0
+
+    def do_GET(self):
+        import time
+
+        path = Path(self.translate_path(self.path))
+        if path.name != "inference.onnx":
+            return super().do_GET()
+        body = path.read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            for start in range(0, len(body), 100):
+                self.wfile.write(body[start : start + 100])
+                self.wfile.flush()
+                type(self).sent += 100
+                time.sleep(0.1)
+
+
 def test_workers_starting_together_download_and_import_a_model_once(downloads, hub_root, tmp_path):
     import os
     import subprocess
@@ -573,6 +596,18 @@ def test_a_download_that_stalls_midway_says_how_far_it_got(downloads, hub_root, 
         monkeypatch.setenv("HF_ENDPOINT", url)
         with pytest.raises(ModelNotFoundError, match=rf"stopped after [\d,]+ of {size:,} bytes .*nothing kept"):
             TextDetection(model_name=V6_TINY, device="cpu")
+    assert not list(downloads.rglob("inference.onnx"))
+
+
+def test_a_download_that_trickles_is_given_up_as_stalled(downloads, hub_root, monkeypatch):
+    # each read brings data well within the timeout, so only the amount per window can tell it has stalled
+    monkeypatch.setattr("detector.hub.DOWNLOAD_TIMEOUT_S", 1.0)
+    size = (wheel_source(V6_TINY) / "inference.onnx").stat().st_size
+    with static_server(hub_root, _TricklingHandler) as (_, url):
+        monkeypatch.setenv("HF_ENDPOINT", url)
+        with pytest.raises(ModelNotFoundError, match=rf"stopped after [\d,]+ of {size:,} bytes \(.*stalled\)"):
+            TextDetection(model_name=V6_TINY, device="cpu")
+    assert _TricklingHandler.sent < 10_000
     assert not list(downloads.rglob("inference.onnx"))
 
 
