@@ -192,3 +192,29 @@ def test_bypassing_identities_keeps_the_output_names():
     onnx.checker.check_model(model)
     x = np.random.default_rng(6).uniform(-2, 2, (1, 3, 5, 5)).astype(np.float32)
     np.testing.assert_array_equal(run(model, x)[0], run(pfhead_local_model(), x)[0])
+
+
+@pytest.mark.parametrize(
+    ("opset", "weights", "reason"),
+    [
+        (14, TensorProto.FLOAT, None),
+        (10, TensorProto.FLOAT, "opset 10: the rewrites need opset 11 or later"),
+        (14, TensorProto.FLOAT16, "float16 weights: the rewrites are for float32 graphs"),
+    ],
+)
+def test_the_export_says_why_no_rewrite_applies(opset, weights, reason):
+    from detector.optimize.rewrites import rewrite_for_speed, why_not_rewritable
+
+    weight = helper.make_tensor("w", weights, [1, 1, 1, 1], [1.0])
+    conv = helper.make_node("Conv", ["x", "w"], ["y"])
+    graph = helper.make_graph(
+        [conv],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 4, 4])],
+        [weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    assert why_not_rewritable(model) == reason
+    if opset < 11:
+        assert rewrite_for_speed(model) == []

@@ -215,4 +215,4 @@ def test_a_float16_model_imports_without_the_rewrites(tmp_path):
     result = _optimize(_edited_release(tmp_path, to_float16, "fp16"), tmp_path / "fp16.onnx")
     assert result.exit_code == 0, result.output
     record = export_record(tmp_path / "fp16.onnx")
-    assert record["rewrites"] == [] and record["rewrites_skipped"] == "float16 weights"
+    assert record["rewrites"] == [] and record["rewrites_skipped"].startswith("float16 weights")

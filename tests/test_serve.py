@@ -430,7 +430,7 @@ def test_serve_command_errors_are_one_line(tmp_path):
         cwd=REPO_ROOT,
         timeout=60,
     )
-    assert proc.returncode == 2 and proc.stderr.startswith("detect: error:") and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and proc.stderr.startswith("detect serve: error:") and "Traceback" not in proc.stderr
 
 
 def test_two_workers_each_load_the_model_and_stop_on_sigterm(default_onnx, tmp_path, library, pages):

@@ -42,7 +42,7 @@ from .model_file import (
     save_exported_model,
     sha256_of,
 )
-from .rewrites import block_note, block_record, rewrite_for_speed, this_cpu_block
+from .rewrites import block_note, block_record, rewrite_for_speed, this_cpu_block, why_not_rewritable
 from .rewrites.onnx_graph import default_opset
 from .verify import TOLERANCE, VERIFY_SHAPES, compare_with_onnx
 
@@ -212,10 +212,9 @@ def export_from_onnx(
     check_dynamic_signature(drop_initializer_inputs(model), what="source")
     del model.metadata_props[:]  # another tool's keys would sit beside ours and say nothing true of the new file
     remove_dead_code(model)
-    # the rewrites build float32 constants: a graph already in float16 (a GPU variant) runs as it is
-    float16_weights = any(tensor.data_type == onnx.TensorProto.FLOAT16 for tensor in model.graph.initializer)
-    if rewrite and float16_weights:
-        progress("      float16 weights: the rewrites are for float32 graphs; imported without them")
+    rewrites_skipped = why_not_rewritable(model) if rewrite else None
+    if rewrites_skipped:
+        progress(f"      {rewrites_skipped}; imported without them")
         rewrite = False
     unrewritten = model.SerializeToString() if rewrite else None
     channel_block = channel_block or this_cpu_block()
@@ -276,8 +275,8 @@ def export_from_onnx(
     }
     if dropped:
         record["rewrites_dropped"] = dropped
-    if float16_weights:
-        record["rewrites_skipped"] = "float16 weights"
+    if rewrites_skipped:
+        record["rewrites_skipped"] = rewrites_skipped
     files = [source.onnx] + ([source.config] if source.config else [])
     save_exported_model(
         model,

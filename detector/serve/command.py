@@ -125,7 +125,7 @@ def serve(
     try:
         detector = load_detector(config)  # also proves the model loads before any worker starts
     except DetectorError as exc:
-        _fail_usage(exc, debug)
+        _fail_usage(exc, debug, command="detect serve")
     log_level = "debug" if debug else "info"
     log_beside_uvicorn(logging.DEBUG if debug else logging.INFO)
     # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal with the handler it found:

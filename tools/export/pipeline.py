@@ -34,7 +34,14 @@ from detector.optimize.model_file import (
     save_exported_model,
     sha256_of,
 )
-from detector.optimize.rewrites import CHANNEL_BLOCKS, block_note, block_record, rewrite_for_speed, this_cpu_block
+from detector.optimize.rewrites import (
+    CHANNEL_BLOCKS,
+    block_note,
+    block_record,
+    rewrite_for_speed,
+    this_cpu_block,
+    why_not_rewritable,
+)
 from detector.optimize.verify import TOLERANCE, VERIFY_SHAPES, compare_with_unrewritten
 from detector.precision import PRECISIONS, variant_path
 from detector.settings import settings_from_inference_config
@@ -127,6 +134,10 @@ def export_model(
     converted = onnx.load_from_string(convert_to_onnx(model, opset, versions, debug))
     remove_dead_code(converted)
     check_dynamic_signature(converted)
+    rewrites_skipped = why_not_rewritable(converted) if rewrite else None
+    if rewrites_skipped:
+        progress(f"      {rewrites_skipped}; written without them")
+        rewrite = False
     unrewritten = converted.SerializeToString() if rewrite else b""
     rewrites = rewrite_for_speed(converted, channel_block=channel_block) if rewrite else []
     if rewrites:
@@ -169,6 +180,7 @@ def export_model(
         "source_kind": "paddle",
         "source_format": model.program_format,
         "rewrites": rewrites,
+        **({"rewrites_skipped": rewrites_skipped} if rewrites_skipped else {}),
         **block_record(rewrites, channel_block),
         "verification": verification,
     }

@@ -43,6 +43,7 @@ __all__ = [
     "bypass_identities",
     "rewrite_for_speed",
     "this_cpu_block",
+    "why_not_rewritable",
 ]
 
 MIN_OPSET = 11  # Slice with tensor inputs (opset 10) and DepthToSpace with a mode (opset 11)
@@ -60,6 +61,20 @@ def block_note(applied: Collection[str], block: int) -> str:
     if CHANNEL_PADDING_REWRITE in applied:
         return f" (channels padded to blocks of {block})"
     return f" (for CPUs that block channels by {block})" if BLOCK_SPECIFIC_REWRITES.intersection(applied) else ""
+
+
+FLOAT16_ELEMENT_TYPE = 10  # onnx.TensorProto.FLOAT16
+
+
+def why_not_rewritable(model: Any) -> Optional[str]:
+    """Why no rewrite can apply to model, in words for the export's output and record; None if they can."""
+    opset = default_opset(model)
+    if opset < MIN_OPSET:
+        return f"opset {opset}: the rewrites need opset {MIN_OPSET} or later"
+    # the rewrites build float32 constants: a graph already in float16 (a GPU variant) runs as it is
+    if any(tensor.data_type == FLOAT16_ELEMENT_TYPE for tensor in model.graph.initializer):
+        return "float16 weights: the rewrites are for float32 graphs"
+    return None
 
 
 def rewrite_for_speed(model: Any, skip: Collection[str] = (), channel_block: Optional[int] = None) -> list[str]:
