@@ -43,6 +43,7 @@ LONG_SIDE_MODELS = frozenset(
         "PP-OCRv3_mobile_det",
     }
 )
+SHORT_SIDE_LIMIT = (736, "min")  # (limit_side_len, limit_type) for the other models
 LIMIT_TYPES = ("max", "min", "resize_long")  # PaddleX's DetResizeForTest types
 SCORE_MODES = ("fast", "slow")
 BOX_TYPES = ("quad", "poly")
@@ -52,7 +53,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass(frozen=True)
 class DetectionSettings:
-    """Everything that decides which boxes come out, for one model."""
+    """Everything that decides which boxes come out, for one model.
+
+    The defaults are PaddleX 3.7's for an inference.yml that does not say (the limit those of its
+    long-side models; SHORT_SIDE_LIMIT for the others): a model's own settings come from its file."""
 
     limit_side_len: int = 960
     limit_type: str = "max"
@@ -167,6 +171,9 @@ def declared_model_name(config: Mapping[str, Any]) -> Optional[str]:
     return str(name) if name else None
 
 
+PADDLEX_FALLBACKS = DetectionSettings()
+
+
 def settings_from_inference_config(config: Mapping[str, Any], model_name: Optional[str] = None) -> DetectionSettings:
     """Translate a parsed PaddleOCR/PaddleX ``inference.yml`` into settings, as PaddleX reads it."""
     name = model_name or declared_model_name(config) or ""
@@ -182,20 +189,21 @@ def settings_from_inference_config(config: Mapping[str, Any], model_name: Option
         raise InvalidParameterError(
             f"PostProcess {post.get('name')!r} is not DBPostProcess: this is not a DB text detector"
         )
-    long_side = name in LONG_SIDE_MODELS
+    fallback = PADDLEX_FALLBACKS
+    side, side_type = (fallback.limit_side_len, fallback.limit_type) if name in LONG_SIDE_MODELS else SHORT_SIDE_LIMIT
     settings = DetectionSettings(
-        limit_side_len=resize.get("limit_side_len", resize.get("resize_long", 960 if long_side else 736)),
-        limit_type=resize.get("limit_type", "max" if long_side else "min"),
-        mean=tuple(normalize.get("mean") or IMAGENET_MEAN),
-        std=tuple(normalize.get("std") or IMAGENET_STD),
-        scale=_parse_scale(normalize["scale"]) if normalize.get("scale") is not None else 1.0 / 255.0,
-        thresh=post.get("thresh", 0.3),
-        box_thresh=post.get("box_thresh", 0.6),
-        unclip_ratio=post.get("unclip_ratio", 2.0),
-        max_candidates=post.get("max_candidates", 1000),
-        use_dilation=post.get("use_dilation", False),
-        score_mode=post.get("score_mode", "fast"),
-        box_type=post.get("box_type", "quad"),
+        limit_side_len=resize.get("limit_side_len", resize.get("resize_long", side)),
+        limit_type=resize.get("limit_type", side_type),
+        mean=tuple(normalize.get("mean") or fallback.mean),
+        std=tuple(normalize.get("std") or fallback.std),
+        scale=_parse_scale(normalize["scale"]) if normalize.get("scale") is not None else fallback.scale,
+        thresh=post.get("thresh", fallback.thresh),
+        box_thresh=post.get("box_thresh", fallback.box_thresh),
+        unclip_ratio=post.get("unclip_ratio", fallback.unclip_ratio),
+        max_candidates=post.get("max_candidates", fallback.max_candidates),
+        use_dilation=post.get("use_dilation", fallback.use_dilation),
+        score_mode=post.get("score_mode", fallback.score_mode),
+        box_type=post.get("box_type", fallback.box_type),
     )
     return validate_settings(settings)
 
