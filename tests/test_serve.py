@@ -184,6 +184,12 @@ def test_health_models_openapi_and_page(server):
     )
     body_settings = detect_doc["requestBody"]["content"]["application/json"]["schema"]["properties"]
     assert body_settings["unclip_ratio"] == {"type": "number", "maximum": 10.0}
+    # every setting a request may override is both a query parameter and a JSON key (a key added to
+    # REQUEST_SETTINGS alone would pass the unknown-parameter check, then be dropped unbound)
+    from detector.serve.app import REQUEST_SETTINGS
+
+    assert {p["name"] for p in detect_doc["parameters"] if p["in"] == "query"} == set(REQUEST_SETTINGS)
+    assert set(REQUEST_SETTINGS) <= set(body_settings)
     # answers are described as the envelopes they are, refusals included (not FastAPI's {"detail": …})
     for status in ("400", "413", "422", "503"):
         refusal = detect_doc["responses"][status]["content"]["application/json"]["schema"]
