@@ -305,6 +305,8 @@ def render_pdf_pages(data: bytes, what: str, options: LoadOptions) -> Iterator[n
     with _PDFIUM_LOCK:
         try:
             document = pdfium.PdfDocument(data)
+            # form fields drawn with the page (a filled invoice's values), as PaddleX's PDF reader draws them
+            document.init_forms()
         except Exception as exc:  # pdfium raises PdfiumError for damaged files
             raise UnreadableImageError(f"{what} is not a readable PDF: {exc}") from None
         page_count = len(document)

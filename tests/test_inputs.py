@@ -200,6 +200,51 @@ def test_pdf_gives_one_result_per_page(model, pages, tmp_path):
     assert names == ["scan_0_res.json", "scan_1_res.json", "scan_2_res.json"]
 
 
+def pdf_with_a_filled_form_field() -> bytes:
+    """One page: a line of page text and a filled text field whose appearance stream draws its value."""
+    value = b"BT /Helv 18 Tf 2 8 Td (Invoice 48213) Tj ET"
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R /AcroForm << /Fields [4 0 R] /DR << /Font << /Helv 5 0 R >> >> >> >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 420 220] /Contents 6 0 R /Annots [4 0 R] "
+        b"/Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Type /Annot /Subtype /Widget /FT /Tx /T (number) /V (Invoice 48213) /Rect [20 20 400 50] "
+        b"/DA (/Helv 18 Tf 0 g) /F 4 /P 3 0 R /AP << /N 7 0 R >> >>",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+        b"<< /Length 47 >>\nstream\nBT /F1 18 Tf 20 150 Td (Static page text) Tj ET\nendstream",
+        b"<< /Length %d /Type /XObject /Subtype /Form /BBox [0 0 380 30] /Resources << /Font << /Helv 5 0 R >> >> >>"
+        b"\nstream\n%s\nendstream" % (len(value), value),
+    ]
+    out, offsets = b"%PDF-1.7\n", []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    return out + b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+
+
+def test_pdf_form_fields_are_rendered_as_paddlex_renders_them(model):
+    pdfium = pytest.importorskip("pypdfium2")
+    data = pdf_with_a_filled_form_field()
+
+    def rendered(with_forms):
+        document = pdfium.PdfDocument(data)
+        if with_forms:
+            document.init_forms()  # what PaddleX's PDF reader does before rendering
+        page = document[0]
+        pixels = page.render(scale=2.0).to_numpy()
+        page.close()
+        document.close()
+        return pixels
+
+    (result,) = model.predict(data)
+    assert np.array_equal(result.input_img, rendered(True)[:, :, :3])  # pdfium gives BGR(x) here
+    assert not np.array_equal(rendered(True), rendered(False))  # the field's value is drawn only with forms
+    assert len(result["dt_polys"]) == 2  # the page's line and the field's
+
+
 def test_mixed_inputs_on_folder_workers_come_back_as_the_serial_loop_gives_them(model, pages, tmp_path):
     # two workers (cpu_threads=2): files go to the workers in groups, the PDF is read here page by page
     images = [cv2.imread(str(pages[name][0])) for name in ("banner", "receipt", "page")]
