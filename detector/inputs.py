@@ -153,7 +153,9 @@ def pil_to_bgr(image: Any) -> np.ndarray:
     """A PIL image (any mode) -> BGR uint8."""
     mode = image.mode
     if mode in ("I;16", "I;16B", "I;16L"):
-        return to_bgr_uint8((np.asarray(image) >> 8).astype(np.uint8))  # scaled as OpenCV scales 16-bit files
+        # by the uint16 arrays' rule: values within 0-255 as they are (as PaddleX's convert("RGB") keeps
+        # them), else scaled as OpenCV scales 16-bit files (where PaddleX clips every value above 255)
+        return to_bgr_uint8(np.asarray(image))
     if mode == "I":  # 32-bit integers: 8-bit values as they are (as Pillow's convert keeps them), else 16-bit
         array = np.asarray(image)
         if array.size and array.min() >= 0 and array.max() <= 255:

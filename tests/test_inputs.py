@@ -304,6 +304,12 @@ def test_tiff_pages_in_other_modes(tmp_path):
     first, second = list(iter_images(path))
     np.testing.assert_array_equal(first.image[:, :, 0], (gray16 >> 8).astype(np.uint8))  # 16-bit scaled as OpenCV does
     assert second.image.shape == (40, 30, 3) and set(np.unique(second.image)) == {0, 255}
+    # a 16-bit page holding 0-255 values is read as it is, as PaddleX's convert("RGB") reads it (scaled: black)
+    eight_bit_values = (np.arange(64 * 48) % 256).reshape(48, 64).astype(np.uint16)
+    for order in ("<u2", ">u2"):
+        Image.fromarray(eight_bit_values.astype(order)).save(path)
+        (page,) = list(iter_images(path))
+        np.testing.assert_array_equal(page.image[:, :, 0], eight_bit_values.astype(np.uint8))
 
 
 def test_32_bit_integer_images_keep_8_bit_values_and_scale_16_bit_ones(tmp_path):
