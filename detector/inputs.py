@@ -119,8 +119,8 @@ class Source:
 
 
 def to_bgr_uint8(array: np.ndarray) -> np.ndarray:
-    """Gray, BGR or BGRA arrays of uint8, uint16 (0-255 as it is, else scaled from 0-65535) or float (in [0, 1],
-    or 0-255 if above 1) -> BGR uint8 HxWx3."""
+    """Gray, BGR or BGRA arrays of uint8, other integers (0-255 as it is, else scaled from 0-65535),
+    float (in [0, 1], or 0-255 if above 1) or bool -> BGR uint8 HxWx3."""
     if not isinstance(array, np.ndarray) or array.size == 0:
         raise UnsupportedInputError("an image array must be a non-empty numpy array")
     if array.ndim == 3 and array.shape[2] == 1:
@@ -129,10 +129,15 @@ def to_bgr_uint8(array: np.ndarray) -> np.ndarray:
         raise UnsupportedInputError(
             f"an image array must be HxW (gray), HxWx3 (BGR) or HxWx4 (BGRA), got shape {array.shape}"
         )
-    if array.dtype.kind == "u" and array.dtype.itemsize == 2:  # uint16, either byte order
+    if array.dtype.kind in "ui" and array.dtype != np.uint8:  # uint16 (either byte order), other integers
         # values within 0-255 as they are (PaddleOCR normalizes x / 255 whatever the type), else 16-bit
-        # values scaled to 8 bits as OpenCV reads 16-bit files
-        array = array.astype(np.uint8) if array.max() <= 255 else (array >> 8).astype(np.uint8)
+        # values scaled to 8 bits as OpenCV reads 16-bit files; signed ones are what arithmetic on an image leaves
+        low, high = int(array.min()), int(array.max())
+        if low < 0 or high > 65535:
+            raise UnsupportedInputError(
+                f"an integer image array must hold values within 0-255 (or 0-65535), got {low} to {high}"
+            )
+        array = array.astype(np.uint8) if high <= 255 else (array >> 8).astype(np.uint8)
     elif array.dtype.kind == "f":
         values = np.nan_to_num(array)
         # [0, 1]; a float image with values above 1 is on PaddleOCR's scale, 0-255 (it normalizes x / 255)
@@ -141,7 +146,7 @@ def to_bgr_uint8(array: np.ndarray) -> np.ndarray:
     elif array.dtype == np.bool_:
         array = array.astype(np.uint8) * 255
     elif array.dtype != np.uint8:
-        raise UnsupportedInputError(f"image arrays must be uint8, uint16 or float, got {array.dtype}")
+        raise UnsupportedInputError(f"image arrays must be of integers, floats or booleans, got {array.dtype}")
     if array.ndim == 2:
         return cv2.cvtColor(array, cv2.COLOR_GRAY2BGR)
     if array.shape[2] == 4:

@@ -120,6 +120,11 @@ def test_bytes_pil_and_arrays_agree_with_the_file(model, banner):
     # uint16 holding 0-255 values is read as it is, as PaddleOCR reads it (scaled, it was black); either byte order
     for eight_bit_values in (image.astype(np.uint16), image.astype(">u2"), sixteen.astype(">u2")):
         np.testing.assert_array_equal(model.predict(eight_bit_values)[0]["dt_polys"], expected)
+    # signed integers (left by arithmetic on an image) by the same rule; PaddleOCR reads int16 as it is
+    for signed in (image.astype(np.int16), image.astype(np.int64), sixteen.astype(np.int32), sixteen.astype(np.uint32)):
+        np.testing.assert_array_equal(model.predict(signed)[0]["dt_polys"], expected)
+    with pytest.raises(UnsupportedInputError, match="within 0-255 .*got -1 to 255"):
+        model.predict(image.astype(np.int16) - (image == 0))
     gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
     for scale in (1.0, 255.0):  # PIL mode F, by the float arrays' rule
         as_float = Image.fromarray((gray / scale).astype(np.float32))
