@@ -471,9 +471,10 @@ def _expand_path(text: str, options: LoadOptions) -> list[Source]:
                 f"folder {path} holds no images{' (subfolders included)' if options.recursive else ''}; "
                 f"looked for {', '.join(sorted(IMAGE_EXTENSIONS))}"
             )
-        return [Source("file", f, str(f)) for f in files]
+        # reported as PaddleX's folder walk names them: the folder as given, joined with each file's own path
+        return [Source("file", f, os.path.join(text, os.fspath(f.relative_to(path)))) for f in files]
     if path.exists():
-        return [Source("file", path, str(path))]
+        return [Source("file", path, text)]  # input_path is the string given, as PaddleOCR reports it
     if GLOB_CHARACTERS & set(text):
         files = []
         pattern = os.path.expanduser(text)

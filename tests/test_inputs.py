@@ -3,6 +3,7 @@
 import contextlib
 import http.server
 import io
+import os
 import threading
 import time
 import warnings
@@ -75,6 +76,22 @@ def test_glob_patterns_and_recursive_folders(model, banner, tmp_path):
         model.predict(str(tmp_path / "*.gif"))
 
 
+def test_input_path_is_the_path_as_given(model, banner, tmp_path, monkeypatch):
+    # as PaddleOCR reports it: a file's string untouched, a folder's files joined to the folder as given
+    # (os.walk's way), so a caller finds each result under the path it passed
+    _path, image, _ = banner
+    (tmp_path / "scans" / "deep").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "scans" / "one.png"), image)
+    cv2.imwrite(str(tmp_path / "scans" / "deep" / "two.png"), image)
+    monkeypatch.chdir(tmp_path)
+    for given in ("./scans/one.png", "scans//one.png", "scans/deep/../one.png"):
+        assert [r["input_path"] for r in model.predict(given)] == [given]
+    for folder in ("./scans", "scans/", "./scans/"):
+        expected = [os.path.join(folder, "deep", "two.png"), os.path.join(folder, "one.png")]
+        assert [r["input_path"] for r in model.predict(folder)] == expected
+    assert [r["input_path"] for r in model.predict([Path("./scans/one.png")])] == ["scans/one.png"]  # str(Path)
+
+
 def test_a_recursive_glob_does_not_follow_symlinked_folders_round_a_loop(banner, tmp_path):
     from detector.inputs import expand_inputs
 
@@ -123,7 +140,7 @@ def test_bytes_pil_and_arrays_agree_with_the_file(model, banner):
     # signed integers (left by arithmetic on an image) by the same rule; PaddleOCR reads int16 as it is
     for signed in (image.astype(np.int16), image.astype(np.int64), sixteen.astype(np.int32), sixteen.astype(np.uint32)):
         np.testing.assert_array_equal(model.predict(signed)[0]["dt_polys"], expected)
-    with pytest.raises(UnsupportedInputError, match="within 0-255 .*got -1 to 255"):
+    with pytest.raises(UnsupportedInputError, match=r"within 0-255 .*got -1 to 255"):
         model.predict(image.astype(np.int16) - (image == 0))
     gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
     for scale in (1.0, 255.0):  # PIL mode F, by the float arrays' rule
