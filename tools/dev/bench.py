@@ -1,7 +1,7 @@
 """Benchmark: our pipeline next to PaddleOCR's TextDetection (Paddle engine and onnxruntime engine), in one run.
 
     python -m tools.dev.bench --model NAME --onnx OURS.onnx [--source PADDLE_DIR] [--reference-onnx SRC.onnx]
-                              [--rounds N] [--set-setting key=value ...]
+                              [--rounds N] [--set KEY=VALUE ...]
 
 Needs the Paddle environment (.venv-paddle, `make bench`). Renders a mixed image set (scene-like
 photos as JPEG, document pages, an A4 page at 300 dpi, a long banner, small crops), then, in

@@ -258,7 +258,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         default=DEFAULT_INT8_RULE,
         help="which nodes int8 leaves in float: auto (default: make the variant by each rule below, keep the "
         "fastest that loses at most 0.005 Hmean against fp32 on rendered validation images), stem (only the stem and "
-        "the squeeze-excitation gates; hard-swish and the elementwise operators int8 too), early (the backbone "
+        "the squeeze-excitation gates; hard-swish and the elementwise operators int8 too), input (only what comes "
+        "before the stride-4 stage, and the gates; GELU as an approximate uint8 sigmoid product), early (the backbone "
         "up to its stride-16 stage, the squeeze-excitation gates and the head) or head (only the head)",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks and paddle2onnx's own output")
