@@ -230,6 +230,10 @@ class TextDetection:
                 )
             self.input_shape = (3, *fixed_size)
         self._io_binding: bool = uses_io_binding(self._session.get_providers())
+        # Network inputs above this many pixels hand their arena memory back after the run (None: never):
+        # detect serve sets it, where one large request would otherwise keep its memory for good
+        # (session.arena_shrinking_run says what it costs).
+        self.shrink_arena_above: Optional[int] = None
         metadata = model_metadata(self._session)
         name, settings, self.settings_source = settings_for_model_file(metadata, self.model_path, requested_name)
         other_cpu = made_for_another_cpu(metadata, this_cpu_block()) if self.device == "cpu" else None
@@ -431,7 +435,14 @@ class TextDetection:
         """session.run on each batch, then the DB postprocess of every map, in input order."""
         maps: list[Optional[np.ndarray]] = [None] * len(loaded)
         for indices, batch in prepared.batches:
-            batch_maps = run_session(session, self._input_name, self._output_name, batch, io_binding=self._io_binding)
+            batch_maps = run_session(
+                session,
+                self._input_name,
+                self._output_name,
+                batch,
+                io_binding=self._io_binding,
+                shrink_arena_above=self.shrink_arena_above,
+            )
             for index, prob_map in zip(indices, batch_maps):
                 height, width = prepared.sizes[index]
                 if prob_map.shape != (height, width):  # padded by shape_bucket: the map of the image alone

@@ -46,6 +46,7 @@ from ..errors import (
 )
 from ..inputs import LoadOptions, Source, load_source
 from ..result import to_jsonable
+from ..session import ARENA_SHRINK_ABOVE_PIXELS
 from .config import CONFIG_ENV_VAR, ServeConfig
 from .limits import BodySizeLimit, BodyTooLarge, InferenceGate, InferenceTimeout, Overloaded
 
@@ -127,7 +128,7 @@ def status_of(exc: DetectorError) -> int:
 
 
 def load_detector(config: ServeConfig) -> TextDetection:
-    return TextDetection(
+    detector = TextDetection(
         model_name=config.model_name,
         model_dir=config.model_dir,
         device=config.device,
@@ -136,6 +137,9 @@ def load_detector(config: ServeConfig) -> TextDetection:
         max_pixels=config.max_pixels,
         shape_bucket=config.shape_bucket,
     )
+    # a request's large limit_side_len must not leave the worker that much larger for good
+    detector.shrink_arena_above = ARENA_SHRINK_ABOVE_PIXELS
+    return detector
 
 
 def detect_pages(
