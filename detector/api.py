@@ -220,6 +220,7 @@ class TextDetection:
         )
         self._worker_session: Any = None
         self._worker_session_lock = threading.Lock()
+        self._made_in_process = os.getpid()  # a process forked after this one inherits it: _warn_if_forked
         self._input_name, self._output_name = check_detector_signature(self._session, self.model_path)
         fixed_size = fixed_input_size(self._session)
         if fixed_size is not None:  # a file exported for one size takes no other: every image is resized to it
@@ -429,10 +430,26 @@ class TextDetection:
             batches.append((indices, batch))
         return _Prepared([info for _, info in resized], [image.shape[:2] for image, _ in resized], batches)
 
+    def _warn_if_forked(self) -> None:
+        """One warning in a forked process that uses a detector made before the fork (then not again)."""
+        made_in = self._made_in_process
+        if made_in == os.getpid():
+            return
+        self._made_in_process = os.getpid()
+        logger.warning(
+            "this TextDetection was made in process %d, before a fork: in this process (%d) onnxruntime runs it "
+            "on one thread, and a process forked after onnxruntime was imported hangs in onnxruntime's clean-up "
+            "when it leaves through Python's own shutdown (a gunicorn --preload worker; multiprocessing's workers "
+            "leave by os._exit and do not). Make the detector in each worker process instead (README: Processes)",
+            made_in,
+            os.getpid(),
+        )
+
     def _finish(
         self, loaded: list[LoadedImage], prepared: _Prepared, settings: DetectionSettings, session: Any
     ) -> list[DetectionResult]:
         """session.run on each batch, then the DB postprocess of every map, in input order."""
+        self._warn_if_forked()
         maps: list[Optional[np.ndarray]] = [None] * len(loaded)
         for indices, batch in prepared.batches:
             batch_maps = run_session(

@@ -80,6 +80,17 @@ _unnamed_numbers = itertools.count(random.randint(1000, 9999))
 _unnamed_lock = threading.Lock()
 
 
+def _draw_unnamed_numbers_again() -> None:
+    """In a forked child: a start of its own (an inherited counter gave every worker the same names)."""
+    global _unnamed_numbers, _unnamed_lock
+    _unnamed_numbers = itertools.count(random.randint(1000, 9999))
+    _unnamed_lock = threading.Lock()  # a copy held by another thread at the fork would never be released
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
+    os.register_at_fork(after_in_child=_draw_unnamed_numbers_again)
+
+
 def unnamed_stem() -> str:
     with _unnamed_lock:
         number = next(_unnamed_numbers)

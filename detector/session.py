@@ -11,7 +11,7 @@ import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 import numpy as np
 
@@ -27,10 +27,22 @@ from .errors import (
 )
 from .settings import METADATA_EXPORT_KEY
 
-try:
+if TYPE_CHECKING:
     import onnxruntime as ort
-except ImportError:  # neither extra installed: say which to install when a session is needed
-    ort = None
+
+
+def onnxruntime_module() -> Any:
+    """onnxruntime, imported on first use; None where neither extra is installed (require_onnxruntime says
+    which to install). Not imported with the package: a process that has imported onnxruntime (1.31, 1.32)
+    and then forks has children that hang in onnxruntime's clean-up when they exit, so a pre-fork server
+    (gunicorn --preload) whose master imports this package and makes the detector in each worker is safe."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    return onnxruntime
+
+
 ONNXRUNTIME_MISSING = (
     f"onnxruntime is not installed: {pip_install('cpu')} (the onnxruntime package) or "
     f"'{DISTRIBUTION}[gpu]' (onnxruntime-gpu, for CUDA)"
@@ -74,10 +86,11 @@ def parse_device(device: Optional[str]) -> Optional[Device]:
 def preload_pip_cuda_libraries() -> bool:
     """Load CUDA and cuDNN from their pip packages (nvidia-*), where installed, so that onnxruntime-gpu
     finds them without LD_LIBRARY_PATH; a no-op (False) where they are not, or onnxruntime is too old."""
-    if not hasattr(ort, "preload_dlls") or importlib.util.find_spec("nvidia") is None:
+    runtime = onnxruntime_module()
+    if not hasattr(runtime, "preload_dlls") or importlib.util.find_spec("nvidia") is None:
         return False
     try:
-        ort.preload_dlls(cuda=True, cudnn=True, msvc=False)
+        runtime.preload_dlls(cuda=True, cudnn=True, msvc=False)
     except Exception:  # a partial CUDA install: the provider load below says what is missing
         return False
     return True
@@ -89,17 +102,17 @@ def cuda_unavailable_reason() -> Optional[str]:
     Loading the provider library ourselves first keeps onnxruntime from printing its library-load
     errors on machines without CUDA.
     """
-    if CUDA_PROVIDER not in ort.get_available_providers():
-        return f"this onnxruntime build ({ort.__version__}) has no CUDA provider; install onnxruntime-gpu"
+    runtime = onnxruntime_module()
+    if CUDA_PROVIDER not in runtime.get_available_providers():
+        return f"this onnxruntime build ({runtime.__version__}) has no CUDA provider; install onnxruntime-gpu"
     preload_pip_cuda_libraries()
-    library = Path(ort.__file__).parent / "capi" / "libonnxruntime_providers_cuda.so"
+    library = Path(runtime.__file__).parent / "capi" / "libonnxruntime_providers_cuda.so"
     if os.name == "posix" and library.is_file():
         try:
             ctypes.CDLL(str(library))
         except OSError as exc:
-            return (
-                f"the CUDA provider cannot load ({exc}); onnxruntime {ort.__version__} needs a matching CUDA and cuDNN"
-            )
+            needs = f"onnxruntime {runtime.__version__} needs a matching CUDA and cuDNN"
+            return f"the CUDA provider cannot load ({exc}); {needs}"
     return None
 
 
@@ -119,7 +132,7 @@ SLEEP_BETWEEN_SECTIONS = {"session.intra_op.allow_spinning": "0"}
 def session_options(threads: Optional[int] = None, spinning: bool = True) -> ort.SessionOptions:
     """onnxruntime session options for a detector (outputs do not depend on them); ``spinning``
     chooses SPIN_WITHIN_RUN, else SLEEP_BETWEEN_SECTIONS."""
-    options = ort.SessionOptions()
+    options = onnxruntime_module().SessionOptions()
     options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = threads
@@ -151,7 +164,7 @@ def cuda_provider_options(device_index: int) -> dict[str, str]:
 def require_onnxruntime() -> None:
     """A DetectorError naming the two install extras where neither onnxruntime package is installed: before
     a model is looked up or downloaded (which would then fail for a reason that is not the download's)."""
-    if ort is None:
+    if onnxruntime_module() is None:
         raise DetectorError(ONNXRUNTIME_MISSING)
 
 
@@ -199,7 +212,7 @@ def _open(
 ) -> ort.InferenceSession:
     """A session on model_path (or on ``model``, its path or serialized bytes, made from it)."""
     try:
-        return ort.InferenceSession(
+        return onnxruntime_module().InferenceSession(
             str(model_path) if model is None else model, sess_options=options, providers=providers
         )
     except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
@@ -303,7 +316,7 @@ def arena_shrinking_run(session: ort.InferenceSession) -> ort.RunOptions:
     for good, 0.23 GB with this. The price is the next such run's: it allocates and faults its memory again,
     ~1.5x as long (0.79 -> 1.18 s, best of 5, a process each). So the service asks for it (a client's page
     that size is an outlier to survive, not a workload), and the library only where asked."""
-    options = ort.RunOptions()
+    options = onnxruntime_module().RunOptions()
     arenas = ["cpu:0"] + [f"gpu:{device}" for device in _cuda_devices(session)]
     options.add_run_config_entry("memory.enable_memory_arena_shrinkage", ";".join(arenas))
     return options

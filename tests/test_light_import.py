@@ -9,7 +9,8 @@ from tests.conftest import REPO_ROOT
 
 def test_import_detector_loads_no_service_or_cluster_framework():
     code = (
-        "import sys, detector, detector.cli; heavy = {'fastapi', 'uvicorn', 'starlette', 'ray', 'pyarrow', 'onnx'}; "
+        "import sys, detector, detector.cli; "
+        "heavy = {'fastapi', 'uvicorn', 'starlette', 'ray', 'pyarrow', 'onnx', 'onnxruntime'}; "
         "print(sorted(heavy & set(sys.modules)))"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
@@ -25,3 +26,64 @@ def test_import_detector_loads_no_service_or_cluster_framework():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
+
+
+FORK_AND_EXIT = """
+import os, sys, time
+import detector
+from detector import TextDetection
+pid = os.fork()
+if pid == 0:
+    import numpy
+    TextDetection(model_dir=sys.argv[1], device="cpu").predict(numpy.zeros((64, 64, 3), "uint8"))
+    sys.exit(0)  # through Python's own shutdown, as a gunicorn worker leaves
+deadline = time.monotonic() + 60
+while time.monotonic() < deadline:
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done:
+        print("exited", os.waitstatus_to_exitcode(status))
+        break
+    time.sleep(0.05)
+else:
+    os.kill(pid, 9)
+    print("hung")
+"""
+
+
+def test_a_worker_forked_after_import_detector_exits(default_onnx):
+    # onnxruntime 1.31/1.32 imported before a fork makes the child hang in its clean-up at exit (a pre-fork
+    # server's workers never finish recycling): `import detector` leaves onnxruntime unimported, so a
+    # master that imports the package and makes the detector in each worker is safe
+    proc = subprocess.run(
+        [sys.executable, "-c", FORK_AND_EXIT, str(default_onnx)], capture_output=True, text=True, timeout=120
+    )
+    assert proc.stdout.strip() == "exited 0", proc.stdout + proc.stderr
+
+
+INHERITED_ACROSS_FORK = """
+import os, sys, numpy
+from detector import TextDetection, result
+detector = TextDetection(model_dir=sys.argv[1], device="cpu")
+detector.predict(numpy.zeros((64, 64, 3), "uint8"))  # no warning in the process that made it
+parent_next = [next(result._unnamed_numbers) for _ in range(3)][-1] + 1
+reader, writer = os.pipe()
+pid = os.fork()
+if pid == 0:
+    detector.predict(numpy.zeros((64, 64, 3), "uint8"))
+    detector.predict(numpy.zeros((64, 64, 3), "uint8"))  # warned once
+    os.write(writer, str(next(result._unnamed_numbers)).encode())
+    sys.stderr.flush()
+    os._exit(0)  # as multiprocessing's workers leave: not through onnxruntime's clean-up
+os.waitpid(pid, 0)
+print(parent_next, os.read(reader, 32).decode())
+"""
+
+
+def test_a_detector_used_across_a_fork_warns_once_and_results_get_names_of_their_own(default_onnx):
+    proc = subprocess.run(
+        [sys.executable, "-c", INHERITED_ACROSS_FORK, str(default_onnx)], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("was made in process") == 1 and "before a fork" in proc.stderr, proc.stderr
+    parent_next, child_next = proc.stdout.split()
+    assert parent_next != child_next  # the child drew its own start (1 in 9,000 that it draws the same)

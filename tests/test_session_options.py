@@ -66,7 +66,9 @@ def test_cuda_options_suit_dynamic_shapes(index):
 
 def test_pip_cuda_libraries_are_preloaded_only_where_installed(monkeypatch):
     calls = []
-    monkeypatch.setattr(session_module.ort, "preload_dlls", lambda **kwargs: calls.append(kwargs), raising=False)
+    monkeypatch.setattr(
+        session_module.onnxruntime_module(), "preload_dlls", lambda **kwargs: calls.append(kwargs), raising=False
+    )
     monkeypatch.setattr(session_module.importlib.util, "find_spec", lambda name: None)
     session_module.preload_pip_cuda_libraries.cache_clear()
     assert session_module.preload_pip_cuda_libraries() is False and calls == []
