@@ -1,8 +1,9 @@
 """TextDetection: PaddleOCR's text-detection module API, composed from the pipeline stages.
 
 load (inputs) -> resize + normalize (preprocess) -> onnxruntime (session) -> DB decode (postprocess)
--> DetectionResult (result). A TextDetection holds only immutable state and one onnxruntime session,
-whose run() is thread-safe, so one instance may serve many threads at once.
+-> DetectionResult (result). A TextDetection holds settings fixed at construction and onnxruntime
+sessions (the main one; for folders, a worker session opened once under a lock), whose run() is
+thread-safe, so one instance may serve many threads at once.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The DB text-detection models this package knows by name: facts about each, nothing more.
+"""The DB text-detection models this package knows by name: facts about each, and which of them are
+exported here (exported_models, which looks at the model folders).
 
 Each known model records the pre/post-processing entries of its official ``inference.yml`` where
 they are known (``inference_config``, the same shape as the yml, read by settings.py like any other

@@ -55,7 +55,8 @@ class ModelSpec:
     cpu_threads: Optional[int] = None
     max_pixels: Optional[int] = None
     precision: Optional[str] = None  # fp32, int8 or fp16: the variant file beside the fp32 one
-    settings: dict[str, Any] = field(default_factory=dict)  # thresh, box_thresh, … (None keeps the model's)
+    # thresh, box_thresh, … (None keeps the model's), and the other TextDetection keywords (shape_bucket)
+    settings: dict[str, Any] = field(default_factory=dict)
 
     def load(self) -> TextDetection:
         return TextDetection(

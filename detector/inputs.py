@@ -68,6 +68,16 @@ _PDFIUM_LOCK = threading.Lock()
 _WARNINGS_LOCK = threading.Lock()
 
 
+def _locks_anew() -> None:
+    """In a forked child: new locks (one another thread held at the fork would stay held in the child)."""
+    global _PDFIUM_LOCK, _WARNINGS_LOCK
+    _PDFIUM_LOCK, _WARNINGS_LOCK = threading.Lock(), threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
+    os.register_at_fork(after_in_child=_locks_anew)
+
+
 @dataclass(frozen=True)
 class LoadOptions:
     """How inputs are read. The defaults are PaddleOCR's where it has one."""

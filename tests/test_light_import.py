@@ -87,3 +87,29 @@ def test_a_detector_used_across_a_fork_warns_once_and_results_get_names_of_their
     assert proc.stderr.count("was made in process") == 1 and "before a fork" in proc.stderr, proc.stderr
     parent_next, child_next = proc.stdout.split()
     assert parent_next != child_next  # the child drew its own start (1 in 9,000 that it draws the same)
+
+
+LOCK_HELD_AT_FORK = """
+import os, threading
+from detector import inputs
+held, release = threading.Event(), threading.Event()
+def hold():
+    with inputs._PDFIUM_LOCK, inputs._WARNINGS_LOCK:
+        held.set()
+        release.wait()
+threading.Thread(target=hold).start()
+held.wait()
+pid = os.fork()
+if pid == 0:
+    got = inputs._PDFIUM_LOCK.acquire(timeout=5) and inputs._WARNINGS_LOCK.acquire(timeout=5)
+    os._exit(0 if got else 1)
+_, status = os.waitpid(pid, 0)
+release.set()
+print(os.waitstatus_to_exitcode(status))
+"""
+
+
+def test_a_lock_held_by_another_thread_at_a_fork_is_free_in_the_child():
+    # the child has no copy of the thread that held it: an inherited lock would stay held for good
+    proc = subprocess.run([sys.executable, "-c", LOCK_HELD_AT_FORK], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == "0", proc.stdout + proc.stderr

@@ -1,4 +1,5 @@
-"""ServeConfig: everything `detect serve` is started with, and the one home of the service's defaults.
+"""ServeConfig: everything a `detect serve` worker runs with, and the one home of those defaults (the
+process-level ones, host, port and workers, are the command's: serve/command.py).
 
 Kept apart from app.py so the command can show these defaults without importing FastAPI.
 """

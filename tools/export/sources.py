@@ -26,6 +26,8 @@ if str(REPO_ROOT) not in sys.path:
 
 from detector.catalog import KNOWN_MODELS  # noqa: E402
 from detector.errors import ExportError  # noqa: E402
+from detector.http_body import body_chunks  # noqa: E402
+from detector.hub import DOWNLOAD_MIN_BYTES_PER_WINDOW  # noqa: E402
 from detector.optimize.model_file import sha256_of  # noqa: E402
 
 CACHE_DIR = REPO_ROOT / ".cache"
@@ -80,11 +82,12 @@ def download(
         with urllib.request.urlopen(urllib.request.Request(url), timeout=timeout) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
             done, started = 0, time.monotonic()
+            # given up as stalled as the runtime's downloads are: a trickle never trips the socket timeout
+            chunks = body_chunks(
+                response, CHUNK_BYTES, window_s=timeout, window_min_bytes=DOWNLOAD_MIN_BYTES_PER_WINDOW
+            )
             with open(partial, "wb") as handle:
-                while True:
-                    chunk = response.read(CHUNK_BYTES)
-                    if not chunk:
-                        break
+                for chunk in chunks:
                     handle.write(chunk)
                     done += len(chunk)
                     _progress(label, done, total, started)
