@@ -26,7 +26,16 @@ import click
 
 from .api import DEFAULT_MODEL_NAME, TextDetection
 from .catalog import KNOWN_MODELS, exported_models
-from .errors import DetectorError, InvalidParameterError, Terminated, pip_install, raise_terminated
+from .errors import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    DetectorError,
+    InvalidParameterError,
+    Terminated,
+    pip_install,
+    raise_terminated,
+)
 from .inputs import (
     DEFAULT_LOAD_OPTIONS,
     LoadedImage,
@@ -46,7 +55,7 @@ from .result import DetectionResult, is_image_name, is_json_name, names_file
 from .session import parse_device
 from .settings import LIMIT_TYPES
 
-EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_SOME_FAILED = EXIT_FAILED  # detect: one line per failed input, the others still done
 DETECT_COMMAND = "predict"  # the default action: `detect -i x.png` is `detect predict -i x.png`
 # Subcommands: name -> "module:attribute" of a click command, imported only when that name is invoked.
 SUBCOMMANDS: dict[str, str] = {

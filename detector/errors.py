@@ -7,6 +7,11 @@ from __future__ import annotations
 DISTRIBUTION = "ppocr-det-onnx"
 
 
+# The exit statuses of every `detect` command: done; some inputs (or the run) failed, the rest done;
+# a usage error (a bad option, an unknown model, a device that cannot be used).
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
 def pip_install(extras: str) -> str:
     """The pip command that adds an install extra of this package (e.g. "cpu", "optimize")."""
     return f"pip install '{DISTRIBUTION}[{extras}]'"

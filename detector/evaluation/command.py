@@ -22,6 +22,9 @@ from ..cli import (
     shape_bucket_option,
 )
 from ..errors import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
     DetectorError,
     InputNotFoundError,
     InvalidParameterError,
@@ -30,7 +33,6 @@ from ..errors import (
 )
 from ..precision import PRECISIONS
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 # a labelled image that cannot be read is the set's fault, like a bad label line, though found mid-run
 _INPUT_ERRORS = (InputNotFoundError, UnreadableImageError, UnsupportedInputError)
 

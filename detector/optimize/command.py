@@ -13,12 +13,10 @@ from typing import NoReturn, Optional
 
 import click
 
-from ..errors import DetectorError
+from ..errors import EXIT_FAILED, EXIT_USAGE, DetectorError
 from ..session import CHANNEL_BLOCKS
 from ..settings import INFERENCE_YML, declared_model_name, read_inference_yml
 from . import INSTALL_HINT
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def _fail(message: str, exc: Optional[BaseException], debug: bool, code: int) -> NoReturn:
