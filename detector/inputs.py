@@ -272,6 +272,8 @@ def decode_image_bytes(data: bytes, what: str, options: LoadOptions) -> np.ndarr
         raise UnreadableImageError(
             f"{what} is not an image OpenCV can decode (corrupt, truncated or unsupported format)"
         )
+    if size is None:  # a header neither Pillow nor opencv_only_header_size reads (PFM): the budget holds after
+        check_pixel_budget(image.shape[1], image.shape[0], options.max_pixels, what)
     return image
 
 

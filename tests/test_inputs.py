@@ -23,7 +23,7 @@ from detector import (
     UnreadableImageError,
     UnsupportedInputError,
 )
-from detector.inputs import DEFAULT_LOAD_OPTIONS, LoadOptions, iter_images, pil_to_bgr
+from detector.inputs import DEFAULT_LOAD_OPTIONS, LoadOptions, decode_image_bytes, iter_images, pil_to_bgr
 from detector.result import write_atomically
 from tests.rendered import write_rendered_pages
 
@@ -646,3 +646,12 @@ def test_reading_images_in_threads_leaves_the_warning_filters_as_they_were():
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda _: decode_image_bytes(data, "x.bmp", LoadOptions()), range(4000)))
     assert warnings.filters == before
+
+
+def test_the_pixel_budget_holds_for_a_format_whose_header_is_not_read_first():
+    # PFM: neither Pillow nor the OpenCV-only header reader tells its size before decoding
+    ok, encoded = cv2.imencode(".pfm", np.zeros((40, 50, 3), np.float32))
+    assert ok
+    assert decode_image_bytes(encoded.tobytes(), "x.pfm", LoadOptions()).shape == (40, 50, 3)
+    with pytest.raises(ImageTooLargeError, match="50x40 = 2,000 pixels, above the limit of 1,999"):
+        decode_image_bytes(encoded.tobytes(), "x.pfm", LoadOptions(max_pixels=1999))
