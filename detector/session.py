@@ -7,6 +7,7 @@ import functools
 import importlib.util
 import json
 import os
+import platform
 import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -48,11 +49,15 @@ ONNXRUNTIME_MISSING = (
     f"'{DISTRIBUTION}[gpu]' (onnxruntime-gpu, for CUDA)"
 )
 
-# onnxruntime's CPU convolutions run channels in blocks (its NCHWc layout): 16 with AVX-512, 8 with AVX2
-# only. The export pads channel counts to the block of the CPU it runs on (detector/optimize) and records it.
-CHANNEL_BLOCK = 16  # AVX-512's block, and the block where the CPU's flags cannot be read
+# onnxruntime's CPU convolutions run channels in blocks (its NCHWc layout) on x86-64 only: 16 with AVX-512F,
+# else 8 (its MLAS library's default there). The export pads channel counts to the block of the CPU it runs on
+# (detector/optimize) and records it; elsewhere (ARM: Apple silicon, Graviton) there is no block to fill.
+CHANNEL_BLOCK = 16  # AVX-512's block, and the block where an x86-64 CPU's features cannot be read
 AVX2_CHANNEL_BLOCK = 8
 CHANNEL_BLOCKS = (AVX2_CHANNEL_BLOCK, CHANNEL_BLOCK)
+NO_CHANNEL_BLOCK = 1  # a CPU where onnxruntime has no blocked layout: nothing padded, nothing moved
+EXPORT_CHANNEL_BLOCKS = (NO_CHANNEL_BLOCK, *CHANNEL_BLOCKS)  # what a file can be made for (--channel-block)
+BLOCKED_LAYOUT_MACHINES = frozenset({"x86_64", "amd64"})  # platform.machine(), lower-cased
 CPUINFO = Path("/proc/cpuinfo")
 # detect serve: network inputs (per image) above this many pixels, 2048x2048, give their arena memory back
 # after the run (arena_shrinking_run)
@@ -196,12 +201,13 @@ def load_session(
                 f"device {device.kind}:{device.index} is not usable: {reason}. "
                 f"Run on the CPU instead: device='cpu' (API) or --device cpu (detect)"
             )
-    if not blocked_layout:
+    block = this_cpu_block()
+    if not blocked_layout or block == NO_CHANNEL_BLOCK:  # nothing to keep blocked where there is no block
         return _open(model_path, options, [CPU_PROVIDER]), "cpu"
     session, _ = open_cpu_session(
         model_path,
         lambda: session_options(threads, spinning),
-        this_cpu_block(),
+        block,
         lambda model, options: _open(model_path, options, [CPU_PROVIDER], model),
     )
     return session, "cpu"
@@ -336,10 +342,22 @@ def takes_one_image(session: ort.InferenceSession) -> bool:
 
 
 def nchwc_block(flags: Collection[str]) -> int:
-    """onnxruntime's channel block on a CPU with these flags (as /proc/cpuinfo lists them): 8 where it has
-    AVX2 but not AVX-512F, else 16. Padding to 16 on an AVX2 CPU pads channel counts it already blocks
-    (24 to 32): PP-OCRv6_small_det ran 0.91-0.95x as long padded to 8 there (AMD EPYC Zen 3, 2026-12-02)."""
-    return AVX2_CHANNEL_BLOCK if "avx2" in flags and "avx512f" not in flags else CHANNEL_BLOCK
+    """onnxruntime's channel block on an x86-64 CPU with these flags (as /proc/cpuinfo lists them): 16 where
+    it has AVX-512F, else 8. Padding to 16 on an AVX2 CPU pads channel counts it already blocks (24 to 32):
+    PP-OCRv6_small_det ran 0.91-0.95x as long padded to 8 there (AMD EPYC Zen 3, 2026-12-02)."""
+    return CHANNEL_BLOCK if "avx512f" in flags else AVX2_CHANNEL_BLOCK
+
+
+def numpy_cpu_flags() -> Optional[frozenset]:
+    """The CPU's features as numpy's dispatcher found them (any OS: macOS and Windows have no /proc/cpuinfo),
+    lower-cased as /proc/cpuinfo spells them ("avx2", "avx512f"); None where numpy does not say."""
+    for module in ("numpy._core._multiarray_umath", "numpy.core._multiarray_umath"):  # numpy 2, numpy 1
+        try:
+            features = importlib.import_module(module).__cpu_features__
+        except (ImportError, AttributeError):
+            continue
+        return frozenset(name.lower() for name, present in features.items() if present)
+    return None
 
 
 def cpu_flags(cpuinfo: Path = CPUINFO) -> Optional[frozenset]:
@@ -352,9 +370,15 @@ def cpu_flags(cpuinfo: Path = CPUINFO) -> Optional[frozenset]:
     return None if flags is None else frozenset(flags)
 
 
-def this_cpu_block(cpuinfo: Path = CPUINFO) -> int:
-    """onnxruntime's channel block on the CPU this runs on (16 where its flags cannot be read)."""
+def this_cpu_block(cpuinfo: Path = CPUINFO, machine: Optional[str] = None) -> int:
+    """onnxruntime's channel block on the CPU this runs on: NO_CHANNEL_BLOCK off x86-64 (no blocked layout
+    there: padding would only add work, ~6 % on PP-OCRv6_small_det with the layout off), else from its flags
+    (/proc/cpuinfo, or numpy's where there is none), 16 where they cannot be read."""
+    if (machine if machine is not None else platform.machine()).lower() not in BLOCKED_LAYOUT_MACHINES:
+        return NO_CHANNEL_BLOCK
     flags = cpu_flags(cpuinfo)
+    if flags is None:
+        flags = numpy_cpu_flags()
     return CHANNEL_BLOCK if flags is None else nchwc_block(flags)
 
 
@@ -375,9 +399,18 @@ def made_for_another_cpu(metadata: Mapping[str, str], cpu_block: int) -> Optiona
     block = block_made_for(metadata)
     if block is None or block == cpu_block:
         return None
-    exporter = "an AVX2-only CPU" if block == AVX2_CHANNEL_BLOCK else "a CPU with AVX-512"
+    made_for = (
+        "CPUs without onnxruntime's blocked channel layout (exported on ARM)"
+        if block == NO_CHANNEL_BLOCK
+        else f"CPUs that block convolution channels by {block} (exported on "
+        + ("an AVX2-only CPU)" if block == AVX2_CHANNEL_BLOCK else "a CPU with AVX-512)")
+    )
+    here = (
+        "onnxruntime has no blocked layout on this CPU"
+        if cpu_block == NO_CHANNEL_BLOCK
+        else f"onnxruntime blocks them by {cpu_block} on this CPU"
+    )
     return (
-        f"it was made for CPUs that block convolution channels by {block} (exported on {exporter}) and onnxruntime "
-        f"blocks them by {cpu_block} on this CPU: the same boxes, more slowly than a file made for this CPU "
+        f"it was made for {made_for} and {here}: the same boxes, more slowly than a file made for this CPU "
         f"(`detect optimize <the ONNX source> -o FILE` here, or `--channel-block {cpu_block}` at export)"
     )

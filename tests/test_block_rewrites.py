@@ -177,20 +177,45 @@ def test_channels_on_the_avx2_block_are_left_alone_for_it():
 
 
 @pytest.mark.parametrize(
-    "flags, block",
+    "machine, flags, block",
     [
-        ("fpu sse2 avx avx2 fma avx512f avx512bw avx512_vnni", 16),  # Zen 4, Xeon since Skylake-SP
-        ("fpu sse2 avx avx2 fma sha_ni vaes", 8),  # Zen 3: AVX2 only
-        ("fpu sse2 avx", 16),  # no AVX2: onnxruntime's blocked kernels are not the question; as before
-        ("fp asimd evtstrm aes pmull sha1 sha2 crc32", 16),  # arm64 lists "Features", not "flags": unknown
+        ("x86_64", "fpu sse2 avx avx2 fma avx512f avx512bw avx512_vnni", 16),  # Zen 4, Xeon since Skylake-SP
+        ("x86_64", "fpu sse2 avx avx2 fma sha_ni vaes", 8),  # Zen 3: AVX2 only
+        ("x86_64", "fpu sse2 avx", 8),  # no AVX2: onnxruntime's x86-64 default block, 8
+        ("AMD64", "fpu sse2 avx avx2", 8),  # Windows spells the machine so
+        ("aarch64", "fp asimd evtstrm aes pmull sha1 sha2 crc32", 1),  # Graviton: no blocked layout
+        ("arm64", "", 1),  # Apple silicon (no /proc/cpuinfo there)
     ],
 )
-def test_the_export_pads_to_the_block_of_the_cpu_it_runs_on(tmp_path, flags, block):
+def test_the_export_pads_to_the_block_of_the_cpu_it_runs_on(tmp_path, machine, flags, block):
     key = "Features" if "asimd" in flags else "flags"
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(f"processor\t: 0\nmodel name\t: some CPU\n{key}\t\t: {flags}\n\nprocessor\t: 1\n")
-    assert this_cpu_block(cpuinfo) == block
-    assert this_cpu_block(tmp_path / "missing") == 16
+    assert this_cpu_block(cpuinfo, machine=machine) == block
+
+
+def test_without_proc_cpuinfo_the_block_comes_from_numpys_cpu_features(tmp_path, monkeypatch):
+    # macOS and Windows have no /proc/cpuinfo: an x86-64 CPU's block is read from numpy's dispatcher
+    from detector import session
+
+    monkeypatch.setattr(session, "numpy_cpu_flags", lambda: frozenset({"sse2", "avx", "avx2"}))
+    assert this_cpu_block(tmp_path / "missing", machine="x86_64") == 8
+    monkeypatch.setattr(session, "numpy_cpu_flags", lambda: frozenset({"avx2", "avx512f"}))
+    assert this_cpu_block(tmp_path / "missing", machine="x86_64") == 16
+    monkeypatch.setattr(session, "numpy_cpu_flags", lambda: None)
+    assert this_cpu_block(tmp_path / "missing", machine="x86_64") == 16  # unknown: as before
+    monkeypatch.undo()
+    if session.platform.machine().lower() in session.BLOCKED_LAYOUT_MACHINES:  # numpy's own, spelt as Linux does
+        flags = session.numpy_cpu_flags()
+        assert flags is not None and "sse2" in flags
+        assert session.nchwc_block(flags) == session.nchwc_block(session.cpu_flags() or flags)
+
+
+def test_a_file_for_a_cpu_without_blocks_is_not_padded():
+    model = padding_model(channels=18)
+    after, applied = rewritten(model, channel_block=1)
+    assert CHANNEL_PADDING_REWRITE not in applied
+    assert_same_outputs(after, model, seed=6, shape=(1, 3, 8, 9))
 
 
 def test_a_block_onnxruntime_does_not_use_is_refused():
@@ -390,3 +415,20 @@ def test_map_sizes_follow_strides_transposed_convolutions_resizes_and_global_poo
     factors = downsampling(Graph(b.model([flat])))
     assert [factors[name] for name in (quarter, eighth, back, summed, gate, gated, up)] == [4, 8, 4, 4, GLOBAL, 4, 2]
     assert flat not in factors  # an op that does not keep the map's layout: unknown
+
+
+def test_a_file_made_for_another_kind_of_cpu_says_so():
+    import json
+
+    from detector.session import made_for_another_cpu
+
+    def record(block):
+        return {"detector.export": json.dumps({"channel_block": block})}
+
+    on_arm = made_for_another_cpu(record(16), 1)
+    assert (
+        "a CPU with AVX-512" in on_arm and "no blocked layout on this CPU" in on_arm and "--channel-block 1" in on_arm
+    )
+    from_arm = made_for_another_cpu(record(1), 16)
+    assert "without onnxruntime's blocked channel layout" in from_arm and "blocks them by 16" in from_arm
+    assert made_for_another_cpu(record(1), 1) is None and made_for_another_cpu({}, 1) is None

@@ -14,7 +14,7 @@ from typing import NoReturn, Optional
 import click
 
 from ..errors import EXIT_FAILED, EXIT_USAGE, DetectorError
-from ..session import CHANNEL_BLOCKS
+from ..session import EXPORT_CHANNEL_BLOCKS
 from ..settings import INFERENCE_YML, declared_model_name, read_inference_yml
 from . import INSTALL_HINT
 
@@ -61,10 +61,11 @@ def already_imported_from(path: Path) -> Optional[str]:
 )
 @click.option(
     "--channel-block",
-    type=click.Choice([str(block) for block in CHANNEL_BLOCKS]),
+    type=click.Choice([str(block) for block in EXPORT_CHANNEL_BLOCKS]),
     default=None,
-    help="Make the file for CPUs that block convolution channels by this: 8 for AVX2-only CPUs, 16 for AVX-512 "
-    "(channels padded to it; with 8 also wide pointwise convolutions unblocked) [default: this CPU's].",
+    help="Make the file for CPUs that block convolution channels by this: 16 for AVX-512, 8 for other x86-64 CPUs, "
+    "1 for ARM (no blocked layout there: nothing padded) (with 8 also wide pointwise convolutions unblocked) "
+    "[default: this CPU's].",
 )
 @click.option("--quiet", "-q", is_flag=True, help="Only errors on stderr, not each step.")
 @click.option("--debug", is_flag=True, hidden=True, help="Tracebacks on errors.")

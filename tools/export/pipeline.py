@@ -35,7 +35,7 @@ from detector.optimize.model_file import (
     sha256_of,
 )
 from detector.optimize.rewrites import (
-    CHANNEL_BLOCKS,
+    EXPORT_CHANNEL_BLOCKS,
     block_note,
     block_record,
     rewrite_for_speed,
@@ -226,11 +226,11 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument(
         "--channel-block",
         type=int,
-        choices=CHANNEL_BLOCKS,
+        choices=EXPORT_CHANNEL_BLOCKS,
         default=None,
-        help="the channel block of the CPUs the file is for, 16 with AVX-512, 8 AVX2-only: off-block channel "
-        "counts are padded to it, and for 8 wide pointwise convolutions leave the blocked layout (default: the "
-        "block of the CPU exporting; export for the CPU the model will run on)",
+        help="the channel block of the CPUs the file is for, 16 with AVX-512, 8 other x86-64, 1 ARM (no blocked "
+        "layout: nothing padded): off-block channel counts are padded to it, and for 8 wide pointwise convolutions "
+        "leave the blocked layout (default: the block of the CPU exporting; export for the CPU the model will run on)",
     )
     parser.add_argument(
         "--precision",

@@ -10,7 +10,7 @@ from collections.abc import Callable, Collection
 from functools import partial
 from typing import Any, Optional
 
-from ...session import AVX2_CHANNEL_BLOCK, CHANNEL_BLOCKS, this_cpu_block
+from ...session import AVX2_CHANNEL_BLOCK, CHANNEL_BLOCKS, EXPORT_CHANNEL_BLOCKS, NO_CHANNEL_BLOCK, this_cpu_block
 from .affine_depthwise import AFFINE_DEPTHWISE_REWRITE, rewrite_affines_as_depthwise
 from .affine_pointwise import AFFINE_POINTWISE_REWRITE, fold_affines_into_pointwise
 from .channel_padding import CHANNEL_PADDING_REWRITE, pad_conv_channels
@@ -34,6 +34,7 @@ __all__ = [
     "DB_HEAD_REWRITE",
     "DEAD_CHANNEL_REWRITE",
     "DFT_CONV_REWRITE",
+    "EXPORT_CHANNEL_BLOCKS",
     "MIN_OPSET",
     "PFHEAD_LOCAL_REWRITE",
     "POINTWISE_UNBLOCKED_REWRITE",
@@ -53,13 +54,17 @@ BLOCK_SPECIFIC_REWRITES = frozenset({CHANNEL_PADDING_REWRITE, POINTWISE_UNBLOCKE
 
 def block_record(applied: Collection[str], block: int) -> dict[str, int]:
     """The export record's entry for the channel block the file was made for (none if no rewrite depends on it)."""
-    return {"channel_block": block} if BLOCK_SPECIFIC_REWRITES.intersection(applied) else {}
+    made_for_a_block = BLOCK_SPECIFIC_REWRITES.intersection(applied)
+    # a file made without the padding for a CPU with no block says so too: a CPU with one then warns
+    return {"channel_block": block} if made_for_a_block or (applied and block == NO_CHANNEL_BLOCK) else {}
 
 
 def block_note(applied: Collection[str], block: int) -> str:
     """What the export prints after the rewrites' names, so that the block chosen for this CPU shows."""
     if CHANNEL_PADDING_REWRITE in applied:
         return f" (channels padded to blocks of {block})"
+    if block == NO_CHANNEL_BLOCK and applied:
+        return " (no channel padding: onnxruntime has no blocked layout on this CPU)"
     return f" (for CPUs that block channels by {block})" if BLOCK_SPECIFIC_REWRITES.intersection(applied) else ""
 
 
@@ -80,8 +85,9 @@ def why_not_rewritable(model: Any) -> Optional[str]:
 def rewrite_for_speed(model: Any, skip: Collection[str] = (), channel_block: Optional[int] = None) -> list[str]:
     """Apply every rewrite whose pattern the graph holds, but those named in skip; returns the names of
     those applied, once each, in the order applied. The file is made for CPUs that block channels by
-    channel_block (8 or 16; default: the block of the CPU this runs on, session.this_cpu_block): its
-    channels are padded to that block, and with 8 (AVX2) wide pointwise convolutions leave the blocked layout."""
+    channel_block (8 or 16, or 1 for CPUs without a blocked layout; default: the block of the CPU this runs on,
+    session.this_cpu_block): its channels are padded to that block, and with 8 (AVX2) wide pointwise
+    convolutions leave the blocked layout."""
     if default_opset(model) < MIN_OPSET:
         return []
     bypass_identities(model)
@@ -107,7 +113,7 @@ def rewrite_for_speed(model: Any, skip: Collection[str] = (), channel_block: Opt
         # after the folds above, which put affine chains into the convolutions' weights
         (DEAD_CHANNEL_REWRITE, partial(remove_dead_channels, opset=default_opset(model))),
         # last: it pads the weights of the convolutions the rewrites above leave
-        (CHANNEL_PADDING_REWRITE, partial(pad_conv_channels, block=block)),
+        *([(CHANNEL_PADDING_REWRITE, partial(pad_conv_channels, block=block))] if block != NO_CHANNEL_BLOCK else []),
     ]
     applied = [name for name, rewrite in rewrites if name not in skip and rewrite(graph)]
     drop_dead_nodes(graph)
