@@ -655,3 +655,25 @@ def test_the_pixel_budget_holds_for_a_format_whose_header_is_not_read_first():
     assert decode_image_bytes(encoded.tobytes(), "x.pfm", LoadOptions()).shape == (40, 50, 3)
     with pytest.raises(ImageTooLargeError, match="50x40 = 2,000 pixels, above the limit of 1,999"):
         decode_image_bytes(encoded.tobytes(), "x.pfm", LoadOptions(max_pixels=1999))
+
+
+def test_a_tiff_of_many_pages_gives_its_first_page_without_walking_them_all(monkeypatch):
+    # Pillow's n_frames reads every page's directory first (time in proportion to the square of their
+    # number): a service could not stop such a file before its first page
+    from PIL import TiffImagePlugin
+
+    page = Image.new("L", (8, 8), 128)
+    encoded = io.BytesIO()
+    page.save(encoded, format="TIFF", save_all=True, append_images=[page] * 2999)
+    directories_read = []
+    original = TiffImagePlugin.TiffImageFile._seek
+
+    def counting(self, frame):
+        directories_read.append(frame)
+        return original(self, frame)
+
+    monkeypatch.setattr(TiffImagePlugin.TiffImageFile, "_seek", counting)
+    pages = iter_images(encoded.getvalue(), DEFAULT_LOAD_OPTIONS)
+    first = next(pages)
+    assert first.page_index == 0 and max(directories_read, default=0) < 3
+    assert sum(1 for _ in pages) == 2999  # and then every page, in order
