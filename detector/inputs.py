@@ -16,6 +16,7 @@ import itertools
 import logging
 import math
 import os
+import struct
 import threading
 import time
 import urllib.error
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 import cv2
 import numpy as np
 
-from .decode import choose_fast_decoder, decode_bgr, decode_damaged_jpeg
+from .decode import PNG_SIGNATURE, choose_fast_decoder, decode_bgr, decode_damaged_jpeg
 from .errors import (
     ImageTooLargeError,
     InputNotFoundError,
@@ -233,9 +234,13 @@ def image_header_size(data: bytes) -> Optional[tuple[int, int]]:
 
 
 def opencv_only_header_size(data: bytes) -> Optional[tuple[int, int]]:
-    """(width, height) from the header of a format OpenCV decodes and Pillow does not identify (Radiance
-    HDR, PAM), so that the pixel budget holds for them too; None for anything else."""
+    """(width, height) from the header of a file OpenCV decodes and Pillow does not open (Radiance HDR, PAM,
+    and a PNG with a damaged ancillary chunk, which Pillow refuses and OpenCV's libpng only warns about), so
+    that the pixel budget holds for them too before decoding; None for anything else."""
     head = data[:HEADER_SCAN_BYTES]
+    if head[:8] == PNG_SIGNATURE and head[12:16] == b"IHDR" and len(head) >= 24:  # IHDR is always first
+        width, height = struct.unpack(">II", head[16:24])
+        return width, height
     if head.startswith((b"#?RADIANCE", b"#?RGBE")):
         # text lines, an empty line, then the resolution: "-Y <height> +X <width>" (the axes may swap)
         _, blank, rest = head.partition(b"\n\n")

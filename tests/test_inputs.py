@@ -677,3 +677,34 @@ def test_a_tiff_of_many_pages_gives_its_first_page_without_walking_them_all(monk
     first = next(pages)
     assert first.page_index == 0 and max(directories_read, default=0) < 3
     assert sum(1 for _ in pages) == 2999  # and then every page, in order
+
+
+def png_with_a_damaged_text_chunk(width: int, height: int) -> bytes:
+    """A valid white PNG but for its tEXt chunk's checksum: Pillow refuses it, OpenCV's libpng warns and decodes."""
+    import struct
+    import zlib
+
+    def chunk(kind, body, damaged=False):
+        crc = zlib.crc32(kind + body) ^ (0xDEADBEEF if damaged else 0)
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc & 0xFFFFFFFF)
+
+    rows = zlib.compress((b"\x00" + b"\xff" * (width * 3)) * height, 9)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        + chunk(b"tEXt", b"Comment\x00hello", damaged=True)
+        + chunk(b"IDAT", rows)
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_a_png_pillow_refuses_is_held_to_the_pixel_budget_before_decoding(monkeypatch):
+    data = png_with_a_damaged_text_chunk(300, 200)
+    assert decode_image_bytes(data, "x.png", LoadOptions()).shape == (200, 300, 3)  # OpenCV reads it
+
+    def no_decoding(*args):
+        raise AssertionError("decoded before its size was checked")
+
+    monkeypatch.setattr("detector.decode.cv2.imdecode", no_decoding)
+    with pytest.raises(ImageTooLargeError, match="300x200 = 60,000 pixels, above the limit of 59,999"):
+        decode_image_bytes(data, "x.png", LoadOptions(max_pixels=59_999))
