@@ -282,6 +282,8 @@ class _EchoedWarnings(logging.Handler):
     """The package's logged warnings, printed like the command's own (``detect: warning: …``) on the
     stderr of the moment."""
 
+    echoes_for_the_command_line = True  # detect serve puts its own handler in its place (log_beside_uvicorn)
+
     def emit(self, record: logging.LogRecord) -> None:
         click.echo(f"{_line_start()}detect: {record.levelname.lower()}: {record.getMessage()}", err=True)
 

@@ -340,7 +340,10 @@ def render_pdf_pages(data: bytes, what: str, options: LoadOptions) -> Iterator[n
             raise UnreadableImageError(f"{what} has no pages")
         for index in range(page_count):
             with _PDFIUM_LOCK:
-                page = document[index]
+                try:
+                    page = document[index]
+                except Exception as exc:  # PdfiumError: a page the file counts and does not hold (a damaged /Count)
+                    raise UnreadableImageError(f"{what} page {index} cannot be loaded: {exc}") from None
                 width_pt, height_pt = page.get_size()
                 page_scale = pdf_render_scale(width_pt, height_pt, scale, options.max_pixels)
                 if page_scale is None:
@@ -360,7 +363,11 @@ def render_pdf_pages(data: bytes, what: str, options: LoadOptions) -> Iterator[n
                         options.pdf_dpi,
                         f"{options.max_pixels:,}",
                     )
-                bitmap = page.render(scale=page_scale)
+                try:
+                    bitmap = page.render(scale=page_scale)
+                except Exception as exc:  # PdfiumError: pdfium could not draw it (no memory for the bitmap, …)
+                    page.close()
+                    raise UnreadableImageError(f"{what} page {index} cannot be rendered: {exc}") from None
                 image = _pdfium_pixels_to_bgr(bitmap.to_numpy(), bitmap.mode)
                 bitmap.close()
                 page.close()

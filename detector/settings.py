@@ -102,6 +102,10 @@ class SettingOverrides(TypedDict, total=False):
     box_type: Optional[str]  # one of BOX_TYPES
 
 
+# No setting is a number this large (sides, counts, ratios): what lies beyond is refused, not computed with
+MAX_SETTING_MAGNITUDE = 2**31 - 1
+
+
 def validate_settings(settings: DetectionSettings) -> DetectionSettings:
     """Return ``settings`` with numbers coerced, or raise InvalidParameterError naming the field."""
 
@@ -113,6 +117,8 @@ def validate_settings(settings: DetectionSettings) -> DetectionSettings:
             raise InvalidParameterError(f"{name} must be a finite number, got {value!r}")
         if kind is int and isinstance(value, float) and not value.is_integer():
             raise InvalidParameterError(f"{name} must be a whole number, got {value!r}")
+        if abs(value) > MAX_SETTING_MAGNITUDE:  # beyond any image side; float() of a 400-digit integer overflows
+            raise InvalidParameterError(f"{name} must be at most {MAX_SETTING_MAGNITUDE:,} in size")
         return kind(value)
 
     def choice(name: str, allowed: tuple) -> str:

@@ -708,3 +708,14 @@ def test_a_png_pillow_refuses_is_held_to_the_pixel_budget_before_decoding(monkey
     monkeypatch.setattr("detector.decode.cv2.imdecode", no_decoding)
     with pytest.raises(ImageTooLargeError, match="300x200 = 60,000 pixels, above the limit of 59,999"):
         decode_image_bytes(data, "x.png", LoadOptions(max_pixels=59_999))
+
+
+def test_a_pdf_counting_pages_it_does_not_hold_fails_at_the_missing_page():
+    # pdfium believes a damaged /Count: the page it cannot load is an unreadable input, not an internal error
+    single = io.BytesIO()
+    Image.new("RGB", (50, 40), "white").save(single, format="PDF")
+    lying = single.getvalue().replace(b"/Count 1", b"/Count 3")
+    pages = iter_images(lying, DEFAULT_LOAD_OPTIONS)
+    assert next(pages).page_index == 0
+    with pytest.raises(UnreadableImageError, match="page 1 cannot be loaded"):
+        next(pages)

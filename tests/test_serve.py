@@ -241,8 +241,51 @@ def test_every_bad_request_gets_a_4xx_envelope(server, pages):
     assert_refused(server.post_json("/detect?box_thresh=0.5", {"image": b64, "box_thresh": 0.6}), 400, "box_thresh")
     assert_refused(server.request("GET", "/detect"), 405)
     assert_refused(server.request("GET", "/no-such-page"), 404)
+    # numbers no float holds are refused as any bad number is, not answered with a 500
+    assert_refused(server.post_raw("/detect?thresh=" + "9" * 400, image, "image/png"), 422, "thresh")
+    assert_refused(server.post_raw("/detect?limit_side_len=" + "9" * 310, image, "image/png"), 422, "limit_side_len")
+    huge = b'{"image": "' + b64.encode() + b'", "unclip_ratio": ' + b"9" * 400 + b"}"
+    assert_refused(server.post_raw("/detect", huge, "application/json"), 422, "unclip_ratio")
+    assert_refused(server.post_json("/detect", {"image": b64, "limit_side_len": 1.7e308}), 422, "limit_side_len")
+    digits = b'{"image": "' + b64.encode() + b'", "thresh": ' + b"1" * 5000 + b"}"
+    assert_refused(server.post_raw("/detect", digits, "application/json"), 400, "not valid JSON")
+    # a logId is echoed and logged: one that is not printable ASCII (a lone surrogate, a newline) is refused
+    for bad_id in ("\ud800", "a\nINFO: forged line", "x" * 129, 7):
+        assert_refused(server.post_json("/detect", {"image": b64, "logId": bad_id}), 400, "logId")
+    # the client's logId comes back on refusals found while its body is read, too
+    code, _, body = server.post_json("/detect", {"image": b64, "colour": 1, "logId": "client-7"})
+    assert code == 400 and body["logId"] == "client-7"
+    # a client's text reaches the log escaped: no forged line
+    server.post_raw("/detect?%0AINFO:%20forged%20line=1", image, "image/png")
+    assert "\nINFO: forged line" not in server.log.read_text() and "\\nINFO: forged line" in server.log.read_text()
     # the server is still healthy and idle after all of that
     assert server.request("GET", "/health")[2]["result"]["inference"]["running"] == 0
+    assert "unexpected error" not in server.log.read_text()
+
+
+def test_a_client_that_hangs_up_during_its_upload_is_a_499_line_not_an_error(server):
+    for content_type in ("application/octet-stream", "application/json"):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as client:
+            head = (
+                f"POST /detect HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\nContent-Length: 1000000\r\n\r\n"
+            )
+            client.sendall(head.encode() + b"0" * 100_000)
+    deadline = time.monotonic() + 10
+    while server.log.read_text().count("left during its upload") < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    log = server.log.read_text()
+    assert log.count("the client left during its upload -> 499") == 2, log
+    assert "unexpected error" not in log and "Traceback" not in log
+    assert server.request("GET", "/health")[0] == 200
+
+
+def test_a_warning_is_logged_once(server):
+    # the command line's echo of the package's warnings gives way to the service's log format
+    wide = cv2.imencode(".png", np.full((100, 6000, 3), 255, np.uint8))[1].tobytes()
+    assert server.post_raw("/detect?limit_type=min&limit_side_len=100", wide, "image/png")[0] == 200
+    assert [line for line in server.log.read_text().splitlines() if "exceeds max_side_limit" in line] == [
+        "WARNING:  resized image 6000x100 exceeds max_side_limit 4000; shrinking to fit"
+    ]
 
 
 def test_body_size_and_pixel_limits(server):

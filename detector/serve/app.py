@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 import threading
 import time
@@ -32,6 +33,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from .. import __version__
 from ..api import TextDetection
@@ -100,10 +102,24 @@ async def unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
 class RequestError(Exception):
     """A request the service refuses: its HTTP status and a message that says what to send instead."""
 
-    def __init__(self, status: int, message: str, headers: Optional[dict[str, str]] = None):
+    def __init__(
+        self, status: int, message: str, headers: Optional[dict[str, str]] = None, log_id: Optional[str] = None
+    ):
         super().__init__(message)
         self.status = status
         self.headers = headers or {}
+        self.log_id = log_id  # the client's, where its body named one before the refusal
+
+
+# A client's logId: echoed in the answer and written to the log, so printable and of a bounded length
+LOG_ID_PATTERN = re.compile(r"[\x20-\x7e]{1,128}")
+
+
+def log_safe(text: str) -> str:
+    """text for one log line: control characters (a newline that would forge a line) and lone surrogates escaped."""
+    return "".join(
+        char if char.isprintable() and not 0xD800 <= ord(char) <= 0xDFFF else repr(char)[1:-1] for char in text
+    )
 
 
 def new_log_id() -> str:
@@ -216,13 +232,23 @@ async def _read_multipart(request: Request) -> Source:
 def _read_json(raw: bytes, config: ServeConfig) -> tuple:
     try:
         body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError) as exc:  # ValueError: JSONDecodeError, an integer of 4,300+ digits
         raise RequestError(400, f"the body is not valid JSON: {exc}") from None
     except RecursionError:  # arrays or objects nested deeper than the parser's stack
         raise RequestError(400, "the JSON body is nested too deeply to parse") from None
     if not isinstance(body, dict):
         raise RequestError(400, 'the JSON body must be an object such as {"image": "<base64>"}')
-    log_id = body.get("logId") if isinstance(body.get("logId"), str) else None
+    log_id = body.get("logId")
+    if log_id is not None and not (isinstance(log_id, str) and LOG_ID_PATTERN.fullmatch(log_id)):
+        raise RequestError(400, '"logId" must be a string of 1 to 128 printable ASCII characters (a UUID, say)')
+    try:
+        return _json_request(body, config, log_id)
+    except RequestError as exc:
+        exc.log_id = log_id
+        raise
+
+
+def _json_request(body: dict[str, Any], config: ServeConfig, log_id: Optional[str]) -> tuple:
     unknown = sorted(set(body) - {"image", "url", "logId", *REQUEST_SETTINGS})
     if unknown:
         raise RequestError(
@@ -268,7 +294,8 @@ def merge_settings(query: dict[str, Any], body: dict[str, Any]) -> dict[str, Any
     for key, maximum in REQUEST_SETTING_MAXIMUMS.items():
         value = merged.get(key)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and maximum < value < math.inf:
-            raise RequestError(422, f"{key} must be at most {maximum:g} on this service, got {value:g}")
+            shown = f"{value:g}" if value < 1e300 else "more"  # an integer of 400 digits has no float to show
+            raise RequestError(422, f"{key} must be at most {maximum:g} on this service, got {shown}")
     return merged
 
 
@@ -407,12 +434,22 @@ def create_app(config: ServeConfig, detector: Optional[TextDetection] = None) ->
 
     def refuse(request: Request, status: int, message: str, headers: Optional[dict[str, str]] = None) -> JSONResponse:
         log_id = log_id_of(request)
-        logger.info("%s %s -> %d (%s): %s", request.method, request.url.path, status, log_id, message)
+        logger.info("%s %s -> %d (%s): %s", request.method, request.url.path, status, log_id, log_safe(message))
         return JSONResponse(envelope(log_id, status, message), status_code=status, headers=headers)
 
     @app.exception_handler(RequestError)
     async def _request_error(request: Request, exc: RequestError) -> JSONResponse:
+        if exc.log_id:
+            request.state.log_id = exc.log_id
         return refuse(request, exc.status, str(exc), exc.headers)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _left_during_upload(request: Request, exc: ClientDisconnect) -> Response:
+        # a client that hangs up while sending its body: nothing ran, no one reads an answer (not an error)
+        logger.info(
+            "%s %s (%s): the client left during its upload -> 499", request.method, request.url.path, log_id_of(request)
+        )
+        return Response(status_code=499)
 
     @app.exception_handler(DetectorError)
     async def _detector_error(request: Request, exc: DetectorError) -> JSONResponse:
@@ -579,6 +616,9 @@ def log_beside_uvicorn(level: int = logging.INFO) -> None:
     from uvicorn.logging import DefaultFormatter
 
     package = logging.getLogger("detector")
+    for handler in list(package.handlers):  # the command line's own echo of warnings: one line each, not two
+        if getattr(handler, "echoes_for_the_command_line", False):
+            package.removeHandler(handler)
     if not any(getattr(handler, "detect_serve", False) for handler in package.handlers):
         handler = logging.StreamHandler()
         handler.setFormatter(DefaultFormatter("%(levelprefix)s %(message)s"))
