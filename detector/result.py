@@ -10,6 +10,7 @@ import os
 import random
 import threading
 import time
+import urllib.parse
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
@@ -89,6 +90,15 @@ def _draw_unnamed_numbers_again() -> None:
 
 if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
     os.register_at_fork(after_in_child=_draw_unnamed_numbers_again)
+
+
+def _url_file_name(input_path: str) -> str:
+    """A URL's file name without its query and fragment ("https://h/scan.png?id=3" -> "scan.png": a "?" is no
+    file name on Windows), its host where its path names none; any other input path as it is."""
+    if not input_path.startswith(("http://", "https://")):
+        return input_path
+    parts = urllib.parse.urlsplit(input_path)
+    return parts.path.rstrip("/").rsplit("/", 1)[-1] or parts.hostname or "url"
 
 
 def unnamed_stem() -> str:
@@ -196,7 +206,7 @@ class DetectionResult(dict[str, Any], _StrView):
         """(stem, suffix) that saved files are named after: the input's, with the page index PaddleX adds."""
         path = self.get("input_path")
         if path:
-            name = Path(str(path))
+            name = Path(_url_file_name(str(path)))
             stem, suffix = name.stem, name.suffix
         else:
             if self._unnamed_stem is None:

@@ -272,7 +272,7 @@ def test_urls_through_the_cli(model_path, pages, tmp_path):
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
-            if self.path != "/banner.png":
+            if self.path.split("?")[0] not in ("/banner.png", "/scan"):
                 self.send_error(404)
                 return
             self.send_response(200)
@@ -291,11 +291,17 @@ def test_urls_through_the_cli(model_path, pages, tmp_path):
         proc = detect(
             "-i", f"{base}/banner.png", "-i", f"{base}/gone.png", "--model", model_path, "--save-path", tmp_path
         )
+        # saved under the URL path's file name, without its query (a "?" is no file name on Windows)
+        queried = detect("-i", f"{base}/scan?id=3#top", "--model", model_path, "--save-path", tmp_path / "q")
     finally:
         httpd.shutdown()
         httpd.server_close()
     assert proc.returncode == 1
     assert (tmp_path / "banner_res.json").is_file()
+    assert queried.returncode == 0 and sorted(p.name for p in (tmp_path / "q").iterdir()) == [
+        "scan_res.json",
+        "scan_res.png",
+    ]
     assert f"detect: error: {base}/gone.png: {base}/gone.png answered HTTP 404" in proc.stderr
     assert "Traceback" not in proc.stderr
 
