@@ -10,6 +10,7 @@ model or device unusable), 130 interrupted, 143 terminated, 141 stdout closed by
 from __future__ import annotations
 
 import dataclasses
+import errno
 import importlib
 import logging
 import os
@@ -488,8 +489,11 @@ def detect(
         for result in outcome:
             try:
                 click.echo(result.to_str(json_format=json_format))
-            except BrokenPipeError:  # the reader closed stdout (`| head`): nothing more to print to
-                raise _StdoutClosed() from None
+            except OSError as exc:
+                # the reader closed stdout (`| head`): nothing more to print to (Windows may say EINVAL)
+                if isinstance(exc, BrokenPipeError) or (os.name == "nt" and exc.errno == errno.EINVAL):
+                    raise _StdoutClosed() from None
+                raise
             tally["results"] += 1
             if save_to_file:
                 if not held:
@@ -669,8 +673,18 @@ def _fail_usage(exc: BaseException, debug: bool, command: str = "detect") -> Non
 SIGPIPE = 13  # signal.SIGPIPE, which Windows' signal module lacks
 
 
+def _unencodable_characters_escaped() -> None:
+    """stdout and stderr write what their encoding cannot hold as backslash escapes: a file name in Chinese
+    printed to a redirected Windows stdout (cp1252) raised UnicodeEncodeError and stopped the run. JSON stays
+    valid: an escaped character inside a string is the same character to a JSON reader."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure") and getattr(stream, "errors", "strict") == "strict":
+            stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    _unencodable_characters_escaped()
     signal.signal(signal.SIGTERM, raise_terminated)  # `detect serve` sets its own
     try:
         # not standalone: click would turn Ctrl-C into "Aborted!" and exit 1, the code for failed inputs

@@ -541,3 +541,23 @@ def test_a_signal_stops_a_folder_run_with_its_code_and_leaves_no_temp_files(
 def test_inputs_a_shell_expanded_without_their_own_i_get_a_hint(pages):
     proc = detect("-i", pages["banner"][0], pages["receipt"][0])  # what `detect -i *.png` becomes
     assert proc.returncode == 2 and "give each input its own -i, or quote a glob pattern" in proc.stderr
+
+
+def test_a_name_stdout_cannot_encode_is_escaped_not_fatal(model_path, pages, tmp_path):
+    # a redirected stdout on Windows is cp1252: a Chinese file name raised UnicodeEncodeError and stopped the run
+    import json
+    import os
+    import shutil
+
+    shutil.copy(pages["banner"][0], tmp_path / "收据.png")
+    env = {**os.environ, "PYTHONIOENCODING": "cp1252"}
+    proc = subprocess.run(
+        [*DETECT, "-i", str(tmp_path / "收据.png"), "--model", str(model_path), "--json"],
+        capture_output=True,
+        cwd=REPO_ROOT,
+        timeout=180,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    # the escapes are JSON's own: a reader gets the name back
+    assert json.loads(proc.stdout.decode("cp1252"))["res"]["input_path"] == str(tmp_path / "收据.png")
