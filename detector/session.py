@@ -101,6 +101,11 @@ def preload_pip_cuda_libraries() -> bool:
     return True
 
 
+# onnxruntime-gpu's CUDA provider library, in its capi folder
+CUDA_PROVIDER_LIBRARY = {"posix": "libonnxruntime_providers_cuda.so", "nt": "onnxruntime_providers_cuda.dll"}
+# (os.name: "posix" on Linux and macOS, where onnxruntime-gpu has no wheel; "nt" on Windows)
+
+
 def cuda_unavailable_reason() -> Optional[str]:
     """Why onnxruntime's CUDA provider cannot load here, or None if it can.
 
@@ -111,10 +116,13 @@ def cuda_unavailable_reason() -> Optional[str]:
     if CUDA_PROVIDER not in runtime.get_available_providers():
         return f"this onnxruntime build ({runtime.__version__}) has no CUDA provider; install onnxruntime-gpu"
     preload_pip_cuda_libraries()
-    library = Path(runtime.__file__).parent / "capi" / "libonnxruntime_providers_cuda.so"
-    if os.name == "posix" and library.is_file():
+    windows = os.name == "nt"
+    library = os.path.join(os.path.dirname(runtime.__file__), "capi", CUDA_PROVIDER_LIBRARY[os.name])
+    if os.path.isfile(library):
         try:
-            ctypes.CDLL(str(library))
+            # WinDLL on Windows, as onnxruntime itself loads it (the name exists there only)
+            loader = ctypes.WinDLL if windows else ctypes.CDLL  # type: ignore[attr-defined,unused-ignore]
+            loader(library)
         except OSError as exc:
             needs = f"onnxruntime {runtime.__version__} needs a matching CUDA and cuDNN"
             return f"the CUDA provider cannot load ({exc}); {needs}"

@@ -130,3 +130,30 @@ def test_a_large_input_hands_its_arena_memory_back_where_asked(default_onnx):
         load_detector(ServeConfig(model_dir=default_onnx)).shrink_arena_above
         == session_module.ARENA_SHRINK_ABOVE_PIXELS
     )
+
+
+def test_on_windows_the_cuda_provider_dll_is_tried_before_onnxruntime_is_asked(monkeypatch, tmp_path):
+    # onnxruntime prints its own errors (or, older, an "EP Error" banner on stdout) when it cannot load the
+    # provider: the check loads onnxruntime_providers_cuda.dll first, as it does the .so on Linux
+    import types
+
+    (tmp_path / "capi").mkdir()
+    (tmp_path / "capi" / "onnxruntime_providers_cuda.dll").write_bytes(b"not a DLL")
+    fake = types.SimpleNamespace(
+        __version__="1.31.1",
+        __file__=str(tmp_path / "__init__.py"),
+        get_available_providers=lambda: [session_module.CUDA_PROVIDER],
+    )
+    tried = []
+
+    def windll(path):
+        tried.append(path)
+        raise OSError("[WinError 126] The specified module could not be found")
+
+    monkeypatch.setattr(session_module, "onnxruntime_module", lambda: fake)
+    monkeypatch.setattr(session_module, "preload_pip_cuda_libraries", lambda: False)
+    monkeypatch.setattr(session_module.os, "name", "nt")
+    monkeypatch.setattr(session_module.ctypes, "WinDLL", windll, raising=False)
+    reason = session_module.cuda_unavailable_reason()
+    assert tried == [str(tmp_path / "capi" / "onnxruntime_providers_cuda.dll")]
+    assert reason is not None and "WinError 126" in reason and "needs a matching CUDA and cuDNN" in reason
