@@ -157,3 +157,27 @@ def test_on_windows_the_cuda_provider_dll_is_tried_before_onnxruntime_is_asked(m
     reason = session_module.cuda_unavailable_reason()
     assert tried == [str(tmp_path / "capi" / "onnxruntime_providers_cuda.dll")]
     assert reason is not None and "WinError 126" in reason and "needs a matching CUDA and cuDNN" in reason
+
+
+@pytest.mark.parametrize(
+    ("platform", "machine", "package"),
+    [
+        ("linux", "x86_64", "onnxruntime-gpu"),
+        ("win32", "AMD64", "onnxruntime-gpu"),
+        ("darwin", "arm64", "onnxruntime"),  # Apple silicon: no onnxruntime-gpu wheel
+        ("darwin", "x86_64", "onnxruntime"),
+        ("linux", "aarch64", "onnxruntime"),  # Graviton
+        ("win32", "ARM64", "onnxruntime"),
+    ],
+)
+def test_the_gpu_extra_installs_a_package_that_exists_on_each_platform(platform, machine, package):
+    # onnxruntime-gpu is published for Linux x86-64 and Windows x64 only; elsewhere [gpu] is the CPU build
+    import tomllib
+    from packaging.requirements import Requirement
+
+    from tests.conftest import REPO_ROOT
+
+    extra = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["gpu"]
+    environment = {"sys_platform": platform, "platform_machine": machine}
+    chosen = [req.name for req in map(Requirement, extra) if req.marker is None or req.marker.evaluate(environment)]
+    assert chosen == [package]
