@@ -102,8 +102,9 @@ class SettingOverrides(TypedDict, total=False):
     box_type: Optional[str]  # one of BOX_TYPES
 
 
-# No setting is a number this large (sides, counts, ratios): what lies beyond is refused, not computed with
-MAX_SETTING_MAGNITUDE = 2**31 - 1
+# No side is this long: a larger limit_side_len is refused (with limit_type min its ratio to an image side
+# overflowed to infinity); max_side_limit and max_candidates may be any size ("no cap")
+MAX_SIDE_LEN = 2**31 - 1
 
 
 def validate_settings(settings: DetectionSettings) -> DetectionSettings:
@@ -117,9 +118,12 @@ def validate_settings(settings: DetectionSettings) -> DetectionSettings:
             raise InvalidParameterError(f"{name} must be a finite number, got {value!r}")
         if kind is int and isinstance(value, float) and not value.is_integer():
             raise InvalidParameterError(f"{name} must be a whole number, got {value!r}")
-        if abs(value) > MAX_SETTING_MAGNITUDE:  # beyond any image side; float() of a 400-digit integer overflows
-            raise InvalidParameterError(f"{name} must be at most {MAX_SETTING_MAGNITUDE:,} in size")
-        return kind(value)
+        if name == "limit_side_len" and abs(value) > MAX_SIDE_LEN:  # its ratio to a side overflows float beyond
+            raise InvalidParameterError(f"{name} must be at most {MAX_SIDE_LEN:,}, got a larger number")
+        try:
+            return kind(value)
+        except OverflowError:  # float() of an integer of 309 digits or more
+            raise InvalidParameterError(f"{name} must be a finite number, got one too large for a float") from None
 
     def choice(name: str, allowed: tuple) -> str:
         value = getattr(settings, name)
