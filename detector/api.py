@@ -76,6 +76,13 @@ def whole_number_at_least_one(name: str, value: Any) -> int:
     return int(value)
 
 
+def true_or_false(name: str, value: Any) -> bool:
+    """value if it is a boolean (numpy's too): "no" and "false" are strings, and would be True."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise InvalidParameterError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def validate_batch_size(batch_size: Any) -> int:
     if batch_size is None:  # PaddleOCR's predict default: one image per batch
         return 1
@@ -197,7 +204,7 @@ class TextDetection:
             check_model_name(model_name) if model_name else (None if model_dir is not None else DEFAULT_MODEL_NAME)
         )
         require_onnxruntime()
-        self.cpu_spinning: bool = bool(cpu_spinning)
+        self.cpu_spinning: bool = true_or_false("cpu_spinning", cpu_spinning)
         self.model_path: Path
         for attempt in ("first", "again"):
             resolved = resolve_model_path(requested_name, model_dir, validate_precision(precision))
@@ -302,7 +309,9 @@ class TextDetection:
         settings = self.settings.with_overrides(**overrides)
         batch_size = validate_batch_size(batch_size)
         options = (
-            self.load_options if recursive is None else dataclasses.replace(self.load_options, recursive=recursive)
+            self.load_options
+            if recursive is None
+            else dataclasses.replace(self.load_options, recursive=true_or_false("recursive", recursive))
         )
         sources = expand_inputs(input, options)
         # one image has nothing to overlap with: it runs on the session with every intra-op thread

@@ -108,12 +108,19 @@ def resolve_model_path(
     releases are fp32.
     """
     if model_dir is not None:
+        if not isinstance(model_dir, (str, os.PathLike)) or not os.fspath(model_dir):
+            # "" would be the working directory, read by accident (as predict("") is refused)
+            raise ModelNotFoundError(f"model_dir must name a model file or folder, got {model_dir!r}")
         path = Path(model_dir).expanduser()
-        if path.is_file():
-            return path
-        if (path / MODEL_FILENAME).is_file():
-            return path / MODEL_FILENAME
-        if not path.exists():
+        try:
+            if path.is_file():
+                return path
+            if (path / MODEL_FILENAME).is_file():
+                return path / MODEL_FILENAME
+            exists = path.exists()
+        except OSError as exc:  # a name too long for the file system, say
+            raise ModelNotFoundError(f"model_dir cannot be looked up: {exc.strerror or exc}") from None
+        if not exists:
             raise ModelNotFoundError(f"the model file or folder {str(path)!r} does not exist")
         raise ModelNotFoundError(
             f"model_dir {str(path)!r} is neither an .onnx file nor a folder holding {MODEL_FILENAME} "

@@ -97,12 +97,14 @@ class LoadOptions:
     url_max_bytes: int = 64 * 1024 * 1024
 
     def __post_init__(self) -> None:
-        if self.max_pixels < 1:
-            raise InvalidParameterError(f"max_pixels must be at least 1, got {self.max_pixels}")
-        if not self.pdf_dpi > 0:
-            raise InvalidParameterError(f"pdf_dpi must be greater than 0, got {self.pdf_dpi}")
-        if not self.url_timeout > 0 or self.url_max_bytes < 1:
-            raise InvalidParameterError("url_timeout and url_max_bytes must be positive")
+        for name in ("max_pixels", "url_max_bytes"):  # whole numbers: nan would switch the limit off
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+                raise InvalidParameterError(f"{name} must be a whole number of at least 1, got {value!r}")
+        for name in ("pdf_dpi", "url_timeout"):  # finite: an infinite dpi has no page size
+            value = getattr(self, name)
+            if not isinstance(value, (int, float, np.number)) or isinstance(value, bool) or not 0 < value < math.inf:
+                raise InvalidParameterError(f"{name} must be a number greater than 0 (and finite), got {value!r}")
 
 
 DEFAULT_LOAD_OPTIONS = LoadOptions()
@@ -168,6 +170,8 @@ def to_bgr_uint8(array: np.ndarray) -> np.ndarray:
 
 def pil_to_bgr(image: Any) -> np.ndarray:
     """A PIL image (any mode) -> BGR uint8."""
+    if image.width == 0 or image.height == 0:  # as an empty array is: nothing to detect in, nor to save
+        raise UnsupportedInputError(f"a PIL image must have pixels, got one of {image.width}x{image.height}")
     mode = image.mode
     if mode in ("I;16", "I;16B", "I;16L"):
         # by the uint16 arrays' rule: values within 0-255 as they are (as PaddleX's convert("RGB") keeps
@@ -485,13 +489,22 @@ def glob_matches(pattern: str) -> list[Path]:
     return sorted(root.glob(str(Path(*rest))), key=str) if rest else [root]
 
 
+def _shown(text: str) -> str:
+    """A path for a message: quoted, and cut short past 200 characters (a 5,000-character name, say)."""
+    return repr(text) if len(text) <= 200 else repr(text[:100]) + f" … ({len(text):,} characters)"
+
+
 def _expand_path(text: str, options: LoadOptions) -> list[Source]:
     if is_url(text):
         return [Source("url", text, text)]
     if not text.strip():  # Path("") is the working directory: never read it by accident
         raise InputNotFoundError("an empty path names no input")
     path = Path(text).expanduser()
-    if path.is_dir():
+    try:
+        is_folder, exists = path.is_dir(), path.exists()
+    except OSError as exc:  # a name too long for the file system, say: no such input (the others still run)
+        raise InputNotFoundError(f"input {_shown(text)} cannot be looked up: {exc.strerror or exc}") from None
+    if is_folder:
         files = list_folder_images(path, options.recursive)
         if not files:
             raise InputNotFoundError(
@@ -500,7 +513,7 @@ def _expand_path(text: str, options: LoadOptions) -> list[Source]:
             )
         # reported as PaddleX's folder walk names them: the folder as given, joined with each file's own path
         return [Source("file", f, os.path.join(text, os.fspath(f.relative_to(path)))) for f in files]
-    if path.exists():
+    if exists:
         return [Source("file", path, text)]  # input_path is the string given, as PaddleOCR reports it
     if GLOB_CHARACTERS & set(text):
         files = []

@@ -17,6 +17,9 @@ logger = logging.getLogger(__name__)
 
 # The network downsamples by 32: both sides must be multiples of it.
 SIZE_MULTIPLE = 32
+# No network input side is longer (a 32,768-pixel side is already a 12 GB float map when square): settings that
+# would resize beyond it are refused, not left to OpenCV (which fails with its own error, or asks for 240 GB)
+MAX_NETWORK_SIDE = 1 << 15
 # Images whose sides add up to less than this are zero-padded to at least 32x32 first.
 MIN_SIDE_SUM = 64
 
@@ -73,8 +76,22 @@ def resize_for_detection(
     resize_h, resize_w = target_size(height, width, limit_side_len, limit_type, max_side_limit)
     if (resize_h, resize_w) == (height, width):
         return padded, ResizeInfo(src_h, src_w, 1.0, 1.0)
-    resized = cv2.resize(padded, (resize_w, resize_h))
+    resized = _resized(padded, resize_h, resize_w)
     return resized, ResizeInfo(src_h, src_w, resize_h / float(height), resize_w / float(width))
+
+
+def _resized(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """cv2.resize to height x width; a size no image can have (settings that allow one: a huge limit_side_len with
+    max_side_limit raised as far) is an InvalidParameterError, not OpenCV's raw error."""
+    if max(height, width) > MAX_NETWORK_SIDE:
+        raise InvalidParameterError(
+            f"the settings resize this image to {width}x{height}, beyond {MAX_NETWORK_SIDE:,} pixels a side: "
+            f"lower limit_side_len or max_side_limit"
+        )
+    try:
+        return cv2.resize(image, (width, height))
+    except cv2.error as exc:  # no memory for it
+        raise InvalidParameterError(f"cannot resize the image to {width}x{height}: {exc.err}") from None
 
 
 def check_input_shape(input_shape: Any) -> Optional[tuple[int, int, int]]:
@@ -82,9 +99,18 @@ def check_input_shape(input_shape: Any) -> Optional[tuple[int, int, int]]:
     if input_shape is None:
         return None
     try:
-        channels, height, width = (int(v) for v in input_shape)
-    except (TypeError, ValueError):
-        raise InvalidParameterError(f"input_shape must be three numbers (C, H, W), got {input_shape!r}") from None
+        values = tuple(input_shape)
+    except TypeError:
+        values = ()
+    whole = all(
+        (isinstance(v, (int, np.integer)) and not isinstance(v, bool)) or (isinstance(v, float) and v.is_integer())
+        for v in values
+    )
+    if len(values) != 3 or not whole:  # 640.9 is no side, nor "640" (as limit_side_len: 640.0 is)
+        raise InvalidParameterError(f"input_shape must be three whole numbers (C, H, W), got {input_shape!r}")
+    channels, height, width = (int(v) for v in values)
+    if max(height, width) > MAX_NETWORK_SIDE:
+        raise InvalidParameterError(f"input_shape's sides must be at most {MAX_NETWORK_SIDE:,}, got {values!r}")
     if channels != 3 or min(height, width) < SIZE_MULTIPLE or height % SIZE_MULTIPLE or width % SIZE_MULTIPLE:
         raise InvalidParameterError(
             f"input_shape must be (3, H, W) with H and W multiples of {SIZE_MULTIPLE}, got {tuple(input_shape)!r}"
@@ -129,7 +155,7 @@ def resize_to_shape(image: np.ndarray, height: int, width: int) -> tuple[np.ndar
     pad_h, pad_w = padded.shape[:2]
     if (pad_h, pad_w) == (height, width):
         return padded, ResizeInfo(src_h, src_w, 1.0, 1.0)
-    resized = cv2.resize(padded, (width, height))
+    resized = _resized(padded, height, width)
     return resized, ResizeInfo(src_h, src_w, height / float(pad_h), width / float(pad_w))
 
 

@@ -80,7 +80,9 @@ def parse_device(device: Optional[str]) -> Optional[Device]:
         return None
     match = _DEVICE_PATTERN.match(str(device).strip().lower())
     if not match:
-        raise InvalidParameterError(f"device must be 'cpu', 'gpu' or 'gpu:N', got {device!r}")
+        raise InvalidParameterError(
+            f"device must be 'cpu', 'gpu' or 'gpu:N', got {device!r}: onnxruntime here runs on the CPU or CUDA only"
+        )
     kind = "cpu" if match.group(1) == "cpu" else "gpu"
     if kind == "cpu" and match.group(2) is not None:
         raise InvalidParameterError(f"device 'cpu' takes no index, got {device!r}")

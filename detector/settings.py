@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, TypedDict
 
+import numpy as np
+
 from .errors import InvalidModelError, InvalidParameterError
 
 # ONNX metadata_props keys written by tools/export and read by the runtime.
@@ -73,13 +75,12 @@ class DetectionSettings:
     box_type: str = "quad"
 
     def with_overrides(self, **overrides: Any) -> DetectionSettings:
-        """A copy with every override that is not None applied, validated."""
-        unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
+        """A copy with every override that is not None applied, validated (the settings SettingOverrides names:
+        mean, std and scale are the model's own, from its file)."""
+        known = SettingOverrides.__annotations__
+        unknown = set(overrides) - set(known)
         if unknown:
-            raise InvalidParameterError(
-                f"unknown setting(s): {', '.join(sorted(unknown))}; "
-                f"known: {', '.join(f.name for f in dataclasses.fields(self))}"
-            )
+            raise InvalidParameterError(f"unknown setting(s): {', '.join(sorted(unknown))}; known: {', '.join(known)}")
         given = {k: v for k, v in overrides.items() if v is not None}
         return validate_settings(dataclasses.replace(self, **given)) if given else self
 
@@ -158,6 +159,8 @@ def validate_settings(settings: DetectionSettings) -> DetectionSettings:
         values[name] = tuple(float(v) for v in seq)
     if any(v == 0 for v in values["std"]):
         raise InvalidParameterError(f"std must not contain 0, got {values['std']}")
+    if not isinstance(settings.use_dilation, (bool, np.bool_)):  # "false" would be True
+        raise InvalidParameterError(f"use_dilation must be True or False, got {settings.use_dilation!r}")
     values["use_dilation"] = bool(settings.use_dilation)
     return dataclasses.replace(settings, **values)
 

@@ -504,3 +504,45 @@ def test_model_names_are_never_paths(default_onnx):
     assert (
         TextDetection(model_name="PP-OCRv4_mobile_det", model_dir=default_onnx, device="cpu").model_path == default_onnx
     )
+
+
+def test_every_door_refuses_a_bad_value_as_a_detector_error(model, default_onnx, tmp_path, monkeypatch):
+    # what leaked as cv2.error / OverflowError / OSError / TypeError, or was quietly taken for something else
+    from PIL import Image
+
+    from detector.errors import DetectorError
+
+    image = np.zeros((100, 120, 3), np.uint8)
+    refused = [
+        # resized beyond any side: OpenCV's own error (or a 240 GB allocation)
+        lambda: model.predict(image, limit_type="min", limit_side_len=200_000, max_side_limit=10**9),
+        lambda: TextDetection(model_dir=default_onnx, device="cpu", input_shape=(3, 2**31, 32)),
+        lambda: TextDetection(model_dir=default_onnx, device="cpu", input_shape=(3, 640.9, 640)),  # was cut to 640
+        lambda: TextDetection(model_dir=default_onnx, device="cpu", input_shape=("3", "640", "640")),
+        # the model's own normalization is no per-call setting
+        lambda: model.predict(image, mean=(1, 2, 3)),
+        # strings are not booleans ("false" was True)
+        lambda: model.predict(image, use_dilation="false"),
+        lambda: model.predict(str(tmp_path), recursive="no"),
+        lambda: TextDetection(model_dir=default_onnx, device="cpu", cpu_spinning="no"),
+        # loading options: nan switched the pixel limit off, inf and strings raised built-in errors
+        lambda: TextDetection(model_dir=default_onnx, device="cpu", max_pixels=float("nan")),
+        lambda: TextDetection(model_dir=default_onnx, device="cpu", max_pixels="1000"),
+        lambda: TextDetection(model_dir=default_onnx, device="cpu", pdf_dpi=float("inf")),
+        lambda: TextDetection(model_dir=default_onnx, device="cpu", url_timeout="30"),
+        # a name too long for the file system, an empty or non-path model_dir ("" was the working directory)
+        lambda: model.predict("x" * 5000 + ".png"),
+        lambda: TextDetection(model_dir="x" * 5000, device="cpu"),
+        lambda: TextDetection(model_dir="", device="cpu"),
+        lambda: TextDetection(model_dir=123, device="cpu"),
+        # a PIL image without pixels, as an empty array is
+        lambda: model.predict(Image.new("RGB", (0, 0))),
+    ]
+    for index, call in enumerate(refused):
+        with pytest.raises(DetectorError):
+            call()
+            pytest.fail(f"call {index} was accepted")
+    assert TextDetection(model_dir=default_onnx, device="cpu", input_shape=(3, 640.0, 640)).input_shape == (3, 640, 640)
+    monkeypatch.chdir(default_onnx.parent)
+    with pytest.raises(DetectorError, match="must name a model file or folder"):
+        TextDetection(model_dir="", device="cpu")  # not the inference.onnx of the working directory
