@@ -1,20 +1,25 @@
 """Distributed batch detection on Ray Data (extra [ray]); imported only by `detect batch`.
 
-files (local folders, globs, or any filesystem pyarrow supports) → ``ray.data.read_binary_files``
-→ ``map_batches`` with :class:`DetectFiles`, a callable class that loads the model once per actor
-→ one row per image (per page for PDFs and TIFFs): ``path``, ``page_index``, ``dt_polys``,
-``dt_scores``, ``error`` → Parquet or JSON Lines. A file that cannot be read becomes a row with
-``error`` set; it never stops the job. Each row holds what ``TextDetection.predict`` returns for
-that file, because the actor decodes and detects with the library itself.
+files (local folders, globs, or any filesystem pyarrow supports), listed here → a dataset of their
+names → ``map_batches`` with :class:`DetectFiles`, a callable class that loads the model once per actor
+and reads each file itself → one row per image (per page for PDFs and TIFFs): ``path``,
+``page_index``, ``dt_polys``, ``dt_scores``, ``error`` → Parquet or JSON Lines. A file that cannot be
+read (gone since it was listed, unreadable, broken) becomes a row with ``error`` set; it never stops the
+job (read by Ray's own reader, one vanished file ended the whole job). Each row holds what
+``TextDetection.predict`` returns for that file, because the actor reads, decodes and detects with the
+library itself.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import signal
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -32,6 +37,7 @@ from .inputs import DEFAULT_LOAD_OPTIONS, IMAGE_EXTENSIONS, LoadOptions, Source,
 from .result import json_text, to_jsonable
 
 FORMATS = ("parquet", "jsonl")
+SOURCE_COLUMN = "source"  # the dataset the actors read: each file's path or URI, as bytes
 # A local Ray instance started by `detect batch`: a small object store, since rows are small.
 LOCAL_OBJECT_STORE_BYTES = 256 * 1024 * 1024
 ROW_SCHEMA = pa.schema(
@@ -78,25 +84,42 @@ class DetectFiles:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows: dict[str, list[Any]] = {name: [] for name in ROW_SCHEMA.names}
-        for path, data in zip(batch.column("path").to_pylist(), batch.column("bytes").to_pylist()):
-            for row in detect_file(self.detector, path, data):
-                for name in ROW_SCHEMA.names:
-                    rows[name].append(row[name])
+        for name in batch.column(SOURCE_COLUMN).to_pylist():
+            for row in detect_file(self.detector, os.fsdecode(name)):
+                for column in ROW_SCHEMA.names:
+                    rows[column].append(row[column])
         return pa.Table.from_pydict(rows, schema=ROW_SCHEMA)
 
 
-def detect_file(detector: TextDetection, path: str, data: bytes) -> list[dict[str, Any]]:
+def file_source(path: str) -> Source:
+    """A listed file as the library reads it: a local file by its path (a PDF also by its suffix), a URI's
+    bytes read through pyarrow's filesystem for its scheme."""
+    if not is_uri(path):
+        return Source("file", Path(path), path)
+    filesystem, inner = pyarrow.fs.FileSystem.from_uri(path)
+    with filesystem.open_input_stream(inner) as stream:
+        return Source("bytes", stream.read(), path)
+
+
+def row_path(path: str) -> str:
+    """The path as a row holds it: Arrow strings are UTF-8, so the bytes of a name that is not (kept by
+    Python as lone surrogates) are written as \\udcXX escapes."""
+    return path.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def detect_file(detector: TextDetection, path: str) -> list[dict[str, Any]]:
     """Rows for one file: one per image or page, or a final row with ``error`` where reading stopped."""
     rows: list[dict[str, Any]] = []
     detecting = None  # the image or page being detected, if the error comes from its detection
+    shown = row_path(path)
     try:
-        for loaded in load_source(Source("bytes", data, path), detector.load_options):
+        for loaded in load_source(file_source(path), detector.load_options):
             detecting = loaded
             (result,) = detector.detect_loaded([loaded])
             detecting = None
             rows.append(
                 {
-                    "path": path,
+                    "path": shown,
                     "page_index": loaded.page_index,
                     "dt_polys": to_jsonable(result["dt_polys"]),
                     "dt_scores": to_jsonable(result["dt_scores"]),
@@ -109,7 +132,7 @@ def detect_file(detector: TextDetection, path: str, data: bytes) -> list[dict[st
             page = detecting.page_index
         else:  # reading stopped: the next page of a paged file, none where the file itself could not be read
             page = len(rows) if rows and rows[-1]["page_index"] is not None else None
-        rows.append({"path": path, "page_index": page, "dt_polys": [], "dt_scores": [], "error": message})
+        rows.append({"path": shown, "page_index": page, "dt_polys": [], "dt_scores": [], "error": message})
     return rows
 
 
@@ -145,18 +168,48 @@ def is_uri(text: str) -> bool:
 
 
 def resolve_inputs(inputs: Sequence[str], recursive: bool = DEFAULT_LOAD_OPTIONS.recursive) -> list[str]:
-    """Local folders and globs -> sorted absolute file paths (every node must see them: a shared
-    filesystem); URIs (s3://, gs://, hdfs://, file://…) are passed to Ray as they are."""
+    """Local folders and globs -> absolute file paths (every node must see them: a shared filesystem; links
+    kept as named, as `detect -i` reports them); URIs (s3://, gs://, hdfs://, file://…) listed through pyarrow's
+    filesystem for their scheme, a folder's image files with its subfolders unless not recursive."""
     paths: list[str] = []
     for raw in inputs:
         if is_uri(raw):
-            paths.append(raw)
+            paths.extend(list_uri(raw, recursive))
         else:
             sources = expand_inputs(raw, LoadOptions(recursive=recursive))
-            paths.extend(str(Path(source.value).resolve()) for source in sources)
+            paths.extend(os.path.abspath(source.value) for source in sources)
     if not paths:
         raise InputNotFoundError("no input files given")
     return paths
+
+
+def list_uri(uri: str, recursive: bool) -> list[str]:
+    """A URI naming a file -> [it]; naming a folder -> its image files' URIs, sorted (subfolders if recursive)."""
+    try:
+        filesystem, root = pyarrow.fs.FileSystem.from_uri(uri)
+        found = filesystem.get_file_info(root)
+        if found.type == pyarrow.fs.FileType.NotFound:
+            raise InputNotFoundError(f"the input {uri} does not exist")
+        if found.type == pyarrow.fs.FileType.File:
+            return [uri]
+        infos = filesystem.get_file_info(pyarrow.fs.FileSelector(root, recursive=recursive))
+    except DetectorError:
+        raise
+    except Exception as exc:  # a scheme pyarrow does not know, a store it cannot reach
+        raise DetectorError(f"cannot list the input {uri}: {exc}") from None
+    # the scheme and authority the filesystem's own paths leave out ("s3://", "hdfs://host:9000")
+    prefix = uri.rstrip("/")[: len(uri.rstrip("/")) - len(root.rstrip("/"))]
+    files = []
+    for info in infos:
+        try:
+            path = info.path
+        except UnicodeDecodeError:  # pyarrow holds names as UTF-8 only
+            raise DetectorError(
+                f"a file name under {uri} is not UTF-8, which pyarrow cannot list: pass a local folder as a path"
+            ) from None
+        if info.type == pyarrow.fs.FileType.File and os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS:
+            files.append(prefix + path)
+    return sorted(files)
 
 
 def check_output(output: str) -> None:
@@ -185,6 +238,23 @@ def connect(address: Optional[str]) -> None:
     """Join the Ray cluster at ``address`` ("auto" or host:port / ray://…), or start a small local one."""
     if ray.is_initialized():
         return
+    with callers_sigterm_handler_kept():
+        _init(address)
+
+
+@contextlib.contextmanager
+def callers_sigterm_handler_kept() -> Iterator[None]:
+    """ray.init replaces the SIGTERM handler (a SIGTERM then dumped a stack and exited 15): the caller's
+    (detect's: one line, exit 143) is put back after it."""
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if callable(handler) and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, handler)
+
+
+def _init(address: Optional[str]) -> None:
     if address:
         try:
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
@@ -222,6 +292,14 @@ def run_batch(
         )
     paths = resolve_inputs(inputs, recursive)
     check_output(output)
+    if not is_uri(output):
+        # absolute: on a cluster the writers run elsewhere (a relative folder failed there, after all the
+        # detection); made now, so a folder that cannot be made is said before Ray starts
+        output = os.path.abspath(output)
+        try:
+            os.makedirs(output, exist_ok=True)
+        except OSError as exc:
+            raise InvalidParameterError(f"cannot make the output folder {output}: {exc.strerror or exc}") from None
     if num_gpus_per_actor > 0 and spec.device is None:
         spec = ModelSpec(**{**spec.__dict__, "device": "gpu"})
     if spec.cpu_threads is None and num_gpus_per_actor == 0:
@@ -237,21 +315,15 @@ def run_batch(
             )
         spec.load()  # a bad model or device fails here, once, with the library's message
     connect(ray_address)
-    start = time.perf_counter()
-    extensions = sorted(ext.lstrip(".") for ext in IMAGE_EXTENSIONS)
-    try:
-        dataset = ray.data.read_binary_files(
-            paths,
-            include_paths=True,
-            file_extensions=extensions if any(is_uri(p) for p in paths) else None,
-            # reading is I/O: it must not wait for the cores the actors hold
-            num_cpus=0,
+    if ray_address is None and num_gpus_per_actor > ray.cluster_resources().get("GPU", 0):
+        # as with CPUs: Ray would wait for an actor slot that never comes
+        raise InvalidParameterError(
+            f"num_gpus_per_actor {num_gpus_per_actor:g} is more than this machine's "
+            f"{ray.cluster_resources().get('GPU', 0):g} GPUs (the local Ray instance has no more)"
         )
-    except FileNotFoundError as exc:
-        raise InputNotFoundError(f"the input {exc} does not exist") from None
-    except (OSError, ValueError) as exc:  # a URI pyarrow cannot reach, an unknown scheme (Ray: "No files found")
-        uris = ", ".join(path for path in paths if is_uri(path))
-        raise DetectorError(f"cannot list the input {uris}: {exc}") from None
+    start = time.perf_counter()
+    # names as bytes: a file name that is not UTF-8 has no Arrow string; each actor reads its files itself
+    dataset = ray.data.from_items([{SOURCE_COLUMN: os.fsencode(path)} for path in paths])
     rows = dataset.map_batches(
         DetectFiles,
         fn_constructor_args=(spec,),

@@ -5,7 +5,9 @@ Rows must equal TextDetection.predict for the same files; a broken file is one r
 
 from __future__ import annotations
 
+import io
 import os
+import shutil
 import subprocess
 import sys
 
@@ -162,7 +164,6 @@ def test_an_address_without_a_cluster_is_the_user_s_error(monkeypatch):
 
 def test_an_error_row_names_the_page_whose_detection_failed(folder, default_onnx, monkeypatch):
     detector = TextDetection(model_dir=default_onnx, device="cpu")
-    data = (folder / "two_pages.tiff").read_bytes()
     detect_loaded = detector.detect_loaded
     for failing_page in (0, 1):
 
@@ -172,13 +173,16 @@ def test_an_error_row_names_the_page_whose_detection_failed(folder, default_onnx
             return detect_loaded(images, **kwargs)
 
         monkeypatch.setattr(detector, "detect_loaded", fail_on_one_page)
-        rows = distributed.detect_file(detector, "two_pages.tiff", data)
+        rows = distributed.detect_file(detector, str(folder / "two_pages.tiff"))
         assert [(row["page_index"], row["error"]) for row in rows] == [(page, None) for page in range(failing_page)] + [
             (failing_page, "the network failed")
         ]
     # a file that cannot be read at all is not a page
-    (row,) = distributed.detect_file(detector, BROKEN, (folder / BROKEN).read_bytes())
+    (row,) = distributed.detect_file(detector, str(folder / BROKEN))
     assert row["page_index"] is None and row["error"]
+    # nor one gone since it was listed: a row, where Ray's own reader ended the whole job
+    (row,) = distributed.detect_file(detector, str(folder / "gone.png"))
+    assert row["page_index"] is None and "does not exist" in row["error"]
 
 
 def test_a_uri_that_cannot_be_listed_is_the_user_s_error(local_ray, tmp_path):
@@ -187,3 +191,50 @@ def test_a_uri_that_cannot_be_listed_is_the_user_s_error(local_ray, tmp_path):
         distributed.run_batch([missing], str(tmp_path / "out1"))
     with pytest.raises(DetectorError, match="cannot list the input nosuch://a/b"):
         distributed.run_batch(["nosuch://a/b"], str(tmp_path / "out2"))
+
+
+def test_files_are_listed_and_named_as_detect_reads_them(local_ray, folder, default_onnx, tmp_path, monkeypatch):
+    # links as named (they were resolved to their targets), a name that is not UTF-8 (it stopped the job),
+    # a named file without an image suffix beside a URI (a URI dropped it), -R for URIs (ignored), a PDF known
+    # by its suffix though bytes come before %PDF (an error row), a relative output (fine on a cluster)
+    page = folder / "receipt.png"
+    inputs = tmp_path / "in"
+    (inputs / "sub").mkdir(parents=True)
+    shutil.copy(page, inputs / "a.png")
+    shutil.copy(page, inputs / "sub" / "deep.png")
+    (inputs / "link.png").symlink_to(inputs / "a.png")
+    (tmp_path / "local").mkdir()
+    shutil.copy(page, os.fsdecode(os.fsencode(str(tmp_path / "local")) + b"/bad\xff.png"))
+    shutil.copy(page, tmp_path / "scan_without_suffix")
+    pdf = io.BytesIO()
+    Image.open(page).convert("RGB").save(pdf, format="PDF")
+    (tmp_path / "preamble.pdf").write_bytes(b"JUNK-PREAMBLE\n" + pdf.getvalue())
+    monkeypatch.chdir(tmp_path)
+    distributed.run_batch(
+        [inputs.as_uri(), str(tmp_path / "scan_without_suffix"), "preamble.pdf", "local"],
+        "relative_out",
+        fmt="jsonl",
+        spec=distributed.ModelSpec(model_dir=str(default_onnx)),
+        recursive=False,
+    )
+    rows = distributed.read_rows(str(tmp_path / "relative_out"), "jsonl").to_pylist()
+    assert all(row["error"] is None for row in rows), rows
+    prefix = inputs.as_uri()
+    assert sorted(row["path"] for row in rows) == sorted(
+        [
+            f"{prefix}/a.png",
+            str(tmp_path / "local" / "bad\\udcff.png"),
+            f"{prefix}/link.png",
+            str(tmp_path / "preamble.pdf"),
+            str(tmp_path / "scan_without_suffix"),
+        ]
+    )
+
+
+def test_gpus_the_local_instance_does_not_have_are_refused_not_waited_for(local_ray, folder, default_onnx, tmp_path):
+    # --device cpu --num-gpus-per-actor 1 on a machine without a GPU waited for an actor slot for ever
+    if ray.cluster_resources().get("GPU", 0) >= 1:
+        pytest.skip("this machine has a GPU")
+    spec = distributed.ModelSpec(model_dir=str(default_onnx), device="cpu")
+    with pytest.raises(DetectorError, match="num_gpus_per_actor 1 is more than this machine's 0 GPUs"):
+        distributed.run_batch([str(folder / "receipt.png")], str(tmp_path / "out"), spec=spec, num_gpus_per_actor=1)
