@@ -424,12 +424,10 @@ class _SlowHandler(_QuietHandler):
         return super().do_GET()
 
 
-class _StallingHandler(_QuietHandler):
-    """Announces inference.onnx in full, sends a tenth of it, then sends nothing more (keeps the connection)."""
+class _SlowModelHandler(_QuietHandler):
+    """Serves every file but inference.onnx as it is; announces inference.onnx in full, then send_body sends it."""
 
     def do_GET(self):
-        import time
-
         path = Path(self.translate_path(self.path))
         if path.name != "inference.onnx":
             return super().do_GET()
@@ -437,26 +435,31 @@ class _StallingHandler(_QuietHandler):
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
+        self.send_body(body)
+
+    def send_body(self, body: bytes) -> None:
+        raise NotImplementedError
+
+
+class _StallingHandler(_SlowModelHandler):
+    """Sends a tenth of inference.onnx, then nothing more (keeps the connection)."""
+
+    def send_body(self, body):
+        import time
+
         self.wfile.write(body[: len(body) // 10])
         self.wfile.flush()
         time.sleep(3)
 
 
-class _TricklingHandler(_QuietHandler):
-    """Announces inference.onnx in full, then sends it 100 bytes every 0.1 s: no wait for data is long."""
+class _TricklingHandler(_SlowModelHandler):
+    """Sends inference.onnx 100 bytes every 0.1 s: no wait for data is long."""
 
     sent = 0
 
-    def do_GET(self):
+    def send_body(self, body):
         import time
 
-        path = Path(self.translate_path(self.path))
-        if path.name != "inference.onnx":
-            return super().do_GET()
-        body = path.read_bytes()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             for start in range(0, len(body), 100):
                 self.wfile.write(body[start : start + 100])
@@ -589,25 +592,22 @@ def test_a_yml_cut_short_that_still_parses_is_not_cached(downloads, hub_root, mo
     assert not list(downloads.rglob("inference.*"))
 
 
-def test_a_download_that_stalls_midway_says_how_far_it_got(downloads, hub_root, monkeypatch):
+@pytest.mark.parametrize(
+    ("handler", "why"),
+    [
+        (_StallingHandler, r"\(.*\); nothing kept"),  # nothing more comes: the socket's timeout
+        # a trickle: each read brings data well within the timeout; only the amount per window tells
+        (_TricklingHandler, r"\(.*stalled\)"),
+    ],
+)
+def test_a_download_that_stalls_midway_says_how_far_it_got(downloads, hub_root, monkeypatch, handler, why):
     monkeypatch.setattr("detector.hub.DOWNLOAD_TIMEOUT_S", 1.0)
     size = (wheel_source(V6_TINY) / "inference.onnx").stat().st_size
-    with static_server(hub_root, _StallingHandler) as (_, url):
+    with static_server(hub_root, handler) as (_, url):
         monkeypatch.setenv("HF_ENDPOINT", url)
-        with pytest.raises(ModelNotFoundError, match=rf"stopped after [\d,]+ of {size:,} bytes .*nothing kept"):
+        with pytest.raises(ModelNotFoundError, match=rf"stopped after [\d,]+ of {size:,} bytes {why}"):
             TextDetection(model_name=V6_TINY, device="cpu")
-    assert not list(downloads.rglob("inference.onnx"))
-
-
-def test_a_download_that_trickles_is_given_up_as_stalled(downloads, hub_root, monkeypatch):
-    # each read brings data well within the timeout, so only the amount per window can tell it has stalled
-    monkeypatch.setattr("detector.hub.DOWNLOAD_TIMEOUT_S", 1.0)
-    size = (wheel_source(V6_TINY) / "inference.onnx").stat().st_size
-    with static_server(hub_root, _TricklingHandler) as (_, url):
-        monkeypatch.setenv("HF_ENDPOINT", url)
-        with pytest.raises(ModelNotFoundError, match=rf"stopped after [\d,]+ of {size:,} bytes \(.*stalled\)"):
-            TextDetection(model_name=V6_TINY, device="cpu")
-    assert _TricklingHandler.sent < 10_000
+    assert _TricklingHandler.sent < 10_000  # given up long before the trickle's end
     assert not list(downloads.rglob("inference.onnx"))
 
 
