@@ -382,7 +382,7 @@ def cpu_flags(cpuinfo: Path = CPUINFO) -> Optional[frozenset]:
 
 def this_cpu_block(cpuinfo: Path = CPUINFO, machine: Optional[str] = None) -> int:
     """onnxruntime's channel block on the CPU this runs on: NO_CHANNEL_BLOCK off x86-64 (no blocked layout
-    there: padding only adds work, 1.12x on PP-OCRv6_small_det with the layout turned off), else from its flags
+    there: padding only adds work, 1.08-1.12x on PP-OCRv6_small_det with the layout turned off), else from its flags
     (/proc/cpuinfo, or numpy's where there is none), 16 where they cannot be read."""
     if (machine if machine is not None else platform.machine()).lower() not in BLOCKED_LAYOUT_MACHINES:
         return NO_CHANNEL_BLOCK
