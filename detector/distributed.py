@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import threading
 import time
@@ -333,10 +334,17 @@ def run_batch(
         num_cpus=cpus_per_actor,
         num_gpus=num_gpus_per_actor or None,
     )
-    if fmt == "parquet":
-        rows.write_parquet(output, ray_remote_args={"num_cpus": 0})
-    else:
-        rows.write_datasink(JsonLinesDatasink(output), ray_remote_args={"num_cpus": 0})
+    try:
+        if fmt == "parquet":
+            rows.write_parquet(output, ray_remote_args={"num_cpus": 0})
+        else:
+            rows.write_datasink(JsonLinesDatasink(output), ray_remote_args={"num_cpus": 0})
+    except ray.exceptions.RayActorError as exc:
+        # on a cluster the model is first loaded by the actors: the library's refusal, not Ray's traceback
+        refusal = library_refusal(str(exc))
+        if refusal is None:
+            raise
+        raise DetectorError(f"the actors could not load the model: {refusal}") from None
     seconds = time.perf_counter() - start
     table = read_rows(output, fmt)
     return BatchSummary(
@@ -346,6 +354,12 @@ def run_batch(
         seconds=seconds,
         output=output,
     )
+
+
+def library_refusal(text: str) -> Optional[str]:
+    """The message of the last DetectorError a Ray error's text (a remote traceback) ends with, if any."""
+    found = re.findall(r"^detector\.errors\.\w+: (.+)$", text, flags=re.MULTILINE)
+    return found[-1] if found else None
 
 
 def read_rows(output: str, fmt: str) -> pa.Table:

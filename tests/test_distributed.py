@@ -238,3 +238,10 @@ def test_gpus_the_local_instance_does_not_have_are_refused_not_waited_for(local_
     spec = distributed.ModelSpec(model_dir=str(default_onnx), device="cpu")
     with pytest.raises(DetectorError, match="num_gpus_per_actor 1 is more than this machine's 0 GPUs"):
         distributed.run_batch([str(folder / "receipt.png")], str(tmp_path / "out"), spec=spec, num_gpus_per_actor=1)
+
+
+def test_a_model_actors_cannot_load_on_a_cluster_is_the_library_s_refusal(local_ray, folder, default_onnx, tmp_path):
+    # with --ray-address the model is first loaded by the actors: their refusal was an ActorDiedError traceback
+    spec = distributed.ModelSpec(model_dir=str(default_onnx), precision="fp16", device="cpu")
+    with pytest.raises(DetectorError, match=r"^the actors could not load the model: no fp16 variant: "):
+        distributed.run_batch([str(folder / "receipt.png")], str(tmp_path / "out"), spec=spec, ray_address=local_ray)
