@@ -60,7 +60,7 @@ from .session import (
     this_cpu_block,
     uses_io_binding,
 )
-from .settings import DetectionSettings, SettingOverrides, settings_for_model_file
+from .settings import DetectionSettings, SettingOverrides, settings_for_model_file, true_or_false
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack from Python 3.11
@@ -74,13 +74,6 @@ def whole_number_at_least_one(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise InvalidParameterError(f"{name} must be a whole number >= 1, got {value!r}")
     return int(value)
-
-
-def true_or_false(name: str, value: Any) -> bool:
-    """value if it is a boolean (numpy's too): "no" and "false" are strings, and would be True."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise InvalidParameterError(f"{name} must be True or False, got {value!r}")
-    return bool(value)
 
 
 def validate_batch_size(batch_size: Any) -> int:

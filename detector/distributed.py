@@ -12,15 +12,12 @@ library itself.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import re
-import signal
-import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -33,7 +30,7 @@ from ray.data.datasource import BlockBasedFileDatasink
 
 from .api import TextDetection
 from .batch_command import DEFAULT_FILES_PER_BATCH
-from .errors import DetectorError, InputNotFoundError, InvalidParameterError
+from .errors import DetectorError, InputNotFoundError, InvalidParameterError, callers_sigterm_handler_kept
 from .inputs import DEFAULT_LOAD_OPTIONS, IMAGE_EXTENSIONS, LoadOptions, Source, expand_inputs, load_source
 from .result import json_text, to_jsonable
 
@@ -239,20 +236,8 @@ def connect(address: Optional[str]) -> None:
     """Join the Ray cluster at ``address`` ("auto" or host:port / ray://…), or start a small local one."""
     if ray.is_initialized():
         return
-    with callers_sigterm_handler_kept():
+    with callers_sigterm_handler_kept():  # not held back: ray.init starts Ray's processes
         _init(address)
-
-
-@contextlib.contextmanager
-def callers_sigterm_handler_kept() -> Iterator[None]:
-    """ray.init replaces the SIGTERM handler (a SIGTERM then dumped a stack and exited 15): the caller's
-    (detect's: one line, exit 143) is put back after it."""
-    handler = signal.getsignal(signal.SIGTERM)
-    try:
-        yield
-    finally:
-        if callable(handler) and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, handler)
 
 
 def _init(address: Optional[str]) -> None:
@@ -316,11 +301,12 @@ def run_batch(
             )
         spec.load()  # a bad model or device fails here, once, with the library's message
     connect(ray_address)
-    if ray_address is None and num_gpus_per_actor > ray.cluster_resources().get("GPU", 0):
+    local_gpus = ray.cluster_resources().get("GPU", 0) if ray_address is None else None
+    if local_gpus is not None and num_gpus_per_actor > local_gpus:
         # as with CPUs: Ray would wait for an actor slot that never comes
         raise InvalidParameterError(
             f"num_gpus_per_actor {num_gpus_per_actor:g} is more than this machine's "
-            f"{ray.cluster_resources().get('GPU', 0):g} GPUs (the local Ray instance has no more)"
+            f"{local_gpus:g} GPUs (the local Ray instance has no more)"
         )
     start = time.perf_counter()
     # names as bytes: a file name that is not UTF-8 has no Arrow string; each actor reads its files itself

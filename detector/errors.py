@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+
 # The distribution's name, what `pip install` takes (the package it installs is `detector`; "detector" on
 # PyPI is an unrelated project): the install hints in every message below name it.
 DISTRIBUTION = "ppocr-det-onnx"
@@ -26,6 +31,29 @@ class Terminated(BaseException):
 def raise_terminated(signum: int, frame: object) -> None:
     """A SIGTERM handler: ``signal.signal(signal.SIGTERM, raise_terminated)``."""
     raise Terminated
+
+
+@contextlib.contextmanager
+def callers_sigterm_handler_kept(hold: bool = False) -> Iterator[None]:
+    """The caller's SIGTERM handler put back after a library that installs its own (Paddle at its import: a
+    C++ traceback, then death; ray.init: a stack dump, exit 15), so that a command still stops in one line.
+    hold: SIGTERM is also held back meanwhile (where pthread_sigmask exists), so that one arriving then reaches
+    the caller's handler; not for code that starts processes, which would inherit the held-back mask."""
+    handler = signal.getsignal(signal.SIGTERM)
+    if not callable(handler) or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = (
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        if hold and hasattr(signal, "pthread_sigmask")
+        else None
+    )
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+        if held is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 class DetectorError(Exception):

@@ -501,7 +501,8 @@ def _expand_path(text: str, options: LoadOptions) -> list[Source]:
         raise InputNotFoundError("an empty path names no input")
     path = Path(text).expanduser()
     try:
-        is_folder, exists = path.is_dir(), path.exists()
+        is_folder = path.is_dir()
+        exists = is_folder or path.exists()
     except OSError as exc:  # a name too long for the file system, say: no such input (the others still run)
         raise InputNotFoundError(f"input {_shown(text)} cannot be looked up: {exc.strerror or exc}") from None
     if is_folder:

@@ -20,6 +20,7 @@ import numpy as np
 
 from .draw import draw_polygons
 from .errors import DetectorError
+from .inputs import is_url
 
 RESULT_KEY = "res"  # PaddleOCR names saved files <stem>_res.json / <stem>_res.png
 INPUT_IMAGE_KEY = "input_img"  # PaddleX's key for the image a result was found on
@@ -95,7 +96,7 @@ if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
 def _url_file_name(input_path: str) -> str:
     """A URL's file name without its query and fragment ("https://h/scan.png?id=3" -> "scan.png": a "?" is no
     file name on Windows), its host where its path names none; any other input path as it is."""
-    if not input_path.startswith(("http://", "https://")):
+    if not is_url(input_path):
         return input_path
     parts = urllib.parse.urlsplit(input_path)
     return parts.path.rstrip("/").rsplit("/", 1)[-1] or parts.hostname or "url"

@@ -103,6 +103,13 @@ class SettingOverrides(TypedDict, total=False):
     box_type: Optional[str]  # one of BOX_TYPES
 
 
+def true_or_false(name: str, value: Any) -> bool:
+    """value if it is a boolean (numpy's too): "no" and "false" are strings, and would be True."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise InvalidParameterError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 # No side is this long: a larger limit_side_len is refused (with limit_type min its ratio to an image side
 # overflowed to infinity); max_side_limit and max_candidates may be any size ("no cap")
 MAX_SIDE_LEN = 2**31 - 1
@@ -159,9 +166,7 @@ def validate_settings(settings: DetectionSettings) -> DetectionSettings:
         values[name] = tuple(float(v) for v in seq)
     if any(v == 0 for v in values["std"]):
         raise InvalidParameterError(f"std must not contain 0, got {values['std']}")
-    if not isinstance(settings.use_dilation, (bool, np.bool_)):  # "false" would be True
-        raise InvalidParameterError(f"use_dilation must be True or False, got {settings.use_dilation!r}")
-    values["use_dilation"] = bool(settings.use_dilation)
+    values["use_dilation"] = true_or_false("use_dilation", settings.use_dilation)
     return dataclasses.replace(settings, **values)
 
 

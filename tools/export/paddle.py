@@ -5,16 +5,13 @@ A C++ abort inside paddle2onnx becomes an ExportError naming the cause, not a co
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata as package_metadata
 from pathlib import Path
@@ -22,7 +19,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from detector.errors import ExportError
+from detector.errors import ExportError, callers_sigterm_handler_kept
 from tools.export import REPO_ROOT, progress
 
 DEFAULT_OPSET = 14  # the lowest opset paddle2onnx 2.0.1 accepts for PP-OCRv4 (11 aborts asking for 14)
@@ -207,25 +204,6 @@ def paddle_model_file(model_dir: Path) -> Path:
     raise FileNotFoundError(f"{model_dir} holds neither inference.json nor inference.pdmodel")
 
 
-@contextlib.contextmanager
-def callers_sigterm_handler_kept() -> Iterator[None]:
-    """Importing Paddle puts its own C++ SIGTERM handler in place (a C++ traceback, then death, where the
-    export would stop in one line and kill its converter): the caller's is put back after the import, with
-    SIGTERM held back meanwhile, so that one arriving during the import reaches the caller's handler."""
-    handler = signal.getsignal(signal.SIGTERM)
-    if not callable(handler) or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    can_hold = hasattr(signal, "pthread_sigmask")  # not on Windows: the handler is only put back there
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM}) if can_hold else None
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, handler)
-        if held is not None:
-            signal.pthread_sigmask(signal.SIG_SETMASK, held)
-
-
 def paddle_predictor(
     model_dir: Path, threads: Optional[int] = None, mkldnn: bool = False, ir_optim: bool = True
 ) -> Callable[[np.ndarray], np.ndarray]:
@@ -235,7 +213,9 @@ def paddle_predictor(
     moves probabilities by ~1e-5 — fine for boxes, too loose to check a conversion with.
     """
     quiet_offline_environment()
-    with callers_sigterm_handler_kept():
+    # Paddle installs its C++ SIGTERM handler at import (a C++ traceback, then death, where the export would stop
+    # in one line and kill its converter); held back meanwhile, so that one arriving during the import reaches ours
+    with callers_sigterm_handler_kept(hold=True):
         import paddle.inference as paddle_infer
 
     config = paddle_infer.Config(str(paddle_model_file(model_dir)), str(Path(model_dir) / "inference.pdiparams"))
