@@ -49,7 +49,7 @@ class Server:
             answer_headers = {key.lower(): value for key, value in response.getheaders()}
         finally:
             connection.close()
-        if answer_headers.get("content-type", "").startswith("application/json"):
+        if method != "HEAD" and answer_headers.get("content-type", "").startswith("application/json"):
             return response.status, answer_headers, json.loads(raw)
         return response.status, answer_headers, raw.decode("utf-8", "replace")
 

@@ -199,6 +199,10 @@ def test_health_models_openapi_and_page(server):
 
     status, headers, html = server.request("GET", "/")
     assert status == 200 and headers["content-type"].startswith("text/html") and 'id="box_thresh"' in html
+    # HEAD where there is a GET (uptime monitors, curl -I): the GET's status and type, no body
+    for path, content_type in (("/health", "application/json"), ("/models", "application/json"), ("/", "text/html")):
+        status, headers, text = server.request("HEAD", path)
+        assert status == 200 and headers["content-type"].startswith(content_type) and text == "", path
     assert "http://" not in html and "https://" not in html  # no CDN: the page works offline
 
 
@@ -226,6 +230,8 @@ def test_every_bad_request_gets_a_4xx_envelope(server, pages):
         server.post_multipart("/detect", {"file": ("a.png", image), "thresh": (None, b"0.3")}), 400, "thresh"
     )
     assert_refused(server.post_multipart("/detect", {"file": ("a.png", b"")}), 400, "empty")
+    # a part without filename= is a text field to the multipart parser: said so, not "no file field"
+    assert_refused(server.post_multipart("/detect", {"file": (None, image)}), 400, "not a file upload", "filename=")
     assert_refused(server.post_raw("/detect", b"GIF89a but not really", "image/gif"), 422, "not an image")
     assert_refused(server.post_multipart("/detect", {"file": ("notes.png", b"plain text")}), 422, "notes.png")
     assert_refused(server.post_raw("/detect?thresh=2", image, "image/png"), 422, "thresh")

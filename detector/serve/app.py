@@ -218,6 +218,10 @@ async def _read_multipart(request: Request) -> Source:
                 f"and settings in the query string",
             )
         upload = form.get("file")
+        if isinstance(upload, str):  # a part without filename="…" (RFC 7578 has no filename*=) is a text field
+            raise RequestError(
+                400, "the multipart field 'file' is not a file upload: its Content-Disposition needs filename=\"…\""
+            )
         if not isinstance(upload, UploadFile):
             raise RequestError(400, "the multipart body has no file field named 'file'")
         data = await upload.read()
@@ -498,11 +502,15 @@ def create_app(config: ServeConfig, detector: Optional[TextDetection] = None) ->
             status_code=500,
         )
 
+    # HEAD beside each GET: uptime monitors and `curl -I` probe with it (FastAPI answers 405 to a HEAD on
+    # a GET route); uvicorn sends the GET's status and headers without the body.
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    @app.head("/", include_in_schema=False)
     async def page() -> HTMLResponse:
         return HTMLResponse(page_html)
 
     @app.get("/health", summary="Model loaded, device and provider in use, inference queue")
+    @app.head("/health", include_in_schema=False)
     async def health() -> JSONResponse:
         result = {
             "status": "ok",
@@ -521,6 +529,7 @@ def create_app(config: ServeConfig, detector: Optional[TextDetection] = None) ->
         return JSONResponse(envelope(new_log_id(), 200, "Healthy", result))
 
     @app.get("/models", summary="Known and exported models; which one this server runs")
+    @app.head("/models", include_in_schema=False)
     async def models() -> JSONResponse:
         exported = exported_models()
         names = list(KNOWN_MODELS) + sorted(set(exported) - set(KNOWN_MODELS))
