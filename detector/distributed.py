@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import re
+import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,10 @@ from .result import json_text, to_jsonable
 
 FORMATS = ("parquet", "jsonl")
 SOURCE_COLUMN = "source"  # the dataset the actors read: each file's path or URI, as bytes
+# How long a cluster address given as host:port may take to accept a TCP connection. ray.init itself retries
+# an address nobody answers at for ~7 minutes (Ray 2.60: 'Failed to connect to GCS … within 5 seconds' lines,
+# then a timeout), so a mistyped address is tried here first.
+CLUSTER_CONNECT_TIMEOUT_S = 10.0
 # A local Ray instance started by `detect batch`: a small object store, since rows are small.
 LOCAL_OBJECT_STORE_BYTES = 256 * 1024 * 1024
 ROW_SCHEMA = pa.schema(
@@ -240,8 +245,27 @@ def connect(address: Optional[str]) -> None:
         _init(address)
 
 
+def unreachable_cluster(address: str, timeout_s: float = CLUSTER_CONNECT_TIMEOUT_S) -> Optional[str]:
+    """Why nothing accepts a TCP connection at a host:port (or ray://host:port) cluster address; None when
+    something does, or when the address is not of that form ("auto", "local": Ray finds those itself)."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return None
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:  # refused, timed out, unknown host
+        return str(exc) or type(exc).__name__
+    return None
+
+
 def _init(address: Optional[str]) -> None:
     if address:
+        reason = unreachable_cluster(address)
+        if reason is not None:
+            raise DetectorError(
+                f"cannot join the Ray cluster at {address!r}: nothing answers there ({reason}); "
+                f"check the address (the head node's GCS port, 6379 by default; ray:// addresses use 10001)"
+            )
         try:
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
         except ConnectionError as exc:  # no cluster there: the user's address, not our bug

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -245,3 +246,22 @@ def test_a_model_actors_cannot_load_on_a_cluster_is_the_library_s_refusal(local_
     spec = distributed.ModelSpec(model_dir=str(default_onnx), precision="fp16", device="cpu")
     with pytest.raises(DetectorError, match=r"^the actors could not load the model: no fp16 variant: "):
         distributed.run_batch([str(folder / "receipt.png")], str(tmp_path / "out"), spec=spec, ray_address=local_ray)
+
+
+def test_a_cluster_address_nobody_answers_at_fails_at_once(folder, tmp_path):
+    # ray.init retried such an address for ~7 minutes, printing Ray's own connection warnings, before failing
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed once the block ends: nobody listens there
+    command = [sys.executable, "-m", "detector.cli", "batch", "-i", str(folder / "receipt.png")]
+    proc = subprocess.run(
+        [*command, "-o", str(tmp_path / "out"), "--ray-address", f"127.0.0.1:{port}"],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert f"cannot join the Ray cluster at '127.0.0.1:{port}': nothing answers there" in proc.stderr
+    assert "Traceback" not in proc.stderr and "Failed to connect" not in proc.stderr
+    assert distributed.unreachable_cluster("auto") is None and distributed.unreachable_cluster("ray://x") is None
