@@ -208,9 +208,13 @@ class TextDetection:
                 )
                 break
             except InvalidModelError as exc:
-                # a downloaded file damaged since (onnxruntime cannot read it) is fetched again, once;
-                # any other file's error stands
-                if attempt == "again" or not discard_damaged_download(self.model_path, str(exc).splitlines()[0]):
+                # a downloaded file damaged since (its bytes are no model) is fetched again, once; any other
+                # file's error stands, and so does a failure of onnxruntime's own (memory): the file is fine
+                if (
+                    attempt == "again"
+                    or not exc.file_damaged
+                    or not discard_damaged_download(self.model_path, str(exc).splitlines()[0])
+                ):
                     raise
         self.precision: str = precision_of(self.model_path)
         # Many images on the CPU run folder_workers at a time, each on its share of the intra-op threads,

@@ -81,7 +81,15 @@ class ModelNotFoundError(DetectorError, FileNotFoundError):
 
 
 class InvalidModelError(DetectorError):
-    """The ONNX file is not a DB text detector (wrong input rank, output shape, unreadable)."""
+    """The ONNX file is not a DB text detector (wrong input rank, output shape, unreadable).
+
+    ``file_damaged``: onnxruntime found the file's bytes to be no model at all (truncated, overwritten,
+    empty), as opposed to failing for a reason of its own (out of memory, no thread, a device).
+    """
+
+    def __init__(self, message: str, file_damaged: bool = False):
+        super().__init__(message)
+        self.file_damaged = file_damaged
 
 
 class InferenceError(DetectorError, RuntimeError):

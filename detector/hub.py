@@ -401,9 +401,17 @@ def import_release(model_name: str, official: Path) -> Path:
         )
         return official / MODEL_FILENAME
     except DetectorError as exc:
-        print(f"detector: {model_name} runs as published: the rewrite failed ({exc})", file=sys.stderr)
         from . import __version__
+        from .session import out_of_memory
 
+        if out_of_memory(exc):  # says nothing of the release: tried again next time
+            print(
+                f"detector: {model_name} runs as published: its rewrite ran out of memory ({exc}); "
+                f"tried again on its next use",
+                file=sys.stderr,
+            )
+            return official / MODEL_FILENAME
+        print(f"detector: {model_name} runs as published: the rewrite failed ({exc})", file=sys.stderr)
         with contextlib.suppress(OSError):  # a read-only cache: it is tried again next time, no harm
             (official / IMPORT_FAILED_MARKER).write_text(f"{__version__}\n{exc}\n", encoding="utf-8")
         return official / MODEL_FILENAME

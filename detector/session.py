@@ -39,9 +39,21 @@ def onnxruntime_module() -> Any:
     (gunicorn --preload) whose master imports this package and makes the detector in each worker is safe."""
     try:
         import onnxruntime
-    except ImportError:
-        return None
+    except ModuleNotFoundError as exc:
+        if exc.name == "onnxruntime":
+            return None
+        raise DetectorError(_onnxruntime_broken(exc)) from None
+    except Exception as exc:  # ImportError, AttributeError: e.g. an onnxruntime built for another numpy
+        raise DetectorError(_onnxruntime_broken(exc)) from None
     return onnxruntime
+
+
+def _onnxruntime_broken(error: Exception) -> str:
+    reason = (str(error).strip().splitlines() or [""])[0]
+    return (
+        f"onnxruntime is installed but cannot be imported ({type(error).__name__}: {reason}): reinstall it, "
+        f"or install a version built for numpy {np.__version__} (numpy 2 needs onnxruntime 1.19 or later)"
+    )
 
 
 ONNXRUNTIME_MISSING = (
@@ -223,16 +235,39 @@ def load_session(
     return session, "cpu"
 
 
+# onnxruntime's exception classes that say a file's bytes are no model (a truncated, overwritten or empty
+# file: "Protobuf parsing failed", "No graph was found"). Its others (FAIL "std::bad_alloc" when memory runs
+# out, a thread it cannot start, a CUDA failure) say nothing about the file.
+DAMAGED_MODEL_ERRORS = frozenset({"InvalidProtobuf", "InvalidGraph", "InvalidArgument"})
+
+
 def _open(
     model_path: Path, options: ort.SessionOptions, providers: list[Any], model: Union[str, bytes, None] = None
 ) -> ort.InferenceSession:
     """A session on model_path (or on ``model``, its path or serialized bytes, made from it)."""
+    source = str(model_path) if model is None else model
     try:
-        return onnxruntime_module().InferenceSession(
-            str(model_path) if model is None else model, sess_options=options, providers=providers
-        )
+        if isinstance(source, str) and not _utf8_encodable(source):
+            source = Path(source).read_bytes()  # onnxruntime takes paths as UTF-8 text only (a TypeError else)
+        return onnxruntime_module().InferenceSession(source, sess_options=options, providers=providers)
     except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
-        raise InvalidModelError(f"onnxruntime cannot load {model_path}: {exc}") from None
+        raise InvalidModelError(
+            f"onnxruntime cannot load {model_path}: {exc}", file_damaged=type(exc).__name__ in DAMAGED_MODEL_ERRORS
+        ) from None
+
+
+def _utf8_encodable(text: str) -> bool:
+    """False for a path holding bytes that are not UTF-8 (os.fsdecode's \\udcXX escapes)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def out_of_memory(error: BaseException) -> bool:
+    """Whether an error is memory running out (Python's, or onnxruntime's std::bad_alloc in its message)."""
+    return isinstance(error, MemoryError) or "bad_alloc" in str(error)
 
 
 def check_detector_signature(session: ort.InferenceSession, model_path: Path) -> tuple[str, str]:

@@ -1,6 +1,7 @@
 """`import detector` stays light: the optional extras (FastAPI, uvicorn, Ray, pyarrow, onnx) load only in
 the subcommands that need them."""
 
+import os
 import subprocess
 import sys
 
@@ -113,3 +114,23 @@ def test_a_lock_held_by_another_thread_at_a_fork_is_free_in_the_child():
     # the child has no copy of the thread that held it: an inherited lock would stay held for good
     proc = subprocess.run([sys.executable, "-c", LOCK_HELD_AT_FORK], capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip() == "0", proc.stdout + proc.stderr
+
+
+def test_an_onnxruntime_that_cannot_be_imported_is_not_called_missing(tmp_path, default_onnx):
+    # an onnxruntime built for numpy 1 under numpy 2 ("numpy.core.multiarray failed to import") was reported
+    # as "onnxruntime is not installed: pip install …"
+    fake = tmp_path / "onnxruntime"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("raise ImportError('numpy.core.multiarray failed to import')\n")
+    script = (
+        "import sys; from detector import TextDetection, DetectorError\n"
+        f"try:\n    TextDetection(model_dir={str(default_onnx)!r}, device='cpu')\n"
+        "except DetectorError as exc:\n    print(exc)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO_ROOT)])}
+    broken = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert "onnxruntime is installed but cannot be imported (ImportError: numpy.core.multiarray" in broken.stdout
+    assert "not installed" not in broken.stdout
+    (fake / "__init__.py").write_text("raise ModuleNotFoundError('No module named onnxruntime', name='onnxruntime')\n")
+    missing = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert missing.stdout.startswith("onnxruntime is not installed: pip install"), missing

@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import http.server
+import os
 import shutil
 import socket
+import sys
 import threading
 from pathlib import Path
 
@@ -527,12 +529,66 @@ def test_a_damaged_release_in_the_cache_is_downloaded_again(downloads, hub_root,
     assert mine.exists()
 
 
+def test_onnxruntime_failing_for_itself_leaves_the_cached_model_alone(downloads, monkeypatch, capsys):
+    # memory running out while a session opens (onnxruntime's FAIL "std::bad_alloc") removed the cached model
+    # "to fetch it again": offline it was gone, online every start downloaded it and failed again
+    monkeypatch.setenv("DETECTOR_NO_OPTIMIZE", "1")
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    official = downloads / V6_TINY / "official"
+    shutil.copytree(wheel_source(V6_TINY), official)
+    release = TextDetection(model_name=V6_TINY, device="cpu").model_path
+
+    class Fail(Exception):  # onnxruntime's class of that name, as its binding raises it
+        pass
+
+    def out_of_memory(*args, **kwargs):
+        raise Fail(f"[ONNXRuntimeError] : 1 : FAIL : Load model from {release} failed:std::bad_alloc")
+
+    from detector import session
+
+    monkeypatch.setattr(session.onnxruntime_module(), "InferenceSession", out_of_memory)
+    capsys.readouterr()
+    with pytest.raises(InvalidModelError, match="bad_alloc"):
+        TextDetection(model_name=V6_TINY, device="cpu")
+    assert "removing it" not in capsys.readouterr().err
+    assert release.read_bytes() == (wheel_source(V6_TINY) / "inference.onnx").read_bytes()
+    assert (official / "inference.yml").exists()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="names of arbitrary bytes: Linux file systems")
+def test_a_model_folder_whose_name_is_not_utf8_loads(tmp_path, default_onnx):
+    # onnxruntime takes a path as UTF-8 text: such a name was a TypeError of several lines
+    folder = Path(os.fsdecode(bytes(tmp_path) + b"/mod\xff"))
+    folder.mkdir()
+    shutil.copy(default_onnx, folder / "inference.onnx")
+    model = TextDetection(model_dir=folder, device="cpu")
+    assert model.model_path == folder / "inference.onnx" and model.model_name == "PP-OCRv4_mobile_det"
+
+
 def test_no_optimize_opt_out_runs_the_release_also_once_it_was_imported(downloads, monkeypatch):
     official = downloads / V6_TINY / "official"
     shutil.copytree(wheel_source(V6_TINY), official)
     assert TextDetection(model_name=V6_TINY, device="cpu").model_path == downloads / V6_TINY / "inference.onnx"
     monkeypatch.setenv("DETECTOR_NO_OPTIMIZE", "1")  # to rule the rewrite out
     assert TextDetection(model_name=V6_TINY, device="cpu").model_path == official / "inference.onnx"
+
+
+def test_an_import_that_ran_out_of_memory_is_tried_again_next_time(downloads, monkeypatch, capsys):
+    # it was marked failed for good (for this package version), though nothing was wrong with the release
+    from detector.errors import ExportError
+
+    def out_of_memory(*args, **kwargs):
+        raise ExportError("onnxruntime cannot load the rewritten model: [ONNXRuntimeError] : 1 : FAIL : std::bad_alloc")
+
+    monkeypatch.setattr("detector.optimize.onnx_import.export_from_onnx", out_of_memory)
+    official = downloads / V6_TINY / "official"
+    shutil.copytree(wheel_source(V6_TINY), official)
+    assert TextDetection(model_name=V6_TINY, device="cpu").model_path == official / "inference.onnx"
+    assert "ran out of memory" in capsys.readouterr().err and not (official / ".import-failed").exists()
+    monkeypatch.undo()  # memory back
+    monkeypatch.setenv("XDG_CACHE_HOME", str(downloads.parent.parent))
+    monkeypatch.setattr("detector.hub.IN_CHECKOUT", False)
+    assert TextDetection(model_name=V6_TINY, device="cpu").model_path == downloads / V6_TINY / "inference.onnx"
 
 
 def test_an_import_that_could_not_be_saved_is_tried_again_next_time(downloads, monkeypatch, capsys):
