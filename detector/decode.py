@@ -37,6 +37,7 @@ import numpy as np
 JPEG_DECODER = "simplejpeg"
 PNG_DECODER = "pyspng"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+JPEG_END_MARKER = b"\xff\xd9"  # EOI
 # OpenCV refuses images above these (CV_IO_MAX_IMAGE_WIDTH/HEIGHT/PIXELS defaults): let it say so.
 OPENCV_MAX_SIDE = 1 << 20
 OPENCV_MAX_PIXELS = 1 << 30
@@ -83,6 +84,8 @@ def decode_bgr(data: bytes, choice: Optional[FastDecode]) -> Optional[np.ndarray
         image = decode_fast(data, choice.decoder)
         if image is not None and image.shape == (choice.height, choice.width, 3):
             return image
+        if choice.decoder == JPEG_DECODER and not data.rstrip(b"\x00").endswith(JPEG_END_MARKER):
+            return None  # cut short, or its end marker lost: decode_damaged_jpeg, the same on every OpenCV
     flags = cv2.IMREAD_COLOR
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         # OpenCV 5 turns a WebP by its EXIF orientation; OpenCV 4, PaddleOCR's, does not (it does for JPEG and PNG)
@@ -91,12 +94,13 @@ def decode_bgr(data: bytes, choice: Optional[FastDecode]) -> Optional[np.ndarray
 
 
 def decode_damaged_jpeg(data: bytes, choice: Optional[FastDecode]) -> Optional[np.ndarray]:
-    """A plain JPEG (choice: its headers passed the JPEG fast decoder's test) that OpenCV could not decode,
+    """A plain JPEG (choice: its headers passed the JPEG fast decoder's test) that decode_bgr left undecoded,
     decoded by libjpeg-turbo's tolerant mode: a file cut short, or missing its end marker only.
 
-    OpenCV 5 refuses such files; OpenCV 4 (PaddleOCR's) decodes them but leaves black the rows it
-    did not finish. Here every row the data holds is kept, what is missing is filled grey by
-    libjpeg-turbo: not OpenCV's pixels (there are none to match), so the caller says so.
+    OpenCV gives no pixels to match for the rows such a file does not reach: OpenCV 5 refuses the file,
+    OpenCV 4.8 leaves those rows black, OpenCV 4.10 leaves them as the memory it allocated held (other
+    pixels on every call, measured: a text detector could find boxes in them). Here every row the data
+    holds is kept and what is missing is filled grey by libjpeg-turbo, on every OpenCV; the caller says so.
     """
     if choice is None or choice.decoder != JPEG_DECODER:
         return None

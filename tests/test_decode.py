@@ -260,7 +260,7 @@ def test_pixels_equal_opencv_and_the_fast_path_is_taken_where_expected(name, dat
         assert fast.shape == reference.shape and np.array_equal(fast, reference), name
         assert (choice.width, choice.height) == (reference.shape[1], reference.shape[0])
     result = decode_bgr(data, choice)
-    if reference is None:
+    if reference is None or (name == "truncated" and expected == JPEG_DECODER):  # cut short: see below
         assert result is None, name
     else:
         assert result is not None and np.array_equal(result, reference), name
@@ -280,13 +280,21 @@ def test_opencv_size_limits_set_by_environment_leave_decoding_to_opencv(monkeypa
     assert choose_fast_decoder(data) is None
 
 
-def test_truncated_jpeg_is_refused_by_the_fast_decoder_and_opencv_decides():
+def test_a_jpeg_cut_short_is_left_to_the_damaged_path_not_to_opencv():
+    # OpenCV 4.10 leaves the rows such a file does not reach as its allocation held them: other pixels on
+    # every call (seen as a flaky parity test on the 4.10 floor); OpenCV 4.8 black, OpenCV 5 refuses it
     full = cv_encode(".jpg", picture(131, 97, 9), [cv2.IMWRITE_JPEG_QUALITY, 90])
-    truncated = full[: len(full) * 2 // 3]
-    assert decode_fast(truncated, JPEG_DECODER) is None
-    reference = opencv(truncated)
-    result = decode_bgr(truncated, choose_fast_decoder(truncated))
-    assert (reference is None and result is None) or np.array_equal(result, reference)
+    for damaged in (full[: len(full) * 2 // 3], full[:-2]):  # cut short; its end marker lost
+        choice = choose_fast_decoder(damaged)
+        assert decode_fast(damaged, JPEG_DECODER) is None and decode_bgr(damaged, choice) is None
+        first, second = (decode_image_bytes(damaged, "scan.jpg", DEFAULT_LOAD_OPTIONS) for _ in range(2))
+        assert np.array_equal(first, second)
+    # a JPEG whose damage is elsewhere (its end marker there) is still OpenCV's to decode, as PaddleOCR's
+    corrupt = full[:-2] + b"\x00\x11\x22" + full[-2:]  # libjpeg: "3 extraneous bytes before marker 0xd9"
+    choice = choose_fast_decoder(corrupt)
+    assert choice is not None and decode_fast(corrupt, JPEG_DECODER) is None
+    reference = opencv(corrupt)
+    assert reference is not None and np.array_equal(decode_bgr(corrupt, choice), reference)
 
 
 def test_a_webp_is_not_turned_by_its_exif_orientation_as_in_paddleocr_s_opencv_4():
@@ -301,7 +309,7 @@ def test_a_webp_is_not_turned_by_its_exif_orientation_as_in_paddleocr_s_opencv_4
     assert image is not None and np.array_equal(image, pixels)
 
 
-def test_damaged_jpegs_opencv_refuses_are_decoded_as_far_as_they_go_with_a_warning(caplog):
+def test_damaged_jpegs_are_decoded_as_far_as_they_go_with_a_warning(caplog):
     image = picture(131, 97, 9)
     full = cv_encode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])
     whole = opencv(full)
@@ -309,11 +317,8 @@ def test_damaged_jpegs_opencv_refuses_are_decoded_as_far_as_they_go_with_a_warni
         caplog.clear()
         with caplog.at_level("WARNING", logger="detector.inputs"):
             pixels = decode_image_bytes(damaged, "scan.jpg", DEFAULT_LOAD_OPTIONS)
-        reference = opencv(damaged)
-        if reference is not None:  # OpenCV 4 decodes them (black past the damage): its pixels, silently
-            assert np.array_equal(pixels, reference) and not caplog.records
-            continue
-        # OpenCV 5 refuses them: libjpeg-turbo's tolerant mode keeps every row the data holds, and says so
+        # on every OpenCV (5 refuses them; 4 leaves the missing rows black or unset): libjpeg-turbo's
+        # tolerant mode keeps every row the data holds, and says so
         assert pixels.shape == whole.shape and np.array_equal(pixels[:whole_rows], whole[:whole_rows])
         assert ["scan.jpg is a damaged JPEG" in r.getMessage() for r in caplog.records] == [True]
     with pytest.raises(UnreadableImageError):  # headers only: nothing to decode
