@@ -183,6 +183,11 @@ def test_export_refusals_before_any_work(tmp_path):
         (source / name).write_bytes(b"x")
     with pytest.raises(ExportError, match="is a file of SOURCE"):  # it would be written over the source
         export_model("PP-OCRv4_mobile_det", str(source), source / "inference.pdmodel")
+    archive = tmp_path / "model.tar"  # a source that is one file (.tar, .whl): the user's archive written over
+    archive.write_bytes(build_tar("mine"))
+    with pytest.raises(ExportError, match=r"--output .*model\.tar is SOURCE .*model\.tar: write the export elsewhere"):
+        export_model("PP-OCRv4_mobile_det", str(archive), archive)
+    assert archive.read_bytes() == build_tar("mine")
     config = {"Global": {"model_name": "PP-OCRv4_mobile_det"}}
     with pytest.raises(ExportError, match="pass --model PP-OCRv4_mobile_det"):  # into models/PP-OCRv3_mobile_det/
         model_name_from_config(config, "PP-OCRv3_mobile_det", source / "inference.yml", print, name_must_match=True)
@@ -204,3 +209,30 @@ def test_a_model_file_or_an_archive_where_a_folder_is_wanted_says_so(tmp_path):
     archive.write_bytes(build_tar())
     with pytest.raises(ExportError, match="is an archive: extract it"):  # detect optimize takes .onnx files
         find_onnx_source(archive)
+
+
+def test_an_output_named_as_a_variant_is_refused_and_a_new_fp32_file_drops_the_old_variants(
+    tmp_path, capsys, monkeypatch
+):
+    from tools.export import pipeline
+    from tools.export.pipeline import main, remove_stale_variants
+
+    # the fp32 file written to inference.int8.onnx, then the int8 variant written over it: no fp32 file left
+    output = tmp_path / "inference.int8.onnx"
+    assert main(["--model", "PP-OCRv6_tiny_det", "--source", str(tmp_path), "--output", str(output)]) == 1
+    err = capsys.readouterr().err
+    assert "is named as a int8 variant: give the fp32 file's path (inference.onnx)" in err and not output.exists()
+    # variants beside an fp32 file that was just replaced were made from the old one (another model, other
+    # weights): precision="int8" would load them without a word
+    fp32 = tmp_path / "inference.onnx"
+    for path in (fp32, tmp_path / "inference.int8.onnx", tmp_path / "inference.fp16.onnx", tmp_path / "other.onnx"):
+        path.write_bytes(b"x")
+    remove_stale_variants(fp32)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["inference.onnx", "other.onnx"]
+    err = capsys.readouterr().err
+    assert "removed" in err and "--precision int8" in err and "--precision fp16" in err
+    # and an export of the fp32 file does it (the export itself stubbed: its record only)
+    (tmp_path / "inference.int8.onnx").write_bytes(b"x")
+    monkeypatch.setattr(pipeline, "export_model", lambda *a, **k: {"opset": 17, "verification": {"max_abs_diff": 0.0}})
+    assert main(["--model", "PP-OCRv6_tiny_det", "--source", str(tmp_path), "--output", str(fp32)]) == 0
+    assert not (tmp_path / "inference.int8.onnx").exists()

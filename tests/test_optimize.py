@@ -167,6 +167,22 @@ def test_a_map_with_nan_or_logits_is_refused_not_verified(tmp_path):
         assert not (tmp_path / f"{edit.__name__}.onnx").exists()
 
 
+def test_a_source_that_fails_when_run_is_one_line_not_an_internal_error(tmp_path):
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    def fixed_reshape(model):  # the map reshaped to one baked-in size: onnxruntime fails on every other input
+        output = model.graph.output[0]
+        model.graph.initializer.append(numpy_helper.from_array(np.array([1, 1, 640, 640], np.int64), "fixed"))
+        model.graph.node.append(helper.make_node("Reshape", [output.name, "fixed"], ["fixed_map"]))
+        output.name = "fixed_map"
+
+    result = _optimize(_edited_release(tmp_path, fixed_reshape), tmp_path / "out.onnx")
+    assert result.exit_code == 1 and "internal error" not in result.output, result.output
+    assert "fails on input (1, 3, " in result.output and "nothing written" in result.output
+    assert "[E:onnxruntime" not in result.output and not (tmp_path / "out.onnx").exists()
+
+
 def test_the_output_may_not_be_any_file_the_source_reads(tmp_path):
     import onnx
 

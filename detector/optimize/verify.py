@@ -76,7 +76,7 @@ def cpu_session(model: bytes | str | Path, what: str) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # its failures are raised and reported (3 still printed run errors in red)
     try:
         return ort.InferenceSession(
             model if isinstance(model, bytes) else str(model), options, providers=["CPUExecutionProvider"]
@@ -108,6 +108,16 @@ def check_probability_map(values: np.ndarray, where: str) -> None:
         )
 
 
+def _ran(run: Callable[[np.ndarray], np.ndarray], batch: np.ndarray, what: str) -> np.ndarray:
+    """run(batch), or an ExportError naming the input where the runtime fails on it (a shape baked into
+    the graph, an operator that refuses this size): onnxruntime and Paddle raise their own types from C++."""
+    try:
+        return run(batch)
+    except Exception as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ExportError(f"{what} fails on input {tuple(batch.shape)}: {reason}; nothing written") from None
+
+
 def compare_outputs(
     onnx_bytes: bytes,
     run_reference: Callable[[np.ndarray], np.ndarray],
@@ -123,8 +133,8 @@ def compare_outputs(
     per_shape: list[dict[str, Any]] = []
     for shape in shapes:
         batch = verification_batch(shape, settings)
-        expected = run_reference(batch)
-        got = run_ours(batch)
+        expected = _ran(run_reference, batch, f"the source ({reference})")
+        got = _ran(run_ours, batch, "the converted model")
         wanted_shape = (shape[0], 1, shape[2], shape[3])
         if got.shape != wanted_shape or expected.shape != wanted_shape:
             raise ExportError(

@@ -43,7 +43,7 @@ from detector.optimize.rewrites import (
     why_not_rewritable,
 )
 from detector.optimize.verify import TOLERANCE, VERIFY_SHAPES, compare_with_unrewritten
-from detector.precision import PRECISIONS, variant_path
+from detector.precision import PRECISIONS, precision_of, variant_path
 from detector.settings import settings_from_inference_config
 from tools.export import REPO_ROOT, default_model, progress
 from tools.export.paddle import (
@@ -99,11 +99,13 @@ def export_model(
     if source is not None and "://" not in source and not Path(source).expanduser().exists():
         # before the Paddle check: a mistyped path must not send anyone off to install Paddle
         raise ExportError(f"SOURCE {source} does not exist")
-    source_folder = Path(source).expanduser() if source is not None and "://" not in source else None
-    if source_folder is not None and source_folder.is_dir():  # before any work: never write over the source
+    source_path = Path(source).expanduser() if source is not None and "://" not in source else None
+    if source_path is not None:  # before any work: never write over the source (a folder's files, a .tar, a .whl)
         target = Path(output).expanduser().resolve()
-        if any(file.resolve() == target for file in source_folder.iterdir() if file.is_file()):
-            raise ExportError(f"--output {output} is a file of SOURCE {source}: write the export elsewhere")
+        files = [file for file in source_path.iterdir() if file.is_file()] if source_path.is_dir() else [source_path]
+        if any(file.resolve() == target for file in files):
+            what = "a file of SOURCE" if source_path.is_dir() else "SOURCE"
+            raise ExportError(f"--output {output} is {what} {source}: write the export elsewhere")
     if source is not None and onnx_import.is_onnx_source(source):
         if opset != DEFAULT_OPSET:
             progress(f"note: --opset {opset} is for Paddle sources; an ONNX source keeps its own opset")
@@ -276,6 +278,20 @@ def _fp32_flags(args: argparse.Namespace) -> dict[str, bool]:
     }
 
 
+def remove_stale_variants(output: Path) -> None:
+    """Remove the int8 / fp16 files beside a freshly written fp32 file: made from the file it replaced (other
+    weights, another model, another CPU's channel block), they would be loaded by precision= without a word."""
+    for precision in PRECISIONS:
+        variant = variant_path(output, precision)
+        if precision != "fp32" and variant.is_file():
+            variant.unlink()
+            print(
+                f"export: removed {variant}, made from the file just replaced; make it again with "
+                f"--precision {precision} (make export ... PRECISION={precision})",
+                file=sys.stderr,
+            )
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     import signal
 
@@ -296,6 +312,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def _export(args: argparse.Namespace) -> int:
     output = args.output or REPO_ROOT / "models" / args.model / "inference.onnx"
     try:
+        named = precision_of(output)
+        if named != "fp32":  # its variant would be the same path: the fp32 file written over
+            raise ExportError(
+                f"--output {output} is named as a {named} variant: give the fp32 file's path "
+                f"({variant_path(output, 'fp32').name}); --precision {named} writes the variant beside it"
+            )
         made_now = args.precision == "fp32" or not output.is_file()
         if made_now:
             record = export_model(
@@ -312,6 +334,7 @@ def _export(args: argparse.Namespace) -> int:
                 f"exported {args.model} -> {output} (opset {record['opset']}, "
                 f"max |diff| {record['verification']['max_abs_diff']:.3g})"
             )
+            remove_stale_variants(output)
         if args.precision != "fp32":
             from tools.export.quantize import export_variant
 
