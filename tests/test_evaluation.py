@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from detector.errors import InvalidParameterError
 from detector.evaluation.labels import LabelFileError, read_labels
 from detector.evaluation.metric import (
     LabelledPolygon,
@@ -59,12 +60,22 @@ def test_intersection_of_non_convex_polygons():
 
 def test_polygons_that_are_not_simple_are_recognised():
     assert is_simple_polygon(box(0, 0, 4, 2))
+    # nearly collinear corners: float arithmetic called this fold-back a fold; shapely (exact) keeps it
+    assert is_simple_polygon(np.array([[0, 0], [0.1, 0.3], [0.03, 0.09], [0, 5]]))
     assert not is_simple_polygon(np.array([[0, 0], [4, 2], [4, 0], [0, 2]]))  # bow tie
     assert not is_simple_polygon(np.array([[0, 0], [2, 0], [4, 0], [1, 0]]))  # no area
     assert not is_simple_polygon(np.array([[0, 0], [4, 0]]))
 
 
 # --- DetMetric rules -----------------------------------------------------------------------------------
+
+
+def test_an_iou_just_below_one_half_is_no_match():
+    # shapely's IoU 0.4999899 (DetMetric: no match); Clipper's 1/1024 px grid made it 0.5000027, a match
+    label = np.array([[467, 494], [533, 498], [533, 506], [467, 502]], np.float64)
+    detection = np.array([[465, 494], [506, 497], [505, 504], [465, 501]], np.float64)
+    assert polygon_iou(detection, label) == pytest.approx(0.4999898749670936, abs=1e-6)
+    assert score_image([LabelledPolygon(label)], [detection]).matched == 0
 
 
 def test_perfect_match():
@@ -177,6 +188,7 @@ def test_paddleocr_label_file(tmp_path):
         ('a.jpg\t[{"points": [[1, 2], [3, 4]', "not valid JSON"),
         ('a.jpg\t{"points": []}', "must be a JSON list"),
         ('a.jpg\t[{"transcription": "x"}]', 'region 0 must be an object with "points"'),
+        ('a.jpg\t[{"text": "###", "points": [[1, 1], [20, 1], [20, 10]]}]', 'with "points" and "transcription"'),
         ('a.jpg\t[{"transcription": "x", "points": []}]', "non-empty list of [x, y] pairs"),
         ('a.jpg\t[{"transcription": "x", "points": [1, 2]}]', "non-empty list of [x, y] pairs"),
         ('a.jpg\t[{"transcription": "x", "points": [[1, "b"], [3, 4], [5, 6]]}]', "list of [x, y] pairs"),
@@ -395,6 +407,7 @@ def test_detect_eval_json_on_rendered_set(default_onnx, small_set):
     assert report["hmean"] > 0.8  # the default model reads rendered text well
     assert report["seconds"] > 0 and 0 < report["precision"] <= 1 and 0 < report["recall"] <= 1
     assert report["model_precision"] == "fp32"
+    assert "evaluating" in done.stderr  # a progress bar on stderr (a long set was silent for minutes)
 
 
 def test_detect_eval_table_and_settings_take_effect(default_onnx, small_set):
@@ -447,6 +460,15 @@ def test_detect_eval_errors_are_one_line(tmp_path, default_onnx):
     broken = write(tmp_path / "l3.txt", "broken.png\t[]\n")
     done = detect("eval", "--labels", str(broken), "--model", str(default_onnx), "--device", "cpu")
     assert done.returncode == 2 and f"(labelled in {broken}, line 1)" in done.stderr, done.stderr
+
+
+def test_precision_with_a_compare_of_two_precisions_is_refused():
+    from detector.evaluation.command import _detector_specs
+
+    # it was silently ignored: the two precisions compared are the ones run
+    with pytest.raises(InvalidParameterError, match="--precision int8 with --compare fp32 int8"):
+        _detector_specs("PP-OCRv6_tiny_det", None, "int8", ("fp32", "int8"))
+    assert _detector_specs("A", None, "int8", ("A", "other/B.onnx"))["A"]["precision"] == "int8"  # models: applies
 
 
 def test_eval_reads_model_names_as_names_like_detect(tmp_path, monkeypatch):

@@ -32,6 +32,7 @@ from ..errors import (
     UnsupportedInputError,
 )
 from ..precision import PRECISIONS
+from ..progress import progress_bar
 
 # a labelled image that cannot be read is the set's fault, like a bad label line, though found mid-run
 _INPUT_ERRORS = (InputNotFoundError, UnreadableImageError, UnsupportedInputError)
@@ -60,6 +61,11 @@ def _detector_specs(
     first, second = compare
     if first == second:
         raise InvalidParameterError(f"--compare needs two different models or precisions, got {first!r} twice")
+    if precision is not None and first in PRECISIONS and second in PRECISIONS:
+        raise InvalidParameterError(
+            f"--precision {precision} with --compare {first} {second}: the two precisions compared are the ones "
+            f"used; leave --precision out (it applies to models compared by name)"
+        )
     specs = {}
     for item in compare:
         if item in PRECISIONS:
@@ -158,7 +164,8 @@ def eval_command(
     except DetectorError as exc:
         _fail(exc, debug, EXIT_USAGE)
     try:
-        rows = evaluate(detectors, labelled)
+        with progress_bar(len(labelled), "evaluating", len(labelled) > 1) as progress:  # on stderr: --json stays clean
+            rows = evaluate(detectors, labelled, on_image=lambda: progress.update(1))
     except DetectorError as exc:
         _fail(exc, debug, EXIT_USAGE if isinstance(exc, _INPUT_ERRORS) else EXIT_FAILED)
     click.echo(format_json(rows) if json_format else format_table(rows))

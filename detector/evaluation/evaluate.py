@@ -10,7 +10,7 @@ both alike.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -117,10 +117,12 @@ def evaluate(
     detectors: dict[str, TextDetection],
     images: Sequence[LabelledImage],
     decoded: Optional[Sequence[np.ndarray]] = None,
+    on_image: Callable[[], None] = lambda: None,
     **overrides: Any,
 ) -> list[EvaluationRow]:
     """Score each detector on the labelled images; ``overrides`` are detection settings for every call.
-    ``decoded``: the images' pixels, already decoded; without it each is decoded just before its turn."""
+    ``decoded``: the images' pixels, already decoded; without it each is decoded just before its turn.
+    ``on_image`` is called after each image is scored by every detector (a progress bar)."""
     pixels = iter(decoded) if decoded is not None else _one_at_a_time(images)
     names = list(detectors)
     scores: dict[str, list[ImageScore]] = {name: [] for name in names}
@@ -137,6 +139,7 @@ def evaluate(
             boxes[name] += found
             scores[name].append(score)
         del image  # let these pixels go before the next image is decoded
+        on_image()
     return [
         EvaluationRow(
             name=name,

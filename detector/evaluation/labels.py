@@ -117,9 +117,11 @@ def read_paddleocr_label_file(path: Path, image_dir: Optional[Union[str, os.Path
             raise LabelFileError(f"{where}: the labels must be a JSON list of regions, got {type(regions).__name__}")
         polygons = []
         for index, region in enumerate(regions):
-            if not isinstance(region, dict) or "points" not in region:
-                raise LabelFileError(f'{where}: region {index} must be an object with "points" (and "transcription")')
-            text = region.get("transcription", "")
+            # both keys, as PaddleOCR's DetLabelEncode reads them (a KeyError there): a region whose text is
+            # under another key would otherwise be counted, where its "###" meant don't-care
+            if not isinstance(region, dict) or "points" not in region or "transcription" not in region:
+                raise LabelFileError(f'{where}: region {index} must be an object with "points" and "transcription"')
+            text = region["transcription"]
             polygons.append(
                 LabelledPolygon(
                     _polygon(region["points"], f"{where}, region {index}"), dont_care=text in DONT_CARE_TRANSCRIPTIONS
