@@ -25,9 +25,14 @@ $(VENV)/.installed: pyproject.toml
 
 paddle-env: $(PADDLE_VENV)/.installed
 
+# paddle2onnx 2.0.1 (and paddlepaddle 3.0.0) have no wheels for Python 3.13 or later: where $(PYTHON) is one of
+# those, the Paddle venv takes the newest Python 3.9-3.12 found (pyenv's first, as python_for below).
+PYTHON_MINOR = $(shell $(PYTHON) -c 'import sys; print(sys.version_info[1])' 2>/dev/null)
+PADDLE_PYTHON = $(if $(filter 9 10 11 12,$(PYTHON_MINOR)),$(PYTHON),$(or $(call python_for,3.12),$(call python_for,3.11),$(call python_for,3.10),$(call python_for,3.9),$(error Paddle's export tools need Python 3.9-3.12 (paddle2onnx has no wheels for $(PYTHON)): install one, e.g. pyenv install 3.12, or pass PYTHON=python3.12)))
+
 $(PADDLE_VENV)/.installed: pyproject.toml
 	rm -rf $(PADDLE_VENV)
-	$(PYTHON) -m venv $(PADDLE_VENV)
+	$(PADDLE_PYTHON) -m venv $(PADDLE_VENV)
 	$(PADDLE_VENV)/bin/pip install $(PIP_QUIET) -e '.[cpu,export,optimize,test]'
 	$(PADDLE_VENV)/bin/pip uninstall $(PIP_QUIET) -y opencv-python-headless
 	$(PADDLE_VENV)/bin/pip install $(PIP_QUIET) $(REFERENCE_PACKAGES)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 
 import numpy as np
 
-from .errors import DetectorError, InvalidModelError, InvalidParameterError
+from .errors import DetectorError, InvalidModelError, InvalidParameterError, ModelNotFoundError
 from .hub import discard_damaged_download, resolve_model_path
 from .inputs import (
     DEFAULT_LOAD_OPTIONS,
@@ -68,6 +68,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL_NAME = "PP-OCRv4_mobile_det"
+# What the error names when the default is nowhere (a pip install: it has no ONNX release to download):
+# a model whose official ONNX release downloads by name.
+DOWNLOADABLE_SUGGESTION = "PP-OCRv6_small_det"
 
 
 def whole_number_at_least_one(name: str, value: Any) -> int:
@@ -200,7 +203,17 @@ class TextDetection:
         self.cpu_spinning: bool = true_or_false("cpu_spinning", cpu_spinning)
         self.model_path: Path
         for attempt in ("first", "again"):
-            resolved = resolve_model_path(requested_name, model_dir, validate_precision(precision))
+            try:
+                resolved = resolve_model_path(requested_name, model_dir, validate_precision(precision))
+            except ModelNotFoundError as exc:
+                if model_name or model_dir is not None:
+                    raise
+                # the user named no model: say that this one is the default, and how to name another
+                raise ModelNotFoundError(
+                    f"no model was named, so the default {DEFAULT_MODEL_NAME} was looked up: {exc} "
+                    f"(or name one that downloads: model_name='{DOWNLOADABLE_SUGGESTION}', "
+                    f"detect --model {DOWNLOADABLE_SUGGESTION})"
+                ) from None
             self.model_path = select_precision(resolved, precision, requested_name)
             try:
                 self._session, self.device = load_session(

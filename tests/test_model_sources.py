@@ -301,6 +301,16 @@ def test_messages_for_pip_installs_never_name_make_or_site_packages(downloads):
         assert "make" not in message and "site-packages" not in message and str(REPO_ROOT / "models") not in message
         assert "model_dir=" in message and V6_SMALL in message  # what works: a folder, or a name that downloads
     assert "no official ONNX release" in str(no_release.value)
+    # no model named at all (a pip user's first `detect -i image.png`): the message said "no model
+    # 'PP-OCRv4_mobile_det' here", a name the user never gave
+    with pytest.raises(ModelNotFoundError) as default:
+        TextDetection(device="cpu")
+    message = str(default.value)
+    assert message.startswith("no model was named, so the default PP-OCRv4_mobile_det was looked up: ")
+    assert f"detect --model {V6_SMALL}" in message and f"model_name='{V6_SMALL}'" in message
+    from detector.api import DOWNLOADABLE_SUGGESTION
+
+    assert KNOWN_MODELS[DOWNLOADABLE_SUGGESTION].onnx_release  # the name suggested does download
 
 
 def test_detect_cli_on_an_official_folder_and_on_a_bare_unknown_file(official_folder, tmp_path):
