@@ -2,4 +2,5 @@
 
 from .cli import main
 
-main()
+if __name__ == "__main__":  # not on a plain import (a tool walking the package's modules)
+    main()

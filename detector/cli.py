@@ -25,6 +25,7 @@ from typing import Any, NoReturn, Optional, Union
 
 import click
 
+from . import __version__
 from .api import DEFAULT_MODEL_NAME, TextDetection
 from .catalog import KNOWN_MODELS, exported_models
 from .errors import (
@@ -305,6 +306,7 @@ def cli() -> None:
 
 
 @cli.command(DETECT_COMMAND, cls=DetectCommand, context_settings=CONTEXT_SETTINGS)
+@click.version_option(__version__, "--version", prog_name="detect", message="%(prog)s %(version)s")
 @click.option(
     "-i",
     "--input",
@@ -705,6 +707,11 @@ def main(argv: Optional[list[str]] = None) -> None:
             # `-i *.png` expanded by the shell
             hint = "; give each input its own -i, or quote a glob pattern ('*.png') so detect expands it"
             exc = click.UsageError(exc.message + hint, exc.ctx)
+        elif isinstance(exc, click.MissingParameter) and exc.param is not None and exc.param.name == "inputs":
+            # `detect image.png`: inputs are options, as in PaddleOCR's CLI
+            command = exc.ctx.command_path if exc.ctx is not None else "detect"
+            hint = f" Give each input with -i: {command} -i image.png -i scans/"
+            exc = click.UsageError(exc.format_message() + hint, exc.ctx)
         exc.show()
         sys.exit(exc.exit_code)
     except OSError as exc:  # writing the results failed (a full disk, stdout closed): not a bug

@@ -476,6 +476,7 @@ def _fetch(url: str, label: str, model_name: str) -> bytes:
             f"nothing kept. Try again, or: " + _manual_download_hint(model_name)
         ) from None
     except urllib.error.HTTPError as exc:
+        exc.close()  # its response's socket (a ResourceWarning when left to the garbage collector)
         raise ModelNotFoundError(
             f"cannot download {url}: HTTP {exc.code} {exc.reason}. " + _manual_download_hint(model_name)
         ) from None

@@ -455,6 +455,7 @@ def fetch_url(url: str, options: LoadOptions) -> tuple:
                 if len(body) > options.url_max_bytes:
                     break
     except urllib.error.HTTPError as exc:
+        exc.close()  # its response's socket (a ResourceWarning when left to the garbage collector)
         raise InputNotFoundError(f"{url} answered HTTP {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)

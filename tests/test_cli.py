@@ -179,6 +179,31 @@ def test_invalid_option_values_are_usage_errors(model_path, pages, args):
 def test_missing_input_option_is_a_usage_error():
     proc = detect()
     assert proc.returncode == 2 and "-i" in proc.stderr
+    # `detect image.png` (inputs are -i options, as in PaddleOCR's CLI): said how, for detect and detect batch
+    proc = detect("image.png")
+    assert proc.returncode == 2 and "Give each input with -i: detect -i image.png" in proc.stderr
+    proc = detect("batch", "-o", "out")
+    assert proc.returncode == 2 and "Give each input with -i: detect batch -i image.png" in proc.stderr
+
+
+def test_version_and_python_m():
+    from detector import __version__
+
+    proc = detect("--version")
+    assert proc.returncode == 0 and proc.stdout == f"detect {__version__}\n"
+    # python -m detector runs the command; importing detector.__main__ (a tool walking the package) does not
+    module = subprocess.run(
+        [sys.executable, "-m", "detector", "--version"], capture_output=True, text=True, cwd=REPO_ROOT, timeout=60
+    )
+    assert module.returncode == 0 and module.stdout == proc.stdout
+    imported = subprocess.run(
+        [sys.executable, "-c", "import detector.__main__; print('imported')"],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=60,
+    )
+    assert imported.returncode == 0 and imported.stdout == "imported\n", imported.stderr
 
 
 def test_unknown_model_is_one_clear_line(pages, tmp_path):

@@ -1,6 +1,7 @@
 """Every input kind a service meets, and every refusal, through the API (files made by the tests)."""
 
 import contextlib
+import gc
 import http.server
 import io
 import os
@@ -539,8 +540,12 @@ def test_urls(model, server, banner):
     (result,) = model.predict(f"{server}/banner.png")
     assert result["input_path"] == f"{server}/banner.png" and len(result["dt_polys"]) == lines
     assert [r["page_index"] for r in model.predict(f"{server}/doc.pdf")] == [0, 1]
-    with pytest.raises(InputNotFoundError, match="HTTP 404"):
-        model.predict(f"{server}/missing.png")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)  # the error response's socket is closed, not collected
+        with pytest.raises(InputNotFoundError, match="HTTP 404"):
+            model.predict(f"{server}/missing.png")
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
     with pytest.raises(UnsupportedInputError, match="text/html"):
         model.predict(f"{server}/page.html")
     with pytest.raises(UnreadableImageError):

@@ -93,6 +93,7 @@ def download(
                     _progress(label, done, total, started)
         print(file=sys.stderr)
     except urllib.error.HTTPError as exc:
+        exc.close()  # its response's socket (a ResourceWarning when left to the garbage collector)
         partial.unlink(missing_ok=True)
         raise ExportError(f"{url} answered HTTP {exc.code} {exc.reason}; {offline_hint(model_name, url)}") from None
     except (urllib.error.URLError, OSError) as exc:
