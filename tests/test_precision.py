@@ -3,6 +3,8 @@ them with TextDetection(precision=…) / detect --precision, their boxes against
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import shutil
 import subprocess
@@ -49,18 +51,30 @@ def model_dir(default_onnx, tmp_path_factory) -> Path:
     shutil.copy(default_onnx, folder / "inference.onnx")
     for precision in ("int8", "fp16"):
         rule = ["--int8-float", INT8_RULE_OF_DEFAULT_MODEL] if precision == "int8" else []
-        code = export_main(
-            [
-                *variant_export(folder / "inference.onnx", precision),
-                "--eval-images",
-                "2",
-                "--calibration-images",
-                "16",  # the default: with 4 or 8, "input" moved a box to IoU 0.83
-                *rule,
-            ]
-        )
+        with contextlib.redirect_stdout(io.StringIO()) as stdout:
+            code = export_main(
+                [
+                    *variant_export(folder / "inference.onnx", precision),
+                    "--eval-images",
+                    "2",
+                    "--calibration-images",
+                    "16",  # the default: with 4 or 8, "input" moved a box to IoU 0.83
+                    *rule,
+                ]
+            )
         assert code == 0
+        EXPORT_STDOUT[precision] = stdout.getvalue()
     return folder
+
+
+EXPORT_STDOUT: dict[str, str] = {}  # what each variant's export printed on stdout (model_dir)
+
+
+@pytest.mark.parametrize("precision", ["int8", "fp16"])
+def test_the_export_prints_its_result_line_alone_on_stdout(model_dir, precision):
+    # onnxruntime.quantization's print()s ("Collecting tensor data…", "Number of tensors : 306") were mixed in
+    lines = EXPORT_STDOUT[precision].splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"exported PP-OCRv4_mobile_det {precision} -> "), lines
 
 
 @pytest.fixture(scope="module")

@@ -21,10 +21,13 @@ model's own metadata (settings, source, export record) is kept.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -370,28 +373,29 @@ def quantize_int8(
             for gate, (low, high) in forms.gate_ranges.items()
         }
         quantized = Path(folder) / "int8.onnx"
-        quantize_static(
-            str(prepared),
-            str(quantized),
-            _TensorReader(model.graph.input[0].name, tensors),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            reduce_range=False,
-            activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8,
-            weight_type=QuantType.QInt8,
-            op_types_to_quantize=list(op_types),
-            nodes_to_exclude=not_quantized,
-            calibrate_method={
-                "minmax": CalibrationMethod.MinMax,
-                "entropy": CalibrationMethod.Entropy,
-                "percentile": CalibrationMethod.Percentile,
-            }[method],
-            extra_options={
-                "ActivationSymmetric": False,
-                "WeightSymmetric": True,
-                **({"TensorQuantOverrides": overrides} if overrides else {}),
-            },
-        )
+        with quiet_onnxruntime_tools():
+            quantize_static(
+                str(prepared),
+                str(quantized),
+                _TensorReader(model.graph.input[0].name, tensors),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                reduce_range=False,
+                activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                op_types_to_quantize=list(op_types),
+                nodes_to_exclude=not_quantized,
+                calibrate_method={
+                    "minmax": CalibrationMethod.MinMax,
+                    "entropy": CalibrationMethod.Entropy,
+                    "percentile": CalibrationMethod.Percentile,
+                }[method],
+                extra_options={
+                    "ActivationSymmetric": False,
+                    "WeightSymmetric": True,
+                    **({"TensorQuantOverrides": overrides} if overrides else {}),
+                },
+            )
         result = onnx.load(str(quantized))
         tidied = tidy_quantized(result)
         tidied[AFFINE_REQUANTIZED] = affines_into_quantization(result)
@@ -483,12 +487,30 @@ def _with_metadata_of(model, fp32_path: Path):
     return model
 
 
+@contextlib.contextmanager
+def quiet_onnxruntime_tools() -> Iterator[None]:
+    """onnxruntime.quantization's print() lines ("Collecting tensor data…") off the export's stdout, where the
+    result line goes, and onnxruntime's graph warnings (unused initializers) off its stderr."""
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(3)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        ort.set_default_logger_severity(2)  # onnxruntime's default: warnings
+
+
 def convert_fp16(fp32_path: Path, output: Path) -> dict[str, object]:
     """Write a float16 model with float32 inputs and outputs."""
     from onnxconverter_common import float16
 
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         converted = float16.convert_float_to_float16(_folded(fp32_path, folder), keep_io_types=True)
+    clamped = sum("will be truncated" in str(warning.message) for warning in caught)
+    if clamped:  # onnxconverter-common warns once per weight tensor, with its own file paths
+        progress(f"      {clamped} weight tensors hold values beyond float16's range, clamped to it")
     save_model(_with_metadata_of(converted, fp32_path), output)
     return {
         "method": "onnxruntime basic graph optimizations (BatchNormalization folded into Conv), then "
