@@ -135,7 +135,7 @@ def test_an_export_never_reads_or_overwrites_its_own_kind(tiny_export, tmp_path)
     shutil.copy(wheel_source(V6_TINY) / "inference.onnx", source)
     before = source.read_bytes()
     proc = export("--model", V6_TINY, "--source", str(source), "--output", str(source))
-    assert proc.returncode == 1 and "the output is a file of the source" in proc.stderr
+    assert proc.returncode == 1 and f"--output {source} is SOURCE {source}: write the export elsewhere" in proc.stderr
     assert source.read_bytes() == before
     # a mistyped path says so, in an environment without Paddle too
     proc = export("--model", V6_TINY, "--source", str(tmp_path / "nothere"), "--output", str(tmp_path / "o.onnx"))
