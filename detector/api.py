@@ -282,8 +282,9 @@ class TextDetection:
 
     def close(self) -> None:
         """Release the onnxruntime sessions (PaddleOCR's close()); predicting afterwards raises DetectorError."""
-        self._session = None
-        self._worker_session = None
+        with self._worker_session_lock:  # a folder predict opening the worker session now does not bring it back
+            self._session = None
+            self._worker_session = None
 
     def __reduce__(self) -> Any:
         raise TypeError(
@@ -418,8 +419,8 @@ class TextDetection:
     def _open_worker_session(self) -> Any:
         """The CPU session the folder workers share, each run on _worker_threads intra-op threads
         (opened on first use: a single-image caller never pays for it)."""
-        self._open_session()  # closed: the same error
         with self._worker_session_lock:
+            self._open_session()  # closed (before, or while another thread opened it): the same error
             if self._worker_session is None:
                 self._worker_session, _ = load_session(
                     self.model_path, parse_device("cpu"), self._worker_threads, spinning=self.cpu_spinning

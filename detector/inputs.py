@@ -65,7 +65,10 @@ PDF_MIN_RENDER_SCALE = 0.1
 URL_CHUNK_BYTES = 1 << 16
 logger = logging.getLogger(__name__)
 # pdfium is not thread-safe: every call into it goes through this lock.
-_PDFIUM_LOCK = threading.Lock()
+# Re-entrant: a page generator dropped in a reference cycle is closed by the garbage collector, in whatever
+# thread allocates, and its close takes this lock, maybe in the thread that holds it (a plain Lock: that thread
+# and every later PDF in the process hung).
+_PDFIUM_LOCK = threading.RLock()
 # warnings.catch_warnings edits process-wide state: ours never interleave (pillow_warnings_silenced).
 _WARNINGS_LOCK = threading.Lock()
 
@@ -73,7 +76,7 @@ _WARNINGS_LOCK = threading.Lock()
 def _locks_anew() -> None:
     """In a forked child: new locks (one another thread held at the fork would stay held in the child)."""
     global _PDFIUM_LOCK, _WARNINGS_LOCK
-    _PDFIUM_LOCK, _WARNINGS_LOCK = threading.Lock(), threading.Lock()
+    _PDFIUM_LOCK, _WARNINGS_LOCK = threading.RLock(), threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork

@@ -104,8 +104,12 @@ def _url_file_name(input_path: str) -> str:
 
 def unnamed_stem() -> str:
     with _unnamed_lock:
-        number = next(_unnamed_numbers)
-    return f"{int(time.time())}_{number}"
+        return _next_unnamed_stem()
+
+
+def _next_unnamed_stem() -> str:
+    """The next ``<time>_<number>`` (the caller holds _unnamed_lock)."""
+    return f"{int(time.time())}_{next(_unnamed_numbers)}"
 
 
 def to_jsonable(value: Any) -> Any:
@@ -210,8 +214,9 @@ class DetectionResult(dict[str, Any], _StrView):
             name = Path(_url_file_name(str(path)))
             stem, suffix = name.stem, name.suffix
         else:
-            if self._unnamed_stem is None:
-                self._unnamed_stem = unnamed_stem()
+            with _unnamed_lock:  # one stem however many threads save this result at once
+                if self._unnamed_stem is None:
+                    self._unnamed_stem = _next_unnamed_stem()
             stem, suffix = self._unnamed_stem, ""
         page = self.get("page_index")
         return (stem if page is None else f"{stem}_{page}"), suffix

@@ -429,6 +429,25 @@ def test_results_without_a_file_name_get_unique_stable_names(model, pages, tmp_p
         assert {f"{stem}_res.json", f"{stem}_res.png"} <= set(names)
 
 
+def test_one_result_saved_from_several_threads_at_once_keeps_one_name(model, pages, monkeypatch):
+    # the first save draws the name: two threads both saw none and drew one each (JSON and drawing of one
+    # result under two names); the draw slowed here so that they overlap
+    import time
+
+    import detector.result as result_module
+
+    drawn = iter(range(100))
+    monkeypatch.setattr(result_module, "_next_unnamed_stem", lambda: time.sleep(0.05) or f"stem_{next(drawn)}")
+    (result,) = model.predict(np.zeros((64, 64, 3), np.uint8))
+    names = []
+    threads = [threading.Thread(target=lambda: names.append(result._file_name())) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert names == [("stem_0", "")] * 4
+
+
 def test_saving_drawings_prints_nothing(model, pages, tmp_path, capfd):
     (result,) = model.predict(pages["receipt"][0])
     for name in ("a.png", "a.jpg", "a.tif", "a.webp", "a.bmp"):  # OpenCV 5 warned of the JPEG key on the others

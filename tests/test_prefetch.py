@@ -1,6 +1,9 @@
 """detector.prefetch: the folder workers and the read-ahead thread behind predict_iter and detect keep
 order, errors and early stops."""
 
+import gc
+import subprocess
+import sys
 import threading
 import time
 
@@ -55,11 +58,13 @@ def test_closing_early_stops_the_producer():
             produced.append(index)
             yield index
 
-    stream = prefetch(produce(), 2)
+    source = produce()
+    stream = prefetch(source, 2)
     assert next(stream) == 0
-    stream.close()
-    assert not any(t.name == "detector-prefetch" and t.is_alive() for t in threading.enumerate())
+    stream.close()  # not waited for (a garbage-collected close must not join): the producer ends by itself
+    assert _ended_soon("detector-prefetch")
     assert len(produced) <= 5  # read ahead by the depth, not to the end
+    assert source.gi_frame is None  # and closed what it read from (a PDF's page generator closes its document)
 
 
 def _pngs(tmp_path, count):
@@ -129,6 +134,55 @@ def test_close_stops_a_folder_already_being_iterated(default_onnx, tmp_path, wor
     detector.close()
     with pytest.raises(DetectorError, match="closed"):
         list(stream)
+
+
+def test_close_while_a_folder_opens_the_worker_session_leaves_none_open(default_onnx, monkeypatch):
+    # close() landing while a folder predict opened the worker session: the session was stored after it,
+    # so the closed detector kept a second onnxruntime session (weights and arena) until it died
+    import detector.api as api
+    from detector import TextDetection
+    from detector.errors import DetectorError
+
+    detector = TextDetection(model_dir=default_onnx, device="cpu", cpu_threads=2)
+    real_load = api.load_session
+    closer = threading.Thread(target=detector.close)
+
+    def load_while_closed(*args, **kwargs):
+        closer.start()  # close() from another thread while this one opens the session
+        closer.join(timeout=0.5)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(api, "load_session", load_while_closed)
+    detector._open_worker_session()
+    closer.join()
+    assert detector._worker_session is None and detector._session is None
+    with pytest.raises(DetectorError, match="closed"):
+        detector._open_worker_session()
+
+
+def test_a_pdf_page_stream_closed_by_the_garbage_collector_under_the_pdfium_lock_does_not_hang(default_onnx, tmp_path):
+    # the collector runs wherever Python allocates, pypdfium2's calls under that lock included; the
+    # dropped page generator's close took the same lock again: that thread (and every later PDF) hung
+    script = f"""
+import gc
+import numpy as np
+from PIL import Image
+import detector.inputs as inputs
+from detector import TextDetection
+pages = [Image.fromarray(np.full((120, 160, 3), 255, np.uint8)) for _ in range(30)]  # more than read ahead
+pages[0].save({str(tmp_path / "pages.pdf")!r}, save_all=True, append_images=pages[1:])
+detector = TextDetection(model_dir={str(default_onnx)!r}, device="cpu")
+stream = detector.predict_iter({str(tmp_path / "pages.pdf")!r})
+next(stream)
+cycle = [stream]
+cycle.append(cycle)
+del stream, cycle
+with inputs._PDFIUM_LOCK:
+    gc.collect()
+print("collected")
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout == "collected\n", proc.stderr
 
 
 def test_a_bad_file_in_a_folder_is_raised_after_the_results_before_it(default_onnx, tmp_path):
@@ -225,12 +279,52 @@ def test_ordered_map_draws_a_bounded_window_and_stops_when_closed():
             drawn.append(value)
             yield value
 
-    stream = ordered_map(lambda v: v, items(), 2)
+    source = items()
+    stream = ordered_map(lambda v: v, source, 2)
     assert next(stream) == 0
     assert len(drawn) <= 2 * AHEAD_PER_WORKER
     stream.close()
     assert len(drawn) <= 2 * AHEAD_PER_WORKER
-    assert not any(t.name.startswith("detector-worker") and t.is_alive() for t in threading.enumerate())
+    assert _ended_soon("detector-worker") and source.gi_frame is None
+
+
+def _ended_soon(prefix: str, within_s: float = 10.0) -> bool:
+    """Whether every thread named prefix… ends within within_s (they finish their item, then stop)."""
+    deadline = time.monotonic() + within_s
+    while any(t.name.startswith(prefix) and t.is_alive() for t in threading.enumerate()):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_a_dropped_stream_the_garbage_collector_closes_in_its_own_worker_joins_nothing():
+    # a stream left in a reference cycle (a caller keeping an exception raised in its loop) is closed by the
+    # collector in whatever thread allocates: here one of its own workers, which joined itself ("cannot join
+    # current thread"); in a thread starting up inside threading's own locks, the join hung the process
+    raised = []
+    collect = threading.Event()
+
+    def function(value):
+        if collect.is_set():
+            gc.collect()
+        time.sleep(0.005)
+        return value
+
+    hook, sys.unraisablehook = sys.unraisablehook, lambda unraisable: raised.append(unraisable.exc_value)
+    gc.disable()
+    try:
+        stream = ordered_map(function, iter(range(200)), 2)
+        assert next(stream) == 0
+        cycle: list = [stream]
+        cycle.append(cycle)
+        collect.set()
+        del stream, cycle
+        assert _ended_soon("detector-worker")
+    finally:
+        gc.enable()
+        sys.unraisablehook = hook
+    assert raised == []
 
 
 def test_read_ahead_only_with_a_core_to_spare():
