@@ -84,7 +84,7 @@ def decode_bgr(data: bytes, choice: Optional[FastDecode]) -> Optional[np.ndarray
         image = decode_fast(data, choice.decoder)
         if image is not None and image.shape == (choice.height, choice.width, 3):
             return image
-        if choice.decoder == JPEG_DECODER and not data.rstrip(b"\x00").endswith(JPEG_END_MARKER):
+        if choice.decoder == JPEG_DECODER and not data[-4096:].rstrip(b"\x00").endswith(JPEG_END_MARKER):
             return None  # cut short, or its end marker lost: decode_damaged_jpeg, the same on every OpenCV
     flags = cv2.IMREAD_COLOR
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
