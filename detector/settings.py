@@ -31,7 +31,9 @@ METADATA_EXPORT_KEY = "detector.export"  # JSON: versions and verification figur
 METADATA_INFERENCE_YML_KEY = "detector.inference_yml"  # the original yml text, for the record
 
 # PaddleX 3.7 (_TEXT_DET_MAX_LIMIT_MODELS) resizes these models by their long side (limit_type "max",
-# 960) when their yml leaves DetResizeForTest empty; all other DB models by their short side ("min", 736).
+# 960, or the yml's resize_long); all other DB models by their short side ("min", 736, or resize_long). A yml's
+# own DetResizeForTest limit_side_len and limit_type are not read: PaddleX's build_resize takes them as named
+# parameters and never uses them (its "TODO: align to PaddleOCR"), so PaddleOCR 3.7 ignores them too.
 LONG_SIDE_MODELS = frozenset(
     {
         "PP-OCRv6_medium_det",
@@ -210,8 +212,8 @@ def settings_from_inference_config(config: Mapping[str, Any], model_name: Option
     fallback = PADDLEX_FALLBACKS
     side, side_type = (fallback.limit_side_len, fallback.limit_type) if name in LONG_SIDE_MODELS else SHORT_SIDE_LIMIT
     settings = DetectionSettings(
-        limit_side_len=resize.get("limit_side_len", resize.get("resize_long", side)),
-        limit_type=resize.get("limit_type", side_type),
+        limit_side_len=resize.get("resize_long", side),
+        limit_type=side_type,
         mean=tuple(normalize.get("mean") or fallback.mean),
         std=tuple(normalize.get("std") or fallback.std),
         scale=_parse_scale(normalize["scale"]) if normalize.get("scale") is not None else fallback.scale,

@@ -65,6 +65,15 @@ def test_catalog_knows_v6_with_paddlex_settings():
     assert (v5.limit_type, v5.limit_side_len, v5.box_thresh, v5.unclip_ratio) == ("max", 960, 0.6, 1.5)
     unknown = settings_from_inference_config({"PostProcess": {"name": "DBPostProcess"}}, "MyOwn_det")
     assert (unknown.limit_type, unknown.limit_side_len) == ("min", 736)
+    # a yml's DetResizeForTest limit_side_len / limit_type: PaddleX 3.7's build_resize takes them as named
+    # parameters and drops them (only resize_long counts), so PaddleOCR resizes as if they were not there
+    # (a fuzz against its predictor: 500x700 -> 512x704 there, 32x64 here with the yml's 64/max)
+    for name, expected in ((V6_SMALL, ("max", 960)), ("MyOwn_det", ("min", 736))):
+        resize = {"transform_ops": [{"DetResizeForTest": {"limit_side_len": 64, "limit_type": "max"}}]}
+        ignored = settings_from_inference_config({"PreProcess": resize, "PostProcess": {}}, name)
+        assert (ignored.limit_type, ignored.limit_side_len) == expected
+    resize_long = {"transform_ops": [{"DetResizeForTest": {"resize_long": 1216}}]}
+    assert settings_from_inference_config({"PreProcess": resize_long}, "MyOwn_det").limit_side_len == 1216
 
 
 @pytest.mark.parametrize("name", [V6_SMALL, V6_TINY])
