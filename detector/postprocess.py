@@ -78,7 +78,10 @@ def unclip_polygon(polygon: np.ndarray, unclip_ratio: float) -> list[np.ndarray]
 def rescale_to_original(points: np.ndarray, map_height: int, map_width: int, info: ResizeInfo) -> np.ndarray:
     """Map coordinates on the probability map back to original-image pixels, rounded and clipped:
     int16 as PaddleX gives them, int32 for an image wider or taller than int16 holds (PaddleX's wrap)."""
-    scaled = np.empty_like(points, dtype=np.float64)
+    # in float64, as PaddleX multiplies each float32 corner by its float64 scale: in float32, 31.400002 * 2.5
+    # is 78.5 and rounds to 78, where PaddleX's 78.500004 rounds to 79 (a fuzz: 1 box in ~3,000 moved 1 px)
+    points = np.asarray(points, dtype=np.float64)
+    scaled = np.empty_like(points)
     scaled[:, 0] = np.clip(np.round(points[:, 0] * (info.src_width / map_width)), 0, info.src_width)
     scaled[:, 1] = np.clip(np.round(points[:, 1] * (info.src_height / map_height)), 0, info.src_height)
     return scaled.astype(np.int16 if max(info.src_width, info.src_height) <= INT16_MAX else np.int32)

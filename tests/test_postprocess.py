@@ -120,6 +120,16 @@ def test_boxes_are_rescaled_and_clipped_to_the_original_image():
     assert np.abs(inner.astype(int) - 2 * inner_small.astype(int)).max() <= 1
 
 
+def test_corners_are_rescaled_in_float64_as_paddlex_does():
+    # PaddleX multiplies each float32 corner by a float64 scale: 31.400002 * 2.5 = 78.500004 -> 79. In float32
+    # the product is 78.5, which rounds to even, 78 (a fuzz against PaddleX's DBPostProcess: ~1 box in 3,000)
+    from detector.postprocess import rescale_to_original
+
+    corner = np.array([[31.400001525878906, 10.0]], np.float32)
+    scaled = rescale_to_original(corner, 32, 32, ResizeInfo(32, 80, 1.0, 0.4))
+    assert scaled.tolist() == [[79, 10]]
+
+
 def test_max_candidates_limits_the_contours_considered():
     prob = blank()
     for top in (20, 80, 140, 200, 260):
