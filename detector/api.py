@@ -9,6 +9,7 @@ thread-safe, so one instance may serve many threads at once.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import threading
@@ -34,7 +35,7 @@ from .inputs import (
     stored_bytes,
 )
 from .paddleocr_compat import check_ignored_keywords
-from .postprocess import boxes_from_probability_map
+from .postprocess import boxes_from_probability_map, opencv_boxes_note
 from .precision import precision_of, select_precision, validate_precision
 from .prefetch import folder_workers, ordered_map, prefetch, read_ahead_depth
 from .preprocess import (
@@ -68,6 +69,16 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL_NAME = "PP-OCRv4_mobile_det"
+
+
+@functools.cache
+def _warn_of_another_opencv_once() -> None:
+    """postprocess.opencv_boxes_note as a warning, once per process."""
+    note = opencv_boxes_note()
+    if note:
+        logger.warning("%s", note)
+
+
 # What the error names when the default is nowhere (a pip install: it has no ONNX release to download):
 # a model whose official ONNX release downloads by name.
 DOWNLOADABLE_SUGGESTION = "PP-OCRv6_small_det"
@@ -258,6 +269,7 @@ class TextDetection:
         other_cpu = made_for_another_cpu(metadata, this_cpu_block()) if self.device == "cpu" else None
         if other_cpu:
             logger.warning("%s: %s", self.model_path, other_cpu)
+        _warn_of_another_opencv_once()
         self.model_name: str = name
         self.settings: DetectionSettings = settings.with_overrides(
             limit_side_len=limit_side_len,

@@ -9,7 +9,7 @@ ones, and rescale to the original image.
 from __future__ import annotations
 
 import math
-from typing import Union
+from typing import Optional, Union
 
 import cv2
 import numpy as np
@@ -25,6 +25,27 @@ INT16_MAX = int(np.iinfo(np.int16).max)
 DILATION_KERNEL = np.ones((2, 2), dtype=np.uint8)
 # approxPolyDP tolerance for box_type "poly", as a fraction of the contour's perimeter.
 POLY_EPSILON_FRACTION = 0.002
+# OpenCV 4.14 (and 5.x) changed minAreaRect's angle convention (boxPoints then differs in the last bits: a
+# 45-degree box's corners come back in another order), fillPoly's rasterization of convex quads and, rarely,
+# approxPolyDP: against PaddleX's DBPostProcess on OpenCV 4.10 (PaddleOCR 3.7 pins 4.10.0.84), a fuzz of
+# 16,000 maps differed in 1,724 (box count, corners, scores); with OpenCV 4.10 to 4.13, in none. pyproject
+# keeps opencv-python-headless below it; another cv2 in the environment gets a warning (opencv_boxes_note).
+OPENCV_BOXES_CHANGED = (4, 14)
+
+
+def opencv_boxes_note(version: str = cv2.__version__) -> Optional[str]:
+    """A warning where the cv2 in use computes boxes otherwise than PaddleOCR's OpenCV; None where it matches."""
+    try:
+        major_minor = tuple(int(part) for part in version.split(".")[:2])
+    except ValueError:
+        return None
+    if major_minor < OPENCV_BOXES_CHANGED:
+        return None
+    return (
+        f"OpenCV {version} is in use: from 4.14 on its minAreaRect and fillPoly give some boxes other corners, "
+        f"scores or counts than PaddleOCR's OpenCV 4.10 (about 1 map in 10 of a fuzz); "
+        f"pip install 'opencv-python-headless<4.14' for PaddleOCR's boxes"
+    )
 
 
 def binarize(prob_map: np.ndarray, thresh: float, use_dilation: bool) -> np.ndarray:
