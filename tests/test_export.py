@@ -5,6 +5,7 @@ runs without Paddle. One export of the default model is shared by the module's t
 """
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -242,10 +243,20 @@ def test_unknown_model_without_source_says_pass_source(paddle_python, tmp_path):
 def test_converter_abort_becomes_an_actionable_error(paddle_python, default_source_dir, tmp_path):
     # paddle2onnx aborts (SIGABRT in C++) below opset 14 on this model; the child process contains it.
     output = tmp_path / "inference.onnx"
-    proc = export(paddle_python, default_source_dir, output, "--opset", "11")
+    temp = tmp_path / "temp"  # the export's temporary folder: what the aborted child made must go with it
+    temp.mkdir()
+    proc = run_in_paddle_env(
+        paddle_python,
+        "tools.export",
+        *("--model", DEFAULT_MODEL_NAME, "--source", str(default_source_dir), "--output", str(output)),
+        *("--opset", "11"),
+        env={**os.environ, "TMPDIR": str(temp)},
+    )
     assert proc.returncode == 1
     assert "export: error: paddle2onnx cannot convert this model at opset 11: run again with --opset 14" in proc.stderr
     assert "Traceback" not in proc.stderr and not output.exists()
+    # paddle2onnx's own temporary copy of the model (4.7 MB), left in the temp folder by the killed child
+    assert list(temp.iterdir()) == []
 
 
 # Below: no Paddle needed.

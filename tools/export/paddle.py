@@ -268,6 +268,11 @@ def convert_to_onnx(model: PaddleModel, opset: int, versions: dict[str, Optional
             os.environ,
             PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
             GLOG_minloglevel=os.environ.get("GLOG_minloglevel", "2"),  # noqa: SIM112 (glog reads this exact, mixed-case name)
+            # paddle2onnx copies the model into a mkdtemp() folder it removes in a finally: a child killed by
+            # a C++ abort left it (4.7 MB a time) in the system's temp folder; here it goes with this one
+            TMPDIR=tmp,
+            TEMP=tmp,
+            TMP=tmp,
         )
         try:
             proc = subprocess.run(
