@@ -384,41 +384,39 @@ def import_release(model_name: str, official: Path) -> Path:
 
     output = official.parent / MODEL_FILENAME
     if not os.access(official.parent, os.W_OK):  # a read-only cache (a prebuilt image): no place for the import
-        print(
-            f"detector: {model_name} runs as published: {official.parent} is read-only, so its rewrite for this CPU "
-            f"cannot be saved ({NO_OPTIMIZE_ENV_VAR}=1 silences this)",
-            file=sys.stderr,
+        return _as_published(
+            official,
+            model_name,
+            f"{official.parent} is read-only, so its rewrite for this CPU cannot be saved "
+            f"({NO_OPTIMIZE_ENV_VAR}=1 silences this)",
         )
-        return official / MODEL_FILENAME
     print(f"detector: rewriting {model_name} for this CPU (once; {NO_OPTIMIZE_ENV_VAR}=1 skips it)", file=sys.stderr)
     try:
         record = export_from_onnx(model_name, official, output, progress=lambda line: None)
     except OutputNotWritableError as exc:  # a full disk: nothing wrong with the release, so tried again next time
-        print(
-            f"detector: {model_name} runs as published: its rewrite could not be saved ({exc.reason}); "
-            f"tried again on its next use",
-            file=sys.stderr,
-        )
-        return official / MODEL_FILENAME
+        return _as_published(official, model_name, f"its rewrite could not be saved ({exc.reason}); {TRIED_AGAIN}")
     except DetectorError as exc:
         from . import __version__
         from .session import out_of_memory
 
         if out_of_memory(exc):  # says nothing of the release: tried again next time
-            print(
-                f"detector: {model_name} runs as published: its rewrite ran out of memory ({exc}); "
-                f"tried again on its next use",
-                file=sys.stderr,
-            )
-            return official / MODEL_FILENAME
-        print(f"detector: {model_name} runs as published: the rewrite failed ({exc})", file=sys.stderr)
+            return _as_published(official, model_name, f"its rewrite ran out of memory ({exc}); {TRIED_AGAIN}")
         with contextlib.suppress(OSError):  # a read-only cache: it is tried again next time, no harm
             (official / IMPORT_FAILED_MARKER).write_text(f"{__version__}\n{exc}\n", encoding="utf-8")
-        return official / MODEL_FILENAME
+        return _as_published(official, model_name, f"the rewrite failed ({exc})")
     print(
         f"detector: {model_name} imported as {output} ({import_summary(record)} against the release)", file=sys.stderr
     )
     return output
+
+
+TRIED_AGAIN = "tried again on its next use"
+
+
+def _as_published(official: Path, model_name: str, why: str) -> Path:
+    """The release itself, having said why its rewrite for this CPU is not used."""
+    print(f"detector: {model_name} runs as published: {why}", file=sys.stderr)
+    return official / MODEL_FILENAME
 
 
 def _import_failed_before(official: Path) -> bool:

@@ -592,38 +592,29 @@ def test_no_optimize_opt_out_runs_the_release_also_once_it_was_imported(download
     assert TextDetection(model_name=V6_TINY, device="cpu").model_path == official / "inference.onnx"
 
 
-def test_an_import_that_ran_out_of_memory_is_tried_again_next_time(downloads, monkeypatch, capsys):
-    # it was marked failed for good (for this package version), though nothing was wrong with the release
-    from detector.errors import ExportError
+@pytest.mark.parametrize(
+    "failure, said",
+    [
+        ("full disk", "could not be saved (No space left on device); tried again on its next use"),
+        # it was marked failed for good (for this package version), though nothing was wrong with the release
+        ("out of memory", "ran out of memory (onnxruntime cannot load the rewritten model: "),
+    ],
+)
+def test_an_import_that_failed_for_the_machine_is_tried_again_next_time(downloads, monkeypatch, capsys, failure, said):
+    from detector.errors import ExportError, OutputNotWritableError
 
-    def out_of_memory(*args, **kwargs):
+    def failing(model_name, official, output, **kwargs):
+        if failure == "full disk":
+            raise OutputNotWritableError(output, "No space left on device")
         raise ExportError("onnxruntime cannot load the rewritten model: [ONNXRuntimeError] : 1 : FAIL : std::bad_alloc")
 
-    monkeypatch.setattr("detector.optimize.onnx_import.export_from_onnx", out_of_memory)
-    official = downloads / V6_TINY / "official"
-    shutil.copytree(wheel_source(V6_TINY), official)
-    assert TextDetection(model_name=V6_TINY, device="cpu").model_path == official / "inference.onnx"
-    assert "ran out of memory" in capsys.readouterr().err and not (official / ".import-failed").exists()
-    monkeypatch.undo()  # memory back
-    monkeypatch.setenv("XDG_CACHE_HOME", str(downloads.parent.parent))
-    monkeypatch.setattr("detector.hub.IN_CHECKOUT", False)
-    assert TextDetection(model_name=V6_TINY, device="cpu").model_path == downloads / V6_TINY / "inference.onnx"
-
-
-def test_an_import_that_could_not_be_saved_is_tried_again_next_time(downloads, monkeypatch, capsys):
-    from detector.errors import OutputNotWritableError
-
-    def full_disk(model_name, official, output, **kwargs):
-        raise OutputNotWritableError(output, "No space left on device")
-
-    monkeypatch.setattr("detector.optimize.onnx_import.export_from_onnx", full_disk)
+    monkeypatch.setattr("detector.optimize.onnx_import.export_from_onnx", failing)
     official = downloads / V6_TINY / "official"
     shutil.copytree(wheel_source(V6_TINY), official)
     assert TextDetection(model_name=V6_TINY, device="cpu").model_path == official / "inference.onnx"
     err = capsys.readouterr().err
-    assert "could not be saved (No space left on device); tried again on its next use" in err
-    assert "--output" not in err and not (official / ".import-failed").exists()
-    monkeypatch.undo()  # space freed
+    assert said in err and "--output" not in err and not (official / ".import-failed").exists()
+    monkeypatch.undo()  # space freed, memory back
     monkeypatch.setenv("XDG_CACHE_HOME", str(downloads.parent.parent))
     monkeypatch.setattr("detector.hub.IN_CHECKOUT", False)
     assert TextDetection(model_name=V6_TINY, device="cpu").model_path == downloads / V6_TINY / "inference.onnx"
