@@ -188,6 +188,23 @@ def test_export_refusals_before_any_work(tmp_path):
     with pytest.raises(ExportError, match=r"--output .*model\.tar is SOURCE .*model\.tar: write the export elsewhere"):
         export_model("PP-OCRv4_mobile_det", str(archive), archive)
     assert archive.read_bytes() == build_tar("mine")
+    # an output that cannot be written is said before the conversion (it was found at [5/5], after the
+    # conversion and its verification: minutes for the server model); the conversion is never reached here
+    from tools.export import pipeline
+
+    def never(*args, **kwargs):
+        raise AssertionError("converted before the output was checked")
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    original = pipeline.check_export_tools
+    try:
+        pipeline.check_export_tools = never
+        for output in (blocker / "inference.onnx", tmp_path):  # a file in the way; a folder as --output
+            with pytest.raises(ExportError, match="cannot write"):
+                export_model("PP-OCRv4_mobile_det", str(source), output)
+    finally:
+        pipeline.check_export_tools = original
     config = {"Global": {"model_name": "PP-OCRv4_mobile_det"}}
     with pytest.raises(ExportError, match="pass --model PP-OCRv4_mobile_det"):  # into models/PP-OCRv3_mobile_det/
         model_name_from_config(config, "PP-OCRv3_mobile_det", source / "inference.yml", print, name_must_match=True)

@@ -3,9 +3,11 @@ inference.yml, tidying the graph, writing the detector.* metadata and the file, 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -138,6 +140,20 @@ def set_metadata(model: Any, entries: dict[str, str]) -> Any:
     for key, value in kept + sorted(entries.items()):
         model.metadata_props.add(key=key, value=value)
     return model
+
+
+def check_output_writable(output: Path) -> None:
+    """Before any work: the output's folder made, and a file written and removed in it (os.access says yes to
+    root on a read-only mount); an OutputNotWritableError where that fails, found at the end before (after the
+    conversion and its verification: minutes for the server model)."""
+    try:
+        if output.is_dir():
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=output.parent, prefix=".detect-probe-"):
+            pass
+    except OSError as exc:
+        raise OutputNotWritableError(output, os.strerror(exc.errno) if exc.errno else str(exc)) from None
 
 
 def save_model(model: Any, output: Path) -> None:

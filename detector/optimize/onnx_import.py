@@ -36,6 +36,7 @@ from ..settings import (
 )
 from .model_file import (
     check_dynamic_signature,
+    check_output_writable,
     drop_initializer_inputs,
     model_name_from_config,
     read_inference_config,
@@ -190,6 +191,7 @@ def export_from_onnx(
     clash = file_of_source(source, output)
     if clash is not None:
         raise ExportError(f"the output is a file of the source ({clash}): write the import to another file")
+    check_output_writable(output)
     try:
         model = onnx.load(str(source.onnx))
     except Exception as exc:  # onnx raises DecodeError and friends for files that are not ONNX

@@ -1,7 +1,7 @@
 """Export a DB text-detection model to a verified ONNX file that carries its own settings.
 
     python -m tools.export --model NAME [--source DIR|WHEEL|TAR|URL] [--output PATH] [--opset N]
-                           [--no-rewrites] [--channel-block 8|16] [--precision fp32|int8|fp16]
+                           [--no-rewrites] [--channel-block 1|8|16] [--precision fp32|int8|fp16]
                            [--int8-float auto|stem|input|early|head] [--debug]
 
 ONNX sources (an .onnx file, or a folder with one and inference.yml) take the package's ONNX import
@@ -29,6 +29,7 @@ from detector.onnx_messages import remove_dead_code
 from detector.optimize import onnx_import
 from detector.optimize.model_file import (
     check_dynamic_signature,
+    check_output_writable,
     model_name_from_config,
     read_inference_config,
     save_exported_model,
@@ -114,6 +115,7 @@ def export_model(
         )
     channel_block = channel_block or this_cpu_block()
     started = time.monotonic()
+    check_output_writable(Path(output).expanduser())
     versions = check_export_tools()
     progress(f"[1/5] locating the Paddle model for {model_name}")
     folder, origin = resolve_source(model_name, source)
