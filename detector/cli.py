@@ -685,17 +685,20 @@ def _unencodable_characters_escaped() -> None:
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    args = argv if argv is not None else sys.argv[1:]
+    debug = "--debug" in args
+    # the name a signal's one line starts with: "detect eval: interrupted", as the command's errors start
+    command = f"detect {args[0]}" if args and args[0] in SUBCOMMANDS else "detect"
     _unencodable_characters_escaped()
     signal.signal(signal.SIGTERM, raise_terminated)  # `detect serve` sets its own
     try:
         # not standalone: click would turn Ctrl-C into "Aborted!" and exit 1, the code for failed inputs
         code = cli.main(args=argv, prog_name="detect", standalone_mode=False)
     except (KeyboardInterrupt, click.exceptions.Abort):
-        click.echo("detect: interrupted", err=True)
+        click.echo(f"{command}: interrupted", err=True)
         sys.exit(130)
     except Terminated:
-        click.echo("detect: terminated", err=True)
+        click.echo(f"{command}: terminated", err=True)
         sys.exit(128 + signal.SIGTERM)
     except _StdoutClosed:
         # as a command killed by SIGPIPE: no message (the reader chose to stop), exit 128 + 13; stdout goes

@@ -586,3 +586,22 @@ def test_a_name_stdout_cannot_encode_is_escaped_not_fatal(model_path, pages, tmp
     assert proc.returncode == 0, proc.stderr
     # the escapes are JSON's own: a reader gets the name back
     assert json.loads(proc.stdout.decode("cp1252"))["res"]["input_path"] == str(tmp_path / "收据.png")
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"), [(["-i", "a.png"], "detect"), (["eval", "--labels", "l.txt"], "detect eval")]
+)
+def test_a_signal_s_line_names_the_subcommand(monkeypatch, capsys, argv, said):
+    # `detect eval` stopped by Ctrl-C said "detect: interrupted", where its errors say "detect eval: error:"
+    import detector.cli as cli_module
+    from detector.errors import Terminated
+
+    for raised, code, word in ((KeyboardInterrupt(), 130, "interrupted"), (Terminated(), 143, "terminated")):
+
+        def stopped(*args, raised=raised, **kwargs):
+            raise raised
+
+        monkeypatch.setattr(cli_module.cli, "main", stopped)
+        with pytest.raises(SystemExit) as exit_info:
+            cli_module.main(argv)
+        assert exit_info.value.code == code and capsys.readouterr().err == f"{said}: {word}\n"

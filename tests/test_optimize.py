@@ -61,6 +61,8 @@ def test_channel_block_and_model_name_for_a_bare_file(tmp_path):
         ("no onnx package", "pip install 'ppocr-det-onnx[optimize]'"),
         ("already ours", "was written by detector already"),
         ("empty folder", "holds no .onnx file"),
+        ("paddle folder", "it is a Paddle model (inference.pdiparams): export it with tools.export"),
+        ("empty file", "is empty (0 bytes): not an ONNX model"),
         ("broken yml", "cannot read"),
         ("yml without PostProcess", "has no PostProcess section"),
     ],
@@ -76,10 +78,16 @@ def test_errors_are_one_line_with_what_to_do(tmp_path, monkeypatch, case, messag
         "no onnx package": [str(bare), "-o", str(tmp_path / "out.onnx"), "--model", V6_TINY],
         "already ours": [str(tmp_path / "ours.onnx"), "-o", str(tmp_path / "out.onnx"), "--model", V6_TINY],
         "empty folder": [str(tmp_path / "empty"), "-o", str(tmp_path / "out.onnx"), "--model", V6_TINY],
+        "paddle folder": [str(tmp_path / "paddle"), "-o", str(tmp_path / "out.onnx"), "--model", V6_TINY],
+        "empty file": [str(tmp_path / "zero.onnx"), "-o", str(tmp_path / "out.onnx"), "--model", V6_TINY],
         "broken yml": [str(tmp_path / "release"), "-o", str(tmp_path / "out.onnx")],
         "yml without PostProcess": [str(tmp_path / "partial"), "-o", str(tmp_path / "out.onnx")],
     }[case]
     (tmp_path / "empty").mkdir()
+    (tmp_path / "paddle").mkdir()  # a Paddle inference folder given to detect optimize
+    for name in ("inference.json", "inference.pdiparams", "inference.yml"):
+        (tmp_path / "paddle" / name).write_bytes(b"x")
+    (tmp_path / "zero.onnx").write_bytes(b"")  # onnx reads it as a model of no inputs: "0 inputs and 0 outputs"
     (tmp_path / "release").mkdir()  # a yml YAML cannot parse: its reason spans lines, the message must not
     shutil.copy(bare, tmp_path / "release" / "inference.onnx")
     (tmp_path / "release" / "inference.yml").write_text("Global:\n  model_name: [x\nPreProcess: :\n")

@@ -84,7 +84,9 @@ def find_onnx_source(source: Path) -> OnnxSource:
         elif len(candidates) == 1:
             onnx_file = candidates[0]
         elif not candidates:
-            raise ExportError(f"{source} holds no .onnx file")
+            paddle = (source / "inference.pdiparams").is_file()  # a Paddle inference folder: the export tool's
+            hint = ": it is a Paddle model (inference.pdiparams): export it with tools.export" if paddle else ""
+            raise ExportError(f"{source} holds no .onnx file{hint}")
         else:
             raise ExportError(
                 f"{source} holds {len(candidates)} .onnx files ({', '.join(p.name for p in candidates)}) "
@@ -92,6 +94,8 @@ def find_onnx_source(source: Path) -> OnnxSource:
             )
     else:
         raise ExportError(f"ONNX source {source} does not exist")
+    if onnx_file.stat().st_size == 0:  # said so, where onnx reads an empty file as a model of no inputs
+        raise ExportError(f"{onnx_file} is empty (0 bytes): not an ONNX model")
     config = onnx_file.parent / INFERENCE_YML
     return OnnxSource(onnx_file, config if config.is_file() else None)
 
