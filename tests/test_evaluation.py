@@ -65,6 +65,7 @@ def test_polygons_that_are_not_simple_are_recognised():
     assert not is_simple_polygon(np.array([[0, 0], [4, 2], [4, 0], [0, 2]]))  # bow tie
     assert not is_simple_polygon(np.array([[0, 0], [2, 0], [4, 0], [1, 0]]))  # no area
     assert not is_simple_polygon(np.array([[0, 0], [4, 0]]))
+    assert not is_simple_polygon(np.zeros((0, 2)))  # no corners at all (the exact form raised ValueError on it)
 
 
 # --- DetMetric rules -----------------------------------------------------------------------------------

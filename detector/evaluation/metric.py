@@ -65,7 +65,7 @@ def _as_integers(points: np.ndarray) -> list[tuple[int, int]]:
     decide on signs of products, which float arithmetic gets wrong for nearly collinear corners (shapely's
     predicates are exact); Python's integers make them exact, and fast."""
     ratios = [value.as_integer_ratio() for value in points.ravel().tolist()]
-    scale = max(denominator for _, denominator in ratios)  # every denominator a power of two: the largest
+    scale = max((denominator for _, denominator in ratios), default=1)  # every one a power of two: the largest
     values = [numerator * (scale // denominator) for numerator, denominator in ratios]
     return list(zip(values[0::2], values[1::2]))
 
