@@ -712,7 +712,6 @@ def main(argv: Optional[list[str]] = None) -> None:
             exc = click.UsageError(exc.message + hint, exc.ctx)
         elif isinstance(exc, click.MissingParameter) and exc.param is not None and exc.param.name == "inputs":
             # `detect image.png`: inputs are options, as in PaddleOCR's CLI
-            command = exc.ctx.command_path if exc.ctx is not None else "detect"
             hint = f" Give each input with -i: {command} -i image.png -i scans/"
             exc = click.UsageError(exc.format_message() + hint, exc.ctx)
         exc.show()
