@@ -280,9 +280,13 @@ def _fp32_flags(args: argparse.Namespace) -> dict[str, bool]:
     }
 
 
-def remove_stale_variants(output: Path) -> None:
+def remove_stale_variants(output: Path, replaced_sha256: Optional[str] = None) -> None:
     """Remove the int8 / fp16 files beside a freshly written fp32 file: made from the file it replaced (other
-    weights, another model, another CPU's channel block), they would be loaded by precision= without a word."""
+    weights, another model, another CPU's channel block), they would be loaded by precision= without a word.
+    Kept where the new file has the bytes of the one it replaced (``replaced_sha256``): the export is
+    deterministic, so `make` re-exporting the default model after a venv rebuild leaves the user's variants."""
+    if replaced_sha256 is not None and sha256_of(output) == replaced_sha256:
+        return
     for precision in PRECISIONS:
         variant = variant_path(output, precision)
         if precision != "fp32" and variant.is_file():
@@ -322,6 +326,7 @@ def _export(args: argparse.Namespace) -> int:
             )
         made_now = args.precision == "fp32" or not output.is_file()
         if made_now:
+            replaced_sha256 = sha256_of(output) if output.is_file() else None
             record = export_model(
                 args.model,
                 args.source,
@@ -336,7 +341,7 @@ def _export(args: argparse.Namespace) -> int:
                 f"exported {args.model} -> {output} (opset {record['opset']}, "
                 f"max |diff| {record['verification']['max_abs_diff']:.3g})"
             )
-            remove_stale_variants(output)
+            remove_stale_variants(output, replaced_sha256)
         if args.precision != "fp32":
             from tools.export.quantize import export_variant
 
