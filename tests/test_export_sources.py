@@ -248,6 +248,7 @@ def test_an_output_named_as_a_variant_is_refused_and_a_new_fp32_file_drops_the_o
     assert sorted(p.name for p in tmp_path.iterdir()) == ["inference.onnx", "other.onnx"]
     err = capsys.readouterr().err
     assert "removed" in err and "--precision int8" in err and "--precision fp16" in err
+
     # and an export of the fp32 file does it (the export itself stubbed: it writes the given bytes)
     def export_writing(content):
         def export_model(model, source, output, *args, **kwargs):
