@@ -233,13 +233,13 @@ max_pixels_option = click.option(
 _DETECTION_SETTING_OPTIONS = (
     click.option("--limit-side-len", "--limit_side_len", "limit_side_len", default=None, type=click.IntRange(min=1)),
     click.option("--limit-type", "--limit_type", "limit_type", default=None, type=click.Choice(LIMIT_TYPES)),
-    click.option("--thresh", default=None, type=click.FloatRange(0, 1, min_open=True, max_open=True)),
+    click.option("--thresh", default=None, type=click.FloatRange(0, 1, min_open=True)),
     click.option(
         "--box-thresh",
         "--box_thresh",
         "box_thresh",
         default=None,
-        type=click.FloatRange(0, 1, min_open=True, max_open=True),
+        type=click.FloatRange(0, 1, min_open=True),
     ),
     click.option(
         "--unclip-ratio", "--unclip_ratio", "unclip_ratio", default=None, type=click.FloatRange(0, min_open=True)

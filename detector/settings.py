@@ -117,11 +117,17 @@ def true_or_false(name: str, value: Any) -> bool:
 MAX_SIDE_LEN = 2**31 - 1
 
 
+# Settings PaddleX's TextDetection.predict reads as `value or default`: a 0 there is the model's default.
+PADDLEX_ZERO_IS_DEFAULT = frozenset({"limit_side_len", "thresh", "box_thresh", "unclip_ratio"})
+
+
 def validate_settings(settings: DetectionSettings) -> DetectionSettings:
     """Return ``settings`` with numbers coerced, or raise InvalidParameterError naming the field."""
 
     def number(name: str, kind: type) -> Any:
         value = getattr(settings, name)
+        if isinstance(value, np.number) and not isinstance(value, np.complexfloating):
+            value = value.item()  # numpy's numbers (a pandas column's np.int64, np.float32) as Python's
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise InvalidParameterError(f"{name} must be a number, got {value!r}")
         if isinstance(value, float) and not math.isfinite(value):
@@ -153,14 +159,22 @@ def validate_settings(settings: DetectionSettings) -> DetectionSettings:
         "score_mode": choice("score_mode", SCORE_MODES),
         "box_type": choice("box_type", BOX_TYPES),
     }
-    for name in ("thresh", "box_thresh"):
-        if not 0.0 < values[name] < 1.0:
-            raise InvalidParameterError(f"{name} must be between 0 and 1 (exclusive), got {values[name]}")
+
+    def refuse(name: str, rule: str) -> None:
+        # PaddleX's predict reads `thresh or default` (limit_side_len, box_thresh, unclip_ratio too): its 0 means
+        # the model's default, where a 0 here would be taken as given
+        said = " (PaddleOCR's predict takes 0 as the model's default: leave it out, or pass None, for that)"
+        hint = said if values[name] == 0 and name in PADDLEX_ZERO_IS_DEFAULT else ""
+        raise InvalidParameterError(f"{name} must be {rule}, got {values[name]}{hint}")
+
+    for name in ("thresh", "box_thresh"):  # 1: no pixel or no box passes, as in PaddleOCR
+        if not 0.0 < values[name] <= 1.0:
+            refuse(name, "greater than 0 and at most 1")
     for name in ("limit_side_len", "max_side_limit", "max_candidates"):
         if values[name] < 1:
-            raise InvalidParameterError(f"{name} must be at least 1, got {values[name]}")
+            refuse(name, "at least 1")
     if values["unclip_ratio"] <= 0:
-        raise InvalidParameterError(f"unclip_ratio must be greater than 0, got {values['unclip_ratio']}")
+        refuse("unclip_ratio", "greater than 0")
     for name in ("mean", "std"):
         seq = getattr(settings, name)
         if len(seq) != 3:

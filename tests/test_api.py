@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 
+import cv2
 import numpy as np
 import pytest
 
@@ -187,7 +188,11 @@ def test_saved_outputs(model, pages, tmp_path):
     "kwargs",
     [
         dict(thresh=0),
-        dict(thresh=1.0),
+        dict(thresh=1.5),
+        dict(limit_side_len=np.int64(0)),
+        dict(thresh=np.float32("nan")),
+        dict(unclip_ratio=np.bool_(True)),
+        dict(unclip_ratio=np.complex64(1)),
         dict(box_thresh=-0.1),
         dict(unclip_ratio=0),
         dict(limit_type="middle"),
@@ -205,6 +210,25 @@ def test_saved_outputs(model, pages, tmp_path):
 def test_invalid_parameters_are_refused(model, kwargs):
     with pytest.raises(InvalidParameterError):
         model.predict(np.zeros((32, 32, 3), np.uint8), **kwargs)
+
+
+def test_numpy_numbers_and_thresholds_of_one_are_taken_as_paddleocr_takes_them(model, default_onnx, tmp_path):
+    """A sweep over a pandas column (np.int64) or np.linspace(0, 1, 11) runs as it does in PaddleOCR: numpy's
+    numbers are numbers, and a threshold of 1 lets no pixel (thresh) or no box (box_thresh) through."""
+    path = tmp_path / "text.png"
+    cv2.imwrite(str(path), render_text_image(["numpy numbers"], width=320)[0])
+    (plain,) = model.predict(path, limit_side_len=320, thresh=0.3, unclip_ratio=1.5)
+    (numpy_given,) = model.predict(
+        path, limit_side_len=np.int64(320), thresh=np.float32(0.3), unclip_ratio=np.float16(1.5)
+    )
+    assert len(plain["dt_polys"]) > 0
+    assert np.array_equal(plain["dt_polys"], numpy_given["dt_polys"])
+    assert TextDetection(model_dir=default_onnx, device="cpu", max_candidates=np.uint16(5)).settings.max_candidates == 5
+    for threshold in ("thresh", "box_thresh"):
+        (none_through,) = model.predict(path, **{threshold: np.linspace(0, 1, 11)[-1]})
+        assert none_through["dt_polys"].shape == (0, 4, 2)
+    with pytest.raises(InvalidParameterError, match="PaddleOCR's predict takes 0 as the model's default"):
+        model.predict(path, box_thresh=np.linspace(0, 1, 11)[0])
 
 
 def test_whole_numbers_of_any_size_are_whole_numbers(model):

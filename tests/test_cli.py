@@ -176,6 +176,13 @@ def test_invalid_option_values_are_usage_errors(model_path, pages, args):
     assert "Traceback" not in proc.stderr and proc.stderr.strip()
 
 
+def test_a_threshold_of_one_lets_nothing_through_as_in_paddleocr(model_path, pages):
+    for option in ("--thresh", "--box-thresh"):
+        proc = detect("-i", pages["banner"][0], "--model", model_path, option, "1")
+        assert proc.returncode == 0, proc.stderr
+        assert "'dt_polys': array([], dtype=int16), 'dt_scores': []" in proc.stdout
+
+
 def test_missing_input_option_is_a_usage_error():
     proc = detect()
     assert proc.returncode == 2 and "-i" in proc.stderr
