@@ -26,12 +26,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Optional, Union
 
-from .errors import ModelNotFoundError
+from .errors import DetectorError, ModelNotFoundError
 from .precision import DEFAULT_PRECISION, variant_path
 from .result import TEMP_FILE_PATTERN, write_atomically
-from .settings import INFERENCE_YML
+from .settings import INFERENCE_YML, declared_model_name, read_inference_yml
 
 MODEL_FILENAME = "inference.onnx"
+PADDLE_PARAMS_FILENAME = "inference.pdiparams"  # a Paddle inference model's weights (with .pdmodel or .json)
 MODELS_ENV_VAR = "DETECTOR_MODELS"  # a folder laid out as <folder>/<MODEL_NAME>/inference.onnx
 NO_DOWNLOAD_ENV_VAR = "DETECTOR_NO_DOWNLOAD"
 NO_OPTIMIZE_ENV_VAR = "DETECTOR_NO_OPTIMIZE"
@@ -122,6 +123,8 @@ def resolve_model_path(
             raise ModelNotFoundError(f"model_dir cannot be looked up: {exc.strerror or exc}") from None
         if not exists:
             raise ModelNotFoundError(f"the model file or folder {str(path)!r} does not exist")
+        if (path / PADDLE_PARAMS_FILENAME).is_file():  # a migrating user's ~/.paddlex/official_models/<MODEL>
+            raise ModelNotFoundError(_paddle_model_hint(path))
         raise ModelNotFoundError(
             f"model_dir {str(path)!r} is neither an .onnx file nor a folder holding {MODEL_FILENAME} "
             f"(PaddlePaddle's ONNX releases: {MODEL_FILENAME} + {INFERENCE_YML})"
@@ -270,6 +273,34 @@ def _manual_download_hint(model_name: str) -> str:
     return (
         f"Download {release_url(model_name, MODEL_FILENAME)} and {release_url(model_name, INFERENCE_YML)} "
         f"{into}into any folder and pass model_dir=<that folder> (detect --model-dir <that folder>)"
+    )
+
+
+def _paddle_model_hint(folder: Path) -> str:
+    """What to do with a Paddle inference model folder given as model_dir: onnxruntime cannot run it."""
+    from .catalog import KNOWN_MODELS
+
+    try:
+        config = read_inference_yml(folder / INFERENCE_YML)[0]
+    except DetectorError:  # no yml, or one that does not parse: the folder's name is the best guess
+        config = None
+    name = (declared_model_name(config) if isinstance(config, dict) else None) or folder.name
+    release = KNOWN_MODELS.get(name)
+    download = (
+        f"; PaddlePaddle publishes it as ONNX too: model_name={name!r} (detect --model {name}) downloads that"
+        if release is not None and release.onnx_release
+        else ""
+    )
+    if IN_CHECKOUT:
+        convert = f"convert it to ONNX with `make export MODEL={name} SOURCE={folder}`"
+    else:
+        convert = (
+            "convert it to ONNX with this project's export tool (in a checkout: make export MODEL=<name> "
+            "SOURCE=<folder>)"
+        )
+    return (
+        f"model_dir {str(folder)!r} is a Paddle inference model ({PADDLE_PARAMS_FILENAME}), which onnxruntime "
+        f"cannot run: {convert}{download}"
     )
 
 

@@ -277,6 +277,36 @@ def test_model_resolution(monkeypatch, default_onnx, tmp_path):
         TextDetection(model_dir=tmp_path / "nothere.onnx", device="cpu")
 
 
+def test_a_paddle_model_folder_as_model_dir_says_how_to_convert_it(tmp_path, monkeypatch):
+    """A migrating user's first try: PaddleX's ~/.paddlex/official_models/<MODEL> (inference.json +
+    .pdiparams + .yml) given as model_dir. Named by its yml; a model PaddlePaddle publishes as ONNX too
+    gets the name that downloads it."""
+    from detector import hub
+
+    def paddle_folder(folder_name: str, yml: str):
+        folder = tmp_path / folder_name
+        folder.mkdir()
+        (folder / "inference.json").write_text("{}")
+        (folder / "inference.pdiparams").write_bytes(b"\0" * 16)
+        (folder / "inference.yml").write_text(yml)
+        return folder
+
+    v6 = paddle_folder("downloaded", "Global:\n  model_name: PP-OCRv6_small_det\n")
+    monkeypatch.setattr(hub, "IN_CHECKOUT", True)
+    with pytest.raises(ModelNotFoundError) as raised:
+        TextDetection(model_dir=v6, device="cpu")
+    said = str(raised.value)
+    assert "is a Paddle inference model (inference.pdiparams), which onnxruntime cannot run" in said
+    assert f"make export MODEL=PP-OCRv6_small_det SOURCE={v6}" in said
+    assert "model_name='PP-OCRv6_small_det'" in said
+    v4 = paddle_folder("PP-OCRv4_mobile_det", ": not a mapping [")  # a yml that does not parse: the folder's name
+    monkeypatch.setattr(hub, "IN_CHECKOUT", False)  # a pip install: no make, no checkout path
+    with pytest.raises(ModelNotFoundError) as raised:
+        TextDetection(model_dir=v4, device="cpu")
+    said = str(raised.value)
+    assert "this project's export tool" in said and "model_name=" not in said and "make export MODEL=PP" not in said
+
+
 def test_invalid_models_are_refused(tmp_path):
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"\x00garbage")
