@@ -28,7 +28,10 @@ JSON_SUFFIXES = (".json",)
 # Visualizations in these formats are encoded by OpenCV (every release we support writes them; JPEG at
 # Pillow's default quality, which PaddleX saves with); any other image format by Pillow, as PaddleX does.
 OPENCV_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+# PaddleX writes result images with Pillow at its defaults; OpenCV given these writes the same bytes
+# (WebP: OpenCV's own default is lossless, 10x the file of a photo).
 JPEG_QUALITY = 75
+WEBP_QUALITY = 80
 
 
 def is_json_name(name: str) -> bool:
@@ -55,7 +58,11 @@ def names_file(save_path: Union[str, os.PathLike[str]], is_named: Callable[[str]
 def encode_image(bgr: np.ndarray, suffix: str) -> bytes:
     """The image file bytes for ``suffix``: OpenCV for its formats, Pillow (PaddleX's writer) for the rest."""
     if suffix.lower() in OPENCV_IMAGE_SUFFIXES:
-        quality = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY] if suffix.lower() in (".jpg", ".jpeg") else []
+        quality = {
+            ".jpg": [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY],
+            ".jpeg": [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY],
+            ".webp": [cv2.IMWRITE_WEBP_QUALITY, WEBP_QUALITY],
+        }.get(suffix.lower(), [])
         ok, encoded = cv2.imencode(suffix, bgr, quality)  # OpenCV 5 warns of a key its format does not read
         if not ok:
             raise DetectorError(f"OpenCV could not encode a {suffix} image")

@@ -1,5 +1,6 @@
 """TextDetection end to end on the default model and rendered text images."""
 
+import io
 import os
 import re
 import shutil
@@ -507,6 +508,19 @@ def test_saving_drawings_prints_nothing(model, pages, tmp_path, capfd):
     for name in ("a.png", "a.jpg", "a.tif", "a.webp", "a.bmp"):  # OpenCV 5 warned of the JPEG key on the others
         result.save_to_img(tmp_path / name)
     assert capfd.readouterr().err == ""
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".webp"])
+def test_lossy_drawings_are_the_bytes_paddlex_writes(model, pages, tmp_path, suffix):
+    """PaddleX saves result images with Pillow at its defaults (JPEG 75, WebP 80, lossy): the same file here
+    (OpenCV's own WebP default is lossless, ten times the size on a photo)."""
+    from PIL import Image
+
+    (result,) = model.predict(pages["receipt"][0])
+    written = result.save_to_img(tmp_path / f"drawn{suffix}")
+    buffer = io.BytesIO()
+    Image.fromarray(result.img["res"]).save(buffer, format=suffix[1:].upper().replace("JPG", "JPEG"))
+    assert written.read_bytes() == buffer.getvalue()
 
 
 def test_saved_image_keeps_the_input_suffix_and_file_paths_write_one_file(model, pages, tmp_path):
