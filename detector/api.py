@@ -99,8 +99,11 @@ def validate_batch_size(batch_size: Any) -> int:
 def check_model_name(model_name: str) -> str:
     """A model name is looked up by name, never opened as a path: files and folders go in model_dir."""
     name = str(model_name)
+    if name.strip() and name != name.strip():  # 'PP-OCRv6_small_det ' from a config file: no such folder
+        raise InvalidParameterError(f"model_name {name!r} has spaces around it: did you mean {name.strip()!r}?")
     looks_like_path = (
         not name.strip()
+        or name in (".", "..")  # <models folder>/../inference.onnx
         or name.lower().endswith(".onnx")
         or name.startswith("~")
         or Path(name).is_absolute()

@@ -22,6 +22,7 @@ import contextlib
 import errno
 import os
 import sys
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Optional, Union
@@ -95,6 +96,24 @@ def optimizing_enabled() -> bool:
 def release_url(model_name: str, filename: str) -> str:
     endpoint = (os.environ.get(ENDPOINT_ENV_VAR) or DEFAULT_ENDPOINT).rstrip("/")
     return f"{endpoint}/PaddlePaddle/{model_name}_onnx/resolve/main/{filename}"
+
+
+def check_endpoint() -> None:
+    """A ModelNotFoundError naming HF_ENDPOINT where it is no http(s) address (urllib's ValueError said
+    'unknown url type' of the whole URL)."""
+    endpoint = os.environ.get(ENDPOINT_ENV_VAR)
+    if not endpoint:
+        return
+    try:
+        parts = urllib.parse.urlsplit(endpoint)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:  # 'http://[::1': an unclosed IPv6 bracket
+        valid = False
+    if not valid:
+        raise ModelNotFoundError(
+            f"{ENDPOINT_ENV_VAR}={endpoint!r} is not an http(s) address: give the mirror as https://<host> "
+            f"(as huggingface_hub reads it), or unset it for {DEFAULT_ENDPOINT}"
+        )
 
 
 def resolve_model_path(
@@ -308,10 +327,12 @@ def _not_downloadable_hint(model_name: str, known: bool) -> str:
     from .catalog import KNOWN_MODELS
 
     downloadable = ", ".join(name for name, model in KNOWN_MODELS.items() if model.onnx_release)
+    same_but_case = [name for name in KNOWN_MODELS if name.lower() == model_name.lower()]
     what = (
         f"{model_name} has no official ONNX release to download"
         if known
         else f"{model_name!r} is not a model name this package knows"
+        + (f" (did you mean {same_but_case[0]!r}?)" if same_but_case else "")
     )
     if IN_CHECKOUT:
         how = (
@@ -335,6 +356,7 @@ def download_release(model_name: str, folder: Path) -> Path:
     The .onnx is written last, so a folder holding it is complete; an interrupted download leaves no
     file a later lookup would take.
     """
+    check_endpoint()
     importing = _importing()
     target = folder / OFFICIAL_FOLDER if importing else folder
     for filename in (INFERENCE_YML, MODEL_FILENAME):

@@ -291,6 +291,26 @@ def test_offline_is_one_clear_message(downloads, monkeypatch):
     assert "\n" not in message and "make export" not in message
 
 
+@pytest.mark.parametrize("endpoint", ["hf-mirror.com", "http://[::1", "ftp://mirror.example"])
+def test_a_mirror_address_that_is_no_http_url_is_said_to_be_one(downloads, monkeypatch, endpoint):
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)  # urllib raised ValueError('unknown url type: ...')
+    with pytest.raises(ModelNotFoundError, match=r"HF_ENDPOINT=.* is not an http\(s\) address: give the mirror as"):
+        TextDetection(model_name=V6_SMALL, device="cpu")
+    assert not (downloads / V6_SMALL).exists()
+
+
+def test_model_names_with_spaces_dots_or_another_case_are_refused_with_the_name_meant(downloads):
+    from detector.errors import InvalidParameterError
+
+    with pytest.raises(InvalidParameterError, match=f"has spaces around it: did you mean '{V6_SMALL}'"):
+        TextDetection(model_name=f"{V6_SMALL} ", device="cpu")
+    for dots in (".", ".."):  # <models folder>/../inference.onnx was looked up
+        with pytest.raises(InvalidParameterError, match="is not a model name"):
+            TextDetection(model_name=dots, device="cpu")
+    with pytest.raises(ModelNotFoundError, match=f"did you mean '{V6_SMALL}'"):
+        TextDetection(model_name=V6_SMALL.lower(), device="cpu")
+
+
 def test_no_download_opt_out(downloads, hub_root, monkeypatch):
     monkeypatch.setenv("DETECTOR_NO_DOWNLOAD", "1")
     with static_server(hub_root) as (server, url):
