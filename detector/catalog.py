@@ -107,12 +107,18 @@ def catalog_inference_config(model_name: Optional[str]) -> Optional[Mapping[str,
 
 
 def exported_models() -> dict[str, Path]:
-    """Every model name with an inference.onnx in the local lookup folders (first folder wins)."""
-    from .hub import MODEL_FILENAME, local_model_folders
+    """Every model name with an inference.onnx in the local lookup folders (first folder wins); in the
+    download cache, a release kept as published (official/: its import off, failed or not saved) counts."""
+    from .hub import MODEL_FILENAME, OFFICIAL_FOLDER, local_model_folders, user_cache_dir
 
+    cache = user_cache_dir()
     found: dict[str, Path] = {}
     for folder in local_model_folders():
-        if folder.is_dir():
-            for candidate in sorted(folder.glob(f"*/{MODEL_FILENAME}")):
-                found.setdefault(candidate.parent.name, candidate)
+        if not folder.is_dir():
+            continue
+        for candidate in sorted(folder.glob(f"*/{MODEL_FILENAME}")):
+            found.setdefault(candidate.parent.name, candidate)
+        if folder == cache:
+            for candidate in sorted(folder.glob(f"*/{OFFICIAL_FOLDER}/{MODEL_FILENAME}")):
+                found.setdefault(candidate.parent.parent.name, candidate)
     return found

@@ -113,6 +113,22 @@ def test_list_models_shows_v6_and_what_works_from_here(monkeypatch):
     assert "downloads on first use" in output and "make export" not in output
 
 
+def test_list_models_shows_a_release_cached_as_published(downloads, monkeypatch):
+    """official/ alone (its import off, failed or not saved): loaded by name, so listed with its path."""
+    from click.testing import CliRunner
+
+    from detector.cli import cli
+
+    release = downloads / V6_TINY / "official"
+    release.mkdir(parents=True)
+    for file in ("inference.onnx", "inference.yml"):
+        shutil.copy(wheel_source(V6_TINY) / file, release / file)
+    monkeypatch.setenv("DETECTOR_NO_DOWNLOAD", "1")
+    output = CliRunner().invoke(cli, ["--list-models"]).output
+    line = next(line for line in output.splitlines() if line.startswith(V6_TINY))
+    assert str(release / "inference.onnx") in line
+
+
 def test_known_name_without_yml_uses_the_catalog(tmp_path):
     onnx_file = tmp_path / "det.onnx"
     shutil.copy(wheel_source(V5_MOBILE) / "inference.onnx", onnx_file)
