@@ -358,7 +358,10 @@ def download_release(model_name: str, folder: Path) -> Path:
     """
     check_endpoint()
     importing = _importing()
-    target = folder / OFFICIAL_FOLDER if importing else folder
+    # official/ also where nothing imports it here: a process that does import it later (another venv, a
+    # worker without DETECTOR_NO_OPTIMIZE) then writes ../inference.onnx beside it, never moving the files a
+    # process running the release holds (moving a plain layout's files made that one's load fail)
+    target = folder / OFFICIAL_FOLDER
     for filename in (INFERENCE_YML, MODEL_FILENAME):
         url = release_url(model_name, filename)
         data = _fetch(url, f"{model_name} {filename}", model_name)

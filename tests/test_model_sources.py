@@ -17,6 +17,7 @@ import sys
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from detector import TextDetection
@@ -247,16 +248,24 @@ def test_download_then_reuse_from_the_cache(downloads, hub_root, monkeypatch, ca
     with static_server(hub_root) as (server, url):
         monkeypatch.setenv("HF_ENDPOINT", url)
         model = TextDetection(model_name=V6_TINY, device="cpu")
-        assert model.model_path == downloads / V6_TINY / "inference.onnx"
-        assert model.settings_source == str(downloads / V6_TINY / "inference.yml")
+        release = downloads / V6_TINY / "official"
+        assert model.model_path == release / "inference.onnx"
+        assert model.settings_source == str(release / "inference.yml")
         assert model.settings.box_thresh == 0.4
         assert server.requests == 2
         for name in ("inference.onnx", "inference.yml"):
-            assert (downloads / V6_TINY / name).read_bytes() == (wheel_source(V6_TINY) / name).read_bytes()
+            assert (release / name).read_bytes() == (wheel_source(V6_TINY) / name).read_bytes()
         assert "downloading" in capsys.readouterr().err
         again = TextDetection(model_name=V6_TINY, device="cpu")
         assert again.model_path == model.model_path and server.requests == 2  # no new request
-    assert sorted(p.name for p in (downloads / V6_TINY).iterdir()) == ["inference.onnx", "inference.yml"]
+    assert sorted(p.name for p in (downloads / V6_TINY).iterdir()) == ["official"]
+    assert sorted(p.name for p in release.iterdir()) == ["inference.onnx", "inference.yml"]
+    # a process that imports releases, sharing the cache, writes the import beside official/ and moves
+    # nothing: the process above still has its file (a plain layout's files were moved under it)
+    monkeypatch.delenv("DETECTOR_NO_OPTIMIZE")
+    imported = TextDetection(model_name=V6_TINY, device="cpu")
+    assert imported.model_path == downloads / V6_TINY / "inference.onnx"
+    assert model.model_path.is_file() and list(model.predict(np.zeros((64, 64, 3), np.uint8)))
 
 
 def test_truncated_download_keeps_nothing(downloads, hub_root, monkeypatch):
@@ -424,8 +433,8 @@ def test_without_onnx_a_download_runs_as_published_and_says_how_to_speed_it_up(
     with static_server(hub_root) as (_, url):
         monkeypatch.setenv("HF_ENDPOINT", url)
         model = TextDetection(model_name=V6_TINY, device="cpu")
-    assert model.model_path == downloads / V6_TINY / "inference.onnx"
-    assert sorted(p.name for p in (downloads / V6_TINY).iterdir()) == ["inference.onnx", "inference.yml"]
+    assert model.model_path == downloads / V6_TINY / "official" / "inference.onnx"
+    assert sorted(p.name for p in (downloads / V6_TINY).iterdir()) == ["official"]
     err = capsys.readouterr().err
     assert "runs as published" in err and "pip install 'ppocr-det-onnx[optimize]'" in err
 
