@@ -22,6 +22,7 @@ import contextlib
 import errno
 import os
 import sys
+import time
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,6 +42,8 @@ OFFICIAL_FOLDER = "official"  # <cache>/<model_name>/official/: the release as p
 # In official/: the import of this release failed with this package version (and why); not tried again
 # until the version changes (the rewrites may then take it), so every use does not redo a failed import.
 IMPORT_FAILED_MARKER = ".import-failed"
+# <cache>/.<model_name><this>: the error of the last failed download, for processes that waited on it
+DOWNLOAD_FAILED_SUFFIX = ".download-failed"
 CACHE_ENV_VAR = "XDG_CACHE_HOME"  # <its value>/detector/models is the download cache
 ENDPOINT_ENV_VAR = "HF_ENDPOINT"  # the variable huggingface_hub and PaddleX honour, for mirrors
 DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -177,15 +180,16 @@ def resolve_model_path(
         folder = cache / model_name
         found, due = _cache_state(folder)
         if due is not None and (due != DOWNLOAD or (downloadable and downloads_enabled())):
-            with _fetch_lock(cache, model_name):  # one process fetches or imports; the others then find it
+            # one process fetches or imports; the others then find it
+            with _fetch_lock(cache, model_name) as waited_since:
                 _remove_stale_temp_files(folder)
                 found, due = _cache_state(folder)  # what the process before this one left
                 if due == UPGRADE:
                     return upgrade_cached_release(model_name, folder / MODEL_FILENAME)
                 if due == IMPORT:
                     return import_release(model_name, folder / OFFICIAL_FOLDER)
-                if due == DOWNLOAD and downloadable and downloads_enabled():
-                    return download_release(model_name, folder)
+                if due == DOWNLOAD and downloads_enabled() and downloadable:
+                    return _download_once_for_all_waiting(model_name, folder, waited_since)
         if found is not None:
             return found
     looked = f"no model {model_name!r} here (looked for {', '.join(str(p) for p in searched)})"
@@ -225,17 +229,43 @@ def _cache_state(folder: Path) -> tuple[Optional[Path], Optional[str]]:
     return None, DOWNLOAD
 
 
+def _download_once_for_all_waiting(model_name: str, folder: Path, waited_since: Optional[float]) -> Path:
+    """download_release, unless the process holding the lock while this one waited has just failed the
+    same download: its error then (workers starting together offline fail together, where each waited its
+    turn to time out again: 8 workers, 4 minutes)."""
+    failed = folder.parent / f".{model_name}{DOWNLOAD_FAILED_SUFFIX}"
+    if waited_since is not None:
+        try:
+            holders_error = failed.read_text(encoding="utf-8") if failed.stat().st_mtime >= waited_since else None
+        except (OSError, UnicodeDecodeError):  # none (it succeeded, or never wrote one), or unreadable: try
+            holders_error = None
+        if holders_error:
+            raise ModelNotFoundError(holders_error)
+    try:
+        path = download_release(model_name, folder)
+    except ModelNotFoundError as exc:
+        with contextlib.suppress(OSError):
+            write_atomically(failed, str(exc).encode("utf-8"))
+        raise
+    with contextlib.suppress(OSError):
+        failed.unlink()
+    return path
+
+
 @contextlib.contextmanager
-def _fetch_lock(cache: Path, model_name: str) -> Iterator[None]:
+def _fetch_lock(cache: Path, model_name: str) -> Iterator[Optional[float]]:
     """Hold <cache>/.<model_name>.lock while fetching or importing a model, so that workers starting
     together download and import it once (the others wait, then find it). Where no lock can be had (a
     read-only cache, a file system without locks, no fcntl: Windows), the work goes on without one:
-    every file is written atomically, so the worst case is the same work done twice."""
+    every file is written atomically, so the worst case is the same work done twice.
+
+    Yields the time.time() this process began to wait for another's lock, None where it did not wait."""
     try:
         import fcntl
     except ImportError:
         fcntl = None  # type: ignore[assignment]
     handle = None
+    waited_since: Optional[float] = None
     if fcntl is not None:
         try:
             cache.mkdir(parents=True, exist_ok=True)
@@ -243,6 +273,7 @@ def _fetch_lock(cache: Path, model_name: str) -> Iterator[None]:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
+                waited_since = time.time()
                 print(f"detector: waiting for another process fetching {model_name} into {cache}", file=sys.stderr)
                 fcntl.flock(handle, fcntl.LOCK_EX)
         except OSError:
@@ -250,7 +281,7 @@ def _fetch_lock(cache: Path, model_name: str) -> Iterator[None]:
                 handle.close()
             handle = None
     try:
-        yield
+        yield waited_since
     finally:
         if handle is not None:
             handle.close()  # closing the file releases the lock

@@ -561,6 +561,48 @@ def test_workers_starting_together_download_and_import_a_model_once(downloads, h
     assert sorted(p.name for p in (downloads / V6_TINY).iterdir()) == ["inference.onnx", "official"]
 
 
+class _SlowlyUnavailableHandler(_QuietHandler):
+    """Answers every request with 503 after two seconds: the first worker still downloading as the others start."""
+
+    def do_GET(self):
+        import time
+
+        time.sleep(2)
+        self.send_error(503, "Service Unavailable")
+
+
+def test_workers_waiting_on_a_download_that_fails_fail_with_it_not_one_after_another(
+    downloads, hub_root, tmp_path, monkeypatch
+):
+    """Offline or a hub outage: the workers waiting on the lock take the holder's error, where each tried again
+    in turn (8 workers x 30 s of timeout). A later lookup, not waiting on it, tries again."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import detector.hub as hub; hub.IN_CHECKOUT = False\n"
+        "from detector import TextDetection\n"
+        f"TextDetection(model_name={V6_TINY!r}, device='cpu')\n"
+    )
+    with static_server(hub_root, _SlowlyUnavailableHandler) as (server, url):
+        env = {**os.environ, "HF_ENDPOINT": url, "PYTHONPATH": str(REPO_ROOT)}
+        workers = [
+            subprocess.Popen(
+                [sys.executable, "-c", script], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+            for _ in range(3)
+        ]
+        errs = [worker.communicate(timeout=300)[1].decode() for worker in workers]
+        assert all(worker.returncode == 1 for worker in workers), errs
+        assert all("HTTP 503 Service Unavailable" in err for err in errs), errs
+        assert server.requests == 1, errs  # the yml asked for once: the two waiting took its error
+        monkeypatch.setenv("HF_ENDPOINT", url)
+        with pytest.raises(ModelNotFoundError, match="HTTP 503"):
+            TextDetection(model_name=V6_TINY, device="cpu")
+        assert server.requests == 2
+
+
 def test_a_damaged_import_in_the_cache_is_made_again_from_the_release(downloads, monkeypatch, capsys):
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing to download from: the release is there
     official = downloads / V6_TINY / "official"
