@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import sys
 import time
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 from .errors import DetectorError, ModelNotFoundError
 from .precision import DEFAULT_PRECISION, variant_path
@@ -48,6 +49,8 @@ CACHE_ENV_VAR = "XDG_CACHE_HOME"  # <its value>/detector/models is the download 
 ENDPOINT_ENV_VAR = "HF_ENDPOINT"  # the variable huggingface_hub and PaddleX honour, for mirrors
 DEFAULT_ENDPOINT = "https://huggingface.co"
 DOWNLOAD_TIMEOUT_S = 30.0
+# The Hugging Face hub's header, on the redirect of a large (LFS) file, naming its sha256 (as huggingface_hub reads it)
+LINKED_ETAG_HEADER = "X-Linked-Etag"
 # A download bringing less than this in any DOWNLOAD_TIMEOUT_S (~2 KiB/s) has stalled, though data trickles in
 DOWNLOAD_MIN_BYTES_PER_WINDOW = 1 << 16
 _CHUNK = 1 << 16
@@ -541,11 +544,25 @@ def _fetch(url: str, label: str, model_name: str) -> bytes:
     from .http_body import body_chunks
     from .progress import progress_bar
 
+    class LinkedEtagRedirects(urllib.request.HTTPRedirectHandler):
+        """Follows redirects as urllib does, keeping the X-Linked-Etag each one carries."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.etags: list[str] = []
+
+        def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> Any:
+            self.etags.append(headers.get(LINKED_ETAG_HEADER, ""))
+            return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+    redirects = LinkedEtagRedirects()
     request = urllib.request.Request(url, headers={"User-Agent": "detector"})
     body = bytearray()
     expected: Optional[int] = None
+    hub_sha256: Optional[str] = None
     try:
-        with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S) as response:
+        with urllib.request.build_opener(redirects).open(request, timeout=DOWNLOAD_TIMEOUT_S) as response:
+            hub_sha256 = _sha256_in_etags([*redirects.etags, response.headers.get(LINKED_ETAG_HEADER, "")])
             length = response.headers.get("Content-Length")
             expected = int(length) if length and length.isdigit() else None
             with progress_bar(expected or 0, f"downloading {label}", show=expected is not None) as bar:
@@ -581,4 +598,21 @@ def _fetch(url: str, label: str, model_name: str) -> bytes:
             f"download of {url} stopped at {len(body)} of {expected} bytes; nothing kept. "
             f"Try again, or: " + _manual_download_hint(model_name)
         )
+    if hub_sha256 is not None and hashlib.sha256(body).hexdigest() != hub_sha256:
+        # bytes changed on the way or on a mirror's disk, still parsing as a model: other boxes, silently
+        raise ModelNotFoundError(
+            f"{url} gave bytes that are not the file the hub names (sha256 {hashlib.sha256(body).hexdigest()}, "
+            f"the hub's {LINKED_ETAG_HEADER} {hub_sha256}); nothing kept. Try again, or: "
+            + _manual_download_hint(model_name)
+        )
     return bytes(body)
+
+
+def _sha256_in_etags(etags: list[str]) -> Optional[str]:
+    """The sha256 the hub gives for a large (LFS) file: an X-Linked-Etag of 64 hex digits; None where none
+    came (a small file's etag is its git blob sha1; a mirror may send none)."""
+    for etag in etags:
+        value = etag.strip().removeprefix("W/").strip('"').lower()
+        if len(value) == 64 and all(c in "0123456789abcdef" for c in value):
+            return value
+    return None

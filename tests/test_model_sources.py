@@ -291,6 +291,53 @@ def test_a_download_that_is_not_its_file_is_not_cached(downloads, hub_root, monk
         assert TextDetection(model_name=V6_TINY, device="cpu").settings.box_thresh == 0.4
 
 
+class _LfsRedirectHandler(_QuietHandler):
+    """As the hub serves a large file: resolve/main/inference.onnx redirects (302) to the bytes elsewhere,
+    naming their sha256 in X-Linked-Etag; `flip` changes a few bytes of the weights on the way."""
+
+    flip = False
+
+    def do_GET(self):
+        import hashlib
+
+        path = Path(self.translate_path(self.path.replace("/lfs-bytes/", "/resolve/")))
+        if path.name != "inference.onnx":
+            return super().do_GET()
+        body = path.read_bytes()
+        if "/resolve/" in self.path:
+            self.send_response(302)
+            self.send_header("Location", self.path.replace("/resolve/", "/lfs-bytes/"))
+            self.send_header("X-Linked-Etag", f'"{hashlib.sha256(body).hexdigest()}"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return None
+        if self.flip:  # a few weights changed: still a model onnxruntime loads
+            middle = len(body) // 2
+            body = body[:middle] + bytes(b ^ 0x55 for b in body[middle : middle + 64]) + body[middle + 64 :]
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        return None
+
+
+class _FlippingLfsRedirectHandler(_LfsRedirectHandler):
+    flip = True
+
+
+def test_a_download_whose_bytes_are_not_the_file_the_hub_names_is_not_cached(downloads, hub_root, monkeypatch):
+    monkeypatch.setenv("DETECTOR_NO_OPTIMIZE", "1")
+    with static_server(hub_root, _FlippingLfsRedirectHandler) as (_, url):
+        monkeypatch.setenv("HF_ENDPOINT", url)
+        with pytest.raises(ModelNotFoundError, match="gave bytes that are not the file the hub names"):
+            TextDetection(model_name=V6_TINY, device="cpu")
+    assert not (downloads / V6_TINY / "official" / "inference.onnx").exists()
+    with static_server(hub_root, _LfsRedirectHandler) as (_, url):  # the same bytes: taken
+        monkeypatch.setenv("HF_ENDPOINT", url)
+        model = TextDetection(model_name=V6_TINY, device="cpu")
+    assert model.model_path.read_bytes() == (wheel_source(V6_TINY) / "inference.onnx").read_bytes()
+
+
 def test_missing_release_is_a_404_with_what_to_do(downloads, tmp_path, monkeypatch):
     (tmp_path / "empty-hub").mkdir()
     with static_server(tmp_path / "empty-hub") as (_, url):
