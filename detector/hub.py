@@ -538,6 +538,7 @@ def upgrade_cached_release(model_name: str, model_file: Path) -> Path:
 def _fetch(url: str, label: str, model_name: str) -> bytes:
     """The whole body of url, with a progress bar on stderr; its length checked against Content-Length."""
     import http.client  # here, not at the top: `import detector` stays light
+    import socket  # socket.timeout: a TimeoutError from Python 3.10 on, not on 3.9
     import urllib.error
     import urllib.request
 
@@ -579,8 +580,10 @@ def _fetch(url: str, label: str, model_name: str) -> bytes:
         ) from None
     except urllib.error.HTTPError as exc:
         exc.close()  # its response's socket (a ResourceWarning when left to the garbage collector)
+        reason = " ".join(str(exc.reason).split())  # a redirect loop's reason spans three lines
+        later = " (the server is busy or down: try again later)" if exc.code in (429, 502, 503, 504) else ""
         raise ModelNotFoundError(
-            f"cannot download {url}: HTTP {exc.code} {exc.reason}. " + _manual_download_hint(model_name)
+            f"cannot download {url}: HTTP {exc.code} {reason}{later}. " + _manual_download_hint(model_name)
         ) from None
     except (urllib.error.URLError, OSError) as exc:  # offline, refused, DNS, timeout, connection reset
         reason = getattr(exc, "reason", None) or exc
@@ -589,6 +592,11 @@ def _fetch(url: str, label: str, model_name: str) -> bytes:
             raise ModelNotFoundError(
                 f"download of {url} stopped after {len(body):,}{of} bytes ({reason}); nothing kept. "
                 f"Try again, or: " + _manual_download_hint(model_name)
+            ) from None
+        if isinstance(reason, (TimeoutError, socket.timeout)):  # connected, then no answer: not offline
+            raise ModelNotFoundError(
+                f"cannot download {url}: no answer in {DOWNLOAD_TIMEOUT_S:.0f} s ({reason}). Try again, or: "
+                + _manual_download_hint(model_name)
             ) from None
         raise ModelNotFoundError(
             f"cannot download {url} ({reason}): offline? " + _manual_download_hint(model_name)

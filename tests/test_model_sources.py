@@ -338,6 +338,37 @@ def test_a_download_whose_bytes_are_not_the_file_the_hub_names_is_not_cached(dow
     assert model.model_path.read_bytes() == (wheel_source(V6_TINY) / "inference.onnx").read_bytes()
 
 
+class _SilentHandler(_QuietHandler):
+    """Takes the request and answers nothing (a hung mirror, a proxy that swallows it)."""
+
+    def do_GET(self):
+        import time
+
+        time.sleep(3)
+
+
+class _RedirectLoopHandler(_QuietHandler):
+    def do_GET(self):
+        self.send_response(302)
+        self.send_header("Location", self.path)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+def test_a_server_that_answers_nothing_or_loops_is_one_line_saying_so(downloads, hub_root, monkeypatch):
+    monkeypatch.setattr("detector.hub.DOWNLOAD_TIMEOUT_S", 1.0)
+    with static_server(hub_root, _SilentHandler) as (_, url):
+        monkeypatch.setenv("HF_ENDPOINT", url)
+        with pytest.raises(ModelNotFoundError) as silent:
+            TextDetection(model_name=V6_TINY, device="cpu")
+    assert "no answer in 1 s" in str(silent.value) and "offline?" not in str(silent.value)
+    with static_server(hub_root, _RedirectLoopHandler) as (_, url):
+        monkeypatch.setenv("HF_ENDPOINT", url)
+        with pytest.raises(ModelNotFoundError, match=r"HTTP 302 .*infinite loop") as looping:
+            TextDetection(model_name=V6_TINY, device="cpu")
+    assert "\n" not in str(looping.value)
+
+
 def test_missing_release_is_a_404_with_what_to_do(downloads, tmp_path, monkeypatch):
     (tmp_path / "empty-hub").mkdir()
     with static_server(tmp_path / "empty-hub") as (_, url):
@@ -642,7 +673,7 @@ def test_workers_waiting_on_a_download_that_fails_fail_with_it_not_one_after_ano
         ]
         errs = [worker.communicate(timeout=300)[1].decode() for worker in workers]
         assert all(worker.returncode == 1 for worker in workers), errs
-        assert all("HTTP 503 Service Unavailable" in err for err in errs), errs
+        assert all("HTTP 503 Service Unavailable (the server is busy or down: try again later)" in err for err in errs)
         assert server.requests == 1, errs  # the yml asked for once: the two waiting took its error
         monkeypatch.setenv("HF_ENDPOINT", url)
         with pytest.raises(ModelNotFoundError, match="HTTP 503"):
