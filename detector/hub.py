@@ -580,10 +580,10 @@ def _fetch(url: str, label: str, model_name: str) -> bytes:
         ) from None
     except urllib.error.HTTPError as exc:
         exc.close()  # its response's socket (a ResourceWarning when left to the garbage collector)
-        reason = " ".join(str(exc.reason).split())  # a redirect loop's reason spans three lines
+        http_reason = " ".join(str(exc.reason).split())  # a redirect loop's reason spans three lines
         later = " (the server is busy or down: try again later)" if exc.code in (429, 502, 503, 504) else ""
         raise ModelNotFoundError(
-            f"cannot download {url}: HTTP {exc.code} {reason}{later}. " + _manual_download_hint(model_name)
+            f"cannot download {url}: HTTP {exc.code} {http_reason}{later}. " + _manual_download_hint(model_name)
         ) from None
     except (urllib.error.URLError, OSError) as exc:  # offline, refused, DNS, timeout, connection reset
         reason = getattr(exc, "reason", None) or exc
