@@ -16,6 +16,7 @@ import itertools
 import logging
 import math
 import os
+import stat
 import struct
 import threading
 import time
@@ -290,9 +291,20 @@ def decode_image_bytes(data: bytes, what: str, options: LoadOptions) -> np.ndarr
     return image
 
 
-def read_file_bytes(path: Path) -> bytes:
+def read_file_bytes(path: Path, stream_max_bytes: int = DEFAULT_LOAD_OPTIONS.url_max_bytes) -> bytes:
+    """The file's bytes; from a path that is no regular file (a pipe, /dev/stdin, a device such as /dev/zero,
+    which never ends) at most stream_max_bytes, as for URLs: read whole, /dev/zero took all memory."""
     try:
-        return path.read_bytes()
+        if stat.S_ISREG(path.stat().st_mode):
+            return path.read_bytes()
+        with path.open("rb") as stream:
+            data = stream.read(stream_max_bytes + 1)
+        if len(data) > stream_max_bytes:
+            raise ImageTooLargeError(
+                f"{path} is no regular file (a pipe or a device) and sent more than the {stream_max_bytes:,}-byte "
+                f"limit for stream and URL inputs"
+            )
+        return data
     except FileNotFoundError:
         raise InputNotFoundError(f"input {str(path)!r} does not exist") from None
     except OSError as exc:
@@ -300,7 +312,7 @@ def read_file_bytes(path: Path) -> bytes:
 
 
 def read_image_file(path: Path, options: LoadOptions = DEFAULT_LOAD_OPTIONS) -> np.ndarray:
-    return decode_image_bytes(read_file_bytes(path), str(path), options)
+    return decode_image_bytes(read_file_bytes(path, options.url_max_bytes), str(path), options)
 
 
 def pdf_render_pixels(width_pt: float, height_pt: float, scale: float) -> int:
@@ -639,7 +651,7 @@ def load_source(source: Source, options: LoadOptions = DEFAULT_LOAD_OPTIONS) -> 
         yield from _load_encoded(body, source.name, source.value, options, content_type == "application/pdf")
     else:
         path: Path = source.value
-        data = read_file_bytes(path)
+        data = read_file_bytes(path, options.url_max_bytes)
         yield from _load_encoded(data, source.name, str(path), options, path.suffix.lower() == ".pdf")
 
 

@@ -267,6 +267,41 @@ def test_input_errors(model, tmp_path):
         model.predict(np.zeros((4, 4, 7), np.uint8))
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes")
+def test_a_stream_input_is_read_up_to_the_stream_limit(default_onnx, pages, tmp_path):
+    """A pipe or a device (/dev/zero never ends) is read at most url_max_bytes, then refused: read whole,
+    /dev/zero took all the machine's memory. An image through a pipe still loads."""
+    import dataclasses
+
+    from detector.errors import ImageTooLargeError
+
+    def limited(limit: int) -> TextDetection:
+        model = TextDetection(model_dir=default_onnx, device="cpu")
+        model.load_options = dataclasses.replace(model.load_options, url_max_bytes=limit)  # as detect serve sets it
+        return model
+
+    image = pages["receipt"][0].read_bytes()
+    small = limited(len(image))
+    (from_file,) = small.predict(pages["receipt"][0])
+    pipe = tmp_path / "pipe.png"
+    for size_limit, content in ((len(image), image), (len(image) - 1, image)):
+        os.mkfifo(pipe)
+        writer = threading.Thread(target=pipe.write_bytes, args=(content,), daemon=True)
+        writer.start()
+        model = limited(size_limit)
+        if size_limit >= len(content):
+            (from_pipe,) = model.predict(pipe)
+            assert np.array_equal(from_pipe["dt_polys"], from_file["dt_polys"])
+        else:
+            with pytest.raises(ImageTooLargeError, match=r"is no regular file .* limit for stream and URL inputs"):
+                model.predict(pipe)
+        writer.join(timeout=10)
+        pipe.unlink()
+    if os.path.exists("/dev/zero"):
+        with pytest.raises(ImageTooLargeError):
+            small.predict("/dev/zero")
+
+
 def test_model_resolution(monkeypatch, default_onnx, tmp_path):
     monkeypatch.setenv("DETECTOR_MODELS", str(default_onnx.parent.parent))
     assert TextDetection(device="cpu").model_path == default_onnx
