@@ -106,8 +106,8 @@ def check_model_name(model_name: str) -> str:
         or name in (".", "..")  # <models folder>/../inference.onnx
         or name.lower().endswith(".onnx")
         or name.startswith("~")
-        or Path(name).is_absolute()
-        or len(Path(name).parts) > 1
+        # './x' and 'x/' too, which pathlib reads as 'x' (a model found by that name); '\\' on Windows
+        or any(separator in name for separator in {"/", os.sep, os.altsep or "/"})
     )
     if looks_like_path:
         raise InvalidParameterError(

@@ -620,6 +620,8 @@ def test_model_names_are_never_paths(default_onnx):
         "../models/PP-OCRv4_mobile_det",
         "models/PP-OCRv4_mobile_det",
         "~/m",
+        "./PP-OCRv4_mobile_det",  # a folder in the working directory: pathlib reads both as the bare name,
+        "PP-OCRv4_mobile_det/",  # and the checkout's model of that name was loaded in its place
     ):
         with pytest.raises(InvalidParameterError, match=r"is not a model name.*model_dir="):
             TextDetection(model_name=path_like, device="cpu")
