@@ -326,8 +326,8 @@ def cli() -> None:
     "save_path",
     default=None,
     metavar="DIR|FILE",
-    help="Folder for <stem>_res.json and the <stem>_res.png visualization; a name ending in .json "
-    "(or .png, .jpg, …) is that one file, for a single input.",
+    help="Folder for <stem>_res.json and the <stem>_res.<input's suffix, else png> visualization; a name "
+    "ending in .json (or .png, .jpg, …) is that one file, for a single input.",
 )
 @click.option("--batch-size", "--batch_size", "batch_size", default=1, type=click.IntRange(min=1))
 @detection_setting_options

