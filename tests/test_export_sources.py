@@ -306,3 +306,27 @@ def test_an_export_without_onnxruntime_says_so_before_the_conversion(tmp_path, c
     err = capsys.readouterr().err
     assert "export: error: the export verifies what it writes on onnxruntime: onnxruntime is not installed" in err
     assert not converted and "Traceback" not in err
+
+
+def test_a_failed_export_leaves_no_folder_it_made_and_model_names_are_no_paths(tmp_path, capsys, monkeypatch):
+    """make export MODEL=unknown left an empty models/unknown/; MODEL=../../tmp/evil made folders outside."""
+    from detector.errors import ExportError
+    from detector.optimize.model_file import check_output_writable
+    from tools.export import pipeline
+
+    def failing_after_the_output_check(model, source, output, *args, **kwargs):
+        check_output_writable(output)  # makes the output's folders, as the export does before any work
+        raise ExportError(f"{model!r} has no known download")
+
+    monkeypatch.setattr(pipeline, "export_model", failing_after_the_output_check)
+    output = tmp_path / "new" / "deeper" / "inference.onnx"
+    assert pipeline.main(["--model", "MyOwn_det", "--output", str(output)]) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    kept = tmp_path / "kept"  # a folder that was there before stays, with what it holds
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    assert pipeline.main(["--model", "MyOwn_det", "--output", str(kept / "inference.onnx")]) == 1
+    assert (kept / "notes.txt").exists()
+    capsys.readouterr()
+    assert pipeline.main(["--model", "../../tmp/evil"]) == 1
+    assert "is not a model name: the export is written to models/<MODEL>/" in capsys.readouterr().err

@@ -29,7 +29,7 @@ MIN_OPSET, MAX_OPSET = 7, 21  # the opsets paddle2onnx 2.0.1 knows ("The Opset V
 PROVEN_VERSIONS = {"paddlepaddle": "3.0.0", "paddle2onnx": "2.0.1"}
 VERSIONS_HINT = (
     "paddlepaddle 3.3.1 + paddle2onnx 2.1.0 fail on legacy models: "
-    "install paddlepaddle==3.0.0 paddle2onnx==2.0.1 (`pip install '.[export]'` or `make paddle-env`)"
+    "install paddlepaddle==3.0.0 paddle2onnx==2.0.1 (`pip install '.[cpu,export]'` or `make paddle-env`)"
 )
 CONVERSION_TIMEOUT_S = 1200
 PARAMS_FILE = "inference.pdiparams"
@@ -192,7 +192,7 @@ def check_export_tools() -> dict[str, Optional[str]]:
     if absent:
         raise ExportError(
             f"{' and '.join(absent)} not installed here: export needs the [export] extra — "
-            f"run `make paddle-env` and use .venv-paddle/bin/python, or `pip install '.[export]'`"
+            f"run `make paddle-env` and use .venv-paddle/bin/python, or `pip install '.[cpu,export]'`"
         )
     if versions != PROVEN_VERSIONS:
         progress(

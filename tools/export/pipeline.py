@@ -18,6 +18,7 @@ beside the fp32 file (quantize.py), starting from that file when it is already t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from collections.abc import Sequence
@@ -318,7 +319,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     output = args.output or REPO_ROOT / "models" / args.model / "inference.onnx"
+    made_folder = _first_missing_folder(output.expanduser().parent)  # removed again where the export fails
     try:
+        if args.output is None and (Path(args.model).name != args.model or args.model in (".", "..")):
+            raise ExportError(
+                f"--model {args.model!r} is not a model name: the export is written to models/<MODEL>/ (a name "
+                f"such as PP-OCRv4_server_det); pass --output for a path of your own"
+            )
         if onnxruntime_module() is None:  # every export is verified on onnxruntime: said before the conversion
             raise ExportError(f"the export verifies what it writes on onnxruntime: {ONNXRUNTIME_MISSING}")
         named = precision_of(output)
@@ -367,11 +374,31 @@ def _export(args: argparse.Namespace) -> int:
                 f"(Hmean {variant['accuracy']['hmean']:.4f} vs fp32 {variant['accuracy']['fp32_hmean']:.4f})"
             )
     except DetectorError as exc:
+        _remove_if_empty(made_folder)
         if args.debug:
             raise
         print(f"export: error: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _first_missing_folder(folder: Path) -> Optional[Path]:
+    """The outermost of folder and its parents that does not exist yet (None where folder exists)."""
+    missing = None
+    while not folder.exists() and folder != folder.parent:
+        missing, folder = folder, folder.parent
+    return missing
+
+
+def _remove_if_empty(folder: Optional[Path]) -> None:
+    """Remove the folders a failed export made for its output (models/<MODEL>/), where they hold nothing."""
+    if folder is None or not folder.is_dir():
+        return
+    for path in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            path.rmdir()  # fails on a folder holding a file: left as it is
+    with contextlib.suppress(OSError):
+        folder.rmdir()
 
 
 if __name__ == "__main__":
