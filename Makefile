@@ -139,7 +139,7 @@ BENCH_REFERENCE = $(or $(REFERENCE),.cache/bench/$(MODEL)/reference.onnx)
 
 ifeq ($(DEVICE),gpu)
 # On a CUDA machine: cuDNN search modes, cold/warm latency at 960, batch 8, IO binding (tools/dev/gpu_bench.py).
-bench: $(VENV)/.installed
+bench: $(VENV)/.installed $(DEFAULT_MODEL)
 	$(VENV)/bin/python -m tools.dev.gpu_bench --onnx '$(BENCH_ONNX)'
 else
 bench: $(PADDLE_VENV)/.installed $(DEFAULT_MODEL) $(DEFAULT_SOURCE)

@@ -270,6 +270,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     if not args.onnx:
         parser.error("give --onnx PATH (the provider-level benchmark) or --pages")
+    missing = [str(path) for path in args.onnx if not Path(path).is_file()]
+    if missing:
+        said = f"no model file {', '.join(missing)}: export it first (make export MODEL=…)"
+        print(f"gpu_bench: error: {said}", file=sys.stderr)
+        return 2
     from detector.session import cuda_unavailable_reason
 
     unusable = cuda_unavailable_reason()
