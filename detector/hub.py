@@ -195,7 +195,11 @@ def resolve_model_path(
                     return _download_once_for_all_waiting(model_name, folder, waited_since)
         if found is not None:
             return found
-    looked = f"no model {model_name!r} here (looked for {', '.join(str(p) for p in searched)})"
+    looked = (
+        f"no model {model_name!r} here (looked for {', '.join(str(p) for p in searched)})"
+        if searched
+        else f"no model {model_name!r} here (no folder to look in: no {MODELS_ENV_VAR}, no cache folder)"
+    )
     if downloadable:
         if not downloads_enabled():
             raise ModelNotFoundError(

@@ -809,6 +809,9 @@ def test_no_home_folder_and_a_relative_cache_variable_make_no_folder_named_tilde
     with pytest.raises(ModelNotFoundError, match=r"no folder to download it into.*XDG_CACHE_HOME"):
         TextDetection(model_name=V6_TINY, device="cpu")
     assert not (tmp_path / "~").exists()
+    monkeypatch.delenv("DETECTOR_MODELS")  # nothing at all to look in: said so, not "(looked for )"
+    with pytest.raises(ModelNotFoundError, match=r"here \(no folder to look in: no DETECTOR_MODELS, no cache folder\)"):
+        TextDetection(model_name=V6_TINY, device="cpu")
 
 
 def test_a_yml_cut_short_that_still_parses_is_not_cached(downloads, hub_root, monkeypatch):
