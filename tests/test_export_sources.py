@@ -298,7 +298,7 @@ def test_an_export_without_onnxruntime_says_so_before_the_conversion(tmp_path, c
     """pip install '.[export]' alone: the conversion ran, then verification died with a traceback."""
     from tools.export import pipeline
 
-    monkeypatch.setattr(pipeline, "onnxruntime_module", lambda: None)
+    monkeypatch.setattr(pipeline, "onnxruntime_installed", lambda: False)
     converted = []
     monkeypatch.setattr(pipeline, "export_model", lambda *args, **kwargs: converted.append(args))
     output = tmp_path / "inference.onnx"

@@ -46,7 +46,7 @@ from detector.optimize.rewrites import (
 )
 from detector.optimize.verify import TOLERANCE, VERIFY_SHAPES, compare_with_unrewritten
 from detector.precision import PRECISIONS, precision_of, variant_path
-from detector.session import ONNXRUNTIME_MISSING, onnxruntime_module
+from detector.session import ONNXRUNTIME_MISSING
 from detector.settings import settings_from_inference_config
 from tools.export import REPO_ROOT, default_model, progress
 from tools.export.paddle import (
@@ -326,7 +326,7 @@ def _export(args: argparse.Namespace) -> int:
                 f"--model {args.model!r} is not a model name: the export is written to models/<MODEL>/ (a name "
                 f"such as PP-OCRv4_server_det); pass --output for a path of your own"
             )
-        if onnxruntime_module() is None:  # every export is verified on onnxruntime: said before the conversion
+        if not onnxruntime_installed():  # every export is verified on onnxruntime: said before the conversion
             raise ExportError(f"the export verifies what it writes on onnxruntime: {ONNXRUNTIME_MISSING}")
         named = precision_of(output)
         if named != "fp32":  # its variant would be the same path: the fp32 file written over
@@ -380,6 +380,14 @@ def _export(args: argparse.Namespace) -> int:
         print(f"export: error: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def onnxruntime_installed() -> bool:
+    """Whether an onnxruntime package is there, found without importing it (onnxruntime 1.32 writes a
+    .ses file into $TMPDIR as it is imported; the export's runs of it happen later, in their own places)."""
+    import importlib.util
+
+    return importlib.util.find_spec("onnxruntime") is not None
 
 
 def _first_missing_folder(folder: Path) -> Optional[Path]:
