@@ -17,7 +17,9 @@ import logging
 import os
 import re
 import socket
+import tempfile
 import time
+import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,6 +133,7 @@ def detect_file(detector: TextDetection, path: str) -> list[dict[str, Any]]:
             )
     except Exception as exc:  # a job over millions of files must outlive any one of them
         message = str(exc) if isinstance(exc, DetectorError) else f"{type(exc).__name__}: {exc}"
+        message = row_path(message)  # it names the file: a name that is not UTF-8 would fail the whole block
         if detecting is not None:
             page = detecting.page_index
         else:  # reading stopped: the next page of a paged file, none where the file itself could not be read
@@ -211,7 +214,9 @@ def list_uri(uri: str, recursive: bool) -> list[str]:
                 f"a file name under {uri} is not UTF-8, which pyarrow cannot list: pass a local folder as a path"
             ) from None
         if info.type == pyarrow.fs.FileType.File and os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS:
-            files.append(prefix + path)
+            # percent-encoded, as FileSystem.from_uri decodes it again when the file is read: taken as it is,
+            # 'c%20d.jpg' read the file 'c d.jpg', and a space, '#', '?' or 'ü' in a name failed or cut it short
+            files.append(prefix + urllib.parse.quote(path, safe="/"))
     return sorted(files)
 
 
@@ -235,6 +240,12 @@ def check_output(output: str) -> None:
             f"output {output!r} exists and is not an empty folder: choose a new one, "
             f"so the rows written are only this run's"
         )
+    if not is_uri(output) and Path(output).is_dir():  # an empty folder there already: can this process write it?
+        try:
+            with tempfile.TemporaryFile(dir=output):
+                pass
+        except OSError as exc:  # found by Ray's first write, after the whole run, in 300 lines of tracebacks
+            raise InvalidParameterError(f"output {output!r} cannot be written: {exc.strerror or exc}") from None
 
 
 def connect(address: Optional[str]) -> None:
@@ -272,6 +283,7 @@ def _init(address: Optional[str]) -> None:
             raise DetectorError(f"cannot join the Ray cluster at {address!r}: {exc}") from None
     else:
         ray.init(
+            address="local",  # a local instance as documented, also where RAY_ADDRESS names a cluster (ray job submit)
             num_cpus=os.cpu_count(),
             object_store_memory=LOCAL_OBJECT_STORE_BYTES,
             include_dashboard=False,
@@ -377,6 +389,9 @@ def read_rows(output: str, fmt: str) -> pa.Table:
     filesystem, root = pyarrow.fs.FileSystem.from_uri(output if is_uri(output) else str(Path(output).resolve()))
     infos = filesystem.get_file_info(pyarrow.fs.FileSelector(root, recursive=True))
     files = sorted(info.path for info in infos if info.type == pyarrow.fs.FileType.File)
+    other = {"parquet": ".jsonl", "jsonl": ".parquet"}.get(fmt, "")
+    if other and any(path.endswith(other) for path in files) and not any(path.endswith(f".{fmt}") for path in files):
+        raise InvalidParameterError(f"{output} holds {other[1:]} files, not {fmt}: read it with fmt={other[1:]!r}")
     if fmt == "parquet":
         tables = [
             pq.read_table(path, filesystem=filesystem, schema=ROW_SCHEMA) for path in files if path.endswith(".parquet")

@@ -265,3 +265,68 @@ def test_a_cluster_address_nobody_answers_at_fails_at_once(folder, tmp_path):
     assert f"cannot join the Ray cluster at '127.0.0.1:{port}': nothing answers there" in proc.stderr
     assert "Traceback" not in proc.stderr and "Failed to connect" not in proc.stderr
     assert distributed.unreachable_cluster("auto") is None and distributed.unreachable_cluster("ray://x") is None
+
+
+def test_uri_listings_read_every_file_under_its_own_name(tmp_path):
+    """'c%20d.jpg' read the bytes of 'c d.jpg' (pyarrow decodes a URI's %XX), and a space, '#', '?' or 'ü'
+    failed or cut the name short (a file named 'a' read in place of 'a#b.jpg')."""
+    names = ["c d", "c%20d", "a#b", "a", "q?x", "q", "ünï"]
+    for name in names:
+        (tmp_path / f"{name}.jpg").write_text(name)
+    listed = distributed.list_uri(tmp_path.as_uri(), recursive=True)
+    assert len(listed) == len(names)
+    assert sorted(distributed.file_source(uri).value.decode() for uri in listed) == sorted(names)
+
+
+def test_a_file_whose_name_is_not_utf8_and_cannot_be_read_is_one_error_row(tmp_path, default_onnx):
+    """Its error message names it: the lone surrogates failed the whole block in Arrow (the job ended)."""
+    import pyarrow as pa
+
+    broken = os.fsdecode(os.fsencode(str(tmp_path)) + b"/br\xffoken.png")
+    with open(os.fsencode(broken), "wb") as handle:
+        handle.write(b"garbage")
+    rows = distributed.detect_file(TextDetection(model_dir=default_onnx, device="cpu"), broken)
+    table = pa.Table.from_pydict(
+        {k: [row[k] for row in rows] for k in distributed.ROW_SCHEMA.names}, distributed.ROW_SCHEMA
+    )
+    (error,) = table.column("error").to_pylist()
+    assert "br\\udcffoken.png is not an image" in error  # as the path column writes it
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_before_ray_starts(tmp_path, monkeypatch):
+    import errno
+
+    empty = tmp_path / "out"
+    empty.mkdir()
+
+    def read_only(*args, **kwargs):  # what a read-only mount gives (root writes through permission bits)
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(distributed.tempfile, "TemporaryFile", read_only)
+    with pytest.raises(distributed.InvalidParameterError, match="cannot be written: Read-only file system"):
+        distributed.check_output(str(empty))
+
+
+def test_rows_read_in_the_other_format_are_refused(tmp_path):
+    (tmp_path / "part-0.parquet").write_bytes(b"")
+    with pytest.raises(distributed.InvalidParameterError, match="holds parquet files, not jsonl"):
+        distributed.read_rows(str(tmp_path), "jsonl")
+
+
+def test_a_local_run_starts_its_own_instance_where_ray_address_names_a_cluster(folder, tmp_path):
+    """RAY_ADDRESS is set under `ray job submit`; without --ray-address the run is local, as documented (ray.init
+    with num_cpus joined that cluster and failed: 'num_cpus and num_gpus must not be provided')."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "detector.cli", "batch", "-i", str(folder / "receipt.png")]
+    proc = subprocess.run(
+        [*command, "-o", str(tmp_path / "out"), "--format", "jsonl"],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=300,
+        env={**os.environ, "RAY_ADDRESS": f"127.0.0.1:{port}"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert len(distributed.read_rows(str(tmp_path / "out"), "jsonl")) == 1
