@@ -288,7 +288,10 @@ class TextDetection:
         )
 
     def __repr__(self) -> str:
-        return f"TextDetection(model_name={self.model_name!r}, model_path='{self.model_path}', device={self.device!r})"
+        return (
+            f"TextDetection(model_name={self.model_name!r}, model_path='{self.model_path}', "
+            f"precision={self.precision!r}, device={self.device!r})"
+        )
 
     @property
     def providers(self) -> list[str]:

@@ -194,7 +194,7 @@ cpu_threads_option = cpu_threads_option_saying(
 precision_option = click.option(
     "--precision",
     default=None,
-    type=click.Choice(PRECISIONS),
+    type=click.Choice(PRECISIONS, case_sensitive=False),  # INT8 as the API takes it
     help="Model variant: fp32 (default), int8 (CPU) or fp16 (GPU), a file beside the fp32 one made by the "
     "export tool of a source checkout (make export PRECISION=…).",
 )

@@ -73,6 +73,7 @@ def _how_to_make(model_path: Path, precision: str, model_name: Optional[str]) ->
     """The export command that writes the variant beside model_path (make's form for the checkout's models/)."""
     from .hub import CHECKOUT_MODELS_DIR, IN_CHECKOUT
 
+    model_path = variant_path(model_path, "fp32")  # the export takes the fp32 file's path (given a variant's too)
     name = model_name or _recorded_model_name(model_path) or "<its model name>"
     tool = f"python -m tools.export --model {name} --output {model_path} --precision {precision}"
     if not IN_CHECKOUT:

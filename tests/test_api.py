@@ -613,6 +613,12 @@ def test_printing_a_result_abbreviates_its_arrays_as_paddleocr_does(model, pages
     assert np.get_printoptions() == before  # PaddleX changes numpy's options for the process; not here
 
 
+def test_repr_names_the_precision(default_onnx):
+    shown = repr(TextDetection(model_dir=default_onnx, device="cpu"))
+    expected = f"model_name='PP-OCRv4_mobile_det', model_path='{default_onnx}', precision='fp32', device='cpu'"
+    assert shown == f"TextDetection({expected})"
+
+
 def test_model_names_are_never_paths(default_onnx):
     for path_like in (
         str(default_onnx),

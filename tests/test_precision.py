@@ -213,8 +213,8 @@ def test_detect_precision_option(model_dir, pages, tmp_path):
             [sys.executable, "-m", "detector", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
         )
 
-    done = run(
-        "-i", image, "--model", str(model_dir / "inference.onnx"), "--precision", "int8", "--device", "cpu", "--json"
+    done = run(  # INT8 as TextDetection(precision="INT8") takes it
+        "-i", image, "--model", str(model_dir / "inference.onnx"), "--precision", "INT8", "--device", "cpu", "--json"
     )
     assert done.returncode == 0, done.stderr
     assert len(json.loads(done.stdout)["res"]["dt_polys"]) == 1
@@ -226,6 +226,12 @@ def test_detect_precision_option(model_dir, pages, tmp_path):
     assert len(done.stderr.strip().splitlines()) == 1 and "--precision fp16" in done.stderr
     done = run("-i", image, "--precision", "fp8")
     assert done.returncode == 2 and "fp8" in done.stderr
+    # given the int8 file itself, the command said makes fp16 beside the fp32 file (--output the int8 file: refused)
+    shutil.copy(model_dir / "inference.int8.onnx", lonely / "inference.int8.onnx")
+    done = run(
+        "-i", image, "--model_dir", str(lonely / "inference.int8.onnx"), "--precision", "fp16", "--device", "cpu"
+    )
+    assert done.returncode == 2 and f"--output {lonely / 'inference.onnx'} --precision fp16" in done.stderr
 
 
 def test_detect_eval_compare_precisions(model_dir, tmp_path):

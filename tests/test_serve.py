@@ -168,6 +168,7 @@ def test_health_models_openapi_and_page(server):
     assert status == 200 and body["errorMsg"] == "Healthy"
     health = body["result"]
     assert health["model_name"] == "PP-OCRv4_mobile_det" and health["device"] == "cpu"
+    assert health["precision"] == "fp32"  # an int8 server is told apart
     assert health["provider"] == "CPUExecutionProvider"
     assert health["inference"] == {"running": 0, "waiting": 0, "max_concurrency": 2, "max_queue": 16}
     assert health["limits"]["max_body_bytes"] == 1024 * 1024 and health["limits"]["allow_urls"] is False

@@ -515,6 +515,7 @@ def create_app(config: ServeConfig, detector: Optional[TextDetection] = None) ->
         result = {
             "status": "ok",
             "model_name": detector.model_name,
+            "precision": detector.precision,  # an int8 server told apart from an fp32 one
             "device": detector.device,
             "provider": detector.providers[0],
             "settings": {key: getattr(detector.settings, key) for key in REQUEST_SETTINGS},
