@@ -159,11 +159,11 @@ def resolve_model_path(
     cache = user_cache_dir()
     searched = [folder / model_name / MODEL_FILENAME for folder in local_model_folders()]
     if precision != DEFAULT_PRECISION:
+        # the first folder holding the model, as for fp32: a variant in a later folder is another file's (the
+        # checkout's int8 beside a DETECTOR_MODELS fp32 export of another network was loaded without a word);
+        # where that folder has the fp32 file alone, detector.precision says how to make the variant beside it
         for candidate in searched:
-            if variant_path(candidate, precision).is_file():
-                return candidate
-        for candidate in searched:
-            if candidate.is_file():  # the fp32 file alone: detector.precision says how to make the variant
+            if variant_path(candidate, precision).is_file() or candidate.is_file():
                 return candidate
         raise ModelNotFoundError(
             f"no {precision} variant of {model_name!r} here (looked for "

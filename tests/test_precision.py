@@ -452,3 +452,20 @@ def test_a_variant_alone_in_a_models_folder_is_found_by_name(model_dir, tmp_path
     assert model.model_path == deploy / "inference.int8.onnx" and model.precision == "int8"
     with pytest.raises(ModelNotFoundError, match=r"no fp16 variant of 'Nowhere_det' here.*downloads are fp32 only"):
         TextDetection(model_name="Nowhere_det", precision="fp16", device="cpu")
+
+
+def test_a_variant_is_taken_only_beside_the_fp32_file_the_name_finds(model_dir, tmp_path, monkeypatch):
+    """DETECTOR_MODELS holds the user's own fp32 export under a name the checkout also has: precision='int8'
+    took the checkout's int8 file, another network, without a word. The variant must sit beside the fp32
+    file the name finds; missing there, it is the error that says how to make it."""
+    own = tmp_path / "own" / "PP-OCRv6_tiny_det"
+    own.mkdir(parents=True)
+    shutil.copy(model_dir / "inference.onnx", own / "inference.onnx")  # some other network under that name
+    monkeypatch.setenv("DETECTOR_MODELS", str(own.parent))
+    cached = tmp_path / "xdg" / "detector" / "models" / "PP-OCRv6_tiny_det"  # a later folder's variant
+    cached.mkdir(parents=True)
+    shutil.copy(model_dir / "inference.int8.onnx", cached / "inference.int8.onnx")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert TextDetection(model_name="PP-OCRv6_tiny_det", device="cpu").model_path == own / "inference.onnx"
+    with pytest.raises(ModelNotFoundError, match="no int8 variant"):
+        TextDetection(model_name="PP-OCRv6_tiny_det", precision="int8", device="cpu")
