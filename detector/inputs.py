@@ -586,6 +586,11 @@ def _load_encoded(
         yield LoadedImage(decode_image_bytes(data, what, options), name)
 
 
+def load_fetched(body: bytes, content_type: str, source: Source, options: LoadOptions) -> Iterator[LoadedImage]:
+    """The images of a URL source from what fetch_url gave for it (a PDF also by its content type)."""
+    yield from _load_encoded(body, source.name, source.value, options, content_type == "application/pdf")
+
+
 def is_page_file(source: Source) -> bool:
     """Whether a source is a file named as a PDF or TIFF: several pages, worth loading one by one."""
     return source.kind == "file" and Path(source.value).suffix.lower() in (".pdf", ".tif", ".tiff")
@@ -648,7 +653,7 @@ def load_source(source: Source, options: LoadOptions = DEFAULT_LOAD_OPTIONS) -> 
         yield from _load_encoded(source.value, source.name, source.name or "<bytes>", options, False)
     elif source.kind == "url":
         body, content_type = fetch_url(source.value, options)
-        yield from _load_encoded(body, source.name, source.value, options, content_type == "application/pdf")
+        yield from load_fetched(body, content_type, source, options)
     else:
         path: Path = source.value
         data = read_file_bytes(path, options.url_max_bytes)

@@ -393,6 +393,38 @@ class _ImageHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+class _TricklingImageHandler(_ImageHandler):
+    """A slow origin: announces 1000 bytes, sends one every 0.2 s for 2 s, then hangs up."""
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "image/png")
+        self.send_header("Content-Length", "1000")
+        self.end_headers()
+        for _ in range(10):
+            self.wfile.write(b"\0")
+            self.wfile.flush()
+            time.sleep(0.2)
+
+
+def test_a_slow_url_origin_holds_no_inference_slot(single_slot_server, pages):
+    """The fetch ran inside the inference slot: with one slot (and no queue), every image sent while a slow
+    origin trickled its body was refused (503); the fetch runs before the queue now."""
+    origin = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _TricklingImageHandler)
+    threading.Thread(target=origin.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{origin.server_address[1]}/slow.png"
+        with ThreadPoolExecutor(1) as pool:
+            fetching = pool.submit(single_slot_server.post_json, "/detect", {"url": url})
+            time.sleep(0.8)  # the origin is mid-body
+            status, _, body = single_slot_server.post_raw("/detect", png_bytes(pages["receipt"][0]), "image/png")
+            assert_success(status, body)
+            assert fetching.result(timeout=60)[0] == 422  # the body cut short: the fetch's own error
+    finally:
+        origin.shutdown()
+        origin.server_close()
+
+
 def test_url_input_when_allowed(single_slot_server, library, pages):
     data = png_bytes(pages["receipt"][0])
     handler = type("Handler", (_ImageHandler,), {"payload": data})

@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Iterable
 from pathlib import Path
 from typing import Any, Optional, TypeVar, Union
 
@@ -46,7 +46,7 @@ from ..errors import (
     UnreadableImageError,
     UnsupportedInputError,
 )
-from ..inputs import LoadOptions, Source, load_source
+from ..inputs import LoadedImage, Source, fetch_url, load_fetched, load_source
 from ..result import to_jsonable
 from ..session import ARENA_SHRINK_ABOVE_PIXELS
 from .config import CONFIG_ENV_VAR, ServeConfig
@@ -159,11 +159,14 @@ def load_detector(config: ServeConfig) -> TextDetection:
 
 
 def detect_pages(
-    detector: TextDetection, source: Source, options: LoadOptions, overrides: dict[str, Any], cancelled: threading.Event
+    detector: TextDetection,
+    images: Iterable[LoadedImage],
+    overrides: dict[str, Any],
+    cancelled: threading.Event,
 ) -> list[dict[str, Any]]:
     """One entry per image (one per PDF/TIFF page), detected exactly as TextDetection.predict does."""
     pages = []
-    for loaded in load_source(source, options):
+    for loaded in images:
         if cancelled.is_set():
             break
         start = time.perf_counter()
@@ -406,7 +409,11 @@ def create_app(config: ServeConfig, detector: Optional[TextDetection] = None) ->
     """The FastAPI application; loads the model unless one is given (one per worker process)."""
     detector = detector or load_detector(config)
     gate = InferenceGate(config.max_concurrency, config.max_queue)
-    load_options = dataclasses.replace(detector.load_options, url_max_bytes=config.max_body_bytes)
+    load_options = dataclasses.replace(
+        detector.load_options,
+        url_max_bytes=config.max_body_bytes,
+        url_timeout=min(detector.load_options.url_timeout, config.timeout_s),  # a URL within the request's time
+    )
     page_html = PAGE_FILE.read_text(encoding="utf-8")
 
     @contextlib.asynccontextmanager
@@ -594,11 +601,16 @@ def create_app(config: ServeConfig, detector: Optional[TextDetection] = None) ->
             request.state.log_id = log_id
         overrides = merge_settings(query, body_settings)
         settings = detector.settings.with_overrides(**overrides)  # refuse bad values before queueing
+        if source.kind == "url":  # fetched before the queue: a slow origin held an inference slot for 30 s
+            body, content_type = await unless_client_leaves(
+                request, asyncio.to_thread(fetch_url, source.value, load_options)
+            )
+            images: Iterable[LoadedImage] = load_fetched(body, content_type, source, load_options)
+        else:
+            images = load_source(source, load_options)
         pages = await unless_client_leaves(
             request,
-            gate.run(
-                lambda cancelled: detect_pages(detector, source, load_options, overrides, cancelled), config.timeout_s
-            ),
+            gate.run(lambda cancelled: detect_pages(detector, images, overrides, cancelled), config.timeout_s),
         )
         result = {
             "model_name": detector.model_name,
