@@ -137,6 +137,17 @@ def test_query_settings_and_data_url(server, library, pages):
     status, _, body = server.post_json("/detect?box_thresh=0.7&unclip_ratio=1.2", {"image": data_url})
     assert_success(status, body)
     assert detected_pages(body) == expected_pages(library, data, box_thresh=0.7, unclip_ratio=1.2)
+    # as MIME encoders wrap it (76 columns, LF or CRLF), spaces around it, an upper-case scheme: 400 before
+    for wrapped in (
+        base64.encodebytes(data).decode(),
+        base64.encodebytes(data).decode().replace("\n", "\r\n"),
+        "  " + base64.b64encode(data).decode() + "\n",
+        "DATA:image/png;base64," + base64.b64encode(data).decode(),
+    ):
+        status, _, body = server.post_json("/detect", {"image": wrapped})
+        assert_success(status, body)
+        assert detected_pages(body) == expected_pages(library, data)
+    assert_refused(server.post_json("/detect", {"image": "not*base64"}), 400, "not valid base64")
 
 
 def test_pdf_and_tiff_give_one_entry_per_page(server, library, pages, tmp_path):
@@ -161,6 +172,22 @@ def test_concurrent_requests_equal_the_library(server, library, pages):
     for data, (status, _, body) in zip(inputs, answers):
         assert_success(status, body)
         assert detected_pages(body) == expected_pages(library, data)
+
+
+def test_an_idle_connection_outlives_a_load_balancers_idle_timeout(server):
+    """uvicorn's 5 s keep-alive closed connections a load balancer (AWS ALB: 60 s) was about to reuse: 502s."""
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        for idle_s in (0, 6):
+            time.sleep(idle_s)
+            connection.request("GET", "/health")
+            response = connection.getresponse()
+            response.read()
+            assert response.status == 200
+    finally:
+        connection.close()
 
 
 def test_health_models_openapi_and_page(server):
@@ -301,6 +328,15 @@ def test_body_size_and_pixel_limits(server):
     # without Content-Length (chunked), the limit holds while the body is read
     chunks = (too_big[i : i + 65536] for i in range(0, len(too_big), 65536))
     assert_refused(server.request("POST", "/detect", chunks, {"Content-Type": "image/png"}), 413, "limit")
+    # a client that asks first (Expect: 100-continue, as curl does above 1 MiB) gets the 413 in place of the
+    # "100 Continue" that invited the whole body before (25 MB uploaded, then refused)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as raw:
+        raw.sendall(
+            b"POST /detect HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+            b"Content-Length: 25000000\r\nExpect: 100-continue\r\n\r\n"
+        )
+        answer = raw.recv(4096).decode("latin-1")
+    assert answer.startswith("HTTP/1.1 413 "), answer[:40]
     # 2100 x 2000 = 4.2 megapixels, above --max-pixels 4000000, while the PNG itself is small
     _ok, png = cv2.imencode(".png", np.full((2000, 2100, 3), 255, np.uint8))
     assert_refused(server.post_raw("/detect", png.tobytes(), "image/png"), 413, "4,200,000 pixels")

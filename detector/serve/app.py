@@ -282,8 +282,11 @@ def decode_base64_image(value: Any) -> bytes:
     """Base64 (standard alphabet, or a data: URL) -> bytes; a 400 that says what is wrong otherwise."""
     if not isinstance(value, str):
         raise RequestError(400, '"image" must be a base64 string')
-    if value.startswith("data:") and "," in value:
-        value = value.split(",", 1)[1]  # data:image/png;base64,<payload>
+    value = value.strip()
+    if value[:5].lower() == "data:" and "," in value:
+        value = value.split(",", 1)[1]  # data:image/png;base64,<payload> (the scheme is case-insensitive)
+    # line breaks as MIME encoders write them (GNU base64 without -w0, Python's encodebytes: 76 columns)
+    value = "".join(value.split())
     try:
         data = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError) as exc:

@@ -32,6 +32,9 @@ from .config import CONFIG_ENV_VAR, ServeConfig
 DEFAULT_HOST = "127.0.0.1"  # loopback: a laptop's server is not reachable from the network unless asked
 DEFAULT_PORT = 8080
 DEFAULTS = ServeConfig()
+# An idle keep-alive connection's life, longer than common load balancers' idle timeouts (AWS ALB 60 s; nginx's
+# own keepalive_timeout 75 s): uvicorn's 5 s closed connections a balancer was about to reuse, its 502s.
+KEEP_ALIVE_S = 75.0
 
 
 @click.command("serve", context_settings=CONTEXT_SETTINGS)
@@ -67,6 +70,15 @@ DEFAULTS = ServeConfig()
     type=click.FloatRange(0, min_open=True),
     help="Seconds a request may wait and run before 503.",
 )
+@click.option(
+    "--timeout-keep-alive",
+    "keep_alive_s",
+    default=KEEP_ALIVE_S,
+    show_default=True,
+    type=click.FloatRange(0, min_open=True),
+    help="Seconds an idle client connection is kept open: longer than a load balancer's idle timeout "
+    "(AWS ALB 60 s), so the balancer never reuses a connection this server is closing (502s).",
+)
 @cpu_threads_option_saying("onnxruntime threads per inference [default: every core].")
 @shape_bucket_option
 @click.option(
@@ -85,6 +97,7 @@ def serve(
     max_body_mb: float,
     max_pixels: Optional[int],
     timeout_s: float,
+    keep_alive_s: float,
     cpu_threads: Optional[int],
     shape_bucket: Optional[int],
     allow_urls: bool,
@@ -137,6 +150,7 @@ def serve(
             host=host,
             port=port,
             log_level=log_level,
+            timeout_keep_alive=keep_alive_s,  # type: ignore[arg-type]  # uvicorn says int; asyncio's timers take floats
             timeout_graceful_shutdown=config.timeout_s,  # type: ignore[arg-type]  # uvicorn says int, but waits with asyncio, which takes any float
         )
         return
@@ -149,5 +163,6 @@ def serve(
         port=port,
         workers=workers,
         log_level=log_level,
+        timeout_keep_alive=keep_alive_s,  # type: ignore[arg-type]  # uvicorn says int; asyncio's timers take floats
         timeout_graceful_shutdown=config.timeout_s,  # type: ignore[arg-type]  # uvicorn says int, but waits with asyncio, which takes any float
     )

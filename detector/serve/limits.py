@@ -151,13 +151,18 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
         if declared is not None:
             if not declared.strip().isdigit():
                 await self._refuse(send, 400, f"invalid Content-Length header {declared.decode('latin-1')!r}")
                 return
             if int(declared) > self.max_bytes:
-                await drain(receive, 0)
+                # a client that asked first (Expect: 100-continue, curl's way above 1 MiB) has sent nothing yet:
+                # the 413 now, without the "100 Continue" uvicorn sends on the first receive (25 MB were
+                # uploaded, then refused); one sending already is drained, so that it reads the 413
+                if headers.get(b"expect", b"").strip().lower() != b"100-continue":
+                    await drain(receive, 0)
                 await self._refuse(send, 413, str(BodyTooLarge(self.max_bytes, int(declared))))
                 return
         received = 0
