@@ -252,6 +252,10 @@ def test_every_bad_request_gets_a_4xx_envelope(server, pages):
     nested = b"[" * 100_000 + b"]" * 100_000
     assert_refused(server.post_raw("/detect", nested, "application/json"), 400, "nested too deeply")
     assert_refused(server.post_json("/detect", {"image": b64, "colour": 1}), 400, "colour")
+    # a setting given twice ran with the last one, silently
+    assert_refused(server.post_json("/detect?thresh=0.3&thresh=0.99", {"image": b64}), 400, "thresh more than once")
+    twice = b'{"image": "' + b64.encode() + b'", "thresh": 0.3, "thresh": 0.99}'
+    assert_refused(server.post_raw("/detect", twice, "application/json"), 400, "gives thresh more than once")
     assert_refused(server.post_json("/detect", {"url": "http://127.0.0.1:9/a.png"}), 403, "--allow-urls")
     assert_refused(server.post_multipart("/detect", {"image": ("a.png", image)}), 400, "'file'")
     assert_refused(

@@ -236,9 +236,20 @@ async def _read_multipart(request: Request) -> Source:
     return Source("bytes", data, name)
 
 
+def _object_without_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, where a key given twice is refused: json.loads kept the last, silently."""
+    counted: dict[str, int] = {}
+    for key, _ in pairs:
+        counted[key] = counted.get(key, 0) + 1
+    repeated = sorted(key for key, count in counted.items() if count > 1)
+    if repeated:
+        raise RequestError(400, f"the JSON body gives {', '.join(repeated)} more than once: give each once")
+    return dict(pairs)
+
+
 def _read_json(raw: bytes, config: ServeConfig) -> tuple:
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, object_pairs_hook=_object_without_repeated_keys)
     except (ValueError, UnicodeDecodeError) as exc:  # ValueError: JSONDecodeError, an integer of 4,300+ digits
         raise RequestError(400, f"the body is not valid JSON: {exc}") from None
     except RecursionError:  # arrays or objects nested deeper than the parser's stack
@@ -588,6 +599,9 @@ def create_app(config: ServeConfig, detector: Optional[TextDetection] = None) ->
             raise RequestError(
                 400, f"unknown query parameter(s) {', '.join(unknown)}; accepted: {', '.join(REQUEST_SETTINGS)}"
             )
+        repeated = sorted(key for key in set(request.query_params) if len(request.query_params.getlist(key)) > 1)
+        if repeated:  # ?thresh=0.3&thresh=0.99 ran with the last, silently
+            raise RequestError(400, f"the query string gives {', '.join(repeated)} more than once: give each once")
         query = {
             key: value
             for key, value in (
