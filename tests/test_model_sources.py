@@ -612,7 +612,9 @@ class _TricklingHandler(_SlowModelHandler):
                 time.sleep(0.1)
 
 
-def test_workers_starting_together_download_and_import_a_model_once(downloads, hub_root, tmp_path):
+def workers_loading_together(url: str, folder, count: int = 3) -> list[tuple[int, bytes, bytes]]:
+    """(exit code, stdout, stderr) of ``count`` processes started at once, each loading V6_TINY by name from
+    the hub at ``url`` (printing the path it loaded)."""
     import os
     import subprocess
     import sys
@@ -622,16 +624,22 @@ def test_workers_starting_together_download_and_import_a_model_once(downloads, h
         "from detector import TextDetection\n"
         f"print(TextDetection(model_name={V6_TINY!r}, device='cpu').model_path)\n"
     )
+    env = {**os.environ, "HF_ENDPOINT": url, "PYTHONPATH": str(REPO_ROOT)}
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", script], env=env, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        for _ in range(count)
+    ]
+    outputs = [worker.communicate(timeout=300) for worker in workers]
+    return [(worker.returncode, out, err) for worker, (out, err) in zip(workers, outputs)]
+
+
+def test_workers_starting_together_download_and_import_a_model_once(downloads, hub_root, tmp_path):
     with static_server(hub_root, _SlowHandler) as (server, url):
-        env = {**os.environ, "HF_ENDPOINT": url, "PYTHONPATH": str(REPO_ROOT)}
-        workers = [
-            subprocess.Popen(
-                [sys.executable, "-c", script], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-            )
-            for _ in range(3)
-        ]
-        outputs = [worker.communicate(timeout=300) for worker in workers]
-        assert all(worker.returncode == 0 for worker in workers), [err.decode() for _, err in outputs]
+        ran = workers_loading_together(url, tmp_path)
+        outputs = [(out, err) for _, out, err in ran]
+        assert all(code == 0 for code, _, _ in ran), [err.decode() for _, err in outputs]
         assert server.requests == 2  # one download of the yml and the model, not one per worker
     errs = [err.decode() for _, err in outputs]
     assert sum("rewriting" in err for err in errs) == 1  # one import; the others waited, then loaded it
@@ -654,25 +662,10 @@ def test_workers_waiting_on_a_download_that_fails_fail_with_it_not_one_after_ano
 ):
     """Offline or a hub outage: the workers waiting on the lock take the holder's error, where each tried again
     in turn (8 workers x 30 s of timeout). A later lookup, not waiting on it, tries again."""
-    import os
-    import subprocess
-    import sys
-
-    script = (
-        "import detector.hub as hub; hub.IN_CHECKOUT = False\n"
-        "from detector import TextDetection\n"
-        f"TextDetection(model_name={V6_TINY!r}, device='cpu')\n"
-    )
     with static_server(hub_root, _SlowlyUnavailableHandler) as (server, url):
-        env = {**os.environ, "HF_ENDPOINT": url, "PYTHONPATH": str(REPO_ROOT)}
-        workers = [
-            subprocess.Popen(
-                [sys.executable, "-c", script], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-            )
-            for _ in range(3)
-        ]
-        errs = [worker.communicate(timeout=300)[1].decode() for worker in workers]
-        assert all(worker.returncode == 1 for worker in workers), errs
+        ran = workers_loading_together(url, tmp_path)
+        errs = [err.decode() for _, _, err in ran]
+        assert all(code == 1 for code, _, _ in ran), errs
         assert all("HTTP 503 Service Unavailable (the server is busy or down: try again later)" in err for err in errs)
         assert server.requests == 1, errs  # the yml asked for once: the two waiting took its error
         monkeypatch.setenv("HF_ENDPOINT", url)
