@@ -141,8 +141,8 @@ def resolve_model_path(
         try:
             if path.is_file():
                 return path
-            if (path / MODEL_FILENAME).is_file():
-                return path / MODEL_FILENAME
+            if (path / MODEL_FILENAME).is_file() or variant_path(path / MODEL_FILENAME, precision).is_file():
+                return path / MODEL_FILENAME  # a deployment folder may hold the variant alone (precision picks it)
             exists = path.exists()
         except OSError as exc:  # a name too long for the file system, say
             raise ModelNotFoundError(f"model_dir cannot be looked up: {exc.strerror or exc}") from None

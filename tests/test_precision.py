@@ -450,6 +450,11 @@ def test_a_variant_alone_in_a_models_folder_is_found_by_name(model_dir, tmp_path
     monkeypatch.setenv("DETECTOR_MODELS", str(deploy.parent))
     model = TextDetection(model_name="PP-OCRv4_mobile_det", precision="int8", device="cpu")
     assert model.model_path == deploy / "inference.int8.onnx" and model.precision == "int8"
+    # the same folder given as model_dir (it was "neither an .onnx file nor a folder holding inference.onnx")
+    given = TextDetection(model_dir=deploy, precision="int8", device="cpu")
+    assert given.model_path == deploy / "inference.int8.onnx"
+    with pytest.raises(ModelNotFoundError, match=r"neither an \.onnx file nor a folder"):  # fp32 asked: not there
+        TextDetection(model_dir=deploy, device="cpu")
     with pytest.raises(ModelNotFoundError, match=r"no fp16 variant of 'Nowhere_det' here.*downloads are fp32 only"):
         TextDetection(model_name="Nowhere_det", precision="fp16", device="cpu")
 
