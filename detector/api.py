@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 import numpy as np
 
 from .errors import DetectorError, InvalidModelError, InvalidParameterError, ModelNotFoundError
-from .hub import discard_damaged_download, resolve_model_path
+from .hub import damaged_cached_release, discard_damaged_download, resolve_model_path
 from .inputs import (
     DEFAULT_LOAD_OPTIONS,
     LoadedImage,
@@ -229,6 +229,11 @@ class TextDetection:
                     f"detect --model {DOWNLOADABLE_SUGGESTION})"
                 ) from None
             self.model_path = select_precision(resolved, precision, requested_name)
+            damaged = damaged_cached_release(self.model_path)
+            if damaged is not None:  # the release and its yml removed, then looked up (downloaded) again, once
+                if attempt == "again" or not discard_damaged_download(self.model_path, damaged):
+                    raise InvalidModelError(f"{self.model_path}: {damaged}")
+                continue
             try:
                 self._session, self.device = load_session(
                     self.model_path, parse_device(device), cpu_threads, spinning=self.cpu_spinning

@@ -442,25 +442,48 @@ def _check_release_file(filename: str, data: bytes, url: str, model_name: str) -
             options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
             onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         else:
-            import yaml
-
-            from .settings import declared_model_name, settings_from_inference_config
-
-            config = yaml.safe_load(data.decode("utf-8"))
-            if not isinstance(config, dict):
-                raise ValueError("not a mapping")
-            if declared_model_name(config) != model_name:
-                raise ValueError(f"it names the model {declared_model_name(config)!r}")
-            for section in ("PreProcess", "PostProcess"):
-                if not isinstance(config.get(section), dict):
-                    raise ValueError(f"no {section} section")
-            settings_from_inference_config(config, model_name)
+            _check_release_yml(data, model_name)
     except Exception as exc:  # onnxruntime and yaml raise their own kinds; the reason goes in the message
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelNotFoundError(
             f"{url} did not give a readable {filename} ({len(data):,} bytes: {reason}); nothing kept. "
             f"Try again, or: " + _manual_download_hint(model_name)
         ) from None
+
+
+def _check_release_yml(data: bytes, model_name: str) -> None:
+    """Raise (any exception, its message the reason) unless data is a release's inference.yml for model_name:
+    a mapping naming the model, with the PreProcess and PostProcess the runtime reads its settings from."""
+    import yaml
+
+    from .settings import declared_model_name, settings_from_inference_config
+
+    config = yaml.safe_load(data.decode("utf-8"))
+    if not isinstance(config, dict):
+        raise ValueError("not a mapping")
+    if declared_model_name(config) != model_name:
+        raise ValueError(f"it names the model {declared_model_name(config)!r}")
+    for section in ("PreProcess", "PostProcess"):
+        if not isinstance(config.get(section), dict):
+            raise ValueError(f"no {section} section")
+    settings_from_inference_config(config, model_name)
+
+
+def damaged_cached_release(model_path: Path) -> Optional[str]:
+    """Why the inference.yml beside a release run as published from the download cache is no longer the one
+    the download checked (cut short since: PaddleX's fallback thresholds would be taken without a word); None
+    for a sound one and for every file outside the cache (the user's own folders are read as PaddleX reads them)."""
+    cache = user_cache_dir()
+    path = Path(model_path)
+    folder = path.parent.parent if path.parent.name == OFFICIAL_FOLDER else path.parent
+    yml = path.parent / INFERENCE_YML
+    if cache is None or path.name != MODEL_FILENAME or folder.parent != cache or not yml.is_file():
+        return None
+    try:
+        _check_release_yml(yml.read_bytes(), folder.name)
+    except Exception as exc:  # yaml and the settings reader raise their own kinds
+        return f"its {INFERENCE_YML}: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
+    return None
 
 
 def _importing() -> bool:

@@ -819,6 +819,26 @@ def test_a_yml_cut_short_that_still_parses_is_not_cached(downloads, hub_root, mo
     assert not list(downloads.rglob("inference.*"))
 
 
+def test_a_cached_yml_cut_short_since_is_fetched_again(downloads, hub_root, monkeypatch, capsys):
+    """A release run as published whose yml lost its sections since the download (a disk error, a hand
+    edit) took PaddleX's fallback thresholds without a word (box_thresh 0.6 for 0.4): fetched again."""
+    monkeypatch.setenv("DETECTOR_NO_OPTIMIZE", "1")
+    with static_server(hub_root) as (server, url):
+        monkeypatch.setenv("HF_ENDPOINT", url)
+        model = TextDetection(model_name=V6_TINY, device="cpu")
+        assert model.settings.box_thresh == 0.4 and server.requests == 2
+        cached = model.model_path.parent / "inference.yml"
+        text = cached.read_text(encoding="utf-8")
+        cached.write_text(text[: text.index("PostProcess:")], encoding="utf-8")
+        again = TextDetection(model_name=V6_TINY, device="cpu")
+        assert again.settings.box_thresh == 0.4 and server.requests == 4
+    assert "cannot be loaded (its inference.yml: no P" in capsys.readouterr().err
+    monkeypatch.setenv("DETECTOR_NO_DOWNLOAD", "1")  # cut again, and nothing to fetch it from: an error, not 0.6
+    cached.write_text(text[: text.index("PostProcess:")], encoding="utf-8")
+    with pytest.raises(ModelNotFoundError, match="downloads are off"):
+        TextDetection(model_name=V6_TINY, device="cpu")
+
+
 @pytest.mark.parametrize(
     ("handler", "why"),
     [
