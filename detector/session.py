@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import importlib.util
+import io
 import json
 import os
 import platform
@@ -108,11 +110,16 @@ def preload_pip_cuda_libraries() -> bool:
     runtime = onnxruntime_module()
     if not hasattr(runtime, "preload_dlls") or importlib.util.find_spec("nvidia") is None:
         return False
+    printed = io.StringIO()
     try:
-        runtime.preload_dlls(cuda=True, cudnn=True, msvc=False)
-    except Exception:  # a partial CUDA install: the provider load below says what is missing
+        # onnxruntime prints what it cannot load to stdout ("Failed to load libcublasLt.so.13 …", where the
+        # pip packages are another CUDA's: torch's CUDA 12 beside a CUDA 13 build), which `detect --json` and
+        # a service's stdout must not carry; the provider load below says what is missing
+        with contextlib.redirect_stdout(printed):
+            runtime.preload_dlls(cuda=True, cudnn=True, msvc=False)
+    except Exception:
         return False
-    return True
+    return "Failed to load" not in printed.getvalue()
 
 
 # onnxruntime-gpu's CUDA provider library, in its capi folder
@@ -214,10 +221,17 @@ def load_session(
         reason = cuda_unavailable_reason()
         if reason is None:
             index = device.index if device else 0
-            session = _open(model_path, options, [(CUDA_PROVIDER, cuda_provider_options(index)), CPU_PROVIDER])
+            printed = io.StringIO()
+            # onnxruntime falls back to the CPU by itself where the CUDA provider fails to start (a device index
+            # past the last GPU, a driver without a visible device), printing why to stdout: kept for the reason
+            with contextlib.redirect_stdout(printed):
+                session = _open(model_path, options, [(CUDA_PROVIDER, cuda_provider_options(index)), CPU_PROVIDER])
             if session.get_providers()[0] == CUDA_PROVIDER:
                 return session, f"gpu:{index}"
-            reason = f"onnxruntime could not create the CUDA provider on GPU {index}"
+            said = [line.strip() for line in printed.getvalue().splitlines() if line.strip().startswith("EP Error")]
+            reason = f"onnxruntime could not create the CUDA provider on GPU {index}" + (
+                f" ({' '.join(said[0].split())})" if said else ""
+            )
         if device is not None:
             raise DeviceUnavailableError(
                 f"device {device.kind}:{device.index} is not usable: {reason}. "

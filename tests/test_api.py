@@ -470,15 +470,43 @@ def test_device_syntax_and_unusable_gpu(default_onnx):
             TextDetection(model_dir=default_onnx, device="gpu:0")
 
 
-def test_automatic_device_is_quiet_without_a_gpu(default_onnx):
+def test_automatic_device_is_quiet_without_a_gpu(default_onnx, tmp_path):
     code = f"from detector import TextDetection\nm = TextDetection(model_dir={str(default_onnx)!r})\nprint(m.device)\n"
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+    # an `nvidia` package of another CUDA (torch's CUDA 12 pip libraries beside a CUDA 13 onnxruntime-gpu):
+    # onnxruntime's preload printed "Failed to load libcublasLt.so.13 …" to stdout, into `detect --json`
+    (tmp_path / "nvidia").mkdir()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), str(tmp_path)])}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, timeout=120, env=env
+    )
     assert proc.returncode == 0, proc.stderr
     from detector.session import cuda_unavailable_reason
 
     if cuda_unavailable_reason() is not None:
-        assert proc.stdout.strip() == "cpu"
+        assert proc.stdout == "cpu\n", proc.stdout
         assert "libcu" not in proc.stderr and "Failed to load" not in proc.stderr, proc.stderr
+
+
+def test_a_cuda_provider_that_fails_to_start_says_why_and_prints_nothing(default_onnx, monkeypatch, capsys):
+    """onnxruntime falls back to the CPU by itself when the CUDA provider fails to start (gpu:1 on a one-GPU
+    machine), printing the reason to stdout: it is the error's reason now. (Faked here: no GPU.)"""
+    from detector import session
+
+    class CpuFallback:
+        def get_providers(self):
+            return ["CPUExecutionProvider"]
+
+    def falling_back(model_path, options, providers, model=None):
+        print("*************** EP Error ***************")
+        print("EP Error Invalid device ID: 1, must be between 0 (inclusive) and 1 (exclusive). when using [...]")
+        print("Falling back to ['CPUExecutionProvider'] and retrying.")
+        return CpuFallback()
+
+    monkeypatch.setattr(session, "cuda_unavailable_reason", lambda: None)
+    monkeypatch.setattr(session, "_open", falling_back)
+    with pytest.raises(DeviceUnavailableError, match=r"GPU 1 \(EP Error Invalid device ID: 1, must be between"):
+        session.load_session(default_onnx, session.parse_device("gpu:1"))
+    assert capsys.readouterr().out == ""
 
 
 def test_predicting_never_imports_paddle(default_onnx, pages):
