@@ -243,7 +243,8 @@ def image_header_size(data: bytes) -> Optional[tuple[int, int]]:
 
 def opencv_only_header_size(data: bytes) -> Optional[tuple[int, int]]:
     """(width, height) from the header of a file OpenCV decodes and Pillow does not open (Radiance HDR, PAM,
-    and a PNG with a damaged ancillary chunk, which Pillow refuses and OpenCV's libpng only warns about), so
+    a BMP whose info header Pillow does not know, and a PNG with a damaged ancillary chunk, which Pillow
+    refuses and OpenCV's libpng only warns about), so
     that the pixel budget holds for them too before decoding; None for anything else."""
     head = data[:HEADER_SCAN_BYTES]
     if head[:8] == PNG_SIGNATURE and head[12:16] == b"IHDR" and len(head) >= 24:  # IHDR is always first
@@ -258,6 +259,15 @@ def opencv_only_header_size(data: bytes) -> Optional[tuple[int, int]]:
             if set(sides) == {b"X", b"Y"}:
                 return sides[b"X"], sides[b"Y"]
         return None
+    if head[:2] == b"BM" and len(head) >= 26:
+        # BMP with an info header Pillow refuses (OpenCV takes any size from 12 on: a 1 KB RLE8 file declaring
+        # 32000x32000 was decoded to 6 GB before its size was checked): OS/2's 12-byte header holds 16-bit
+        # sides, every other one signed 32-bit sides (a negative height: rows top-down)
+        (header_size,) = struct.unpack("<I", head[14:18])
+        if header_size == 12:
+            return struct.unpack("<HH", head[18:22])
+        width, height = struct.unpack("<ii", head[18:26])
+        return abs(width), abs(height)
     if head.startswith(b"P7\n"):  # PAM: "WIDTH <n>" and "HEIGHT <n>" lines before ENDHDR
         fields = dict(line.split(None, 1) for line in head.split(b"ENDHDR", 1)[0].splitlines()[1:] if b" " in line)
         width, height = fields.get(b"WIDTH", b"").strip(), fields.get(b"HEIGHT", b"").strip()
@@ -396,6 +406,9 @@ def render_pdf_pages(data: bytes, what: str, options: LoadOptions) -> Iterator[n
             document.close()
 
 
+TIFF_TILE_WIDTH, TIFF_TILE_LENGTH = 322, 323  # TIFF tags
+
+
 def decode_tiff_pages(data: bytes, what: str, options: LoadOptions) -> Iterator[np.ndarray]:
     """Each page of a TIFF as BGR uint8 (PaddleX reads every page of a .tif, with Pillow)."""
     from PIL import Image
@@ -422,6 +435,12 @@ def decode_tiff_pages(data: bytes, what: str, options: LoadOptions) -> Iterator[
                 raise UnreadableImageError(f"{what} is not a readable TIFF: {exc} (page {index})") from None
             try:
                 check_pixel_budget(document.size[0], document.size[1], options.max_pixels, f"{what} page {index}")
+                # libtiff allocates a whole tile, which may be far larger than its page (a 1.5 MB file: a
+                # 100x100 page in one 40000x40000 tile took 1.6 GB): its area counts against the budget too
+                tags = getattr(document, "tag_v2", {})  # a TiffImageFile's (Pillow opens only TIFFs here)
+                tile = (tags.get(TIFF_TILE_WIDTH), tags.get(TIFF_TILE_LENGTH))
+                if isinstance(tile[0], int) and isinstance(tile[1], int):
+                    check_pixel_budget(tile[0], tile[1], options.max_pixels, f"{what} page {index}'s tile")
                 page = pil_to_bgr(document)
             except ImageTooLargeError:
                 raise

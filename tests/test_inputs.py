@@ -715,6 +715,60 @@ def test_a_png_pillow_refuses_is_held_to_the_pixel_budget_before_decoding(monkey
         decode_image_bytes(data, "x.png", LoadOptions(max_pixels=59_999))
 
 
+def bmp_rle8(width: int, height: int, info_header_size: int) -> bytes:
+    """An 8-bit RLE BMP whose pixels are one end-of-bitmap code: any declared size in about a kilobyte."""
+    import struct
+
+    palette = b"".join(bytes([i, i, i, 0]) for i in range(256))
+    pixels = b"\x00\x01"
+    info = struct.pack("<IiiHHIIiiII", info_header_size, width, height, 1, 8, 1, len(pixels), 2835, 2835, 256, 0)
+    info += b"\x00" * (info_header_size - len(info))
+    offset = 14 + info_header_size + len(palette)
+    return b"BM" + struct.pack("<IHHI", offset + len(pixels), 0, 0, offset) + info + palette + pixels
+
+
+@pytest.mark.parametrize("info_header_size", [40, 48, 64])
+def test_a_bmp_whose_header_pillow_does_not_know_is_held_to_the_budget_before_decoding(monkeypatch, info_header_size):
+    """OpenCV takes BMP info headers of any size from 12 on, Pillow only its known ones: a 1 KB upload with a
+    48-byte header declaring 32000x32000 was decoded to 6 GB before its size was checked."""
+    small = bmp_rle8(300, 200, info_header_size)
+    assert decode_image_bytes(small, "x.bmp", LoadOptions()).shape == (200, 300, 3)  # OpenCV reads it
+
+    def no_decoding(*args):
+        raise AssertionError("decoded before its size was checked")
+
+    monkeypatch.setattr("detector.decode.cv2.imdecode", no_decoding)
+    with pytest.raises(ImageTooLargeError, match=r"1,024,000,000 pixels|1024000000 pixels"):
+        decode_image_bytes(bmp_rle8(32000, 32000, info_header_size), "bomb.bmp", LoadOptions())
+
+
+def tiff_in_one_tile(width: int, height: int, tile: int) -> bytes:
+    """A little-endian 8-bit gray TIFF whose page is stored as one deflated tile of tile x tile."""
+    import struct
+
+    compressor = zlib.compressobj(9)
+    raw = b"".join(compressor.compress(bytes(tile)) for _ in range(tile)) + compressor.flush()
+    entries = [(256, 4, width), (257, 4, height), (258, 3, 8), (259, 3, 8), (262, 3, 1), (277, 3, 1),
+               (322, 4, tile), (323, 4, tile), (324, 4, 0), (325, 4, len(raw))]  # fmt: skip
+    data_offset = 8 + 2 + 12 * len(entries) + 4
+    ifd = b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", len(entries))
+    for tag, kind, value in entries:
+        value = data_offset if tag == 324 else value
+        ifd += struct.pack("<HHII", tag, kind, 1, value) if kind == 4 else struct.pack("<HHIHH", tag, kind, 1, value, 0)
+    return ifd + struct.pack("<I", 0) + raw
+
+
+def test_a_tiff_tile_larger_than_the_budget_is_refused_before_it_is_decoded():
+    """libtiff allocates a whole tile: a 100x100 page in one 40000x40000 tile (1.5 MB) took 1.6 GB."""
+    from detector.inputs import decode_tiff_pages
+
+    budget = LoadOptions(max_pixels=1_000_000)
+    (page,) = decode_tiff_pages(tiff_in_one_tile(100, 100, 256), "tiled.tif", budget)  # a usual tile: read
+    assert page.shape == (100, 100, 3)
+    with pytest.raises(ImageTooLargeError, match="page 0's tile is 4096x4096 = 16,777,216 pixels"):
+        list(decode_tiff_pages(tiff_in_one_tile(100, 100, 4096), "bomb.tif", budget))
+
+
 def test_a_pdf_counting_pages_it_does_not_hold_fails_at_the_missing_page():
     # pdfium believes a damaged /Count: the page it cannot load is an unreadable input, not an internal error
     single = io.BytesIO()
