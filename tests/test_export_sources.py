@@ -122,6 +122,33 @@ def test_matching_checksum_is_accepted(server, monkeypatch):
     assert (model_sources.obtain_source(MODEL, None) / "inference.json").is_file()
 
 
+def test_an_archive_with_links_or_too_much_is_refused_before_anything_is_unpacked(server, tmp_path, monkeypatch):
+    """A link member the data filter allows (inside the staging folder) pointed outside once the model folder was
+    moved up, and .complete was written through it: an arbitrary file overwritten. A tar bomb filled the disk."""
+    escaped = tmp_path / "escaped" / "victim.txt"
+    escaped.parent.mkdir()
+    escaped.write_text("original")
+    depth = 12
+    inner = "/".join(f"d{i}" for i in range(depth))
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        weights = tarfile.TarInfo(f"{inner}/inference.pdiparams")
+        weights.size = 4
+        tar.addfile(weights, io.BytesIO(b"\0\0\0\0"))
+        link = tarfile.TarInfo(f"{inner}/.complete")
+        link.type, link.linkname = tarfile.SYMTYPE, "../" * depth + str(escaped).lstrip("/")
+        tar.addfile(link)
+    archive = tmp_path / "slip.tar"
+    archive.write_bytes(buffer.getvalue())
+    with pytest.raises(ExportError, match=r"holds 'd0/.*/\.complete', which is not a file or folder"):
+        model_sources.unpack(archive, MODEL, given=True)
+    assert escaped.read_text() == "original" and not list(model_sources.SOURCES_DIR.rglob("*.pdiparams"))
+    monkeypatch.setattr(model_sources, "ARCHIVE_MAX_BYTES", 4095)  # build_tar's weights alone are 4096 bytes
+    (tmp_path / "big.tar").write_bytes(build_tar())
+    with pytest.raises(ExportError, match=r"unpacks to 4,.* bytes: not a model archive"):
+        model_sources.unpack(tmp_path / "big.tar", MODEL, given=True)
+
+
 def test_not_a_tar(server):
     base, _ = server
     with pytest.raises(ExportError, match=r"not a readable tar.*the download is deleted"):

@@ -122,6 +122,30 @@ def _find_model_folder(root: Path) -> Path:
     return candidates[0]
 
 
+# A Paddle detection model's archive: a few files, its weights at most a few hundred MB (PP-OCRv4_server_det's
+# inference.pdiparams: 109 MB). Well above that, an archive is not one (a tar bomb filling the disk).
+ARCHIVE_MAX_BYTES = 4 << 30
+ARCHIVE_MAX_MEMBERS = 1000
+
+
+def _check_members(members: list[tarfile.TarInfo], archive: Path) -> None:
+    """Refuse an archive a model folder would never be: members other than files and folders (a link the
+    data filter allows inside the staging folder pointed outside once the model folder was moved up, and the
+    completion marker was written through it), absolute or '..' names, more than ARCHIVE_MAX_MEMBERS
+    members or ARCHIVE_MAX_BYTES unpacked."""
+    if len(members) > ARCHIVE_MAX_MEMBERS:
+        raise ExportError(f"{archive} holds {len(members):,} members: not a model archive (a few files)")
+    total = 0
+    for member in members:
+        if not (member.isfile() or member.isdir()):
+            raise ExportError(f"{archive} holds {member.name!r}, which is not a file or folder (a link, a device)")
+        if member.name.startswith("/") or ".." in Path(member.name).parts:
+            raise ExportError(f"{archive} holds an unsafe path {member.name!r}")
+        total += member.size
+    if total > ARCHIVE_MAX_BYTES:
+        raise ExportError(f"{archive} unpacks to {total:,} bytes: not a model archive (above {ARCHIVE_MAX_BYTES:,})")
+
+
 def unpack(archive: Path, model_name: str, given: bool = False) -> Path:
     """Unpack a model .tar(.gz) once into .cache/sources/<model_name> (the official download's, or the default
     model's, folder); a user's own archive (given) into .cache/sources/given/<model_name>-<its sha256>, so that it
@@ -133,15 +157,13 @@ def unpack(archive: Path, model_name: str, given: bool = False) -> Path:
         return dest
     try:
         with tarfile.open(archive) as tar:
+            _check_members(tar.getmembers(), archive)
             SOURCES_DIR.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(dir=SOURCES_DIR, prefix=f".{model_name}."))
             try:
                 if hasattr(tarfile, "data_filter"):
                     tar.extractall(staging, filter="data")
-                else:  # Python without extraction filters: refuse unsafe member names ourselves
-                    for member in tar.getmembers():
-                        if member.name.startswith("/") or ".." in Path(member.name).parts:
-                            raise ExportError(f"{archive} holds an unsafe path {member.name!r}")
+                else:  # Python without extraction filters: the member checks above stand alone
                     tar.extractall(staging)
                 found = _find_model_folder(staging)
                 shutil.rmtree(dest, ignore_errors=True)
