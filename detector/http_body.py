@@ -11,8 +11,45 @@ wait is still bounded by the socket's own timeout, so a check can come that much
 from __future__ import annotations
 
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from typing import Any, Optional
+
+WEB_SCHEMES = ("http", "https")
+
+
+class WebOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """urllib's redirect handling, to http(s) only: its own also follows a redirect to ftp://, which made a
+    URL input (a batch list, `detect serve --allow-urls`) speak FTP to any host and port."""
+
+    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> Any:
+        scheme = urllib.parse.urlsplit(newurl).scheme.lower()
+        if scheme not in WEB_SCHEMES:
+            raise urllib.error.HTTPError(
+                req.full_url, code, f"a redirect to {scheme}:// is not followed (http and https only)", headers, fp
+            )
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def web_opener(*handlers: urllib.request.BaseHandler) -> urllib.request.OpenerDirector:
+    """An opener for http and https alone (proxies honoured), its redirects too, with ``handlers`` added
+    (a WebOnlyRedirects subclass replaces the plain one): urllib's default opener speaks FTP, file and data."""
+    opener = urllib.request.OpenerDirector()
+    redirects = next((h for h in handlers if isinstance(h, WebOnlyRedirects)), WebOnlyRedirects())
+    for handler in (
+        urllib.request.ProxyHandler(),
+        urllib.request.UnknownHandler(),  # any other scheme: URLError("unknown url type")
+        urllib.request.HTTPHandler(),
+        urllib.request.HTTPSHandler(),
+        urllib.request.HTTPDefaultErrorHandler(),
+        redirects,
+        urllib.request.HTTPErrorProcessor(),
+        *(h for h in handlers if h is not redirects),
+    ):
+        opener.add_handler(handler)
+    return opener
 
 
 def body_chunks(

@@ -569,10 +569,10 @@ def _fetch(url: str, label: str, model_name: str) -> bytes:
     import urllib.error
     import urllib.request
 
-    from .http_body import body_chunks
+    from .http_body import WebOnlyRedirects, body_chunks, web_opener
     from .progress import progress_bar
 
-    class LinkedEtagRedirects(urllib.request.HTTPRedirectHandler):
+    class LinkedEtagRedirects(WebOnlyRedirects):
         """Follows redirects as urllib does, keeping the X-Linked-Etag each one carries."""
 
         def __init__(self) -> None:
@@ -589,7 +589,7 @@ def _fetch(url: str, label: str, model_name: str) -> bytes:
     expected: Optional[int] = None
     hub_sha256: Optional[str] = None
     try:
-        with urllib.request.build_opener(redirects).open(request, timeout=DOWNLOAD_TIMEOUT_S) as response:
+        with web_opener(redirects).open(request, timeout=DOWNLOAD_TIMEOUT_S) as response:
             hub_sha256 = _sha256_in_etags([*redirects.etags, response.headers.get(LINKED_ETAG_HEADER, "")])
             length = response.headers.get("Content-Length")
             expected = int(length) if length and length.isdigit() else None

@@ -39,7 +39,7 @@ from .errors import (
     UnreadableImageError,
     UnsupportedInputError,
 )
-from .http_body import body_chunks
+from .http_body import body_chunks, web_opener
 
 if TYPE_CHECKING:
     import PIL.Image
@@ -472,7 +472,7 @@ def fetch_url(url: str, options: LoadOptions) -> tuple:
     declared = None
     deadline = time.monotonic() + options.url_timeout  # for the whole fetch: a trickling server must not hold us
     try:
-        with urllib.request.urlopen(request, timeout=options.url_timeout) as response:
+        with web_opener().open(request, timeout=options.url_timeout) as response:
             content_type = (response.headers.get("Content-Type") or "").split(";")[0].strip().lower()
             if content_type and not (
                 content_type.startswith("image/") or content_type in ("application/pdf", "application/octet-stream")

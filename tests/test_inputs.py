@@ -481,6 +481,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path in ("/trickle.png", "/short.png"):
             return self._send_part()
+        if self.path.startswith("/redirect-to/"):  # /redirect-to/<scheme>: a 302 to that scheme's URL
+            scheme = self.path.rsplit("/", 1)[1]
+            port = self.server.server_address[1]
+            self.send_response(302)
+            self.send_header("Location", f"{scheme}://127.0.0.1:{port}/banner.png")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return None
         status, content_type, body, delay = self.routes.get(self.path, (404, "text/plain", b"missing", 0))
         if delay:
             time.sleep(delay)
@@ -565,6 +573,12 @@ def test_urls(model, server, banner):
         capped.predict(f"{server}/huge.png")
     with pytest.raises(InputNotFoundError, match="cannot fetch"):
         model.predict("http://127.0.0.1:9/nothing-listens-here.png")
+    # redirects: to http(s) followed; to ftp:// not (urllib's own opener spoke FTP to any host and port a URL
+    # named, and sent its reply back in the error)
+    (followed,) = model.predict(f"{server}/redirect-to/http")
+    assert len(followed["dt_polys"]) == lines
+    with pytest.raises(InputNotFoundError, match=r"a redirect to ftp:// is not followed \(http and https only\)"):
+        model.predict(f"{server}/redirect-to/ftp")
 
 
 # ---------------------------------------------------------------- reliability

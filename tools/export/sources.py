@@ -26,7 +26,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from detector.catalog import KNOWN_MODELS  # noqa: E402
 from detector.errors import ExportError  # noqa: E402
-from detector.http_body import body_chunks  # noqa: E402
+from detector.http_body import body_chunks, web_opener  # noqa: E402
 from detector.hub import DOWNLOAD_MIN_BYTES_PER_WINDOW  # noqa: E402
 from detector.optimize.model_file import sha256_of  # noqa: E402
 
@@ -79,7 +79,7 @@ def download(
     partial = target.with_name(target.name + ".part")
     label = f"export: downloading {file_name}"
     try:
-        with urllib.request.urlopen(urllib.request.Request(url), timeout=timeout) as response:
+        with web_opener().open(urllib.request.Request(url), timeout=timeout) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
             done, started = 0, time.monotonic()
             # given up as stalled as the runtime's downloads are: a trickle never trips the socket timeout
