@@ -684,6 +684,12 @@ def _unencodable_characters_escaped() -> None:
             stream.reconfigure(errors="backslashreplace")
 
 
+# What a signal leaves behind, said with it: a batch output folder holding some of the rows
+_PARTIAL_OUTPUT_NOTE = {
+    "detect batch": "; the output folder holds a partial run (no _SUCCESS.json): choose a new one to run again"
+}
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     args = argv if argv is not None else sys.argv[1:]
     debug = "--debug" in args
@@ -695,10 +701,10 @@ def main(argv: Optional[list[str]] = None) -> None:
         # not standalone: click would turn Ctrl-C into "Aborted!" and exit 1, the code for failed inputs
         code = cli.main(args=argv, prog_name="detect", standalone_mode=False)
     except (KeyboardInterrupt, click.exceptions.Abort):
-        click.echo(f"{command}: interrupted", err=True)
+        click.echo(f"{command}: interrupted{_PARTIAL_OUTPUT_NOTE.get(command, '')}", err=True)
         sys.exit(130)
     except Terminated:
-        click.echo(f"{command}: terminated", err=True)
+        click.echo(f"{command}: terminated{_PARTIAL_OUTPUT_NOTE.get(command, '')}", err=True)
         sys.exit(128 + signal.SIGTERM)
     except _StdoutClosed:
         # as a command killed by SIGPIPE: no message (the reader chose to stop), exit 128 + 13; stdout goes

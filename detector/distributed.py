@@ -220,6 +220,10 @@ def list_uri(uri: str, recursive: bool) -> list[str]:
     return sorted(files)
 
 
+# Written into the output last, by a run that finished: its counts, format and model (read_rows wants it)
+COMPLETION_RECORD = "_SUCCESS.json"
+
+
 def check_output(output: str) -> None:
     """An output that holds files already is refused: Ray would add this run's files beside them."""
     if is_uri(output):
@@ -368,14 +372,36 @@ def run_batch(
             raise
         raise DetectorError(f"the actors could not load the model: {refusal}") from None
     seconds = time.perf_counter() - start
-    table = read_rows(output, fmt)
-    return BatchSummary(
+    table = read_rows(output, fmt, allow_partial=True)
+    summary = BatchSummary(
         files=len(set(table.column("path").to_pylist())),
         rows=table.num_rows,
         errors=table.num_rows - table.column("error").null_count,
         seconds=seconds,
         output=output,
     )
+    _write_completion_record(output, fmt, summary, spec)
+    return summary
+
+
+def _output_filesystem(output: str) -> tuple[Any, str]:
+    return pyarrow.fs.FileSystem.from_uri(output if is_uri(output) else str(Path(output).resolve()))
+
+
+def _write_completion_record(output: str, fmt: str, summary: BatchSummary, spec: ModelSpec) -> None:
+    """COMPLETION_RECORD, written last: a run interrupted or failed leaves rows that read as a whole run
+    otherwise (read_rows refuses an output without it)."""
+    record = {
+        "files": summary.files,
+        "rows": summary.rows,
+        "errors": summary.errors,
+        "seconds": round(summary.seconds, 3),
+        "format": fmt,
+        "model": {key: value for key, value in spec.__dict__.items() if value is not None},
+    }
+    filesystem, root = _output_filesystem(output)
+    with filesystem.open_output_stream(f"{root.rstrip('/')}/{COMPLETION_RECORD}") as stream:
+        stream.write((json.dumps(record, indent=1, sort_keys=True) + "\n").encode("utf-8"))
 
 
 def library_refusal(text: str) -> Optional[str]:
@@ -384,14 +410,21 @@ def library_refusal(text: str) -> Optional[str]:
     return found[-1] if found else None
 
 
-def read_rows(output: str, fmt: str) -> pa.Table:
-    """Every row a run wrote (also for tests and for users checking a run)."""
-    filesystem, root = pyarrow.fs.FileSystem.from_uri(output if is_uri(output) else str(Path(output).resolve()))
+def read_rows(output: str, fmt: str, allow_partial: bool = False) -> pa.Table:
+    """Every row a run wrote (also for tests and for users checking a run). An output without the run's
+    COMPLETION_RECORD (interrupted, failed, still running) is refused unless ``allow_partial``: its rows
+    are some of the inputs' only."""
+    filesystem, root = _output_filesystem(output)
     infos = filesystem.get_file_info(pyarrow.fs.FileSelector(root, recursive=True))
     files = sorted(info.path for info in infos if info.type == pyarrow.fs.FileType.File)
     other = {"parquet": ".jsonl", "jsonl": ".parquet"}.get(fmt, "")
     if other and any(path.endswith(other) for path in files) and not any(path.endswith(f".{fmt}") for path in files):
         raise InvalidParameterError(f"{output} holds {other[1:]} files, not {fmt}: read it with fmt={other[1:]!r}")
+    if not allow_partial and not any(path.rsplit("/", 1)[-1] == COMPLETION_RECORD for path in files):
+        raise InvalidParameterError(
+            f"{output} holds no {COMPLETION_RECORD}: the run that wrote it did not finish (interrupted or failed), "
+            f"so its rows are some of the inputs' only; read them with allow_partial=True, or run it again"
+        )
     if fmt == "parquet":
         tables = [
             pq.read_table(path, filesystem=filesystem, schema=ROW_SCHEMA) for path in files if path.endswith(".parquet")

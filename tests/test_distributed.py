@@ -6,6 +6,7 @@ Rows must equal TextDetection.predict for the same files; a broken file is one r
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import socket
@@ -121,7 +122,7 @@ def test_cli_jsonl_with_settings_on_an_existing_cluster(local_ray, folder, defau
     )
     assert proc.returncode == 1, proc.stderr  # 1: some file failed (the broken one), like `detect`
     assert "5 files, 5 rows, 1 with an error" in proc.stderr and "Traceback" not in proc.stderr
-    assert all(path.suffix == ".jsonl" for path in out.iterdir())
+    assert {path.suffix for path in out.iterdir() if path.name != "_SUCCESS.json"} == {".jsonl"}
     rows, broken = split_broken(distributed.read_rows(str(out), "jsonl").to_pylist())
     expected = [
         row
@@ -307,10 +308,18 @@ def test_an_output_folder_that_cannot_be_written_is_refused_before_ray_starts(tm
         distributed.check_output(str(empty))
 
 
-def test_rows_read_in_the_other_format_are_refused(tmp_path):
+def test_rows_read_in_the_other_format_or_of_an_unfinished_run_are_refused(tmp_path):
     (tmp_path / "part-0.parquet").write_bytes(b"")
     with pytest.raises(distributed.InvalidParameterError, match="holds parquet files, not jsonl"):
         distributed.read_rows(str(tmp_path), "jsonl")
+    # rows without the completion record: a run interrupted or failed (they read as a whole run before)
+    (tmp_path / "part-0.parquet").unlink()
+    row = {"path": "a.png", "page_index": None, "dt_polys": [], "dt_scores": [], "error": None}
+    (tmp_path / "part-0.jsonl").write_text(json.dumps(row) + "\n")
+    unfinished = r"holds no _SUCCESS\.json: the run that wrote it did not finish"
+    with pytest.raises(distributed.InvalidParameterError, match=unfinished):
+        distributed.read_rows(str(tmp_path), "jsonl")
+    assert len(distributed.read_rows(str(tmp_path), "jsonl", allow_partial=True)) == 1
 
 
 def test_a_local_run_starts_its_own_instance_where_ray_address_names_a_cluster(folder, tmp_path):
@@ -330,3 +339,5 @@ def test_a_local_run_starts_its_own_instance_where_ray_address_names_a_cluster(f
     )
     assert proc.returncode == 0, proc.stderr
     assert len(distributed.read_rows(str(tmp_path / "out"), "jsonl")) == 1
+    record = json.loads((tmp_path / "out" / "_SUCCESS.json").read_text())  # a finished run says so, last
+    assert (record["files"], record["rows"], record["errors"], record["format"]) == (1, 1, 0, "jsonl")
