@@ -296,6 +296,11 @@ def test_every_bad_request_gets_a_4xx_envelope(server, pages):
     # a client's text reaches the log escaped: no forged line
     server.post_raw("/detect?%0AINFO:%20forged%20line=1", image, "image/png")
     assert "\nINFO: forged line" not in server.log.read_text() and "\\nINFO: forged line" in server.log.read_text()
+    # a malformed multipart body: python-multipart's own warning in the log's format, not a bare line
+    malformed = server.post_raw("/detect", b"xxxxxxxx", "multipart/form-data; boundary=zz")
+    assert malformed[0] == 400
+    said = [line for line in server.log.read_text().splitlines() if "Expected boundary character" in line]
+    assert said and all(line.startswith(("WARNING:", "ERROR:")) for line in said), said
     # the server is still healthy and idle after all of that
     assert server.request("GET", "/health")[2]["result"]["inference"]["running"] == 0
     assert "unexpected error" not in server.log.read_text()

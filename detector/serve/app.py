@@ -658,12 +658,15 @@ def log_beside_uvicorn(level: int = logging.INFO) -> None:
     for handler in list(package.handlers):  # the command line's own echo of warnings: one line each, not two
         if getattr(handler, "echoes_for_the_command_line", False):
             package.removeHandler(handler)
-    if not any(getattr(handler, "detect_serve", False) for handler in package.handlers):
-        handler = logging.StreamHandler()
-        handler.setFormatter(DefaultFormatter("%(levelprefix)s %(message)s"))
-        handler.detect_serve = True  # type: ignore[attr-defined]
-        package.addHandler(handler)
-        package.propagate = False
+    # python-multipart's own warnings (a malformed upload, answered 400 here) in the same format, not Python's
+    # bare last-resort lines
+    for logger in (package, logging.getLogger("python_multipart"), logging.getLogger("multipart")):
+        if not any(getattr(handler, "detect_serve", False) for handler in logger.handlers):
+            handler = logging.StreamHandler()
+            handler.setFormatter(DefaultFormatter("%(levelprefix)s %(message)s"))
+            handler.detect_serve = True  # type: ignore[attr-defined]
+            logger.addHandler(handler)
+            logger.propagate = False
     package.setLevel(level)
 
 
