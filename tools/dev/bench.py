@@ -10,8 +10,9 @@ interleaved rounds, times on the whole set, file in -> boxes out, each side at i
 - ours: TextDetection.predict over the folder at its defaults (on the CPU, detector.prefetch's
   folder workers: images run two at a time, the intra-op threads split between them), and the
   same as a serial loop (folder_workers = 1: one image at a time on every thread);
-- PaddleOCR 3.7 TextDetection(engine="onnxruntime") on --reference-onnx (the unrewritten ONNX
-  source: paddle2onnx's output, or PaddlePaddle's official file), defaults from its inference.yml;
+- PaddleOCR 3.7 TextDetection(engine="onnxruntime") on --reference-onnx (pass the unrewritten ONNX
+  source: paddle2onnx's output, or PaddlePaddle's official file; without it, --onnx itself, as `make bench`
+  never leaves it), defaults from its inference.yml;
 - PaddleOCR 3.7 TextDetection on the Paddle weights (--source), where there are Paddle weights;
 
 and our stages per image (decode, preprocess, session.run, postprocess), plus, with --source,

@@ -2,7 +2,7 @@
 
 Shapes, counts and wiring follow PaddleOCR's configs/det/PP-OCRv4/PP-OCRv4_server_det.yml and the
 modules it names (written anew here, not copied); sub-layer names follow PaddleOCR's so that a
-training checkpoint's state_dict would load. Built and saved by tools/ppocrv4_server_det.py.
+training checkpoint's state_dict would load. Built and saved by tools/dev/ppocrv4_server_det.py.
 """
 
 from __future__ import annotations

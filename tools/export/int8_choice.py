@@ -1,9 +1,9 @@
 """`--int8-float auto`: make the int8 variant by every rule, keep the fastest that stays accurate.
 
 Which parts of a network int8 can take without losing boxes, and which layout is fastest, depends on
-the network (README, "Precision variants"): PP-OCRv4_mobile_det is fastest and accurate with only its
-stem float ("stem"), PP-OCRv6 with only its input layers float and GELU rewritten ("input"), and
-every rule loses more on some networks than on others. So the export
+the network (README, "Precision variants"): today "input" (only the input layers float, GELU rewritten)
+is chosen for PP-OCRv4_mobile_det and PP-OCRv6 alike ("stem" was the mobile model's fastest before the
+upsample and gate rewrites), and every rule loses more on some networks than on others. So the export
 measures instead of guessing: each rule's model is scored with detect eval's metric on rendered
 validation images (a seed neither calibration nor the recorded accuracy delta uses) and timed end to
 end in the same interleaved run; the fastest that loses at most HMEAN_TOLERANCE Hmean against fp32

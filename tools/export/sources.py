@@ -1,7 +1,8 @@
 """Obtain a Paddle inference model folder to export: a local folder, a local .tar, or a URL.
 
 Downloads show progress on stderr, are checked (complete length; sha256 where known) before use,
-and are unpacked once into a cache (.cache/sources/<MODEL_NAME>/). Offline, the error says what to
+and are unpacked once into a cache (.cache/sources/<MODEL_NAME>/; a user's own .tar or URL into
+.cache/sources/given/<MODEL_NAME>-<16 hex digits of its sha256>/). Offline, the error says what to
 download and how to pass it with SOURCE=. Needs no Paddle: importable from the runtime venv.
 """
 
