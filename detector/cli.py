@@ -53,7 +53,7 @@ from .paddleocr_compat import PADDLEOCR_ENGINES
 from .precision import PRECISIONS
 from .prefetch import ordered_map, prefetch
 from .progress import progress_bar
-from .result import DetectionResult, is_image_name, is_json_name, names_file
+from .result import DetectionResult, can_write_image, is_image_name, is_json_name, names_file
 from .session import parse_device
 from .settings import LIMIT_TYPES
 
@@ -160,6 +160,12 @@ def _save_target(save_path: Optional[str]) -> tuple[Optional[str], bool]:
     if not save_path:
         return None, False
     one_file = names_file(save_path, is_json_name) or names_file(save_path, is_image_name)
+    suffix = Path(save_path).suffix
+    if names_file(save_path, is_image_name) and not can_write_image(suffix):  # found after inference before
+        raise click.BadParameter(
+            f"{save_path!r}: no writer for {suffix} images here; give a .png, .jpg, … file or a folder",
+            param_hint="'--save_path'",
+        )
     if not one_file and Path(save_path).exists() and not Path(save_path).is_dir():
         raise click.BadParameter(
             f"{save_path!r} is a file; give a folder, or a .json or image file name", param_hint="'--save_path'"
@@ -477,6 +483,11 @@ def detect(
             debug,
         )
 
+    # the inputs' own files, never written over by a result (--save_path in.png, or a folder's p_res.png
+    # beside p.png: an input replaced by a drawing, exit 0)
+    input_files = {os.path.realpath(source.value) for source in sources if source.kind == "file"}
+    if save_to_file and save_path and os.path.realpath(save_path) in input_files:
+        _fail_usage(DetectorError(f"--save_path {save_path} is the input itself: give another file or a folder"), debug)
     saved_from: dict[Path, str] = {}  # each file written in this run -> the input it was written for
 
     def describe(result: DetectionResult) -> str:
@@ -489,6 +500,8 @@ def detect(
             _report(", ".join(str(item.input_path or "<array>") for item in batch), outcome, debug)
             return
         for result in outcome:
+            if sys.stdout is None:  # started with stdout closed (`>&-`): click.echo would drop it without a word
+                raise _StdoutClosed()
             try:
                 click.echo(result.to_str(json_format=json_format))
             except OSError as exc:
@@ -503,6 +516,12 @@ def detect(
                 continue
             try:
                 if save_path:
+                    inputs_hit = [p for p in result.save_all_targets(save_path) if os.path.realpath(p) in input_files]
+                    if inputs_hit:
+                        raise DetectorError(
+                            f"its result would be written over the input {inputs_hit[0]}: not saved "
+                            f"(give a --save_path outside the input folders)"
+                        )
                     _warn_overwritten(result.save_all(save_path), describe(result), saved_from)
                 tally["done"] += 1
             except (DetectorError, OSError) as exc:
@@ -547,7 +566,8 @@ def detect(
     else:
         outcomes = map(detect_batch, prefetch(_batch_events(sources, options, batch_size)))
     # Results printed on a terminal show the progress themselves: a bar on the same screen would be cut into
-    with progress_bar(len(sources), "detecting", len(sources) > 1 and not sys.stdout.isatty()) as progress:
+    on_terminal = sys.stdout is not None and sys.stdout.isatty()
+    with progress_bar(len(sources), "detecting", len(sources) > 1 and not on_terminal) as progress:
         for (kind, payload), outcome in outcomes:
             if kind == "batch":
                 assert outcome is not None  # every batch event gets its results or its error
@@ -709,7 +729,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     except _StdoutClosed:
         # as a command killed by SIGPIPE: no message (the reader chose to stop), exit 128 + 13; stdout goes
         # to /dev/null so that Python's flush at exit does not fail on the closed pipe again
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        if sys.stdout is not None:  # None: started with stdout closed, nothing to flush
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(128 + SIGPIPE)
     except click.ClickException as exc:  # a usage error: click's message and its exit code (2)
         if isinstance(exc, click.UsageError) and exc.message.startswith("Got unexpected extra argument"):

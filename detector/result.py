@@ -27,7 +27,8 @@ INPUT_IMAGE_KEY = "input_img"  # PaddleX's key for the image a result was found 
 JSON_SUFFIXES = (".json",)
 # Visualizations in these formats are encoded by OpenCV (every release we support writes them; JPEG at
 # Pillow's default quality, which PaddleX saves with); any other image format by Pillow, as PaddleX does.
-OPENCV_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+# Sun raster too: an input format (IMAGE_EXTENSIONS) Pillow reads but cannot write, so its drawing failed
+OPENCV_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ras", ".sr")
 # PaddleX writes result images with Pillow at its defaults; OpenCV given these writes the same bytes
 # (WebP: OpenCV's own default is lossless, 10x the file of a photo).
 JPEG_QUALITY = 75
@@ -53,6 +54,16 @@ def names_file(save_path: Union[str, os.PathLike[str]], is_named: Callable[[str]
     if text.endswith(("/", os.sep)) or Path(text).is_dir():
         return False
     return is_named(text)
+
+
+def can_write_image(suffix: str) -> bool:
+    """Whether encode_image writes ``suffix`` here: OpenCV's formats, else a Pillow format with a writer."""
+    if suffix.lower() in OPENCV_IMAGE_SUFFIXES:
+        return True
+    from PIL import Image
+
+    image_format = Image.registered_extensions().get(suffix.lower())
+    return image_format is not None and image_format in Image.SAVE
 
 
 def encode_image(bgr: np.ndarray, suffix: str) -> bytes:
@@ -276,6 +287,14 @@ class DetectionResult(dict[str, Any], _StrView):
         target = self._img_target(save_path)
         write_atomically(target, encode_image(draw_polygons(self.input_img, self["dt_polys"]), target.suffix))
         return target
+
+    def save_all_targets(self, save_path: Union[str, os.PathLike[str]]) -> list[Path]:
+        """The files :meth:`save_all` would write for ``save_path``, written or not."""
+        if names_file(save_path, is_json_name):
+            return [self._json_target(save_path)]
+        if names_file(save_path, is_image_name):
+            return [self._img_target(save_path)]
+        return [self._img_target(save_path), self._json_target(save_path)]
 
     def save_all(self, save_path: Union[str, os.PathLike[str]]) -> list[Path]:
         """save_to_json and save_to_img into the folder ``save_path``, as PaddleOCR's ``save_all``.

@@ -117,6 +117,18 @@ def test_a_reader_closing_stdout_ends_the_run_as_sigpipe_would(model_path, pages
     _, err = proc.communicate(timeout=180)
     assert proc.returncode == 141, err.decode()
     assert "error" not in err.decode() and "Traceback" not in err.decode()
+    # started with stdout closed (`>&-`): the same, where one input exited 0 with its result lost and two
+    # were an internal error (sys.stdout is None)
+    for inputs in (args[-2:], args[-4:]):
+        closed = subprocess.run(
+            [*args[:6], *inputs],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            cwd=REPO_ROOT,
+            timeout=180,
+            preexec_fn=lambda: os.close(1),
+        )
+        assert closed.returncode == 141 and "Traceback" not in closed.stderr.decode(), closed.stderr.decode()
 
 
 def test_a_result_stopped_between_its_two_files_leaves_no_json_without_its_image(model_path, pages, tmp_path):
@@ -181,6 +193,40 @@ def test_a_threshold_of_one_lets_nothing_through_as_in_paddleocr(model_path, pag
         proc = detect("-i", pages["banner"][0], "--model", model_path, option, "1")
         assert proc.returncode == 0, proc.stderr
         assert "'dt_polys': array([], dtype=int16), 'dt_scores': []" in proc.stdout
+
+
+def test_a_result_is_never_written_over_an_input(model_path, pages, tmp_path):
+    """--save_path in.png replaced the input with its drawing (exit 0); so did a folder's p_res.png beside
+    p.png when the folder was its own --save_path."""
+    import hashlib
+    import shutil
+
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    for name in ("in.png", "p.png", "p_res.png"):
+        shutil.copy(pages["banner"][0], folder / name)
+    digest = {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in folder.iterdir()}
+    proc = detect("-i", folder / "in.png", "--model", model_path, "--save-path", folder / "in.png")
+    assert proc.returncode == 2 and "is the input itself" in proc.stderr
+    proc = detect("-i", folder, "--model", model_path, "--save-path", folder)
+    assert proc.returncode == 1 and "p.png: its result would be written over the input" in proc.stderr
+    assert {name: hashlib.sha256((folder / name).read_bytes()).hexdigest() for name in digest} == digest
+    assert (folder / "in_res.json").is_file()  # the others were saved
+
+
+def test_save_formats_without_a_writer_are_refused_before_running_and_sun_raster_is_written(
+    model_path, pages, tmp_path
+):
+    """--save_path out.svg ran the model, then failed (exit 1); a .ras input's drawing failed in Pillow."""
+    import cv2
+
+    proc = detect("-i", pages["banner"][0], "--model", model_path, "--save-path", tmp_path / "out.svg")
+    assert proc.returncode == 2 and "no writer for .svg images here" in proc.stderr and proc.stdout == ""
+    raster = tmp_path / "scan.ras"
+    cv2.imwrite(str(raster), cv2.imread(str(pages["banner"][0])))
+    proc = detect("-i", raster, "--model", model_path, "--save-path", tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr
+    assert cv2.imread(str(tmp_path / "out" / "scan_res.ras")) is not None
 
 
 def test_missing_input_option_is_a_usage_error():
