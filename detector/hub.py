@@ -32,7 +32,7 @@ from typing import Any, Optional, Union
 from .errors import DetectorError, ModelNotFoundError
 from .precision import DEFAULT_PRECISION, variant_path
 from .result import TEMP_FILE_PATTERN, write_atomically
-from .settings import INFERENCE_YML, declared_model_name, read_inference_yml
+from .settings import INFERENCE_YML, declared_model_name, read_inference_yml, settings_from_inference_config
 
 MODEL_FILENAME = "inference.onnx"
 PADDLE_PARAMS_FILENAME = "inference.pdiparams"  # a Paddle inference model's weights (with .pdmodel or .json)
@@ -302,19 +302,32 @@ def _remove_stale_temp_files(folder: Path) -> None:
             stale.unlink()
 
 
+def _download_cache_folder(model_path: Path) -> Optional[Path]:
+    """<cache>/<model_name> where model_path is a model file of the download cache (its import, or the release
+    in official/), else None: every other file is the user's."""
+    cache = user_cache_dir()
+    if cache is None or model_path.name != MODEL_FILENAME:
+        return None
+    folder = model_path.parent.parent if model_path.parent.name == OFFICIAL_FOLDER else model_path.parent
+    return folder if folder.parent == cache else None
+
+
+def _first_line(exc: Exception) -> str:
+    """An exception's reason in one line (yaml's and onnxruntime's span several), else its type's name."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def discard_damaged_download(model_path: Path, reason: str) -> bool:
     """A file in the download cache that onnxruntime cannot load (a disk error, a power loss after the
     rename, a hand edit) is removed, so that the next lookup imports the release again or downloads it
     again; True if it was such a file. Files anywhere else are the user's: never touched (False)."""
-    cache = user_cache_dir()
     path = Path(model_path)
-    if cache is None or path.name != MODEL_FILENAME:
-        return False
-    folder = path.parent.parent if path.parent.name == OFFICIAL_FOLDER else path.parent
-    if folder.parent != cache:
+    folder = _download_cache_folder(path)
+    if folder is None:
         return False
     print(f"detector: {path} cannot be loaded ({reason}); removing it to fetch it again", file=sys.stderr)
-    with _fetch_lock(cache, folder.name):
+    with _fetch_lock(folder.parent, folder.name):
         doomed = [path]
         if path.parent.name == OFFICIAL_FOLDER or (folder / INFERENCE_YML).is_file():  # the release itself
             doomed += [path.parent / INFERENCE_YML, path.parent / IMPORT_FAILED_MARKER]
@@ -444,7 +457,7 @@ def _check_release_file(filename: str, data: bytes, url: str, model_name: str) -
         else:
             _check_release_yml(data, model_name)
     except Exception as exc:  # onnxruntime and yaml raise their own kinds; the reason goes in the message
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = _first_line(exc)
         raise ModelNotFoundError(
             f"{url} did not give a readable {filename} ({len(data):,} bytes: {reason}); nothing kept. "
             f"Try again, or: " + _manual_download_hint(model_name)
@@ -455,8 +468,6 @@ def _check_release_yml(data: bytes, model_name: str) -> None:
     """Raise (any exception, its message the reason) unless data is a release's inference.yml for model_name:
     a mapping naming the model, with the PreProcess and PostProcess the runtime reads its settings from."""
     import yaml
-
-    from .settings import declared_model_name, settings_from_inference_config
 
     config = yaml.safe_load(data.decode("utf-8"))
     if not isinstance(config, dict):
@@ -473,16 +484,15 @@ def damaged_cached_release(model_path: Path) -> Optional[str]:
     """Why the inference.yml beside a release run as published from the download cache is no longer the one
     the download checked (cut short since: PaddleX's fallback thresholds would be taken without a word); None
     for a sound one and for every file outside the cache (the user's own folders are read as PaddleX reads them)."""
-    cache = user_cache_dir()
     path = Path(model_path)
-    folder = path.parent.parent if path.parent.name == OFFICIAL_FOLDER else path.parent
+    folder = _download_cache_folder(path)
     yml = path.parent / INFERENCE_YML
-    if cache is None or path.name != MODEL_FILENAME or folder.parent != cache or not yml.is_file():
+    if folder is None or not yml.is_file():
         return None
     try:
         _check_release_yml(yml.read_bytes(), folder.name)
     except Exception as exc:  # yaml and the settings reader raise their own kinds
-        return f"its {INFERENCE_YML}: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
+        return f"its {INFERENCE_YML}: {_first_line(exc)}"
     return None
 
 
@@ -633,10 +643,11 @@ def _fetch(url: str, label: str, model_name: str) -> bytes:
             f"download of {url} stopped at {len(body)} of {expected} bytes; nothing kept. "
             f"Try again, or: " + _manual_download_hint(model_name)
         )
-    if hub_sha256 is not None and hashlib.sha256(body).hexdigest() != hub_sha256:
+    got_sha256 = hashlib.sha256(body).hexdigest() if hub_sha256 is not None else None
+    if got_sha256 != hub_sha256:
         # bytes changed on the way or on a mirror's disk, still parsing as a model: other boxes, silently
         raise ModelNotFoundError(
-            f"{url} gave bytes that are not the file the hub names (sha256 {hashlib.sha256(body).hexdigest()}, "
+            f"{url} gave bytes that are not the file the hub names (sha256 {got_sha256}, "
             f"the hub's {LINKED_ETAG_HEADER} {hub_sha256}); nothing kept. Try again, or: "
             + _manual_download_hint(model_name)
         )
