@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import collections
 import contextlib
 import dataclasses
 import json
@@ -238,10 +239,7 @@ async def _read_multipart(request: Request) -> Source:
 
 def _object_without_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """A JSON object, where a key given twice is refused: json.loads kept the last, silently."""
-    counted: dict[str, int] = {}
-    for key, _ in pairs:
-        counted[key] = counted.get(key, 0) + 1
-    repeated = sorted(key for key, count in counted.items() if count > 1)
+    repeated = sorted(key for key, count in collections.Counter(key for key, _ in pairs).items() if count > 1)
     if repeated:
         raise RequestError(400, f"the JSON body gives {', '.join(repeated)} more than once: give each once")
     return dict(pairs)

@@ -18,7 +18,6 @@ beside the fp32 file (quantize.py), starting from that file when it is already t
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 import time
 from collections.abc import Sequence
@@ -319,7 +318,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     output = args.output or REPO_ROOT / "models" / args.model / "inference.onnx"
-    made_folder = _first_missing_folder(output.expanduser().parent)  # removed again where the export fails
+    output_folder = output.expanduser().parent
+    made_folder = _first_missing_folder(output_folder)  # removed again where the export fails
     try:
         if args.output is None and (Path(args.model).name != args.model or args.model in (".", "..")):
             raise ExportError(
@@ -374,7 +374,7 @@ def _export(args: argparse.Namespace) -> int:
                 f"(Hmean {variant['accuracy']['hmean']:.4f} vs fp32 {variant['accuracy']['fp32_hmean']:.4f})"
             )
     except DetectorError as exc:
-        _remove_if_empty(made_folder)
+        _remove_if_empty(made_folder, output_folder)
         if args.debug:
             raise
         print(f"export: error: {exc}", file=sys.stderr)
@@ -398,15 +398,20 @@ def _first_missing_folder(folder: Path) -> Optional[Path]:
     return missing
 
 
-def _remove_if_empty(folder: Optional[Path]) -> None:
-    """Remove the folders a failed export made for its output (models/<MODEL>/), where they hold nothing."""
-    if folder is None or not folder.is_dir():
+def _remove_if_empty(made: Optional[Path], deepest: Path) -> None:
+    """Remove the folders a failed export made for its output (models/<MODEL>/): the chain from ``deepest`` up
+    to ``made``, each where it holds nothing (rmdir fails on one holding a file: it and those above stay)."""
+    if made is None:
         return
-    for path in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
-        with contextlib.suppress(OSError):
-            path.rmdir()  # fails on a folder holding a file: left as it is
-    with contextlib.suppress(OSError):
-        folder.rmdir()
+    folder = deepest
+    while True:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        if folder == made:
+            return
+        folder = folder.parent
 
 
 if __name__ == "__main__":
