@@ -428,10 +428,13 @@ class TextDetection:
         session = self._open_worker_session() if in_worker and self.folder_workers > 1 else self._open_session()
         return self._detect(loaded, self.settings.with_overrides(**overrides), session)
 
-    def _resize(self, image: np.ndarray, settings: DetectionSettings) -> tuple[np.ndarray, ResizeInfo]:
+    def _resize(self, item: LoadedImage, settings: DetectionSettings) -> tuple[np.ndarray, ResizeInfo]:
         if self.input_shape is not None:
-            return resize_to_shape(image, self.input_shape[1], self.input_shape[2])
-        return resize_for_detection(image, settings.limit_side_len, settings.limit_type, settings.max_side_limit)
+            return resize_to_shape(item.image, self.input_shape[1], self.input_shape[2])
+        source = item.input_path if item.page_index is None else f"{item.input_path or 'image'} page {item.page_index}"
+        return resize_for_detection(
+            item.image, settings.limit_side_len, settings.limit_type, settings.max_side_limit, source
+        )
 
     def _open_session(self) -> Any:
         """The onnxruntime session, or a DetectorError once close() has released it."""
@@ -459,7 +462,7 @@ class TextDetection:
         With shape_bucket, each image goes into the top-left corner of a zero tensor of its bucketed
         size: 0 after normalization is the mean colour.
         """
-        resized = [self._resize(item.image, settings) for item in loaded]
+        resized = [self._resize(item, settings) for item in loaded]
         batches = []
         for indices in group_by_shape([image for image, _ in resized], self.shape_bucket):
             height, width, channels = resized[indices[0]][0].shape

@@ -44,8 +44,13 @@ def pad_small_image(image: np.ndarray) -> np.ndarray:
     return padded
 
 
-def target_size(height: int, width: int, limit_side_len: int, limit_type: str, max_side_limit: int) -> tuple[int, int]:
-    """The (height, width) PaddleOCR resizes an image of this size to: both multiples of 32, >= 32."""
+def target_size(
+    height: int, width: int, limit_side_len: int, limit_type: str, max_side_limit: int, source: Optional[str] = None
+) -> tuple[int, int]:
+    """The (height, width) PaddleOCR resizes an image of this size to: both multiples of 32, >= 32.
+
+    ``source`` names the image in the warning a shrink past max_side_limit logs (a folder's file, a PDF's page).
+    """
     if limit_type == "max":
         ratio = float(limit_side_len) / max(height, width) if max(height, width) > limit_side_len else 1.0
     elif limit_type == "min":
@@ -57,7 +62,11 @@ def target_size(height: int, width: int, limit_side_len: int, limit_type: str, m
     resize_h, resize_w = int(height * ratio), int(width * ratio)
     if max(resize_h, resize_w) > max_side_limit:
         logger.warning(
-            "resized image %dx%d exceeds max_side_limit %d; shrinking to fit", resize_w, resize_h, max_side_limit
+            "%sresized image %dx%d exceeds max_side_limit %d; shrinking to fit",
+            f"{source}: " if source else "",
+            resize_w,
+            resize_h,
+            max_side_limit,
         )
         shrink = float(max_side_limit) / max(resize_h, resize_w)
         resize_h, resize_w = int(resize_h * shrink), int(resize_w * shrink)
@@ -67,13 +76,14 @@ def target_size(height: int, width: int, limit_side_len: int, limit_type: str, m
 
 
 def resize_for_detection(
-    image: np.ndarray, limit_side_len: int, limit_type: str, max_side_limit: int
+    image: np.ndarray, limit_side_len: int, limit_type: str, max_side_limit: int, source: Optional[str] = None
 ) -> tuple[np.ndarray, ResizeInfo]:
-    """Resize a BGR uint8 HxWx3 image for the network; returns it with the mapping back to the original."""
+    """Resize a BGR uint8 HxWx3 image for the network; returns it with the mapping back to the original
+    (``source``: the image's name for target_size's warning)."""
     src_h, src_w = image.shape[:2]
     padded = pad_small_image(image)
     height, width = padded.shape[:2]
-    resize_h, resize_w = target_size(height, width, limit_side_len, limit_type, max_side_limit)
+    resize_h, resize_w = target_size(height, width, limit_side_len, limit_type, max_side_limit, source)
     if (resize_h, resize_w) == (height, width):
         return padded, ResizeInfo(src_h, src_w, 1.0, 1.0)
     resized = _resized(padded, resize_h, resize_w)

@@ -99,6 +99,23 @@ def test_folder_is_read_sorted_and_lists_mix(model, pages, tmp_path):
     assert len(mixed) == 2 and len(mixed[1]["dt_polys"]) == 0
 
 
+def test_the_max_side_limit_warning_names_the_image(model, tmp_path, caplog):
+    from PIL import Image
+
+    wide = np.full((40, 900, 3), 255, np.uint8)
+    tiff = tmp_path / "two pages.tif"
+    Image.fromarray(wide).save(tiff, save_all=True, append_images=[Image.fromarray(wide)])
+    with caplog.at_level("WARNING", logger="detector"):
+        model.predict(str(tiff), max_side_limit=320)
+        model.predict(wide, max_side_limit=320)
+    shrinks = [record.getMessage() for record in caplog.records if "exceeds max_side_limit" in record.getMessage()]
+    assert shrinks == [
+        f"{tiff} page 0: resized image 900x40 exceeds max_side_limit 320; shrinking to fit",
+        f"{tiff} page 1: resized image 900x40 exceeds max_side_limit 320; shrinking to fit",
+        "resized image 900x40 exceeds max_side_limit 320; shrinking to fit",  # an array has no name
+    ]
+
+
 def test_results_do_not_depend_on_batch_size(model, pages):
     paths = [p for p, _ in pages.values()] + [pages["page"][0]]
     one = model.predict(paths, batch_size=1)

@@ -327,7 +327,7 @@ def test_a_warning_is_logged_once(server):
     wide = cv2.imencode(".png", np.full((100, 6000, 3), 255, np.uint8))[1].tobytes()
     assert server.post_raw("/detect?limit_type=min&limit_side_len=100", wide, "image/png")[0] == 200
     assert [line for line in server.log.read_text().splitlines() if "exceeds max_side_limit" in line] == [
-        "WARNING:  resized image 6000x100 exceeds max_side_limit 4000; shrinking to fit"
+        "WARNING:  <request body>: resized image 6000x100 exceeds max_side_limit 4000; shrinking to fit"
     ]
 
 
