@@ -166,4 +166,4 @@ eval: $(VENV)/.installed $(PADDLE_VENV)/.installed $(DEFAULT_MODEL) $(DEFAULT_SO
 		--model-name PP-OCRv4_mobile_det
 
 clean:
-	rm -rf $(VENV) $(PADDLE_VENV) .venv-py3.* output .pytest_cache
+	rm -rf $(VENV) $(PADDLE_VENV) .venv-py3.* output .pytest_cache build dist *.egg-info
