@@ -86,7 +86,7 @@ def batch(
     cpus_per_actor: float,
     num_gpus_per_actor: float,
     files_per_batch: int,
-    model: Optional[str],
+    model: tuple[str, ...],
     model_dir: Optional[str],
     device: Optional[str],
     precision: Optional[str],

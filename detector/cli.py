@@ -121,17 +121,27 @@ def _list_models(ctx: click.Context, param: click.Parameter, value: bool) -> Non
     ctx.exit(EXIT_OK)
 
 
-def _model_arguments(model: Optional[str], model_dir: Optional[str]) -> tuple[Optional[str], Optional[str]]:
-    """--model / --model_name is a name unless it ends in .onnx (then it is the file); --model_dir is a path.
+def _model_arguments(models: tuple[str, ...], model_dir: Optional[str]) -> tuple[Optional[str], Optional[str]]:
+    """(model_name, model_dir) from --model / --model_name (its spellings, repeatable) and --model_dir.
 
-    A name is never tried as a path: a folder in the working directory that happens to carry a
-    model's name (a Paddle model, say) must not change which model runs.
+    A value is a name unless it ends in .onnx (then it is the file); a file and a name together are the
+    file run as that model (its settings, where the file records none), as model_dir= and model_name= are
+    in the API. More than one of either is a usage error: one option with several spellings would
+    otherwise keep the last and drop the rest without a word. A name is never tried as a path: a folder
+    in the working directory that happens to carry a model's name (a Paddle model, say) must not change
+    which model runs.
     """
-    if model and model.lower().endswith(".onnx"):
-        if model_dir:
-            raise click.UsageError(f"--model {model} names a file, and so does --model_dir {model_dir}: give one")
-        return None, model
-    return model, model_dir
+    files = list(dict.fromkeys(value for value in models if value.lower().endswith(".onnx")))
+    names = list(dict.fromkeys(value for value in models if not value.lower().endswith(".onnx")))
+    for kind, given in (("files", files), ("names", names)):
+        if len(given) > 1:
+            raise click.UsageError(
+                f"--model / --model_name given two model {kind} ({', '.join(given)}): give one "
+                f"(a file and a name together run the file as that model)"
+            )
+    if files and model_dir:
+        raise click.UsageError(f"--model {files[0]} names a file, and so does --model_dir {model_dir}: give one")
+    return (names[0] if names else None), (files[0] if files else model_dir)
 
 
 class DetectCommand(click.Command):
@@ -181,9 +191,10 @@ model_option = click.option(
     "--model_name",
     "--model-name",
     "model",
-    default=None,
+    multiple=True,
     metavar="NAME|PATH.onnx",
-    help=f"Exported model name (default {DEFAULT_MODEL_NAME}) or path to an .onnx file.",
+    help=f"Exported model name (default {DEFAULT_MODEL_NAME}) or path to an .onnx file; both (the option twice) "
+    "run the file as that model.",
 )
 
 
@@ -409,7 +420,7 @@ def cli() -> None:
 def detect(
     inputs: tuple[str, ...],
     recursive: bool,
-    model: Optional[str],
+    model: tuple[str, ...],
     model_dir: Optional[str],
     device: Optional[str],
     save_path: Optional[str],

@@ -324,5 +324,6 @@ def settings_for_model_file(
     raise InvalidModelError(
         f"{model_path} carries no {METADATA_SETTINGS_KEY} metadata, {missing}: put the model's "
         f"{INFERENCE_YML} beside the .onnx file (PaddlePaddle's releases ship one), or pass the model_name "
-        f"it was trained as (known: {', '.join(n for n in KNOWN_MODELS if catalog_inference_config(n))})"
+        f"it was trained as (detect: --model FILE.onnx --model_name NAME; known: "
+        f"{', '.join(n for n in KNOWN_MODELS if catalog_inference_config(n))})"
     )

@@ -468,8 +468,8 @@ def test_precision_with_a_compare_of_two_precisions_is_refused():
 
     # it was silently ignored: the two precisions compared are the ones run
     with pytest.raises(InvalidParameterError, match="--precision int8 with --compare fp32 int8"):
-        _detector_specs("PP-OCRv6_tiny_det", None, "int8", ("fp32", "int8"))
-    assert _detector_specs("A", None, "int8", ("A", "other/B.onnx"))["A"]["precision"] == "int8"  # models: applies
+        _detector_specs(("PP-OCRv6_tiny_det",), None, "int8", ("fp32", "int8"))
+    assert _detector_specs(("A",), None, "int8", ("A", "other/B.onnx"))["A"]["precision"] == "int8"  # models: applies
 
 
 def test_eval_reads_model_names_as_names_like_detect(tmp_path, monkeypatch):
@@ -477,8 +477,8 @@ def test_eval_reads_model_names_as_names_like_detect(tmp_path, monkeypatch):
 
     (tmp_path / "PP-OCRv4_mobile_det").mkdir()  # a same-named folder in the working directory is never read
     monkeypatch.chdir(tmp_path)
-    assert _model_keywords("PP-OCRv4_mobile_det") == {"model_name": "PP-OCRv4_mobile_det", "model_dir": None}
-    assert _model_keywords("other/model.onnx") == {"model_name": None, "model_dir": "other/model.onnx"}
+    assert _model_keywords(("PP-OCRv4_mobile_det",)) == {"model_name": "PP-OCRv4_mobile_det", "model_dir": None}
+    assert _model_keywords(("other/model.onnx",)) == {"model_name": None, "model_dir": "other/model.onnx"}
 
 
 def test_detect_eval_takes_model_folders(default_onnx, small_set):

@@ -38,7 +38,7 @@ from ..progress import progress_bar
 _INPUT_ERRORS = (InputNotFoundError, UnreadableImageError, UnsupportedInputError)
 
 
-def _model_keywords(model: Optional[str], model_dir: Optional[str] = None) -> dict[str, Optional[str]]:
+def _model_keywords(model: tuple[str, ...], model_dir: Optional[str] = None) -> dict[str, Optional[str]]:
     """--model is a name unless it ends in .onnx, and --model-dir a path, as for `detect`."""
     model_name, model_dir = _model_arguments(model, model_dir)
     return {"model_name": model_name, "model_dir": model_dir}
@@ -48,16 +48,18 @@ def _compared_model(item: str) -> dict[str, Optional[str]]:
     """A --compare model: a path (to an .onnx file or a model folder) if it has a separator, else a name."""
     if "/" in item or os.sep in item:
         return {"model_name": None, "model_dir": item}
-    return _model_keywords(item)
+    return _model_keywords((item,))
 
 
 def _detector_specs(
-    model: Optional[str], model_dir: Optional[str], precision: Optional[str], compare: Optional[tuple[str, str]]
+    model: tuple[str, ...], model_dir: Optional[str], precision: Optional[str], compare: Optional[tuple[str, str]]
 ) -> dict[str, dict[str, Any]]:
     """name -> TextDetection keywords. --compare takes two precisions of --model, or two models."""
     if not compare:
-        name = precision or model or model_dir or DEFAULT_MODEL_NAME
-        return {name: {**_model_keywords(model, model_dir), "precision": precision}}
+        keywords = _model_keywords(model, model_dir)
+        named_file = keywords["model_dir"] if keywords["model_dir"] != model_dir else None  # --model FILE.onnx
+        name = precision or named_file or keywords["model_name"] or model_dir or DEFAULT_MODEL_NAME
+        return {name: {**keywords, "precision": precision}}
     first, second = compare
     if first == second:
         raise InvalidParameterError(f"--compare needs two different models or precisions, got {first!r} twice")
@@ -114,7 +116,7 @@ def _detector_specs(
 def eval_command(
     labels: str,
     image_dir: Optional[str],
-    model: Optional[str],
+    model: tuple[str, ...],
     model_dir: Optional[str],
     precision: Optional[str],
     compare: Optional[tuple[str, str]],

@@ -86,7 +86,7 @@ KEEP_ALIVE_S = 75.0
 )
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def serve(
-    model: Optional[str],
+    model: tuple[str, ...],
     model_dir: Optional[str],
     device: Optional[str],
     host: str,
