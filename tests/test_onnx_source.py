@@ -143,6 +143,23 @@ def test_an_export_never_reads_or_overwrites_its_own_kind(tiny_export, tmp_path)
     assert "Traceback" not in proc.stderr
 
 
+def test_sizes_of_minus_one_are_dynamic(tmp_path):
+    # paddle2onnx wrote -1 for a dynamic size in older files (RapidOCR's PP-OCRv3 det: [-1, 3, -1, -1]); they
+    # were refused as fixed ("fixed: N, H, W")
+    model = onnx.load(str(wheel_source(V6_TINY) / "inference.onnx"))
+    for value in (model.graph.input[0], model.graph.output[0]):
+        for index in (0, 2, 3):
+            value.type.tensor_type.shape.dim[index].dim_value = -1
+    (tmp_path / "src").mkdir()
+    onnx.save(model, str(tmp_path / "src" / "inference.onnx"))
+    shutil.copy(wheel_source(V6_TINY) / "inference.yml", tmp_path / "src")
+    output = tmp_path / "out.onnx"
+    proc = export("--model", V6_TINY, "--source", str(tmp_path / "src"), "--output", str(output))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    dims = onnx.load(str(output)).graph.input[0].type.tensor_type.shape.dim
+    assert [dim.dim_value for dim in dims] == [0, 3, 0, 0] and not any(dim.HasField("dim_value") for dim in dims[2:])
+
+
 def test_a_model_that_is_not_a_db_detector_is_refused(tmp_path):
     graph = helper.make_graph(
         [helper.make_node("Flatten", ["x"], ["y"])],

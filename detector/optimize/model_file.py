@@ -94,6 +94,17 @@ def drop_initializer_inputs(model: Any) -> Any:
     return model
 
 
+def unknown_sizes_unset(model: Any) -> Any:
+    """model with every size below 1 in its inputs' and outputs' shapes made an unknown one; returns model.
+    paddle2onnx has written -1 for a dynamic size (RapidOCR's PP-OCRv3 det file: input [-1, 3, -1, -1]),
+    which ONNX leaves undefined and onnxruntime, like Paddle, takes as dynamic."""
+    for value in [*model.graph.input, *model.graph.output]:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.HasField("dim_value") and dim.dim_value < 1:
+                dim.ClearField("dim_value")
+    return model
+
+
 def check_dynamic_signature(model: Any, what: str = "converted") -> None:
     """One float32 NCHW input with N, H, W dynamic and C = 3; one output of rank 4 with one channel: a DB
     detector. (Inputs that name initializers are weights, not inputs: drop_initializer_inputs.)"""
@@ -116,7 +127,7 @@ def check_dynamic_signature(model: Any, what: str = "converted") -> None:
     fixed = [
         axis
         for axis, index in (("N", 0), ("H", 2), ("W", 3))
-        if len(in_dims) == 4 and in_dims[index].HasField("dim_value")
+        if len(in_dims) == 4 and in_dims[index].HasField("dim_value") and in_dims[index].dim_value > 0
     ]
     if len(in_dims) != 4 or in_dims[1].dim_value != 3 or fixed:
         raise ExportError(

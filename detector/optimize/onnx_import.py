@@ -42,6 +42,7 @@ from .model_file import (
     read_inference_config,
     save_exported_model,
     sha256_of,
+    unknown_sizes_unset,
 )
 from .rewrites import block_note, block_record, rewrite_for_speed, this_cpu_block, why_not_rewritable
 from .rewrites.onnx_graph import default_opset
@@ -215,7 +216,7 @@ def export_from_onnx(
     )
 
     progress("[2/4] checking it is a DB text detector")
-    check_dynamic_signature(drop_initializer_inputs(model), what="source")
+    check_dynamic_signature(unknown_sizes_unset(drop_initializer_inputs(model)), what="source")
     del model.metadata_props[:]  # another tool's keys would sit beside ours and say nothing true of the new file
     remove_dead_code(model)
     rewrites_skipped = why_not_rewritable(model) if rewrite else None
