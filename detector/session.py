@@ -289,7 +289,8 @@ def check_detector_signature(session: ort.InferenceSession, model_path: Path) ->
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if len(inputs) != 1 or not outputs:
         raise InvalidModelError(f"{model_path} has {len(inputs)} inputs; a DB text detector has one image input")
-    in_shape, out_shape = inputs[0].shape, outputs[0].shape
+    # an input declaring no shape at all (onnxruntime gives []) is taken as images of any size: running it says
+    in_shape, out_shape = inputs[0].shape or ["N", 3, "H", "W"], outputs[0].shape
     if len(in_shape) == 4 and in_shape[3] == 3 and in_shape[1] != 3:
         raise InvalidModelError(
             f"{model_path} takes channel-last input of shape {in_shape}; a PaddleOCR DB text detector "
@@ -302,6 +303,12 @@ def check_detector_signature(session: ort.InferenceSession, model_path: Path) ->
     if inputs[0].type != "tensor(float)":
         raise InvalidModelError(
             f"{model_path} takes {inputs[0].type} input; this detector feeds float32 images, as PaddleOCR does"
+            + (
+                " (a float16 model for it keeps float32 inputs and outputs: onnxconverter-common's keep_io_types=True, "
+                "as the export's fp16 variant does)"
+                if inputs[0].type == "tensor(float16)"
+                else ""
+            )
         )
     if isinstance(in_shape[2], int) != isinstance(in_shape[3], int):
         raise InvalidModelError(
@@ -310,14 +317,20 @@ def check_detector_signature(session: ort.InferenceSession, model_path: Path) ->
         )
     if len(out_shape) != 4 or (isinstance(out_shape[1], int) and out_shape[1] != 1):
         raise InvalidModelError(
-            f"{model_path} returns shape {out_shape}; a DB text detector returns a (N, 1, H, W) probability map"
+            f"{model_path} returns shape {out_shape}"
+            + (f" as the first of its {len(outputs)} outputs" if len(outputs) > 1 else "")
+            + "; a DB text detector returns a (N, 1, H, W) probability map"
+            + (" (its first output)" if len(outputs) > 1 else "")
         )
     return inputs[0].name, outputs[0].name
 
 
 def fixed_input_size(session: ort.InferenceSession) -> Optional[tuple[int, int]]:
     """(H, W) where the model takes images of that size only (an export with a fixed shape), else None."""
-    height, width = session.get_inputs()[0].shape[2:]
+    shape = session.get_inputs()[0].shape
+    if len(shape) != 4:  # no shape declared
+        return None
+    height, width = shape[2:]
     fixed = all(isinstance(side, int) and side > 0 for side in (height, width))
     return (height, width) if fixed else None
 
@@ -397,7 +410,8 @@ def _cuda_devices(session: ort.InferenceSession) -> list[str]:
 
 def takes_one_image(session: ort.InferenceSession) -> bool:
     """Whether the session's input holds one image per run (a blocked-layout graph, or a file made so)."""
-    return session.get_inputs()[0].shape[0] == 1
+    shape = session.get_inputs()[0].shape
+    return bool(shape) and shape[0] == 1
 
 
 def nchwc_block(flags: Collection[str]) -> int:

@@ -430,6 +430,40 @@ def test_inputs_the_detector_cannot_feed_are_refused_at_load(tmp_path):
     one_side = _tiny_graph(tmp_path, "one_side", channel_mean, TensorProto.FLOAT, ["N", 3, 640, "W"])
     with pytest.raises(InvalidModelError, match="one side fixed"):
         TextDetection(model_dir=one_side, device="cpu")
+    as_half = _tiny_graph(
+        tmp_path,
+        "halves",
+        [
+            helper.make_node("Cast", ["x"], ["c"], to=TensorProto.FLOAT),
+            helper.make_node("ReduceMean", ["c"], ["y"], axes=[1]),
+        ],
+        TensorProto.FLOAT16,
+        ["N", 3, "H", "W"],
+    )
+    with pytest.raises(InvalidModelError, match=r"float16\) input; .* keeps float32 inputs and outputs: .*_io_types"):
+        TextDetection(model_dir=as_half, device="cpu")
+    two_outputs = _tiny_graph(tmp_path, "two_outputs", channel_mean, TensorProto.FLOAT, ["N", 3, "H", "W"])
+    import onnx
+
+    model = onnx.load(two_outputs)
+    model.graph.node.append(helper.make_node("Identity", ["x"], ["z"]))
+    model.graph.output.insert(0, helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", 3, "H", "W"]))
+    onnx.save(model, two_outputs)
+    with pytest.raises(InvalidModelError, match=r"as the first of its 2 outputs; .* map \(its first output\)"):
+        TextDetection(model_dir=two_outputs, device="cpu")
+
+
+def test_an_input_declaring_no_shape_is_taken_as_images_of_any_size(default_onnx, pages, tmp_path):
+    import onnx
+
+    # onnxruntime reports its shape as []: it was refused as 'takes input of shape []'
+    model = onnx.load(default_onnx)
+    model.graph.input[0].type.tensor_type.ClearField("shape")
+    onnx.save(model, tmp_path / "no_shape.onnx")
+    undeclared = TextDetection(model_dir=tmp_path / "no_shape.onnx", device="cpu")
+    declared = TextDetection(model_dir=default_onnx, device="cpu")
+    image = str(pages["page"][0])
+    assert undeclared.predict(image)[0]["dt_polys"].tolist() == declared.predict(image)[0]["dt_polys"].tolist()
 
 
 def test_a_model_of_one_fixed_size_gets_every_image_resized_to_it(default_onnx, tmp_path):
