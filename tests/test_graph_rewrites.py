@@ -195,24 +195,29 @@ def test_bypassing_identities_keeps_the_output_names():
 
 
 @pytest.mark.parametrize(
-    ("opset", "weights", "reason"),
+    ("opset", "weights", "reason", "in_constant_node"),
     [
-        (14, TensorProto.FLOAT, None),
-        (10, TensorProto.FLOAT, "opset 10: the rewrites need opset 11 or later"),
-        (14, TensorProto.FLOAT16, "float16 weights: the rewrites are for float32 graphs"),
+        (14, TensorProto.FLOAT, None, False),
+        (14, TensorProto.FLOAT, None, True),
+        (10, TensorProto.FLOAT, "opset 10: the rewrites need opset 11 or later", False),
+        (14, TensorProto.FLOAT16, "float16 weights: the rewrites are for float32 graphs", False),
+        # weights in Constant nodes (paddle2onnx's older files): a float16 conversion of one went through
+        # the rewrites, whose float32 constants onnxruntime then refused beside float16 tensors
+        (14, TensorProto.FLOAT16, "float16 weights: the rewrites are for float32 graphs", True),
     ],
 )
-def test_the_export_says_why_no_rewrite_applies(opset, weights, reason):
+def test_the_export_says_why_no_rewrite_applies(opset, weights, reason, in_constant_node):
     from detector.optimize.rewrites import rewrite_for_speed, why_not_rewritable
 
     weight = helper.make_tensor("w", weights, [1, 1, 1, 1], [1.0])
     conv = helper.make_node("Conv", ["x", "w"], ["y"])
+    nodes = [helper.make_node("Constant", [], ["w"], value=weight), conv] if in_constant_node else [conv]
     graph = helper.make_graph(
-        [conv],
+        nodes,
         "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 4, 4])],
-        [weight],
+        [] if in_constant_node else [weight],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     assert why_not_rewritable(model) == reason

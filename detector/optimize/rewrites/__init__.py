@@ -76,8 +76,16 @@ def why_not_rewritable(model: Any) -> Optional[str]:
     opset = default_opset(model)
     if opset < MIN_OPSET:
         return f"opset {opset}: the rewrites need opset {MIN_OPSET} or later"
-    # the rewrites build float32 constants: a graph already in float16 (a GPU variant) runs as it is
-    if any(tensor.data_type == FLOAT16_ELEMENT_TYPE for tensor in model.graph.initializer):
+    # the rewrites build float32 constants: a graph already in float16 (a GPU variant) runs as it is. Its
+    # weights are initializers, or Constant nodes (paddle2onnx's older files, RapidOCR's: no initializer at all)
+    held = [
+        attribute.t
+        for node in model.graph.node
+        if node.op_type == "Constant"
+        for attribute in node.attribute
+        if attribute.name == "value"
+    ]
+    if any(tensor.data_type == FLOAT16_ELEMENT_TYPE for tensor in [*model.graph.initializer, *held]):
         return "float16 weights: the rewrites are for float32 graphs"
     return None
 
