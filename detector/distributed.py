@@ -35,6 +35,7 @@ from .api import TextDetection
 from .batch_command import DEFAULT_FILES_PER_BATCH
 from .errors import DetectorError, InputNotFoundError, InvalidParameterError, callers_sigterm_handler_kept
 from .inputs import DEFAULT_LOAD_OPTIONS, IMAGE_EXTENSIONS, LoadOptions, Source, expand_inputs, load_source
+from .prefetch import usable_cores
 from .result import json_text, to_jsonable
 
 FORMATS = ("parquet", "jsonl")
@@ -288,7 +289,7 @@ def _init(address: Optional[str]) -> None:
     else:
         ray.init(
             address="local",  # a local instance as documented, also where RAY_ADDRESS names a cluster (ray job submit)
-            num_cpus=os.cpu_count(),
+            num_cpus=usable_cores(),
             object_store_memory=LOCAL_OBJECT_STORE_BYTES,
             include_dashboard=False,
             log_to_driver=False,
@@ -332,7 +333,7 @@ def run_batch(
         # onnxruntime would take every core in each actor; give each the cores Ray reserved for it
         spec = ModelSpec(**{**spec.__dict__, "cpu_threads": max(1, round(cpus_per_actor))})
     if ray_address is None:
-        local_cpus = os.cpu_count() or 1
+        local_cpus = usable_cores()
         if not ray.is_initialized() and cpus_per_actor > local_cpus:  # connect() starts the local instance:
             # with no more CPUs than this machine's, Ray would wait for an actor slot that never comes
             raise InvalidParameterError(

@@ -51,17 +51,29 @@ READ_AHEAD_MIN_CORES = 3
 _DONE = object()
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity (taskset, a container's cpuset, Kubernetes' static
+    CPU manager), where os.cpu_count() counts every core of the machine; os.cpu_count() where the platform
+    tells no affinity (macOS, Windows)."""
+    if hasattr(os, "sched_getaffinity"):
+        try:
+            return len(os.sched_getaffinity(0)) or 1
+        except OSError:
+            pass
+    return os.cpu_count() or 1
+
+
 def read_ahead_depth(cores: Optional[int] = None) -> int:
-    """PREFETCH_DEPTH where the machine has a core to spare for reading (``cores``: os.cpu_count()), else 0."""
-    cores = os.cpu_count() if cores is None else cores
+    """PREFETCH_DEPTH where the machine has a core to spare for reading (``cores``: usable_cores()), else 0."""
+    cores = usable_cores() if cores is None else cores
     return PREFETCH_DEPTH if (cores or 1) >= READ_AHEAD_MIN_CORES else 0
 
 
 def folder_workers(threads: Optional[int] = None, cores: Optional[int] = None, model_bytes: int = 0) -> tuple[int, int]:
     """(workers, intra-op threads per worker) for many images on the CPU: ``threads`` (the user's
-    cpu_threads, else ``cores``, else os.cpu_count()) shared by up to FOLDER_WORKERS workers; one
+    cpu_threads, else ``cores``, else usable_cores()) shared by up to FOLDER_WORKERS workers; one
     worker with them all for a model file over FOLDER_WORKERS_MAX_MODEL_BYTES."""
-    total = threads or (os.cpu_count() if cores is None else cores) or 1
+    total = threads or (usable_cores() if cores is None else cores) or 1
     if model_bytes > FOLDER_WORKERS_MAX_MODEL_BYTES:
         return 1, total
     workers = min(FOLDER_WORKERS, total)

@@ -2,6 +2,7 @@
 order, errors and early stops."""
 
 import gc
+import os
 import subprocess
 import sys
 import threading
@@ -20,6 +21,7 @@ from detector.prefetch import (
     prefetch,
     read_ahead_depth,
 )
+from tests.conftest import REPO_ROOT
 
 
 @pytest.mark.parametrize("depth", [0, 1, 3])
@@ -211,13 +213,29 @@ def test_one_thread_or_a_gpu_runs_images_one_by_one_with_read_ahead_where_a_core
     paths = [str(p) for p in _pngs(tmp_path, 3)]
     detector = TextDetection(model_dir=default_onnx, device="cpu", cpu_threads=1)
     assert detector.folder_workers == 1
-    monkeypatch.setattr("detector.prefetch.os.cpu_count", lambda: 8)  # a core to spare for reading
+    monkeypatch.setattr("detector.prefetch.usable_cores", lambda: 8)  # a core to spare for reading
     detector.predict(paths[0])
     detector.predict(paths)
-    monkeypatch.setattr("detector.prefetch.os.cpu_count", lambda: 2)
+    monkeypatch.setattr("detector.prefetch.usable_cores", lambda: 2)
     detector.predict(paths)
     assert depths == [0, PREFETCH_DEPTH, 0]
     assert detector._worker_session is None
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or (os.cpu_count() or 1) < 2, reason="needs CPU affinity and 2 cores"
+)
+def test_the_cores_counted_are_the_ones_the_process_may_use():
+    # under taskset or a container's cpuset, os.cpu_count() counts the whole machine: two workers on one
+    # allowed core took 1.6x the time of one
+    program = (
+        "import os; os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})\n"
+        "from detector.prefetch import folder_workers, read_ahead_depth, usable_cores\n"
+        "print(usable_cores(), folder_workers(), read_ahead_depth())"
+    )
+    proc = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["1", "(1,", "1)", "0"]
 
 
 def test_the_threads_are_shared_between_the_folder_workers():

@@ -27,6 +27,7 @@ from ..cli import (
     shape_bucket_option,
 )
 from ..errors import DetectorError
+from ..prefetch import usable_cores
 from .config import CONFIG_ENV_VAR, ServeConfig
 
 DEFAULT_HOST = "127.0.0.1"  # loopback: a laptop's server is not reachable from the network unless asked
@@ -126,7 +127,7 @@ def serve(
         allow_urls=allow_urls,
         exit_past_timeout=True,
     )
-    cores = os.cpu_count()
+    cores = usable_cores()
     if config.cores_are_shared(workers, cores):
         config = dataclasses.replace(config, cpu_spinning=False)
         click.echo(
