@@ -176,6 +176,12 @@ def pil_to_bgr(image: Any) -> np.ndarray:
     """A PIL image (any mode) -> BGR uint8."""
     if image.width == 0 or image.height == 0:  # as an empty array is: nothing to detect in, nor to save
         raise UnsupportedInputError(f"a PIL image must have pixels, got one of {image.width}x{image.height}")
+    try:
+        image.load()  # a lazily opened image whose file was closed or cut short fails here, in Pillow's words
+    except MemoryError:
+        raise
+    except Exception as exc:  # AssertionError, ValueError, OSError, … as Pillow's plugins raise them
+        raise UnreadableImageError(f"the PIL image cannot be read: {exc or type(exc).__name__}") from None
     mode = image.mode
     if mode in ("I;16", "I;16B", "I;16L"):
         # by the uint16 arrays' rule: values within 0-255 as they are (as PaddleX's convert("RGB") keeps
@@ -217,15 +223,24 @@ def check_pixel_budget(width: int, height: int, max_pixels: int, what: str) -> N
 
 @contextlib.contextmanager
 def pillow_warnings_silenced() -> Iterator[None]:
-    """Pillow's warnings off while it opens a file (its bomb warning: the pixel budget here decides).
+    """Pillow's warnings off while it opens a file (its bomb warning: the pixel budget here decides); the
+    warnings of other code (other threads) pass as they would.
 
     warnings.catch_warnings saves and restores the process-wide filter list, so two of them
     interleaved in threads (folder workers, a service's requests) can leave "ignore" in place for
     good: one lock keeps ours from interleaving.
     """
     with _WARNINGS_LOCK, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        # Pillow's own only: "ignore" for every warning dropped those other threads raised meanwhile
+        warnings.filterwarnings("ignore", module=r"PIL(\.|$)")
+        warnings.filterwarnings("ignore", category=_decompression_bomb_warning())
         yield
+
+
+def _decompression_bomb_warning() -> type[Warning]:
+    from PIL import Image
+
+    return Image.DecompressionBombWarning
 
 
 def image_header_size(data: bytes) -> Optional[tuple[int, int]]:

@@ -667,6 +667,31 @@ def test_reading_images_in_threads_leaves_the_warning_filters_as_they_were():
     assert warnings.filters == before
 
 
+def test_only_pillow_s_warnings_are_silenced_while_it_reads():
+    from detector.inputs import pillow_warnings_silenced
+
+    # the filter was "ignore" for every warning: another thread's warnings in that window were dropped
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pillow_warnings_silenced():
+            warnings.warn("the service's own", UserWarning, stacklevel=1)
+            warnings.warn("a bomb", Image.DecompressionBombWarning, stacklevel=1)
+    assert [str(w.message) for w in caught] == ["the service's own"]
+
+
+def test_a_pil_image_that_cannot_be_read_is_an_unreadable_image(model, banner, tmp_path):
+    # a service handing on an upload it has closed, or a file cut short: AssertionError (IndexError under
+    # python -O) or OSError came out of numpy and Pillow, past a service's `except DetectorError`
+    with Image.open(banner[0]) as closed:
+        pass
+    with pytest.raises(UnreadableImageError, match="the PIL image cannot be read"):
+        model.predict(closed)
+    data = Path(banner[0]).read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    with Image.open(tmp_path / "cut.png") as cut, pytest.raises(UnreadableImageError, match="cannot be read"):
+        model.predict(cut)
+
+
 def test_the_pixel_budget_holds_for_a_format_whose_header_is_not_read_first():
     # PFM: neither Pillow nor the OpenCV-only header reader tells its size before decoding
     ok, encoded = cv2.imencode(".pfm", np.zeros((40, 50, 3), np.float32))
