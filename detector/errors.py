@@ -6,6 +6,7 @@ import contextlib
 import signal
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 # The distribution's name, what `pip install` takes (the package it installs is `detector`; "detector" on
 # PyPI is an unrelated project): the install hints in every message below name it.
@@ -91,6 +92,9 @@ class InvalidModelError(DetectorError):
         super().__init__(message)
         self.file_damaged = file_damaged
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.args[0], self.file_damaged)  # file_damaged kept through pickle (process pools)
+
 
 class InferenceError(DetectorError, RuntimeError):
     """onnxruntime failed to run the model on an input (its message says why: memory, a shape it refuses)."""
@@ -111,6 +115,11 @@ class OutputNotWritableError(ExportError):
         super().__init__(f"cannot write {path} ({reason}): choose another --output")
         self.path = path
         self.reason = reason
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # rebuilt from its two arguments (pickle passes self.args, the one message, to __init__): raised in a
+        # process pool's worker, it broke the pool (BrokenProcessPool, or a Pool whose get() never returned)
+        return type(self), (self.path, self.reason)
 
 
 class ImageTooLargeError(UnreadableImageError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import json
@@ -12,6 +13,7 @@ import threading
 import time
 import urllib.parse
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
@@ -95,20 +97,34 @@ DEFAULT_IMAGE_SUFFIX = ".png"
 
 # Inputs without a file name (arrays, bytes, PIL images) are saved as <unix time>_<number>, the
 # shape of PaddleX's <unix time>_<4 random digits>; the number counts up from a random start, so no
-# two results of one process share a name (PaddleX's random draw can repeat).
-_unnamed_numbers = itertools.count(random.randint(1000, 9999))
+# two results of one process share a name (PaddleX's random draw can repeat). The start is drawn from
+# a billion, not PaddleX's 9,000: worker processes saving into one folder drew starts close enough to
+# give the same names (an audit: 8 workers of 100 results each, duplicates in 3 of 10 trials).
+UNNAMED_NUMBERS_FROM, UNNAMED_NUMBERS_TO = 1000, 10**9
+_unnamed_numbers = itertools.count(random.randrange(UNNAMED_NUMBERS_FROM, UNNAMED_NUMBERS_TO))
 _unnamed_lock = threading.Lock()
+# numpy before 2.3 keeps its print options for the whole process: two reprs in threads, each setting and
+# restoring them, could interleave and leave the abbreviated ones in place for good
+_print_options_lock = threading.Lock()
 
 
-def _draw_unnamed_numbers_again() -> None:
-    """In a forked child: a start of its own (an inherited counter gave every worker the same names)."""
-    global _unnamed_numbers, _unnamed_lock
-    _unnamed_numbers = itertools.count(random.randint(1000, 9999))
-    _unnamed_lock = threading.Lock()  # a copy held by another thread at the fork would never be released
+def _locks_and_numbers_anew() -> None:
+    """In a forked child: a start of its own (an inherited counter gave every worker the same names), and
+    new locks (a copy held by another thread at the fork would never be released)."""
+    global _unnamed_numbers, _unnamed_lock, _print_options_lock
+    _unnamed_numbers = itertools.count(random.randrange(UNNAMED_NUMBERS_FROM, UNNAMED_NUMBERS_TO))
+    _unnamed_lock, _print_options_lock = threading.Lock(), threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
-    os.register_at_fork(after_in_child=_draw_unnamed_numbers_again)
+    os.register_at_fork(after_in_child=_locks_and_numbers_anew)
+
+
+@contextlib.contextmanager
+def numpy_printed(**options: Any) -> Iterator[None]:
+    """np.printoptions(**options) with no other use of it here in between (see _print_options_lock)."""
+    with _print_options_lock, np.printoptions(**options):
+        yield
 
 
 def _url_file_name(input_path: str) -> str:
@@ -201,7 +217,7 @@ class DetectionResult(dict[str, Any], _StrView):
         # print(res) shows the whole dict, input_img too, as PaddleX's does; PaddleX abbreviates every array
         # there (it sets numpy's print options to threshold=1, edgeitems=1 for the whole process when it makes
         # a result): the same here, for this repr only, so the image takes a few lines, not sixty
-        with np.printoptions(threshold=1, edgeitems=1):
+        with numpy_printed(threshold=1, edgeitems=1):
             return dict.__repr__(self)
 
     @property
@@ -260,7 +276,7 @@ class DetectionResult(dict[str, Any], _StrView):
         polys = shown.get("dt_polys")
         if isinstance(polys, np.ndarray) and polys.size == 0:
             shown["dt_polys"] = polys.reshape(0)  # PaddleOCR prints no boxes as array([], dtype=int16)
-        with np.printoptions(threshold=20, edgeitems=2):
+        with numpy_printed(threshold=20, edgeitems=2):
             return repr({RESULT_KEY: shown})
 
     def print(self, json_format: bool = False, indent: int = 4, ensure_ascii: bool = False) -> None:

@@ -511,6 +511,48 @@ def test_pickling_says_to_make_one_detector_per_process(default_onnx):
         pickle.dumps(TextDetection(model_dir=default_onnx, device="cpu"))
 
 
+def test_every_error_survives_pickling_as_process_pools_send_it():
+    import inspect
+    import pickle
+
+    import detector.errors as errors
+
+    # OutputNotWritableError took (path, reason) but pickled its one message: unpickling it in the parent
+    # raised TypeError, which broke the pool (BrokenProcessPool; a multiprocessing.Pool's get() never returned)
+    made = [errors.OutputNotWritableError("/x/out.onnx", "No space left"), errors.InvalidModelError("bad", True)]
+    made_above = (errors.OutputNotWritableError, errors.InvalidModelError)
+    made += [
+        cls("a message")
+        for _, cls in inspect.getmembers(errors, inspect.isclass)
+        if issubclass(cls, errors.DetectorError) and cls not in made_above
+    ]
+    for error in made:
+        again = pickle.loads(pickle.dumps(error))
+        assert type(again) is type(error) and str(again) == str(error) and vars(again) == vars(error)
+
+
+def test_repr_in_threads_leaves_numpy_s_print_options_as_they_were():
+    import detector.result as result_module
+
+    # numpy before 2.3 keeps them for the whole process: two reprs interleaved left threshold=1 for good
+    before = np.get_printoptions()
+    res = DetectionResult({"input_path": None, "page_index": None, "dt_polys": np.zeros((0, 4, 2)), "dt_scores": []})
+    waited = threading.Event()
+    with result_module.numpy_printed(threshold=5):
+        other = threading.Thread(target=lambda: (repr(res), res.to_str(), waited.set()))
+        other.start()
+        assert not waited.wait(0.3)  # the other repr waits for this one to finish
+    other.join(10)
+    assert waited.is_set() and np.get_printoptions() == before
+
+
+def test_unnamed_results_draw_their_numbers_from_a_wide_range():
+    import detector.result as result_module
+
+    # 4-digit starts let worker processes saving into one folder give the same names
+    assert result_module.UNNAMED_NUMBERS_TO - result_module.UNNAMED_NUMBERS_FROM >= 10**8
+
+
 def test_device_syntax_and_unusable_gpu(default_onnx):
     with pytest.raises(InvalidParameterError, match="device"):
         TextDetection(model_dir=default_onnx, device="tpu")
