@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import logging
 import os
 import sys
 import time
@@ -33,6 +34,26 @@ from .errors import DetectorError, ModelNotFoundError
 from .precision import DEFAULT_PRECISION, PRECISIONS, variant_path
 from .result import TEMP_FILE_PATTERN, write_atomically
 from .settings import INFERENCE_YML, declared_model_name, read_inference_yml, settings_from_inference_config
+
+logger = logging.getLogger(__name__)
+
+
+def _tell(message: str, level: int = logging.INFO) -> None:
+    """A notice of the model lookup (a download saved, a rewrite for this CPU, a release run as published).
+
+    Where the application has set up logging (a handler on the root logger or on this package's, other than
+    the detect command's echo of warnings), it goes there at ``level``, for its handlers and format to decide;
+    else (a script, the detect command) on stderr as ``detector: …``, as it was always shown.
+    """
+    package = logging.getLogger(__package__)
+    configured = logging.getLogger().handlers + [
+        handler for handler in package.handlers if not getattr(handler, "echoes_for_the_command_line", False)
+    ]
+    if configured:
+        logger.log(level, "%s", message)
+    else:
+        print(f"detector: {message}", file=sys.stderr)
+
 
 MODEL_FILENAME = "inference.onnx"
 PADDLE_PARAMS_FILENAME = "inference.pdiparams"  # a Paddle inference model's weights (with .pdmodel or .json)
@@ -294,7 +315,7 @@ def _fetch_lock(cache: Path, model_name: str) -> Iterator[Optional[float]]:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 waited_since = time.time()
-                print(f"detector: waiting for another process fetching {model_name} into {cache}", file=sys.stderr)
+                _tell(f"waiting for another process fetching {model_name} into {cache}")
                 fcntl.flock(handle, fcntl.LOCK_EX)
         except OSError:
             if handle is not None:
@@ -339,7 +360,7 @@ def discard_damaged_download(model_path: Path, reason: str) -> bool:
     folder = _download_cache_folder(path)
     if folder is None:
         return False
-    print(f"detector: {path} cannot be loaded ({reason}); removing it to fetch it again", file=sys.stderr)
+    _tell(f"{path} cannot be loaded ({reason}); removing it to fetch it again", logging.WARNING)
     with _fetch_lock(folder.parent, folder.name):
         doomed = [path]
         if path.parent.name == OFFICIAL_FOLDER or (folder / INFERENCE_YML).is_file():  # the release itself
@@ -434,16 +455,16 @@ def download_release(model_name: str, folder: Path) -> Path:
             write_atomically(target / filename, data)
         except OSError as exc:
             raise ModelNotFoundError(f"cannot write {target / filename}: {_write_failure_advice(exc)}") from None
-    print(f"detector: {model_name} saved in {target}", file=sys.stderr)
+    _tell(f"{model_name} saved in {target}")
     if importing:
         return import_release(model_name, target)
     if optimizing_enabled():
         from .optimize import INSTALL_HINT
 
-        print(
-            f"detector: {model_name} runs as published; {INSTALL_HINT} rewrites it for this CPU, exactly "
+        _tell(
+            f"{model_name} runs as published; {INSTALL_HINT} rewrites it for this CPU, exactly "
             f"(the same boxes, less time), on its next use",
-            file=sys.stderr,
+            logging.WARNING,
         )
     return target / MODEL_FILENAME
 
@@ -530,7 +551,7 @@ def import_release(model_name: str, official: Path) -> Path:
             f"{official.parent} is read-only, so its rewrite for this CPU cannot be saved "
             f"({NO_OPTIMIZE_ENV_VAR}=1 silences this)",
         )
-    print(f"detector: rewriting {model_name} for this CPU (once; {NO_OPTIMIZE_ENV_VAR}=1 skips it)", file=sys.stderr)
+    _tell(f"rewriting {model_name} for this CPU (once; {NO_OPTIMIZE_ENV_VAR}=1 skips it)")
     try:
         record = export_from_onnx(model_name, official, output, progress=lambda line: None)
     except OutputNotWritableError as exc:  # a full disk: nothing wrong with the release, so tried again next time
@@ -544,9 +565,7 @@ def import_release(model_name: str, official: Path) -> Path:
         with contextlib.suppress(OSError):  # a read-only cache: it is tried again next time, no harm
             (official / IMPORT_FAILED_MARKER).write_text(f"{__version__}\n{exc}\n", encoding="utf-8")
         return _as_published(official, model_name, f"the rewrite failed ({exc})")
-    print(
-        f"detector: {model_name} imported as {output} ({import_summary(record)} against the release)", file=sys.stderr
-    )
+    _tell(f"{model_name} imported as {output} ({import_summary(record)} against the release)")
     return output
 
 
@@ -555,7 +574,7 @@ TRIED_AGAIN = "tried again on its next use"
 
 def _as_published(official: Path, model_name: str, why: str) -> Path:
     """The release itself, having said why its rewrite for this CPU is not used."""
-    print(f"detector: {model_name} runs as published: {why}", file=sys.stderr)
+    _tell(f"{model_name} runs as published: {why}", logging.WARNING)
     return official / MODEL_FILENAME
 
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import http.server
+import logging
 import os
 import shutil
 import socket
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -35,6 +37,20 @@ def wheel_source(name: str) -> Path:
     if not (folder / "inference.onnx").is_file():
         _missing(f"{folder} is missing: run `make models`")
     return folder
+
+
+@pytest.fixture
+def told(caplog, capsys):
+    """What the model lookup said: its notices go through logging where logging is set up (pytest sets it
+    up), else to stderr (test_notices_go_to_stderr_unless_logging_is_set_up)."""
+    caplog.set_level(logging.INFO, logger="detector")
+
+    def read() -> str:
+        text = caplog.text + capsys.readouterr().err
+        caplog.clear()
+        return text
+
+    return read
 
 
 @pytest.fixture
@@ -243,6 +259,24 @@ def downloads(monkeypatch, tmp_path):
     return cache / "detector" / "models"
 
 
+@pytest.mark.parametrize(
+    ("setup", "expected"),
+    [
+        ("", "detector: rewriting X\n"),  # a script: on stderr, as always
+        ("from detector.cli import _show_package_warnings; _show_package_warnings()", "detector: rewriting X\n"),
+        # a service that set logging up: its handler and format (the notice was printed past them)
+        (
+            "logging.basicConfig(level=logging.INFO, format='LOG %(name)s %(levelname)s %(message)s')",
+            "LOG detector.hub INFO rewriting X\n",
+        ),
+    ],
+)
+def test_notices_go_to_stderr_unless_logging_is_set_up(setup, expected):
+    program = f"import logging\n{setup}\nfrom detector.hub import _tell\n_tell('rewriting X')"
+    proc = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stderr == expected, proc.stderr
+
+
 def test_download_then_reuse_from_the_cache(downloads, hub_root, monkeypatch, capsys):
     monkeypatch.setenv("DETECTOR_NO_OPTIMIZE", "1")  # the release as published (the import: tests below)
     with static_server(hub_root) as (server, url):
@@ -255,7 +289,7 @@ def test_download_then_reuse_from_the_cache(downloads, hub_root, monkeypatch, ca
         assert server.requests == 2
         for name in ("inference.onnx", "inference.yml"):
             assert (release / name).read_bytes() == (wheel_source(V6_TINY) / name).read_bytes()
-        assert "downloading" in capsys.readouterr().err
+        assert "downloading" in capsys.readouterr().err  # the progress bar: stderr
         again = TextDetection(model_name=V6_TINY, device="cpu")
         assert again.model_path == model.model_path and server.requests == 2  # no new request
     assert sorted(p.name for p in (downloads / V6_TINY).iterdir()) == ["official"]
@@ -473,7 +507,7 @@ def json_boxes(stdout: str) -> int:
 
 
 def test_a_download_is_imported_for_this_cpu_with_the_same_boxes(
-    downloads, hub_root, monkeypatch, capsys, rendered_pages
+    downloads, hub_root, monkeypatch, told, rendered_pages
 ):
     import json
 
@@ -484,7 +518,7 @@ def test_a_download_is_imported_for_this_cpu_with_the_same_boxes(
     with static_server(hub_root) as (server, url):
         monkeypatch.setenv("HF_ENDPOINT", url)
         model = TextDetection(model_name=V6_TINY, device="cpu")
-        err = capsys.readouterr().err
+        err = told()
         assert server.requests == 2
         imported = downloads / V6_TINY / "inference.onnx"
         assert model.model_path == imported and model.settings_source == f"{imported} metadata"
@@ -501,23 +535,21 @@ def test_a_download_is_imported_for_this_cpu_with_the_same_boxes(
         written = imported.stat().st_mtime_ns
         again = TextDetection(model_name=V6_TINY, device="cpu")
         assert again.model_path == imported and server.requests == 2 and imported.stat().st_mtime_ns == written
-        assert "rewriting" not in capsys.readouterr().err
+        assert "rewriting" not in told()
 
 
-def test_without_onnx_a_download_runs_as_published_and_says_how_to_speed_it_up(
-    downloads, hub_root, monkeypatch, capsys
-):
+def test_without_onnx_a_download_runs_as_published_and_says_how_to_speed_it_up(downloads, hub_root, monkeypatch, told):
     monkeypatch.setattr("detector.optimize.optimizer_available", lambda: False)
     with static_server(hub_root) as (_, url):
         monkeypatch.setenv("HF_ENDPOINT", url)
         model = TextDetection(model_name=V6_TINY, device="cpu")
     assert model.model_path == downloads / V6_TINY / "official" / "inference.onnx"
     assert sorted(p.name for p in (downloads / V6_TINY).iterdir()) == ["official"]
-    err = capsys.readouterr().err
+    err = told()
     assert "runs as published" in err and "pip install 'ppocr-det-onnx[optimize]'" in err
 
 
-def test_a_release_left_plain_by_an_earlier_version_is_imported_on_first_use(downloads, monkeypatch, capsys):
+def test_a_release_left_plain_by_an_earlier_version_is_imported_on_first_use(downloads, monkeypatch, told):
     with socket.socket() as probe:  # nothing listens: any download would fail
         probe.bind(("127.0.0.1", 0))
         monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{probe.getsockname()[1]}")
@@ -528,7 +560,7 @@ def test_a_release_left_plain_by_an_earlier_version_is_imported_on_first_use(dow
     official = downloads / V6_TINY / "official"
     assert sorted(p.name for p in official.iterdir()) == ["inference.onnx", "inference.yml"]
     assert (official / "inference.onnx").read_bytes() == (wheel_source(V6_TINY) / "inference.onnx").read_bytes()
-    assert "imported as" in capsys.readouterr().err
+    assert "imported as" in told()
 
 
 def test_no_optimize_opt_out_keeps_an_unimported_download_as_published(downloads, monkeypatch):
@@ -540,7 +572,7 @@ def test_no_optimize_opt_out_keeps_an_unimported_download_as_published(downloads
     assert not (downloads / V6_TINY / "inference.onnx").exists()
 
 
-def test_a_failed_import_runs_the_release_as_published(downloads, monkeypatch, capsys):
+def test_a_failed_import_runs_the_release_as_published(downloads, monkeypatch, told):
     from detector.errors import ExportError
 
     def failing(*args, **kwargs):
@@ -551,11 +583,11 @@ def test_a_failed_import_runs_the_release_as_published(downloads, monkeypatch, c
     shutil.copytree(wheel_source(V6_TINY), official)
     model = TextDetection(model_name=V6_TINY, device="cpu")
     assert model.model_path == official / "inference.onnx" and model.settings.box_thresh == 0.4
-    err = capsys.readouterr().err
+    err = told()
     assert "runs as published: the rewrite failed (the rewritten map differs by 0.5)" in err
     # not tried again on every use by this version (the rewrite failed for a reason that stays)
     again = TextDetection(model_name=V6_TINY, device="cpu")
-    assert again.model_path == official / "inference.onnx" and "rewrit" not in capsys.readouterr().err
+    assert again.model_path == official / "inference.onnx" and "rewrit" not in told()
 
 
 class _SlowHandler(_QuietHandler):
@@ -674,7 +706,7 @@ def test_workers_waiting_on_a_download_that_fails_fail_with_it_not_one_after_ano
         assert server.requests == 2
 
 
-def test_a_damaged_import_in_the_cache_is_made_again_from_the_release(downloads, monkeypatch, capsys):
+def test_a_damaged_import_in_the_cache_is_made_again_from_the_release(downloads, monkeypatch, told):
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing to download from: the release is there
     official = downloads / V6_TINY / "official"
     shutil.copytree(wheel_source(V6_TINY), official)
@@ -682,9 +714,9 @@ def test_a_damaged_import_in_the_cache_is_made_again_from_the_release(downloads,
     assert imported == downloads / V6_TINY / "inference.onnx"
     imported.write_bytes(imported.read_bytes()[:100_000])  # a disk error, a power loss after the rename
     (official / ".detect-0123.tmp").write_bytes(b"left by a killed process")
-    capsys.readouterr()
+    told()
     model = TextDetection(model_name=V6_TINY, device="cpu")
-    err = capsys.readouterr().err
+    err = told()
     assert model.model_path == imported and f"{imported} cannot be loaded" in err and "imported as" in err
     assert sorted(p.name for p in official.iterdir()) == ["inference.onnx", "inference.yml"]  # leftover gone
 
@@ -706,7 +738,7 @@ def test_a_damaged_release_in_the_cache_is_downloaded_again(downloads, hub_root,
     assert mine.exists()
 
 
-def test_onnxruntime_failing_for_itself_leaves_the_cached_model_alone(downloads, monkeypatch, capsys):
+def test_onnxruntime_failing_for_itself_leaves_the_cached_model_alone(downloads, monkeypatch, told):
     # memory running out while a session opens (onnxruntime's FAIL "std::bad_alloc") removed the cached model
     # "to fetch it again": offline it was gone, online every start downloaded it and failed again
     monkeypatch.setenv("DETECTOR_NO_OPTIMIZE", "1")
@@ -724,10 +756,10 @@ def test_onnxruntime_failing_for_itself_leaves_the_cached_model_alone(downloads,
     from detector import session
 
     monkeypatch.setattr(session.onnxruntime_module(), "InferenceSession", out_of_memory)
-    capsys.readouterr()
+    told()
     with pytest.raises(InvalidModelError, match="bad_alloc"):
         TextDetection(model_name=V6_TINY, device="cpu")
-    assert "removing it" not in capsys.readouterr().err
+    assert "removing it" not in told()
     assert release.read_bytes() == (wheel_source(V6_TINY) / "inference.onnx").read_bytes()
     assert (official / "inference.yml").exists()
 
@@ -758,7 +790,7 @@ def test_no_optimize_opt_out_runs_the_release_also_once_it_was_imported(download
         ("out of memory", "ran out of memory (onnxruntime cannot load the rewritten model: "),
     ],
 )
-def test_an_import_that_failed_for_the_machine_is_tried_again_next_time(downloads, monkeypatch, capsys, failure, said):
+def test_an_import_that_failed_for_the_machine_is_tried_again_next_time(downloads, monkeypatch, told, failure, said):
     from detector.errors import ExportError, OutputNotWritableError
 
     def failing(model_name, official, output, **kwargs):
@@ -770,7 +802,7 @@ def test_an_import_that_failed_for_the_machine_is_tried_again_next_time(download
     official = downloads / V6_TINY / "official"
     shutil.copytree(wheel_source(V6_TINY), official)
     assert TextDetection(model_name=V6_TINY, device="cpu").model_path == official / "inference.onnx"
-    err = capsys.readouterr().err
+    err = told()
     assert said in err and "--output" not in err and not (official / ".import-failed").exists()
     monkeypatch.undo()  # space freed, memory back
     monkeypatch.setenv("XDG_CACHE_HOME", str(downloads.parent.parent))
@@ -778,7 +810,7 @@ def test_an_import_that_failed_for_the_machine_is_tried_again_next_time(download
     assert TextDetection(model_name=V6_TINY, device="cpu").model_path == downloads / V6_TINY / "inference.onnx"
 
 
-def test_a_read_only_cache_runs_the_release_without_trying_to_import_it(downloads, monkeypatch, capsys):
+def test_a_read_only_cache_runs_the_release_without_trying_to_import_it(downloads, monkeypatch, told):
     import os
 
     official = downloads / V6_TINY / "official"
@@ -786,7 +818,7 @@ def test_a_read_only_cache_runs_the_release_without_trying_to_import_it(download
     real_access = os.access
     monkeypatch.setattr("detector.hub.os.access", lambda path, mode: real_access(path, mode) and mode != os.W_OK)
     assert TextDetection(model_name=V6_TINY, device="cpu").model_path == official / "inference.onnx"
-    err = capsys.readouterr().err
+    err = told()
     assert "is read-only" in err and "rewriting" not in err
 
 
@@ -819,7 +851,7 @@ def test_a_yml_cut_short_that_still_parses_is_not_cached(downloads, hub_root, mo
     assert not list(downloads.rglob("inference.*"))
 
 
-def test_a_cached_yml_cut_short_since_is_fetched_again(downloads, hub_root, monkeypatch, capsys):
+def test_a_cached_yml_cut_short_since_is_fetched_again(downloads, hub_root, monkeypatch, told):
     """A release run as published whose yml lost its sections since the download (a disk error, a hand
     edit) took PaddleX's fallback thresholds without a word (box_thresh 0.6 for 0.4): fetched again."""
     monkeypatch.setenv("DETECTOR_NO_OPTIMIZE", "1")
@@ -832,7 +864,7 @@ def test_a_cached_yml_cut_short_since_is_fetched_again(downloads, hub_root, monk
         cached.write_text(text[: text.index("PostProcess:")], encoding="utf-8")
         again = TextDetection(model_name=V6_TINY, device="cpu")
         assert again.settings.box_thresh == 0.4 and server.requests == 4
-    assert "cannot be loaded (its inference.yml: no P" in capsys.readouterr().err
+    assert "cannot be loaded (its inference.yml: no P" in told()
     monkeypatch.setenv("DETECTOR_NO_DOWNLOAD", "1")  # cut again, and nothing to fetch it from: an error, not 0.6
     cached.write_text(text[: text.index("PostProcess:")], encoding="utf-8")
     with pytest.raises(ModelNotFoundError, match="downloads are off"):
