@@ -157,7 +157,9 @@ def to_bgr_uint8(array: np.ndarray) -> np.ndarray:
             )
         array = array.astype(np.uint8) if high <= 255 else (array >> 8).astype(np.uint8)
     elif array.dtype.kind == "f":
-        values = np.nan_to_num(array)
+        # NaN as 0, and every value within 0-255 before scaling (the same uint8 values: they are clipped to that
+        # after it), so that -inf or a float16 maximum times 255 overflows nothing ("overflow encountered")
+        values = np.clip(np.nan_to_num(array), 0, 255)
         # [0, 1]; a float image with values above 1 is on PaddleOCR's scale, 0-255 (it normalizes x / 255)
         scale = 1.0 if values.max() > 1.0 else 255.0
         array = np.clip(values * scale + 0.5, 0, 255).astype(np.uint8)

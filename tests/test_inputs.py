@@ -185,6 +185,18 @@ def test_odd_but_valid_images(model, banner, tmp_path):
     assert strip[:, :, 0].max() <= 12000 and strip[:, :, 1].max() <= 60
 
 
+def test_float_arrays_with_infinities_convert_without_overflow():
+    from detector.inputs import to_bgr_uint8
+
+    # -inf became float's lowest by nan_to_num, then overflowed when scaled ("overflow encountered in multiply")
+    for values, expected in (([-np.inf, 0.5, np.nan, 1.0], [0, 128, 0, 255]), ([-np.inf, 3.0, np.inf], [0, 3, 255])):
+        for dtype in (np.float32, np.float16):
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                converted = to_bgr_uint8(np.array([values], dtype))
+            assert converted[0, :, 0].tolist() == expected, dtype
+
+
 def test_exif_orientation_is_applied(model, banner, tmp_path):
     _path, image, lines = banner
     upright = Image.fromarray(image[:, :, ::-1])
