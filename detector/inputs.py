@@ -72,12 +72,14 @@ logger = logging.getLogger(__name__)
 _PDFIUM_LOCK = threading.RLock()
 # warnings.catch_warnings edits process-wide state: ours never interleave (pillow_warnings_silenced).
 _WARNINGS_LOCK = threading.Lock()
+# Pillow's pixel limit is process-wide too: one raise of it at a time (pillow_pixel_limit).
+_PILLOW_LIMIT_LOCK = threading.Lock()
 
 
 def _locks_anew() -> None:
     """In a forked child: new locks (one another thread held at the fork would stay held in the child)."""
-    global _PDFIUM_LOCK, _WARNINGS_LOCK
-    _PDFIUM_LOCK, _WARNINGS_LOCK = threading.RLock(), threading.Lock()
+    global _PDFIUM_LOCK, _WARNINGS_LOCK, _PILLOW_LIMIT_LOCK
+    _PDFIUM_LOCK, _WARNINGS_LOCK, _PILLOW_LIMIT_LOCK = threading.RLock(), threading.Lock(), threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
@@ -178,10 +180,14 @@ def pil_to_bgr(image: Any) -> np.ndarray:
     """A PIL image (any mode) -> BGR uint8."""
     if image.width == 0 or image.height == 0:  # as an empty array is: nothing to detect in, nor to save
         raise UnsupportedInputError(f"a PIL image must have pixels, got one of {image.width}x{image.height}")
+    from PIL import Image
+
     try:
         image.load()  # a lazily opened image whose file was closed or cut short fails here, in Pillow's words
     except MemoryError:
         raise
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(f"the PIL image is a decompression bomb to Pillow: {exc}") from None
     except Exception as exc:  # AssertionError, ValueError, OSError, … as Pillow's plugins raise them
         raise UnreadableImageError(f"the PIL image cannot be read: {exc or type(exc).__name__}") from None
     mode = image.mode
@@ -245,15 +251,44 @@ def _decompression_bomb_warning() -> type[Warning]:
     return Image.DecompressionBombWarning
 
 
-def image_header_size(data: bytes) -> Optional[tuple[int, int]]:
-    """(width, height) read from the image header without decoding pixels; None if it cannot be told."""
+@contextlib.contextmanager
+def pillow_pixel_limit(max_pixels: int) -> Iterator[None]:
+    """Pillow's decompression-bomb limit no lower than max_pixels while it reads.
+
+    Pillow refuses an image above twice its MAX_IMAGE_PIXELS (178,956,970 pixels by default) whatever the pixel
+    budget here allows: a 13500x13500 scan with max_pixels=300_000_000 was refused. Where the budget is larger,
+    Pillow's limit is raised to it for the read (the budget itself is checked here first) and put back after;
+    the limit is process-wide, so one such read runs at a time.
+    """
+    from PIL import Image
+
+    if max_pixels <= DEFAULT_LOAD_OPTIONS.max_pixels:  # within Pillow's own limit, unless one lowered it
+        yield
+        return
+    with _PILLOW_LIMIT_LOCK:
+        limit = Image.MAX_IMAGE_PIXELS
+        if limit is None or max_pixels <= 2 * limit:
+            yield
+            return
+        Image.MAX_IMAGE_PIXELS = max_pixels
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
+
+
+def image_header_size(data: bytes, max_pixels: int = 0) -> Optional[tuple[int, int]]:
+    """(width, height) read from the image header without decoding pixels; None if it cannot be told.
+    ``max_pixels``: the pixel budget, which Pillow's own bomb limit is raised to where it is larger."""
     from PIL import Image
 
     try:
-        with pillow_warnings_silenced(), Image.open(io.BytesIO(data)) as header:
+        with pillow_pixel_limit(max_pixels), pillow_warnings_silenced(), Image.open(io.BytesIO(data)) as header:
             return header.size
     except Image.DecompressionBombError as exc:
-        raise ImageTooLargeError(f"image header declares a decompression bomb: {exc}") from None
+        raise ImageTooLargeError(
+            f"image header declares a decompression bomb: {exc} (a larger max_pixels, --max-pixels, reads it)"
+        ) from None
     except Exception:
         return opencv_only_header_size(data)  # not a format Pillow knows: one only OpenCV reads, or none
 
@@ -301,7 +336,7 @@ def decode_image_bytes(data: bytes, what: str, options: LoadOptions) -> np.ndarr
         raise UnreadableImageError(f"{what} is empty")
     # a fast decoder's header walk gives the size too; Pillow reads it for every other format
     choice = choose_fast_decoder(data)
-    size = (choice.width, choice.height) if choice is not None else image_header_size(data)
+    size = (choice.width, choice.height) if choice is not None else image_header_size(data, options.max_pixels)
     if size is not None:
         check_pixel_budget(size[0], size[1], options.max_pixels, what)
     image = decode_bgr(data, choice)
@@ -431,10 +466,12 @@ def decode_tiff_pages(data: bytes, what: str, options: LoadOptions) -> Iterator[
     from PIL import Image
 
     try:
-        with pillow_warnings_silenced():
+        with pillow_pixel_limit(options.max_pixels), pillow_warnings_silenced():
             document = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
-        raise ImageTooLargeError(f"{what} declares a decompression bomb: {exc}") from None
+        raise ImageTooLargeError(
+            f"{what} declares a decompression bomb: {exc} (a larger max_pixels, --max-pixels, reads it)"
+        ) from None
     except Image.UnidentifiedImageError:
         raise UnreadableImageError(f"{what} is not a readable TIFF: Pillow cannot identify it") from None
     except Exception as exc:
@@ -444,7 +481,7 @@ def decode_tiff_pages(data: bytes, what: str, options: LoadOptions) -> Iterator[
         # the square of their number (80,000 pages: 26 s) before the first page, where nothing can stop it
         for index in itertools.count():
             try:
-                with pillow_warnings_silenced():
+                with pillow_pixel_limit(options.max_pixels), pillow_warnings_silenced():
                     document.seek(index)
             except EOFError:  # no page after the last
                 return
@@ -458,7 +495,8 @@ def decode_tiff_pages(data: bytes, what: str, options: LoadOptions) -> Iterator[
                 tile = (tags.get(TIFF_TILE_WIDTH), tags.get(TIFF_TILE_LENGTH))
                 if isinstance(tile[0], int) and isinstance(tile[1], int):
                     check_pixel_budget(tile[0], tile[1], options.max_pixels, f"{what} page {index}'s tile")
-                page = pil_to_bgr(document)
+                with pillow_pixel_limit(options.max_pixels):  # Pillow checks its limit again as it loads
+                    page = pil_to_bgr(document)
             except ImageTooLargeError:
                 raise
             except Exception as exc:  # a truncated or damaged page

@@ -704,6 +704,21 @@ def test_a_pil_image_that_cannot_be_read_is_an_unreadable_image(model, banner, t
         model.predict(cut)
 
 
+def test_a_pixel_budget_above_pillow_s_own_limit_reads_what_it_allows(default_onnx, banner, tmp_path, monkeypatch):
+    # Pillow refuses above twice its MAX_IMAGE_PIXELS (178,956,970 pixels) whatever max_pixels said: a 13500x13500
+    # scan with max_pixels=300_000_000 was 'a decompression bomb'. Pillow's limit lowered here stands in for it.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    page = Image.fromarray(banner[1][:, :, ::-1])
+    page.convert("1").save(tmp_path / "bilevel.png")  # a PNG the fast decoders leave to Pillow's header reader
+    page.save(tmp_path / "pages.tif", save_all=True, append_images=[page])
+    roomy = TextDetection(model_dir=default_onnx, device="cpu", max_pixels=200_000_000)
+    assert len(roomy.predict(str(tmp_path / "bilevel.png"))) == 1
+    assert [r["page_index"] for r in roomy.predict(str(tmp_path / "pages.tif"))] == [0, 1]
+    assert Image.MAX_IMAGE_PIXELS == 1000  # put back
+    with pytest.raises(ImageTooLargeError, match="decompression bomb"):  # within the default budget: Pillow's
+        TextDetection(model_dir=default_onnx, device="cpu").predict(str(tmp_path / "pages.tif"))
+
+
 def test_the_pixel_budget_holds_for_a_format_whose_header_is_not_read_first():
     # PFM: neither Pillow nor the OpenCV-only header reader tells its size before decoding
     ok, encoded = cv2.imencode(".pfm", np.zeros((40, 50, 3), np.float32))
