@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from detector.errors import InvalidParameterError
+from detector import TextDetection
+from detector.errors import ImageTooLargeError, InvalidParameterError
 from detector.evaluation.labels import LabelFileError, read_labels
 from detector.evaluation.metric import (
     LabelledPolygon,
@@ -479,6 +480,18 @@ def test_eval_reads_model_names_as_names_like_detect(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert _model_keywords(("PP-OCRv4_mobile_det",)) == {"model_name": "PP-OCRv4_mobile_det", "model_dir": None}
     assert _model_keywords(("other/model.onnx",)) == {"model_name": None, "model_dir": "other/model.onnx"}
+
+
+def test_detect_eval_reads_images_within_its_max_pixels(default_onnx, small_set):
+    # eval decoded with the default budget whatever the detector's was, and had no --max-pixels to raise it
+    from detector.evaluation.evaluate import evaluate
+
+    labelled = read_labels(str(small_set), None)
+    tight = TextDetection(model_dir=default_onnx, device="cpu", max_pixels=1000)
+    with pytest.raises(ImageTooLargeError, match="above the limit of 1,000"):
+        evaluate({"tight": tight}, labelled)
+    done = detect("eval", "--labels", str(small_set), "--model", str(default_onnx), "--max-pixels", "1000")
+    assert done.returncode == 2 and "above the limit of 1,000" in done.stderr, done.stderr
 
 
 def test_detect_eval_takes_model_folders(default_onnx, small_set):

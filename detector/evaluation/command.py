@@ -16,6 +16,7 @@ from ..cli import (
     detection_setting_options,
     device_option,
     input_shape_option,
+    max_pixels_option,
     model_dir_option,
     model_option,
     precision_option,
@@ -107,6 +108,7 @@ def _detector_specs(
 )
 @device_option
 @cpu_threads_option
+@max_pixels_option
 @detection_setting_options
 @click.option("--max-candidates", "--max_candidates", "max_candidates", default=None, type=click.IntRange(min=1))
 @input_shape_option
@@ -122,6 +124,7 @@ def eval_command(
     compare: Optional[tuple[str, str]],
     device: Optional[str],
     cpu_threads: Optional[int],
+    max_pixels: Optional[int],
     limit_side_len: Optional[int],
     limit_type: Optional[str],
     thresh: Optional[float],
@@ -156,6 +159,7 @@ def eval_command(
             name: TextDetection(
                 device=device,
                 cpu_threads=cpu_threads,
+                max_pixels=max_pixels,
                 input_shape=input_shape or None,
                 shape_bucket=shape_bucket,
                 **keywords,

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..api import TextDetection
 from ..errors import DetectorError, UnreadableImageError
-from ..inputs import DEFAULT_LOAD_OPTIONS, iter_images
+from ..inputs import DEFAULT_LOAD_OPTIONS, LoadOptions, iter_images
 from .labels import LabelledImage
 from .metric import ImageScore, SetScore, combine_scores, score_image
 
@@ -80,11 +80,12 @@ def check_labelled_images_exist(images: Sequence[LabelledImage]) -> None:
             )
 
 
-def decode_labelled_image(item: LabelledImage) -> np.ndarray:
-    """One labelled image decoded (BGR) as the detector would; a missing or broken one names its label."""
+def decode_labelled_image(item: LabelledImage, options: LoadOptions = DEFAULT_LOAD_OPTIONS) -> np.ndarray:
+    """One labelled image decoded (BGR) as the detector would (``options``: its load options, max_pixels
+    among them); a missing or broken one names its label."""
     check_labelled_images_exist([item])
     try:
-        pages = list(iter_images(str(item.image_path), DEFAULT_LOAD_OPTIONS))
+        pages = list(iter_images(str(item.image_path), options))
     except DetectorError as exc:
         raise type(exc)(f"{exc}{_labelled_at(item)}") from None
     return pages[0].image
@@ -96,10 +97,10 @@ def load_labelled_images(images: Sequence[LabelledImage]) -> list[np.ndarray]:
     return [decode_labelled_image(item) for item in images]
 
 
-def _one_at_a_time(images: Sequence[LabelledImage]) -> Iterator[np.ndarray]:
+def _one_at_a_time(images: Sequence[LabelledImage], options: LoadOptions) -> Iterator[np.ndarray]:
     check_labelled_images_exist(images)  # a missing file fails now, not after an hour of detection
     for item in images:
-        yield decode_labelled_image(item)
+        yield decode_labelled_image(item, options)
 
 
 def _timed_detection(
@@ -122,8 +123,10 @@ def evaluate(
 ) -> list[EvaluationRow]:
     """Score each detector on the labelled images; ``overrides`` are detection settings for every call.
     ``decoded``: the images' pixels, already decoded; without it each is decoded just before its turn.
-    ``on_image`` is called after each image is scored by every detector (a progress bar)."""
-    pixels = iter(decoded) if decoded is not None else _one_at_a_time(images)
+    ``on_image`` is called after each image is scored by every detector (a progress bar). Images are read
+    with the first detector's load options (its max_pixels: `detect eval --max-pixels` gives all the same)."""
+    options = next(iter(detectors.values())).load_options if detectors else DEFAULT_LOAD_OPTIONS
+    pixels = iter(decoded) if decoded is not None else _one_at_a_time(images, options)
     names = list(detectors)
     scores: dict[str, list[ImageScore]] = {name: [] for name in names}
     seconds = {name: 0.0 for name in names}
