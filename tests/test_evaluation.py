@@ -223,6 +223,18 @@ def test_icdar2015_folder_with_byte_order_mark(tmp_path):
     assert images[1].labels == ()
 
 
+def test_mlt_lines_carry_a_script_before_the_text(tmp_path):
+    # ICDAR 2017/2019 MLT gt_<image>.txt: x1,...,y4,script,text. 'None,###' was read as text: a region to
+    # find, where it is a don't-care one
+    (tmp_path / "img_1.jpg").write_bytes(b"")
+    write(
+        tmp_path / "gt_img_1.txt",
+        "1,1,20,1,20,9,1,9,None,###\n1,11,20,11,20,19,1,19,Latin,Hello, world\n1,21,20,21,20,29,1,29,Latin\n",
+    )
+    regions = read_labels(tmp_path)[0].labels
+    assert [region.dont_care for region in regions] == [True, False, False]
+
+
 @pytest.mark.parametrize(
     "line, complaint",
     [

@@ -135,6 +135,13 @@ def read_paddleocr_label_file(path: Path, image_dir: Optional[Union[str, os.Path
     return images
 
 
+# The script field ICDAR 2017/2019 MLT lines carry between the coordinates and the text, in files named
+# gt_<image>.txt as ICDAR 2015's: read as part of the text, 'None,###' was no don't-care region
+MLT_SCRIPTS = frozenset(
+    {"Arabic", "Latin", "Chinese", "Japanese", "Korean", "Bangla", "Hindi", "Symbols", "Mixed", "None"}
+)
+
+
 def _icdar_line(line: str, where: str) -> LabelledPolygon:
     fields = line.split(",")
     if len(fields) < 9:
@@ -146,6 +153,8 @@ def _icdar_line(line: str, where: str) -> LabelledPolygon:
     except ValueError:
         raise LabelFileError(f"{where}: the first 8 fields must be numbers; got {line!r}") from None
     text = ",".join(fields[8:]).strip()
+    if len(fields) > 9 and fields[8].strip() in MLT_SCRIPTS:  # ICDAR 2017/2019 MLT: x1,…,y4,script,text
+        text = ",".join(fields[9:]).strip()
     return LabelledPolygon(_polygon(np.reshape(coords, (4, 2)), where), dont_care=text in DONT_CARE_TRANSCRIPTIONS)
 
 
