@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from detector import TextDetection
-from detector.errors import ImageTooLargeError, InvalidParameterError
+from detector.errors import DetectorError, ImageTooLargeError, InvalidParameterError
 from detector.evaluation.labels import LabelFileError, read_labels
 from detector.evaluation.metric import (
     LabelledPolygon,
@@ -23,6 +23,7 @@ from detector.evaluation.metric import (
     polygon_iou,
     score_image,
 )
+from detector.inputs import DEFAULT_LOAD_OPTIONS
 from tools.dev.labelled_set import render_labelled_set
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -221,6 +222,23 @@ def test_icdar2015_folder_with_byte_order_mark(tmp_path):
     np.testing.assert_array_equal(regions[0].points, [[377, 117], [463, 117], [465, 130], [378, 130]])
     assert [region.dont_care for region in regions] == [False, True, False]
     assert images[1].labels == ()
+
+
+def test_a_wrong_kind_of_label_path_says_what_to_pass(tmp_path):
+    (tmp_path / "img_1.jpg").write_bytes(b"")
+    gt = write(tmp_path / "gt_img_1.txt", "1,1,20,1,20,9,1,9,text\n")
+    with pytest.raises(LabelFileError, match=r"reads like ICDAR 2015 ground truth: pass the folder"):
+        read_labels(gt)  # one gt file where its folder is meant
+    ppocrlabel = tmp_path / "myset"
+    ppocrlabel.mkdir()
+    write(ppocrlabel / "Label.txt", "myset/x.jpg\t[]\n")
+    with pytest.raises(LabelFileError, match=r"pass the file itself: --labels .*Label\.txt"):
+        read_labels(ppocrlabel)  # PPOCRLabel's folder where its Label.txt is meant
+    from detector.evaluation.evaluate import check_labelled_images_exist
+
+    windows = write(tmp_path / "windows.txt", "imgs\\doc one.jpg\t[]\n")
+    with pytest.raises(DetectorError, match=r"backslashes, Windows' separator: write / instead"):
+        check_labelled_images_exist(read_labels(windows))
 
 
 def test_mlt_lines_carry_a_script_before_the_text(tmp_path):
@@ -569,6 +587,7 @@ class RecordingDetector:
     def __init__(self, name, events, boxes=()):
         self.model_name, self.model_path, self.precision, self.device = name, Path(name), "fp32", "cpu"
         self.name, self.events, self.boxes = name, events, np.asarray(boxes, dtype=np.int16).reshape(-1, 4, 2)
+        self.load_options = DEFAULT_LOAD_OPTIONS
 
     def predict(self, image, **overrides):
         self.events.append(("predict", self.name, int(image[0, 0, 0])))

@@ -9,6 +9,7 @@ both alike.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -75,8 +76,13 @@ def check_labelled_images_exist(images: Sequence[LabelledImage]) -> None:
     """Fail before any detection runs when a labelled image is missing (a stat each; nothing is decoded)."""
     for item in images:
         if not item.image_path.is_file():
+            # a label file written on Windows names its images with backslashes, which are no separator here
+            windows = "\\" in str(item.image_path) and os.sep != "\\"
+            advice = (
+                "its path holds backslashes, Windows' separator: write / instead" if windows else "check --image-dir"
+            )
             raise UnreadableImageError(
-                f"labelled image {item.image_path}{_labelled_at(item)} does not exist (check --image-dir)"
+                f"labelled image {item.image_path}{_labelled_at(item)} does not exist ({advice})"
             )
 
 

@@ -108,7 +108,16 @@ def read_paddleocr_label_file(path: Path, image_dir: Optional[Union[str, os.Path
         where = f"{path}, line {number}"
         name, tab, payload = line.partition("\t")
         if not tab or not name.strip():
-            raise LabelFileError(f'{where}: expected \'image_path<TAB>[{{"transcription": ..., "points": ...}}, ...]\'')
+            icdar = len(line.split(",")) >= 9 and all(_is_number(field) for field in line.split(",")[:8])
+            raise LabelFileError(
+                f'{where}: expected \'image_path<TAB>[{{"transcription": ..., "points": ...}}, ...]\''
+                + (
+                    f" (this line reads like ICDAR 2015 ground truth: pass the folder of gt_<image>.txt files, "
+                    f"{str(path.parent)!r}, as --labels)"
+                    if icdar
+                    else ""
+                )
+            )
         try:
             regions = json.loads(payload)
         except json.JSONDecodeError as exc:
@@ -140,6 +149,14 @@ def read_paddleocr_label_file(path: Path, image_dir: Optional[Union[str, os.Path
 MLT_SCRIPTS = frozenset(
     {"Arabic", "Latin", "Chinese", "Japanese", "Korean", "Bangla", "Hindi", "Symbols", "Mixed", "None"}
 )
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _icdar_line(line: str, where: str) -> LabelledPolygon:
@@ -176,7 +193,11 @@ def read_icdar2015_folder(folder: Path, image_dir: Optional[Union[str, os.PathLi
     base = Path(image_dir).expanduser() if image_dir is not None else folder
     files = sorted(folder.glob("gt_*.txt"))
     if not files:
-        raise LabelFileError(f"{folder}: no gt_<image>.txt files (ICDAR 2015 layout)")
+        listed = sorted(folder.glob("*.txt"))  # PPOCRLabel's folder (Label.txt): the file is what to pass
+        raise LabelFileError(
+            f"{folder}: no gt_<image>.txt files (ICDAR 2015 layout)"
+            + (f"; for a PaddleOCR label file pass the file itself: --labels {listed[0]}" if listed else "")
+        )
     if not base.is_dir():
         raise LabelFileError(f"--image-dir {str(base)!r} is not a folder")
     by_stem = _images_by_stem(base)
