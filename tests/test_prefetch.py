@@ -238,6 +238,27 @@ def test_the_cores_counted_are_the_ones_the_process_may_use():
     assert proc.stdout.split() == ["1", "(1,", "1)", "0"]
 
 
+def test_results_yielded_are_not_kept_by_the_workers():
+    import weakref
+
+    class Result:
+        pass
+
+    alive = set()
+
+    def make(index):
+        result = Result()
+        alive.add(index)
+        weakref.finalize(result, alive.discard, index)
+        return result
+
+    most = 0
+    for _ in ordered_map(make, range(100), 2):
+        most = max(most, len(alive))  # the one just yielded is dropped at the next step
+    # the first window's results stayed alive to the end (held by the futures of the first draw)
+    assert most <= 2 * AHEAD_PER_WORKER + 2, most
+
+
 def test_the_threads_are_shared_between_the_folder_workers():
     assert FOLDER_WORKERS == 2
     assert folder_workers(cores=2) == (2, 1)
