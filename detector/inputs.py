@@ -400,9 +400,10 @@ def pdf_render_scale(width_pt: float, height_pt: float, scale: float, max_pixels
     return fits
 
 
-def render_pdf_pages(data: bytes, what: str, options: LoadOptions) -> Iterator[np.ndarray]:
-    """Each page of a PDF rendered at options.pdf_dpi as BGR uint8; a page above max_pixels there is rendered
-    at the largest scale within it (pdf_render_scale), with a warning, as PaddleX renders it."""
+def render_pdf_pages(data: Union[bytes, Path], what: str, options: LoadOptions) -> Iterator[np.ndarray]:
+    """Each page of a PDF (its bytes, or a file read as its pages need) rendered at options.pdf_dpi as BGR uint8;
+    a page above max_pixels there is rendered at the largest scale within it (pdf_render_scale), with a warning,
+    as PaddleX renders it."""
     try:
         import pypdfium2 as pdfium
     except ImportError:
@@ -461,13 +462,14 @@ def render_pdf_pages(data: bytes, what: str, options: LoadOptions) -> Iterator[n
 TIFF_TILE_WIDTH, TIFF_TILE_LENGTH = 322, 323  # TIFF tags
 
 
-def decode_tiff_pages(data: bytes, what: str, options: LoadOptions) -> Iterator[np.ndarray]:
-    """Each page of a TIFF as BGR uint8 (PaddleX reads every page of a .tif, with Pillow)."""
+def decode_tiff_pages(data: Union[bytes, Path], what: str, options: LoadOptions) -> Iterator[np.ndarray]:
+    """Each page of a TIFF (its bytes, or a file read as its pages need) as BGR uint8 (PaddleX reads every page
+    of a .tif, with Pillow)."""
     from PIL import Image
 
     try:
         with pillow_pixel_limit(options.max_pixels), pillow_warnings_silenced():
-            document = Image.open(io.BytesIO(data))
+            document = Image.open(data if isinstance(data, Path) else io.BytesIO(data))
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(
             f"{what} declares a decompression bomb: {exc} (a larger max_pixels, --max-pixels, reads it)"
@@ -730,8 +732,31 @@ def load_source(source: Source, options: LoadOptions = DEFAULT_LOAD_OPTIONS) -> 
         yield from load_fetched(body, content_type, source, options)
     else:
         path: Path = source.value
+        is_pdf = path.suffix.lower() == ".pdf"
+        head = _regular_file_head(path)
+        if head is not None and (is_pdf or head == PDF_MAGIC or head in TIFF_MAGICS):
+            # pages read from the file as they are needed, as PaddleX opens them: read whole first, a 1.2 GB TIFF
+            # took 1.5 GB before its first page (Pillow by path: 105 MB), a PDF its size
+            pages = render_pdf_pages if is_pdf or head == PDF_MAGIC else decode_tiff_pages
+            for index, page in enumerate(pages(path, str(path), options)):
+                yield LoadedImage(page, source.name, index)
+            return
         data = read_file_bytes(path, options.url_max_bytes)
-        yield from _load_encoded(data, source.name, str(path), options, path.suffix.lower() == ".pdf")
+        yield from _load_encoded(data, source.name, str(path), options, is_pdf)
+
+
+def _regular_file_head(path: Path) -> Optional[bytes]:
+    """A regular file's first 4 bytes (its format's magic); None for anything else (a pipe, a device: read as a
+    stream by read_file_bytes). A missing or unreadable file raises as read_file_bytes does."""
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            return None
+        with path.open("rb") as file:
+            return file.read(4)
+    except FileNotFoundError:
+        raise InputNotFoundError(f"input {str(path)!r} does not exist") from None
+    except OSError as exc:
+        raise UnreadableImageError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def iter_images(inputs: Any, options: LoadOptions = DEFAULT_LOAD_OPTIONS) -> Iterator[LoadedImage]:
