@@ -383,7 +383,10 @@ class TextDetection:
         def cost(item: _Work) -> Optional[int]:
             return stored_bytes(item.sources) if item.sources else None
 
-        for results in ordered_map(detect, work(), self.folder_workers, cost=cost):
+        def holds_images(item: _Work) -> bool:  # a PDF's or TIFF's pages, read as they are drawn
+            return bool(item.images)
+
+        for results in ordered_map(detect, work(), self.folder_workers, cost=cost, holds_images=holds_images):
             self._open_session()  # closed while the caller iterated: the same error as the serial loop's
             yield from results
 

@@ -570,7 +570,11 @@ def detect(
         outcomes: Iterable[_Outcome] = (
             outcome
             for item_outcomes in ordered_map(
-                run_work, work(), workers, cost=lambda item: stored_bytes(item[1]) if item[0] == "sources" else None
+                run_work,
+                work(),
+                workers,
+                cost=lambda item: stored_bytes(item[1]) if item[0] == "sources" else None,
+                holds_images=lambda item: item[0] == "batch",  # a PDF's or TIFF's pages, read as they are drawn
             )
             for outcome in item_outcomes
         )

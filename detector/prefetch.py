@@ -85,11 +85,14 @@ def ordered_map(
     items: Iterable[T],
     workers: int,
     cost: Optional[Callable[[T], Optional[float]]] = None,
+    holds_images: Optional[Callable[[T], bool]] = None,
 ) -> Iterator[R]:
     """``function(item)`` for each item, computed by ``workers`` threads, yielded in item order.
 
     Items are drawn in the caller's thread, at most ``workers`` x AHEAD_PER_WORKER ahead of the result
-    yielded, so a worker finds the next one ready while the oldest is still running elsewhere. With
+    yielded, so a worker finds the next one ready while the oldest is still running elsewhere; of those, at
+    most ``workers`` + 1 for which ``holds_images`` is true (items drawn with their images already decoded: a
+    PDF's pages, rendered as they are drawn, where a file is read by its worker). With
     ``cost``, the items drawn together at the start are started dearest first (None: unknown, first),
     so that no large image is left to run alone at the end while the other workers idle; items drawn
     later start as they come. An exception from drawing an item or from ``function`` is raised in that
@@ -105,30 +108,42 @@ def ordered_map(
         yield from map(function, items)
         return
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="detector-worker")
-    pending: deque[Future] = deque()
+    pending: deque[tuple[Future, bool]] = deque()  # each with whether its item holds images
     iterator = iter(items)
-    window = workers * AHEAD_PER_WORKER
+    window, images_window = workers * AHEAD_PER_WORKER, workers + 1
+
+    def holding(item: Any) -> bool:
+        return holds_images is not None and not isinstance(item, _Raised) and holds_images(item)
+
+    def room(drawn: list[Any]) -> bool:
+        held = sum(flag for _, flag in pending) + sum(holding(item) for item in drawn)
+        return len(pending) + len(drawn) < window and held < images_window
+
     try:
-        first = _draw(iterator, window)
+        first: list[Any] = []
+        exhausted = False
+        while not exhausted and room(first):
+            drawn = _draw(iterator, 1)
+            first.extend(drawn)
+            exhausted = not drawn or isinstance(drawn[0], _Raised)
         order: list[int] = list(range(len(first)))
         if cost is not None:
             costs = [math.inf if isinstance(item, _Raised) else _known(cost(item)) for item in first]
             order.sort(key=lambda index: -costs[index])  # stable: equal costs keep their order
         started = {index: _submit(pool, function, first[index]) for index in order}
-        pending.extend(started[index] for index in range(len(first)))
-        exhausted = len(first) < window or isinstance(first[-1], _Raised)
-        # the first window's items and futures are held by pending alone from here: kept in these names, their
-        # results (with their images) lived until the run ended (a 256-photo folder at batch 16: 3.0 GB more)
+        pending.extend((started[index], holding(first[index])) for index in range(len(first)))
+        # the first items and futures are held by pending alone from here: kept in these names, their results
+        # (with their images) lived until the run ended (a 256-photo folder at batch 16: 3.0 GB more)
         del first, started
         while pending:
-            yield pending.popleft().result()
-            if not exhausted:
+            yield pending.popleft()[0].result()
+            while not exhausted and room([]):
                 drawn = _draw(iterator, 1)
                 if drawn:
-                    pending.append(_submit(pool, function, drawn[0]))
+                    pending.append((_submit(pool, function, drawn[0]), holding(drawn[0])))
                 exhausted = not drawn or isinstance(drawn[0], _Raised)
     finally:
-        for future in pending:
+        for future, _ in pending:
             future.cancel()
         pool.shutdown(wait=False, cancel_futures=True)
         _close(iterator)  # drawn here only, so not running: a PDF's page generator closes its document now
