@@ -37,7 +37,8 @@ FOLDER_WORKERS_MAX_MODEL_BYTES = 32 * 2**20
 # Items handed out ahead per worker. Images differ in size, and the oldest result is yielded first: with
 # one item ahead, a worker done with a small image waited on its neighbour's large one (PP-OCRv6_tiny_det,
 # whole bench set: 0.91x the serial loop's time, against 0.81x with four ahead). Memory: up to
-# workers x AHEAD_PER_WORKER decoded images (results keep their input image).
+# workers x AHEAD_PER_WORKER items of batch_size images (results keep their input image), of which at most
+# workers + 1 drawn with their images read (a PDF's pages: ordered_map's holds_images).
 AHEAD_PER_WORKER = 4
 
 # Chunks read ahead of the one being run: one is enough to hide decoding behind inference, and
