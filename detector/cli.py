@@ -609,7 +609,7 @@ def detect(
         except (DetectorError, OSError) as exc:
             tally["failed"] += 1
             _report(str(held[0]["input_path"]), exc, debug)
-    if len(sources) > 1 or tally["failed"]:
+    if len(sources) > 1 or tally["failed"] or tally["done"] > 1:  # one PDF or TIFF of many pages: its count too
         # results (one per image or page) and errors (one line each above): a file that fails before its
         # pages are known is one error
         click.echo(f"detect: {_count(tally['done'], 'result')}, {_count(tally['failed'], 'error')}", err=True)
@@ -688,7 +688,11 @@ def _one_line(text: str) -> str:
 def _report(what: str, exc: BaseException, debug: bool) -> None:
     if debug:
         traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
-    click.echo(f"{_line_start()}detect: error: {_one_line(what)}: {_one_line(str(exc))}", err=True)
+    message = str(exc)
+    # a message that starts with the input's name already ("x.png is 13500x13500 = … pixels") is not prefixed
+    # with it again ("x.png: x.png is …")
+    named = message.startswith(f"{what} ") or message.startswith(f"{what}:")
+    click.echo(f"{_line_start()}detect: error: {'' if named else _one_line(what) + ': '}{_one_line(message)}", err=True)
 
 
 def _exit_for_missing_extra(command: str, extra: str, exc: ImportError) -> NoReturn:

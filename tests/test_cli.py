@@ -99,6 +99,15 @@ def test_a_model_file_and_a_model_name_run_the_file_as_that_model(model_path, pa
         assert proc.returncode == 2 and f"({first}, {second}): give one" in proc.stderr, proc.stderr
 
 
+def test_one_file_of_many_pages_gets_the_summary_line(model_path, pages, tmp_path):
+    from PIL import Image
+
+    page = Image.open(pages["banner"][0])
+    page.save(tmp_path / "two.tif", save_all=True, append_images=[page])
+    proc = detect("-i", tmp_path / "two.tif", "--model", model_path, "--device", "cpu")
+    assert proc.returncode == 0 and proc.stderr.strip().splitlines()[-1] == "detect: 2 results, 0 errors", proc.stderr
+
+
 def test_folder_run_streams_all_and_summarizes(model_path, pages, tmp_path):
     folder = pages["page"][0].parent
     proc = detect("-i", folder, "--model", model_path, "--save-path", tmp_path, "--batch-size", "3")
@@ -404,7 +413,8 @@ def test_urls_through_the_cli(model_path, pages, tmp_path):
         "scan_res.json",
         "scan_res.png",
     ]
-    assert f"detect: error: {base}/gone.png: {base}/gone.png answered HTTP 404" in proc.stderr
+    # the message names the input: it is not prefixed with it again ('x: x answered …')
+    assert f"detect: error: {base}/gone.png answered HTTP 404" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
 
 
