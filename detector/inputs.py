@@ -411,7 +411,9 @@ def render_pdf_pages(data: Union[bytes, Path], what: str, options: LoadOptions) 
     scale = options.pdf_dpi / POINTS_PER_INCH
     with _PDFIUM_LOCK:
         try:
-            document = pdfium.PdfDocument(data)
+            # a file as a stream (read as its pages need): pypdfium2 4.x encodes a path as UTF-8, which a name of
+            # other bytes cannot be ('surrogates not allowed'); the stream is closed with the document
+            document = pdfium.PdfDocument(data.open("rb") if isinstance(data, Path) else data, autoclose=True)
             # form fields drawn with the page (a filled invoice's values), as PaddleX's PDF reader draws them
             document.init_forms()
         except Exception as exc:  # pdfium raises PdfiumError for damaged files

@@ -105,7 +105,7 @@ _unnamed_numbers = itertools.count(random.randrange(UNNAMED_NUMBERS_FROM, UNNAME
 _unnamed_lock = threading.Lock()
 # numpy before 2.3 keeps its print options for the whole process: two reprs in threads, each setting and
 # restoring them, could interleave and leave the abbreviated ones in place for good
-_print_options_lock = threading.Lock()
+_print_options_lock = threading.RLock()  # re-entrant: a result's repr may show another result
 
 
 def _locks_and_numbers_anew() -> None:
@@ -113,7 +113,7 @@ def _locks_and_numbers_anew() -> None:
     new locks (a copy held by another thread at the fork would never be released)."""
     global _unnamed_numbers, _unnamed_lock, _print_options_lock
     _unnamed_numbers = itertools.count(random.randrange(UNNAMED_NUMBERS_FROM, UNNAMED_NUMBERS_TO))
-    _unnamed_lock, _print_options_lock = threading.Lock(), threading.Lock()
+    _unnamed_lock, _print_options_lock = threading.Lock(), threading.RLock()
 
 
 if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork

@@ -550,11 +550,25 @@ def test_repr_in_threads_leaves_numpy_s_print_options_as_they_were():
     assert waited.is_set() and np.get_printoptions() == before
 
 
-def test_unnamed_results_draw_their_numbers_from_a_wide_range():
+def test_unnamed_results_draw_their_numbers_from_a_wide_range(monkeypatch):
     import detector.result as result_module
 
     # 4-digit starts let worker processes saving into one folder give the same names
-    assert result_module.UNNAMED_NUMBERS_TO - result_module.UNNAMED_NUMBERS_FROM >= 10**8
+    drawn = []
+    monkeypatch.setattr(result_module.random, "randrange", lambda low, high: drawn.append((low, high)) or low)
+    result_module._locks_and_numbers_anew()  # as in a forked child
+    ((low, high),) = drawn
+    assert high - low >= 10**8
+
+
+def test_a_result_shown_inside_another_is_printed(model):
+    first, second = model.predict([np.zeros((64, 64, 3), np.uint8)] * 2)
+    first["other"] = second  # a pipeline keeping one result in another: its repr took the print lock twice
+    shown: list = []
+    printing = threading.Thread(target=lambda: shown.append(repr(first) + first.to_str()), daemon=True)
+    printing.start()
+    printing.join(20)
+    assert shown and "'other'" in shown[0]
 
 
 def test_device_syntax_and_unusable_gpu(default_onnx):

@@ -5,6 +5,7 @@ import gc
 import http.server
 import io
 import os
+import sys
 import threading
 import time
 import warnings
@@ -252,6 +253,16 @@ def test_pdf_and_tiff_files_are_read_page_by_page_not_whole(model, pages, tmp_pa
         assert [r["page_index"] for r in from_file] == [0, 1]
         assert all(np.array_equal(a["dt_polys"], b["dt_polys"]) for a, b in zip(from_file, from_bytes))
         assert all(np.array_equal(a.input_img, b.input_img) for a, b in zip(from_file, from_bytes))
+
+
+@pytest.mark.skipif(sys.platform in ("darwin", "win32"), reason="file names there are Unicode")
+def test_a_pdf_whose_name_is_not_utf8_is_read(model, pages, tmp_path):
+    # read by path, pypdfium2 4.x encoded the name as UTF-8: 'surrogates not allowed' for a Latin-1 name
+    images = [cv2.imread(str(pages[name][0])) for name in ("banner", "receipt")]
+    make_pdf(tmp_path / "plain.pdf", images)
+    pdf = Path(os.fsdecode(bytes(tmp_path) + b"/caf\xe9.pdf"))
+    (tmp_path / "plain.pdf").rename(pdf)
+    assert [r["page_index"] for r in model.predict(str(pdf))] == [0, 1]
 
 
 def pdf_with_a_filled_form_field() -> bytes:
