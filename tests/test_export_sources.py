@@ -240,6 +240,47 @@ def test_export_refusals_before_any_work(tmp_path):
     notes = []  # a name of one's own (a fine-tuned model): a warning, and the yml's name recorded
     assert model_name_from_config(config, "Mine_det", source / "inference.yml", notes.append) == "PP-OCRv4_mobile_det"
     assert "warning" in notes[0]
+    # a fine-tune renamed in its yml, exported under a known model's name into models/<MODEL>/: refused (the
+    # checkout's default model was replaced by 'my_det', with its settings, after a warning)
+    renamed = {"Global": {"model_name": "my_det"}}
+    with pytest.raises(ExportError, match="names the model 'my_det', not 'PP-OCRv4_mobile_det': pass --model my_det"):
+        model_name_from_config(renamed, "PP-OCRv4_mobile_det", source / "inference.yml", print, name_must_match=True)
+    notes = []  # its own name: PaddleX's short-side rule for names it does not list, said (it was silent)
+    assert model_name_from_config(renamed, "my_det", source / "inference.yml", notes.append) == "my_det"
+    assert notes == [
+        "warning: 'my_det' is no model PaddleX lists, so its images are resized by their short side (limit_type "
+        "'min'), where the PP-OCR detection models go by their long side; keep the base model's name in "
+        "Global.model_name for its rule, or pass limit_type / limit_side_len when detecting"
+    ]
+
+
+def test_a_variant_is_not_made_from_another_source_s_fp32_file(tmp_path):
+    import json
+
+    import onnx
+    from onnx import helper
+
+    from tools.export.pipeline import _made_from_other_files
+
+    # export fine-tune A, then `--precision int8 --source B`: the variant was made from A's fp32 file after a note
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder, weights in ((a, b"A"), (b, b"B")):
+        folder.mkdir()
+        (folder / "inference.pdiparams").write_bytes(weights)
+        (folder / "inference.yml").write_text("Global: {model_name: my_det}\n")
+    from detector.optimize.model_file import sha256_of
+
+    files = {name: sha256_of(a / name) for name in ("inference.pdiparams", "inference.yml")}
+    graph = helper.make_graph([], "g", [], [])
+    model = helper.make_model(graph)
+    helper.set_model_props(model, {"detector.source": json.dumps({"files": files, "origin": str(a)})})
+    output = tmp_path / "inference.onnx"
+    onnx.save(model, output)
+    assert _made_from_other_files(output, str(a)) is None
+    assert _made_from_other_files(output, str(b)) == "its record holds another inference.pdiparams"
+    assert _made_from_other_files(output, str(tmp_path / "empty")) is None  # no such source: said elsewhere
+    (tmp_path / "elsewhere").mkdir()
+    assert "none of its files" in _made_from_other_files(output, str(tmp_path / "elsewhere"))
 
 
 def test_a_model_file_or_an_archive_where_a_folder_is_wanted_says_so(tmp_path):

@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional
 from ..errors import DetectorError, ExportError, OutputNotWritableError
 from ..result import write_atomically
 from ..settings import (
+    LONG_SIDE_MODELS,
     METADATA_EXPORT_KEY,
     METADATA_INFERENCE_YML_KEY,
     METADATA_MODEL_NAME_KEY,
@@ -63,19 +64,34 @@ def model_name_from_config(
 
     declared = declared_model_name(config)
     if not declared:
+        _warn_if_short_side(requested, report)
         return requested
-    if name_must_match and declared != requested and requested in KNOWN_MODELS and declared in KNOWN_MODELS:
-        # another known model under this one's name (models/<MODEL>/, what TextDetection(model_name=…) finds)
+    if name_must_match and declared != requested and requested in KNOWN_MODELS:
+        # another model under a known one's name (models/<MODEL>/, what TextDetection(model_name=…) finds, with
+        # the other model's name and settings): a fine-tuned 'my_det' replaced the checkout's default model
         raise ExportError(
             f"{config_path} names the model {declared!r}, not {requested!r}: pass --model {declared} "
-            f"(a fine-tuned model: a name of your own)"
+            f"(a fine-tuned model: a name of your own), or an --output of your own"
         )
     if declared != requested:
         report(
             f"warning: {config_path} names the model {declared!r}, not {requested!r}; "
             f"the file records {declared!r} and takes its settings"
         )
+    _warn_if_short_side(declared, report)
     return declared
+
+
+def _warn_if_short_side(name: str, report: Callable[[str], None]) -> None:
+    """A name PaddleX does not list resizes by the short side (settings.LONG_SIDE_MODELS): a fine-tuned model
+    renamed in its yml ('my_det') went from 960 on the long side to its resize_long on the short side, slower
+    and with other boxes, without a word."""
+    if name not in LONG_SIDE_MODELS:
+        report(
+            f"warning: {name!r} is no model PaddleX lists, so its images are resized by their short side "
+            f"(limit_type 'min'), where the PP-OCR detection models go by their long side; keep the base model's "
+            f"name in Global.model_name for its rule, or pass limit_type / limit_side_len when detecting"
+        )
 
 
 def real_inputs(model: Any) -> list[Any]:

@@ -281,6 +281,31 @@ def _fp32_flags(args: argparse.Namespace) -> dict[str, bool]:
     }
 
 
+def _made_from_other_files(output: Path, source: str) -> Optional[str]:
+    """Why the fp32 file at output was not exported from the files at source (a folder, or one file), by the
+    sha256 its detector.source record holds; None where it was, or where it cannot be told (a URL, an archive
+    unpacked elsewhere, a file written before the record)."""
+    import json
+
+    from detector.onnx_messages import model_metadata
+    from detector.settings import METADATA_SOURCE_KEY
+
+    try:
+        record = json.loads(model_metadata(output.read_bytes()).get(METADATA_SOURCE_KEY) or "{}").get("files") or {}
+    except (OSError, ValueError):
+        return None
+    path = Path(source).expanduser()
+    if not record or not path.exists() or path.suffix.lower() in (".tar", ".gz", ".tgz", ".zip"):
+        return None
+    files = {path.name: path} if path.is_file() else {name: path / name for name in record if (path / name).is_file()}
+    if not files:
+        return f"none of its files ({', '.join(sorted(record))}) are there"
+    for name, file in sorted(files.items()):
+        if record.get(name) != sha256_of(file):
+            return f"its record holds another {name}"
+    return None
+
+
 def remove_stale_variants(output: Path, replaced_sha256: Optional[str] = None) -> None:
     """Remove the int8 / fp16 files beside a freshly written fp32 file: made from the file it replaced (other
     weights, another model, another CPU's channel block), they would be loaded by precision= without a word.
@@ -356,6 +381,13 @@ def _export(args: argparse.Namespace) -> int:
             from tools.export.quantize import export_variant
 
             ignored = [flag for flag, given in _fp32_flags(args).items() if given]
+            other = _made_from_other_files(output, args.source) if args.source is not None and not made_now else None
+            if other is not None:  # a variant of the previous weights, shipped as this source's, without a word
+                raise ExportError(
+                    f"{output} was exported from other files than --source {args.source} ({other}): export this "
+                    f"source's fp32 model first (PRECISION=fp32, in the Paddle venv for a Paddle model), then its "
+                    f"{args.precision} variant"
+                )
             if ignored and not made_now:  # not made now: the fp32 file was there already
                 print(
                     f"export: note: the {args.precision} variant is made from the existing {output}; "
