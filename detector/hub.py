@@ -391,12 +391,19 @@ def _paddle_model_hint(folder: Path) -> str:
     name = (declared_model_name(config) if isinstance(config, dict) else None) or folder.name
     release = KNOWN_MODELS.get(name)
     download = (
-        f"; PaddlePaddle publishes it as ONNX too: model_name={name!r} (detect --model {name}) downloads that"
+        f"; PaddlePaddle publishes the official {name} as ONNX too (its weights, not a fine-tune's): "
+        f"model_name={name!r} (detect --model {name}) downloads that"
         if release is not None and release.onnx_release
         else ""
     )
     if IN_CHECKOUT:
-        convert = f"convert it to ONNX with `make export MODEL={name} SOURCE={folder}`"
+        # beside its own files, where this model_dir then finds it: make export writes models/<MODEL>/, which
+        # for a fine-tune named as its base model would replace the checkout's stock model
+        convert = (
+            f"convert it to ONNX beside its files with `make paddle-env && .venv-paddle/bin/python -m tools.export "
+            f"--model {name} --source {folder} --output {folder / MODEL_FILENAME}` (this model_dir then loads "
+            f"it), or into models/{name}/ with `make export MODEL={name} SOURCE={folder}`"
+        )
     else:
         convert = (
             "convert it to ONNX with this project's export tool (in a checkout: make export MODEL=<name> "

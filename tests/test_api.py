@@ -355,6 +355,9 @@ def test_a_paddle_model_folder_as_model_dir_says_how_to_convert_it(tmp_path, mon
     said = str(raised.value)
     assert "is a Paddle inference model (inference.pdiparams), which onnxruntime cannot run" in said
     assert f"make export MODEL=PP-OCRv6_small_det SOURCE={v6}" in said
+    # a fine-tune keeps its base model's name: converted beside its files, found by this same model_dir
+    assert f"--model PP-OCRv6_small_det --source {v6} --output {v6 / 'inference.onnx'}` (this model_dir" in said
+    assert "(its weights, not a fine-tune's)" in said
     assert "model_name='PP-OCRv6_small_det'" in said
     v4 = paddle_folder("PP-OCRv4_mobile_det", ": not a mapping [")  # a yml that does not parse: the folder's name
     monkeypatch.setattr(hub, "IN_CHECKOUT", False)  # a pip install: no make, no checkout path
