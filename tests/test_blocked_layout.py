@@ -198,6 +198,18 @@ def test_the_default_model_moves_and_keeps_its_maps(default_onnx):
         np.testing.assert_array_equal(blocked.run(None, {"x": x})[0], plain.run(None, {"x": x})[0])
 
 
+def test_a_model_of_one_fixed_size_runs_blocked_too(default_onnx, tmp_path):
+    # the probe was always 96x128, which such a file refuses: it never ran blocked
+    model = onnx.load(default_onnx)
+    for dim, size in zip(model.graph.input[0].type.tensor_type.shape.dim, (1, 3, 320, 320)):
+        dim.dim_value = size
+    onnx.save(model, tmp_path / "fixed.onnx")
+    plain, blocked, moved = open_both(tmp_path / "fixed.onnx")
+    assert moved > 0
+    x = np.random.default_rng(5).standard_normal((1, 3, 320, 320)).astype(np.float32)
+    np.testing.assert_array_equal(blocked.run(None, {"x": x})[0], plain.run(None, {"x": x})[0])
+
+
 def test_the_protobuf_messages_write_back_every_field_they_do_not_declare(default_onnx):
     data = default_onnx.read_bytes()
     model = parse_model(data)
