@@ -282,6 +282,21 @@ def test_unknown_failure_names_versions_when_not_the_proven_pair():
     assert "paddlepaddle 3.3.1 + paddle2onnx 2.1.0" in message and "paddle2onnx==2.0.1" in message
 
 
+def test_another_model_s_weights_are_named_as_such():
+    # the fine-tune audit's two cases: paddle2onnx on a legacy program, Paddle Inference on a PIR one (two lines)
+    output = "UnavailableError: Not allowed to load partial data via load_combine_op, please use load_op instead.\n"
+    message = str(conversion_failure(output, 1, 14, {"paddlepaddle": "3.0.0", "paddle2onnx": "2.0.1"}))
+    assert message.startswith("inference.pdiparams does not belong to this program (another model's weights?)")
+    from tools.export.paddle import paddle_load_failure
+
+    failure = RuntimeError("(Unavailable) Cannot read tensor desc size\n  [Hint: is.good()]")
+    said = str(paddle_load_failure("m", failure))
+    assert said == (
+        "Paddle Inference cannot load m: inference.pdiparams does not belong to this program (another model's "
+        "weights?): (Unavailable) Cannot read tensor desc size [Hint: is.good()]"
+    )
+
+
 @pytest.mark.parametrize(
     "flags, rewrite, block",
     [((), True, None), (("--no-rewrites",), False, None), (("--channel-block", "8"), True, 8)],

@@ -216,9 +216,26 @@ def run_conversion_child(argv: Sequence[str]) -> int:
     return 0
 
 
+# What Paddle says when inference.pdiparams holds other tensors than the program reads (another model's weights):
+# a legacy program refuses them in paddle2onnx, a PIR one when Paddle Inference loads them
+OTHER_WEIGHTS_SIGNS = ("load_combine", "Cannot read tensor desc size")
+OTHER_WEIGHTS_HINT = "inference.pdiparams does not belong to this program (another model's weights?)"
+
+
+def paddle_load_failure(folder: object, exc: BaseException) -> ExportError:
+    """Paddle Inference failing to load a model folder, in one line (Paddle's messages run over several), saying
+    so where the weights are another program's."""
+    said = " ".join(str(exc).split())
+    hint = f"{OTHER_WEIGHTS_HINT}: " if any(sign in said for sign in OTHER_WEIGHTS_SIGNS) else ""
+    return ExportError(f"Paddle Inference cannot load {folder}: {hint}{said}")
+
+
 def conversion_failure(output: str, returncode: int, opset: int, versions: dict[str, Optional[str]]) -> ExportError:
     """An ExportError saying why paddle2onnx failed, read from its output."""
     output = re.sub(r"\x1b\[[0-9;]*m", "", output)  # its log lines carry terminal colours
+    if any(sign in output for sign in OTHER_WEIGHTS_SIGNS):
+        reason = failure_reason(output, returncode)
+        return ExportError(f"{OTHER_WEIGHTS_HINT}: paddle2onnx could not load it ({reason})")
     needed = re.search(r"set the opset_version to (\d+)", output)
     if needed:
         return ExportError(

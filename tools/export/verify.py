@@ -18,7 +18,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from detector.errors import ExportError  # noqa: E402
 from detector.optimize.verify import TOLERANCE, VERIFY_SHAPES, compare_outputs, verification_batch  # noqa: E402
 from detector.settings import DetectionSettings  # noqa: E402
 
@@ -39,14 +38,14 @@ def compare_with_paddle(
     shapes: Sequence[Sequence[int]] = VERIFY_SHAPES,
 ) -> dict:
     """Paddle Inference vs onnxruntime (CPU) on the same batches."""
-    from tools.export.paddle import paddle_predictor
+    from tools.export.paddle import paddle_load_failure, paddle_predictor
 
     # oneDNN off: Paddle's plain CPU kernels are what the ONNX graph reproduces; oneDNN's fused
     # kernels round differently (measured: ~4e-5 against ~3e-5 without; both pass).
     try:
         run_paddle = paddle_predictor(paddle_dir, mkldnn=False, ir_optim=True)
     except Exception as exc:  # Paddle raises a zoo of types from C++
-        raise ExportError(f"Paddle Inference cannot load {paddle_dir}: {exc}") from None
+        raise paddle_load_failure(paddle_dir, exc) from None
     result = compare_outputs(onnx_bytes, run_paddle, settings, report, "Paddle Inference", shapes)
     result["paddle_config"] = "Paddle Inference CPU, oneDNN off, IR optim on"
     return result
