@@ -189,7 +189,7 @@ def pil_to_bgr(image: Any) -> np.ndarray:
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(f"the PIL image is a decompression bomb to Pillow: {exc}") from None
     except Exception as exc:  # AssertionError, ValueError, OSError, … as Pillow's plugins raise them
-        raise UnreadableImageError(f"the PIL image cannot be read: {exc or type(exc).__name__}") from None
+        raise UnreadableImageError(f"the PIL image cannot be read: {str(exc) or type(exc).__name__}") from None
     mode = image.mode
     if mode in ("I;16", "I;16B", "I;16L"):
         # by the uint16 arrays' rule: values within 0-255 as they are (as PaddleX's convert("RGB") keeps
@@ -409,14 +409,23 @@ def render_pdf_pages(data: Union[bytes, Path], what: str, options: LoadOptions) 
     except ImportError:
         raise UnsupportedInputError(f"{what} is a PDF: install pypdfium2 to read PDFs") from None
     scale = options.pdf_dpi / POINTS_PER_INCH
+    # a file as a stream (read as its pages need): pypdfium2 4.x encodes a path as UTF-8, which a name of other
+    # bytes cannot be ('surrogates not allowed'); the stream is closed with the document
+    try:
+        stream = data.open("rb") if isinstance(data, Path) else None
+    except OSError as exc:
+        raise UnreadableImageError(f"cannot read {what}: {exc.strerror or exc}") from None
     with _PDFIUM_LOCK:
+        document = None
         try:
-            # a file as a stream (read as its pages need): pypdfium2 4.x encodes a path as UTF-8, which a name of
-            # other bytes cannot be ('surrogates not allowed'); the stream is closed with the document
-            document = pdfium.PdfDocument(data.open("rb") if isinstance(data, Path) else data, autoclose=True)
+            document = pdfium.PdfDocument(data if stream is None else stream, autoclose=True)
             # form fields drawn with the page (a filled invoice's values), as PaddleX's PDF reader draws them
             document.init_forms()
         except Exception as exc:  # pdfium raises PdfiumError for damaged files
+            if document is not None:
+                document.close()  # and its stream
+            elif stream is not None:
+                stream.close()  # a damaged file's stream was left to the garbage collector (a ResourceWarning)
             raise UnreadableImageError(f"{what} is not a readable PDF: {exc}") from None
         page_count = len(document)
     try:
