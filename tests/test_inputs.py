@@ -731,7 +731,7 @@ def test_a_pil_image_that_cannot_be_read_is_an_unreadable_image(model, banner, t
     # python -O) or OSError came out of numpy and Pillow, past a service's `except DetectorError`
     with Image.open(banner[0]) as closed:
         pass
-    with pytest.raises(UnreadableImageError, match="the PIL image cannot be read: AssertionError"):
+    with pytest.raises(UnreadableImageError, match=r"the PIL image cannot be read: \S"):  # a reason, in any Pillow
         model.predict(closed)
     data = Path(banner[0]).read_bytes()
     (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
