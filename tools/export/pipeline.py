@@ -295,7 +295,7 @@ def _made_from_other_files(output: Path, source: str) -> Optional[str]:
     except (OSError, ValueError):
         return None
     path = Path(source).expanduser()
-    if not record or not path.exists() or path.suffix.lower() in (".tar", ".gz", ".tgz", ".zip"):
+    if not record or not path.exists() or path.suffix.lower() in (".tar", ".gz", ".tgz", ".zip", ".whl"):
         return None
     files = {path.name: path} if path.is_file() else {name: path / name for name in record if (path / name).is_file()}
     if not files:
