@@ -10,7 +10,7 @@ import logging
 import os
 import signal
 import sys
-from typing import Optional
+from typing import Any, Optional
 
 import click
 
@@ -145,25 +145,17 @@ def serve(
     # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal with the handler it found:
     # this one makes a requested stop exit 0, as service managers expect.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # uvicorn types both timeouts as int, but its timers are asyncio's, which take any float
+    served: dict[str, Any] = dict(
+        host=host,
+        port=port,
+        log_level=log_level,
+        timeout_keep_alive=keep_alive_s,
+        timeout_graceful_shutdown=config.timeout_s,
+    )
     if workers == 1:
-        uvicorn.run(
-            create_app(config, detector),
-            host=host,
-            port=port,
-            log_level=log_level,
-            timeout_keep_alive=keep_alive_s,  # type: ignore[arg-type]  # uvicorn says int; asyncio's timers take floats
-            timeout_graceful_shutdown=config.timeout_s,  # type: ignore[arg-type]  # uvicorn says int, but waits with asyncio, which takes any float
-        )
+        uvicorn.run(create_app(config, detector), **served)
         return
     del detector
     os.environ[CONFIG_ENV_VAR] = config.to_json()
-    uvicorn.run(
-        "detector.serve.app:app_from_environment",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level=log_level,
-        timeout_keep_alive=keep_alive_s,  # type: ignore[arg-type]  # uvicorn says int; asyncio's timers take floats
-        timeout_graceful_shutdown=config.timeout_s,  # type: ignore[arg-type]  # uvicorn says int, but waits with asyncio, which takes any float
-    )
+    uvicorn.run("detector.serve.app:app_from_environment", factory=True, workers=workers, **served)
