@@ -114,12 +114,13 @@ def probe_difference(plain: Any, blocked: Any) -> Optional[float]:
     (model_input,) = plain.get_inputs()
     if model_input.type != "tensor(float)" or len(model_input.shape) != 4 or not isinstance(model_input.shape[1], int):
         return None
-    batch, channels, height, width = model_input.shape
+    from .session import fixed_input_size  # session imports this module: here, not at its top
+
+    batch, channels = model_input.shape[:2]
     # a file of one fixed size refuses any other: the probe is of its size (it was always PROBE_SIZE, refused, so
     # such files never ran blocked)
-    fixed = all(isinstance(side, int) and side > 0 for side in (height, width))
     images = batch if isinstance(batch, int) and batch > 0 else 1
-    shape = (images, channels, *((height, width) if fixed else PROBE_SIZE))
+    shape = (images, channels, *(fixed_input_size(plain) or PROBE_SIZE))
     probe = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     expected = plain.run(None, {model_input.name: probe})
     actual = blocked.run(None, {model_input.name: probe})

@@ -23,7 +23,7 @@ import time
 import urllib.error
 import urllib.request
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Union
@@ -356,17 +356,25 @@ def decode_image_bytes(data: bytes, what: str, options: LoadOptions) -> np.ndarr
 def read_file_bytes(path: Path, stream_max_bytes: int = DEFAULT_LOAD_OPTIONS.url_max_bytes) -> bytes:
     """The file's bytes; from a path that is no regular file (a pipe, /dev/stdin, a device such as /dev/zero,
     which never ends) at most stream_max_bytes, as for URLs: read whole, /dev/zero took all memory."""
-    try:
+    with _input_file_errors(path):
         if stat.S_ISREG(path.stat().st_mode):
             return path.read_bytes()
         with path.open("rb") as stream:
             data = stream.read(stream_max_bytes + 1)
-        if len(data) > stream_max_bytes:
-            raise ImageTooLargeError(
-                f"{path} is no regular file (a pipe or a device) and sent more than the {stream_max_bytes:,}-byte "
-                f"limit for stream and URL inputs"
-            )
-        return data
+    if len(data) > stream_max_bytes:
+        raise ImageTooLargeError(
+            f"{path} is no regular file (a pipe or a device) and sent more than the {stream_max_bytes:,}-byte "
+            f"limit for stream and URL inputs"
+        )
+    return data
+
+
+@contextlib.contextmanager
+def _input_file_errors(path: Path) -> Iterator[None]:
+    """An input file's OSError as the package's errors: a missing file InputNotFoundError, the rest
+    UnreadableImageError (a folder, no permission, a disk error)."""
+    try:
+        yield
     except FileNotFoundError:
         raise InputNotFoundError(f"input {str(path)!r} does not exist") from None
     except OSError as exc:
@@ -660,17 +668,28 @@ def expand_inputs(inputs: PredictInput, options: LoadOptions = DEFAULT_LOAD_OPTI
     )
 
 
+PagesReader = Callable[[Union[bytes, Path], str, LoadOptions], Iterator[np.ndarray]]
+
+
+def _pages_reader(head: bytes, is_pdf: bool) -> Optional[PagesReader]:
+    """What reads a source of several pages, by its first bytes (or a .pdf name): render_pdf_pages or
+    decode_tiff_pages; None for an image of one page."""
+    if is_pdf or head[:4] == PDF_MAGIC:
+        return render_pdf_pages
+    if head[:4] in TIFF_MAGICS:
+        return decode_tiff_pages
+    return None
+
+
 def _load_encoded(
     data: bytes, name: Optional[str], what: str, options: LoadOptions, is_pdf: bool
 ) -> Iterator[LoadedImage]:
-    if is_pdf or data[:4] == PDF_MAGIC:
-        for index, page in enumerate(render_pdf_pages(data, what, options)):
-            yield LoadedImage(page, name, index)
-    elif data[:4] in TIFF_MAGICS:
-        for index, page in enumerate(decode_tiff_pages(data, what, options)):
-            yield LoadedImage(page, name, index)
-    else:
+    pages = _pages_reader(data, is_pdf)
+    if pages is None:
         yield LoadedImage(decode_image_bytes(data, what, options), name)
+        return
+    for index, page in enumerate(pages(data, what, options)):
+        yield LoadedImage(page, name, index)
 
 
 def load_fetched(body: bytes, content_type: str, source: Source, options: LoadOptions) -> Iterator[LoadedImage]:
@@ -745,10 +764,10 @@ def load_source(source: Source, options: LoadOptions = DEFAULT_LOAD_OPTIONS) -> 
         path: Path = source.value
         is_pdf = path.suffix.lower() == ".pdf"
         head = _regular_file_head(path)
-        if head is not None and (is_pdf or head == PDF_MAGIC or head in TIFF_MAGICS):
+        pages = _pages_reader(head, is_pdf) if head is not None else None
+        if pages is not None:
             # pages read from the file as they are needed, as PaddleX opens them: read whole first, a 1.2 GB TIFF
             # took 1.5 GB before its first page (Pillow by path: 105 MB), a PDF its size
-            pages = render_pdf_pages if is_pdf or head == PDF_MAGIC else decode_tiff_pages
             for index, page in enumerate(pages(path, str(path), options)):
                 yield LoadedImage(page, source.name, index)
             return
@@ -759,15 +778,11 @@ def load_source(source: Source, options: LoadOptions = DEFAULT_LOAD_OPTIONS) -> 
 def _regular_file_head(path: Path) -> Optional[bytes]:
     """A regular file's first 4 bytes (its format's magic); None for anything else (a pipe, a device: read as a
     stream by read_file_bytes). A missing or unreadable file raises as read_file_bytes does."""
-    try:
+    with _input_file_errors(path):
         if not stat.S_ISREG(path.stat().st_mode):
             return None
         with path.open("rb") as file:
             return file.read(4)
-    except FileNotFoundError:
-        raise InputNotFoundError(f"input {str(path)!r} does not exist") from None
-    except OSError as exc:
-        raise UnreadableImageError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def iter_images(inputs: Any, options: LoadOptions = DEFAULT_LOAD_OPTIONS) -> Iterator[LoadedImage]:
