@@ -237,11 +237,16 @@ async def _read_multipart(request: Request) -> Source:
     return Source("bytes", data, name)
 
 
+def _refuse_repeated(keys: Iterable[str], where: str) -> None:
+    """A 400 where a setting is given twice (in the JSON body, or the query string): the last was taken, silently."""
+    repeated = sorted(key for key, count in collections.Counter(keys).items() if count > 1)
+    if repeated:
+        raise RequestError(400, f"{where} gives {', '.join(repeated)} more than once: give each once")
+
+
 def _object_without_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """A JSON object, where a key given twice is refused: json.loads kept the last, silently."""
-    repeated = sorted(key for key, count in collections.Counter(key for key, _ in pairs).items() if count > 1)
-    if repeated:
-        raise RequestError(400, f"the JSON body gives {', '.join(repeated)} more than once: give each once")
+    _refuse_repeated((key for key, _ in pairs), "the JSON body")
     return dict(pairs)
 
 
@@ -597,9 +602,7 @@ def create_app(config: ServeConfig, detector: Optional[TextDetection] = None) ->
             raise RequestError(
                 400, f"unknown query parameter(s) {', '.join(unknown)}; accepted: {', '.join(REQUEST_SETTINGS)}"
             )
-        repeated = sorted(key for key in set(request.query_params) if len(request.query_params.getlist(key)) > 1)
-        if repeated:  # ?thresh=0.3&thresh=0.99 ran with the last, silently
-            raise RequestError(400, f"the query string gives {', '.join(repeated)} more than once: give each once")
+        _refuse_repeated((key for key, _ in request.query_params.multi_items()), "the query string")
         query = {
             key: value
             for key, value in (
