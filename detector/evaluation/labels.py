@@ -108,7 +108,8 @@ def read_paddleocr_label_file(path: Path, image_dir: Optional[Union[str, os.Path
         where = f"{path}, line {number}"
         name, tab, payload = line.partition("\t")
         if not tab or not name.strip():
-            icdar = len(line.split(",")) >= 9 and all(_is_number(field) for field in line.split(",")[:8])
+            fields = line.split(",")
+            icdar = len(fields) >= 9 and all(_is_number(field) for field in fields[:8])
             raise LabelFileError(
                 f'{where}: expected \'image_path<TAB>[{{"transcription": ..., "points": ...}}, ...]\''
                 + (
