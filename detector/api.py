@@ -51,7 +51,9 @@ from .preprocess import (
 from .result import INPUT_IMAGE_KEY, DetectionResult
 from .session import (
     check_detector_signature,
+    cpu_flags,
     fixed_input_size,
+    int8_without_vnni,
     load_session,
     made_for_another_cpu,
     model_metadata,
@@ -277,6 +279,9 @@ class TextDetection:
         other_cpu = made_for_another_cpu(metadata, this_cpu_block()) if self.device == "cpu" else None
         if other_cpu:
             logger.warning("%s: %s", self.model_path, other_cpu)
+        slow_int8 = int8_without_vnni(cpu_flags()) if self.device == "cpu" and self.precision == "int8" else None
+        if slow_int8:
+            logger.warning("%s: %s", self.model_path, slow_int8)
         _warn_of_another_opencv_once()
         self.model_name: str = name
         self.settings: DetectionSettings = settings.with_overrides(

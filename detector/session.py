@@ -73,6 +73,12 @@ NO_CHANNEL_BLOCK = 1  # a CPU where onnxruntime has no blocked layout: nothing p
 EXPORT_CHANNEL_BLOCKS = (NO_CHANNEL_BLOCK, *CHANNEL_BLOCKS)  # what a file can be made for (--channel-block)
 BLOCKED_LAYOUT_MACHINES = frozenset({"x86_64", "amd64"})  # platform.machine(), lower-cased
 CPUINFO = Path("/proc/cpuinfo")
+# onnxruntime's x86-64 int8 convolutions multiply uint8 activations by int8 weights with a dot-product
+# instruction that sums in 32 bits where the CPU has one (these /proc/cpuinfo flags); without it (AVX2, AVX-512
+# before VNNI) with VPMADDUBSW, which adds each pair of products into a saturating 16-bit sum (255 * 127 * 2 is
+# above 32767). Measured on an AVX2-only AMD EPYC, 2026-12-07 (README, "Evaluation and precision variants"):
+INT8_DOT_PRODUCT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+INT8_WITHOUT_VNNI_MEASURED = "0.82-0.96x fp32's session.run time and lost up to 0.013 Hmean (up to 0.008 with VNNI)"
 # detect serve: network inputs (per image) above this many pixels, 2048x2048, give their arena memory back
 # after the run (arena_shrinking_run)
 ARENA_SHRINK_ABOVE_PIXELS = 2048 * 2048
@@ -441,6 +447,24 @@ def cpu_flags(cpuinfo: Path = CPUINFO) -> Optional[frozenset]:
         return None
     flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), None)
     return None if flags is None else frozenset(flags)
+
+
+def int8_sums_saturate(flags: Optional[Collection[str]]) -> bool:
+    """Whether onnxruntime's int8 convolutions add pairs of products in saturating 16-bit sums on an x86-64 CPU
+    with these flags (as /proc/cpuinfo lists them): AVX2 or AVX-512 without a VNNI dot product. False where the
+    flags are unknown (None) or not an x86 CPU's."""
+    return flags is not None and "avx2" in flags and INT8_DOT_PRODUCT_FLAGS.isdisjoint(flags)
+
+
+def int8_without_vnni(flags: Optional[Collection[str]]) -> Optional[str]:
+    """What to tell the user who runs an int8 variant on a CPU whose int8 sums saturate; None elsewhere."""
+    if not int8_sums_saturate(flags):
+        return None
+    return (
+        "this CPU has no VNNI int8 dot product (avx512_vnni, avx_vnni or amx_int8), so onnxruntime's int8 "
+        "convolutions run about as fast as float ones here and some of their sums saturate: on an AVX2-only AMD "
+        f"EPYC the int8 variants took {INT8_WITHOUT_VNNI_MEASURED}; the fp32 model is the better choice on this CPU"
+    )
 
 
 def this_cpu_block(cpuinfo: Path = CPUINFO, machine: Optional[str] = None) -> int:
