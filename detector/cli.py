@@ -59,6 +59,8 @@ from .settings import LIMIT_TYPES
 
 EXIT_SOME_FAILED = EXIT_FAILED  # detect: one line per failed input, the others still done
 DETECT_COMMAND = "predict"  # the default action: `detect -i x.png` is `detect predict -i x.png`
+# PaddleOCR's name for the same action: `paddleocr text_detection -i x.png` runs here with `paddleocr` replaced
+PADDLEOCR_DETECT_COMMAND = "text_detection"
 # Subcommands: name -> "module:attribute" of a click command, imported only when that name is invoked.
 SUBCOMMANDS: dict[str, str] = {
     "serve": "detector.serve.command:serve",
@@ -85,7 +87,9 @@ class DetectGroup(click.Group):
         return getattr(importlib.import_module(module_name), attribute)
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if not args or args[0] not in self.list_commands(ctx):
+        if args and args[0] == PADDLEOCR_DETECT_COMMAND:
+            args = [DETECT_COMMAND, *args[1:]]
+        elif not args or args[0] not in self.list_commands(ctx):
             args = [DETECT_COMMAND, *args]
         return super().parse_args(ctx, args)
 
@@ -161,7 +165,8 @@ class DetectCommand(click.Command):
             formatter.write_text(
                 "Subcommands: "
                 + ", ".join(f"{ctx.command_path} {name}" for name in sorted(SUBCOMMANDS))
-                + f" (each with --help). `{ctx.command_path} {DETECT_COMMAND}` is this command."
+                + f" (each with --help). `{ctx.command_path} {DETECT_COMMAND}` and PaddleOCR's"
+                + f" `{ctx.command_path} {PADDLEOCR_DETECT_COMMAND}` are this command."
             )
 
 

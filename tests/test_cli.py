@@ -445,15 +445,24 @@ def test_help_reads_detect_options_and_lists_subcommands(monkeypatch):
 
     from detector import cli as cli_module
 
-    for args in (["--help"], ["-h"], ["predict", "--help"]):
+    for args in (["--help"], ["-h"], ["predict", "--help"], ["text_detection", "--help"]):
         out = CliRunner().invoke(cli_module.cli, args, prog_name="detect").output
         assert out.startswith("Usage: detect [OPTIONS]\n") and "Usage: detect predict" not in out, out
     monkeypatch.setitem(cli_module.SUBCOMMANDS, "eval", "detector.cli:cli")
     out = " ".join(CliRunner().invoke(cli_module.cli, ["--help"], prog_name="detect").output.split())
     subcommands = out.split("Subcommands: ", 1)[1]
-    assert "detect eval" in subcommands and "`detect predict` is this command" in out
+    assert "detect eval" in subcommands and "`detect predict` and PaddleOCR's `detect text_detection` are" in out
     bad = CliRunner().invoke(cli_module.cli, ["--thresh", "5", "-i", "x.png"], prog_name="detect")
     assert bad.exit_code == 2 and ("Try 'detect -h'" in bad.output or "Try 'detect --help'" in bad.output)
+
+
+def test_paddleocrs_subcommand_name_runs_detection(model_path, pages):
+    """`paddleocr text_detection -i x.png` with `paddleocr` replaced by `detect` is `detect -i x.png`."""
+    image = pages["banner"][0]
+    plain = detect("-i", image, "--model", model_path, "--device", "cpu", "--json")
+    migrated = detect("text_detection", "-i", image, "--model", model_path, "--device", "cpu", "--json")
+    assert plain.returncode == migrated.returncode == 0, migrated.stderr
+    assert json.loads(migrated.stdout)["res"]["dt_polys"] == json.loads(plain.stdout)["res"]["dt_polys"]
 
 
 def test_python_dash_m_detector_runs_the_cli(model_path, pages):
