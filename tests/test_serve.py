@@ -333,7 +333,10 @@ def test_a_warning_is_logged_once(server):
 
 def test_body_size_and_pixel_limits(server):
     too_big = b"\x89PNG" + bytes(1024 * 1024 + 100)
-    assert_refused(server.post_raw("/detect", too_big, "image/png"), 413, "--max-body-mb")
+    refused = server.post_raw("/detect", too_big, "image/png")
+    assert_refused(refused, 413, "--max-body-mb")
+    # refused by its Content-Length, before any of it is read: logged like every refusal, with the logId sent
+    assert f"POST /detect -> 413 ({refused[2]['logId']}): " in server.log.read_text()
     # without Content-Length (chunked), the limit holds while the body is read
     chunks = (too_big[i : i + 65536] for i in range(0, len(too_big), 65536))
     assert_refused(server.request("POST", "/detect", chunks, {"Content-Type": "image/png"}), 413, "limit")

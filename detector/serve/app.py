@@ -451,11 +451,16 @@ def create_app(config: ServeConfig, detector: Optional[TextDetection] = None) ->
         description="PP-OCR text detection on onnxruntime. Every answer is an envelope: "
         "logId, errorCode (0 or the HTTP status), errorMsg, result.",
     )
-    app.add_middleware(
-        BodySizeLimit,
-        max_bytes=config.max_body_bytes,
-        envelope=lambda status, message: envelope(new_log_id(), status, message),
-    )
+
+    def refused_before_reading(scope: dict[str, Any], status: int, message: str) -> dict[str, Any]:
+        # a body refused by its Content-Length header (never read: no logId of the client's to echo) is logged
+        # as every other refusal is, so that the logId the client gets can be found in the log
+        log_id = new_log_id()
+        path = log_safe(str(scope.get("path", "")))
+        logger.info("%s %s -> %d (%s): %s", scope.get("method"), path, status, log_id, log_safe(message))
+        return envelope(log_id, status, message)
+
+    app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes, refusal=refused_before_reading)
 
     def log_id_of(request: Request) -> str:
         return getattr(request.state, "log_id", None) or new_log_id()

@@ -139,13 +139,13 @@ class InferenceGate:
 class BodySizeLimit:
     """ASGI middleware: refuse bodies above ``max_bytes`` with 413, by Content-Length or while reading.
 
-    ``envelope(status, message)`` makes the JSON body of the refusal.
+    ``refusal(scope, status, message)`` logs a refusal made from the headers alone and makes its JSON body.
     """
 
-    def __init__(self, app: Any, max_bytes: int, envelope: Callable[[int, str], dict[str, Any]]):
+    def __init__(self, app: Any, max_bytes: int, refusal: Callable[[dict[str, Any], int, str], dict[str, Any]]):
         self.app = app
         self.max_bytes = max_bytes
-        self.envelope = envelope
+        self.refusal = refusal
 
     async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
@@ -155,7 +155,7 @@ class BodySizeLimit:
         declared = headers.get(b"content-length")
         if declared is not None:
             if not declared.strip().isdigit():
-                await self._refuse(send, 400, f"invalid Content-Length header {declared.decode('latin-1')!r}")
+                await self._refuse(scope, send, 400, f"invalid Content-Length header {declared.decode('latin-1')!r}")
                 return
             if int(declared) > self.max_bytes:
                 # a client that asked first (Expect: 100-continue, curl's way above 1 MiB) has sent nothing yet:
@@ -163,7 +163,7 @@ class BodySizeLimit:
                 # uploaded, then refused); one sending already is drained, so that it reads the 413
                 if headers.get(b"expect", b"").strip().lower() != b"100-continue":
                     await drain(receive, 0)
-                await self._refuse(send, 413, str(BodyTooLarge(self.max_bytes, int(declared))))
+                await self._refuse(scope, send, 413, str(BodyTooLarge(self.max_bytes, int(declared))))
                 return
         received = 0
 
@@ -180,8 +180,8 @@ class BodySizeLimit:
 
         await self.app(scope, limited_receive, send)
 
-    async def _refuse(self, send: Callable, status: int, message: str) -> None:
-        body = json.dumps(self.envelope(status, message)).encode("utf-8")
+    async def _refuse(self, scope: dict[str, Any], send: Callable, status: int, message: str) -> None:
+        body = json.dumps(self.refusal(scope, status, message)).encode("utf-8")
         await send(
             {
                 "type": "http.response.start",
