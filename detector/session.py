@@ -452,7 +452,8 @@ def cpu_flags(cpuinfo: Path = CPUINFO) -> Optional[frozenset]:
 def int8_sums_saturate(flags: Optional[Collection[str]]) -> bool:
     """Whether onnxruntime's int8 convolutions add pairs of products in saturating 16-bit sums on an x86-64 CPU
     with these flags (as /proc/cpuinfo lists them): AVX2 or AVX-512 without a VNNI dot product. False where the
-    flags are unknown (None) or not an x86 CPU's."""
+    flags are unknown (None) or not an x86 CPU's. (A kernel older than the CPU may not list avx_vnni: such an
+    AVX2 CPU with AVX-VNNI is then taken for one without.)"""
     return flags is not None and "avx2" in flags and INT8_DOT_PRODUCT_FLAGS.isdisjoint(flags)
 
 
@@ -462,8 +463,8 @@ def int8_without_vnni(flags: Optional[Collection[str]]) -> Optional[str]:
         return None
     return (
         "this CPU has no VNNI int8 dot product (avx512_vnni, avx_vnni or amx_int8), so onnxruntime's int8 "
-        "convolutions run about as fast as float ones here and some of their sums saturate: on an AVX2-only AMD "
-        f"EPYC the int8 variants took {INT8_WITHOUT_VNNI_MEASURED}; the fp32 model is the better choice on this CPU"
+        "convolutions add pairs of products in saturating 16-bit sums here: on an AVX2-only AMD EPYC the int8 "
+        f"variants took {INT8_WITHOUT_VNNI_MEASURED}; the fp32 model is likely the better choice on this CPU"
     )
 
 

@@ -296,6 +296,9 @@ def test_every_bad_request_gets_a_4xx_envelope(server, pages):
     # a client's text reaches the log escaped: no forged line
     server.post_raw("/detect?%0AINFO:%20forged%20line=1", image, "image/png")
     assert "\nINFO: forged line" not in server.log.read_text() and "\\nINFO: forged line" in server.log.read_text()
+    # and so does its path (a terminal escape in an unknown path's 404 line)
+    assert server.post_raw("/de%1Btect", image, "image/png")[0] == 404
+    assert "/de\x1btect" not in server.log.read_text() and "/de\\x1btect" in server.log.read_text()
     # a malformed multipart body: python-multipart's own warning in the log's format, not a bare line
     malformed = server.post_raw("/detect", b"xxxxxxxx", "multipart/form-data; boundary=zz")
     assert malformed[0] == 400

@@ -467,7 +467,8 @@ def create_app(config: ServeConfig, detector: Optional[TextDetection] = None) ->
 
     def refuse(request: Request, status: int, message: str, headers: Optional[dict[str, str]] = None) -> JSONResponse:
         log_id = log_id_of(request)
-        logger.info("%s %s -> %d (%s): %s", request.method, request.url.path, status, log_id, log_safe(message))
+        path = log_safe(request.url.path)
+        logger.info("%s %s -> %d (%s): %s", request.method, path, status, log_id, log_safe(message))
         return JSONResponse(envelope(log_id, status, message), status_code=status, headers=headers)
 
     @app.exception_handler(RequestError)
@@ -480,7 +481,10 @@ def create_app(config: ServeConfig, detector: Optional[TextDetection] = None) ->
     async def _left_during_upload(request: Request, exc: ClientDisconnect) -> Response:
         # a client that hangs up while sending its body: nothing ran, no one reads an answer (not an error)
         logger.info(
-            "%s %s (%s): the client left during its upload -> 499", request.method, request.url.path, log_id_of(request)
+            "%s %s (%s): the client left during its upload -> 499",
+            request.method,
+            log_safe(request.url.path),
+            log_id_of(request),
         )
         return Response(status_code=499)
 
@@ -506,7 +510,7 @@ def create_app(config: ServeConfig, detector: Optional[TextDetection] = None) ->
         logger.info(
             "%s %s (%s): the client left before its answer; its inference was dropped",
             request.method,
-            request.url.path,
+            log_safe(request.url.path),
             log_id_of(request),
         )
         return Response(status_code=499)

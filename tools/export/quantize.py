@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
 import tempfile
 import time
@@ -55,7 +56,7 @@ from detector.optimize.rewrites.neck_upsample import (
 )
 from detector.optimize.rewrites.onnx_graph import attribute
 from detector.precision import METADATA_PRECISION_KEY, variant_path
-from detector.session import cpu_flags, int8_sums_saturate
+from detector.session import INT8_WITHOUT_VNNI_MEASURED, cpu_flags, int8_sums_saturate
 from tools.export import progress
 from tools.export.qdq_requantize import AFFINE_REQUANTIZED, affines_into_quantization
 from tools.export.qdq_tidy import tidy_quantized
@@ -546,6 +547,22 @@ def map_agreement(fp32_path: Path, variant: Path, tensors: Sequence[np.ndarray],
     }
 
 
+@contextlib.contextmanager
+def _without_the_int8_cpu_warning() -> Iterator[None]:
+    """The detector's warning about int8 on a CPU without VNNI held back while the export scores its variant: the
+    export says it once, under its scores, and the file that warning would name is a temporary one."""
+    api_logger = logging.getLogger("detector.api")
+
+    def other_records(record: logging.LogRecord) -> bool:
+        return INT8_WITHOUT_VNNI_MEASURED not in record.getMessage()
+
+    api_logger.addFilter(other_records)
+    try:
+        yield
+    finally:
+        api_logger.removeFilter(other_records)
+
+
 def accuracy_delta(fp32_path: Path, variant: Path, images: int, seed: int = EVALUATION_SEED) -> dict[str, object]:
     """Precision/recall/Hmean of fp32 and the variant on one rendered labelled set (CPU), and how far
     the variant's probability maps are from fp32's on those images (map_agreement)."""
@@ -554,7 +571,9 @@ def accuracy_delta(fp32_path: Path, variant: Path, images: int, seed: int = EVAL
 
     fp32_detector = TextDetection(model_dir=fp32_path, device="cpu")
     labelled, decoded = rendered_labelled_images(images, seed)
-    detectors = {"fp32": fp32_detector, "variant": TextDetection(model_dir=variant, device="cpu")}
+    with _without_the_int8_cpu_warning():
+        variant_detector = TextDetection(model_dir=variant, device="cpu")
+    detectors = {"fp32": fp32_detector, "variant": variant_detector}
     rows = evaluate(detectors, labelled, decoded)
     # the same decoded images, as network inputs: rendered and read once for both measures
     settings = fp32_detector.settings
@@ -625,8 +644,10 @@ def _make_scored_variant(
         f"{100 * float(accuracy['map_flipped_share']):.2f} % of pixels on the other side of thresh"
     )
     if precision == "int8":
-        # the Hmean and time above are this CPU's kernels': without VNNI some int8 sums saturate
-        accuracy["int8_sums_saturated"] = int8_sums_saturate(cpu_flags())
+        # the Hmean and time above are this CPU's kernels': without VNNI some int8 sums saturate (None: its flags
+        # could not be read, not Linux)
+        flags = cpu_flags()
+        accuracy["int8_sums_saturated"] = None if flags is None else int8_sums_saturate(flags)
         if accuracy["int8_sums_saturated"]:
             progress(
                 "      note: measured on a CPU without VNNI, where some int8 sums saturate; "
