@@ -250,21 +250,61 @@ max_pixels_option = click.option(
     help=f"Refuse images larger than this many pixels [default: {DEFAULT_LOAD_OPTIONS.max_pixels}].",
 )
 
+
+class _ZeroMeansTheModelsValue:
+    """A range whose refusal of 0 says what PaddleOCR's 0 meant: the model's own value, which here is the
+    option left out (mixed into click's FloatRange / IntRange)."""
+
+    def convert(self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> Any:
+        try:
+            return super().convert(value, param, ctx)  # type: ignore[misc]
+        except click.BadParameter as exc:
+            try:
+                zero = float(value) == 0
+            except (TypeError, ValueError):
+                zero = False
+            if not zero:
+                raise
+            raise click.BadParameter(
+                f"{exc.message.rstrip('.')}: PaddleOCR takes 0 as the model's default, here leave the option out",
+                ctx,
+                param,
+            ) from None
+
+
+class _FloatSetting(_ZeroMeansTheModelsValue, click.FloatRange):
+    pass
+
+
+class _IntSetting(_ZeroMeansTheModelsValue, click.IntRange):
+    pass
+
+
 # The DB settings detect, detect eval and detect batch take, under PaddleOCR's names (dashes or
 # underscores); None keeps the model's own value.
 _DETECTION_SETTING_OPTIONS = (
-    click.option("--limit-side-len", "--limit_side_len", "limit_side_len", default=None, type=click.IntRange(min=1)),
+    click.option(
+        "--limit-side-len",
+        "--limit_side_len",
+        "limit_side_len",
+        default=None,
+        type=_IntSetting(min=1),
+    ),
     click.option("--limit-type", "--limit_type", "limit_type", default=None, type=click.Choice(LIMIT_TYPES)),
-    click.option("--thresh", default=None, type=click.FloatRange(0, 1, min_open=True)),
+    click.option("--thresh", default=None, type=_FloatSetting(0, 1, min_open=True)),
     click.option(
         "--box-thresh",
         "--box_thresh",
         "box_thresh",
         default=None,
-        type=click.FloatRange(0, 1, min_open=True),
+        type=_FloatSetting(0, 1, min_open=True),
     ),
     click.option(
-        "--unclip-ratio", "--unclip_ratio", "unclip_ratio", default=None, type=click.FloatRange(0, min_open=True)
+        "--unclip-ratio",
+        "--unclip_ratio",
+        "unclip_ratio",
+        default=None,
+        type=_FloatSetting(0, min_open=True),
     ),
     click.option("--max-side-limit", "--max_side_limit", "max_side_limit", default=None, type=click.IntRange(min=1)),
 )

@@ -456,6 +456,19 @@ def test_help_reads_detect_options_and_lists_subcommands(monkeypatch):
     assert bad.exit_code == 2 and ("Try 'detect -h'" in bad.output or "Try 'detect --help'" in bad.output)
 
 
+def test_a_setting_of_0_is_refused_saying_what_paddleocrs_0_meant():
+    from click.testing import CliRunner
+
+    from detector import cli as cli_module
+
+    for command in (["-i", "x.png"], ["eval", "--labels", "x.txt"]):
+        for option in ("--thresh", "--box_thresh", "--unclip-ratio", "--limit_side_len"):
+            done = CliRunner().invoke(cli_module.cli, [*command, option, "0"], prog_name="detect")
+            assert done.exit_code == 2 and "PaddleOCR takes 0 as the model's default" in done.output, done.output
+    other = CliRunner().invoke(cli_module.cli, ["-i", "x.png", "--thresh", "2"], prog_name="detect")
+    assert other.exit_code == 2 and "0<x<=1" in other.output and "PaddleOCR" not in other.output
+
+
 def test_paddleocrs_subcommand_name_runs_detection(model_path, pages):
     """`paddleocr text_detection -i x.png` with `paddleocr` replaced by `detect` is `detect -i x.png`."""
     image = pages["banner"][0]
