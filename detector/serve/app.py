@@ -452,12 +452,14 @@ def create_app(config: ServeConfig, detector: Optional[TextDetection] = None) ->
         "logId, errorCode (0 or the HTTP status), errorMsg, result.",
     )
 
+    def log_refusal(method: Any, path: str, status: int, log_id: str, message: str) -> None:
+        logger.info("%s %s -> %d (%s): %s", method, log_safe(path), status, log_id, log_safe(message))
+
     def refused_before_reading(scope: dict[str, Any], status: int, message: str) -> dict[str, Any]:
         # a body refused by its Content-Length header (never read: no logId of the client's to echo) is logged
         # as every other refusal is, so that the logId the client gets can be found in the log
         log_id = new_log_id()
-        path = log_safe(str(scope.get("path", "")))
-        logger.info("%s %s -> %d (%s): %s", scope.get("method"), path, status, log_id, log_safe(message))
+        log_refusal(scope.get("method"), str(scope.get("path", "")), status, log_id, message)
         return envelope(log_id, status, message)
 
     app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes, refusal=refused_before_reading)
@@ -467,8 +469,7 @@ def create_app(config: ServeConfig, detector: Optional[TextDetection] = None) ->
 
     def refuse(request: Request, status: int, message: str, headers: Optional[dict[str, str]] = None) -> JSONResponse:
         log_id = log_id_of(request)
-        path = log_safe(request.url.path)
-        logger.info("%s %s -> %d (%s): %s", request.method, path, status, log_id, log_safe(message))
+        log_refusal(request.method, request.url.path, status, log_id, message)
         return JSONResponse(envelope(log_id, status, message), status_code=status, headers=headers)
 
     @app.exception_handler(RequestError)
