@@ -627,11 +627,15 @@ def detect(
         outcomes = map(detect_batch, prefetch(_batch_events(sources, options, batch_size)))
     # Results printed on a terminal show the progress themselves: a bar on the same screen would be cut into
     on_terminal = sys.stdout is not None and sys.stdout.isatty()
-    with progress_bar(len(sources), "detecting", len(sources) > 1 and not on_terminal) as progress:
+    # a bar over the files, naming the page a PDF or TIFF has reached (one book of a few hundred pages is minutes)
+    with progress_bar(len(sources), "detecting", may_give_several_images(sources) and not on_terminal) as progress:
         for (kind, payload), outcome in outcomes:
             if kind == "batch":
                 assert outcome is not None  # every batch event gets its results or its error
                 report(payload, outcome)
+                last = payload[-1]
+                if last.page_index is not None:
+                    progress.show(f"{_short_name(last.input_path)} page {last.page_index}")
                 continue
             source, error = payload
             if error is not None:
@@ -659,6 +663,12 @@ def detect(
         # pages are known is one error
         click.echo(f"detect: {_count(tally['done'], 'result')}, {_count(tally['failed'], 'error')}", err=True)
     sys.exit(EXIT_SOME_FAILED if tally["failed"] else EXIT_OK)
+
+
+def _short_name(path: Optional[str], most: int = 32) -> str:
+    """The file name of a path or URL, cut to its last ``most`` characters: a progress bar's line must not wrap."""
+    name = _one_line((path or "<bytes>").rstrip("/").replace("\\", "/").rsplit("/", 1)[-1])
+    return name if len(name) <= most else "..." + name[-(most - 3) :]
 
 
 def _load_each(

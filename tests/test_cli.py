@@ -716,3 +716,41 @@ def test_a_signal_s_line_names_the_subcommand(monkeypatch, capsys, argv, said):
         with pytest.raises(SystemExit) as exit_info:
             cli_module.main(argv)
         assert exit_info.value.code == code and capsys.readouterr().err == f"{said}: {word}\n"
+
+
+@pytest.mark.skipif(os.name != "posix", reason="a pseudo-terminal for stderr")
+def test_one_pdf_shows_a_progress_bar_naming_the_page_it_has_reached(model_path, pages, tmp_path):
+    """One PDF of many pages is minutes of work: stderr on a terminal gets the bar (it had none: one input)."""
+    import pty
+
+    import cv2
+    from PIL import Image
+
+    frame = Image.fromarray(cv2.imread(str(pages["banner"][0]))[:, :, ::-1])
+    name = "a-scanned-book-with-a-long-name-" + "x" * 40 + ".pdf"
+    frame.save(tmp_path / name, save_all=True, append_images=[frame, frame])
+    terminal, its_end = pty.openpty()
+    run = subprocess.Popen(
+        [*DETECT, "-i", str(tmp_path / name), "--model", str(model_path), "--pdf-dpi", "72"],
+        stdout=subprocess.DEVNULL,  # results go to a file: stderr shows the progress
+        stderr=its_end,
+        cwd=REPO_ROOT,
+    )
+    os.close(its_end)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(terminal, 4096)
+        except OSError:  # the other end closed (Linux)
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(terminal)
+    assert run.wait(timeout=180) == 0
+    text = shown.decode()
+    assert "detecting" in text and "100%" in text
+    # each page as it is done, the name cut to its end so that the line does not wrap
+    assert [f"...{'x' * 25}.pdf page {index}" in text for index in range(3)] == [True] * 3
+    assert "a-scanned-book" not in text
+    assert "detect: 3 results, 0 errors" in text
