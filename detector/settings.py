@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,10 +106,22 @@ class SettingOverrides(TypedDict, total=False):
     box_type: Optional[str]  # one of BOX_TYPES
 
 
+# A wrong value is quoted back in the error, cut to a few dozen characters: a service passes a client's
+# 10-MB string or 200,000-item list straight through to its answer and its log otherwise.
+_QUOTED = reprlib.Repr()
+_QUOTED.maxstring = _QUOTED.maxother = 60
+_QUOTED.maxlist = _QUOTED.maxtuple = _QUOTED.maxdict = 6
+
+
+def quoted(value: Any) -> str:
+    """repr(value), cut short where it is long (reprlib: "'abc...xyz'", "[1, 2, ...]")."""
+    return _QUOTED.repr(value)
+
+
 def true_or_false(name: str, value: Any) -> bool:
     """value if it is a boolean (numpy's too): "no" and "false" are strings, and would be True."""
     if not isinstance(value, (bool, np.bool_)):
-        raise InvalidParameterError(f"{name} must be True or False, got {value!r}")
+        raise InvalidParameterError(f"{name} must be True or False, got {quoted(value)}")
     return bool(value)
 
 
@@ -129,11 +142,11 @@ def validate_settings(settings: DetectionSettings) -> DetectionSettings:
         if isinstance(value, np.number) and not isinstance(value, np.complexfloating):
             value = value.item()  # numpy's numbers (a pandas column's np.int64, np.float32) as Python's
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise InvalidParameterError(f"{name} must be a number, got {value!r}")
+            raise InvalidParameterError(f"{name} must be a number, got {quoted(value)}")
         if isinstance(value, float) and not math.isfinite(value):
-            raise InvalidParameterError(f"{name} must be a finite number, got {value!r}")
+            raise InvalidParameterError(f"{name} must be a finite number, got {quoted(value)}")
         if kind is int and isinstance(value, float) and not value.is_integer():
-            raise InvalidParameterError(f"{name} must be a whole number, got {value!r}")
+            raise InvalidParameterError(f"{name} must be a whole number, got {quoted(value)}")
         if name == "limit_side_len" and abs(value) > MAX_SIDE_LEN:  # its ratio to a side overflows float beyond
             raise InvalidParameterError(f"{name} must be at most {MAX_SIDE_LEN:,}, got a larger number")
         try:
@@ -144,7 +157,7 @@ def validate_settings(settings: DetectionSettings) -> DetectionSettings:
     def choice(name: str, allowed: tuple) -> str:
         value = getattr(settings, name)
         if value not in allowed:
-            raise InvalidParameterError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+            raise InvalidParameterError(f"{name} must be one of {', '.join(allowed)}, got {quoted(value)}")
         return value
 
     values = {

@@ -249,6 +249,18 @@ def test_numpy_numbers_and_thresholds_of_one_are_taken_as_paddleocr_takes_them(m
         model.predict(path, box_thresh=np.linspace(0, 1, 11)[0])
 
 
+def test_a_wrong_value_is_quoted_back_cut_short(model):
+    """An error quotes the value it refuses: a whole 1-MB string or 100,000-item list made a message that size."""
+    image = np.zeros((32, 32, 3), np.uint8)
+    for kwargs, said in (
+        (dict(limit_type="diagonal" * 125_000), "limit_type must be one of max, min, resize_long, got 'diagonal"),
+        (dict(thresh=[0.5] * 100_000), "thresh must be a number, got [0.5, 0.5, 0.5, 0.5, 0.5, 0.5, ...]"),
+    ):
+        with pytest.raises(InvalidParameterError) as refused:
+            model.predict(image, **kwargs)
+        assert said in str(refused.value) and len(str(refused.value)) < 200, str(refused.value)[:300]
+
+
 def test_whole_numbers_of_any_size_are_whole_numbers(model):
     (result,) = model.predict(np.zeros((32, 32, 3), np.uint8), max_side_limit=10**23, limit_side_len=960.0)
     assert result["dt_polys"].shape == (0, 4, 2)

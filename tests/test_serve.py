@@ -309,6 +309,22 @@ def test_every_bad_request_gets_a_4xx_envelope(server, pages):
     assert "unexpected error" not in server.log.read_text()
 
 
+def test_a_clients_long_values_are_quoted_back_cut_short_in_the_answer_and_the_log(server, pages):
+    """A refusal quotes what the client sent: a 600-kB string or 20,000 unknown keys came back whole, and
+    became one log line of that size."""
+    b64 = base64.b64encode(png_bytes(pages["receipt"][0])).decode()
+    long_value = {"image": b64, "limit_type": "diagonal" * 75_000, "logId": "long-value"}
+    many_keys = {"image": b64, "logId": "many-keys", **{f"key{index}": 1 for index in range(20_000)}}
+    for body, status, said in ((long_value, 422, "limit_type must be one of"), (many_keys, 400, "unknown JSON key")):
+        code, _, answer = server.post_json("/detect", body)
+        assert code == status and said in answer["errorMsg"], answer["errorMsg"][:200]
+        assert len(answer["errorMsg"]) < 1100, len(answer["errorMsg"])
+        lines = [line for line in server.log.read_text().splitlines() if f"({body['logId']})" in line]
+        assert len(lines) == 1 and len(lines[0]) < 1200, [len(line) for line in lines]
+    # the end of a long message (what to send instead) survives the cut
+    assert "accepted: image, url, logId" in answer["errorMsg"] and "characters left out" in answer["errorMsg"]
+
+
 def test_a_client_that_hangs_up_during_its_upload_is_a_499_line_not_an_error(server):
     for content_type in ("application/octet-stream", "application/json"):
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as client:

@@ -123,6 +123,21 @@ def log_safe(text: str) -> str:
     )
 
 
+# A refusal's message at most this long, in the answer and in the log: messages quote what the client sent
+# (unknown keys, a file name, a URL), and a client's 4-MB list of keys must not become a 4-MB log line.
+MAX_MESSAGE_CHARS = 1000
+
+
+def cut_short(message: str, most: int = MAX_MESSAGE_CHARS) -> str:
+    """``message``, or its start and end around a note of how much was left out where it is longer than
+    ``most`` (the end often says what to send instead)."""
+    if len(message) <= most:
+        return message
+    tail = most // 4
+    head = most - tail
+    return f"{message[:head]} [... {len(message) - head - tail:,} characters left out ...] {message[-tail:]}"
+
+
 def new_log_id() -> str:
     return str(uuid.uuid4())
 
@@ -459,6 +474,7 @@ def create_app(config: ServeConfig, detector: Optional[TextDetection] = None) ->
         # a body refused by its Content-Length header (never read: no logId of the client's to echo) is logged
         # as every other refusal is, so that the logId the client gets can be found in the log
         log_id = new_log_id()
+        message = cut_short(message)
         log_refusal(scope.get("method"), str(scope.get("path", "")), status, log_id, message)
         return envelope(log_id, status, message)
 
@@ -469,6 +485,7 @@ def create_app(config: ServeConfig, detector: Optional[TextDetection] = None) ->
 
     def refuse(request: Request, status: int, message: str, headers: Optional[dict[str, str]] = None) -> JSONResponse:
         log_id = log_id_of(request)
+        message = cut_short(message)
         log_refusal(request.method, request.url.path, status, log_id, message)
         return JSONResponse(envelope(log_id, status, message), status_code=status, headers=headers)
 
