@@ -492,6 +492,61 @@ def test_a_slow_url_origin_holds_no_inference_slot(single_slot_server, pages):
         origin.server_close()
 
 
+class _HeldOriginHandler(_ImageHandler):
+    """An origin that answers nothing until the test lets it (``release``), then 404."""
+
+    release = threading.Event()
+
+    def do_GET(self):
+        self.release.wait(timeout=30)
+        self.send_error(404)
+
+
+def test_slow_url_origins_hold_up_no_other_url_and_past_the_most_fetches_a_503(single_slot_server, pages):
+    """URL fetches ran on the event loop's shared pool (6 threads on 2 cores): a few slow origins made every
+    other URL wait for a thread, then fetch for its whole timeout on top. Now each fetch has a thread of its
+    own up to max_url_fetches (16), and one past that is refused at once."""
+    held = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HeldOriginHandler)
+    fast = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), type("Handler", (_ImageHandler,), {"payload": png_bytes(pages["receipt"][0])})
+    )
+    for origin in (held, fast):
+        threading.Thread(target=origin.serve_forever, daemon=True).start()
+    slow_url = f"http://127.0.0.1:{held.server_address[1]}/held.png"
+
+    def fetching_now() -> int:
+        return single_slot_server.request("GET", "/health")[2]["result"]["url_fetches"]["running"]
+
+    def wait_for_fetches(count: int) -> None:
+        deadline = time.monotonic() + 20
+        while fetching_now() != count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert fetching_now() == count
+
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            slow = [pool.submit(single_slot_server.post_json, "/detect", {"url": slow_url}) for _ in range(8)]
+            wait_for_fetches(8)
+            answer = single_slot_server.post_json(
+                "/detect", {"url": f"http://127.0.0.1:{fast.server_address[1]}/a.png"}
+            )
+            assert_success(*answer[::2])
+            assert not any(request.done() for request in slow)  # answered while eight slow fetches go on
+            slow += [pool.submit(single_slot_server.post_json, "/detect", {"url": slow_url}) for _ in range(8)]
+            wait_for_fetches(16)
+            refused = single_slot_server.post_json("/detect", {"url": slow_url})
+            assert_refused(refused, 503, "16 image URLs are being fetched")
+            assert refused[1]["retry-after"] == "2"
+            _HeldOriginHandler.release.set()
+            assert [request.result(timeout=60)[0] for request in slow] == [422] * 16  # the origin's 404
+        wait_for_fetches(0)
+    finally:
+        _HeldOriginHandler.release.set()
+        for origin in (held, fast):
+            origin.shutdown()
+            origin.server_close()
+
+
 def test_url_input_when_allowed(single_slot_server, library, pages):
     data = png_bytes(pages["receipt"][0])
     handler = type("Handler", (_ImageHandler,), {"payload": data})

@@ -50,8 +50,8 @@ from ..errors import (
 from ..inputs import LoadedImage, Source, fetch_url, load_fetched, load_source
 from ..result import to_jsonable
 from ..session import ARENA_SHRINK_ABOVE_PIXELS
-from .config import CONFIG_ENV_VAR, ServeConfig
-from .limits import BodySizeLimit, BodyTooLarge, InferenceGate, InferenceTimeout, Overloaded
+from .config import CONFIG_ENV_VAR, URL_FETCH_RETRY_AFTER_S, ServeConfig
+from .limits import BodySizeLimit, BodyTooLarge, FetchesFull, InferenceGate, InferenceTimeout, Overloaded, UrlFetches
 
 # Settings a request may override, and their types (the library validates the values).
 REQUEST_SETTINGS = {
@@ -431,7 +431,11 @@ DETECT_RESPONSES: dict[Union[int, str], dict[str, Any]] = {
             (413, "body above --max-body-mb, or image above --max-pixels"),
             (415, "unsupported content type"),
             (422, "not an image, or a setting out of range"),
-            (503, "queue full or --timeout passed (Retry-After says when to retry)"),
+            (
+                503,
+                "queue full, as many URLs being fetched as the server fetches at once, or --timeout passed "
+                "(Retry-After says when to retry)",
+            ),
         )
     },
 }
@@ -441,6 +445,7 @@ def create_app(config: ServeConfig, detector: Optional[TextDetection] = None) ->
     """The FastAPI application; loads the model unless one is given (one per worker process)."""
     detector = detector or load_detector(config)
     gate = InferenceGate(config.max_concurrency, config.max_queue)
+    fetches = UrlFetches(config.max_url_fetches, URL_FETCH_RETRY_AFTER_S)
     load_options = dataclasses.replace(
         detector.load_options,
         url_max_bytes=config.max_body_bytes,
@@ -452,6 +457,7 @@ def create_app(config: ServeConfig, detector: Optional[TextDetection] = None) ->
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         gate.shutdown()  # requests still queued at shutdown are dropped; running ones finish
+        fetches.shutdown()  # a fetch still running ends by its own deadline
         abandoned = gate.snapshot()["running"]
         if abandoned and config.exit_past_timeout:  # past the graceful --timeout: nobody waits for them
             logger.warning("exiting with %d inference(s) still running past --timeout", abandoned)
@@ -518,6 +524,10 @@ def create_app(config: ServeConfig, detector: Optional[TextDetection] = None) ->
     async def _overloaded(request: Request, exc: Overloaded) -> JSONResponse:
         return refuse(request, 503, str(exc), {"Retry-After": str(exc.retry_after_s)})
 
+    @app.exception_handler(FetchesFull)
+    async def _fetches_full(request: Request, exc: FetchesFull) -> JSONResponse:
+        return refuse(request, 503, str(exc), {"Retry-After": str(exc.retry_after_s)})
+
     @app.exception_handler(InferenceTimeout)
     async def _timeout(request: Request, exc: InferenceTimeout) -> JSONResponse:
         return refuse(request, 503, str(exc), {"Retry-After": str(gate.retry_after_s())})
@@ -571,6 +581,7 @@ def create_app(config: ServeConfig, detector: Optional[TextDetection] = None) ->
             "provider": detector.providers[0],
             "settings": {key: getattr(detector.settings, key) for key in REQUEST_SETTINGS},
             "inference": gate.snapshot(),
+            "url_fetches": {"running": fetches.running, "max_url_fetches": fetches.most},
             "limits": {
                 "max_body_bytes": config.max_body_bytes,
                 "max_pixels": load_options.max_pixels,
@@ -648,7 +659,7 @@ def create_app(config: ServeConfig, detector: Optional[TextDetection] = None) ->
         settings = detector.settings.with_overrides(**overrides)  # refuse bad values before queueing
         if source.kind == "url":  # fetched before the queue: a slow origin held an inference slot for 30 s
             body, content_type = await unless_client_leaves(
-                request, asyncio.to_thread(fetch_url, source.value, load_options)
+                request, fetches.start(fetch_url, source.value, load_options)
             )
             images: Iterable[LoadedImage] = load_fetched(body, content_type, source, load_options)
         else:

@@ -14,6 +14,9 @@ from typing import Optional
 # The environment variable that carries the ServeConfig (JSON) to uvicorn's worker processes.
 CONFIG_ENV_VAR = "DETECTOR_SERVE_CONFIG"
 MIB = 1024 * 1024
+# Retry-After of a request refused because max_url_fetches URLs are being fetched (a fetch lasts at most
+# the URL timeout, usually well under a second)
+URL_FETCH_RETRY_AFTER_S = 2
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,7 @@ class ServeConfig:
     max_pixels: Optional[int] = None  # None: the library's default (Pillow's bomb limit)
     timeout_s: float = 60.0  # per request, waiting for a slot included
     allow_urls: bool = False  # {"url": …} makes the server fetch: off by default (SSRF)
+    max_url_fetches: int = 16  # image URLs fetched at once per worker, each on a thread of its own; more get 503
     # At shutdown, end the process at once if inferences are still running past the graceful --timeout
     # (Python would otherwise wait for their threads at exit). `detect serve` sets it; an app made
     # with create_app inside another program leaves its process alone.
