@@ -10,6 +10,7 @@ TIFF pages are read with Pillow, as PaddleX's TIFF reader does.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import io
 import itertools
@@ -21,6 +22,7 @@ import struct
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -542,9 +544,41 @@ def is_url(value: str) -> bool:
     return value.startswith(("http://", "https://"))
 
 
+def url_shown(url: str) -> str:
+    """A URL as error messages show it: the values of its query and any user:password@ left out (a presigned
+    S3 or GCS URL carries its credential and signature in the query; a service logs every refusal)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:  # a malformed host ("http://[::1"): nothing after the path is shown
+        return url.split("?", 1)[0].split("#", 1)[0]
+    query = "&".join(field.split("=", 1)[0] + ("=..." if "=" in field else "") for field in parts.query.split("&"))
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, query, ""))
+
+
+def _web_request(url: str) -> urllib.request.Request:
+    """The request for a URL; its user:password@ (urllib took "user:password@host" for a host name) sent as
+    basic authentication, as requests and curl send it, and to this host only: not on redirects."""
+    parts = urllib.parse.urlsplit(url)
+    userinfo, at, host = parts.netloc.rpartition("@")
+    request = urllib.request.Request(
+        urllib.parse.urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment)) if at else url,
+        headers={"User-Agent": "detector (PaddleOCR text detection)"},
+    )
+    if at:
+        user, _, password = userinfo.partition(":")
+        pair = f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password)}".encode()
+        request.add_unredirected_header("Authorization", "Basic " + base64.b64encode(pair).decode("ascii"))
+    return request
+
+
 def fetch_url(url: str, options: LoadOptions) -> tuple:
-    """(bytes, content type) of a URL, refusing non-images, oversize bodies and slow servers."""
-    request = urllib.request.Request(url, headers={"User-Agent": "detector (PaddleOCR text detection)"})
+    """(bytes, content type) of a URL, refusing non-images, oversize bodies and slow servers; its messages
+    show the URL without secrets (url_shown)."""
+    shown = url_shown(url)
+    try:
+        request = _web_request(url)
+    except ValueError as exc:  # a malformed host or port
+        raise InputNotFoundError(f"cannot fetch {shown}: {exc}") from None
     declared = None
     deadline = time.monotonic() + options.url_timeout  # for the whole fetch: a trickling server must not hold us
     try:
@@ -553,11 +587,11 @@ def fetch_url(url: str, options: LoadOptions) -> tuple:
             if content_type and not (
                 content_type.startswith("image/") or content_type in ("application/pdf", "application/octet-stream")
             ):
-                raise UnsupportedInputError(f"{url} serves {content_type!r}, not an image or PDF")
+                raise UnsupportedInputError(f"{shown} serves {content_type!r}, not an image or PDF")
             declared = response.headers.get("Content-Length")
             if declared and declared.isdigit() and int(declared) > options.url_max_bytes:
                 raise ImageTooLargeError(
-                    f"{url} is {int(declared):,} bytes, above the {options.url_max_bytes:,}-byte limit for URL inputs"
+                    f"{shown} is {int(declared):,} bytes, above the {options.url_max_bytes:,}-byte limit for URL inputs"
                 )
             body = bytearray()
             for chunk in body_chunks(response, URL_CHUNK_BYTES, deadline=deadline):
@@ -566,14 +600,16 @@ def fetch_url(url: str, options: LoadOptions) -> tuple:
                     break
     except urllib.error.HTTPError as exc:
         exc.close()  # its response's socket (a ResourceWarning when left to the garbage collector)
-        raise InputNotFoundError(f"{url} answered HTTP {exc.code} {exc.reason}") from None
+        raise InputNotFoundError(f"{shown} answered HTTP {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise InputNotFoundError(f"cannot fetch {url}: {reason} (timeout {options.url_timeout:g} s)") from None
+        raise InputNotFoundError(f"cannot fetch {shown}: {reason} (timeout {options.url_timeout:g} s)") from None
     if len(body) > options.url_max_bytes:
-        raise ImageTooLargeError(f"{url} sent more than the {options.url_max_bytes:,}-byte limit for URL inputs")
+        raise ImageTooLargeError(f"{shown} sent more than the {options.url_max_bytes:,}-byte limit for URL inputs")
     if declared and declared.isdigit() and len(body) < int(declared):  # the connection closed midway
-        raise InputNotFoundError(f"{url} sent {len(body):,} of its {int(declared):,} bytes, then closed the connection")
+        raise InputNotFoundError(
+            f"{shown} sent {len(body):,} of its {int(declared):,} bytes, then closed the connection"
+        )
     return bytes(body), content_type
 
 
@@ -694,7 +730,7 @@ def _load_encoded(
 
 def load_fetched(body: bytes, content_type: str, source: Source, options: LoadOptions) -> Iterator[LoadedImage]:
     """The images of a URL source from what fetch_url gave for it (a PDF also by its content type)."""
-    yield from _load_encoded(body, source.name, source.value, options, content_type == "application/pdf")
+    yield from _load_encoded(body, source.name, url_shown(source.value), options, content_type == "application/pdf")
 
 
 def is_page_file(source: Source) -> bool:

@@ -1,5 +1,6 @@
 """Every input kind a service meets, and every refusal, through the API (files made by the tests)."""
 
+import base64
 import contextlib
 import gc
 import http.server
@@ -528,6 +529,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path in ("/trickle.png", "/short.png"):
             return self._send_part()
+        if self.path == "/private.png":  # basic authentication, user "ann", password "p@ss word"
+            granted = self.headers.get("Authorization") == "Basic " + base64.b64encode(b"ann:p@ss word").decode()
+            self.path = "/banner.png" if granted else "/unauthorized"
+        if self.path == "/redirect-to-private":
+            self.send_response(302)
+            self.send_header("Location", "/private.png")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return None
         if self.path.startswith("/redirect-to/"):  # /redirect-to/<scheme>: a 302 to that scheme's URL
             scheme = self.path.rsplit("/", 1)[1]
             port = self.server.server_address[1]
@@ -536,7 +546,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return None
-        status, content_type, body, delay = self.routes.get(self.path, (404, "text/plain", b"missing", 0))
+        route = self.path.split("?", 1)[0]  # a query (a presigned URL's) names the same file
+        status, content_type, body, delay = self.routes.get(route, (404, "text/plain", b"missing", 0))
         if delay:
             time.sleep(delay)
         self.send_response(status)
@@ -581,6 +592,7 @@ def server(banner, tmp_path_factory):
         "/broken.png": (200, "image/png", b"\x89PNG garbage", 0),
         "/huge.png": (200, "image/png", b"0" * 5000, 0),
         "/slow.png": (200, "image/png", path.read_bytes(), 3),
+        "/unauthorized": (401, "text/plain", b"who are you", 0),
     }
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
@@ -626,6 +638,29 @@ def test_urls(model, server, banner):
     assert len(followed["dt_polys"]) == lines
     with pytest.raises(InputNotFoundError, match=r"a redirect to ftp:// is not followed \(http and https only\)"):
         model.predict(f"{server}/redirect-to/ftp")
+
+
+def test_url_credentials_are_sent_as_basic_authentication_and_no_message_shows_secrets(model, server, banner):
+    """user:password@ in a URL was looked up as part of the host name ("Name or service not known"), and a
+    presigned URL's signature came back in every error message, which a service logs."""
+    _, _, lines = banner
+    host = server.split("://", 1)[1]
+    (result,) = model.predict(f"http://ann:p%40ss%20word@{host}/private.png")
+    assert len(result["dt_polys"]) == lines
+    with pytest.raises(InputNotFoundError, match="HTTP 401") as refused:
+        model.predict(f"http://ann:wrong-secret@{host}/private.png")
+    assert "wrong-secret" not in str(refused.value) and f"http://{host}/private.png" in str(refused.value)
+    # the credentials go to the URL named, not to where it redirects
+    with pytest.raises(InputNotFoundError, match="HTTP 401"):
+        model.predict(f"http://ann:p%40ss%20word@{host}/redirect-to-private")
+    signed = f"{server}/missing.png?X-Amz-Credential=AKIAEXAMPLE&X-Amz-Signature=0ddba11&flag"
+    with pytest.raises(InputNotFoundError) as refused:
+        model.predict(signed)
+    assert f"{server}/missing.png?X-Amz-Credential=...&X-Amz-Signature=...&flag answered HTTP 404" in str(refused.value)
+    assert "AKIAEXAMPLE" not in str(refused.value) and "0ddba11" not in str(refused.value)
+    with pytest.raises(UnreadableImageError) as refused:
+        model.predict(f"{server}/broken.png?token=hunter2")
+    assert "hunter2" not in str(refused.value) and "broken.png?token=..." in str(refused.value)
 
 
 # ---------------------------------------------------------------- reliability
