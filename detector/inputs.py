@@ -24,7 +24,6 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,16 +71,14 @@ logger = logging.getLogger(__name__)
 # thread allocates, and its close takes this lock, maybe in the thread that holds it (a plain Lock: that thread
 # and every later PDF in the process hung).
 _PDFIUM_LOCK = threading.RLock()
-# warnings.catch_warnings edits process-wide state: ours never interleave (pillow_warnings_silenced).
-_WARNINGS_LOCK = threading.Lock()
 # Pillow's pixel limit is process-wide too: one raise of it at a time (pillow_pixel_limit).
 _PILLOW_LIMIT_LOCK = threading.Lock()
 
 
 def _locks_anew() -> None:
     """In a forked child: new locks (one another thread held at the fork would stay held in the child)."""
-    global _PDFIUM_LOCK, _WARNINGS_LOCK, _PILLOW_LIMIT_LOCK
-    _PDFIUM_LOCK, _WARNINGS_LOCK, _PILLOW_LIMIT_LOCK = threading.RLock(), threading.Lock(), threading.Lock()
+    global _PDFIUM_LOCK, _PILLOW_LIMIT_LOCK
+    _PDFIUM_LOCK, _PILLOW_LIMIT_LOCK = threading.RLock(), threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
@@ -232,35 +229,16 @@ def check_pixel_budget(width: int, height: int, max_pixels: int, what: str) -> N
 
 
 @contextlib.contextmanager
-def pillow_warnings_silenced() -> Iterator[None]:
-    """Pillow's warnings off while it opens a file (its bomb warning: the pixel budget here decides); the
-    warnings of other code (other threads) pass as they would.
-
-    warnings.catch_warnings saves and restores the process-wide filter list, so two of them
-    interleaved in threads (folder workers, a service's requests) can leave "ignore" in place for
-    good: one lock keeps ours from interleaving.
-    """
-    with _WARNINGS_LOCK, warnings.catch_warnings():
-        # Pillow's own only: "ignore" for every warning dropped those other threads raised meanwhile
-        warnings.filterwarnings("ignore", module=r"PIL(\.|$)")
-        warnings.filterwarnings("ignore", category=_decompression_bomb_warning())
-        yield
-
-
-def _decompression_bomb_warning() -> type[Warning]:
-    from PIL import Image
-
-    return Image.DecompressionBombWarning
-
-
-@contextlib.contextmanager
 def pillow_pixel_limit(max_pixels: int) -> Iterator[None]:
     """Pillow's decompression-bomb limit no lower than max_pixels while it reads.
 
     Pillow refuses an image above twice its MAX_IMAGE_PIXELS (178,956,970 pixels by default) whatever the pixel
-    budget here allows: a 13500x13500 scan with max_pixels=300_000_000 was refused. Where the budget is larger,
-    Pillow's limit is raised to it for the read (the budget itself is checked here first) and put back after;
-    the limit is process-wide, so one such read runs at a time.
+    budget here allows: a 13500x13500 scan with max_pixels=300_000_000 was refused; above MAX_IMAGE_PIXELS
+    itself it warns. Where the budget is larger, Pillow's limit is raised to it for the read (the budget itself
+    is checked here first) and put back after, so that no image within the budget gets Pillow's warning;
+    the limit is process-wide, so one such read runs at a time. Pillow's other warnings (a damaged EXIF block)
+    reach the caller's filters as they are: silencing them took warnings.catch_warnings, whose every use
+    resets the whole process's once-only warning registries.
     """
     from PIL import Image
 
@@ -269,7 +247,7 @@ def pillow_pixel_limit(max_pixels: int) -> Iterator[None]:
         return
     with _PILLOW_LIMIT_LOCK:
         limit = Image.MAX_IMAGE_PIXELS
-        if limit is None or max_pixels <= 2 * limit:
+        if limit is None or max_pixels <= limit:
             yield
             return
         Image.MAX_IMAGE_PIXELS = max_pixels
@@ -285,7 +263,7 @@ def image_header_size(data: bytes, max_pixels: int = 0) -> Optional[tuple[int, i
     from PIL import Image
 
     try:
-        with pillow_pixel_limit(max_pixels), pillow_warnings_silenced(), Image.open(io.BytesIO(data)) as header:
+        with pillow_pixel_limit(max_pixels), Image.open(io.BytesIO(data)) as header:
             return header.size
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(
@@ -489,7 +467,7 @@ def decode_tiff_pages(data: Union[bytes, Path], what: str, options: LoadOptions)
     from PIL import Image
 
     try:
-        with pillow_pixel_limit(options.max_pixels), pillow_warnings_silenced():
+        with pillow_pixel_limit(options.max_pixels):
             document = Image.open(data if isinstance(data, Path) else io.BytesIO(data))
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(
@@ -504,7 +482,7 @@ def decode_tiff_pages(data: Union[bytes, Path], what: str, options: LoadOptions)
         # the square of their number (80,000 pages: 26 s) before the first page, where nothing can stop it
         for index in itertools.count():
             try:
-                with pillow_pixel_limit(options.max_pixels), pillow_warnings_silenced():
+                with pillow_pixel_limit(options.max_pixels):
                     document.seek(index)
             except EOFError:  # no page after the last
                 return

@@ -749,16 +749,47 @@ def test_reading_images_in_threads_leaves_the_warning_filters_as_they_were():
     assert warnings.filters == before
 
 
-def test_only_pillow_s_warnings_are_silenced_while_it_reads():
-    from detector.inputs import pillow_warnings_silenced
+def test_reading_files_through_pillow_leaves_the_process_s_warnings_alone(model, banner, tmp_path):
+    """Reading a WebP, BMP, TIFF or EXIF-rotated JPEG entered warnings.catch_warnings, whose every use resets
+    the once-only registries of the whole process: a service's "default" warnings came back on each request
+    that read such a file (PaddleOCR shows them once)."""
+    page = Image.fromarray(banner[1][:, :, ::-1])
+    page.save(tmp_path / "page.webp", lossless=True)
+    page.save(tmp_path / "page.bmp")
+    page.save(tmp_path / "pages.tif", save_all=True, append_images=[page])
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotated
+    page.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "phone.jpg", exif=exif)
 
-    # the filter was "ignore" for every warning: another thread's warnings in that window were dropped
+    def service_code():
+        warnings.warn("option X is deprecated", UserWarning, stacklevel=1)
+
+    for name in ("page.webp", "page.bmp", "pages.tif", "phone.jpg"):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")
+            for _ in range(3):
+                service_code()
+                assert model.predict(str(tmp_path / name))
+        assert [str(w.message) for w in caught] == ["option X is deprecated"], name
+
+
+def test_an_accepted_image_above_pillow_s_warning_limit_gets_no_warning(default_onnx, banner, tmp_path, monkeypatch):
+    """Pillow warns above its MAX_IMAGE_PIXELS and refuses above twice it: a budget between the two left its
+    limit as it was, and the warning (no longer silenced) reached the caller for an image it accepts. Pillow's
+    limit and its default stand lowered here for a 200-million-pixel budget."""
+    import detector.inputs
+
+    Image.fromarray(banner[1][:, :, ::-1]).save(tmp_path / "page.webp", lossless=True)
+    pixels = banner[1].shape[0] * banner[1].shape[1]
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", pixels - 1)
+    monkeypatch.setattr(detector.inputs, "DEFAULT_LOAD_OPTIONS", LoadOptions(max_pixels=pixels - 1))
+    roomy = TextDetection(model_dir=default_onnx, device="cpu", max_pixels=pixels + 100)  # within twice the limit
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        with pillow_warnings_silenced():
-            warnings.warn("the service's own", UserWarning, stacklevel=1)
-            warnings.warn("a bomb", Image.DecompressionBombWarning, stacklevel=1)
-    assert [str(w.message) for w in caught] == ["the service's own"]
+        assert len(roomy.predict(str(tmp_path / "page.webp"))) == 1
+    assert [str(w.message) for w in caught] == []
+    limit_after = Image.MAX_IMAGE_PIXELS
+    assert limit_after == pixels - 1  # put back
 
 
 def test_a_pil_image_that_cannot_be_read_is_an_unreadable_image(model, banner, tmp_path):
