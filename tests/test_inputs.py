@@ -727,15 +727,18 @@ def test_folder_workers_get_plain_files_in_groups_and_page_files_alone():
     ]
     assert [name for _, group in group_sources(list(map(file, names)), 1) for name in (s.name for s in group)] == names
     assert list(group_sources([], 3)) == []
-    # URLs and bytes may hold pages, but nothing says so before they are read: a worker reads them whole
+    # a URL may hold pages, but nothing says so before it is fetched: a worker reads it whole
     url = Source("url", "http://example.com/x", "x")
     assert may_hold_pages(url) and not is_page_file(url)
     assert is_page_file(file("scan.pdf")) and not is_page_file(file("scan.png"))
+    # bytes say so by their first bytes
+    assert may_hold_pages(Source("bytes", b"%PDF-1.7\n...")) and may_hold_pages(Source("bytes", b"II*\x00..."))
+    assert not may_hold_pages(Source("bytes", b"\x89PNG\r\n\x1a\n...")) and not may_hold_pages(Source("bytes", b""))
 
 
 def test_reading_images_in_threads_leaves_the_warning_filters_as_they_were():
-    # Pillow reads every non-JPEG/PNG header; its warnings are silenced around that, which must not
-    # leave "ignore" behind when threads (folder workers, a service's requests) do it at once
+    # Pillow reads every non-JPEG/PNG header: nothing around that may leave a filter behind when threads
+    # (folder workers, a service's requests) do it at once
     import warnings
     from concurrent.futures import ThreadPoolExecutor
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -105,6 +106,10 @@ def test_a_folder_runs_on_the_workers_session_with_the_serial_loops_boxes(monkey
     assert (detector.folder_workers, detector._worker_threads) == (2, 1)
     single = detector.predict(paths[1])
     assert workers_used == [] and detector._worker_session is None  # one image: the full session, no second one
+    # so do one image's bytes (a service's upload ran on a second session with half the threads)
+    uploaded = detector.predict(Path(paths[1]).read_bytes())
+    assert workers_used == [] and detector._worker_session is None
+    assert np.array_equal(uploaded[0]["dt_polys"], single[0]["dt_polys"])
     several = detector.predict(paths)
     batched = detector.predict(paths, batch_size=2)
     assert workers_used == [2, 2] and detector._worker_session is not None
