@@ -518,8 +518,9 @@ def _pdfium_pixels_to_bgr(pixels: np.ndarray, mode: str) -> np.ndarray:
 # ----------------------------------------------------------------------------- URLs
 
 
-def is_url(value: str) -> bool:
-    return value.startswith(("http://", "https://"))
+def is_url(value: Any) -> bool:
+    """An http(s) URL, its scheme in any case (HTTPS://, as RFC 3986 allows)."""
+    return isinstance(value, str) and value[:8].lower().startswith(("http://", "https://"))
 
 
 def url_shown(url: str) -> str:

@@ -257,6 +257,8 @@ def test_every_bad_request_gets_a_4xx_envelope(server, pages):
     twice = b'{"image": "' + b64.encode() + b'", "thresh": 0.3, "thresh": 0.99}'
     assert_refused(server.post_raw("/detect", twice, "application/json"), 400, "gives thresh more than once")
     assert_refused(server.post_json("/detect", {"url": "http://127.0.0.1:9/a.png"}), 403, "--allow-urls")
+    # a URL in "image" (as PaddleX's services take one) was "not valid base64"
+    assert_refused(server.post_json("/detect", {"image": "https://x/a.png"}), 403, '"image" holds one', "--allow-urls")
     assert_refused(server.post_multipart("/detect", {"image": ("a.png", image)}), 400, "'file'")
     assert_refused(
         server.post_multipart("/detect", {"file": ("a.png", image), "thresh": (None, b"0.3")}), 400, "thresh"
@@ -558,6 +560,11 @@ def test_url_input_when_allowed(single_slot_server, library, pages):
         status, _, body = single_slot_server.post_json("/detect", {"url": url})
         assert_success(status, body)
         assert detected_pages(body) == expected_pages(library, data)
+        # in "image", as PaddleX's services take it, and with its scheme in capitals (RFC 3986: any case)
+        for image in (url, "HTTP" + url[4:]):
+            status, _, body = single_slot_server.post_json("/detect", {"image": image})
+            assert_success(status, body)
+            assert detected_pages(body) == expected_pages(library, data)
         assert_refused(single_slot_server.post_json("/detect", {"url": "ftp://example/a.png"}), 400, "http(s)")
         closed = f"http://127.0.0.1:{image_server.server_address[1]}/gone.png"
         image_server.shutdown()

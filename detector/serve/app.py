@@ -47,7 +47,7 @@ from ..errors import (
     UnreadableImageError,
     UnsupportedInputError,
 )
-from ..inputs import LoadedImage, Source, fetch_url, load_fetched, load_source
+from ..inputs import LoadedImage, Source, fetch_url, is_url, load_fetched, load_source
 from ..result import to_jsonable
 from ..session import ARENA_SHRINK_ABOVE_PIXELS
 from .config import CONFIG_ENV_VAR, URL_FETCH_RETRY_AFTER_S, ServeConfig
@@ -293,15 +293,17 @@ def _json_request(body: dict[str, Any], config: ServeConfig, log_id: Optional[st
     settings = {key: body[key] for key in REQUEST_SETTINGS if body.get(key) is not None}
     if ("image" in body) == ("url" in body):
         raise RequestError(400, 'the JSON body needs exactly one of "image" (base64) or "url"')
-    if "url" in body:
-        url = body["url"]
+    # PaddleX's services take a URL in "image" too: a client written for them sends it there
+    key = "url" if "url" in body else "image"
+    if key == "url" or is_url(body["image"]):
+        url = body[key]
         if not config.allow_urls:
             raise RequestError(
                 403,
-                "URL inputs are disabled on this server: send the image itself, or start the "
+                f'URL inputs are disabled on this server ("{key}" holds one): send the image itself, or start the '
                 "server with --allow-urls (it then fetches whatever URL a client names)",
             )
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        if not is_url(url):
             raise RequestError(400, '"url" must be an http(s) URL string')
         return Source("url", url, url), settings, log_id
     return Source("bytes", decode_base64_image(body["image"]), "<base64 image>"), settings, log_id
