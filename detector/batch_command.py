@@ -100,7 +100,8 @@ def batch(
     shape_bucket: Optional[int],
     debug: bool,
 ) -> None:
-    """Detect text in many files on Ray; one row per image or page: path, page_index, dt_polys, dt_scores, error
+    """Detect text in many files on Ray; one row per image or page: path, page_index, dt_polys, dt_scores, error,
+    warnings
     (needs the [ray] extra)."""
     try:
         from . import distributed

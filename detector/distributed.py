@@ -3,7 +3,7 @@
 files (local folders, globs, or any filesystem pyarrow supports), listed here → a dataset of their
 names → ``map_batches`` with :class:`DetectFiles`, a callable class that loads the model once per actor
 and reads each file itself → one row per image (per page for PDFs and TIFFs): ``path``,
-``page_index``, ``dt_polys``, ``dt_scores``, ``error`` → Parquet or JSON Lines. A file that cannot be
+``page_index``, ``dt_polys``, ``dt_scores``, ``error``, ``warnings`` → Parquet or JSON Lines. A file that cannot be
 read (gone since it was listed, unreadable, broken) becomes a row with ``error`` set; it never stops the
 job (read by Ray's own reader, one vanished file ended the whole job). Each row holds what
 ``TextDetection.predict`` returns for that file, because the actor reads, decodes and detects with the
@@ -18,6 +18,7 @@ import os
 import re
 import socket
 import tempfile
+import threading
 import time
 import urllib.parse
 from collections.abc import Sequence
@@ -53,6 +54,9 @@ ROW_SCHEMA = pa.schema(
         ("dt_polys", pa.list_(pa.list_(pa.list_(pa.int32())))),  # int32: images past 32767 px
         ("dt_scores", pa.list_(pa.float64())),
         ("error", pa.string()),
+        # the library's warnings while the row's image was read and detected (a JPEG cut short, decoded as far
+        # as it goes; a PDF page rendered smaller): an actor's log reaches no one
+        ("warnings", pa.list_(pa.string())),
     ]
 )
 
@@ -113,11 +117,32 @@ def row_path(path: str) -> str:
     return path.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+class _WarningsKept(logging.Handler):
+    """The package's warnings logged by this thread since the last ``take``."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self._thread = threading.get_ident()
+        self._messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread == self._thread:
+            self._messages.append(row_path(record.getMessage()))
+
+    def take(self) -> list[str]:
+        taken, self._messages = self._messages, []
+        return taken
+
+
 def detect_file(detector: TextDetection, path: str) -> list[dict[str, Any]]:
-    """Rows for one file: one per image or page, or a final row with ``error`` where reading stopped."""
+    """Rows for one file: one per image or page, or a final row with ``error`` where reading stopped; each with
+    the warnings logged while it was read and detected."""
     rows: list[dict[str, Any]] = []
     detecting = None  # the image or page being detected, if the error comes from its detection
     shown = row_path(path)
+    kept = _WarningsKept()
+    package = logging.getLogger(__package__)
+    package.addHandler(kept)
     try:
         for loaded in load_source(file_source(path), detector.load_options):
             detecting = loaded
@@ -130,6 +155,7 @@ def detect_file(detector: TextDetection, path: str) -> list[dict[str, Any]]:
                     "dt_polys": to_jsonable(result["dt_polys"]),
                     "dt_scores": to_jsonable(result["dt_scores"]),
                     "error": None,
+                    "warnings": kept.take(),
                 }
             )
     except Exception as exc:  # a job over millions of files must outlive any one of them
@@ -139,7 +165,18 @@ def detect_file(detector: TextDetection, path: str) -> list[dict[str, Any]]:
             page = detecting.page_index
         else:  # reading stopped: the next page of a paged file, none where the file itself could not be read
             page = len(rows) if rows and rows[-1]["page_index"] is not None else None
-        rows.append({"path": shown, "page_index": page, "dt_polys": [], "dt_scores": [], "error": message})
+        rows.append(
+            {
+                "path": shown,
+                "page_index": page,
+                "dt_polys": [],
+                "dt_scores": [],
+                "error": message,
+                "warnings": kept.take(),
+            }
+        )
+    finally:
+        package.removeHandler(kept)
     return rows
 
 
@@ -319,6 +356,7 @@ def run_batch(
         )
     paths = resolve_inputs(inputs, recursive)
     check_output(output)
+    resolved: dict[str, Any] = {}  # the model each actor loads, where this process can load it too
     if not is_uri(output):
         # absolute: on a cluster the writers run elsewhere (a relative folder failed there, after all the
         # detection); made now, so a folder that cannot be made is said before Ray starts
@@ -340,7 +378,14 @@ def run_batch(
                 f"cpus_per_actor {cpus_per_actor:g} is more than this machine's {local_cpus} CPUs "
                 f"(the local Ray instance has no more); lower it, or join a cluster with ray_address"
             )
-        spec.load()  # a bad model or device fails here, once, with the library's message
+        # a bad model or device fails here, once, with the library's message; what it resolved goes in the record
+        loaded = spec.load()
+        resolved = {
+            "model_name": loaded.model_name,
+            "model_path": str(loaded.model_path),
+            "precision": loaded.precision,
+        }
+        loaded.close()
     connect(ray_address)
     local_gpus = ray.cluster_resources().get("GPU", 0) if ray_address is None else None
     if local_gpus is not None and num_gpus_per_actor > local_gpus:
@@ -381,7 +426,7 @@ def run_batch(
         seconds=seconds,
         output=output,
     )
-    _write_completion_record(output, fmt, summary, spec)
+    _write_completion_record(output, fmt, summary, {**spec.__dict__, **resolved})
     return summary
 
 
@@ -389,16 +434,17 @@ def _output_filesystem(output: str) -> tuple[Any, str]:
     return pyarrow.fs.FileSystem.from_uri(output if is_uri(output) else str(Path(output).resolve()))
 
 
-def _write_completion_record(output: str, fmt: str, summary: BatchSummary, spec: ModelSpec) -> None:
+def _write_completion_record(output: str, fmt: str, summary: BatchSummary, model: dict[str, Any]) -> None:
     """COMPLETION_RECORD, written last: a run interrupted or failed leaves rows that read as a whole run
-    otherwise (read_rows refuses an output without it)."""
+    otherwise (read_rows refuses an output without it). ``model``: the run's ModelSpec fields, and the model
+    name, file and precision it resolved to where this process loaded it (a local run)."""
     record = {
         "files": summary.files,
         "rows": summary.rows,
         "errors": summary.errors,
         "seconds": round(summary.seconds, 3),
         "format": fmt,
-        "model": {key: value for key, value in spec.__dict__.items() if value is not None},
+        "model": {key: value for key, value in model.items() if value is not None},
     }
     filesystem, root = _output_filesystem(output)
     with filesystem.open_output_stream(f"{root.rstrip('/')}/{COMPLETION_RECORD}") as stream:

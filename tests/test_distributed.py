@@ -64,6 +64,7 @@ def expected_rows(folder, model_path, **settings):
                         "dt_polys": to_jsonable(result["dt_polys"]),
                         "dt_scores": to_jsonable(result["dt_scores"]),
                         "error": None,
+                        "warnings": [],
                     }
                 )
     return rows
@@ -185,6 +186,20 @@ def test_an_error_row_names_the_page_whose_detection_failed(folder, default_onnx
     # nor one gone since it was listed: a row, where Ray's own reader ended the whole job
     (row,) = distributed.detect_file(detector, str(folder / "gone.png"))
     assert row["page_index"] is None and "does not exist" in row["error"]
+
+
+def test_a_row_holds_the_warnings_of_its_image(folder, default_onnx, tmp_path):
+    """A JPEG cut short is decoded as far as it goes with a warning, which an actor logged to no one: its row
+    read as a page without text."""
+    data = cv2.imencode(".jpg", cv2.imread(str(folder / "receipt.png")))[1].tobytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 3])
+    detector = TextDetection(model_dir=default_onnx, device="cpu")
+    (row,) = distributed.detect_file(detector, str(tmp_path / "cut.jpg"))
+    assert row["error"] is None and len(row["warnings"]) == 1 and "is a damaged JPEG" in row["warnings"][0]
+    (row,) = distributed.detect_file(detector, str(folder / "receipt.png"))
+    assert row["warnings"] == []  # each row its own: none carried over
+    (row,) = distributed.detect_file(detector, str(folder / BROKEN))
+    assert row["error"] and row["warnings"] == []
 
 
 def test_a_uri_that_cannot_be_listed_is_the_user_s_error(local_ray, tmp_path):
@@ -341,3 +356,7 @@ def test_a_local_run_starts_its_own_instance_where_ray_address_names_a_cluster(f
     assert len(distributed.read_rows(str(tmp_path / "out"), "jsonl")) == 1
     record = json.loads((tmp_path / "out" / "_SUCCESS.json").read_text())  # a finished run says so, last
     assert (record["files"], record["rows"], record["errors"], record["format"]) == (1, 1, 0, "jsonl")
+    # and which model wrote the rows: it recorded only the options given (none here, so no name at all)
+    model = record["model"]
+    assert (model["model_name"], model["precision"]) == ("PP-OCRv4_mobile_det", "fp32")
+    assert os.path.isabs(model["model_path"]) and os.path.isfile(model["model_path"])
