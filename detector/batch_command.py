@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 from typing import Optional
 
@@ -23,7 +25,7 @@ from .cli import (
     recursive_option,
     shape_bucket_option,
 )
-from .errors import DetectorError
+from .errors import DetectorError, Terminated
 
 # Files each actor call takes: enough to keep an actor busy, few enough to spread over actors.
 DEFAULT_FILES_PER_BATCH = 4
@@ -125,6 +127,7 @@ def batch(
         max_pixels=max_pixels,
         settings={key: value for key, value in settings.items() if value is not None},
     )
+    made_here = not distributed.is_uri(output) and not os.path.exists(output)
     try:
         summary = distributed.run_batch(
             inputs,
@@ -139,10 +142,28 @@ def batch(
             files_per_batch=files_per_batch,
         )
     except DetectorError as exc:
+        _unwritten_output_removed(output, made_here)
         _fail_usage(exc, debug, command="detect batch")
+    except (KeyboardInterrupt, Terminated) as stopped:
+        if _unwritten_output_removed(output, made_here):  # stopped before its first rows: no partial run to warn of
+            setattr(stopped, "signal_note", "; nothing was written")  # noqa: B010 (an attribute these exceptions lack)
+        raise
     click.echo(
         f"detect batch: {summary.files} files, {summary.rows} rows, {summary.errors} with an error, "
         f"{summary.seconds:.1f} s ({summary.images_per_second:.2f} images/s) -> {summary.output}",
         err=True,
     )
     sys.exit(EXIT_SOME_FAILED if summary.errors else EXIT_OK)
+
+
+def _unwritten_output_removed(output: str, made_here: bool) -> bool:
+    """Whether a local output folder holds nothing (a run stopped before writing): removed if this run made it,
+    so that nothing is left behind and the next run can be given the same name."""
+    with contextlib.suppress(OSError):
+        with os.scandir(output) as entries:
+            if next(entries, None) is not None:
+                return False
+        if made_here:
+            os.rmdir(output)
+        return True
+    return False

@@ -784,6 +784,17 @@ _PARTIAL_OUTPUT_NOTE = {
 }
 
 
+def _signal_note(command: str, stopped: BaseException) -> str:
+    """What a signal's line adds: the command's note on what it leaves behind, or the one the command gave
+    the exception on its way out (``signal_note``: detect batch stopped before writing anything; click turns
+    a KeyboardInterrupt into Abort, the interrupt its context)."""
+    for exception in (stopped, stopped.__context__):
+        note = getattr(exception, "signal_note", None)
+        if note:
+            return note
+    return _PARTIAL_OUTPUT_NOTE.get(command, "")
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     args = argv if argv is not None else sys.argv[1:]
     debug = "--debug" in args
@@ -794,11 +805,11 @@ def main(argv: Optional[list[str]] = None) -> None:
     try:
         # not standalone: click would turn Ctrl-C into "Aborted!" and exit 1, the code for failed inputs
         code = cli.main(args=argv, prog_name="detect", standalone_mode=False)
-    except (KeyboardInterrupt, click.exceptions.Abort):
-        click.echo(f"{command}: interrupted{_PARTIAL_OUTPUT_NOTE.get(command, '')}", err=True)
+    except (KeyboardInterrupt, click.exceptions.Abort) as stopped:
+        click.echo(f"{command}: interrupted{_signal_note(command, stopped)}", err=True)
         sys.exit(130)
-    except Terminated:
-        click.echo(f"{command}: terminated{_PARTIAL_OUTPUT_NOTE.get(command, '')}", err=True)
+    except Terminated as stopped:
+        click.echo(f"{command}: terminated{_signal_note(command, stopped)}", err=True)
         sys.exit(128 + signal.SIGTERM)
     except _StdoutClosed:
         # as a command killed by SIGPIPE: no message (the reader chose to stop), exit 128 + 13; stdout goes

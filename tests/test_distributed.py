@@ -360,3 +360,40 @@ def test_a_local_run_starts_its_own_instance_where_ray_address_names_a_cluster(f
     model = record["model"]
     assert (model["model_name"], model["precision"]) == ("PP-OCRv4_mobile_det", "fp32")
     assert os.path.isabs(model["model_path"]) and os.path.isfile(model["model_path"])
+
+
+@pytest.mark.parametrize("written", [False, True])
+def test_a_run_stopped_before_writing_says_nothing_was_written_and_leaves_no_folder(
+    folder, tmp_path, monkeypatch, capsys, written
+):
+    """Ctrl-C while the model loaded or Ray started said 'the output folder holds a partial run' of an empty
+    folder it had made, and left that folder behind; so did a model refused after the folder was made."""
+    from detector import cli
+
+    out = tmp_path / "out"
+
+    def stopped_early(inputs, output, **kwargs):
+        os.makedirs(output)
+        if written:
+            (out / "part-0.parquet").write_bytes(b"rows")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(distributed, "run_batch", stopped_early)
+    with pytest.raises(SystemExit) as ended:
+        cli.main(["batch", "-i", str(folder), "-o", str(out)])
+    said = capsys.readouterr().err
+    assert ended.value.code == 130
+    if written:
+        assert "interrupted; the output folder holds a partial run" in said and out.is_dir()
+    else:
+        assert "detect batch: interrupted; nothing was written" in said and not out.exists()
+
+    def refused(inputs, output, **kwargs):
+        os.makedirs(output)
+        raise DetectorError("no such model")
+
+    monkeypatch.setattr(distributed, "run_batch", refused)
+    shutil.rmtree(out, ignore_errors=True)
+    with pytest.raises(SystemExit) as ended:
+        cli.main(["batch", "-i", str(folder), "-o", str(out)])
+    assert ended.value.code == 2 and "no such model" in capsys.readouterr().err and not out.exists()
