@@ -131,6 +131,9 @@ class Source:
     name: Optional[str] = None  # what input_path reports
 
     def describe(self) -> str:
+        """The source as a message names it (a URL without its secrets: url_shown)."""
+        if self.kind == "url" and self.name:
+            return url_shown(self.name)
         return self.name or f"<{self.kind}>"
 
 

@@ -661,6 +661,11 @@ def test_url_credentials_are_sent_as_basic_authentication_and_no_message_shows_s
     with pytest.raises(UnreadableImageError) as refused:
         model.predict(f"{server}/broken.png?token=hunter2")
     assert "hunter2" not in str(refused.value) and "broken.png?token=..." in str(refused.value)
+    # and as `detect` names a source on its error line
+    from detector.inputs import Source
+
+    url = f"http://ann:p%40ss@{host}/a.png?sig=0ddba11#top"
+    assert Source("url", url, url).describe() == f"http://{host}/a.png?sig=..."
 
 
 # ---------------------------------------------------------------- reliability
