@@ -95,14 +95,14 @@ import os, threading
 from detector import inputs
 held, release = threading.Event(), threading.Event()
 def hold():
-    with inputs._PDFIUM_LOCK, inputs._WARNINGS_LOCK:
+    with inputs._PDFIUM_LOCK, inputs._PILLOW_LIMIT_LOCK:
         held.set()
         release.wait()
 threading.Thread(target=hold).start()
 held.wait()
 pid = os.fork()
 if pid == 0:
-    got = inputs._PDFIUM_LOCK.acquire(timeout=5) and inputs._WARNINGS_LOCK.acquire(timeout=5)
+    got = inputs._PDFIUM_LOCK.acquire(timeout=5) and inputs._PILLOW_LIMIT_LOCK.acquire(timeout=5)
     os._exit(0 if got else 1)
 _, status = os.waitpid(pid, 0)
 release.set()
