@@ -11,6 +11,7 @@ from .errors import (
     InvalidModelError,
     InvalidParameterError,
     ModelNotFoundError,
+    SourceUnavailableError,
     UnreadableImageError,
     UnsupportedInputError,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "InvalidModelError",
     "InvalidParameterError",
     "ModelNotFoundError",
+    "SourceUnavailableError",
     "TextDetection",
     "UnreadableImageError",
     "UnsupportedInputError",

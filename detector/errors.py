@@ -69,6 +69,18 @@ class InputNotFoundError(DetectorError, FileNotFoundError):
     """A path given as input does not exist (or a folder holds no images)."""
 
 
+class SourceUnavailableError(InputNotFoundError):
+    """A URL's server did not give it: an answer of 5xx, a connection refused or dropped midway, a name that does
+    not resolve, or no answer within the URL timeout (``timed_out``); unlike a 4xx, worth trying again later."""
+
+    def __init__(self, message: str, timed_out: bool = False):
+        super().__init__(message)
+        self.timed_out = timed_out
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.args[0], self.timed_out)  # timed_out kept through pickle (process pools)
+
+
 class UnreadableImageError(DetectorError):
     """A file or buffer exists but cannot be decoded as an image."""
 

@@ -17,6 +17,7 @@ import itertools
 import logging
 import math
 import os
+import socket
 import stat
 import struct
 import threading
@@ -37,6 +38,7 @@ from .errors import (
     ImageTooLargeError,
     InputNotFoundError,
     InvalidParameterError,
+    SourceUnavailableError,
     UnreadableImageError,
     UnsupportedInputError,
 )
@@ -582,14 +584,18 @@ def fetch_url(url: str, options: LoadOptions) -> tuple:
                     break
     except urllib.error.HTTPError as exc:
         exc.close()  # its response's socket (a ResourceWarning when left to the garbage collector)
-        raise InputNotFoundError(f"{shown} answered HTTP {exc.code} {exc.reason}") from None
+        said = f"{shown} answered HTTP {exc.code} {exc.reason}"
+        raise (SourceUnavailableError(said) if exc.code >= 500 else InputNotFoundError(said)) from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise InputNotFoundError(f"cannot fetch {shown}: {reason} (timeout {options.url_timeout:g} s)") from None
+        raise SourceUnavailableError(
+            f"cannot fetch {shown}: {reason} (timeout {options.url_timeout:g} s)",
+            timed_out=isinstance(reason, (TimeoutError, socket.timeout)),  # one class since Python 3.10
+        ) from None
     if len(body) > options.url_max_bytes:
         raise ImageTooLargeError(f"{shown} sent more than the {options.url_max_bytes:,}-byte limit for URL inputs")
     if declared and declared.isdigit() and len(body) < int(declared):  # the connection closed midway
-        raise InputNotFoundError(
+        raise SourceUnavailableError(
             f"{shown} sent {len(body):,} of its {int(declared):,} bytes, then closed the connection"
         )
     return bytes(body), content_type

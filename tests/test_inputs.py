@@ -6,6 +6,7 @@ import gc
 import http.server
 import io
 import os
+import pickle
 import sys
 import threading
 import time
@@ -22,6 +23,7 @@ from PIL import Image
 from detector import (
     ImageTooLargeError,
     InputNotFoundError,
+    SourceUnavailableError,
     TextDetection,
     UnreadableImageError,
     UnsupportedInputError,
@@ -593,6 +595,7 @@ def server(banner, tmp_path_factory):
         "/huge.png": (200, "image/png", b"0" * 5000, 0),
         "/slow.png": (200, "image/png", path.read_bytes(), 3),
         "/unauthorized": (401, "text/plain", b"who are you", 0),
+        "/overloaded.png": (503, "text/plain", b"try later", 0),
     }
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
@@ -618,20 +621,31 @@ def test_urls(model, server, banner):
     with pytest.raises(UnreadableImageError):
         model.predict(f"{server}/broken.png")
     capped = TextDetection(model_dir=model.model_path, device="cpu", url_timeout=1)
-    with pytest.raises(InputNotFoundError, match="timeout 1 s"):
+    with pytest.raises(SourceUnavailableError, match="timeout 1 s") as refused:
         capped.predict(f"{server}/slow.png")
+    assert refused.value.timed_out
     # url_timeout bounds the whole fetch: a server sending a byte now and then (each within the socket's
     # timeout) is left once url_timeout has passed, not when its body ends 1,000 s later
-    with pytest.raises(InputNotFoundError, match=r"did not arrive in time.*timeout 1 s"):
+    with pytest.raises(SourceUnavailableError, match=r"did not arrive in time.*timeout 1 s") as refused:
         capped.predict(f"{server}/trickle.png")
-    assert _Handler.trickled < 50
-    with pytest.raises(InputNotFoundError, match="sent 100 of its 5,000 bytes, then closed the connection"):
+    assert _Handler.trickled < 50 and refused.value.timed_out
+    # the server's failures (worth trying again later; a service answers 502 / 504) against the client's (4xx)
+    with pytest.raises(
+        SourceUnavailableError, match="sent 100 of its 5,000 bytes, then closed the connection"
+    ) as refused:
         model.predict(f"{server}/short.png")
+    assert not refused.value.timed_out
+    with pytest.raises(SourceUnavailableError, match="HTTP 503"):
+        model.predict(f"{server}/overloaded.png")
+    with pytest.raises(InputNotFoundError, match="HTTP 404") as refused:
+        model.predict(f"{server}/missing.png")
+    assert not isinstance(refused.value, SourceUnavailableError)
     capped.load_options = LoadOptions(url_max_bytes=1000)
     with pytest.raises(ImageTooLargeError, match="1,000-byte limit for URL inputs"):
         capped.predict(f"{server}/huge.png")
-    with pytest.raises(InputNotFoundError, match="cannot fetch"):
+    with pytest.raises(SourceUnavailableError, match="cannot fetch") as refused:
         model.predict("http://127.0.0.1:9/nothing-listens-here.png")
+    assert not refused.value.timed_out and pickle.loads(pickle.dumps(refused.value)).args == refused.value.args
     # redirects: to http(s) followed; to ftp:// not (urllib's own opener spoke FTP to any host and port a URL
     # named, and sent its reply back in the error)
     (followed,) = model.predict(f"{server}/redirect-to/http")

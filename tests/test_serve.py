@@ -488,7 +488,7 @@ def test_a_slow_url_origin_holds_no_inference_slot(single_slot_server, pages):
             time.sleep(0.8)  # the origin is mid-body
             status, _, body = single_slot_server.post_raw("/detect", png_bytes(pages["receipt"][0]), "image/png")
             assert_success(status, body)
-            assert fetching.result(timeout=60)[0] == 422  # the body cut short: the fetch's own error
+            assert fetching.result(timeout=60)[0] == 502  # the body cut short: the origin failed, not the client
     finally:
         origin.shutdown()
         origin.server_close()
@@ -569,7 +569,8 @@ def test_url_input_when_allowed(single_slot_server, library, pages):
         closed = f"http://127.0.0.1:{image_server.server_address[1]}/gone.png"
         image_server.shutdown()
         image_server.server_close()
-        assert_refused(single_slot_server.post_json("/detect", {"url": closed}), 422, "cannot fetch")
+        # the image's server down: 502, which a client or balancer retries, where a 4xx says "do not"
+        assert_refused(single_slot_server.post_json("/detect", {"url": closed}), 502, "cannot fetch")
     finally:
         image_server.shutdown()
         image_server.server_close()

@@ -44,6 +44,7 @@ from ..errors import (
     ImageTooLargeError,
     InputNotFoundError,
     InvalidParameterError,
+    SourceUnavailableError,
     UnreadableImageError,
     UnsupportedInputError,
 )
@@ -154,6 +155,8 @@ def status_of(exc: DetectorError) -> int:
     """The HTTP status for a library error about the request's input or settings."""
     if isinstance(exc, ImageTooLargeError):
         return 413
+    if isinstance(exc, SourceUnavailableError):  # the image's server failed, not the client: worth a retry
+        return 504 if exc.timed_out else 502
     if isinstance(exc, (InvalidParameterError, UnreadableImageError, UnsupportedInputError, InputNotFoundError)):
         return 422
     return 500
@@ -433,11 +436,13 @@ DETECT_RESPONSES: dict[Union[int, str], dict[str, Any]] = {
             (413, "body above --max-body-mb, or image above --max-pixels"),
             (415, "unsupported content type"),
             (422, "not an image, or a setting out of range"),
+            (502, "the image URL's server answered 5xx, could not be reached, or dropped the connection"),
             (
                 503,
                 "queue full, as many URLs being fetched as the server fetches at once, or --timeout passed "
                 "(Retry-After says when to retry)",
             ),
+            (504, "the image URL's server did not answer within the URL timeout"),
         )
     },
 }
