@@ -29,6 +29,7 @@ from .inputs import (
     PredictInput,
     Source,
     expand_inputs,
+    fetched_now,
     group_sources,
     is_url,
     load_source,
@@ -355,6 +356,8 @@ class TextDetection:
             else dataclasses.replace(self.load_options, recursive=true_or_false("recursive", recursive))
         )
         sources = expand_inputs(input, options)
+        if len(sources) == 1 and sources[0].kind == "url":  # one image or a PDF's pages: its bytes say which
+            sources = [fetched_now(sources[0], options)]
         # one image has nothing to overlap with: it runs on the session with every intra-op thread
         many = may_give_several_images(sources)
         if many and self.folder_workers > 1:

@@ -128,13 +128,13 @@ class LoadedImage:
 class Source:
     """One thing that yields images: a file, a URL, a buffer or an in-memory image."""
 
-    kind: str  # "file" | "url" | "bytes" | "array" | "pil"
+    kind: str  # "file" | "url" | "bytes" | "array" | "pil" | "fetched" (a URL's (body, content type); name: the URL)
     value: Any
     name: Optional[str] = None  # what input_path reports
 
     def describe(self) -> str:
         """The source as a message names it (a URL without its secrets: url_shown)."""
-        if self.kind == "url" and self.name:
+        if self.kind in ("url", "fetched") and self.name:
             return url_shown(self.name)
         return self.name or f"<{self.kind}>"
 
@@ -718,7 +718,12 @@ def _load_encoded(
 
 def load_fetched(body: bytes, content_type: str, source: Source, options: LoadOptions) -> Iterator[LoadedImage]:
     """The images of a URL source from what fetch_url gave for it (a PDF also by its content type)."""
-    yield from _load_encoded(body, source.name, url_shown(source.value), options, content_type == "application/pdf")
+    yield from _load_encoded(body, source.name, source.describe(), options, content_type == "application/pdf")
+
+
+def fetched_now(source: Source, options: LoadOptions) -> Source:
+    """A URL source fetched: whether it holds one image or pages is known from its bytes (may_hold_pages)."""
+    return Source("fetched", fetch_url(source.value, options), source.name)
 
 
 def is_page_file(source: Source) -> bool:
@@ -729,9 +734,12 @@ def is_page_file(source: Source) -> bool:
 def may_hold_pages(source: Source) -> bool:
     """Whether a source can yield several images: a PDF or TIFF file by its name, bytes by their first bytes
     (one image of bytes, a service's upload, ran on a second session with half the threads: 1.7x the time),
-    a URL always (not known before it is fetched)."""
+    a fetched URL by its first bytes or content type, one not fetched yet always."""
     if source.kind == "bytes":
         return _pages_reader(bytes(source.value[:4]), False) is not None
+    if source.kind == "fetched":
+        body, content_type = source.value
+        return _pages_reader(body[:4], content_type == "application/pdf") is not None
     return source.kind == "url" or is_page_file(source)
 
 
@@ -746,8 +754,8 @@ def stored_bytes(sources: Sequence[Source]) -> Optional[int]:
     decoding and network time known before reading anything."""
     total = 0
     for source in sources:
-        if source.kind == "bytes":
-            total += len(source.value)
+        if source.kind in ("bytes", "fetched"):
+            total += len(source.value if source.kind == "bytes" else source.value[0])
             continue
         if source.kind != "file":
             return None
@@ -787,6 +795,9 @@ def load_source(source: Source, options: LoadOptions = DEFAULT_LOAD_OPTIONS) -> 
         yield from _load_encoded(source.value, source.name, source.name or "<bytes>", options, False)
     elif source.kind == "url":
         body, content_type = fetch_url(source.value, options)
+        yield from load_fetched(body, content_type, source, options)
+    elif source.kind == "fetched":
+        body, content_type = source.value
         yield from load_fetched(body, content_type, source, options)
     else:
         path: Path = source.value

@@ -1,6 +1,7 @@
 """detector.prefetch: the folder workers and the read-ahead thread behind predict_iter and detect keep
 order, errors and early stops."""
 
+import contextlib
 import gc
 import os
 import subprocess
@@ -88,6 +89,27 @@ def _pngs(tmp_path, count):
     return paths
 
 
+@contextlib.contextmanager
+def _served_folder(folder):
+    """The folder's URL, served by a local HTTP server while the block runs."""
+    import http.server
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(folder), **kwargs)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_a_folder_runs_on_the_workers_session_with_the_serial_loops_boxes(monkeypatch, default_onnx, tmp_path):
     import numpy as np
 
@@ -110,6 +132,19 @@ def test_a_folder_runs_on_the_workers_session_with_the_serial_loops_boxes(monkey
     uploaded = detector.predict(Path(paths[1]).read_bytes())
     assert workers_used == [] and detector._worker_session is None
     assert np.array_equal(uploaded[0]["dt_polys"], single[0]["dt_polys"])
+    # and one image's URL (it is fetched first: its bytes say whether it holds pages)
+    from PIL import Image
+
+    pages = [Image.open(path).convert("RGB") for path in paths[:2]]
+    pages[0].save(tmp_path / "two.pdf", save_all=True, append_images=pages[1:])
+    with _served_folder(Path(paths[1]).parent) as served:
+        fetched = detector.predict(f"{served}/{Path(paths[1]).name}")
+        assert workers_used == [] and detector._worker_session is None
+        assert np.array_equal(fetched[0]["dt_polys"], single[0]["dt_polys"])
+        with _served_folder(tmp_path) as pdf_served:  # a PDF's pages still go to the workers
+            assert [r["page_index"] for r in detector.predict(f"{pdf_served}/two.pdf")] == [0, 1]
+    assert workers_used == [2]
+    workers_used.clear()
     several = detector.predict(paths)
     batched = detector.predict(paths, batch_size=2)
     assert workers_used == [2, 2] and detector._worker_session is not None
