@@ -52,7 +52,7 @@ from ..inputs import LoadedImage, Source, fetch_url, is_url, load_fetched, load_
 from ..result import to_jsonable
 from ..session import ARENA_SHRINK_ABOVE_PIXELS
 from .config import CONFIG_ENV_VAR, URL_FETCH_RETRY_AFTER_S, ServeConfig
-from .limits import BodySizeLimit, BodyTooLarge, FetchesFull, InferenceGate, InferenceTimeout, Overloaded, UrlFetches
+from .limits import BodySizeLimit, BodyTooLarge, Busy, InferenceGate, InferenceTimeout, UrlFetches
 
 # Settings a request may override, and their types (the library validates the values).
 REQUEST_SETTINGS = {
@@ -527,12 +527,8 @@ def create_app(config: ServeConfig, detector: Optional[TextDetection] = None) ->
     async def _too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
         return refuse(request, 413, str(exc))
 
-    @app.exception_handler(Overloaded)
-    async def _overloaded(request: Request, exc: Overloaded) -> JSONResponse:
-        return refuse(request, 503, str(exc), {"Retry-After": str(exc.retry_after_s)})
-
-    @app.exception_handler(FetchesFull)
-    async def _fetches_full(request: Request, exc: FetchesFull) -> JSONResponse:
+    @app.exception_handler(Busy)  # Overloaded, FetchesFull
+    async def _busy(request: Request, exc: Busy) -> JSONResponse:
         return refuse(request, 503, str(exc), {"Retry-After": str(exc.retry_after_s)})
 
     @app.exception_handler(InferenceTimeout)

@@ -23,26 +23,29 @@ DRAIN_LIMIT_BYTES = 64 * 1024 * 1024
 RETRY_ESTIMATE_WEIGHT = 0.2
 
 
-class Overloaded(Exception):
+class Busy(Exception):
+    """A request refused for want of room now (503); ``retry_after_s`` says when to try again."""
+
+    def __init__(self, message: str, retry_after_s: int):
+        super().__init__(f"the server is busy: {message}; retry in {retry_after_s} s")
+        self.retry_after_s = retry_after_s
+
+
+class Overloaded(Busy):
     """Every inference slot and queue place is taken."""
 
     def __init__(self, capacity: int, retry_after_s: int):
         super().__init__(
-            f"the server is busy: {capacity} inferences are running or queued "
-            f"(server options --max-concurrency, --max-queue); retry in {retry_after_s} s"
+            f"{capacity} inferences are running or queued (server options --max-concurrency, --max-queue)",
+            retry_after_s,
         )
-        self.retry_after_s = retry_after_s
 
 
-class FetchesFull(Exception):
+class FetchesFull(Busy):
     """Every URL-fetching thread is busy."""
 
     def __init__(self, most: int, retry_after_s: int):
-        super().__init__(
-            f"the server is busy: {most} image URLs are being fetched, the most it fetches at once; "
-            f"retry in {retry_after_s} s"
-        )
-        self.retry_after_s = retry_after_s
+        super().__init__(f"{most} image URLs are being fetched, the most it fetches at once", retry_after_s)
 
 
 class InferenceTimeout(Exception):
