@@ -48,7 +48,7 @@ from ..errors import (
     UnreadableImageError,
     UnsupportedInputError,
 )
-from ..inputs import LoadedImage, Source, fetch_url, is_url, load_fetched, load_source
+from ..inputs import LoadedImage, Source, fetched_now, is_url, load_source
 from ..result import to_jsonable
 from ..session import ARENA_SHRINK_ABOVE_PIXELS
 from .config import CONFIG_ENV_VAR, URL_FETCH_RETRY_AFTER_S, ServeConfig
@@ -661,12 +661,8 @@ def create_app(config: ServeConfig, detector: Optional[TextDetection] = None) ->
         overrides = merge_settings(query, body_settings)
         settings = detector.settings.with_overrides(**overrides)  # refuse bad values before queueing
         if source.kind == "url":  # fetched before the queue: a slow origin held an inference slot for 30 s
-            body, content_type = await unless_client_leaves(
-                request, fetches.start(fetch_url, source.value, load_options)
-            )
-            images: Iterable[LoadedImage] = load_fetched(body, content_type, source, load_options)
-        else:
-            images = load_source(source, load_options)
+            source = await unless_client_leaves(request, fetches.start(fetched_now, source, load_options))
+        images = load_source(source, load_options)
         pages = await unless_client_leaves(
             request,
             gate.run(lambda cancelled: detect_pages(detector, images, overrides, cancelled), config.timeout_s),
