@@ -716,11 +716,6 @@ def _load_encoded(
         yield LoadedImage(page, name, index)
 
 
-def load_fetched(body: bytes, content_type: str, source: Source, options: LoadOptions) -> Iterator[LoadedImage]:
-    """The images of a URL source from what fetch_url gave for it (a PDF also by its content type)."""
-    yield from _load_encoded(body, source.name, source.describe(), options, content_type == "application/pdf")
-
-
 def fetched_now(source: Source, options: LoadOptions) -> Source:
     """A URL source fetched: whether it holds one image or pages is known from its bytes (may_hold_pages)."""
     return Source("fetched", fetch_url(source.value, options), source.name)
@@ -793,12 +788,9 @@ def load_source(source: Source, options: LoadOptions = DEFAULT_LOAD_OPTIONS) -> 
         yield LoadedImage(pil_to_bgr(source.value), source.name)
     elif source.kind == "bytes":
         yield from _load_encoded(source.value, source.name, source.name or "<bytes>", options, False)
-    elif source.kind == "url":
-        body, content_type = fetch_url(source.value, options)
-        yield from load_fetched(body, content_type, source, options)
-    elif source.kind == "fetched":
-        body, content_type = source.value
-        yield from load_fetched(body, content_type, source, options)
+    elif source.kind in ("url", "fetched"):  # a PDF also by its content type
+        body, content_type = fetch_url(source.value, options) if source.kind == "url" else source.value
+        yield from _load_encoded(body, source.name, source.describe(), options, content_type == "application/pdf")
     else:
         path: Path = source.value
         is_pdf = path.suffix.lower() == ".pdf"
