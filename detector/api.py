@@ -31,11 +31,10 @@ from .inputs import (
     expand_inputs,
     fetched_now,
     group_sources,
-    is_url,
     load_source,
     may_give_several_images,
+    shown_path,
     stored_bytes,
-    url_shown,
 )
 from .paddleocr_compat import check_ignored_keywords
 from .postprocess import boxes_from_probability_map, opencv_boxes_note
@@ -444,7 +443,7 @@ class TextDetection:
     def _resize(self, item: LoadedImage, settings: DetectionSettings) -> tuple[np.ndarray, ResizeInfo]:
         if self.input_shape is not None:
             return resize_to_shape(item.image, self.input_shape[1], self.input_shape[2])
-        path = url_shown(item.input_path) if item.input_path and is_url(item.input_path) else item.input_path
+        path = shown_path(item.input_path)
         source = path if item.page_index is None else f"{path or 'image'} page {item.page_index}"  # for a warning
         return resize_for_detection(
             item.image, settings.limit_side_len, settings.limit_type, settings.max_side_limit, source

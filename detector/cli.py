@@ -47,6 +47,7 @@ from .inputs import (
     group_sources,
     load_source,
     may_give_several_images,
+    shown_path,
     stored_bytes,
 )
 from .paddleocr_compat import PADDLEOCR_ENGINES
@@ -666,8 +667,9 @@ def detect(
 
 
 def _short_name(path: Optional[str], most: int = 32) -> str:
-    """The file name of a path or URL, cut to its last ``most`` characters: a progress bar's line must not wrap."""
-    name = _one_line((path or "<bytes>").rstrip("/").replace("\\", "/").rsplit("/", 1)[-1])
+    """The file name of a path or URL (shown_path: no secrets), cut to its last ``most`` characters: a progress
+    bar's line must not wrap."""
+    name = _one_line((shown_path(path) or "<bytes>").rstrip("/").replace("\\", "/").rsplit("/", 1)[-1])
     return name if len(name) <= most else "..." + name[-(most - 3) :]
 
 

@@ -133,10 +133,8 @@ class Source:
     name: Optional[str] = None  # what input_path reports
 
     def describe(self) -> str:
-        """The source as a message names it (a URL without its secrets: url_shown)."""
-        if self.kind in ("url", "fetched") and self.name:
-            return url_shown(self.name)
-        return self.name or f"<{self.kind}>"
+        """The source as a message names it (a URL without its secrets: shown_path)."""
+        return shown_path(self.name) or f"<{self.kind}>"
 
 
 # ----------------------------------------------------------------------------- arrays and PIL
@@ -537,6 +535,11 @@ def url_shown(url: str) -> str:
         return url.split("?", 1)[0].split("#", 1)[0]
     query = "&".join(field.split("=", 1)[0] + ("=..." if "=" in field else "") for field in parts.query.split("&"))
     return urllib.parse.urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, query, ""))
+
+
+def shown_path(path: Optional[str]) -> Optional[str]:
+    """An input's path as messages, warnings and progress show it: a URL without its secrets (url_shown)."""
+    return url_shown(path) if path is not None and is_url(path) else path
 
 
 def _web_request(url: str) -> urllib.request.Request:

@@ -754,3 +754,7 @@ def test_one_pdf_shows_a_progress_bar_naming_the_page_it_has_reached(model_path,
     assert [f"...{'x' * 25}.pdf page {index}" in text for index in range(3)] == [True] * 3
     assert "a-scanned-book" not in text
     assert "detect: 3 results, 0 errors" in text
+    # a URL's name there is shown without its secrets, as error lines show it
+    from detector.cli import _short_name
+
+    assert _short_name("https://x.example/scans/book.pdf?X-Amz-Signature=0ddba11") == "book.pdf?X-Amz-Signature=..."
