@@ -90,6 +90,10 @@ def decode_bgr(data: bytes, choice: Optional[FastDecode]) -> Optional[np.ndarray
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         # OpenCV 5 turns a WebP by its EXIF orientation; OpenCV 4, PaddleOCR's, does not (it does for JPEG and PNG)
         flags |= cv2.IMREAD_IGNORE_ORIENTATION
+    elif data[:3] == b"\xff\xd8\xff" and not _jpeg_first_app1_is_exif(data):
+        # OpenCV 4.10 (PaddleOCR's) reads the orientation from a JPEG's first APP1 segment only; later ones
+        # look for an EXIF APP1 past an XMP one, and would turn the image where PaddleOCR's does not
+        flags |= cv2.IMREAD_IGNORE_ORIENTATION
     return cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
 
 
@@ -177,28 +181,55 @@ def _within_opencv_limits(width: int, height: int) -> bool:
 # ----------------------------------------------------------------------------- JPEG
 
 
-def _jpeg_choice(data: bytes) -> Optional[FastDecode]:
-    """Walk the markers from SOI to the first SOS; fast only for the plain cases listed in the module doc."""
+class _JpegHeaderUnreadable(Exception):
+    """Junk between markers, a marker where a segment belongs, or a header cut short before its first scan."""
+
+
+def _jpeg_header_segments(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """(marker, segment payload) of each marker segment from SOI up to the first SOS (not included);
+    raises _JpegHeaderUnreadable on anything libjpeg would warn about or stop at before that."""
     size = len(data)
     pos = 2
-    frame: Optional[tuple] = None
-    saw_huffman_table = saw_jfif = False
-    adobe_transform: Optional[int] = None
     while True:
         if pos + 4 > size or data[pos] != 0xFF:
-            return None  # junk between markers or cut short: libjpeg warns, OpenCV decides
+            raise _JpegHeaderUnreadable
         marker = data[pos + 1]
         if marker == 0xFF:  # fill byte
             pos += 1
             continue
         if marker in JPEG_STANDALONE_MARKERS or marker == 0xD8:
-            return None
+            raise _JpegHeaderUnreadable
         (length,) = struct.unpack_from(">H", data, pos + 2)
         if length < 2 or pos + 2 + length > size:
-            return None
-        segment = data[pos + 4 : pos + 2 + length]
+            raise _JpegHeaderUnreadable
         if marker == 0xDA:  # start of scan: the header is complete
-            break
+            return
+        yield marker, data[pos + 4 : pos + 2 + length]
+        pos += 2 + length
+
+
+def _jpeg_first_app1_is_exif(data: bytes) -> bool:
+    """Whether a JPEG's first APP1 segment is an EXIF one; True where it has none or its header is unreadable
+    (OpenCV decides)."""
+    try:
+        for marker, segment in _jpeg_header_segments(data):
+            if marker == 0xE1:
+                return segment.startswith(b"Exif\x00\x00")
+    except _JpegHeaderUnreadable:
+        pass
+    return True
+
+
+def _jpeg_choice(data: bytes) -> Optional[FastDecode]:
+    """Walk the markers from SOI to the first SOS; fast only for the plain cases listed in the module doc."""
+    frame: Optional[tuple] = None
+    saw_huffman_table = saw_jfif = False
+    adobe_transform: Optional[int] = None
+    try:
+        segments = list(_jpeg_header_segments(data))
+    except _JpegHeaderUnreadable:
+        return None  # junk between markers or cut short: libjpeg warns, OpenCV decides
+    for marker, segment in segments:
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
             if marker not in JPEG_FAST_SOF or frame is not None:
                 return None  # lossless, arithmetic, hierarchical or a second frame
@@ -217,7 +248,6 @@ def _jpeg_choice(data: bytes) -> Optional[FastDecode]:
                 return None
         elif marker == 0xEE and segment.startswith(b"Adobe") and len(segment) >= 12:
             adobe_transform = segment[11]
-        pos += 2 + length
     if frame is None or not saw_huffman_table:  # no DHT: an MJPEG frame, OpenCV supplies default tables
         return None
     width, height, components = frame

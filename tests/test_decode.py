@@ -309,6 +309,31 @@ def test_a_webp_is_not_turned_by_its_exif_orientation_as_in_paddleocr_s_opencv_4
     assert image is not None and np.array_equal(image, pixels)
 
 
+def jpeg_with_app1_segments(jpeg: bytes, *payloads: bytes) -> bytes:
+    """The JPEG with these APP1 segments inserted after its first segment (JFIF's APP0), in this order."""
+    first_end = 4 + struct.unpack(">H", jpeg[4:6])[0]
+    inserted = b"".join(b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload for payload in payloads)
+    return jpeg[:first_end] + inserted + jpeg[first_end:]
+
+
+@pytest.mark.parametrize(
+    "first_app1",
+    [b"http://ns.adobe.com/xap/1.0/\x00<x:xmpmeta/>", b"FLIR\x00\x01junk", b""],
+    ids=["XMP", "other", "empty"],
+)
+def test_a_jpeg_s_exif_orientation_after_another_app1_is_ignored_as_by_paddleocr_s_opencv_4_10(first_app1):
+    pixels = picture(96, 40, 4)  # 96 wide, 40 high
+    jpeg = cv_encode(".jpg", pixels, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    exif = exif_with_orientation(6)  # "Exif\0\0" and a TIFF block: "rotate 90° clockwise to display"
+    data = jpeg_with_app1_segments(jpeg, first_app1, exif)
+    image = decode_bgr(data, choose_fast_decoder(data))
+    # OpenCV 4.10 (PaddleOCR 3.7's) reads the first APP1 only, so keeps the stored 96 x 40; 4.13 would turn it
+    assert image is not None and np.array_equal(image, opencv(jpeg))
+    turned = jpeg_with_app1_segments(jpeg, exif, first_app1)  # EXIF first: every OpenCV turns it
+    image = decode_bgr(turned, choose_fast_decoder(turned))
+    assert image is not None and image.shape == (96, 40, 3) and np.array_equal(image, opencv(turned))
+
+
 def test_damaged_jpegs_are_decoded_as_far_as_they_go_with_a_warning(caplog):
     image = picture(131, 97, 9)
     full = cv_encode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])
