@@ -302,7 +302,7 @@ def test_an_output_named_as_a_variant_is_refused_and_a_new_fp32_file_drops_the_o
     tmp_path, capsys, monkeypatch
 ):
     from tools.export import pipeline
-    from tools.export.pipeline import main, remove_stale_variants
+    from tools.export.pipeline import main, report_stale_variants_removed
 
     # the fp32 file written to inference.int8.onnx, then the int8 variant written over it: no fp32 file left
     output = tmp_path / "inference.int8.onnx"
@@ -314,7 +314,7 @@ def test_an_output_named_as_a_variant_is_refused_and_a_new_fp32_file_drops_the_o
     fp32 = tmp_path / "inference.onnx"
     for path in (fp32, tmp_path / "inference.int8.onnx", tmp_path / "inference.fp16.onnx", tmp_path / "other.onnx"):
         path.write_bytes(b"x")
-    remove_stale_variants(fp32)
+    report_stale_variants_removed(fp32, None)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["inference.onnx", "other.onnx"]
     err = capsys.readouterr().err
     assert "removed" in err and "--precision int8" in err and "--precision fp16" in err

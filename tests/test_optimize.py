@@ -51,6 +51,22 @@ def test_channel_block_and_model_name_for_a_bare_file(tmp_path):
     assert export_record(output)["channel_block"] == 16
 
 
+def test_writing_over_a_model_removes_the_variants_made_from_it(tmp_path):
+    bare = tmp_path / "det.onnx"
+    shutil.copy(wheel_source(V6_TINY) / "inference.onnx", bare)
+    output = tmp_path / "inference.onnx"
+    args = ["optimize", str(bare), "-o", str(output), "--model", V6_TINY, "--channel-block", "8", "-q"]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    for name in ("inference.int8.onnx", "inference.fp16.onnx"):  # made from the first file
+        (tmp_path / name).write_bytes(b"variant")
+    same = CliRunner().invoke(cli, args)  # the same bytes again: its variants still belong to it
+    assert same.exit_code == 0 and (tmp_path / "inference.int8.onnx").is_file(), same.output
+    other = CliRunner().invoke(cli, [*args[:-3], "--channel-block", "16", "-q"])  # another file over it
+    assert other.exit_code == 0, other.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["det.onnx", "inference.onnx"]
+    assert "removed" in other.output and "--precision int8" in other.output and "--precision fp16" in other.output
+
+
 @pytest.mark.parametrize(
     "case, message",
     [

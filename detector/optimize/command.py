@@ -17,6 +17,7 @@ from ..errors import EXIT_FAILED, EXIT_USAGE, DetectorError
 from ..session import EXPORT_CHANNEL_BLOCKS, ONNXRUNTIME_MISSING
 from ..settings import INFERENCE_YML, declared_model_name, read_inference_yml
 from . import INSTALL_HINT
+from .model_file import remove_stale_variants, sha256_of
 
 
 def _fail(message: str, exc: Optional[BaseException], debug: bool, code: int) -> NoReturn:
@@ -119,6 +120,7 @@ def optimize_command(
         recorded_name, _settings, _yml = source_settings(name, found, progress=lambda line: None)
     except DetectorError as exc:
         _fail(str(exc), exc, debug, EXIT_USAGE)
+    replaced_sha256 = sha256_of(output) if output.is_file() else None
     try:
         record = export_from_onnx(
             name,
@@ -130,3 +132,9 @@ def optimize_command(
     except DetectorError as exc:
         _fail(str(exc), exc, debug, EXIT_FAILED)
     click.echo(f"{output} ({recorded_name}; {import_summary(record)} against {found.onnx})")
+    for precision, variant in remove_stale_variants(output, replaced_sha256):
+        click.echo(
+            f"detect optimize: removed {variant}, made from the file just replaced (precision={precision!r} "
+            f"would have loaded it); make it again from the new file with tools/export --precision {precision}",
+            err=True,
+        )

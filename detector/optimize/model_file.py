@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ..errors import DetectorError, ExportError, OutputNotWritableError
+from ..precision import DEFAULT_PRECISION, PRECISIONS, variant_path
 from ..result import write_atomically
 from ..settings import (
     LONG_SIDE_MODELS,
@@ -35,6 +36,23 @@ def sha256_of(path: Path) -> str:
         for chunk in iter(lambda: handle.read(_HASH_CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def remove_stale_variants(output: Path, replaced_sha256: Optional[str] = None) -> list[tuple[str, Path]]:
+    """Remove the int8 / fp16 files beside a freshly written fp32 file, and return (precision, path) of each:
+    made from the file it replaced (other weights, another model, another CPU's channel block), they would be
+    loaded by precision= without a word. Kept where the new file has the bytes of the one it replaced
+    (``replaced_sha256``): the export is deterministic, so `make` re-exporting the default model after a venv
+    rebuild leaves the user's variants."""
+    if replaced_sha256 is not None and sha256_of(output) == replaced_sha256:
+        return []
+    removed = []
+    for precision in PRECISIONS:
+        variant = variant_path(output, precision)
+        if precision != DEFAULT_PRECISION and variant.is_file():
+            variant.unlink()
+            removed.append((precision, variant))
+    return removed
 
 
 def read_inference_config(path: Path) -> tuple[dict, str]:

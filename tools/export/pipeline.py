@@ -32,6 +32,7 @@ from detector.optimize.model_file import (
     check_output_writable,
     model_name_from_config,
     read_inference_config,
+    remove_stale_variants,
     save_exported_model,
     sha256_of,
 )
@@ -306,22 +307,14 @@ def _made_from_other_files(output: Path, source: str) -> Optional[str]:
     return None
 
 
-def remove_stale_variants(output: Path, replaced_sha256: Optional[str] = None) -> None:
-    """Remove the int8 / fp16 files beside a freshly written fp32 file: made from the file it replaced (other
-    weights, another model, another CPU's channel block), they would be loaded by precision= without a word.
-    Kept where the new file has the bytes of the one it replaced (``replaced_sha256``): the export is
-    deterministic, so `make` re-exporting the default model after a venv rebuild leaves the user's variants."""
-    if replaced_sha256 is not None and sha256_of(output) == replaced_sha256:
-        return
-    for precision in PRECISIONS:
-        variant = variant_path(output, precision)
-        if precision != "fp32" and variant.is_file():
-            variant.unlink()
-            print(
-                f"export: removed {variant}, made from the file just replaced; make it again with "
-                f"--precision {precision} (make export ... PRECISION={precision})",
-                file=sys.stderr,
-            )
+def report_stale_variants_removed(output: Path, replaced_sha256: Optional[str]) -> None:
+    """remove_stale_variants, each file removed said on stderr with how to make it again."""
+    for precision, variant in remove_stale_variants(output, replaced_sha256):
+        print(
+            f"export: removed {variant}, made from the file just replaced; make it again with "
+            f"--precision {precision} (make export ... PRECISION={precision})",
+            file=sys.stderr,
+        )
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -376,7 +369,7 @@ def _export(args: argparse.Namespace) -> int:
                 f"exported {args.model} -> {output} (opset {record['opset']}, "
                 f"max |diff| {record['verification']['max_abs_diff']:.3g})"
             )
-            remove_stale_variants(output, replaced_sha256)
+            report_stale_variants_removed(output, replaced_sha256)
         if args.precision != "fp32":
             from tools.export.quantize import export_variant
 
