@@ -68,7 +68,8 @@ $(ONNX_MODELS): | $(VENV)/.installed
 # .onnx written beside it is still Paddle's) need no Paddle: the runtime venv exports them. So do
 # the int8 / fp16 variants of a model exported already: they are scored and timed (and int8's rule chosen)
 # with the onnxruntime that runs them (int8 maps differ between onnxruntime releases: README).
-EXPORT_VENV = $(if $(filter %.onnx,$(SOURCE))$(if $(wildcard $(SOURCE)/inference.pdiparams),,$(wildcard $(SOURCE)/*.onnx))$(if $(filter int8 fp16,$(PRECISION)),$(wildcard models/$(MODEL)/inference.onnx)),$(VENV),$(PADDLE_VENV))
+# PP-OCRv6 small/tiny and PP-OCRv5 mobile without SOURCE: their ONNX release (tools/export fetches it as `make models` does).
+EXPORT_VENV = $(if $(if $(SOURCE),,$(filter $(ONNX_MODEL_NAMES),$(MODEL)))$(filter %.onnx,$(SOURCE))$(if $(wildcard $(SOURCE)/inference.pdiparams),,$(wildcard $(SOURCE)/*.onnx))$(if $(filter int8 fp16,$(PRECISION)),$(wildcard models/$(MODEL)/inference.onnx)),$(VENV),$(PADDLE_VENV))
 
 # Values the export would refuse, refused before a venv is built for it (minutes on a fresh clone)
 ifneq ($(filter export,$(MAKECMDGOALS)),)

