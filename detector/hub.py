@@ -510,6 +510,8 @@ def _check_release_yml(data: bytes, model_name: str) -> None:
     a mapping naming the model, with the PreProcess and PostProcess the runtime reads its settings from."""
     import yaml
 
+    if not data.endswith(b"\n"):  # the releases' ymls end with a line break; one cut in a value may parse
+        raise ValueError("it does not end with a line break: cut short")  # (scale: 1./255. read as 1.)
     config = yaml.safe_load(data.decode("utf-8"))
     if not isinstance(config, dict):
         raise ValueError("not a mapping")

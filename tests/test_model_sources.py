@@ -839,13 +839,20 @@ def test_no_home_folder_and_a_relative_cache_variable_make_no_folder_named_tilde
         TextDetection(model_name=V6_TINY, device="cpu")
 
 
-def test_a_yml_cut_short_that_still_parses_is_not_cached(downloads, hub_root, monkeypatch):
+@pytest.mark.parametrize(
+    "cut_after, reason",
+    [
+        ("name: DBPostProcess\n", "no PreProcess section"),
+        ("scale: 1.", "it does not end with a line break: cut short"),  # parses, as a scale of 1 for 1/255
+    ],
+)
+def test_a_yml_cut_short_that_still_parses_is_not_cached(downloads, hub_root, monkeypatch, cut_after, reason):
     served = hub_root / "PaddlePaddle" / f"{V6_TINY}_onnx" / "resolve" / "main" / "inference.yml"
-    text = served.read_text(encoding="utf-8")
-    served.write_text(text[: text.index("name: DBPostProcess") + len("name: DBPos")], encoding="utf-8")
+    text = served.read_bytes().decode("utf-8").replace("\r\n", "\n")
+    served.write_bytes(text[: text.index(cut_after) + len(cut_after)].encode("utf-8"))
     with static_server(hub_root) as (_, url):
         monkeypatch.setenv("HF_ENDPOINT", url)
-        refused = r"did not give a readable inference\.yml \(\d+ bytes: no PreProcess section\)"
+        refused = rf"did not give a readable inference\.yml \(\d+ bytes: {reason}\)"
         with pytest.raises(ModelNotFoundError, match=refused):
             TextDetection(model_name=V6_TINY, device="cpu")
     assert not list(downloads.rglob("inference.*"))
