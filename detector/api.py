@@ -39,7 +39,7 @@ from .inputs import (
 from .paddleocr_compat import check_ignored_keywords
 from .postprocess import boxes_from_probability_map, opencv_boxes_note
 from .precision import precision_of, select_precision, validate_precision
-from .prefetch import folder_workers, ordered_map, prefetch, read_ahead_depth
+from .prefetch import folder_workers, ordered_map, prefetch, read_ahead_depth, threads_within_cores
 from .preprocess import (
     ResizeInfo,
     bucketed_size,
@@ -208,7 +208,7 @@ class TextDetection:
                 "give input_shape or shape_bucket, not both: input_shape already makes every image one size"
             )
         if cpu_threads is not None:  # None: onnxruntime's choice
-            cpu_threads = whole_number_at_least_one("cpu_threads", cpu_threads)
+            cpu_threads = threads_within_cores(whole_number_at_least_one("cpu_threads", cpu_threads))
         loading: dict[str, Any] = {"max_pixels": max_pixels, "pdf_dpi": pdf_dpi, "url_timeout": url_timeout}
         self.load_options: LoadOptions = dataclasses.replace(
             DEFAULT_LOAD_OPTIONS, **{k: v for k, v in loading.items() if v is not None}

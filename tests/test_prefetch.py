@@ -22,6 +22,7 @@ from detector.prefetch import (
     ordered_map,
     prefetch,
     read_ahead_depth,
+    threads_within_cores,
 )
 from tests.conftest import REPO_ROOT
 
@@ -329,6 +330,18 @@ def test_the_threads_are_shared_between_the_folder_workers():
     large = FOLDER_WORKERS_MAX_MODEL_BYTES + 1  # a large network keeps every thread on one image
     assert folder_workers(cores=2, model_bytes=large) == (1, 2)
     assert folder_workers(cores=2, model_bytes=FOLDER_WORKERS_MAX_MODEL_BYTES) == (2, 1)
+
+
+def test_cpu_threads_beyond_the_cores_run_as_many_threads_as_cores(monkeypatch, default_onnx):
+    """PaddleOCR's default cpu_threads=10, passed on as it was on 2 cores: 5x slower (threads spinning, each
+    waiting for a core)."""
+    from detector import TextDetection
+
+    assert threads_within_cores(10, cores=2) == 2 and threads_within_cores(2, cores=16) == 2
+    monkeypatch.setattr("detector.prefetch.usable_cores", lambda: 2)
+    detector = TextDetection(model_dir=default_onnx, device="cpu", cpu_threads=10)
+    assert detector._session.get_session_options().intra_op_num_threads == 2
+    assert (detector.folder_workers, detector._worker_threads) == (2, 1)
 
 
 def test_a_large_model_runs_folders_serially(monkeypatch, default_onnx):
