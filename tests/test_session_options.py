@@ -44,6 +44,8 @@ def test_text_detection_opens_both_sessions_with_its_spinning(default_onnx, spin
         (4, 2, 1, 8, False),
         (4, 2, 1, 6, True),
         (1, 1, None, None, False),  # os.cpu_count() unknown
+        (1, 1, 10, 2, False),  # PaddleOCR's cpu_threads=10 on 2 cores: TextDetection runs 2 threads
+        (2, 1, 10, 2, True),
     ],
 )
 def test_serve_turns_spinning_off_where_its_inferences_outnumber_the_cores(

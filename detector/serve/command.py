@@ -132,7 +132,7 @@ def serve(
         config = dataclasses.replace(config, cpu_spinning=False)
         click.echo(
             f"detect serve: {workers} worker(s) x {max_concurrency} inference(s) x "
-            f"{cpu_threads or cores} thread(s) exceed the {cores} cores: "
+            f"{min(cpu_threads or cores, cores)} thread(s) exceed the {cores} cores: "
             f"onnxruntime's threads sleep between operators instead of spinning",
             err=True,
         )

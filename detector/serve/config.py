@@ -43,9 +43,10 @@ class ServeConfig:
 
     def cores_are_shared(self, workers: int, cores: Optional[int]) -> bool:
         """Whether ``workers`` processes of this config, each running max_concurrency inferences on
-        cpu_threads threads (None: every core), ask for more threads than the machine's cores."""
+        cpu_threads threads (None: every core; never more than the cores, as TextDetection runs them), ask for
+        more threads than the machine's cores."""
         cores = cores or 1
-        return workers * self.max_concurrency * (self.cpu_threads or cores) > cores
+        return workers * self.max_concurrency * min(self.cpu_threads or cores, cores) > cores
 
     @property
     def max_body_bytes(self) -> int:
