@@ -15,7 +15,7 @@ import dataclasses
 import json
 import math
 import reprlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, TypedDict
@@ -190,8 +190,14 @@ def validate_settings(settings: DetectionSettings) -> DetectionSettings:
         refuse("unclip_ratio", "greater than 0")
     for name in ("mean", "std"):
         seq = getattr(settings, name)
-        if len(seq) != 3:
-            raise InvalidParameterError(f"{name} must have 3 values (B, G, R), got {seq!r}")
+        if (
+            isinstance(seq, (str, bytes))
+            or not isinstance(seq, Sequence)
+            or len(seq) != 3
+            or not all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in seq)
+            or not all(math.isfinite(v) for v in seq)
+        ):
+            raise InvalidParameterError(f"{name} must be 3 finite numbers (B, G, R), got {quoted(seq)}")
         values[name] = tuple(float(v) for v in seq)
     if any(v == 0 for v in values["std"]):
         raise InvalidParameterError(f"std must not contain 0, got {values['std']}")
@@ -263,7 +269,9 @@ def settings_from_metadata(metadata: Mapping[str, str], model_name: Optional[str
     try:
         stored = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise InvalidParameterError(f"the model's {METADATA_SETTINGS_KEY} metadata is not JSON: {exc}") from None
+        raise InvalidParameterError(f"not JSON: {exc}") from None
+    if not isinstance(stored, dict):
+        raise InvalidParameterError(f"not a JSON object: {quoted(stored)}")
     known = {f.name for f in dataclasses.fields(DetectionSettings)}
     return validate_settings(DetectionSettings(**{k: v for k, v in stored.items() if k in known}))
 
@@ -304,7 +312,10 @@ def settings_for_model_file(
         # The recorded name is the network's (a fine-tuned export keeps its base model's name, and is found
         # by the name of its folder): a model_name that differs is not a contradiction here.
         name = metadata.get(METADATA_MODEL_NAME_KEY) or model_name or ""
-        return name, settings_from_metadata(metadata, name), f"{model_path} metadata"
+        try:
+            return name, settings_from_metadata(metadata, name), f"{model_path} metadata"
+        except InvalidParameterError as exc:  # a file written or edited elsewhere: not the caller's setting
+            raise InvalidModelError(f"{model_path}: its {METADATA_SETTINGS_KEY} metadata: {exc}") from None
     yml = Path(model_path).parent / INFERENCE_YML
     if yml.is_file():
         config, _ = read_inference_yml(yml)

@@ -50,6 +50,33 @@ def test_settings_come_from_the_model_metadata(model):
     assert model.device == "cpu"
 
 
+@pytest.mark.parametrize(
+    "stored, reason",
+    [
+        ("[1, 2]", "not a JSON object"),
+        ("null", "not a JSON object"),
+        ("{not json", "not JSON"),
+        ('{"mean": 5}', "mean must be 3 finite numbers"),
+        ('{"mean": [1, 2, "a"]}', "mean must be 3 finite numbers"),
+        ('{"thresh": "x"}', "thresh must be a number"),
+    ],
+)
+def test_settings_metadata_that_cannot_be_read_is_the_model_file_s_fault(tmp_path, default_onnx, stored, reason):
+    """It was an AttributeError or TypeError ("internal error" to the CLI), or an InvalidParameterError as if
+    the caller had passed the setting, the file unnamed."""
+    import onnx
+
+    model = onnx.load(str(default_onnx))
+    for entry in model.metadata_props:
+        if entry.key == "detector.settings":
+            entry.value = stored
+    path = tmp_path / "edited.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(InvalidModelError) as caught:
+        TextDetection(model_dir=path, device="cpu")
+    assert str(caught.value).startswith(f"{path}: its detector.settings metadata: {reason}")
+
+
 @pytest.mark.parametrize("name", ["page", "receipt", "banner", "dense"])
 def test_every_rendered_line_is_found(model, pages, name):
     path, truth = pages[name]
