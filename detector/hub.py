@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from .errors import DetectorError, ModelNotFoundError
+from .errors import DetectorError, InvalidModelError, ModelNotFoundError
 from .precision import DEFAULT_PRECISION, PRECISIONS, variant_path
 from .result import TEMP_FILE_PATTERN, write_atomically
 from .settings import INFERENCE_YML, declared_model_name, read_inference_yml, settings_from_inference_config
@@ -360,14 +360,21 @@ def discard_damaged_download(model_path: Path, reason: str) -> bool:
     folder = _download_cache_folder(path)
     if folder is None:
         return False
-    _tell(f"{path} cannot be loaded ({reason}); removing it to fetch it again", logging.WARNING)
     with _fetch_lock(folder.parent, folder.name):
         doomed = [path]
         if path.parent.name == OFFICIAL_FOLDER or (folder / INFERENCE_YML).is_file():  # the release itself
             doomed += [path.parent / INFERENCE_YML, path.parent / IMPORT_FAILED_MARKER]
         for file in doomed:
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 file.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:  # a read-only cache: said, not a bare PermissionError
+                raise InvalidModelError(
+                    f"{path} cannot be loaded ({reason}), and cannot be removed to fetch it again: "
+                    + _write_failure_advice(exc)
+                ) from None
+    _tell(f"{path} cannot be loaded ({reason}); removed to fetch it again", logging.WARNING)
     return True
 
 

@@ -8,6 +8,7 @@ HTTP server on 127.0.0.1 that the test starts, serving a folder it builds.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import http.server
 import logging
@@ -719,6 +720,27 @@ def test_a_damaged_import_in_the_cache_is_made_again_from_the_release(downloads,
     err = told()
     assert model.model_path == imported and f"{imported} cannot be loaded" in err and "imported as" in err
     assert sorted(p.name for p in official.iterdir()) == ["inference.onnx", "inference.yml"]  # leftover gone
+
+
+def test_a_damaged_file_in_a_read_only_cache_is_said_not_a_bare_permission_error(downloads, monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    official = downloads / V6_TINY / "official"
+    shutil.copytree(wheel_source(V6_TINY), official)
+    imported = TextDetection(model_name=V6_TINY, device="cpu").model_path
+    imported.write_bytes(imported.read_bytes()[:100_000])
+    real_unlink = Path.unlink
+
+    def read_only(path, *args, **kwargs):  # as a cache mounted read-only (the tests run as root)
+        if path.parent.parent == downloads:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "unlink", read_only)
+    with pytest.raises(InvalidModelError) as caught:
+        TextDetection(model_name=V6_TINY, device="cpu")
+    said = str(caught.value)
+    assert said.startswith(f"{imported} cannot be loaded (") and "cannot be removed to fetch it again" in said
+    assert "Permission denied: set XDG_CACHE_HOME to a writable folder, or pass model_dir=" in said
 
 
 def test_a_damaged_release_in_the_cache_is_downloaded_again(downloads, hub_root, monkeypatch, capsys):
