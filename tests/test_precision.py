@@ -181,6 +181,18 @@ def test_flags_of_the_fp32_export_are_named_when_a_variant_reuses_the_file(model
     assert export_main(args) == 0 and "apply to the fp32 export" not in capsys.readouterr().err
 
 
+def test_a_variant_that_cannot_be_written_is_said_before_any_work(model_dir, tmp_path, monkeypatch):
+    """A read-only folder: a traceback from tempfile's mkdtemp, where the fp32 export says which file and why."""
+    from detector.errors import OutputNotWritableError
+    from tools.export import quantize
+
+    monkeypatch.setattr(quantize, "_make_scored_variant", lambda *a, **k: pytest.fail("worked before the check"))
+    (tmp_path / "a file").write_bytes(b"")
+    output = tmp_path / "a file" / "inference.int8.onnx"  # its folder cannot be made, as a read-only one
+    with pytest.raises(OutputNotWritableError, match="cannot write"):
+        quantize.export_variant(model_dir / "inference.onnx", "int8", output=output)
+
+
 def test_missing_variant_says_how_to_make_it(default_onnx, tmp_path):
     folder = tmp_path / "OnlyFp32_det"
     folder.mkdir()

@@ -37,7 +37,7 @@ from typing import Optional
 import numpy as np
 
 from detector.errors import ExportError
-from detector.optimize.model_file import save_model, set_metadata
+from detector.optimize.model_file import check_output_writable, save_model, set_metadata
 from detector.optimize.rewrites.gate_expand import GATE_EXPAND_OP_TYPES, GATE_EXPAND_REWRITE, rewrite_gated_products
 from detector.optimize.rewrites.gelu_sigmoid import GELU_SIGMOID_REWRITE, rewrite_gelus_as_sigmoid_products
 from detector.optimize.rewrites.hard_swish_gate import HARD_SWISH_GATE_REWRITE, rewrite_hard_swish_gates
@@ -605,8 +605,8 @@ def export_variant(
     output = output or variant_path(fp32_path, precision)
     # made and scored in a folder beside it, under its own name: a failure leaves the previous variant
     # (or none), never an unscored file that loads as the variant
+    check_output_writable(output)  # before the minutes of calibration and scoring, as the fp32 export does
     progress(f"[1/2] writing the {precision} variant of {fp32_path} -> {output}")
-    output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{output.name}.", dir=output.parent) as partial:
         record = _make_scored_variant(
             fp32_path, precision, Path(partial) / output.name, evaluation_images, **int8_options
