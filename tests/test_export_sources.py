@@ -434,3 +434,37 @@ def test_a_failed_export_leaves_no_folder_it_made_and_model_names_are_no_paths(t
     capsys.readouterr()
     assert pipeline.main(["--model", "../../tmp/evil"]) == 1
     assert "is not a model name: the export is written to models/<MODEL>/" in capsys.readouterr().err
+    assert pipeline.main(["--model", ""]) == 1  # it wrote models/inference.onnx
+    assert "'' is not a model name" in capsys.readouterr().err
+    # another case of a known name: models/pp-ocrv6_tiny_det/, which TextDetection(model_name=…) never finds
+    assert pipeline.main(["--model", "pp-ocrv6_tiny_det"]) == 1
+    assert "did you mean PP-OCRv6_tiny_det? (model names are exact)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "files, said",
+    [
+        ([], "has no inference.json or inference.pdmodel, inference.pdiparams, inference.yml"),
+        (["inference.yml"], "has no inference.json or inference.pdmodel, inference.pdiparams:"),
+    ],
+)
+def test_a_source_folder_holding_no_model_says_what_it_lacks_not_to_install_paddle(
+    tmp_path, capsys, monkeypatch, files, said
+):
+    from tools.export import pipeline
+
+    monkeypatch.setattr(pipeline, "check_export_tools", lambda: pytest.fail("Paddle asked for"))
+    for name in files:
+        (tmp_path / name).write_text("Global:\n  model_name: PP-OCRv6_tiny_det\n")
+    output = tmp_path / "out" / "inference.onnx"
+    assert pipeline.main(["--model", "PP-OCRv6_tiny_det", "--source", str(tmp_path), "--output", str(output)]) == 1
+    err = capsys.readouterr().err
+    assert said in err and "(an ONNX source: an .onnx file, or a folder holding one)" in err
+
+
+def test_an_onnx_url_source_is_said_to_be_downloaded_first(tmp_path, capsys):
+    from tools.export import pipeline
+
+    url = "http://127.0.0.1:9/release/inference.onnx?download=true"
+    assert pipeline.main(["--model", "PP-OCRv6_tiny_det", "--source", url, "--output", str(tmp_path / "x.onnx")]) == 1
+    assert "an ONNX source is read from disk: download" in capsys.readouterr().err

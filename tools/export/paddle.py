@@ -63,7 +63,8 @@ def find_model_files(folder: Path, origin: str) -> PaddleModel:
     if missing:
         raise ExportError(
             f"{folder} has no {', '.join(missing)}: a Paddle inference model folder holds inference.json "
-            f"(or inference.pdmodel), {PARAMS_FILE} and {CONFIG_FILE}, as in PaddleX's *_infer.tar downloads"
+            f"(or inference.pdmodel), {PARAMS_FILE} and {CONFIG_FILE}, as in PaddleX's *_infer.tar downloads "
+            f"(an ONNX source: an .onnx file, or a folder holding one)"
         )
     params = folder / PARAMS_FILE
     shortfall = params_shortfall(params)

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
+from detector.catalog import KNOWN_MODELS
 from detector.errors import DetectorError, ExportError, Terminated, raise_terminated
 from detector.onnx_messages import remove_dead_code
 from detector.optimize import onnx_import
@@ -109,6 +110,13 @@ def export_model(
         if any(file.resolve() == target for file in files):
             what = "a file of SOURCE" if source_path.is_dir() else "SOURCE"
             raise ExportError(f"--output {output} is {what} {source}: write the export elsewhere")
+    if source is not None and "://" in source and source.split("?")[0].lower().endswith(".onnx"):
+        raise ExportError(
+            f"an ONNX source is read from disk: download {source} and pass the file (or its folder, with the "
+            f"inference.yml published beside it) as SOURCE"
+        )
+    if source_path is not None and source_path.is_dir() and not onnx_import.is_onnx_source(source):
+        find_model_files(source_path, "given")  # what a folder lacks, before Paddle is asked for
     if source is not None and onnx_import.is_onnx_source(source):
         if opset != DEFAULT_OPSET:
             progress(f"note: --opset {opset} is for Paddle sources; an ONNX source keeps its own opset")
@@ -352,11 +360,19 @@ def _export(args: argparse.Namespace) -> int:
     output_folder = output.expanduser().parent
     made_folder = _first_missing_folder(output_folder)  # removed again where the export fails
     try:
-        if args.output is None and (Path(args.model).name != args.model or args.model in (".", "..")):
+        if args.output is None and (
+            not args.model.strip()
+            or Path(args.model).name != args.model
+            or args.model in (".", "..")
+            or args.model != args.model.strip()
+        ):
             raise ExportError(
                 f"--model {args.model!r} is not a model name: the export is written to models/<MODEL>/ (a name "
                 f"such as PP-OCRv4_server_det); pass --output for a path of your own"
             )
+        same_but_case = [name for name in KNOWN_MODELS if name.lower() == args.model.lower() and name != args.model]
+        if args.output is None and same_but_case:  # models/pp-ocrv6_tiny_det/ is found by no lookup of the name
+            raise ExportError(f"--model {args.model!r}: did you mean {same_but_case[0]}? (model names are exact)")
         if not onnxruntime_installed():  # every export is verified on onnxruntime: said before the conversion
             raise ExportError(f"the export verifies what it writes on onnxruntime: {ONNXRUNTIME_MISSING}")
         named = precision_of(output)
