@@ -176,8 +176,15 @@ def resolve_model_path(
         ours = {variant_path(path / MODEL_FILENAME, other).name for other in PRECISIONS}
         try:
             others = sorted(child.name for child in path.glob("*.onnx") if child.is_file() and child.name not in ours)
+            variants = [p for p in PRECISIONS if variant_path(path / MODEL_FILENAME, p).is_file()]
         except OSError:
-            others = []
+            others, variants = [], []
+        if variants:  # precision=None (fp32) asked for a deployment folder of a variant alone
+            held = " and ".join(variant_path(path / MODEL_FILENAME, p).name for p in variants)
+            raise ModelNotFoundError(
+                f"model_dir {str(path)!r} holds {held}, no {MODEL_FILENAME}: pass precision={variants[0]!r} "
+                f"(detect --precision {variants[0]}) to load it"
+            )
         raise ModelNotFoundError(
             f"model_dir {str(path)!r} is neither an .onnx file nor a folder holding {MODEL_FILENAME} "
             f"(PaddlePaddle's ONNX releases: {MODEL_FILENAME} + {INFERENCE_YML})"
