@@ -663,3 +663,27 @@ def test_two_workers_each_load_the_model_and_stop_on_sigterm(default_onnx, tmp_p
     assert log.count("Application startup complete") == 2
     # two workers each on every core ask for more threads than there are cores
     assert "onnxruntime's threads sleep between operators instead of spinning" in log
+
+
+def test_serve_loads_the_precision_variant_asked_for(default_onnx, tmp_path, monkeypatch):
+    """`detect serve --precision int8`: /health reports the precision, but only a variant's file path served it."""
+    import shutil
+
+    import uvicorn
+    from click.testing import CliRunner
+
+    from detector.cli import cli
+
+    shutil.copy(default_onnx, tmp_path / "inference.onnx")
+    shutil.copy(default_onnx, tmp_path / "inference.int8.onnx")  # the name alone says int8: enough here
+    served = []
+    monkeypatch.setattr("detector.serve.app.create_app", lambda config, detector: detector)
+    monkeypatch.setattr("detector.serve.app.log_beside_uvicorn", lambda level: None)
+    monkeypatch.setattr("signal.signal", lambda *args: None)  # the command's SIGTERM handler: not this process's
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: served.append(app))
+    result = CliRunner().invoke(cli, ["serve", "--model-dir", str(tmp_path), "--precision", "int8"])
+    assert result.exit_code == 0, result.output
+    (detector,) = served
+    assert detector.precision == "int8" and detector.model_path == tmp_path / "inference.int8.onnx"
+    missing = CliRunner().invoke(cli, ["serve", "--model-dir", str(tmp_path), "--precision", "fp16"])
+    assert missing.exit_code == 2 and "no fp16 variant" in missing.output

@@ -169,6 +169,7 @@ def load_detector(config: ServeConfig) -> TextDetection:
         device=config.device,
         cpu_threads=config.cpu_threads,
         cpu_spinning=config.cpu_spinning,
+        precision=config.precision,
         max_pixels=config.max_pixels,
         shape_bucket=config.shape_bucket,
     )

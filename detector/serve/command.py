@@ -24,6 +24,7 @@ from ..cli import (
     max_pixels_option,
     model_dir_option,
     model_option,
+    precision_option,
     shape_bucket_option,
 )
 from ..errors import DetectorError
@@ -81,6 +82,7 @@ KEEP_ALIVE_S = 75.0
     "(AWS ALB 60 s), so the balancer never reuses a connection this server is closing (502s).",
 )
 @cpu_threads_option_saying("onnxruntime threads per inference [default: every core].")
+@precision_option
 @shape_bucket_option
 @click.option(
     "--allow-urls", is_flag=True, help='Accept {"url": …}: the server then fetches any URL a client names (see README).'
@@ -100,6 +102,7 @@ def serve(
     timeout_s: float,
     keep_alive_s: float,
     cpu_threads: Optional[int],
+    precision: Optional[str],
     shape_bucket: Optional[int],
     allow_urls: bool,
     debug: bool,
@@ -118,6 +121,7 @@ def serve(
         model_dir=model_dir,
         device=device,
         cpu_threads=cpu_threads,
+        precision=precision,
         shape_bucket=shape_bucket,
         max_concurrency=max_concurrency,
         max_queue=max_queue,

@@ -28,6 +28,7 @@ class ServeConfig:
     # TextDetection's cpu_spinning; `detect serve` turns it off where its inferences at once would
     # ask for more threads than there are cores (cores_are_shared)
     cpu_spinning: bool = True
+    precision: Optional[str] = None  # TextDetection's precision: the fp32 file (None), or its int8 / fp16 variant
     shape_bucket: Optional[int] = None  # TextDetection's shape_bucket; None: off
     max_concurrency: int = 1  # inferences at once per worker; onnxruntime already uses every core for one
     max_queue: int = 8  # requests that may wait for a slot per worker; more get 503
