@@ -15,6 +15,7 @@ from .errors import (
     UnreadableImageError,
     UnsupportedInputError,
 )
+from .paddleocr_compat import IgnoredArgumentWarning
 from .result import DetectionResult
 from .settings import DetectionSettings
 
@@ -26,6 +27,7 @@ __all__ = [
     "DetectorError",
     "DeviceUnavailableError",
     "ExportError",
+    "IgnoredArgumentWarning",
     "ImageTooLargeError",
     "InferenceError",
     "InputNotFoundError",

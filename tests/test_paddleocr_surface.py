@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from detector import DetectorError, TextDetection, paddleocr_compat
+from detector import DetectorError, IgnoredArgumentWarning, TextDetection, paddleocr_compat
 from detector.cli import cli
-from detector.paddleocr_compat import IGNORED_KEYWORDS, IgnoredArgumentWarning
+from detector.paddleocr_compat import IGNORED_KEYWORDS
 from tests.conftest import REPO_ROOT
 from tests.rendered import write_rendered_pages
 
