@@ -100,6 +100,18 @@ KNOWN_MODELS: dict[str, KnownModel] = {
 }
 
 
+def known_name_like(model_name: str) -> Optional[str]:
+    """The known model name a mistyped one most likely meant: the same in another case, else the closest
+    (difflib, ratio >= 0.8: 'PP-OCRv6_tiny' -> 'PP-OCRv6_tiny_det'); None where none is close."""
+    import difflib
+
+    same_but_case = [name for name in KNOWN_MODELS if name.lower() == model_name.lower()]
+    if same_but_case:
+        return same_but_case[0]
+    close = difflib.get_close_matches(model_name, list(KNOWN_MODELS), n=1, cutoff=0.8)
+    return close[0] if close else None
+
+
 def catalog_inference_config(model_name: Optional[str]) -> Optional[Mapping[str, Any]]:
     """The official yml entries recorded for a known model name, or None."""
     known = KNOWN_MODELS.get(model_name or "")

@@ -430,15 +430,14 @@ def _paddle_model_hint(folder: Path) -> str:
 
 
 def _not_downloadable_hint(model_name: str, known: bool) -> str:
-    from .catalog import KNOWN_MODELS
+    from .catalog import KNOWN_MODELS, known_name_like
 
     downloadable = ", ".join(name for name, model in KNOWN_MODELS.items() if model.onnx_release)
-    same_but_case = [name for name in KNOWN_MODELS if name.lower() == model_name.lower()]
+    meant = None if known else known_name_like(model_name)
     what = (
         f"{model_name} has no official ONNX release to download"
         if known
-        else f"{model_name!r} is not a model name this package knows"
-        + (f" (did you mean {same_but_case[0]!r}?)" if same_but_case else "")
+        else f"{model_name!r} is not a model name this package knows" + (f" (did you mean {meant!r}?)" if meant else "")
     )
     if IN_CHECKOUT:
         how = (

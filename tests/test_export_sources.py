@@ -426,6 +426,15 @@ def test_a_failed_export_leaves_no_folder_it_made_and_model_names_are_no_paths(t
     output = tmp_path / "new" / "deeper" / "inference.onnx"
     assert pipeline.main(["--model", "MyOwn_det", "--output", str(output)]) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+    def interrupted_after_the_output_check(model, source, output, *args, **kwargs):
+        check_output_writable(output)
+        raise KeyboardInterrupt  # Ctrl-C during the conversion left the empty folders
+
+    monkeypatch.setattr(pipeline, "export_model", interrupted_after_the_output_check)
+    assert pipeline.main(["--model", "MyOwn_det", "--output", str(output)]) == 130
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    monkeypatch.setattr(pipeline, "export_model", failing_after_the_output_check)
     kept = tmp_path / "kept"  # a folder that was there before stays, with what it holds
     kept.mkdir()
     (kept / "notes.txt").write_text("mine")

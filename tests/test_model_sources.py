@@ -447,6 +447,11 @@ def test_model_names_with_spaces_dots_or_another_case_are_refused_with_the_name_
             TextDetection(model_name=dots, device="cpu")
     with pytest.raises(ModelNotFoundError, match=f"did you mean '{V6_SMALL}'"):
         TextDetection(model_name=V6_SMALL.lower(), device="cpu")
+    with pytest.raises(ModelNotFoundError, match=f"did you mean '{V6_SMALL}'"):  # a close name: the suffix left out
+        TextDetection(model_name="PP-OCRv6_small", device="cpu")
+    with pytest.raises(ModelNotFoundError) as unlike:
+        TextDetection(model_name="MyOwn_det", device="cpu")
+    assert "did you mean" not in str(unlike.value)
 
 
 def test_no_download_opt_out(downloads, hub_root, monkeypatch):

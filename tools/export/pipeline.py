@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
-from detector.catalog import KNOWN_MODELS
+from detector.catalog import known_name_like
 from detector.errors import DetectorError, ExportError, Terminated, raise_terminated
 from detector.onnx_messages import remove_dead_code
 from detector.optimize import onnx_import
@@ -370,9 +370,10 @@ def _export(args: argparse.Namespace) -> int:
                 f"--model {args.model!r} is not a model name: the export is written to models/<MODEL>/ (a name "
                 f"such as PP-OCRv4_server_det); pass --output for a path of your own"
             )
-        same_but_case = [name for name in KNOWN_MODELS if name.lower() == args.model.lower() and name != args.model]
-        if args.output is None and same_but_case:  # models/pp-ocrv6_tiny_det/ is found by no lookup of the name
-            raise ExportError(f"--model {args.model!r}: did you mean {same_but_case[0]}? (model names are exact)")
+        meant = known_name_like(args.model)
+        if args.output is None and meant and meant != args.model and meant.lower() == args.model.lower():
+            # models/pp-ocrv6_tiny_det/ is found by no lookup of the name (a close name may be the user's own)
+            raise ExportError(f"--model {args.model!r}: did you mean {meant}? (model names are exact)")
         if not onnxruntime_installed():  # every export is verified on onnxruntime: said before the conversion
             raise ExportError(f"the export verifies what it writes on onnxruntime: {ONNXRUNTIME_MISSING}")
         named = precision_of(output)
@@ -433,6 +434,9 @@ def _export(args: argparse.Namespace) -> int:
             raise
         print(f"export: error: {exc}", file=sys.stderr)
         return 1
+    except (KeyboardInterrupt, Terminated):  # Ctrl-C, SIGTERM: main says so; the empty folders go too
+        _remove_if_empty(made_folder, output_folder)
+        raise
     return 0
 
 
