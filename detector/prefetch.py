@@ -69,8 +69,8 @@ def usable_cores() -> int:
 def threads_within_cores(threads: int, cores: Optional[int] = None) -> int:
     """The intra-op threads to run for a cpu_threads of ``threads``: at most the cores the process may run on
     (``cores``: usable_cores()). PaddleOCR's default, cpu_threads=10, passed on to onnxruntime as it is on 2
-    cores ran PP-OCRv4_mobile_det 5x slower (0.51 s for 0.10 on a 2500x1800 page: its threads spin, each waiting
-    for a core), and still 1.8x with them sleeping; Paddle's own engine ran the same with 10 as with 2."""
+    cores ran PP-OCRv4_mobile_det 4x slower (0.38-0.40 s for 0.094 on a 2500x1800 JPEG: its threads spin, each
+    waiting for a core; an audit measured 1.8x with them sleeping); Paddle's own engine ran 10 as fast as 2."""
     cores = usable_cores() if cores is None else cores
     if threads > cores:
         logger.info("cpu_threads=%d: %d onnxruntime threads, the cores this process may run on", threads, cores)
