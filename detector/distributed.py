@@ -221,7 +221,10 @@ def resolve_inputs(inputs: Sequence[str], recursive: bool = DEFAULT_LOAD_OPTIONS
             paths.extend(list_uri(raw, recursive))
         else:
             sources = expand_inputs(raw, LoadOptions(recursive=recursive))
-            paths.extend(os.path.abspath(source.value) for source in sources)
+            for source in sources:
+                if source.kind == "unreadable":  # a folder of the walk that cannot be listed: refused before Ray
+                    raise source.value
+                paths.append(os.path.abspath(source.value))
     if not paths:
         raise InputNotFoundError("no input files given")
     return paths

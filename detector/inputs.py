@@ -128,7 +128,9 @@ class LoadedImage:
 class Source:
     """One thing that yields images: a file, a URL, a buffer or an in-memory image."""
 
-    kind: str  # "file" | "url" | "bytes" | "array" | "pil" | "fetched" (a URL's (body, content type); name: the URL)
+    # "file" | "url" | "bytes" | "array" | "pil" | "fetched" (a URL's (body, content type); name: the URL) |
+    # "unreadable" (a folder of a walk that could not be listed; value: the InputNotFoundError its loading raises)
+    kind: str
     value: Any
     name: Optional[str] = None  # what input_path reports
 
@@ -607,11 +609,33 @@ def fetch_url(url: str, options: LoadOptions) -> tuple:
 # ----------------------------------------------------------------------------- expansion and loading
 
 
-def list_folder_images(folder: Path, recursive: bool = True) -> list[Path]:
-    """Image and PDF files in a folder and, if recursive (PaddleX's way), its subfolders: sorted as
-    path strings, as PaddleX sorts them ("a-b/x.png" before "a/x.png")."""
-    candidates = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted((p for p in candidates if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS), key=str)
+def list_folder_images(folder: Path, recursive: bool = True) -> tuple[list[Path], list[tuple[Path, OSError]]]:
+    """Image and PDF files in a folder and, if recursive (PaddleX's way), its subfolders (links to folders not
+    followed): sorted as path strings, as PaddleX sorts them ("a-b/x.png" before "a/x.png"); and each folder that
+    could not be read, with why. pathlib's rglob skipped an unreadable subfolder without a word (its images
+    missing, exit 0), and a subfolder removed while it was walked (a spool folder) ended the whole walk."""
+    files: list[Path] = []
+    unreadable: list[tuple[Path, OSError]] = []
+    pending = [folder]
+    while pending:
+        current = pending.pop()
+        try:
+            with os.scandir(current) as entries:
+                for entry in entries:
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            if recursive:
+                                pending.append(current / entry.name)
+                        elif entry.is_file() and os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
+                            files.append(current / entry.name)
+                    except OSError:  # gone since it was listed: nothing to read there
+                        continue
+        except FileNotFoundError as exc:
+            if current == folder:  # the folder given is gone: said; a subfolder gone meanwhile held nothing
+                unreadable.append((current, exc))
+        except OSError as exc:  # no permission to list it, an I/O error
+            unreadable.append((current, exc))
+    return sorted(files, key=str), unreadable
 
 
 def glob_matches(pattern: str) -> list[Path]:
@@ -644,30 +668,53 @@ def _expand_path(text: str, options: LoadOptions) -> list[Source]:
     except OSError as exc:  # a name too long for the file system, say: no such input (the others still run)
         raise InputNotFoundError(f"input {_shown(text)} cannot be looked up: {exc.strerror or exc}") from None
     if is_folder:
-        files = list_folder_images(path, options.recursive)
-        if not files:
+        files, unreadable = list_folder_images(path, options.recursive)
+        if unreadable and unreadable[0][0] == path:
+            raise InputNotFoundError(f"{text}: the folder cannot be read ({_reason(unreadable[0][1])})")
+        if not files and not unreadable:
             raise InputNotFoundError(
                 f"folder {path} holds no images{' (subfolders included)' if options.recursive else ''}; "
                 f"looked for {', '.join(sorted(IMAGE_EXTENSIONS))}"
             )
         # reported as PaddleX's folder walk names them: the folder as given, joined with each file's own path
-        return [Source("file", f, os.path.join(text, os.fspath(f.relative_to(path)))) for f in files]
+        found = [(f, Source("file", f, os.path.join(text, os.fspath(f.relative_to(path))))) for f in files]
+        return _with_unreadable_folders(found, unreadable)
     if exists:
         return [Source("file", path, text)]  # input_path is the string given, as PaddleOCR reports it
     if GLOB_CHARACTERS & set(text):
         files = []
+        unreadable = []
         pattern = os.path.expanduser(text)
         any_depth = "**" in Path(pattern).parts  # the files below are matched already
-        for match in glob_matches(pattern):
-            if match.is_dir() and not any_depth:  # a folder the pattern names is read as a folder given by name
-                files.extend(list_folder_images(match, options.recursive))
-            elif match.is_file() and match.suffix.lower() in IMAGE_EXTENSIONS:
-                files.append(match)
+        try:
+            for match in glob_matches(pattern):
+                if match.is_dir() and not any_depth:  # a folder the pattern names is read as a folder given by name
+                    in_folder, cannot = list_folder_images(match, options.recursive)
+                    files.extend(in_folder)
+                    unreadable.extend(cannot)
+                elif match.is_file() and match.suffix.lower() in IMAGE_EXTENSIONS:
+                    files.append(match)
+        except OSError as exc:  # a folder of the pattern's fixed part that cannot be read
+            raise InputNotFoundError(f"pattern {text!r} cannot be matched: {_reason(exc)}") from None
         files = list(dict.fromkeys(files))
-        if not files:
+        if not files and not unreadable:
             raise InputNotFoundError(f"pattern {text!r} matches no image files")
-        return [Source("file", f, str(f)) for f in files]
+        return _with_unreadable_folders([(f, Source("file", f, str(f))) for f in files], unreadable)
     raise InputNotFoundError(f"input {text!r} does not exist")
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def _with_unreadable_folders(found: list[tuple[Path, Source]], unreadable: list[tuple[Path, OSError]]) -> list[Source]:
+    """The sources of a folder walk, with a source in its sorted place for each folder that could not be read:
+    loading it raises why (an error line of its own in `detect`, exit 1), while the readable files still run."""
+    cannot = []
+    for folder, exc in unreadable:
+        refusal = InputNotFoundError(f"{folder}: the folder cannot be read ({_reason(exc)})")
+        cannot.append((folder, Source("unreadable", refusal, str(folder))))
+    return [source for _, source in sorted(found + cannot, key=lambda pair: str(pair[0]))]
 
 
 def expand_inputs(inputs: PredictInput, options: LoadOptions = DEFAULT_LOAD_OPTIONS) -> list[Source]:
@@ -785,6 +832,8 @@ def group_sources(sources: list[Source], size: int) -> Iterator[tuple[bool, list
 
 def load_source(source: Source, options: LoadOptions = DEFAULT_LOAD_OPTIONS) -> Iterator[LoadedImage]:
     """The images of one source: one for an image, one per page for a PDF or TIFF."""
+    if source.kind == "unreadable":
+        raise source.value
     if source.kind == "array":
         yield LoadedImage(to_bgr_uint8(source.value), None)
     elif source.kind == "pil":

@@ -758,3 +758,37 @@ def test_one_pdf_shows_a_progress_bar_naming_the_page_it_has_reached(model_path,
     from detector.cli import _short_name
 
     assert _short_name("https://x.example/scans/book.pdf?X-Amz-Signature=0ddba11") == "book.pdf?X-Amz-Signature=..."
+
+
+def test_a_folder_that_cannot_be_read_is_an_error_line_and_the_rest_still_runs(
+    model_path, pages, tmp_path, monkeypatch
+):
+    """An unreadable subfolder was skipped without a word (its images missing, exit 0); a subfolder removed
+    while the walk ran, or one that could be listed but not searched, ended the whole run (no result at all)."""
+    import os as os_module
+
+    import cv2
+
+    banner = cv2.imread(str(pages["banner"][0]))
+    for name in ("in/a.png", "in/locked/b.png", "in/gone/c.png", "top/d.png"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(tmp_path / name), banner)
+    real_scandir = os_module.scandir
+
+    def scandir(path):  # as an unprivileged user meets them (the tests run as root, whom modes do not stop)
+        if str(path).endswith("locked") or str(path).endswith("top"):
+            raise PermissionError(13, "Permission denied", str(path))
+        if str(path).endswith("gone"):
+            raise FileNotFoundError(2, "No such file or directory", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr("detector.inputs.os.scandir", scandir)
+    run = run_in_process("-i", tmp_path / "in", "-i", tmp_path / "top", "--model", model_path, "--device", "cpu")
+    assert run.exit_code == 1, run.output
+    said = [line for line in run.output.splitlines() if line.startswith("detect: error: ")]
+    assert said == [  # the folder given is refused as the inputs are listed; the subfolder in its turn
+        f"detect: error: {tmp_path / 'top'}: the folder cannot be read (Permission denied)",
+        f"detect: error: {tmp_path / 'in' / 'locked'}: the folder cannot be read (Permission denied)",
+    ]
+    assert run.output.count("'input_path':") == 1 and "a.png" in run.output  # the readable image ran
+    assert "detect: 1 result, 2 errors" in run.output

@@ -967,3 +967,43 @@ def test_a_pdf_counting_pages_it_does_not_hold_fails_at_the_missing_page():
     assert next(pages).page_index == 0
     with pytest.raises(UnreadableImageError, match="page 1 cannot be loaded"):
         next(pages)
+
+
+def test_a_folder_walk_keeps_its_place_for_a_subfolder_it_cannot_read(tmp_path, monkeypatch):
+    """predict_iter gives the images before it, then raises there (the tests run as root, whom modes do not
+    stop: os.scandir is made to refuse as it does an unprivileged user)."""
+    from detector.inputs import expand_inputs, load_source
+
+    for name in ("a.png", "b/x.png", "c.png"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        cv2.imwrite(str(tmp_path / name), np.full((8, 8, 3), 255, np.uint8))
+    real_scandir = os.scandir
+
+    def scandir(path):
+        if str(path).endswith("/b"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr("detector.inputs.os.scandir", scandir)
+    sources = expand_inputs(str(tmp_path))
+    assert [(s.kind, Path(s.name).name) for s in sources] == [("file", "a.png"), ("unreadable", "b"), ("file", "c.png")]
+    with pytest.raises(InputNotFoundError, match=r"/b: the folder cannot be read \(Permission denied\)"):
+        list(load_source(sources[1]))
+
+
+def test_a_ray_batch_refuses_a_folder_walk_with_a_subfolder_it_cannot_read(tmp_path, monkeypatch):
+    pytest.importorskip("ray", reason="the [ray] extra is not installed (make test installs it)")
+    from detector.distributed import resolve_inputs
+
+    (tmp_path / "b").mkdir()
+    cv2.imwrite(str(tmp_path / "a.png"), np.full((8, 8, 3), 255, np.uint8))
+    real_scandir = os.scandir
+
+    def scandir(path):
+        if str(path).endswith("/b"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr("detector.inputs.os.scandir", scandir)
+    with pytest.raises(InputNotFoundError, match=r"/b: the folder cannot be read \(Permission denied\)"):
+        resolve_inputs([str(tmp_path)])  # before Ray starts: its rows would miss the folder's images
