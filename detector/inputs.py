@@ -628,8 +628,10 @@ def list_folder_images(folder: Path, recursive: bool = True) -> tuple[list[Path]
                                 pending.append(current / entry.name)
                         elif entry.is_file() and os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
                             files.append(current / entry.name)
-                    except OSError:  # gone since it was listed: nothing to read there
+                    except FileNotFoundError:  # gone since it was listed: nothing to read there
                         continue
+                    except OSError as exc:  # its kind unknown and not to be looked up (a folder listable only)
+                        unreadable.append((current / entry.name, exc))
         except FileNotFoundError as exc:
             if current == folder:  # the folder given is gone: said; a subfolder gone meanwhile held nothing
                 unreadable.append((current, exc))
