@@ -532,6 +532,15 @@ def detect(
             tally["failed"] += 1
             _report(raw, exc, debug)
 
+    if save_path and not save_to_file:
+        sources, earlier = _without_earlier_results(sources, save_path)
+        if earlier:
+            click.echo(
+                f"detect: note: {_count(earlier, 'file')} in --save_path {save_path} left out: results of an earlier "
+                f"run (a drawing beside its <name>_res.json), not inputs",
+                err=True,
+            )
+
     if save_to_file and len(sources) > 1:
         _fail_usage(
             DetectorError(
@@ -664,6 +673,24 @@ def detect(
         # pages are known is one error
         click.echo(f"detect: {_count(tally['done'], 'result')}, {_count(tally['failed'], 'error')}", err=True)
     sys.exit(EXIT_SOME_FAILED if tally["failed"] else EXIT_OK)
+
+
+def _without_earlier_results(sources: list[Source], save_path: str) -> tuple[list[Source], int]:
+    """The sources without the drawings an earlier run saved into save_path (a folder inside an input folder,
+    or the input folder itself): `<name>_res.<image suffix>` with its `<name>_res.json` beside it. Read as
+    inputs, a second run of the same command wrote `a_res_res.png` and refused the real inputs ("its result
+    would be written over the input a_res.png"), and each rerun added another level."""
+    folder = os.path.realpath(save_path)
+    kept = []
+    for source in sources:
+        if source.kind == "file":
+            path = Path(source.value)
+            parent = os.path.realpath(path.parent)
+            inside = parent == folder or parent.startswith(folder.rstrip(os.sep) + os.sep)
+            if inside and path.stem.endswith("_res") and path.with_suffix(".json").is_file():
+                continue
+        kept.append(source)
+    return kept, len(sources) - len(kept)
 
 
 def _short_name(path: Optional[str], most: int = 32) -> str:

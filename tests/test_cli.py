@@ -792,3 +792,22 @@ def test_a_folder_that_cannot_be_read_is_an_error_line_and_the_rest_still_runs(
     ]
     assert run.output.count("'input_path':") == 1 and "a.png" in run.output  # the readable image ran
     assert "detect: 1 result, 2 errors" in run.output
+
+
+@pytest.mark.parametrize("save_into", ["the input folder", "a folder inside it"])
+def test_a_rerun_saving_into_the_input_folder_does_not_read_its_earlier_results(model_path, pages, tmp_path, save_into):
+    """A batch job retried: its earlier drawings were read as inputs (a_res_res.png) and the real inputs
+    refused ('its result would be written over the input a_res.png'), exit 1, one more level per rerun."""
+    import shutil
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(pages["banner"][0], folder / "a.png")
+    save = folder if save_into == "the input folder" else folder / "out"
+    args = ("-i", folder, "--save-path", save, "--model", model_path, "--device", "cpu")
+    first = run_in_process(*args)
+    assert first.exit_code == 0, first.output
+    again = run_in_process(*args)
+    assert again.exit_code == 0, again.output
+    assert "1 file in --save_path" in again.output and "left out" in again.output
+    assert sorted(p.name for p in save.iterdir() if p.name.startswith("a_")) == ["a_res.json", "a_res.png"]
