@@ -582,13 +582,22 @@ def detect(
                 continue
             try:
                 if save_path:
-                    inputs_hit = [p for p in result.save_all_targets(save_path) if os.path.realpath(p) in input_files]
+                    targets = result.save_all_targets(save_path)
+                    inputs_hit = [p for p in targets if os.path.realpath(p) in input_files]
                     if inputs_hit:
                         raise DetectorError(
                             f"its result would be written over the input {inputs_hit[0]}: not saved "
                             f"(give a --save_path outside the input folders)"
                         )
-                    _warn_overwritten(result.save_all(save_path), describe(result), saved_from)
+                    # inputs in different folders sharing a name (a/x.png, b/x.png) or a stem (x.jpg, x.png) get
+                    # the same result names, as in PaddleOCR, which replaces the first: a batch job lost it, exit 0
+                    taken = [p for p in targets if saved_from.get(p, describe(result)) != describe(result)]
+                    if taken:
+                        raise DetectorError(
+                            f"its result would replace {taken[0]}, saved for {saved_from[taken[0]]} (the same name): "
+                            f"not saved (give inputs of the same name --save_path folders of their own)"
+                        )
+                    saved_from.update(dict.fromkeys(result.save_all(save_path), describe(result)))
                 tally["done"] += 1
             except (DetectorError, OSError) as exc:
                 tally["failed"] += 1
@@ -733,20 +742,6 @@ def _batch_events(sources: list[Source], options: LoadOptions, batch_size: int) 
             pending = []
     if pending:
         yield "batch", pending
-
-
-def _warn_overwritten(written: list[Path], what: str, saved_from: dict[Path, str]) -> None:
-    """Say when a result replaced one written earlier in the same run: inputs in different folders that
-    share a name (a/x.png, b/x.png) or a stem (x.jpg, x.png) get the same result file names, as in PaddleOCR."""
-    for path in written:
-        earlier = saved_from.get(path)
-        if earlier is not None and earlier != what:
-            click.echo(
-                f"{_line_start()}detect: warning: {_one_line(str(path))} replaced the result of "
-                f"{_one_line(earlier)}: same name as {_one_line(what)}",
-                err=True,
-            )
-        saved_from[path] = what
 
 
 def _line_start() -> str:

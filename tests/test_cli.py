@@ -616,10 +616,13 @@ def test_results_of_inputs_sharing_a_name_are_not_replaced_silently(model_path, 
         shutil.copy(pages["banner"][0], tmp_path / "in" / folder / "scan.png")
     out = tmp_path / "out"
     proc = run_in_process("-i", tmp_path / "in", "--model", model_path, "--device", "cpu", "--save_path", out)
-    assert proc.exit_code == 0, proc.output
+    assert proc.exit_code == 1, proc.output  # PaddleOCR replaces the first (and a warning left exit 0): data lost
     assert sorted(p.name for p in out.iterdir()) == ["scan_res.json", "scan_res.png"]  # PaddleOCR's names
-    replaced = [line for line in proc.output.splitlines() if line.startswith("detect: warning:")]
-    assert len(replaced) == 2 and all("replaced the result of" in line and "scan.png" in line for line in replaced)
+    first = json.loads((out / "scan_res.json").read_text())
+    assert first["input_path"].endswith(os.path.join("a", "scan.png"))  # the first result stays
+    (refused,) = [line for line in proc.output.splitlines() if line.startswith("detect: error:")]
+    assert refused.startswith(f"detect: error: {tmp_path / 'in' / 'b' / 'scan.png'}: its result would replace ")
+    assert "(the same name): not saved" in refused and "detect: 1 result, 1 error" in proc.output
 
 
 def test_a_file_name_that_is_not_utf8_is_saved_and_printed_as_valid_json(model_path, pages, tmp_path):
