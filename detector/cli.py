@@ -9,6 +9,7 @@ model or device unusable), 130 interrupted, 143 terminated, 141 stdout closed by
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import errno
 import importlib
@@ -560,6 +561,10 @@ def detect(
         page = result.get("page_index")
         return f"{result['input_path'] or '<array>'}" + ("" if page is None else f" page {page}")
 
+    # --json to a stdout that is not UTF-8 (Windows' cp1252 when redirected): every non-ASCII character as a JSON
+    # \u escape; the stream's own backslash escapes (\U0001f600, \xe9) are no JSON, and jq refused the output
+    ascii_stdout = sys.stdout is not None and not _writes_utf8(sys.stdout)
+
     def report(batch: list[LoadedImage], outcome: Union[list[DetectionResult], DetectorError]) -> None:
         if isinstance(outcome, DetectorError):
             tally["failed"] += 1  # one error line, whatever the batch held
@@ -569,7 +574,7 @@ def detect(
             if sys.stdout is None:  # started with stdout closed (`>&-`): click.echo would drop it without a word
                 raise _StdoutClosed()
             try:
-                click.echo(result.to_str(json_format=json_format))
+                click.echo(result.to_str(json_format=json_format, ensure_ascii=json_format and ascii_stdout))
             except OSError as exc:
                 # the reader closed stdout (`| head`): nothing more to print to (Windows may say EINVAL)
                 if isinstance(exc, BrokenPipeError) or (os.name == "nt" and exc.errno == errno.EINVAL):
@@ -793,10 +798,17 @@ def _fail_usage(exc: BaseException, debug: bool, command: str = "detect") -> Non
 SIGPIPE = 13  # signal.SIGPIPE, which Windows' signal module lacks
 
 
+def _writes_utf8(stream: Any) -> bool:
+    try:
+        return codecs.lookup(getattr(stream, "encoding", None) or "utf-8").name == "utf-8"
+    except LookupError:
+        return False
+
+
 def _unencodable_characters_escaped() -> None:
     """stdout and stderr write what their encoding cannot hold as backslash escapes: a file name in Chinese
-    printed to a redirected Windows stdout (cp1252) raised UnicodeEncodeError and stopped the run. JSON stays
-    valid: an escaped character inside a string is the same character to a JSON reader."""
+    printed to a redirected Windows stdout (cp1252) raised UnicodeEncodeError and stopped the run. (--json is
+    written with JSON's own escapes there: _writes_utf8.)"""
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure") and getattr(stream, "errors", "strict") == "strict":
             stream.reconfigure(errors="backslashreplace")

@@ -814,3 +814,22 @@ def test_a_rerun_saving_into_the_input_folder_does_not_read_its_earlier_results(
     assert again.exit_code == 0, again.output
     assert "1 file in --save_path" in again.output and "left out" in again.output
     assert sorted(p.name for p in save.iterdir() if p.name.startswith("a_")) == ["a_res.json", "a_res.png"]
+
+
+@pytest.mark.parametrize("encoding", ["cp1252", "latin-1"])
+def test_json_to_a_stdout_that_is_not_utf8_stays_json(model_path, pages, tmp_path, encoding):
+    """Windows' redirected stdout is cp1252: the stream's own escapes (\\U0001f600, \\xNN) are no JSON (jq failed)."""
+    import shutil
+
+    name = tmp_path / "scan_é中😀.png"
+    shutil.copy(pages["banner"][0], name)
+    env = {**os.environ, "PYTHONIOENCODING": encoding}
+    proc = subprocess.run(
+        [*DETECT, "-i", str(name), "--model", str(model_path), "--device", "cpu", "--json"],
+        capture_output=True,
+        cwd=REPO_ROOT,
+        timeout=180,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.decode(encoding))["res"]["input_path"] == str(name)
