@@ -10,6 +10,7 @@ model or device unusable), 130 interrupted, 143 terminated, 141 stdout closed by
 from __future__ import annotations
 
 import codecs
+import contextlib
 import dataclasses
 import errno
 import importlib
@@ -798,6 +799,28 @@ def _fail_usage(exc: BaseException, debug: bool, command: str = "detect") -> Non
 SIGPIPE = 13  # signal.SIGPIPE, which Windows' signal module lacks
 
 
+class _DiagnosticsStream:
+    """stderr, whose failed writes are dropped: messages, warnings and the progress bar are no output of the
+    run. With stderr on a full disk (2>/dev/full) the first progress label raised OSError, and a folder run
+    ended having saved nothing, exit 1 (helper's audit)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return int(self._stream.write(text))
+        except OSError:
+            return len(text)
+
+    def flush(self) -> None:
+        with contextlib.suppress(OSError):
+            self._stream.flush()
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding, reconfigure: the stream's own
+        return getattr(self._stream, name)
+
+
 def _writes_utf8(stream: Any) -> bool:
     try:
         return codecs.lookup(getattr(stream, "encoding", None) or "utf-8").name == "utf-8"
@@ -837,6 +860,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     # the name a signal's one line starts with: "detect eval: interrupted", as the command's errors start
     command = f"detect {args[0]}" if args and args[0] in SUBCOMMANDS else "detect"
     _unencodable_characters_escaped()
+    if sys.stderr is not None and not isinstance(sys.stderr, _DiagnosticsStream):
+        sys.stderr = _DiagnosticsStream(sys.stderr)
     signal.signal(signal.SIGTERM, raise_terminated)  # `detect serve` sets its own
     try:
         # not standalone: click would turn Ctrl-C into "Aborted!" and exit 1, the code for failed inputs

@@ -833,3 +833,27 @@ def test_json_to_a_stdout_that_is_not_utf8_stays_json(model_path, pages, tmp_pat
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.decode(encoding))["res"]["input_path"] == str(name)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+def test_a_stderr_that_cannot_be_written_does_not_stop_the_run(model_path, pages, tmp_path):
+    """stderr on a full disk: the progress label's failed write ended a folder run that had saved nothing."""
+    import shutil
+
+    for name in ("a.png", "b.png"):
+        shutil.copy(pages["banner"][0], tmp_path / name)
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(
+            [*DETECT, "-i", str(tmp_path), "--save-path", str(tmp_path / "out"), "--model", str(model_path)],
+            stdout=subprocess.DEVNULL,
+            stderr=full,
+            cwd=REPO_ROOT,
+            timeout=180,
+        )
+    assert proc.returncode == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "a_res.json",
+        "a_res.png",
+        "b_res.json",
+        "b_res.png",
+    ]
