@@ -607,7 +607,7 @@ def detect(
                 tally["done"] += 1
             except (DetectorError, OSError) as exc:
                 tally["failed"] += 1
-                _report(str(result["input_path"]), exc, debug)
+                _report(describe(result), exc, debug)
 
     many = may_give_several_images(sources)
     workers = detector.folder_workers if many else 1

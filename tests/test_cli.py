@@ -857,3 +857,17 @@ def test_a_stderr_that_cannot_be_written_does_not_stop_the_run(model_path, pages
         "b_res.json",
         "b_res.png",
     ]
+
+
+def test_a_page_that_cannot_be_saved_is_named_with_its_page(model_path, pages, tmp_path):
+    """Both pages' lines read the same (the file only), so the page that failed could not be told."""
+    from PIL import Image
+
+    page = Image.open(pages["banner"][0]).convert("RGB")
+    tiff = tmp_path / "book.tif"
+    page.save(tiff, save_all=True, append_images=[page])
+    (tmp_path / "a file").write_bytes(b"")
+    run = run_in_process("-i", tiff, "--save-path", tmp_path / "a file" / "out", "--model", model_path)
+    assert run.exit_code == 1, run.output
+    failed = [line.split(": ")[2] for line in run.output.splitlines() if line.startswith("detect: error:")]
+    assert failed == [f"{tiff} page 0", f"{tiff} page 1"], run.output
