@@ -566,48 +566,57 @@ def detect(
     # \u escape; the stream's own backslash escapes (\U0001f600, \xe9) are no JSON, and jq refused the output
     ascii_stdout = sys.stdout is not None and not _writes_utf8(sys.stdout)
 
+    def show(result: DetectionResult) -> None:
+        if sys.stdout is None:  # started with stdout closed (`>&-`): click.echo would drop it without a word
+            raise _StdoutClosed()
+        try:
+            click.echo(result.to_str(json_format=json_format, ensure_ascii=json_format and ascii_stdout))
+        except OSError as exc:
+            # the reader closed stdout (`| head`): nothing more to print to (Windows may say EINVAL)
+            if isinstance(exc, BrokenPipeError) or (os.name == "nt" and exc.errno == errno.EINVAL):
+                raise _StdoutClosed() from None
+            raise
+        tally["results"] += 1
+
+    def save(result: DetectionResult) -> None:
+        try:
+            if save_path:
+                targets = result.save_all_targets(save_path)
+                inputs_hit = [p for p in targets if os.path.realpath(p) in input_files]
+                if inputs_hit:
+                    raise DetectorError(
+                        f"its result would be written over the input {inputs_hit[0]}: not saved "
+                        f"(give a --save_path outside the input folders)"
+                    )
+                # inputs in different folders sharing a name (a/x.png, b/x.png) or a stem (x.jpg, x.png) get
+                # the same result names, as in PaddleOCR, which replaces the first: a batch job lost it, exit 0
+                taken = [p for p in targets if saved_from.get(p, describe(result)) != describe(result)]
+                if taken:
+                    raise DetectorError(
+                        f"its result would replace {taken[0]}, saved for {saved_from[taken[0]]} (the same name): "
+                        f"not saved (give inputs of the same name --save_path folders of their own)"
+                    )
+                saved_from.update(dict.fromkeys(result.save_all(save_path), describe(result)))
+            tally["done"] += 1
+        except (DetectorError, OSError) as exc:
+            tally["failed"] += 1
+            _report(describe(result), exc, debug)
+
     def report(batch: list[LoadedImage], outcome: Union[list[DetectionResult], DetectorError]) -> None:
         if isinstance(outcome, DetectorError):
             tally["failed"] += 1  # one error line, whatever the batch held
             _report(", ".join(str(item.input_path or "<array>") for item in batch), outcome, debug)
             return
         for result in outcome:
-            if sys.stdout is None:  # started with stdout closed (`>&-`): click.echo would drop it without a word
-                raise _StdoutClosed()
-            try:
-                click.echo(result.to_str(json_format=json_format, ensure_ascii=json_format and ascii_stdout))
-            except OSError as exc:
-                # the reader closed stdout (`| head`): nothing more to print to (Windows may say EINVAL)
-                if isinstance(exc, BrokenPipeError) or (os.name == "nt" and exc.errno == errno.EINVAL):
-                    raise _StdoutClosed() from None
-                raise
-            tally["results"] += 1
             if save_to_file:
+                show(result)
                 if not held:
                     held.append(result)
                 continue
-            try:
-                if save_path:
-                    targets = result.save_all_targets(save_path)
-                    inputs_hit = [p for p in targets if os.path.realpath(p) in input_files]
-                    if inputs_hit:
-                        raise DetectorError(
-                            f"its result would be written over the input {inputs_hit[0]}: not saved "
-                            f"(give a --save_path outside the input folders)"
-                        )
-                    # inputs in different folders sharing a name (a/x.png, b/x.png) or a stem (x.jpg, x.png) get
-                    # the same result names, as in PaddleOCR, which replaces the first: a batch job lost it, exit 0
-                    taken = [p for p in targets if saved_from.get(p, describe(result)) != describe(result)]
-                    if taken:
-                        raise DetectorError(
-                            f"its result would replace {taken[0]}, saved for {saved_from[taken[0]]} (the same name): "
-                            f"not saved (give inputs of the same name --save_path folders of their own)"
-                        )
-                    saved_from.update(dict.fromkeys(result.save_all(save_path), describe(result)))
-                tally["done"] += 1
-            except (DetectorError, OSError) as exc:
-                tally["failed"] += 1
-                _report(describe(result), exc, debug)
+            # saved, then printed: a run stopped in between leaves a printed result saved (a script reading
+            # stdout as the list of what was saved got one too many)
+            save(result)
+            show(result)
 
     many = may_give_several_images(sources)
     workers = detector.folder_workers if many else 1
