@@ -224,20 +224,16 @@ def load_session(
     options = session_options(threads, spinning)
     want_gpu = device is None or device.kind == "gpu"
     if want_gpu:
+        index = device.index if device else 0
         reason = cuda_unavailable_reason()
         if reason is None:
-            index = device.index if device else 0
-            printed = io.StringIO()
-            # onnxruntime falls back to the CPU by itself where the CUDA provider fails to start (a device index
-            # past the last GPU, a driver without a visible device), printing why to stdout: kept for the reason
-            with contextlib.redirect_stdout(printed):
-                session = _open(model_path, options, [(CUDA_PROVIDER, cuda_provider_options(index)), CPU_PROVIDER])
-            if session.get_providers()[0] == CUDA_PROVIDER:
+            session, reason = _cuda_session(model_path, options, index)
+            if session is not None and reason is None:
                 return session, f"gpu:{index}"
-            said = [line.strip() for line in printed.getvalue().splitlines() if line.strip().startswith("EP Error")]
-            reason = f"onnxruntime could not create the CUDA provider on GPU {index}" + (
-                f" ({' '.join(said[0].split())})" if said else ""
-            )
+            if device is not None and session is None:
+                # onnxruntime raised: a file no provider can open fails on the CPU too, with the model's own
+                # error (InvalidModelError); one the CPU opens leaves the GPU to blame
+                _open(model_path, options, [CPU_PROVIDER])
         if device is not None:
             raise DeviceUnavailableError(
                 f"device {device.kind}:{device.index} is not usable: {reason}. "
@@ -253,6 +249,39 @@ def load_session(
         lambda model, options: _open(model_path, options, [CPU_PROVIDER], model),
     )
     return session, "cpu"
+
+
+def _cuda_session(
+    model_path: Path, options: ort.SessionOptions, index: int
+) -> tuple[Optional[ort.InferenceSession], Optional[str]]:
+    """The session opened for GPU ``index`` and, where it does not run there, why: then the session is
+    onnxruntime's own fallback to the CPU, or None where onnxruntime raised instead.
+
+    onnxruntime falls back by itself where the CUDA provider fails to start with a ValueError or RuntimeError
+    (a device index past the last GPU, a driver without a visible device), printing why to stdout: kept for the
+    reason. What fails later, in the session's initialization on the GPU (no cuDNN handle, GPU memory out:
+    its Fail or RuntimeException), it raises: a failure of the device, not of the file (load_session tells)."""
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            session = _open(model_path, options, [(CUDA_PROVIDER, cuda_provider_options(index)), CPU_PROVIDER])
+    except InvalidModelError as exc:
+        return None, f"onnxruntime could not open the model on GPU {index} ({_flattened(_onnxruntime_message(exc))})"
+    if session.get_providers()[0] == CUDA_PROVIDER:
+        return session, None
+    said = [line.strip() for line in printed.getvalue().splitlines() if line.strip().startswith("EP Error")]
+    return session, f"onnxruntime could not create the CUDA provider on GPU {index}" + (
+        f" ({_flattened(said[0])})" if said else ""
+    )
+
+
+def _onnxruntime_message(error: InvalidModelError) -> str:
+    """onnxruntime's own message behind an InvalidModelError from _open (raised from None: its context)."""
+    return str(error.__context__ or error)
+
+
+def _flattened(text: str) -> str:
+    return " ".join(text.split())
 
 
 # onnxruntime's exception classes that say a file's bytes are no model (a truncated, overwritten or empty

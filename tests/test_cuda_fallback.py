@@ -1,0 +1,66 @@
+"""Where the CUDA attempt fails, and what then: checked without a GPU, onnxruntime's session faked for CUDA."""
+
+import pytest
+from onnxruntime.capi.onnxruntime_pybind11_state import Fail, RuntimeException
+
+from detector import DeviceUnavailableError, InvalidModelError
+from detector import session as session_module
+from detector.session import CUDA_PROVIDER, Device, load_session
+
+# What onnxruntime-gpu raises where the CUDA provider starts but the session's initialization on the GPU fails:
+# not a ValueError or RuntimeError, so its own fallback to the CPU does not catch it
+CUDNN_HANDLE = Fail(
+    "[ONNXRuntimeError] : 1 : FAIL : CUDNN failure 4: CUDNN_STATUS_INTERNAL_ERROR ; GPU=0 ; expr=cudnnCreate(&handle);"
+)
+GPU_MEMORY_OUT = RuntimeException(
+    "[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Exception during initialization: CUBLAS failure 3: "
+    "CUBLAS_STATUS_ALLOC_FAILED ; GPU=0"
+)
+
+
+@pytest.fixture
+def cuda_fails_at_initialization(monkeypatch):
+    """CUDA usable as far as can be seen before a session; a session asking for it raises the given error, one
+    on the CPU is onnxruntime's own."""
+
+    def failing(error):
+        real = session_module.onnxruntime_module().InferenceSession
+
+        def inference_session(source, sess_options=None, providers=()):
+            if any((provider if isinstance(provider, str) else provider[0]) == CUDA_PROVIDER for provider in providers):
+                raise error
+            return real(source, sess_options=sess_options, providers=providers)
+
+        monkeypatch.setattr(session_module, "cuda_unavailable_reason", lambda: None)
+        monkeypatch.setattr(session_module.onnxruntime_module(), "InferenceSession", inference_session)
+
+    return failing
+
+
+@pytest.mark.parametrize("error", [CUDNN_HANDLE, GPU_MEMORY_OUT], ids=["cudnn", "memory"])
+def test_a_gpu_failing_at_session_initialization_leaves_the_automatic_device_on_the_cpu(
+    default_onnx, cuda_fails_at_initialization, error
+):
+    # it was InvalidModelError("onnxruntime cannot load …"): the model blamed, and no CPU fallback
+    cuda_fails_at_initialization(error)
+    session, device = load_session(default_onnx, None, blocked_layout=False)
+    assert device == "cpu" and session.get_providers() == ["CPUExecutionProvider"]
+
+
+def test_an_explicit_gpu_failing_at_session_initialization_is_the_device_s_error(
+    default_onnx, cuda_fails_at_initialization
+):
+    cuda_fails_at_initialization(CUDNN_HANDLE)
+    with pytest.raises(DeviceUnavailableError, match=r"GPU 0 \(\[ONNXRuntimeError\] : 1 : FAIL : CUDNN failure 4") as e:
+        load_session(default_onnx, Device("gpu", 0))
+    assert "device='cpu'" in str(e.value)
+
+
+@pytest.mark.parametrize("device", [None, Device("gpu", 0)], ids=["automatic", "gpu"])
+def test_a_broken_file_is_still_the_model_s_error(tmp_path, cuda_fails_at_initialization, device):
+    broken = tmp_path / "inference.onnx"
+    broken.write_bytes(b"not a protobuf at all")
+    cuda_fails_at_initialization(CUDNN_HANDLE)
+    with pytest.raises(InvalidModelError, match="onnxruntime cannot load") as e:
+        load_session(broken, device, blocked_layout=False)
+    assert e.value.file_damaged and "CUDNN" not in str(e.value)  # what the CPU said of the file
