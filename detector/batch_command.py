@@ -13,11 +13,11 @@ from .cli import (
     CONTEXT_SETTINGS,
     EXIT_OK,
     EXIT_SOME_FAILED,
+    _check_device,
     _exit_for_missing_extra,
     _fail_usage,
     _model_arguments,
     detection_setting_options,
-    device_option,
     max_pixels_option,
     model_dir_option,
     model_option,
@@ -29,6 +29,16 @@ from .errors import DetectorError, Terminated
 
 # Files each actor call takes: enough to keep an actor busy, few enough to spread over actors.
 DEFAULT_FILES_PER_BATCH = 4
+
+# detect's --device, where the default is the actor's own (distributed.actor_device): an actor that asks Ray for
+# no GPU still sees them all, so "GPU if usable" would put every actor on GPU 0
+batch_device_option = click.option(
+    "--device",
+    default=None,
+    callback=_check_device,
+    metavar="cpu|gpu|gpu:N",
+    help="Where each actor runs; default: the GPU Ray assigns it with --num-gpus-per-actor > 0, else the CPU.",
+)
 
 
 @click.command("batch", context_settings=CONTEXT_SETTINGS)
@@ -61,7 +71,7 @@ DEFAULT_FILES_PER_BATCH = 4
     "--num-gpus-per-actor",
     default=0.0,
     type=click.FloatRange(min=0),
-    help="GPUs per actor (fractions share one); > 0 runs the model on the GPU.",
+    help="GPUs per actor (fractions share one); > 0 runs the model on the GPU, 0 on the CPU (unless --device).",
 )
 @click.option(
     "--files-per-batch",
@@ -73,7 +83,7 @@ DEFAULT_FILES_PER_BATCH = 4
 @model_option
 @model_dir_option
 @precision_option
-@device_option
+@batch_device_option
 @detection_setting_options
 @max_pixels_option
 @shape_bucket_option

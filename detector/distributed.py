@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import socket
@@ -38,6 +39,7 @@ from .errors import DetectorError, InputNotFoundError, InvalidParameterError, ca
 from .inputs import DEFAULT_LOAD_OPTIONS, IMAGE_EXTENSIONS, LoadOptions, Source, expand_inputs, load_source
 from .prefetch import usable_cores
 from .result import json_text, to_jsonable
+from .session import parse_device
 
 FORMATS = ("parquet", "jsonl")
 SOURCE_COLUMN = "source"  # the dataset the actors read: each file's path or URI, as bytes
@@ -337,6 +339,26 @@ def _init(address: Optional[str]) -> None:
         )
 
 
+def actor_device(device: Optional[str], num_gpus_per_actor: float) -> str:
+    """The device each actor opens the model on: the one asked for, else its GPU where Ray reserves one for it
+    (num_gpus_per_actor > 0), else the CPU.
+
+    Not device=None on the CPU: Ray (2.60) leaves CUDA_VISIBLE_DEVICES alone in an actor that asks for no GPU, so
+    it sees every GPU of its node, and each actor would open the model on GPU 0, reserved by no one. An actor that
+    asks for GPUs sees only those Ray assigned it, numbered from 0: gpu:N past them fails in every actor."""
+    if device is None:
+        return "gpu" if num_gpus_per_actor > 0 else "cpu"
+    parsed = parse_device(device)
+    visible = math.ceil(num_gpus_per_actor)  # a fraction of a GPU is one GPU shared
+    if parsed is not None and parsed.kind == "gpu" and visible and parsed.index >= visible:
+        seen = "gpu:0" if visible == 1 else f"gpu:0 to gpu:{visible - 1}"
+        raise InvalidParameterError(
+            f"device {device!r} names a GPU no actor sees: with num_gpus_per_actor {num_gpus_per_actor:g} each actor "
+            f"sees only the GPUs Ray assigns it, as {seen}; use --device gpu (device='gpu'), and Ray picks the GPU"
+        )
+    return device
+
+
 def run_batch(
     inputs: Sequence[str],
     output: str,
@@ -357,6 +379,7 @@ def run_batch(
         raise InvalidParameterError(
             "concurrency and files_per_batch must be >= 1, cpus_per_actor > 0, num_gpus_per_actor >= 0"
         )
+    spec = ModelSpec(**{**spec.__dict__, "device": actor_device(spec.device, num_gpus_per_actor)})
     paths = resolve_inputs(inputs, recursive)
     check_output(output)
     resolved: dict[str, Any] = {}  # the model each actor loads, where this process can load it too
@@ -368,8 +391,6 @@ def run_batch(
             os.makedirs(output, exist_ok=True)
         except OSError as exc:
             raise InvalidParameterError(f"cannot make the output folder {output}: {exc.strerror or exc}") from None
-    if num_gpus_per_actor > 0 and spec.device is None:
-        spec = ModelSpec(**{**spec.__dict__, "device": "gpu"})
     if spec.cpu_threads is None and num_gpus_per_actor == 0:
         # onnxruntime would take every core in each actor; give each the cores Ray reserved for it
         spec = ModelSpec(**{**spec.__dict__, "cpu_threads": max(1, round(cpus_per_actor))})

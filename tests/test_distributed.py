@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 import cv2
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -255,6 +256,42 @@ def test_gpus_the_local_instance_does_not_have_are_refused_not_waited_for(local_
     spec = distributed.ModelSpec(model_dir=str(default_onnx), device="cpu")
     with pytest.raises(DetectorError, match="num_gpus_per_actor 1 is more than this machine's 0 GPUs"):
         distributed.run_batch([str(folder / "receipt.png")], str(tmp_path / "out"), spec=spec, num_gpus_per_actor=1)
+
+
+class _Loaded(Exception):
+    """Raised by a faked ModelSpec.load: run_batch stops there, before Ray starts."""
+
+
+@pytest.mark.parametrize(
+    ("device", "num_gpus_per_actor", "opened_on"),
+    [(None, 0, "cpu"), (None, 0.5, "gpu"), ("gpu", 0, "gpu"), ("cpu", 1, "cpu"), ("gpu:1", 2, "gpu:1")],
+)
+def test_each_actor_opens_the_model_on_its_own_device(tmp_path, monkeypatch, device, num_gpus_per_actor, opened_on):
+    # device=None opened CUDA in every CPU actor: Ray leaves an actor that asks for no GPU every GPU (GPU 0 for all)
+    loaded = []
+
+    def load(spec):
+        loaded.append(spec)
+        raise _Loaded
+
+    monkeypatch.setattr(distributed.ModelSpec, "load", load)
+    image = tmp_path / "a.png"
+    cv2.imwrite(str(image), np.zeros((8, 8, 3), np.uint8))
+    spec = distributed.ModelSpec(device=device)
+    with pytest.raises(_Loaded):
+        distributed.run_batch([str(image)], str(tmp_path / "out"), spec=spec, num_gpus_per_actor=num_gpus_per_actor)
+    assert loaded[0].device == opened_on
+
+
+@pytest.mark.parametrize(("device", "num_gpus_per_actor"), [("gpu:1", 1), ("cuda:1", 0.5), ("gpu:2", 2)])
+def test_a_gpu_the_actors_do_not_see_is_refused_before_anything_starts(tmp_path, device, num_gpus_per_actor):
+    # an actor sees only the GPUs Ray assigned it, from index 0: gpu:1 failed in every actor
+    spec = distributed.ModelSpec(device=device)
+    with pytest.raises(distributed.InvalidParameterError, match=r"use --device gpu \(device='gpu'\), and Ray picks"):
+        distributed.run_batch(
+            [str(tmp_path / "none")], str(tmp_path / "out"), spec=spec, num_gpus_per_actor=num_gpus_per_actor
+        )
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_model_actors_cannot_load_on_a_cluster_is_the_library_s_refusal(local_ray, folder, default_onnx, tmp_path):
