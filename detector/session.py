@@ -11,7 +11,8 @@ import json
 import os
 import platform
 import re
-from collections.abc import Collection, Mapping, Sequence
+import threading
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Union
@@ -109,6 +110,20 @@ def parse_device(device: Optional[str]) -> Optional[Device]:
     return Device(kind, int(match.group(2) or 0))
 
 
+# contextlib.redirect_stdout swaps sys.stdout for the whole process and puts back what it found: two threads
+# capturing at once (two GPU detectors made together) could each put back the other's buffer, leaving sys.stdout
+# a StringIO for good. One capture at a time (what other threads print meanwhile still lands in it).
+_STDOUT_CAPTURE_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _stdout_captured() -> Iterator[io.StringIO]:
+    """What onnxruntime prints to stdout within the block, kept from stdout."""
+    printed = io.StringIO()
+    with _STDOUT_CAPTURE_LOCK, contextlib.redirect_stdout(printed):
+        yield printed
+
+
 @functools.cache
 def preload_pip_cuda_libraries() -> bool:
     """Load CUDA and cuDNN from their pip packages (nvidia-*), where installed, so that onnxruntime-gpu
@@ -116,12 +131,11 @@ def preload_pip_cuda_libraries() -> bool:
     runtime = onnxruntime_module()
     if not hasattr(runtime, "preload_dlls") or importlib.util.find_spec("nvidia") is None:
         return False
-    printed = io.StringIO()
     try:
         # onnxruntime prints what it cannot load to stdout ("Failed to load libcublasLt.so.13 …", where the
         # pip packages are another CUDA's: torch's CUDA 12 beside a CUDA 13 build), which `detect --json` and
         # a service's stdout must not carry; the provider load below says what is missing
-        with contextlib.redirect_stdout(printed):
+        with _stdout_captured() as printed:
             runtime.preload_dlls(cuda=True, cudnn=True, msvc=False)
     except Exception:
         return False
@@ -261,9 +275,8 @@ def _cuda_session(
     (a device index past the last GPU, a driver without a visible device), printing why to stdout: kept for the
     reason. What fails later, in the session's initialization on the GPU (no cuDNN handle, GPU memory out:
     its Fail or RuntimeException), it raises: a failure of the device, not of the file (load_session tells)."""
-    printed = io.StringIO()
     try:
-        with contextlib.redirect_stdout(printed):
+        with _stdout_captured() as printed:
             session = _open(model_path, options, [(CUDA_PROVIDER, cuda_provider_options(index)), CPU_PROVIDER])
     except InvalidModelError as exc:
         return None, f"onnxruntime could not open the model on GPU {index} ({_flattened(_onnxruntime_message(exc))})"

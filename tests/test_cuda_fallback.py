@@ -1,5 +1,10 @@
 """Where the CUDA attempt fails, and what then: checked without a GPU, onnxruntime's session faked for CUDA."""
 
+import itertools
+import sys
+import threading
+from pathlib import Path
+
 import pytest
 from onnxruntime.capi.onnxruntime_pybind11_state import Fail, RuntimeException
 
@@ -64,3 +69,42 @@ def test_a_broken_file_is_still_the_model_s_error(tmp_path, cuda_fails_at_initia
     with pytest.raises(InvalidModelError, match="onnxruntime cannot load") as e:
         load_session(broken, device, blocked_layout=False)
     assert e.value.file_damaged and "CUDNN" not in str(e.value)  # what the CPU said of the file
+
+
+class _CudaSession:
+    def get_providers(self):
+        return [CUDA_PROVIDER, "CPUExecutionProvider"]
+
+
+def test_gpu_sessions_opened_by_two_threads_at_once_leave_stdout_as_it_was(monkeypatch):
+    # stdout is captured while the CUDA session is made (onnxruntime prints its fallback there); two captures
+    # overlapping put back each other's buffer: the first made ends first and the second restores its StringIO
+    second_arrived, first_made = threading.Event(), threading.Event()
+    calls = itertools.count()
+
+    def inference_session(source, sess_options=None, providers=()):
+        if next(calls) == 0:
+            second_arrived.wait(2)  # in vain where captures take turns
+        else:
+            second_arrived.set()
+            first_made.wait(5)
+        return _CudaSession()
+
+    def make_one():
+        devices.append(load_session(Path("model.onnx"), None)[1])
+        first_made.set()
+
+    monkeypatch.setattr(session_module, "cuda_unavailable_reason", lambda: None)
+    monkeypatch.setattr(session_module.onnxruntime_module(), "InferenceSession", inference_session)
+    stdout, devices = sys.stdout, []
+    threads = [threading.Thread(target=make_one) for _ in range(2)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(20)
+        left = sys.stdout
+    finally:
+        sys.stdout = stdout
+    assert devices == ["gpu:0", "gpu:0"]
+    assert left is stdout, left
