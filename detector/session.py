@@ -8,6 +8,7 @@ import functools
 import importlib.util
 import io
 import json
+import logging
 import os
 import platform
 import re
@@ -33,6 +34,8 @@ from .settings import METADATA_EXPORT_KEY
 
 if TYPE_CHECKING:
     import onnxruntime as ort
+
+logger = logging.getLogger(__name__)
 
 
 def onnxruntime_module() -> Any:
@@ -240,6 +243,7 @@ def load_session(
     if want_gpu:
         index = device.index if device else 0
         reason = cuda_unavailable_reason()
+        cuda_loaded = reason is None
         if reason is None:
             session, reason = _cuda_session(model_path, options, index)
             if session is not None and reason is None:
@@ -253,16 +257,34 @@ def load_session(
                 f"device {device.kind}:{device.index} is not usable: {reason}. "
                 f"Run on the CPU instead: device='cpu' (API) or --device cpu (detect)"
             )
+    session = _cpu_session(model_path, options, threads, spinning, blocked_layout)
+    if want_gpu:  # device=None, on the CPU: said once the model has opened there (a broken file is its own error)
+        # the CUDA provider's library loaded (a GPU driver is there) and still no CUDA session: worth a warning.
+        # Where CUDA is simply absent (onnxruntime-gpu on a machine without one, the plain onnxruntime build),
+        # the CPU is what "GPU if usable" means, and a warning on every run would be noise
+        logger.log(
+            logging.WARNING if cuda_loaded else logging.DEBUG,
+            "running on the CPU, not the GPU: %s. device='cpu' (API) or --device cpu (detect) runs there without "
+            "trying the GPU",
+            reason,
+        )
+    return session, "cpu"
+
+
+def _cpu_session(
+    model_path: Path, options: ort.SessionOptions, threads: Optional[int], spinning: bool, blocked_layout: bool
+) -> ort.InferenceSession:
+    """The session on the CPU, in the blocked layout where asked and to be had (see load_session)."""
     block = this_cpu_block()
     if not blocked_layout or block == NO_CHANNEL_BLOCK:  # nothing to keep blocked where there is no block
-        return _open(model_path, options, [CPU_PROVIDER]), "cpu"
+        return _open(model_path, options, [CPU_PROVIDER])
     session, _ = open_cpu_session(
         model_path,
         lambda: session_options(threads, spinning),
         block,
         lambda model, options: _open(model_path, options, [CPU_PROVIDER], model),
     )
-    return session, "cpu"
+    return session
 
 
 def _cuda_session(

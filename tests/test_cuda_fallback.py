@@ -108,3 +108,45 @@ def test_gpu_sessions_opened_by_two_threads_at_once_leave_stdout_as_it_was(monke
         sys.stdout = stdout
     assert devices == ["gpu:0", "gpu:0"]
     assert left is stdout, left
+
+
+def _said(caplog, level):
+    return [r.getMessage() for r in caplog.records if r.name == "detector.session" and r.levelname == level]
+
+
+def test_a_gpu_there_that_cuda_cannot_use_is_a_warning_where_the_device_was_automatic(
+    default_onnx, cuda_fails_at_initialization, caplog
+):
+    # the reason was computed and dropped: a GPU machine ran on the CPU without a word
+    cuda_fails_at_initialization(CUDNN_HANDLE)
+    with caplog.at_level("DEBUG", logger="detector"):
+        _, device = load_session(default_onnx, None, blocked_layout=False)
+    (warning,) = _said(caplog, "WARNING")
+    assert device == "cpu" and "running on the CPU, not the GPU" in warning and "CUDNN failure 4" in warning
+    assert "--device cpu" in warning
+
+
+def test_the_provider_s_own_fallback_to_the_cpu_is_a_warning_too(default_onnx, monkeypatch, caplog):
+    real = session_module.onnxruntime_module().InferenceSession
+
+    def falling_back(source, sess_options=None, providers=()):  # as onnxruntime does on a ValueError/RuntimeError
+        print("EP Error CUDA failure 100: no CUDA-capable device is detected when using [...]")
+        return real(source, sess_options=sess_options, providers=["CPUExecutionProvider"])
+
+    monkeypatch.setattr(session_module, "cuda_unavailable_reason", lambda: None)
+    monkeypatch.setattr(session_module.onnxruntime_module(), "InferenceSession", falling_back)
+    with caplog.at_level("DEBUG", logger="detector"):
+        assert load_session(default_onnx, None, blocked_layout=False)[1] == "cpu"
+    (warning,) = _said(caplog, "WARNING")
+    assert "no CUDA-capable device is detected" in warning
+
+
+def test_cuda_simply_absent_stays_quiet(default_onnx, monkeypatch, caplog):
+    # onnxruntime-gpu on a machine without CUDA, the common CPU-only install: no warning on every run
+    absent = "the CUDA provider cannot load (libcuda.so.1: cannot open shared object file: No such file or directory)"
+    monkeypatch.setattr(session_module, "cuda_unavailable_reason", lambda: absent)
+    with caplog.at_level("DEBUG", logger="detector"):
+        assert load_session(default_onnx, None, blocked_layout=False)[1] == "cpu"
+    assert _said(caplog, "WARNING") == []
+    (debug,) = [message for message in _said(caplog, "DEBUG") if "not the GPU" in message]
+    assert "libcuda.so.1" in debug
