@@ -52,8 +52,15 @@ def select_precision(model_path: Path, precision: Optional[str], model_name: Opt
     precision = validate_precision(precision)
     path = variant_path(model_path, precision)
     if not path.is_file():
+        # PaddleOCR's precision='fp16' is TensorRT's, and leaves its CPU runs in fp32: migrated code passes it
+        paddleocr = (
+            " (PaddleOCR's precision='fp16' is a TensorRT setting, with no effect on the CPU: leave it out there)"
+            if precision == "fp16"
+            else ""
+        )
         raise ModelNotFoundError(
-            f"no {precision} variant: {path} does not exist. " + _how_to_make(model_path, precision, model_name)
+            f"no {precision} variant: {path} does not exist{paddleocr}. "
+            + _how_to_make(model_path, precision, model_name)
         )
     return path
 

@@ -205,7 +205,12 @@ def test_missing_variant_says_how_to_make_it(default_onnx, tmp_path):
     assert (
         f"python -m tools.export --model OnlyFp32_det --output {folder / 'inference.onnx'} --precision int8" in message
     )
-    assert "make export" not in message
+    assert "make export" not in message and "TensorRT" not in message
+    # PaddleOCR's precision='fp16' (a TensorRT setting, fp32 on its CPU), as migrated code passes it
+    with pytest.raises(
+        ModelNotFoundError, match=r"inference\.fp16\.onnx does not exist \(PaddleOCR's precision='fp16' "
+    ):
+        TextDetection(model_name="OnlyFp32_det", model_dir=folder, precision="fp16")
     # a file given without a name: the hint names the model its metadata records
     shutil.copy(default_onnx, tmp_path / "mine.onnx")
     with pytest.raises(ModelNotFoundError, match=r"--model PP-OCRv4_mobile_det --output .*mine\.onnx --precision fp16"):
