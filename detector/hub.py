@@ -179,11 +179,12 @@ def resolve_model_path(
             variants = [p for p in PRECISIONS if variant_path(path / MODEL_FILENAME, p).is_file()]
         except OSError:
             others, variants = [], []
-        if variants:  # precision=None (fp32) asked for a deployment folder of a variant alone
+        if variants:  # a deployment folder of another variant alone than the one asked for
             held = " and ".join(variant_path(path / MODEL_FILENAME, p).name for p in variants)
+            wanted = {variant_path(path / MODEL_FILENAME, precision).name, MODEL_FILENAME}
             raise ModelNotFoundError(
-                f"model_dir {str(path)!r} holds {held}, no {MODEL_FILENAME}: pass precision={variants[0]!r} "
-                f"(detect --precision {variants[0]}) to load it"
+                f"model_dir {str(path)!r} holds {held}, no {' or '.join(sorted(wanted))}: pass "
+                f"precision={variants[0]!r} (detect --precision {variants[0]}) to load it"
             )
         raise ModelNotFoundError(
             f"model_dir {str(path)!r} is neither an .onnx file nor a folder holding {MODEL_FILENAME} "

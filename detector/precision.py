@@ -60,7 +60,7 @@ def select_precision(model_path: Path, precision: Optional[str], model_name: Opt
         )
         raise ModelNotFoundError(
             f"no {precision} variant: {path} does not exist{paddleocr}. "
-            + _how_to_make(model_path, precision, model_name)
+            + how_to_make_variant(model_path, precision, model_name)
         )
     return path
 
@@ -76,7 +76,7 @@ def _recorded_model_name(model_path: Path) -> Optional[str]:
         return None
 
 
-def _how_to_make(model_path: Path, precision: str, model_name: Optional[str]) -> str:
+def how_to_make_variant(model_path: Path, precision: str, model_name: Optional[str]) -> str:
     """The export command that writes the variant beside model_path (make's form for the checkout's models/)."""
     from .hub import CHECKOUT_MODELS_DIR, IN_CHECKOUT
 

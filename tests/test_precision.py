@@ -534,6 +534,10 @@ def test_a_variant_alone_in_a_models_folder_is_found_by_name(model_dir, tmp_path
         f"model_dir {str(deploy)!r} holds inference.int8.onnx, no inference.onnx: pass precision='int8' "
         f"(detect --precision int8) to load it"
     )
+    with pytest.raises(
+        ModelNotFoundError, match=r"holds inference\.int8\.onnx, no inference\.fp16\.onnx or inference\.onnx"
+    ):
+        TextDetection(model_dir=deploy, precision="fp16", device="cpu")
     with pytest.raises(ModelNotFoundError, match=r"no fp16 variant of 'Nowhere_det' here.*downloads are fp32 only"):
         TextDetection(model_name="Nowhere_det", precision="fp16", device="cpu")
 

@@ -14,6 +14,7 @@ from typing import NoReturn, Optional
 import click
 
 from ..errors import EXIT_FAILED, EXIT_USAGE, DetectorError
+from ..precision import DEFAULT_PRECISION, how_to_make_variant, precision_of, variant_path
 from ..session import EXPORT_CHANNEL_BLOCKS, ONNXRUNTIME_MISSING
 from ..settings import INFERENCE_YML, declared_model_name, read_inference_yml
 from . import INSTALL_HINT
@@ -111,6 +112,15 @@ def optimize_command(
             debug,
             EXIT_USAGE,
         )
+    named = precision_of(output)
+    if named != DEFAULT_PRECISION:  # the fp32 file written under a variant's name, then removed as stale by itself
+        _fail(
+            f"--output {output} is named as a {named} variant: write the fp32 file "
+            f"({variant_path(output, DEFAULT_PRECISION).name}); the variants are made from it by the export tool",
+            None,
+            debug,
+            EXIT_USAGE,
+        )
     clash = file_of_source(found, output)
     if clash is not None:
         _fail(f"--output is a file of SOURCE ({clash}): write the import to another file", None, debug, EXIT_USAGE)
@@ -135,6 +145,6 @@ def optimize_command(
     for precision, variant in remove_stale_variants(output, replaced_sha256):
         click.echo(
             f"detect optimize: removed {variant}, made from the file just replaced (precision={precision!r} "
-            f"would have loaded it); make it again from the new file with tools/export --precision {precision}",
+            f"would have loaded it). {how_to_make_variant(output, precision, recorded_name)}",
             err=True,
         )

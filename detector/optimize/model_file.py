@@ -49,7 +49,7 @@ def remove_stale_variants(output: Path, replaced_sha256: Optional[str] = None) -
     removed = []
     for precision in PRECISIONS:
         variant = variant_path(output, precision)
-        if precision != DEFAULT_PRECISION and variant.is_file():
+        if precision != DEFAULT_PRECISION and variant != output and variant.is_file():
             variant.unlink()
             removed.append((precision, variant))
     return removed
