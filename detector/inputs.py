@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import io
 import itertools
 import logging
@@ -611,9 +612,10 @@ def fetch_url(url: str, options: LoadOptions) -> tuple:
 
 def list_folder_images(folder: Path, recursive: bool = True) -> tuple[list[Path], list[tuple[Path, OSError]]]:
     """Image and PDF files in a folder and, if recursive (PaddleX's way), its subfolders (links to folders not
-    followed): sorted as path strings, as PaddleX sorts them ("a-b/x.png" before "a/x.png"); and each folder that
-    could not be read, with why. pathlib's rglob skipped an unreadable subfolder without a word (its images
-    missing, exit 0), and a subfolder removed while it was walked (a spool folder) ended the whole walk."""
+    followed): sorted as path strings, as PaddleX sorts them ("a-b/x.png" before "a/x.png"); and each folder (or
+    entry of unknown kind) that could not be read, with why. pathlib's rglob skipped an unreadable subfolder
+    without a word (its images missing, exit 0), and a subfolder removed while it was walked (a spool folder)
+    ended the whole walk."""
     files: list[Path] = []
     unreadable: list[tuple[Path, OSError]] = []
     pending = [folder]
@@ -622,22 +624,40 @@ def list_folder_images(folder: Path, recursive: bool = True) -> tuple[list[Path]
         try:
             with os.scandir(current) as entries:
                 for entry in entries:
+                    path = current / entry.name
                     try:
                         if entry.is_dir(follow_symlinks=False):
                             if recursive:
-                                pending.append(current / entry.name)
-                        elif entry.is_file() and os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
-                            files.append(current / entry.name)
-                    except FileNotFoundError:  # gone since it was listed: nothing to read there
+                                pending.append(path)
+                            continue
+                    except FileNotFoundError:  # gone since it was listed
                         continue
-                    except OSError as exc:  # its kind unknown and not to be looked up (a folder listable only)
-                        unreadable.append((current / entry.name, exc))
+                    except OSError as exc:  # its kind not to be looked up (a folder listable, not searchable)
+                        unreadable.append((path, exc))
+                        continue
+                    if path.suffix.lower() in IMAGE_EXTENSIONS and _is_file(entry, path, unreadable):
+                        files.append(path)
         except FileNotFoundError as exc:
             if current == folder:  # the folder given is gone: said; a subfolder gone meanwhile held nothing
                 unreadable.append((current, exc))
         except OSError as exc:  # no permission to list it, an I/O error
             unreadable.append((current, exc))
     return sorted(files, key=str), unreadable
+
+
+# What pathlib's is_file takes as "not a file": gone, a path through a file, a link loop, a bad descriptor
+_NOT_A_FILE_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EBADF})
+
+
+def _is_file(entry: os.DirEntry, path: Path, unreadable: list[tuple[Path, OSError]]) -> bool:
+    """Whether a walked entry with an image's name is a file (a link to one too), as pathlib's is_file says;
+    an error it would raise is added to unreadable."""
+    try:
+        return entry.is_file()
+    except OSError as exc:
+        if exc.errno not in _NOT_A_FILE_ERRNOS:
+            unreadable.append((path, exc))
+        return False
 
 
 def glob_matches(pattern: str) -> list[Path]:
@@ -679,8 +699,7 @@ def _expand_path(text: str, options: LoadOptions) -> list[Source]:
                 f"looked for {', '.join(sorted(IMAGE_EXTENSIONS))}"
             )
         # reported as PaddleX's folder walk names them: the folder as given, joined with each file's own path
-        found = [(f, Source("file", f, os.path.join(text, os.fspath(f.relative_to(path))))) for f in files]
-        return _with_unreadable_folders(found, unreadable)
+        return _with_unreadable(files, unreadable, lambda f: os.path.join(text, os.fspath(f.relative_to(path))))
     if exists:
         return [Source("file", path, text)]  # input_path is the string given, as PaddleOCR reports it
     if GLOB_CHARACTERS & set(text):
@@ -701,7 +720,7 @@ def _expand_path(text: str, options: LoadOptions) -> list[Source]:
         files = list(dict.fromkeys(files))
         if not files and not unreadable:
             raise InputNotFoundError(f"pattern {text!r} matches no image files")
-        return _with_unreadable_folders([(f, Source("file", f, str(f))) for f in files], unreadable)
+        return _with_unreadable(files, unreadable, str)
     raise InputNotFoundError(f"input {text!r} does not exist")
 
 
@@ -709,14 +728,18 @@ def _reason(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
-def _with_unreadable_folders(found: list[tuple[Path, Source]], unreadable: list[tuple[Path, OSError]]) -> list[Source]:
-    """The sources of a folder walk, with a source in its sorted place for each folder that could not be read:
-    loading it raises why (an error line of its own in `detect`, exit 1), while the readable files still run."""
-    cannot = []
-    for folder, exc in unreadable:
-        refusal = InputNotFoundError(f"{folder}: the folder cannot be read ({_reason(exc)})")
-        cannot.append((folder, Source("unreadable", refusal, str(folder))))
-    return [source for _, source in sorted(found + cannot, key=lambda pair: str(pair[0]))]
+def _with_unreadable(
+    found: list[Path], unreadable: list[tuple[Path, OSError]], name_of: Callable[[Path], str]
+) -> list[Source]:
+    """The sources of a walk (each named by name_of), with a source in its sorted place for each folder or entry
+    that could not be read: loading it raises why (an error line of its own in `detect`, exit 1), while the
+    readable files still run."""
+    sources = [(path, Source("file", path, name_of(path))) for path in found]
+    for path, exc in unreadable:
+        name = name_of(path)
+        refusal = InputNotFoundError(f"{name}: cannot be read ({_reason(exc)})")
+        sources.append((path, Source("unreadable", refusal, name)))
+    return [source for _, source in sorted(sources, key=lambda pair: str(pair[0]))]
 
 
 def expand_inputs(inputs: PredictInput, options: LoadOptions = DEFAULT_LOAD_OPTIONS) -> list[Source]:

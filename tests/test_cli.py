@@ -791,7 +791,7 @@ def test_a_folder_that_cannot_be_read_is_an_error_line_and_the_rest_still_runs(
     said = [line for line in run.output.splitlines() if line.startswith("detect: error: ")]
     assert said == [  # the folder given is refused as the inputs are listed; the subfolder in its turn
         f"detect: error: {tmp_path / 'top'}: the folder cannot be read (Permission denied)",
-        f"detect: error: {tmp_path / 'in' / 'locked'}: the folder cannot be read (Permission denied)",
+        f"detect: error: {tmp_path / 'in' / 'locked'}: cannot be read (Permission denied)",
     ]
     assert run.output.count("'input_path':") == 1 and "a.png" in run.output  # the readable image ran
     assert "detect: 1 result, 2 errors" in run.output

@@ -987,7 +987,7 @@ def test_a_folder_walk_keeps_its_place_for_a_subfolder_it_cannot_read(tmp_path, 
     monkeypatch.setattr("detector.inputs.os.scandir", scandir)
     sources = expand_inputs(str(tmp_path))
     assert [(s.kind, Path(s.name).name) for s in sources] == [("file", "a.png"), ("unreadable", "b"), ("file", "c.png")]
-    with pytest.raises(InputNotFoundError, match=r"/b: the folder cannot be read \(Permission denied\)"):
+    with pytest.raises(InputNotFoundError, match=r"/b: cannot be read \(Permission denied\)"):
         list(load_source(sources[1]))
 
 
@@ -1005,5 +1005,36 @@ def test_a_ray_batch_refuses_a_folder_walk_with_a_subfolder_it_cannot_read(tmp_p
         return real_scandir(path)
 
     monkeypatch.setattr("detector.inputs.os.scandir", scandir)
-    with pytest.raises(InputNotFoundError, match=r"/b: the folder cannot be read \(Permission denied\)"):
+    with pytest.raises(InputNotFoundError, match=r"/b: cannot be read \(Permission denied\)"):
         resolve_inputs([str(tmp_path)])  # before Ray starts: its rows would miss the folder's images
+
+
+def test_a_folder_walk_skips_what_is_no_file_as_pathlib_did_and_names_entries_as_given(tmp_path, monkeypatch):
+    """The walk that replaced rglob: a link looping to itself, or leading through a file, is no image (it was
+    reported as a folder that cannot be read, exit 1); '..png' is an image name (rglob found it); an entry that
+    cannot be read is named from the folder as given, as the files are."""
+    from detector.inputs import expand_inputs
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for name in ("a.png", "..png"):
+        cv2.imwrite(str(folder / name), np.full((8, 8, 3), 255, np.uint8))
+    (folder / "notes.txt").symlink_to("notes.txt")  # a loop, named as no image
+    (folder / "loop.png").symlink_to("loop.png")  # a loop, named as an image
+    (folder / "through.png").symlink_to(folder / "a.png" / "x.png")  # through a file: ENOTDIR
+    (folder / "b").mkdir()
+    monkeypatch.chdir(tmp_path)
+    real_scandir = os.scandir
+
+    def scandir(path):
+        if str(path).endswith("/b"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr("detector.inputs.os.scandir", scandir)
+    sources = expand_inputs("./imgs/")
+    assert [(s.kind, s.name) for s in sources] == [
+        ("file", "./imgs/..png"),
+        ("file", "./imgs/a.png"),
+        ("unreadable", "./imgs/b"),
+    ]
