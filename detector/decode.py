@@ -90,9 +90,10 @@ def decode_bgr(data: bytes, choice: Optional[FastDecode]) -> Optional[np.ndarray
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         # OpenCV 5 turns a WebP by its EXIF orientation; OpenCV 4, PaddleOCR's, does not (it does for JPEG and PNG)
         flags |= cv2.IMREAD_IGNORE_ORIENTATION
-    elif data[:3] == b"\xff\xd8\xff" and not _jpeg_first_app1_is_exif(data):
+    elif data[:3] == b"\xff\xd8\xff" and not _jpeg_first_app1_orients(data):
         # OpenCV 4.10 (PaddleOCR's) reads the orientation from a JPEG's first APP1 segment only; later ones
-        # look for an EXIF APP1 past an XMP one, and would turn the image where PaddleOCR's does not
+        # look for an EXIF APP1 (with an orientation) past an XMP one, or past an EXIF one without any, and
+        # would turn the image where PaddleOCR's does not
         flags |= cv2.IMREAD_IGNORE_ORIENTATION
     return cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
 
@@ -208,16 +209,16 @@ def _jpeg_header_segments(data: bytes) -> Iterator[tuple[int, bytes]]:
         pos += 2 + length
 
 
-def _jpeg_first_app1_is_exif(data: bytes) -> bool:
-    """Whether a JPEG's first APP1 segment is an EXIF one; True where it has none or its header is unreadable
-    (OpenCV decides)."""
+def _jpeg_first_app1_orients(data: bytes) -> bool:
+    """Whether a JPEG's first APP1 segment is an EXIF one holding an Orientation tag (whatever its value: OpenCV
+    reads it); True where the header is unreadable (OpenCV decides), False where there is no APP1."""
     try:
         for marker, segment in _jpeg_header_segments(data):
             if marker == 0xE1:
-                return segment.startswith(b"Exif\x00\x00")
+                return segment.startswith(b"Exif\x00\x00") and _exif_orientation(segment[6:]) is not None
     except _JpegHeaderUnreadable:
-        pass
-    return True
+        return True
+    return False
 
 
 def _jpeg_choice(data: bytes) -> Optional[FastDecode]:

@@ -316,10 +316,16 @@ def jpeg_with_app1_segments(jpeg: bytes, *payloads: bytes) -> bytes:
     return jpeg[:first_end] + inserted + jpeg[first_end:]
 
 
+def exif_without_orientation() -> bytes:
+    exif = Image.Exif()
+    exif[0x010F] = "camera maker"  # Make: an IFD0 with no Orientation tag
+    return exif.tobytes()
+
+
 @pytest.mark.parametrize(
     "first_app1",
-    [b"http://ns.adobe.com/xap/1.0/\x00<x:xmpmeta/>", b"FLIR\x00\x01junk", b""],
-    ids=["XMP", "other", "empty"],
+    [b"http://ns.adobe.com/xap/1.0/\x00<x:xmpmeta/>", b"FLIR\x00\x01junk", b"", exif_without_orientation()],
+    ids=["XMP", "other", "empty", "EXIF without orientation"],
 )
 def test_a_jpeg_s_exif_orientation_after_another_app1_is_ignored_as_by_paddleocr_s_opencv_4_10(first_app1):
     pixels = picture(96, 40, 4)  # 96 wide, 40 high
