@@ -42,6 +42,7 @@ from .errors import (
 )
 from .inputs import (
     DEFAULT_LOAD_OPTIONS,
+    GLOB_CHARACTERS,
     LoadedImage,
     LoadOptions,
     Source,
@@ -527,21 +528,25 @@ def detect(
     # multi-page input is refused without writing anything.
     held: list[DetectionResult] = []
     sources: list[Source] = []
+    earlier = 0  # an earlier run's results found by a folder walk or a glob in --save_path: no inputs
     for raw in inputs:
         try:
-            sources.extend(expand_inputs(raw, options))
+            expanded = expand_inputs(raw, options)
         except DetectorError as exc:
             tally["failed"] += 1
             _report(raw, exc, debug)
+            continue
+        if save_path and not save_to_file and _walked(raw):
+            expanded, left_out = _without_earlier_results(expanded, save_path)
+            earlier += left_out
+        sources.extend(expanded)
 
-    if save_path and not save_to_file:
-        sources, earlier = _without_earlier_results(sources, save_path)
-        if earlier:
-            click.echo(
-                f"detect: note: {_count(earlier, 'file')} in --save_path {save_path} left out: results of an earlier "
-                f"run (a drawing beside its <name>_res.json), not inputs",
-                err=True,
-            )
+    if earlier:
+        click.echo(
+            f"detect: note: {_count(earlier, 'file')} in --save_path {save_path} left out: results of an earlier "
+            f"run (a drawing beside its <name>_res.json), not inputs",
+            err=True,
+        )
 
     if save_to_file and len(sources) > 1:
         _fail_usage(
@@ -556,7 +561,8 @@ def detect(
     input_files = {os.path.realpath(source.value) for source in sources if source.kind == "file"}
     if save_to_file and save_path and os.path.realpath(save_path) in input_files:
         _fail_usage(DetectorError(f"--save_path {save_path} is the input itself: give another file or a folder"), debug)
-    saved_from: dict[Path, str] = {}  # each file written in this run -> the input it was written for
+    # each file written in this run -> the input (its real path and page) it was written for, and its name
+    saved_from: dict[Path, tuple[tuple[Optional[str], Optional[int]], str]] = {}
 
     def describe(result: DetectionResult) -> str:
         page = result.get("page_index")
@@ -589,14 +595,16 @@ def detect(
                         f"(give a --save_path outside the input folders)"
                     )
                 # inputs in different folders sharing a name (a/x.png, b/x.png) or a stem (x.jpg, x.png) get
-                # the same result names, as in PaddleOCR, which replaces the first: a batch job lost it, exit 0
-                taken = [p for p in targets if saved_from.get(p, describe(result)) != describe(result)]
+                # the same result names, as in PaddleOCR, which replaces the first: a batch job lost it, exit 0.
+                # The same file given twice (in/a.png, ./in/a.png) only writes its own result again.
+                origin = (_real_input(result["input_path"]), result.get("page_index"))
+                taken = [p for p in targets if saved_from.get(p, (origin, ""))[0] != origin]
                 if taken:
                     raise DetectorError(
-                        f"its result would replace {taken[0]}, saved for {saved_from[taken[0]]} (the same name): "
-                        f"not saved (give inputs of the same name --save_path folders of their own)"
+                        f"its result would replace {taken[0]}, saved for {saved_from[taken[0]][1]} (the same "
+                        f"name): not saved (give inputs of the same name --save_path folders of their own)"
                     )
-                saved_from.update(dict.fromkeys(result.save_all(save_path), describe(result)))
+                saved_from.update(dict.fromkeys(result.save_all(save_path), (origin, describe(result))))
             tally["done"] += 1
         except (DetectorError, OSError) as exc:
             tally["failed"] += 1
@@ -697,6 +705,16 @@ def detect(
         # pages are known is one error
         click.echo(f"detect: {_count(tally['done'], 'result')}, {_count(tally['failed'], 'error')}", err=True)
     sys.exit(EXIT_SOME_FAILED if tally["failed"] else EXIT_OK)
+
+
+def _real_input(input_path: Optional[str]) -> Optional[str]:
+    """An input file's real path (in/a.png and ./in/a.png are one file); anything else as it is named."""
+    return os.path.realpath(input_path) if input_path and os.path.isfile(input_path) else input_path
+
+
+def _walked(raw: str) -> bool:
+    """Whether an input names a folder or a glob pattern (its files found by a walk, not named one by one)."""
+    return os.path.isdir(os.path.expanduser(raw)) or bool(GLOB_CHARACTERS & set(raw))
 
 
 def _without_earlier_results(sources: list[Source], save_path: str) -> tuple[list[Source], int]:
@@ -816,15 +834,18 @@ class _DiagnosticsStream:
     def __init__(self, stream: Any) -> None:
         self._stream = stream
 
-    def write(self, text: str) -> int:
-        try:
-            return int(self._stream.write(text))
-        except OSError:
-            return len(text)
+    def write(self, text: Any) -> int:  # str, or bytes on the buffer below
+        with contextlib.suppress(OSError):
+            self._stream.write(text)
+        return len(text)
 
     def flush(self) -> None:
         with contextlib.suppress(OSError):
             self._stream.flush()
+
+    @property
+    def buffer(self) -> _DiagnosticsStream:  # click writes bytes there where the text stream's encoding is ASCII
+        return _DiagnosticsStream(self._stream.buffer)
 
     def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding, reconfigure: the stream's own
         return getattr(self._stream, name)
@@ -869,9 +890,18 @@ def main(argv: Optional[list[str]] = None) -> None:
     # the name a signal's one line starts with: "detect eval: interrupted", as the command's errors start
     command = f"detect {args[0]}" if args and args[0] in SUBCOMMANDS else "detect"
     _unencodable_characters_escaped()
-    if sys.stderr is not None and not isinstance(sys.stderr, _DiagnosticsStream):
-        sys.stderr = _DiagnosticsStream(sys.stderr)
+    stderr = sys.stderr
+    if stderr is not None and not isinstance(stderr, _DiagnosticsStream):
+        sys.stderr = _DiagnosticsStream(stderr)
     signal.signal(signal.SIGTERM, raise_terminated)  # `detect serve` sets its own
+    try:
+        _run(argv, args, debug, command)
+    finally:  # main() called in a process of the caller's (a test, a script): its stderr given back
+        sys.stderr = stderr
+
+
+def _run(argv: Optional[list[str]], args: list[str], debug: bool, command: str) -> None:
+    """main's run of the command line, each ending as its exit code (SystemExit)."""
     try:
         # not standalone: click would turn Ctrl-C into "Aborted!" and exit 1, the code for failed inputs
         code = cli.main(args=argv, prog_name="detect", standalone_mode=False)
