@@ -28,7 +28,7 @@ from ..cli import (
     shape_bucket_option,
 )
 from ..errors import DetectorError
-from ..prefetch import usable_cores
+from ..prefetch import threads_within_cores, usable_cores
 from .config import CONFIG_ENV_VAR, ServeConfig
 
 DEFAULT_HOST = "127.0.0.1"  # loopback: a laptop's server is not reachable from the network unless asked
@@ -136,7 +136,7 @@ def serve(
         config = dataclasses.replace(config, cpu_spinning=False)
         click.echo(
             f"detect serve: {workers} worker(s) x {max_concurrency} inference(s) x "
-            f"{min(cpu_threads or cores, cores)} thread(s) exceed the {cores} cores: "
+            f"{threads_within_cores(cpu_threads or cores, cores)} thread(s) exceed the {cores} cores: "
             f"onnxruntime's threads sleep between operators instead of spinning",
             err=True,
         )

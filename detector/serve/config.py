@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass
 from typing import Optional
 
+from ..prefetch import threads_within_cores
+
 # The environment variable that carries the ServeConfig (JSON) to uvicorn's worker processes.
 CONFIG_ENV_VAR = "DETECTOR_SERVE_CONFIG"
 MIB = 1024 * 1024
@@ -47,7 +49,7 @@ class ServeConfig:
         cpu_threads threads (None: every core; never more than the cores, as TextDetection runs them), ask for
         more threads than the machine's cores."""
         cores = cores or 1
-        return workers * self.max_concurrency * min(self.cpu_threads or cores, cores) > cores
+        return workers * self.max_concurrency * threads_within_cores(self.cpu_threads or cores, cores) > cores
 
     @property
     def max_body_bytes(self) -> int:
