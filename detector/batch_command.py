@@ -13,11 +13,11 @@ from .cli import (
     CONTEXT_SETTINGS,
     EXIT_OK,
     EXIT_SOME_FAILED,
-    _check_device,
     _exit_for_missing_extra,
     _fail_usage,
     _model_arguments,
     detection_setting_options,
+    device_option_saying,
     max_pixels_option,
     model_dir_option,
     model_option,
@@ -32,12 +32,8 @@ DEFAULT_FILES_PER_BATCH = 4
 
 # detect's --device, where the default is the actor's own (distributed.actor_device): an actor that asks Ray for
 # no GPU still sees them all, so "GPU if usable" would put every actor on GPU 0
-batch_device_option = click.option(
-    "--device",
-    default=None,
-    callback=_check_device,
-    metavar="cpu|gpu|gpu:N",
-    help="Where each actor runs; default: the GPU Ray assigns it with --num-gpus-per-actor > 0, else the CPU.",
+batch_device_option = device_option_saying(
+    "Where each actor runs; default: the GPU Ray assigns it with --num-gpus-per-actor > 0, else the CPU."
 )
 
 

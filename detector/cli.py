@@ -238,13 +238,13 @@ model_dir_option = click.option(
     metavar="DIR",
     help="Folder holding inference.onnx (or the .onnx file itself).",
 )
-device_option = click.option(
-    "--device",
-    default=None,
-    callback=_check_device,
-    metavar="cpu|gpu|gpu:N",
-    help="Where to run; default: GPU if onnxruntime can use one, else CPU.",
-)
+
+
+def device_option_saying(help_text: str) -> Any:
+    return click.option("--device", default=None, callback=_check_device, metavar="cpu|gpu|gpu:N", help=help_text)
+
+
+device_option = device_option_saying("Where to run; default: GPU if onnxruntime can use one, else CPU.")
 max_pixels_option = click.option(
     "--max-pixels",
     "--max_pixels",

@@ -969,14 +969,9 @@ def test_a_pdf_counting_pages_it_does_not_hold_fails_at_the_missing_page():
         next(pages)
 
 
-def test_a_folder_walk_keeps_its_place_for_a_subfolder_it_cannot_read(tmp_path, monkeypatch):
-    """predict_iter gives the images before it, then raises there (the tests run as root, whom modes do not
-    stop: os.scandir is made to refuse as it does an unprivileged user)."""
-    from detector.inputs import expand_inputs, load_source
-
-    for name in ("a.png", "b/x.png", "c.png"):
-        (tmp_path / name).parent.mkdir(exist_ok=True)
-        cv2.imwrite(str(tmp_path / name), np.full((8, 8, 3), 255, np.uint8))
+def folder_b_refused(monkeypatch) -> None:
+    """os.scandir refuses any folder named b, as it does an unprivileged user (the tests run as root, whom
+    modes do not stop)."""
     real_scandir = os.scandir
 
     def scandir(path):
@@ -985,6 +980,17 @@ def test_a_folder_walk_keeps_its_place_for_a_subfolder_it_cannot_read(tmp_path, 
         return real_scandir(path)
 
     monkeypatch.setattr("detector.inputs.os.scandir", scandir)
+
+
+def test_a_folder_walk_keeps_its_place_for_a_subfolder_it_cannot_read(tmp_path, monkeypatch):
+    """predict_iter gives the images before it, then raises there (the tests run as root, whom modes do not
+    stop: os.scandir is made to refuse as it does an unprivileged user)."""
+    from detector.inputs import expand_inputs, load_source
+
+    for name in ("a.png", "b/x.png", "c.png"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        cv2.imwrite(str(tmp_path / name), np.full((8, 8, 3), 255, np.uint8))
+    folder_b_refused(monkeypatch)
     sources = expand_inputs(str(tmp_path))
     assert [(s.kind, Path(s.name).name) for s in sources] == [("file", "a.png"), ("unreadable", "b"), ("file", "c.png")]
     with pytest.raises(InputNotFoundError, match=r"/b: cannot be read \(Permission denied\)"):
@@ -997,14 +1003,7 @@ def test_a_ray_batch_refuses_a_folder_walk_with_a_subfolder_it_cannot_read(tmp_p
 
     (tmp_path / "b").mkdir()
     cv2.imwrite(str(tmp_path / "a.png"), np.full((8, 8, 3), 255, np.uint8))
-    real_scandir = os.scandir
-
-    def scandir(path):
-        if str(path).endswith("/b"):
-            raise PermissionError(13, "Permission denied", str(path))
-        return real_scandir(path)
-
-    monkeypatch.setattr("detector.inputs.os.scandir", scandir)
+    folder_b_refused(monkeypatch)
     with pytest.raises(InputNotFoundError, match=r"/b: cannot be read \(Permission denied\)"):
         resolve_inputs([str(tmp_path)])  # before Ray starts: its rows would miss the folder's images
 
@@ -1024,14 +1023,7 @@ def test_a_folder_walk_skips_what_is_no_file_as_pathlib_did_and_names_entries_as
     (folder / "through.png").symlink_to(folder / "a.png" / "x.png")  # through a file: ENOTDIR
     (folder / "b").mkdir()
     monkeypatch.chdir(tmp_path)
-    real_scandir = os.scandir
-
-    def scandir(path):
-        if str(path).endswith("/b"):
-            raise PermissionError(13, "Permission denied", str(path))
-        return real_scandir(path)
-
-    monkeypatch.setattr("detector.inputs.os.scandir", scandir)
+    folder_b_refused(monkeypatch)
     sources = expand_inputs("./imgs/")
     assert [(s.kind, s.name) for s in sources] == [
         ("file", "./imgs/..png"),
