@@ -61,6 +61,11 @@ IMAGE_EXTENSIONS = frozenset(
     | {".sr", ".ras", ".pdf"}
 )
 PDF_MAGIC = b"%PDF"
+PDF_CONTENT_TYPES = frozenset({"application/pdf", "application/x-pdf"})
+# Content types a URL input is refused by before its body is read: pages (an error or login page served with 200).
+# Any other is read and goes by its bytes, as PaddleX reads it: S3 serves an object uploaded without a type as
+# binary/octet-stream, and servers send application/force-download, application/x-pdf, even text/plain.
+URL_PAGE_TYPES = frozenset({"text/html", "application/xhtml+xml", "application/json"})
 TIFF_MAGICS = (b"II*\x00", b"MM\x00*")  # little- and big-endian
 GLOB_CHARACTERS = frozenset("*?[")
 POINTS_PER_INCH = 72.0
@@ -561,6 +566,14 @@ def _web_request(url: str) -> urllib.request.Request:
     return request
 
 
+def _fetched_pdf(url: Optional[str], content_type: str) -> bool:
+    """Whether a fetched body is to be read as a PDF whatever its first bytes (pdfium finds a header anywhere in
+    the first 1024): by its content type, or by the URL's .pdf, as a local file goes by its name and as PaddleX
+    picks its reader for a URL."""
+    suffix = os.path.splitext(urllib.parse.urlsplit(url).path)[1].lower() if url else ""
+    return content_type in PDF_CONTENT_TYPES or suffix == ".pdf"
+
+
 def fetch_url(url: str, options: LoadOptions) -> tuple:
     """(bytes, content type) of a URL, refusing non-images, oversize bodies and slow servers; its messages
     show the URL without secrets (url_shown)."""
@@ -574,9 +587,7 @@ def fetch_url(url: str, options: LoadOptions) -> tuple:
     try:
         with web_opener().open(request, timeout=options.url_timeout) as response:
             content_type = (response.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-            if content_type and not (
-                content_type.startswith("image/") or content_type in ("application/pdf", "application/octet-stream")
-            ):
+            if content_type in URL_PAGE_TYPES:  # an error or login page served with 200: said before reading it
                 raise UnsupportedInputError(f"{shown} serves {content_type!r}, not an image or PDF")
             declared = response.headers.get("Content-Length")
             if declared and declared.isdigit() and int(declared) > options.url_max_bytes:
@@ -809,7 +820,7 @@ def may_hold_pages(source: Source) -> bool:
         return _pages_reader(bytes(source.value[:4]), False) is not None
     if source.kind == "fetched":
         body, content_type = source.value
-        return _pages_reader(body[:4], content_type == "application/pdf") is not None
+        return _pages_reader(body[:4], _fetched_pdf(source.name, content_type)) is not None
     return source.kind == "url" or is_page_file(source)
 
 
@@ -867,7 +878,13 @@ def load_source(source: Source, options: LoadOptions = DEFAULT_LOAD_OPTIONS) -> 
         yield from _load_encoded(source.value, source.name, source.name or "<bytes>", options, False)
     elif source.kind in ("url", "fetched"):  # a PDF also by its content type
         body, content_type = fetch_url(source.value, options) if source.kind == "url" else source.value
-        yield from _load_encoded(body, source.name, source.describe(), options, content_type == "application/pdf")
+        yield from _load_encoded(
+            body,
+            source.name,
+            source.describe(),
+            options,
+            _fetched_pdf(source.value if source.kind == "url" else source.name, content_type),
+        )
     else:
         path: Path = source.value
         is_pdf = path.suffix.lower() == ".pdf"

@@ -590,6 +590,10 @@ def server(banner, tmp_path_factory):
     _Handler.routes = {
         "/banner.png": (200, "image/png", path.read_bytes(), 0),
         "/doc.pdf": (200, "application/pdf", pdf.read_bytes(), 0),
+        # S3's type for an object uploaded without one, and a PDF with bytes before its header (a BOM), as PaddleX
+        # reads them (it goes by the URL's suffix): refused by type, and read as an image, before
+        "/s3.png": (200, "binary/octet-stream", path.read_bytes(), 0),
+        "/download.pdf": (200, "application/force-download", b"\xef\xbb\xbf\r\n" + pdf.read_bytes(), 0),
         "/page.html": (200, "text/html", b"<html></html>", 0),
         "/broken.png": (200, "image/png", b"\x89PNG garbage", 0),
         "/huge.png": (200, "image/png", b"0" * 5000, 0),
@@ -610,6 +614,8 @@ def test_urls(model, server, banner):
     (result,) = model.predict(f"{server}/banner.png")
     assert result["input_path"] == f"{server}/banner.png" and len(result["dt_polys"]) == lines
     assert [r["page_index"] for r in model.predict(f"{server}/doc.pdf")] == [0, 1]
+    assert len(model.predict(f"{server}/s3.png")[0]["dt_polys"]) == lines
+    assert [r["page_index"] for r in model.predict(f"{server}/download.pdf")] == [0, 1]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ResourceWarning)  # the error response's socket is closed, not collected
         with pytest.raises(InputNotFoundError, match="HTTP 404"):
