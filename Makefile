@@ -17,6 +17,9 @@ PIP_QUIET := --quiet --disable-pip-version-check
 q = '$(subst ','\'',$(1))'
 
 .PHONY: install paddle-env models export demo lint test test-pythons test-pythons-ci bench server-net eval clean
+# One recipe at a time, also under make -j: the six files of $(ONNX_MODELS) come from one recipe (run six times at
+# once, each removing the folders the others were writing), and the default model's export and its source share a folder.
+.NOTPARALLEL:
 
 install: $(VENV)/.installed
 
