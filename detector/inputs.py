@@ -425,6 +425,10 @@ def render_pdf_pages(data: Union[bytes, Path], what: str, options: LoadOptions) 
                 document.close()  # and its stream
             elif stream is not None:
                 stream.close()  # a damaged file's stream was left to the garbage collector (a ResourceWarning)
+            if "password" in str(exc).lower():  # PDFium: Incorrect password error (an empty one was tried)
+                raise UnreadableImageError(
+                    f"{what} is a password-protected PDF: render its pages to images first (no password can be given)"
+                ) from None
             raise UnreadableImageError(f"{what} is not a readable PDF: {exc}") from None
         page_count = len(document)
     try:

@@ -442,6 +442,22 @@ def test_broken_pdf_is_unreadable(model, tmp_path):
     assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
 
 
+def test_a_password_protected_pdf_is_said_to_be_one(model, tmp_path, monkeypatch):
+    """pdfium's own words were 'Failed to load document (PDFium: Incorrect password error).' (it tries the empty
+    password, which opens a file only encrypted against editing); the file stands in for one with a password."""
+    import pypdfium2
+
+    locked = tmp_path / "locked.pdf"
+    make_pdf(locked, [np.full((40, 60, 3), 255, np.uint8)])
+
+    def refusing(*args, **kwargs):
+        raise pypdfium2.PdfiumError("Failed to load document (PDFium: Incorrect password error).")
+
+    monkeypatch.setattr(pypdfium2, "PdfDocument", refusing)
+    with pytest.raises(UnreadableImageError, match=r"locked\.pdf is a password-protected PDF: render its pages"):
+        model.predict(locked)
+
+
 # ---------------------------------------------------------------- refusals
 
 
