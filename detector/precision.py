@@ -65,13 +65,12 @@ def select_precision(model_path: Path, precision: Optional[str], model_name: Opt
     return path
 
 
-def _recorded_model_name(model_path: Path) -> Optional[str]:
-    """The model name tools/export recorded in the file's metadata, if it can be read."""
+def _recorded_metadata(model_path: Path) -> Optional[dict[str, str]]:
+    """The file's metadata (what tools/export recorded: model name, settings), None where it cannot be read."""
     from .onnx_messages import model_metadata
-    from .settings import METADATA_MODEL_NAME_KEY
 
     try:
-        return model_metadata(model_path.read_bytes()).get(METADATA_MODEL_NAME_KEY) or None
+        return dict(model_metadata(model_path.read_bytes()))
     except Exception:  # an unreadable file: the hint keeps its placeholder, the error stays the missing variant
         return None
 
@@ -79,9 +78,17 @@ def _recorded_model_name(model_path: Path) -> Optional[str]:
 def how_to_make_variant(model_path: Path, precision: str, model_name: Optional[str]) -> str:
     """The export command that writes the variant beside model_path (make's form for the checkout's models/)."""
     from .hub import CHECKOUT_MODELS_DIR, IN_CHECKOUT
+    from .settings import METADATA_MODEL_NAME_KEY, METADATA_SETTINGS_KEY
 
     model_path = variant_path(model_path, "fp32")  # the export takes the fp32 file's path (given a variant's too)
-    name = model_name or _recorded_model_name(model_path) or "<its model name>"
+    metadata = _recorded_metadata(model_path)
+    name = model_name or (metadata or {}).get(METADATA_MODEL_NAME_KEY) or "<its model name>"
+    if metadata is not None and METADATA_SETTINGS_KEY not in metadata:  # a release's file: the export refuses it
+        return (
+            f"{model_path} is not a file this package's export wrote: import it first (`detect optimize "
+            f"{model_path.parent} -o <folder>/inference.onnx`), then make the variant beside that file with "
+            f"`python -m tools.export --model {name} --output <folder>/inference.onnx --precision {precision}`"
+        )
     tool = f"python -m tools.export --model {name} --output {model_path} --precision {precision}"
     if not IN_CHECKOUT:
         return f"Make it with the export tool of a detector source checkout: `{tool}`"

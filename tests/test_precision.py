@@ -193,6 +193,21 @@ def test_a_variant_that_cannot_be_written_is_said_before_any_work(model_dir, tmp
         quantize.export_variant(model_dir / "inference.onnx", "int8", output=output)
 
 
+def test_a_variant_of_a_file_this_export_did_not_write_is_refused_before_any_work(tmp_path, monkeypatch):
+    """PaddlePaddle's release copied in as inference.onnx: every rule was quantized before the scoring found no
+    settings to carry (an audit: 12 s, then 'carries no detector.settings metadata'); the loader's hint led there."""
+    from tests.test_model_sources import V6_TINY, wheel_source
+    from tools.export import quantize
+
+    release = tmp_path / "release"
+    shutil.copytree(wheel_source(V6_TINY), release)
+    monkeypatch.setattr(quantize, "_make_scored_variant", lambda *a, **k: pytest.fail("quantized before the check"))
+    with pytest.raises(ExportError, match=r"was not written by this export .*: import it into a file of its own"):
+        quantize.export_variant(release / "inference.onnx", "int8")
+    with pytest.raises(ModelNotFoundError, match=r"is not a file this package's export wrote: import it first"):
+        TextDetection(model_dir=release, precision="int8", device="cpu")
+
+
 def test_missing_variant_says_how_to_make_it(default_onnx, tmp_path):
     folder = tmp_path / "OnlyFp32_det"
     folder.mkdir()

@@ -37,6 +37,7 @@ from typing import Optional
 import numpy as np
 
 from detector.errors import ExportError
+from detector.onnx_messages import model_metadata
 from detector.optimize.model_file import check_output_writable, save_model, set_metadata
 from detector.optimize.rewrites.gate_expand import GATE_EXPAND_OP_TYPES, GATE_EXPAND_REWRITE, rewrite_gated_products
 from detector.optimize.rewrites.gelu_sigmoid import GELU_SIGMOID_REWRITE, rewrite_gelus_as_sigmoid_products
@@ -57,6 +58,7 @@ from detector.optimize.rewrites.neck_upsample import (
 from detector.optimize.rewrites.onnx_graph import attribute
 from detector.precision import METADATA_PRECISION_KEY, variant_path
 from detector.session import INT8_WITHOUT_VNNI_MEASURED, cpu_flags, int8_sums_saturate
+from detector.settings import METADATA_SETTINGS_KEY
 from tools.export import progress
 from tools.export.qdq_requantize import AFFINE_REQUANTIZED, affines_into_quantization
 from tools.export.qdq_tidy import tidy_quantized
@@ -510,9 +512,19 @@ def convert_fp16(fp32_path: Path, output: Path) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         converted = float16.convert_float_to_float16(_folded(fp32_path, folder), keep_io_types=True)
-    clamped = sum("will be truncated" in str(warning.message) for warning in caught)
-    if clamped:  # onnxconverter-common warns once per weight tensor, with its own file paths
-        progress(f"      {clamped} weight tensors hold values beyond float16's range, clamped to it")
+    # onnxconverter-common warns per weight tensor and sign, "the float32 number X will be truncated to B": weights
+    # nearer zero than its 1e-7 raised to it, or beyond its 1e4 (not float16's 65504) clamped to it
+    bounds = [
+        abs(float(str(warning.message).rsplit(" ", 1)[1]))
+        for warning in caught
+        if "will be truncated to" in str(warning.message)
+    ]
+    small, large = [b for b in bounds if b < 1], [b for b in bounds if b >= 1]
+    for what, moved in (("nearer zero than", small), ("beyond", large)):
+        if moved:
+            progress(
+                f"      weights {what} ±{moved[0]:g} moved to it ({len(moved)} tensors and signs; onnxconverter-common)"
+            )
     save_model(_with_metadata_of(converted, fp32_path), output)
     return {
         "method": "onnxruntime basic graph optimizations (BatchNormalization folded into Conv), then "
@@ -602,6 +614,14 @@ def export_variant(
     """Make the ``precision`` sibling of an exported fp32 model, score it, record both in its metadata."""
     if not fp32_path.is_file():
         raise ExportError(f"{fp32_path} does not exist: export the fp32 model first")
+    if METADATA_SETTINGS_KEY not in model_metadata(fp32_path.read_bytes()):
+        # a release copied in as inference.onnx: the variant would carry no settings, found only after every
+        # quantization, when it is scored (an audit: 12 s to 'carries no detector.settings metadata')
+        raise ExportError(
+            f"{fp32_path} was not written by this export (no {METADATA_SETTINGS_KEY} metadata: its settings would "
+            f"not reach the variant): import it into a file of its own first — `detect optimize "
+            f"{fp32_path.parent} -o <folder>/inference.onnx` — and make the {precision} variant beside that file"
+        )
     output = output or variant_path(fp32_path, precision)
     # made and scored in a folder beside it, under its own name: a failure leaves the previous variant
     # (or none), never an unscored file that loads as the variant
