@@ -308,7 +308,7 @@ def test_an_output_named_as_a_variant_is_refused_and_a_new_fp32_file_drops_the_o
     output = tmp_path / "inference.int8.onnx"
     assert main(["--model", "PP-OCRv6_tiny_det", "--source", str(tmp_path), "--output", str(output)]) == 1
     err = capsys.readouterr().err
-    assert "is named as a int8 variant: give the fp32 file's path (inference.onnx)" in err and not output.exists()
+    assert "is named as an int8 variant: give the fp32 file's path (inference.onnx)" in err and not output.exists()
     # variants beside an fp32 file that was just replaced were made from the old one (another model, other
     # weights): precision="int8" would load them without a word
     fp32 = tmp_path / "inference.onnx"

@@ -68,7 +68,7 @@ def test_writing_over_a_model_removes_the_variants_made_from_it(tmp_path):
     assert f"python -m tools.export --model {V6_TINY} --output {output} --precision int8" in other.output
     # an output named as a variant: the fp32 file was written there, then removed as its own stale variant
     named = CliRunner().invoke(cli, ["optimize", str(bare), "-o", str(tmp_path / "inference.int8.onnx"), "-q"])
-    assert named.exit_code == 2 and "is named as a int8 variant" in named.output
+    assert named.exit_code == 2 and "is named as an int8 variant" in named.output
     assert not (tmp_path / "inference.int8.onnx").exists()
 
 

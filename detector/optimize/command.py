@@ -115,7 +115,7 @@ def optimize_command(
     named = precision_of(output)
     if named != DEFAULT_PRECISION:  # the fp32 file written under a variant's name, then removed as stale by itself
         _fail(
-            f"--output {output} is named as a {named} variant: write the fp32 file "
+            f"--output {output} is named as an {named} variant: write the fp32 file "
             f"({variant_path(output, DEFAULT_PRECISION).name}); the variants are made from it by the export tool",
             None,
             debug,

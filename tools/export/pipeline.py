@@ -379,7 +379,7 @@ def _export(args: argparse.Namespace) -> int:
         named = precision_of(output)
         if named != "fp32":  # its variant would be the same path: the fp32 file written over
             raise ExportError(
-                f"--output {output} is named as a {named} variant: give the fp32 file's path "
+                f"--output {output} is named as an {named} variant: give the fp32 file's path "
                 f"({variant_path(output, 'fp32').name}); --precision {named} writes the variant beside it"
             )
         made_now = args.precision == "fp32" or not output.is_file()
