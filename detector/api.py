@@ -121,6 +121,16 @@ def check_model_name(model_name: str) -> str:
     return name
 
 
+def _file_identity(path: Path) -> Optional[tuple[int, int, int, int]]:
+    """(device, inode, size, modification time) of a file, None where it cannot be read: a file replaced (a new
+    inode: os.replace) or rewritten in place (size or time) is another."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns
+
+
 class TextDetection:
     """Detect text lines with an exported PP-OCR DB model on onnxruntime.
 
@@ -261,6 +271,9 @@ class TextDetection:
         )
         self._worker_session: Any = None
         self._worker_session_lock = threading.Lock()
+        self._worker_lock_pid = os.getpid()
+        # the file as it was opened: the worker session, opened later from the path, must be the same model
+        self._model_file = _file_identity(self.model_path)
         self._made_in_process = os.getpid()  # a process forked after this one inherits it: _warn_if_forked
         self._input_name, self._output_name = check_detector_signature(self._session, self.model_path)
         fixed_size = fixed_input_size(self._session)
@@ -312,7 +325,7 @@ class TextDetection:
 
     def close(self) -> None:
         """Release the onnxruntime sessions (PaddleOCR's close()); predicting afterwards raises DetectorError."""
-        with self._worker_session_lock:  # a folder predict opening the worker session now does not bring it back
+        with self._worker_lock():  # a folder predict opening the worker session now does not bring it back
             self._session = None
             self._worker_session = None
 
@@ -458,13 +471,30 @@ class TextDetection:
     def _open_worker_session(self) -> Any:
         """The CPU session the folder workers share, each run on _worker_threads intra-op threads
         (opened on first use: a single-image caller never pays for it)."""
-        with self._worker_session_lock:
-            self._open_session()  # closed (before, or while another thread opened it): the same error
+        with self._worker_lock():
+            session = self._open_session()  # closed (before, or while another thread opened it): the same error
             if self._worker_session is None:
-                self._worker_session, _ = load_session(
-                    self.model_path, parse_device("cpu"), self._worker_threads, spinning=self.cpu_spinning
-                )
+                if _file_identity(self.model_path) != self._model_file:
+                    # replaced or removed since (a deploy, a cache clean-up): the workers share the session opened
+                    # then, never another model's (a new file ran the folders while single images ran the old)
+                    logger.warning(
+                        "%s changed on disk since this TextDetection opened it: it keeps running the model it "
+                        "opened then (create a new TextDetection for the new file)",
+                        self.model_path,
+                    )
+                    self._worker_session = session
+                else:
+                    self._worker_session, _ = load_session(
+                        self.model_path, parse_device("cpu"), self._worker_threads, spinning=self.cpu_spinning
+                    )
             return self._worker_session
+
+    def _worker_lock(self) -> threading.Lock:
+        """The lock guarding the worker session, new in a forked child: one another thread held at the fork
+        (opening the worker session) stayed held there, and the child's first folder predict hung."""
+        if self._worker_lock_pid != os.getpid():
+            self._worker_session_lock, self._worker_lock_pid = threading.Lock(), os.getpid()
+        return self._worker_session_lock
 
     def _detect(self, loaded: list[LoadedImage], settings: DetectionSettings, session: Any) -> list[DetectionResult]:
         return self._finish(loaded, self._prepare(loaded, settings), settings, session)

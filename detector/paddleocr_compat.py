@@ -4,6 +4,7 @@ ignored with one warning that says why. Everything else PaddleOCR's TextDetectio
 
 from __future__ import annotations
 
+import os
 import threading
 import warnings
 from typing import Any, Optional
@@ -30,6 +31,16 @@ IGNORED_KEYWORDS: dict[str, str] = {
 
 _warned: set[str] = set()
 _warned_lock = threading.Lock()
+
+
+def _warned_lock_anew() -> None:
+    """In a forked child: a new lock (one another thread held at the fork would stay held in the child)."""
+    global _warned_lock
+    _warned_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
+    os.register_at_fork(after_in_child=_warned_lock_anew)
 
 
 class IgnoredArgumentWarning(UserWarning):

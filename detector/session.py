@@ -119,6 +119,16 @@ def parse_device(device: Optional[str]) -> Optional[Device]:
 _STDOUT_CAPTURE_LOCK = threading.Lock()
 
 
+def _stdout_capture_lock_anew() -> None:
+    """In a forked child: a new lock (one another thread held at the fork would stay held in the child)."""
+    global _STDOUT_CAPTURE_LOCK
+    _STDOUT_CAPTURE_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
+    os.register_at_fork(after_in_child=_stdout_capture_lock_anew)
+
+
 @contextlib.contextmanager
 def _stdout_captured() -> Iterator[io.StringIO]:
     """What onnxruntime prints to stdout within the block, kept from stdout."""

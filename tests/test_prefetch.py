@@ -473,3 +473,51 @@ def test_stored_bytes_sums_files_and_buffers_and_knows_nothing_else(tmp_path):
     assert stored_bytes([Source("file", str(tmp_path / "missing.png"))]) is None
     assert stored_bytes([Source("file", str(path)), Source("url", "http://127.0.0.1:9/a.png")]) is None
     assert stored_bytes([]) == 0
+
+
+def test_a_model_file_replaced_after_loading_is_not_what_the_folder_workers_run(
+    default_onnx, tmp_path, monkeypatch, caplog
+):
+    """The worker session was opened from the path on the first folder: a file replaced since (a deploy, a cache
+    clean-up) ran the folders while single images ran the old model, without a word; a file removed failed them."""
+    import shutil
+
+    from detector import TextDetection
+    from tests.test_model_sources import V6_TINY, wheel_source
+
+    monkeypatch.setattr("detector.prefetch.usable_cores", lambda: 2)
+    model_file = tmp_path / "inference.onnx"
+    shutil.copy(default_onnx, model_file)
+    detector = TextDetection(model_dir=model_file, device="cpu", cpu_threads=2)
+    assert detector.folder_workers == 2
+    images = [str(path) for path in _pngs(tmp_path, 2)]
+    single = [detector.predict(image)[0] for image in images]
+    replacement = tmp_path / "new.onnx"
+    shutil.copy(wheel_source(V6_TINY) / "inference.onnx", replacement)
+    os.replace(replacement, model_file)
+    folder = detector.predict(images)
+    assert [r["dt_polys"].tolist() for r in folder] == [r["dt_polys"].tolist() for r in single]
+    assert "changed on disk since this TextDetection opened it" in caplog.text
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork: POSIX only")
+def test_a_forked_child_is_not_stopped_by_a_lock_held_at_the_fork(default_onnx, tmp_path, monkeypatch):
+    """Another thread opening the worker session at the fork held its lock, and the child's first folder hung."""
+    import signal
+
+    from detector import TextDetection
+
+    monkeypatch.setattr("detector.prefetch.usable_cores", lambda: 2)
+    detector = TextDetection(model_dir=default_onnx, device="cpu", cpu_threads=2)
+    images = [str(path) for path in _pngs(tmp_path, 2)]
+    with detector._worker_session_lock:  # as that other thread held it
+        pid = os.fork()
+        if pid == 0:  # the child: a folder predict, or SIGALRM's default action ends it after 20 s
+            signal.alarm(20)
+            try:
+                code = 0 if len(detector.predict(images)) == 2 else 3
+            except BaseException:
+                code = 4
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
