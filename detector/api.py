@@ -12,7 +12,6 @@ import dataclasses
 import functools
 import logging
 import os
-import threading
 from collections.abc import Iterator, Sequence
 from itertools import islice
 from pathlib import Path
@@ -50,6 +49,7 @@ from .preprocess import (
     resize_for_detection,
     resize_to_shape,
 )
+from .process_lock import ProcessLock
 from .result import INPUT_IMAGE_KEY, DetectionResult
 from .session import (
     check_detector_signature,
@@ -270,8 +270,7 @@ class TextDetection:
             folder_workers(cpu_threads, model_bytes=self.model_path.stat().st_size) if self.device == "cpu" else (1, 0)
         )
         self._worker_session: Any = None
-        self._worker_session_lock = threading.Lock()
-        self._worker_lock_pid = os.getpid()
+        self._worker_session_lock = ProcessLock()  # new in a forked child (one held at the fork stayed held)
         # the file as it was opened: the worker session, opened later from the path, must be the same model
         self._model_file = _file_identity(self.model_path)
         self._made_in_process = os.getpid()  # a process forked after this one inherits it: _warn_if_forked
@@ -325,7 +324,7 @@ class TextDetection:
 
     def close(self) -> None:
         """Release the onnxruntime sessions (PaddleOCR's close()); predicting afterwards raises DetectorError."""
-        with self._worker_lock():  # a folder predict opening the worker session now does not bring it back
+        with self._worker_session_lock:  # a folder predict opening the worker session now does not bring it back
             self._session = None
             self._worker_session = None
 
@@ -471,7 +470,7 @@ class TextDetection:
     def _open_worker_session(self) -> Any:
         """The CPU session the folder workers share, each run on _worker_threads intra-op threads
         (opened on first use: a single-image caller never pays for it)."""
-        with self._worker_lock():
+        with self._worker_session_lock:
             session = self._open_session()  # closed (before, or while another thread opened it): the same error
             if self._worker_session is None:
                 if _file_identity(self.model_path) != self._model_file:
@@ -488,13 +487,6 @@ class TextDetection:
                         self.model_path, parse_device("cpu"), self._worker_threads, spinning=self.cpu_spinning
                     )
             return self._worker_session
-
-    def _worker_lock(self) -> threading.Lock:
-        """The lock guarding the worker session, new in a forked child: one another thread held at the fork
-        (opening the worker session) stayed held there, and the child's first folder predict hung."""
-        if self._worker_lock_pid != os.getpid():
-            self._worker_session_lock, self._worker_lock_pid = threading.Lock(), os.getpid()
-        return self._worker_session_lock
 
     def _detect(self, loaded: list[LoadedImage], settings: DetectionSettings, session: Any) -> list[DetectionResult]:
         return self._finish(loaded, self._prepare(loaded, settings), settings, session)

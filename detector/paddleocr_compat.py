@@ -4,12 +4,11 @@ ignored with one warning that says why. Everything else PaddleOCR's TextDetectio
 
 from __future__ import annotations
 
-import os
-import threading
 import warnings
 from typing import Any, Optional
 
 from .errors import InvalidParameterError
+from .process_lock import ProcessLock
 
 # PaddleOCR's own lists (paddleocr/_common_args.py, paddleocr/_constants.py).
 PADDLEOCR_ENGINES = ("paddle", "paddle_static", "paddle_dynamic", "transformers", "onnxruntime")
@@ -30,17 +29,7 @@ IGNORED_KEYWORDS: dict[str, str] = {
 }
 
 _warned: set[str] = set()
-_warned_lock = threading.Lock()
-
-
-def _warned_lock_anew() -> None:
-    """In a forked child: a new lock (one another thread held at the fork would stay held in the child)."""
-    global _warned_lock
-    _warned_lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
-    os.register_at_fork(after_in_child=_warned_lock_anew)
+_warned_lock = ProcessLock()
 
 
 class IgnoredArgumentWarning(UserWarning):

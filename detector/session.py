@@ -12,7 +12,6 @@ import logging
 import os
 import platform
 import re
-import threading
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from .errors import (
     InvalidParameterError,
     pip_install,
 )
+from .process_lock import ProcessLock
 from .settings import METADATA_EXPORT_KEY
 
 if TYPE_CHECKING:
@@ -116,17 +116,7 @@ def parse_device(device: Optional[str]) -> Optional[Device]:
 # contextlib.redirect_stdout swaps sys.stdout for the whole process and puts back what it found: two threads
 # capturing at once (two GPU detectors made together) could each put back the other's buffer, leaving sys.stdout
 # a StringIO for good. One capture at a time (what other threads print meanwhile still lands in it).
-_STDOUT_CAPTURE_LOCK = threading.Lock()
-
-
-def _stdout_capture_lock_anew() -> None:
-    """In a forked child: a new lock (one another thread held at the fork would stay held in the child)."""
-    global _STDOUT_CAPTURE_LOCK
-    _STDOUT_CAPTURE_LOCK = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
-    os.register_at_fork(after_in_child=_stdout_capture_lock_anew)
+_STDOUT_CAPTURE_LOCK = ProcessLock()
 
 
 @contextlib.contextmanager
