@@ -882,13 +882,7 @@ def load_source(source: Source, options: LoadOptions = DEFAULT_LOAD_OPTIONS) -> 
         yield from _load_encoded(source.value, source.name, source.name or "<bytes>", options, False)
     elif source.kind in ("url", "fetched"):  # a PDF also by its content type
         body, content_type = fetch_url(source.value, options) if source.kind == "url" else source.value
-        yield from _load_encoded(
-            body,
-            source.name,
-            source.describe(),
-            options,
-            _fetched_pdf(source.value if source.kind == "url" else source.name, content_type),
-        )
+        yield from _load_encoded(body, source.name, source.describe(), options, _fetched_pdf(source.name, content_type))
     else:
         path: Path = source.value
         is_pdf = path.suffix.lower() == ".pdf"
