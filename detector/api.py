@@ -37,7 +37,13 @@ from .inputs import (
 )
 from .paddleocr_compat import check_ignored_keywords
 from .postprocess import boxes_from_probability_map, opencv_boxes_note
-from .precision import precision_of, select_precision, validate_precision
+from .precision import (
+    DEFAULT_PRECISION,
+    precision_of,
+    select_precision,
+    validate_precision,
+    variant_made_from_another_file,
+)
 from .prefetch import folder_workers, ordered_map, prefetch, read_ahead_depth, threads_within_cores
 from .preprocess import (
     ResizeInfo,
@@ -290,6 +296,10 @@ class TextDetection:
         self.shrink_arena_above: Optional[int] = None
         metadata = model_metadata(self._session)
         name, settings, self.settings_source = settings_for_model_file(metadata, self.model_path, requested_name)
+        if self.precision != DEFAULT_PRECISION:
+            stale = variant_made_from_another_file(self.model_path, metadata, requested_name)
+            if stale:
+                raise InvalidModelError(stale)
         other_cpu = made_for_another_cpu(metadata, this_cpu_block()) if self.device == "cpu" else None
         if other_cpu:
             logger.warning("%s: %s", self.model_path, other_cpu)

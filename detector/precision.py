@@ -4,6 +4,8 @@ outputs, for GPUs), written by ``make export MODEL=… PRECISION=…``."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Optional
 
@@ -13,6 +15,8 @@ PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_PRECISION = "fp32"
 # ONNX metadata key written by tools/export/quantize.py: JSON with the precision and its measured accuracy cost.
 METADATA_PRECISION_KEY = "detector.precision"
+# Its field holding the sha256 of the fp32 file the variant was made from (variants made before 2026-12-07 lack it).
+MADE_FROM_SHA256_FIELD = "fp32_sha256"
 
 
 def validate_precision(precision: Optional[str]) -> str:
@@ -63,6 +67,45 @@ def select_precision(model_path: Path, precision: Optional[str], model_name: Opt
             + how_to_make_variant(model_path, precision, model_name)
         )
     return path
+
+
+def made_from_sha256(variant_metadata: Mapping[str, str]) -> Optional[str]:
+    """The sha256 of the fp32 file a variant was made from, as its detector.precision record says (None: no
+    record, an unreadable one, or one from before the field)."""
+    try:
+        record = json.loads(variant_metadata[METADATA_PRECISION_KEY])
+    except (KeyError, ValueError):
+        return None
+    made_from = record.get(MADE_FROM_SHA256_FIELD) if isinstance(record, dict) else None
+    return made_from if isinstance(made_from, str) else None
+
+
+def variant_made_from_another_file(
+    variant: Path, variant_metadata: Mapping[str, str], model_name: Optional[str]
+) -> Optional[str]:
+    """Why the int8 / fp16 file ``variant`` must not load as the variant of the fp32 file beside it: its
+    record names another fp32 file (one replaced since by a copy, a fine-tuned model: the variant would run the
+    old weights without a word), and how to make it again; None where it matches, or nothing says otherwise
+    (no fp32 file beside it, a variant made before the record held the hash)."""
+    from .optimize.model_file import sha256_of
+
+    made_from = made_from_sha256(variant_metadata)
+    fp32 = variant_path(variant, DEFAULT_PRECISION)
+    if made_from is None or fp32 == variant or not fp32.is_file():
+        return None
+    try:
+        beside = sha256_of(fp32)
+    except OSError:  # an fp32 file that cannot be read says nothing against the variant, which loads alone
+        return None
+    if beside == made_from:
+        return None
+    precision = precision_of(variant)
+    return (
+        f"{variant} was made from another fp32 file than the {fp32.name} beside it (sha256 {made_from[:12]}… "
+        f"recorded, {beside[:12]}… there): it would run the old file's weights. "
+        + how_to_make_variant(fp32, precision, model_name)
+        + f", or remove {variant.name}"
+    )
 
 
 def _recorded_metadata(model_path: Path) -> Optional[dict[str, str]]:

@@ -578,3 +578,57 @@ def test_a_variant_is_taken_only_beside_the_fp32_file_the_name_finds(model_dir, 
     assert TextDetection(model_name="PP-OCRv6_tiny_det", device="cpu").model_path == own / "inference.onnx"
     with pytest.raises(ModelNotFoundError, match="no int8 variant"):
         TextDetection(model_name="PP-OCRv6_tiny_det", precision="int8", device="cpu")
+
+
+@pytest.mark.parametrize("precision", ["int8", "fp16"])
+def test_a_variant_records_the_fp32_file_it_was_made_from_and_refuses_another(model_dir, tmp_path, precision):
+    """An fp32 file swapped in by a copy (a fine-tuned model, another network) beside the variants made from the
+    old one: precision= loaded the old weights without a word. The record holds the fp32 file's sha256."""
+    from detector.errors import InvalidModelError
+    from detector.optimize.model_file import sha256_of
+    from detector.precision import MADE_FROM_SHA256_FIELD
+
+    record = json.loads(metadata(model_dir / f"inference.{precision}.onnx")[METADATA_PRECISION_KEY])
+    assert record[MADE_FROM_SHA256_FIELD] == sha256_of(model_dir / "inference.onnx")
+    folder = tmp_path / "PP-OCRv4_mobile_det"
+    shutil.copytree(model_dir, folder)
+    assert TextDetection(model_dir=folder, precision=precision, device="cpu").precision == precision
+    shutil.copy(REPO_ROOT / "models" / "PP-OCRv6_tiny_det" / "inference.onnx", folder / "inference.onnx")
+    with pytest.raises(InvalidModelError) as caught:
+        TextDetection(model_dir=folder, precision=precision, device="cpu")
+    message = str(caught.value)
+    assert f"inference.{precision}.onnx was made from another fp32 file than the inference.onnx beside it" in message
+    assert f"--precision {precision}" in message and f"or remove inference.{precision}.onnx" in message
+    # the variant file named directly is the same variant
+    with pytest.raises(InvalidModelError, match="made from another fp32 file"):
+        TextDetection(model_dir=folder / f"inference.{precision}.onnx", device="cpu")
+    # fp32 itself loads, and a variant alone (no fp32 file beside it) loads: nothing says otherwise
+    assert TextDetection(model_dir=folder, device="cpu").precision == "fp32"
+    (folder / "inference.onnx").unlink()
+    assert TextDetection(model_dir=folder, precision=precision, device="cpu").precision == precision
+
+
+def test_stale_variants_go_by_the_fp32_file_they_record(model_dir, tmp_path):
+    """A new fp32 file keeps the variants made from its bytes and removes the others; variants recording nothing
+    go by whether the new file has the replaced file's bytes (as before the record)."""
+    from detector.optimize.model_file import remove_stale_variants, sha256_of
+
+    fp32 = tmp_path / "inference.onnx"
+    int8, fp16 = tmp_path / "inference.int8.onnx", tmp_path / "inference.fp16.onnx"
+    # a deployment folder holding the variants alone; the matching fp32 file exported into it: both kept (they
+    # were removed as "made from the file just replaced", where no file was replaced)
+    shutil.copy(model_dir / "inference.int8.onnx", int8)
+    shutil.copy(model_dir / "inference.fp16.onnx", fp16)
+    shutil.copy(model_dir / "inference.onnx", fp32)
+    assert remove_stale_variants(fp32, None) == [] and int8.is_file() and fp16.is_file()
+    # another fp32 file written over it: both removed, whatever the replaced file was
+    replaced = sha256_of(fp32)
+    shutil.copy(REPO_ROOT / "models" / "PP-OCRv6_tiny_det" / "inference.onnx", fp32)
+    assert remove_stale_variants(fp32, replaced) == [("fp16", fp16), ("int8", int8)]
+    # an fp32 file with the replaced bytes keeps a variant recording another file: it was stale already
+    shutil.copy(model_dir / "inference.int8.onnx", int8)
+    assert remove_stale_variants(fp32, sha256_of(fp32)) == [("int8", int8)]
+    # a variant recording nothing (older exports, or no model at all) goes by the replaced file's bytes
+    int8.write_bytes(b"x")
+    assert remove_stale_variants(fp32, sha256_of(fp32)) == [] and int8.is_file()
+    assert remove_stale_variants(fp32, None) == [("int8", int8)]

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ..errors import DetectorError, ExportError, OutputNotWritableError
-from ..precision import DEFAULT_PRECISION, PRECISIONS, variant_path
+from ..precision import DEFAULT_PRECISION, PRECISIONS, made_from_sha256, variant_path
 from ..result import write_atomically
 from ..settings import (
     LONG_SIDE_MODELS,
@@ -39,17 +39,26 @@ def sha256_of(path: Path) -> str:
 
 
 def remove_stale_variants(output: Path, replaced_sha256: Optional[str] = None) -> list[tuple[str, Path]]:
-    """Remove the int8 / fp16 files beside a freshly written fp32 file, and return (precision, path) of each:
-    made from the file it replaced (other weights, another model, another CPU's channel block), they would be
-    loaded by precision= without a word. Kept where the new file has the bytes of the one it replaced
-    (``replaced_sha256``): the export is deterministic, so `make` re-exporting the default model after a venv
-    rebuild leaves the user's variants."""
-    if replaced_sha256 is not None and sha256_of(output) == replaced_sha256:
-        return []
+    """Remove the int8 / fp16 files beside a freshly written fp32 file that were made from another fp32 file, and
+    return (precision, path) of each: made from other weights, another model, another CPU's channel block, they
+    would be loaded by precision= without a word. A variant whose record holds the sha256 of the fp32 file it was
+    made from is kept where that is the new file's (a deployment folder holding the variant alone, the matching
+    fp32 file exported into it); one without (made before the record held it) is kept where the new file has the
+    bytes of the one it replaced (``replaced_sha256``): the export is deterministic, so `make` re-exporting the
+    default model after a venv rebuild leaves the user's variants."""
+    from ..onnx_messages import model_metadata
+
+    written = sha256_of(output)
     removed = []
     for precision in PRECISIONS:
         variant = variant_path(output, precision)
-        if precision != DEFAULT_PRECISION and variant != output and variant.is_file():
+        if precision == DEFAULT_PRECISION or variant == output or not variant.is_file():
+            continue
+        try:
+            made_from = made_from_sha256(model_metadata(variant.read_bytes()))
+        except Exception:  # no model's bytes: nothing says what it was made from
+            made_from = None
+        if (made_from or replaced_sha256) != written:
             variant.unlink()
             removed.append((precision, variant))
     return removed

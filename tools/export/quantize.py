@@ -38,7 +38,7 @@ import numpy as np
 
 from detector.errors import ExportError
 from detector.onnx_messages import model_metadata
-from detector.optimize.model_file import check_output_writable, save_model, set_metadata
+from detector.optimize.model_file import check_output_writable, save_model, set_metadata, sha256_of
 from detector.optimize.rewrites.gate_expand import GATE_EXPAND_OP_TYPES, GATE_EXPAND_REWRITE, rewrite_gated_products
 from detector.optimize.rewrites.gelu_sigmoid import GELU_SIGMOID_REWRITE, rewrite_gelus_as_sigmoid_products
 from detector.optimize.rewrites.hard_swish_gate import HARD_SWISH_GATE_REWRITE, rewrite_hard_swish_gates
@@ -56,7 +56,7 @@ from detector.optimize.rewrites.neck_upsample import (
     rewrite_neck_upsamples,
 )
 from detector.optimize.rewrites.onnx_graph import attribute
-from detector.precision import METADATA_PRECISION_KEY, variant_path
+from detector.precision import MADE_FROM_SHA256_FIELD, METADATA_PRECISION_KEY, variant_path
 from detector.session import INT8_WITHOUT_VNNI_MEASURED, cpu_flags, int8_sums_saturate
 from detector.settings import METADATA_SETTINGS_KEY
 from tools.export import progress
@@ -641,6 +641,7 @@ def _make_scored_variant(
     import onnx
 
     started = time.monotonic()
+    made_from = sha256_of(fp32_path)  # before the minutes of work: the file the variant is made from
     if precision == "int8" and int8_options.get("float_rule", DEFAULT_INT8_RULE) == AUTO_RULE:
         from tools.export.int8_choice import quantize_int8_auto
 
@@ -653,7 +654,11 @@ def _make_scored_variant(
     else:
         raise ExportError(f"precision {precision!r} has no variant to make (int8, fp16)")
     progress(f"[2/2] scoring fp32 and {precision} on {evaluation_images} rendered images")
-    record.update(precision=precision, accuracy=accuracy_delta(fp32_path, output, evaluation_images))
+    record.update(
+        precision=precision,
+        accuracy=accuracy_delta(fp32_path, output, evaluation_images),
+        **{MADE_FROM_SHA256_FIELD: made_from},
+    )
     accuracy = record["accuracy"]
     progress(
         f"      Hmean fp32 {accuracy['fp32_hmean']:.4f}, {precision} {accuracy['hmean']:.4f} "
