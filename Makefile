@@ -101,10 +101,10 @@ test: $(VENV)/.installed $(PADDLE_VENV)/.installed $(DEFAULT_MODEL) $(DEFAULT_SO
 # venv .venv-py3.X with the plain CPU `onnxruntime` package (.venv has onnxruntime-gpu).
 # .venv-py3.9-min holds the oldest dependency releases pyproject allows (tests/lower-bounds.txt).
 PYTHON_VERSIONS := 3.9 3.10 3.11 3.12 3.13
-# pyenv's interpreters first, then whatever python3.X is on PATH
+# pyenv's interpreters first (the newest release of each, by version: 3.9.18 before 3.9.9), then whatever python3.X is on PATH
 # (pyenv's root is $PYENV_ROOT, else ~/.pyenv; a python3.X on PATH counts only where it runs: a pyenv shim for a
 # version not selected is on PATH but fails, and the venv folder was already removed when it did)
-python_for = $(or $(lastword $(sort $(wildcard $(or $(PYENV_ROOT),$(HOME)/.pyenv)/versions/$(1).*/bin/python$(1)))),$(shell python$(1) -c 'import sys; print(sys.executable)' 2>/dev/null))
+python_for = $(or $(shell ls -1d '$(or $(PYENV_ROOT),$(HOME)/.pyenv)'/versions/$(1).*/bin/python$(1) 2>/dev/null | sort -V | tail -n 1),$(shell python$(1) -c 'import sys; print(sys.executable)' 2>/dev/null))
 RUNTIME_TEST_RUN = DETECTOR_REQUIRE_REFERENCE=1 $(1)/bin/python -m pytest -q -m runtime -p no:cacheprovider
 
 .venv-py%-min/.installed: pyproject.toml tests/lower-bounds.txt

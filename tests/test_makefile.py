@@ -140,3 +140,24 @@ def test_export_runs_in_the_venv_its_source_needs(tmp_path, variables, venv):
     assert run.returncode == 0, run.stderr
     (line,) = [line for line in run.stdout.splitlines() if "-m tools.export" in line]
     assert line.startswith(f"{venv}/bin/python -m tools.export"), line
+
+
+def test_pyenvs_newest_release_of_a_python_is_taken_by_version_not_by_text(tmp_path):
+    # pyenv holding 3.12.9 and 3.12.10: the text sort took 3.12.9
+    checkout = built_checkout(tmp_path / "p")
+    root = tmp_path / "pyenv"
+    for release in ("3.12.9", "3.12.10", "3.12.2"):
+        python = root / "versions" / release / "bin" / "python3.12"
+        python.parent.mkdir(parents=True)
+        python.write_text("#!/bin/sh\nexit 0\n")
+        python.chmod(0o755)
+    run = make(
+        checkout,
+        f"PYENV_ROOT={root}",
+        "--eval",
+        "show-python: ; @echo $(call python_for,3.12)",
+        "show-python",
+        dry_run=False,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == str(root / "versions" / "3.12.10" / "bin" / "python3.12")
