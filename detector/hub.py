@@ -23,6 +23,7 @@ import errno
 import hashlib
 import logging
 import os
+import shlex
 import sys
 import time
 import urllib.parse
@@ -416,8 +417,9 @@ def _paddle_model_hint(folder: Path) -> str:
         # for a fine-tune named as its base model would replace the checkout's stock model
         convert = (
             f"convert it to ONNX beside its files with `make paddle-env && .venv-paddle/bin/python -m tools.export "
-            f"--model {name} --source {folder} --output {folder / MODEL_FILENAME}` (this model_dir then loads "
-            f"it), or into models/{name}/ with `make export MODEL={name} SOURCE={folder}`"
+            f"--model {shlex.quote(name)} --source {shlex.quote(str(folder))} "
+            f"--output {shlex.quote(str(folder / MODEL_FILENAME))}` (this model_dir then loads it), or into "
+            f"models/{name}/ with `make export {shlex.quote(f'MODEL={name}')} {shlex.quote(f'SOURCE={folder}')}`"
         )
     else:
         convert = (
@@ -442,7 +444,7 @@ def _not_downloadable_hint(model_name: str, known: bool) -> str:
     )
     if IN_CHECKOUT:
         how = (
-            f"export it with `make export MODEL={model_name}"
+            f"export it with `make export {shlex.quote(f'MODEL={model_name}')}"
             + ("`" if known else " SOURCE=<paddle model dir or .onnx>`")
             + f", set {MODELS_ENV_VAR} to a folder holding <MODEL_NAME>/{MODEL_FILENAME}"
             + ", or pass model_dir=<path to .onnx> (detect --model-dir <path>)"

@@ -5,6 +5,7 @@ outputs, for GPUs), written by ``make export MODEL=… PRECISION=…``."""
 from __future__ import annotations
 
 import json
+import shlex
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Optional
@@ -125,16 +126,19 @@ def how_to_make_variant(model_path: Path, precision: str, model_name: Optional[s
 
     model_path = variant_path(model_path, "fp32")  # the export takes the fp32 file's path (given a variant's too)
     metadata = _recorded_metadata(model_path)
-    name = model_name or (metadata or {}).get(METADATA_MODEL_NAME_KEY) or "<its model name>"
+    # words a shell takes as they are: a name or folder with a space ('my det', ~/My Models) pasted unquoted split
+    known_name = model_name or (metadata or {}).get(METADATA_MODEL_NAME_KEY)
+    name = shlex.quote(known_name) if known_name else "<its model name>"
     if metadata is not None and METADATA_SETTINGS_KEY not in metadata:  # a release's file: the export refuses it
         return (
             f"{model_path} is not a file this package's export wrote: import it first (`detect optimize "
-            f"{model_path.parent} -o <folder>/inference.onnx`), then make the variant beside that file with "
-            f"`python -m tools.export --model {name} --output <folder>/inference.onnx --precision {precision}`"
+            f"{shlex.quote(str(model_path.parent))} -o <folder>/inference.onnx`), then make the variant beside "
+            f"that file with `python -m tools.export --model {name} --output <folder>/inference.onnx "
+            f"--precision {precision}`"
         )
-    tool = f"python -m tools.export --model {name} --output {model_path} --precision {precision}"
+    tool = f"python -m tools.export --model {name} --output {shlex.quote(str(model_path))} --precision {precision}"
     if not IN_CHECKOUT:
         return f"Make it with the export tool of a detector source checkout: `{tool}`"
     if model_name and model_path == CHECKOUT_MODELS_DIR / model_name / model_path.name:
-        return f"Make it with `make export MODEL={model_name} PRECISION={precision}` (or `{tool}`)"
+        return f"Make it with `make export {shlex.quote(f'MODEL={model_name}')} PRECISION={precision}` (or `{tool}`)"
     return f"Make it with `{tool}`"

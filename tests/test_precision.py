@@ -632,3 +632,39 @@ def test_stale_variants_go_by_the_fp32_file_they_record(model_dir, tmp_path):
     int8.write_bytes(b"x")
     assert remove_stale_variants(fp32, sha256_of(fp32)) == [] and int8.is_file()
     assert remove_stale_variants(fp32, None) == [("int8", int8)]
+
+
+def test_the_commands_a_hint_gives_are_words_a_shell_takes_as_they_are(default_onnx, tmp_path, monkeypatch):
+    """A folder or model name with a space (~/My Models, 'my det') split where the hint was pasted unquoted."""
+    import re
+    import shlex
+
+    from detector import hub
+
+    folder = tmp_path / "My Models" / "my det"
+    folder.mkdir(parents=True)
+    shutil.copy(default_onnx, folder / "inference.onnx")
+    with pytest.raises(ModelNotFoundError) as error:
+        TextDetection(model_name="my det", model_dir=folder, precision="int8")
+    command = re.search(r"`(python -m tools\.export [^`]*)`", str(error.value)).group(1)
+    assert shlex.split(command)[3:] == [
+        "--model",
+        "my det",
+        "--output",
+        str(folder / "inference.onnx"),
+        "--precision",
+        "int8",
+    ]
+    paddle = tmp_path / "Paddle Models" / "fine tuned"
+    paddle.mkdir(parents=True)
+    (paddle / "inference.json").write_text("{}")
+    (paddle / "inference.pdiparams").write_bytes(b"\0" * 16)
+    (paddle / "inference.yml").write_text("Global:\n  model_name: my det\n")
+    monkeypatch.setattr(hub, "IN_CHECKOUT", True)
+    with pytest.raises(ModelNotFoundError) as error:
+        TextDetection(model_dir=paddle, device="cpu")
+    commands = re.findall(r"`([^`]*)`", str(error.value))
+    tool = shlex.split(commands[0].split("&& ", 1)[1])
+    assert tool[tool.index("--model") + 1] == "my det" and tool[tool.index("--source") + 1] == str(paddle)
+    assert tool[tool.index("--output") + 1] == str(paddle / "inference.onnx")
+    assert shlex.split(commands[1]) == ["make", "export", "MODEL=my det", f"SOURCE={paddle}"]

@@ -48,12 +48,15 @@ def remove_stale_variants(output: Path, replaced_sha256: Optional[str] = None) -
     default model after a venv rebuild leaves the user's variants."""
     from ..onnx_messages import model_metadata
 
-    written = sha256_of(output)
+    variants = [
+        (precision, variant_path(output, precision))
+        for precision in PRECISIONS
+        if precision != DEFAULT_PRECISION and variant_path(output, precision) != output
+    ]
+    variants = [(precision, variant) for precision, variant in variants if variant.is_file()]
+    written = sha256_of(output) if variants else None
     removed = []
-    for precision in PRECISIONS:
-        variant = variant_path(output, precision)
-        if precision == DEFAULT_PRECISION or variant == output or not variant.is_file():
-            continue
+    for precision, variant in variants:
         try:
             made_from = made_from_sha256(model_metadata(variant.read_bytes()))
         except Exception:  # no model's bytes: nothing says what it was made from

@@ -18,6 +18,7 @@ beside the fp32 file (quantize.py), starting from that file when it is already t
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -77,7 +78,7 @@ def resolve_source(model_name: str, source: Optional[str]) -> tuple[Path, str]:
     if source is None and model_name not in model_sources.KNOWN_MODELS:
         raise ExportError(
             f"{model_name!r} has no known download: pass --source DIR, a Paddle inference model folder "
-            f"(or its .tar, or a URL); with make: `make export MODEL={model_name} SOURCE=DIR`. "
+            f"(or its .tar, or a URL); with make: `make export {shlex.quote(f'MODEL={model_name}')} SOURCE=DIR`. "
             f"Known models: {', '.join(model_sources.KNOWN_MODELS)}"
         )
     return model_sources.obtain_source(model_name, source), source or "official download"
