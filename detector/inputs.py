@@ -150,9 +150,10 @@ class Source:
 
 def to_bgr_uint8(array: np.ndarray) -> np.ndarray:
     """Gray, BGR or BGRA arrays of uint8, other integers (0-255 as it is, else scaled from 0-65535),
-    float (in [0, 1], or 0-255 if above 1) or bool -> BGR uint8 HxWx3."""
+    float (in [0, 1], or 0-255 if above 1) or bool -> BGR uint8 HxWx3, in memory of its own."""
     if not isinstance(array, np.ndarray) or array.size == 0:
         raise UnsupportedInputError("an image array must be a non-empty numpy array")
+    original = array
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
@@ -183,7 +184,9 @@ def to_bgr_uint8(array: np.ndarray) -> np.ndarray:
         return cv2.cvtColor(array, cv2.COLOR_GRAY2BGR)
     if array.shape[2] == 4:
         return cv2.cvtColor(array, cv2.COLOR_BGRA2BGR)
-    return np.ascontiguousarray(array)
+    # never the caller's memory: a result's input_img (what save_to_img draws on) outlives the call, and a caller
+    # that reuses its buffer (video frames, a decode buffer) would change it (1.4 ms for 2500x1800, 0.5% of a predict)
+    return array.copy() if np.may_share_memory(array, original) else np.ascontiguousarray(array)
 
 
 def pil_to_bgr(image: Any) -> np.ndarray:

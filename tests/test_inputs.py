@@ -155,6 +155,24 @@ def test_bytes_pil_and_arrays_agree_with_the_file(model, banner):
         model.predict(Image.new("La", (64, 32)))
 
 
+def test_a_result_keeps_its_image_when_the_caller_reuses_its_array(model, banner, tmp_path):
+    # input_img was the caller's array (or a view of it): a video loop writing the next frame into its buffer
+    # changed every result kept, and what save_to_img drew on
+    _path, image, lines = banner
+    frame = image.copy()
+    buffer = np.vstack([image, image])  # a frame read into part of a larger buffer: a view, C-contiguous
+    (whole,) = model.predict(frame)
+    (part,) = model.predict(buffer[: image.shape[0]])
+    drawn_before = whole.img["res"].copy()
+    frame[:] = 0
+    buffer[:] = 0
+    for result in (whole, part):
+        assert np.array_equal(result.input_img, image) and len(result["dt_polys"]) == lines
+    assert np.array_equal(whole.img["res"], drawn_before)
+    saved = cv2.imread(str(whole.save_to_img(tmp_path / "frame.png")))
+    assert np.array_equal(saved, drawn_before[:, :, ::-1])
+
+
 def test_unsupported_types(model):
     for bad in (42, 3.5, None, {"path": "x"}, [["nested.png"]], np.zeros((5, 5, 2), np.uint8), np.zeros(0)):
         with pytest.raises(UnsupportedInputError):
