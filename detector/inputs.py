@@ -428,6 +428,8 @@ def render_pdf_pages(data: Union[bytes, Path], what: str, options: LoadOptions) 
                 document.close()  # and its stream
             elif stream is not None:
                 stream.close()  # a damaged file's stream was left to the garbage collector (a ResourceWarning)
+            if _pdf_without_pages(data):  # before the password test: pdfium's error code may be an earlier PDF's
+                raise UnreadableImageError(_no_pages_message(what)) from None
             if "password" in str(exc).lower():  # PDFium: Incorrect password error (an empty one was tried)
                 raise UnreadableImageError(
                     f"{what} is a password-protected PDF: render its pages to images first (no password can be given)"
@@ -435,8 +437,8 @@ def render_pdf_pages(data: Union[bytes, Path], what: str, options: LoadOptions) 
             raise UnreadableImageError(f"{what} is not a readable PDF: {exc}") from None
         page_count = len(document)
     try:
-        if page_count == 0:
-            raise UnreadableImageError(f"{what} has no pages")
+        if page_count == 0:  # pypdfium2 refuses such a document itself (_pdf_without_pages); in case one does not
+            raise UnreadableImageError(_no_pages_message(what))
         for index in range(page_count):
             with _PDFIUM_LOCK:
                 try:
@@ -474,6 +476,30 @@ def render_pdf_pages(data: Union[bytes, Path], what: str, options: LoadOptions) 
     finally:
         with _PDFIUM_LOCK:
             document.close()
+
+
+def _no_pages_message(what: str) -> str:
+    return f"{what} is a PDF of no pages (its page tree is empty): there is nothing to detect text in"
+
+
+def _pdf_without_pages(data: Union[bytes, Path]) -> bool:
+    """Whether pdfium opens this PDF and finds no pages in it. pypdfium2 refuses such a document as it refuses a
+    damaged one, 'Failed to load document', with pdfium's last error code, which no successful load resets: it
+    read 'PDFium: Success' in a fresh process, 'Data format error' after a damaged PDF, and an earlier
+    password refusal would make it 'Incorrect password error'. Asked only after a refusal (a second parse)."""
+    import pypdfium2.raw as pdfium_raw
+
+    if isinstance(data, Path):
+        # the name's own bytes (os.fsencode): pdfium opens the file by them, whatever their encoding
+        document = pdfium_raw.FPDF_LoadDocument(os.fsencode(data), None)
+    else:
+        document = pdfium_raw.FPDF_LoadMemDocument64(data, len(data), None)
+    if not document:
+        return False
+    try:
+        return bool(pdfium_raw.FPDF_GetPageCount(document) == 0)
+    finally:
+        pdfium_raw.FPDF_CloseDocument(document)
 
 
 TIFF_TILE_WIDTH, TIFF_TILE_LENGTH = 322, 323  # TIFF tags

@@ -460,6 +460,24 @@ def test_broken_pdf_is_unreadable(model, tmp_path):
     assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
 
 
+def test_a_pdf_of_no_pages_is_said_to_have_none(model, tmp_path):
+    """pypdfium2 refuses a PDF of no pages with pdfium's last error code, which no successful load resets: it read
+    'Failed to load document (PDFium: Success)' in a fresh process and 'Data format error' after a damaged PDF."""
+    pdfium = pytest.importorskip("pypdfium2")
+    empty = tmp_path / "empty.pdf"
+    pdfium.PdfDocument.new().save(empty)  # pdfium's own writer: a catalog, and a page tree of none
+    damaged = tmp_path / "damaged.pdf"
+    damaged.write_bytes(b"%PDF-1.4 this is not really a pdf")
+    said = r"empty\.pdf is a PDF of no pages .*nothing to detect text in$"
+    for source in (empty, empty.read_bytes()):
+        with pytest.raises(UnreadableImageError, match=said if source == empty else r"^<bytes> is a PDF of no pages"):
+            model.predict(source)
+    with pytest.raises(UnreadableImageError, match="not a readable PDF"):
+        model.predict(damaged)  # pdfium's last error is now 'Data format error'
+    with pytest.raises(UnreadableImageError, match=said):
+        model.predict(empty)
+
+
 def test_a_password_protected_pdf_is_said_to_be_one(model, tmp_path, monkeypatch):
     """pdfium's own words were 'Failed to load document (PDFium: Incorrect password error).' (it tries the empty
     password, which opens a file only encrypted against editing); the file stands in for one with a password."""
