@@ -42,7 +42,6 @@ from .errors import (
 )
 from .inputs import (
     DEFAULT_LOAD_OPTIONS,
-    GLOB_CHARACTERS,
     LoadedImage,
     LoadOptions,
     Source,
@@ -536,7 +535,7 @@ def detect(
             tally["failed"] += 1
             _report(raw, exc, debug)
             continue
-        if save_path and not save_to_file and _walked(raw):
+        if save_path and not save_to_file:
             expanded, left_out = _without_earlier_results(expanded, save_path)
             earlier += left_out
         sources.extend(expanded)
@@ -712,20 +711,16 @@ def _real_input(input_path: Optional[str]) -> Optional[str]:
     return os.path.realpath(input_path) if input_path and os.path.isfile(input_path) else input_path
 
 
-def _walked(raw: str) -> bool:
-    """Whether an input names a folder or a glob pattern (its files found by a walk, not named one by one)."""
-    return os.path.isdir(os.path.expanduser(raw)) or bool(GLOB_CHARACTERS & set(raw))
-
-
 def _without_earlier_results(sources: list[Source], save_path: str) -> tuple[list[Source], int]:
     """The sources without the drawings an earlier run saved into save_path (a folder inside an input folder,
-    or the input folder itself): `<name>_res.<image suffix>` with its `<name>_res.json` beside it. Read as
+    or the input folder itself) that a folder walk or a glob found (one named as an input is kept):
+    `<name>_res.<image suffix>` with its `<name>_res.json` beside it. Read as
     inputs, a second run of the same command wrote `a_res_res.png` and refused the real inputs ("its result
     would be written over the input a_res.png"), and each rerun added another level."""
     folder = os.path.realpath(save_path)
     kept = []
     for source in sources:
-        if source.kind == "file":
+        if source.kind == "file" and source.found_by_walk:
             path = Path(source.value)
             parent = os.path.realpath(path.parent)
             inside = parent == folder or parent.startswith(folder.rstrip(os.sep) + os.sep)

@@ -139,6 +139,8 @@ class Source:
     kind: str
     value: Any
     name: Optional[str] = None  # what input_path reports
+    # found by a folder walk or a glob pattern, not named by the caller one by one
+    found_by_walk: bool = False
 
     def describe(self) -> str:
         """The source as a message names it (a URL without its secrets: shown_path)."""
@@ -778,11 +780,11 @@ def _with_unreadable(
     """The sources of a walk (each named by name_of), with a source in its sorted place for each folder or entry
     that could not be read: loading it raises why (an error line of its own in `detect`, exit 1), while the
     readable files still run."""
-    sources = [(path, Source("file", path, name_of(path))) for path in found]
+    sources = [(path, Source("file", path, name_of(path), found_by_walk=True)) for path in found]
     for path, exc in unreadable:
         name = name_of(path)
         refusal = InputNotFoundError(f"{name}: cannot be read ({_reason(exc)})")
-        sources.append((path, Source("unreadable", refusal, name)))
+        sources.append((path, Source("unreadable", refusal, name, found_by_walk=True)))
     return [source for _, source in sorted(sources, key=lambda pair: str(pair[0]))]
 
 

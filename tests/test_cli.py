@@ -910,6 +910,13 @@ def test_the_same_file_named_twice_is_no_name_clash_and_a_named_input_in_save_pa
     earlier = tmp_path / "o" / "a_res.png"
     named = run_in_process("-i", earlier, "--save-path", tmp_path / "o", "--json", *model)
     assert named.exit_code == 0 and '"input_path"' in named.output and "left out" not in named.output, named.output
+    # so is one whose name holds a glob's characters: it was taken for a pattern and left out, nothing run, exit 0
+    shutil.copy(earlier, tmp_path / "o" / "scan[1]_res.png")
+    shutil.copy(earlier.with_suffix(".json"), tmp_path / "o" / "scan[1]_res.json")
+    bracketed_name = tmp_path / "o" / "scan[1]_res.png"
+    bracketed = run_in_process("-i", bracketed_name, "--save-path", tmp_path / "o", "--json", *model)
+    assert bracketed.exit_code == 0 and '"input_path"' in bracketed.output, bracketed.output
+    assert "left out" not in bracketed.output
 
 
 def test_a_stderr_whose_write_returns_nothing_is_no_internal_error(model_path, pages, monkeypatch, capsys):
