@@ -658,7 +658,7 @@ def fetch_url(url: str, options: LoadOptions) -> tuple:
 
 def list_folder_images(folder: Path, recursive: bool = True) -> tuple[list[Path], list[tuple[Path, OSError]]]:
     """Image and PDF files in a folder and, if recursive (PaddleX's way), its subfolders (links to folders not
-    followed): sorted as path strings, as PaddleX sorts them ("a-b/x.png" before "a/x.png"); and each folder (or
+    followed), in the walk's order (_walk_sources sorts them); and each folder (or
     entry of unknown kind) that could not be read, with why. pathlib's rglob skipped an unreadable subfolder
     without a word (its images missing, exit 0), and a subfolder removed while it was walked (a spool folder)
     ended the whole walk."""
@@ -688,7 +688,7 @@ def list_folder_images(folder: Path, recursive: bool = True) -> tuple[list[Path]
                 unreadable.append((current, exc))
         except OSError as exc:  # no permission to list it, an I/O error
             unreadable.append((current, exc))
-    return sorted(files, key=str), unreadable
+    return files, unreadable
 
 
 # What pathlib's is_file takes as "not a file": gone, a path through a file, a link loop, a bad descriptor
@@ -707,16 +707,16 @@ def _is_file(entry: os.DirEntry, path: Path, unreadable: list[tuple[Path, OSErro
 
 
 def glob_matches(pattern: str) -> list[Path]:
-    """What a glob pattern matches, sorted as path strings; ``**`` is any depth of folders, walked without
-    following symlinked folders (glob.glob follows them: a link back up the tree was walked round and round,
-    each file found tens of times, and two such links never ended). ``*`` matches hidden names too, as
+    """What a glob pattern matches, in no set order (_walk_sources sorts them); ``**`` is any depth of folders,
+    walked without following symlinked folders (glob.glob follows them: a link back up the tree was walked round
+    and round, each file found tens of times, and two such links never ended). ``*`` matches hidden names too, as
     folder walks read them; a pattern ending in ``**`` matches the files below."""
     parts = Path(pattern).parts
     literal = next((index for index, part in enumerate(parts) if GLOB_CHARACTERS & set(part)), len(parts))
     root, rest = Path(*parts[:literal]) if literal else Path("."), parts[literal:]
     if rest[-1:] == ("**",):
         rest = (*rest, "*")
-    return sorted(root.glob(str(Path(*rest))), key=str) if rest else [root]
+    return list(root.glob(str(Path(*rest)))) if rest else [root]
 
 
 def _shown(text: str) -> str:
@@ -745,7 +745,7 @@ def _expand_path(text: str, options: LoadOptions) -> list[Source]:
                 f"looked for {', '.join(sorted(IMAGE_EXTENSIONS))}"
             )
         # reported as PaddleX's folder walk names them: the folder as given, joined with each file's own path
-        return _with_unreadable(files, unreadable, lambda f: os.path.join(text, os.fspath(f.relative_to(path))))
+        return _walk_sources(files, unreadable, lambda f: os.path.join(text, os.fspath(f.relative_to(path))))
     if exists:
         return [Source("file", path, text)]  # input_path is the string given, as PaddleOCR reports it
     if GLOB_CHARACTERS & set(text):
@@ -766,7 +766,7 @@ def _expand_path(text: str, options: LoadOptions) -> list[Source]:
         files = list(dict.fromkeys(files))
         if not files and not unreadable:
             raise InputNotFoundError(f"pattern {text!r} matches no image files")
-        return _with_unreadable(files, unreadable, str)
+        return _walk_sources(files, unreadable, str)
     raise InputNotFoundError(f"input {text!r} does not exist")
 
 
@@ -774,12 +774,13 @@ def _reason(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
-def _with_unreadable(
+def _walk_sources(
     found: list[Path], unreadable: list[tuple[Path, OSError]], name_of: Callable[[Path], str]
 ) -> list[Source]:
-    """The sources of a walk (each named by name_of), with a source in its sorted place for each folder or entry
-    that could not be read: loading it raises why (an error line of its own in `detect`, exit 1), while the
-    readable files still run."""
+    """The sources of a folder walk or a glob (each named by name_of), sorted as path strings, as PaddleX sorts
+    them ("a-b/x.png" before "a/x.png"), with a source in its place for each folder or entry that could not be
+    read: loading it raises why (an error line of its own in `detect`, exit 1), while the readable files still
+    run."""
     sources = [(path, Source("file", path, name_of(path), found_by_walk=True)) for path in found]
     for path, exc in unreadable:
         name = name_of(path)
