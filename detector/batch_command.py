@@ -162,13 +162,18 @@ def batch(
     sys.exit(EXIT_SOME_FAILED if summary.errors else EXIT_OK)
 
 
+def folder_holds_nothing(folder: str) -> bool:
+    """Whether a local folder has no entries at all; OSError where it is no folder or cannot be listed."""
+    with os.scandir(folder) as entries:
+        return next(entries, None) is None
+
+
 def _unwritten_output_removed(output: str, made_here: bool) -> bool:
     """Whether a local output folder holds nothing (a run stopped before writing): removed if this run made it,
     so that nothing is left behind and the next run can be given the same name."""
     with contextlib.suppress(OSError):
-        with os.scandir(output) as entries:
-            if next(entries, None) is not None:
-                return False
+        if not folder_holds_nothing(output):
+            return False
         if made_here:
             os.rmdir(output)
         return True

@@ -34,7 +34,7 @@ import ray
 from ray.data.datasource import BlockBasedFileDatasink
 
 from .api import TextDetection
-from .batch_command import DEFAULT_FILES_PER_BATCH
+from .batch_command import DEFAULT_FILES_PER_BATCH, folder_holds_nothing
 from .errors import DetectorError, InputNotFoundError, InvalidParameterError, callers_sigterm_handler_kept
 from .inputs import DEFAULT_LOAD_OPTIONS, IMAGE_EXTENSIONS, LoadOptions, Source, expand_inputs, load_source
 from .prefetch import usable_cores
@@ -281,7 +281,7 @@ def check_output(output: str) -> None:
             return
     else:
         folder = Path(output)
-        occupied = folder.exists() and (not folder.is_dir() or any(folder.iterdir()))
+        occupied = folder.exists() and (not folder.is_dir() or not folder_holds_nothing(output))
     if occupied:
         raise InvalidParameterError(
             f"output {output!r} exists and is not an empty folder: choose a new one, "
