@@ -116,6 +116,19 @@ def test_a_recursive_glob_does_not_follow_symlinked_folders_round_a_loop(banner,
     assert names("scans/su*") == ["scans/sub/b.png"]
 
 
+def test_a_missing_path_in_a_list_fails_the_call_before_any_image_is_read(model, banner, tmp_path):
+    """Kept as it is (README): PaddleOCR's predict gives no results either (a list), its predict_iter yields the
+    ones before the missing file first; both raise FileNotFoundError, which InputNotFoundError is."""
+    path, _image, _lines = banner
+    inputs = [path, tmp_path / "missing.png", path]
+    with pytest.raises(FileNotFoundError, match=r"missing\.png' does not exist") as refused:
+        model.predict(inputs)
+    assert isinstance(refused.value, InputNotFoundError)
+    results = model.predict_iter(inputs)
+    with pytest.raises(InputNotFoundError, match=r"missing\.png"):
+        next(results)  # the first call: no image before it was read or detected
+
+
 # ---------------------------------------------------------------- in-memory kinds
 
 
