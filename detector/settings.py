@@ -134,25 +134,30 @@ MAX_SIDE_LEN = 2**31 - 1
 PADDLEX_ZERO_IS_DEFAULT = frozenset({"limit_side_len", "thresh", "box_thresh", "unclip_ratio"})
 
 
+def coerced_number(name: str, value: Any, kind: type) -> Any:
+    """value as a Python ``kind`` (int or float), or an InvalidParameterError naming ``name``: numpy's numbers
+    taken, bools, non-finite and (for int) fractional values refused."""
+    if isinstance(value, np.number) and not isinstance(value, np.complexfloating):
+        value = value.item()  # numpy's numbers (a pandas column's np.int64, np.float32) as Python's
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidParameterError(f"{name} must be a number, got {quoted(value)}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidParameterError(f"{name} must be a finite number, got {quoted(value)}")
+    if kind is int and isinstance(value, float) and not value.is_integer():
+        raise InvalidParameterError(f"{name} must be a whole number, got {quoted(value)}")
+    if name == "limit_side_len" and abs(value) > MAX_SIDE_LEN:  # its ratio to a side overflows float beyond
+        raise InvalidParameterError(f"{name} must be at most {MAX_SIDE_LEN:,}, got a larger number")
+    try:
+        return kind(value)
+    except OverflowError:  # float() of an integer of 309 digits or more
+        raise InvalidParameterError(f"{name} must be a finite number, got one too large for a float") from None
+
+
 def validate_settings(settings: DetectionSettings) -> DetectionSettings:
     """Return ``settings`` with numbers coerced, or raise InvalidParameterError naming the field."""
 
     def number(name: str, kind: type) -> Any:
-        value = getattr(settings, name)
-        if isinstance(value, np.number) and not isinstance(value, np.complexfloating):
-            value = value.item()  # numpy's numbers (a pandas column's np.int64, np.float32) as Python's
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise InvalidParameterError(f"{name} must be a number, got {quoted(value)}")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise InvalidParameterError(f"{name} must be a finite number, got {quoted(value)}")
-        if kind is int and isinstance(value, float) and not value.is_integer():
-            raise InvalidParameterError(f"{name} must be a whole number, got {quoted(value)}")
-        if name == "limit_side_len" and abs(value) > MAX_SIDE_LEN:  # its ratio to a side overflows float beyond
-            raise InvalidParameterError(f"{name} must be at most {MAX_SIDE_LEN:,}, got a larger number")
-        try:
-            return kind(value)
-        except OverflowError:  # float() of an integer of 309 digits or more
-            raise InvalidParameterError(f"{name} must be a finite number, got one too large for a float") from None
+        return coerced_number(name, getattr(settings, name), kind)
 
     def choice(name: str, allowed: tuple) -> str:
         value = getattr(settings, name)
@@ -190,15 +195,12 @@ def validate_settings(settings: DetectionSettings) -> DetectionSettings:
         refuse("unclip_ratio", "greater than 0")
     for name in ("mean", "std"):
         seq = getattr(settings, name)
-        if (
-            isinstance(seq, (str, bytes))
-            or not isinstance(seq, Sequence)
-            or len(seq) != 3
-            or not all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in seq)
-            or not all(math.isfinite(v) for v in seq)
-        ):
-            raise InvalidParameterError(f"{name} must be 3 finite numbers (B, G, R), got {quoted(seq)}")
-        values[name] = tuple(float(v) for v in seq)
+        try:
+            if isinstance(seq, (str, bytes)) or not isinstance(seq, Sequence) or len(seq) != 3:
+                raise InvalidParameterError(name)
+            values[name] = tuple(coerced_number(name, v, float) for v in seq)
+        except InvalidParameterError:  # the one message for the whole triple, whichever value failed
+            raise InvalidParameterError(f"{name} must be 3 finite numbers (B, G, R), got {quoted(seq)}") from None
     if any(v == 0 for v in values["std"]):
         raise InvalidParameterError(f"std must not contain 0, got {values['std']}")
     values["use_dilation"] = true_or_false("use_dilation", settings.use_dilation)

@@ -58,6 +58,8 @@ def test_settings_come_from_the_model_metadata(model):
         ("{not json", "not JSON"),
         ('{"mean": 5}', "mean must be 3 finite numbers"),
         ('{"mean": [1, 2, "a"]}', "mean must be 3 finite numbers"),
+        # an integer beyond float's range: math.isfinite's OverflowError escaped, an "internal error"
+        ('{"std": [1, 2, 1' + "0" * 400 + "]}", "std must be 3 finite numbers"),
         ('{"thresh": "x"}', "thresh must be a number"),
     ],
 )
