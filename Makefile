@@ -11,7 +11,9 @@ DEFAULT_MODEL := models/PP-OCRv4_mobile_det/inference.onnx
 DEFAULT_SOURCE := .cache/sources/PP-OCRv4_mobile_det/inference.pdiparams
 # PaddleOCR is only the reference for parity tests and benchmarks (onnxruntime: its engine="onnxruntime"). It needs opencv-contrib-python,
 # which cannot share a venv with our opencv-python-headless (both ship the cv2 package).
-REFERENCE_PACKAGES := paddleocr==3.7.0 onnxruntime
+# Pinned, as the lint tools are: the reference is what the parity tests and the bench's ratios were measured against
+# (its onnxruntime differs from .venv's onnxruntime-gpu 1.31.1, the newest GPU build: the parity tests hold across both).
+REFERENCE_PACKAGES := paddleocr==3.7.0 paddlex==3.7.2 onnxruntime==1.32.0
 PIP_QUIET := --quiet --disable-pip-version-check
 # A value as one shell word, whatever it holds: 'it'\''s' (a ' in MODEL, SOURCE or a path broke the line)
 q = '$(subst ','\'',$(1))'
