@@ -199,6 +199,27 @@ def test_a_variant_that_cannot_be_written_is_said_before_any_work(model_dir, tmp
         quantize.export_variant(model_dir / "inference.onnx", "int8", output=output)
 
 
+@pytest.mark.parametrize(
+    ("given", "meant"),
+    [("model.bin", "model.onnx"), ("model.ONNX", "model.onnx"), ("model", "model/inference.onnx"), (".onnx", None)],
+)
+@pytest.mark.parametrize("precision", ["int8", "fp32"])
+def test_an_output_not_ending_in_onnx_is_refused_before_any_work(
+    tmp_path, monkeypatch, capsys, given, meant, precision
+):
+    """--output model.bin: the int8 variant went to model.int8.onnx, whose fp32 file is model.onnx to the runtime (and
+    an fp32 export to model.bin removed model.onnx's variants as its own). Refused before any export or folder."""
+    from tools.export import pipeline, quantize
+
+    monkeypatch.setattr(pipeline, "export_model", lambda *a, **k: pytest.fail("exported before the check"))
+    monkeypatch.setattr(quantize, "export_variant", lambda *a, **k: pytest.fail("made a variant before the check"))
+    output = tmp_path / "new" / given
+    assert export_main(["--model", "PP-OCRv6_tiny_det", "--output", str(output), "--precision", precision]) == 1
+    err = capsys.readouterr().err
+    assert f"export: error: --output {output} does not end in .onnx: the int8 / fp16 variants" in err
+    assert (meant is None or f"e.g. {tmp_path / 'new' / meant}" in err) and not (tmp_path / "new").exists()
+
+
 def test_a_variant_of_a_file_this_export_did_not_write_is_refused_before_any_work(tmp_path, monkeypatch):
     """PaddlePaddle's release copied in as inference.onnx: every rule was quantized before the scoring found no
     settings to carry (an audit: 12 s, then 'carries no detector.settings metadata'); the loader's hint led there."""
