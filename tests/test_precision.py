@@ -538,6 +538,47 @@ def test_auto_rule_records_every_trial_and_keeps_one(default_onnx, tmp_path):
     assert all(trial["time_ratio_cpu"] > 0 for trial in choice["trials"])
 
 
+def test_auto_validates_on_its_own_count_apart_from_eval_images(default_onnx, tmp_path, monkeypatch, capsys):
+    """--eval-images set auto's validation count too (README: 80 validation images, --eval-images for the recorded
+    delta): `--eval-images 2` chose the rule on 2 images. Each has its own count; the work itself is stubbed."""
+    from tools.export import int8_choice, quantize
+    from tools.export.int8_choice import RuleTrial
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    shutil.copy(default_onnx, folder / "inference.onnx")
+    counts: dict[str, int] = {}
+
+    def quantized(fp32_path, output, calibration_images=16, float_rule="early", seed=7, tensors=None):
+        shutil.copy(fp32_path, output)
+        return {"float_rule": float_rule}
+
+    def validated(fp32_path, candidates, images, seed):
+        counts["validation"] = images
+        return [RuleTrial(rule, 0.0, 0.5) for rule in candidates]
+
+    def scored(fp32_path, variant, images):
+        counts["accuracy"] = images
+        keys = ("fp32_hmean", "hmean", "hmean_delta", "map_mean_abs_diff", "map_max_abs_diff", "map_flipped_share")
+        return {"images": images, "time_ratio_cpu": 0.5, **dict.fromkeys(keys, 0.0)}
+
+    monkeypatch.setattr(int8_choice, "calibration_tensors", lambda *a: [])
+    monkeypatch.setattr(int8_choice, "quantize_int8", quantized)
+    monkeypatch.setattr(int8_choice, "validate_rules", validated)
+    monkeypatch.setattr(quantize, "quantize_int8", quantized)
+    monkeypatch.setattr(quantize, "accuracy_delta", scored)
+    args = variant_export(folder / "inference.onnx", "int8")
+    assert export_main([*args, "--eval-images", "2"]) == 0
+    assert counts == {"validation": 80, "accuracy": 2}  # README's 80 validation images
+    assert export_main([*args, "--validation-images", "3"]) == 0
+    assert counts == {"validation": 3, "accuracy": quantize.DEFAULT_EVALUATION_IMAGES}
+    record = json.loads(metadata(folder / "inference.int8.onnx")[METADATA_PRECISION_KEY])
+    assert record["rule_choice"]["validation_set"].endswith("--count 3 --seed 3") and record["accuracy"]["images"] == 80
+    counts.clear()  # a named rule validates nothing: the flag is said to be unused
+    assert export_main([*args, "--int8-float", "early", "--validation-images", "3"]) == 0 and "validation" not in counts
+    assert "note: --validation-images apply to --int8-float auto only: not used by this int8" in capsys.readouterr().err
+
+
 def test_choose_rule_keeps_the_fastest_accurate_one():
     from tools.export.int8_choice import RuleTrial, choose_rule
 

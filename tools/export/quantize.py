@@ -669,7 +669,7 @@ def _make_scored_variant(
         from tools.export.int8_choice import quantize_int8_auto
 
         options = {key: value for key, value in int8_options.items() if key != "float_rule"}
-        record = quantize_int8_auto(fp32_path, output, validation_images=evaluation_images, **options)
+        record = quantize_int8_auto(fp32_path, output, **options)
     elif precision == "int8":
         record = quantize_int8(fp32_path, output, **int8_options)
     elif precision == "fp16":
