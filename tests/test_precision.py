@@ -187,6 +187,64 @@ def test_flags_of_the_fp32_export_are_named_when_a_variant_reuses_the_file(model
     )
 
 
+STUCK_EXPORT = """
+import sys, time
+from pathlib import Path
+from tools.export import quantize
+
+def stuck(fp32_path, precision, output, *args, **kwargs):
+    output.write_bytes(b"unscored")
+    print("working", flush=True)
+    time.sleep(600)
+
+quantize._make_scored_variant = stuck
+quantize.export_variant(Path(sys.argv[1]), "int8")
+"""
+
+
+def test_the_work_folder_of_a_killed_export_is_removed_by_the_next(default_onnx, tmp_path, monkeypatch):
+    """A SIGKILL mid-export left `.inference.int8.onnx.XXXX/` (and the unscored file in it) beside the output for
+    good. The next export there removes it, but never the folder of an export still running."""
+    import os
+    import signal
+
+    from tools.export import quantize
+    from tools.export.partial_folders import partial_prefix
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    shutil.copy(default_onnx, folder / "inference.onnx")
+    killed = subprocess.Popen(
+        [sys.executable, "-c", STUCK_EXPORT, str(folder / "inference.onnx")],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert killed.stdout is not None and killed.stdout.readline() == "working\n"
+    finally:
+        os.kill(killed.pid, signal.SIGKILL)
+        killed.wait(timeout=60)
+    (left,) = [entry for entry in folder.iterdir() if entry.is_dir()]
+    assert left.name.startswith(".inference.int8.onnx.") and (left / "inference.int8.onnx").is_file()
+    # folders of exports running now: this process's (alive), and one of another machine sharing the folder
+    running = folder / (partial_prefix(folder / "inference.fp16.onnx") + "abcd1234")
+    elsewhere = folder / f".inference.int8.onnx.partial-another-host-{killed.pid}.abcd1234"
+    running.mkdir()
+    elsewhere.mkdir()
+
+    def scored(fp32_path, precision, output, *args, **kwargs):
+        output.write_bytes(b"scored")
+        return {}
+
+    monkeypatch.setattr(quantize, "_make_scored_variant", scored)
+    quantize.export_variant(folder / "inference.onnx", "int8")
+    assert (folder / "inference.int8.onnx").read_bytes() == b"scored"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        ["inference.onnx", "inference.int8.onnx", running.name, elsewhere.name]
+    )
+
+
 def test_a_variant_that_cannot_be_written_is_said_before_any_work(model_dir, tmp_path, monkeypatch):
     """A read-only folder: a traceback from tempfile's mkdtemp, where the fp32 export says which file and why."""
     from detector.errors import OutputNotWritableError

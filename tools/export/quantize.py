@@ -62,6 +62,7 @@ from detector.session import INT8_WITHOUT_VNNI_MEASURED, cpu_flags, int8_sums_sa
 from detector.settings import METADATA_SETTINGS_KEY
 from tools.export import progress
 from tools.export.calibration import calibration_cache_supported, write_histogram_cache
+from tools.export.partial_folders import partial_prefix, remove_abandoned
 from tools.export.qdq_requantize import AFFINE_REQUANTIZED, affines_into_quantization
 from tools.export.qdq_tidy import tidy_quantized
 
@@ -650,7 +651,9 @@ def export_variant(
     # (or none), never an unscored file that loads as the variant
     check_output_writable(output)  # before the minutes of calibration and scoring, as the fp32 export does
     progress(f"[1/2] writing the {precision} variant of {fp32_path} -> {output}")
-    with tempfile.TemporaryDirectory(prefix=f".{output.name}.", dir=output.parent) as partial:
+    for left in remove_abandoned(output.parent):  # SIGKILL skips a TemporaryDirectory's removal
+        progress(f"      removed {left.name}, the work folder of an export killed there")
+    with tempfile.TemporaryDirectory(prefix=partial_prefix(output), dir=output.parent) as partial:
         record = _make_scored_variant(
             fp32_path, precision, Path(partial) / output.name, evaluation_images, **int8_options
         )
