@@ -49,6 +49,28 @@ def variant_path(model_path: Path, precision: str) -> Path:
     )
 
 
+def fp32_output_refusal(output: Path, variants_made_by: str) -> Optional[str]:
+    """Why ``output`` cannot be written as an fp32 model file (None: it can): the variants pair with it by name,
+    <name>.int8.onnx / <name>.fp16.onnx beside <name>.onnx. One not ending in .onnx could not be found by its
+    variants, nor they by it (an fp32 file written to m.bin removed m.onnx's variants as its own); one named as a
+    variant would be written over by its own variant, or removed as one. ``variants_made_by`` says what makes
+    the variants (the flag or tool)."""
+    if output.suffix != ".onnx":
+        likely = output / "inference.onnx" if output.expanduser().is_dir() or not output.suffix else None
+        return (
+            f"{output} does not end in .onnx: the int8 / fp16 variants are written beside the fp32 file as "
+            f"<name>.int8.onnx / <name>.fp16.onnx and find it by <name>.onnx (as re-exporting it finds and removes "
+            f"them); give the fp32 file's path, e.g. {likely or output.with_suffix('.onnx')}"
+        )
+    named = precision_of(output)
+    if named != DEFAULT_PRECISION:
+        return (
+            f"{output} is named as an {named} variant: give the fp32 file's path "
+            f"({variant_path(output, DEFAULT_PRECISION).name}); {variants_made_by} writes the variant beside it"
+        )
+    return None
+
+
 def select_precision(model_path: Path, precision: Optional[str], model_name: Optional[str]) -> Path:
     """The file to load for ``precision`` (None keeps ``model_path`` as resolved); a clear error,
     saying how to make it beside ``model_path``, when that variant was not exported."""

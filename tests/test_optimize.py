@@ -70,6 +70,14 @@ def test_writing_over_a_model_removes_the_variants_made_from_it(tmp_path):
     named = CliRunner().invoke(cli, ["optimize", str(bare), "-o", str(tmp_path / "inference.int8.onnx"), "-q"])
     assert named.exit_code == 2 and "is named as an int8 variant" in named.output
     assert not (tmp_path / "inference.int8.onnx").exists()
+    # an output not ending in .onnx: no variant finds it, and it removed inference.onnx's variants as its own
+    (tmp_path / "inference.int8.onnx").write_bytes(b"variant")
+    other_name = CliRunner().invoke(
+        cli, ["optimize", str(bare), "--model", V6_TINY, "-o", str(tmp_path / "inference.bin"), "-q"]
+    )
+    assert other_name.exit_code == 2 and "inference.bin does not end in .onnx" in other_name.output
+    assert f"e.g. {tmp_path / 'inference.onnx'}" in other_name.output
+    assert (tmp_path / "inference.int8.onnx").is_file() and not (tmp_path / "inference.bin").exists()
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from typing import NoReturn, Optional
 import click
 
 from ..errors import EXIT_FAILED, EXIT_USAGE, DetectorError
-from ..precision import DEFAULT_PRECISION, how_to_make_variant, precision_of, variant_path
+from ..precision import fp32_output_refusal, how_to_make_variant
 from ..session import EXPORT_CHANNEL_BLOCKS, ONNXRUNTIME_MISSING
 from ..settings import INFERENCE_YML, declared_model_name, read_inference_yml
 from . import INSTALL_HINT
@@ -112,18 +112,12 @@ def optimize_command(
             debug,
             EXIT_USAGE,
         )
-    named = precision_of(output)
-    if named != DEFAULT_PRECISION:  # the fp32 file written under a variant's name, then removed as stale by itself
-        _fail(
-            f"--output {output} is named as an {named} variant: write the fp32 file "
-            f"({variant_path(output, DEFAULT_PRECISION).name}); the variants are made from it by the export tool",
-            None,
-            debug,
-            EXIT_USAGE,
-        )
     clash = file_of_source(found, output)
     if clash is not None:
         _fail(f"--output is a file of SOURCE ({clash}): write the import to another file", None, debug, EXIT_USAGE)
+    refusal = fp32_output_refusal(output, "the export tool (python -m tools.export … --precision int8)")
+    if refusal:  # written under a variant's name, then removed as stale by itself; or a name no variant finds
+        _fail(f"--output {refusal}", None, debug, EXIT_USAGE)
     if not name:
         _fail(f"no {INFERENCE_YML} beside {found.onnx} names the model: pass --model NAME", None, debug, EXIT_USAGE)
     try:  # a name without settings is a usage error; the name the file will record (the yml's, if it differs)

@@ -48,7 +48,7 @@ from detector.optimize.rewrites import (
     why_not_rewritable,
 )
 from detector.optimize.verify import TOLERANCE, VERIFY_SHAPES, compare_with_unrewritten
-from detector.precision import PRECISIONS, precision_of, variant_path
+from detector.precision import PRECISIONS, fp32_output_refusal, precision_of, variant_path
 from detector.session import ONNXRUNTIME_MISSING
 from detector.settings import settings_from_inference_config
 from tools.export import REPO_ROOT, default_model, progress
@@ -401,18 +401,9 @@ def _export(args: argparse.Namespace) -> int:
             raise ExportError(f"--model {args.model!r}: did you mean {meant}? (model names are exact)")
         if not onnxruntime_installed():  # every export is verified on onnxruntime: said before the conversion
             raise ExportError(f"the export verifies what it writes on onnxruntime: {ONNXRUNTIME_MISSING}")
-        if output.suffix != ".onnx":  # before any work: its variants could not find it, nor it them
-            raise ExportError(
-                f"--output {output} does not end in .onnx: the int8 / fp16 variants are written beside the fp32 file "
-                f"as <name>.int8.onnx / <name>.fp16.onnx and find it by <name>.onnx (as re-exporting it finds and "
-                f"removes them); give the fp32 file's path, e.g. {_onnx_output_like(output)}"
-            )
-        named = precision_of(output)
-        if named != "fp32":  # its variant would be the same path: the fp32 file written over
-            raise ExportError(
-                f"--output {output} is named as an {named} variant: give the fp32 file's path "
-                f"({variant_path(output, 'fp32').name}); --precision {named} writes the variant beside it"
-            )
+        refusal = fp32_output_refusal(output, f"--precision {precision_of(output)}")
+        if refusal:  # before any work
+            raise ExportError(f"--output {refusal}")
         unused = _unused_variant_flags(args)
         if unused:  # said, as the fp32 flags a variant made from an existing file does not use are
             print(
@@ -482,14 +473,6 @@ def _export(args: argparse.Namespace) -> int:
         _remove_if_empty(made_folder, output_folder)
         raise
     return 0
-
-
-def _onnx_output_like(output: Path) -> Path:
-    """The .onnx path an --output without that suffix most likely meant: inference.onnx in it for a folder (or a
-    name without a suffix), else the same name ending in .onnx (model.bin, model.ONNX)."""
-    if output.expanduser().is_dir() or not output.suffix:
-        return output / "inference.onnx"
-    return output.with_suffix(".onnx")
 
 
 def onnxruntime_installed() -> bool:
