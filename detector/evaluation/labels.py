@@ -27,7 +27,7 @@ from ..errors import DetectorError
 from .metric import LabelledPolygon
 
 DONT_CARE_TRANSCRIPTIONS = ("###", "*")
-# Label coordinates past this many pixels are a broken label, not an image (and overflow the polygon clipper).
+# Label coordinates past this many pixels are a broken label, not an image.
 MAX_LABEL_COORDINATE = 1e9
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 

@@ -12,18 +12,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 import pyclipper
 
 IOU_THRESHOLD = 0.5  # a match needs IoU strictly above this
 DONT_CARE_AREA_PRECISION = 0.5  # a detection more than this fraction inside a don't-care label is set aside
-# pyclipper works on integers: coordinates are scaled by this before clipping. Clipper rounds the points where
-# edges cross to this grid too: at 1024 an IoU of integer boxes moved by up to 1.6e-4 (a pair at 0.49999 against
-# shapely's IoU was matched); at 2^20 by 1.4e-7, with coordinates up to 1e9 still in Clipper's range. An IoU of
-# exactly 0.5 (slanted edges crossing at non-grid points) can still fall either way, as it can in shapely's floats:
-# 2 images in 15,000 random ones of 1-60 px boxes did, the rest scored as PaddleOCR's DetectionIoUEvaluator.
-_CLIPPER_SCALE = float(2**20)
+# pyclipper works on integers up to 2**62 - 1 (Clipper's hiRange). Each pair of polygons is put on an integer grid of
+# its own, 2**61 steps across the pair: every float is an integer times a power of two, so the corners land on it
+# exactly (but for a pair whose corners need more than 61 bits), and Clipper rounds the points where edges cross
+# to 2**-61 of the pair's extent; areas and the threshold tests are then exact integers. (A fixed 2**20 grid moved
+# IoUs by up to 1.6e-7 and raised on a valid sliver thinner than one of its steps.)
+_GRID_BITS = 61
 
 
 @dataclass(frozen=True)
@@ -53,21 +54,15 @@ class SetScore:
     matched: int
 
 
-def polygon_area(points: np.ndarray) -> float:
-    """Absolute shoelace area."""
-    pts = np.asarray(points, dtype=np.float64)
-    x, y = pts[:, 0], pts[:, 1]
-    return abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))) / 2.0
-
-
-def _as_integers(points: np.ndarray) -> list[tuple[int, int]]:
-    """Finite float corners as exact integers, all scaled by one power of two: the simplicity tests below
-    decide on signs of products, which float arithmetic gets wrong for nearly collinear corners (shapely's
-    predicates are exact); Python's integers make them exact, and fast."""
-    ratios = [value.as_integer_ratio() for value in points.ravel().tolist()]
+def _exact_corners(points: np.ndarray) -> tuple[list[tuple[int, int]], int]:
+    """Finite float corners as exact integers on one power-of-two grid: (corners, exponent), each value being
+    corner / 2**exponent. The simplicity tests decide on signs of products, which float arithmetic gets wrong
+    for nearly collinear corners (shapely's predicates are exact), and the areas are sums of them: Python's
+    integers make both exact."""
+    ratios = [value.as_integer_ratio() for value in np.asarray(points, np.float64).ravel().tolist()]
     scale = max((denominator for _, denominator in ratios), default=1)  # every one a power of two: the largest
     values = [numerator * (scale // denominator) for numerator, denominator in ratios]
-    return list(zip(values[0::2], values[1::2]))
+    return list(zip(values[0::2], values[1::2])), scale.bit_length() - 1
 
 
 def _orient(a: Sequence[int], b: Sequence[int], c: Sequence[int]) -> int:
@@ -97,7 +92,7 @@ def is_simple_polygon(points: np.ndarray) -> bool:
     array = np.asarray(points, dtype=np.float64).reshape(-1, 2)
     if not np.isfinite(array).all():
         return False
-    pts = _as_integers(array)
+    pts, _ = _exact_corners(array)
     if pts and pts[0] == pts[-1]:
         pts = pts[:-1]
     pts = [pts[i] for i in range(len(pts)) if pts[i] != pts[i - 1]] if len(pts) > 1 else []
@@ -125,24 +120,74 @@ def is_simple_polygon(points: np.ndarray) -> bool:
     return True
 
 
-def _to_clipper(points: np.ndarray) -> list[list[int]]:
-    return [[int(round(x * _CLIPPER_SCALE)), int(round(y * _CLIPPER_SCALE))] for x, y in np.asarray(points, np.float64)]  # noqa: RUF046 (numpy 1.x: round() of a float64 is a float64)
+def _doubled_area(corners: Sequence[tuple[int, int]]) -> int:
+    """Twice the signed shoelace area of integer corners, exact."""
+    n = len(corners)
+    return sum(corners[i][0] * corners[(i + 1) % n][1] - corners[(i + 1) % n][0] * corners[i][1] for i in range(n))
+
+
+@dataclass(frozen=True)
+class _PairAreas:
+    """Twice the areas of two polygons and of their intersection, exact integers on the pair's grid, whose
+    cell is 2**-exponent wide."""
+
+    first: int
+    second: int
+    shared: int
+    exponent: int
+
+    def as_float(self, doubled: int) -> float:
+        return float(Fraction(doubled, 2) / Fraction(4) ** self.exponent)
+
+
+def _pair_areas(a: np.ndarray, b: np.ndarray) -> _PairAreas:
+    """Both polygons on one integer grid (exact where 2**61 steps of it span the pair), then clipped by pyclipper."""
+    (corners_a, exponent_a), (corners_b, exponent_b) = _exact_corners(a), _exact_corners(b)
+    exponent = max(exponent_a, exponent_b)
+    corners_a = [(x << (exponent - exponent_a), y << (exponent - exponent_a)) for x, y in corners_a]
+    corners_b = [(x << (exponent - exponent_b), y << (exponent - exponent_b)) for x, y in corners_b]
+    both = corners_a + corners_b
+    x0, y0 = min(x for x, _ in both), min(y for _, y in both)
+    extent = max(max(x - x0, y - y0) for x, y in both)
+    # as fine a grid as 2**61 steps across the pair allow: Clipper rounds the points where edges cross to it
+    finer = _GRID_BITS - extent.bit_length()
+
+    def on_grid(corners: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        if finer >= 0:
+            return [((x - x0) << finer, (y - y0) << finer) for x, y in corners]
+        half = 1 << (-finer - 1)  # coarser than the corners (a pair of extreme extent): round to nearest
+        return [((x - x0 + half) >> -finer, (y - y0 + half) >> -finer) for x, y in corners]
+
+    corners_a, corners_b = on_grid(corners_a), on_grid(corners_b)
+    clipper = pyclipper.Pyclipper()
+    try:
+        clipper.AddPath(corners_a, pyclipper.PT_SUBJECT, True)
+        clipper.AddPath(corners_b, pyclipper.PT_CLIP, True)
+    except pyclipper.ClipperException:
+        # a polygon 2**61 times smaller than its partner collapsed on the coarsened grid: it shares no area
+        paths = []
+    else:
+        paths = clipper.Execute(pyclipper.CT_INTERSECTION, pyclipper.PFT_NONZERO, pyclipper.PFT_NONZERO)
+    # outer rings and holes wind opposite ways: the sum is the area with holes removed
+    shared = abs(sum(_doubled_area([(int(x), int(y)) for x, y in path]) for path in paths))
+    return _PairAreas(abs(_doubled_area(corners_a)), abs(_doubled_area(corners_b)), shared, exponent + finer)
 
 
 def intersection_area(a: np.ndarray, b: np.ndarray) -> float:
     """Area shared by two simple polygons (convex or not), through pyclipper."""
-    clipper = pyclipper.Pyclipper()
-    clipper.AddPath(_to_clipper(a), pyclipper.PT_SUBJECT, True)
-    clipper.AddPath(_to_clipper(b), pyclipper.PT_CLIP, True)
-    paths = clipper.Execute(pyclipper.CT_INTERSECTION, pyclipper.PFT_NONZERO, pyclipper.PFT_NONZERO)
-    # outer rings have positive area, holes negative: the sum is the area with holes removed
-    return abs(sum(pyclipper.Area(path) for path in paths)) / (_CLIPPER_SCALE * _CLIPPER_SCALE)
+    areas = _pair_areas(a, b)
+    return areas.as_float(areas.shared)
 
 
 def polygon_iou(a: np.ndarray, b: np.ndarray) -> float:
-    inter = intersection_area(a, b)
-    union = polygon_area(a) + polygon_area(b) - inter
-    return inter / union if union > 0 else 0.0
+    areas = _pair_areas(a, b)
+    union = areas.first + areas.second - areas.shared
+    return areas.shared / union if union > 0 else 0.0
+
+
+def _iou_above(areas: _PairAreas, threshold: float) -> bool:
+    """shared / union > threshold, decided exactly (union = first + second - shared)."""
+    return areas.shared * (1 + Fraction(threshold)) > Fraction(threshold) * (areas.first + areas.second)
 
 
 def _bounds(points: np.ndarray) -> tuple:
@@ -163,8 +208,11 @@ def score_image(labels: Sequence[LabelledPolygon], detections: Iterable[np.ndarr
     dont_care_gts = [points for points, dont_care in gts if dont_care]
 
     def inside_dont_care(det: np.ndarray) -> bool:
-        area = polygon_area(det)
-        return area > 0 and any(intersection_area(gt, det) / area > DONT_CARE_AREA_PRECISION for gt in dont_care_gts)
+        # the share of the detection's own area (measured on each pair's grid) inside a don't-care label
+        return any(
+            areas.second > 0 and areas.shared > Fraction(DONT_CARE_AREA_PRECISION) * areas.second
+            for areas in (_pair_areas(gt, det) for gt in dont_care_gts)
+        )
 
     det_dont_care = [inside_dont_care(det) for det in dets]
     gt_bounds = [_bounds(gt) for gt, _ in gts]
@@ -178,7 +226,7 @@ def score_image(labels: Sequence[LabelledPolygon], detections: Iterable[np.ndarr
         for d, det in enumerate(dets):
             if gt_taken[g] or det_taken[d] or det_dont_care[d]:
                 continue
-            if _bounds_overlap(gt_bounds[g], det_bounds[d]) and polygon_iou(det, gt) > IOU_THRESHOLD:
+            if _bounds_overlap(gt_bounds[g], det_bounds[d]) and _iou_above(_pair_areas(det, gt), IOU_THRESHOLD):
                 gt_taken[g] = det_taken[d] = True
                 matched += 1
     return ImageScore(labels=len(gts) - len(dont_care_gts), detections=len(dets) - sum(det_dont_care), matched=matched)
