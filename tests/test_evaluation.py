@@ -349,6 +349,17 @@ def test_regions_of_one_or_two_points_are_read_and_dropped_by_the_metric(tmp_pat
     assert (score.labels, score.detections, score.matched) == (1, 2, 1)
 
 
+def test_label_points_are_scored_as_the_float32_paddleocr_keeps(tmp_path):
+    # DetLabelEncode stores points as float32: a label 10.0000001 px wide is 10 px there, so a detection 20 px
+    # wide has IoU 0.5, no match (0.500000005 in float64 matched); a label 1e-6 px tall at y=100 has no area
+    regions = [
+        {"transcription": "wide", "points": [[0, 0], [10.0000001, 0], [10.0000001, 1], [0, 1]]},
+        {"transcription": "flat", "points": [[0, 100], [100, 100], [100, 100.000001], [0, 100.000001]]},
+    ]
+    (item,) = read_labels(write(tmp_path / "labels.txt", f"a.jpg\t{json.dumps(regions)}\n"))
+    assert score_image(item.labels, [box(0, 0, 20, 1)]) == ImageScore(labels=1, detections=1, matched=0)
+
+
 def test_paddleocr_image_paths_relative_to_the_label_folders_parent(tmp_path):
     from detector.errors import UnreadableImageError
     from detector.evaluation.evaluate import load_labelled_images

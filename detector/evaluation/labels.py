@@ -9,7 +9,7 @@ Both UTF-8 with or without a byte-order mark; lines end at a line feed only, as 
 (a transcription may hold U+2028 or U+0085, which ``json.dumps(ensure_ascii=False)`` writes raw).
 A transcription of ``###`` (or ``*``, as PaddleOCR's DetLabelEncode reads it) marks a don't-care region.
 A region of 1 or 2 points is read, and dropped by the metric as an invalid polygon (PaddleOCR pads it
-and drops it the same way).
+and drops it the same way). Points are kept as float32, as PaddleOCR's DetLabelEncode keeps them.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from .metric import LabelledPolygon
 DONT_CARE_TRANSCRIPTIONS = ("###", "*")
 # Label coordinates past this many pixels are a broken label, not an image.
 MAX_LABEL_COORDINATE = 1e9
+LABEL_POINT_DTYPE = np.float32  # as PaddleOCR's DetLabelEncode stores label points
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -86,7 +87,8 @@ def _polygon(raw: object, where: str) -> np.ndarray:
     farthest = float(np.abs(points).max())
     if farthest > MAX_LABEL_COORDINATE:
         raise LabelFileError(f'{where}: "points" reach {farthest:g}, beyond ±{MAX_LABEL_COORDINATE:g} pixels')
-    return points
+    # PaddleOCR's DetLabelEncode keeps the points as float32, and its metric scores those: 10.0000001 is 10 there
+    return points.astype(LABEL_POINT_DTYPE)
 
 
 def _paddleocr_image_path(label_folder: Path, name: str, image_dir: Optional[Union[str, os.PathLike]]) -> Path:
