@@ -99,6 +99,13 @@ def test_a_sliver_thinner_than_a_grid_step_is_scored_not_raised():
     assert intersection_area(sliver, box(0, 0, 10, 10)) == pytest.approx(1e-6, rel=1e-9)
 
 
+def test_an_exact_tie_of_integer_quads_is_no_match():
+    # a slanted parallelogram and the same shifted by a third of its long side: IoU exactly 1/2 (shapely: 0.5);
+    # on a grid of 2**61 steps Clipper's double arithmetic put a crossing point a few steps off, and it matched
+    label = np.array([[204, 84], [297, 87], [294, 97], [201, 94]], np.float64)
+    assert score_image(labels(label), [label - [31, 1]]).matched == 0
+
+
 def test_perfect_match():
     score = score_image(labels(box(0, 0, 100, 20), box(0, 40, 100, 60)), [box(0, 0, 100, 20), box(0, 40, 100, 60)])
     assert (score.labels, score.detections, score.matched) == (2, 2, 2)

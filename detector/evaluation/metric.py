@@ -20,11 +20,14 @@ import pyclipper
 IOU_THRESHOLD = 0.5  # a match needs IoU strictly above this
 DONT_CARE_AREA_PRECISION = 0.5  # a detection more than this fraction inside a don't-care label is set aside
 # pyclipper works on integers up to 2**62 - 1 (Clipper's hiRange). Each pair of polygons is put on an integer grid of
-# its own, 2**61 steps across the pair: every float is an integer times a power of two, so the corners land on it
-# exactly (but for a pair whose corners need more than 61 bits), and Clipper rounds the points where edges cross
-# to 2**-61 of the pair's extent; areas and the threshold tests are then exact integers. (A fixed 2**20 grid moved
-# IoUs by up to 1.6e-7 and raised on a valid sliver thinner than one of its steps.)
-_GRID_BITS = 61
+# its own: every float is an integer times a power of two, so the corners land on it exactly where the pair spans at
+# most 2**61 steps of their finest power of two; the areas and the threshold tests are then exact integers. Corners
+# coarser than that (integers, float32 labels) get a grid of 2**44 steps across the pair, to which Clipper rounds
+# the points where edges cross; not finer, as Clipper computes those points in doubles, a few steps off at 2**61:
+# there an integer crossing point missed its grid point, and exact ties (IoU 0.5 of integer quads) tipped either way.
+# (A fixed 2**20 grid moved IoUs by up to 1.6e-7 and raised on a valid sliver thinner than one of its steps.)
+_CROSSING_GRID_BITS = 44
+_CLIPPER_GRID_BITS = 61
 
 
 @dataclass(frozen=True)
@@ -141,7 +144,7 @@ class _PairAreas:
 
 
 def _pair_areas(a: np.ndarray, b: np.ndarray) -> _PairAreas:
-    """Both polygons on one integer grid (exact where 2**61 steps of it span the pair), then clipped by pyclipper."""
+    """Both polygons on one integer grid (see _CROSSING_GRID_BITS), then clipped by pyclipper."""
     (corners_a, exponent_a), (corners_b, exponent_b) = _exact_corners(a), _exact_corners(b)
     exponent = max(exponent_a, exponent_b)
     corners_a = [(x << (exponent - exponent_a), y << (exponent - exponent_a)) for x, y in corners_a]
@@ -149,8 +152,9 @@ def _pair_areas(a: np.ndarray, b: np.ndarray) -> _PairAreas:
     both = corners_a + corners_b
     x0, y0 = min(x for x, _ in both), min(y for _, y in both)
     extent = max(max(x - x0, y - y0) for x, y in both)
-    # as fine a grid as 2**61 steps across the pair allow: Clipper rounds the points where edges cross to it
-    finer = _GRID_BITS - extent.bit_length()
+    # exact corners, or 2**44 steps where the corners are coarser; never past 2**61 (then coarsened, rounding)
+    bits = extent.bit_length()
+    finer = min(max(bits, _CROSSING_GRID_BITS), _CLIPPER_GRID_BITS) - bits
 
     def on_grid(corners: list[tuple[int, int]]) -> list[tuple[int, int]]:
         if finer >= 0:
