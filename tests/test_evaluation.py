@@ -278,6 +278,16 @@ def test_mlt_lines_carry_a_script_before_the_text(tmp_path):
     assert [region.dont_care for region in regions] == [True, False, False]
 
 
+def test_icdar2015_text_is_compared_as_written(tmp_path):
+    # PaddleOCR's gen_label.py and ICDAR's own script compare the text after the 8th comma as it stands:
+    # ' ###' and '### ' are regions to find; they were stripped into don't-care ones
+    (tmp_path / "img_1.jpg").write_bytes(b"")
+    lines = ["1,1,20,1,20,9,1,9, ###", "1,11,20,11,20,19,1,19,### ", "1,21,20,21,20,29,1,29,###"]
+    write(tmp_path / "gt_img_1.txt", "".join(line + "\r\n" for line in lines))
+    regions = read_labels(tmp_path)[0].labels
+    assert [region.dont_care for region in regions] == [False, False, True]
+
+
 @pytest.mark.parametrize(
     "line, complaint",
     [

@@ -172,9 +172,11 @@ def _icdar_line(line: str, where: str) -> LabelledPolygon:
         coords = [float(value) for value in fields[:8]]
     except ValueError:
         raise LabelFileError(f"{where}: the first 8 fields must be numbers; got {line!r}") from None
-    text = ",".join(fields[8:]).strip()
+    # the text as written, spaces kept: ' ###' is no don't-care region to PaddleOCR's gen_label.py (its 9th field)
+    # nor to ICDAR's own script (all after the 8th comma)
+    text = ",".join(fields[8:])
     if len(fields) > 9 and fields[8].strip() in MLT_SCRIPTS:  # ICDAR 2017/2019 MLT: x1,…,y4,script,text
-        text = ",".join(fields[9:]).strip()
+        text = ",".join(fields[9:])
     return LabelledPolygon(_polygon(np.reshape(coords, (4, 2)), where), dont_care=text in DONT_CARE_TRANSCRIPTIONS)
 
 
@@ -209,7 +211,7 @@ def read_icdar2015_folder(folder: Path, image_dir: Optional[Union[str, os.PathLi
     for path in files:
         stem = path.stem[len("gt_") :]
         polygons = tuple(
-            _icdar_line(line.strip(), f"{path}, line {number}")
+            _icdar_line(line, f"{path}, line {number}")
             for number, line in enumerate(_read_lines(path), start=1)
             if line.strip()
         )
