@@ -221,6 +221,8 @@ def test_paddleocr_label_file(tmp_path):
         ('a.jpg\t[{"transcription": "x", "points": [1, 2]}]', "non-empty list of [x, y] pairs"),
         ('a.jpg\t[{"transcription": "x", "points": [[1, "b"], [3, 4], [5, 6]]}]', "list of [x, y] pairs"),
         ('a.jpg\t[{"transcription": "x", "points": [[1e308, 0], [1e308, 1e308], [0, 1e308]]}]', "beyond ±1e+09"),
+        ('a.jpg\t[{"transcription": "x", "points": [[0, 0], [NaN, 0], [1, 1]]}]', "finite numbers (no NaN"),
+        ('a.jpg\t[{"transcription": "x", "points": [[0, 0], [9, 0], [1, -Infinity]]}]', "finite numbers (no NaN"),
     ],
 )
 def test_paddleocr_label_file_errors_name_file_and_line(tmp_path, line, complaint):

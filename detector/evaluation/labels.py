@@ -82,8 +82,10 @@ def _polygon(raw: object, where: str) -> np.ndarray:
     except (TypeError, ValueError):
         raise LabelFileError(f'{where}: "points" must be a list of [x, y] pairs, got {raw!r}') from None
     # 1 or 2 points are read: the metric drops them as invalid polygons, as PaddleOCR does after padding them
-    if points.ndim != 2 or points.shape[1] != 2 or len(points) == 0 or not np.isfinite(points).all():
+    if points.ndim != 2 or points.shape[1] != 2 or len(points) == 0:
         raise LabelFileError(f'{where}: "points" must be a non-empty list of [x, y] pairs of numbers, got {raw!r}')
+    if not np.isfinite(points).all():  # JSON's NaN and Infinity: PaddleOCR drops the first, stops at the second
+        raise LabelFileError(f'{where}: "points" must be finite numbers (no NaN or Infinity), got {raw!r}')
     farthest = float(np.abs(points).max())
     if farthest > MAX_LABEL_COORDINATE:
         raise LabelFileError(f'{where}: "points" reach {farthest:g}, beyond ±{MAX_LABEL_COORDINATE:g} pixels')
