@@ -25,7 +25,9 @@ DONT_CARE_AREA_PRECISION = 0.5  # a detection more than this fraction inside a d
 # coarser than that (integers, float32 labels) get a grid of 2**44 steps across the pair, to which Clipper rounds
 # the points where edges cross; not finer, as Clipper computes those points in doubles, a few steps off at 2**61:
 # there an integer crossing point missed its grid point, and exact ties (IoU 0.5 of integer quads) tipped either way.
-# (A fixed 2**20 grid moved IoUs by up to 1.6e-7 and raised on a valid sliver thinner than one of its steps.)
+# A tie whose crossing points fall between grid points still tips either way, as it does in shapely's floats (3 images
+# in 30,000 built at the thresholds scored apart from PaddleOCR's evaluator, each an exact 1/2 of slanted integer
+# quads). (A fixed 2**20 grid moved IoUs by up to 1.6e-7 and raised on a valid sliver thinner than one of its steps.)
 _CROSSING_GRID_BITS = 44
 _CLIPPER_GRID_BITS = 61
 
