@@ -79,6 +79,28 @@ class Server:
         return self.process.wait(timeout=STOP_TIMEOUT_S)
 
 
+def raw_exchange(port: int, request: bytes, timeout: float = 60) -> bytes:
+    """Every byte the server sends on one connection after ``request``, until it closes the connection. A server
+    that never closes it fails the test with socket.timeout after ``timeout`` seconds."""
+    with socket.create_connection((HOST, port), timeout=timeout) as connection:
+        connection.sendall(request)
+        received = b""
+        while True:
+            chunk = connection.recv(65536)
+            if not chunk:
+                return received
+            received += chunk
+
+
+def parsed_answer(raw: bytes) -> tuple[int, dict[str, str], Any]:
+    """(status, headers, JSON body or None) of one HTTP/1.1 answer with a Content-Length, as raw_exchange read it."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {name.strip().lower(): value.strip() for name, value in (line.split(":", 1) for line in header_lines)}
+    body = body[: int(headers.get("content-length", len(body)))]
+    return int(status_line.split()[1]), headers, json.loads(body) if body else None
+
+
 @contextmanager
 def running_server(model_path: Path, log_dir: Path, *options: str) -> Iterator[Server]:
     port = free_port()

@@ -25,7 +25,7 @@ from detector import TextDetection
 from detector.result import to_jsonable
 from tests.conftest import REPO_ROOT
 from tests.rendered import write_rendered_pages
-from tests.serving import running_server
+from tests.serving import parsed_answer, raw_exchange, running_server
 from tools.dev.sample_image import render_text_image
 
 pytest.importorskip("fastapi", reason="the [serve] extra is not installed (make test installs it)")
@@ -373,6 +373,42 @@ def test_body_size_and_pixel_limits(server):
     # 2100 x 2000 = 4.2 megapixels, above --max-pixels 4000000, while the PNG itself is small
     _ok, png = cv2.imencode(".png", np.full((2000, 2100, 3), 255, np.uint8))
     assert_refused(server.post_raw("/detect", png.tobytes(), "image/png"), 413, "4,200,000 pixels")
+
+
+# ----------------------------------------------------------------------------- connections: stalls, half-closes
+
+
+@pytest.fixture(scope="module")
+def impatient_server(default_onnx, tmp_path_factory):
+    with running_server(default_onnx, tmp_path_factory.mktemp("serve_logs"), "--timeout-read", "1") as running:
+        yield running
+
+
+def multipart_head(boundary: str, length: int) -> bytes:
+    return (
+        f"POST /detect HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n"
+        f"Content-Length: {length}\r\n\r\n"
+    ).encode()
+
+
+def test_a_body_that_stops_arriving_is_a_408_that_closes_the_connection(impatient_server, pages):
+    """uvicorn has no read timeout: a body sent short of its Content-Length (a client's bug, a stalled upload)
+    held its connection, and the handler waiting on the rest, for good."""
+    data = png_bytes(pages["receipt"][0])
+    declared = len(data) + 1000
+    raw_head = f"POST /detect HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: {declared}\r\n\r\n"
+    part = b'--zz\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n' + data[:1000]
+    asked_first = raw_head.replace("\r\n\r\n", "\r\nExpect: 100-continue\r\n\r\n")  # then sends nothing
+    for request in (raw_head.encode() + data, multipart_head("zz", 50_000) + part, asked_first.encode()):
+        raw = raw_exchange(impatient_server.port, request)  # socket.timeout before: the server never answered
+        status, headers, body = parsed_answer(raw.split(b"HTTP/1.1 100 Continue\r\n\r\n")[-1])
+        assert status == 408 and headers["connection"] == "close", raw[:200]
+        assert body["errorCode"] == 408 and "--timeout-read" in body["errorMsg"] and body["logId"]
+        assert f"POST /detect -> 408 ({body['logId']}): " in impatient_server.log.read_text()
+    # a whole body is answered as ever
+    status, _, body = impatient_server.post_raw("/detect", data, "image/png")
+    assert_success(status, body)
+    assert "unexpected error" not in impatient_server.log.read_text()
 
 
 # ----------------------------------------------------------------------------- overload, URLs, timeout, shutdown

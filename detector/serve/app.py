@@ -52,7 +52,15 @@ from ..inputs import LoadedImage, Source, fetched_now, is_url, load_source
 from ..result import to_jsonable
 from ..session import ARENA_SHRINK_ABOVE_PIXELS
 from .config import CONFIG_ENV_VAR, URL_FETCH_RETRY_AFTER_S, ServeConfig
-from .limits import BodySizeLimit, BodyTooLarge, Busy, InferenceGate, InferenceTimeout, UrlFetches
+from .limits import (
+    BodyReadTimeout,
+    BodySizeLimit,
+    BodyTooLarge,
+    Busy,
+    InferenceGate,
+    InferenceTimeout,
+    UrlFetches,
+)
 
 # Settings a request may override, and their types (the library validates the values).
 REQUEST_SETTINGS = {
@@ -434,6 +442,7 @@ DETECT_RESPONSES: dict[Union[int, str], dict[str, Any]] = {
         for status, meaning in (
             (400, "malformed request, unknown key or query parameter"),
             (403, "a URL on a server without --allow-urls"),
+            (408, "the request body stopped arriving for --timeout-read seconds"),
             (413, "body above --max-body-mb, or image above --max-pixels"),
             (415, "unsupported content type"),
             (422, "not an image, or a setting out of range"),
@@ -493,6 +502,8 @@ def create_app(config: ServeConfig, detector: Optional[TextDetection] = None) ->
         return envelope(log_id, status, message)
 
     app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes, refusal=refused_before_reading)
+    # outside the size limit, so that draining a refused body keeps to the read timeout too
+    app.add_middleware(BodyReadTimeout, timeout_s=config.read_timeout_s, refusal=refused_before_reading)
 
     def log_id_of(request: Request) -> str:
         return getattr(request.state, "log_id", None) or new_log_id()
@@ -590,6 +601,7 @@ def create_app(config: ServeConfig, detector: Optional[TextDetection] = None) ->
                 "max_body_bytes": config.max_body_bytes,
                 "max_pixels": load_options.max_pixels,
                 "timeout_s": config.timeout_s,
+                "read_timeout_s": config.read_timeout_s,
                 "allow_urls": config.allow_urls,
             },
         }

@@ -73,6 +73,14 @@ KEEP_ALIVE_S = 75.0
     help="Seconds a request may wait and run before 503.",
 )
 @click.option(
+    "--timeout-read",
+    "read_timeout_s",
+    default=DEFAULTS.read_timeout_s,
+    type=click.FloatRange(0, min_open=True),
+    help="Seconds a client may pause while sending a request body before 408 (a stalled upload, a Content-Length "
+    "longer than the body sent).",
+)
+@click.option(
     "--timeout-keep-alive",
     "keep_alive_s",
     default=KEEP_ALIVE_S,
@@ -100,6 +108,7 @@ def serve(
     max_body_mb: float,
     max_pixels: Optional[int],
     timeout_s: float,
+    read_timeout_s: float,
     keep_alive_s: float,
     cpu_threads: Optional[int],
     precision: Optional[str],
@@ -128,6 +137,7 @@ def serve(
         max_body_mb=max_body_mb,
         max_pixels=max_pixels,
         timeout_s=timeout_s,
+        read_timeout_s=read_timeout_s,
         allow_urls=allow_urls,
         exit_past_timeout=True,
     )

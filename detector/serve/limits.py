@@ -1,4 +1,5 @@
-"""The service's limits: a bounded queue of inferences on a fixed thread pool, and a request-body cap.
+"""The service's limits: a bounded queue of inferences on a fixed thread pool, a request-body cap and a body
+read timeout.
 
 Both are plain asyncio / ASGI, so they hold whatever web framework sits on top. Inference is
 CPU-bound and one TextDetection is thread-safe, so requests share one model and run on
@@ -195,19 +196,81 @@ class BodySizeLimit:
         await self.app(scope, limited_receive, send)
 
     async def _refuse(self, scope: dict[str, Any], send: Callable, status: int, message: str) -> None:
-        body = json.dumps(self.refusal(scope, status, message)).encode("utf-8")
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
+        await send_closing_refusal(send, status, self.refusal(scope, status, message))
+
+
+class BodyStalled(Exception):
+    """No byte of the request body arrived within the read timeout."""
+
+    def __init__(self, timeout_s: float):
+        super().__init__(
+            f"the request body stopped arriving: no byte for {timeout_s:g} s (server option --timeout-read); "
+            "send the whole body, as long as its Content-Length says"
         )
-        await send({"type": "http.response.body", "body": body})
+
+
+class BodyReadTimeout:
+    """ASGI middleware: a request whose body sends no byte for ``timeout_s`` gets 408, and its connection is closed.
+
+    uvicorn has no read timeout: a client that stalled mid-upload, or declared a Content-Length longer than the
+    body it sent, held its connection and what it had sent for good (the handler waited on the rest forever),
+    and held a graceful shutdown for all of --timeout. Seconds between bytes, as nginx's client_body_timeout:
+    a slow link's upload goes on. ``refusal(scope, status, message)`` logs the refusal and makes its JSON body.
+    """
+
+    def __init__(
+        self, app: Any, timeout_s: float, refusal: Callable[[dict[str, Any], int, str], dict[str, Any]]
+    ) -> None:
+        self.app = app
+        self.timeout_s = timeout_s
+        self.refusal = refusal
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        body_complete = False
+        answering = False
+
+        async def timed_receive() -> dict[str, Any]:
+            nonlocal body_complete
+            if body_complete:  # what is left is a wait for the client to leave: no deadline
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.timeout_s)
+            except asyncio.TimeoutError:
+                raise BodyStalled(self.timeout_s) from None
+            body_complete = message["type"] != "http.request" or not message.get("more_body", False)
+            return message
+
+        async def tracked_send(message: dict[str, Any]) -> None:
+            nonlocal answering
+            answering = answering or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, timed_receive, tracked_send)
+        except BodyStalled as stalled:
+            if answering:  # an answer already under way cannot become a 408
+                raise
+            await send_closing_refusal(send, 408, self.refusal(scope, 408, str(stalled)))
+
+
+async def send_closing_refusal(send: Callable, status: int, body: dict[str, Any]) -> None:
+    """``body`` as a JSON answer that closes the connection (the request's body may be partly unread)."""
+    data = json.dumps(body).encode("utf-8")
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(data)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": data})
 
 
 async def drain(receive: Callable, received: int) -> None:
