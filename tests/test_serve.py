@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import http.client
 import http.server
 import socket
 import subprocess
@@ -380,7 +381,8 @@ def test_body_size_and_pixel_limits(server):
 
 @pytest.fixture(scope="module")
 def impatient_server(default_onnx, tmp_path_factory):
-    with running_server(default_onnx, tmp_path_factory.mktemp("serve_logs"), "--timeout-read", "1") as running:
+    options = ("--timeout-read", "1", "--timeout-keep-alive", "1")
+    with running_server(default_onnx, tmp_path_factory.mktemp("serve_logs"), *options) as running:
         yield running
 
 
@@ -409,6 +411,37 @@ def test_a_body_that_stops_arriving_is_a_408_that_closes_the_connection(impatien
     status, _, body = impatient_server.post_raw("/detect", data, "image/png")
     assert_success(status, body)
     assert "unexpected error" not in impatient_server.log.read_text()
+
+
+def closed_after_sending(client: socket.socket, data: bytes, pause_s: float = 0.2) -> bool:
+    """Whether the server has closed ``client``'s connection, once ``data`` is sent and ``pause_s`` has passed."""
+    try:
+        client.sendall(data)
+        time.sleep(pause_s)
+        return client.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:  # open, nothing to read
+        return False
+    except (BrokenPipeError, ConnectionResetError):
+        return True
+
+
+def test_a_connection_that_never_completes_a_request_head_is_closed(impatient_server):
+    """uvicorn starts no timer before a connection's first answer, and stops its keep-alive timer at a request's
+    first byte: a connection that sent nothing, or part of a request head (slowloris), was held for good."""
+    for request in (b"", b"POST /detect HTTP/1.1\r\nHost: x\r\n"):
+        assert raw_exchange(impatient_server.port, request) == b""  # closed; socket.timeout before
+    # a byte now and then does not put off the head's deadline
+    with socket.create_connection(("127.0.0.1", impatient_server.port), timeout=60) as client:
+        trickled = b"GET /health HTTP/1.1\r\nHost: x\r\nUser-Agent: " + b"x" * 200  # 48 s at a byte per 0.2 s
+        assert any(closed_after_sending(client, trickled[index : index + 1]) for index in range(len(trickled)))
+    # a whole request is answered as ever, and its connection kept alive for the next
+    connection = http.client.HTTPConnection("127.0.0.1", impatient_server.port, timeout=30)
+    try:
+        for _ in range(2):
+            connection.request("GET", "/health")
+            assert connection.getresponse().read() and connection.sock is not None
+    finally:
+        connection.close()
 
 
 # ----------------------------------------------------------------------------- overload, URLs, timeout, shutdown

@@ -78,7 +78,7 @@ KEEP_ALIVE_S = 75.0
     default=DEFAULTS.read_timeout_s,
     type=click.FloatRange(0, min_open=True),
     help="Seconds a client may pause while sending a request body before 408 (a stalled upload, a Content-Length "
-    "longer than the body sent).",
+    "longer than the body sent), and that a request's head may take from its first byte.",
 )
 @click.option(
     "--timeout-keep-alive",
@@ -122,6 +122,7 @@ def serve(
         import uvicorn
 
         from .app import create_app, load_detector, log_beside_uvicorn
+        from .connection import deadlined_protocol
     except ImportError as exc:
         _exit_for_missing_extra("serve", "serve", exc)
     model_name, model_dir = _model_arguments(model, model_dir)
@@ -166,6 +167,7 @@ def serve(
         log_level=log_level,
         timeout_keep_alive=keep_alive_s,
         timeout_graceful_shutdown=config.timeout_s,
+        http=deadlined_protocol(head_timeout_s=config.read_timeout_s),
     )
     if workers == 1:
         uvicorn.run(create_app(config, detector), **served)

@@ -1,0 +1,61 @@
+"""The HTTP connection `detect serve` runs: uvicorn's h11 protocol with a deadline for each request's head.
+
+uvicorn starts no timer on a connection until its first answer, and stops its keep-alive timer at a request's
+first byte: a connection that sent nothing, or the start of a request head and no more (slowloris, a client's
+bug), was held for good, one file descriptor and its buffer each. Here a connection that has sent nothing is
+closed after the keep-alive timeout, as one idle after an answer is, and a request head must arrive whole within
+the read timeout of its first byte (a deadline, as nginx's client_header_timeout: a byte now and then does not
+extend it). Request bodies have their own timeout, in the application (limits.BodyReadTimeout), which can
+answer 408 with a logId.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from typing import Any, Callable, Optional
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+
+class DeadlinedH11Protocol(H11Protocol):
+    """uvicorn's H11Protocol, with idle new connections and unfinished request heads closed (see the module)."""
+
+    def __init__(self, *args: Any, head_timeout_s: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.head_timeout_s = head_timeout_s
+        self.head_deadline: Optional[asyncio.TimerHandle] = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # as uvicorn's
+        super().connection_made(transport)
+        # idle from its start, as after an answer (uvicorn's own keep-alive timer, stopped by the first byte)
+        self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.conn.their_state is h11.IDLE:  # bytes of a request head, not all of it yet
+            if self.head_deadline is None and not self.transport.is_closing():
+                self.head_deadline = self.loop.call_later(self.head_timeout_s, self.close_unfinished_head)
+        else:
+            self.cancel_head_deadline()
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        self.cancel_head_deadline()
+        super().connection_lost(exc)
+
+    def close_unfinished_head(self) -> None:
+        self.head_deadline = None
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            self.transport.close()
+
+    def cancel_head_deadline(self) -> None:
+        if self.head_deadline is not None:
+            self.head_deadline.cancel()
+            self.head_deadline = None
+
+
+def deadlined_protocol(head_timeout_s: float) -> Callable[..., DeadlinedH11Protocol]:
+    """uvicorn's ``http`` setting for DeadlinedH11Protocol: it passes the rest (config, server state) itself. A
+    partial of a module-level class, so that uvicorn can hand it to --workers processes."""
+    return functools.partial(DeadlinedH11Protocol, head_timeout_s=head_timeout_s)
