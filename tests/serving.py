@@ -79,11 +79,14 @@ class Server:
         return self.process.wait(timeout=STOP_TIMEOUT_S)
 
 
-def raw_exchange(port: int, request: bytes, timeout: float = 60) -> bytes:
-    """Every byte the server sends on one connection after ``request``, until it closes the connection. A server
-    that never closes it fails the test with socket.timeout after ``timeout`` seconds."""
+def raw_exchange(port: int, request: bytes, half_close: bool = False, timeout: float = 60) -> bytes:
+    """Every byte the server sends on one connection after ``request``, until it closes the connection; with
+    ``half_close`` the client shuts its write side once the request is sent. A server that never closes the
+    connection fails the test with socket.timeout after ``timeout`` seconds."""
     with socket.create_connection((HOST, port), timeout=timeout) as connection:
         connection.sendall(request)
+        if half_close:
+            connection.shutdown(socket.SHUT_WR)
         received = b""
         while True:
             chunk = connection.recv(65536)

@@ -444,6 +444,23 @@ def test_a_connection_that_never_completes_a_request_head_is_closed(impatient_se
         connection.close()
 
 
+def test_a_client_that_half_closes_after_its_last_request_gets_the_answer(impatient_server, library, pages, large_page):
+    """A client whose request says it sends no more (Connection: close, HTTP/1.0) may shut its write side then and
+    read the answer (Jetty's HttpClient does; RFC 9112 9.6: that does not mean it lost interest). uvicorn closed
+    the connection at that end of input: the answer, a fast one too, was lost without a log line."""
+    for data, version in ((png_bytes(pages["receipt"][0]), "HTTP/1.0"), (large_page, "HTTP/1.1")):
+        head = f"POST /detect {version}\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: {len(data)}\r\n"
+        if version == "HTTP/1.1":
+            head += "Connection: close\r\n"
+        raw = raw_exchange(impatient_server.port, (head + "\r\n").encode() + data, half_close=True)
+        assert raw, f"{version}: the connection was closed without an answer"
+        status, _, body = parsed_answer(raw)
+        assert_success(status, body)
+        assert detected_pages(body) == expected_pages(library, data)
+    # a keep-alive request's end of input is a client that left, as before: its queued inference is dropped
+    # (test_requests_whose_clients_left_are_dropped_from_the_queue)
+
+
 # ----------------------------------------------------------------------------- overload, URLs, timeout, shutdown
 
 

@@ -122,7 +122,7 @@ def serve(
         import uvicorn
 
         from .app import create_app, load_detector, log_beside_uvicorn
-        from .connection import deadlined_protocol
+        from .connection import serve_protocol
     except ImportError as exc:
         _exit_for_missing_extra("serve", "serve", exc)
     model_name, model_dir = _model_arguments(model, model_dir)
@@ -167,7 +167,7 @@ def serve(
         log_level=log_level,
         timeout_keep_alive=keep_alive_s,
         timeout_graceful_shutdown=config.timeout_s,
-        http=deadlined_protocol(head_timeout_s=config.read_timeout_s),
+        http=serve_protocol(head_timeout_s=config.read_timeout_s),
     )
     if workers == 1:
         uvicorn.run(create_app(config, detector), **served)

@@ -1,4 +1,5 @@
-"""The HTTP connection `detect serve` runs: uvicorn's h11 protocol with a deadline for each request's head.
+"""The HTTP connection `detect serve` runs: uvicorn's h11 protocol with a deadline for each request's head, and an
+answer for a client that half-closes after a request that said it sends no more.
 
 uvicorn starts no timer on a connection until its first answer, and stops its keep-alive timer at a request's
 first byte: a connection that sent nothing, or the start of a request head and no more (slowloris, a client's
@@ -7,6 +8,14 @@ closed after the keep-alive timeout, as one idle after an answer is, and a reque
 the read timeout of its first byte (a deadline, as nginx's client_header_timeout: a byte now and then does not
 extend it). Request bodies have their own timeout, in the application (limits.BodyReadTimeout), which can
 answer 408 with a logId.
+
+uvicorn also closed a connection at the client's end of input, whatever came before it. A client whose request
+says it sends no more (Connection: close, or HTTP/1.0) may shut its write side then and read the answer: Jetty's
+HttpClient does, and a half-close does not "imply that the client is no longer interested in a response" (RFC
+9112, 9.6).
+Such a connection stays open for its answer; any other end of input is a client that left, as uvicorn reads it,
+so that its queued inference is dropped (the end of input of a client that closed its socket and of one that
+only shut its write side are the same bytes).
 """
 
 from __future__ import annotations
@@ -19,8 +28,9 @@ import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 
-class DeadlinedH11Protocol(H11Protocol):
-    """uvicorn's H11Protocol, with idle new connections and unfinished request heads closed (see the module)."""
+class ServeH11Protocol(H11Protocol):
+    """uvicorn's H11Protocol, with idle new connections and unfinished request heads closed, and half-closes after a
+    last request answered (see the module)."""
 
     def __init__(self, *args: Any, head_timeout_s: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -40,6 +50,10 @@ class DeadlinedH11Protocol(H11Protocol):
         else:
             self.cancel_head_deadline()
 
+    def eof_received(self) -> Optional[bool]:  # type: ignore[override]  # asyncio.Protocol's; uvicorn says None
+        # True keeps the transport open for writing; None closes it (uvicorn's answer to every end of input)
+        return True if self.conn.their_state is h11.MUST_CLOSE else None
+
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self.cancel_head_deadline()
         super().connection_lost(exc)
@@ -55,7 +69,7 @@ class DeadlinedH11Protocol(H11Protocol):
             self.head_deadline = None
 
 
-def deadlined_protocol(head_timeout_s: float) -> Callable[..., DeadlinedH11Protocol]:
-    """uvicorn's ``http`` setting for DeadlinedH11Protocol: it passes the rest (config, server state) itself. A
+def serve_protocol(head_timeout_s: float) -> Callable[..., ServeH11Protocol]:
+    """uvicorn's ``http`` setting for ServeH11Protocol: it passes the rest (config, server state) itself. A
     partial of a module-level class, so that uvicorn can hand it to --workers processes."""
-    return functools.partial(DeadlinedH11Protocol, head_timeout_s=head_timeout_s)
+    return functools.partial(ServeH11Protocol, head_timeout_s=head_timeout_s)
