@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -150,3 +151,24 @@ def running_server(model_path: Path, log_dir: Path, *options: str) -> Iterator[S
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+@contextmanager
+def serving_in_this_process(app: Any) -> Iterator[int]:
+    """``app`` on a loopback port by uvicorn on a thread of the test process (so that a test can patch what the app
+    calls); the port."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host=HOST, port=free_port(), log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start on its thread")
+            time.sleep(0.05)
+        yield server.config.port
+    finally:
+        server.should_exit = True
+        thread.join(STOP_TIMEOUT_S)

@@ -26,7 +26,7 @@ from detector import TextDetection
 from detector.result import to_jsonable
 from tests.conftest import REPO_ROOT
 from tests.rendered import write_rendered_pages
-from tests.serving import parsed_answer, raw_exchange, running_server
+from tests.serving import parsed_answer, raw_exchange, running_server, serving_in_this_process
 from tools.dev.sample_image import render_text_image
 
 pytest.importorskip("fastapi", reason="the [serve] extra is not installed (make test installs it)")
@@ -374,6 +374,57 @@ def test_body_size_and_pixel_limits(server):
     # 2100 x 2000 = 4.2 megapixels, above --max-pixels 4000000, while the PNG itself is small
     _ok, png = cv2.imencode(".png", np.full((2000, 2100, 3), 255, np.uint8))
     assert_refused(server.post_raw("/detect", png.tobytes(), "image/png"), 413, "4,200,000 pixels")
+
+
+def test_an_answer_is_made_off_the_event_loop(default_onnx, pages, monkeypatch):
+    """The JSON of an answer was made on the event loop: an 80-page TIFF of 1,000 boxes a page (5 MB of JSON) held
+    every other request, /health included, for a quarter of a second. Here the answer's JSON waits for a /health
+    answer, which an event loop busy making it could never give."""
+    import json
+
+    from detector.serve.app import create_app
+    from detector.serve.config import ServeConfig
+
+    answering, health_answered = threading.Event(), threading.Event()
+    dumps = json.dumps
+
+    def dumps_once_health_is_answered(value, **options):
+        if isinstance(value, dict) and ("dt_polys" in value or "pages" in (value.get("result") or {})):
+            answering.set()
+            assert health_answered.wait(60), "no /health answer while a /detect answer was being made"
+        return dumps(value, **options)
+
+    monkeypatch.setattr(json, "dumps", dumps_once_health_is_answered)
+    data = png_bytes(pages["receipt"][0])
+    head = f"POST /detect HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: {len(data)}\r\n"
+    request = (head + "Connection: close\r\n\r\n").encode() + data
+    app = create_app(ServeConfig(model_dir=str(default_onnx), device="cpu"))
+    with serving_in_this_process(app) as port, ThreadPoolExecutor(1) as pool:
+        detecting = pool.submit(raw_exchange, port, request)
+        try:
+            assert answering.wait(60)
+            health = http.client.HTTPConnection("127.0.0.1", port, timeout=30)  # timed out before
+            health.request("GET", "/health")
+            assert health.getresponse().status == 200
+            health.close()
+        finally:
+            health_answered.set()
+        status, _, body = parsed_answer(detecting.result(timeout=60))
+    assert_success(status, body)
+
+
+def test_an_answer_made_a_page_at_a_time_is_the_json_of_the_whole():
+    """detect_answer encodes each page apart (json.dumps holds the GIL throughout: one call for a 5-MB answer stood
+    the event loop still); its bytes are JSONResponse's for the whole envelope."""
+    from starlette.responses import JSONResponse
+
+    from detector.serve.app import detect_answer, envelope
+
+    result = {"model_name": "m", "settings": {"thresh": 0.3, "limit_type": "max"}, "time_ms": 1.5}
+    page = {"page_index": None, "width": 3, "height": 2, "dt_polys": [[[0, 1], [2, 1], [2, 2], [0, 2]]]}
+    for pages in ([], [{**page, "dt_scores": [0.25]}], [{**page, "page_index": index} for index in range(3)]):
+        whole = JSONResponse(envelope("ü-1", 200, "Success", {**result, "pages": pages})).body
+        assert detect_answer("ü-1", result, pages) == whole
 
 
 # ----------------------------------------------------------------------------- connections: stalls, half-closes
