@@ -802,6 +802,51 @@ def test_two_workers_each_load_the_model_and_stop_on_sigterm(default_onnx, tmp_p
     assert "onnxruntime's threads sleep between operators instead of spinning" in log
 
 
+def test_a_worker_that_cannot_load_the_model_stops_the_server_with_its_reason(
+    default_onnx, tmp_path, monkeypatch, caplog
+):
+    """--workers N: each worker loads the model anew. One that could not (here: the file removed after the command
+    loaded it) ended in a traceback, and uvicorn's supervisor started another, and another, for good (the port
+    open, nothing answering). Now it says why in one line and exits with uvicorn's startup-failure status, on
+    which the supervisor stops the server, and the command exits 2 with that line (uvicorn returned as from a
+    requested stop: exit 0). uvicorn's supervisor is played here by a function that starts one worker in this
+    process, once the model is gone."""
+    import logging
+    import shutil
+
+    import uvicorn
+    from click.testing import CliRunner
+    from uvicorn.config import STARTUP_FAILURE
+
+    from detector.cli import cli
+    from detector.serve import app as serve_app
+    from detector.serve.config import CONFIG_ENV_VAR
+
+    model = tmp_path / "inference.onnx"
+    shutil.copy(default_onnx, model)
+    worker_exits = []
+
+    def supervise(app, **options):
+        assert options["workers"] == 2 and options["factory"]
+        model.unlink()
+        try:
+            serve_app.app_from_environment()
+        except SystemExit as ended:
+            worker_exits.append(ended.code)
+
+    monkeypatch.setenv(CONFIG_ENV_VAR, "")  # the command sets it for its workers: put back after the test
+    monkeypatch.setattr(uvicorn, "run", supervise)
+    monkeypatch.setattr(serve_app, "log_beside_uvicorn", lambda level=logging.INFO: None)
+    monkeypatch.setattr("signal.signal", lambda *args: None)  # the command's SIGTERM handler: not this process's
+    caplog.set_level(logging.INFO, logger="detector.serve")
+    result = CliRunner().invoke(cli, ["serve", "--model", str(model), "--workers", "2"])
+    assert worker_exits == [STARTUP_FAILURE]
+    said = [record for record in caplog.records if "a worker could not load the model" in record.getMessage()]
+    assert len(said) == 1 and not said[0].exc_info and "does not exist" in said[0].getMessage()  # no traceback
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines()[-1].startswith("detect serve: error: a worker could not load the model")
+
+
 def test_serve_loads_the_precision_variant_asked_for(default_onnx, tmp_path, monkeypatch):
     """`detect serve --precision int8`: /health reports the precision, but only a variant's file path served it."""
     import shutil

@@ -741,6 +741,22 @@ def log_beside_uvicorn(level: int = logging.INFO) -> None:
 
 
 def app_from_environment() -> FastAPI:
-    """uvicorn's factory for worker processes (--workers N): the config comes in CONFIG_ENV_VAR."""
+    """uvicorn's factory for worker processes (--workers N): the config comes in CONFIG_ENV_VAR.
+
+    A worker that cannot load the model (a file replaced or removed since the command loaded it, say) says why in
+    one line, writes it to the config's startup_failure_file for the command, and exits with uvicorn's
+    startup-failure status, on which uvicorn's supervisor stops the server. It ended in a traceback, and the
+    supervisor started another worker, and another, for good: the port open, nothing answering.
+    """
+    from uvicorn.config import STARTUP_FAILURE
+
     log_beside_uvicorn()
-    return create_app(ServeConfig.from_json(os.environ.get(CONFIG_ENV_VAR) or "{}"))
+    config = ServeConfig.from_json(os.environ.get(CONFIG_ENV_VAR) or "{}")
+    try:
+        return create_app(config)
+    except Exception as exc:  # any error here fails every worker started after this one the same way
+        message = f"a worker could not load the model: {exc}"
+        logger.error(message, exc_info=not isinstance(exc, DetectorError))  # a library error says all in its message
+        if config.startup_failure_file:
+            Path(config.startup_failure_file).write_text(message, encoding="utf-8")
+        sys.exit(STARTUP_FAILURE)

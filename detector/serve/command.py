@@ -10,6 +10,8 @@ import logging
 import os
 import signal
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any, Optional
 
 import click
@@ -173,5 +175,11 @@ def serve(
         uvicorn.run(create_app(config, detector), **served)
         return
     del detector
-    os.environ[CONFIG_ENV_VAR] = config.to_json()
-    uvicorn.run("detector.serve.app:app_from_environment", factory=True, workers=workers, **served)
+    with tempfile.TemporaryDirectory(prefix="detect-serve-") as folder:
+        startup_failure = Path(folder) / "startup-failure"
+        os.environ[CONFIG_ENV_VAR] = dataclasses.replace(config, startup_failure_file=str(startup_failure)).to_json()
+        uvicorn.run("detector.serve.app:app_from_environment", factory=True, workers=workers, **served)
+        if (
+            startup_failure.exists()
+        ):  # uvicorn's supervisor stopped the workers: a failure, where it returns as from a stop
+            _fail_usage(DetectorError(startup_failure.read_text(encoding="utf-8")), False, command="detect serve")

@@ -46,6 +46,9 @@ class ServeConfig:
     # (Python would otherwise wait for their threads at exit). `detect serve` sets it; an app made
     # with create_app inside another program leaves its process alone.
     exit_past_timeout: bool = False
+    # Where a --workers process that cannot load the model writes why, for `detect serve` to exit with it (uvicorn's
+    # supervisor stops on such a worker, then returns as from a requested stop).
+    startup_failure_file: Optional[str] = None
 
     def cores_are_shared(self, workers: int, cores: Optional[int]) -> bool:
         """Whether ``workers`` processes of this config, each running max_concurrency inferences on
