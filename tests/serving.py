@@ -154,12 +154,12 @@ def running_server(model_path: Path, log_dir: Path, *options: str) -> Iterator[S
 
 
 @contextmanager
-def serving_in_this_process(app: Any) -> Iterator[int]:
-    """``app`` on a loopback port by uvicorn on a thread of the test process (so that a test can patch what the app
-    calls); the port."""
+def serving_in_this_process(app: Any, **options: Any) -> Iterator[Any]:
+    """``app`` on a loopback port by uvicorn (given these Config options) on a thread of the test process, so that a
+    test can patch what the app calls; the uvicorn.Server (its port: .config.port)."""
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(app, host=HOST, port=free_port(), log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host=HOST, port=free_port(), log_level="warning", **options))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
@@ -168,7 +168,7 @@ def serving_in_this_process(app: Any) -> Iterator[int]:
             if not thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("uvicorn did not start on its thread")
             time.sleep(0.05)
-        yield server.config.port
+        yield server
     finally:
         server.should_exit = True
         thread.join(STOP_TIMEOUT_S)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import http.client
 import http.server
 import socket
@@ -399,11 +400,11 @@ def test_an_answer_is_made_off_the_event_loop(default_onnx, pages, monkeypatch):
     head = f"POST /detect HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: {len(data)}\r\n"
     request = (head + "Connection: close\r\n\r\n").encode() + data
     app = create_app(ServeConfig(model_dir=str(default_onnx), device="cpu"))
-    with serving_in_this_process(app) as port, ThreadPoolExecutor(1) as pool:
-        detecting = pool.submit(raw_exchange, port, request)
+    with serving_in_this_process(app) as server, ThreadPoolExecutor(1) as pool:
+        detecting = pool.submit(raw_exchange, server.config.port, request)
         try:
             assert answering.wait(60)
-            health = http.client.HTTPConnection("127.0.0.1", port, timeout=30)  # timed out before
+            health = http.client.HTTPConnection("127.0.0.1", server.config.port, timeout=30)  # timed out before
             health.request("GET", "/health")
             assert health.getresponse().status == 200
             health.close()
@@ -432,7 +433,7 @@ def test_an_answer_made_a_page_at_a_time_is_the_json_of_the_whole():
 
 @pytest.fixture(scope="module")
 def impatient_server(default_onnx, tmp_path_factory):
-    options = ("--timeout-read", "1", "--timeout-keep-alive", "1")
+    options = ("--timeout-stall", "1", "--timeout-keep-alive", "1")
     with running_server(default_onnx, tmp_path_factory.mktemp("serve_logs"), *options) as running:
         yield running
 
@@ -456,7 +457,7 @@ def test_a_body_that_stops_arriving_is_a_408_that_closes_the_connection(impatien
         raw = raw_exchange(impatient_server.port, request)  # socket.timeout before: the server never answered
         status, headers, body = parsed_answer(raw.split(b"HTTP/1.1 100 Continue\r\n\r\n")[-1])
         assert status == 408 and headers["connection"] == "close", raw[:200]
-        assert body["errorCode"] == 408 and "--timeout-read" in body["errorMsg"] and body["logId"]
+        assert body["errorCode"] == 408 and "--timeout-stall" in body["errorMsg"] and body["logId"]
         assert f"POST /detect -> 408 ({body['logId']}): " in impatient_server.log.read_text()
     # a whole body is answered as ever
     status, _, body = impatient_server.post_raw("/detect", data, "image/png")
@@ -493,6 +494,42 @@ def test_a_connection_that_never_completes_a_request_head_is_closed(impatient_se
             assert connection.getresponse().read() and connection.sock is not None
     finally:
         connection.close()
+
+
+def test_a_client_that_takes_none_of_its_answer_is_let_go(default_onnx, monkeypatch):
+    """uvicorn has no send timeout: a client that stopped reading held its connection, and the part of a 5-MB answer
+    the kernel would not take, for good (past keep-alive; a graceful stop waited for it all of --timeout). Here a
+    made-up answer of 300 pages of 1,000 boxes (~14 MB, no inference) is asked for by a client that reads none of it:
+    its connection is aborted once it has taken nothing for the stall timeout. A client that reads gets it all."""
+    from detector.serve import app as serve_app
+    from detector.serve.config import ServeConfig
+    from detector.serve.connection import serve_protocol
+
+    box = [[1000, 2000], [3000, 2000], [3000, 2100], [1000, 2100]]
+    page = {"page_index": 0, "width": 4000, "height": 4000, "dt_polys": [box] * 1000, "dt_scores": [0.75] * 1000}
+    monkeypatch.setattr(serve_app, "detect_pages", lambda *args: [{**page, "time_ms": 1.0}] * 300)
+    app = serve_app.create_app(ServeConfig(model_dir=str(default_onnx), device="cpu"))
+    request = b"POST /detect HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 4\r\n\r\nnone"
+    with serving_in_this_process(app, http=serve_protocol(stall_timeout_s=1)) as server:
+        whole = raw_exchange(server.config.port, request.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"))
+        status, _, body = parsed_answer(whole)
+        assert status == 200 and len(body["result"]["pages"]) == 300
+        with socket.socket() as client:
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            client.connect(("127.0.0.1", server.config.port))
+            client.sendall(request)
+            deadline = time.monotonic() + 30
+            while not server.server_state.connections and time.monotonic() < deadline:  # the request arrives
+                time.sleep(0.05)
+            while server.server_state.connections and time.monotonic() < deadline:  # held for good before
+                time.sleep(0.1)
+            assert not server.server_state.connections, "the connection of a client that reads nothing is still open"
+            client.settimeout(30)
+            received = b""
+            with contextlib.suppress(ConnectionResetError):
+                while chunk := client.recv(1 << 20):
+                    received += chunk
+        assert len(received) < len(whole) // 2  # the kernel's buffers at most: the rest was never sent
 
 
 def test_a_client_that_half_closes_after_its_last_request_gets_the_answer(impatient_server, library, pages, large_page):

@@ -456,7 +456,7 @@ DETECT_RESPONSES: dict[Union[int, str], dict[str, Any]] = {
         for status, meaning in (
             (400, "malformed request, unknown key or query parameter"),
             (403, "a URL on a server without --allow-urls"),
-            (408, "the request body stopped arriving for --timeout-read seconds"),
+            (408, "the request body stopped arriving for --timeout-stall seconds"),
             (413, "body above --max-body-mb, or image above --max-pixels"),
             (415, "unsupported content type"),
             (422, "not an image, or a setting out of range"),
@@ -517,7 +517,7 @@ def create_app(config: ServeConfig, detector: Optional[TextDetection] = None) ->
 
     app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes, refusal=refused_before_reading)
     # outside the size limit, so that draining a refused body keeps to the read timeout too
-    app.add_middleware(BodyReadTimeout, timeout_s=config.read_timeout_s, refusal=refused_before_reading)
+    app.add_middleware(BodyReadTimeout, timeout_s=config.stall_timeout_s, refusal=refused_before_reading)
 
     def log_id_of(request: Request) -> str:
         return getattr(request.state, "log_id", None) or new_log_id()
@@ -615,7 +615,7 @@ def create_app(config: ServeConfig, detector: Optional[TextDetection] = None) ->
                 "max_body_bytes": config.max_body_bytes,
                 "max_pixels": load_options.max_pixels,
                 "timeout_s": config.timeout_s,
-                "read_timeout_s": config.read_timeout_s,
+                "stall_timeout_s": config.stall_timeout_s,
                 "allow_urls": config.allow_urls,
             },
         }

@@ -75,12 +75,13 @@ KEEP_ALIVE_S = 75.0
     help="Seconds a request may wait and run before 503.",
 )
 @click.option(
-    "--timeout-read",
-    "read_timeout_s",
-    default=DEFAULTS.read_timeout_s,
+    "--timeout-stall",
+    "stall_timeout_s",
+    default=DEFAULTS.stall_timeout_s,
     type=click.FloatRange(0, min_open=True),
-    help="Seconds a client may pause while sending a request body before 408 (a stalled upload, a Content-Length "
-    "longer than the body sent), and that a request's head may take from its first byte.",
+    help="Seconds a client may stall: send no byte of a request body (then 408: a stalled upload, a Content-Length "
+    "longer than the body sent), or take no byte of its answer (then the connection is aborted); and that a "
+    "request's head may take from its first byte.",
 )
 @click.option(
     "--timeout-keep-alive",
@@ -110,7 +111,7 @@ def serve(
     max_body_mb: float,
     max_pixels: Optional[int],
     timeout_s: float,
-    read_timeout_s: float,
+    stall_timeout_s: float,
     keep_alive_s: float,
     cpu_threads: Optional[int],
     precision: Optional[str],
@@ -140,7 +141,7 @@ def serve(
         max_body_mb=max_body_mb,
         max_pixels=max_pixels,
         timeout_s=timeout_s,
-        read_timeout_s=read_timeout_s,
+        stall_timeout_s=stall_timeout_s,
         allow_urls=allow_urls,
         exit_past_timeout=True,
     )
@@ -169,7 +170,7 @@ def serve(
         log_level=log_level,
         timeout_keep_alive=keep_alive_s,
         timeout_graceful_shutdown=config.timeout_s,
-        http=serve_protocol(head_timeout_s=config.read_timeout_s),
+        http=serve_protocol(stall_timeout_s=config.stall_timeout_s),
     )
     if workers == 1:
         uvicorn.run(create_app(config, detector), **served)

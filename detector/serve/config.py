@@ -37,9 +37,9 @@ class ServeConfig:
     max_body_mb: float = 20.0
     max_pixels: Optional[int] = None  # None: the library's default (Pillow's bomb limit)
     timeout_s: float = 60.0  # per request, waiting for a slot included
-    # seconds a request's body may go without a byte before 408, and that its head may take from its first byte
-    # (uvicorn has no read timeout of its own)
-    read_timeout_s: float = 60.0
+    # seconds a client may stall, sending no byte of a request's body (408) or taking none of its answer (the
+    # connection aborted), and that a request's head may take from its first byte (uvicorn has none of these)
+    stall_timeout_s: float = 60.0
     allow_urls: bool = False  # {"url": …} makes the server fetch: off by default (SSRF)
     max_url_fetches: int = 16  # image URLs fetched at once per worker, each on a thread of its own; more get 503
     # At shutdown, end the process at once if inferences are still running past the graceful --timeout

@@ -204,7 +204,7 @@ class BodyStalled(Exception):
 
     def __init__(self, timeout_s: float):
         super().__init__(
-            f"the request body stopped arriving: no byte for {timeout_s:g} s (server option --timeout-read); "
+            f"the request body stopped arriving: no byte for {timeout_s:g} s (server option --timeout-stall); "
             "send the whole body, as long as its Content-Length says"
         )
 
