@@ -596,6 +596,33 @@ def test_overload_answers_503_with_retry_after_and_serves_the_rest(single_slot_s
     assert single_slot_server.request("GET", "/health")[2]["result"]["inference"]["waiting"] == 0
 
 
+def test_a_full_server_refuses_before_reading_the_body(single_slot_server, library, large_page):
+    """Room in the queue was looked at once the body was read: with the one place busy, twenty 15-MB uploads, all
+    answered 503, took the worker from 355 to 793 MB resident. It is looked at first now: a client that asks
+    before sending (Expect: 100-continue, as curl does above 1 MiB) is told 503 where it was invited to send."""
+
+    def running() -> int:
+        return single_slot_server.request("GET", "/health")[2]["result"]["inference"]["running"]
+
+    with ThreadPoolExecutor(1) as pool:
+        slow = "/detect?limit_type=min&limit_side_len=4000"  # seconds of inference: the one place is taken
+        busy = pool.submit(single_slot_server.post_raw, slow, large_page, "image/png")
+        while running() == 0:
+            time.sleep(0.02)
+        head = "POST /detect HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 15000000\r\n"
+        with socket.create_connection(("127.0.0.1", single_slot_server.port), timeout=30) as client:
+            client.sendall((head + "Expect: 100-continue\r\n\r\n").encode())
+            answer = client.recv(65536)
+            assert answer.startswith(b"HTTP/1.1 503 "), answer[:40]  # "HTTP/1.1 100 Continue" before
+            while not answer.endswith(b"}"):  # the rest of the envelope
+                answer += client.recv(65536)
+        _, headers, refusal = parsed_answer(answer)
+        assert int(headers["retry-after"]) >= 1 and "--max-queue" in refusal["errorMsg"]
+        status, _, body = busy.result(timeout=120)
+    assert_success(status, body)
+    assert detected_pages(body) == expected_pages(library, large_page, limit_type="min", limit_side_len=4000)
+
+
 def test_retry_after_counts_the_time_an_inference_has_been_running():
     from detector.serve.limits import InferenceGate, Overloaded
 

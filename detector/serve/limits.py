@@ -103,6 +103,14 @@ class InferenceGate:
             per_inference = max([self._mean_s, *(now - start for start in self._started.values())])
         return max(1, math.ceil(per_inference * self.capacity / self.max_concurrency))
 
+    def refuse_if_full(self) -> None:
+        """Overloaded where every place is taken now: a request can be refused before its body is read (run still
+        decides; a place free now may be taken by then)."""
+        with self._lock:
+            full = self._admitted >= self.capacity
+        if full:
+            raise Overloaded(self.capacity, self.retry_after_s())
+
     async def run(self, work: Callable[[threading.Event], Any], timeout_s: float) -> Any:
         with self._lock:
             full = self._admitted >= self.capacity
