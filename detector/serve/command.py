@@ -80,7 +80,7 @@ KEEP_ALIVE_S = 75.0
     default=DEFAULTS.stall_timeout_s,
     type=click.FloatRange(0, min_open=True),
     help="Seconds a client may stall: send no byte of a request body (then 408: a stalled upload, a Content-Length "
-    "longer than the body sent), or take no byte of its answer (then the connection is aborted); and that a "
+    "longer than the body sent), or take no byte of its answer (then the connection is reset); and that a "
     "request's head may take from its first byte.",
 )
 @click.option(

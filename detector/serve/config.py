@@ -38,7 +38,7 @@ class ServeConfig:
     max_pixels: Optional[int] = None  # None: the library's default (Pillow's bomb limit)
     timeout_s: float = 60.0  # per request, waiting for a slot included
     # seconds a client may stall, sending no byte of a request's body (408) or taking none of its answer (the
-    # connection aborted), and that a request's head may take from its first byte (uvicorn has none of these)
+    # connection reset), and that a request's head may take from its first byte (uvicorn has none of these)
     stall_timeout_s: float = 60.0
     allow_urls: bool = False  # {"url": …} makes the server fetch: off by default (SSRF)
     max_url_fetches: int = 16  # image URLs fetched at once per worker, each on a thread of its own; more get 503

@@ -6,27 +6,27 @@ uvicorn starts no timer on a connection until its first answer, and stops its ke
 first byte: a connection that sent nothing, or the start of a request head and no more (slowloris, a client's
 bug), was held for good, one file descriptor and its buffer each. Here a connection that has sent nothing is
 closed after the keep-alive timeout, as one idle after an answer is, and a request head must arrive whole within
-the read timeout of its first byte (a deadline, as nginx's client_header_timeout: a byte now and then does not
+the stall timeout of its first byte (a deadline, as nginx's client_header_timeout: a byte now and then does not
 extend it). Request bodies have their own timeout, in the application (limits.BodyReadTimeout), which can
 answer 408 with a logId.
 
 Nor has uvicorn a send timeout: a client that stopped reading (hung, or never meaning to) held its connection and
 the part of its answer the kernel would not take (3.8 MB of a 5-MB answer sat in the socket's send queue) for good,
 past keep-alive, and a graceful stop for all of --timeout. Here, once the transport holds more than its high-water
-mark, the client must take some of it every stall timeout (as nginx's send_timeout), or the connection is aborted.
+mark, the client must take some of it every stall timeout (as nginx's send_timeout), or the connection is reset.
 
 uvicorn also closed a connection at the client's end of input, whatever came before it. A client whose request
 says it sends no more (Connection: close, or HTTP/1.0) may shut its write side then and read the answer: Jetty's
 HttpClient does, and a half-close does not "imply that the client is no longer interested in a response" (RFC
-9112, 9.6).
-Such a connection stays open for its answer; any other end of input is a client that left, as uvicorn reads it,
-so that its queued inference is dropped (the end of input of a client that closed its socket and of one that
-only shut its write side are the same bytes).
+9112, 9.6). Such a connection stays open for its answer; any other end of input is a client that left, as uvicorn
+reads it, so that its queued inference is dropped (the end of input of a client that closed its socket and of one
+that only shut its write side are the same bytes).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import socket
@@ -90,9 +90,10 @@ class ServeH11Protocol(H11Protocol):
             return
         self.answer_watch = None
         client = f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
-        logger.info("%s took none of its answer for %g s: connection aborted", client, self.stall_timeout_s)
+        logger.info("%s took none of its answer for %g s: connection reset", client, self.stall_timeout_s)
         sock = self.transport.get_extra_info("socket")
-        if sock is not None:  # a reset: closed, the kernel kept what it queued (3.8 MB) for a FIN the client never took
+        # a reset: closed, the kernel kept what it queued (3.8 MB) for a FIN the client never took
+        with contextlib.suppress(AttributeError, OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.transport.abort()
 
