@@ -433,7 +433,8 @@ def test_an_answer_made_a_page_at_a_time_is_the_json_of_the_whole():
 
 @pytest.fixture(scope="module")
 def impatient_server(default_onnx, tmp_path_factory):
-    options = ("--timeout-stall", "1", "--timeout-keep-alive", "1")
+    # 2 s: short for the tests, long beside any pause of a loaded machine's event loop
+    options = ("--timeout-stall", "2", "--timeout-keep-alive", "2")
     with running_server(default_onnx, tmp_path_factory.mktemp("serve_logs"), *options) as running:
         yield running
 
