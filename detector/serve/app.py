@@ -751,8 +751,12 @@ def app_from_environment() -> FastAPI:
     startup-failure status, on which uvicorn's supervisor stops the server. It ended in a traceback, and the
     supervisor started another worker, and another, for good: the port open, nothing answering.
     """
-    from uvicorn.config import STARTUP_FAILURE
+    import uvicorn.config
 
+    # uvicorn's startup-failure status: its supervisor stops the server on it from uvicorn 0.50 (Python 3.10 and
+    # later); the older uvicorns Python 3.9 gets (up to 0.39) have no such constant and start another worker, as
+    # they did before this rule (importing the name failed every worker there)
+    startup_failure = getattr(uvicorn.config, "STARTUP_FAILURE", 3)
     log_beside_uvicorn()
     config = ServeConfig.from_json(os.environ.get(CONFIG_ENV_VAR) or "{}")
     try:
@@ -762,4 +766,4 @@ def app_from_environment() -> FastAPI:
         logger.error(message, exc_info=not isinstance(exc, DetectorError))  # a library error says all in its message
         if config.startup_failure_file:
             Path(config.startup_failure_file).write_text(message, encoding="utf-8")
-        sys.exit(STARTUP_FAILURE)
+        sys.exit(startup_failure)
