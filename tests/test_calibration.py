@@ -9,6 +9,7 @@ import pytest
 
 from tests.test_parity_onnx import imported_model
 from tools.export import calibration, quantize
+from tools.export.int8_rules import INT8_RULES
 
 pytest.importorskip("onnxruntime.quantization.calibrate", reason="needs onnxruntime's quantization tools")
 if not calibration.calibration_cache_supported():  # quantize.py then lets onnxruntime calibrate, as before
@@ -38,7 +39,7 @@ def test_streamed_histogram_ranges_are_onnxruntimes(tiny_tensors, tmp_path, meth
     from onnxruntime.quantization import CalibrationMethod
 
     fp32, tensors = tiny_tensors
-    op_types = list(quantize.INT8_RULES["input"].op_types)
+    op_types = list(INT8_RULES["input"].op_types)
     (tmp_path / "ours").mkdir()
     (tmp_path / "theirs").mkdir()
     ours = calibration.histogram_ranges(fp32, op_types, CalibrationMethod[method], tensors, tmp_path / "ours")

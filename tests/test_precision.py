@@ -22,8 +22,8 @@ from detector.precision import METADATA_PRECISION_KEY, variant_path
 from detector.session import cpu_flags, int8_sums_saturate, int8_without_vnni
 from detector.settings import METADATA_SETTINGS_KEY
 from tests.rendered import box_iou, polygon_bounds, write_rendered_pages
+from tools.export.int8_rules import INT8_RULES
 from tools.export.pipeline import main as export_main
-from tools.export.quantize import INT8_RULES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Tolerance against fp32 on the rendered pages: the same number of boxes, and each fp32 box has a
@@ -441,7 +441,8 @@ def test_detect_eval_compare_precisions(model_dir, tmp_path):
 
 
 def test_int8_float_rules(default_onnx, tmp_path):
-    from tools.export.quantize import head_nodes, quantize_int8
+    from tools.export.int8_rules import head_nodes
+    from tools.export.quantize import quantize_int8
 
     model = onnx.load(str(default_onnx))
     stem, inputs, early, head = (INT8_RULES[name].float_nodes(model) for name in ("stem", "input", "early", "head"))
@@ -456,7 +457,7 @@ def test_int8_float_rules(default_onnx, tmp_path):
     assert final_sigmoid in inputs and final_sigmoid not in stem
     assert set(inputs) - {final_sigmoid} < set(stem)
     # "input" floats through the convolution that brings the map to stride 4; the first one int8 reads it
-    from tools.export.quantize import PROBE_SIDE, conv_stride, convolution_strides
+    from tools.export.int8_rules import PROBE_SIDE, conv_stride, convolution_strides
 
     strides = convolution_strides(model)
     convs = {node.name: node for node in model.graph.node if strides.get(node.name, PROBE_SIDE) < PROBE_SIDE}

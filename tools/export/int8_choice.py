@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Optional
 
 from tools.export import progress
+from tools.export.int8_rules import INT8_RULES
 from tools.export.quantize import (
     CALIBRATION_SEED,
     DEFAULT_CALIBRATION_IMAGES,
-    INT8_RULES,
     calibration_tensors,
     quantize_int8,
     rendered_labelled_images,

@@ -52,6 +52,7 @@ from detector.precision import PRECISIONS, fp32_output_refusal, precision_of, va
 from detector.session import ONNXRUNTIME_MISSING
 from detector.settings import settings_from_inference_config
 from tools.export import REPO_ROOT, default_model, progress
+from tools.export.int8_rules import AUTO_RULE, DEFAULT_INT8_RULE, INT8_RULES
 from tools.export.paddle import (
     DEFAULT_OPSET,
     MAX_OPSET,
@@ -62,7 +63,6 @@ from tools.export.paddle import (
     convert_to_onnx,
     find_model_files,
 )
-from tools.export.quantize import AUTO_RULE, DEFAULT_INT8_RULE, INT8_RULES
 from tools.export.verify import compare_with_paddle, paddle_spread, tolerance_for
 
 
