@@ -22,9 +22,7 @@ import numpy as np
 from .errors import DetectorError, InvalidModelError, InvalidParameterError, ModelNotFoundError
 from .hub import damaged_cached_release, discard_damaged_download, resolve_model_path
 from .inputs import (
-    DEFAULT_LOAD_OPTIONS,
     LoadedImage,
-    LoadOptions,
     PredictInput,
     Source,
     expand_inputs,
@@ -32,9 +30,9 @@ from .inputs import (
     group_sources,
     load_source,
     may_give_several_images,
-    shown_path,
     stored_bytes,
 )
+from .load_options import DEFAULT_LOAD_OPTIONS, LoadOptions
 from .paddleocr_compat import check_ignored_keywords
 from .postprocess import boxes_from_probability_map, opencv_boxes_note
 from .precision import (
@@ -72,6 +70,7 @@ from .session import (
     uses_io_binding,
 )
 from .settings import DetectionSettings, SettingOverrides, settings_for_model_file, true_or_false
+from .urls import shown_path
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack from Python 3.11

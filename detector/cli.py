@@ -41,17 +41,15 @@ from .errors import (
     raise_terminated,
 )
 from .inputs import (
-    DEFAULT_LOAD_OPTIONS,
     LoadedImage,
-    LoadOptions,
     Source,
     expand_inputs,
     group_sources,
     load_source,
     may_give_several_images,
-    shown_path,
     stored_bytes,
 )
+from .load_options import DEFAULT_LOAD_OPTIONS, LoadOptions
 from .paddleocr_compat import PADDLEOCR_ENGINES
 from .precision import PRECISIONS
 from .prefetch import ordered_map, prefetch
@@ -59,6 +57,7 @@ from .progress import progress_bar
 from .result import DetectionResult, can_write_image, is_image_name, is_json_name, names_file
 from .session import parse_device
 from .settings import LIMIT_TYPES
+from .urls import shown_path
 
 EXIT_SOME_FAILED = EXIT_FAILED  # detect: one line per failed input, the others still done
 DETECT_COMMAND = "predict"  # the default action: `detect -i x.png` is `detect predict -i x.png`

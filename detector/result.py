@@ -22,7 +22,7 @@ import numpy as np
 
 from .draw import draw_polygons
 from .errors import DetectorError
-from .inputs import is_url
+from .urls import is_url
 
 RESULT_KEY = "res"  # PaddleOCR names saved files <stem>_res.json / <stem>_res.png
 INPUT_IMAGE_KEY = "input_img"  # PaddleX's key for the image a result was found on

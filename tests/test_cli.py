@@ -785,7 +785,7 @@ def test_a_folder_that_cannot_be_read_is_an_error_line_and_the_rest_still_runs(
             raise FileNotFoundError(2, "No such file or directory", str(path))
         return real_scandir(path)
 
-    monkeypatch.setattr("detector.inputs.os.scandir", scandir)
+    monkeypatch.setattr("detector.folder_walk.os.scandir", scandir)
     run = run_in_process("-i", tmp_path / "in", "-i", tmp_path / "top", "--model", model_path, "--device", "cpu")
     assert run.exit_code == 1, run.output
     said = [line for line in run.output.splitlines() if line.startswith("detect: error: ")]

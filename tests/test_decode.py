@@ -29,7 +29,8 @@ from detector.decode import (
     decode_png_numpy,
 )
 from detector.errors import UnreadableImageError
-from detector.inputs import DEFAULT_LOAD_OPTIONS, decode_image_bytes
+from detector.image_pixels import decode_image_bytes
+from detector.load_options import DEFAULT_LOAD_OPTIONS
 
 pytestmark = pytest.mark.runtime  # no Paddle, no model: make test-pythons runs it against every OpenCV we allow
 
@@ -369,7 +370,7 @@ def test_missing_fast_decoders_fall_back_to_opencv_silently(monkeypatch):
 
 def test_load_stage_uses_the_exact_decoders_and_the_pixel_budget():
     from detector.errors import ImageTooLargeError
-    from detector.inputs import LoadOptions
+    from detector.load_options import LoadOptions
 
     for data in (
         cv_encode(".jpg", picture(131, 97)),

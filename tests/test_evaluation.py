@@ -24,7 +24,7 @@ from detector.evaluation.metric import (
     polygon_iou,
     score_image,
 )
-from detector.inputs import DEFAULT_LOAD_OPTIONS
+from detector.load_options import DEFAULT_LOAD_OPTIONS
 from tools.dev.labelled_set import render_labelled_set
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -28,7 +28,9 @@ from detector import (
     UnreadableImageError,
     UnsupportedInputError,
 )
-from detector.inputs import DEFAULT_LOAD_OPTIONS, LoadOptions, decode_image_bytes, iter_images, pil_to_bgr
+from detector.image_pixels import decode_image_bytes, pil_to_bgr
+from detector.inputs import iter_images
+from detector.load_options import DEFAULT_LOAD_OPTIONS, LoadOptions
 from detector.result import write_atomically
 from tests.rendered import write_rendered_pages
 
@@ -221,7 +223,7 @@ def test_odd_but_valid_images(model, banner, tmp_path):
 
 
 def test_float_arrays_with_infinities_convert_without_overflow():
-    from detector.inputs import to_bgr_uint8
+    from detector.image_pixels import to_bgr_uint8
 
     # -inf became float's lowest by nan_to_num, then overflowed when scaled ("overflow encountered in multiply")
     for values, expected in (([-np.inf, 0.5, np.nan, 1.0], [0, 128, 0, 255]), ([-np.inf, 3.0, np.inf], [0, 3, 255])):
@@ -547,7 +549,7 @@ def test_a_pdf_page_above_max_pixels_is_rendered_smaller_as_paddlex_renders_it(t
     import logging
     import math
 
-    from detector.inputs import PDF_MIN_RENDER_SCALE, pdf_render_pixels
+    from detector.pages import PDF_MIN_RENDER_SCALE, pdf_render_pixels
 
     pdf = tmp_path / "page.pdf"
     Image.new("RGB", (1000, 1400), "white").save(pdf, resolution=120)  # one 600 x 840 pt page
@@ -832,7 +834,7 @@ def test_reading_images_in_threads_leaves_the_warning_filters_as_they_were():
     import warnings
     from concurrent.futures import ThreadPoolExecutor
 
-    from detector.inputs import decode_image_bytes
+    from detector.image_pixels import decode_image_bytes
 
     _ok, bmp = cv2.imencode(".bmp", np.full((8, 8, 3), 200, np.uint8))
     data = bmp.tobytes()
@@ -870,12 +872,12 @@ def test_an_accepted_image_above_pillow_s_warning_limit_gets_no_warning(default_
     """Pillow warns above its MAX_IMAGE_PIXELS and refuses above twice it: a budget between the two left its
     limit as it was, and the warning (no longer silenced) reached the caller for an image it accepts. Pillow's
     limit and its default stand lowered here for a 200-million-pixel budget."""
-    import detector.inputs
+    import detector.image_pixels
 
     Image.fromarray(banner[1][:, :, ::-1]).save(tmp_path / "page.webp", lossless=True)
     pixels = banner[1].shape[0] * banner[1].shape[1]
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", pixels - 1)
-    monkeypatch.setattr(detector.inputs, "DEFAULT_LOAD_OPTIONS", LoadOptions(max_pixels=pixels - 1))
+    monkeypatch.setattr(detector.image_pixels, "DEFAULT_LOAD_OPTIONS", LoadOptions(max_pixels=pixels - 1))
     roomy = TextDetection(model_dir=default_onnx, device="cpu", max_pixels=pixels + 100)  # within twice the limit
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -1020,7 +1022,7 @@ def tiff_in_one_tile(width: int, height: int, tile: int) -> bytes:
 
 def test_a_tiff_tile_larger_than_the_budget_is_refused_before_it_is_decoded():
     """libtiff allocates a whole tile: a 100x100 page in one 40000x40000 tile (1.5 MB) took 1.6 GB."""
-    from detector.inputs import decode_tiff_pages
+    from detector.pages import decode_tiff_pages
 
     budget = LoadOptions(max_pixels=1_000_000)
     (page,) = decode_tiff_pages(tiff_in_one_tile(100, 100, 256), "tiled.tif", budget)  # a usual tile: read
@@ -1050,7 +1052,7 @@ def folder_b_refused(monkeypatch) -> None:
             raise PermissionError(13, "Permission denied", str(path))
         return real_scandir(path)
 
-    monkeypatch.setattr("detector.inputs.os.scandir", scandir)
+    monkeypatch.setattr("detector.folder_walk.os.scandir", scandir)
 
 
 def test_a_folder_walk_keeps_its_place_for_a_subfolder_it_cannot_read(tmp_path, monkeypatch):

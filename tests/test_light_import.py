@@ -92,17 +92,17 @@ def test_a_detector_used_across_a_fork_warns_once_and_results_get_names_of_their
 
 LOCK_HELD_AT_FORK = """
 import os, threading
-from detector import inputs
+from detector import image_pixels, pages
 held, release = threading.Event(), threading.Event()
 def hold():
-    with inputs._PDFIUM_LOCK, inputs._PILLOW_LIMIT_LOCK:
+    with pages._PDFIUM_LOCK, image_pixels._PILLOW_LIMIT_LOCK:
         held.set()
         release.wait()
 threading.Thread(target=hold).start()
 held.wait()
 pid = os.fork()
 if pid == 0:
-    got = inputs._PDFIUM_LOCK.acquire(timeout=5) and inputs._PILLOW_LIMIT_LOCK.acquire(timeout=5)
+    got = pages._PDFIUM_LOCK.acquire(timeout=5) and image_pixels._PILLOW_LIMIT_LOCK.acquire(timeout=5)
     os._exit(0 if got else 1)
 _, status = os.waitpid(pid, 0)
 release.set()

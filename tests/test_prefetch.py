@@ -210,7 +210,7 @@ def test_a_pdf_page_stream_closed_by_the_garbage_collector_under_the_pdfium_lock
 import gc
 import numpy as np
 from PIL import Image
-import detector.inputs as inputs
+import detector.pages as page_readers
 from detector import TextDetection
 pages = [Image.fromarray(np.full((120, 160, 3), 255, np.uint8)) for _ in range(30)]  # more than read ahead
 pages[0].save({str(tmp_path / "pages.pdf")!r}, save_all=True, append_images=pages[1:])
@@ -220,7 +220,7 @@ next(stream)
 cycle = [stream]
 cycle.append(cycle)
 del stream, cycle
-with inputs._PDFIUM_LOCK:
+with page_readers._PDFIUM_LOCK:
     gc.collect()
 print("collected")
 """

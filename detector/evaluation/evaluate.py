@@ -19,7 +19,8 @@ import numpy as np
 
 from ..api import TextDetection
 from ..errors import DetectorError, UnreadableImageError
-from ..inputs import DEFAULT_LOAD_OPTIONS, LoadOptions, iter_images
+from ..inputs import iter_images
+from ..load_options import DEFAULT_LOAD_OPTIONS, LoadOptions
 from .labels import LabelledImage
 from .metric import ImageScore, SetScore, combine_scores, score_image
 

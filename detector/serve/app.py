@@ -48,9 +48,10 @@ from ..errors import (
     UnreadableImageError,
     UnsupportedInputError,
 )
-from ..inputs import LoadedImage, Source, fetched_now, is_url, load_source
+from ..inputs import LoadedImage, Source, fetched_now, load_source
 from ..result import to_jsonable
 from ..session import ARENA_SHRINK_ABOVE_PIXELS
+from ..urls import is_url
 from .config import CONFIG_ENV_VAR, URL_FETCH_RETRY_AFTER_S, ServeConfig
 from .limits import (
     BodyReadTimeout,
