@@ -36,7 +36,9 @@ from ray.data.datasource import BlockBasedFileDatasink
 from .api import TextDetection
 from .batch_command import DEFAULT_FILES_PER_BATCH, folder_holds_nothing
 from .errors import DetectorError, InputNotFoundError, InvalidParameterError, callers_sigterm_handler_kept
-from .inputs import DEFAULT_LOAD_OPTIONS, IMAGE_EXTENSIONS, LoadOptions, Source, expand_inputs, load_source
+from .folder_walk import IMAGE_EXTENSIONS
+from .inputs import Source, expand_inputs, load_source
+from .load_options import DEFAULT_LOAD_OPTIONS, LoadOptions
 from .prefetch import usable_cores
 from .result import json_text, to_jsonable
 from .session import parse_device
