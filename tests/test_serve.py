@@ -216,7 +216,7 @@ def test_health_models_openapi_and_page(server):
     assert body_settings["unclip_ratio"] == {"type": "number", "maximum": 10.0}
     # every setting a request may override is both a query parameter and a JSON key (a key added to
     # REQUEST_SETTINGS alone would pass the unknown-parameter check, then be dropped unbound)
-    from detector.serve.app import REQUEST_SETTINGS
+    from detector.serve.detect_request import REQUEST_SETTINGS
 
     assert {p["name"] for p in detect_doc["parameters"] if p["in"] == "query"} == set(REQUEST_SETTINGS)
     assert set(REQUEST_SETTINGS) <= set(body_settings)
@@ -419,7 +419,7 @@ def test_an_answer_made_a_page_at_a_time_is_the_json_of_the_whole():
     the event loop still); its bytes are JSONResponse's for the whole envelope."""
     from starlette.responses import JSONResponse
 
-    from detector.serve.app import detect_answer, envelope
+    from detector.serve.envelope import detect_answer, envelope
 
     result = {"model_name": "m", "settings": {"thresh": 0.3, "limit_type": "max"}, "time_ms": 1.5}
     page = {"page_index": None, "width": 3, "height": 2, "dt_polys": [[[0, 1], [2, 1], [2, 2], [0, 2]]]}
@@ -885,7 +885,7 @@ def test_a_worker_that_cannot_load_the_model_stops_the_server_with_its_reason(
     from uvicorn.config import STARTUP_FAILURE
 
     from detector.cli import cli
-    from detector.serve import app as serve_app
+    from detector.serve import worker as serve_worker
     from detector.serve.config import CONFIG_ENV_VAR
 
     model = tmp_path / "inference.onnx"
@@ -896,7 +896,7 @@ def test_a_worker_that_cannot_load_the_model_stops_the_server_with_its_reason(
         assert options["workers"] == 2 and options["factory"]
         model.unlink()
         try:
-            serve_app.app_from_environment()
+            serve_worker.app_from_environment()
         except SystemExit as ended:
             worker_exits.append(ended.code)
 
@@ -904,7 +904,7 @@ def test_a_worker_that_cannot_load_the_model_stops_the_server_with_its_reason(
         monkeypatch.delattr(uvicorn.config, "STARTUP_FAILURE")
     monkeypatch.setenv(CONFIG_ENV_VAR, "")  # the command sets it for its workers: put back after the test
     monkeypatch.setattr(uvicorn, "run", supervise)
-    monkeypatch.setattr(serve_app, "log_beside_uvicorn", lambda level=logging.INFO: None)
+    monkeypatch.setattr(serve_worker, "log_beside_uvicorn", lambda level=logging.INFO: None)
     monkeypatch.setattr("signal.signal", lambda *args: None)  # the command's SIGTERM handler: not this process's
     caplog.set_level(logging.INFO, logger="detector.serve")
     result = CliRunner().invoke(cli, ["serve", "--model", str(model), "--workers", "2"])
@@ -928,7 +928,7 @@ def test_serve_loads_the_precision_variant_asked_for(default_onnx, tmp_path, mon
     shutil.copy(default_onnx, tmp_path / "inference.int8.onnx")  # the name alone says int8: enough here
     served = []
     monkeypatch.setattr("detector.serve.app.create_app", lambda config, detector: detector)
-    monkeypatch.setattr("detector.serve.app.log_beside_uvicorn", lambda level: None)
+    monkeypatch.setattr("detector.serve.worker.log_beside_uvicorn", lambda level: None)
     monkeypatch.setattr("signal.signal", lambda *args: None)  # the command's SIGTERM handler: not this process's
     monkeypatch.setattr(uvicorn, "run", lambda app, **options: served.append(app))
     result = CliRunner().invoke(cli, ["serve", "--model-dir", str(tmp_path), "--precision", "int8"])

@@ -119,7 +119,7 @@ def test_a_large_input_hands_its_arena_memory_back_where_asked(default_onnx):
     import subprocess
     import sys
 
-    from detector.serve.app import load_detector
+    from detector.serve.inference import load_detector
 
     def resident_mb(shrink_above):
         args = [sys.executable, "-c", ARENA_SCRIPT, str(default_onnx), shrink_above]

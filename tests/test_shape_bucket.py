@@ -135,8 +135,8 @@ def test_the_cli_option(default_onnx, pages):
 
 def test_serve_and_batch_pass_it_through(default_onnx):
     pytest.importorskip("fastapi")
-    from detector.serve.app import load_detector
     from detector.serve.config import ServeConfig
+    from detector.serve.inference import load_detector
 
     config = ServeConfig.from_json(ServeConfig(model_dir=str(default_onnx), device="cpu", shape_bucket=320).to_json())
     assert load_detector(config).shape_bucket == 320  # workers rebuild the config from this JSON

@@ -10,49 +10,38 @@ exactly what ``TextDetection.predict`` returns for the same bytes and settings.
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import binascii
-import collections
 import contextlib
 import dataclasses
-import json
 import logging
-import math
 import os
-import re
 import sys
 import threading
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Iterable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, Optional, TypeVar, Union
+from typing import Any, Optional
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from .. import __version__
 from ..api import TextDetection
 from ..catalog import KNOWN_MODELS, exported_models
-from ..errors import (
-    DetectorError,
-    ImageTooLargeError,
-    InputNotFoundError,
-    InvalidParameterError,
-    SourceUnavailableError,
-    UnreadableImageError,
-    UnsupportedInputError,
+from ..errors import DetectorError
+from ..inputs import fetched_now, load_source
+from .config import URL_FETCH_RETRY_AFTER_S, ServeConfig
+from .detect_request import (
+    REQUEST_SETTING_MAXIMUMS,
+    REQUEST_SETTINGS,
+    merge_settings,
+    read_detect_request,
+    refuse_repeated,
 )
-from ..inputs import LoadedImage, Source, fetched_now, load_source
-from ..result import to_jsonable
-from ..session import ARENA_SHRINK_ABOVE_PIXELS
-from ..urls import is_url
-from .config import CONFIG_ENV_VAR, URL_FETCH_RETRY_AFTER_S, ServeConfig
+from .envelope import RequestError, cut_short, detect_answer, envelope, log_safe, new_log_id, status_of
+from .inference import ClientGone, detect_pages, load_detector, unless_client_leaves
 from .limits import (
     BodyReadTimeout,
     BodySizeLimit,
@@ -62,415 +51,10 @@ from .limits import (
     InferenceTimeout,
     UrlFetches,
 )
+from .openapi import DETECT_REQUEST_BODY, DETECT_RESPONSES
 
-# Settings a request may override, and their types (the library validates the values).
-REQUEST_SETTINGS = {
-    "thresh": float,
-    "box_thresh": float,
-    "unclip_ratio": float,
-    "limit_side_len": int,
-    "limit_type": str,
-}
-# Upper bounds a request's settings must keep to, beyond the library's own checks: the unclip offset's
-# rounded joins take vertices in proportion to the square root of its distance, so unclip_ratio=1e9 held
-# the CPU ~5 s per page of 29 boxes (the web page's slider ends at 4; PaddleOCR's models use 1.5 to 2).
-REQUEST_SETTING_MAXIMUMS = {"unclip_ratio": 10.0}
-RAW_BODY_TYPES = ("application/octet-stream", "application/pdf")
 PAGE_FILE = Path(__file__).resolve().parent / "static" / "index.html"
 logger = logging.getLogger("detector.serve")
-
-
-T = TypeVar("T")
-
-
-class ClientGone(Exception):
-    """The client closed its connection before its answer was ready."""
-
-
-# How often a request waiting for its inference, or in it, checks that its client is still connected.
-DISCONNECT_POLL_S = 0.25
-
-
-async def unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
-    """``work``'s result; if the client disconnects first, ``work`` is cancelled (InferenceGate.run then drops
-    a queued inference before it starts and stops a running PDF or TIFF at its next page) and ClientGone
-    is raised. uvicorn does not cancel a handler whose client left."""
-    task = asyncio.ensure_future(work)
-    try:
-        while True:
-            done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
-            if done:
-                return task.result()
-            if await request.is_disconnected():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-                raise ClientGone
-    finally:
-        task.cancel()  # a no-op once it is done; stops it where this handler itself is cancelled (shutdown)
-
-
-class RequestError(Exception):
-    """A request the service refuses: its HTTP status and a message that says what to send instead."""
-
-    def __init__(
-        self, status: int, message: str, headers: Optional[dict[str, str]] = None, log_id: Optional[str] = None
-    ):
-        super().__init__(message)
-        self.status = status
-        self.headers = headers or {}
-        self.log_id = log_id  # the client's, where its body named one before the refusal
-
-
-# A client's logId: echoed in the answer and written to the log, so printable and of a bounded length
-LOG_ID_PATTERN = re.compile(r"[\x20-\x7e]{1,128}")
-
-
-def log_safe(text: str) -> str:
-    """text for one log line: control characters (a newline that would forge a line) and lone surrogates escaped."""
-    return "".join(
-        char if char.isprintable() and not 0xD800 <= ord(char) <= 0xDFFF else repr(char)[1:-1] for char in text
-    )
-
-
-# A refusal's message at most this long, in the answer and in the log: messages quote what the client sent
-# (unknown keys, a file name, a URL), and a client's 4-MB list of keys must not become a 4-MB log line.
-MAX_MESSAGE_CHARS = 1000
-
-
-def cut_short(message: str, most: int = MAX_MESSAGE_CHARS) -> str:
-    """``message``, or its start and end around a note of how much was left out where it is longer than
-    ``most`` (the end often says what to send instead)."""
-    if len(message) <= most:
-        return message
-    tail = most // 4
-    head = most - tail
-    return f"{message[:head]} [... {len(message) - head - tail:,} characters left out ...] {message[-tail:]}"
-
-
-def new_log_id() -> str:
-    return str(uuid.uuid4())
-
-
-def envelope(log_id: str, status: int, message: str, result: Any = None) -> dict[str, Any]:
-    """PaddleX serving's response shape: errorCode 0 and errorMsg "Success" with a result, else the status."""
-    body: dict[str, Any] = {"logId": log_id, "errorCode": 0 if status < 400 else status, "errorMsg": message}
-    if result is not None:
-        body["result"] = result
-    return body
-
-
-def json_text(value: Any) -> str:
-    """``value`` as JSON, written as Starlette's JSONResponse writes it (compact, non-ASCII as is, no NaN)."""
-    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-
-
-def detect_answer(log_id: str, result: dict[str, Any], pages: list[dict[str, Any]]) -> bytes:
-    """The success envelope of ``result`` with ``pages`` as its last key, as JSON, each page encoded by a call of
-    its own: json.dumps holds the GIL from its start to its end, whichever thread calls it (one call for 80 pages
-    of 1,000 boxes, 5 MB, stood the event loop still for a third of a second); between two calls the loop runs."""
-    opened = json_text(envelope(log_id, 200, "Success", {**result, "pages": []}))
-    closing = "]}}"  # the pages' list ends result, and result ends the envelope
-    return (opened[: -len(closing)] + ",".join(map(json_text, pages)) + closing).encode("utf-8")
-
-
-def status_of(exc: DetectorError) -> int:
-    """The HTTP status for a library error about the request's input or settings."""
-    if isinstance(exc, ImageTooLargeError):
-        return 413
-    if isinstance(exc, SourceUnavailableError):  # the image's server failed, not the client: worth a retry
-        return 504 if exc.timed_out else 502
-    if isinstance(exc, (InvalidParameterError, UnreadableImageError, UnsupportedInputError, InputNotFoundError)):
-        return 422
-    return 500
-
-
-def load_detector(config: ServeConfig) -> TextDetection:
-    detector = TextDetection(
-        model_name=config.model_name,
-        model_dir=config.model_dir,
-        device=config.device,
-        cpu_threads=config.cpu_threads,
-        cpu_spinning=config.cpu_spinning,
-        precision=config.precision,
-        max_pixels=config.max_pixels,
-        shape_bucket=config.shape_bucket,
-    )
-    # a request's large limit_side_len must not leave the worker that much larger for good
-    detector.shrink_arena_above = ARENA_SHRINK_ABOVE_PIXELS
-    return detector
-
-
-def detect_pages(
-    detector: TextDetection,
-    images: Iterable[LoadedImage],
-    overrides: dict[str, Any],
-    cancelled: threading.Event,
-) -> list[dict[str, Any]]:
-    """One entry per image (one per PDF/TIFF page), detected exactly as TextDetection.predict does."""
-    pages = []
-    for loaded in images:
-        if cancelled.is_set():
-            break
-        start = time.perf_counter()
-        (result,) = detector.detect_loaded([loaded], **overrides)
-        height, width = loaded.image.shape[:2]
-        pages.append(
-            {
-                "page_index": loaded.page_index,
-                "width": width,
-                "height": height,
-                "dt_polys": to_jsonable(result["dt_polys"]),
-                "dt_scores": to_jsonable(result["dt_scores"]),
-                "time_ms": round((time.perf_counter() - start) * 1000, 2),
-            }
-        )
-    return pages
-
-
-# ----------------------------------------------------------------------------- reading requests
-
-
-async def read_detect_request(request: Request, config: ServeConfig) -> tuple:
-    """(Source, settings from the body, logId or None) from one of the three input forms."""
-    content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
-    if content_type == "multipart/form-data":
-        return await _read_multipart(request), {}, None
-    if content_type == "application/json":
-        return _read_json(await request.body(), config)
-    if content_type.startswith("image/") or content_type in RAW_BODY_TYPES:
-        data = await request.body()
-        if not data:
-            raise RequestError(400, "the request body is empty: send the image's bytes")
-        return Source("bytes", data, "<request body>"), {}, None
-    raise RequestError(
-        415,
-        f"unsupported Content-Type {content_type or '(none)'!r}: send multipart/form-data with a 'file' field, "
-        f'a raw body as image/* or application/octet-stream, or application/json with {{"image": <base64>}}',
-    )
-
-
-async def _read_multipart(request: Request) -> Source:
-    try:
-        form = await request.form(max_files=1, max_fields=8)
-    except StarletteHTTPException as exc:  # malformed multipart, too many parts
-        raise RequestError(400, f"cannot read the multipart body: {exc.detail}") from None
-    try:
-        extra = sorted(set(form.keys()) - {"file"})
-        if extra:
-            raise RequestError(
-                400,
-                f"multipart field(s) {', '.join(extra)} not accepted: send the image as 'file' "
-                f"and settings in the query string",
-            )
-        upload = form.get("file")
-        if isinstance(upload, str):  # a part without filename="…" (RFC 7578 has no filename*=) is a text field
-            raise RequestError(
-                400, "the multipart field 'file' is not a file upload: its Content-Disposition needs filename=\"…\""
-            )
-        if not isinstance(upload, UploadFile):
-            raise RequestError(400, "the multipart body has no file field named 'file'")
-        data = await upload.read()
-        name = upload.filename or "<uploaded file>"
-    finally:
-        await form.close()
-    if not data:
-        raise RequestError(400, f"the uploaded file {name!r} is empty")
-    return Source("bytes", data, name)
-
-
-def _refuse_repeated(keys: Iterable[str], where: str) -> None:
-    """A 400 where a setting is given twice (in the JSON body, or the query string): the last was taken, silently."""
-    repeated = sorted(key for key, count in collections.Counter(keys).items() if count > 1)
-    if repeated:
-        raise RequestError(400, f"{where} gives {', '.join(repeated)} more than once: give each once")
-
-
-def _object_without_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A JSON object, where a key given twice is refused: json.loads kept the last, silently."""
-    _refuse_repeated((key for key, _ in pairs), "the JSON body")
-    return dict(pairs)
-
-
-def _read_json(raw: bytes, config: ServeConfig) -> tuple:
-    try:
-        body = json.loads(raw, object_pairs_hook=_object_without_repeated_keys)
-    except (ValueError, UnicodeDecodeError) as exc:  # ValueError: JSONDecodeError, an integer of 4,300+ digits
-        raise RequestError(400, f"the body is not valid JSON: {exc}") from None
-    except RecursionError:  # arrays or objects nested deeper than the parser's stack
-        raise RequestError(400, "the JSON body is nested too deeply to parse") from None
-    if not isinstance(body, dict):
-        raise RequestError(400, 'the JSON body must be an object such as {"image": "<base64>"}')
-    log_id = body.get("logId")
-    if log_id is not None and not (isinstance(log_id, str) and LOG_ID_PATTERN.fullmatch(log_id)):
-        raise RequestError(400, '"logId" must be a string of 1 to 128 printable ASCII characters (a UUID, say)')
-    try:
-        return _json_request(body, config, log_id)
-    except RequestError as exc:
-        exc.log_id = log_id
-        raise
-
-
-def _json_request(body: dict[str, Any], config: ServeConfig, log_id: Optional[str]) -> tuple:
-    unknown = sorted(set(body) - {"image", "url", "logId", *REQUEST_SETTINGS})
-    if unknown:
-        raise RequestError(
-            400, f"unknown JSON key(s) {', '.join(unknown)}; accepted: image, url, logId, {', '.join(REQUEST_SETTINGS)}"
-        )
-    settings = {key: body[key] for key in REQUEST_SETTINGS if body.get(key) is not None}
-    if ("image" in body) == ("url" in body):
-        raise RequestError(400, 'the JSON body needs exactly one of "image" (base64) or "url"')
-    # PaddleX's services take a URL in "image" too: a client written for them sends it there
-    key = "url" if "url" in body else "image"
-    if key == "url" or is_url(body["image"]):
-        url = body[key]
-        if not config.allow_urls:
-            raise RequestError(
-                403,
-                f'URL inputs are disabled on this server ("{key}" holds one): send the image itself, or start the '
-                "server with --allow-urls (it then fetches whatever URL a client names)",
-            )
-        if not is_url(url):
-            raise RequestError(400, '"url" must be an http(s) URL string')
-        return Source("url", url, url), settings, log_id
-    return Source("bytes", decode_base64_image(body["image"]), "<base64 image>"), settings, log_id
-
-
-def decode_base64_image(value: Any) -> bytes:
-    """Base64 (standard alphabet, or a data: URL) -> bytes; a 400 that says what is wrong otherwise."""
-    if not isinstance(value, str):
-        raise RequestError(400, '"image" must be a base64 string')
-    value = value.strip()
-    if value[:5].lower() == "data:" and "," in value:
-        value = value.split(",", 1)[1]  # data:image/png;base64,<payload> (the scheme is case-insensitive)
-    # line breaks as MIME encoders write them (GNU base64 without -w0, Python's encodebytes: 76 columns)
-    value = "".join(value.split())
-    try:
-        data = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise RequestError(400, f'"image" is not valid base64: {exc}') from None
-    if not data:
-        raise RequestError(400, '"image" is empty')
-    return data
-
-
-def merge_settings(query: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
-    clash = sorted(key for key in set(query) & set(body) if query[key] != body[key])
-    if clash:
-        raise RequestError(400, f"{', '.join(clash)} given differently in the query and the JSON body")
-    merged = {**query, **body}
-    for key, maximum in REQUEST_SETTING_MAXIMUMS.items():
-        value = merged.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and maximum < value < math.inf:
-            shown = f"{value:g}" if value < 1e300 else "more"  # an integer of 400 digits has no float to show
-            raise RequestError(422, f"{key} must be at most {maximum:g} on this service, got {shown}")
-    return merged
-
-
-# ----------------------------------------------------------------------------- the application
-
-DETECT_REQUEST_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {"file": {"type": "string", "format": "binary"}},
-                }
-            },
-            "image/*": {"schema": {"type": "string", "format": "binary"}},
-            **{kind: {"schema": {"type": "string", "format": "binary"}} for kind in RAW_BODY_TYPES},
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "image": {"type": "string", "format": "byte", "description": "the image or PDF, base64"},
-                        "url": {"type": "string", "description": "only on servers started with --allow-urls"},
-                        "logId": {"type": "string"},
-                        **{
-                            key: {
-                                "type": {float: "number", int: "integer", str: "string"}[kind],
-                                **(
-                                    {"maximum": REQUEST_SETTING_MAXIMUMS[key]}
-                                    if key in REQUEST_SETTING_MAXIMUMS
-                                    else {}
-                                ),
-                            }
-                            for key, kind in REQUEST_SETTINGS.items()
-                        },
-                    },
-                }
-            },
-        },
-    }
-}
-
-
-def _envelope_schema(result: Optional[dict[str, Any]]) -> dict[str, Any]:
-    """OpenAPI schema of envelope(): with its result on success, without one on a refusal."""
-    properties: dict[str, Any] = {
-        "logId": {"type": "string"},
-        "errorCode": {"type": "integer", "description": "0 on success, else the HTTP status"},
-        "errorMsg": {"type": "string"},
-    }
-    if result is not None:
-        properties["result"] = result
-    return {"type": "object", "required": list(properties), "properties": properties}
-
-
-_POLYGONS = {"type": "array", "items": {"type": "array", "items": {"type": "array", "items": {"type": "integer"}}}}
-_DETECT_RESULT = {
-    "type": "object",
-    "properties": {
-        "model_name": {"type": "string"},
-        "settings": {"type": "object", "description": "the settings the request ran with"},
-        "time_ms": {"type": "number"},
-        "pages": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "properties": {
-                    "page_index": {
-                        "anyOf": [{"type": "integer"}, {"type": "null"}],
-                        "description": "null for a single image",
-                    },
-                    "width": {"type": "integer"},
-                    "height": {"type": "integer"},
-                    "dt_polys": {**_POLYGONS, "description": "boxes as [x, y] points, original-image pixels"},
-                    "dt_scores": {"type": "array", "items": {"type": "number"}},
-                    "time_ms": {"type": "number"},
-                },
-            },
-        },
-    },
-}
-_REFUSAL = {"content": {"application/json": {"schema": _envelope_schema(None)}}}
-DETECT_RESPONSES: dict[Union[int, str], dict[str, Any]] = {
-    200: {
-        "description": "the boxes of every page",
-        "content": {"application/json": {"schema": _envelope_schema(_DETECT_RESULT)}},
-    },
-    **{
-        status: {"description": meaning, **_REFUSAL}
-        for status, meaning in (
-            (400, "malformed request, unknown key or query parameter"),
-            (403, "a URL on a server without --allow-urls"),
-            (408, "the request body stopped arriving for --timeout-stall seconds"),
-            (413, "body above --max-body-mb, or image above --max-pixels"),
-            (415, "unsupported content type"),
-            (422, "not an image, or a setting out of range"),
-            (502, "the image URL's server answered 5xx, could not be reached, or dropped the connection"),
-            (
-                503,
-                "queue full, as many URLs being fetched as the server fetches at once, or --timeout passed "
-                "(Retry-After says when to retry)",
-            ),
-            (504, "the image URL's server did not answer within the URL timeout"),
-        )
-    },
-}
 
 
 def create_app(config: ServeConfig, detector: Optional[TextDetection] = None) -> FastAPI:
@@ -671,7 +255,7 @@ def create_app(config: ServeConfig, detector: Optional[TextDetection] = None) ->
             raise RequestError(
                 400, f"unknown query parameter(s) {', '.join(unknown)}; accepted: {', '.join(REQUEST_SETTINGS)}"
             )
-        _refuse_repeated((key for key, _ in request.query_params.multi_items()), "the query string")
+        refuse_repeated((key for key, _ in request.query_params.multi_items()), "the query string")
         query = {
             key: value
             for key, value in (
@@ -721,50 +305,3 @@ def exit_now() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
-
-
-def log_beside_uvicorn(level: int = logging.INFO) -> None:
-    """The package's log lines (each refusal with its logId, dropped requests, errors) on stderr in uvicorn's
-    format, for `detect serve`: without a handler, Python shows only warnings and errors, unformatted."""
-    from uvicorn.logging import DefaultFormatter
-
-    package = logging.getLogger("detector")
-    for handler in list(package.handlers):  # the command line's own echo of warnings: one line each, not two
-        if getattr(handler, "echoes_for_the_command_line", False):
-            package.removeHandler(handler)
-    # python-multipart's own warnings (a malformed upload, answered 400 here) in the same format, not Python's
-    # bare last-resort lines
-    for logger in (package, logging.getLogger("python_multipart"), logging.getLogger("multipart")):
-        if not any(getattr(handler, "detect_serve", False) for handler in logger.handlers):
-            handler = logging.StreamHandler()
-            handler.setFormatter(DefaultFormatter("%(levelprefix)s %(message)s"))
-            handler.detect_serve = True  # type: ignore[attr-defined]
-            logger.addHandler(handler)
-            logger.propagate = False
-    package.setLevel(level)
-
-
-def app_from_environment() -> FastAPI:
-    """uvicorn's factory for worker processes (--workers N): the config comes in CONFIG_ENV_VAR.
-
-    A worker that cannot load the model (a file replaced or removed since the command loaded it, say) says why in
-    one line, writes it to the config's startup_failure_file for the command, and exits with uvicorn's
-    startup-failure status, on which uvicorn's supervisor stops the server. It ended in a traceback, and the
-    supervisor started another worker, and another, for good: the port open, nothing answering.
-    """
-    import uvicorn.config
-
-    # uvicorn's startup-failure status: its supervisor stops the server on it from uvicorn 0.50 (Python 3.10 and
-    # later); the older uvicorns Python 3.9 gets (up to 0.39) have no such constant and start another worker, as
-    # they did before this rule (importing the name failed every worker there)
-    startup_failure = getattr(uvicorn.config, "STARTUP_FAILURE", 3)
-    log_beside_uvicorn()
-    config = ServeConfig.from_json(os.environ.get(CONFIG_ENV_VAR) or "{}")
-    try:
-        return create_app(config)
-    except Exception as exc:  # any error here fails every worker started after this one the same way
-        message = f"a worker could not load the model: {exc}"
-        logger.error(message, exc_info=not isinstance(exc, DetectorError))  # a library error says all in its message
-        if config.startup_failure_file:
-            Path(config.startup_failure_file).write_text(message, encoding="utf-8")
-        sys.exit(startup_failure)

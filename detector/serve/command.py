@@ -124,8 +124,10 @@ def serve(
     try:
         import uvicorn
 
-        from .app import create_app, load_detector, log_beside_uvicorn
+        from .app import create_app
         from .connection import serve_protocol
+        from .inference import load_detector
+        from .worker import log_beside_uvicorn
     except ImportError as exc:
         _exit_for_missing_extra("serve", "serve", exc)
     model_name, model_dir = _model_arguments(model, model_dir)
@@ -179,7 +181,7 @@ def serve(
     with tempfile.TemporaryDirectory(prefix="detect-serve-") as folder:
         startup_failure = Path(folder) / "startup-failure"
         os.environ[CONFIG_ENV_VAR] = dataclasses.replace(config, startup_failure_file=str(startup_failure)).to_json()
-        uvicorn.run("detector.serve.app:app_from_environment", factory=True, workers=workers, **served)
+        uvicorn.run("detector.serve.worker:app_from_environment", factory=True, workers=workers, **served)
         if (
             startup_failure.exists()
         ):  # uvicorn's supervisor stopped the workers: a failure, where it returns as from a stop
