@@ -10,9 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
 import struct
-import threading
 from collections.abc import Iterator
 from typing import Any, Optional
 
@@ -22,23 +20,15 @@ import numpy as np
 from .decode import PNG_SIGNATURE, choose_fast_decoder, decode_bgr, decode_damaged_jpeg
 from .errors import ImageTooLargeError, UnreadableImageError, UnsupportedInputError
 from .load_options import DEFAULT_LOAD_OPTIONS, LoadOptions
+from .process_lock import ProcessLock
 
 # Bytes searched for the size in the text header of a format only OpenCV reads (Radiance HDR, PAM).
 HEADER_SCAN_BYTES = 65536
 # the load stage's logger, under the name its warnings had before inputs.py was split (a filter set on it holds)
 logger = logging.getLogger("detector.inputs")
-# Pillow's pixel limit is process-wide too: one raise of it at a time (pillow_pixel_limit).
-_PILLOW_LIMIT_LOCK = threading.Lock()
-
-
-def _lock_anew() -> None:
-    """In a forked child: a new lock (one another thread held at the fork would stay held in the child)."""
-    global _PILLOW_LIMIT_LOCK
-    _PILLOW_LIMIT_LOCK = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
-    os.register_at_fork(after_in_child=_lock_anew)
+# Pillow's pixel limit is process-wide: one raise of it at a time (pillow_pixel_limit); new in a forked child (one
+# another thread held at the fork would stay held there).
+_PILLOW_LIMIT_LOCK = ProcessLock()
 
 
 # ----------------------------------------------------------------------------- arrays and PIL

@@ -19,6 +19,7 @@ import numpy as np
 from .errors import ImageTooLargeError, UnreadableImageError, UnsupportedInputError
 from .image_pixels import RAISE_LIMIT_HINT, check_pixel_budget, pil_to_bgr, pillow_pixel_limit
 from .load_options import LoadOptions
+from .process_lock import ProcessLock
 
 POINTS_PER_INCH = 72.0
 # A PDF page too large for max_pixels at pdf_dpi is rendered smaller, down to this scale (7.2 dpi), as PaddleX
@@ -30,17 +31,8 @@ logger = logging.getLogger("detector.inputs")
 # Re-entrant: a page generator dropped in a reference cycle is closed by the garbage collector, in whatever
 # thread allocates, and its close takes this lock, maybe in the thread that holds it (a plain Lock: that thread
 # and every later PDF in the process hung).
-_PDFIUM_LOCK = threading.RLock()
-
-
-def _lock_anew() -> None:
-    """In a forked child: a new lock (one another thread held at the fork would stay held in the child)."""
-    global _PDFIUM_LOCK
-    _PDFIUM_LOCK = threading.RLock()
-
-
-if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
-    os.register_at_fork(after_in_child=_lock_anew)
+# New in a forked child, as a lock another thread held at the fork would stay held there.
+_PDFIUM_LOCK = ProcessLock(threading.RLock)
 
 
 def pdf_render_pixels(width_pt: float, height_pt: float, scale: float) -> int:

@@ -102,8 +102,12 @@ threading.Thread(target=hold).start()
 held.wait()
 pid = os.fork()
 if pid == 0:
-    got = pages._PDFIUM_LOCK.acquire(timeout=5) and image_pixels._PILLOW_LIMIT_LOCK.acquire(timeout=5)
-    os._exit(0 if got else 1)
+    taken = threading.Event()
+    def take():
+        with pages._PDFIUM_LOCK, image_pixels._PILLOW_LIMIT_LOCK:
+            taken.set()
+    threading.Thread(target=take, daemon=True).start()
+    os._exit(0 if taken.wait(5) else 1)
 _, status = os.waitpid(pid, 0)
 release.set()
 print(os.waitstatus_to_exitcode(status))
