@@ -22,7 +22,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -49,6 +49,9 @@ SOURCE_COLUMN = "source"  # the dataset the actors read: each file's path or URI
 # an address nobody answers at for ~7 minutes (Ray 2.60: 'Failed to connect to GCS … within 5 seconds' lines,
 # then a timeout), so a mistyped address is tried here first.
 CLUSTER_CONNECT_TIMEOUT_S = 10.0
+# How often the main thread looks whether ray.init, on a thread of its own, finished: a signal another thread
+# received is handled then
+RAY_STARTER_POLL_S = 0.2
 # A local Ray instance started by `detect batch`: a small object store, since rows are small.
 LOCAL_OBJECT_STORE_BYTES = 256 * 1024 * 1024
 ROW_SCHEMA = pa.schema(
@@ -301,8 +304,56 @@ def connect(address: Optional[str]) -> None:
     """Join the Ray cluster at ``address`` ("auto" or host:port / ray://…), or start a small local one."""
     if ray.is_initialized():
         return
-    with callers_sigterm_handler_kept():  # not held back: ray.init starts Ray's processes
-        _init(address)
+    # Python's handler put back: the core worker ray.init starts sets one of its own (a stack dump, then Python's)
+    with callers_sigterm_handler_kept():
+        started_off_the_main_thread(lambda: _init(address))
+
+
+class _RaysThreadWarningDropped(logging.Filter):
+    """ray.init's warning that, off the main thread, it sets no SIGTERM handler: what it is called there for."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("SIGTERM handler is not set")
+
+
+def started_off_the_main_thread(start: Callable[[], None]) -> None:
+    """Run ``start`` (ray.init) on a thread of its own, and wait for it.
+
+    On the main thread ray.init puts its own SIGTERM handler in place while it starts Ray's processes
+    (sys.exit(15)): a SIGTERM then ended `detect batch` with exit 15 and no line, left the output folder it had
+    made, and two Ray agents running a minute or more (Ray 2.60); a Ctrl-C left the agents too. Off it, Ray sets
+    no handler, so a signal reaches the command's own, in the main thread: the start is let finish, what it
+    started stopped (ray.shutdown), and the signal goes on its way. A second signal does not wait."""
+    failed: list[BaseException] = []
+    finished = threading.Event()  # not Thread.join: a join a signal interrupted returns at once after (3.11)
+
+    def run() -> None:
+        try:
+            start()
+        except BaseException as exc:  # given to the main thread, which raises it
+            failed.append(exc)
+            finished.set()
+            return
+        finished.set()
+        # parked for good: Linux kills the processes ray.init started (PR_SET_PDEATHSIG) when the *thread* that
+        # started them ends, as the process does; ended sooner, it cut ray.shutdown's stop of Ray's agents short
+        threading.Event().wait()
+
+    worker_log = logging.getLogger("ray._private.worker")
+    dropped = _RaysThreadWarningDropped()
+    worker_log.addFilter(dropped)
+    try:
+        threading.Thread(target=run, name="ray.init", daemon=True).start()
+        while not finished.wait(RAY_STARTER_POLL_S):  # wakes for a signal another thread received
+            pass
+    except BaseException:  # Ctrl-C, SIGTERM (Terminated) while Ray starts
+        finished.wait()
+        ray.shutdown()
+        raise
+    finally:
+        worker_log.removeFilter(dropped)
+    if failed:  # ray.init's own failure, as it raised it
+        raise failed[0]
 
 
 def unreachable_cluster(address: str, timeout_s: float = CLUSTER_CONNECT_TIMEOUT_S) -> Optional[str]:

@@ -5,13 +5,16 @@ Rows must equal TextDetection.predict for the same files; a broken file is one r
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import cv2
 import numpy as np
@@ -434,3 +437,70 @@ def test_a_run_stopped_before_writing_says_nothing_was_written_and_leaves_no_fol
     with pytest.raises(SystemExit) as ended:
         cli.main(["batch", "-i", str(folder), "-o", str(out)])
     assert ended.value.code == 2 and "no such model" in capsys.readouterr().err and not out.exists()
+
+
+# A `detect batch` whose ray.init sends it a signal right after starting the raylet: the moment Ray starts its
+# processes, when Ray's own SIGTERM handler was in place
+SIGNAL_WHILE_RAY_STARTS = """
+import os, signal, sys
+import ray._private.services as services
+from detector.cli import main
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, whatever the test runner ignores
+start_raylet = services.start_raylet
+def start_raylet_then_signal(*args, **kwargs):
+    started = start_raylet(*args, **kwargs)
+    os.kill(os.getpid(), int(os.environ["SIGNAL_WHILE_RAY_STARTS"]))
+    return started
+services.start_raylet = start_raylet_then_signal
+main(sys.argv[1:])
+"""
+
+
+def running_in_session(session: int) -> list[str]:
+    """The processes of a session (zombies left out) as 'pid command' lines."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                state, _parent, _group, sid = stat.read().rsplit(")", 1)[1].split()[:4]
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                command = cmdline.read().replace(b"\0", b" ").decode(errors="replace")[:120]
+        except OSError:  # ended meanwhile
+            continue
+        if int(sid) == session and state != "Z":
+            found.append(f"{pid} {command}")
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize(("signum", "said"), [(signal.SIGTERM, "terminated"), (signal.SIGINT, "interrupted")])
+def test_a_signal_while_ray_starts_is_one_line_and_leaves_no_ray_process(folder, tmp_path, signum, said):
+    """ray.init put its own SIGTERM handler in place while it started Ray's processes: a SIGTERM then ended the
+    run with exit 15 and no line, left the output folder it had made, and two Ray agents running for ~70 s
+    (Ray 2.60); a Ctrl-C there left the agents too."""
+    out = tmp_path / "out"
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SIGNAL_WHILE_RAY_STARTS, "batch", "-i", str(folder / "receipt.png"), "-o", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO_ROOT,
+        env={**env, "SIGNAL_WHILE_RAY_STARTS": str(int(signum))},
+        start_new_session=True,  # Ray's processes are of its session: found, and killed below whatever happens
+    )
+    try:
+        _, said_on_stderr = proc.communicate(timeout=300)
+        assert proc.returncode == 128 + signum, said_on_stderr
+        assert said_on_stderr.rstrip().splitlines()[-1] == f"detect batch: {said}; nothing was written"
+        assert "Traceback" not in said_on_stderr and not out.exists()
+        left = running_in_session(proc.pid)
+        for _ in range(40):  # Ray's shutdown stops its processes with SIGTERM: each ends a moment later
+            if not left:
+                break
+            time.sleep(0.5)
+            left = running_in_session(proc.pid)
+        assert left == []
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
