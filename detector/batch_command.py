@@ -134,19 +134,22 @@ def batch(
         settings={key: value for key, value in settings.items() if value is not None},
     )
     made_here = not distributed.is_uri(output) and not os.path.exists(output)
+    # a failure is said in one line below; --debug shows Ray's own records of it too
+    quiet = contextlib.nullcontext() if debug else distributed.ray_data_failures_kept_off_the_terminal()
     try:
-        summary = distributed.run_batch(
-            inputs,
-            output,
-            fmt=fmt,
-            spec=spec,
-            concurrency=concurrency,
-            cpus_per_actor=cpus_per_actor,
-            num_gpus_per_actor=num_gpus_per_actor,
-            recursive=recursive,
-            ray_address=ray_address,
-            files_per_batch=files_per_batch,
-        )
+        with quiet:
+            summary = distributed.run_batch(
+                inputs,
+                output,
+                fmt=fmt,
+                spec=spec,
+                concurrency=concurrency,
+                cpus_per_actor=cpus_per_actor,
+                num_gpus_per_actor=num_gpus_per_actor,
+                recursive=recursive,
+                ray_address=ray_address,
+                files_per_batch=files_per_batch,
+            )
     except DetectorError as exc:
         _unwritten_output_removed(output, made_here)
         _fail_usage(exc, debug, command="detect batch")

@@ -12,6 +12,7 @@ library itself.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -22,7 +23,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -526,6 +527,31 @@ def _write_completion_record(output: str, fmt: str, summary: BatchSummary, model
     filesystem, root = _output_filesystem(output)
     with filesystem.open_output_stream(f"{root.rstrip('/')}/{COMPLETION_RECORD}") as stream:
         stream.write((json.dumps(record, indent=1, sort_keys=True) + "\n").encode("utf-8"))
+
+
+class _RayDataFailuresLeftOut(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.ERROR
+
+
+@contextlib.contextmanager
+def ray_data_failures_kept_off_the_terminal() -> Iterator[None]:
+    """Ray Data's error records kept from its terminal handlers (not from its log file, in Ray's session folder):
+    they are the job's failure with Ray's tracebacks, ~100 lines for a model the actors cannot load, ~260 for a
+    full disk, where run_batch raises that failure as one error."""
+    handlers = [
+        handler
+        for handler in logging.getLogger("ray.data").handlers
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)
+    ]
+    left_out = _RayDataFailuresLeftOut()
+    for handler in handlers:
+        handler.addFilter(left_out)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(left_out)
 
 
 def library_refusal(text: str) -> Optional[str]:

@@ -304,6 +304,23 @@ def test_a_model_actors_cannot_load_on_a_cluster_is_the_library_s_refusal(local_
         distributed.run_batch([str(folder / "receipt.png")], str(tmp_path / "out"), spec=spec, ray_address=local_ray)
 
 
+def test_a_failure_on_ray_is_said_once_without_ray_s_tracebacks(local_ray, folder, default_onnx, tmp_path):
+    """Ray Data logged the actors' failure with Ray's tracebacks, ~100 lines holding the library's message,
+    before the command's own line said it again."""
+    command = [sys.executable, "-m", "detector.cli", "batch", "-i", str(folder / "receipt.png"), "-o", str(tmp_path)]
+    model = ["--model", str(default_onnx), "--precision", "fp16", "--device", "cpu"]
+    proc = subprocess.run(
+        [*command, "--ray-address", local_ray, *model],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=300,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.count("no fp16 variant") == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.rstrip().splitlines()[-1].startswith("detect batch: error: the actors could not load the model:")
+
+
 def test_a_cluster_address_nobody_answers_at_fails_at_once(folder, tmp_path):
     # ray.init retried such an address for ~7 minutes, printing Ray's own connection warnings, before failing
     with socket.socket() as probe:
