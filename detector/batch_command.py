@@ -10,6 +10,7 @@ from typing import Optional
 import click
 
 from .cli import (
+    _PARTIAL_OUTPUT_NOTE,
     CONTEXT_SETTINGS,
     EXIT_OK,
     EXIT_SOME_FAILED,
@@ -150,6 +151,14 @@ def batch(
                 ray_address=ray_address,
                 files_per_batch=files_per_batch,
             )
+    except distributed.RowsNotWrittenError as exc:  # the run failed, not the call: exit 1, as detect's writes
+        note = (
+            "; nothing was written"
+            if _unwritten_output_removed(output, made_here)
+            else _PARTIAL_OUTPUT_NOTE["detect batch"]
+        )
+        click.echo(f"detect batch: error: {exc}{note}", err=True)
+        sys.exit(EXIT_SOME_FAILED)
     except DetectorError as exc:
         _unwritten_output_removed(output, made_here)
         _fail_usage(exc, debug, command="detect batch")

@@ -495,6 +495,11 @@ def run_batch(
         if refusal is None:
             raise
         raise DetectorError(f"the actors could not load the model: {refusal}") from None
+    except ray.exceptions.RayTaskError as exc:
+        # a writer's: the actors' calls raise nothing (detect_file keeps each file's failure in its row)
+        if not isinstance(exc.cause, OSError):
+            raise
+        raise RowsNotWrittenError(f"cannot write the rows into {output}: {os_reason(exc.cause)}") from None
     seconds = time.perf_counter() - start
     table = read_rows(output, fmt, allow_partial=True)
     summary = BatchSummary(
@@ -504,8 +509,21 @@ def run_batch(
         seconds=seconds,
         output=output,
     )
-    _write_completion_record(output, fmt, summary, {**spec.__dict__, **resolved})
+    try:
+        _write_completion_record(output, fmt, summary, {**spec.__dict__, **resolved})
+    except OSError as exc:
+        raise RowsNotWrittenError(f"cannot write {COMPLETION_RECORD} into {output}: {os_reason(exc)}") from None
     return summary
+
+
+class RowsNotWrittenError(DetectorError):
+    """The output could not be written midway (a full disk, a folder removed or made read-only): the rows written
+    before stand, without COMPLETION_RECORD."""
+
+
+def os_reason(exc: OSError) -> str:
+    """An OSError's reason in words ('No space left on device'), without the path and wording pyarrow adds."""
+    return os.strerror(exc.errno) if exc.errno else str(exc)
 
 
 def _output_filesystem(output: str) -> tuple[Any, str]:

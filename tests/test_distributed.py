@@ -321,6 +321,35 @@ def test_a_failure_on_ray_is_said_once_without_ray_s_tracebacks(local_ray, folde
     assert proc.stderr.rstrip().splitlines()[-1].startswith("detect batch: error: the actors could not load the model:")
 
 
+def test_an_output_that_cannot_be_written_midway_is_one_line_saying_so(
+    local_ray, folder, default_onnx, tmp_path, monkeypatch, capsys
+):
+    """Writers that failed (a full disk, the output folder removed or made read-only) ended the run with
+    'detect: error: ray::Write() (pid=…)' and the writer's remote traceback (~60 lines, after Ray Data's ~200),
+    nothing saying what the output held."""
+    from detector import cli
+
+    out = tmp_path / "out"
+    on_write_start = distributed.JsonLinesDatasink.on_write_start
+
+    def folder_replaced_by_a_file(self, *args, **kwargs):  # after Ray checked it, before any writer runs
+        on_write_start(self, *args, **kwargs)
+        if out.is_dir():  # Ray calls it more than once
+            out.rmdir()
+            out.write_text("not a folder")
+
+    monkeypatch.setattr(distributed.JsonLinesDatasink, "on_write_start", folder_replaced_by_a_file)
+    model = ["--model", str(default_onnx), "--device", "cpu", "--format", "jsonl"]
+    with pytest.raises(SystemExit) as ended:
+        cli.main(["batch", "-i", str(folder / "receipt.png"), "-o", str(out), "--ray-address", local_ray, *model])
+    said = capsys.readouterr().err
+    assert ended.value.code == 1, said  # the run failed, as detect's failed writes: not a usage error
+    assert said.splitlines() == [
+        f"detect batch: error: cannot write the rows into {out}: Not a directory; the output folder holds a "
+        f"partial run (no _SUCCESS.json): choose a new one to run again"
+    ]
+
+
 def test_a_cluster_address_nobody_answers_at_fails_at_once(folder, tmp_path):
     # ray.init retried such an address for ~7 minutes, printing Ray's own connection warnings, before failing
     with socket.socket() as probe:
