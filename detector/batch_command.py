@@ -135,6 +135,7 @@ def batch(
         settings={key: value for key, value in settings.items() if value is not None},
     )
     made_here = not distributed.is_uri(output) and not os.path.exists(output)
+    ray_ours = not distributed.ray.is_initialized()  # one of the caller's (main() called in its process) is left up
     # a failure is said in one line below; --debug shows Ray's own records of it too
     quiet = contextlib.nullcontext() if debug else distributed.ray_data_failures_kept_off_the_terminal()
     try:
@@ -151,6 +152,11 @@ def batch(
                 ray_address=ray_address,
                 files_per_batch=files_per_batch,
             )
+        click.echo(
+            f"detect batch: {summary.files} files, {summary.rows} rows, {summary.errors} with an error, "
+            f"{summary.seconds:.1f} s ({summary.images_per_second:.2f} images/s) -> {summary.output}",
+            err=True,
+        )
     except distributed.RowsNotWrittenError as exc:  # the run failed, not the call: exit 1, as detect's writes
         note = (
             "; nothing was written"
@@ -166,11 +172,9 @@ def batch(
         if _unwritten_output_removed(output, made_here):  # stopped before its first rows: no partial run to warn of
             setattr(stopped, "signal_note", "; nothing was written")  # noqa: B010 (an attribute these exceptions lack)
         raise
-    click.echo(
-        f"detect batch: {summary.files} files, {summary.rows} rows, {summary.errors} with an error, "
-        f"{summary.seconds:.1f} s ({summary.images_per_second:.2f} images/s) -> {summary.output}",
-        err=True,
-    )
+    finally:  # here, not at exit: a signal there cut Ray's shutdown short
+        if ray_ours:
+            distributed.disconnect()
     sys.exit(EXIT_SOME_FAILED if summary.errors else EXIT_OK)
 
 

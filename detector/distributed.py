@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import re
+import signal
 import socket
 import tempfile
 import threading
@@ -355,6 +356,23 @@ def started_off_the_main_thread(start: Callable[[], None]) -> None:
         worker_log.removeFilter(dropped)
     if failed:  # ray.init's own failure, as it raised it
         raise failed[0]
+
+
+def disconnect() -> None:
+    """Leave Ray (stop the local instance, or leave the cluster) with SIGINT and SIGTERM ignored meanwhile, a
+    second or two: the run is over. Left to Ray's exit hook, a signal then ('why does it not return?') printed
+    'Exception ignored in atexit callback' and a traceback, and left Ray's agents and actors running."""
+    if not ray.is_initialized():
+        return
+    if threading.current_thread() is not threading.main_thread():  # where signal handlers cannot be set
+        ray.shutdown()
+        return
+    handlers = {signum: signal.signal(signum, signal.SIG_IGN) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        ray.shutdown()
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
 
 
 def unreachable_cluster(address: str, timeout_s: float = CLUSTER_CONNECT_TIMEOUT_S) -> Optional[str]:

@@ -540,13 +540,60 @@ def test_a_signal_while_ray_starts_is_one_line_and_leaves_no_ray_process(folder,
         assert proc.returncode == 128 + signum, said_on_stderr
         assert said_on_stderr.rstrip().splitlines()[-1] == f"detect batch: {said}; nothing was written"
         assert "Traceback" not in said_on_stderr and not out.exists()
-        left = running_in_session(proc.pid)
-        for _ in range(40):  # Ray's shutdown stops its processes with SIGTERM: each ends a moment later
-            if not left:
-                break
-            time.sleep(0.5)
-            left = running_in_session(proc.pid)
-        assert left == []
+        assert_none_left_running(proc.pid)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def assert_none_left_running(session: int) -> None:
+    left = running_in_session(session)
+    for _ in range(40):  # Ray's shutdown stops its processes with SIGTERM: each ends a moment later
+        if not left:
+            break
+        time.sleep(0.5)
+        left = running_in_session(session)
+    assert left == []
+
+
+# A `detect batch` whose first ray.shutdown (or Ray's exit hook's) sends it a signal: a run done, Ray stopping
+SIGNAL_WHILE_RAY_STOPS = """
+import os, signal, sys
+import ray._private.worker as worker
+from detector.cli import main
+signal.signal(signal.SIGINT, signal.default_int_handler)
+disconnect = worker.disconnect
+def disconnect_after_a_signal(*args, **kwargs):
+    worker.disconnect = disconnect
+    os.kill(os.getpid(), int(os.environ["SIGNAL_WHILE_RAY_STOPS"]))
+    return disconnect(*args, **kwargs)
+worker.disconnect = disconnect_after_a_signal
+main(sys.argv[1:])
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_while_ray_stops_after_the_run_is_no_traceback_and_leaves_no_ray_process(folder, tmp_path, signum):
+    """Ray stopped in its exit hook, ~2 s after the summary line: a signal then (the command had not returned)
+    printed 'Exception ignored in atexit callback' and a traceback, and left Ray's agents and actors running."""
+    out = tmp_path / "out"
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SIGNAL_WHILE_RAY_STOPS, "batch", "-i", str(folder / "receipt.png"), "-o", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO_ROOT,
+        env={**env, "SIGNAL_WHILE_RAY_STOPS": str(int(signum))},
+        start_new_session=True,
+    )
+    try:
+        _, said = proc.communicate(timeout=300)
+        assert proc.returncode == 0, said  # the run was whole: _SUCCESS.json written, its summary said
+        assert said.rstrip().splitlines()[-1].startswith("detect batch: 1 files, 1 rows, 0 with an error")
+        assert "Traceback" not in said and (out / "_SUCCESS.json").is_file()
+        assert_none_left_running(proc.pid)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
