@@ -112,10 +112,14 @@ def batch(
     """Detect text in many files on Ray; one row per image or page: path, page_index, dt_polys, dt_scores, error,
     warnings
     (needs the [ray] extra)."""
+    existed = os.path.exists(output)  # first: whether an empty folder there is this run's to remove
     try:
         from . import distributed
     except ImportError as exc:
         _exit_for_missing_extra("batch", "ray", exc)
+    except (KeyboardInterrupt, Terminated) as stopped:  # importing Ray takes a second or so
+        setattr(stopped, "signal_note", "; nothing was written")  # noqa: B010 (an attribute these exceptions lack)
+        raise
     model_name, model_dir = _model_arguments(model, model_dir)
     settings = dict(
         thresh=thresh,
@@ -134,7 +138,7 @@ def batch(
         max_pixels=max_pixels,
         settings={key: value for key, value in settings.items() if value is not None},
     )
-    made_here = not distributed.is_uri(output) and not os.path.exists(output)
+    made_here = not distributed.is_uri(output) and not existed
     ray_ours = not distributed.ray.is_initialized()  # one of the caller's (main() called in its process) is left up
     # a failure is said in one line below; --debug shows Ray's own records of it too
     quiet = contextlib.nullcontext() if debug else distributed.ray_data_failures_kept_off_the_terminal()
@@ -185,8 +189,10 @@ def folder_holds_nothing(folder: str) -> bool:
 
 
 def _unwritten_output_removed(output: str, made_here: bool) -> bool:
-    """Whether a local output folder holds nothing (a run stopped before writing): removed if this run made it,
-    so that nothing is left behind and the next run can be given the same name."""
+    """Whether a local output is not there or is a folder holding nothing (a run stopped before writing): an
+    empty one removed if this run made it, so that nothing is left behind and the next run can use the name."""
+    if made_here and not os.path.lexists(output):  # stopped before it made the folder (listing the inputs)
+        return True
     with contextlib.suppress(OSError):
         if not folder_holds_nothing(output):
             return False

@@ -22,6 +22,7 @@ import pytest
 from PIL import Image
 
 from detector import DetectorError, InputNotFoundError, TextDetection
+from detector.errors import Terminated
 from detector.result import to_jsonable
 from tests.conftest import REPO_ROOT
 from tests.rendered import write_rendered_pages
@@ -446,6 +447,24 @@ def test_a_local_run_starts_its_own_instance_where_ray_address_names_a_cluster(f
     model = record["model"]
     assert (model["model_name"], model["precision"]) == ("PP-OCRv4_mobile_det", "fp32")
     assert os.path.isabs(model["model_path"]) and os.path.isfile(model["model_path"])
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, Terminated])
+def test_a_run_stopped_before_it_made_its_output_says_nothing_was_written(folder, tmp_path, monkeypatch, capsys, stop):
+    """Stopped while it listed the inputs (minutes, for a large tree), before it made the output folder, a run
+    said 'the output folder holds a partial run (no _SUCCESS.json)' of a folder that was never made."""
+    from detector import cli
+
+    def stopped_while_listing(inputs, output, **kwargs):
+        raise stop
+
+    monkeypatch.setattr(distributed, "run_batch", stopped_while_listing)
+    with pytest.raises(SystemExit) as ended:
+        cli.main(["batch", "-i", str(folder), "-o", str(tmp_path / "out")])
+    said = "interrupted" if stop is KeyboardInterrupt else "terminated"
+    assert capsys.readouterr().err.strip() == f"detect batch: {said}; nothing was written"  # after click's newline
+    assert ended.value.code == 128 + (signal.SIGINT if stop is KeyboardInterrupt else signal.SIGTERM)
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("written", [False, True])
