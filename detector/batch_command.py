@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import click
 
@@ -27,6 +27,9 @@ from .cli import (
     shape_bucket_option,
 )
 from .errors import DetectorError, Terminated
+
+if TYPE_CHECKING:  # Ray is imported when a batch runs, not when the command is listed
+    from .distributed import BatchSummary
 
 # Files each actor call takes: enough to keep an actor busy, few enough to spread over actors.
 DEFAULT_FILES_PER_BATCH = 4
@@ -161,6 +164,8 @@ def batch(
             f"{summary.seconds:.1f} s ({summary.images_per_second:.2f} images/s) -> {summary.output}",
             err=True,
         )
+        for line in failed_rows_said(summary):  # which files failed, and why (the count alone said neither)
+            click.echo(line, err=True)
     except distributed.RowsNotWrittenError as exc:  # the run failed, not the call: exit 1, as detect's writes
         note = (
             "; nothing was written"
@@ -180,6 +185,18 @@ def batch(
         if ray_ours:
             distributed.disconnect()
     sys.exit(EXIT_SOME_FAILED if summary.errors else EXIT_OK)
+
+
+def failed_rows_said(summary: BatchSummary) -> list[str]:
+    """A line for each failed row the summary names (path, page, why), and one saying where the rest are."""
+    lines = [
+        f"detect batch: error: {path}{'' if page is None else f' (page {page})'}: {' '.join(error.split())}"
+        for path, page, error in summary.first_errors
+    ]
+    more = summary.errors - len(summary.first_errors)
+    if more > 0:
+        lines.append(f"detect batch: … and {more} more rows with an error: their `error` column in {summary.output}")
+    return lines
 
 
 def folder_holds_nothing(folder: str) -> bool:

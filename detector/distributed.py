@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import pyarrow as pa
+import pyarrow.compute
 import pyarrow.fs
 import pyarrow.parquet as pq
 import ray
@@ -54,6 +55,8 @@ CLUSTER_CONNECT_TIMEOUT_S = 10.0
 # How often the main thread looks whether ray.init, on a thread of its own, finished: a signal another thread
 # received is handled then
 RAY_STARTER_POLL_S = 0.2
+# Failed rows `detect batch` names on stderr after its summary (path, page, error); all of them are in the rows.
+ERRORS_NAMED = 10
 # A local Ray instance started by `detect batch`: a small object store, since rows are small.
 LOCAL_OBJECT_STORE_BYTES = 256 * 1024 * 1024
 ROW_SCHEMA = pa.schema(
@@ -210,6 +213,8 @@ class BatchSummary:
     errors: int
     seconds: float
     output: str
+    # (path, page_index, error) of the first ERRORS_NAMED failed rows by path and page: `detect batch` names them
+    first_errors: tuple[tuple[str, Optional[int], str], ...] = ()
 
     @property
     def images_per_second(self) -> float:
@@ -526,12 +531,20 @@ def run_batch(
         errors=table.num_rows - table.column("error").null_count,
         seconds=seconds,
         output=output,
+        first_errors=first_errors(table),
     )
     try:
         _write_completion_record(output, fmt, summary, {**spec.__dict__, **resolved})
     except OSError as exc:
         raise RowsNotWrittenError(f"cannot write {COMPLETION_RECORD} into {output}: {os_reason(exc)}") from None
     return summary
+
+
+def first_errors(table: pa.Table, count: int = ERRORS_NAMED) -> tuple[tuple[str, Optional[int], str], ...]:
+    """(path, page_index, error) of the first ``count`` rows with an error, by path and page."""
+    failed = table.filter(pyarrow.compute.is_valid(table.column("error"))).select(["path", "page_index", "error"])
+    rows = sorted(failed.to_pylist(), key=lambda row: (row["path"], row["page_index"] is not None, row["page_index"]))
+    return tuple((row["path"], row["page_index"], row["error"]) for row in rows[:count])
 
 
 class RowsNotWrittenError(DetectorError):

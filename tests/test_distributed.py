@@ -128,6 +128,9 @@ def test_cli_jsonl_with_settings_on_an_existing_cluster(local_ray, folder, defau
     )
     assert proc.returncode == 1, proc.stderr  # 1: some file failed (the broken one), like `detect`
     assert "5 files, 5 rows, 1 with an error" in proc.stderr and "Traceback" not in proc.stderr
+    # which file failed, and why: the count alone said neither (the rows did)
+    (named,) = [line for line in proc.stderr.splitlines() if line.startswith("detect batch: error: ")]
+    assert named.startswith(f"detect batch: error: {folder / BROKEN}: ") and "more rows" not in proc.stderr
     assert {path.suffix for path in out.iterdir() if path.name != "_SUCCESS.json"} == {".jsonl"}
     rows, broken = split_broken(distributed.read_rows(str(out), "jsonl").to_pylist())
     expected = [
@@ -616,3 +619,32 @@ def test_a_signal_while_ray_stops_after_the_run_is_no_traceback_and_leaves_no_ra
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_the_summary_names_the_first_failed_rows_by_path_and_page():
+    import pyarrow as pa
+
+    from detector.batch_command import failed_rows_said
+
+    rows = [
+        {"path": "/in/b.pdf", "page_index": 1, "error": "page too large"},
+        {"path": "/in/ok.png", "page_index": None, "error": None},
+        {"path": "/in/b.pdf", "page_index": 0, "error": "a\nsecond line"},
+        {"path": "/in/a.png", "page_index": None, "error": "not an image"},
+    ]
+    schema = pa.schema([distributed.ROW_SCHEMA.field(name) for name in ("path", "page_index", "error")])
+    table = pa.Table.from_pylist(rows, schema=schema)
+    assert distributed.first_errors(table) == (
+        ("/in/a.png", None, "not an image"),
+        ("/in/b.pdf", 0, "a\nsecond line"),
+        ("/in/b.pdf", 1, "page too large"),
+    )
+    assert distributed.first_errors(table, count=2) == distributed.first_errors(table)[:2]
+    summary = distributed.BatchSummary(
+        files=3, rows=4, errors=3, seconds=1.0, output="out", first_errors=distributed.first_errors(table, count=2)
+    )
+    assert failed_rows_said(summary) == [
+        "detect batch: error: /in/a.png: not an image",
+        "detect batch: error: /in/b.pdf (page 0): a second line",
+        "detect batch: … and 1 more rows with an error: their `error` column in out",
+    ]
