@@ -38,7 +38,13 @@ from ray.data.datasource import BlockBasedFileDatasink
 
 from .api import TextDetection
 from .batch_command import DEFAULT_FILES_PER_BATCH, folder_holds_nothing
-from .errors import DetectorError, InputNotFoundError, InvalidParameterError, callers_sigterm_handler_kept
+from .errors import (
+    DetectorError,
+    InputNotFoundError,
+    InvalidParameterError,
+    callers_sigterm_handler_kept,
+    os_reason,
+)
 from .folder_walk import IMAGE_EXTENSIONS
 from .inputs import Source, expand_inputs, load_source
 from .load_options import DEFAULT_LOAD_OPTIONS, LoadOptions
@@ -550,11 +556,6 @@ def first_errors(table: pa.Table, count: int = ERRORS_NAMED) -> tuple[tuple[str,
 class RowsNotWrittenError(DetectorError):
     """The output could not be written midway (a full disk, a folder removed or made read-only): the rows written
     before stand, without COMPLETION_RECORD."""
-
-
-def os_reason(exc: OSError) -> str:
-    """An OSError's reason in words ('No space left on device'), without the path and wording pyarrow adds."""
-    return os.strerror(exc.errno) if exc.errno else str(exc)
 
 
 def _output_filesystem(output: str) -> tuple[Any, str]:

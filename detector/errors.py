@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -136,3 +137,9 @@ class OutputNotWritableError(ExportError):
 
 class ImageTooLargeError(UnreadableImageError):
     """The image (or PDF page, or download) is above the configured size limit: refused before decoding."""
+
+
+def os_reason(exc: OSError) -> str:
+    """An OSError's reason in words ('No space left on device'), without the path and wording its raiser added
+    (pyarrow's, write_atomically's), for a message that names the file itself."""
+    return os.strerror(exc.errno) if exc.errno else str(exc)

@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from .errors import DetectorError, InvalidModelError, ModelNotFoundError
+from .errors import DetectorError, InvalidModelError, ModelNotFoundError, os_reason
 from .precision import DEFAULT_PRECISION, PRECISIONS, variant_path
 from .result import TEMP_FILE_PATTERN, write_atomically
 from .settings import INFERENCE_YML, declared_model_name, read_inference_yml, settings_from_inference_config
@@ -494,7 +494,7 @@ def download_release(model_name: str, folder: Path) -> Path:
 
 def _write_failure_advice(exc: OSError) -> str:
     """Why a file could not be written into the cache, and what to do (a full disk is not a read-only folder)."""
-    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    reason = os_reason(exc)
     if exc.errno == errno.ENOSPC:
         return f"{reason}: free some space, or set {CACHE_ENV_VAR} to a folder on another disk, or pass model_dir="
     return f"{reason}: set {CACHE_ENV_VAR} to a writable folder, or pass model_dir="

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from ..errors import DetectorError, ExportError, OutputNotWritableError
+from ..errors import DetectorError, ExportError, OutputNotWritableError, os_reason
 from ..precision import DEFAULT_PRECISION, PRECISIONS, made_from_sha256, variant_path
 from ..result import write_atomically
 from ..settings import (
@@ -210,7 +210,7 @@ def check_output_writable(output: Path) -> None:
         with tempfile.NamedTemporaryFile(dir=output.parent, prefix=".detect-probe-"):
             pass
     except OSError as exc:
-        raise OutputNotWritableError(output, os.strerror(exc.errno) if exc.errno else str(exc)) from None
+        raise OutputNotWritableError(output, os_reason(exc)) from None
 
 
 def save_model(model: Any, output: Path) -> None:
@@ -218,7 +218,7 @@ def save_model(model: Any, output: Path) -> None:
     try:
         write_atomically(output, model.SerializeToString())
     except OSError as exc:  # write_atomically's message names the file already: the reason alone here
-        raise OutputNotWritableError(output, os.strerror(exc.errno) if exc.errno else str(exc)) from None
+        raise OutputNotWritableError(output, os_reason(exc)) from None
 
 
 def save_exported_model(
