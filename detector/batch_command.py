@@ -17,6 +17,7 @@ from .cli import (
     _exit_for_missing_extra,
     _fail_usage,
     _model_arguments,
+    _one_line,
     detection_setting_options,
     device_option_saying,
     max_pixels_option,
@@ -189,8 +190,8 @@ def batch(
 
 def failed_rows_said(summary: BatchSummary) -> list[str]:
     """A line for each failed row the summary names (path, page, why), and one saying where the rest are."""
-    lines = [
-        f"detect batch: error: {path}{'' if page is None else f' (page {page})'}: {' '.join(error.split())}"
+    lines = [  # on one line each, as detect's error lines (_one_line: a name's newline or terminal escape shown)
+        f"detect batch: error: {_one_line(path)}{'' if page is None else f' (page {page})'}: {_one_line(error)}"
         for path, page, error in summary.first_errors
     ]
     more = summary.errors - len(summary.first_errors)

@@ -645,6 +645,9 @@ def test_the_summary_names_the_first_failed_rows_by_path_and_page():
     )
     assert failed_rows_said(summary) == [
         "detect batch: error: /in/a.png: not an image",
-        "detect batch: error: /in/b.pdf (page 0): a second line",
+        "detect batch: error: /in/b.pdf (page 0): a\\nsecond line",
         "detect batch: … and 1 more rows with an error: their `error` column in out",
     ]
+    # a file name holding a terminal escape moves no cursor: shown as detect's error lines show it
+    escaped = distributed.BatchSummary(1, 1, 1, 1.0, "out", first_errors=(("/in/\x1b[2Ja.png", None, "bad"),))
+    assert failed_rows_said(escaped) == ["detect batch: error: /in/\\x1b[2Ja.png: bad"]
