@@ -48,12 +48,10 @@ def remove_stale_variants(output: Path, replaced_sha256: Optional[str] = None) -
     default model after a venv rebuild leaves the user's variants."""
     from ..onnx_messages import model_metadata
 
-    variants = [
-        (precision, variant_path(output, precision))
-        for precision in PRECISIONS
-        if precision != DEFAULT_PRECISION and variant_path(output, precision) != output
+    siblings = [
+        (precision, variant_path(output, precision)) for precision in PRECISIONS if precision != DEFAULT_PRECISION
     ]
-    variants = [(precision, variant) for precision, variant in variants if variant.is_file()]
+    variants = [(precision, variant) for precision, variant in siblings if variant != output and variant.is_file()]
     written = sha256_of(output) if variants else None
     removed = []
     for precision, variant in variants:

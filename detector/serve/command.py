@@ -182,7 +182,6 @@ def serve(
         startup_failure = Path(folder) / "startup-failure"
         os.environ[CONFIG_ENV_VAR] = dataclasses.replace(config, startup_failure_file=str(startup_failure)).to_json()
         uvicorn.run("detector.serve.worker:app_from_environment", factory=True, workers=workers, **served)
-        if (
-            startup_failure.exists()
-        ):  # uvicorn's supervisor stopped the workers: a failure, where it returns as from a stop
+        # uvicorn's supervisor stopped the workers: a failure, where uvicorn returns as from a requested stop
+        if startup_failure.exists():
             _fail_usage(DetectorError(startup_failure.read_text(encoding="utf-8")), False, command="detect serve")
