@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 import cv2
 import numpy as np
@@ -517,7 +518,7 @@ signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, wh
 start_raylet = services.start_raylet
 def start_raylet_then_signal(*args, **kwargs):
     started = start_raylet(*args, **kwargs)
-    os.kill(os.getpid(), int(os.environ["SIGNAL_WHILE_RAY_STARTS"]))
+    os.kill(os.getpid(), int(os.environ["SIGNAL_TO_SEND"]))
     return started
 services.start_raylet = start_raylet_then_signal
 main(sys.argv[1:])
@@ -547,22 +548,31 @@ def test_a_signal_while_ray_starts_is_one_line_and_leaves_no_ray_process(folder,
     run with exit 15 and no line, left the output folder it had made, and two Ray agents running for ~70 s
     (Ray 2.60); a Ctrl-C there left the agents too."""
     out = tmp_path / "out"
-    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SIGNAL_WHILE_RAY_STARTS, "batch", "-i", str(folder / "receipt.png"), "-o", str(out)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=REPO_ROOT,
-        env={**env, "SIGNAL_WHILE_RAY_STARTS": str(int(signum))},
-        start_new_session=True,  # Ray's processes are of its session: found, and killed below whatever happens
-    )
-    try:
+    with batch_in_a_session_of_its_own(SIGNAL_WHILE_RAY_STARTS, signum, folder / "receipt.png", out) as proc:
         _, said_on_stderr = proc.communicate(timeout=300)
         assert proc.returncode == 128 + signum, said_on_stderr
         assert said_on_stderr.rstrip().splitlines()[-1] == f"detect batch: {said}; nothing was written"
         assert "Traceback" not in said_on_stderr and not out.exists()
         assert_none_left_running(proc.pid)
+
+
+@contextlib.contextmanager
+def batch_in_a_session_of_its_own(script: str, signum: int, image, out) -> Iterator[subprocess.Popen]:
+    """`detect batch -i image -o out` run by ``script``, which sends itself ``signum`` (SIGNAL_TO_SEND), in a session
+    of its own: Ray's processes are of that session, found by assert_none_left_running, and killed at the end
+    whatever happens."""
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, "batch", "-i", str(image), "-o", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO_ROOT,
+        env={**env, "SIGNAL_TO_SEND": str(int(signum))},
+        start_new_session=True,
+    )
+    try:
+        yield proc
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
@@ -587,7 +597,7 @@ signal.signal(signal.SIGINT, signal.default_int_handler)
 disconnect = worker.disconnect
 def disconnect_after_a_signal(*args, **kwargs):
     worker.disconnect = disconnect
-    os.kill(os.getpid(), int(os.environ["SIGNAL_WHILE_RAY_STOPS"]))
+    os.kill(os.getpid(), int(os.environ["SIGNAL_TO_SEND"]))
     return disconnect(*args, **kwargs)
 worker.disconnect = disconnect_after_a_signal
 main(sys.argv[1:])
@@ -600,25 +610,12 @@ def test_a_signal_while_ray_stops_after_the_run_is_no_traceback_and_leaves_no_ra
     """Ray stopped in its exit hook, ~2 s after the summary line: a signal then (the command had not returned)
     printed 'Exception ignored in atexit callback' and a traceback, and left Ray's agents and actors running."""
     out = tmp_path / "out"
-    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SIGNAL_WHILE_RAY_STOPS, "batch", "-i", str(folder / "receipt.png"), "-o", str(out)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=REPO_ROOT,
-        env={**env, "SIGNAL_WHILE_RAY_STOPS": str(int(signum))},
-        start_new_session=True,
-    )
-    try:
+    with batch_in_a_session_of_its_own(SIGNAL_WHILE_RAY_STOPS, signum, folder / "receipt.png", out) as proc:
         _, said = proc.communicate(timeout=300)
         assert proc.returncode == 0, said  # the run was whole: _SUCCESS.json written, its summary said
         assert said.rstrip().splitlines()[-1].startswith("detect batch: 1 files, 1 rows, 0 with an error")
         assert "Traceback" not in said and (out / "_SUCCESS.json").is_file()
         assert_none_left_running(proc.pid)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def test_the_summary_names_the_first_failed_rows_by_path_and_page():
