@@ -408,6 +408,18 @@ def test_paddleocr_image_paths_relative_to_the_label_folders_parent(tmp_path):
     assert "--image-dir" in str(error.value)
 
 
+def test_paddleocr_image_names_keep_their_spaces(tmp_path):
+    from detector.evaluation.evaluate import check_labelled_images_exist
+
+    # PaddleOCR strips only the line's newline: ' a.png' and 'b.png ' are the files of those names
+    for name in (" a.png", "b.png "):
+        (tmp_path / name).write_bytes(b"")
+    label_file = write(tmp_path / "labels.txt", " a.png\t[]\nb.png \t[]\n")
+    images = read_labels(label_file)
+    assert [item.image_path.name for item in images] == [" a.png", "b.png "]
+    check_labelled_images_exist(images)
+
+
 def test_icdar2015_image_suffix_in_any_case(tmp_path):
     gts, pictures = tmp_path / "gts", tmp_path / "pictures"
     pictures.mkdir()

@@ -110,8 +110,9 @@ def read_paddleocr_label_file(path: Path, image_dir: Optional[Union[str, os.Path
         if not line.strip():
             continue
         where = f"{path}, line {number}"
+        # the name as written, spaces kept: PaddleOCR strips only the line's newline, so ' a.png' is a file
         name, tab, payload = line.partition("\t")
-        if not tab or not name.strip():
+        if not tab or not name:
             fields = line.split(",")
             icdar = len(fields) >= 9 and all(_is_number(field) for field in fields[:8])
             raise LabelFileError(
@@ -141,9 +142,7 @@ def read_paddleocr_label_file(path: Path, image_dir: Optional[Union[str, os.Path
                     _polygon(region["points"], f"{where}, region {index}"), dont_care=text in DONT_CARE_TRANSCRIPTIONS
                 )
             )
-        images.append(
-            LabelledImage(_paddleocr_image_path(path.parent, name.strip(), image_dir), tuple(polygons), where)
-        )
+        images.append(LabelledImage(_paddleocr_image_path(path.parent, name, image_dir), tuple(polygons), where))
     if not images:
         raise LabelFileError(f"{path}: no labelled images in the file")
     return images
