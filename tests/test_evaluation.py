@@ -213,6 +213,7 @@ def test_paddleocr_label_file(tmp_path):
     "line, complaint",
     [
         ("a.jpg [] ", "expected 'image_path<TAB>"),
+        ('["a.jpg", 2]\t[]', "must hold file names"),
         ('a.jpg\t[{"points": [[1, 2], [3, 4]', "not valid JSON"),
         ('a.jpg\t{"points": []}', "must be a JSON list"),
         ('a.jpg\t[{"transcription": "x"}]', 'region 0 must be an object with "points"'),
@@ -418,6 +419,15 @@ def test_paddleocr_image_names_keep_their_spaces(tmp_path):
     images = read_labels(label_file)
     assert [item.image_path.name for item in images] == [" a.png", "b.png "]
     check_labelled_images_exist(images)
+
+
+def test_paddleocr_image_field_may_list_images_sharing_the_labels(tmp_path):
+    region = {"transcription": "hello", "points": [[1, 2], [30, 2], [30, 12], [1, 12]]}
+    lines = [f'["a.png", "sub/b.png"]\t{json.dumps([region])}', "[1].png\t[]", "[]\t[]"]
+    images = read_labels(write(tmp_path / "labels.txt", "\n".join(lines) + "\n"))
+    # every listed image is scored with the line's labels; a field that is no JSON list (or an empty one) is a name
+    assert [item.image_path for item in images] == [tmp_path / name for name in ("a.png", "sub/b.png", "[1].png", "[]")]
+    assert images[0].labels == images[1].labels and len(images[0].labels) == 1
 
 
 def test_icdar2015_image_suffix_in_any_case(tmp_path):

@@ -2,7 +2,8 @@
 
 PaddleOCR (one image a line):  ``image_path<TAB>[{"transcription": "...", "points": [[x, y], ...]}, ...]``
 with image paths relative to ``image_dir``; without one, to the label file's folder, or else its parent
-(PPOCRLabel writes ``myset/Label.txt`` with paths ``myset/x.jpg``).
+(PPOCRLabel writes ``myset/Label.txt`` with paths ``myset/x.jpg``). The path may be a JSON list of paths
+that share the labels (PaddleOCR's training form), each scored.
 ICDAR 2015 (``--labels`` a folder): ``gt_<image stem>.txt``, one region a line,
 ``x1,y1,x2,y2,x3,y3,x4,y4,transcription``; the image ``<stem>.<suffix>``, suffix in any case.
 Both UTF-8 with or without a byte-order mark; lines end at a line feed only, as PaddleOCR reads them
@@ -104,8 +105,26 @@ def _paddleocr_image_path(label_folder: Path, name: str, image_dir: Optional[Uni
     return beside
 
 
+def _paddleocr_image_names(name: str, where: str) -> list[str]:
+    """A label line's image field as its names. PaddleOCR's training form lets it be a JSON list of names that
+    share the line's labels; PaddleOCR picks one at random at each read, here every one is scored (the same
+    score each run). A field starting with '[' that is no JSON list, or an empty list, is one file's name, as
+    PaddleOCR then reads it ('[1].png')."""
+    if not name.startswith("["):
+        return [name]
+    try:
+        names = json.loads(name)
+    except (ValueError, RecursionError):
+        return [name]
+    if not names:
+        return [name]
+    if not all(isinstance(each, str) and each for each in names):
+        raise LabelFileError(f"{where}: the image list {name!r} must hold file names, as JSON strings")
+    return names
+
+
 def read_paddleocr_label_file(path: Path, image_dir: Optional[Union[str, os.PathLike]] = None) -> list[LabelledImage]:
-    images = []
+    images: list[LabelledImage] = []
     for number, line in enumerate(_read_lines(path), start=1):
         if not line.strip():
             continue
@@ -142,7 +161,10 @@ def read_paddleocr_label_file(path: Path, image_dir: Optional[Union[str, os.Path
                     _polygon(region["points"], f"{where}, region {index}"), dont_care=text in DONT_CARE_TRANSCRIPTIONS
                 )
             )
-        images.append(LabelledImage(_paddleocr_image_path(path.parent, name, image_dir), tuple(polygons), where))
+        images.extend(
+            LabelledImage(_paddleocr_image_path(path.parent, each, image_dir), tuple(polygons), where)
+            for each in _paddleocr_image_names(name, where)
+        )
     if not images:
         raise LabelFileError(f"{path}: no labelled images in the file")
     return images
