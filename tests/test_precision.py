@@ -245,6 +245,45 @@ def test_the_work_folder_of_a_killed_export_is_removed_by_the_next(default_onnx,
     )
 
 
+class _StopHere(Exception):
+    pass
+
+
+@pytest.mark.parametrize("step", ["quantize_int8", "quantize_int8_auto", "convert_fp16"])
+def test_a_variants_work_files_sit_beside_it_where_the_next_export_removes_them(tmp_path, monkeypatch, step):
+    """The prepared model, int8 candidates and calibration files sat in $TMPDIR, where a SIGKILL left them for good;
+    beside the output, under partial_prefix's name, a later export there removes them (remove_abandoned). The work
+    itself is stopped where the folder is first used."""
+    from tools.export import int8_choice, quantize
+    from tools.export.partial_folders import partial_prefix
+
+    output = tmp_path / "inference.int8.onnx"
+    used: list[Path] = []
+
+    def folded(fp32_path, folder):
+        used.append(Path(folder))
+        raise _StopHere
+
+    def candidate(fp32_path, path, *args, **kwargs):
+        used.append(path.parent)
+        raise _StopHere
+
+    monkeypatch.setattr(quantize, "_folded", folded)
+    monkeypatch.setattr(int8_choice, "quantize_int8", candidate)
+    monkeypatch.setattr(int8_choice, "calibration_tensors", lambda *args: [])
+    fp32 = tmp_path / "inference.onnx"
+    steps = {
+        "quantize_int8": lambda: quantize.quantize_int8(fp32, output, tensors=[]),
+        "quantize_int8_auto": lambda: int8_choice.quantize_int8_auto(fp32, output),
+        "convert_fp16": lambda: quantize.convert_fp16(fp32, output),
+    }
+    with pytest.raises(_StopHere):
+        steps[step]()
+    (folder,) = used
+    assert folder.parent == tmp_path and folder.name.startswith(partial_prefix(output))
+    assert not folder.exists()  # removed on the way out, as before
+
+
 def test_a_variant_that_cannot_be_written_is_said_before_any_work(model_dir, tmp_path, monkeypatch):
     """A read-only folder: a traceback from tempfile's mkdtemp, where the fp32 export says which file and why."""
     from detector.errors import OutputNotWritableError

@@ -13,7 +13,6 @@ wins. If none does, the most accurate does, with a warning.
 from __future__ import annotations
 
 import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Optional
 
 from tools.export import progress
 from tools.export.int8_rules import INT8_RULES
+from tools.export.partial_folders import work_folder
 from tools.export.quantize import (
     CALIBRATION_SEED,
     DEFAULT_CALIBRATION_IMAGES,
@@ -87,7 +87,7 @@ def quantize_int8_auto(
     output; returns its quantize_int8 record with the trials."""
     rules = list(rules or INT8_RULES)
     tensors = calibration_tensors(fp32_path, calibration_images, seed)  # rendered once for every rule
-    with tempfile.TemporaryDirectory() as folder:
+    with work_folder(output) as folder:  # the candidates beside output: a killed export's next run removes them
         candidates, records = {}, {}
         for index, rule in enumerate(rules, 1):
             progress(f"      int8 rule {index}/{len(rules)}: {rule} ({INT8_RULES[rule].summary})")

@@ -1,10 +1,11 @@
 """The folder a variant is made and scored in, beside its output, and the ones killed exports left there.
 
 export_variant works in a temp folder beside the output, so that only a scored file is ever renamed over the
-variant; a SIGKILL (the OOM killer, `kill -9`, a CI timeout) skips its removal. The folder's name says which
-process on which machine owns it, `.<output name>.partial-<host>-<pid>.<random>`, so a later export there removes
-the ones whose process is gone, and never one an export running now (here, or on another machine sharing the
-folder) is using.
+variant, and the steps inside it (quantize_int8, quantize_int8_auto's candidates, convert_fp16) keep their own
+work beside their outputs, within it, not in $TMPDIR; a SIGKILL (the OOM killer, `kill -9`, a CI timeout) skips
+their removal. The folder's name says which process on which machine owns it,
+`.<output name>.partial-<host>-<pid>.<random>`, so a later export there removes the ones whose process is gone,
+and never one an export running now (here, or on another machine sharing the folder) is using.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import re
 import shutil
 import socket
+import tempfile
 from pathlib import Path
 
 # a name partial_prefix made, with tempfile's random part
@@ -27,6 +29,13 @@ def _this_host() -> str:
 def partial_prefix(output: Path) -> str:
     """The prefix of this process's work folder for ``output`` (tempfile.mkdtemp's ``prefix``)."""
     return f".{output.name}.partial-{_this_host()}-{os.getpid()}."
+
+
+def work_folder(output: Path) -> tempfile.TemporaryDirectory[str]:
+    """A temp folder for this process's work on ``output``, beside it under partial_prefix's name: removed on
+    leaving it, and after a SIGKILL by the next export's remove_abandoned there."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    return tempfile.TemporaryDirectory(prefix=partial_prefix(output), dir=output.parent)
 
 
 def _process_alive(pid: int) -> bool:

@@ -60,7 +60,7 @@ from detector.settings import METADATA_SETTINGS_KEY
 from tools.export import progress
 from tools.export.calibration import calibration_cache_supported, write_histogram_cache
 from tools.export.int8_rules import AUTO_RULE, CALIBRATION_METHODS, DEFAULT_INT8_RULE, INT8_RULES, MOVEMENT_OP_TYPES
-from tools.export.partial_folders import partial_prefix, remove_abandoned
+from tools.export.partial_folders import remove_abandoned, work_folder
 from tools.export.qdq_requantize import AFFINE_REQUANTIZED, affines_into_quantization
 from tools.export.qdq_tidy import tidy_quantized
 
@@ -153,7 +153,7 @@ def quantize_int8(
     tensors = list(tensors) if tensors is not None else calibration_tensors(fp32_path, calibration_images, seed)
     if method != "minmax":
         tensors = _common_shape(tensors)
-    with tempfile.TemporaryDirectory() as folder:
+    with work_folder(output) as folder:  # beside output: a killed export's next run removes it, $TMPDIR's stayed
         model = _folded(fp32_path, folder)
         excluded = list(rule.float_nodes(model) if float_nodes is None else float_nodes)
         forms = uint8_forms(model, rule.uint8_forms, skip=excluded)
@@ -323,7 +323,7 @@ def convert_fp16(fp32_path: Path, output: Path) -> dict[str, object]:
     """Write a float16 model with float32 inputs and outputs."""
     from onnxconverter_common import float16
 
-    with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings(record=True) as caught:
+    with work_folder(output) as folder, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         converted = float16.convert_float_to_float16(_folded(fp32_path, folder), keep_io_types=True)
     # onnxconverter-common warns per weight tensor and sign, "the float32 number X will be truncated to B": weights
@@ -443,7 +443,7 @@ def export_variant(
     progress(f"[1/2] writing the {precision} variant of {fp32_path} -> {output}")
     for left in remove_abandoned(output.parent):  # SIGKILL skips a TemporaryDirectory's removal
         progress(f"      removed {left.name}, the work folder of an export killed there")
-    with tempfile.TemporaryDirectory(prefix=partial_prefix(output), dir=output.parent) as partial:
+    with work_folder(output) as partial:
         record = _make_scored_variant(
             fp32_path, precision, Path(partial) / output.name, evaluation_images, **int8_options
         )
