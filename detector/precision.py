@@ -141,22 +141,39 @@ def _recorded_metadata(model_path: Path) -> Optional[dict[str, str]]:
         return None
 
 
+def written_by_this_export(metadata: Mapping[str, str]) -> bool:
+    """Whether a model file's metadata is what this package's export writes: the settings a variant carries along
+    (a release's inference.onnx has none; the variant export refuses it)."""
+    from .settings import METADATA_SETTINGS_KEY
+
+    return METADATA_SETTINGS_KEY in metadata
+
+
+def import_it_first(model_path: Path, precision: str) -> str:
+    """What to do with an fp32 file this package's export did not write, to make its ``precision`` variant."""
+    from .settings import METADATA_SETTINGS_KEY
+
+    return (
+        f"{model_path} is not a file this package's export wrote (no {METADATA_SETTINGS_KEY} metadata: its settings "
+        f"would not reach the variant): import it first (`detect optimize {shlex.quote(str(model_path.parent))} -o "
+        f"<folder>/inference.onnx`), then make the {precision} variant beside that file"
+    )
+
+
 def how_to_make_variant(model_path: Path, precision: str, model_name: Optional[str]) -> str:
     """The export command that writes the variant beside model_path (make's form for the checkout's models/)."""
     from .hub import CHECKOUT_MODELS_DIR, IN_CHECKOUT
-    from .settings import METADATA_MODEL_NAME_KEY, METADATA_SETTINGS_KEY
+    from .settings import METADATA_MODEL_NAME_KEY
 
     model_path = variant_path(model_path, "fp32")  # the export takes the fp32 file's path (given a variant's too)
     metadata = _recorded_metadata(model_path)
     # words a shell takes as they are: a name or folder with a space ('my det', ~/My Models) pasted unquoted split
     known_name = model_name or (metadata or {}).get(METADATA_MODEL_NAME_KEY)
     name = shlex.quote(known_name) if known_name else "<its model name>"
-    if metadata is not None and METADATA_SETTINGS_KEY not in metadata:  # a release's file: the export refuses it
+    if metadata is not None and not written_by_this_export(metadata):  # a release's file: the export refuses it
         return (
-            f"{model_path} is not a file this package's export wrote: import it first (`detect optimize "
-            f"{shlex.quote(str(model_path.parent))} -o <folder>/inference.onnx`), then make the variant beside "
-            f"that file with `python -m tools.export --model {name} --output <folder>/inference.onnx "
-            f"--precision {precision}`"
+            f"{import_it_first(model_path, precision)} with `python -m tools.export --model {name} --output "
+            f"<folder>/inference.onnx --precision {precision}`"
         )
     tool = f"python -m tools.export --model {name} --output {shlex.quote(str(model_path))} --precision {precision}"
     if not IN_CHECKOUT:

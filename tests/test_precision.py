@@ -323,13 +323,17 @@ def test_a_variant_of_a_file_this_export_did_not_write_is_refused_before_any_wor
     from tests.test_model_sources import V6_TINY, wheel_source
     from tools.export import quantize
 
-    release = tmp_path / "release"
+    release = tmp_path / "my release"  # the export's hint wrote the folder unquoted: pasted, the shell split it
     shutil.copytree(wheel_source(V6_TINY), release)
     monkeypatch.setattr(quantize, "_make_scored_variant", lambda *a, **k: pytest.fail("quantized before the check"))
-    with pytest.raises(ExportError, match=r"was not written by this export .*: import it into a file of its own"):
+    advice = "is not a file this package's export wrote (no detector.settings metadata: its settings would not reach "
+    advice += f"the variant): import it first (`detect optimize '{release}' -o <folder>/inference.onnx`)"
+    with pytest.raises(ExportError) as refused:
         quantize.export_variant(release / "inference.onnx", "int8")
-    with pytest.raises(ModelNotFoundError, match=r"is not a file this package's export wrote: import it first"):
+    assert advice in str(refused.value) and str(refused.value).endswith("make the int8 variant beside that file")
+    with pytest.raises(ModelNotFoundError) as missing:
         TextDetection(model_dir=release, precision="int8", device="cpu")
+    assert advice in str(missing.value) and "beside that file with `python -m tools.export" in str(missing.value)
 
 
 def test_missing_variant_says_how_to_make_it(default_onnx, tmp_path):

@@ -54,9 +54,14 @@ from detector.optimize.rewrites.neck_upsample import (
     ChannelsLastNodes,
     rewrite_neck_upsamples,
 )
-from detector.precision import MADE_FROM_SHA256_FIELD, METADATA_PRECISION_KEY, variant_path
+from detector.precision import (
+    MADE_FROM_SHA256_FIELD,
+    METADATA_PRECISION_KEY,
+    import_it_first,
+    variant_path,
+    written_by_this_export,
+)
 from detector.session import INT8_WITHOUT_VNNI_MEASURED, cpu_flags, int8_sums_saturate
-from detector.settings import METADATA_SETTINGS_KEY
 from tools.export import progress
 from tools.export.calibration import calibration_cache_supported, write_histogram_cache
 from tools.export.int8_rules import AUTO_RULE, CALIBRATION_METHODS, DEFAULT_INT8_RULE, INT8_RULES, MOVEMENT_OP_TYPES
@@ -428,14 +433,10 @@ def export_variant(
     """Make the ``precision`` sibling of an exported fp32 model, score it, record both in its metadata."""
     if not fp32_path.is_file():
         raise ExportError(f"{fp32_path} does not exist: export the fp32 model first")
-    if METADATA_SETTINGS_KEY not in model_metadata(fp32_path.read_bytes()):
+    if not written_by_this_export(model_metadata(fp32_path.read_bytes())):
         # a release copied in as inference.onnx: the variant would carry no settings, found only after every
         # quantization, when it is scored (an audit: 12 s to 'carries no detector.settings metadata')
-        raise ExportError(
-            f"{fp32_path} was not written by this export (no {METADATA_SETTINGS_KEY} metadata: its settings would "
-            f"not reach the variant): import it into a file of its own first — `detect optimize "
-            f"{fp32_path.parent} -o <folder>/inference.onnx` — and make the {precision} variant beside that file"
-        )
+        raise ExportError(import_it_first(fp32_path, precision))
     output = output or variant_path(fp32_path, precision)
     # made and scored in a folder beside it, under its own name: a failure leaves the previous variant
     # (or none), never an unscored file that loads as the variant
