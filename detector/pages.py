@@ -67,34 +67,17 @@ def render_pdf_pages(data: Union[bytes, Path], what: str, options: LoadOptions) 
     except ImportError:
         raise UnsupportedInputError(f"{what} is a PDF: install pypdfium2 to read PDFs") from None
     scale = options.pdf_dpi / POINTS_PER_INCH
-    # a file as a stream (read as its pages need): pypdfium2 4.x encodes a path as UTF-8, which a name of other
-    # bytes cannot be ('surrogates not allowed'); the stream is closed with the document
-    try:
-        stream = data.open("rb") if isinstance(data, Path) else None
-    except OSError as exc:
-        raise UnreadableImageError(f"cannot read {what}: {exc.strerror or exc}") from None
     with _PDFIUM_LOCK:
-        document = None
+        # ``data`` (bytes pdfium reads in place) lives as long as this generator, which closes the document
+        document = pdfium.PdfDocument(_opened_pdf(data, what))
         try:
-            document = pdfium.PdfDocument(data if stream is None else stream, autoclose=True)
             # form fields drawn with the page (a filled invoice's values), as PaddleX's PDF reader draws them
             document.init_forms()
-        except Exception as exc:  # pdfium raises PdfiumError for damaged files
-            if document is not None:
-                document.close()  # and its stream
-            elif stream is not None:
-                stream.close()  # a damaged file's stream was left to the garbage collector (a ResourceWarning)
-            if _pdf_without_pages(data):  # before the password test: pdfium's error code may be an earlier PDF's
-                raise UnreadableImageError(_no_pages_message(what)) from None
-            if "password" in str(exc).lower():  # PDFium: Incorrect password error (an empty one was tried)
-                raise UnreadableImageError(
-                    f"{what} is a password-protected PDF: render its pages to images first (no password can be given)"
-                ) from None
+        except Exception as exc:  # PdfiumError: no form environment (no memory)
+            document.close()
             raise UnreadableImageError(f"{what} is not a readable PDF: {exc}") from None
         page_count = len(document)
     try:
-        if page_count == 0:  # pypdfium2 refuses such a document itself (_pdf_without_pages); in case one does not
-            raise UnreadableImageError(_no_pages_message(what))
         for index in range(page_count):
             with _PDFIUM_LOCK:
                 try:
@@ -138,24 +121,47 @@ def _no_pages_message(what: str) -> str:
     return f"{what} is a PDF of no pages (its page tree is empty): there is nothing to detect text in"
 
 
-def _pdf_without_pages(data: Union[bytes, Path]) -> bool:
-    """Whether pdfium opens this PDF and finds no pages in it. pypdfium2 refuses such a document as it refuses a
-    damaged one, 'Failed to load document', with pdfium's last error code, which no successful load resets: it
-    read 'PDFium: Success' in a fresh process, 'Data format error' after a damaged PDF, and an earlier
-    password refusal would make it 'Incorrect password error'. Asked only after a refusal (a second parse)."""
+# pdfium's words for its load errors (fpdfview.h's FPDF_ERR_*), by code
+_PDFIUM_LOAD_ERRORS = {
+    1: "unknown error",
+    2: "file not found or could not be opened",
+    3: "not in PDF format or corrupted",
+    5: "unsupported security scheme",
+    6: "page not found or content error",
+}
+
+
+def _opened_pdf(data: Union[bytes, Path], what: str) -> object:
+    """pdfium's document for a PDF of at least one page (an FPDF_DOCUMENT, for pypdfium2's PdfDocument), opened
+    here by pdfium's own calls: pypdfium2's PdfDocument(source) refuses a PDF of no pages without closing the
+    document it opened (4.6 KiB a refusal, held for good: a service fed such files grew without end), and words
+    that refusal with pdfium's last error code, which no successful load resets ('Success', or an earlier PDF's
+    'Incorrect password error'). A file is read as its pages need, by its name's own bytes (os.fsencode: pypdfium2
+    4.x encoded the name as UTF-8, which a name of other bytes cannot be). Called under _PDFIUM_LOCK."""
     import pypdfium2.raw as pdfium_raw
 
     if isinstance(data, Path):
-        # the name's own bytes (os.fsencode): pdfium opens the file by them, whatever their encoding
         document = pdfium_raw.FPDF_LoadDocument(os.fsencode(data), None)
     else:
         document = pdfium_raw.FPDF_LoadMemDocument64(data, len(data), None)
     if not document:
-        return False
-    try:
-        return bool(pdfium_raw.FPDF_GetPageCount(document) == 0)
-    finally:
+        code = pdfium_raw.FPDF_GetLastError()
+        if code == pdfium_raw.FPDF_ERR_PASSWORD:  # pdfium tried the empty password, which opens a file only
+            # encrypted against editing
+            raise UnreadableImageError(
+                f"{what} is a password-protected PDF: render its pages to images first (no password can be given)"
+            )
+        if code == pdfium_raw.FPDF_ERR_FILE and isinstance(data, Path):
+            try:  # the system's reason (gone, or no permission, since the file was first read)
+                data.open("rb").close()
+            except OSError as exc:
+                raise UnreadableImageError(f"cannot read {what}: {exc.strerror or exc}") from None
+        reason = _PDFIUM_LOAD_ERRORS.get(code, f"error code {code}")
+        raise UnreadableImageError(f"{what} is not a readable PDF: pdfium says {reason}")
+    if pdfium_raw.FPDF_GetPageCount(document) < 1:
         pdfium_raw.FPDF_CloseDocument(document)
+        raise UnreadableImageError(_no_pages_message(what))
+    return document
 
 
 def _pdfium_pixels_to_bgr(pixels: np.ndarray, mode: str) -> np.ndarray:
