@@ -14,6 +14,12 @@ IMAGE_EXTENSIONS = frozenset(
 GLOB_CHARACTERS = frozenset("*?[")
 
 
+def has_image_suffix(name: str) -> bool:
+    """Whether a walked file's name is read, by PaddleX's test: the text after its last dot, in any case, is one of
+    IMAGE_EXTENSIONS. So `.png` is read (pathlib gives it no suffix), and `png`, all of which is that text."""
+    return f".{name.rsplit('.', 1)[-1].lower()}" in IMAGE_EXTENSIONS
+
+
 def list_folder_images(folder: Path, recursive: bool = True) -> tuple[list[Path], list[tuple[Path, OSError]]]:
     """Image and PDF files in a folder and, if recursive (PaddleX's way), its subfolders (links to folders not
     followed), in the walk's order (_walk_sources sorts them); and each folder (or
@@ -39,7 +45,7 @@ def list_folder_images(folder: Path, recursive: bool = True) -> tuple[list[Path]
                     except OSError as exc:  # its kind not to be looked up (a folder listable, not searchable)
                         unreadable.append((path, exc))
                         continue
-                    if path.suffix.lower() in IMAGE_EXTENSIONS and _is_file(entry, path, unreadable):
+                    if has_image_suffix(entry.name) and _is_file(entry, path, unreadable):
                         files.append(path)
         except FileNotFoundError as exc:
             if current == folder:  # the folder given is gone: said; a subfolder gone meanwhile held nothing

@@ -1077,6 +1077,18 @@ def test_a_pdf_counting_pages_it_does_not_hold_fails_at_the_missing_page():
         next(pages)
 
 
+def test_a_folder_walk_takes_the_names_paddlexs_suffix_test_takes(tmp_path):
+    """PaddleX reads a walked file whose text after the last dot, in any case, is an image or PDF suffix: `.png`
+    too, which pathlib gives no suffix (it was skipped), and `png`, all of which is that text."""
+    from detector.folder_walk import list_folder_images
+
+    taken = [".png", "png", "a.PNG", "..jpg", "b.tar.pdf"]
+    for name in [*taken, "a.png.", "png.txt", ".hidden", "README"]:
+        (tmp_path / name).write_bytes(b"")
+    files, unreadable = list_folder_images(tmp_path)
+    assert sorted(path.name for path in files) == sorted(taken) and not unreadable
+
+
 def folder_b_refused(monkeypatch) -> None:
     """os.scandir refuses any folder named b, as it does an unprivileged user (the tests run as root, whom
     modes do not stop)."""
