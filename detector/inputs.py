@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 import numpy as np
 
 from .errors import ImageTooLargeError, InputNotFoundError, UnreadableImageError, UnsupportedInputError
-from .folder_walk import GLOB_CHARACTERS, IMAGE_EXTENSIONS, glob_matches, list_folder_images
+from .folder_walk import GLOB_CHARACTERS, IMAGE_EXTENSIONS, glob_matches, has_image_suffix, list_folder_images
 from .image_pixels import decode_image_bytes, pil_to_bgr, to_bgr_uint8
 from .load_options import DEFAULT_LOAD_OPTIONS, LoadOptions
 from .pages import decode_tiff_pages, render_pdf_pages
@@ -150,7 +150,7 @@ def _expand_path(text: str, options: LoadOptions) -> list[Source]:
                     in_folder, cannot = list_folder_images(match, options.recursive)
                     files.extend(in_folder)
                     unreadable.extend(cannot)
-                elif match.is_file() and match.suffix.lower() in IMAGE_EXTENSIONS:
+                elif match.is_file() and has_image_suffix(match.name):
                     files.append(match)
         except OSError as exc:  # a folder of the pattern's fixed part that cannot be read
             raise InputNotFoundError(f"pattern {text!r} cannot be matched: {_reason(exc)}") from None

@@ -1089,6 +1089,17 @@ def test_a_folder_walk_takes_the_names_paddlexs_suffix_test_takes(tmp_path):
     assert sorted(path.name for path in files) == sorted(taken) and not unreadable
 
 
+def test_a_glob_takes_the_names_a_folder_walk_takes(tmp_path):
+    """A pattern's matched files pass the walk's name test (folder_walk.has_image_suffix): `png` and `.png`
+    were dropped by pathlib's suffix where the folder's walk reads them."""
+    from detector.inputs import expand_inputs
+
+    for name in [".png", "png", "a.PNG", "png.txt"]:
+        (tmp_path / name).write_bytes(b"")
+    matched = {Path(source.value).name for source in expand_inputs([str(tmp_path / "*"), str(tmp_path / ".*")])}
+    assert matched == {".png", "png", "a.PNG"}
+
+
 def folder_b_refused(monkeypatch) -> None:
     """os.scandir refuses any folder named b, as it does an unprivileged user (the tests run as root, whom
     modes do not stop)."""
