@@ -313,6 +313,21 @@ def test_every_bad_request_gets_a_4xx_envelope(server, pages):
     assert "unexpected error" not in server.log.read_text()
 
 
+def test_a_request_http_cannot_parse_gets_an_envelope(server):
+    """A malformed request line or header, or a head past h11's 16 KiB, was answered by uvicorn in plain text
+    ("Invalid HTTP request received."): the one refusal that was no envelope, with no logId and no log line."""
+    head_too_long = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Long: " + b"x" * 20_000  # still unfinished
+    for request, status, words in (
+        (b"NOT A REQUEST\r\n\r\n", 400, "illegal request line"),
+        (b"GET /health HTTP/1.1\r\nHost: x\r\nno colon\r\n\r\n", 400, "illegal header line"),
+        (head_too_long, 431, "malformed HTTP request"),
+    ):
+        code, headers, body = parsed_answer(raw_exchange(server.port, request))
+        assert code == status and headers["content-type"] == "application/json" and headers["connection"] == "close"
+        assert body["errorCode"] == status and body["logId"] and words in body["errorMsg"], body
+        assert f"-> {status} ({body['logId']}): malformed HTTP request" in server.log.read_text()
+
+
 def test_a_clients_long_values_are_quoted_back_cut_short_in_the_answer_and_the_log(server, pages):
     """A refusal quotes what the client sent: a 600-kB string or 20,000 unknown keys came back whole, and
     became one log line of that size."""

@@ -21,6 +21,9 @@ HttpClient does, and a half-close does not "imply that the client is no longer i
 9112, 9.6). Such a connection stays open for its answer; any other end of input is a client that left, as uvicorn
 reads it, so that its queued inference is dropped (the end of input of a client that closed its socket and of one
 that only shut its write side are the same bytes).
+
+A request h11 cannot parse (a malformed request line or header, a head past h11's 16 KiB) is answered in the
+service's JSON envelope, with a logId and a log line, as every other refusal is; uvicorn answered it in plain text.
 """
 
 from __future__ import annotations
@@ -28,20 +31,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import http
+import json
 import logging
 import socket
 import struct
+import sys
 from typing import Any, Callable, Optional
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from .envelope import cut_short, envelope, log_safe, new_log_id
+
 logger = logging.getLogger("detector.serve")
 
 
 class ServeH11Protocol(H11Protocol):
-    """uvicorn's H11Protocol, with idle new connections, unfinished request heads and untaken answers closed, and
-    half-closes after a last request answered (see the module)."""
+    """uvicorn's H11Protocol, with idle new connections, unfinished request heads and untaken answers closed,
+    half-closes after a last request answered, and malformed requests answered in the envelope (see the module)."""
 
     def __init__(self, *args: Any, stall_timeout_s: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -79,6 +87,29 @@ class ServeH11Protocol(H11Protocol):
         self.cancel_head_deadline()
         self.cancel_answer_watch()
         super().connection_lost(exc)
+
+    def send_400_response(self, msg: str) -> None:
+        # uvicorn calls it in its `except h11.RemoteProtocolError` (0.29 to 0.55), so that error says what was
+        # wrong, and its status hint tells a head too long (431) from a malformed one (400)
+        error = sys.exc_info()[1]
+        status, why = 400, msg
+        if isinstance(error, h11.RemoteProtocolError):
+            status, why = error.error_status_hint, str(error) or msg
+        log_id = new_log_id()
+        message = cut_short(f"malformed HTTP request: {why}")
+        client = f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
+        logger.info("%s -> %d (%s): %s", client, status, log_id, log_safe(message))
+        body = json.dumps(envelope(log_id, status, message)).encode("utf-8")
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]
+        reason = http.HTTPStatus(status).phrase.encode()
+        self.transport.write(self.conn.send(h11.Response(status_code=status, headers=headers, reason=reason)))
+        self.transport.write(self.conn.send(h11.Data(data=body)))
+        self.transport.write(self.conn.send(h11.EndOfMessage()))
+        self.transport.close()
 
     def watch_answer(self, unsent: int) -> None:
         self.answer_watch = self.loop.call_later(self.stall_timeout_s, self.abort_unless_answer_taken, unsent)
