@@ -11,6 +11,7 @@ import base64
 import contextlib
 import http.client
 import http.server
+import select
 import socket
 import subprocess
 import sys
@@ -474,7 +475,13 @@ def test_base64_decoded_in_pieces_is_decoded_as_a_whole(monkeypatch):
     data = bytes(range(256)) * 3
     encoded = base64.b64encode(data).decode()
     texts = [encoded, base64.encodebytes(data).decode(), " ".join(encoded[i : i + 3] for i in range(0, 60, 3))]
-    texts += [encoded[:-1], encoded[:20] + "==" + encoded[20:], encoded[:30] + "*" + encoded[30:], "QUFBQQ==QUFB", "é" * 9]
+    texts += [
+        encoded[:-1],
+        encoded[:20] + "==" + encoded[20:],
+        encoded[:30] + "*" + encoded[30:],
+        "QUFBQQ==QUFB",
+        "é" * 9,
+    ]
 
     def decoded(decode, text):
         try:
@@ -508,7 +515,7 @@ def test_an_answer_made_a_page_at_a_time_is_the_json_of_the_whole():
 @pytest.fixture(scope="module")
 def impatient_server(default_onnx, tmp_path_factory):
     # 2 s: short for the tests, long beside any pause of a loaded machine's event loop
-    options = ("--timeout-stall", "2", "--timeout-keep-alive", "2")
+    options = ("--timeout-stall", "2", "--timeout-keep-alive", "2", "--timeout-body", "45")
     with running_server(default_onnx, tmp_path_factory.mktemp("serve_logs"), *options) as running:
         yield running
 
@@ -537,7 +544,35 @@ def test_a_body_that_stops_arriving_is_a_408_that_closes_the_connection(impatien
     # a whole body is answered as ever
     status, _, body = impatient_server.post_raw("/detect", data, "image/png")
     assert_success(status, body)
+    limits = impatient_server.request("GET", "/health")[2]["result"]["limits"]
+    assert (limits["stall_timeout_s"], limits["body_timeout_s"]) == (2, 45)
     assert "unexpected error" not in impatient_server.log.read_text()
+
+
+def test_a_body_still_arriving_at_its_deadline_is_a_408(library):
+    """--timeout-stall lets go of a body that stops, not of one that keeps coming a byte now and then: a 15-MB upload
+    at a byte a second held its connection and what it had sent for days. A body must be whole within --timeout-body
+    of its request's head; here 0.3 s, with a byte every 0.05 s."""
+    from detector.serve.app import create_app
+    from detector.serve.config import ServeConfig
+
+    app = create_app(ServeConfig(stall_timeout_s=30, body_timeout_s=0.3), library)
+    head = b"POST /detect HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 1000\r\n\r\n"
+    with serving_in_this_process(app) as server, socket.create_connection(("127.0.0.1", server.config.port)) as client:
+        client.sendall(head)
+        answer = b""
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            for _ in range(1000):  # 50 s: the body was read to its end before, and answered
+                client.sendall(b"x")
+                if select.select([client], [], [], 0.05)[0]:
+                    chunk = client.recv(65536)
+                    answer += chunk
+                    if not chunk:
+                        break
+        assert answer, "no answer while the body kept coming"
+        status, headers, body = parsed_answer(answer)
+    assert status == 408 and headers["connection"] == "close", answer
+    assert body["errorCode"] == 408 and "--timeout-body" in body["errorMsg"] and body["logId"]
 
 
 def closed_after_sending(client: socket.socket, data: bytes, pause_s: float = 0.2) -> bool:

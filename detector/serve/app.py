@@ -137,7 +137,12 @@ def refused_before_reading(scope: dict[str, Any], status: int, message: str) -> 
 def add_body_limits(app: FastAPI, config: ServeConfig) -> None:
     app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes, refusal=refused_before_reading)
     # outside the size limit, so that draining a refused body keeps to the read timeout too
-    app.add_middleware(BodyReadTimeout, timeout_s=config.stall_timeout_s, refusal=refused_before_reading)
+    app.add_middleware(
+        BodyReadTimeout,
+        timeout_s=config.stall_timeout_s,
+        deadline_s=config.body_timeout_s,
+        refusal=refused_before_reading,
+    )
 
 
 def log_id_of(request: Request) -> str:
@@ -251,6 +256,7 @@ async def health(request: Request) -> JSONResponse:
             "max_pixels": service.load_options.max_pixels,
             "timeout_s": config.timeout_s,
             "stall_timeout_s": config.stall_timeout_s,
+            "body_timeout_s": config.body_timeout_s,
             "allow_urls": config.allow_urls,
         },
     }

@@ -84,6 +84,14 @@ KEEP_ALIVE_S = 75.0
     "request's head may take from its first byte.",
 )
 @click.option(
+    "--timeout-body",
+    "body_timeout_s",
+    default=DEFAULTS.body_timeout_s,
+    type=click.FloatRange(0, min_open=True),
+    help="Seconds a request's body may take to arrive in all, from the request's head (then 408): a client sending "
+    "a byte now and then never stalls.",
+)
+@click.option(
     "--timeout-keep-alive",
     "keep_alive_s",
     default=KEEP_ALIVE_S,
@@ -112,6 +120,7 @@ def serve(
     max_pixels: Optional[int],
     timeout_s: float,
     stall_timeout_s: float,
+    body_timeout_s: float,
     keep_alive_s: float,
     cpu_threads: Optional[int],
     precision: Optional[str],
@@ -144,6 +153,7 @@ def serve(
         max_pixels=max_pixels,
         timeout_s=timeout_s,
         stall_timeout_s=stall_timeout_s,
+        body_timeout_s=body_timeout_s,
         allow_urls=allow_urls,
         exit_past_timeout=True,
     )

@@ -40,6 +40,10 @@ class ServeConfig:
     # seconds a client may stall, sending no byte of a request's body (408) or taking none of its answer (the
     # connection reset), and that a request's head may take from its first byte (uvicorn has none of these)
     stall_timeout_s: float = 60.0
+    # seconds a request's body may take to arrive in all, from its head (408): a byte now and then keeps clear of
+    # the stall timeout, and a 20-MiB body at a byte a second held its connection and what it had sent for days;
+    # 300 s lets the default 20-MiB body come at 70 KB/s
+    body_timeout_s: float = 300.0
     allow_urls: bool = False  # {"url": …} makes the server fetch: off by default (SSRF)
     max_url_fetches: int = 16  # image URLs fetched at once per worker, each on a thread of its own; more get 503
     # At shutdown, end the process at once if inferences are still running past the graceful --timeout

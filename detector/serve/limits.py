@@ -1,5 +1,5 @@
-"""The service's limits: a bounded queue of inferences on a fixed thread pool, a request-body cap and a body
-read timeout.
+"""The service's limits: a bounded queue of inferences on a fixed thread pool, a request-body cap and body
+read timeouts.
 
 Both are plain asyncio / ASGI, so they hold whatever web framework sits on top. Inference is
 CPU-bound and one TextDetection is thread-safe, so requests share one model and run on
@@ -207,7 +207,11 @@ class BodySizeLimit:
         await send_closing_refusal(send, status, self.refusal(scope, status, message))
 
 
-class BodyStalled(Exception):
+class BodyTimedOut(Exception):
+    """The request body did not arrive in time (408)."""
+
+
+class BodyStalled(BodyTimedOut):
     """No byte of the request body arrived within the read timeout."""
 
     def __init__(self, timeout_s: float):
@@ -217,20 +221,37 @@ class BodyStalled(Exception):
         )
 
 
+class BodyTooSlow(BodyTimedOut):
+    """The request body was not whole within the body deadline."""
+
+    def __init__(self, deadline_s: float):
+        super().__init__(
+            f"the request body did not arrive whole within {deadline_s:g} s (server option --timeout-body); "
+            "send it faster, or a smaller file"
+        )
+
+
 class BodyReadTimeout:
-    """ASGI middleware: a request whose body sends no byte for ``timeout_s`` gets 408, and its connection is closed.
+    """ASGI middleware: a request whose body sends no byte for ``timeout_s``, or is not whole ``deadline_s`` after
+    its head, gets 408, and its connection is closed.
 
     uvicorn has no read timeout: a client that stalled mid-upload, or declared a Content-Length longer than the
     body it sent, held its connection and what it had sent for good (the handler waited on the rest forever),
     and held a graceful shutdown for all of --timeout. Seconds between bytes, as nginx's client_body_timeout:
-    a slow link's upload goes on. ``refusal(scope, status, message)`` logs the refusal and makes its JSON body.
+    a slow link's upload goes on, within the deadline, which a client sending a byte now and then reaches.
+    ``refusal(scope, status, message)`` logs the refusal and makes its JSON body.
     """
 
     def __init__(
-        self, app: Any, timeout_s: float, refusal: Callable[[dict[str, Any], int, str], dict[str, Any]]
+        self,
+        app: Any,
+        timeout_s: float,
+        deadline_s: float,
+        refusal: Callable[[dict[str, Any], int, str], dict[str, Any]],
     ) -> None:
         self.app = app
         self.timeout_s = timeout_s
+        self.deadline_s = deadline_s
         self.refusal = refusal
 
     async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
@@ -239,14 +260,21 @@ class BodyReadTimeout:
             return
         body_complete = False
         answering = False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.deadline_s
 
         async def timed_receive() -> dict[str, Any]:
             nonlocal body_complete
             if body_complete:  # what is left is a wait for the client to leave: no deadline
                 return await receive()
+            left = deadline - loop.time()
+            if left <= 0:
+                raise BodyTooSlow(self.deadline_s)
             try:
-                message = await asyncio.wait_for(receive(), self.timeout_s)
+                message = await asyncio.wait_for(receive(), min(self.timeout_s, left))
             except asyncio.TimeoutError:
+                if left < self.timeout_s:  # the deadline came first
+                    raise BodyTooSlow(self.deadline_s) from None
                 raise BodyStalled(self.timeout_s) from None
             body_complete = message["type"] != "http.request" or not message.get("more_body", False)
             return message
@@ -258,10 +286,10 @@ class BodyReadTimeout:
 
         try:
             await self.app(scope, timed_receive, tracked_send)
-        except BodyStalled as stalled:
+        except BodyTimedOut as late:
             if answering:  # an answer already under way cannot become a 408
                 raise
-            await send_closing_refusal(send, 408, self.refusal(scope, 408, str(stalled)))
+            await send_closing_refusal(send, 408, self.refusal(scope, 408, str(late)))
 
 
 async def send_closing_refusal(send: Callable, status: int, body: dict[str, Any]) -> None:
