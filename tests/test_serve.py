@@ -12,6 +12,7 @@ import contextlib
 import http.client
 import http.server
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -974,6 +975,51 @@ def test_two_workers_each_load_the_model_and_stop_on_sigterm(default_onnx, tmp_p
     assert log.count("Application startup complete") == 2
     # two workers each on every core ask for more threads than there are cores
     assert "onnxruntime's threads sleep between operators instead of spinning" in log
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ctrl_c_ends_detect_serve_with_130(default_onnx, monkeypatch, capsys, workers):
+    """Ctrl-C stops uvicorn as SIGTERM does, and uvicorn then returns as from a requested stop: its --workers
+    supervisor keeps the signal; a single server raises it again, with the handler it found, once stopped, and
+    uvicorn.run (0.39, 0.55) swallows the KeyboardInterrupt. `detect serve` exited 0, where the command line's Ctrl-C
+    is 130. uvicorn is played here by a function that takes two SIGINTs (a forced stop) in each of its two ways, the
+    single server's on an event loop that has the signal wakeup file to itself meanwhile, as uvloop's has."""
+    import uvicorn
+
+    from detector.cli import main
+    from detector.serve import app as serve_app  # imported before load_detector is replaced: it binds the name
+    from detector.serve.config import CONFIG_ENV_VAR
+
+    def stopped_by_two_ctrl_cs(app, **options):
+        supervisor = options.get("workers", 1) > 1
+        wakeup_file = None if supervisor else signal.set_wakeup_fd(-1)
+        taken = []
+        found = signal.signal(signal.SIGINT, lambda signum, frame: taken.append(signum))
+        for _ in range(2):
+            signal.raise_signal(signal.SIGINT)
+        assert taken == [signal.SIGINT] * 2
+        if supervisor:  # its handler stays, the signals are spent
+            return
+        signal.signal(signal.SIGINT, found)
+        with contextlib.suppress(KeyboardInterrupt):
+            for signum in reversed(taken):
+                signal.raise_signal(signum)
+        signal.set_wakeup_fd(wakeup_file)
+
+    monkeypatch.setattr(uvicorn, "run", stopped_by_two_ctrl_cs)
+    monkeypatch.setattr("detector.serve.inference.load_detector", lambda config: "a detector")
+    monkeypatch.setattr(serve_app, "create_app", lambda config, detector: "an app")
+    monkeypatch.setattr("detector.serve.worker.log_beside_uvicorn", lambda level: None)
+    monkeypatch.setenv(CONFIG_ENV_VAR, "")  # the command sets it for its workers: put back after the test
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with pytest.raises(SystemExit) as ended:
+            main(["serve", "--model", str(default_onnx), "--device", "cpu", "--workers", str(workers)])
+    finally:
+        for signum, handler in handlers.items():  # main's and the command's: not this process's
+            signal.signal(signum, handler)
+    assert ended.value.code == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "detect serve: interrupted"
 
 
 @pytest.mark.parametrize("older_uvicorn", [False, True])

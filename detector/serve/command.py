@@ -5,12 +5,14 @@ FastAPI and uvicorn are imported inside the command, so listing `detect --help` 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import signal
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Optional
 
@@ -185,13 +187,49 @@ def serve(
         http=serve_protocol(stall_timeout_s=config.stall_timeout_s),
     )
     if workers == 1:
-        uvicorn.run(create_app(config, detector), **served)
-        return
-    del detector
-    with tempfile.TemporaryDirectory(prefix="detect-serve-") as folder:
-        startup_failure = Path(folder) / "startup-failure"
-        os.environ[CONFIG_ENV_VAR] = dataclasses.replace(config, startup_failure_file=str(startup_failure)).to_json()
-        uvicorn.run("detector.serve.worker:app_from_environment", factory=True, workers=workers, **served)
-        # uvicorn's supervisor stopped the workers: a failure, where uvicorn returns as from a requested stop
-        if startup_failure.exists():
-            _fail_usage(DetectorError(startup_failure.read_text(encoding="utf-8")), False, command="detect serve")
+        app = create_app(config, detector)
+        with sigints_noted() as sigints:
+            uvicorn.run(app, **served)
+    else:
+        del detector
+        with tempfile.TemporaryDirectory(prefix="detect-serve-") as folder, sigints_noted() as sigints:
+            startup_failure = Path(folder) / "startup-failure"
+            worker_config = dataclasses.replace(config, startup_failure_file=str(startup_failure))
+            os.environ[CONFIG_ENV_VAR] = worker_config.to_json()
+            uvicorn.run("detector.serve.worker:app_from_environment", factory=True, workers=workers, **served)
+            # uvicorn's supervisor stopped the workers: a failure, where uvicorn returns as from a requested stop
+            if startup_failure.exists():
+                _fail_usage(DetectorError(startup_failure.read_text(encoding="utf-8")), False, command="detect serve")
+    if sigints:
+        raise KeyboardInterrupt  # the command line's Ctrl-C: "detect serve: interrupted", exit 130
+
+
+@contextlib.contextmanager
+def sigints_noted() -> Iterator[list[int]]:
+    """A list that holds, once the block has run (uvicorn), the SIGINTs (Ctrl-C) that came meanwhile. uvicorn stops on
+    SIGINT as on SIGTERM and returns as from a requested stop (0.39 and 0.55 swallow the KeyboardInterrupt they raise
+    again at the end; the --workers supervisor keeps the signal), so `detect serve` exited 0, where the command
+    line's Ctrl-C is 130.
+
+    Seen two ways, one for each of uvicorn's: a SIGINT handler of ours, which a single server puts back when it has
+    stopped and calls with the signals it took (the loop it ran may have had the signal wakeup file to itself: uvloop
+    does); and the signal wakeup file, which the interpreter writes each signal's number to, whatever the handler,
+    the supervisor's included.
+    """
+    seen: list[int] = []
+    sigints: list[int] = []
+    previous_handler = signal.signal(signal.SIGINT, lambda signum, _frame: seen.append(signum))
+    read_end, write_end = os.pipe()
+    os.set_blocking(read_end, False)
+    os.set_blocking(write_end, False)
+    previous_wakeup = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    try:
+        yield sigints
+    finally:
+        signal.set_wakeup_fd(previous_wakeup)
+        signal.signal(signal.SIGINT, previous_handler)
+        with contextlib.suppress(BlockingIOError):
+            seen.extend(os.read(read_end, 4096))
+        os.close(read_end)
+        os.close(write_end)
+        sigints.extend(signum for signum in seen if signum == signal.SIGINT)
