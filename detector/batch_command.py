@@ -118,7 +118,7 @@ def batch(
     (needs the [ray] extra)."""
     existed = os.path.exists(output)  # first: whether an empty folder there is this run's to remove
     try:
-        from . import distributed
+        from . import batch_inputs, batch_output, batch_rows, distributed, ray_session
     except ImportError as exc:
         _exit_for_missing_extra("batch", "ray", exc)
     except (KeyboardInterrupt, Terminated) as stopped:  # importing Ray takes a second or so
@@ -134,7 +134,7 @@ def batch(
         max_side_limit=max_side_limit,
         shape_bucket=shape_bucket,
     )
-    spec = distributed.ModelSpec(
+    spec = batch_rows.ModelSpec(
         model_name=model_name,
         model_dir=model_dir,
         device=device,
@@ -142,10 +142,10 @@ def batch(
         max_pixels=max_pixels,
         settings={key: value for key, value in settings.items() if value is not None},
     )
-    made_here = not distributed.is_uri(output) and not existed
-    ray_ours = not distributed.ray.is_initialized()  # one of the caller's (main() called in its process) is left up
+    made_here = not batch_inputs.is_uri(output) and not existed
+    ray_ours = not ray_session.ray.is_initialized()  # one of the caller's (main() called in its process) is left up
     # a failure is said in one line below; --debug shows Ray's own records of it too
-    quiet = contextlib.nullcontext() if debug else distributed.ray_data_failures_kept_off_the_terminal()
+    quiet = contextlib.nullcontext() if debug else ray_session.ray_data_failures_kept_off_the_terminal()
     try:
         with quiet:
             summary = distributed.run_batch(
@@ -167,7 +167,7 @@ def batch(
         )
         for line in failed_rows_said(summary):  # which files failed, and why (the count alone said neither)
             click.echo(line, err=True)
-    except distributed.RowsNotWrittenError as exc:  # the run failed, not the call: exit 1, as detect's writes
+    except batch_output.RowsNotWrittenError as exc:  # the run failed, not the call: exit 1, as detect's writes
         note = (
             "; nothing was written"
             if _unwritten_output_removed(output, made_here)
@@ -184,7 +184,7 @@ def batch(
         raise
     finally:  # here, not at exit: a signal there cut Ray's shutdown short
         if ray_ours:
-            distributed.disconnect()
+            ray_session.disconnect()
     sys.exit(EXIT_SOME_FAILED if summary.errors else EXIT_OK)
 
 

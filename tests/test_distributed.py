@@ -23,13 +23,17 @@ import pytest
 from PIL import Image
 
 from detector import DetectorError, InputNotFoundError, TextDetection
-from detector.errors import Terminated
+from detector.errors import InvalidParameterError, Terminated
 from detector.result import to_jsonable
 from tests.conftest import REPO_ROOT
 from tests.rendered import write_rendered_pages
 
 ray = pytest.importorskip("ray", reason="the [ray] extra is not installed (make test installs it)")
 distributed = pytest.importorskip("detector.distributed")
+batch_inputs = pytest.importorskip("detector.batch_inputs")
+batch_output = pytest.importorskip("detector.batch_output")
+batch_rows = pytest.importorskip("detector.batch_rows")
+ray_session = pytest.importorskip("detector.ray_session")
 
 BROKEN = "broken.png"
 
@@ -38,7 +42,7 @@ BROKEN = "broken.png"
 def local_ray():
     ray.init(
         num_cpus=2,
-        object_store_memory=distributed.LOCAL_OBJECT_STORE_BYTES,
+        object_store_memory=ray_session.LOCAL_OBJECT_STORE_BYTES,
         include_dashboard=False,
         log_to_driver=False,
     )
@@ -86,11 +90,11 @@ def split_broken(rows):
 
 
 def test_parquet_rows_equal_the_library_and_a_broken_file_is_one_error_row(local_ray, folder, default_onnx, tmp_path):
-    spec = distributed.ModelSpec(model_dir=str(default_onnx), device="cpu")
+    spec = batch_rows.ModelSpec(model_dir=str(default_onnx), device="cpu")
     summary = distributed.run_batch(
         [str(folder)], str(tmp_path / "out"), fmt="parquet", spec=spec, concurrency=2, files_per_batch=2
     )
-    rows, broken = split_broken(distributed.read_rows(str(tmp_path / "out"), "parquet").to_pylist())
+    rows, broken = split_broken(batch_output.read_rows(str(tmp_path / "out"), "parquet").to_pylist())
     assert rows == expected_rows(folder, default_onnx)
     assert len(broken) == 1 and BROKEN in broken[0]["error"] and broken[0]["dt_polys"] == []
     assert [row["page_index"] for row in rows if row["path"].endswith(".tiff")] == [0, 1]
@@ -133,7 +137,7 @@ def test_cli_jsonl_with_settings_on_an_existing_cluster(local_ray, folder, defau
     (named,) = [line for line in proc.stderr.splitlines() if line.startswith("detect batch: error: ")]
     assert named.startswith(f"detect batch: error: {folder / BROKEN}: ") and "more rows" not in proc.stderr
     assert {path.suffix for path in out.iterdir() if path.name != "_SUCCESS.json"} == {".jsonl"}
-    rows, broken = split_broken(distributed.read_rows(str(out), "jsonl").to_pylist())
+    rows, broken = split_broken(batch_output.read_rows(str(out), "jsonl").to_pylist())
     expected = [
         row
         for row in expected_rows(folder, default_onnx, box_thresh=0.7, unclip_ratio=1.2)
@@ -168,10 +172,10 @@ def test_an_address_without_a_cluster_is_the_user_s_error(monkeypatch):
     def no_cluster(**_):
         raise ConnectionError("Could not find any running Ray instance")
 
-    monkeypatch.setattr(distributed.ray, "is_initialized", lambda: False)
-    monkeypatch.setattr(distributed.ray, "init", no_cluster)
+    monkeypatch.setattr(ray_session.ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray_session.ray, "init", no_cluster)
     with pytest.raises(DetectorError, match="cannot join the Ray cluster at 'auto': Could not find"):
-        distributed.connect("auto")
+        ray_session.connect("auto")
 
 
 def test_an_error_row_names_the_page_whose_detection_failed(folder, default_onnx, monkeypatch):
@@ -185,15 +189,15 @@ def test_an_error_row_names_the_page_whose_detection_failed(folder, default_onnx
             return detect_loaded(images, **kwargs)
 
         monkeypatch.setattr(detector, "detect_loaded", fail_on_one_page)
-        rows = distributed.detect_file(detector, str(folder / "two_pages.tiff"))
+        rows = batch_rows.detect_file(detector, str(folder / "two_pages.tiff"))
         assert [(row["page_index"], row["error"]) for row in rows] == [(page, None) for page in range(failing_page)] + [
             (failing_page, "the network failed")
         ]
     # a file that cannot be read at all is not a page
-    (row,) = distributed.detect_file(detector, str(folder / BROKEN))
+    (row,) = batch_rows.detect_file(detector, str(folder / BROKEN))
     assert row["page_index"] is None and row["error"]
     # nor one gone since it was listed: a row, where Ray's own reader ended the whole job
-    (row,) = distributed.detect_file(detector, str(folder / "gone.png"))
+    (row,) = batch_rows.detect_file(detector, str(folder / "gone.png"))
     assert row["page_index"] is None and "does not exist" in row["error"]
 
 
@@ -203,11 +207,11 @@ def test_a_row_holds_the_warnings_of_its_image(folder, default_onnx, tmp_path):
     data = cv2.imencode(".jpg", cv2.imread(str(folder / "receipt.png")))[1].tobytes()
     (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 3])
     detector = TextDetection(model_dir=default_onnx, device="cpu")
-    (row,) = distributed.detect_file(detector, str(tmp_path / "cut.jpg"))
+    (row,) = batch_rows.detect_file(detector, str(tmp_path / "cut.jpg"))
     assert row["error"] is None and len(row["warnings"]) == 1 and "is a damaged JPEG" in row["warnings"][0]
-    (row,) = distributed.detect_file(detector, str(folder / "receipt.png"))
+    (row,) = batch_rows.detect_file(detector, str(folder / "receipt.png"))
     assert row["warnings"] == []  # each row its own: none carried over
-    (row,) = distributed.detect_file(detector, str(folder / BROKEN))
+    (row,) = batch_rows.detect_file(detector, str(folder / BROKEN))
     assert row["error"] and row["warnings"] == []
 
 
@@ -240,10 +244,10 @@ def test_files_are_listed_and_named_as_detect_reads_them(local_ray, folder, defa
         [inputs.as_uri(), str(tmp_path / "scan_without_suffix"), "preamble.pdf", "local"],
         "relative_out",
         fmt="jsonl",
-        spec=distributed.ModelSpec(model_dir=str(default_onnx)),
+        spec=batch_rows.ModelSpec(model_dir=str(default_onnx)),
         recursive=False,
     )
-    rows = distributed.read_rows(str(tmp_path / "relative_out"), "jsonl").to_pylist()
+    rows = batch_output.read_rows(str(tmp_path / "relative_out"), "jsonl").to_pylist()
     assert all(row["error"] is None for row in rows), rows
     prefix = inputs.as_uri()
     assert sorted(row["path"] for row in rows) == sorted(
@@ -261,7 +265,7 @@ def test_gpus_the_local_instance_does_not_have_are_refused_not_waited_for(local_
     # --device cpu --num-gpus-per-actor 1 on a machine without a GPU waited for an actor slot for ever
     if ray.cluster_resources().get("GPU", 0) >= 1:
         pytest.skip("this machine has a GPU")
-    spec = distributed.ModelSpec(model_dir=str(default_onnx), device="cpu")
+    spec = batch_rows.ModelSpec(model_dir=str(default_onnx), device="cpu")
     with pytest.raises(DetectorError, match="num_gpus_per_actor 1 is more than this machine's 0 GPUs"):
         distributed.run_batch([str(folder / "receipt.png")], str(tmp_path / "out"), spec=spec, num_gpus_per_actor=1)
 
@@ -282,10 +286,10 @@ def test_each_actor_opens_the_model_on_its_own_device(tmp_path, monkeypatch, dev
         loaded.append(spec)
         raise _Loaded
 
-    monkeypatch.setattr(distributed.ModelSpec, "load", load)
+    monkeypatch.setattr(batch_rows.ModelSpec, "load", load)
     image = tmp_path / "a.png"
     cv2.imwrite(str(image), np.zeros((8, 8, 3), np.uint8))
-    spec = distributed.ModelSpec(device=device)
+    spec = batch_rows.ModelSpec(device=device)
     with pytest.raises(_Loaded):
         distributed.run_batch([str(image)], str(tmp_path / "out"), spec=spec, num_gpus_per_actor=num_gpus_per_actor)
     assert loaded[0].device == opened_on
@@ -294,8 +298,8 @@ def test_each_actor_opens_the_model_on_its_own_device(tmp_path, monkeypatch, dev
 @pytest.mark.parametrize(("device", "num_gpus_per_actor"), [("gpu:1", 1), ("cuda:1", 0.5), ("gpu:2", 2)])
 def test_a_gpu_the_actors_do_not_see_is_refused_before_anything_starts(tmp_path, device, num_gpus_per_actor):
     # an actor sees only the GPUs Ray assigned it, from index 0: gpu:1 failed in every actor
-    spec = distributed.ModelSpec(device=device)
-    with pytest.raises(distributed.InvalidParameterError, match=r"use --device gpu \(device='gpu'\), and Ray picks"):
+    spec = batch_rows.ModelSpec(device=device)
+    with pytest.raises(InvalidParameterError, match=r"use --device gpu \(device='gpu'\), and Ray picks"):
         distributed.run_batch(
             [str(tmp_path / "none")], str(tmp_path / "out"), spec=spec, num_gpus_per_actor=num_gpus_per_actor
         )
@@ -304,7 +308,7 @@ def test_a_gpu_the_actors_do_not_see_is_refused_before_anything_starts(tmp_path,
 
 def test_a_model_actors_cannot_load_on_a_cluster_is_the_library_s_refusal(local_ray, folder, default_onnx, tmp_path):
     # with --ray-address the model is first loaded by the actors: their refusal was an ActorDiedError traceback
-    spec = distributed.ModelSpec(model_dir=str(default_onnx), precision="fp16", device="cpu")
+    spec = batch_rows.ModelSpec(model_dir=str(default_onnx), precision="fp16", device="cpu")
     with pytest.raises(DetectorError, match=r"^the actors could not load the model: no fp16 variant: "):
         distributed.run_batch([str(folder / "receipt.png")], str(tmp_path / "out"), spec=spec, ray_address=local_ray)
 
@@ -335,7 +339,7 @@ def test_an_output_that_cannot_be_written_midway_is_one_line_saying_so(
     from detector import cli
 
     out = tmp_path / "out"
-    on_write_start = distributed.JsonLinesDatasink.on_write_start
+    on_write_start = batch_output.JsonLinesDatasink.on_write_start
 
     def folder_replaced_by_a_file(self, *args, **kwargs):  # after Ray checked it, before any writer runs
         on_write_start(self, *args, **kwargs)
@@ -343,7 +347,7 @@ def test_an_output_that_cannot_be_written_midway_is_one_line_saying_so(
             out.rmdir()
             out.write_text("not a folder")
 
-    monkeypatch.setattr(distributed.JsonLinesDatasink, "on_write_start", folder_replaced_by_a_file)
+    monkeypatch.setattr(batch_output.JsonLinesDatasink, "on_write_start", folder_replaced_by_a_file)
     model = ["--model", str(default_onnx), "--device", "cpu", "--format", "jsonl"]
     with pytest.raises(SystemExit) as ended:
         cli.main(["batch", "-i", str(folder / "receipt.png"), "-o", str(out), "--ray-address", local_ray, *model])
@@ -371,7 +375,7 @@ def test_a_cluster_address_nobody_answers_at_fails_at_once(folder, tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert f"cannot join the Ray cluster at '127.0.0.1:{port}': nothing answers there" in proc.stderr
     assert "Traceback" not in proc.stderr and "Failed to connect" not in proc.stderr
-    assert distributed.unreachable_cluster("auto") is None and distributed.unreachable_cluster("ray://x") is None
+    assert ray_session.unreachable_cluster("auto") is None and ray_session.unreachable_cluster("ray://x") is None
 
 
 def test_uri_listings_read_every_file_under_its_own_name(tmp_path):
@@ -380,9 +384,9 @@ def test_uri_listings_read_every_file_under_its_own_name(tmp_path):
     names = ["c d", "c%20d", "a#b", "a", "q?x", "q", "ünï"]
     for name in names:
         (tmp_path / f"{name}.jpg").write_text(name)
-    listed = distributed.list_uri(tmp_path.as_uri(), recursive=True)
+    listed = batch_inputs.list_uri(tmp_path.as_uri(), recursive=True)
     assert len(listed) == len(names)
-    assert sorted(distributed.file_source(uri).value.decode() for uri in listed) == sorted(names)
+    assert sorted(batch_rows.file_source(uri).value.decode() for uri in listed) == sorted(names)
 
 
 def test_a_file_whose_name_is_not_utf8_and_cannot_be_read_is_one_error_row(tmp_path, default_onnx):
@@ -392,9 +396,9 @@ def test_a_file_whose_name_is_not_utf8_and_cannot_be_read_is_one_error_row(tmp_p
     broken = os.fsdecode(os.fsencode(str(tmp_path)) + b"/br\xffoken.png")
     with open(os.fsencode(broken), "wb") as handle:
         handle.write(b"garbage")
-    rows = distributed.detect_file(TextDetection(model_dir=default_onnx, device="cpu"), broken)
+    rows = batch_rows.detect_file(TextDetection(model_dir=default_onnx, device="cpu"), broken)
     table = pa.Table.from_pydict(
-        {k: [row[k] for row in rows] for k in distributed.ROW_SCHEMA.names}, distributed.ROW_SCHEMA
+        {k: [row[k] for row in rows] for k in batch_rows.ROW_SCHEMA.names}, batch_rows.ROW_SCHEMA
     )
     (error,) = table.column("error").to_pylist()
     assert "br\\udcffoken.png is not an image" in error  # as the path column writes it
@@ -409,23 +413,23 @@ def test_an_output_folder_that_cannot_be_written_is_refused_before_ray_starts(tm
     def read_only(*args, **kwargs):  # what a read-only mount gives (root writes through permission bits)
         raise OSError(errno.EROFS, "Read-only file system")
 
-    monkeypatch.setattr(distributed.tempfile, "TemporaryFile", read_only)
-    with pytest.raises(distributed.InvalidParameterError, match="cannot be written: Read-only file system"):
-        distributed.check_output(str(empty))
+    monkeypatch.setattr(batch_output.tempfile, "TemporaryFile", read_only)
+    with pytest.raises(InvalidParameterError, match="cannot be written: Read-only file system"):
+        batch_output.check_output(str(empty))
 
 
 def test_rows_read_in_the_other_format_or_of_an_unfinished_run_are_refused(tmp_path):
     (tmp_path / "part-0.parquet").write_bytes(b"")
-    with pytest.raises(distributed.InvalidParameterError, match="holds parquet files, not jsonl"):
-        distributed.read_rows(str(tmp_path), "jsonl")
+    with pytest.raises(InvalidParameterError, match="holds parquet files, not jsonl"):
+        batch_output.read_rows(str(tmp_path), "jsonl")
     # rows without the completion record: a run interrupted or failed (they read as a whole run before)
     (tmp_path / "part-0.parquet").unlink()
     row = {"path": "a.png", "page_index": None, "dt_polys": [], "dt_scores": [], "error": None}
     (tmp_path / "part-0.jsonl").write_text(json.dumps(row) + "\n")
     unfinished = r"holds no _SUCCESS\.json: the run that wrote it did not finish"
-    with pytest.raises(distributed.InvalidParameterError, match=unfinished):
-        distributed.read_rows(str(tmp_path), "jsonl")
-    assert len(distributed.read_rows(str(tmp_path), "jsonl", allow_partial=True)) == 1
+    with pytest.raises(InvalidParameterError, match=unfinished):
+        batch_output.read_rows(str(tmp_path), "jsonl")
+    assert len(batch_output.read_rows(str(tmp_path), "jsonl", allow_partial=True)) == 1
 
 
 def test_a_local_run_starts_its_own_instance_where_ray_address_names_a_cluster(folder, tmp_path):
@@ -444,7 +448,7 @@ def test_a_local_run_starts_its_own_instance_where_ray_address_names_a_cluster(f
         env={**os.environ, "RAY_ADDRESS": f"127.0.0.1:{port}"},
     )
     assert proc.returncode == 0, proc.stderr
-    assert len(distributed.read_rows(str(tmp_path / "out"), "jsonl")) == 1
+    assert len(batch_output.read_rows(str(tmp_path / "out"), "jsonl")) == 1
     record = json.loads((tmp_path / "out" / "_SUCCESS.json").read_text())  # a finished run says so, last
     assert (record["files"], record["rows"], record["errors"], record["format"]) == (1, 1, 0, "jsonl")
     # and which model wrote the rows: it recorded only the options given (none here, so no name at all)
@@ -629,7 +633,7 @@ def test_the_summary_names_the_first_failed_rows_by_path_and_page():
         {"path": "/in/b.pdf", "page_index": 0, "error": "a\nsecond line"},
         {"path": "/in/a.png", "page_index": None, "error": "not an image"},
     ]
-    schema = pa.schema([distributed.ROW_SCHEMA.field(name) for name in ("path", "page_index", "error")])
+    schema = pa.schema([batch_rows.ROW_SCHEMA.field(name) for name in ("path", "page_index", "error")])
     table = pa.Table.from_pylist(rows, schema=schema)
     assert distributed.first_errors(table) == (
         ("/in/a.png", None, "not an image"),

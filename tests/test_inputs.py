@@ -1130,7 +1130,7 @@ def test_a_folder_walk_keeps_its_place_for_a_subfolder_it_cannot_read(tmp_path, 
 
 def test_a_ray_batch_refuses_a_folder_walk_with_a_subfolder_it_cannot_read(tmp_path, monkeypatch):
     pytest.importorskip("ray", reason="the [ray] extra is not installed (make test installs it)")
-    from detector.distributed import resolve_inputs
+    from detector.batch_inputs import resolve_inputs
 
     (tmp_path / "b").mkdir()
     cv2.imwrite(str(tmp_path / "a.png"), np.full((8, 8, 3), 255, np.uint8))

@@ -141,7 +141,7 @@ def test_serve_and_batch_pass_it_through(default_onnx):
     config = ServeConfig.from_json(ServeConfig(model_dir=str(default_onnx), device="cpu", shape_bucket=320).to_json())
     assert load_detector(config).shape_bucket == 320  # workers rebuild the config from this JSON
     pytest.importorskip("ray")
-    from detector.distributed import ModelSpec
+    from detector.batch_rows import ModelSpec
 
     assert (
         ModelSpec(model_dir=str(default_onnx), device="cpu", settings={"shape_bucket": 128}).load().shape_bucket == 128

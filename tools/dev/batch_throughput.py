@@ -30,7 +30,7 @@ def main(argv=None) -> None:
     parser.add_argument("--actors", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args(argv)
 
-    from detector import distributed
+    from detector import batch_rows, distributed, ray_session
 
     with tempfile.TemporaryDirectory(prefix="batch-throughput-") as work:
         folder = Path(work) / "in"
@@ -39,8 +39,8 @@ def main(argv=None) -> None:
             lines = [f"{index:04d} {line}" for line in SAMPLE_LINES]
             image, _ = render_text_image(lines, width=1000)
             cv2.imwrite(str(folder / f"page_{index:04d}.png"), image)
-        distributed.connect(None)
-        spec = distributed.ModelSpec(model_dir=args.model, device="cpu")
+        ray_session.connect(None)
+        spec = batch_rows.ModelSpec(model_dir=args.model, device="cpu")
         print(f"{args.images} rendered 1000x384 PNG pages, {os.cpu_count()} CPUs, one CPU per actor")
         print("| actors | seconds | images/s |")
         print("|---|---|---|")

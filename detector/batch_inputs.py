@@ -1,0 +1,69 @@
+"""The files a `detect batch` run reads: local folders and glob patterns as `detect -i` expands them, URIs
+listed through pyarrow's filesystem for their scheme."""
+
+from __future__ import annotations
+
+import os
+import urllib.parse
+from collections.abc import Sequence
+
+import pyarrow.fs
+
+from .errors import DetectorError, InputNotFoundError
+from .folder_walk import IMAGE_EXTENSIONS
+from .inputs import expand_inputs
+from .load_options import DEFAULT_LOAD_OPTIONS, LoadOptions
+
+
+def is_uri(text: str) -> bool:
+    return "://" in text
+
+
+def resolve_inputs(inputs: Sequence[str], recursive: bool = DEFAULT_LOAD_OPTIONS.recursive) -> list[str]:
+    """Local folders and globs -> absolute file paths (every node must see them: a shared filesystem; links
+    kept as named, as `detect -i` reports them); URIs (s3://, gs://, hdfs://, file://…) listed through pyarrow's
+    filesystem for their scheme, a folder's image files with its subfolders unless not recursive."""
+    paths: list[str] = []
+    for raw in inputs:
+        if is_uri(raw):
+            paths.extend(list_uri(raw, recursive))
+        else:
+            sources = expand_inputs(raw, LoadOptions(recursive=recursive))
+            for source in sources:
+                if source.kind == "unreadable":  # a folder of the walk that cannot be listed: refused before Ray
+                    raise source.value
+                paths.append(os.path.abspath(source.value))
+    if not paths:
+        raise InputNotFoundError("no input files given")
+    return paths
+
+
+def list_uri(uri: str, recursive: bool) -> list[str]:
+    """A URI naming a file -> [it]; naming a folder -> its image files' URIs, sorted (subfolders if recursive)."""
+    try:
+        filesystem, root = pyarrow.fs.FileSystem.from_uri(uri)
+        found = filesystem.get_file_info(root)
+        if found.type == pyarrow.fs.FileType.NotFound:
+            raise InputNotFoundError(f"the input {uri} does not exist")
+        if found.type == pyarrow.fs.FileType.File:
+            return [uri]
+        infos = filesystem.get_file_info(pyarrow.fs.FileSelector(root, recursive=recursive))
+    except DetectorError:
+        raise
+    except Exception as exc:  # a scheme pyarrow does not know, a store it cannot reach
+        raise DetectorError(f"cannot list the input {uri}: {exc}") from None
+    # the scheme and authority the filesystem's own paths leave out ("s3://", "hdfs://host:9000")
+    prefix = uri.rstrip("/")[: len(uri.rstrip("/")) - len(root.rstrip("/"))]
+    files = []
+    for info in infos:
+        try:
+            path = info.path
+        except UnicodeDecodeError:  # pyarrow holds names as UTF-8 only
+            raise DetectorError(
+                f"a file name under {uri} is not UTF-8, which pyarrow cannot list: pass a local folder as a path"
+            ) from None
+        if info.type == pyarrow.fs.FileType.File and os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS:
+            # percent-encoded, as FileSystem.from_uri decodes it again when the file is read: taken as it is,
+            # 'c%20d.jpg' read the file 'c d.jpg', and a space, '#', '?' or 'ü' in a name failed or cut it short
+            files.append(prefix + urllib.parse.quote(path, safe="/"))
+    return sorted(files)
