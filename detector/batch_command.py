@@ -28,6 +28,7 @@ from .cli import (
     shape_bucket_option,
 )
 from .errors import DetectorError, Terminated
+from .progress import progress_of_counts
 
 if TYPE_CHECKING:  # Ray is imported when a batch runs, not when the command is listed
     from .distributed import BatchSummary
@@ -146,8 +147,10 @@ def batch(
     ray_ours = not ray_session.ray.is_initialized()  # one of the caller's (main() called in its process) is left up
     # a failure is said in one line below; --debug shows Ray's own records of it too
     quiet = contextlib.nullcontext() if debug else ray_session.ray_data_failures_kept_off_the_terminal()
+    # a bar over the files on a terminal, Ray Data's own progress off: on a terminal it asked for tqdm
+    shown = progress_of_counts("detecting", sys.stderr is not None and sys.stderr.isatty())
     try:
-        with quiet:
+        with quiet, ray_session.ray_data_progress_off(), shown as on_progress:
             summary = distributed.run_batch(
                 inputs,
                 output,
@@ -159,6 +162,7 @@ def batch(
                 recursive=recursive,
                 ray_address=ray_address,
                 files_per_batch=files_per_batch,
+                on_progress=on_progress,
             )
         click.echo(
             f"detect batch: {summary.files} files, {summary.rows} rows, {summary.errors} with an error, "

@@ -60,10 +60,12 @@ class ModelSpec:
 
 
 class DetectFiles:
-    """Ray Data callable class: the model is loaded once when the actor starts, then used for every batch."""
+    """Ray Data callable class: the model is loaded once when the actor starts, then used for every batch; each
+    file done is added to ``files_done`` (a batch_progress.FilesDone actor), where the run reports its progress."""
 
-    def __init__(self, spec: ModelSpec):
+    def __init__(self, spec: ModelSpec, files_done: Optional[Any] = None):
         self.detector = spec.load()
+        self.files_done = files_done
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows: dict[str, list[Any]] = {name: [] for name in ROW_SCHEMA.names}
@@ -71,6 +73,8 @@ class DetectFiles:
             for row in detect_file(self.detector, os.fsdecode(name)):
                 for column in ROW_SCHEMA.names:
                     rows[column].append(row[column])
+            if self.files_done is not None:  # not waited for: a count, not worth a round trip per file
+                self.files_done.add.remote(1)
         return pa.Table.from_pydict(rows, schema=ROW_SCHEMA)
 
 

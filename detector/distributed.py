@@ -16,7 +16,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -34,6 +34,7 @@ from .batch_output import (
     read_rows,
     write_completion_record,
 )
+from .batch_progress import files_done_reported
 from .batch_rows import SOURCE_COLUMN, DetectFiles, ModelSpec
 from .errors import DetectorError, InvalidParameterError, os_reason
 from .load_options import DEFAULT_LOAD_OPTIONS
@@ -93,8 +94,10 @@ def run_batch(
     files_per_batch: int = DEFAULT_FILES_PER_BATCH,
     recursive: bool = DEFAULT_LOAD_OPTIONS.recursive,
     ray_address: Optional[str] = None,
+    on_progress: Optional[Callable[[int, int], None]] = None,
 ) -> BatchSummary:
-    """Detect text in every input file on Ray and write the rows to ``output``; a summary of the run."""
+    """Detect text in every input file on Ray and write the rows to ``output``; a summary of the run.
+    ``on_progress(files done, files in all)`` is called as the actors finish files (files_done_reported)."""
     if fmt not in FORMATS:
         raise InvalidParameterError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if concurrency < 1 or files_per_batch < 1 or cpus_per_actor <= 0 or num_gpus_per_actor < 0:
@@ -141,33 +144,34 @@ def run_batch(
             f"{local_gpus:g} GPUs (the local Ray instance has no more)"
         )
     start = time.perf_counter()
-    # names as bytes: a file name that is not UTF-8 has no Arrow string; each actor reads its files itself
-    dataset = ray.data.from_items([{SOURCE_COLUMN: os.fsencode(path)} for path in paths])
-    rows = dataset.map_batches(
-        DetectFiles,
-        fn_constructor_args=(spec,),
-        batch_size=files_per_batch,
-        batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(size=concurrency),
-        num_cpus=cpus_per_actor,
-        num_gpus=num_gpus_per_actor or None,
-    )
-    try:
-        if fmt == "parquet":
-            rows.write_parquet(output, ray_remote_args={"num_cpus": 0})
-        else:
-            rows.write_datasink(JsonLinesDatasink(output), ray_remote_args={"num_cpus": 0})
-    except ray.exceptions.RayActorError as exc:
-        # on a cluster the model is first loaded by the actors: the library's refusal, not Ray's traceback
-        refusal = library_refusal(str(exc))
-        if refusal is None:
-            raise
-        raise DetectorError(f"the actors could not load the model: {refusal}") from None
-    except ray.exceptions.RayTaskError as exc:
-        # a writer's: the actors' calls raise nothing (detect_file keeps each file's failure in its row)
-        if not isinstance(exc.cause, OSError):
-            raise
-        raise RowsNotWrittenError(f"cannot write the rows into {output}: {os_reason(exc.cause)}") from None
+    with files_done_reported(len(paths), on_progress) as files_done:
+        # names as bytes: a file name that is not UTF-8 has no Arrow string; each actor reads its files itself
+        dataset = ray.data.from_items([{SOURCE_COLUMN: os.fsencode(path)} for path in paths])
+        rows = dataset.map_batches(
+            DetectFiles,
+            fn_constructor_args=(spec, files_done),
+            batch_size=files_per_batch,
+            batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(size=concurrency),
+            num_cpus=cpus_per_actor,
+            num_gpus=num_gpus_per_actor or None,
+        )
+        try:
+            if fmt == "parquet":
+                rows.write_parquet(output, ray_remote_args={"num_cpus": 0})
+            else:
+                rows.write_datasink(JsonLinesDatasink(output), ray_remote_args={"num_cpus": 0})
+        except ray.exceptions.RayActorError as exc:
+            # on a cluster the model is first loaded by the actors: the library's refusal, not Ray's traceback
+            refusal = library_refusal(str(exc))
+            if refusal is None:
+                raise
+            raise DetectorError(f"the actors could not load the model: {refusal}") from None
+        except ray.exceptions.RayTaskError as exc:
+            # a writer's: the actors' calls raise nothing (detect_file keeps each file's failure in its row)
+            if not isinstance(exc.cause, OSError):
+                raise
+            raise RowsNotWrittenError(f"cannot write the rows into {output}: {os_reason(exc.cause)}") from None
     seconds = time.perf_counter() - start
     table = read_rows(output, fmt, allow_partial=True)
     summary = BatchSummary(

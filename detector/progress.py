@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any, Optional
 
 import click
@@ -34,11 +35,57 @@ class _Progress:
 
 
 @contextlib.contextmanager
-def progress_bar(length: int, label: str, show: bool = True) -> Iterator[Any]:
+def progress_bar(length: int, label: str, show: bool = True, show_pos: bool = False) -> Iterator[Any]:
     """click's progress bar on stderr (``update(steps)``, ``show(item)``), or a silent stand-in: click < 8.2
-    (Python 3.9) has no progressbar(hidden=), so hiding is done here."""
+    (Python 3.9) has no progressbar(hidden=), so hiding is done here. ``show_pos``: the steps done and in all too."""
     if not show:
         yield _NoProgress()
         return
-    with click.progressbar(length=length, label=label, file=sys.stderr, item_show_func=lambda item: item) as bar:
+    with click.progressbar(
+        length=length, label=label, file=sys.stderr, item_show_func=lambda item: item, show_pos=show_pos
+    ) as bar:
         yield _Progress(bar)
+
+
+class _CountsShown:
+    """A bar for counts reported from elsewhere: drawn at the first step done (the lines printed before, Ray's,
+    stay above it), finished at the total (lines printed after it start on a line of their own)."""
+
+    def __init__(self, label: str) -> None:
+        self._label = label
+        self._bars = contextlib.ExitStack()
+        self._bar: Optional[Any] = None
+        self._done = 0
+        self._finished = False
+        # reports come from a thread of the caller's, the last (and the close) from the main one
+        self._lock = threading.RLock()
+
+    def report(self, done: int, total: int) -> None:
+        with self._lock:
+            if self._finished or done <= self._done:
+                return
+            if self._bar is None:
+                self._bar = self._bars.enter_context(progress_bar(total, self._label, show_pos=True))
+            self._bar.update(done - self._done)
+            self._done = done
+            if done >= total:
+                self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._finished = True
+            self._bars.close()
+
+
+@contextlib.contextmanager
+def progress_of_counts(label: str, show: bool = True) -> Iterator[Callable[[int, int], None]]:
+    """``report(done, total)`` for work counted elsewhere (`detect batch`'s actors): click's bar on stderr, with
+    the steps done and in all, from the first step done to the total; silent where not ``show``."""
+    if not show:
+        yield lambda done, total: None
+        return
+    shown = _CountsShown(label)
+    try:
+        yield shown.report
+    finally:
+        shown.close()

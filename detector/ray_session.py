@@ -159,3 +159,29 @@ def ray_data_failures_kept_off_the_terminal() -> Iterator[None]:
     finally:
         for handler in handlers:
             handler.removeFilter(left_out)
+
+
+class _ProgressOffNoticeDropped(logging.Filter):
+    """Ray Data's warning (Ray 2.60) that its progress bars are off, where `detect batch` shows its own."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Progress bars disabled")
+
+
+@contextlib.contextmanager
+def ray_data_progress_off() -> Iterator[None]:
+    """Ray Data's progress off for the datasets made meanwhile: `detect batch` shows its own. On a terminal Ray's
+    bars need tqdm, which the [ray] extra does not bring: Ray 2.60 said 'tqdm is not installed. Progress bars will
+    be disabled' (2.40 printed '[dataset]: Run `pip install tqdm`' on stdout); elsewhere it logged ~10 lines of
+    progress every 10 s. Off through DataContext.enable_progress_bars (Ray 2.40 and 2.60 alike), put back after."""
+    context = ray.data.DataContext.get_current()
+    enabled = context.enable_progress_bars
+    notices = logging.getLogger("ray.data._internal.progress")  # where Ray 2.60 logs that they are off
+    dropped = _ProgressOffNoticeDropped()
+    context.enable_progress_bars = False
+    notices.addFilter(dropped)
+    try:
+        yield
+    finally:
+        notices.removeFilter(dropped)
+        context.enable_progress_bars = enabled

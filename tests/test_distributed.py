@@ -9,6 +9,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -91,9 +92,17 @@ def split_broken(rows):
 
 def test_parquet_rows_equal_the_library_and_a_broken_file_is_one_error_row(local_ray, folder, default_onnx, tmp_path):
     spec = batch_rows.ModelSpec(model_dir=str(default_onnx), device="cpu")
+    reported = []  # (files done, files in all) as the actors finish files: a terminal showed none
     summary = distributed.run_batch(
-        [str(folder)], str(tmp_path / "out"), fmt="parquet", spec=spec, concurrency=2, files_per_batch=2
+        [str(folder)],
+        str(tmp_path / "out"),
+        fmt="parquet",
+        spec=spec,
+        concurrency=2,
+        files_per_batch=2,
+        on_progress=lambda done, total: reported.append((done, total)),
     )
+    assert reported[0] == (0, 6) and reported[-1] == (6, 6) and reported == sorted(reported), reported
     rows, broken = split_broken(batch_output.read_rows(str(tmp_path / "out"), "parquet").to_pylist())
     assert rows == expected_rows(folder, default_onnx)
     assert len(broken) == 1 and BROKEN in broken[0]["error"] and broken[0]["dt_polys"] == []
@@ -133,6 +142,10 @@ def test_cli_jsonl_with_settings_on_an_existing_cluster(local_ray, folder, defau
     )
     assert proc.returncode == 1, proc.stderr  # 1: some file failed (the broken one), like `detect`
     assert "5 files, 5 rows, 1 with an error" in proc.stderr and "Traceback" not in proc.stderr
+    # Ray Data's progress off (on a terminal it said 'tqdm is not installed', here it logged blocks of progress
+    # lines), and so is the command's own bar where stderr is no terminal
+    for line in ("Progress will be logged", "Running Dataset", "Progress bars disabled", "tqdm", "detecting"):
+        assert line not in proc.stderr, proc.stderr
     # which file failed, and why: the count alone said neither (the rows did)
     (named,) = [line for line in proc.stderr.splitlines() if line.startswith("detect batch: error: ")]
     assert named.startswith(f"detect batch: error: {folder / BROKEN}: ") and "more rows" not in proc.stderr
@@ -357,6 +370,7 @@ def test_an_output_that_cannot_be_written_midway_is_one_line_saying_so(
         f"detect batch: error: cannot write the rows into {out}: Not a directory; the output folder holds a "
         f"partial run (no _SUCCESS.json): choose a new one to run again"
     ]
+    assert ray.data.DataContext.get_current().enable_progress_bars  # Ray Data's progress, off for the run, put back
 
 
 def test_a_cluster_address_nobody_answers_at_fails_at_once(folder, tmp_path):
@@ -652,3 +666,43 @@ def test_the_summary_names_the_first_failed_rows_by_path_and_page():
     # a file name holding a terminal escape moves no cursor: shown as detect's error lines show it
     escaped = distributed.BatchSummary(1, 1, 1, 1.0, "out", first_errors=(("/in/\x1b[2Ja.png", None, "bad"),))
     assert failed_rows_said(escaped) == ["detect batch: error: /in/\\x1b[2Ja.png: bad"]
+
+
+def test_each_file_an_actor_finishes_is_counted(monkeypatch):
+    """The count `detect batch`'s progress shows: one per file, whatever its rows (a PDF's pages, an error)."""
+    import types
+
+    import pyarrow as pa
+
+    added = []
+    files_done = types.SimpleNamespace(add=types.SimpleNamespace(remote=added.append))  # the actor's handle
+    monkeypatch.setattr(batch_rows.ModelSpec, "load", lambda spec: None)
+    monkeypatch.setattr(batch_rows, "detect_file", lambda detector, path: [])
+    detect = batch_rows.DetectFiles(batch_rows.ModelSpec(), files_done)
+    detect(pa.table({batch_rows.SOURCE_COLUMN: [b"/in/a.png", b"/in/b.pdf", b"/in/c.png"]}))
+    assert added == [1, 1, 1]
+
+
+def test_batch_progress_is_a_bar_on_a_terminal_and_nothing_elsewhere(monkeypatch):
+    from detector.progress import progress_of_counts
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    for on_terminal in (True, False):
+        stderr = Terminal() if on_terminal else io.StringIO()
+        monkeypatch.setattr(sys, "stderr", stderr)
+        with progress_of_counts("detecting", show=on_terminal) as report:
+            report(0, 3)
+            drawn_at_none_done = stderr.getvalue()
+            report(2, 3)
+            report(3, 3)
+            finished = stderr.getvalue()
+            report(3, 3)  # the run's last report, after the thread's: nothing more
+        assert stderr.getvalue() == finished
+        if on_terminal:
+            assert drawn_at_none_done == ""  # drawn from the first file done: Ray's lines before stay whole
+            assert re.findall(r"(\d)/3", finished) == ["0", "2", "3"] and finished.endswith("\n"), finished
+        else:
+            assert finished == ""
