@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import urllib.parse
 from collections.abc import Sequence
+from typing import Optional
 
 import pyarrow.fs
 
@@ -19,23 +20,28 @@ def is_uri(text: str) -> bool:
     return "://" in text
 
 
-def resolve_inputs(inputs: Sequence[str], recursive: bool = DEFAULT_LOAD_OPTIONS.recursive) -> list[str]:
+def resolve_inputs(
+    inputs: Sequence[str], recursive: bool = DEFAULT_LOAD_OPTIONS.recursive
+) -> list[tuple[str, Optional[str]]]:
     """Local folders and globs -> absolute file paths (every node must see them: a shared filesystem; links
     kept as named, as `detect -i` reports them); URIs (s3://, gs://, hdfs://, file://…) listed through pyarrow's
-    filesystem for their scheme, a folder's image files with its subfolders unless not recursive."""
-    paths: list[str] = []
+    filesystem for their scheme, a folder's image files with its subfolders unless not recursive. Each with None,
+    or, for a folder of the walk that cannot be read (a locked subfolder), why: a row with that error, as `detect`
+    says it in an error line, while the files around it run (it refused the whole run before Ray started)."""
+    listed: list[tuple[str, Optional[str]]] = []
     for raw in inputs:
         if is_uri(raw):
-            paths.extend(list_uri(raw, recursive))
+            listed.extend((uri, None) for uri in list_uri(raw, recursive))
         else:
-            sources = expand_inputs(raw, LoadOptions(recursive=recursive))
-            for source in sources:
-                if source.kind == "unreadable":  # a folder of the walk that cannot be listed: refused before Ray
-                    raise source.value
-                paths.append(os.path.abspath(source.value))
-    if not paths:
+            for source in expand_inputs(raw, LoadOptions(recursive=recursive)):
+                if source.kind == "unreadable":
+                    assert source.name is not None  # the walk names what it could not read
+                    listed.append((os.path.abspath(source.name), str(source.value)))
+                else:
+                    listed.append((os.path.abspath(source.value), None))
+    if not listed:
         raise InputNotFoundError("no input files given")
-    return paths
+    return listed
 
 
 def list_uri(uri: str, recursive: bool) -> list[str]:

@@ -20,6 +20,8 @@ from .inputs import Source, load_source
 from .result import to_jsonable
 
 SOURCE_COLUMN = "source"  # the dataset the actors read: each file's path or URI, as bytes
+# and beside it, for a folder the walk could not read (batch_inputs.resolve_inputs), why: its row's error
+UNREADABLE_COLUMN = "unreadable"
 ROW_SCHEMA = pa.schema(
     [
         ("path", pa.string()),
@@ -69,8 +71,10 @@ class DetectFiles:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows: dict[str, list[Any]] = {name: [] for name in ROW_SCHEMA.names}
-        for name in batch.column(SOURCE_COLUMN).to_pylist():
-            for row in detect_file(self.detector, os.fsdecode(name)):
+        listed = zip(batch.column(SOURCE_COLUMN).to_pylist(), batch.column(UNREADABLE_COLUMN).to_pylist())
+        for name, unreadable in listed:
+            path = os.fsdecode(name)
+            for row in detect_file(self.detector, path) if unreadable is None else [unread_row(path, unreadable)]:
                 for column in ROW_SCHEMA.names:
                     rows[column].append(row[column])
             if self.files_done is not None:  # not waited for: a count, not worth a round trip per file
@@ -109,6 +113,18 @@ class _WarningsKept(logging.Handler):
     def take(self) -> list[str]:
         taken, self._messages = self._messages, []
         return taken
+
+
+def unread_row(path: str, why: str) -> dict[str, Any]:
+    """The row of a folder the walk could not read: its path, why, no page."""
+    return {
+        "path": row_path(path),
+        "page_index": None,
+        "dt_polys": [],
+        "dt_scores": [],
+        "error": row_path(why),
+        "warnings": [],
+    }
 
 
 def detect_file(detector: TextDetection, path: str) -> list[dict[str, Any]]:

@@ -35,7 +35,7 @@ from .batch_output import (
     write_completion_record,
 )
 from .batch_progress import files_done_reported
-from .batch_rows import SOURCE_COLUMN, DetectFiles, ModelSpec
+from .batch_rows import SOURCE_COLUMN, UNREADABLE_COLUMN, DetectFiles, ModelSpec
 from .errors import DetectorError, InvalidParameterError, os_reason
 from .load_options import DEFAULT_LOAD_OPTIONS
 from .prefetch import usable_cores
@@ -105,7 +105,7 @@ def run_batch(
             "concurrency and files_per_batch must be >= 1, cpus_per_actor > 0, num_gpus_per_actor >= 0"
         )
     spec = ModelSpec(**{**spec.__dict__, "device": actor_device(spec.device, num_gpus_per_actor)})
-    paths = resolve_inputs(inputs, recursive)
+    listed = resolve_inputs(inputs, recursive)
     check_output(output)
     resolved: dict[str, Any] = {}  # the model each actor loads, where this process can load it too
     if not is_uri(output):
@@ -144,9 +144,11 @@ def run_batch(
             f"{local_gpus:g} GPUs (the local Ray instance has no more)"
         )
     start = time.perf_counter()
-    with files_done_reported(len(paths), on_progress) as files_done:
+    with files_done_reported(len(listed), on_progress) as files_done:
         # names as bytes: a file name that is not UTF-8 has no Arrow string; each actor reads its files itself
-        dataset = ray.data.from_items([{SOURCE_COLUMN: os.fsencode(path)} for path in paths])
+        dataset = ray.data.from_items(
+            [{SOURCE_COLUMN: os.fsencode(path), UNREADABLE_COLUMN: why} for path, why in listed]
+        )
         rows = dataset.map_batches(
             DetectFiles,
             fn_constructor_args=(spec, files_done),

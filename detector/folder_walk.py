@@ -12,6 +12,8 @@ IMAGE_EXTENSIONS = frozenset(
     | {".sr", ".ras", ".pdf"}
 )
 GLOB_CHARACTERS = frozenset("*?[")
+# The folder mkfs makes at a file system's root for fsck, which only root may list
+FSCK_FOLDER = "lost+found"
 
 
 def has_image_suffix(name: str) -> bool:
@@ -25,7 +27,8 @@ def list_folder_images(folder: Path, recursive: bool = True) -> tuple[list[Path]
     followed), in the walk's order (_walk_sources sorts them); and each folder (or
     entry of unknown kind) that could not be read, with why. pathlib's rglob skipped an unreadable subfolder
     without a word (its images missing, exit 0), and a subfolder removed while it was walked (a spool folder)
-    ended the whole walk."""
+    ended the whole walk. A mount point's lost+found that cannot be listed is left out, as PaddleX's os.walk
+    leaves it: fsck's, never the user's images, it made every walk of a data disk fail (exit 1)."""
     files: list[Path] = []
     unreadable: list[tuple[Path, OSError]] = []
     pending = [folder]
@@ -51,8 +54,14 @@ def list_folder_images(folder: Path, recursive: bool = True) -> tuple[list[Path]
             if current == folder:  # the folder given is gone: said; a subfolder gone meanwhile held nothing
                 unreadable.append((current, exc))
         except OSError as exc:  # no permission to list it, an I/O error
-            unreadable.append((current, exc))
+            if current == folder or not _fsck_folder_locked(current, exc):
+                unreadable.append((current, exc))
     return files, unreadable
+
+
+def _fsck_folder_locked(path: Path, exc: OSError) -> bool:
+    """Whether ``path`` is the lost+found of a file system's root, refused for want of permission."""
+    return path.name == FSCK_FOLDER and isinstance(exc, PermissionError) and os.path.ismount(path.parent)
 
 
 # What pathlib's is_file takes as "not a file": gone, a path through a file, a link loop, a bad descriptor

@@ -6,6 +6,7 @@ Rows must equal TextDetection.predict for the same files; a broken file is one r
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import os
@@ -62,6 +63,25 @@ def folder(tmp_path_factory):
     return folder
 
 
+def data_disk(disk, monkeypatch):
+    """A data disk's mount point holding a subfolder 'locked' (with an image) and fsck's 'lost+found', which
+    os.scandir does not list, as for a user (the tests run as root, whom modes do not stop); nor any other
+    folder named so."""
+    for folder in ("locked", "lost+found"):
+        (disk / folder).mkdir(parents=True)
+    cv2.imwrite(str(disk / "locked" / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    real_scandir, real_ismount = os.scandir, os.path.ismount
+
+    def scandir(path):
+        if os.path.basename(os.fspath(path)) in ("locked", "lost+found"):
+            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr("detector.folder_walk.os.scandir", scandir)
+    monkeypatch.setattr("detector.folder_walk.os.path.ismount", lambda path: path == disk or real_ismount(path))
+    return disk
+
+
 def expected_rows(folder, model_path, **settings):
     library = TextDetection(model_dir=model_path, device="cpu", **settings)
     rows = []
@@ -90,11 +110,16 @@ def split_broken(rows):
     return sort_rows([row for row in rows if not row["path"].endswith(BROKEN)]), broken
 
 
-def test_parquet_rows_equal_the_library_and_a_broken_file_is_one_error_row(local_ray, folder, default_onnx, tmp_path):
+def test_parquet_rows_equal_the_library_and_a_broken_file_is_one_error_row(
+    local_ray, folder, default_onnx, tmp_path, monkeypatch
+):
     spec = batch_rows.ModelSpec(model_dir=str(default_onnx), device="cpu")
     reported = []  # (files done, files in all) as the actors finish files: a terminal showed none
+    # a data disk with a subfolder this user cannot read (a row with why) and its lost+found (left out): the run
+    # was refused for either
+    disk = data_disk(tmp_path / "disk", monkeypatch)
     summary = distributed.run_batch(
-        [str(folder)],
+        [str(folder), str(disk)],
         str(tmp_path / "out"),
         fmt="parquet",
         spec=spec,
@@ -102,12 +127,19 @@ def test_parquet_rows_equal_the_library_and_a_broken_file_is_one_error_row(local
         files_per_batch=2,
         on_progress=lambda done, total: reported.append((done, total)),
     )
-    assert reported[0] == (0, 6) and reported[-1] == (6, 6) and reported == sorted(reported), reported
+    assert reported[0] == (0, 7) and reported[-1] == (7, 7) and reported == sorted(reported), reported
     rows, broken = split_broken(batch_output.read_rows(str(tmp_path / "out"), "parquet").to_pylist())
+    (locked,) = [row for row in rows if row["path"].startswith(str(disk))]
+    assert (locked["path"], locked["page_index"], locked["error"]) == (
+        str(disk / "locked"),
+        None,
+        f"{disk / 'locked'}: cannot be read (Permission denied)",
+    )
+    rows.remove(locked)
     assert rows == expected_rows(folder, default_onnx)
     assert len(broken) == 1 and BROKEN in broken[0]["error"] and broken[0]["dt_polys"] == []
     assert [row["page_index"] for row in rows if row["path"].endswith(".tiff")] == [0, 1]
-    assert summary.files == 6 and summary.rows == len(rows) + 1 and summary.errors == 1
+    assert summary.files == 7 and summary.rows == len(rows) + 2 and summary.errors == 2
 
 
 def test_cli_jsonl_with_settings_on_an_existing_cluster(local_ray, folder, default_onnx, tmp_path):
@@ -669,7 +701,8 @@ def test_the_summary_names_the_first_failed_rows_by_path_and_page():
 
 
 def test_each_file_an_actor_finishes_is_counted(monkeypatch):
-    """The count `detect batch`'s progress shows: one per file, whatever its rows (a PDF's pages, an error)."""
+    """The count `detect batch`'s progress shows: one per file, whatever its rows (a PDF's pages, an error), and
+    per folder the walk could not read."""
     import types
 
     import pyarrow as pa
@@ -679,8 +712,21 @@ def test_each_file_an_actor_finishes_is_counted(monkeypatch):
     monkeypatch.setattr(batch_rows.ModelSpec, "load", lambda spec: None)
     monkeypatch.setattr(batch_rows, "detect_file", lambda detector, path: [])
     detect = batch_rows.DetectFiles(batch_rows.ModelSpec(), files_done)
-    detect(pa.table({batch_rows.SOURCE_COLUMN: [b"/in/a.png", b"/in/b.pdf", b"/in/c.png"]}))
+    listed = {batch_rows.SOURCE_COLUMN: [b"/in/a.png", b"/in/b", b"/in/c.png"], batch_rows.UNREADABLE_COLUMN: [None]}
+    listed[batch_rows.UNREADABLE_COLUMN] += ["/in/b: cannot be read (Permission denied)", None]
+    rows = detect(pa.table(listed)).to_pylist()
     assert added == [1, 1, 1]
+    # a folder the walk could not read: its row says why, not read by the actor
+    assert rows == [
+        {
+            "path": "/in/b",
+            "page_index": None,
+            "dt_polys": [],
+            "dt_scores": [],
+            "error": "/in/b: cannot be read (Permission denied)",
+            "warnings": [],
+        }
+    ]
 
 
 def test_batch_progress_is_a_bar_on_a_terminal_and_nothing_elsewhere(monkeypatch):
@@ -706,3 +752,30 @@ def test_batch_progress_is_a_bar_on_a_terminal_and_nothing_elsewhere(monkeypatch
             assert re.findall(r"(\d)/3", finished) == ["0", "2", "3"] and finished.endswith("\n"), finished
         else:
             assert finished == ""
+
+
+def test_a_subfolder_that_cannot_be_read_is_an_error_of_its_own_in_detect_and_batch_but_a_disk_s_lost_found_none(
+    tmp_path, monkeypatch
+):
+    """`detect` on a folder says a subfolder it cannot read in an error line and runs the rest (exit 1); `detect
+    batch` refused the whole run before it started, also for the root-only lost+found at a data disk's mount point
+    (every job on a data disk). Now a row with the error; lost+found at a mount point is left out by both, as
+    PaddleX's os.walk leaves it, but not given by name, nor a folder of that name elsewhere."""
+    from detector.inputs import expand_inputs
+
+    disk = data_disk(tmp_path / "disk", monkeypatch)
+    (disk / "sub" / "lost+found").mkdir(parents=True)
+    cv2.imwrite(str(disk / "b.png"), np.zeros((8, 8, 3), np.uint8))
+    why = "{}: cannot be read (Permission denied)".format
+    assert [(source.kind, source.name) for source in expand_inputs(str(disk))] == [
+        ("file", str(disk / "b.png")),
+        ("unreadable", str(disk / "locked")),
+        ("unreadable", str(disk / "sub" / "lost+found")),
+    ]
+    assert batch_inputs.resolve_inputs([str(disk)]) == [
+        (str(disk / "b.png"), None),
+        (str(disk / "locked"), why(disk / "locked")),
+        (str(disk / "sub" / "lost+found"), why(disk / "sub" / "lost+found")),
+    ]
+    with pytest.raises(InputNotFoundError, match=r"lost\+found: the folder cannot be read \(Permission denied\)"):
+        batch_inputs.resolve_inputs([str(disk / "lost+found")])

@@ -1128,15 +1128,19 @@ def test_a_folder_walk_keeps_its_place_for_a_subfolder_it_cannot_read(tmp_path, 
         list(load_source(sources[1]))
 
 
-def test_a_ray_batch_refuses_a_folder_walk_with_a_subfolder_it_cannot_read(tmp_path, monkeypatch):
+def test_a_ray_batch_lists_a_subfolder_it_cannot_read_with_why(tmp_path, monkeypatch):
+    """As `detect` gives it an error line: a row with that error, the files around it run (it refused the whole
+    batch before Ray started)."""
     pytest.importorskip("ray", reason="the [ray] extra is not installed (make test installs it)")
     from detector.batch_inputs import resolve_inputs
 
     (tmp_path / "b").mkdir()
     cv2.imwrite(str(tmp_path / "a.png"), np.full((8, 8, 3), 255, np.uint8))
     folder_b_refused(monkeypatch)
-    with pytest.raises(InputNotFoundError, match=r"/b: cannot be read \(Permission denied\)"):
-        resolve_inputs([str(tmp_path)])  # before Ray starts: its rows would miss the folder's images
+    assert resolve_inputs([str(tmp_path)]) == [
+        (str(tmp_path / "a.png"), None),
+        (str(tmp_path / "b"), f"{tmp_path / 'b'}: cannot be read (Permission denied)"),
+    ]
 
 
 def test_a_folder_walk_skips_what_is_no_file_as_pathlib_did_and_names_entries_as_given(tmp_path, monkeypatch):
