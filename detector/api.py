@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 import numpy as np
 
 from .errors import DetectorError, InvalidModelError, InvalidParameterError, ModelNotFoundError
-from .hub import damaged_cached_release, discard_damaged_download, resolve_model_path
 from .inputs import (
     LoadedImage,
     PredictInput,
@@ -33,6 +32,8 @@ from .inputs import (
     stored_bytes,
 )
 from .load_options import DEFAULT_LOAD_OPTIONS, LoadOptions
+from .model_cache import damaged_cached_release, discard_damaged_download
+from .model_lookup import resolve_model_path
 from .paddleocr_compat import check_ignored_keywords
 from .postprocess import boxes_from_probability_map, opencv_boxes_note
 from .precision import (

@@ -273,7 +273,7 @@ def downloads(monkeypatch, tmp_path):
     ],
 )
 def test_notices_go_to_stderr_unless_logging_is_set_up(setup, expected):
-    program = f"import logging\n{setup}\nfrom detector.hub import _tell\n_tell('rewriting X')"
+    program = f"import logging\n{setup}\nfrom detector.hub import tell\ntell('rewriting X')"
     proc = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stderr == expected, proc.stderr
 
@@ -391,7 +391,7 @@ class _RedirectLoopHandler(_QuietHandler):
 
 
 def test_a_server_that_answers_nothing_or_loops_is_one_line_saying_so(downloads, hub_root, monkeypatch):
-    monkeypatch.setattr("detector.hub.DOWNLOAD_TIMEOUT_S", 1.0)
+    monkeypatch.setattr("detector.release_download.DOWNLOAD_TIMEOUT_S", 1.0)
     with static_server(hub_root, _SilentHandler) as (_, url):
         monkeypatch.setenv("HF_ENDPOINT", url)
         with pytest.raises(ModelNotFoundError) as silent:
@@ -843,7 +843,9 @@ def test_a_read_only_cache_runs_the_release_without_trying_to_import_it(download
     official = downloads / V6_TINY / "official"
     shutil.copytree(wheel_source(V6_TINY), official)
     real_access = os.access
-    monkeypatch.setattr("detector.hub.os.access", lambda path, mode: real_access(path, mode) and mode != os.W_OK)
+    monkeypatch.setattr(
+        "detector.release_import.os.access", lambda path, mode: real_access(path, mode) and mode != os.W_OK
+    )
     assert TextDetection(model_name=V6_TINY, device="cpu").model_path == official / "inference.onnx"
     err = told()
     assert "is read-only" in err and "rewriting" not in err
@@ -914,7 +916,7 @@ def test_a_cached_yml_cut_short_since_is_fetched_again(downloads, hub_root, monk
     ],
 )
 def test_a_download_that_stalls_midway_says_how_far_it_got(downloads, hub_root, monkeypatch, handler, why):
-    monkeypatch.setattr("detector.hub.DOWNLOAD_TIMEOUT_S", 1.0)
+    monkeypatch.setattr("detector.release_download.DOWNLOAD_TIMEOUT_S", 1.0)
     size = (wheel_source(V6_TINY) / "inference.onnx").stat().st_size
     with static_server(hub_root, handler) as (_, url):
         monkeypatch.setenv("HF_ENDPOINT", url)

@@ -28,8 +28,8 @@ if str(REPO_ROOT) not in sys.path:
 from detector.catalog import KNOWN_MODELS  # noqa: E402
 from detector.errors import ExportError  # noqa: E402
 from detector.http_body import body_chunks, web_opener  # noqa: E402
-from detector.hub import DOWNLOAD_MIN_BYTES_PER_WINDOW  # noqa: E402
 from detector.optimize.model_file import sha256_of  # noqa: E402
+from detector.release_download import DOWNLOAD_MIN_BYTES_PER_WINDOW  # noqa: E402
 
 CACHE_DIR = REPO_ROOT / ".cache"
 SOURCES_DIR = CACHE_DIR / "sources"
