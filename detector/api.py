@@ -1,9 +1,10 @@
 """TextDetection: PaddleOCR's text-detection module API, composed from the pipeline stages.
 
 load (inputs) -> resize + normalize (preprocess) -> onnxruntime (session) -> DB decode (postprocess)
--> DetectionResult (result). A TextDetection holds settings fixed at construction and onnxruntime
-sessions (the main one; for folders, a worker session opened once under a lock), whose run() is
-thread-safe, so one instance may serve many threads at once.
+-> DetectionResult (result), one chunk of images at a time (image_batch), on the model file model_opening
+opens. A TextDetection holds settings fixed at construction and onnxruntime sessions (the main one; for
+folders, a worker session opened once under a lock), whose run() is thread-safe, so one instance may serve
+many threads at once.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 
 import numpy as np
 
-from .errors import DetectorError, InvalidModelError, InvalidParameterError, ModelNotFoundError
+from .errors import DetectorError, InvalidModelError, InvalidParameterError
+from .image_batch import PreparedImages, detection_results, prepare_images, probability_maps
 from .inputs import (
     LoadedImage,
     PredictInput,
@@ -32,30 +34,14 @@ from .inputs import (
     stored_bytes,
 )
 from .load_options import DEFAULT_LOAD_OPTIONS, LoadOptions
-from .model_cache import damaged_cached_release, discard_damaged_download
-from .model_lookup import resolve_model_path
+from .model_opening import DEFAULT_MODEL_NAME, check_model_name, open_model
 from .paddleocr_compat import check_ignored_keywords
-from .postprocess import boxes_from_probability_map, opencv_boxes_note
-from .precision import (
-    DEFAULT_PRECISION,
-    precision_of,
-    select_precision,
-    validate_precision,
-    variant_made_from_another_file,
-)
+from .postprocess import opencv_boxes_note
+from .precision import DEFAULT_PRECISION, precision_of, variant_made_from_another_file
 from .prefetch import folder_workers, ordered_map, prefetch, read_ahead_depth, threads_within_cores
-from .preprocess import (
-    ResizeInfo,
-    bucketed_size,
-    check_input_shape,
-    check_shape_bucket,
-    group_by_shape,
-    normalize_image,
-    resize_for_detection,
-    resize_to_shape,
-)
+from .preprocess import check_input_shape, check_shape_bucket
 from .process_lock import ProcessLock
-from .result import INPUT_IMAGE_KEY, DetectionResult
+from .result import DetectionResult
 from .session import (
     check_detector_signature,
     cpu_flags,
@@ -66,19 +52,15 @@ from .session import (
     model_metadata,
     parse_device,
     require_onnxruntime,
-    run_session,
     this_cpu_block,
     uses_io_binding,
 )
 from .settings import DetectionSettings, SettingOverrides, settings_for_model_file, true_or_false
-from .urls import shown_path
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack from Python 3.11
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_MODEL_NAME = "PP-OCRv4_mobile_det"
 
 
 @functools.cache
@@ -87,11 +69,6 @@ def _warn_of_another_opencv_once() -> None:
     note = opencv_boxes_note()
     if note:
         logger.warning("%s", note)
-
-
-# What the error names when the default is nowhere (a pip install: it has no ONNX release to download):
-# a model whose official ONNX release downloads by name.
-DOWNLOADABLE_SUGGESTION = "PP-OCRv6_small_det"
 
 
 def whole_number_at_least_one(name: str, value: Any) -> int:
@@ -104,27 +81,6 @@ def validate_batch_size(batch_size: Any) -> int:
     if batch_size is None:  # PaddleOCR's predict default: one image per batch
         return 1
     return whole_number_at_least_one("batch_size", batch_size)
-
-
-def check_model_name(model_name: str) -> str:
-    """A model name is looked up by name, never opened as a path: files and folders go in model_dir."""
-    name = str(model_name)
-    if name.strip() and name != name.strip():  # 'PP-OCRv6_small_det ' from a config file: no such folder
-        raise InvalidParameterError(f"model_name {name!r} has spaces around it: did you mean {name.strip()!r}?")
-    looks_like_path = (
-        not name.strip()
-        or name in (".", "..")  # <models folder>/../inference.onnx
-        or name.lower().endswith(".onnx")
-        or name.startswith("~")
-        # './x' and 'x/' too, which pathlib reads as 'x' (a model found by that name); '\\' on Windows
-        or any(separator in name for separator in {"/", os.sep, os.altsep or "/"})
-    )
-    if looks_like_path:
-        raise InvalidParameterError(
-            f"model_name {name!r} is not a model name (like {DEFAULT_MODEL_NAME}); "
-            f"to load a file or folder, pass it as model_dir={name!r} (detect: --model_dir)"
-        )
-    return name
 
 
 def _file_identity(path: Path) -> Optional[tuple[int, int, int, int]]:
@@ -236,38 +192,9 @@ class TextDetection:
         require_onnxruntime()
         self.cpu_spinning: bool = true_or_false("cpu_spinning", cpu_spinning)
         self.model_path: Path
-        for attempt in ("first", "again"):
-            try:
-                resolved = resolve_model_path(requested_name, model_dir, validate_precision(precision))
-            except ModelNotFoundError as exc:
-                if model_name or model_dir is not None:
-                    raise
-                # the user named no model: say that this one is the default, and how to name another
-                raise ModelNotFoundError(
-                    f"no model was named, so the default {DEFAULT_MODEL_NAME} was looked up: {exc} "
-                    f"(or name one that downloads: model_name='{DOWNLOADABLE_SUGGESTION}', "
-                    f"detect --model {DOWNLOADABLE_SUGGESTION})"
-                ) from None
-            self.model_path = select_precision(resolved, precision, requested_name)
-            damaged = damaged_cached_release(self.model_path)
-            if damaged is not None:  # the release and its yml removed, then looked up (downloaded) again, once
-                if attempt == "again" or not discard_damaged_download(self.model_path, damaged):
-                    raise InvalidModelError(f"{self.model_path}: {damaged}")
-                continue
-            try:
-                self._session, self.device = load_session(
-                    self.model_path, parse_device(device), cpu_threads, spinning=self.cpu_spinning
-                )
-                break
-            except InvalidModelError as exc:
-                # a downloaded file damaged since (its bytes are no model) is fetched again, once; any other
-                # file's error stands, and so does a failure of onnxruntime's own (memory): the file is fine
-                if (
-                    attempt == "again"
-                    or not exc.file_damaged
-                    or not discard_damaged_download(self.model_path, str(exc).splitlines()[0])
-                ):
-                    raise
+        self.model_path, self._session, self.device = open_model(
+            model_name, model_dir, requested_name, precision, device, cpu_threads, self.cpu_spinning
+        )
         self.precision: str = precision_of(self.model_path)
         # Many images on the CPU run folder_workers at a time, each on its share of the intra-op threads,
         # through a second session opened on first use (prefetch.folder_workers); 1 runs them one by one.
@@ -433,9 +360,9 @@ class TextDetection:
         chunk overlaps session.run and postprocess of this one where the machine has a core to spare."""
         images = (image for source in sources for image in load_source(source, options))
 
-        def prepared_chunks() -> Iterator[tuple[list[LoadedImage], _Prepared]]:
+        def prepared_chunks() -> Iterator[tuple[list[LoadedImage], PreparedImages]]:
             while chunk := list(islice(images, batch_size)):
-                yield chunk, self._prepare(chunk, settings)
+                yield chunk, prepare_images(chunk, settings, self.input_shape, self.shape_bucket)
 
         for chunk, prepared in prefetch(prepared_chunks(), read_ahead_depth() if read_ahead else 0):
             yield from self._finish(chunk, prepared, settings, self._open_session())
@@ -461,15 +388,6 @@ class TextDetection:
         """
         session = self._open_worker_session() if in_worker and self.folder_workers > 1 else self._open_session()
         return self._detect(loaded, self.settings.with_overrides(**overrides), session)
-
-    def _resize(self, item: LoadedImage, settings: DetectionSettings) -> tuple[np.ndarray, ResizeInfo]:
-        if self.input_shape is not None:
-            return resize_to_shape(item.image, self.input_shape[1], self.input_shape[2])
-        path = shown_path(item.input_path)
-        source = path if item.page_index is None else f"{path or 'image'} page {item.page_index}"  # for a warning
-        return resize_for_detection(
-            item.image, settings.limit_side_len, settings.limit_type, settings.max_side_limit, source
-        )
 
     def _open_session(self) -> Any:
         """The onnxruntime session, or a DetectorError once close() has released it."""
@@ -499,28 +417,9 @@ class TextDetection:
             return self._worker_session
 
     def _detect(self, loaded: list[LoadedImage], settings: DetectionSettings, session: Any) -> list[DetectionResult]:
-        return self._finish(loaded, self._prepare(loaded, settings), settings, session)
-
-    def _prepare(self, loaded: list[LoadedImage], settings: DetectionSettings) -> _Prepared:
-        """Resize every image and normalize each same-shaped group straight into its batch tensor.
-
-        With shape_bucket, each image goes into the top-left corner of a zero tensor of its bucketed
-        size: 0 after normalization is the mean colour.
-        """
-        resized = [self._resize(item, settings) for item in loaded]
-        batches = []
-        for indices in group_by_shape([image for image, _ in resized], self.shape_bucket):
-            height, width, channels = resized[indices[0]][0].shape
-            net_height, net_width = bucketed_size(height, width, self.shape_bucket)
-            shape = (len(indices), channels, net_height, net_width)
-            # np.empty where every element is written: the unbucketed path stays as it was
-            batch = np.empty(shape, np.float32) if self.shape_bucket is None else np.zeros(shape, np.float32)
-            for slot, index in enumerate(indices):
-                image = resized[index][0]
-                slot_view = batch[slot, :, : image.shape[0], : image.shape[1]]
-                normalize_image(image, settings.mean, settings.std, settings.scale, out=slot_view)
-            batches.append((indices, batch))
-        return _Prepared([info for _, info in resized], [image.shape[:2] for image, _ in resized], batches)
+        return self._finish(
+            loaded, prepare_images(loaded, settings, self.input_shape, self.shape_bucket), settings, session
+        )
 
     def _warn_if_forked(self) -> None:
         """One warning in a forked process that uses a detector made before the fork (then not again)."""
@@ -538,51 +437,14 @@ class TextDetection:
         )
 
     def _finish(
-        self, loaded: list[LoadedImage], prepared: _Prepared, settings: DetectionSettings, session: Any
+        self, loaded: list[LoadedImage], prepared: PreparedImages, settings: DetectionSettings, session: Any
     ) -> list[DetectionResult]:
         """session.run on each batch, then the DB postprocess of every map, in input order."""
         self._warn_if_forked()
-        maps: list[Optional[np.ndarray]] = [None] * len(loaded)
-        for indices, batch in prepared.batches:
-            batch_maps = run_session(
-                session,
-                self._input_name,
-                self._output_name,
-                batch,
-                io_binding=self._io_binding,
-                shrink_arena_above=self.shrink_arena_above,
-            )
-            for index, prob_map in zip(indices, batch_maps):
-                height, width = prepared.sizes[index]
-                if prob_map.shape != (height, width):  # padded by shape_bucket: the map of the image alone
-                    prob_map = np.ascontiguousarray(prob_map[:height, :width])
-                maps[index] = prob_map
-        results = []
-        for item, info, prob_map in zip(loaded, prepared.infos, maps):
-            assert prob_map is not None  # every index is in exactly one batch
-            polys, scores = boxes_from_probability_map(
-                prob_map,
-                info,
-                thresh=settings.thresh,
-                box_thresh=settings.box_thresh,
-                unclip_ratio=settings.unclip_ratio,
-                max_candidates=settings.max_candidates,
-                use_dilation=settings.use_dilation,
-                score_mode=settings.score_mode,
-                box_type=settings.box_type,
-            )
-            results.append(
-                DetectionResult(
-                    {  # PaddleX's keys, in its order
-                        "input_path": item.input_path,
-                        "page_index": item.page_index,
-                        INPUT_IMAGE_KEY: item.image,
-                        "dt_polys": polys,
-                        "dt_scores": scores,
-                    }
-                )
-            )
-        return results
+        maps = probability_maps(
+            session, self._input_name, self._output_name, prepared, self._io_binding, self.shrink_arena_above
+        )
+        return detection_results(loaded, prepared, maps, settings)
 
 
 @dataclasses.dataclass
@@ -591,13 +453,3 @@ class _Work:
 
     sources: list[Source] = dataclasses.field(default_factory=list)
     images: list[LoadedImage] = dataclasses.field(default_factory=list)
-
-
-@dataclasses.dataclass
-class _Prepared:
-    """One chunk ready for the network: each image's resize mapping and resized (height, width), and
-    (indices, NCHW batch) groups."""
-
-    infos: list[ResizeInfo]
-    sizes: list[tuple[int, ...]]
-    batches: list[tuple[list[int], np.ndarray]]

@@ -28,7 +28,7 @@ from typing import Any, NoReturn, Optional, Union
 import click
 
 from . import __version__
-from .api import DEFAULT_MODEL_NAME, TextDetection
+from .api import TextDetection
 from .catalog import KNOWN_MODELS, exported_models
 from .errors import (
     EXIT_FAILED,
@@ -50,6 +50,7 @@ from .inputs import (
     stored_bytes,
 )
 from .load_options import DEFAULT_LOAD_OPTIONS, LoadOptions
+from .model_opening import DEFAULT_MODEL_NAME
 from .paddleocr_compat import PADDLEOCR_ENGINES
 from .precision import PRECISIONS
 from .prefetch import ordered_map, prefetch

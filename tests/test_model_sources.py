@@ -480,7 +480,7 @@ def test_messages_for_pip_installs_never_name_make_or_site_packages(downloads):
     message = str(default.value)
     assert message.startswith("no model was named, so the default PP-OCRv4_mobile_det was looked up: ")
     assert f"detect --model {V6_SMALL}" in message and f"model_name='{V6_SMALL}'" in message
-    from detector.api import DOWNLOADABLE_SUGGESTION
+    from detector.model_opening import DOWNLOADABLE_SUGGESTION
 
     assert KNOWN_MODELS[DOWNLOADABLE_SUGGESTION].onnx_release  # the name suggested does download
 

@@ -9,7 +9,7 @@ from typing import Any, Optional
 
 import click
 
-from ..api import DEFAULT_MODEL_NAME, TextDetection
+from ..api import TextDetection
 from ..cli import (
     _model_arguments,
     cpu_threads_option,
@@ -32,6 +32,7 @@ from ..errors import (
     UnreadableImageError,
     UnsupportedInputError,
 )
+from ..model_opening import DEFAULT_MODEL_NAME
 from ..precision import PRECISIONS
 from ..progress import progress_bar
 
