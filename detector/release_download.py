@@ -55,9 +55,10 @@ def fetch(url: str, label: str, model_name: str) -> bytes:
                 for chunk in chunks:
                     body += chunk
                     bar.update(len(chunk))
-    except http.client.IncompleteRead as exc:  # the server closed the connection before Content-Length
+    except http.client.IncompleteRead as exc:  # the server closed the connection midway through a chunked body
+        of = f" of {expected}" if expected is not None else ""  # chunked: no Content-Length, no total to name
         raise ModelNotFoundError(
-            f"download of {url} stopped at {len(body) + len(exc.partial)} of {expected} bytes; "
+            f"download of {url} stopped at {len(body) + len(exc.partial)}{of} bytes; "
             f"nothing kept. Try again, or: " + manual_download_hint(model_name)
         ) from None
     except urllib.error.HTTPError as exc:

@@ -312,6 +312,32 @@ def test_truncated_download_keeps_nothing(downloads, hub_root, monkeypatch):
     assert not [p for p in (downloads / V6_TINY).iterdir() if p.name.endswith(".tmp")]
 
 
+class _ChunkedTruncatingHandler(_QuietHandler):
+    """Sends inference.onnx chunked, as a mirror may (no Content-Length), and closes halfway through its one chunk."""
+
+    def do_GET(self):
+        path = Path(self.translate_path(self.path))
+        if path.name != "inference.onnx" or not path.is_file():
+            return super().do_GET()
+        body = path.read_bytes()
+        self.send_response(200)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        self.wfile.write(f"{len(body):x}\r\n".encode("ascii") + body[: len(body) // 2])
+        self.close_connection = True
+
+
+def test_a_chunked_download_cut_short_says_how_far_it_got(downloads, hub_root, monkeypatch):
+    # a chunked body has no length to compare with: the error said "stopped at N of None bytes"
+    half = (wheel_source(V6_TINY) / "inference.onnx").stat().st_size // 2
+    with static_server(hub_root, _ChunkedTruncatingHandler) as (_, url):
+        monkeypatch.setenv("HF_ENDPOINT", url)
+        with pytest.raises(ModelNotFoundError, match=rf"inference\.onnx stopped at {half} bytes; nothing kept") as cut:
+            TextDetection(model_name=V6_TINY, device="cpu")
+    assert "None" not in str(cut.value)
+    assert not list(downloads.rglob("inference.onnx"))
+
+
 @pytest.mark.parametrize("handler", [_UnannouncedTruncatingHandler, _HtmlPageHandler])
 def test_a_download_that_is_not_its_file_is_not_cached(downloads, hub_root, monkeypatch, handler):
     # without a Content-Length a cut-short model passes the length check, and an error page can come
