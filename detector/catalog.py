@@ -4,7 +4,7 @@ exported here (exported_models, which looks at the model folders).
 Each known model records the pre/post-processing entries of its official ``inference.yml`` where
 they are known (``inference_config``, the same shape as the yml, read by settings.py like any other
 yml), and whether PaddlePaddle publishes an ONNX release of it (``PaddlePaddle/<MODEL>_onnx`` on the
-Hugging Face hub, downloaded by hub.py). Exported files carry their settings in their own metadata;
+Hugging Face hub, downloaded by model_cache.py). Exported files carry their settings in their own metadata;
 these entries only serve a model file that carries neither metadata nor a yml beside it.
 """
 

@@ -1,4 +1,4 @@
-"""Session stage: pick a device, open an onnxruntime session on a model file, run it (finding the file: hub.py)."""
+"""Session stage: pick a device, open an onnxruntime session on a model file, run it (the file found: model_lookup)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """`detect optimize`: import an ONNX detector (PaddlePaddle's release folder, a file converted elsewhere) as a
 file of ours: the exact speed rewrites for this CPU, verified against it, its settings in the metadata.
 
-A release downloaded by name is imported by itself (detector/hub.py); this is for every other file.
+A release downloaded by name is imported by itself (detector/release_import.py); this is for every other file.
 """
 
 from __future__ import annotations

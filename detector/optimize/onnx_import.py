@@ -5,7 +5,7 @@ speed rewrites for this CPU, verified. No Paddle at all: the runtime plus ``onnx
     detect optimize DIR_WITH_ONNX_AND_YML | FILE.onnx --output OUT.onnx        (detector/optimize/command.py)
     python -m tools.export --model PP-OCRv6_small_det --source DIR | FILE.onnx   (a checkout's export tool)
 
-and a downloaded release, once, as it lands in the cache (detector/hub.py).
+and a downloaded release, once, as it lands in the cache (detector/release_import.py).
 
 Steps: find the .onnx (and the inference.yml beside it) → settings from that yml, else the catalog's
 record for a known model name → check it is a DB detector (one (N, 3, H, W) input, one (N, 1, H, W)
