@@ -11,7 +11,7 @@ from typing import Optional
 import pyarrow.fs
 
 from .errors import DetectorError, InputNotFoundError
-from .folder_walk import IMAGE_EXTENSIONS
+from .folder_walk import has_image_suffix
 from .inputs import expand_inputs
 from .load_options import DEFAULT_LOAD_OPTIONS, LoadOptions
 
@@ -68,7 +68,7 @@ def list_uri(uri: str, recursive: bool) -> list[str]:
             raise DetectorError(
                 f"a file name under {uri} is not UTF-8, which pyarrow cannot list: pass a local folder as a path"
             ) from None
-        if info.type == pyarrow.fs.FileType.File and os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS:
+        if info.type == pyarrow.fs.FileType.File and has_image_suffix(path.rsplit("/", 1)[-1]):
             # percent-encoded, as FileSystem.from_uri decodes it again when the file is read: taken as it is,
             # 'c%20d.jpg' read the file 'c d.jpg', and a space, '#', '?' or 'ü' in a name failed or cut it short
             files.append(prefix + urllib.parse.quote(path, safe="/"))

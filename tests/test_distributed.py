@@ -435,6 +435,15 @@ def test_uri_listings_read_every_file_under_its_own_name(tmp_path):
     assert sorted(batch_rows.file_source(uri).value.decode() for uri in listed) == sorted(names)
 
 
+def test_a_uri_listing_takes_the_names_a_folder_walk_takes(tmp_path):
+    """A listed URI's file names pass the walk's name test (folder_walk.has_image_suffix, PaddleX's): '.png' and
+    'png' were left out by splitext, where `detect` and `detect batch` on the same folder given as a path read them."""
+    for name in [".png", "png", "a.PNG", "png.txt"]:
+        (tmp_path / name).write_bytes(b"")
+    listed = batch_inputs.list_uri(tmp_path.as_uri(), recursive=True)
+    assert sorted(uri.rsplit("/", 1)[-1] for uri in listed) == sorted([".png", "png", "a.PNG"])
+
+
 def test_a_file_whose_name_is_not_utf8_and_cannot_be_read_is_one_error_row(tmp_path, default_onnx):
     """Its error message names it: the lone surrogates failed the whole block in Arrow (the job ended)."""
     import pyarrow as pa
