@@ -9,15 +9,13 @@ from typing import TYPE_CHECKING, Optional
 
 import click
 
-from .cli import (
-    _PARTIAL_OUTPUT_NOTE,
+from .command_messages import EXIT_SOME_FAILED
+from .command_messages import PARTIAL_OUTPUT_NOTE as _PARTIAL_OUTPUT_NOTE
+from .command_messages import exit_for_missing_extra as _exit_for_missing_extra
+from .command_messages import fail_usage as _fail_usage
+from .command_messages import one_line as _one_line
+from .command_options import (
     CONTEXT_SETTINGS,
-    EXIT_OK,
-    EXIT_SOME_FAILED,
-    _exit_for_missing_extra,
-    _fail_usage,
-    _model_arguments,
-    _one_line,
     detection_setting_options,
     device_option_saying,
     max_pixels_option,
@@ -27,7 +25,8 @@ from .cli import (
     recursive_option,
     shape_bucket_option,
 )
-from .errors import DetectorError, Terminated
+from .command_options import model_arguments as _model_arguments
+from .errors import EXIT_OK, DetectorError, Terminated
 from .progress import progress_of_counts
 
 if TYPE_CHECKING:  # Ray is imported when a batch runs, not when the command is listed

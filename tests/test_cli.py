@@ -758,9 +758,9 @@ def test_one_pdf_shows_a_progress_bar_naming_the_page_it_has_reached(model_path,
     assert "a-scanned-book" not in text
     assert "detect: 3 results, 0 errors" in text
     # a URL's name there is shown without its secrets, as error lines show it
-    from detector.cli import _short_name
+    from detector.detect_io import short_name
 
-    assert _short_name("https://x.example/scans/book.pdf?X-Amz-Signature=0ddba11") == "book.pdf?X-Amz-Signature=..."
+    assert short_name("https://x.example/scans/book.pdf?X-Amz-Signature=0ddba11") == "book.pdf?X-Amz-Signature=..."
 
 
 def test_a_folder_that_cannot_be_read_is_an_error_line_and_the_rest_still_runs(

@@ -264,7 +264,10 @@ def downloads(monkeypatch, tmp_path):
     ("setup", "expected"),
     [
         ("", "detector: rewriting X\n"),  # a script: on stderr, as always
-        ("from detector.cli import _show_package_warnings; _show_package_warnings()", "detector: rewriting X\n"),
+        (
+            "from detector.command_messages import show_package_warnings; show_package_warnings()",
+            "detector: rewriting X\n",
+        ),
         # a service that set logging up: its handler and format (the notice was printed past them)
         (
             "logging.basicConfig(level=logging.INFO, format='LOG %(name)s %(levelname)s %(message)s')",

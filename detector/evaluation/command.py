@@ -10,8 +10,7 @@ from typing import Any, Optional
 import click
 
 from ..api import TextDetection
-from ..cli import (
-    _model_arguments,
+from ..command_options import (
     cpu_threads_option,
     detection_setting_options,
     device_option,
@@ -22,6 +21,7 @@ from ..cli import (
     precision_option,
     shape_bucket_option,
 )
+from ..command_options import model_arguments as _model_arguments
 from ..errors import (
     EXIT_FAILED,
     EXIT_OK,

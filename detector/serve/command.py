@@ -18,11 +18,10 @@ from typing import Any, Optional
 
 import click
 
-from ..cli import (
+from ..command_messages import exit_for_missing_extra as _exit_for_missing_extra
+from ..command_messages import fail_usage as _fail_usage
+from ..command_options import (
     CONTEXT_SETTINGS,
-    _exit_for_missing_extra,
-    _fail_usage,
-    _model_arguments,
     cpu_threads_option_saying,
     device_option,
     max_pixels_option,
@@ -31,6 +30,7 @@ from ..cli import (
     precision_option,
     shape_bucket_option,
 )
+from ..command_options import model_arguments as _model_arguments
 from ..errors import DetectorError
 from ..prefetch import threads_within_cores, usable_cores
 from .config import CONFIG_ENV_VAR, ServeConfig
