@@ -50,6 +50,14 @@ def onnxruntime_module() -> Any:
             return None
         raise DetectorError(_onnxruntime_broken(exc)) from None
     except Exception as exc:  # ImportError, AttributeError: e.g. an onnxruntime built for another numpy
+        # Ctrl-C or SIGTERM while its C extension initialises: pybind11 turns the handler's exception into
+        # ImportError("initialization failed") caused by it, which is the signal, not a broken install
+        seen, link = set(), exc.__cause__ or exc.__context__
+        while link is not None and id(link) not in seen:
+            if not isinstance(link, Exception):  # KeyboardInterrupt, errors.Terminated
+                raise link from None
+            seen.add(id(link))
+            link = link.__cause__ or link.__context__
         raise DetectorError(_onnxruntime_broken(exc)) from None
     return onnxruntime
 
