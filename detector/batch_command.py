@@ -9,23 +9,19 @@ from typing import TYPE_CHECKING, Optional
 
 import click
 
-from .command_messages import EXIT_SOME_FAILED
-from .command_messages import PARTIAL_OUTPUT_NOTE as _PARTIAL_OUTPUT_NOTE
-from .command_messages import exit_for_missing_extra as _exit_for_missing_extra
-from .command_messages import fail_usage as _fail_usage
-from .command_messages import one_line as _one_line
+from .command_messages import EXIT_SOME_FAILED, PARTIAL_OUTPUT_NOTE, exit_for_missing_extra, fail_usage, one_line
 from .command_options import (
     CONTEXT_SETTINGS,
     detection_setting_options,
     device_option_saying,
     max_pixels_option,
+    model_arguments,
     model_dir_option,
     model_option,
     precision_option,
     recursive_option,
     shape_bucket_option,
 )
-from .command_options import model_arguments as _model_arguments
 from .errors import EXIT_OK, DetectorError, Terminated
 from .progress import progress_of_counts
 
@@ -120,11 +116,11 @@ def batch(
     try:
         from . import batch_inputs, batch_output, batch_rows, distributed, ray_session
     except ImportError as exc:
-        _exit_for_missing_extra("batch", "ray", exc)
+        exit_for_missing_extra("batch", "ray", exc)
     except (KeyboardInterrupt, Terminated) as stopped:  # importing Ray takes a second or so
         setattr(stopped, "signal_note", "; nothing was written")  # noqa: B010 (an attribute these exceptions lack)
         raise
-    model_name, model_dir = _model_arguments(model, model_dir)
+    model_name, model_dir = model_arguments(model, model_dir)
     settings = dict(
         thresh=thresh,
         box_thresh=box_thresh,
@@ -174,13 +170,13 @@ def batch(
         note = (
             "; nothing was written"
             if _unwritten_output_removed(output, made_here)
-            else _PARTIAL_OUTPUT_NOTE["detect batch"]
+            else PARTIAL_OUTPUT_NOTE["detect batch"]
         )
         click.echo(f"detect batch: error: {exc}{note}", err=True)
         sys.exit(EXIT_SOME_FAILED)
     except DetectorError as exc:
         _unwritten_output_removed(output, made_here)
-        _fail_usage(exc, debug, command="detect batch")
+        fail_usage(exc, debug, command="detect batch")
     except (KeyboardInterrupt, Terminated) as stopped:
         if _unwritten_output_removed(output, made_here):  # stopped before its first rows: no partial run to warn of
             setattr(stopped, "signal_note", "; nothing was written")  # noqa: B010 (an attribute these exceptions lack)
@@ -193,8 +189,8 @@ def batch(
 
 def failed_rows_said(summary: BatchSummary) -> list[str]:
     """A line for each failed row the summary names (path, page, why), and one saying where the rest are."""
-    lines = [  # on one line each, as detect's error lines (_one_line: a name's newline or terminal escape shown)
-        f"detect batch: error: {_one_line(path)}{'' if page is None else f' (page {page})'}: {_one_line(error)}"
+    lines = [  # on one line each, as detect's error lines (one_line: a name's newline or terminal escape shown)
+        f"detect batch: error: {one_line(path)}{'' if page is None else f' (page {page})'}: {one_line(error)}"
         for path, page, error in summary.first_errors
     ]
     more = summary.errors - len(summary.first_errors)

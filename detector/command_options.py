@@ -7,9 +7,9 @@ from typing import Any, Optional
 
 import click
 
-from .model_opening import DEFAULT_MODEL_NAME
 from .errors import InvalidParameterError
 from .load_options import DEFAULT_LOAD_OPTIONS
+from .model_opening import DEFAULT_MODEL_NAME
 from .precision import PRECISIONS
 from .session import parse_device
 from .settings import LIMIT_TYPES

@@ -16,12 +16,12 @@ from ..command_options import (
     device_option,
     input_shape_option,
     max_pixels_option,
+    model_arguments,
     model_dir_option,
     model_option,
     precision_option,
     shape_bucket_option,
 )
-from ..command_options import model_arguments as _model_arguments
 from ..errors import (
     EXIT_FAILED,
     EXIT_OK,
@@ -42,7 +42,7 @@ _INPUT_ERRORS = (InputNotFoundError, UnreadableImageError, UnsupportedInputError
 
 def _model_keywords(model: tuple[str, ...], model_dir: Optional[str] = None) -> dict[str, Optional[str]]:
     """--model is a name unless it ends in .onnx, and --model-dir a path, as for `detect`."""
-    model_name, model_dir = _model_arguments(model, model_dir)
+    model_name, model_dir = model_arguments(model, model_dir)
     return {"model_name": model_name, "model_dir": model_dir}
 
 

@@ -18,19 +18,18 @@ from typing import Any, Optional
 
 import click
 
-from ..command_messages import exit_for_missing_extra as _exit_for_missing_extra
-from ..command_messages import fail_usage as _fail_usage
+from ..command_messages import exit_for_missing_extra, fail_usage
 from ..command_options import (
     CONTEXT_SETTINGS,
     cpu_threads_option_saying,
     device_option,
     max_pixels_option,
+    model_arguments,
     model_dir_option,
     model_option,
     precision_option,
     shape_bucket_option,
 )
-from ..command_options import model_arguments as _model_arguments
 from ..errors import DetectorError
 from ..prefetch import threads_within_cores, usable_cores
 from .config import CONFIG_ENV_VAR, ServeConfig
@@ -140,8 +139,8 @@ def serve(
         from .inference import load_detector
         from .worker import log_beside_uvicorn
     except ImportError as exc:
-        _exit_for_missing_extra("serve", "serve", exc)
-    model_name, model_dir = _model_arguments(model, model_dir)
+        exit_for_missing_extra("serve", "serve", exc)
+    model_name, model_dir = model_arguments(model, model_dir)
     config = ServeConfig(
         model_name=model_name,
         model_dir=model_dir,
@@ -171,7 +170,7 @@ def serve(
     try:
         detector = load_detector(config)  # also proves the model loads before any worker starts
     except DetectorError as exc:
-        _fail_usage(exc, debug, command="detect serve")
+        fail_usage(exc, debug, command="detect serve")
     log_level = "debug" if debug else "info"
     log_beside_uvicorn(logging.DEBUG if debug else logging.INFO)
     # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal with the handler it found:
@@ -199,7 +198,7 @@ def serve(
             uvicorn.run("detector.serve.worker:app_from_environment", factory=True, workers=workers, **served)
             # uvicorn's supervisor stopped the workers: a failure, where uvicorn returns as from a requested stop
             if startup_failure.exists():
-                _fail_usage(DetectorError(startup_failure.read_text(encoding="utf-8")), False, command="detect serve")
+                fail_usage(DetectorError(startup_failure.read_text(encoding="utf-8")), False, command="detect serve")
     if sigints:
         raise KeyboardInterrupt  # the command line's Ctrl-C: "detect serve: interrupted", exit 130
 
