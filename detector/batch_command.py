@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING, Optional
 
 import click
 
-from .command_messages import EXIT_SOME_FAILED, PARTIAL_OUTPUT_NOTE, exit_for_missing_extra, fail_usage, one_line
+from .command_messages import (
+    EXIT_SOME_FAILED,
+    PARTIAL_OUTPUT_NOTE,
+    exit_for_missing_extra,
+    fail_usage,
+    names_its_input,
+    one_line,
+)
 from .command_options import (
     CONTEXT_SETTINGS,
     detection_setting_options,
@@ -189,14 +196,22 @@ def batch(
 
 def failed_rows_said(summary: BatchSummary) -> list[str]:
     """A line for each failed row the summary names (path, page, why), and one saying where the rest are."""
-    lines = [  # on one line each, as detect's error lines (one_line: a name's newline or terminal escape shown)
-        f"detect batch: error: {one_line(path)}{'' if page is None else f' (page {page})'}: {one_line(error)}"
+    lines = [  # on one line each, as detect's error lines (one_line: a name's newline or terminal escape shown),
+        # the path left out where the error starts with it, as there (a page's error names its page then)
+        f"detect batch: error: {_failed_row_named(path, page, error)}{one_line(error)}"
         for path, page, error in summary.first_errors
     ]
     more = summary.errors - len(summary.first_errors)
     if more > 0:
         lines.append(f"detect batch: … and {more} more rows with an error: their `error` column in {summary.output}")
     return lines
+
+
+def _failed_row_named(path: str, page: Optional[int], error: str) -> str:
+    """What a failed row's line says before its error: the path (and page), unless the error names it."""
+    if names_its_input(error, path):
+        return ""
+    return f"{one_line(path)}{'' if page is None else f' (page {page})'}: "
 
 
 def folder_holds_nothing(folder: str) -> bool:

@@ -53,13 +53,17 @@ def one_line(text: str) -> str:
     return "".join(repr(char)[1:-1] if unicodedata.category(char) == "Cc" else char for char in text)
 
 
+def names_its_input(message: str, what: str) -> bool:
+    """Whether an error message starts with the input's name already ("x.png is 13500x13500 = … pixels"): its
+    error line then does not name the input again ("x.png: x.png is …"). detect's and detect batch's lines."""
+    return message.startswith(f"{what} ") or message.startswith(f"{what}:")
+
+
 def report_error(what: str, exc: BaseException, debug: bool) -> None:
     if debug:
         traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
     message = str(exc)
-    # a message that starts with the input's name already ("x.png is 13500x13500 = … pixels") is not prefixed
-    # with it again ("x.png: x.png is …")
-    named = message.startswith(f"{what} ") or message.startswith(f"{what}:")
+    named = names_its_input(message, what)
     click.echo(f"{_line_start()}detect: error: {'' if named else one_line(what) + ': '}{one_line(message)}", err=True)
 
 

@@ -180,7 +180,8 @@ def test_cli_jsonl_with_settings_on_an_existing_cluster(local_ray, folder, defau
         assert line not in proc.stderr, proc.stderr
     # which file failed, and why: the count alone said neither (the rows did)
     (named,) = [line for line in proc.stderr.splitlines() if line.startswith("detect batch: error: ")]
-    assert named.startswith(f"detect batch: error: {folder / BROKEN}: ") and "more rows" not in proc.stderr
+    assert named.startswith(f"detect batch: error: {folder / BROKEN} is not an image ")  # its path once
+    assert "more rows" not in proc.stderr
     assert {path.suffix for path in out.iterdir() if path.name != "_SUCCESS.json"} == {".jsonl"}
     rows, broken = split_broken(batch_output.read_rows(str(out), "jsonl").to_pylist())
     expected = [
@@ -707,6 +708,24 @@ def test_the_summary_names_the_first_failed_rows_by_path_and_page():
     # a file name holding a terminal escape moves no cursor: shown as detect's error lines show it
     escaped = distributed.BatchSummary(1, 1, 1, 1.0, "out", first_errors=(("/in/\x1b[2Ja.png", None, "bad"),))
     assert failed_rows_said(escaped) == ["detect batch: error: /in/\\x1b[2Ja.png: bad"]
+
+
+def test_a_failed_row_s_line_names_its_path_once_as_detect_s_lines_do():
+    # "detect batch: error: /in/x.png: /in/x.png is not an image …": the error names the file already
+    from detector.batch_command import failed_rows_said
+
+    failed = (
+        ("/in/a", None, "/in/ab.png is no input of this row"),  # another name that starts the same: kept
+        ("/in/b.pdf", 2, "/in/b.pdf page 2 cannot be rendered: bad"),
+        ("/in/c.png", None, "/in/c.png is not an image OpenCV can decode"),
+        ("/in/d.png", None, "/in/d.png: cannot be read (Permission denied)"),
+    )
+    assert failed_rows_said(distributed.BatchSummary(4, 4, 4, 1.0, "out", first_errors=failed)) == [
+        "detect batch: error: /in/a: /in/ab.png is no input of this row",
+        "detect batch: error: /in/b.pdf page 2 cannot be rendered: bad",
+        "detect batch: error: /in/c.png is not an image OpenCV can decode",
+        "detect batch: error: /in/d.png: cannot be read (Permission denied)",
+    ]
 
 
 def test_each_file_an_actor_finishes_is_counted(monkeypatch):
