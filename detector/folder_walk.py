@@ -22,13 +22,17 @@ def has_image_suffix(name: str) -> bool:
     return f".{name.rsplit('.', 1)[-1].lower()}" in IMAGE_EXTENSIONS
 
 
-def list_folder_images(folder: Path, recursive: bool = True) -> tuple[list[Path], list[tuple[Path, OSError]]]:
+def list_folder_images(
+    folder: Path, recursive: bool = True, given: bool = True
+) -> tuple[list[Path], list[tuple[Path, OSError]]]:
     """Image and PDF files in a folder and, if recursive (PaddleX's way), its subfolders (links to folders not
     followed), in the walk's order (_walk_sources sorts them); and each folder (or
     entry of unknown kind) that could not be read, with why. pathlib's rglob skipped an unreadable subfolder
     without a word (its images missing, exit 0), and a subfolder removed while it was walked (a spool folder)
     ended the whole walk. A mount point's lost+found that cannot be listed is left out, as PaddleX's os.walk
-    leaves it: fsck's, never the user's images, it made every walk of a data disk fail (exit 1)."""
+    leaves it: fsck's, never the user's images, it made every walk of a data disk fail (exit 1).
+    ``given``: the folder was named by the user, so it is said whatever it is; False for one a glob pattern
+    matched (``/mnt/data/*``), which is taken as the walk takes the folders it finds."""
     files: list[Path] = []
     unreadable: list[tuple[Path, OSError]] = []
     pending = [folder]
@@ -51,10 +55,10 @@ def list_folder_images(folder: Path, recursive: bool = True) -> tuple[list[Path]
                     if has_image_suffix(entry.name) and _is_file(entry, path, unreadable):
                         files.append(path)
         except FileNotFoundError as exc:
-            if current == folder:  # the folder given is gone: said; a subfolder gone meanwhile held nothing
+            if given and current == folder:  # the folder given is gone: said; one found gone meanwhile held nothing
                 unreadable.append((current, exc))
         except OSError as exc:  # no permission to list it, an I/O error
-            if current == folder or not _fsck_folder_locked(current, exc):
+            if (given and current == folder) or not _fsck_folder_locked(current, exc):
                 unreadable.append((current, exc))
     return files, unreadable
 

@@ -146,8 +146,8 @@ def _expand_path(text: str, options: LoadOptions) -> list[Source]:
         any_depth = "**" in Path(pattern).parts  # the files below are matched already
         try:
             for match in glob_matches(pattern):
-                if match.is_dir() and not any_depth:  # a folder the pattern names is read as a folder given by name
-                    in_folder, cannot = list_folder_images(match, options.recursive)
+                if match.is_dir() and not any_depth:  # a folder the pattern matches is read as the walk reads one
+                    in_folder, cannot = list_folder_images(match, options.recursive, given=False)
                     files.extend(in_folder)
                     unreadable.extend(cannot)
                 elif match.is_file() and has_image_suffix(match.name):

@@ -807,3 +807,29 @@ def test_a_subfolder_that_cannot_be_read_is_an_error_of_its_own_in_detect_and_ba
     ]
     with pytest.raises(InputNotFoundError, match=r"lost\+found: the folder cannot be read \(Permission denied\)"):
         batch_inputs.resolve_inputs([str(disk / "lost+found")])
+
+
+def test_a_pattern_s_matched_folders_are_taken_as_the_walk_takes_the_folders_it_finds(tmp_path, monkeypatch):
+    """`disk/*` matched the disk's lost+found and read it as a folder given by name: an error line in `detect`
+    (exit 1) and a row in `detect batch`, where a walk of the disk leaves it out; and a matched folder gone
+    before it was listed (a spool's) was an error, where the walk's finds, gone meanwhile, held nothing."""
+    from detector.inputs import expand_inputs
+
+    disk = data_disk(tmp_path / "disk", monkeypatch)
+    (disk / "gone").mkdir()
+    cv2.imwrite(str(disk / "b.png"), np.zeros((8, 8, 3), np.uint8))
+    locked_scandir = os.scandir
+
+    def scandir(path):
+        if os.path.basename(os.fspath(path)) == "gone":
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory", os.fspath(path))
+        return locked_scandir(path)
+
+    monkeypatch.setattr("detector.folder_walk.os.scandir", scandir)
+    walked = [("file", str(disk / "b.png")), ("unreadable", str(disk / "locked"))]
+    assert [(source.kind, source.name) for source in expand_inputs(str(disk))] == walked
+    assert [(source.kind, source.name) for source in expand_inputs(str(disk / "*"))] == walked
+    assert batch_inputs.resolve_inputs([str(disk / "*")]) == [
+        (str(disk / "b.png"), None),
+        (str(disk / "locked"), f"{disk / 'locked'}: cannot be read (Permission denied)"),
+    ]
