@@ -18,10 +18,15 @@ def check_release_file(filename: str, data: bytes, url: str, model_name: str) ->
     """Refuse a downloaded file that is not what its name says: a model cut short without a Content-Length,
     or a 200 page of HTML, would otherwise sit in the cache and fail every later run; so would a yml cut
     short that still parses (it must name this model and hold a DB postprocess, read as the runtime reads it)."""
+    if filename == MODEL_FILENAME:
+        # imported as the runtime imports it, outside the try: a Ctrl-C or SIGTERM while onnxruntime initialises
+        # comes back as an ImportError caused by it, which onnxruntime_module raises as the signal (no file's fault)
+        from .session import onnxruntime_module, require_onnxruntime
+
+        require_onnxruntime()
+        onnxruntime = onnxruntime_module()
     try:
         if filename == MODEL_FILENAME:
-            import onnxruntime
-
             options = onnxruntime.SessionOptions()
             options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
             onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
