@@ -23,6 +23,7 @@ from .command_messages import (
     StdoutClosed,
     show_package_warnings,
     signal_note,
+    signals_end_the_exit,
     unencodable_characters_escaped,
 )
 from .command_options import CONTEXT_SETTINGS
@@ -87,8 +88,10 @@ def main(argv: Optional[list[str]] = None) -> None:
     signal.signal(signal.SIGTERM, raise_terminated)  # `detect serve` sets its own
     try:
         _run(argv, args, debug, command)
-    finally:  # main() called in a process of the caller's (a test, a script): its stderr given back
-        sys.stderr = stderr
+    finally:
+        if argv is None:  # the program itself (the console script, python -m detector): it exits next
+            signals_end_the_exit(command)
+        sys.stderr = stderr  # main() called in a process of the caller's (a test, a script): its stderr given back
 
 
 def _run(argv: Optional[list[str]], args: list[str], debug: bool, command: str) -> None:
