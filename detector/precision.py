@@ -14,7 +14,7 @@ from .errors import InvalidParameterError, ModelNotFoundError
 
 PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_PRECISION = "fp32"
-# ONNX metadata key written by tools/export/quantize.py: JSON with the precision and its measured accuracy cost.
+# ONNX metadata key tools/export/precision_variant.py writes: JSON with the precision and its measured accuracy cost.
 METADATA_PRECISION_KEY = "detector.precision"
 # Its field holding the sha256 of the fp32 file the variant was made from (variants made before 2026-12-07 lack it).
 MADE_FROM_SHA256_FIELD = "fp32_sha256"

@@ -149,7 +149,7 @@ def assert_int8_boxes_close(fp32: TextDetection, int8: TextDetection, pages) -> 
 
 
 def test_a_variant_that_fails_its_scoring_leaves_the_previous_one(model_dir, tmp_path, monkeypatch, capsys):
-    from tools.export import quantize
+    from tools.export import precision_variant
 
     folder = tmp_path / "PP-OCRv4_mobile_det"
     folder.mkdir()
@@ -160,7 +160,7 @@ def test_a_variant_that_fails_its_scoring_leaves_the_previous_one(model_dir, tmp
     def scoring_fails(*args, **kwargs):
         raise ExportError("scoring failed")
 
-    monkeypatch.setattr(quantize, "accuracy_delta", scoring_fails)
+    monkeypatch.setattr(precision_variant, "accuracy_delta", scoring_fails)
     code = export_main([*variant_export(folder / "inference.onnx", "fp16"), "--source", "x"])
     assert code == 1 and "scoring failed" in capsys.readouterr().err
     # the previous variant untouched, no unscored file and no partial folder left beside it
@@ -169,12 +169,14 @@ def test_a_variant_that_fails_its_scoring_leaves_the_previous_one(model_dir, tmp
 
 
 def test_flags_of_the_fp32_export_are_named_when_a_variant_reuses_the_file(model_dir, tmp_path, monkeypatch, capsys):
-    from tools.export import quantize
+    from tools.export import precision_variant
 
     folder = tmp_path / "m"
     folder.mkdir()
     shutil.copy(model_dir / "inference.onnx", folder / "inference.onnx")
-    monkeypatch.setattr(quantize, "export_variant", lambda *a, **k: {"accuracy": {"hmean": 1.0, "fp32_hmean": 1.0}})
+    monkeypatch.setattr(
+        precision_variant, "export_variant", lambda *a, **k: {"accuracy": {"hmean": 1.0, "fp32_hmean": 1.0}}
+    )
     args = variant_export(folder / "inference.onnx", "int8")
     assert export_main([*args, "--source", "elsewhere", "--channel-block", "8"]) == 0
     assert "--source, --channel-block apply to the fp32 export" in capsys.readouterr().err
@@ -190,15 +192,15 @@ def test_flags_of_the_fp32_export_are_named_when_a_variant_reuses_the_file(model
 STUCK_EXPORT = """
 import sys, time
 from pathlib import Path
-from tools.export import quantize
+from tools.export import precision_variant
 
 def stuck(fp32_path, precision, output, *args, **kwargs):
     output.write_bytes(b"unscored")
     print("working", flush=True)
     time.sleep(600)
 
-quantize._make_scored_variant = stuck
-quantize.export_variant(Path(sys.argv[1]), "int8")
+precision_variant._make_scored_variant = stuck
+precision_variant.export_variant(Path(sys.argv[1]), "int8")
 """
 
 
@@ -208,7 +210,7 @@ def test_the_work_folder_of_a_killed_export_is_removed_by_the_next(default_onnx,
     import os
     import signal
 
-    from tools.export import quantize
+    from tools.export import precision_variant
     from tools.export.partial_folders import partial_prefix
 
     folder = tmp_path / "m"
@@ -237,8 +239,8 @@ def test_the_work_folder_of_a_killed_export_is_removed_by_the_next(default_onnx,
         output.write_bytes(b"scored")
         return {}
 
-    monkeypatch.setattr(quantize, "_make_scored_variant", scored)
-    quantize.export_variant(folder / "inference.onnx", "int8")
+    monkeypatch.setattr(precision_variant, "_make_scored_variant", scored)
+    precision_variant.export_variant(folder / "inference.onnx", "int8")
     assert (folder / "inference.int8.onnx").read_bytes() == b"scored"
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         ["inference.onnx", "inference.int8.onnx", running.name, elsewhere.name]
@@ -287,13 +289,15 @@ def test_a_variants_work_files_sit_beside_it_where_the_next_export_removes_them(
 def test_a_variant_that_cannot_be_written_is_said_before_any_work(model_dir, tmp_path, monkeypatch):
     """A read-only folder: a traceback from tempfile's mkdtemp, where the fp32 export says which file and why."""
     from detector.errors import OutputNotWritableError
-    from tools.export import quantize
+    from tools.export import precision_variant
 
-    monkeypatch.setattr(quantize, "_make_scored_variant", lambda *a, **k: pytest.fail("worked before the check"))
+    monkeypatch.setattr(
+        precision_variant, "_make_scored_variant", lambda *a, **k: pytest.fail("worked before the check")
+    )
     (tmp_path / "a file").write_bytes(b"")
     output = tmp_path / "a file" / "inference.int8.onnx"  # its folder cannot be made, as a read-only one
     with pytest.raises(OutputNotWritableError, match="cannot write"):
-        quantize.export_variant(model_dir / "inference.onnx", "int8", output=output)
+        precision_variant.export_variant(model_dir / "inference.onnx", "int8", output=output)
 
 
 @pytest.mark.parametrize(
@@ -306,10 +310,12 @@ def test_an_output_not_ending_in_onnx_is_refused_before_any_work(
 ):
     """--output model.bin: the int8 variant went to model.int8.onnx, whose fp32 file is model.onnx to the runtime (and
     an fp32 export to model.bin removed model.onnx's variants as its own). Refused before any export or folder."""
-    from tools.export import pipeline, quantize
+    from tools.export import pipeline, precision_variant
 
     monkeypatch.setattr(pipeline, "export_model", lambda *a, **k: pytest.fail("exported before the check"))
-    monkeypatch.setattr(quantize, "export_variant", lambda *a, **k: pytest.fail("made a variant before the check"))
+    monkeypatch.setattr(
+        precision_variant, "export_variant", lambda *a, **k: pytest.fail("made a variant before the check")
+    )
     output = tmp_path / "new" / given
     assert export_main(["--model", "PP-OCRv6_tiny_det", "--output", str(output), "--precision", precision]) == 1
     err = capsys.readouterr().err
@@ -321,15 +327,17 @@ def test_a_variant_of_a_file_this_export_did_not_write_is_refused_before_any_wor
     """PaddlePaddle's release copied in as inference.onnx: every rule was quantized before the scoring found no
     settings to carry (an audit: 12 s, then 'carries no detector.settings metadata'); the loader's hint led there."""
     from tests.test_model_sources import V6_TINY, wheel_source
-    from tools.export import quantize
+    from tools.export import precision_variant
 
     release = tmp_path / "my release"  # the export's hint wrote the folder unquoted: pasted, the shell split it
     shutil.copytree(wheel_source(V6_TINY), release)
-    monkeypatch.setattr(quantize, "_make_scored_variant", lambda *a, **k: pytest.fail("quantized before the check"))
+    monkeypatch.setattr(
+        precision_variant, "_make_scored_variant", lambda *a, **k: pytest.fail("quantized before the check")
+    )
     advice = "is not a file this package's export wrote (no detector.settings metadata: its settings would not reach "
     advice += f"the variant): import it first (`detect optimize '{release}' -o <folder>/inference.onnx`)"
     with pytest.raises(ExportError) as refused:
-        quantize.export_variant(release / "inference.onnx", "int8")
+        precision_variant.export_variant(release / "inference.onnx", "int8")
     assert advice in str(refused.value) and str(refused.value).endswith("make the int8 variant beside that file")
     with pytest.raises(ModelNotFoundError) as missing:
         TextDetection(model_dir=release, precision="int8", device="cpu")
@@ -407,7 +415,7 @@ def test_an_int8_detector_warns_on_a_cpu_without_vnni(model_dir, monkeypatch, ca
 def test_the_export_scores_its_variant_without_the_detectors_cpu_warning(model_dir, monkeypatch, caplog):
     """The export says it once under its scores; the detector it scores with would name a temporary file."""
     import detector.api
-    from tools.export.quantize import accuracy_delta
+    from tools.export.variant_scoring import accuracy_delta
 
     monkeypatch.setattr(detector.api, "cpu_flags", lambda: AVX2)
     with caplog.at_level("WARNING", logger="detector"):
@@ -643,7 +651,7 @@ def test_auto_rule_records_every_trial_and_keeps_one(default_onnx, tmp_path):
 def test_auto_validates_on_its_own_count_apart_from_eval_images(default_onnx, tmp_path, monkeypatch, capsys):
     """--eval-images set auto's validation count too (README: 80 validation images, --eval-images for the recorded
     delta): `--eval-images 2` chose the rule on 2 images. Each has its own count; the work itself is stubbed."""
-    from tools.export import int8_choice, quantize
+    from tools.export import int8_choice, precision_variant
     from tools.export.int8_choice import RuleTrial
 
     folder = tmp_path / "m"
@@ -667,13 +675,13 @@ def test_auto_validates_on_its_own_count_apart_from_eval_images(default_onnx, tm
     monkeypatch.setattr(int8_choice, "calibration_tensors", lambda *a: [])
     monkeypatch.setattr(int8_choice, "quantize_int8", quantized)
     monkeypatch.setattr(int8_choice, "validate_rules", validated)
-    monkeypatch.setattr(quantize, "quantize_int8", quantized)
-    monkeypatch.setattr(quantize, "accuracy_delta", scored)
+    monkeypatch.setattr(precision_variant, "quantize_int8", quantized)
+    monkeypatch.setattr(precision_variant, "accuracy_delta", scored)
     args = variant_export(folder / "inference.onnx", "int8")
     assert export_main([*args, "--eval-images", "2"]) == 0
     assert counts == {"validation": 80, "accuracy": 2}  # README's 80 validation images
     assert export_main([*args, "--validation-images", "3"]) == 0
-    assert counts == {"validation": 3, "accuracy": quantize.DEFAULT_EVALUATION_IMAGES}
+    assert counts == {"validation": 3, "accuracy": precision_variant.DEFAULT_EVALUATION_IMAGES}
     record = json.loads(metadata(folder / "inference.int8.onnx")[METADATA_PRECISION_KEY])
     assert record["rule_choice"]["validation_set"].endswith("--count 3 --seed 3") and record["accuracy"]["images"] == 80
     counts.clear()  # a named rule validates nothing: the flag is said to be unused
@@ -694,7 +702,7 @@ def test_choose_rule_keeps_the_fastest_accurate_one():
 
 
 def test_map_agreement_of_a_model_with_itself_is_perfect(default_onnx):
-    from tools.export.quantize import map_agreement
+    from tools.export.variant_scoring import map_agreement
 
     tensors = [np.random.default_rng(0).standard_normal((1, 3, 64, 96)).astype(np.float32)]
     agreement = map_agreement(default_onnx, default_onnx, tensors, thresh=0.3)

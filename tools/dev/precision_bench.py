@@ -24,7 +24,7 @@ from detector.evaluation.evaluate import load_labelled_images
 from detector.evaluation.labels import read_labels
 from detector.precision import PRECISIONS, variant_path
 from detector.session import run_session
-from tools.export.quantize import network_inputs
+from tools.export.variant_scoring import network_inputs
 
 
 def _images(labels: Optional[str]) -> list[np.ndarray]:

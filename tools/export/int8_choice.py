@@ -26,8 +26,8 @@ from tools.export.quantize import (
     DEFAULT_CALIBRATION_IMAGES,
     calibration_tensors,
     quantize_int8,
-    rendered_labelled_images,
 )
+from tools.export.variant_scoring import rendered_labelled_images
 
 # Issue 13 bounds int8 at 0.01 Hmean from fp32. The same int8 model measured 0.008 apart on two rendered
 # sets of 80 images (PP-OCRv6_small_det, rule "stem": -0.006 here, -0.014 on make eval's set), so a rule

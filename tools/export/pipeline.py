@@ -13,7 +13,7 @@ rewrites (detector/optimize/rewrites/) → compare Paddle Inference and onnxrunt
 several shapes (verify.py) → write the ONNX file with its settings, source hashes and export record in
 metadata_props, atomically (detector/optimize/model_file.py). Needs the [export] extra
 (.venv-paddle). ``--precision int8|fp16`` then writes inference.int8.onnx / inference.fp16.onnx
-beside the fp32 file (quantize.py), starting from that file when it is already there.
+beside the fp32 file (precision_variant.py), starting from that file when it is already there.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         "--eval-images",
         type=_positive_int,
         default=None,
-        help="rendered images the variant is scored on against fp32 (default: quantize.py's)",
+        help="rendered images the variant is scored on against fp32 (default: precision_variant.py's)",
     )
     parser.add_argument(
         "--validation-images",
@@ -221,7 +221,7 @@ def _export(args: argparse.Namespace) -> int:
             )
             report_stale_variants_removed(output, replaced_sha256)
         if args.precision != "fp32":
-            from tools.export.quantize import export_variant
+            from tools.export.precision_variant import export_variant
 
             ignored = [flag for flag, given in _fp32_flags(args).items() if given]
             other = made_from_other_files(output, args.source) if args.source is not None and not made_now else None

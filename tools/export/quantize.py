@@ -15,20 +15,13 @@
 After quantization, qdq_tidy.py's exact clean-ups run, then qdq_requantize.py folds the scalar affines
 left in uint8 into the quantization before them (within one uint8 step).
 
-Either way the variant is scored against the fp32 model on a rendered labelled set (detect eval's
-metric) and the result is written into the variant's metadata under ``detector.precision``; the fp32
-model's own metadata (settings, source, export record) is kept.
+precision_variant.py writes the variant beside the fp32 file, scored (variant_scoring.py) and recorded.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-import json
-import logging
-import os
-import tempfile
-import time
 import warnings
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -38,8 +31,7 @@ from typing import Optional
 import numpy as np
 
 from detector.errors import ExportError
-from detector.onnx_messages import model_metadata
-from detector.optimize.model_file import check_output_writable, save_model, set_metadata, sha256_of
+from detector.optimize.model_file import save_model
 from detector.optimize.rewrites.gate_expand import GATE_EXPAND_REWRITE, rewrite_gated_products
 from detector.optimize.rewrites.gelu_sigmoid import GELU_SIGMOID_REWRITE, rewrite_gelus_as_sigmoid_products
 from detector.optimize.rewrites.hard_swish_gate import HARD_SWISH_GATE_REWRITE, rewrite_hard_swish_gates
@@ -54,25 +46,16 @@ from detector.optimize.rewrites.neck_upsample import (
     ChannelsLastNodes,
     rewrite_neck_upsamples,
 )
-from detector.precision import (
-    MADE_FROM_SHA256_FIELD,
-    METADATA_PRECISION_KEY,
-    import_it_first,
-    variant_path,
-    written_by_this_export,
-)
-from detector.session import INT8_WITHOUT_VNNI_MEASURED, cpu_flags, int8_sums_saturate
 from tools.export import progress
 from tools.export.calibration import calibration_cache_supported, write_histogram_cache
-from tools.export.int8_rules import AUTO_RULE, CALIBRATION_METHODS, DEFAULT_INT8_RULE, INT8_RULES, MOVEMENT_OP_TYPES
-from tools.export.partial_folders import remove_abandoned, work_folder
+from tools.export.int8_rules import CALIBRATION_METHODS, INT8_RULES, MOVEMENT_OP_TYPES
+from tools.export.partial_folders import work_folder
 from tools.export.qdq_requantize import AFFINE_REQUANTIZED, affines_into_quantization
 from tools.export.qdq_tidy import tidy_quantized
+from tools.export.variant_scoring import network_inputs, rendered_labelled_images
 
-CALIBRATION_SEED = 7  # the evaluation sets use other seeds (EVALUATION_SEED, make eval's)
-EVALUATION_SEED = 1
+CALIBRATION_SEED = 7  # the evaluation sets use other seeds (variant_scoring.EVALUATION_SEED, make eval's)
 DEFAULT_CALIBRATION_IMAGES = 16
-DEFAULT_EVALUATION_IMAGES = 80
 
 CALIBRATION_CROP = 480  # histogram calibrators need one shape: centre crops of this size (the smallest side rendered)
 
@@ -87,29 +70,6 @@ def _common_shape(tensors: Sequence[np.ndarray], side: int = CALIBRATION_CROP) -
         pad = ((0, 0), (0, 0), (0, side - crop.shape[2]), (0, side - crop.shape[3]))
         cropped.append(np.pad(crop, pad))
     return cropped
-
-
-def network_inputs(images: Sequence[np.ndarray], settings) -> list[np.ndarray]:
-    """Each image resized and normalized with the model's settings, as a (1, 3, H, W) network input."""
-    from detector.preprocess import normalize_image, resize_for_detection
-
-    tensors = []
-    for image in images:
-        resized, _ = resize_for_detection(image, settings.limit_side_len, settings.limit_type, settings.max_side_limit)
-        tensors.append(normalize_image(resized, settings.mean, settings.std, settings.scale)[np.newaxis])
-    return tensors
-
-
-def rendered_labelled_images(count: int, seed: int) -> tuple[list, list[np.ndarray]]:
-    """A rendered labelled set (tools/dev/labelled_set.py): its labelled images and their decoded pixels,
-    read once; the files are gone afterwards."""
-    from detector.evaluation.evaluate import load_labelled_images
-    from detector.evaluation.labels import read_labels
-    from tools.dev.labelled_set import render_labelled_set
-
-    with tempfile.TemporaryDirectory() as folder:
-        labelled = read_labels(render_labelled_set(Path(folder), count, seed))
-        return labelled, load_labelled_images(labelled)
 
 
 def calibration_tensors(fp32_path: Path, count: int, seed: int) -> list[np.ndarray]:
@@ -349,153 +309,3 @@ def convert_fp16(fp32_path: Path, output: Path) -> dict[str, object]:
         "method": "onnxruntime basic graph optimizations (BatchNormalization folded into Conv), then "
         "onnxconverter-common float16 with float32 inputs and outputs (keep_io_types)"
     }
-
-
-def map_agreement(fp32_path: Path, variant: Path, tensors: Sequence[np.ndarray], thresh: float) -> dict[str, float]:
-    """How far the variant's probability maps are from fp32's on the same network inputs: the mean and
-    largest |difference|, and the share of pixels whose side of ``thresh`` (the DB binarization) flips.
-    The measure for a network without trained weights (the rebuilt PP-OCRv4_server_det), where Hmean
-    says nothing."""
-    from detector.session import load_session, parse_device
-
-    fp32, _ = load_session(fp32_path, parse_device("cpu"))
-    other, _ = load_session(variant, parse_device("cpu"))
-    name = fp32.get_inputs()[0].name
-    total = flipped = 0
-    sum_abs, largest = 0.0, 0.0
-    for tensor in tensors:
-        expected = fp32.run(None, {name: tensor})[0].astype(np.float64)
-        got = other.run(None, {name: tensor})[0].astype(np.float64)
-        difference = np.abs(got - expected)
-        sum_abs += float(difference.sum())
-        largest = max(largest, float(difference.max(initial=0.0)))
-        flipped += int(np.count_nonzero((got > thresh) != (expected > thresh)))
-        total += difference.size
-    return {
-        "map_mean_abs_diff": round(sum_abs / total, 5) if total else 0.0,
-        "map_max_abs_diff": round(largest, 5),
-        "map_flipped_share": round(flipped / total, 5) if total else 0.0,
-    }
-
-
-@contextlib.contextmanager
-def _without_the_int8_cpu_warning() -> Iterator[None]:
-    """The detector's warning about int8 on a CPU without VNNI held back while the export scores its variant: the
-    export says it once, under its scores, and the file that warning would name is a temporary one."""
-    api_logger = logging.getLogger("detector.api")
-
-    def other_records(record: logging.LogRecord) -> bool:
-        return INT8_WITHOUT_VNNI_MEASURED not in record.getMessage()
-
-    api_logger.addFilter(other_records)
-    try:
-        yield
-    finally:
-        api_logger.removeFilter(other_records)
-
-
-def accuracy_delta(fp32_path: Path, variant: Path, images: int, seed: int = EVALUATION_SEED) -> dict[str, object]:
-    """Precision/recall/Hmean of fp32 and the variant on one rendered labelled set (CPU), and how far
-    the variant's probability maps are from fp32's on those images (map_agreement)."""
-    from detector import TextDetection
-    from detector.evaluation.evaluate import evaluate
-
-    fp32_detector = TextDetection(model_dir=fp32_path, device="cpu")
-    labelled, decoded = rendered_labelled_images(images, seed)
-    with _without_the_int8_cpu_warning():
-        variant_detector = TextDetection(model_dir=variant, device="cpu")
-    detectors = {"fp32": fp32_detector, "variant": variant_detector}
-    rows = evaluate(detectors, labelled, decoded)
-    # the same decoded images, as network inputs: rendered and read once for both measures
-    settings = fp32_detector.settings
-    maps = map_agreement(fp32_path, variant, network_inputs(decoded, settings), settings.thresh)
-    fp32, other = rows
-    return {
-        "eval_set": f"tools/dev/labelled_set.py --count {images} --seed {seed}",
-        "images": images,
-        "fp32_hmean": round(fp32.score.hmean, 5),
-        "hmean": round(other.score.hmean, 5),
-        "hmean_delta": round(other.score.hmean - fp32.score.hmean, 5),
-        "precision_delta": round(other.score.precision - fp32.score.precision, 5),
-        "recall_delta": round(other.score.recall - fp32.score.recall, 5),
-        "time_ratio_cpu": round(other.seconds / fp32.seconds, 3) if fp32.seconds else None,
-        **maps,
-    }
-
-
-def export_variant(
-    fp32_path: Path,
-    precision: str,
-    output: Optional[Path] = None,
-    evaluation_images: int = DEFAULT_EVALUATION_IMAGES,
-    **int8_options,
-) -> dict[str, object]:
-    """Make the ``precision`` sibling of an exported fp32 model, score it, record both in its metadata."""
-    if not fp32_path.is_file():
-        raise ExportError(f"{fp32_path} does not exist: export the fp32 model first")
-    if not written_by_this_export(model_metadata(fp32_path.read_bytes())):
-        # a release copied in as inference.onnx: the variant would carry no settings, found only after every
-        # quantization, when it is scored (an audit: 12 s to 'carries no detector.settings metadata')
-        raise ExportError(import_it_first(fp32_path, precision))
-    output = output or variant_path(fp32_path, precision)
-    # made and scored in a folder beside it, under its own name: a failure leaves the previous variant
-    # (or none), never an unscored file that loads as the variant
-    check_output_writable(output)  # before the minutes of calibration and scoring, as the fp32 export does
-    progress(f"[1/2] writing the {precision} variant of {fp32_path} -> {output}")
-    for left in remove_abandoned(output.parent):  # SIGKILL skips a TemporaryDirectory's removal
-        progress(f"      removed {left.name}, the work folder of an export killed there")
-    with work_folder(output) as partial:
-        record = _make_scored_variant(
-            fp32_path, precision, Path(partial) / output.name, evaluation_images, **int8_options
-        )
-        os.replace(Path(partial) / output.name, output)
-    return record
-
-
-def _make_scored_variant(
-    fp32_path: Path, precision: str, output: Path, evaluation_images: int, **int8_options
-) -> dict[str, object]:
-    import onnx
-
-    started = time.monotonic()
-    made_from = sha256_of(fp32_path)  # before the minutes of work: the file the variant is made from
-    if precision == "int8" and int8_options.get("float_rule", DEFAULT_INT8_RULE) == AUTO_RULE:
-        from tools.export.int8_choice import quantize_int8_auto
-
-        options = {key: value for key, value in int8_options.items() if key != "float_rule"}
-        record = quantize_int8_auto(fp32_path, output, **options)
-    elif precision == "int8":
-        record = quantize_int8(fp32_path, output, **int8_options)
-    elif precision == "fp16":
-        record = convert_fp16(fp32_path, output)
-    else:
-        raise ExportError(f"precision {precision!r} has no variant to make (int8, fp16)")
-    progress(f"[2/2] scoring fp32 and {precision} on {evaluation_images} rendered images")
-    record.update(
-        precision=precision,
-        accuracy=accuracy_delta(fp32_path, output, evaluation_images),
-        **{MADE_FROM_SHA256_FIELD: made_from},
-    )
-    accuracy = record["accuracy"]
-    progress(
-        f"      Hmean fp32 {accuracy['fp32_hmean']:.4f}, {precision} {accuracy['hmean']:.4f} "
-        f"(delta {accuracy['hmean_delta']:+.4f}); time ratio on this CPU {accuracy['time_ratio_cpu']}"
-    )
-    progress(
-        f"      maps: mean |diff| {accuracy['map_mean_abs_diff']}, max {accuracy['map_max_abs_diff']}, "
-        f"{100 * float(accuracy['map_flipped_share']):.2f} % of pixels on the other side of thresh"
-    )
-    if precision == "int8":
-        # the Hmean and time above are this CPU's kernels': without VNNI some int8 sums saturate (None: its flags
-        # could not be read, not Linux)
-        flags = cpu_flags()
-        accuracy["int8_sums_saturated"] = None if flags is None else int8_sums_saturate(flags)
-        if accuracy["int8_sums_saturated"]:
-            progress(
-                "      note: measured on a CPU without VNNI, where some int8 sums saturate; "
-                "a CPU with VNNI runs this file faster and closer to fp32"
-            )
-    model = onnx.load(str(output))
-    save_model(set_metadata(model, {METADATA_PRECISION_KEY: json.dumps(record, sort_keys=True)}), output)
-    progress(f"done in {time.monotonic() - started:.1f} s")
-    return record
