@@ -479,3 +479,36 @@ def test_an_onnx_url_source_is_said_to_be_downloaded_first(tmp_path, capsys):
     url = "http://127.0.0.1:9/release/inference.onnx?download=true"
     assert pipeline.main(["--model", "PP-OCRv6_tiny_det", "--source", url, "--output", str(tmp_path / "x.onnx")]) == 1
     assert "an ONNX source is read from disk: download" in capsys.readouterr().err
+
+
+def test_an_output_under_a_tilde_is_written_where_it_was_checked(tmp_path, capsys, monkeypatch):
+    """--output=~/m/inference.onnx (bash leaves a ~ after '=' as it is): the output was checked and its new folders
+    made and cleaned up under $HOME, but written into a folder named '~' in the working directory."""
+    from tools.export import pipeline, precision_variant
+
+    home, working = tmp_path / "home", tmp_path / "working"
+    home.mkdir()
+    working.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(working)
+
+    def export_model(model, source, output, *args, **kwargs):
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_bytes(b"model")
+        return {"opset": 17, "verification": {"max_abs_diff": 0.0}}
+
+    monkeypatch.setattr(pipeline, "export_model", export_model)
+    given = ["--model", "PP-OCRv6_tiny_det", "--output", "~/m/inference.onnx"]
+    assert pipeline.main([*given, "--source", str(tmp_path)]) == 0
+    assert (home / "m" / "inference.onnx").read_bytes() == b"model" and not list(working.iterdir())
+    assert f"-> {home / 'm' / 'inference.onnx'} (opset 17" in capsys.readouterr().out
+    # its variant is made from that very file
+    made = []
+    monkeypatch.setattr(pipeline, "export_model", lambda *a, **k: pytest.fail("exported the fp32 file again"))
+    monkeypatch.setattr(
+        precision_variant,
+        "export_variant",
+        lambda fp32, *a, **k: made.append(fp32) or {"accuracy": {"hmean": 1.0, "fp32_hmean": 1.0}},
+    )
+    assert pipeline.main([*given, "--precision", "int8"]) == 0
+    assert made == [home / "m" / "inference.onnx"] and not list(working.iterdir())

@@ -169,8 +169,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    output = args.output or REPO_ROOT / "models" / args.model / "inference.onnx"
-    output_folder = output.expanduser().parent
+    # expanded once, here: the checks, the write and the variant all take this path (bash leaves --output=~/…)
+    output = (args.output or REPO_ROOT / "models" / args.model / "inference.onnx").expanduser()
+    output_folder = output.parent
     made_folder = _first_missing_folder(output_folder)  # removed again where the export fails
     try:
         if args.output is None and (
