@@ -78,3 +78,30 @@ def rendered_pages(tmp_path) -> list[Path]:
     from tests.rendered import write_rendered_pages
 
     return [path for path, _ in write_rendered_pages(tmp_path / "pages").values()][:2]
+
+
+@pytest.fixture
+def onnxruntime_import_stopped_by(monkeypatch):
+    """``stopped_by(exception_type)``: from then on `import onnxruntime` fails as a signal arriving while its C
+    extension initialises makes it fail, pybind11's ImportError("initialization failed") caused by the handler's
+    exception (a SIGTERM 0.4 s into detect), without a race. An importer standing in for that extension."""
+    import importlib.machinery
+
+    def stopped_by(stopping: type[BaseException]) -> None:
+        class StoppedWhileInitialising:
+            def find_spec(self, name, path=None, target=None):
+                return importlib.machinery.ModuleSpec(name, self) if name == "onnxruntime" else None
+
+            def create_module(self, spec):
+                return None
+
+            def exec_module(self, module):
+                try:
+                    raise stopping()
+                except BaseException as signal_exception:
+                    raise ImportError("initialization failed") from signal_exception
+
+        monkeypatch.delitem(sys.modules, "onnxruntime", raising=False)
+        monkeypatch.setattr(sys, "meta_path", [StoppedWhileInitialising(), *sys.meta_path])
+
+    return stopped_by

@@ -724,32 +724,14 @@ def test_a_signal_s_line_names_the_subcommand(monkeypatch, capsys, argv, said):
 @pytest.mark.parametrize(
     ("stop", "code", "said"), [("KeyboardInterrupt", 130, "interrupted"), ("Terminated", 143, "terminated")]
 )
-def test_a_signal_while_onnxruntime_is_imported_ends_as_the_signal(monkeypatch, capsys, model_path, stop, code, said):
-    # a handler's exception raised while onnxruntime's C extension initialises comes back as pybind11 wraps
-    # it, ImportError("initialization failed") caused by it: a SIGTERM 0.4 s into detect read "onnxruntime is
-    # installed but cannot be imported", exit 2. This importer stands in for that extension, without a race.
-    import importlib.machinery
-
+def test_a_signal_while_onnxruntime_is_imported_ends_as_the_signal(
+    capsys, model_path, onnxruntime_import_stopped_by, stop, code, said
+):
+    # a SIGTERM 0.4 s into detect read "onnxruntime is installed but cannot be imported", exit 2
     import detector.cli as cli_module
     from detector.errors import Terminated
 
-    stopping = {"KeyboardInterrupt": KeyboardInterrupt, "Terminated": Terminated}[stop]
-
-    class StoppedWhileInitialising:
-        def find_spec(self, name, path=None, target=None):
-            return importlib.machinery.ModuleSpec(name, self) if name == "onnxruntime" else None
-
-        def create_module(self, spec):
-            return None
-
-        def exec_module(self, module):
-            try:
-                raise stopping()
-            except BaseException as signal_exception:
-                raise ImportError("initialization failed") from signal_exception
-
-    monkeypatch.delitem(sys.modules, "onnxruntime", raising=False)
-    monkeypatch.setattr(sys, "meta_path", [StoppedWhileInitialising(), *sys.meta_path])
+    onnxruntime_import_stopped_by({"KeyboardInterrupt": KeyboardInterrupt, "Terminated": Terminated}[stop])
     with pytest.raises(SystemExit) as exit_info:
         cli_module.main(["-i", "never-read.png", "--model", str(model_path), "--device", "cpu"])
     # (click starts a new line before a Ctrl-C's, as anywhere in detect: the terminal's ^C stands on the old one)

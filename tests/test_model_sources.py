@@ -356,32 +356,15 @@ def test_a_download_that_is_not_its_file_is_not_cached(downloads, hub_root, monk
 
 
 @pytest.mark.parametrize("stop", ["KeyboardInterrupt", "Terminated"])
-def test_a_signal_while_the_release_check_imports_onnxruntime_is_the_signal_not_an_unreadable_file(monkeypatch, stop):
-    # the check imported onnxruntime itself and read any error as the file's: a signal while onnxruntime's C
-    # extension initialises, which pybind11 hands on as ImportError("initialization failed") caused by it, said
-    # "did not give a readable inference.onnx". This importer stands in for that extension, without a race.
-    import importlib.machinery
-
+def test_a_signal_while_the_release_check_imports_onnxruntime_is_the_signal_not_an_unreadable_file(
+    onnxruntime_import_stopped_by, stop
+):
+    # the check imported onnxruntime itself and read any error as the file's: "did not give a readable inference.onnx"
     from detector.errors import Terminated
     from detector.release_check import check_release_file
 
     stopping = {"KeyboardInterrupt": KeyboardInterrupt, "Terminated": Terminated}[stop]
-
-    class StoppedWhileInitialising:
-        def find_spec(self, name, path=None, target=None):
-            return importlib.machinery.ModuleSpec(name, self) if name == "onnxruntime" else None
-
-        def create_module(self, spec):
-            return None
-
-        def exec_module(self, module):
-            try:
-                raise stopping()
-            except BaseException as signal_exception:
-                raise ImportError("initialization failed") from signal_exception
-
-    monkeypatch.delitem(sys.modules, "onnxruntime", raising=False)
-    monkeypatch.setattr(sys, "meta_path", [StoppedWhileInitialising(), *sys.meta_path])
+    onnxruntime_import_stopped_by(stopping)
     with pytest.raises(stopping):
         check_release_file("inference.onnx", b"never read", "http://127.0.0.1:9/inference.onnx", V6_TINY)
 
