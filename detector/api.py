@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 
 import numpy as np
 
+from .cpu_features import cpu_flags, int8_without_vnni, made_for_another_cpu, this_cpu_block
 from .errors import DetectorError, InvalidModelError, InvalidParameterError
 from .image_batch import PreparedImages, detection_results, prepare_images, probability_maps
 from .inputs import (
@@ -35,6 +36,7 @@ from .inputs import (
 )
 from .load_options import DEFAULT_LOAD_OPTIONS, LoadOptions
 from .model_opening import DEFAULT_MODEL_NAME, check_model_name, open_model
+from .onnxruntime_import import require_onnxruntime
 from .paddleocr_compat import check_ignored_keywords
 from .postprocess import opencv_boxes_note
 from .precision import DEFAULT_PRECISION, precision_of, variant_made_from_another_file
@@ -42,19 +44,8 @@ from .prefetch import folder_workers, ordered_map, prefetch, read_ahead_depth, t
 from .preprocess import check_input_shape, check_shape_bucket
 from .process_lock import ProcessLock
 from .result import DetectionResult
-from .session import (
-    check_detector_signature,
-    cpu_flags,
-    fixed_input_size,
-    int8_without_vnni,
-    load_session,
-    made_for_another_cpu,
-    model_metadata,
-    parse_device,
-    require_onnxruntime,
-    this_cpu_block,
-    uses_io_binding,
-)
+from .session import check_detector_signature, fixed_input_size, load_session, model_metadata, parse_device
+from .session_run import uses_io_binding
 from .settings import DetectionSettings, SettingOverrides, settings_for_model_file, true_or_false
 
 if TYPE_CHECKING:

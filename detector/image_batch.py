@@ -20,7 +20,7 @@ from .preprocess import (
     resize_to_shape,
 )
 from .result import INPUT_IMAGE_KEY, DetectionResult
-from .session import run_session
+from .session_run import run_session
 from .settings import DetectionSettings
 from .urls import shown_path
 

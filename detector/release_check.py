@@ -21,7 +21,7 @@ def check_release_file(filename: str, data: bytes, url: str, model_name: str) ->
     if filename == MODEL_FILENAME:
         # imported as the runtime imports it, outside the try: a Ctrl-C or SIGTERM while onnxruntime initialises
         # comes back as an ImportError caused by it, which onnxruntime_module raises as the signal (no file's fault)
-        from .session import onnxruntime_module, require_onnxruntime
+        from .onnxruntime_import import onnxruntime_module, require_onnxruntime
 
         require_onnxruntime()
         onnxruntime = onnxruntime_module()

@@ -1,36 +1,20 @@
-"""Session stage: pick a device, open an onnxruntime session on a model file, run it (the file found: model_lookup)."""
+"""Session stage: pick a device, open an onnxruntime session on a model file and check what it takes and returns
+(the file found: model_lookup; onnxruntime imported: onnxruntime_import; the CUDA provider: cuda_provider;
+the CPU's channel block: cpu_features; running it: session_run)."""
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import functools
-import importlib.util
-import io
-import json
 import logging
-import os
-import platform
 import re
-from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Union
 
-import numpy as np
-
 from .blocked_layout import open_cpu_session
-from .errors import (
-    DISTRIBUTION,
-    DetectorError,
-    DeviceUnavailableError,
-    InferenceError,
-    InvalidModelError,
-    InvalidParameterError,
-    pip_install,
-)
-from .process_lock import ProcessLock
-from .settings import METADATA_EXPORT_KEY
+from .cpu_features import NO_CHANNEL_BLOCK, this_cpu_block
+from .cuda_provider import CUDA_PROVIDER, cuda_provider_options, cuda_unavailable_reason, stdout_captured
+from .errors import DeviceUnavailableError, InvalidModelError, InvalidParameterError
+from .onnxruntime_import import onnxruntime_module, require_onnxruntime
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -38,64 +22,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def onnxruntime_module() -> Any:
-    """onnxruntime, imported on first use; None where neither extra is installed (require_onnxruntime says
-    which to install). Not imported with the package: a process that has imported onnxruntime (1.31, 1.32)
-    and then forks has children that hang in onnxruntime's clean-up when they exit, so a pre-fork server
-    (gunicorn --preload) whose master imports this package and makes the detector in each worker is safe."""
-    try:
-        import onnxruntime
-    except ModuleNotFoundError as exc:
-        if exc.name == "onnxruntime":
-            return None
-        raise DetectorError(_onnxruntime_broken(exc)) from None
-    except Exception as exc:  # ImportError, AttributeError: e.g. an onnxruntime built for another numpy
-        # Ctrl-C or SIGTERM while its C extension initialises: pybind11 turns the handler's exception into
-        # ImportError("initialization failed") caused by it, which is the signal, not a broken install
-        seen, link = set(), exc.__cause__ or exc.__context__
-        while link is not None and id(link) not in seen:
-            if not isinstance(link, Exception):  # KeyboardInterrupt, errors.Terminated
-                raise link from None
-            seen.add(id(link))
-            link = link.__cause__ or link.__context__
-        raise DetectorError(_onnxruntime_broken(exc)) from None
-    return onnxruntime
-
-
-def _onnxruntime_broken(error: Exception) -> str:
-    reason = (str(error).strip().splitlines() or [""])[0]
-    return (
-        f"onnxruntime is installed but cannot be imported ({type(error).__name__}: {reason}): reinstall it, "
-        f"or install a version built for numpy {np.__version__} (numpy 2 needs onnxruntime 1.19 or later)"
-    )
-
-
-ONNXRUNTIME_MISSING = (
-    f"onnxruntime is not installed: {pip_install('cpu')} (the onnxruntime package) or "
-    f"'{DISTRIBUTION}[gpu]' (onnxruntime-gpu, for CUDA)"
-)
-
-# onnxruntime's CPU convolutions run channels in blocks (its NCHWc layout) on x86-64 only: 16 with AVX-512F,
-# else 8 (its MLAS library's default there). The export pads channel counts to the block of the CPU it runs on
-# (detector/optimize) and records it; elsewhere (ARM: Apple silicon, Graviton) there is no block to fill.
-CHANNEL_BLOCK = 16  # AVX-512's block, and the block where an x86-64 CPU's features cannot be read
-AVX2_CHANNEL_BLOCK = 8
-CHANNEL_BLOCKS = (AVX2_CHANNEL_BLOCK, CHANNEL_BLOCK)
-NO_CHANNEL_BLOCK = 1  # a CPU where onnxruntime has no blocked layout: nothing padded, nothing moved
-EXPORT_CHANNEL_BLOCKS = (NO_CHANNEL_BLOCK, *CHANNEL_BLOCKS)  # what a file can be made for (--channel-block)
-BLOCKED_LAYOUT_MACHINES = frozenset({"x86_64", "amd64"})  # platform.machine(), lower-cased
-CPUINFO = Path("/proc/cpuinfo")
-# onnxruntime's x86-64 int8 convolutions multiply uint8 activations by int8 weights with a dot-product
-# instruction that sums in 32 bits where the CPU has one (these /proc/cpuinfo flags); without it (AVX2, AVX-512
-# before VNNI) with VPMADDUBSW, which adds each pair of products into a saturating 16-bit sum (255 * 127 * 2 is
-# above 32767). Measured on an AVX2-only AMD EPYC, 2026-12-07 (README, "Evaluation and precision variants"):
-INT8_DOT_PRODUCT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
-INT8_WITHOUT_VNNI_MEASURED = "0.82-0.96x fp32's session.run time and lost up to 0.013 Hmean (up to 0.008 with VNNI)"
-# detect serve: network inputs (per image) above this many pixels, 2048x2048, give their arena memory back
-# after the run (arena_shrinking_run)
-ARENA_SHRINK_ABOVE_PIXELS = 2048 * 2048
-
-CUDA_PROVIDER = "CUDAExecutionProvider"
 CPU_PROVIDER = "CPUExecutionProvider"
 _DEVICE_PATTERN = re.compile(r"^(cpu|gpu|cuda)(?::(\d+))?$")
 
@@ -121,66 +47,6 @@ def parse_device(device: Optional[str]) -> Optional[Device]:
     return Device(kind, int(match.group(2) or 0))
 
 
-# contextlib.redirect_stdout swaps sys.stdout for the whole process and puts back what it found: two threads
-# capturing at once (two GPU detectors made together) could each put back the other's buffer, leaving sys.stdout
-# a StringIO for good. One capture at a time (what other threads print meanwhile still lands in it).
-_STDOUT_CAPTURE_LOCK = ProcessLock()
-
-
-@contextlib.contextmanager
-def _stdout_captured() -> Iterator[io.StringIO]:
-    """What onnxruntime prints to stdout within the block, kept from stdout."""
-    printed = io.StringIO()
-    with _STDOUT_CAPTURE_LOCK, contextlib.redirect_stdout(printed):
-        yield printed
-
-
-@functools.cache
-def preload_pip_cuda_libraries() -> bool:
-    """Load CUDA and cuDNN from their pip packages (nvidia-*), where installed, so that onnxruntime-gpu
-    finds them without LD_LIBRARY_PATH; a no-op (False) where they are not, or onnxruntime is too old."""
-    runtime = onnxruntime_module()
-    if not hasattr(runtime, "preload_dlls") or importlib.util.find_spec("nvidia") is None:
-        return False
-    try:
-        # onnxruntime prints what it cannot load to stdout ("Failed to load libcublasLt.so.13 …", where the
-        # pip packages are another CUDA's: torch's CUDA 12 beside a CUDA 13 build), which `detect --json` and
-        # a service's stdout must not carry; the provider load below says what is missing
-        with _stdout_captured() as printed:
-            runtime.preload_dlls(cuda=True, cudnn=True, msvc=False)
-    except Exception:
-        return False
-    return "Failed to load" not in printed.getvalue()
-
-
-# onnxruntime-gpu's CUDA provider library, in its capi folder
-CUDA_PROVIDER_LIBRARY = {"posix": "libonnxruntime_providers_cuda.so", "nt": "onnxruntime_providers_cuda.dll"}
-# (os.name: "posix" on Linux and macOS, where onnxruntime-gpu has no wheel; "nt" on Windows)
-
-
-def cuda_unavailable_reason() -> Optional[str]:
-    """Why onnxruntime's CUDA provider cannot load here, or None if it can.
-
-    Loading the provider library ourselves first keeps onnxruntime from printing its library-load
-    errors on machines without CUDA.
-    """
-    runtime = onnxruntime_module()
-    if CUDA_PROVIDER not in runtime.get_available_providers():
-        return f"this onnxruntime build ({runtime.__version__}) has no CUDA provider; install onnxruntime-gpu"
-    preload_pip_cuda_libraries()
-    windows = os.name == "nt"
-    library = os.path.join(os.path.dirname(runtime.__file__), "capi", CUDA_PROVIDER_LIBRARY[os.name])
-    if os.path.isfile(library):
-        try:
-            # WinDLL on Windows, as onnxruntime itself loads it (the name exists there only)
-            loader = ctypes.WinDLL if windows else ctypes.CDLL  # type: ignore[attr-defined,unused-ignore]
-            loader(library)
-        except OSError as exc:
-            needs = f"onnxruntime {runtime.__version__} needs a matching CUDA and cuDNN"
-            return f"the CUDA provider cannot load ({exc}); {needs}"
-    return None
-
-
 # How onnxruntime's intra-op worker threads wait between the parallel sections of a run.
 # SPIN_WITHIN_RUN, the default: they spin while a run lasts (no wake-up between two operators) and
 # stop when it returns, so an idle detector burns no CPU. Against sleeping, on the 2-core machine
@@ -204,33 +70,6 @@ def session_options(threads: Optional[int] = None, spinning: bool = True) -> ort
     for key, value in (SPIN_WITHIN_RUN if spinning else SLEEP_BETWEEN_SECTIONS).items():
         options.add_session_config_entry(key, value)
     return options
-
-
-def cuda_provider_options(device_index: int) -> dict[str, str]:
-    """CUDA provider options suited to a detector's input, whose height and width change per image.
-
-    cuDNN's default EXHAUSTIVE search benchmarks every convolution algorithm again for each new
-    input shape (seconds per new image size); HEURISTIC asks cuDNN's heuristics once per shape, with
-    no benchmarking. The arena grows by what each shape asks, not by doubling, so a run of large
-    pages does not reserve twice their memory.
-    """
-    return {
-        "device_id": str(device_index),
-        "cudnn_conv_algo_search": "HEURISTIC",
-        # TF32 matrix units round float32 inputs to 10 mantissa bits: maps moved enough to shift box
-        # corners by up to 7 px on an H100. Plain float32 keeps the CPU's boxes.
-        "use_tf32": "0",
-        "arena_extend_strategy": "kSameAsRequested",
-        "cudnn_conv_use_max_workspace": "1",
-        "do_copy_in_default_stream": "1",
-    }
-
-
-def require_onnxruntime() -> None:
-    """A DetectorError naming the two install extras where neither onnxruntime package is installed: before
-    a model is looked up or downloaded (which would then fail for a reason that is not the download's)."""
-    if onnxruntime_module() is None:
-        raise DetectorError(ONNXRUNTIME_MISSING)
 
 
 def load_session(
@@ -306,7 +145,7 @@ def _cuda_session(
     reason. What fails later, in the session's initialization on the GPU (no cuDNN handle, GPU memory out:
     its Fail or RuntimeException), it raises: a failure of the device, not of the file (load_session tells)."""
     try:
-        with _stdout_captured() as printed:
+        with stdout_captured() as printed:
             session = _open(model_path, options, [(CUDA_PROVIDER, cuda_provider_options(index)), CPU_PROVIDER])
     except InvalidModelError as exc:
         return None, f"onnxruntime could not open the model on GPU {index} ({_flattened(_onnxruntime_message(exc))})"
@@ -415,172 +254,3 @@ def fixed_input_size(session: ort.InferenceSession) -> Optional[tuple[int, int]]
 
 def model_metadata(session: ort.InferenceSession) -> dict[str, str]:
     return dict(session.get_modelmeta().custom_metadata_map)
-
-
-def uses_io_binding(providers: Sequence[str]) -> bool:
-    """Whether a session with these providers (the one in use first) runs through IO binding.
-
-    On CUDA, IO binding took 16.1 ms per 960x960 image against session.run's 18.5 ms on an H100
-    (tools/dev/gpu_bench.py, input and output bound on the GPU); this host-bound form
-    (input and output in CPU memory, as the DB postprocess needs) was not timed on a GPU. On the CPU
-    there is nothing to copy: plain session.run.
-    """
-    return bool(providers) and providers[0] == CUDA_PROVIDER
-
-
-def run_session(
-    session: ort.InferenceSession,
-    input_name: str,
-    output_name: str,
-    batch: np.ndarray,
-    io_binding: bool = False,
-    shrink_arena_above: Optional[int] = None,
-) -> np.ndarray:
-    """Probability maps (N, H, W) for a NCHW float32 batch; through IO binding if ``io_binding``
-    (see :func:`uses_io_binding`), with the same maps either way. A batch whose images have more than
-    ``shrink_arena_above`` pixels hands its arena memory back after the run (:func:`arena_shrinking_run`)."""
-    if len(batch) > 1 and takes_one_image(session):
-        return np.concatenate(
-            [
-                run_session(session, input_name, output_name, batch[index : index + 1], io_binding, shrink_arena_above)
-                for index in range(len(batch))
-            ]
-        )
-    large = shrink_arena_above is not None and batch.shape[2] * batch.shape[3] > shrink_arena_above
-    run_options = arena_shrinking_run(session) if large else None
-    try:
-        if io_binding:
-            binding = session.io_binding()  # one per call: a session is shared by threads, a binding is not
-            binding.bind_cpu_input(input_name, np.ascontiguousarray(batch))
-            binding.bind_output(output_name, "cpu")
-            session.run_with_iobinding(binding, run_options)
-            maps = binding.copy_outputs_to_cpu()[0]
-        else:
-            (maps,) = session.run([output_name], {input_name: batch}, run_options)
-    except Exception as exc:  # onnxruntime's own untyped errors: out of memory, a shape the graph refuses
-        raise InferenceError(f"onnxruntime failed on a {tuple(batch.shape)} input batch: {exc}") from exc
-    if maps.ndim != 4 or maps.shape[1] != 1:
-        raise InvalidModelError(f"the model returned shape {maps.shape}; expected (N, 1, H, W)")
-    return maps[:, 0]
-
-
-def arena_shrinking_run(session: ort.InferenceSession) -> ort.RunOptions:
-    """RunOptions that hand the memory arenas' free chunks back at the end of the run.
-
-    onnxruntime's arena keeps what its largest run needed for the life of the session: one 4000-pixel page
-    (a request's limit_side_len=4000, limit_type=min) left PP-OCRv4_mobile_det's process at 1.66 GB resident
-    for good, 0.23 GB with this. The price is the next such run's: it allocates and faults its memory again,
-    ~1.5x as long (0.79 -> 1.18 s, best of 5, a process each). So the service asks for it (a client's page
-    that size is an outlier to survive, not a workload), and the library only where asked."""
-    options = onnxruntime_module().RunOptions()
-    arenas = ["cpu:0"] + [f"gpu:{device}" for device in _cuda_devices(session)]
-    options.add_run_config_entry("memory.enable_memory_arena_shrinkage", ";".join(arenas))
-    return options
-
-
-def _cuda_devices(session: ort.InferenceSession) -> list[str]:
-    """The CUDA device ids a session runs on (none on the CPU)."""
-    providers = session.get_providers()
-    if CUDA_PROVIDER not in providers:
-        return []
-    return [str(session.get_provider_options().get(CUDA_PROVIDER, {}).get("device_id", "0"))]
-
-
-def takes_one_image(session: ort.InferenceSession) -> bool:
-    """Whether the session's input holds one image per run (a blocked-layout graph, or a file made so)."""
-    shape = session.get_inputs()[0].shape
-    return bool(shape) and shape[0] == 1
-
-
-def nchwc_block(flags: Collection[str]) -> int:
-    """onnxruntime's channel block on an x86-64 CPU with these flags (as /proc/cpuinfo lists them): 16 where
-    it has AVX-512F, else 8. Padding to 16 on an AVX2 CPU pads channel counts it already blocks (24 to 32):
-    PP-OCRv6_small_det ran 0.91-0.95x as long padded to 8 there (AMD EPYC Zen 3, 2026-12-02)."""
-    return CHANNEL_BLOCK if "avx512f" in flags else AVX2_CHANNEL_BLOCK
-
-
-def numpy_cpu_flags() -> Optional[frozenset]:
-    """The CPU's features as numpy's dispatcher found them (any OS: macOS and Windows have no /proc/cpuinfo),
-    lower-cased as /proc/cpuinfo spells them ("avx2", "avx512f"); None where numpy does not say."""
-    for module in ("numpy._core._multiarray_umath", "numpy.core._multiarray_umath"):  # numpy 2, numpy 1
-        try:
-            features = importlib.import_module(module).__cpu_features__
-        except (ImportError, AttributeError):
-            continue
-        return frozenset(name.lower() for name, present in features.items() if present)
-    return None
-
-
-def cpu_flags(cpuinfo: Path = CPUINFO) -> Optional[frozenset]:
-    """The first CPU's flags as /proc/cpuinfo lists them on x86 Linux; None where there are none to read."""
-    try:
-        text = cpuinfo.read_text(errors="replace")
-    except OSError:
-        return None
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), None)
-    return None if flags is None else frozenset(flags)
-
-
-def int8_sums_saturate(flags: Optional[Collection[str]]) -> bool:
-    """Whether onnxruntime's int8 convolutions add pairs of products in saturating 16-bit sums on an x86-64 CPU
-    with these flags (as /proc/cpuinfo lists them): AVX2 or AVX-512 without a VNNI dot product. False where the
-    flags are unknown (None) or not an x86 CPU's. (A kernel older than the CPU may not list avx_vnni: such an
-    AVX2 CPU with AVX-VNNI is then taken for one without.)"""
-    return flags is not None and "avx2" in flags and INT8_DOT_PRODUCT_FLAGS.isdisjoint(flags)
-
-
-def int8_without_vnni(flags: Optional[Collection[str]]) -> Optional[str]:
-    """What to tell the user who runs an int8 variant on a CPU whose int8 sums saturate; None elsewhere."""
-    if not int8_sums_saturate(flags):
-        return None
-    return (
-        "this CPU has no VNNI int8 dot product (avx512_vnni, avx_vnni or amx_int8), so onnxruntime's int8 "
-        "convolutions add pairs of products in saturating 16-bit sums here: on an AVX2-only AMD EPYC the int8 "
-        f"variants took {INT8_WITHOUT_VNNI_MEASURED}; the fp32 model is likely the better choice on this CPU"
-    )
-
-
-def this_cpu_block(cpuinfo: Path = CPUINFO, machine: Optional[str] = None) -> int:
-    """onnxruntime's channel block on the CPU this runs on: NO_CHANNEL_BLOCK off x86-64 (no blocked layout
-    there: padding only adds work, 1.08-1.12x on PP-OCRv6_small_det with the layout turned off), else from its flags
-    (/proc/cpuinfo, or numpy's where there is none), 16 where they cannot be read."""
-    if (machine if machine is not None else platform.machine()).lower() not in BLOCKED_LAYOUT_MACHINES:
-        return NO_CHANNEL_BLOCK
-    flags = cpu_flags(cpuinfo)
-    if flags is None:
-        flags = numpy_cpu_flags()
-    return CHANNEL_BLOCK if flags is None else nchwc_block(flags)
-
-
-def block_made_for(metadata: Mapping[str, str]) -> Optional[int]:
-    """The channel block a file was made for (its export record's channel_block: its convolutions padded
-    to it, or, for 8, wide pointwise ones left out of the blocked layout), if any."""
-    try:
-        record = json.loads(metadata.get(METADATA_EXPORT_KEY) or "{}")
-    except ValueError:
-        return None
-    block = record.get("channel_block") if isinstance(record, dict) else None
-    return block if isinstance(block, int) else None
-
-
-def made_for_another_cpu(metadata: Mapping[str, str], cpu_block: int) -> Optional[str]:
-    """What to tell the user when a file was made for another channel block than this CPU's
-    (exported on an AVX2-only CPU and run on AVX-512, or the other way round); None when they match."""
-    block = block_made_for(metadata)
-    if block is None or block == cpu_block:
-        return None
-    made_for = (
-        "CPUs without onnxruntime's blocked channel layout (exported on ARM)"
-        if block == NO_CHANNEL_BLOCK
-        else f"CPUs that block convolution channels by {block} (exported on "
-        + ("an AVX2-only CPU)" if block == AVX2_CHANNEL_BLOCK else "a CPU with AVX-512)")
-    )
-    here = (
-        "onnxruntime has no blocked layout on this CPU"
-        if cpu_block == NO_CHANNEL_BLOCK
-        else f"onnxruntime blocks them by {cpu_block} on this CPU"
-    )
-    return (
-        f"it was made for {made_for} and {here}: the same boxes, more slowly than a file made for this CPU "
-        f"(`detect optimize <the ONNX source> -o FILE` here, or `--channel-block {cpu_block}` at export)"
-    )

@@ -618,7 +618,7 @@ def test_a_result_shown_inside_another_is_printed(model):
 def test_device_syntax_and_unusable_gpu(default_onnx):
     with pytest.raises(InvalidParameterError, match="device"):
         TextDetection(model_dir=default_onnx, device="tpu")
-    from detector.session import cuda_unavailable_reason
+    from detector.cuda_provider import cuda_unavailable_reason
 
     if cuda_unavailable_reason() is not None:
         with pytest.raises(DeviceUnavailableError, match="device='cpu'"):
@@ -635,7 +635,7 @@ def test_automatic_device_is_quiet_without_a_gpu(default_onnx, tmp_path):
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, timeout=120, env=env
     )
     assert proc.returncode == 0, proc.stderr
-    from detector.session import cuda_unavailable_reason
+    from detector.cuda_provider import cuda_unavailable_reason
 
     if cuda_unavailable_reason() is not None:
         assert proc.stdout == "cpu\n", proc.stdout

@@ -196,19 +196,20 @@ def test_the_export_pads_to_the_block_of_the_cpu_it_runs_on(tmp_path, machine, f
 
 def test_without_proc_cpuinfo_the_block_comes_from_numpys_cpu_features(tmp_path, monkeypatch):
     # macOS and Windows have no /proc/cpuinfo: an x86-64 CPU's block is read from numpy's dispatcher
-    from detector import session
+    from detector import cpu_features
 
-    monkeypatch.setattr(session, "numpy_cpu_flags", lambda: frozenset({"sse2", "avx", "avx2"}))
+    monkeypatch.setattr(cpu_features, "numpy_cpu_flags", lambda: frozenset({"sse2", "avx", "avx2"}))
     assert this_cpu_block(tmp_path / "missing", machine="x86_64") == 8
-    monkeypatch.setattr(session, "numpy_cpu_flags", lambda: frozenset({"avx2", "avx512f"}))
+    monkeypatch.setattr(cpu_features, "numpy_cpu_flags", lambda: frozenset({"avx2", "avx512f"}))
     assert this_cpu_block(tmp_path / "missing", machine="x86_64") == 16
-    monkeypatch.setattr(session, "numpy_cpu_flags", lambda: None)
+    monkeypatch.setattr(cpu_features, "numpy_cpu_flags", lambda: None)
     assert this_cpu_block(tmp_path / "missing", machine="x86_64") == 16  # unknown: as before
     monkeypatch.undo()
-    if session.platform.machine().lower() in session.BLOCKED_LAYOUT_MACHINES:  # numpy's own, spelt as Linux does
-        flags = session.numpy_cpu_flags()
+    # numpy's own, spelt as Linux does
+    if cpu_features.platform.machine().lower() in cpu_features.BLOCKED_LAYOUT_MACHINES:
+        flags = cpu_features.numpy_cpu_flags()
         assert flags is not None and "sse2" in flags
-        assert session.nchwc_block(flags) == session.nchwc_block(session.cpu_flags() or flags)
+        assert cpu_features.nchwc_block(flags) == cpu_features.nchwc_block(cpu_features.cpu_flags() or flags)
 
 
 def test_a_file_for_a_cpu_without_blocks_is_not_padded():
@@ -420,7 +421,7 @@ def test_map_sizes_follow_strides_transposed_convolutions_resizes_and_global_poo
 def test_a_file_made_for_another_kind_of_cpu_says_so():
     import json
 
-    from detector.session import made_for_another_cpu
+    from detector.cpu_features import made_for_another_cpu
 
     def record(block):
         return {"detector.export": json.dumps({"channel_block": block})}

@@ -14,17 +14,11 @@ from onnx import TensorProto, helper, numpy_helper
 
 import detector.blocked_layout as blocked_layout
 from detector.blocked_layout import BLOCKED_DOMAIN, keep_maps_blocked, open_cpu_session
+from detector.cpu_features import this_cpu_block
 from detector.errors import InvalidModelError
 from detector.onnx_messages import model_metadata, parse_model
-from detector.session import (
-    CPU_PROVIDER,
-    _open,
-    load_session,
-    parse_device,
-    run_session,
-    session_options,
-    this_cpu_block,
-)
+from detector.session import CPU_PROVIDER, _open, load_session, parse_device, session_options
+from detector.session_run import run_session
 
 pytestmark = pytest.mark.runtime
 

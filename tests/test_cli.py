@@ -430,7 +430,7 @@ def test_non_image_files_fail_alone_and_bad_models_are_usage_errors(model_path, 
 
 
 def test_unusable_gpu_is_a_usage_error(model_path, pages):
-    from detector.session import cuda_unavailable_reason
+    from detector.cuda_provider import cuda_unavailable_reason
 
     if cuda_unavailable_reason() is None:
         pytest.skip("a usable GPU is present")

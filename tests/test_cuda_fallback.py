@@ -10,7 +10,9 @@ from onnxruntime.capi.onnxruntime_pybind11_state import Fail, RuntimeException
 
 from detector import DeviceUnavailableError, InvalidModelError
 from detector import session as session_module
-from detector.session import CUDA_PROVIDER, Device, load_session
+from detector.cuda_provider import CUDA_PROVIDER
+from detector.onnxruntime_import import onnxruntime_module
+from detector.session import Device, load_session
 
 # What onnxruntime-gpu raises where the CUDA provider starts but the session's initialization on the GPU fails:
 # not a ValueError or RuntimeError, so its own fallback to the CPU does not catch it
@@ -29,7 +31,7 @@ def cuda_fails_at_initialization(monkeypatch):
     on the CPU is onnxruntime's own."""
 
     def failing(error):
-        real = session_module.onnxruntime_module().InferenceSession
+        real = onnxruntime_module().InferenceSession
 
         def inference_session(source, sess_options=None, providers=()):
             if any((provider if isinstance(provider, str) else provider[0]) == CUDA_PROVIDER for provider in providers):
@@ -37,7 +39,7 @@ def cuda_fails_at_initialization(monkeypatch):
             return real(source, sess_options=sess_options, providers=providers)
 
         monkeypatch.setattr(session_module, "cuda_unavailable_reason", lambda: None)
-        monkeypatch.setattr(session_module.onnxruntime_module(), "InferenceSession", inference_session)
+        monkeypatch.setattr(onnxruntime_module(), "InferenceSession", inference_session)
 
     return failing
 
@@ -95,7 +97,7 @@ def test_gpu_sessions_opened_by_two_threads_at_once_leave_stdout_as_it_was(monke
         first_made.set()
 
     monkeypatch.setattr(session_module, "cuda_unavailable_reason", lambda: None)
-    monkeypatch.setattr(session_module.onnxruntime_module(), "InferenceSession", inference_session)
+    monkeypatch.setattr(onnxruntime_module(), "InferenceSession", inference_session)
     stdout, devices = sys.stdout, []
     threads = [threading.Thread(target=make_one) for _ in range(2)]
     try:
@@ -127,14 +129,14 @@ def test_a_gpu_there_that_cuda_cannot_use_is_a_warning_where_the_device_was_auto
 
 
 def test_the_provider_s_own_fallback_to_the_cpu_is_a_warning_too(default_onnx, monkeypatch, caplog):
-    real = session_module.onnxruntime_module().InferenceSession
+    real = onnxruntime_module().InferenceSession
 
     def falling_back(source, sess_options=None, providers=()):  # as onnxruntime does on a ValueError/RuntimeError
         print("EP Error CUDA failure 100: no CUDA-capable device is detected when using [...]")
         return real(source, sess_options=sess_options, providers=["CPUExecutionProvider"])
 
     monkeypatch.setattr(session_module, "cuda_unavailable_reason", lambda: None)
-    monkeypatch.setattr(session_module.onnxruntime_module(), "InferenceSession", falling_back)
+    monkeypatch.setattr(onnxruntime_module(), "InferenceSession", falling_back)
     with caplog.at_level("DEBUG", logger="detector"):
         assert load_session(default_onnx, None, blocked_layout=False)[1] == "cpu"
     (warning,) = _said(caplog, "WARNING")

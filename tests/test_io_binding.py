@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from detector import TextDetection
-from detector.session import CPU_PROVIDER, CUDA_PROVIDER, run_session, uses_io_binding
+from detector.cuda_provider import CUDA_PROVIDER
+from detector.session import CPU_PROVIDER
+from detector.session_run import run_session, uses_io_binding
 from tests.rendered import write_rendered_pages
 
 pytestmark = pytest.mark.runtime

@@ -823,9 +823,9 @@ def test_onnxruntime_failing_for_itself_leaves_the_cached_model_alone(downloads,
     def out_of_memory(*args, **kwargs):
         raise Fail(f"[ONNXRuntimeError] : 1 : FAIL : Load model from {release} failed:std::bad_alloc")
 
-    from detector import session
+    from detector.onnxruntime_import import onnxruntime_module
 
-    monkeypatch.setattr(session.onnxruntime_module(), "InferenceSession", out_of_memory)
+    monkeypatch.setattr(onnxruntime_module(), "InferenceSession", out_of_memory)
     told()
     with pytest.raises(InvalidModelError, match="bad_alloc"):
         TextDetection(model_name=V6_TINY, device="cpu")

@@ -134,7 +134,7 @@ def test_errors_are_one_line_with_what_to_do(tmp_path, monkeypatch, case, messag
     if case == "no onnx package":
         monkeypatch.setattr("detector.optimize.optimizer_available", lambda: False)
     if case == "no onnxruntime":  # pip install '.[optimize]' alone: onnx, no runtime
-        monkeypatch.setattr("detector.session.onnxruntime_module", lambda: None)
+        monkeypatch.setattr("detector.onnxruntime_import.onnxruntime_module", lambda: None)
     result = CliRunner().invoke(cli, ["optimize", *args, "-q"])
     usage = case != "not onnx"  # what the user gave is wrong (exit 2); a file that is not a model is exit 1
     assert result.exit_code == (2 if usage else 1) and message in result.output, result.output

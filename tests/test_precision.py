@@ -17,9 +17,9 @@ import onnx
 import pytest
 
 from detector import TextDetection
+from detector.cpu_features import cpu_flags, int8_sums_saturate, int8_without_vnni
 from detector.errors import ExportError, InvalidParameterError, ModelNotFoundError
 from detector.precision import METADATA_PRECISION_KEY, variant_path
-from detector.session import cpu_flags, int8_sums_saturate, int8_without_vnni
 from detector.settings import METADATA_SETTINGS_KEY
 from tests.rendered import box_iou, polygon_bounds, write_rendered_pages
 from tools.export.int8_rules import INT8_RULES

@@ -17,8 +17,8 @@ from subprocess import CompletedProcess
 import numpy as np
 import pytest
 
+from detector.cpu_features import AVX2_CHANNEL_BLOCK, this_cpu_block
 from detector.optimize.rewrites import POINTWISE_UNBLOCKED_REWRITE
-from detector.session import AVX2_CHANNEL_BLOCK, this_cpu_block
 from tests.conftest import run_in_paddle_env
 from tools.export.verify import MAX_TOLERANCE, tolerance_for
 

@@ -4,10 +4,13 @@ from pathlib import Path
 
 import pytest
 
-from detector import TextDetection
+from detector import TextDetection, cuda_provider
 from detector import session as session_module
+from detector.cuda_provider import cuda_provider_options
+from detector.onnxruntime_import import onnxruntime_module
 from detector.serve.config import ServeConfig
-from detector.session import Device, cuda_provider_options, load_session, session_options
+from detector.session import Device, load_session, session_options
+from detector.session_run import ARENA_SHRINK_ABOVE_PIXELS
 
 SPIN = "session.intra_op.allow_spinning"
 STOP = "session.force_spinning_stop"
@@ -68,17 +71,15 @@ def test_cuda_options_suit_dynamic_shapes(index):
 
 def test_pip_cuda_libraries_are_preloaded_only_where_installed(monkeypatch):
     calls = []
-    monkeypatch.setattr(
-        session_module.onnxruntime_module(), "preload_dlls", lambda **kwargs: calls.append(kwargs), raising=False
-    )
-    monkeypatch.setattr(session_module.importlib.util, "find_spec", lambda name: None)
-    session_module.preload_pip_cuda_libraries.cache_clear()
-    assert session_module.preload_pip_cuda_libraries() is False and calls == []
-    monkeypatch.setattr(session_module.importlib.util, "find_spec", lambda name: object())
-    session_module.preload_pip_cuda_libraries.cache_clear()
-    assert session_module.preload_pip_cuda_libraries() is True
+    monkeypatch.setattr(onnxruntime_module(), "preload_dlls", lambda **kwargs: calls.append(kwargs), raising=False)
+    monkeypatch.setattr(cuda_provider.importlib.util, "find_spec", lambda name: None)
+    cuda_provider.preload_pip_cuda_libraries.cache_clear()
+    assert cuda_provider.preload_pip_cuda_libraries() is False and calls == []
+    monkeypatch.setattr(cuda_provider.importlib.util, "find_spec", lambda name: object())
+    cuda_provider.preload_pip_cuda_libraries.cache_clear()
+    assert cuda_provider.preload_pip_cuda_libraries() is True
     assert calls == [{"cuda": True, "cudnn": True, "msvc": False}]
-    session_module.preload_pip_cuda_libraries.cache_clear()
+    cuda_provider.preload_pip_cuda_libraries.cache_clear()
 
 
 def test_a_gpu_session_is_opened_with_those_options(monkeypatch):
@@ -128,10 +129,7 @@ def test_a_large_input_hands_its_arena_memory_back_where_asked(default_onnx):
     kept, handed_back = resident_mb("none"), resident_mb(str(2048 * 2048))
     assert handed_back < kept - 500, (kept, handed_back)  # 1.66 GB against 0.23 GB when measured
     assert resident_mb(str(4000 * 4000)) > handed_back + 500  # a 4000x3008 input is below that: kept
-    assert (
-        load_detector(ServeConfig(model_dir=default_onnx)).shrink_arena_above
-        == session_module.ARENA_SHRINK_ABOVE_PIXELS
-    )
+    assert load_detector(ServeConfig(model_dir=default_onnx)).shrink_arena_above == ARENA_SHRINK_ABOVE_PIXELS
 
 
 def test_on_windows_the_cuda_provider_dll_is_tried_before_onnxruntime_is_asked(monkeypatch, tmp_path):
@@ -144,7 +142,7 @@ def test_on_windows_the_cuda_provider_dll_is_tried_before_onnxruntime_is_asked(m
     fake = types.SimpleNamespace(
         __version__="1.31.1",
         __file__=str(tmp_path / "__init__.py"),
-        get_available_providers=lambda: [session_module.CUDA_PROVIDER],
+        get_available_providers=lambda: [cuda_provider.CUDA_PROVIDER],
     )
     tried = []
 
@@ -152,11 +150,11 @@ def test_on_windows_the_cuda_provider_dll_is_tried_before_onnxruntime_is_asked(m
         tried.append(path)
         raise OSError("[WinError 126] The specified module could not be found")
 
-    monkeypatch.setattr(session_module, "onnxruntime_module", lambda: fake)
-    monkeypatch.setattr(session_module, "preload_pip_cuda_libraries", lambda: False)
-    monkeypatch.setattr(session_module.os, "name", "nt")
-    monkeypatch.setattr(session_module.ctypes, "WinDLL", windll, raising=False)
-    reason = session_module.cuda_unavailable_reason()
+    monkeypatch.setattr(cuda_provider, "onnxruntime_module", lambda: fake)
+    monkeypatch.setattr(cuda_provider, "preload_pip_cuda_libraries", lambda: False)
+    monkeypatch.setattr(cuda_provider.os, "name", "nt")
+    monkeypatch.setattr(cuda_provider.ctypes, "WinDLL", windll, raising=False)
+    reason = cuda_provider.cuda_unavailable_reason()
     assert tried == [str(tmp_path / "capi" / "onnxruntime_providers_cuda.dll")]
     assert reason is not None and "WinError 126" in reason and "needs a matching CUDA and cuDNN" in reason
 

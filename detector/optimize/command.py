@@ -13,9 +13,10 @@ from typing import NoReturn, Optional
 
 import click
 
+from ..cpu_features import EXPORT_CHANNEL_BLOCKS
 from ..errors import EXIT_FAILED, EXIT_USAGE, DetectorError
+from ..onnxruntime_import import ONNXRUNTIME_MISSING
 from ..precision import fp32_output_refusal, how_to_make_variant
-from ..session import EXPORT_CHANNEL_BLOCKS, ONNXRUNTIME_MISSING
 from ..settings import INFERENCE_YML, declared_model_name, read_inference_yml
 from . import INSTALL_HINT
 from .model_file import remove_stale_variants, sha256_of
@@ -85,7 +86,7 @@ def optimize_command(
 
     if not optimizer_available():
         _fail(f"this needs the onnx package: {INSTALL_HINT}", None, debug, EXIT_USAGE)
-    from ..session import onnxruntime_module
+    from ..onnxruntime_import import onnxruntime_module
 
     if onnxruntime_module() is None:  # the written file is checked on onnxruntime: said before any work
         _fail(f"this needs onnxruntime to check what it writes: {ONNXRUNTIME_MISSING}", None, debug, EXIT_USAGE)

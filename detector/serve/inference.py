@@ -15,7 +15,7 @@ from fastapi import Request
 from ..api import TextDetection
 from ..inputs import LoadedImage
 from ..result import to_jsonable
-from ..session import ARENA_SHRINK_ABOVE_PIXELS
+from ..session_run import ARENA_SHRINK_ABOVE_PIXELS
 from .config import ServeConfig
 
 T = TypeVar("T")

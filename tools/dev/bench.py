@@ -200,7 +200,7 @@ def cpu_description() -> str:
 
 def vector_units() -> str:
     """What the kernels onnxruntime picks depend on: AVX-512 or only AVX2 (channel block 16 or 8), VNNI for int8."""
-    from detector.session import cpu_flags, nchwc_block
+    from detector.cpu_features import cpu_flags, nchwc_block
 
     flags = cpu_flags()
     if flags is None:

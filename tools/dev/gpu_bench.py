@@ -41,7 +41,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from detector.session import cuda_provider_options  # noqa: E402 (after the path set-up above)
+from detector.cuda_provider import cuda_provider_options  # noqa: E402 (after the path set-up above)
 
 SEARCH_MODES = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
 # Network input sizes (H, W) of a mixed stream: pages, photos, banners, crops (multiples of 32).
@@ -275,7 +275,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         said = f"no model file {', '.join(missing)}: export it first (make export MODEL=…)"
         print(f"gpu_bench: error: {said}", file=sys.stderr)
         return 2
-    from detector.session import cuda_unavailable_reason
+    from detector.cuda_provider import cuda_unavailable_reason
 
     unusable = cuda_unavailable_reason()
     if unusable is not None:  # before any session: onnxruntime would print its library-load errors first

@@ -23,7 +23,7 @@ from detector import TextDetection
 from detector.evaluation.evaluate import load_labelled_images
 from detector.evaluation.labels import read_labels
 from detector.precision import PRECISIONS, variant_path
-from detector.session import run_session
+from detector.session_run import run_session
 from tools.export.variant_scoring import network_inputs
 
 

@@ -26,10 +26,10 @@ from typing import Optional
 
 from detector.catalog import known_name_like
 from detector.errors import DetectorError, ExportError, Terminated, raise_terminated
+from detector.onnxruntime_import import ONNXRUNTIME_MISSING
 from detector.optimize.model_file import sha256_of
 from detector.optimize.rewrites import EXPORT_CHANNEL_BLOCKS
 from detector.precision import PRECISIONS, fp32_output_refusal, precision_of, variant_path
-from detector.session import ONNXRUNTIME_MISSING
 from tools.export import REPO_ROOT, default_model
 from tools.export.fp32_export import (
     export_model,

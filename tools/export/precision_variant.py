@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from detector.cpu_features import cpu_flags, int8_sums_saturate
 from detector.errors import ExportError
 from detector.onnx_messages import model_metadata
 from detector.optimize.model_file import check_output_writable, save_model, set_metadata, sha256_of
@@ -26,7 +27,6 @@ from detector.precision import (
     variant_path,
     written_by_this_export,
 )
-from detector.session import cpu_flags, int8_sums_saturate
 from tools.export import progress
 from tools.export.int8_rules import AUTO_RULE, DEFAULT_INT8_RULE
 from tools.export.partial_folders import remove_abandoned, work_folder

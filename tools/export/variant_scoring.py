@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detector.session import INT8_WITHOUT_VNNI_MEASURED
+from detector.cpu_features import INT8_WITHOUT_VNNI_MEASURED
 
 EVALUATION_SEED = 1
 

@@ -10,7 +10,7 @@ from collections.abc import Callable, Collection
 from functools import partial
 from typing import Any, Optional
 
-from ...session import AVX2_CHANNEL_BLOCK, CHANNEL_BLOCKS, EXPORT_CHANNEL_BLOCKS, NO_CHANNEL_BLOCK, this_cpu_block
+from ...cpu_features import AVX2_CHANNEL_BLOCK, CHANNEL_BLOCKS, EXPORT_CHANNEL_BLOCKS, NO_CHANNEL_BLOCK, this_cpu_block
 from .affine_depthwise import AFFINE_DEPTHWISE_REWRITE, rewrite_affines_as_depthwise
 from .affine_pointwise import AFFINE_POINTWISE_REWRITE, fold_affines_into_pointwise
 from .channel_padding import CHANNEL_PADDING_REWRITE, pad_conv_channels

@@ -25,7 +25,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ...session import CHANNEL_BLOCK, CHANNEL_BLOCKS
+from ...cpu_features import CHANNEL_BLOCK, CHANNEL_BLOCKS
 from .affine_depthwise import channels_of
 from .conv_affine import channel_constant
 from .onnx_graph import Graph, Subgraph, attribute

@@ -29,7 +29,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ...session import CHANNEL_BLOCKS
+from ...cpu_features import CHANNEL_BLOCKS
 from .channel_padding import block_size, constant_weight
 from .onnx_graph import Graph, Subgraph, unpadded
 

@@ -28,7 +28,7 @@ from typing import Any, Optional
 import numpy as np
 
 # the AVX-512 block whatever the CPU: padding these few channels to 8 instead measured no different on AVX2
-from ...session import CHANNEL_BLOCK
+from ...cpu_features import CHANNEL_BLOCK
 from .onnx_graph import (
     Graph,
     Subgraph,
