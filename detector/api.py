@@ -210,7 +210,7 @@ class TextDetection:
         self._io_binding: bool = uses_io_binding(self._session.get_providers())
         # Network inputs above this many pixels hand their arena memory back after the run (None: never):
         # detect serve sets it, where one large request would otherwise keep its memory for good
-        # (session.arena_shrinking_run says what it costs).
+        # (session_run.arena_shrinking_run says what it costs).
         self.shrink_arena_above: Optional[int] = None
         metadata = model_metadata(self._session)
         name, settings, self.settings_source = settings_for_model_file(metadata, self.model_path, requested_name)

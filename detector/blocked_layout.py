@@ -16,7 +16,7 @@ in the plain graph, bit for bit:
 
 - ``x · g`` -> a blocked 1×1 depthwise Conv whose weight is g. For a 1×1 map the blocked and plain layouts
   are the same memory, so g reshaped to C×1×1×1 is the blocked weight: the same products. The weight is
-  one image's gate, so that graph takes one image per run (session.run_session splits batches);
+  one image's gate, so that graph takes one image per run (session_run.run_session splits batches);
 - ``a + b`` of two blocked maps, Concat on the channels of blocked maps of whole blocks: the same operators
   on the blocked buffers (elementwise on equal shapes; whole blocks moved);
 - Resize, nearest (asymmetric, floor) by whole scales -> the blocked Upsample (copies).

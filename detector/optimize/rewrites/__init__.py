@@ -94,7 +94,7 @@ def rewrite_for_speed(model: Any, skip: Collection[str] = (), channel_block: Opt
     """Apply every rewrite whose pattern the graph holds, but those named in skip; returns the names of
     those applied, once each, in the order applied. The file is made for CPUs that block channels by
     channel_block (8 or 16, or 1 for CPUs without a blocked layout; default: the block of the CPU this runs on,
-    session.this_cpu_block): its channels are padded to that block, and with 8 (AVX2) wide pointwise
+    cpu_features.this_cpu_block): its channels are padded to that block, and with 8 (AVX2) wide pointwise
     convolutions leave the blocked layout."""
     if default_opset(model) < MIN_OPSET:
         return []

@@ -15,8 +15,8 @@ onnxruntime keep those maps blocked. Anything else reading a padded map (a graph
 averages, a reshape, a depthwise convolution) leaves its producers unpadded.
 
 The block is the CPU's, and the file is made once for the CPUs it will run on: the export pads to the
-block of the CPU it runs on (detector/session.py: this_cpu_block), or to the one it is told; a file
-loaded on a CPU with another block says so (session.made_for_another_cpu).
+block of the CPU it runs on (detector/cpu_features.py: this_cpu_block), or to the one it is told; a file
+loaded on a CPU with another block says so (cpu_features.made_for_another_cpu).
 """
 
 from __future__ import annotations
