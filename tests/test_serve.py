@@ -394,6 +394,24 @@ def test_body_size_and_pixel_limits(server):
     assert_refused(server.post_raw("/detect", png.tobytes(), "image/png"), 413, "4,200,000 pixels")
 
 
+def detect_answered_with_health_asked_meanwhile(app, request, reached, health_answered, health_timeout_s):
+    """``request`` (raw bytes) sent to ``app``; once ``reached`` is set (the step under test has begun and waits for
+    ``health_answered``), /health must answer 200 within ``health_timeout_s``; then the detect answer must be a
+    success. A step held on the event loop keeps /health from answering: the health request times out."""
+    with serving_in_this_process(app) as server, ThreadPoolExecutor(1) as pool:
+        detecting = pool.submit(raw_exchange, server.config.port, request)
+        try:
+            assert reached.wait(60)
+            health = http.client.HTTPConnection("127.0.0.1", server.config.port, timeout=health_timeout_s)
+            health.request("GET", "/health")
+            assert health.getresponse().status == 200
+            health.close()
+        finally:
+            health_answered.set()
+        status, _, body = parsed_answer(detecting.result(timeout=60))
+    assert_success(status, body)
+
+
 def test_an_answer_is_made_off_the_event_loop(default_onnx, pages, monkeypatch):
     """The JSON of an answer was made on the event loop: an 80-page TIFF of 1,000 boxes a page (5 MB of JSON) held
     every other request, /health included, for a quarter of a second. Here the answer's JSON waits for a /health
@@ -417,18 +435,7 @@ def test_an_answer_is_made_off_the_event_loop(default_onnx, pages, monkeypatch):
     head = f"POST /detect HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: {len(data)}\r\n"
     request = (head + "Connection: close\r\n\r\n").encode() + data
     app = create_app(ServeConfig(model_dir=str(default_onnx), device="cpu"))
-    with serving_in_this_process(app) as server, ThreadPoolExecutor(1) as pool:
-        detecting = pool.submit(raw_exchange, server.config.port, request)
-        try:
-            assert answering.wait(60)
-            health = http.client.HTTPConnection("127.0.0.1", server.config.port, timeout=30)  # timed out before
-            health.request("GET", "/health")
-            assert health.getresponse().status == 200
-            health.close()
-        finally:
-            health_answered.set()
-        status, _, body = parsed_answer(detecting.result(timeout=60))
-    assert_success(status, body)
+    detect_answered_with_health_asked_meanwhile(app, request, answering, health_answered, health_timeout_s=30)
 
 
 def test_a_json_body_is_read_off_the_event_loop(library, pages, monkeypatch):
@@ -450,18 +457,8 @@ def test_a_json_body_is_read_off_the_event_loop(library, pages, monkeypatch):
     data = b'{"image": "%s"}' % base64.b64encode(png_bytes(pages["receipt"][0]))
     head = f"POST /detect HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n"
     request = (head + "Connection: close\r\n\r\n").encode() + data
-    with serving_in_this_process(create_app(ServeConfig(), library)) as server, ThreadPoolExecutor(1) as pool:
-        detecting = pool.submit(raw_exchange, server.config.port, request)
-        try:
-            assert decoding.wait(60)
-            health = http.client.HTTPConnection("127.0.0.1", server.config.port, timeout=5)  # timed out before
-            health.request("GET", "/health")
-            assert health.getresponse().status == 200
-            health.close()
-        finally:
-            health_answered.set()
-        status, _, body = parsed_answer(detecting.result(timeout=60))
-    assert_success(status, body)
+    app = create_app(ServeConfig(), library)
+    detect_answered_with_health_asked_meanwhile(app, request, decoding, health_answered, health_timeout_s=5)
 
 
 def test_base64_decoded_in_pieces_is_decoded_as_a_whole(monkeypatch):
