@@ -185,7 +185,10 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 class _TruncatingHandler(_QuietHandler):
-    """Announces the full Content-Length of inference.onnx, then sends half of it and closes."""
+    """Announces the full Content-Length of inference.onnx (or, ``chunked``, sends it chunked as a mirror may: no
+    Content-Length, one chunk), then sends half of it and closes."""
+
+    chunked = False
 
     def do_GET(self):
         path = Path(self.translate_path(self.path))
@@ -193,9 +196,13 @@ class _TruncatingHandler(_QuietHandler):
             return super().do_GET()
         body = path.read_bytes()
         self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
+        if self.chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body[: len(body) // 2])
+        chunk_size_line = f"{len(body):x}\r\n".encode("ascii") if self.chunked else b""
+        self.wfile.write(chunk_size_line + body[: len(body) // 2])
         self.close_connection = True
 
 
@@ -315,19 +322,8 @@ def test_truncated_download_keeps_nothing(downloads, hub_root, monkeypatch):
     assert not [p for p in (downloads / V6_TINY).iterdir() if p.name.endswith(".tmp")]
 
 
-class _ChunkedTruncatingHandler(_QuietHandler):
-    """Sends inference.onnx chunked, as a mirror may (no Content-Length), and closes halfway through its one chunk."""
-
-    def do_GET(self):
-        path = Path(self.translate_path(self.path))
-        if path.name != "inference.onnx" or not path.is_file():
-            return super().do_GET()
-        body = path.read_bytes()
-        self.send_response(200)
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
-        self.wfile.write(f"{len(body):x}\r\n".encode("ascii") + body[: len(body) // 2])
-        self.close_connection = True
+class _ChunkedTruncatingHandler(_TruncatingHandler):
+    chunked = True
 
 
 def test_a_chunked_download_cut_short_says_how_far_it_got(downloads, hub_root, monkeypatch):
