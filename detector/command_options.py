@@ -1,5 +1,5 @@
 """The click options and parameter types the commands share (detect, detect eval, detect serve, detect batch),
-defined once, and the reading of --model / --model_dir they all take."""
+defined once, the reading of --model / --model_dir they all take, and PaddleOCR's engine options detect takes."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import click
 from .errors import InvalidParameterError
 from .load_options import DEFAULT_LOAD_OPTIONS
 from .model_opening import DEFAULT_MODEL_NAME
+from .paddleocr_compat import PADDLEOCR_ENGINES
 from .precision import PRECISIONS
 from .session import parse_device
 from .settings import LIMIT_TYPES
@@ -198,3 +199,64 @@ shape_bucket_option = click.option(
     "sizes share a few network shapes (GPU); the boxes change: measure with detect eval (README: Shape buckets). "
     "[default: off]",
 )
+
+
+# PaddleOCR's engine options for detect, in its own order (paddleocr/_common_args.py): --precision chooses the
+# exported variant; the others mean nothing on onnxruntime, accepted and ignored with one warning each
+# (paddleocr_compat.py).
+_PADDLEOCR_ENGINE_OPTIONS = (
+    click.option(
+        "--engine",
+        default=None,
+        type=click.Choice(PADDLEOCR_ENGINES),
+        help="PaddleOCR's engine choice; accepted, always onnxruntime here.",
+    ),
+    click.option(
+        "--enable-hpi",
+        "--enable_hpi",
+        "enable_hpi",
+        default=None,
+        type=click.BOOL,
+        help="Accepted for PaddleOCR; ignored (with a warning).",
+    ),
+    click.option(
+        "--use-tensorrt",
+        "--use_tensorrt",
+        "use_tensorrt",
+        default=None,
+        type=click.BOOL,
+        help="Accepted for PaddleOCR; ignored (with a warning).",
+    ),
+    precision_option,
+    click.option(
+        "--enable-mkldnn",
+        "--enable_mkldnn",
+        "enable_mkldnn",
+        default=None,
+        type=click.BOOL,
+        help="Accepted for PaddleOCR; ignored (with a warning).",
+    ),
+    click.option(
+        "--mkldnn-cache-capacity",
+        "--mkldnn_cache_capacity",
+        "mkldnn_cache_capacity",
+        default=None,
+        type=int,
+        help="Accepted for PaddleOCR; ignored (with a warning).",
+    ),
+    click.option(
+        "--enable-cinn",
+        "--enable_cinn",
+        "enable_cinn",
+        default=None,
+        type=click.BOOL,
+        help="Accepted for PaddleOCR; ignored (with a warning).",
+    ),
+)
+
+
+def paddleocr_engine_options(command: Any) -> Any:
+    """Add PaddleOCR's engine options (--engine … --enable-cinn) to a click command, in the order they are listed."""
+    for option in reversed(_PADDLEOCR_ENGINE_OPTIONS):
+        command = option(command)
+    return command

@@ -28,7 +28,7 @@ from .command_options import (
     model_arguments,
     model_dir_option,
     model_option,
-    precision_option,
+    paddleocr_engine_options,
     recursive_option,
     shape_bucket_option,
 )
@@ -44,7 +44,6 @@ from .detect_io import (
 from .errors import EXIT_OK, DetectorError
 from .inputs import LoadedImage, Source, expand_inputs, group_sources, may_give_several_images, stored_bytes
 from .load_options import DEFAULT_LOAD_OPTIONS
-from .paddleocr_compat import PADDLEOCR_ENGINES
 from .prefetch import ordered_map, prefetch
 from .progress import progress_bar
 from .result import DetectionResult
@@ -137,53 +136,7 @@ class DetectCommand(click.Command):
 @cpu_threads_option
 @input_shape_option
 @shape_bucket_option
-@click.option(
-    "--engine",
-    default=None,
-    type=click.Choice(PADDLEOCR_ENGINES),
-    help="PaddleOCR's engine choice; accepted, always onnxruntime here.",
-)
-@click.option(
-    "--enable-hpi",
-    "--enable_hpi",
-    "enable_hpi",
-    default=None,
-    type=click.BOOL,
-    help="Accepted for PaddleOCR; ignored (with a warning).",
-)
-@click.option(
-    "--use-tensorrt",
-    "--use_tensorrt",
-    "use_tensorrt",
-    default=None,
-    type=click.BOOL,
-    help="Accepted for PaddleOCR; ignored (with a warning).",
-)
-@precision_option
-@click.option(
-    "--enable-mkldnn",
-    "--enable_mkldnn",
-    "enable_mkldnn",
-    default=None,
-    type=click.BOOL,
-    help="Accepted for PaddleOCR; ignored (with a warning).",
-)
-@click.option(
-    "--mkldnn-cache-capacity",
-    "--mkldnn_cache_capacity",
-    "mkldnn_cache_capacity",
-    default=None,
-    type=int,
-    help="Accepted for PaddleOCR; ignored (with a warning).",
-)
-@click.option(
-    "--enable-cinn",
-    "--enable_cinn",
-    "enable_cinn",
-    default=None,
-    type=click.BOOL,
-    help="Accepted for PaddleOCR; ignored (with a warning).",
-)
+@paddleocr_engine_options
 @click.option(
     "--list-models",
     is_flag=True,
