@@ -108,6 +108,8 @@ def resolve_model_path(
         raise ModelNotFoundError("no model_name and no model_dir given")
     cache = user_cache_dir()
     searched = [folder / model_name / MODEL_FILENAME for folder in local_model_folders()]
+    # a pip install with no home folder and no DETECTOR_MODELS searches nothing: said so, not "(looked for )"
+    nowhere = f"no folder to look in: no {MODELS_ENV_VAR}, no cache folder"
     if precision != DEFAULT_PRECISION:
         # the first folder holding the model, as for fp32: a variant in a later folder is another file's (the
         # checkout's int8 beside a DETECTOR_MODELS fp32 export of another network was loaded without a word);
@@ -115,6 +117,11 @@ def resolve_model_path(
         for candidate in searched:
             if variant_path(candidate, precision).is_file() or candidate.is_file():
                 return candidate
+        if not searched:
+            raise ModelNotFoundError(
+                f"no {precision} variant of {model_name!r} here ({nowhere}); downloads are fp32 only. Make it "
+                f"with the export tool (--precision {precision}) and pass its folder as model_dir"
+            )
         raise ModelNotFoundError(
             f"no {precision} variant of {model_name!r} here (looked for "
             f"{', '.join(str(variant_path(p, precision)) for p in searched)}); downloads are fp32 only. "
@@ -148,7 +155,7 @@ def resolve_model_path(
     looked = (
         f"no model {model_name!r} here (looked for {', '.join(str(p) for p in searched)})"
         if searched
-        else f"no model {model_name!r} here (no folder to look in: no {MODELS_ENV_VAR}, no cache folder)"
+        else f"no model {model_name!r} here ({nowhere})"
     )
     if downloadable:
         if not downloads_enabled():

@@ -905,6 +905,12 @@ def test_no_home_folder_and_a_relative_cache_variable_make_no_folder_named_tilde
     monkeypatch.delenv("DETECTOR_MODELS")  # nothing at all to look in: said so, not "(looked for )"
     with pytest.raises(ModelNotFoundError, match=r"here \(no folder to look in: no DETECTOR_MODELS, no cache folder\)"):
         TextDetection(model_name=V6_TINY, device="cpu")
+    with pytest.raises(ModelNotFoundError) as caught:  # a variant too (it read "(looked for ); … beside the fp32")
+        TextDetection(model_name=V6_TINY, precision="int8", device="cpu")
+    assert str(caught.value) == (
+        f"no int8 variant of {V6_TINY!r} here (no folder to look in: no DETECTOR_MODELS, no cache folder); "
+        "downloads are fp32 only. Make it with the export tool (--precision int8) and pass its folder as model_dir"
+    )
 
 
 @pytest.mark.parametrize(
