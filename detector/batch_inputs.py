@@ -36,7 +36,11 @@ def resolve_inputs(
             for source in expand_inputs(raw, LoadOptions(recursive=recursive)):
                 if source.kind == "unreadable":
                     assert source.name is not None  # the walk names what it could not read
-                    listed.append((os.path.abspath(source.name), str(source.value)))
+                    path, error = os.path.abspath(source.name), str(source.value)
+                    if error.startswith(f"{source.name}: "):  # named as its row is: its line names it once (a
+                        # relative input's said "/cwd/data/locked: data/locked: cannot be read")
+                        error = path + error[len(source.name) :]
+                    listed.append((path, error))
                 else:
                     listed.append((os.path.abspath(source.value), None))
     if not listed:

@@ -78,7 +78,9 @@ def data_disk(disk, monkeypatch):
         return real_scandir(path)
 
     monkeypatch.setattr("detector.folder_walk.os.scandir", scandir)
-    monkeypatch.setattr("detector.folder_walk.os.path.ismount", lambda path: path == disk or real_ismount(path))
+    monkeypatch.setattr(
+        "detector.folder_walk.os.path.ismount", lambda path: os.path.abspath(path) == str(disk) or real_ismount(path)
+    )
     return disk
 
 
@@ -807,6 +809,18 @@ def test_a_subfolder_that_cannot_be_read_is_an_error_of_its_own_in_detect_and_ba
     ]
     with pytest.raises(InputNotFoundError, match=r"lost\+found: the folder cannot be read \(Permission denied\)"):
         batch_inputs.resolve_inputs([str(disk / "lost+found")])
+
+
+def test_an_unreadable_subfolder_of_a_relative_input_is_named_once_in_its_failed_row_s_line(tmp_path, monkeypatch):
+    # the row's path is absolute, its error kept the walk's relative name: "/cwd/disk/locked: disk/locked: …"
+    from detector.batch_command import failed_rows_said
+
+    disk = data_disk(tmp_path / "disk", monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    locked = (str(disk / "locked"), f"{disk / 'locked'}: cannot be read (Permission denied)")
+    assert batch_inputs.resolve_inputs(["disk"]) == [locked]
+    summary = distributed.BatchSummary(1, 1, 1, 1.0, "out", first_errors=((locked[0], None, locked[1]),))
+    assert failed_rows_said(summary) == [f"detect batch: error: {locked[1]}"]
 
 
 def test_a_pattern_s_matched_folders_are_taken_as_the_walk_takes_the_folders_it_finds(tmp_path, monkeypatch):
