@@ -208,10 +208,11 @@ def failed_rows_said(summary: BatchSummary) -> list[str]:
 
 
 def _failed_row_named(path: str, page: Optional[int], error: str) -> str:
-    """What a failed row's line says before its error: the path (and page), unless the error names it."""
+    """What a failed row's line says before its error: the path (and page, as `detect` names it: "x.pdf page 3"),
+    unless the error names it."""
     if names_its_input(error, path):
         return ""
-    return f"{one_line(path)}{'' if page is None else f' (page {page})'}: "
+    return f"{one_line(path)}{'' if page is None else f' page {page}'}: "
 
 
 def folder_holds_nothing(folder: str) -> bool:

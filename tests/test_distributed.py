@@ -704,7 +704,7 @@ def test_the_summary_names_the_first_failed_rows_by_path_and_page():
     )
     assert failed_rows_said(summary) == [
         "detect batch: error: /in/a.png: not an image",
-        "detect batch: error: /in/b.pdf (page 0): a\\nsecond line",
+        "detect batch: error: /in/b.pdf page 0: a\\nsecond line",  # as detect names a page ("(page 0)" before)
         "detect batch: … and 1 more rows with an error: their `error` column in out",
     ]
     # a file name holding a terminal escape moves no cursor: shown as detect's error lines show it
