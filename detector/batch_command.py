@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Optional
 
 import click
@@ -152,7 +154,7 @@ def batch(
     # a bar over the files on a terminal, Ray Data's own progress off: on a terminal it asked for tqdm
     shown = progress_of_counts("detecting", sys.stderr is not None and sys.stderr.isatty())
     try:
-        with quiet, ray_session.ray_data_progress_off(), shown as on_progress:
+        with quiet, ray_session.ray_data_progress_off(), shown as bar, _ray_data_lines_start_below(bar.end_line):
             summary = distributed.run_batch(
                 inputs,
                 output,
@@ -164,7 +166,7 @@ def batch(
                 recursive=recursive,
                 ray_address=ray_address,
                 files_per_batch=files_per_batch,
-                on_progress=on_progress,
+                on_progress=bar.report,
             )
         click.echo(
             f"detect batch: {summary.files} files, {summary.rows} rows, {summary.errors} with an error, "
@@ -192,6 +194,36 @@ def batch(
         if ray_ours:
             ray_session.disconnect()
     sys.exit(EXIT_SOME_FAILED if summary.errors else EXIT_OK)
+
+
+class _LineEndedFirst(logging.Filter):
+    def __init__(self, end_line: Callable[[], None]) -> None:
+        super().__init__()
+        self._end_line = end_line
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self._end_line()
+        return True
+
+
+@contextlib.contextmanager
+def _ray_data_lines_start_below(end_line: Callable[[], None]) -> Iterator[None]:
+    """Ray Data's lines on the terminal start on a line of their own: the bar's line is ended first (a run failing
+    midway printed Ray's 'Dataset … execution failed' on the bar's line, then the command's error under it). Added
+    last to Ray Data's terminal handlers: it sees only the records they print (not those kept off without --debug)."""
+    handlers = [
+        handler
+        for handler in logging.getLogger("ray.data").handlers
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)
+    ]
+    ended_first = _LineEndedFirst(end_line)
+    for handler in handlers:
+        handler.addFilter(ended_first)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(ended_first)
 
 
 def failed_rows_said(summary: BatchSummary) -> list[str]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 import sys
 import threading
-from collections.abc import Callable, Iterator
-from typing import Any, Optional
+from collections.abc import Iterator
+from typing import Any, Optional, Union
 
 import click
 
@@ -47,15 +47,25 @@ def progress_bar(length: int, label: str, show: bool = True, show_pos: bool = Fa
         yield _Progress(bar)
 
 
+class _NoCounts:
+    def report(self, done: int, total: int) -> None:
+        pass
+
+    def end_line(self) -> None:
+        pass
+
+
 class _CountsShown:
     """A bar for counts reported from elsewhere: drawn at the first step done (the lines printed before, Ray's,
-    stay above it), finished at the total (lines printed after it start on a line of their own)."""
+    stay above it), finished at the total (lines printed after it start on a line of their own), and where another
+    prints a line meanwhile (end_line)."""
 
     def __init__(self, label: str) -> None:
         self._label = label
         self._bars = contextlib.ExitStack()
         self._bar: Optional[Any] = None
         self._done = 0
+        self._drawn = 0  # the steps the bar now drawn has shown (one drawn again after end_line starts at none)
         self._finished = False
         # reports come from a thread of the caller's, the last (and the close) from the main one
         self._lock = threading.RLock()
@@ -66,10 +76,18 @@ class _CountsShown:
                 return
             if self._bar is None:
                 self._bar = self._bars.enter_context(progress_bar(total, self._label, show_pos=True))
-            self._bar.update(done - self._done)
-            self._done = done
+                self._drawn = 0
+            self._bar.update(done - self._drawn)
+            self._done = self._drawn = done
             if done >= total:
                 self.close()
+
+    def end_line(self) -> None:
+        """The bar finished where it stands, its line ended, for a line another prints (Ray's 'Dataset …
+        execution failed' was printed on the bar's line); the next step done draws it again below."""
+        with self._lock:
+            self._bars.close()
+            self._bar = None
 
     def close(self) -> None:
         with self._lock:
@@ -78,14 +96,15 @@ class _CountsShown:
 
 
 @contextlib.contextmanager
-def progress_of_counts(label: str, show: bool = True) -> Iterator[Callable[[int, int], None]]:
+def progress_of_counts(label: str, show: bool = True) -> Iterator[Union[_NoCounts, _CountsShown]]:
     """``report(done, total)`` for work counted elsewhere (`detect batch`'s actors): click's bar on stderr, with
-    the steps done and in all, from the first step done to the total; silent where not ``show``."""
+    the steps done and in all, from the first step done to the total; silent where not ``show``. ``end_line()``
+    before another's line on stderr: it starts on a line of its own."""
     if not show:
-        yield lambda done, total: None
+        yield _NoCounts()
         return
     shown = _CountsShown(label)
     try:
-        yield shown.report
+        yield shown
     finally:
         shown.close()

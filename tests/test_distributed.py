@@ -769,7 +769,8 @@ def test_batch_progress_is_a_bar_on_a_terminal_and_nothing_elsewhere(monkeypatch
     for on_terminal in (True, False):
         stderr = Terminal() if on_terminal else io.StringIO()
         monkeypatch.setattr(sys, "stderr", stderr)
-        with progress_of_counts("detecting", show=on_terminal) as report:
+        with progress_of_counts("detecting", show=on_terminal) as shown:
+            report = shown.report
             report(0, 3)
             drawn_at_none_done = stderr.getvalue()
             report(2, 3)
@@ -782,6 +783,37 @@ def test_batch_progress_is_a_bar_on_a_terminal_and_nothing_elsewhere(monkeypatch
             assert re.findall(r"(\d)/3", finished) == ["0", "2", "3"] and finished.endswith("\n"), finished
         else:
             assert finished == ""
+
+
+def test_ray_s_line_of_a_run_failing_midway_starts_below_the_bar_on_a_terminal(monkeypatch, tmp_path):
+    """A run failing midway on a terminal: Ray Data's 'Dataset … execution failed' was printed on the bar's line
+    ('detecting [####----] 1/3  ⚠️ Dataset … execution failed'), the command's error under it."""
+    import logging
+
+    from detector import cli
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    def fails_midway(*args, on_progress, **kwargs):
+        on_progress(1, 3)
+        logging.getLogger("ray.data").info("Dataset d execution failed")  # Ray's, to its terminal handler
+        on_progress(2, 3)  # a count after it: the bar drawn again below
+        raise DetectorError("the actors could not load the model: bad")
+
+    monkeypatch.setattr(distributed, "run_batch", fails_midway)
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    for handler in logging.getLogger("ray.data").handlers:  # Ray's terminal handler keeps the stderr of its start
+        if type(handler).__module__.startswith("ray.") and isinstance(handler, logging.StreamHandler):
+            monkeypatch.setattr(handler, "stream", sys.stderr)
+    with pytest.raises(SystemExit):
+        cli.main(["batch", "-i", str(tmp_path), "-o", str(tmp_path / "out")])
+    lines = sys.stderr.getvalue().split("\n")
+    ray_s = [number for number, line in enumerate(lines) if "execution failed" in line]
+    assert len(ray_s) == 1 and "detecting" not in lines[ray_s[0]], lines  # on a line of its own
+    assert "2/3" in lines[ray_s[0] + 1], lines  # the bar drawn again below it
+    assert lines[-2:] == ["detect batch: error: the actors could not load the model: bad", ""], lines
 
 
 def test_a_subfolder_that_cannot_be_read_is_an_error_of_its_own_in_detect_and_batch_but_a_disk_s_lost_found_none(
