@@ -421,6 +421,13 @@ def test_paddleocr_image_names_keep_their_spaces(tmp_path):
     check_labelled_images_exist(images)
 
 
+def test_paddleocr_labels_end_at_the_next_tab(tmp_path):
+    # PaddleOCR reads the second tab-separated field as the labels: a third column was parsed as part of the JSON
+    region = {"transcription": "hello", "points": [[1, 2], [30, 2], [30, 12], [1, 12]]}
+    images = read_labels(write(tmp_path / "labels.txt", f"a.png\t{json.dumps([region])}\tchecked by: ann\n"))
+    assert [item.image_path.name for item in images] == ["a.png"] and len(images[0].labels) == 1
+
+
 def test_paddleocr_image_field_may_list_images_sharing_the_labels(tmp_path):
     region = {"transcription": "hello", "points": [[1, 2], [30, 2], [30, 12], [1, 12]]}
     lines = [f'["a.png", "sub/b.png"]\t{json.dumps([region])}', "[1].png\t[]", "[]\t[]"]

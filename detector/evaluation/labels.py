@@ -131,6 +131,9 @@ def read_paddleocr_label_file(path: Path, image_dir: Optional[Union[str, os.Path
         where = f"{path}, line {number}"
         # the name as written, spaces kept: PaddleOCR strips only the line's newline, so ' a.png' is a file
         name, tab, payload = line.partition("\t")
+        # the labels are the field up to the next tab, as PaddleOCR splits the line at every tab and reads the second
+        # field: what follows a second tab (an editor's extra column) is not part of them
+        payload = payload.split("\t", 1)[0]
         if not tab or not name:
             fields = line.split(",")
             icdar = len(fields) >= 9 and all(_is_number(field) for field in fields[:8])
