@@ -6,7 +6,7 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Optional
 
 import click
@@ -154,7 +154,12 @@ def batch(
     # a bar over the files on a terminal, Ray Data's own progress off: on a terminal it asked for tqdm
     shown = progress_of_counts("detecting", sys.stderr is not None and sys.stderr.isatty())
     try:
-        with quiet, ray_session.ray_data_progress_off(), shown as bar, _ray_data_lines_start_below(bar.end_line):
+        with (
+            quiet,
+            ray_session.ray_data_progress_off(),
+            shown as bar,
+            ray_session.ray_data_terminal_filtered(_LineEndedFirst(bar.end_line)),
+        ):
             summary = distributed.run_batch(
                 inputs,
                 output,
@@ -197,6 +202,10 @@ def batch(
 
 
 class _LineEndedFirst(logging.Filter):
+    """Ray Data's lines on the terminal start on a line of their own: the bar's line is ended first (a run failing
+    midway printed Ray's 'Dataset … execution failed' on the bar's line, then the command's error under it). Added
+    last to Ray Data's terminal handlers: it sees only the records they print (not those kept off without --debug)."""
+
     def __init__(self, end_line: Callable[[], None]) -> None:
         super().__init__()
         self._end_line = end_line
@@ -204,26 +213,6 @@ class _LineEndedFirst(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         self._end_line()
         return True
-
-
-@contextlib.contextmanager
-def _ray_data_lines_start_below(end_line: Callable[[], None]) -> Iterator[None]:
-    """Ray Data's lines on the terminal start on a line of their own: the bar's line is ended first (a run failing
-    midway printed Ray's 'Dataset … execution failed' on the bar's line, then the command's error under it). Added
-    last to Ray Data's terminal handlers: it sees only the records they print (not those kept off without --debug)."""
-    handlers = [
-        handler
-        for handler in logging.getLogger("ray.data").handlers
-        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)
-    ]
-    ended_first = _LineEndedFirst(end_line)
-    for handler in handlers:
-        handler.addFilter(ended_first)
-    try:
-        yield
-    finally:
-        for handler in handlers:
-            handler.removeFilter(ended_first)
 
 
 def failed_rows_said(summary: BatchSummary) -> list[str]:

@@ -141,24 +141,29 @@ class _RayDataFailuresLeftOut(logging.Filter):
         return record.levelno < logging.ERROR
 
 
-@contextlib.contextmanager
-def ray_data_failures_kept_off_the_terminal() -> Iterator[None]:
+def ray_data_failures_kept_off_the_terminal() -> contextlib.AbstractContextManager[None]:
     """Ray Data's error records kept from its terminal handlers (not from its log file, in Ray's session folder):
     they are the job's failure with Ray's tracebacks, ~100 lines for a model the actors cannot load, ~260 for a
     full disk, where run_batch raises that failure as one error."""
+    return ray_data_terminal_filtered(_RayDataFailuresLeftOut())
+
+
+@contextlib.contextmanager
+def ray_data_terminal_filtered(record_filter: logging.Filter) -> Iterator[None]:
+    """``record_filter`` added last to Ray Data's terminal handlers (its stream handlers, not its log file's) while
+    the block runs: it sees only the records the filters added before it let through."""
     handlers = [
         handler
         for handler in logging.getLogger("ray.data").handlers
         if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)
     ]
-    left_out = _RayDataFailuresLeftOut()
     for handler in handlers:
-        handler.addFilter(left_out)
+        handler.addFilter(record_filter)
     try:
         yield
     finally:
         for handler in handlers:
-            handler.removeFilter(left_out)
+            handler.removeFilter(record_filter)
 
 
 class _ProgressOffNoticeDropped(logging.Filter):
